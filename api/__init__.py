@@ -1,0 +1,1 @@
+"""The HTTP API (FastAPI). Routes arrive with the consented-reads issue."""

@@ -1,0 +1,229 @@
+"""`dmp`: the command line. Thin shell over the intake, the workers and the index."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from pipeline.settings import Settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="DMP: shared medical record ingestion pipeline.")
+db_app = typer.Typer(no_args_is_help=True, help="Index database.")
+keys_app = typer.Typer(no_args_is_help=True, help="Master keys.")
+app.add_typer(db_app, name="db")
+app.add_typer(keys_app, name="keys")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO level.")] = False) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+@app.command()
+def ingest(
+    path: Annotated[Path, typer.Argument(help="Batch folder or .zip with manifest.csv.")],
+    source: Annotated[str, typer.Option(help="hospital:ID or lab:ID")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON summary.")] = False,
+    threads: Annotated[int, typer.Option(help="Embedded mode: worker threads.")] = 2,
+) -> None:
+    """Ingest a batch. Embedded: process it to completion. Distributed: enqueue and print the batch id."""
+    from pipeline.ingest.intake import ManifestError, SourceError, parse_source, receive_batch
+    from pipeline.keys import KeyFileError
+    from pipeline.workers.wiring import wire
+
+    try:
+        parse_source(source)
+    except SourceError as exc:
+        _fail(str(exc))
+    if not path.exists():
+        _fail(f"{path} does not exist")
+    settings = Settings()
+    wiring = wire(settings, prepare=settings.embedded_broker)
+    try:
+        rt = wiring.runtime()
+        rt.store.ensure_ready()
+        result = receive_batch(rt, path, source)
+    except (ManifestError, SourceError, KeyFileError) as exc:
+        _fail(str(exc))
+    worker = None
+    if settings.embedded_broker:
+        from dramatiq import Worker
+
+        worker = Worker(wiring.broker, worker_threads=max(1, threads))
+        worker.start()
+    for item_id in result.to_send:
+        wiring.actors.process_document.send(item_id)
+    summary = {"batch": result.batch_id, "total": result.total, "resumed": result.resumed, "mode": "embedded" if worker else "distributed"}
+    if worker is not None:
+        _run_embedded(wiring, worker, result.batch_id, quiet=as_json)
+    with rt.sessions() as session:
+        from pipeline.status import batch_status
+
+        status = batch_status(session, result.batch_id)
+    summary.update({state: status["counts"].get(state, 0) for state in ("queued", "processing", "indexed", "rejected")})
+    wiring.close()
+    if as_json:
+        typer.echo(json.dumps(summary))
+    elif worker is not None:
+        _print_summary(status)
+    else:
+        typer.echo(f"batch {result.batch_id}: {result.total} items, {len(result.to_send)} queued for the workers")
+        typer.echo(f"follow it with: dmp status {result.batch_id}")
+
+
+def _run_embedded(wiring, worker, batch_id: str, quiet: bool) -> None:  # type: ignore[no-untyped-def]
+    from pipeline.progress import Counts, watch
+    from pipeline.status import counts
+
+    def drain() -> None:
+        wiring.broker.join(wiring.settings.queue_name, fail_fast=False)
+
+    joiner = threading.Thread(target=drain, daemon=True)
+    joiner.start()
+    rt = wiring.runtime()
+
+    def poll() -> Counts:
+        with rt.sessions() as session:
+            return counts(session, batch_id)
+
+    if quiet:
+        joiner.join()
+    else:
+        watch(poll, lambda: not joiner.is_alive(), f"batch {batch_id[:8]}")
+    worker.join()
+    worker.stop()
+
+
+def _print_summary(status: dict) -> None:
+    items = status["items"]
+    indexed = [i for i in items if i["state"] == "indexed"]
+    rejected = [i for i in items if i["state"] == "rejected"]
+    typer.echo(f"batch {status['batch']} ({status['source']}): {len(items)} items, {len(indexed)} indexed, {len(rejected)} rejected")
+    by_class = Counter((i["class_code"], i["type_code"]) for i in indexed)
+    for (class_code, type_code), count in sorted(by_class.items()):
+        typer.echo(f"  indexed  class {class_code} type {type_code}: {count}")
+    for item in rejected:
+        typer.echo(f"  rejected {item['file']}: {item['reason']} - {item['message']}")
+    pending = [i for i in items if i["state"] not in ("indexed", "rejected")]
+    if pending:
+        typer.echo(f"  {len(pending)} still pending: run `dmp ingest` on the same batch again to resume")
+
+
+@app.command()
+def status(
+    batch: Annotated[str, typer.Argument(help="Batch id printed by dmp ingest.")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Per-document states and reasons of a batch."""
+    from pipeline.runtime import Runtime
+    from pipeline.status import UnknownBatch, batch_status
+
+    rt = Runtime.from_settings(Settings())
+    try:
+        with rt.sessions() as session:
+            result = batch_status(session, batch)
+    except UnknownBatch:
+        _fail(f"no batch {batch}", 1)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    for item in result["items"]:
+        detail = f"{item['reason']}: {item['message']}" if item["state"] == "rejected" else (f"class {item['class_code']} type {item['type_code']}" if item["state"] == "indexed" else "")
+        typer.echo(f"{item['state']:<10} {item['file']:<40} {detail}")
+    typer.echo(f"{result['total']} items: " + ", ".join(f"{n} {s}" for s, n in sorted(result["counts"].items())))
+
+
+@app.command()
+def worker(
+    processes: Annotated[int, typer.Option(help="Worker processes.")] = 2,
+    threads: Annotated[int, typer.Option(help="Threads per process.")] = 2,
+) -> None:
+    """Run the workers (distributed mode: needs DMP_BROKER_URL)."""
+    if Settings().embedded_broker:
+        _fail("dmp worker needs DMP_BROKER_URL (redis://…); in embedded mode dmp ingest runs its own worker")
+    from dramatiq.cli import main as dramatiq_main
+    from dramatiq.cli import make_argument_parser
+
+    args = make_argument_parser().parse_args(["pipeline.workers.entry", "--processes", str(processes), "--threads", str(threads)])
+    raise typer.Exit(dramatiq_main(args))
+
+
+@app.command()
+def samples(
+    out: Annotated[Path, typer.Argument(help="Folder to write (must not exist or be empty).")],
+    patients: Annotated[int, typer.Option()] = 20,
+    documents: Annotated[int, typer.Option()] = 200,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Write a synthetic batch (PDFs, CDA, a few bad files) with manifest.csv and expected.csv."""
+    from pipeline.samples import generate_samples
+
+    try:
+        summary = generate_samples(out, patients=patients, documents=documents, seed=seed)
+    except ValueError as exc:
+        _fail(str(exc))
+    typer.echo(f"wrote {summary.documents} documents for {summary.patients} patients to {out} ({summary.good} good, {summary.bad} bad; see expected.csv)")
+
+
+@app.command()
+def demo(documents: Annotated[int, typer.Option()] = 60, patients: Annotated[int, typer.Option()] = 8) -> None:
+    """Generate samples and run the embedded pipeline on them."""
+    settings = Settings()
+    if not settings.embedded_broker:
+        _fail("dmp demo runs in embedded mode: unset DMP_BROKER_URL")
+    out = settings.home / "demo-batch"
+    shutil.rmtree(out, ignore_errors=True)
+    samples(out, patients=patients, documents=documents, seed=0)
+    ingest(out, source="hospital:DEMO-CHU", as_json=False, threads=2)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the index schema (SQLite or PostgreSQL)."""
+    from pipeline.index.db import make_engine, upgrade
+
+    settings = Settings()
+    engine = make_engine(settings.resolved_database_url())
+    upgrade(engine)
+    engine.dispose()
+    typer.echo("index schema is up to date")
+
+
+@keys_app.command("init")
+def keys_init() -> None:
+    """Create the key file (mode 0600) if it does not exist; share it with every worker machine."""
+    from pipeline.keys import load_keyring
+
+    path = Settings().resolved_key_file()
+    existed = path.exists()
+    keyring = load_keyring(path, create=True)
+    typer.echo(f"key file {path} {'already existed' if existed else 'created'} (active key {keyring.active_id})")
+
+
+@app.command()
+def api(host: Annotated[str, typer.Option()] = "127.0.0.1", port: Annotated[int, typer.Option()] = 8000) -> None:
+    """Serve the HTTP API (uvicorn)."""
+    import uvicorn
+
+    uvicorn.run("api.app:app", host=host, port=port)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    app(args=argv)
+
+
+if __name__ == "__main__":
+    main()

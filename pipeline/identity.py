@@ -1,0 +1,50 @@
+"""The national health identifier (INS): NIR format and key.
+
+The NIR is 13 characters (sex, year, month, département, commune, order) followed by a
+2-digit key equal to 97 - (the 13 digits mod 97). Corsica writes 2A / 2B in the
+département; for the key they are read as 19 / 18.
+"""
+
+from __future__ import annotations
+
+import re
+
+INS_OID_NIR = "1.2.250.1.213.1.4.8"
+INS_OID_NIA = "1.2.250.1.213.1.4.9"
+INS_OID_TEST = "1.2.250.1.213.1.4.10"
+INS_OIDS = frozenset({INS_OID_NIR, INS_OID_NIA, INS_OID_TEST})
+
+_NIR = re.compile(r"^([12378])(\d{2})(\d{2})(\d{2}|2A|2B)(\d{3})(\d{3})(\d{2})$")
+
+
+def normalize_nir(value: str) -> str:
+    """Upper-case and drop the spaces people type between NIR groups."""
+    return re.sub(r"[\s.]", "", value or "").upper()
+
+
+def _numeric_body(body13: str) -> int:
+    # Corsican départements are read as 19 (2A) and 18 (2B) for the key only.
+    return int(body13.replace("2A", "19").replace("2B", "18"))
+
+
+def nir_key(body13: str) -> int:
+    """The 2-digit control key of a 13-character NIR body."""
+    return 97 - (_numeric_body(body13) % 97)
+
+
+def is_valid_nir(value: str) -> bool:
+    """True when `value` is a well-formed 15-character NIR whose key matches."""
+    nir = normalize_nir(value)
+    match = _NIR.match(nir)
+    if not match:
+        return False
+    month = int(match.group(3))
+    # 01-12, plus 20 and 30-42 (unknown or provisional months) and 50+ per INSEE usage.
+    if month == 0 or (12 < month < 20) or (20 < month < 30) or (42 < month < 50) or month > 99:
+        return False
+    return nir_key(nir[:13]) == int(nir[13:])
+
+
+def with_key(body13: str) -> str:
+    """Append the control key to a 13-character NIR body (used to build valid test NIRs)."""
+    return f"{body13}{nir_key(body13):02d}"

@@ -1,0 +1,1 @@
+"""The metadata index: SQLAlchemy 2 models, sessions, queries and Alembic migrations."""

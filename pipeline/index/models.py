@@ -1,0 +1,140 @@
+"""Index tables. Uniqueness is enforced by constraints, not checks, so at-least-once delivery
+cannot create a second document, object or outbox row."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from sqlalchemy import (
+    BigInteger,
+    Date,
+    DateTime,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+def _now() -> Mapped[dt.datetime]:
+    return mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Patient(Base):
+    __tablename__ = "patients"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    ins: Mapped[str] = mapped_column(String(15), unique=True)
+    status: Mapped[str] = mapped_column(String(16), default="open")  # open | closed | opposed
+    closed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[dt.datetime] = _now()
+
+
+class Batch(Base):
+    __tablename__ = "batches"
+    __table_args__ = (UniqueConstraint("source", "manifest_digest"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    source: Mapped[str] = mapped_column(String(128))
+    # Keyed hash of the manifest bytes: the same manifest from the same source is the same batch.
+    manifest_digest: Mapped[str] = mapped_column(String(64))
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[dt.datetime] = _now()
+
+
+class BatchItem(Base):
+    __tablename__ = "batch_items"
+    __table_args__ = (UniqueConstraint("batch_id", "slot"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id"), index=True)
+    # "row:N" for a manifest row, "file:NAME" for a file the manifest does not list.
+    slot: Mapped[str] = mapped_column(String(512))
+    file: Mapped[str] = mapped_column(String(512))
+    row_number: Mapped[int | None] = mapped_column(Integer)
+    source_document_id: Mapped[str | None] = mapped_column(String(256))
+    patient_ins: Mapped[str | None] = mapped_column(String(32))
+    title: Mapped[str | None] = mapped_column(Text)
+    document_type: Mapped[str | None] = mapped_column(String(128))
+    service_date: Mapped[str | None] = mapped_column(String(32))
+    author_id: Mapped[str | None] = mapped_column(String(64))
+    author_profession: Mapped[str | None] = mapped_column(String(64))
+
+    state: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    reason: Mapped[str | None] = mapped_column(String(64))
+    message: Mapped[str | None] = mapped_column(Text)
+    # attempts: processing starts; crashes: starts that found the previous one unfinished
+    # (its worker died or hit an unexpected error). Too many crashes sets the item aside.
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    crashes: Mapped[int] = mapped_column(Integer, default=0)
+    inbox_key: Mapped[str | None] = mapped_column(String(256))
+    # Object written by the current attempt; removed if that attempt does not commit.
+    pending_object_key: Mapped[str | None] = mapped_column(String(256))
+    document_id: Mapped[str] = mapped_column(String(36), default=new_id)
+    quarantine_key: Mapped[str | None] = mapped_column(String(256))
+    quarantine_until: Mapped[dt.date | None] = mapped_column(Date)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), onupdate=func.now())
+
+
+class Document(Base):
+    __tablename__ = "documents"
+    __table_args__ = (UniqueConstraint("source", "source_document_id"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id"), index=True)
+    source: Mapped[str] = mapped_column(String(128))
+    source_document_id: Mapped[str] = mapped_column(String(256))
+    batch_item_id: Mapped[str] = mapped_column(ForeignKey("batch_items.id"), unique=True)
+    title: Mapped[str | None] = mapped_column(Text)
+    class_code: Mapped[str] = mapped_column(String(8))
+    type_code: Mapped[str] = mapped_column(String(32))
+    classified_by: Mapped[str] = mapped_column(String(64))
+    confidence: Mapped[float] = mapped_column(default=1.0)
+    needs_review: Mapped[bool] = mapped_column(default=False)
+    service_date: Mapped[dt.date | None] = mapped_column(Date)
+    author_id: Mapped[str | None] = mapped_column(String(64))
+    author_profession: Mapped[str | None] = mapped_column(String(64))
+    mime_type: Mapped[str] = mapped_column(String(128))
+    size: Mapped[int] = mapped_column(BigInteger)
+    content_hmac: Mapped[str] = mapped_column(String(64), index=True)
+    object_key: Mapped[str] = mapped_column(String(256), unique=True)
+    key_id: Mapped[str] = mapped_column(String(64))
+    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = _now()
+
+
+class Outbox(Base):
+    """Notifications waiting for delivery: one per patient per batch, never one per document."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (UniqueConstraint("patient_id", "kind", "batch_id"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id"))
+    source: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[dt.datetime] = _now()
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))

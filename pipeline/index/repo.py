@@ -1,0 +1,128 @@
+"""Queries and state transitions on the index. Every transition is one short transaction."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from pipeline.index.models import Batch, BatchItem, Document, Outbox, Patient, new_id
+
+FINAL_STATES = ("indexed", "rejected")
+
+
+def insert_ignore(session: Session, model: type, values: dict) -> None:
+    """INSERT … ON CONFLICT DO NOTHING on SQLite and PostgreSQL: the constraint decides, not a check."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    session.execute(dialect.insert(model).values(**values).on_conflict_do_nothing())
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The right to run one processing attempt on an item."""
+
+    item: BatchItem
+    attempt: int
+    previous_pending_key: str | None
+
+
+def claim_item(session: Session, item_id: str) -> Claim | None:
+    """Start an attempt: count it and return the item, or None if the item is already final.
+
+    The counters are committed before any work, so a file that kills its worker is still
+    counted when the broker redelivers its message (dramatiq does not count that as a retry).
+    """
+    item = session.get(BatchItem, item_id, with_for_update=session.get_bind().dialect.name == "postgresql")
+    if item is None or item.state in FINAL_STATES:
+        session.rollback()
+        return None
+    previous = item.pending_object_key
+    if item.state == "processing":
+        item.crashes += 1
+    item.attempts += 1
+    item.state = "processing"
+    item.pending_object_key = f"docs/{item.document_id}.{item.attempts}"
+    session.commit()
+    return Claim(item, item.attempts, previous)
+
+
+def _still_mine(session: Session, claim: Claim) -> BatchItem | None:
+    item = session.get(BatchItem, claim.item.id, with_for_update=session.get_bind().dialect.name == "postgresql")
+    if item is None or item.state != "processing" or item.attempts != claim.attempt:
+        return None
+    return item
+
+
+def ensure_patient(session: Session, ins: str) -> Patient:
+    insert_ignore(session, Patient, {"id": new_id(), "ins": ins, "status": "open"})
+    return session.scalars(select(Patient).where(Patient.ins == ins)).one()
+
+
+def find_document(session: Session, source: str, source_document_id: str) -> Document | None:
+    return session.scalars(
+        select(Document).where(Document.source == source, Document.source_document_id == source_document_id)
+    ).one_or_none()
+
+
+def commit_indexed(session: Session, claim: Claim, document: Document | None, document_id: str, patient_id: str, batch_id: str, source: str) -> bool:
+    """Record the document, mark the item indexed and queue the patient's notification, atomically.
+
+    Returns False (and writes nothing) when another attempt has taken the item over.
+    """
+    item = _still_mine(session, claim)
+    if item is None:
+        session.rollback()
+        return False
+    if document is not None:
+        session.add(document)
+    item.state, item.reason, item.message = "indexed", None, None
+    item.document_id = document_id
+    item.pending_object_key = None
+    insert_ignore(
+        session,
+        Outbox,
+        {"id": new_id(), "patient_id": patient_id, "kind": "documents_added", "batch_id": batch_id, "source": source},
+    )
+    session.commit()
+    return True
+
+
+def commit_rejected(session: Session, claim: Claim | None, item_id: str, reason: str, message: str, quarantine: tuple[str, dt.date] | None) -> bool:
+    item = _still_mine(session, claim) if claim else session.get(BatchItem, item_id)
+    if item is None or item.state in FINAL_STATES:
+        session.rollback()
+        return False
+    item.state, item.reason, item.message = "rejected", reason, message
+    item.pending_object_key = None
+    if quarantine:
+        item.quarantine_key, item.quarantine_until = quarantine
+    session.commit()
+    return True
+
+
+def requeue_for_retry(session: Session, item_id: str) -> None:
+    """A transient failure: the attempt ends cleanly and the item waits for its retry."""
+    session.execute(update(BatchItem).where(BatchItem.id == item_id, BatchItem.state == "processing").values(state="queued"))
+    session.commit()
+
+
+def batch_items(session: Session, batch_id: str) -> Sequence[BatchItem]:
+    return session.scalars(select(BatchItem).where(BatchItem.batch_id == batch_id).order_by(BatchItem.row_number.nulls_last(), BatchItem.file)).all()
+
+
+def batch_counts(session: Session, batch_id: str) -> dict[str, int]:
+    rows = session.execute(select(BatchItem.state, func.count()).where(BatchItem.batch_id == batch_id).group_by(BatchItem.state))
+    return {state: count for state, count in rows}
+
+
+def documents_by_id(session: Session, document_ids: Sequence[str]) -> dict[str, Document]:
+    docs = session.scalars(select(Document).where(Document.id.in_(document_ids))).all() if document_ids else []
+    return {doc.id: doc for doc in docs}
+
+
+def batch_source(session: Session, batch_id: str) -> str:
+    return session.scalars(select(Batch.source).where(Batch.id == batch_id)).one()

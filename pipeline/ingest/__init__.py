@@ -1,0 +1,1 @@
+"""Intake: reading batches (folder or zip + manifest.csv), putting raw bytes in the inbox, enqueueing."""

@@ -1,0 +1,112 @@
+"""Reading a dropped batch: a folder or a .zip with documents and a manifest, streamed, never loaded whole."""
+
+from __future__ import annotations
+
+import zipfile
+from contextlib import AbstractContextManager
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO, Protocol
+
+from pipeline.ingest.manifest import MANIFEST_NAME, ManifestError
+
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024
+# The samples' answer key sits next to the documents; it is never a document.
+NOT_DOCUMENTS = frozenset({MANIFEST_NAME, "expected.csv"})
+
+
+class BatchReader(Protocol):
+    def manifest_bytes(self) -> bytes: ...
+
+    def document_names(self) -> list[str]: ...
+
+    def open(self, name: str) -> AbstractContextManager[BinaryIO]: ...
+
+
+def _is_document(name: str) -> bool:
+    parts = PurePosixPath(name).parts
+    return bool(parts) and name not in NOT_DOCUMENTS and not any(p.startswith(".") or p == "__MACOSX" for p in parts)
+
+
+class FolderBatch:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def manifest_bytes(self) -> bytes:
+        path = self.root / MANIFEST_NAME
+        if not path.is_file():
+            raise ManifestError("manifest_missing", f"no {MANIFEST_NAME} in {self.root}")
+        if path.stat().st_size > MAX_MANIFEST_BYTES:
+            raise ManifestError("manifest_invalid", f"{MANIFEST_NAME} is larger than {MAX_MANIFEST_BYTES} bytes")
+        return path.read_bytes()
+
+    def document_names(self) -> list[str]:
+        names = (p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file())
+        return sorted(name for name in names if _is_document(name))
+
+    def open(self, name: str) -> AbstractContextManager[BinaryIO]:
+        return (self.root / name).open("rb")
+
+
+class ZipBatch:
+    """A zip batch. Members are decompressed as a stream; the manifest may sit in one top folder."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            self.zip = zipfile.ZipFile(path)
+        except zipfile.BadZipFile:
+            raise ManifestError("batch_unreadable", f"{path.name} is not a readable zip file") from None
+        files = [info.filename for info in self.zip.infolist() if not info.is_dir()]
+        manifests = [n for n in files if PurePosixPath(n).name == MANIFEST_NAME and _is_document(n.replace(MANIFEST_NAME, "x"))]
+        self.prefix = ""
+        if MANIFEST_NAME not in files and len(manifests) == 1:
+            self.prefix = manifests[0][: -len(MANIFEST_NAME)]
+        self._names = [n[len(self.prefix) :] for n in files if n.startswith(self.prefix)]
+
+    def manifest_bytes(self) -> bytes:
+        try:
+            info = self.zip.getinfo(self.prefix + MANIFEST_NAME)
+        except KeyError:
+            raise ManifestError("manifest_missing", f"no {MANIFEST_NAME} in the zip") from None
+        if info.file_size > MAX_MANIFEST_BYTES:
+            raise ManifestError("manifest_invalid", f"{MANIFEST_NAME} is larger than {MAX_MANIFEST_BYTES} bytes")
+        with self.zip.open(info) as handle:
+            return handle.read(MAX_MANIFEST_BYTES + 1)[:MAX_MANIFEST_BYTES]
+
+    def document_names(self) -> list[str]:
+        return sorted(name for name in self._names if _is_document(name))
+
+    def open(self, name: str) -> AbstractContextManager[BinaryIO]:
+        return self.zip.open(self.prefix + name)
+
+
+def open_batch(path: Path) -> BatchReader:
+    """A reader for a batch folder or zip."""
+    if path.is_dir():
+        return FolderBatch(path)
+    if path.is_file() and zipfile.is_zipfile(path):
+        return ZipBatch(path)
+    raise ManifestError("batch_unreadable", f"{path} is neither a folder nor a zip file")
+
+
+class LimitedReader:
+    """Wraps a stream and raises TooLarge as soon as more than `limit` bytes have been read."""
+
+    class TooLarge(Exception):
+        pass
+
+    def __init__(self, source: BinaryIO, limit: int) -> None:
+        self.source = source
+        self.limit = limit
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0:
+            return b"".join(iter(lambda: self.read(1024 * 1024), b""))
+        chunk = self.source.read(size)
+        self.count += len(chunk)
+        if self.count > self.limit:
+            raise LimitedReader.TooLarge()
+        return chunk
+
+    def readable(self) -> bool:
+        return True

@@ -1,0 +1,95 @@
+"""The batch manifest (`manifest.csv`): one row per document, columns named in DESIGN.md."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+
+REQUIRED_COLUMNS = (
+    "file",
+    "patient_ins",
+    "source_document_id",
+    "title",
+    "service_date",
+    "author_id",
+    "author_profession",
+)
+OPTIONAL_COLUMNS = ("document_type",)
+MANIFEST_NAME = "manifest.csv"
+
+
+class ManifestError(Exception):
+    """The manifest as a whole is unusable (missing, not CSV, required columns absent)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    row_number: int  # 1-based data row number (the header is row 0)
+    file: str
+    fields: dict[str, str]
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    row_number: int
+    file: str
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    rows: list[ManifestRow]
+    problems: list[RowProblem]
+
+    @property
+    def listed_files(self) -> set[str]:
+        return {row.file for row in self.rows}
+
+
+def _dialect(sample: str) -> type[csv.Dialect] | csv.Dialect:
+    try:
+        return csv.Sniffer().sniff(sample.splitlines()[0] if sample else "", delimiters=",;\t")
+    except csv.Error:
+        return csv.excel
+
+
+def parse_manifest(data: bytes) -> Manifest:
+    """Parse manifest bytes. Structural problems of one row become RowProblems; the rest go on.
+
+    Raises ManifestError when the file cannot serve as a manifest at all.
+    """
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ManifestError("manifest_invalid", "manifest.csv is not UTF-8 text") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""), dialect=_dialect(text[:4096]))
+    header = [name.strip() for name in (reader.fieldnames or [])]
+    missing = [column for column in REQUIRED_COLUMNS if column not in header]
+    if missing:
+        raise ManifestError("manifest_invalid", f"manifest.csv lacks required columns: {', '.join(missing)}")
+    reader.fieldnames = header
+
+    rows: list[ManifestRow] = []
+    problems: list[RowProblem] = []
+    seen: set[str] = set()
+    for number, raw in enumerate(reader, start=1):
+        file = (raw.get("file") or "").strip()
+        if None in raw or any(value is None for value in raw.values()):
+            problems.append(RowProblem(number, file, "invalid_manifest_row", "wrong number of fields"))
+            continue
+        if not file:
+            problems.append(RowProblem(number, file, "invalid_manifest_row", "empty 'file' field"))
+            continue
+        if file in seen:
+            problems.append(RowProblem(number, file, "duplicate_manifest_row", f"row {number}"))
+            continue
+        seen.add(file)
+        fields = {key: (value or "").strip() for key, value in raw.items() if key in REQUIRED_COLUMNS + OPTIONAL_COLUMNS}
+        rows.append(ManifestRow(number, file, fields))
+    return Manifest(rows, problems)

@@ -1,0 +1,59 @@
+"""Progress of a batch: a bar on a terminal, plain log lines otherwise."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Counts:
+    total: int
+    indexed: int
+    rejected: int
+
+    @property
+    def done(self) -> int:
+        return self.indexed + self.rejected
+
+
+def watch(poll: Callable[[], Counts], finished: Callable[[], bool], label: str, interval: float = 0.5) -> Counts:
+    """Poll `poll` until `finished()`, showing done/total, rate and rejected count on stderr."""
+    if sys.stderr.isatty():
+        return _watch_bar(poll, finished, label, interval)
+    return _watch_lines(poll, finished, label, max(interval, 5.0))
+
+
+def _watch_bar(poll: Callable[[], Counts], finished: Callable[[], bool], label: str, interval: float) -> Counts:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]} docs/s"), TextColumn("rejected {task.fields[rejected]}"), TimeElapsedColumn())
+    start = time.monotonic()
+    with Progress(*columns, transient=False) as bar:
+        task = bar.add_task(label, total=None, rate="-", rejected=0)
+        while True:
+            done_now = finished()
+            counts = poll()
+            rate = counts.done / max(time.monotonic() - start, 1e-6)
+            bar.update(task, total=counts.total, completed=counts.done, rate=f"{rate:.1f}", rejected=counts.rejected)
+            if done_now:
+                return counts
+            time.sleep(interval)
+
+
+def _watch_lines(poll: Callable[[], Counts], finished: Callable[[], bool], label: str, interval: float) -> Counts:
+    start = time.monotonic()
+    last = 0.0
+    while True:
+        done_now = finished()
+        counts = poll()
+        now = time.monotonic()
+        if done_now or now - last >= interval:
+            rate = counts.done / max(now - start, 1e-6)
+            print(f"{label}: {counts.done}/{counts.total} done, {rate:.1f} docs/s, {counts.rejected} rejected", file=sys.stderr, flush=True)
+            last = now
+        if done_now:
+            return counts
+        time.sleep(0.2)

@@ -1,0 +1,52 @@
+"""Stable rejection reason codes and the errors that carry them.
+
+A reason code is part of the public surface: senders' IT teams match on it. Never rename one;
+add a new code instead. Messages are for humans and never contain patient data.
+"""
+
+from __future__ import annotations
+
+REASONS: dict[str, str] = {
+    # intake (manifest level)
+    "missing_file": "The manifest lists this file but the batch does not contain it.",
+    "unlisted_file": "The batch contains this file but the manifest does not list it.",
+    "invalid_manifest_row": "The manifest row is malformed or misses a required field.",
+    "duplicate_manifest_row": "The manifest lists this file more than once.",
+    # content
+    "empty_file": "The file is empty.",
+    "file_too_large": "The file exceeds the configured maximum size.",
+    "unsupported_type": "The file type is not accepted (PDF, CDA R2 XML, JPEG, PNG, TIFF, text).",
+    "type_mismatch": "The declared file type does not match the file's content.",
+    "pdf_corrupt": "The PDF cannot be read (damaged or truncated).",
+    "pdf_encrypted": "The PDF is password-protected or encrypted.",
+    "xml_malformed": "The XML document is not well-formed.",
+    "xml_forbidden_construct": "The XML document uses forbidden constructs (DTD, entities).",
+    "patient_mismatch": "The patient identifier inside the document differs from the manifest.",
+    # identity and record
+    "invalid_ins": "The patient INS (NIR) is malformed or its control key is wrong.",
+    "record_closed": "The patient's record is closed or was opposed; it accepts no document.",
+    "invalid_metadata": "A metadata field is invalid (unparsable or future date, bad value).",
+    "duplicate_conflict": "A different document was already received under this source document id.",
+    # processing
+    "processing_crashed": "Processing this document failed repeatedly (worker crashed); it was set aside.",
+    "retries_exhausted": "Storage or database stayed unavailable through every retry; re-send the batch.",
+}
+
+
+class Rejected(Exception):
+    """Permanent failure: bad input. The item ends `rejected` and is never retried."""
+
+    def __init__(self, reason: str, detail: str | None = None) -> None:
+        if reason not in REASONS:
+            raise ValueError(f"unknown reason code {reason!r}")
+        self.reason = reason
+        self.message = REASONS[reason] if not detail else f"{REASONS[reason]} {detail}"
+        super().__init__(reason)
+
+
+class Transient(Exception):
+    """A temporary failure (storage, database, broker unreachable): retried with backoff.
+
+    The text is a code and ids only, because dramatiq copies the traceback into the message
+    it stores in Redis.
+    """

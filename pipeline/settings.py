@@ -1,0 +1,57 @@
+"""Configuration: one settings object, read once from the `DMP_*` environment and passed in.
+
+Unset broker, database and storage mean the embedded default: dramatiq's StubBroker with an
+in-process worker, SQLite under `.dmp/` and a file-system object store under `.dmp/objects/`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the pipeline. Construct once at the edge (CLI, worker entry) and pass it down."""
+
+    model_config = SettingsConfigDict(env_prefix="DMP_", extra="ignore")
+
+    home: Path = Field(default=Path(".dmp"), description="Embedded-mode data folder.")
+    broker_url: str | None = Field(default=None, description="redis://… ; unset = in-process StubBroker.")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; unset = SQLite under home.")
+    storage_url: str | None = Field(default=None, description="s3://bucket or file:///path; unset = home/objects.")
+    s3_endpoint: str | None = Field(default=None, description="S3 endpoint URL (MinIO, moto); else AWS default.")
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
+    s3_region: str = "us-east-1"
+    key_file: Path | None = Field(default=None, description="Master key file; unset = home/keys.json.")
+
+    max_file_bytes: int = Field(default=200 * 1024 * 1024, description="Largest accepted document.")
+    segment_bytes: int = Field(default=256 * 1024, description="Encryption segment size.")
+    quarantine_days: int = Field(default=7, description="Days a rejected document is kept (encrypted).")
+
+    max_attempts: int = Field(default=5, description="Processing starts before an item is set aside.")
+    max_retries: int = Field(default=8, description="Retries of a transient failure.")
+    min_backoff_ms: int = 500
+    max_backoff_ms: int = 30_000
+    broker_heartbeat_timeout_ms: int = Field(
+        default=60_000, description="Silence after which a worker is dead and its messages are redelivered."
+    )
+    broker_maintenance_chance: int = Field(
+        default=1000, description="Broker commands out of a million that run dead-worker maintenance."
+    )
+    queue_name: str = "dmp.documents"
+
+    @property
+    def embedded_broker(self) -> bool:
+        return not self.broker_url
+
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.home / 'index.sqlite3').resolve()}"
+
+    def resolved_storage_url(self) -> str:
+        return self.storage_url or (self.home / "objects").resolve().as_uri()
+
+    def resolved_key_file(self) -> Path:
+        return self.key_file or self.home / "keys.json"

@@ -1,0 +1,189 @@
+"""Object storage: one interface, a file-system store (embedded) and an S3 store (MinIO, S3, moto).
+
+Areas (key prefixes): `inbox/` raw bytes waiting for a worker, `docs/` sealed documents,
+`quarantine/` rejected documents kept encrypted for the sender's support.
+Writes are streamed and atomic: a reader never sees half an object.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import BinaryIO, Protocol
+from urllib.parse import unquote, urlparse
+
+from pipeline.reasons import Transient
+from pipeline.settings import Settings
+
+COPY_CHUNK = 1024 * 1024
+
+
+class ObjectNotFound(Exception):
+    """The key does not exist in the store."""
+
+
+class ObjectStore(Protocol):
+    """What the pipeline needs from an object store."""
+
+    def ensure_ready(self) -> None: ...
+
+    def put(self, key: str, source: BinaryIO) -> None: ...
+
+    def open(self, key: str) -> AbstractContextManager[BinaryIO]: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def keys(self, prefix: str = "") -> Iterator[str]: ...
+
+
+class FileStore:
+    """Objects as files under a root folder; writes go to a temp file then an atomic rename."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root.resolve() not in path.parents:
+            raise ValueError("object key escapes the store")
+        return path
+
+    def ensure_ready(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def put(self, key: str, source: BinaryIO) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                shutil.copyfileobj(source, out, COPY_CHUNK)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @contextmanager
+    def open(self, key: str) -> Iterator[BinaryIO]:
+        try:
+            handle = self._path(key).open("rb")
+        except FileNotFoundError:
+            raise ObjectNotFound(key) from None
+        with handle:
+            yield handle
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        if not self.root.exists():
+            return
+        for path in sorted(self.root.rglob("*")):
+            if path.is_file() and not path.name.startswith(".part-"):
+                key = path.relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    yield key
+
+
+class S3Store:
+    """Objects in an S3 bucket through boto3: multipart streaming uploads, streamed reads."""
+
+    def __init__(self, bucket: str, settings: Settings) -> None:
+        import boto3
+        from boto3.s3.transfer import TransferConfig
+        from botocore.config import Config
+
+        self.bucket = bucket
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=settings.s3_endpoint,
+            aws_access_key_id=settings.s3_access_key,
+            aws_secret_access_key=settings.s3_secret_key,
+            region_name=settings.s3_region,
+            # Fail fast and let the pipeline's own retries (with backoff, counted) take over.
+            config=Config(connect_timeout=5, read_timeout=60, retries={"max_attempts": 2, "mode": "standard"}),
+        )
+        # One part in memory at a time, no thread pool: memory stays flat for a 2 GB file.
+        self.transfer = TransferConfig(multipart_threshold=8 * 1024 * 1024, multipart_chunksize=8 * 1024 * 1024, use_threads=False)
+
+    def ensure_ready(self) -> None:
+        with _s3_errors("ensure_ready"):
+            try:
+                self.client.head_bucket(Bucket=self.bucket)
+            except self.client.exceptions.ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket"):
+                    raise
+                self.client.create_bucket(Bucket=self.bucket)
+
+    def put(self, key: str, source: BinaryIO) -> None:
+        with _s3_errors("put"):
+            self.client.upload_fileobj(source, self.bucket, key, Config=self.transfer)
+
+    @contextmanager
+    def open(self, key: str) -> Iterator[BinaryIO]:
+        with _s3_errors("get"):
+            try:
+                body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+            except self.client.exceptions.NoSuchKey:
+                raise ObjectNotFound(key) from None
+        with _s3_errors("read"), body:
+            yield body
+
+    def delete(self, key: str) -> None:
+        with _s3_errors("delete"):
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+
+    def exists(self, key: str) -> bool:
+        with _s3_errors("head"):
+            try:
+                self.client.head_object(Bucket=self.bucket, Key=key)
+                return True
+            except self.client.exceptions.ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                    return False
+                raise
+
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        with _s3_errors("list"):
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+            for page in pages:
+                for entry in page.get("Contents", []):
+                    yield entry["Key"]
+
+
+@contextmanager
+def _s3_errors(operation: str) -> Iterator[None]:
+    """Turn network and server-side S3 failures into Transient (retried); keep the rest."""
+    from boto3.exceptions import S3UploadFailedError
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except ClientError as exc:
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if status >= 500 or exc.response.get("Error", {}).get("Code") in ("SlowDown", "RequestTimeout"):
+            raise Transient(f"storage_{operation}_failed") from None
+        raise
+    except (BotoCoreError, S3UploadFailedError, ConnectionError):
+        raise Transient(f"storage_{operation}_failed") from None
+
+
+def open_store(settings: Settings) -> ObjectStore:
+    """The store named by DMP_STORAGE_URL (s3://bucket or file:///path), file store by default."""
+    url = urlparse(settings.resolved_storage_url())
+    if url.scheme == "s3":
+        return S3Store(url.netloc, settings)
+    if url.scheme == "file":
+        return FileStore(Path(unquote(url.path)))
+    raise ValueError(f"DMP_STORAGE_URL must be s3://bucket or file:///path, not {url.scheme}://")

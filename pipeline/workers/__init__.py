@@ -1,0 +1,1 @@
+"""Workers: the dramatiq broker set-up and thin actors over the plain stage functions."""

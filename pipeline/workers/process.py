@@ -1,0 +1,219 @@
+"""Processing one batch item: validate -> classify -> seal -> index -> notify.
+
+This is the service layer the actor wraps. Every stage is a plain function; this module only
+orders them, keeps the item's state honest and cleans up after itself:
+
+- the inbox copy (plaintext) is removed once the item is final, even if the previous attempt
+  committed and died before removing it;
+- each attempt writes its object under its own key, recorded before the upload; the next
+  attempt removes a predecessor's object that never got committed, so a killed worker leaves
+  no orphan and two concurrent attempts never overwrite each other's object;
+- the document row, the item's final state and the notification are one transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.exc import IntegrityError
+
+from pipeline.index import repo
+from pipeline.index.models import BatchItem, Document
+from pipeline.ingest.batch import LimitedReader
+from pipeline.reasons import REASONS, Rejected, Transient
+from pipeline.runtime import Runtime
+from pipeline.sealing import seal, seal_context
+from pipeline.storage import ObjectNotFound
+from pipeline.workers.classify import classify
+from pipeline.workers.validate import check_content, check_metadata
+
+log = logging.getLogger(__name__)
+PARIS = ZoneInfo("Europe/Paris")
+SPOOL_CHUNK = 1024 * 1024
+
+
+def paris_today() -> dt.date:
+    return dt.datetime.now(PARIS).date()
+
+
+@dataclass(frozen=True)
+class Spooled:
+    path: Path
+    size: int
+    content_hmac: str
+
+
+@contextmanager
+def spool(rt: Runtime, key: str) -> Iterator[Spooled]:
+    """Copy an inbox object to a private temp file (size-limited, keyed-hashed), removed after use."""
+    hasher = rt.keyring.hasher()
+    fd, name = tempfile.mkstemp(prefix="dmp-spool-")
+    path = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as out, rt.store.open(key) as source:
+            limited = LimitedReader(source, rt.settings.max_file_bytes)
+            try:
+                while chunk := limited.read(SPOOL_CHUNK):
+                    hasher.update(chunk)
+                    out.write(chunk)
+            except LimitedReader.TooLarge:
+                raise Rejected("file_too_large") from None
+        yield Spooled(path, limited.count, hasher.hexdigest())
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _fields(item: BatchItem) -> dict[str, str | None]:
+    return {
+        "patient_ins": item.patient_ins,
+        "source_document_id": item.source_document_id,
+        "service_date": item.service_date,
+        "author_id": item.author_id,
+        "author_profession": item.author_profession,
+    }
+
+
+def _source(rt: Runtime, item: BatchItem) -> str:
+    with rt.sessions() as session:
+        return repo.batch_source(session, item.batch_id)
+
+
+def process_item(rt: Runtime, item_id: str, today: dt.date | None = None) -> str:
+    """Run one attempt on an item; returns its state afterwards. Idempotent: safe to re-run."""
+    with rt.sessions() as session:
+        claim = repo.claim_item(session, item_id)
+    if claim is None:
+        _forget_inbox(rt, item_id)
+        return "final"
+    item = claim.item
+    if claim.previous_pending_key and claim.previous_pending_key != item.pending_object_key:
+        rt.store.delete(claim.previous_pending_key)
+    if item.crashes >= rt.settings.max_attempts:
+        log.warning("item %s set aside after %d crashed attempts", item.id, item.crashes)
+        return _reject(rt, item, claim, "processing_crashed", REASONS["processing_crashed"])
+    try:
+        return _accept(rt, claim, today or paris_today())
+    except Rejected as rejection:
+        log.info("item %s rejected: %s", item.id, rejection.reason)
+        return _reject(rt, item, claim, rejection.reason, rejection.message)
+    except ObjectNotFound:
+        # The intake died before uploading this file: re-ingesting the batch uploads and re-sends it.
+        log.warning("item %s has no inbox object; re-ingest the batch to resume it", item.id)
+        with rt.sessions() as session:
+            repo.requeue_for_retry(session, item.id)
+        return "queued"
+
+
+def _accept(rt: Runtime, claim: repo.Claim, today: dt.date) -> str:
+    item = claim.item
+    meta = check_metadata(_fields(item), today)
+    source = _source(rt, item)
+    with spool(rt, item.inbox_key or "") as spooled:
+        if spooled.size == 0:
+            raise Rejected("empty_file")
+        content = check_content(spooled.path, item.file, meta.ins)
+        classification = classify(content.cda_code, item.document_type, item.title)
+        with rt.sessions() as session:
+            patient = repo.ensure_patient(session, meta.ins)
+            existing = repo.find_document(session, source, meta.source_document_id)
+            session.commit()
+        if patient.status != "open":
+            raise Rejected("record_closed")
+        if existing is not None:
+            # Same document re-sent (another batch, or a retry after commit): index it once.
+            if existing.content_hmac != spooled.content_hmac:
+                raise Rejected("duplicate_conflict")
+            with rt.sessions() as session:
+                repo.commit_indexed(session, claim, None, existing.id, patient.id, item.batch_id, source)
+            _forget_inbox(rt, item.id, item.inbox_key)
+            return "indexed"
+        object_key = item.pending_object_key or ""
+        with spooled.path.open("rb") as plaintext:
+            sealed = seal(rt.store, rt.keyring, object_key, seal_context(item.document_id, patient.id), plaintext, rt.settings.segment_bytes)
+    document = Document(
+        id=item.document_id,
+        patient_id=patient.id,
+        source=source,
+        source_document_id=meta.source_document_id,
+        batch_item_id=item.id,
+        title=item.title,
+        class_code=classification.class_code,
+        type_code=classification.type_code,
+        classified_by=classification.rule,
+        confidence=classification.confidence,
+        needs_review=classification.needs_review,
+        service_date=meta.service_date,
+        author_id=item.author_id,
+        author_profession=item.author_profession,
+        mime_type=content.mime_type,
+        size=sealed.size,
+        content_hmac=sealed.content_hmac,
+        object_key=sealed.object_key,
+        key_id=sealed.wrapped.key_id,
+        wrapped_key=sealed.wrapped.blob,
+    )
+    try:
+        with rt.sessions() as session:
+            committed = repo.commit_indexed(session, claim, document, document.id, patient.id, item.batch_id, source)
+    except IntegrityError:
+        # Another item indexed the same source document meanwhile; the retry finds and links it.
+        rt.store.delete(object_key)
+        raise Transient(f"document_race item={item.id}") from None
+    if not committed:
+        rt.store.delete(object_key)  # another attempt owns the item now
+        return "superseded"
+    _forget_inbox(rt, item.id, item.inbox_key)
+    return "indexed"
+
+
+def _reject(rt: Runtime, item: BatchItem, claim: repo.Claim | None, reason: str, message: str) -> str:
+    quarantine = _quarantine(rt, item) if rt.settings.quarantine_days > 0 else None
+    with rt.sessions() as session:
+        committed = repo.commit_rejected(session, claim, item.id, reason, message, quarantine)
+    if item.pending_object_key:
+        rt.store.delete(item.pending_object_key)
+    if not committed:
+        if quarantine:
+            rt.store.delete(quarantine[0])
+        return "superseded"
+    _forget_inbox(rt, item.id, item.inbox_key)
+    return "rejected"
+
+
+def _quarantine(rt: Runtime, item: BatchItem) -> tuple[str, dt.date] | None:
+    """Keep a rejected document's bytes, encrypted, for the sender's support to inspect."""
+    if not item.inbox_key:
+        return None
+    key = f"quarantine/{item.id}"
+    try:
+        with rt.store.open(item.inbox_key) as raw:
+            seal(rt.store, rt.keyring, key, f"quarantine:{item.id}", raw, rt.settings.segment_bytes)
+    except ObjectNotFound:
+        return None
+    return key, paris_today() + dt.timedelta(days=rt.settings.quarantine_days)
+
+
+def _forget_inbox(rt: Runtime, item_id: str, inbox_key: str | None = None) -> None:
+    """Remove the plaintext inbox copy of a final item (idempotent)."""
+    if inbox_key is None:
+        with rt.sessions() as session:
+            item = session.get(BatchItem, item_id)
+            inbox_key = item.inbox_key if item is not None else None
+    if inbox_key:
+        rt.store.delete(inbox_key)
+
+
+def mark_retries_exhausted(rt: Runtime, item_id: str) -> None:
+    """Called when transient failures outlived every retry: the item ends rejected, re-sendable."""
+    with rt.sessions() as session:
+        item = session.get(BatchItem, item_id)
+    if item is not None and item.state not in repo.FINAL_STATES:
+        _reject(rt, item, None, "retries_exhausted", REASONS["retries_exhausted"])

@@ -1,0 +1,45 @@
+"""Putting broker, actors and runtime together for one process (CLI, worker, tests)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import dramatiq
+
+from pipeline.runtime import Runtime
+from pipeline.settings import Settings
+from pipeline.workers.actors import Actors, declare_actors
+from pipeline.workers.broker import build_broker
+
+
+@dataclass
+class Wiring:
+    settings: Settings
+    broker: dramatiq.Broker
+    actors: Actors
+    prepare: bool = False
+    _runtime: Runtime | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def runtime(self) -> Runtime:
+        """The process's Runtime, built on first use (after dramatiq forks its worker processes)."""
+        with self._lock:
+            if self._runtime is None:
+                self._runtime = Runtime.from_settings(self.settings, prepare=self.prepare)
+            return self._runtime
+
+    def close(self) -> None:
+        if self._runtime is not None:
+            self._runtime.close()
+        self.broker.close()
+
+
+def wire(settings: Settings, *, prepare: bool = False) -> Wiring:
+    """Build the broker and declare the actors; the Runtime comes lazily."""
+    broker = build_broker(settings)
+    holder: list[Wiring] = []
+    actors = declare_actors(broker, settings.queue_name, lambda: holder[0].runtime())
+    wiring = Wiring(settings, broker, actors, prepare)
+    holder.append(wiring)
+    return wiring

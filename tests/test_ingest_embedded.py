@@ -1,0 +1,161 @@
+"""Embedded mode end to end: a sample batch through the CLI, then what the store and index hold."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+from pipeline.index.models import BatchItem, Document, Outbox
+from pipeline.keys import WrappedKey
+from pipeline.runtime import Runtime
+from pipeline.sealing import seal_context, unseal
+from tests.conftest import read_expected
+
+runner = CliRunner()
+
+
+def _dmp(settings, *args: str) -> str:
+    result = runner.invoke(app, list(args), env={"DMP_HOME": str(settings.home)}, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def _ingest(settings, batch: Path) -> dict:
+    return json.loads(_dmp(settings, "ingest", str(batch), "--source", "hospital:CHU-TEST", "--json").strip().splitlines()[-1])
+
+
+@pytest.fixture
+def ingested(embedded_settings, sample_batch):
+    summary = _ingest(embedded_settings, sample_batch)
+    return embedded_settings, summary
+
+
+def _status(settings, batch_id: str) -> dict:
+    return json.loads(_dmp(settings, "status", batch_id, "--json"))
+
+
+def _counts(rt: Runtime) -> tuple[int, int, int, int]:
+    with rt.sessions() as session:
+        docs = session.scalar(select(func.count()).select_from(Document))
+        items = session.scalar(select(func.count()).select_from(BatchItem))
+        outbox = session.scalar(select(func.count()).select_from(Outbox))
+    return docs, items, outbox, len(list(rt.store.keys()))
+
+
+def test_every_document_ends_as_expected_csv_says(ingested, sample_batch):
+    settings, summary = ingested
+    expected = read_expected(sample_batch)
+    status = _status(settings, summary["batch"])
+    assert summary["total"] == len(expected) == len(status["items"])
+    for item in status["items"]:
+        want = expected[item["file"]]
+        assert item["state"] == want["expected_state"], item
+        assert (item["reason"] or "") == want["expected_reason"], item
+        if item["state"] == "indexed":
+            assert (item["class_code"], item["type_code"]) == (want["class_code"], want["type_code"]), item
+
+
+def test_status_json_has_the_documented_shape(ingested):
+    settings, summary = ingested
+    item = _status(settings, summary["batch"])["items"][0]
+    assert {"file", "source_document_id", "state", "reason", "message", "document_id", "class_code", "type_code"} <= set(item)
+
+
+def test_stored_objects_are_ciphertext_that_decrypts_back_to_the_document(ingested, sample_batch):
+    settings, _ = ingested
+    rt = Runtime.from_settings(settings)
+    with rt.sessions() as session:
+        documents = session.scalars(select(Document)).all()
+        files = {d.id: session.get(BatchItem, d.batch_item_id).file for d in documents}
+    assert documents
+    for doc in documents:
+        plaintext = (sample_batch / files[doc.id]).read_bytes()
+        with rt.store.open(doc.object_key) as handle:
+            stored = handle.read()
+        assert plaintext[:64] not in stored
+        context = seal_context(doc.id, doc.patient_id)
+        restored = b"".join(unseal(rt.store, rt.keyring, doc.object_key, context, WrappedKey(doc.key_id, doc.wrapped_key), doc.content_hmac))
+        assert hashlib.sha256(restored).digest() == hashlib.sha256(plaintext).digest()
+        assert doc.size == len(plaintext)
+
+
+def test_no_plaintext_remains_in_the_store_once_the_batch_is_done(ingested):
+    settings, _ = ingested
+    rt = Runtime.from_settings(settings)
+    keys = list(rt.store.keys())
+    assert not [k for k in keys if k.startswith("inbox/")]
+    for key in keys:
+        with rt.store.open(key) as handle:
+            assert handle.read(4) == b"DMPE", key
+
+
+def test_rejected_documents_are_kept_encrypted_in_quarantine(ingested):
+    settings, summary = ingested
+    rt = Runtime.from_settings(settings)
+    with rt.sessions() as session:
+        kept = session.scalars(select(BatchItem).where(BatchItem.state == "rejected", BatchItem.quarantine_key.is_not(None))).all()
+    assert kept
+    for item in kept:
+        assert rt.store.exists(item.quarantine_key)
+
+
+def test_reingesting_the_same_batch_adds_nothing(ingested, sample_batch):
+    settings, summary = ingested
+    rt = Runtime.from_settings(settings)
+    before = _counts(rt)
+    again = _ingest(settings, sample_batch)
+    assert again["batch"] == summary["batch"] and again["resumed"] is True
+    assert _counts(rt) == before
+
+
+def test_the_same_documents_in_a_new_batch_are_not_indexed_twice(ingested, sample_batch, tmp_path):
+    settings, _ = ingested
+    rt = Runtime.from_settings(settings)
+    docs_before = _counts(rt)[0]
+    copy = tmp_path / "copy"
+    shutil.copytree(sample_batch, copy)
+    (copy / "manifest.csv").write_bytes((sample_batch / "manifest.csv").read_bytes() + b"\n")
+    second = _ingest(settings, copy)
+    assert second["resumed"] is False
+    assert _counts(rt)[0] == docs_before
+
+
+def test_one_notification_per_patient_per_batch(ingested):
+    settings, summary = ingested
+    rt = Runtime.from_settings(settings)
+    with rt.sessions() as session:
+        patients_with_docs = session.scalar(select(func.count(func.distinct(Document.patient_id))))
+        outbox = session.scalars(select(Outbox).where(Outbox.batch_id == summary["batch"])).all()
+    assert len(outbox) == patients_with_docs
+    assert all(entry.kind == "documents_added" for entry in outbox)
+
+
+def test_a_zip_batch_gives_the_same_result_as_the_folder(embedded_settings, sample_batch, tmp_path):
+    archive = tmp_path / "batch.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(sample_batch.iterdir()):
+            zf.write(path, f"batch/{path.name}")
+    summary = _ingest(embedded_settings, archive)
+    expected = read_expected(sample_batch)
+    states = {i["file"]: (i["state"], i["reason"] or "") for i in _status(embedded_settings, summary["batch"])["items"]}
+    assert states == {f: (row["expected_state"], row["expected_reason"]) for f, row in expected.items()}
+
+
+def test_a_batch_without_manifest_is_refused_with_a_clear_error(embedded_settings, tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = runner.invoke(app, ["ingest", str(tmp_path / "empty"), "--source", "hospital:X"], env={"DMP_HOME": str(embedded_settings.home)})
+    assert result.exit_code == 2
+    assert "manifest.csv" in result.output
+
+
+def test_an_unknown_source_kind_is_refused(embedded_settings, sample_batch):
+    result = runner.invoke(app, ["ingest", str(sample_batch), "--source", "bank:X"], env={"DMP_HOME": str(embedded_settings.home)})
+    assert result.exit_code == 2
