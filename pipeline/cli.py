@@ -9,7 +9,7 @@ import sys
 import threading
 from collections import Counter
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -29,7 +29,9 @@ def _fail(message: str, code: int = 2) -> None:
 
 @app.callback()
 def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO level.")] = False) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
 
 
 @app.command()
@@ -141,7 +143,11 @@ def status(
         typer.echo(json.dumps(result))
         return
     for item in result["items"]:
-        detail = f"{item['reason']}: {item['message']}" if item["state"] == "rejected" else (f"class {item['class_code']} type {item['type_code']}" if item["state"] == "indexed" else "")
+        detail = (
+            f"{item['reason']}: {item['message']}"
+            if item["state"] == "rejected"
+            else (f"class {item['class_code']} type {item['type_code']}" if item["state"] == "indexed" else "")
+        )
         typer.echo(f"{item['state']:<10} {item['file']:<40} {detail}")
     typer.echo(f"{result['total']} items: " + ", ".join(f"{n} {s}" for s, n in sorted(result["counts"].items())))
 
@@ -175,7 +181,8 @@ def samples(
         summary = generate_samples(out, patients=patients, documents=documents, seed=seed)
     except ValueError as exc:
         _fail(str(exc))
-    typer.echo(f"wrote {summary.documents} documents for {summary.patients} patients to {out} ({summary.good} good, {summary.bad} bad; see expected.csv)")
+    typer.echo(f"wrote {summary.documents} manifest rows for {summary.patients} patients to {out}")
+    typer.echo(f"expected: {summary.good} indexed, {summary.bad} rejected (see {out / 'expected.csv'})")
 
 
 @app.command()
@@ -221,7 +228,7 @@ def api(host: Annotated[str, typer.Option()] = "127.0.0.1", port: Annotated[int,
     uvicorn.run("api.app:app", host=host, port=port)
 
 
-def main(argv: Optional[list[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     app(args=argv)
 
 

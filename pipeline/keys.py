@@ -8,6 +8,7 @@ refused if group or world can read it. Keys never enter the index or the reposit
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -86,10 +87,8 @@ def create_key_file(path: Path) -> None:
 def load_keyring(path: Path, create: bool = False) -> Keyring:
     """Read the key file (creating it first when `create` and it does not exist)."""
     if create and not path.exists():
-        try:
+        with contextlib.suppress(FileExistsError):  # another process created it first
             create_key_file(path)
-        except FileExistsError:
-            pass  # another process created it first
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:

@@ -29,7 +29,14 @@ def watch(poll: Callable[[], Counts], finished: Callable[[], bool], label: str, 
 def _watch_bar(poll: Callable[[], Counts], finished: Callable[[], bool], label: str, interval: float) -> Counts:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]} docs/s"), TextColumn("rejected {task.fields[rejected]}"), TimeElapsedColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]} docs/s"),
+        TextColumn("rejected {task.fields[rejected]}"),
+        TimeElapsedColumn(),
+    )
     start = time.monotonic()
     with Progress(*columns, transient=False) as bar:
         task = bar.add_task(label, total=None, rate="-", rejected=0)

@@ -36,7 +36,9 @@ def seal(store: ObjectStore, keyring: Keyring, object_key: str, context: str, so
     return Sealed(object_key, reader.size, hasher.hexdigest(), reader.header.wrapped)
 
 
-def unseal(store: ObjectStore, keyring: Keyring, object_key: str, context: str, wrapped: WrappedKey | None = None, expected_hmac: str | None = None) -> Iterator[bytes]:
+def unseal(
+    store: ObjectStore, keyring: Keyring, object_key: str, context: str, wrapped: WrappedKey | None = None, expected_hmac: str | None = None
+) -> Iterator[bytes]:
     """Stream the plaintext of a sealed object, checking the keyed hash at the end when given.
 
     A mismatch raises IntegrityError after the last chunk: callers that serve bytes must

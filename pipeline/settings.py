@@ -25,6 +25,7 @@ class Settings(BaseSettings):
     s3_access_key: str | None = None
     s3_secret_key: str | None = None
     s3_region: str = "us-east-1"
+    s3_timeout_seconds: int = Field(default=30, description="S3 connect/read timeout before a retry.")
     key_file: Path | None = Field(default=None, description="Master key file; unset = home/keys.json.")
 
     max_file_bytes: int = Field(default=200 * 1024 * 1024, description="Largest accepted document.")
@@ -38,9 +39,7 @@ class Settings(BaseSettings):
     broker_heartbeat_timeout_ms: int = Field(
         default=60_000, description="Silence after which a worker is dead and its messages are redelivered."
     )
-    broker_maintenance_chance: int = Field(
-        default=1000, description="Broker commands out of a million that run dead-worker maintenance."
-    )
+    broker_maintenance_chance: int = Field(default=1000, description="Broker commands out of a million that run dead-worker maintenance.")
     queue_name: str = "dmp.documents"
 
     @property

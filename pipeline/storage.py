@@ -112,7 +112,11 @@ class S3Store:
             aws_secret_access_key=settings.s3_secret_key,
             region_name=settings.s3_region,
             # Fail fast and let the pipeline's own retries (with backoff, counted) take over.
-            config=Config(connect_timeout=5, read_timeout=60, retries={"max_attempts": 2, "mode": "standard"}),
+            config=Config(
+                connect_timeout=settings.s3_timeout_seconds,
+                read_timeout=settings.s3_timeout_seconds,
+                retries={"max_attempts": 2, "mode": "standard"},
+            ),
         )
         # One part in memory at a time, no thread pool: memory stays flat for a 2 GB file.
         self.transfer = TransferConfig(multipart_threshold=8 * 1024 * 1024, multipart_chunksize=8 * 1024 * 1024, use_threads=False)

@@ -82,7 +82,9 @@ def test_stored_objects_are_ciphertext_that_decrypts_back_to_the_document(ingest
             stored = handle.read()
         assert plaintext[:64] not in stored
         context = seal_context(doc.id, doc.patient_id)
-        restored = b"".join(unseal(rt.store, rt.keyring, doc.object_key, context, WrappedKey(doc.key_id, doc.wrapped_key), doc.content_hmac))
+        restored = b"".join(
+            unseal(rt.store, rt.keyring, doc.object_key, context, WrappedKey(doc.key_id, doc.wrapped_key), doc.content_hmac)
+        )
         assert hashlib.sha256(restored).digest() == hashlib.sha256(plaintext).digest()
         assert doc.size == len(plaintext)
 
@@ -151,7 +153,9 @@ def test_a_zip_batch_gives_the_same_result_as_the_folder(embedded_settings, samp
 
 def test_a_batch_without_manifest_is_refused_with_a_clear_error(embedded_settings, tmp_path):
     (tmp_path / "empty").mkdir()
-    result = runner.invoke(app, ["ingest", str(tmp_path / "empty"), "--source", "hospital:X"], env={"DMP_HOME": str(embedded_settings.home)})
+    result = runner.invoke(
+        app, ["ingest", str(tmp_path / "empty"), "--source", "hospital:X"], env={"DMP_HOME": str(embedded_settings.home)}
+    )
     assert result.exit_code == 2
     assert "manifest.csv" in result.output
 

@@ -14,7 +14,13 @@ TODAY = dt.date(2026, 1, 15)
 
 
 def _fields(**overrides):
-    fields = {"patient_ins": NIR, "source_document_id": "S1", "service_date": "2025-12-01", "author_id": "1", "author_profession": "physician"}
+    fields = {
+        "patient_ins": NIR,
+        "source_document_id": "S1",
+        "service_date": "2025-12-01",
+        "author_id": "1",
+        "author_profession": "physician",
+    }
     fields.update(overrides)
     return fields
 

@@ -68,7 +68,9 @@ def find_document(session: Session, source: str, source_document_id: str) -> Doc
     ).one_or_none()
 
 
-def commit_indexed(session: Session, claim: Claim, document: Document | None, document_id: str, patient_id: str, batch_id: str, source: str) -> bool:
+def commit_indexed(
+    session: Session, claim: Claim, document: Document | None, document_id: str, patient_id: str, batch_id: str, source: str
+) -> bool:
     """Record the document, mark the item indexed and queue the patient's notification, atomically.
 
     Returns False (and writes nothing) when another attempt has taken the item over.
@@ -91,7 +93,9 @@ def commit_indexed(session: Session, claim: Claim, document: Document | None, do
     return True
 
 
-def commit_rejected(session: Session, claim: Claim | None, item_id: str, reason: str, message: str, quarantine: tuple[str, dt.date] | None) -> bool:
+def commit_rejected(
+    session: Session, claim: Claim | None, item_id: str, reason: str, message: str, quarantine: tuple[str, dt.date] | None
+) -> bool:
     item = _still_mine(session, claim) if claim else session.get(BatchItem, item_id)
     if item is None or item.state in FINAL_STATES:
         session.rollback()
@@ -111,7 +115,9 @@ def requeue_for_retry(session: Session, item_id: str) -> None:
 
 
 def batch_items(session: Session, batch_id: str) -> Sequence[BatchItem]:
-    return session.scalars(select(BatchItem).where(BatchItem.batch_id == batch_id).order_by(BatchItem.row_number.nulls_last(), BatchItem.file)).all()
+    return session.scalars(
+        select(BatchItem).where(BatchItem.batch_id == batch_id).order_by(BatchItem.row_number.nulls_last(), BatchItem.file)
+    ).all()
 
 
 def batch_counts(session: Session, batch_id: str) -> dict[str, int]:

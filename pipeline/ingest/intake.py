@@ -84,7 +84,9 @@ def _plan_items(batch_id: str, manifest: Manifest, present: list[str]) -> list[B
             )
         )
     for problem in manifest.problems:
-        items.append(_intake_rejection(batch_id, f"row:{problem.row_number}", problem.file, problem.row_number, problem.reason, problem.detail))
+        items.append(
+            _intake_rejection(batch_id, f"row:{problem.row_number}", problem.file, problem.row_number, problem.reason, problem.detail)
+        )
     for name in sorted(present_set - manifest.listed_files):
         items.append(_intake_rejection(batch_id, f"file:{name}", name, None, "unlisted_file", ""))
     return items
@@ -92,7 +94,19 @@ def _plan_items(batch_id: str, manifest: Manifest, present: list[str]) -> list[B
 
 def _intake_rejection(batch_id: str, slot: str, file: str, row: int | None, reason: str, detail: str) -> BatchItem:
     message = f"{REASONS[reason]} {detail}".strip()
-    return BatchItem(id=new_id(), batch_id=batch_id, slot=slot, file=file, row_number=row, state="rejected", reason=reason, message=message, document_id=new_id(), attempts=0, crashes=0)
+    return BatchItem(
+        id=new_id(),
+        batch_id=batch_id,
+        slot=slot,
+        file=file,
+        row_number=row,
+        state="rejected",
+        reason=reason,
+        message=message,
+        document_id=new_id(),
+        attempts=0,
+        crashes=0,
+    )
 
 
 def _record_batch(rt: Runtime, source: str, digest: str, manifest: Manifest, present: list[str]) -> tuple[str, bool]:
@@ -145,9 +159,9 @@ def receive_batch(rt: Runtime, path: Path, source: str, on_item: Callable[[], No
     for item in items:
         if item.state in repo.FINAL_STATES:
             continue
-        if not resumed or not rt.store.exists(item.inbox_key or ""):
-            if not _upload(rt, reader, item):
-                continue
+        needs_upload = not resumed or not rt.store.exists(item.inbox_key or "")
+        if needs_upload and not _upload(rt, reader, item):
+            continue
         to_send.append(item.id)
         if on_item:
             on_item()

@@ -137,7 +137,9 @@ def _accept(rt: Runtime, claim: repo.Claim, today: dt.date) -> str:
             return "indexed"
         object_key = item.pending_object_key or ""
         with spooled.path.open("rb") as plaintext:
-            sealed = seal(rt.store, rt.keyring, object_key, seal_context(item.document_id, patient.id), plaintext, rt.settings.segment_bytes)
+            sealed = seal(
+                rt.store, rt.keyring, object_key, seal_context(item.document_id, patient.id), plaintext, rt.settings.segment_bytes
+            )
     document = Document(
         id=item.document_id,
         patient_id=patient.id,

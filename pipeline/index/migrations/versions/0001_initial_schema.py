@@ -1,136 +1,139 @@
 """initial schema
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-23
 """
 
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
-
-revision = '0001'
+revision = "0001"
 down_revision = None
 branch_labels = None
 depends_on = None
 
 
 def upgrade() -> None:
-    op.create_table('batches',
-    sa.Column('id', sa.String(length=36), nullable=False),
-    sa.Column('source', sa.String(length=128), nullable=False),
-    sa.Column('manifest_digest', sa.String(length=64), nullable=False),
-    sa.Column('total', sa.Integer(), nullable=False),
-    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_batches')),
-    sa.UniqueConstraint('source', 'manifest_digest', name=op.f('uq_batches_source'))
+    op.create_table(
+        "batches",
+        sa.Column("id", sa.String(length=36), nullable=False),
+        sa.Column("source", sa.String(length=128), nullable=False),
+        sa.Column("manifest_digest", sa.String(length=64), nullable=False),
+        sa.Column("total", sa.Integer(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_batches")),
+        sa.UniqueConstraint("source", "manifest_digest", name=op.f("uq_batches_source")),
     )
-    op.create_table('patients',
-    sa.Column('id', sa.String(length=36), nullable=False),
-    sa.Column('ins', sa.String(length=15), nullable=False),
-    sa.Column('status', sa.String(length=16), nullable=False),
-    sa.Column('closed_at', sa.DateTime(timezone=True), nullable=True),
-    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_patients')),
-    sa.UniqueConstraint('ins', name=op.f('uq_patients_ins'))
+    op.create_table(
+        "patients",
+        sa.Column("id", sa.String(length=36), nullable=False),
+        sa.Column("ins", sa.String(length=15), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("closed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_patients")),
+        sa.UniqueConstraint("ins", name=op.f("uq_patients_ins")),
     )
-    op.create_table('batch_items',
-    sa.Column('id', sa.String(length=36), nullable=False),
-    sa.Column('batch_id', sa.String(length=36), nullable=False),
-    sa.Column('slot', sa.String(length=512), nullable=False),
-    sa.Column('file', sa.String(length=512), nullable=False),
-    sa.Column('row_number', sa.Integer(), nullable=True),
-    sa.Column('source_document_id', sa.String(length=256), nullable=True),
-    sa.Column('patient_ins', sa.String(length=32), nullable=True),
-    sa.Column('title', sa.Text(), nullable=True),
-    sa.Column('document_type', sa.String(length=128), nullable=True),
-    sa.Column('service_date', sa.String(length=32), nullable=True),
-    sa.Column('author_id', sa.String(length=64), nullable=True),
-    sa.Column('author_profession', sa.String(length=64), nullable=True),
-    sa.Column('state', sa.String(length=16), nullable=False),
-    sa.Column('reason', sa.String(length=64), nullable=True),
-    sa.Column('message', sa.Text(), nullable=True),
-    sa.Column('attempts', sa.Integer(), nullable=False),
-    sa.Column('crashes', sa.Integer(), nullable=False),
-    sa.Column('inbox_key', sa.String(length=256), nullable=True),
-    sa.Column('pending_object_key', sa.String(length=256), nullable=True),
-    sa.Column('document_id', sa.String(length=36), nullable=False),
-    sa.Column('quarantine_key', sa.String(length=256), nullable=True),
-    sa.Column('quarantine_until', sa.Date(), nullable=True),
-    sa.Column('updated_at', sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
-    sa.ForeignKeyConstraint(['batch_id'], ['batches.id'], name=op.f('fk_batch_items_batch_id_batches')),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_batch_items')),
-    sa.UniqueConstraint('batch_id', 'slot', name=op.f('uq_batch_items_batch_id'))
+    op.create_table(
+        "batch_items",
+        sa.Column("id", sa.String(length=36), nullable=False),
+        sa.Column("batch_id", sa.String(length=36), nullable=False),
+        sa.Column("slot", sa.String(length=512), nullable=False),
+        sa.Column("file", sa.String(length=512), nullable=False),
+        sa.Column("row_number", sa.Integer(), nullable=True),
+        sa.Column("source_document_id", sa.String(length=256), nullable=True),
+        sa.Column("patient_ins", sa.String(length=32), nullable=True),
+        sa.Column("title", sa.Text(), nullable=True),
+        sa.Column("document_type", sa.String(length=128), nullable=True),
+        sa.Column("service_date", sa.String(length=32), nullable=True),
+        sa.Column("author_id", sa.String(length=64), nullable=True),
+        sa.Column("author_profession", sa.String(length=64), nullable=True),
+        sa.Column("state", sa.String(length=16), nullable=False),
+        sa.Column("reason", sa.String(length=64), nullable=True),
+        sa.Column("message", sa.Text(), nullable=True),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("crashes", sa.Integer(), nullable=False),
+        sa.Column("inbox_key", sa.String(length=256), nullable=True),
+        sa.Column("pending_object_key", sa.String(length=256), nullable=True),
+        sa.Column("document_id", sa.String(length=36), nullable=False),
+        sa.Column("quarantine_key", sa.String(length=256), nullable=True),
+        sa.Column("quarantine_until", sa.Date(), nullable=True),
+        sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+        sa.ForeignKeyConstraint(["batch_id"], ["batches.id"], name=op.f("fk_batch_items_batch_id_batches")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_batch_items")),
+        sa.UniqueConstraint("batch_id", "slot", name=op.f("uq_batch_items_batch_id")),
     )
-    with op.batch_alter_table('batch_items', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_batch_items_batch_id'), ['batch_id'], unique=False)
-        batch_op.create_index(batch_op.f('ix_batch_items_state'), ['state'], unique=False)
+    with op.batch_alter_table("batch_items", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_batch_items_batch_id"), ["batch_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_batch_items_state"), ["state"], unique=False)
 
-    op.create_table('outbox',
-    sa.Column('id', sa.String(length=36), nullable=False),
-    sa.Column('patient_id', sa.String(length=36), nullable=False),
-    sa.Column('kind', sa.String(length=32), nullable=False),
-    sa.Column('batch_id', sa.String(length=36), nullable=False),
-    sa.Column('source', sa.String(length=128), nullable=False),
-    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
-    sa.Column('delivered_at', sa.DateTime(timezone=True), nullable=True),
-    sa.ForeignKeyConstraint(['batch_id'], ['batches.id'], name=op.f('fk_outbox_batch_id_batches')),
-    sa.ForeignKeyConstraint(['patient_id'], ['patients.id'], name=op.f('fk_outbox_patient_id_patients')),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_outbox')),
-    sa.UniqueConstraint('patient_id', 'kind', 'batch_id', name=op.f('uq_outbox_patient_id'))
+    op.create_table(
+        "outbox",
+        sa.Column("id", sa.String(length=36), nullable=False),
+        sa.Column("patient_id", sa.String(length=36), nullable=False),
+        sa.Column("kind", sa.String(length=32), nullable=False),
+        sa.Column("batch_id", sa.String(length=36), nullable=False),
+        sa.Column("source", sa.String(length=128), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+        sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(["batch_id"], ["batches.id"], name=op.f("fk_outbox_batch_id_batches")),
+        sa.ForeignKeyConstraint(["patient_id"], ["patients.id"], name=op.f("fk_outbox_patient_id_patients")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_outbox")),
+        sa.UniqueConstraint("patient_id", "kind", "batch_id", name=op.f("uq_outbox_patient_id")),
     )
-    with op.batch_alter_table('outbox', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_outbox_patient_id'), ['patient_id'], unique=False)
+    with op.batch_alter_table("outbox", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_outbox_patient_id"), ["patient_id"], unique=False)
 
-    op.create_table('documents',
-    sa.Column('id', sa.String(length=36), nullable=False),
-    sa.Column('patient_id', sa.String(length=36), nullable=False),
-    sa.Column('source', sa.String(length=128), nullable=False),
-    sa.Column('source_document_id', sa.String(length=256), nullable=False),
-    sa.Column('batch_item_id', sa.String(length=36), nullable=False),
-    sa.Column('title', sa.Text(), nullable=True),
-    sa.Column('class_code', sa.String(length=8), nullable=False),
-    sa.Column('type_code', sa.String(length=32), nullable=False),
-    sa.Column('classified_by', sa.String(length=64), nullable=False),
-    sa.Column('confidence', sa.Double(), nullable=False),
-    sa.Column('needs_review', sa.Boolean(), nullable=False),
-    sa.Column('service_date', sa.Date(), nullable=True),
-    sa.Column('author_id', sa.String(length=64), nullable=True),
-    sa.Column('author_profession', sa.String(length=64), nullable=True),
-    sa.Column('mime_type', sa.String(length=128), nullable=False),
-    sa.Column('size', sa.BigInteger(), nullable=False),
-    sa.Column('content_hmac', sa.String(length=64), nullable=False),
-    sa.Column('object_key', sa.String(length=256), nullable=False),
-    sa.Column('key_id', sa.String(length=64), nullable=False),
-    sa.Column('wrapped_key', sa.LargeBinary(), nullable=False),
-    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
-    sa.ForeignKeyConstraint(['batch_item_id'], ['batch_items.id'], name=op.f('fk_documents_batch_item_id_batch_items')),
-    sa.ForeignKeyConstraint(['patient_id'], ['patients.id'], name=op.f('fk_documents_patient_id_patients')),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_documents')),
-    sa.UniqueConstraint('batch_item_id', name=op.f('uq_documents_batch_item_id')),
-    sa.UniqueConstraint('object_key', name=op.f('uq_documents_object_key')),
-    sa.UniqueConstraint('source', 'source_document_id', name=op.f('uq_documents_source'))
+    op.create_table(
+        "documents",
+        sa.Column("id", sa.String(length=36), nullable=False),
+        sa.Column("patient_id", sa.String(length=36), nullable=False),
+        sa.Column("source", sa.String(length=128), nullable=False),
+        sa.Column("source_document_id", sa.String(length=256), nullable=False),
+        sa.Column("batch_item_id", sa.String(length=36), nullable=False),
+        sa.Column("title", sa.Text(), nullable=True),
+        sa.Column("class_code", sa.String(length=8), nullable=False),
+        sa.Column("type_code", sa.String(length=32), nullable=False),
+        sa.Column("classified_by", sa.String(length=64), nullable=False),
+        sa.Column("confidence", sa.Double(), nullable=False),
+        sa.Column("needs_review", sa.Boolean(), nullable=False),
+        sa.Column("service_date", sa.Date(), nullable=True),
+        sa.Column("author_id", sa.String(length=64), nullable=True),
+        sa.Column("author_profession", sa.String(length=64), nullable=True),
+        sa.Column("mime_type", sa.String(length=128), nullable=False),
+        sa.Column("size", sa.BigInteger(), nullable=False),
+        sa.Column("content_hmac", sa.String(length=64), nullable=False),
+        sa.Column("object_key", sa.String(length=256), nullable=False),
+        sa.Column("key_id", sa.String(length=64), nullable=False),
+        sa.Column("wrapped_key", sa.LargeBinary(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+        sa.ForeignKeyConstraint(["batch_item_id"], ["batch_items.id"], name=op.f("fk_documents_batch_item_id_batch_items")),
+        sa.ForeignKeyConstraint(["patient_id"], ["patients.id"], name=op.f("fk_documents_patient_id_patients")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_documents")),
+        sa.UniqueConstraint("batch_item_id", name=op.f("uq_documents_batch_item_id")),
+        sa.UniqueConstraint("object_key", name=op.f("uq_documents_object_key")),
+        sa.UniqueConstraint("source", "source_document_id", name=op.f("uq_documents_source")),
     )
-    with op.batch_alter_table('documents', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_documents_content_hmac'), ['content_hmac'], unique=False)
-        batch_op.create_index(batch_op.f('ix_documents_patient_id'), ['patient_id'], unique=False)
-
+    with op.batch_alter_table("documents", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_documents_content_hmac"), ["content_hmac"], unique=False)
+        batch_op.create_index(batch_op.f("ix_documents_patient_id"), ["patient_id"], unique=False)
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('documents', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_documents_patient_id'))
-        batch_op.drop_index(batch_op.f('ix_documents_content_hmac'))
+    with op.batch_alter_table("documents", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_documents_patient_id"))
+        batch_op.drop_index(batch_op.f("ix_documents_content_hmac"))
 
-    op.drop_table('documents')
-    with op.batch_alter_table('outbox', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_outbox_patient_id'))
+    op.drop_table("documents")
+    with op.batch_alter_table("outbox", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_outbox_patient_id"))
 
-    op.drop_table('outbox')
-    with op.batch_alter_table('batch_items', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_batch_items_state'))
-        batch_op.drop_index(batch_op.f('ix_batch_items_batch_id'))
+    op.drop_table("outbox")
+    with op.batch_alter_table("batch_items", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_batch_items_state"))
+        batch_op.drop_index(batch_op.f("ix_batch_items_batch_id"))
 
-    op.drop_table('batch_items')
-    op.drop_table('patients')
-    op.drop_table('batches')
+    op.drop_table("batch_items")
+    op.drop_table("patients")
+    op.drop_table("batches")

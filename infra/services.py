@@ -1,0 +1,139 @@
+"""Throwaway service processes for tests and benchmarks: redis-server, moto_server (S3), and a
+fresh database on a running PostgreSQL. Each runs on a free loopback port so it can be killed and
+restarted without touching the machine's own services."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+@dataclass
+class RedisServer:
+    """A redis-server with an append-only file, so a kill and restart keeps the queued messages."""
+
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed (Debian: apt-get install redis-server)")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        args = [
+            binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.workdir),
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--logfile",
+            str(self.workdir / "redis.log"),
+        ]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port)
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def stop(self) -> None:
+        self.kill()
+
+
+@dataclass
+class MotoServer:
+    """moto's S3 HTTP server as its own process (state lives in memory: pause it, do not restart it)."""
+
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        binary = Path(sys.executable).with_name("moto_server")
+        command = [str(binary)] if binary.exists() else [sys.executable, "-m", "moto.server"]
+        self.process = subprocess.Popen(
+            [*command, "-H", "127.0.0.1", "-p", str(self.port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        wait_for_port(self.port)
+
+    def pause(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+
+@dataclass
+class PostgresDatabase:
+    """A fresh database on a running PostgreSQL server, dropped afterwards."""
+
+    server_url: str = field(
+        default_factory=lambda: os.environ.get("DMP_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    )
+    name: str = field(default_factory=lambda: f"dmp_test_{uuid.uuid4().hex[:12]}")
+
+    @property
+    def url(self) -> str:
+        base = self.server_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+        return f"{base}/{self.name}"
+
+    def _admin(self, statement: str) -> None:
+        import psycopg
+
+        with psycopg.connect(self.server_url, autocommit=True) as connection:
+            connection.execute(statement)
+
+    def start(self) -> None:
+        self._admin(f'CREATE DATABASE "{self.name}"')
+
+    def stop(self) -> None:
+        self._admin(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')

@@ -1,0 +1,138 @@
+"""Distributed mode end to end: 2 worker processes on Redis, PostgreSQL and an S3 endpoint over HTTP."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from pipeline.index.models import BatchItem, Document, Outbox
+from pipeline.keys import WrappedKey
+from pipeline.runtime import Runtime
+from pipeline.sealing import seal_context, unseal
+from tests.conftest import read_expected
+from tests.distributed.conftest import ingest, wait_until_final
+
+pytestmark = pytest.mark.distributed
+
+
+@pytest.fixture(scope="module")
+def big_batch(tmp_path_factory) -> Path:
+    from pipeline.samples import generate_samples
+
+    out = tmp_path_factory.mktemp("dist") / "batch"
+    generate_samples(out, patients=25, documents=220, seed=11)
+    return out
+
+
+@pytest.fixture
+def runtime(settings):
+    rt = Runtime.from_settings(settings)
+    yield rt
+    rt.close()
+
+
+def _snapshot(rt: Runtime) -> dict:
+    with rt.sessions() as session:
+        return {
+            "documents": session.scalar(select(func.count()).select_from(Document)),
+            "items": session.scalar(select(func.count()).select_from(BatchItem)),
+            "outbox": session.scalar(select(func.count()).select_from(Outbox)),
+            "objects": sorted(rt.store.keys()),
+        }
+
+
+def _assert_exactly_as_expected(rt: Runtime, batch_id: str, batch: Path) -> None:
+    expected = read_expected(batch)
+    good = {f for f, row in expected.items() if row["expected_state"] == "indexed"}
+    with rt.sessions() as session:
+        items = session.scalars(select(BatchItem).where(BatchItem.batch_id == batch_id)).all()
+        documents = session.scalars(select(Document)).all()
+    assert {i.file: (i.state, i.reason or "") for i in items} == {
+        f: (r["expected_state"], r["expected_reason"]) for f, r in expected.items()
+    }
+    by_item = {d.batch_item_id: d for d in documents}
+    assert len(documents) == len(good)  # every good document indexed exactly once
+    assert {i.file for i in items if i.id in by_item} == good
+    # No orphan: the docs/ area holds exactly the indexed objects; no plaintext inbox remains.
+    keys = set(rt.store.keys())
+    assert {k for k in keys if k.startswith("docs/")} == {d.object_key for d in documents}
+    assert not {k for k in keys if k.startswith("inbox/")}
+    assert {k for k in keys if k.startswith("quarantine/")} == {i.quarantine_key for i in items if i.quarantine_key}
+
+
+def test_a_batch_of_220_documents_is_processed_by_two_worker_processes(settings, runtime, workers, big_batch):
+    summary = ingest(settings, big_batch)
+    assert summary["mode"] == "distributed" and summary["total"] >= 220
+    workers.start(processes=2, threads=2)
+    wait_until_final(runtime, summary["batch"], timeout=240)
+    _assert_exactly_as_expected(runtime, summary["batch"], big_batch)
+
+    with runtime.sessions() as session:
+        documents = session.scalars(select(Document)).all()
+        files = {d.id: session.get(BatchItem, d.batch_item_id).file for d in documents}
+    for doc in documents:
+        plaintext = (big_batch / files[doc.id]).read_bytes()
+        with runtime.store.open(doc.object_key) as handle:
+            stored = handle.read()
+        assert hashlib.sha256(stored).digest() != hashlib.sha256(plaintext).digest()
+        assert plaintext[:64] not in stored
+        restored = b"".join(
+            unseal(
+                runtime.store,
+                runtime.keyring,
+                doc.object_key,
+                seal_context(doc.id, doc.patient_id),
+                WrappedKey(doc.key_id, doc.wrapped_key),
+                doc.content_hmac,
+            )
+        )
+        assert hashlib.sha256(restored).digest() == hashlib.sha256(plaintext).digest()
+
+    before = _snapshot(runtime)
+    again = ingest(settings, big_batch)
+    assert again["batch"] == summary["batch"]
+    time.sleep(2)  # give the workers a chance to (wrongly) do something
+    assert _snapshot(runtime) == before
+
+
+def test_a_worker_killed_mid_batch_is_replaced_and_every_document_ends_once(settings, runtime, workers, big_batch):
+    summary = ingest(settings, big_batch)
+    workers.start(processes=2, threads=2)
+    wait_until_final(runtime, summary["batch"], timeout=120, at_least=40)
+    workers.kill()  # SIGKILL the whole worker group mid-batch
+    with runtime.sessions() as session:
+        in_flight = session.scalar(select(func.count()).select_from(BatchItem).where(BatchItem.state == "processing"))
+    workers.start(processes=2, threads=2)
+    wait_until_final(runtime, summary["batch"], timeout=240)
+    _assert_exactly_as_expected(runtime, summary["batch"], big_batch)
+    with runtime.sessions() as session:
+        retried = session.scalar(select(func.count()).select_from(BatchItem).where(BatchItem.attempts > 1))
+    assert retried >= in_flight
+
+
+def test_the_batch_completes_when_redis_is_killed_and_restarted_mid_batch(settings, runtime, workers, redis_server, big_batch):
+    summary = ingest(settings, big_batch)
+    workers.start(processes=2, threads=2)
+    wait_until_final(runtime, summary["batch"], timeout=120, at_least=30)
+    redis_server.kill()
+    time.sleep(3)
+    redis_server.start()
+    wait_until_final(runtime, summary["batch"], timeout=240)
+    _assert_exactly_as_expected(runtime, summary["batch"], big_batch)
+
+
+def test_the_batch_completes_when_the_storage_endpoint_stalls_mid_batch(settings, runtime, workers, moto, big_batch):
+    summary = ingest(settings, big_batch)
+    workers.start(processes=2, threads=2)
+    wait_until_final(runtime, summary["batch"], timeout=120, at_least=30)
+    moto.pause()
+    try:
+        time.sleep(8)  # longer than the S3 timeout: attempts fail and are retried with backoff
+    finally:
+        moto.resume()
+    wait_until_final(runtime, summary["batch"], timeout=240)
+    _assert_exactly_as_expected(runtime, summary["batch"], big_batch)
