@@ -54,20 +54,20 @@ def ingest(
         _fail(f"{path} does not exist")
     settings = Settings()
     wiring = wire(settings, prepare=settings.embedded_broker)
-    try:
-        rt = wiring.runtime()
-        rt.store.ensure_ready()
-        result = receive_batch(rt, path, source)
-    except (ManifestError, SourceError, KeyFileError) as exc:
-        _fail(str(exc))
     worker = None
     if settings.embedded_broker:
         from dramatiq import Worker
 
         worker = Worker(wiring.broker, worker_threads=max(1, threads))
         worker.start()
-    for item_id in result.to_send:
-        wiring.actors.process_document.send(item_id)
+    try:
+        rt = wiring.runtime()
+        rt.store.ensure_ready()
+        result = receive_batch(rt, path, source, wiring.actors.process_document.send)
+    except (ManifestError, SourceError, KeyFileError) as exc:
+        if worker is not None:
+            worker.stop()
+        _fail(str(exc))
     summary = {"batch": result.batch_id, "total": result.total, "resumed": result.resumed, "mode": "embedded" if worker else "distributed"}
     if worker is not None:
         _run_embedded(wiring, worker, result.batch_id, quiet=as_json)
@@ -82,7 +82,7 @@ def ingest(
     elif worker is not None:
         _print_summary(status)
     else:
-        typer.echo(f"batch {result.batch_id}: {result.total} items, {len(result.to_send)} queued for the workers")
+        typer.echo(f"batch {result.batch_id}: {result.total} items, {len(result.sent)} sent to the workers")
         typer.echo(f"follow it with: dmp status {result.batch_id}")
 
 

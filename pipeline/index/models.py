@@ -95,6 +95,8 @@ class BatchItem(Base):
     document_id: Mapped[str] = mapped_column(String(36), default=new_id)
     quarantine_key: Mapped[str | None] = mapped_column(String(256))
     quarantine_until: Mapped[dt.date | None] = mapped_column(Date)
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))  # latest attempt
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), onupdate=func.now())
 
 

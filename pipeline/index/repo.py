@@ -15,6 +15,10 @@ from pipeline.index.models import Batch, BatchItem, Document, Outbox, Patient, n
 FINAL_STATES = ("indexed", "rejected")
 
 
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
 def insert_ignore(session: Session, model: type, values: dict) -> None:
     """INSERT … ON CONFLICT DO NOTHING on SQLite and PostgreSQL: the constraint decides, not a check."""
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
@@ -44,6 +48,7 @@ def claim_item(session: Session, item_id: str) -> Claim | None:
     if item.state == "processing":
         item.crashes += 1
     item.attempts += 1
+    item.started_at = _utcnow()
     item.state = "processing"
     item.pending_object_key = f"docs/{item.document_id}.{item.attempts}"
     session.commit()
@@ -82,6 +87,7 @@ def commit_indexed(
     if document is not None:
         session.add(document)
     item.state, item.reason, item.message = "indexed", None, None
+    item.finished_at = _utcnow()
     item.document_id = document_id
     item.pending_object_key = None
     insert_ignore(
@@ -101,6 +107,7 @@ def commit_rejected(
         session.rollback()
         return False
     item.state, item.reason, item.message = "rejected", reason, message
+    item.finished_at = _utcnow()
     item.pending_object_key = None
     if quarantine:
         item.quarantine_key, item.quarantine_until = quarantine

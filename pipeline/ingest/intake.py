@@ -45,7 +45,7 @@ def parse_source(value: str) -> tuple[str, str]:
 class IntakeResult:
     batch_id: str
     total: int
-    to_send: list[str]  # item ids to enqueue
+    sent: list[str]  # item ids sent to the workers
     rejected_at_intake: int
     resumed: bool
 
@@ -142,8 +142,12 @@ def _upload(rt: Runtime, reader: BatchReader, item: BatchItem) -> bool:
         return False
 
 
-def receive_batch(rt: Runtime, path: Path, source: str, on_item: Callable[[], None] | None = None) -> IntakeResult:
-    """Record a dropped batch and put its documents in the inbox. Raises ManifestError if unusable."""
+def receive_batch(rt: Runtime, path: Path, source: str, send: Callable[[str], None]) -> IntakeResult:
+    """Record a dropped batch, put each document in the inbox and `send` its item id right after.
+
+    The batch's rows are committed before the first upload, so a message never points at
+    nothing. Raises ManifestError if the batch is unusable as a whole.
+    """
     kind, _ = parse_source(source)
     if kind not in DOCUMENT_SOURCES:
         raise SourceError("document batches come from hospital:ID or lab:ID sources")
@@ -155,18 +159,17 @@ def receive_batch(rt: Runtime, path: Path, source: str, on_item: Callable[[], No
 
     with rt.sessions() as session:
         items = list(repo.batch_items(session, batch_id))
-    to_send: list[str] = []
+    sent: list[str] = []
     for item in items:
         if item.state in repo.FINAL_STATES:
             continue
         needs_upload = not resumed or not rt.store.exists(item.inbox_key or "")
         if needs_upload and not _upload(rt, reader, item):
             continue
-        to_send.append(item.id)
-        if on_item:
-            on_item()
+        send(item.id)
+        sent.append(item.id)
     rejected = sum(1 for item in items if item.state == "rejected")
-    return IntakeResult(batch_id, len(items), to_send, rejected, resumed)
+    return IntakeResult(batch_id, len(items), sent, rejected, resumed)
 
 
 __all__ = ["IntakeResult", "ManifestError", "SourceError", "parse_source", "receive_batch"]

@@ -59,6 +59,8 @@ def upgrade() -> None:
         sa.Column("document_id", sa.String(length=36), nullable=False),
         sa.Column("quarantine_key", sa.String(length=256), nullable=True),
         sa.Column("quarantine_until", sa.Date(), nullable=True),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
         sa.ForeignKeyConstraint(["batch_id"], ["batches.id"], name=op.f("fk_batch_items_batch_id_batches")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_batch_items")),

@@ -1,0 +1,29 @@
+"""Entry point: `python -m bench ingest --documents 2000 --workers 2`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    sub = parser.add_subparsers(dest="name", required=True)
+    ingest = sub.add_parser("ingest", help="distributed ingestion throughput vs a plain loop")
+    ingest.add_argument("--documents", type=int, default=2000)
+    ingest.add_argument("--workers", type=int, default=2, help="worker processes")
+    ingest.add_argument("--threads", type=int, default=2, help="threads per worker process")
+    ingest.add_argument("--patients", type=int, default=50)
+    args = parser.parse_args(argv)
+
+    if args.name == "ingest":
+        from bench.ingest import run
+
+        result = run(documents=args.documents, workers=args.workers, threads=args.threads, patients=args.patients)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
