@@ -22,7 +22,7 @@ from pathlib import Path
 import psutil
 from sqlalchemy import select
 
-from infra.services import MotoServer, PostgresDatabase, RedisServer
+from infra.services import MotoServer, PostgresDatabase, RedisServer, dmp_environment
 from pipeline.index.db import make_engine, upgrade
 from pipeline.index.models import BatchItem
 from pipeline.ingest.intake import receive_batch
@@ -34,12 +34,6 @@ from pipeline.status import counts
 from pipeline.workers.process import process_item
 
 DMP = str(Path(sys.executable).with_name("dmp"))
-
-
-def _env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DMP_")}
-    env.update({f"DMP_{k.upper()}": str(v) for k, v in settings.model_dump().items() if v is not None})
-    return env
 
 
 class _RssWatch(threading.Thread):
@@ -81,7 +75,7 @@ def _wait_final(rt: Runtime, batch_id: str, timeout: float = 1800) -> None:
 
 
 def _pipeline(settings: Settings, rt: Runtime, batch: Path, workers: int, threads: int) -> dict:
-    env = _env(settings)
+    env = dmp_environment(settings)
     worker = subprocess.Popen(
         [DMP, "worker", "--processes", str(workers), "--threads", str(threads)],
         env=env,

@@ -16,6 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+def dmp_environment(settings) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """The environment a `dmp` subprocess needs to see `settings` (a pipeline Settings)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DMP_")}
+    env.update({f"DMP_{name.upper()}": str(value) for name, value in settings.model_dump().items() if value is not None})
+    return env
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

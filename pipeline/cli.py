@@ -44,6 +44,7 @@ def ingest(
     """Ingest a batch. Embedded: process it to completion. Distributed: enqueue and print the batch id."""
     from pipeline.ingest.intake import ManifestError, SourceError, parse_source, receive_batch
     from pipeline.keys import KeyFileError
+    from pipeline.reasons import Transient
     from pipeline.workers.wiring import wire
 
     try:
@@ -68,6 +69,10 @@ def ingest(
         if worker is not None:
             worker.stop()
         _fail(str(exc))
+    except Transient as exc:
+        if worker is not None:
+            worker.stop()
+        _fail(f"object storage or database unavailable ({exc}); run the same command again to resume the batch", 3)
     summary = {"batch": result.batch_id, "total": result.total, "resumed": result.resumed, "mode": "embedded" if worker else "distributed"}
     if worker is not None:
         _run_embedded(wiring, worker, result.batch_id, quiet=as_json)
@@ -164,6 +169,10 @@ def worker(
     from dramatiq.cli import make_argument_parser
 
     args = make_argument_parser().parse_args(["pipeline.workers.entry", "--processes", str(processes), "--threads", str(threads)])
+    # dramatiq sets up logging for its parent and worker processes (INFO: retries, crashes);
+    # the handler our callback installed would be inherited by the forks and win.
+    for handler in list(logging.root.handlers):
+        logging.root.removeHandler(handler)
     raise typer.Exit(dramatiq_main(args))
 
 

@@ -39,7 +39,7 @@ class ObjectStore(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
-    def keys(self, prefix: str = "") -> Iterator[str]: ...
+    def list_keys(self, prefix: str = "") -> Iterator[str]: ...
 
 
 class FileStore:
@@ -86,7 +86,7 @@ class FileStore:
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
-    def keys(self, prefix: str = "") -> Iterator[str]:
+    def list_keys(self, prefix: str = "") -> Iterator[str]:
         if not self.root.exists():
             return
         for path in sorted(self.root.rglob("*")):
@@ -158,7 +158,7 @@ class S3Store:
                     return False
                 raise
 
-    def keys(self, prefix: str = "") -> Iterator[str]:
+    def list_keys(self, prefix: str = "") -> Iterator[str]:
         with _s3_errors("list"):
             pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
             for page in pages:

@@ -47,7 +47,7 @@ def _counts(rt: Runtime) -> tuple[int, int, int, int]:
         docs = session.scalar(select(func.count()).select_from(Document))
         items = session.scalar(select(func.count()).select_from(BatchItem))
         outbox = session.scalar(select(func.count()).select_from(Outbox))
-    return docs, items, outbox, len(list(rt.store.keys()))
+    return docs, items, outbox, len(list(rt.store.list_keys()))
 
 
 def test_every_document_ends_as_expected_csv_says(ingested, sample_batch):
@@ -92,7 +92,7 @@ def test_stored_objects_are_ciphertext_that_decrypts_back_to_the_document(ingest
 def test_no_plaintext_remains_in_the_store_once_the_batch_is_done(ingested):
     settings, _ = ingested
     rt = Runtime.from_settings(settings)
-    keys = list(rt.store.keys())
+    keys = list(rt.store.list_keys())
     assert not [k for k in keys if k.startswith("inbox/")]
     for key in keys:
         with rt.store.open(key) as handle:

@@ -17,12 +17,13 @@ from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from pipeline.index import repo
 from pipeline.index.models import Batch, BatchItem, new_id
 from pipeline.ingest.batch import BatchReader, LimitedReader, open_batch
 from pipeline.ingest.manifest import Manifest, ManifestError, parse_manifest
-from pipeline.reasons import REASONS
+from pipeline.reasons import REASONS, Transient
 from pipeline.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -129,8 +130,19 @@ def _record_batch(rt: Runtime, source: str, digest: str, manifest: Manifest, pre
         return batch_id, False
 
 
+@retry(
+    retry=retry_if_exception_type(Transient),
+    wait=wait_exponential(multiplier=0.5, max=10),
+    stop=stop_after_attempt(8),
+    before_sleep=lambda state: log.warning("storage unavailable during intake, retrying (attempt %d)", state.attempt_number),
+    reraise=True,
+)
 def _upload(rt: Runtime, reader: BatchReader, item: BatchItem) -> bool:
-    """Stream one document into the inbox; an oversize one is rejected without being stored whole."""
+    """Stream one document into the inbox; an oversize one is rejected without being stored whole.
+
+    A storage outage is retried with backoff; if it outlasts the retries, Transient propagates
+    and re-running the same ingest resumes the batch.
+    """
     try:
         with reader.open(item.file) as source:
             rt.store.put(item.inbox_key or "", LimitedReader(source, rt.settings.max_file_bytes))  # type: ignore[arg-type]

@@ -27,6 +27,8 @@ ACCEPTED = {
     "image/png": "image/png",
     "image/tiff": "image/tiff",
     "text/plain": "text/plain",
+    # libmagic names comma-rich text CSV; it is still plain text to us.
+    "text/csv": "text/plain",
 }
 BY_EXTENSION = {
     ".pdf": "application/pdf",

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.services import MotoServer, PostgresDatabase, RedisServer
+from infra.services import MotoServer, PostgresDatabase, RedisServer, dmp_environment
 from pipeline.index.db import make_engine, upgrade
 from pipeline.keys import load_keyring
 from pipeline.runtime import Runtime
@@ -82,22 +82,13 @@ def settings(tmp_path, redis_server, postgres, s3_endpoint) -> Settings:
         min_backoff_ms=200,
         max_backoff_ms=2000,
         max_retries=30,
-        s3_timeout_seconds=3,
+        s3_timeout_seconds=2,
     )
     load_keyring(configured.resolved_key_file(), create=True)
     engine = make_engine(configured.resolved_database_url())
     upgrade(engine)
     engine.dispose()
     return configured
-
-
-def environment(settings: Settings) -> dict[str, str]:
-    """The DMP_* environment a `dmp` subprocess needs to see these settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DMP_")}
-    for name, value in settings.model_dump().items():
-        if value is not None:
-            env[f"DMP_{name.upper()}"] = str(value)
-    return env
 
 
 class Workers:
@@ -112,7 +103,7 @@ class Workers:
         handle = self.log.open("ab")
         self.process = subprocess.Popen(
             [DMP, "worker", "--processes", str(processes), "--threads", str(threads)],
-            env=environment(self.settings),
+            env=dmp_environment(self.settings),
             stdout=handle,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -140,7 +131,7 @@ def workers(settings, tmp_path) -> Iterator[Workers]:
 
 
 def dmp(settings: Settings, *args: str) -> str:
-    result = subprocess.run([DMP, *args], env=environment(settings), capture_output=True, text=True, timeout=300)
+    result = subprocess.run([DMP, *args], env=dmp_environment(settings), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     return result.stdout
 

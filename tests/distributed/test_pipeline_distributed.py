@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import time
 from pathlib import Path
 
 import pytest
+import redis
 from sqlalchemy import func, select
 
 from pipeline.index.models import BatchItem, Document, Outbox
@@ -41,7 +43,7 @@ def _snapshot(rt: Runtime) -> dict:
             "documents": session.scalar(select(func.count()).select_from(Document)),
             "items": session.scalar(select(func.count()).select_from(BatchItem)),
             "outbox": session.scalar(select(func.count()).select_from(Outbox)),
-            "objects": sorted(rt.store.keys()),
+            "objects": sorted(rt.store.list_keys()),
         }
 
 
@@ -58,7 +60,7 @@ def _assert_exactly_as_expected(rt: Runtime, batch_id: str, batch: Path) -> None
     assert len(documents) == len(good)  # every good document indexed exactly once
     assert {i.file for i in items if i.id in by_item} == good
     # No orphan: the docs/ area holds exactly the indexed objects; no plaintext inbox remains.
-    keys = set(rt.store.keys())
+    keys = set(rt.store.list_keys())
     assert {k for k in keys if k.startswith("docs/")} == {d.object_key for d in documents}
     assert not {k for k in keys if k.startswith("inbox/")}
     assert {k for k in keys if k.startswith("quarantine/")} == {i.quarantine_key for i in items if i.quarantine_key}
@@ -125,14 +127,45 @@ def test_the_batch_completes_when_redis_is_killed_and_restarted_mid_batch(settin
     _assert_exactly_as_expected(runtime, summary["batch"], big_batch)
 
 
+def _redis_dump(url: str) -> bytes:
+    """Every value Redis holds: queues, delayed retries (with their tracebacks), acks, dead letters."""
+    client = redis.Redis.from_url(url)
+    readers = {
+        b"list": lambda k: client.lrange(k, 0, -1),
+        b"hash": lambda k: [v for pair in client.hgetall(k).items() for v in pair],
+        b"zset": lambda k: client.zrange(k, 0, -1),
+        b"set": lambda k: list(client.smembers(k)),
+        b"string": lambda k: [client.get(k)],
+    }
+    values = [key for key in client.scan_iter()]
+    for key in list(values):
+        values.extend(readers.get(client.type(key), lambda k: [])(key))
+    return b"\n".join(v for v in values if v)
+
+
+def _patient_data(batch: Path) -> set[bytes]:
+    with (batch / "manifest.csv").open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    return {row["patient_ins"].encode() for row in rows} | {row["title"].encode() for row in rows if len(row["title"]) > 8}
+
+
 def test_the_batch_completes_when_the_storage_endpoint_stalls_mid_batch(settings, runtime, workers, moto, big_batch):
     summary = ingest(settings, big_batch)
     workers.start(processes=2, threads=2)
     wait_until_final(runtime, summary["batch"], timeout=120, at_least=30)
     moto.pause()
     try:
-        time.sleep(8)  # longer than the S3 timeout: attempts fail and are retried with backoff
+        time.sleep(12)  # well past the S3 timeouts: attempts fail and are retried with backoff
+        broker_during_outage = _redis_dump(settings.broker_url)
     finally:
         moto.resume()
     wait_until_final(runtime, summary["batch"], timeout=240)
     _assert_exactly_as_expected(runtime, summary["batch"], big_batch)
+
+    # What reached the broker and the logs while retrying holds ids and codes, no patient data.
+    assert b"dmp_process_document" in broker_during_outage
+    leaked_to_broker = {value for value in _patient_data(big_batch) if value in broker_during_outage}
+    assert not leaked_to_broker
+    log = workers.log.read_bytes()
+    assert b"storage_" in log or b"Retrying" in log
+    assert not {value for value in _patient_data(big_batch) if value in log}

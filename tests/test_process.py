@@ -1,0 +1,124 @@
+"""Processing one item without a broker: idempotence, crash recovery, orphan cleanup."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from sqlalchemy import func, select
+
+from pipeline.index import repo
+from pipeline.index.models import BatchItem, Document, Outbox
+from pipeline.ingest.intake import receive_batch
+from pipeline.runtime import Runtime
+from pipeline.workers.process import mark_retries_exhausted, process_item
+
+
+@pytest.fixture
+def small_batch(tmp_path):
+    from pipeline.samples import generate_samples
+
+    out = tmp_path / "batch"
+    generate_samples(out, patients=2, documents=4, seed=3, bad=False)
+    return out
+
+
+@pytest.fixture
+def received(embedded_settings, small_batch):
+    rt = Runtime.from_settings(embedded_settings, prepare=True)
+    sent: list[str] = []
+    result = receive_batch(rt, small_batch, "hospital:T", sent.append)
+    yield rt, result.batch_id, sent
+    rt.close()
+
+
+def _item(rt: Runtime, item_id: str) -> BatchItem:
+    with rt.sessions() as session:
+        return session.get(BatchItem, item_id)
+
+
+def _count(rt: Runtime, model) -> int:
+    with rt.sessions() as session:
+        return session.scalar(select(func.count()).select_from(model))
+
+
+def test_intake_records_queued_items_and_puts_their_bytes_in_the_inbox(received):
+    rt, _, sent = received
+    assert len(sent) == 4
+    for item_id in sent:
+        item = _item(rt, item_id)
+        assert item.state == "queued"
+        assert rt.store.exists(item.inbox_key)
+
+
+def test_processing_indexes_the_item_and_removes_its_inbox_copy(received):
+    rt, _, sent = received
+    assert process_item(rt, sent[0]) == "indexed"
+    item = _item(rt, sent[0])
+    assert item.state == "indexed" and item.attempts == 1
+    assert not rt.store.exists(item.inbox_key)
+
+
+def test_running_a_message_twice_changes_nothing(received):
+    rt, _, sent = received
+    process_item(rt, sent[0])
+    before = (_count(rt, Document), _count(rt, Outbox), sorted(rt.store.list_keys()))
+    assert process_item(rt, sent[0]) == "final"
+    assert (_count(rt, Document), _count(rt, Outbox), sorted(rt.store.list_keys())) == before
+
+
+def test_an_attempt_that_died_after_uploading_leaves_no_orphan(received):
+    rt, _, sent = received
+    with rt.sessions() as session:
+        dead = repo.claim_item(session, sent[0])  # a worker claims, uploads, and is killed
+    rt.store.put(dead.item.pending_object_key, io.BytesIO(b"partial ciphertext"))
+    assert process_item(rt, sent[0]) == "indexed"
+    with rt.sessions() as session:
+        document = session.scalars(select(Document)).one()
+        item = session.get(BatchItem, sent[0])
+    assert not rt.store.exists(dead.item.pending_object_key)
+    assert [k for k in rt.store.list_keys() if k.startswith("docs/")] == [document.object_key]
+    assert (item.attempts, item.crashes) == (2, 1)
+
+
+def test_an_item_that_keeps_crashing_its_worker_is_set_aside(received, embedded_settings):
+    rt, _, sent = received
+    for _ in range(embedded_settings.max_attempts):
+        with rt.sessions() as session:
+            repo.claim_item(session, sent[1])  # each attempt dies without finishing
+    assert process_item(rt, sent[1]) == "rejected"
+    item = _item(rt, sent[1])
+    assert (item.state, item.reason) == ("rejected", "processing_crashed")
+    assert not rt.store.exists(item.inbox_key)
+    assert rt.store.exists(item.quarantine_key)
+    assert _count(rt, Document) == 0
+
+
+def test_transient_failures_that_outlive_every_retry_end_the_item(received):
+    rt, _, sent = received
+    mark_retries_exhausted(rt, sent[2])
+    item = _item(rt, sent[2])
+    assert (item.state, item.reason) == ("rejected", "retries_exhausted")
+    assert not rt.store.exists(item.inbox_key)
+
+
+def test_a_closed_record_accepts_no_document(received):
+    rt, _, sent = received
+    item = _item(rt, sent[3])
+    with rt.sessions() as session:
+        patient = repo.ensure_patient(session, item.patient_ins)
+        patient.status = "closed"
+        session.commit()
+    assert process_item(rt, sent[3]) == "rejected"
+    assert _item(rt, sent[3]).reason == "record_closed"
+
+
+def test_one_notification_for_many_documents_of_one_patient(received):
+    rt, batch_id, sent = received
+    for item_id in sent:
+        process_item(rt, item_id)
+    with rt.sessions() as session:
+        patients = session.scalar(select(func.count(func.distinct(Document.patient_id))))
+        rows = session.scalars(select(Outbox).where(Outbox.batch_id == batch_id)).all()
+    assert len(sent) > patients  # some patient got several documents
+    assert len(rows) == patients
