@@ -15,11 +15,26 @@ import typer
 
 from pipeline.settings import Settings
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="DMP: shared medical record ingestion pipeline.")
+# Tracebacks must never print local variables: they can hold patient data.
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    help="DMP: shared medical record ingestion pipeline.",
+)
 db_app = typer.Typer(no_args_is_help=True, help="Index database.")
 keys_app = typer.Typer(no_args_is_help=True, help="Master keys.")
+retention_app = typer.Typer(no_args_is_help=True, help="Retention: delete what must no longer be kept.")
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
+app.add_typer(retention_app, name="retention")
+
+
+def _runtime(settings: Settings):  # type: ignore[no-untyped-def]
+    """The Runtime for a command; in embedded mode the local index and keys are set up on the way."""
+    from pipeline.runtime import Runtime
+
+    return Runtime.from_settings(settings, prepare=settings.embedded_broker and not settings.database_url)
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -42,6 +57,8 @@ def ingest(
     threads: Annotated[int, typer.Option(help="Embedded mode: worker threads.")] = 2,
 ) -> None:
     """Ingest a batch. Embedded: process it to completion. Distributed: enqueue and print the batch id."""
+    from sqlalchemy.exc import DBAPIError
+
     from pipeline.ingest.intake import ManifestError, SourceError, parse_source, receive_batch
     from pipeline.keys import KeyFileError
     from pipeline.reasons import Transient
@@ -64,15 +81,17 @@ def ingest(
     try:
         rt = wiring.runtime()
         rt.store.ensure_ready()
-        result = receive_batch(rt, path, source, wiring.actors.process_document.send)
+        result = receive_batch(rt, path, source, wiring.send_item)
     except (ManifestError, SourceError, KeyFileError) as exc:
         if worker is not None:
             worker.stop()
         _fail(str(exc))
-    except Transient as exc:
+    except (Transient, DBAPIError) as exc:
         if worker is not None:
             worker.stop()
-        _fail(f"object storage or database unavailable ({exc}); run the same command again to resume the batch", 3)
+        # DBAPIError texts can quote row values (patient data): name the failure, not the details.
+        code = str(exc) if isinstance(exc, Transient) else f"database_unavailable:{type(exc.orig).__name__}"
+        _fail(f"a service is unavailable ({code}); run the same command again to resume the batch", 3)
     summary = {"batch": result.batch_id, "total": result.total, "resumed": result.resumed, "mode": "embedded" if worker else "distributed"}
     if worker is not None:
         _run_embedded(wiring, worker, result.batch_id, quiet=as_json)
@@ -135,10 +154,9 @@ def status(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Per-document states and reasons of a batch."""
-    from pipeline.runtime import Runtime
     from pipeline.status import UnknownBatch, batch_status
 
-    rt = Runtime.from_settings(Settings())
+    rt = _runtime(Settings())
     try:
         with rt.sessions() as session:
             result = batch_status(session, batch)
@@ -216,6 +234,23 @@ def db_upgrade() -> None:
     upgrade(engine)
     engine.dispose()
     typer.echo("index schema is up to date")
+
+
+@retention_app.command("run")
+def retention_run(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Delete expired quarantine copies of rejected documents; prints what was removed, by id."""
+    from pipeline.retention import purge_quarantine
+    from pipeline.workers.process import paris_today
+
+    rt = _runtime(Settings())
+    purged = purge_quarantine(rt, paris_today())
+    rt.close()
+    if as_json:
+        typer.echo(json.dumps({"quarantine_purged": purged}))
+        return
+    for item_id in purged:
+        typer.echo(f"quarantine removed: item {item_id}")
+    typer.echo(f"{len(purged)} quarantine copies removed")
 
 
 @keys_app.command("init")

@@ -28,6 +28,9 @@ class Runtime:
         With `prepare`, also create what a first embedded run needs: the key file (0600), the
         schema and the bucket or folder. Workers in distributed mode only connect.
         """
+        if prepare:
+            # The embedded home holds the index (patient identifiers) and the key file: owner only.
+            settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
         engine = make_engine(settings.resolved_database_url())
         store = open_store(settings)
         keyring = load_keyring(settings.resolved_key_file(), create=prepare)

@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     segment_bytes: int = Field(default=256 * 1024, description="Encryption segment size.")
     quarantine_days: int = Field(default=7, description="Days a rejected document is kept (encrypted).")
 
+    intake_retries: int = Field(default=8, description="Attempts per file when storage or broker fail during intake.")
     max_attempts: int = Field(default=5, description="Processing starts before an item is set aside.")
     max_retries: int = Field(default=8, description="Retries of a transient failure.")
     min_backoff_ms: int = 500

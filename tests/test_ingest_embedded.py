@@ -17,6 +17,7 @@ from pipeline.index.models import BatchItem, Document, Outbox
 from pipeline.keys import WrappedKey
 from pipeline.runtime import Runtime
 from pipeline.sealing import seal_context, unseal
+from pipeline.settings import Settings
 from tests.conftest import read_expected
 
 runner = CliRunner()
@@ -32,10 +33,17 @@ def _ingest(settings, batch: Path) -> dict:
     return json.loads(_dmp(settings, "ingest", str(batch), "--source", "hospital:CHU-TEST", "--json").strip().splitlines()[-1])
 
 
+@pytest.fixture(scope="module")
+def ingested(tmp_path_factory, sample_batch):
+    """One ingested sample batch shared by the tests that only read its outcome."""
+    settings = Settings(home=tmp_path_factory.mktemp("embedded") / "dmp-home")
+    return settings, _ingest(settings, sample_batch)
+
+
 @pytest.fixture
-def ingested(embedded_settings, sample_batch):
-    summary = _ingest(embedded_settings, sample_batch)
-    return embedded_settings, summary
+def ingested_fresh(embedded_settings, sample_batch):
+    """A batch ingested for a test that adds to the index."""
+    return embedded_settings, _ingest(embedded_settings, sample_batch)
 
 
 def _status(settings, batch_id: str) -> dict:
@@ -109,8 +117,8 @@ def test_rejected_documents_are_kept_encrypted_in_quarantine(ingested):
         assert rt.store.exists(item.quarantine_key)
 
 
-def test_reingesting_the_same_batch_adds_nothing(ingested, sample_batch):
-    settings, summary = ingested
+def test_reingesting_the_same_batch_adds_nothing(ingested_fresh, sample_batch):
+    settings, summary = ingested_fresh
     rt = Runtime.from_settings(settings)
     before = _counts(rt)
     again = _ingest(settings, sample_batch)
@@ -118,8 +126,8 @@ def test_reingesting_the_same_batch_adds_nothing(ingested, sample_batch):
     assert _counts(rt) == before
 
 
-def test_the_same_documents_in_a_new_batch_are_not_indexed_twice(ingested, sample_batch, tmp_path):
-    settings, _ = ingested
+def test_the_same_documents_in_a_new_batch_are_not_indexed_twice(ingested_fresh, sample_batch, tmp_path):
+    settings, _ = ingested_fresh
     rt = Runtime.from_settings(settings)
     docs_before = _counts(rt)[0]
     copy = tmp_path / "copy"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from pipeline.index import repo
 from pipeline.index.models import Batch, BatchItem, new_id
@@ -130,13 +130,17 @@ def _record_batch(rt: Runtime, source: str, digest: str, manifest: Manifest, pre
         return batch_id, False
 
 
-@retry(
-    retry=retry_if_exception_type(Transient),
-    wait=wait_exponential(multiplier=0.5, max=10),
-    stop=stop_after_attempt(8),
-    before_sleep=lambda state: log.warning("storage unavailable during intake, retrying (attempt %d)", state.attempt_number),
-    reraise=True,
-)
+def _retrying(rt: Runtime, action: str) -> Retrying:
+    """Intake-side retries of a transient failure (storage, broker): exponential backoff, bounded."""
+    return Retrying(
+        retry=retry_if_exception_type(Transient),
+        wait=wait_exponential(multiplier=0.5, max=10),
+        stop=stop_after_attempt(rt.settings.intake_retries),
+        before_sleep=lambda state: log.warning("%s failed during intake (attempt %d), retrying", action, state.attempt_number),
+        reraise=True,
+    )
+
+
 def _upload(rt: Runtime, reader: BatchReader, item: BatchItem) -> bool:
     """Stream one document into the inbox; an oversize one is rejected without being stored whole.
 
@@ -176,9 +180,9 @@ def receive_batch(rt: Runtime, path: Path, source: str, send: Callable[[str], No
         if item.state in repo.FINAL_STATES:
             continue
         needs_upload = not resumed or not rt.store.exists(item.inbox_key or "")
-        if needs_upload and not _upload(rt, reader, item):
+        if needs_upload and not _retrying(rt, "upload")(_upload, rt, reader, item):
             continue
-        send(item.id)
+        _retrying(rt, "send")(send, item.id)
         sent.append(item.id)
     rejected = sum(1 for item in items if item.state == "rejected")
     return IntakeResult(batch_id, len(items), sent, rejected, resumed)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import dramatiq
 
+from pipeline.reasons import Transient
 from pipeline.runtime import Runtime
 from pipeline.settings import Settings
 from pipeline.workers.actors import Actors, declare_actors
@@ -28,6 +29,15 @@ class Wiring:
             if self._runtime is None:
                 self._runtime = Runtime.from_settings(self.settings, prepare=self.prepare)
             return self._runtime
+
+    def send_item(self, item_id: str) -> None:
+        """Enqueue one item; a broker that cannot be reached is a Transient failure."""
+        import redis
+
+        try:
+            self.actors.process_document.send(item_id)
+        except (dramatiq.errors.ConnectionError, redis.exceptions.ConnectionError, OSError):
+            raise Transient(f"broker_unavailable item={item_id}") from None
 
     def close(self) -> None:
         if self._runtime is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import subprocess
 import time
 from pathlib import Path
 
@@ -11,12 +12,13 @@ import pytest
 import redis
 from sqlalchemy import func, select
 
+from infra.services import dmp_environment, free_port
 from pipeline.index.models import BatchItem, Document, Outbox
 from pipeline.keys import WrappedKey
 from pipeline.runtime import Runtime
 from pipeline.sealing import seal_context, unseal
 from tests.conftest import read_expected
-from tests.distributed.conftest import ingest, wait_until_final
+from tests.distributed.conftest import DMP, ingest, wait_until_final
 
 pytestmark = pytest.mark.distributed
 
@@ -169,3 +171,22 @@ def test_the_batch_completes_when_the_storage_endpoint_stalls_mid_batch(settings
     log = workers.log.read_bytes()
     assert b"storage_" in log or b"Retrying" in log
     assert not {value for value in _patient_data(big_batch) if value in log}
+
+
+def test_an_intake_that_cannot_reach_the_broker_stops_cleanly_and_a_rerun_resumes(settings, runtime, workers, big_batch):
+    unreachable = settings.model_copy(update={"broker_url": f"redis://127.0.0.1:{free_port()}/0", "intake_retries": 2})
+    failed = subprocess.run(
+        [DMP, "ingest", str(big_batch), "--source", "hospital:CHU-DIST", "--json"],
+        env=dmp_environment(unreachable),
+        capture_output=True,
+        text=True,
+    )
+    assert failed.returncode == 3
+    assert "run the same command again" in failed.stderr
+    assert not _patient_data(big_batch) & {line.encode() for line in failed.stderr.split()}
+
+    resumed = ingest(settings, big_batch)
+    assert resumed["resumed"] is True
+    workers.start(processes=2, threads=2)
+    wait_until_final(runtime, resumed["batch"], timeout=240)
+    _assert_exactly_as_expected(runtime, resumed["batch"], big_batch)
