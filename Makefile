@@ -28,6 +28,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	infra/check-services
 	$(BIN)/python -m bench ingest --documents 2000 --workers 2
+	$(BIN)/python -m bench validate --documents 1000
 
 clean:
 	rm -rf .dmp

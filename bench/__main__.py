@@ -15,12 +15,18 @@ def main(argv: list[str] | None = None) -> int:
     ingest.add_argument("--workers", type=int, default=2, help="worker processes")
     ingest.add_argument("--threads", type=int, default=2, help="threads per worker process")
     ingest.add_argument("--patients", type=int, default=50)
+    validate = sub.add_parser("validate", help="validate + classify vs magic sniff + pypdf open")
+    validate.add_argument("--documents", type=int, default=1000)
     args = parser.parse_args(argv)
 
     if args.name == "ingest":
         from bench.ingest import run
 
         result = run(documents=args.documents, workers=args.workers, threads=args.threads, patients=args.patients)
+    elif args.name == "validate":
+        from bench.validate import run as run_validate
+
+        result = run_validate(documents=args.documents)
     print(json.dumps(result))
     return 0
 

@@ -19,9 +19,13 @@ REASONS: dict[str, str] = {
     "type_mismatch": "The declared file type does not match the file's content.",
     "pdf_corrupt": "The PDF cannot be read (damaged or truncated).",
     "pdf_encrypted": "The PDF is password-protected or encrypted.",
+    "pdf_active_content": "The PDF contains JavaScript, a launch action or an embedded executable.",
+    "pdf_too_large": "The PDF has more pages, objects or decompressed bytes than the configured limits.",
     "xml_malformed": "The XML document is not well-formed.",
     "xml_forbidden_construct": "The XML document uses forbidden constructs (DTD, entities).",
     "patient_mismatch": "The patient identifier inside the document differs from the manifest.",
+    "validation_timeout": "Checking this file took longer than the per-document time limit.",
+    "validation_failed": "The checker could not finish on this file (memory limit or crash); it is likely malformed.",
     # identity and record
     "invalid_ins": "The patient INS (NIR) is malformed or its control key is wrong.",
     "record_closed": "The patient's record is closed or was opposed; it accepts no document.",

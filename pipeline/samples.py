@@ -8,6 +8,18 @@
 - `expected.csv`: the outcome the pipeline should reach for every file, listed or not
   (see `EXPECTED_COLUMNS`), with the expected class and type codes for good documents.
 
+How the good PDFs tell their type (the classification order: own code, manifest, content):
+
+- most carry a LOINC code in the manifest's `document_type`, some a common name (French or English);
+- "empty": no `document_type`, the manifest title names the type;
+- "untitled": no `document_type` and a neutral title (`NEUTRAL_TITLE`); the extracted text tells the
+  type, with the document's heading for half of them and from its body alone for the other half;
+- "filename": no `document_type`, a neutral title and a scan without a text layer; only the file
+  name (`doc-000123-compte-rendu-operatoire.pdf`) tells the type;
+- "administrative" (about 2 %, at least one from 20 documents on): no `document_type`, a neutral
+  title and a text without medical document vocabulary (a change of address, a blank scanned page
+  notice...): expected 95 / unknown.
+
 Everything is synthetic (names, identifiers, facilities) and deterministic: the same
 (patients, documents, seed, bad) always gives the same bytes. Dates are relative to the fixed
 `REFERENCE_DATE`, never to today.
@@ -17,6 +29,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import random
 import struct
 import unicodedata
@@ -116,8 +129,14 @@ DOC_TYPES: dict[str, DocType] = {
 # Common names some senders put in document_type instead of a code, and the code they mean.
 COMMON_TYPE_NAMES: dict[str, str] = {
     "lettre de liaison": "11490-0",
+    "discharge summary": "11490-0",
     "compte rendu de biologie": "11502-2",
+    "Lab report": "11502-2",
+    "Radiology report": "18748-4",
     "prescription": "57833-6",
+    "Ordonnance": "57833-6",
+    "Compte-rendu opératoire": "34874-8",
+    "Emergency department report": "15507-7",
 }
 
 
@@ -446,6 +465,7 @@ class _Doc:
     moment: datetime
     intro: list[str]
     pages: list[list[_Section]]
+    heading: bool = True  # whether the first page shows the title (a letter may have none)
 
 
 def _fr(value: float, decimals: int) -> str:
@@ -1158,7 +1178,8 @@ def _render_pdf(doc: _Doc) -> bytes:
     p = doc.patient
     pdf = _Pdf(format="A4")
     pdf.set_creation_date(doc.moment)
-    pdf.set_title(_latin1(doc.title))
+    if doc.heading:
+        pdf.set_title(_latin1(doc.title))
     pdf.set_author(_latin1(doc.author.label))
     pdf.set_creator("pipeline.samples")
     pdf.set_auto_page_break(True, margin=18)
@@ -1168,8 +1189,9 @@ def _render_pdf(doc: _Doc) -> bytes:
     for number, sections in enumerate(doc.pages):
         pdf.add_page()
         if number == 0:
-            pdf.set_font("helvetica", "B", 15)
-            pdf.cell(0, 9, _latin1(doc.title), new_x="LMARGIN", new_y="NEXT", align="C")
+            if doc.heading:
+                pdf.set_font("helvetica", "B", 15)
+                pdf.cell(0, 9, _latin1(doc.title), new_x="LMARGIN", new_y="NEXT", align="C")
             pdf.set_font("helvetica", "", 10)
             pdf.cell(0, 5, _latin1(f"Patient{p.e} : {p.label}, né{p.e} le {_d(p.birth)} - INS {p.nir}"), new_x="LMARGIN", new_y="NEXT")
             for line in doc.intro:
@@ -1298,6 +1320,16 @@ def _render_cda(doc: _Doc, source_id: str, set_id: str) -> bytes:
     return xml.encode("utf-8")
 
 
+def _render_scan(doc: _Doc, rng: random.Random) -> bytes:
+    """A scanned page: one image, no text layer (only the file name can tell what it is)."""
+    pdf = FPDF(format="A4")
+    pdf.set_creation_date(doc.moment)
+    pdf.set_creator("pipeline.samples")
+    pdf.add_page()
+    pdf.image(io.BytesIO(_png(rng, 42, 60)), x=10, y=10, w=190, h=271)
+    return bytes(pdf.output())
+
+
 def _png(rng: random.Random, width: int = 48, height: int = 32) -> bytes:
     """A small valid grayscale PNG (a noisy gradient, like a scanned strip)."""
 
@@ -1314,6 +1346,73 @@ def _png(rng: random.Random, width: int = 48, height: int = 32) -> bytes:
 # ---------------------------------------------------------------------------------------------
 
 
+def _slug(title: str) -> str:
+    """A title as file-name words: "Compte rendu d'imagerie" -> "compte-rendu-d-imagerie"."""
+    plain = "".join(c for c in unicodedata.normalize("NFKD", title.lower()) if not unicodedata.combining(c))
+    return "-".join("".join(c if c.isascii() and c.isalnum() else " " for c in plain).split())
+
+
+# Administrative notes: (title, paragraphs); no medical document vocabulary, so no type can be told.
+_ADMINISTRATIVE: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (
+        "Changement d'adresse du secrétariat",
+        (
+            "Madame, Monsieur,",
+            "Nous vous informons qu'à compter du {later}, le secrétariat de l'établissement est transféré au {address}.",
+            "Les numéros de téléphone et les horaires d'ouverture restent inchangés : du lundi au vendredi, de 8h30 à 12h "
+            "et de 13h30 à 17h30.",
+            "Merci de mettre à jour vos coordonnées et d'adresser désormais votre correspondance à cette nouvelle adresse.",
+            "Nous vous prions d'agréer, Madame, Monsieur, nos salutations distinguées.",
+        ),
+    ),
+    (
+        "Page blanche",
+        (
+            "Page numérisée le {day} par le service des archives.",
+            "Cette page ne comporte aucune information lisible. Elle est conservée avec les autres pages de la même série "
+            "pour que la série reste complète.",
+            "Nombre de pages de la série : {count}.",
+        ),
+    ),
+    (
+        "Report de rendez-vous",
+        (
+            "Madame, Monsieur,",
+            "Votre rendez-vous prévu le {day} est reporté au {later} à {hour}h{minute:02d}, en raison d'une fermeture "
+            "exceptionnelle de nos locaux.",
+            "Merci de vous présenter à l'accueil quinze minutes avant l'heure prévue, muni de votre carte Vitale et "
+            "d'une pièce d'identité.",
+            "En cas d'empêchement, merci de prévenir le secrétariat par téléphone.",
+        ),
+    ),
+    (
+        "Change of address",
+        (
+            "Dear Sir or Madam,",
+            "Please note that from {later} our administrative office moves to {address}.",
+            "Telephone numbers and opening hours remain unchanged: Monday to Friday, 8.30 am to 5.30 pm.",
+            "Kind regards, the administrative office.",
+        ),
+    ),
+)
+
+
+def _administrative(rng: random.Random, p: _Patient, a: _Author, f: _Facility, day: date, moment: datetime) -> _Doc:
+    """A good PDF that is no medical document: expected 95 / unknown."""
+    title, paragraphs = rng.choice(_ADMINISTRATIVE)
+    city = rng.choice(list(_CITIES))
+    values = {
+        "day": _d(day),
+        "later": _d(day + timedelta(days=rng.randint(7, 60))),
+        "address": f"{rng.randint(1, 120)} {rng.choice(_STREETS)}, {_CITIES[city]} {city}",
+        "count": rng.randint(2, 12),
+        "hour": rng.randint(8, 17),
+        "minute": rng.choice((0, 15, 30, 45)),
+    }
+    body = [_Section(title, [paragraph.format(**values) for paragraph in paragraphs])]
+    return _Doc(UNKNOWN_TYPE, NEUTRAL_TITLE, p, a, f, day, moment, [f"Le {_d(day)}."], [body], heading=False)
+
+
 def _pages(rng: random.Random) -> int:
     return rng.choices((1, 2, 3, 4), weights=(50, 30, 14, 6))[0]
 
@@ -1327,11 +1426,15 @@ def _wrong_key(nir: str) -> str:
     return f"{nir[:13]}{key + 1 if key < 97 else key - 1:02d}"
 
 
-UNCLASSIFIABLE_TITLE = "Courrier"
+NEUTRAL_TITLE = "Courrier"
+"""The manifest title of documents whose title says nothing of their type."""
+
+# Rows without a code or name in document_type: how the type shows (see the module docstring).
+NO_TYPE_FLAVORS = ("empty", "untitled", "filename", "administrative")
 
 
 def _row_type(flavor: str, code: str, rng: random.Random) -> str:
-    if flavor in ("empty", "untitled"):
+    if flavor in NO_TYPE_FLAVORS:
         return ""
     if flavor == "name":
         names = [name for name, c in COMMON_TYPE_NAMES.items() if c == code]
@@ -1380,9 +1483,16 @@ def generate_samples(out: Path, patients: int = 20, documents: int = 200, seed: 
     pdf_positions = [i for i in good_positions if i not in cda_at]
     flavors: dict[int, str] = {}
     picked = rng.sample(pdf_positions, min(len(pdf_positions), _spread(len(pdf_positions), 0.1, 2 if documents >= 20 else 0)))
-    # "empty": no document_type, the title tells the type; "untitled": neither does, so 95/unknown.
+    # "empty": the title tells the type; "untitled": only the text does; "filename": only the file name does.
+    cycle = ("empty", "untitled", "name", "name", "filename", "untitled", "name", "name")
     for n, i in enumerate(picked):
-        flavors[i] = ("empty", "untitled", "name", "name")[n % 4]
+        flavors[i] = cycle[n % len(cycle)]
+    headless = {i for n, i in enumerate(picked) if n % len(cycle) == 5}  # half the untitled: no heading either
+    # Administrative notes and scans draw from their own generator: they do not reshuffle the rest of the batch.
+    extra = random.Random(f"{tag}:content")
+    plain = [i for i in pdf_positions if i not in flavors]
+    for i in extra.sample(plain, min(len(plain), _spread(len(pdf_positions), 0.02, 1 if documents >= 20 else 0))):
+        flavors[i] = "administrative"
 
     # Every patient gets a document first (when there are enough), then a skewed spread.
     owners = list(range(min(patients, documents)))
@@ -1411,13 +1521,18 @@ def generate_samples(out: Path, patients: int = 20, documents: int = 200, seed: 
         pages = _pages(rng) if kind != "truncated_pdf" else rng.randint(2, 4)
         pages = min(pages, 2) if code == "57833-6" else pages
         intro, content = _BUILDERS[code](rng, patient, author, service_date, pages)
-        doc = _Doc(code, doc_type.title, patient, author, facility, service_date, moment, intro, content)
+        flavor = flavors.get(i, "code")
+        doc = _Doc(code, doc_type.title, patient, author, facility, service_date, moment, intro, content, heading=i not in headless)
+        if flavor == "administrative":
+            doc = _administrative(extra, patient, author, extra.choice(facilities["office"] + facilities["hospital"]), service_date, moment)
         source_id = f"SRC-{tag}-{i + 1:06d}"
         name = f"doc-{i + 1:06d}.{'xml' if is_cda else 'pdf'}"
+        if flavor == "filename":
+            name = f"doc-{i + 1:06d}-{_slug(doc_type.title)}.pdf"
         path = out / name
 
         # The manifest's document_type: a code, a common name or empty; a CDA's may also differ.
-        row_type = _row_type(flavors.get(i, "code"), code, rng)
+        row_type = _row_type(flavor, code, rng)
         if is_cda:
             row_type = rng.choice(("", code, rng.choice([c for c in type_codes if c != code])))
 
@@ -1432,6 +1547,8 @@ def generate_samples(out: Path, patients: int = 20, documents: int = 200, seed: 
             path.write_bytes(data[: int(len(data) * 0.4)])
         elif is_cda:
             path.write_bytes(_render_cda(doc, source_id, f"SET-{tag}-{i + 1:06d}"))
+        elif flavor == "filename":
+            path.write_bytes(_render_scan(doc, extra))
         else:
             path.write_bytes(_render_pdf(doc))
 
@@ -1443,7 +1560,7 @@ def generate_samples(out: Path, patients: int = 20, documents: int = 200, seed: 
                 "file": name,
                 "patient_ins": _wrong_key(patient.nir) if kind == "wrong_ins_key" else patient.nir,
                 "source_document_id": source_id,
-                "title": UNCLASSIFIABLE_TITLE if flavors.get(i) == "untitled" else doc.title,
+                "title": NEUTRAL_TITLE if flavor in ("untitled", "filename", "administrative") else doc.title,
                 "document_type": row_type,
                 "service_date": service_date.isoformat(),
                 "author_id": author.rpps,
@@ -1452,11 +1569,11 @@ def generate_samples(out: Path, patients: int = 20, documents: int = 200, seed: 
         )
         if kind:
             expected_rows.append(_expected(name, BAD_KINDS[kind]))
-        elif is_cda or flavors.get(i) != "untitled":
+        elif flavor == "administrative":
+            expected_rows.append(_expected(name, "", UNKNOWN_CLASS, UNKNOWN_TYPE))
+        else:  # by its own code, the manifest's code or name, its title, its text or its file name
             wanted = DOC_TYPES[code]
             expected_rows.append(_expected(name, "", wanted.class_code, wanted.code))
-        else:
-            expected_rows.append(_expected(name, "", UNKNOWN_CLASS, UNKNOWN_TYPE))
 
     _write_csv(out / "manifest.csv", MANIFEST_COLUMNS, manifest_rows)
     _write_csv(out / "expected.csv", EXPECTED_COLUMNS, expected_rows)

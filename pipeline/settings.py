@@ -29,6 +29,11 @@ class Settings(BaseSettings):
     key_file: Path | None = Field(default=None, description="Master key file; unset = home/keys.json.")
 
     max_file_bytes: int = Field(default=200 * 1024 * 1024, description="Largest accepted document.")
+    pdf_max_pages: int = Field(default=2000, description="More pages is pdf_too_large.")
+    pdf_max_decompressed_bytes: int = Field(default=256 * 1024 * 1024, description="More decompressed stream bytes is pdf_too_large.")
+    validation_sandbox: bool = Field(default=True, description="Inspect bytes in a limited child process.")
+    validation_timeout_seconds: float = Field(default=30.0, description="Per-document inspection time limit.")
+    validation_memory_bytes: int = Field(default=1024 * 1024 * 1024, description="Address-space limit of the inspector.")
     segment_bytes: int = Field(default=256 * 1024, description="Encryption segment size.")
     quarantine_days: int = Field(default=7, description="Days a rejected document is kept (encrypted).")
 

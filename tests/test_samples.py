@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import unicodedata
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -18,8 +19,8 @@ from pipeline.samples import (
     DOC_TYPES,
     EXPECTED_COLUMNS,
     MANIFEST_COLUMNS,
+    NEUTRAL_TITLE,
     REFERENCE_DATE,
-    UNCLASSIFIABLE_TITLE,
     SampleSummary,
     generate_samples,
 )
@@ -87,7 +88,7 @@ def test_expected_has_one_row_per_listed_or_written_file(batch: Batch, manifest:
 
 
 def test_good_pdfs_open_with_pages_and_text(batch: Batch, expected: Rows) -> None:
-    names = _good(expected, ".pdf")
+    names = [name for name in _good(expected, ".pdf") if not _is_scan(name)]
     assert len(names) > DOCUMENTS // 2
     for name in names:
         reader = PdfReader(batch[0] / name)
@@ -116,17 +117,91 @@ def test_cda_expected_type_comes_from_its_own_code(batch: Batch, expected: Rows)
         assert expected[name]["class_code"] == DOC_TYPES[code.get("code")].class_code
 
 
-def test_good_pdf_expected_codes_follow_the_manifest_type(manifest, expected: Rows) -> None:
+# A heading only documents of that type have, in the generated text.
+MARKERS = {
+    "11490-0": "Diagnostic de sortie",
+    "11502-2": "Commentaire du biologiste",
+    "18748-4": "Médecin demandeur",
+    "57833-6": "Fait le",
+    "34874-8": "Déroulement",
+    "15507-7": "Motif de recours",
+}
+
+
+def _slug(title: str) -> str:
+    plain = unicodedata.normalize("NFKD", title.lower()).encode("ascii", "ignore").decode()
+    return "-".join("".join(c if c.isalnum() else " " for c in plain).split())
+
+
+def _is_scan(name: str) -> bool:
+    return any(name.endswith(f"-{_slug(t.title)}.pdf") for t in DOC_TYPES.values())
+
+
+def _text(path: Path) -> str:
+    return "\n".join(page.extract_text() for page in PdfReader(path).pages)
+
+
+def test_markers_belong_to_their_type_only(batch: Batch, expected: Rows) -> None:
     for name in _good(expected, ".pdf"):
-        declared = manifest[name]["document_type"]
+        if expected[name]["type_code"] in MARKERS and not _is_scan(name):
+            text = _text(batch[0] / name)
+            assert {code for code, marker in MARKERS.items() if marker in text} == {expected[name]["type_code"]}, name
+
+
+def _check_expected_codes(out: Path, manifest: Rows, expected: Rows) -> None:
+    titles = {t.title: t for t in DOC_TYPES.values()}
+    for name in _good(expected, ".pdf"):
+        want = (expected[name]["class_code"], expected[name]["type_code"])
+        declared, title = manifest[name]["document_type"], manifest[name]["title"]
         code = COMMON_TYPE_NAMES.get(declared, declared)
         if code:
-            assert (expected[name]["class_code"], expected[name]["type_code"]) == (DOC_TYPES[code].class_code, code)
-        elif manifest[name]["title"] == UNCLASSIFIABLE_TITLE:
-            assert (expected[name]["class_code"], expected[name]["type_code"]) == ("95", "unknown")
-        else:  # the title names the type
-            titled = {t.title: t for t in DOC_TYPES.values()}[manifest[name]["title"]]
-            assert (expected[name]["class_code"], expected[name]["type_code"]) == (titled.class_code, titled.code)
+            assert want == (DOC_TYPES[code].class_code, code), name
+        elif title != NEUTRAL_TITLE:  # the title names the type
+            assert want == (titles[title].class_code, titles[title].code), name
+        elif _is_scan(name):  # only the file name tells
+            assert not _text(out / name).strip(), name
+            assert name.endswith(f"-{_slug(DOC_TYPES[want[1]].title)}.pdf"), name
+        elif want == ("95", "unknown"):  # an administrative note: nothing tells
+            text = _text(out / name)
+            assert text.strip() and not any(marker in text for marker in MARKERS.values()), name
+            assert not any(t in text for t in titles), name
+        else:  # only the text tells
+            assert want == (DOC_TYPES[want[1]].class_code, want[1]), name
+            assert MARKERS[want[1]] in _text(out / name), name
+
+
+def test_good_pdf_expected_codes_follow_the_manifest_title_file_name_or_text(batch: Batch, manifest: Rows, expected: Rows) -> None:
+    _check_expected_codes(batch[0], manifest, expected)
+
+
+LARGER = 300
+
+
+@pytest.fixture(scope="module")
+def larger(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Rows, Rows]:
+    out = tmp_path_factory.mktemp("samples") / "larger"
+    generate_samples(out, patients=10, documents=LARGER, seed=11)
+    return out, {r["file"]: r for r in _rows(out / "manifest.csv")}, {r["file"]: r for r in _rows(out / "expected.csv")}
+
+
+def test_a_larger_batch_has_every_way_of_telling_the_type(larger: tuple[Path, Rows, Rows]) -> None:
+    out, manifest, expected = larger
+    _check_expected_codes(out, manifest, expected)
+    good = _good(expected, ".pdf")
+    neutral = [name for name in good if manifest[name]["title"] == NEUTRAL_TITLE]
+    unknown = [name for name in neutral if expected[name]["type_code"] == "unknown"]
+    scans = [name for name in neutral if _is_scan(name)]
+    by_text = [name for name in neutral if name not in unknown and name not in scans]
+    with_heading = [name for name in by_text if DOC_TYPES[expected[name]["type_code"]].title in _text(out / name)]
+    assert scans and with_heading and len(with_heading) < len(by_text)  # some texts have no heading either
+    assert 1 <= len(unknown) <= round(0.03 * LARGER)  # about 2 % of the batch cannot be classified
+    assert any(manifest[name]["document_type"] == "" and manifest[name]["title"] != NEUTRAL_TITLE for name in good)
+    assert all(row["type_code"] != "unknown" for name, row in expected.items() if name not in unknown)
+
+
+def test_an_unclassifiable_document_is_there_from_20_documents(tmp_path: Path) -> None:
+    out = generate_samples(tmp_path / "out", patients=3, documents=20, seed=4).out
+    assert [row for row in _rows(out / "expected.csv") if row["type_code"] == "unknown"]
 
 
 def test_manifest_uses_codes_common_names_and_empty_types(manifest: Rows) -> None:
@@ -134,6 +209,11 @@ def test_manifest_uses_codes_common_names_and_empty_types(manifest: Rows) -> Non
     assert any(value in DOC_TYPES for value in declared)
     assert any(value in COMMON_TYPE_NAMES for value in declared)
     assert "" in declared
+
+
+def test_common_names_include_english_ones() -> None:
+    assert {"discharge summary", "Lab report"} <= set(COMMON_TYPE_NAMES)
+    assert set(COMMON_TYPE_NAMES.values()) <= set(DOC_TYPES)
 
 
 def test_good_rows_have_valid_nirs(manifest, expected: Rows) -> None:

@@ -7,10 +7,16 @@ from fpdf import FPDF
 
 from pipeline.identity import with_key
 from pipeline.reasons import Rejected
-from pipeline.workers.validate import check_content, check_metadata
+from pipeline.workers.inspect import InspectLimits, inspect_file
+from pipeline.workers.validate import check_metadata
 
 NIR = with_key("2900113055123")
 TODAY = dt.date(2026, 1, 15)
+LIMITS = InspectLimits(max_pdf_pages=100, max_decompressed_bytes=10 * 1024 * 1024)
+
+
+def check_content(path, filename, ins):
+    return inspect_file(path, filename, ins, LIMITS, want_text=True)
 
 
 def _fields(**overrides):
@@ -56,9 +62,10 @@ def test_a_future_or_unparsable_service_date_is_invalid_metadata(date):
     assert _reason(lambda: check_metadata(_fields(service_date=date), TODAY)) == "invalid_metadata"
 
 
-def test_a_pdf_is_accepted_with_its_page_count(pdf_path):
+def test_a_pdf_is_accepted_with_its_page_count_and_text(pdf_path):
     content = check_content(pdf_path, "doc.pdf", NIR)
     assert (content.mime_type, content.pages) == ("application/pdf", 1)
+    assert "Compte rendu de biologie" in content.text
 
 
 def test_a_truncated_pdf_is_pdf_corrupt(pdf_path, tmp_path):
@@ -69,6 +76,18 @@ def test_a_truncated_pdf_is_pdf_corrupt(pdf_path, tmp_path):
 
 def test_a_pdf_named_as_an_image_is_type_mismatch(pdf_path):
     assert _reason(lambda: check_content(pdf_path, "scan.png", NIR)) == "type_mismatch"
+
+
+def test_xml_that_is_not_cda_is_unsupported_type(tmp_path):
+    path = tmp_path / "note.xml"
+    path.write_text('<?xml version="1.0"?><note><to>x</to></note>')
+    assert _reason(lambda: check_content(path, "note.xml", NIR)) == "unsupported_type"
+
+
+def test_a_cda_whose_patient_nir_has_a_bad_key_is_invalid_ins(tmp_path):
+    path = tmp_path / "cda.xml"
+    path.write_text(_cda(NIR[:13] + f"{(int(NIR[13:]) % 97) + 1:02d}"))
+    assert _reason(lambda: check_content(path, "cda.xml", NIR)) == "invalid_ins"
 
 
 def test_an_unknown_binary_is_unsupported_type(tmp_path):

@@ -67,7 +67,7 @@ def parse_manifest(data: bytes) -> Manifest:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise ManifestError("manifest_invalid", "manifest.csv is not UTF-8 text") from None
+        raise ManifestError("manifest_invalid", 'manifest.csv is not UTF-8 text: re-export it as UTF-8 (Excel: "CSV UTF-8")') from None
     reader = csv.DictReader(io.StringIO(text, newline=""), dialect=_dialect(text[:4096]))
     header = [name.strip() for name in (reader.fieldnames or [])]
     missing = [column for column in REQUIRED_COLUMNS if column not in header]

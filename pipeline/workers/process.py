@@ -32,7 +32,7 @@ from pipeline.reasons import REASONS, Rejected, Transient
 from pipeline.runtime import Runtime
 from pipeline.sealing import seal, seal_context
 from pipeline.storage import ObjectNotFound
-from pipeline.workers.classify import classify
+from pipeline.workers.classify import classify, needs_content
 from pipeline.workers.validate import check_content, check_metadata
 
 log = logging.getLogger(__name__)
@@ -119,8 +119,9 @@ def _accept(rt: Runtime, claim: repo.Claim, today: dt.date) -> str:
     with spool(rt, item.inbox_key or "") as spooled:
         if spooled.size == 0:
             raise Rejected("empty_file")
-        content = check_content(spooled.path, item.file, meta.ins)
-        classification = classify(content.cda_code, item.document_type, item.title)
+        content = check_content(spooled.path, item.file, meta.ins, rt.settings, want_text=needs_content(item.document_type))
+        title = item.title or content.title
+        classification = classify(content.cda_code, item.document_type, title, item.file, content.text)
         with rt.sessions() as session:
             patient = repo.ensure_patient(session, meta.ins)
             existing = repo.find_document(session, source, meta.source_document_id)
