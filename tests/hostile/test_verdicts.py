@@ -135,3 +135,14 @@ def test_pdfs_with_mutated_compressed_streams_get_a_verdict(tmp_path, edits):
     pdf.write(b"xref\n0 5\n0000000000 65535 f \n" + b"".join(b"%010d 00000 n \n" % o for o in offsets))
     pdf.write(b"trailer\n<< /Size 5 /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % xref)
     _verdict_or_reason(tmp_path, "doc.pdf", pdf.getvalue())
+
+
+def test_a_file_that_outlasts_the_time_limit_ends_validation_timeout_and_the_next_file_is_checked(corpus, tmp_path):
+    batch, _ = corpus
+    slow = Settings(home=tmp_path, pdf_max_pages=5000, validation_timeout_seconds=0.05)
+    with pytest.raises(Rejected) as caught:
+        check_content(batch / "many_pages.pdf", "many_pages.pdf", PATIENT_INS, slow, want_text=True)
+    assert caught.value.reason == "validation_timeout"
+    # The killed inspector is replaced: the next document gets its verdict.
+    normal = slow.model_copy(update={"validation_timeout_seconds": 20})
+    assert check_content(batch / "good.pdf", "good.pdf", PATIENT_INS, normal, want_text=False).pages == 1
