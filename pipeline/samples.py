@@ -44,20 +44,11 @@ from fpdf import FPDF
 from fpdf.fonts import CORE_FONTS_CHARWIDTHS
 
 from pipeline.identity import INS_OID_NIR, nir_key, with_key
+from pipeline.ingest.manifest import MANIFEST_COLUMNS
 
 REFERENCE_DATE = date(2026, 1, 15)
 """Every service date lies in the three years up to this day (inclusive), never after it."""
 
-MANIFEST_COLUMNS: tuple[str, ...] = (
-    "file",
-    "patient_ins",
-    "source_document_id",
-    "title",
-    "document_type",
-    "service_date",
-    "author_id",
-    "author_profession",
-)
 EXPECTED_COLUMNS: tuple[str, ...] = (
     "file",
     "expected_state",

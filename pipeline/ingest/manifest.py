@@ -16,6 +16,17 @@ REQUIRED_COLUMNS = (
     "author_profession",
 )
 OPTIONAL_COLUMNS = ("document_type",)
+# The documented column order (DESIGN.md), used when writing manifests.
+MANIFEST_COLUMNS = (
+    "file",
+    "patient_ins",
+    "source_document_id",
+    "title",
+    "document_type",
+    "service_date",
+    "author_id",
+    "author_profession",
+)
 MANIFEST_NAME = "manifest.csv"
 
 

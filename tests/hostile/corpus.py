@@ -28,19 +28,10 @@ from pypdf import PdfReader, PdfWriter
 from pypdf.generic import ArrayObject, ByteStringObject, DictionaryObject, NameObject, TextStringObject
 
 from pipeline.identity import INS_OID_NIR, nir_key, with_key
+from pipeline.ingest.manifest import MANIFEST_COLUMNS
 
 MIB = 1024 * 1024
 
-MANIFEST_COLUMNS = (
-    "file",
-    "patient_ins",
-    "source_document_id",
-    "title",
-    "document_type",
-    "service_date",
-    "author_id",
-    "author_profession",
-)
 EXPECTED_COLUMNS = ("file", "expected_state", "expected_reason")
 
 PATIENT_BODY = "1850575123456"
