@@ -26,7 +26,7 @@ from infra.services import MotoServer, PostgresDatabase, RedisServer, dmp_enviro
 from pipeline.index.db import make_engine, upgrade
 from pipeline.index.models import BatchItem
 from pipeline.ingest.intake import receive_batch
-from pipeline.keys import load_keyring
+from pipeline.keys import load_key_file
 from pipeline.runtime import Runtime
 from pipeline.samples import generate_samples
 from pipeline.settings import Settings
@@ -126,7 +126,7 @@ def run(documents: int, workers: int, threads: int, patients: int) -> dict:
                 key_file=root / "keys.json",
                 quarantine_days=7,
             )
-            load_keyring(settings.resolved_key_file(), create=True)
+            load_key_file(settings.resolved_key_file(), create=True)
             engine = make_engine(settings.resolved_database_url())
             upgrade(engine)
             engine.dispose()

@@ -8,6 +8,7 @@ Also reported: the same path with the sandbox off, to show what containment cost
 from __future__ import annotations
 
 import csv
+import logging
 import tempfile
 import time
 from pathlib import Path
@@ -55,6 +56,7 @@ def _floor(batch: Path, rows: list[dict[str, str]]) -> float:
 
 
 def run(documents: int) -> dict:
+    logging.getLogger("pypdf").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory(prefix="dmp-bench-validate-") as tmp:
         batch = Path(tmp) / "batch"
         generate_samples(batch, patients=50, documents=documents, seed=2026)

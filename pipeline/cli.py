@@ -256,12 +256,38 @@ def retention_run(as_json: Annotated[bool, typer.Option("--json")] = False) -> N
 @keys_app.command("init")
 def keys_init() -> None:
     """Create the key file (mode 0600) if it does not exist; share it with every worker machine."""
-    from pipeline.keys import load_keyring
+    from pipeline.keys import load_key_file
 
     path = Settings().resolved_key_file()
     existed = path.exists()
-    keyring = load_keyring(path, create=True)
-    typer.echo(f"key file {path} {'already existed' if existed else 'created'} (active key {keyring.active_id})")
+    content = load_key_file(path, create=True)
+    typer.echo(f"key file {path} {'already existed' if existed else 'created'} (active master key {content.active_id})")
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    resume: Annotated[bool, typer.Option("--resume", help="Only re-wrap what an interrupted rotation left.")] = False,
+) -> None:
+    """Add a new master key and re-wrap every record key under it (objects are not rewritten).
+
+    Resumable: run it again (or with --resume) after an interruption. Safe while reads and
+    ingestion go on: old master keys stay in the key file for unwrapping.
+    """
+    from rich.progress import Progress
+
+    from pipeline.keys import add_master_key
+
+    settings = Settings()
+    if not resume and not settings.kms_key_id:
+        new_id = add_master_key(settings.resolved_key_file())
+        typer.echo(f"new active master key {new_id}")
+    rt = _runtime(settings)
+    total = rt.record_keys.pending_rewrap()
+    with Progress(disable=not sys.stderr.isatty()) as bar:
+        task = bar.add_task("re-wrapping record keys", total=total)
+        done = rt.record_keys.rewrap(on_progress=lambda n: bar.advance(task, n))
+    rt.close()
+    typer.echo(f"{done} record keys re-wrapped under master key {rt.keys.active_id}")
 
 
 @app.command()

@@ -1,15 +1,19 @@
 """Streaming envelope encryption: AES-256-GCM in fixed-size segments under a per-document key.
 
-Object layout: a versioned header, then segments, each `ciphertext || 16-byte tag`.
+Object layout (format version 1): a header, then segments, each `ciphertext || 16-byte tag`.
 
-    header = b"DMPE" | version u8 | segment_size u32 | nonce_prefix 7B
-             | key_id_len u8 | key_id | wrapped_len u16 | wrapped data key
+    header = b"DMPE" | version u8 (1) | segment_size u32 BE | nonce_prefix 7 bytes
+             | key_ref_len u8 | key_ref (UTF-8: which key wraps this object's data key)
 
-Segment i is sealed with nonce `nonce_prefix || i (u32) || final (u8)` and associated data
-`header || context`, where context names the document and the patient by id. So truncation
-(no final segment), reordering (wrong index), splicing from another object (other header) or
-moving an object to another document (other context) all fail authentication. Memory stays
-O(segment) in both directions.
+Segment i (from 0) holds `segment_size` plaintext bytes (the last one may hold fewer, or none for
+an empty document) and is sealed with the 12-byte nonce `nonce_prefix || i (u32 BE) || final (u8)`
+and the associated data `header || context`, where context names the document and its patient
+by id. So truncation (no final segment), reordering (wrong index), splicing from another object
+(other header or key) or moving an object to another document (other context) all fail
+authentication. Memory stays O(segment) in both directions.
+
+The wrapped data key lives in the index, not in the header: a saved copy of the object must stay
+unreadable once the document's key is destroyed (crypto-shredding).
 """
 
 from __future__ import annotations
@@ -23,11 +27,10 @@ from typing import BinaryIO, Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from pipeline.keys import Keyring, WrappedKey
-
 MAGIC = b"DMPE"
 VERSION = 1
 TAG = 16
+NONCE_PREFIX = 7
 _FIXED = struct.Struct(">4sBI7s")
 
 
@@ -43,17 +46,11 @@ class Hasher(Protocol):
 class Header:
     segment_size: int
     nonce_prefix: bytes
-    wrapped: WrappedKey
+    key_ref: str
 
     def encode(self) -> bytes:
-        key_id = self.wrapped.key_id.encode()
-        return (
-            _FIXED.pack(MAGIC, VERSION, self.segment_size, self.nonce_prefix)
-            + struct.pack(">B", len(key_id))
-            + key_id
-            + struct.pack(">H", len(self.wrapped.blob))
-            + self.wrapped.blob
-        )
+        ref = self.key_ref.encode()
+        return _FIXED.pack(MAGIC, VERSION, self.segment_size, self.nonce_prefix) + struct.pack(">B", len(ref)) + ref
 
 
 def _nonce(prefix: bytes, index: int, final: bool) -> bytes:
@@ -78,25 +75,27 @@ class EncryptingReader:
 
     Storage clients read it in parts (S3 multipart upload, file copy), so the plaintext is
     never held whole. `hasher` (if given) sees every plaintext byte; `size` counts them.
+    `nonce_prefix` is for known-answer tests only: a fresh random one is the default.
     """
 
     def __init__(
         self,
         source: BinaryIO,
-        keyring: Keyring,
+        data_key: bytes,
+        key_ref: str,
         context: str,
         segment_size: int,
         hasher: Hasher | None = None,
+        nonce_prefix: bytes | None = None,
     ) -> None:
-        data_key = keyring.new_data_key()
-        self.header = Header(segment_size, secrets.token_bytes(7), keyring.wrap(data_key, context))
-        self._header_bytes = self.header.encode()
-        self._aad = self._header_bytes + context.encode()
+        self.header = Header(segment_size, nonce_prefix or secrets.token_bytes(NONCE_PREFIX), key_ref)
+        header_bytes = self.header.encode()
+        self._aad = header_bytes + context.encode()
         self._aead = AESGCM(data_key)
         self._source = source
         self._hasher = hasher
         self._index = 0
-        self._buffer = bytearray(self._header_bytes)
+        self._buffer = bytearray(header_bytes)
         self._next = self._read_plain()
         self._done = False
         self.size = 0
@@ -132,38 +131,32 @@ class EncryptingReader:
         return True
 
 
-def _parse_header(source: BinaryIO) -> tuple[Header, bytes]:
+def read_header(source: BinaryIO) -> tuple[Header, bytes]:
+    """Parse an object's header; returns it and its exact bytes (part of every segment's AAD)."""
     fixed = read_exact(source, _FIXED.size)
     if len(fixed) != _FIXED.size:
         raise IntegrityError("object too short for a header")
     magic, version, segment_size, prefix = _FIXED.unpack(fixed)
     if magic != MAGIC or version != VERSION or segment_size <= 0:
         raise IntegrityError("unknown object format")
-    (kid_len,) = struct.unpack(">B", read_exact(source, 1) or b"\0")
-    key_id = read_exact(source, kid_len)
-    raw_len = read_exact(source, 2)
-    if len(key_id) != kid_len or len(raw_len) != 2:
+    length = read_exact(source, 1)
+    ref = read_exact(source, length[0]) if length else b""
+    if not length or len(ref) != length[0]:
         raise IntegrityError("truncated header")
-    (wrapped_len,) = struct.unpack(">H", raw_len)
-    blob = read_exact(source, wrapped_len)
-    if len(blob) != wrapped_len:
-        raise IntegrityError("truncated header")
-    header = Header(segment_size, prefix, WrappedKey(key_id.decode(), blob))
+    try:
+        header = Header(segment_size, prefix, ref.decode())
+    except UnicodeDecodeError:
+        raise IntegrityError("corrupt header") from None
     return header, header.encode()
 
 
-def decrypt(source: BinaryIO, keyring: Keyring, context: str, wrapped: WrappedKey | None = None) -> Iterator[bytes]:
+def decrypt(source: BinaryIO, data_key: bytes, context: str) -> Iterator[bytes]:
     """Yield the plaintext of an encrypted object segment by segment, authenticating each.
 
-    `wrapped` is the index's copy of the data key (authoritative once keys are rotated);
-    without it the header's copy is used. Raises IntegrityError on any tampering,
-    truncation or wrong context.
+    Raises IntegrityError on any tampering, truncation, wrong key or wrong context.
     """
-    header, header_bytes = _parse_header(source)
-    try:
-        aead = AESGCM(keyring.unwrap(wrapped or header.wrapped, context))
-    except InvalidTag:
-        raise IntegrityError("data key does not unwrap for this document") from None
+    header, header_bytes = read_header(source)
+    aead = AESGCM(data_key)
     aad = header_bytes + context.encode()
     sealed_size = header.segment_size + TAG
     current = read_exact(source, sealed_size)

@@ -1,8 +1,14 @@
-"""Master keys: the key file, data-key wrapping and the keyed hash secret.
+"""Keys: master keys (KEKs) behind a provider, the keyed-hash secret, and data-key wrapping.
 
-The key file holds master keys (KEKs) by id, which one is active, and a separate secret for
-the keyed hash (HMAC-SHA-256) kept in the index. It is created with mode 0600 on first run and
-refused if group or world can read it. Keys never enter the index or the repository.
+Hierarchy (see README, "Encryption format"):
+
+    master key (KEK, key file or KMS)  --wraps-->  record key (one per patient, in the index)
+    record key                         --wraps-->  data key (one per document, in the index)
+
+The key file holds the file provider's master keys by id (one active, the others retired but
+still able to unwrap) and the separate secret of the keyed hash (HMAC-SHA-256) kept in the
+index. It is created with mode 0600 and refused if group or world can read it. Keys never enter
+the index in clear, nor the repository.
 """
 
 from __future__ import annotations
@@ -15,92 +21,173 @@ import json
 import os
 import secrets
 import stat
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-_WRAP_NONCE = 12
+_NONCE = 12
 
 
 class KeyFileError(Exception):
     """The key file is missing, unreadable, malformed or too permissive."""
 
 
+class KeyProviderError(Exception):
+    """A key could not be unwrapped: unknown master key, destroyed key, or wrong context."""
+
+
 @dataclass(frozen=True)
 class WrappedKey:
-    key_id: str
+    key_id: str  # the id of the key that wrapped it
     blob: bytes
 
 
-@dataclass(frozen=True)
-class Keyring:
-    """Master keys by id (one active) and the HMAC secret."""
+class KeyProvider(Protocol):
+    """Where master keys live. Wraps and unwraps record keys; never hands out a master key."""
 
-    master_keys: dict[str, bytes]
     active_id: str
-    hmac_secret: bytes
 
-    def new_data_key(self) -> bytes:
-        return AESGCM.generate_key(bit_length=256)
+    def wrap(self, key: bytes, context: str) -> WrappedKey: ...
 
-    def wrap(self, data_key: bytes, context: str) -> WrappedKey:
-        """Encrypt a data key under the active master key, bound to `context` (an id, never patient data)."""
-        nonce = secrets.token_bytes(_WRAP_NONCE)
-        blob = nonce + AESGCM(self.master_keys[self.active_id]).encrypt(nonce, data_key, _aad(context))
-        return WrappedKey(self.active_id, blob)
-
-    def unwrap(self, wrapped: WrappedKey, context: str) -> bytes:
-        kek = self.master_keys.get(wrapped.key_id)
-        if kek is None:
-            raise KeyFileError(f"master key {wrapped.key_id!r} is not in the keyring")
-        nonce, body = wrapped.blob[:_WRAP_NONCE], wrapped.blob[_WRAP_NONCE:]
-        return AESGCM(kek).decrypt(nonce, body, _aad(context))
-
-    def hasher(self) -> hmac.HMAC:
-        """A fresh keyed hash (HMAC-SHA-256) for plaintext digests stored in the index."""
-        return hmac.new(self.hmac_secret, digestmod=hashlib.sha256)
+    def unwrap(self, wrapped: WrappedKey, context: str) -> bytes: ...
 
 
-def _aad(context: str) -> bytes:
-    return b"dmp-dek-v1|" + context.encode()
+def new_key() -> bytes:
+    return AESGCM.generate_key(bit_length=256)
+
+
+def seal_key(wrapping_key: bytes, key: bytes, context: str) -> bytes:
+    """AES-256-GCM key wrap bound to `context` (ids only, never patient data)."""
+    nonce = secrets.token_bytes(_NONCE)
+    return nonce + AESGCM(wrapping_key).encrypt(nonce, key, b"dmp-key-v1|" + context.encode())
+
+
+def open_key(wrapping_key: bytes, blob: bytes, context: str) -> bytes:
+    try:
+        return AESGCM(wrapping_key).decrypt(blob[:_NONCE], blob[_NONCE:], b"dmp-key-v1|" + context.encode())
+    except InvalidTag:
+        raise KeyProviderError("key does not unwrap in this context") from None
 
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
+@dataclass(frozen=True)
+class KeyFile:
+    """The key file's content."""
+
+    master_keys: dict[str, bytes]
+    active_id: str
+    hmac_secret: bytes
+
+
 def create_key_file(path: Path) -> None:
     """Write a new key file with one master key and an HMAC secret, mode 0600, never overwriting."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    content = {
+    _write_new(path, KeyFile({"k1": new_key()}, "k1", secrets.token_bytes(32)), exclusive=True)
+
+
+def _write_new(path: Path, content: KeyFile, exclusive: bool) -> None:
+    """Write the whole file aside (0600), then put it in place atomically.
+
+    `exclusive`: never replace an existing file (os.link fails if the name exists), so
+    concurrent first runs agree on one file and nobody reads a half-written one.
+    """
+    data = {
         "format": 1,
-        "active": "k1",
-        "master_keys": {"k1": _b64(secrets.token_bytes(32))},
-        "hmac_secret": _b64(secrets.token_bytes(32)),
+        "active": content.active_id,
+        "master_keys": {kid: _b64(key) for kid, key in content.master_keys.items()},
+        "hmac_secret": _b64(content.hmac_secret),
     }
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(content, handle)
+    staging = path.with_name(f".{path.name}.{secrets.token_hex(6)}")
+    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if exclusive:
+            os.link(staging, path)
+        else:
+            os.replace(staging, path)
+    finally:
+        staging.unlink(missing_ok=True)
 
 
-def load_keyring(path: Path, create: bool = False) -> Keyring:
-    """Read the key file (creating it first when `create` and it does not exist)."""
-    if create and not path.exists():
-        with contextlib.suppress(FileExistsError):  # another process created it first
-            create_key_file(path)
+def read_key_file(path: Path) -> KeyFile:
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
-        raise KeyFileError(f"key file {path} does not exist") from None
+        raise KeyFileError(f"key file {path} does not exist (create it with `dmp keys init`)") from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise KeyFileError(f"key file {path} is readable by group or others; run: chmod 600 {path}")
     try:
         content = json.loads(path.read_text())
         keys = {kid: base64.b64decode(value) for kid, value in content["master_keys"].items()}
-        keyring = Keyring(keys, content["active"], base64.b64decode(content["hmac_secret"]))
+        result = KeyFile(keys, content["active"], base64.b64decode(content["hmac_secret"]))
     except (ValueError, KeyError, TypeError) as exc:
         raise KeyFileError(f"key file {path} is malformed ({type(exc).__name__})") from None
-    if keyring.active_id not in keys or any(len(k) != 32 for k in keys.values()):
+    if result.active_id not in keys or any(len(k) != 32 for k in keys.values()) or len(result.hmac_secret) < 32:
         raise KeyFileError(f"key file {path} is malformed (bad active id or key length)")
-    return keyring
+    return result
+
+
+def add_master_key(path: Path) -> str:
+    """Add a master key to the key file and make it active (the others stay, for unwrapping)."""
+    current = read_key_file(path)
+    number = 1 + max((int(kid[1:]) for kid in current.master_keys if kid[1:].isdigit()), default=0)
+    new_id = f"k{number}"
+    _write_new(path, KeyFile({**current.master_keys, new_id: new_key()}, new_id, current.hmac_secret), exclusive=False)
+    return new_id
+
+
+class FileKeyProvider:
+    """Master keys from the key file. Re-reads the file when asked for a key id it does not know,
+    so running workers pick up a rotation made by `dmp keys rotate` elsewhere."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._content = read_key_file(path)
+
+    @property
+    def active_id(self) -> str:
+        return self._content.active_id
+
+    @property
+    def hmac_secret(self) -> bytes:
+        return self._content.hmac_secret
+
+    def reload(self) -> None:
+        with self._lock:
+            self._content = read_key_file(self.path)
+
+    def wrap(self, key: bytes, context: str) -> WrappedKey:
+        content = self._content
+        return WrappedKey(content.active_id, seal_key(content.master_keys[content.active_id], key, context))
+
+    def unwrap(self, wrapped: WrappedKey, context: str) -> bytes:
+        if wrapped.key_id not in self._content.master_keys:
+            self.reload()
+        master = self._content.master_keys.get(wrapped.key_id)
+        if master is None:
+            raise KeyProviderError(f"master key {wrapped.key_id!r} is not in the key file")
+        return open_key(master, wrapped.blob, context)
+
+
+def load_key_file(path: Path, create: bool = False) -> KeyFile:
+    """Read the key file, creating it first (0600) when `create` and it does not exist."""
+    if create and not path.exists():
+        with contextlib.suppress(FileExistsError):  # another process created it first
+            create_key_file(path)
+    return read_key_file(path)
+
+
+def keyed_hash(secret: bytes) -> hmac.HMAC:
+    """A fresh keyed hash (HMAC-SHA-256) for plaintext digests stored in the index."""
+    return hmac.new(secret, digestmod=hashlib.sha256)

@@ -31,6 +31,7 @@ def purge_quarantine(rt: Runtime, today: dt.date, batch_size: int = 500) -> list
                 # Object first: a crash between the two leaves a row pointing at nothing, never bytes without a row.
                 rt.store.delete(item.quarantine_key or "")
                 item.quarantine_key, item.quarantine_until = None, None
+                item.quarantine_master_key_id, item.quarantine_wrapped_key = None, None
                 purged.append(item.id)
                 log.info("quarantine of item %s removed", item.id)
             session.commit()

@@ -1,16 +1,29 @@
-"""The process-wide handles built once from Settings: database, object store, keyring."""
+"""The process-wide handles built once from Settings: database, object store, keys."""
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline.index.db import make_engine, session_factory, upgrade
-from pipeline.keys import Keyring, load_keyring
+from pipeline.keys import FileKeyProvider, KeyProvider, keyed_hash, load_key_file
+from pipeline.recordkeys import RecordKeys
 from pipeline.settings import Settings
 from pipeline.storage import ObjectStore, open_store
+
+
+def key_provider(settings: Settings) -> KeyProvider:
+    """The master keys: AWS KMS when DMP_KMS_KEY_ID is set, else the key file."""
+    if settings.kms_key_id:
+        from pipeline.kms import AwsKmsProvider
+
+        return AwsKmsProvider(
+            settings.kms_key_id, settings.kms_endpoint, settings.s3_region, settings.s3_access_key, settings.s3_secret_key
+        )
+    return FileKeyProvider(settings.resolved_key_file())
 
 
 @dataclass
@@ -19,25 +32,33 @@ class Runtime:
     engine: Engine
     sessions: sessionmaker[Session]
     store: ObjectStore
-    keyring: Keyring
+    keys: KeyProvider
+    hmac_secret: bytes
+    record_keys: RecordKeys
 
     @classmethod
     def from_settings(cls, settings: Settings, *, prepare: bool = False) -> Runtime:
         """Connect to the index and the store and load keys.
 
-        With `prepare`, also create what a first embedded run needs: the key file (0600), the
-        schema and the bucket or folder. Workers in distributed mode only connect.
+        With `prepare`, also create what a first embedded run needs: the home folder (0700), the
+        key file (0600), the schema and the bucket or folder. Workers in distributed mode only connect.
         """
         if prepare:
             # The embedded home holds the index (patient identifiers) and the key file: owner only.
             settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
         engine = make_engine(settings.resolved_database_url())
         store = open_store(settings)
-        keyring = load_keyring(settings.resolved_key_file(), create=prepare)
+        # The key file always holds the keyed-hash secret, also when a KMS holds the master keys.
+        hmac_secret = load_key_file(settings.resolved_key_file(), create=prepare).hmac_secret
+        keys = key_provider(settings)
         if prepare:
             upgrade(engine)
             store.ensure_ready()
-        return cls(settings, engine, session_factory(engine), store, keyring)
+        sessions = session_factory(engine)
+        return cls(settings, engine, sessions, store, keys, hmac_secret, RecordKeys(sessions, keys))
+
+    def hasher(self) -> hmac.HMAC:
+        return keyed_hash(self.hmac_secret)
 
     def close(self) -> None:
         self.engine.dispose()

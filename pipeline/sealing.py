@@ -1,18 +1,21 @@
-"""Sealing: a plaintext stream becomes an encrypted object in the store, and back.
+"""Sealing documents: data keys under record keys, objects encrypted into the store, and back.
 
-The index keeps, for each object, the keyed hash of the plaintext, its size, the key id and the
-wrapped data key; the object bytes are never the plaintext.
+The index keeps, for each document, the keyed hash of the plaintext, its size, the record key id,
+the wrapped data key and the object key; the object bytes are never the plaintext.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from pipeline.envelope import EncryptingReader, IntegrityError, decrypt
-from pipeline.keys import Keyring, WrappedKey
+from pipeline.keys import new_key, open_key, seal_key
 from pipeline.storage import ObjectStore
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -20,7 +23,6 @@ class Sealed:
     object_key: str
     size: int
     content_hmac: str
-    wrapped: WrappedKey
 
 
 def seal_context(document_id: str, patient_id: str) -> str:
@@ -28,26 +30,39 @@ def seal_context(document_id: str, patient_id: str) -> str:
     return f"doc:{document_id}|patient:{patient_id}"
 
 
-def seal(store: ObjectStore, keyring: Keyring, object_key: str, context: str, source: BinaryIO, segment_bytes: int) -> Sealed:
-    """Encrypt `source` into `object_key` under a fresh data key, hashing the plaintext on the way."""
-    hasher = keyring.hasher()
-    reader = EncryptingReader(source, keyring, context, segment_bytes, hasher)
+def new_data_key(wrapping_key: bytes, document_id: str) -> tuple[bytes, bytes]:
+    """A fresh data key and its wrapped form (under a record key), bound to the document id."""
+    key = new_key()
+    return key, seal_key(wrapping_key, key, f"doc:{document_id}")
+
+
+def data_key(wrapping_key: bytes, wrapped: bytes, document_id: str) -> bytes:
+    return open_key(wrapping_key, wrapped, f"doc:{document_id}")
+
+
+def seal(
+    store: ObjectStore, key: bytes, key_ref: str, object_key: str, context: str, source: BinaryIO, segment_bytes: int, hasher
+) -> Sealed:  # type: ignore[no-untyped-def]
+    """Encrypt `source` into `object_key` under `key`, hashing the plaintext on the way."""
+    reader = EncryptingReader(source, key, key_ref, context, segment_bytes, hasher)
     store.put(object_key, reader)  # type: ignore[arg-type]
-    return Sealed(object_key, reader.size, hasher.hexdigest(), reader.header.wrapped)
+    return Sealed(object_key, reader.size, hasher.hexdigest())
 
 
-def unseal(
-    store: ObjectStore, keyring: Keyring, object_key: str, context: str, wrapped: WrappedKey | None = None, expected_hmac: str | None = None
-) -> Iterator[bytes]:
-    """Stream the plaintext of a sealed object, checking the keyed hash at the end when given.
+def unseal(store: ObjectStore, object_key: str, key: bytes, context: str, hasher, expected_hmac: str | None = None) -> Iterator[bytes]:  # type: ignore[no-untyped-def]
+    """Stream the plaintext of a sealed object, then check its keyed hash against the index.
 
-    A mismatch raises IntegrityError after the last chunk: callers that serve bytes must
-    treat the stream as failed (the API aborts the response).
+    Each segment is authenticated before it is yielded; a keyed-hash mismatch at the end raises
+    IntegrityError, which callers serving bytes must turn into an aborted response. Both
+    failures are logged with the object key only.
     """
-    hasher = keyring.hasher()
-    with store.open(object_key) as handle:
-        for chunk in decrypt(handle, keyring, context, wrapped):
-            hasher.update(chunk)
-            yield chunk
-    if expected_hmac is not None and hasher.hexdigest() != expected_hmac:
-        raise IntegrityError("plaintext keyed hash does not match the index")
+    try:
+        with store.open(object_key) as handle:
+            for chunk in decrypt(handle, key, context):
+                hasher.update(chunk)
+                yield chunk
+        if expected_hmac is not None and hasher.hexdigest() != expected_hmac:
+            raise IntegrityError("plaintext keyed hash does not match the index")
+    except IntegrityError as failure:
+        log.error("integrity failure reading %s: %s", object_key, failure)
+        raise

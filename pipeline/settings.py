@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     s3_region: str = "us-east-1"
     s3_timeout_seconds: int = Field(default=30, description="S3 connect/read timeout before a retry.")
     key_file: Path | None = Field(default=None, description="Master key file; unset = home/keys.json.")
+    kms_key_id: str | None = Field(default=None, description="AWS KMS key id/ARN holding the master key; unset = key file.")
+    kms_endpoint: str | None = Field(default=None, description="KMS endpoint URL (else AWS default).")
 
     max_file_bytes: int = Field(default=200 * 1024 * 1024, description="Largest accepted document.")
     pdf_max_pages: int = Field(default=2000, description="More pages is pdf_too_large.")

@@ -13,10 +13,9 @@ from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from pipeline.cli import app
+from pipeline.documents import read_document
 from pipeline.index.models import BatchItem, Document, Outbox
-from pipeline.keys import WrappedKey
 from pipeline.runtime import Runtime
-from pipeline.sealing import seal_context, unseal
 from pipeline.settings import Settings
 from tests.conftest import read_expected
 
@@ -89,10 +88,7 @@ def test_stored_objects_are_ciphertext_that_decrypts_back_to_the_document(ingest
         with rt.store.open(doc.object_key) as handle:
             stored = handle.read()
         assert plaintext[:64] not in stored
-        context = seal_context(doc.id, doc.patient_id)
-        restored = b"".join(
-            unseal(rt.store, rt.keyring, doc.object_key, context, WrappedKey(doc.key_id, doc.wrapped_key), doc.content_hmac)
-        )
+        restored = b"".join(read_document(rt, doc))
         assert hashlib.sha256(restored).digest() == hashlib.sha256(plaintext).digest()
         assert doc.size == len(plaintext)
 

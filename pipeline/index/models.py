@@ -52,6 +52,19 @@ class Patient(Base):
     created_at: Mapped[dt.datetime] = _now()
 
 
+class RecordKey(Base):
+    """A patient's record key, wrapped by a master key. Destroying it erases the whole record."""
+
+    __tablename__ = "record_keys"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id"), unique=True)
+    master_key_id: Mapped[str | None] = mapped_column(String(256), index=True)
+    wrapped: Mapped[bytes | None] = mapped_column(LargeBinary)  # None once destroyed
+    created_at: Mapped[dt.datetime] = _now()
+    destroyed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 class Batch(Base):
     __tablename__ = "batches"
     __table_args__ = (UniqueConstraint("source", "manifest_digest"),)
@@ -94,6 +107,9 @@ class BatchItem(Base):
     pending_object_key: Mapped[str | None] = mapped_column(String(256))
     document_id: Mapped[str] = mapped_column(String(36), default=new_id)
     quarantine_key: Mapped[str | None] = mapped_column(String(256))
+    # The quarantine copy's data key, wrapped directly by a master key (the patient may be unknown).
+    quarantine_master_key_id: Mapped[str | None] = mapped_column(String(256))
+    quarantine_wrapped_key: Mapped[bytes | None] = mapped_column(LargeBinary)
     quarantine_until: Mapped[dt.date | None] = mapped_column(Date)
     started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))  # latest attempt
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
@@ -122,8 +138,10 @@ class Document(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     content_hmac: Mapped[str] = mapped_column(String(64), index=True)
     object_key: Mapped[str] = mapped_column(String(256), unique=True)
-    key_id: Mapped[str] = mapped_column(String(64))
-    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
+    # The data key, wrapped by the patient's record key; None once the document is shredded.
+    record_key_id: Mapped[str] = mapped_column(ForeignKey("record_keys.id"), index=True)
+    wrapped_key: Mapped[bytes | None] = mapped_column(LargeBinary)
+    shredded_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[dt.datetime] = _now()
 
 

@@ -11,6 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from pipeline.index.models import Batch, BatchItem, Document, Outbox, Patient, new_id
+from pipeline.keys import WrappedKey
 
 FINAL_STATES = ("indexed", "rejected")
 
@@ -23,6 +24,15 @@ def insert_ignore(session: Session, model: type, values: dict) -> None:
     """INSERT … ON CONFLICT DO NOTHING on SQLite and PostgreSQL: the constraint decides, not a check."""
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     session.execute(dialect.insert(model).values(**values).on_conflict_do_nothing())
+
+
+@dataclass(frozen=True)
+class Quarantine:
+    """Where a rejected document's encrypted copy is, until when, and its wrapped data key."""
+
+    object_key: str
+    until: dt.date
+    wrapped: WrappedKey
 
 
 @dataclass(frozen=True)
@@ -110,7 +120,8 @@ def commit_rejected(
     item.finished_at = _utcnow()
     item.pending_object_key = None
     if quarantine:
-        item.quarantine_key, item.quarantine_until = quarantine
+        item.quarantine_key, item.quarantine_until = quarantine.object_key, quarantine.until
+        item.quarantine_master_key_id, item.quarantine_wrapped_key = quarantine.wrapped.key_id, quarantine.wrapped.blob
     session.commit()
     return True
 

@@ -52,7 +52,7 @@ class IntakeResult:
 
 
 def _manifest_digest(rt: Runtime, source: str, data: bytes) -> str:
-    return hmac.new(rt.keyring.hmac_secret, source.encode() + b"\0" + data, "sha256").hexdigest()
+    return hmac.new(rt.hmac_secret, source.encode() + b"\0" + data, "sha256").hexdigest()
 
 
 def _plan_items(batch_id: str, manifest: Manifest, present: list[str]) -> list[BatchItem]:

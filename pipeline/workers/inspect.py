@@ -6,6 +6,7 @@ must end in a verdict: a `Content` or a `Rejected` with its reason, never anothe
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -50,6 +51,8 @@ EXECUTABLE_MAGIC = (b"MZ", b"\x7fELF", b"#!", b"\xca\xfe\xba\xbe", b"\xcf\xfa\xe
 # Loaded at import, so the sandbox's forkserver holds the magic database and every child
 # inherits it instead of reading it again (tens of milliseconds per document).
 _MAGIC = magic.Magic(mime=True)
+# pypdf narrates every oddity of a hostile file; the verdict says what matters.
+logging.getLogger("pypdf").setLevel(logging.ERROR)
 
 
 @dataclass(frozen=True)

@@ -28,9 +28,10 @@ from sqlalchemy.exc import IntegrityError
 from pipeline.index import repo
 from pipeline.index.models import BatchItem, Document
 from pipeline.ingest.batch import LimitedReader
+from pipeline.keys import new_key
 from pipeline.reasons import REASONS, Rejected, Transient
 from pipeline.runtime import Runtime
-from pipeline.sealing import seal, seal_context
+from pipeline.sealing import new_data_key, seal, seal_context
 from pipeline.storage import ObjectNotFound
 from pipeline.workers.classify import classify, needs_content
 from pipeline.workers.validate import check_content, check_metadata
@@ -54,7 +55,7 @@ class Spooled:
 @contextmanager
 def spool(rt: Runtime, key: str) -> Iterator[Spooled]:
     """Copy an inbox object to a private temp file (size-limited, keyed-hashed), removed after use."""
-    hasher = rt.keyring.hasher()
+    hasher = rt.hasher()
     fd, name = tempfile.mkstemp(prefix="dmp-spool-")
     path = Path(name)
     try:
@@ -137,10 +138,11 @@ def _accept(rt: Runtime, claim: repo.Claim, today: dt.date) -> str:
             _forget_inbox(rt, item.id, item.inbox_key)
             return "indexed"
         object_key = item.pending_object_key or ""
+        record = rt.record_keys.for_patient(patient.id)
+        key, wrapped_key = new_data_key(record.key, item.document_id)
+        context = seal_context(item.document_id, patient.id)
         with spooled.path.open("rb") as plaintext:
-            sealed = seal(
-                rt.store, rt.keyring, object_key, seal_context(item.document_id, patient.id), plaintext, rt.settings.segment_bytes
-            )
+            sealed = seal(rt.store, key, f"record:{record.id}", object_key, context, plaintext, rt.settings.segment_bytes, rt.hasher())
     document = Document(
         id=item.document_id,
         patient_id=patient.id,
@@ -160,8 +162,8 @@ def _accept(rt: Runtime, claim: repo.Claim, today: dt.date) -> str:
         size=sealed.size,
         content_hmac=sealed.content_hmac,
         object_key=sealed.object_key,
-        key_id=sealed.wrapped.key_id,
-        wrapped_key=sealed.wrapped.blob,
+        record_key_id=record.id,
+        wrapped_key=wrapped_key,
     )
     try:
         with rt.sessions() as session:
@@ -185,23 +187,29 @@ def _reject(rt: Runtime, item: BatchItem, claim: repo.Claim | None, reason: str,
         rt.store.delete(item.pending_object_key)
     if not committed:
         if quarantine:
-            rt.store.delete(quarantine[0])
+            rt.store.delete(quarantine.object_key)
         return "superseded"
     _forget_inbox(rt, item.id, item.inbox_key)
     return "rejected"
 
 
-def _quarantine(rt: Runtime, item: BatchItem) -> tuple[str, dt.date] | None:
-    """Keep a rejected document's bytes, encrypted, for the sender's support to inspect."""
+def _quarantine(rt: Runtime, item: BatchItem) -> repo.Quarantine | None:
+    """Keep a rejected document's bytes, encrypted, for the sender's support to inspect.
+
+    Its data key is wrapped directly by a master key: the patient may be unknown or invalid.
+    """
     if not item.inbox_key:
         return None
-    key = f"quarantine/{item.id}"
+    object_key = f"quarantine/{item.id}"
+    context = f"quarantine:{item.id}"
+    key = new_key()
     try:
         with rt.store.open(item.inbox_key) as raw:
-            seal(rt.store, rt.keyring, key, f"quarantine:{item.id}", raw, rt.settings.segment_bytes)
+            seal(rt.store, key, "master", object_key, context, raw, rt.settings.segment_bytes, rt.hasher())
     except ObjectNotFound:
         return None
-    return key, paris_today() + dt.timedelta(days=rt.settings.quarantine_days)
+    until = paris_today() + dt.timedelta(days=rt.settings.quarantine_days)
+    return repo.Quarantine(object_key, until, rt.keys.wrap(key, context))
 
 
 def _forget_inbox(rt: Runtime, item_id: str, inbox_key: str | None = None) -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from infra.services import MotoServer, PostgresDatabase, RedisServer, dmp_environment
 from pipeline.index.db import make_engine, upgrade
-from pipeline.keys import load_keyring
+from pipeline.keys import load_key_file
 from pipeline.runtime import Runtime
 from pipeline.settings import Settings
 
@@ -84,7 +84,7 @@ def settings(tmp_path, redis_server, postgres, s3_endpoint) -> Settings:
         max_retries=30,
         s3_timeout_seconds=2,
     )
-    load_keyring(configured.resolved_key_file(), create=True)
+    load_key_file(configured.resolved_key_file(), create=True)
     engine = make_engine(configured.resolved_database_url())
     upgrade(engine)
     engine.dispose()

@@ -13,10 +13,9 @@ import redis
 from sqlalchemy import func, select
 
 from infra.services import dmp_environment, free_port
+from pipeline.documents import read_document
 from pipeline.index.models import BatchItem, Document, Outbox
-from pipeline.keys import WrappedKey
 from pipeline.runtime import Runtime
-from pipeline.sealing import seal_context, unseal
 from tests.conftest import read_expected
 from tests.distributed.conftest import DMP, ingest, wait_until_final
 
@@ -84,16 +83,7 @@ def test_a_batch_of_220_documents_is_processed_by_two_worker_processes(settings,
             stored = handle.read()
         assert hashlib.sha256(stored).digest() != hashlib.sha256(plaintext).digest()
         assert plaintext[:64] not in stored
-        restored = b"".join(
-            unseal(
-                runtime.store,
-                runtime.keyring,
-                doc.object_key,
-                seal_context(doc.id, doc.patient_id),
-                WrappedKey(doc.key_id, doc.wrapped_key),
-                doc.content_hmac,
-            )
-        )
+        restored = b"".join(read_document(runtime, doc))
         assert hashlib.sha256(restored).digest() == hashlib.sha256(plaintext).digest()
 
     before = _snapshot(runtime)

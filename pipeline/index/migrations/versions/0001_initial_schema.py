@@ -58,6 +58,8 @@ def upgrade() -> None:
         sa.Column("pending_object_key", sa.String(length=256), nullable=True),
         sa.Column("document_id", sa.String(length=36), nullable=False),
         sa.Column("quarantine_key", sa.String(length=256), nullable=True),
+        sa.Column("quarantine_master_key_id", sa.String(length=256), nullable=True),
+        sa.Column("quarantine_wrapped_key", sa.LargeBinary(), nullable=True),
         sa.Column("quarantine_until", sa.Date(), nullable=True),
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
@@ -88,6 +90,21 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_outbox_patient_id"), ["patient_id"], unique=False)
 
     op.create_table(
+        "record_keys",
+        sa.Column("id", sa.String(length=36), nullable=False),
+        sa.Column("patient_id", sa.String(length=36), nullable=False),
+        sa.Column("master_key_id", sa.String(length=256), nullable=True),
+        sa.Column("wrapped", sa.LargeBinary(), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+        sa.Column("destroyed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(["patient_id"], ["patients.id"], name=op.f("fk_record_keys_patient_id_patients")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_record_keys")),
+        sa.UniqueConstraint("patient_id", name=op.f("uq_record_keys_patient_id")),
+    )
+    with op.batch_alter_table("record_keys", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_record_keys_master_key_id"), ["master_key_id"], unique=False)
+
+    op.create_table(
         "documents",
         sa.Column("id", sa.String(length=36), nullable=False),
         sa.Column("patient_id", sa.String(length=36), nullable=False),
@@ -107,11 +124,13 @@ def upgrade() -> None:
         sa.Column("size", sa.BigInteger(), nullable=False),
         sa.Column("content_hmac", sa.String(length=64), nullable=False),
         sa.Column("object_key", sa.String(length=256), nullable=False),
-        sa.Column("key_id", sa.String(length=64), nullable=False),
-        sa.Column("wrapped_key", sa.LargeBinary(), nullable=False),
+        sa.Column("record_key_id", sa.String(length=36), nullable=False),
+        sa.Column("wrapped_key", sa.LargeBinary(), nullable=True),
+        sa.Column("shredded_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
         sa.ForeignKeyConstraint(["batch_item_id"], ["batch_items.id"], name=op.f("fk_documents_batch_item_id_batch_items")),
         sa.ForeignKeyConstraint(["patient_id"], ["patients.id"], name=op.f("fk_documents_patient_id_patients")),
+        sa.ForeignKeyConstraint(["record_key_id"], ["record_keys.id"], name=op.f("fk_documents_record_key_id_record_keys")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_documents")),
         sa.UniqueConstraint("batch_item_id", name=op.f("uq_documents_batch_item_id")),
         sa.UniqueConstraint("object_key", name=op.f("uq_documents_object_key")),
@@ -120,14 +139,20 @@ def upgrade() -> None:
     with op.batch_alter_table("documents", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_documents_content_hmac"), ["content_hmac"], unique=False)
         batch_op.create_index(batch_op.f("ix_documents_patient_id"), ["patient_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_documents_record_key_id"), ["record_key_id"], unique=False)
 
 
 def downgrade() -> None:
     with op.batch_alter_table("documents", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_documents_record_key_id"))
         batch_op.drop_index(batch_op.f("ix_documents_patient_id"))
         batch_op.drop_index(batch_op.f("ix_documents_content_hmac"))
 
     op.drop_table("documents")
+    with op.batch_alter_table("record_keys", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_record_keys_master_key_id"))
+
+    op.drop_table("record_keys")
     with op.batch_alter_table("outbox", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_outbox_patient_id"))
 

@@ -1,0 +1,124 @@
+"""Record keys: one AES-256 key per patient record, wrapped by a master key, kept in the index.
+
+Every document's data key is wrapped by its record's key, so destroying one record key makes
+the whole record unreadable at once (crypto-shredding), and rotating a master key re-wraps one
+small key per patient, never the objects. Unwrapped record keys are cached briefly per process.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from pipeline.index.models import RecordKey, new_id
+from pipeline.index.repo import insert_ignore
+from pipeline.keys import KeyProvider, KeyProviderError, WrappedKey, new_key
+
+CACHE_SECONDS = 300.0
+
+
+def record_context(record_key_id: str, patient_id: str) -> str:
+    return f"record:{record_key_id}|patient:{patient_id}"
+
+
+@dataclass(frozen=True)
+class OpenRecordKey:
+    id: str
+    key: bytes
+
+
+class RecordKeys:
+    def __init__(self, sessions: sessionmaker[Session], provider: KeyProvider, cache_seconds: float = CACHE_SECONDS) -> None:
+        self.sessions = sessions
+        self.provider = provider
+        self.cache_seconds = cache_seconds
+        self._cache: dict[str, tuple[float, OpenRecordKey]] = {}
+        self._lock = threading.Lock()
+
+    def for_patient(self, patient_id: str) -> OpenRecordKey:
+        """The patient's record key, created (and wrapped by the active master key) on first use."""
+        with self.sessions() as session:
+            row = session.scalars(select(RecordKey).where(RecordKey.patient_id == patient_id)).one_or_none()
+            if row is None:
+                key_id = new_id()
+                wrapped = self.provider.wrap(new_key(), record_context(key_id, patient_id))
+                values = {"id": key_id, "patient_id": patient_id, "master_key_id": wrapped.key_id, "wrapped": wrapped.blob}
+                insert_ignore(session, RecordKey, values)  # a concurrent worker may have won: use its key
+                session.commit()
+                row = session.scalars(select(RecordKey).where(RecordKey.patient_id == patient_id)).one()
+        return self._open(row)
+
+    def get(self, record_key_id: str) -> OpenRecordKey:
+        """An existing record key by id; KeyProviderError if it was destroyed."""
+        with self._lock:
+            cached = self._cache.get(record_key_id)
+        if cached and cached[0] > time.monotonic():
+            return cached[1]
+        with self.sessions() as session:
+            row = session.get(RecordKey, record_key_id)
+        if row is None:
+            raise KeyProviderError(f"record key {record_key_id} does not exist")
+        return self._open(row)
+
+    def _open(self, row: RecordKey) -> OpenRecordKey:
+        if row.wrapped is None or row.master_key_id is None:
+            raise KeyProviderError(f"record key {row.id} was destroyed")
+        key = self.provider.unwrap(WrappedKey(row.master_key_id, row.wrapped), record_context(row.id, row.patient_id))
+        opened = OpenRecordKey(row.id, key)
+        with self._lock:
+            self._cache[row.id] = (time.monotonic() + self.cache_seconds, opened)
+        return opened
+
+    def destroy(self, patient_id: str) -> str | None:
+        """Destroy the patient's record key: every document of the record becomes unreadable."""
+        with self.sessions() as session:
+            row = session.scalars(select(RecordKey).where(RecordKey.patient_id == patient_id)).one_or_none()
+            if row is None:
+                return None
+            row.wrapped, row.master_key_id, row.destroyed_at = None, None, dt.datetime.now(dt.UTC)
+            session.commit()
+        with self._lock:
+            self._cache.pop(row.id, None)
+        return row.id
+
+    def pending_rewrap(self) -> int:
+        """Record keys still wrapped by a master key other than the active one."""
+        with self.sessions() as session:
+            return session.scalar(select(func.count()).select_from(RecordKey).where(*self._stale())) or 0
+
+    def _stale(self) -> tuple:
+        return (RecordKey.wrapped.is_not(None), RecordKey.master_key_id != self.provider.active_id)
+
+    def rewrap(self, batch_size: int = 200, on_progress: Callable[[int], None] | None = None) -> int:
+        """Re-wrap every record key under the active master key, in short transactions.
+
+        Resumable (it only picks keys not yet under the active key) and safe while reads and
+        ingestion go on: each row changes key id and wrapped bytes together, and the old
+        master key stays available for unwrapping until every row has moved.
+        """
+        done = 0
+        while True:
+            with self.sessions() as session:
+                rows = session.scalars(select(RecordKey).where(*self._stale()).limit(batch_size)).all()
+                if not rows:
+                    return done
+                for row in rows:
+                    context = record_context(row.id, row.patient_id)
+                    key = self.provider.unwrap(WrappedKey(row.master_key_id or "", row.wrapped or b""), context)
+                    wrapped = self.provider.wrap(key, context)
+                    # Only if nobody changed the row meanwhile (a destroy, another rotation).
+                    session.execute(
+                        update(RecordKey)
+                        .where(RecordKey.id == row.id, RecordKey.master_key_id == row.master_key_id)
+                        .values(master_key_id=wrapped.key_id, wrapped=wrapped.blob)
+                    )
+                session.commit()
+            done += len(rows)
+            if on_progress:
+                on_progress(len(rows))
