@@ -29,6 +29,7 @@ bench: $(STAMP)
 	infra/check-services
 	$(BIN)/python -m bench ingest --documents 2000 --workers 2
 	$(BIN)/python -m bench validate --documents 1000
+	$(BIN)/python -m bench crypto --size 1GiB --pipeline
 
 clean:
 	rm -rf .dmp

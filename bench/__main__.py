@@ -17,6 +17,9 @@ def main(argv: list[str] | None = None) -> int:
     ingest.add_argument("--patients", type=int, default=50)
     validate = sub.add_parser("validate", help="validate + classify vs magic sniff + pypdf open")
     validate.add_argument("--documents", type=int, default=1000)
+    crypto = sub.add_parser("crypto", help="streaming envelope encryption vs one-shot AES-GCM")
+    crypto.add_argument("--size", default="1GiB", help="document size, e.g. 1GiB, 256MiB")
+    crypto.add_argument("--pipeline", action="store_true", help="also one document of that size through ingest and read")
     args = parser.parse_args(argv)
 
     if args.name == "ingest":
@@ -27,6 +30,11 @@ def main(argv: list[str] | None = None) -> int:
         from bench.validate import run as run_validate
 
         result = run_validate(documents=args.documents)
+    elif args.name == "crypto":
+        from bench.crypto import parse_size
+        from bench.crypto import run as run_crypto
+
+        result = run_crypto(parse_size(args.size), args.pipeline)
     print(json.dumps(result))
     return 0
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import secrets
 import struct
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
@@ -95,7 +96,9 @@ class EncryptingReader:
         self._source = source
         self._hasher = hasher
         self._index = 0
-        self._buffer = bytearray(header_bytes)
+        # Sealed pieces waiting to be read: joined once per read() call (one copy per byte).
+        self._pending: deque[bytes] = deque([header_bytes])
+        self._pending_bytes = len(header_bytes)
         self._next = self._read_plain()
         self._done = False
         self.size = 0
@@ -110,22 +113,34 @@ class EncryptingReader:
         current = self._next
         self._next = self._read_plain() if len(current) == self.header.segment_size else b""
         final = not self._next
-        nonce = _nonce(self.header.nonce_prefix, self._index, final)
-        self._buffer += self._aead.encrypt(nonce, current, self._aad)
+        sealed = self._aead.encrypt(_nonce(self.header.nonce_prefix, self._index, final), current, self._aad)
+        self._pending.append(sealed)
+        self._pending_bytes += len(sealed)
         self.size += len(current)
         self._index += 1
         self._done = final
 
     def read(self, size: int = -1) -> bytes:
-        while not self._done and (size < 0 or len(self._buffer) < size):
+        while not self._done and (size < 0 or self._pending_bytes < size):
             self._seal_next()
-        if size < 0 or size >= len(self._buffer):
-            out = bytes(self._buffer)
-            self._buffer.clear()
-            return out
-        out = bytes(self._buffer[:size])
-        del self._buffer[:size]
-        return out
+        wanted = self._pending_bytes if size < 0 else min(size, self._pending_bytes)
+        parts: list[bytes] = []
+        taken = 0
+        while taken < wanted:
+            piece = self._pending.popleft()
+            if taken + len(piece) > wanted:
+                cut = wanted - taken
+                self._pending.appendleft(piece[cut:])
+                piece = piece[:cut]
+            parts.append(piece)
+            taken += len(piece)
+        self._pending_bytes -= taken
+        return b"".join(parts)
+
+    @property
+    def buffered(self) -> int:
+        """Sealed bytes waiting to be read (bounded by one segment plus the last request)."""
+        return self._pending_bytes
 
     def readable(self) -> bool:
         return True

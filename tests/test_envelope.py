@@ -148,5 +148,5 @@ def test_small_reads_stream_without_buffering_the_whole_input():
     while chunk := reader.read(100):
         assert len(chunk) <= 100
         chunks.append(chunk)
-        assert len(reader._buffer) <= SEGMENT + TAG + 100  # one sealed segment plus the request
+        assert reader.buffered <= SEGMENT + TAG + 100  # one sealed segment plus the request
     assert _open(b"".join(chunks), context="c") == b"a" * 10_000

@@ -1,0 +1,185 @@
+"""Crypto benchmark: streaming envelope encryption/decryption vs one-shot AES-GCM in memory.
+
+Each measurement runs in a fresh interpreter, so its peak RSS can be compared with that
+interpreter's own baseline. `--pipeline` also sends one document of the given size through the
+embedded pipeline (intake, validation, sealing, index) and reads it back, for the end-to-end
+peak RSS.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SEGMENT = 256 * 1024
+CHUNK = 8 * 1024 * 1024
+MIB = 1024 * 1024
+
+
+def parse_size(text: str) -> int:
+    units = {"KIB": 1024, "MIB": MIB, "GIB": 1024 * MIB, "KB": 1000, "MB": 10**6, "GB": 10**9, "B": 1}
+    upper = text.strip().upper()
+    for unit, factor in units.items():
+        if upper.endswith(unit):
+            return int(float(upper[: -len(unit)]) * factor)
+    return int(upper)
+
+
+def _rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+class _Pattern:
+    """A readable stream of `size` bytes with no memory behind it (a repeated 8 MiB block)."""
+
+    def __init__(self, size: int) -> None:
+        self.left = size
+        self.block = os.urandom(CHUNK)
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.left if n < 0 else min(n, self.left)
+        self.left -= n
+        out = self.block[: min(n, CHUNK)]
+        while len(out) < n:
+            out += self.block[: min(n - len(out), CHUNK)]
+        return out
+
+
+def _streaming(size: int, workdir: Path) -> dict:
+    from pipeline.envelope import EncryptingReader, decrypt
+
+    baseline = _rss_mib()
+    key = os.urandom(32)
+    # Encryption timed alone (output discarded), so the disk is not what is measured.
+    start = time.perf_counter()
+    reader = EncryptingReader(_Pattern(size), key, "bench", "doc:bench", SEGMENT)  # type: ignore[arg-type]
+    while reader.read(CHUNK):
+        pass
+    encrypt_s = time.perf_counter() - start
+    sealed = workdir / "sealed.bin"
+    reader = EncryptingReader(_Pattern(size), key, "bench", "doc:bench", SEGMENT)  # type: ignore[arg-type]
+    with sealed.open("wb") as out:
+        while chunk := reader.read(CHUNK):
+            out.write(chunk)
+    with sealed.open("rb") as warm:  # into the page cache, as a hot object would be
+        while warm.read(CHUNK):
+            pass
+    start = time.perf_counter()
+    total = 0
+    with sealed.open("rb") as source:
+        for piece in decrypt(source, key, "doc:bench"):
+            total += len(piece)
+    decrypt_s = time.perf_counter() - start
+    sealed.unlink()
+    assert total == size
+    return {"encrypt_s": encrypt_s, "decrypt_s": decrypt_s, "rss_above_baseline_mib": _rss_mib() - baseline}
+
+
+def _one_shot(size: int) -> dict:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    data = _Pattern(size).read()
+    baseline = _rss_mib()
+    aead, nonce = AESGCM(os.urandom(32)), os.urandom(12)
+    start = time.perf_counter()
+    sealed = aead.encrypt(nonce, data, b"doc:bench")
+    encrypt_s = time.perf_counter() - start
+    start = time.perf_counter()
+    aead.decrypt(nonce, sealed, b"doc:bench")
+    decrypt_s = time.perf_counter() - start
+    return {"encrypt_s": encrypt_s, "decrypt_s": decrypt_s, "rss_above_baseline_mib": _rss_mib() - baseline}
+
+
+def _pipeline(size: int, workdir: Path) -> dict:
+    """One document of `size` bytes through the embedded pipeline and back, in this process."""
+    from pipeline.documents import read_document
+    from pipeline.identity import with_key
+    from pipeline.index.models import Document
+    from pipeline.ingest.intake import receive_batch
+    from pipeline.runtime import Runtime
+    from pipeline.settings import Settings
+    from pipeline.workers.process import process_item
+
+    batch = workdir / "batch"
+    batch.mkdir()
+    line = b"Compte rendu de biologie: hemoglobine 13,2 g/dL, plaquettes 250 G/L.\n"
+    with (batch / "big.txt").open("wb") as out:
+        written = 0
+        block = line * (CHUNK // len(line))
+        while written < size:
+            part = block[: size - written]
+            out.write(part)
+            written += len(part)
+    header = "file,patient_ins,source_document_id,title,document_type,service_date,author_id,author_profession\n"
+    row = f"big.txt,{with_key('1850575123456')},BIG-1,Compte rendu de biologie,11502-2,2025-01-02,1,physician\n"
+    (batch / "manifest.csv").write_text(header + row)
+    settings = Settings(home=workdir / "home", max_file_bytes=size + MIB)
+    rt = Runtime.from_settings(settings, prepare=True)
+    baseline = _rss_mib()
+    start = time.perf_counter()
+    sent: list[str] = []
+    receive_batch(rt, batch, "lab:BENCH", sent.append)
+    state = process_item(rt, sent[0])
+    ingest_s = time.perf_counter() - start
+    with rt.sessions() as session:
+        document = session.query(Document).one()
+    start = time.perf_counter()
+    total = sum(len(piece) for piece in read_document(rt, document))
+    read_s = time.perf_counter() - start
+    assert state == "indexed" and total == size
+    return {"ingest_s": ingest_s, "read_s": read_s, "rss_above_baseline_mib": _rss_mib() - baseline}
+
+
+def _child(kind: str, size: int) -> dict:
+    """Run one measurement in a fresh interpreter and return its JSON."""
+    code = f"import json,sys; from bench.crypto import _measure; print(json.dumps(_measure({kind!r}, {size})))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parent.parent)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _measure(kind: str, size: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix="dmp-bench-crypto-") as tmp:
+        if kind == "streaming":
+            return _streaming(size, Path(tmp))
+        if kind == "one_shot":
+            return _one_shot(size)
+        return _pipeline(size, Path(tmp))
+
+
+def run(size: int, pipeline: bool) -> dict:
+    streaming = _child("streaming", size)
+    floor = _child("one_shot", size)
+    gb = size / 1e9
+    value = 2 * gb / (streaming["encrypt_s"] + streaming["decrypt_s"])
+    floor_value = 2 * gb / (floor["encrypt_s"] + floor["decrypt_s"])
+    result = {
+        "bench": "crypto",
+        "metric": "encrypt_decrypt_throughput",
+        "value": round(value, 3),
+        "unit": "GB/s",
+        "floor": round(floor_value, 3),
+        "ratio": round(value / floor_value, 3),
+        "size_bytes": size,
+        "encrypt_gb_s": round(gb / streaming["encrypt_s"], 3),
+        "decrypt_gb_s": round(gb / streaming["decrypt_s"], 3),
+        "floor_encrypt_gb_s": round(gb / floor["encrypt_s"], 3),
+        "floor_decrypt_gb_s": round(gb / floor["decrypt_s"], 3),
+        "peak_rss_above_baseline_mib": round(streaming["rss_above_baseline_mib"], 1),
+        "floor_peak_rss_above_baseline_mib": round(floor["rss_above_baseline_mib"], 1),
+    }
+    if pipeline:
+        end_to_end = _child("pipeline", size)
+        result.update(
+            {
+                "pipeline_ingest_s": round(end_to_end["ingest_s"], 2),
+                "pipeline_read_s": round(end_to_end["read_s"], 2),
+                "pipeline_peak_rss_above_baseline_mib": round(end_to_end["rss_above_baseline_mib"], 1),
+            }
+        )
+    return result
