@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -51,21 +52,24 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at 
 
 @app.command()
 def ingest(
-    path: Annotated[Path, typer.Argument(help="Batch folder or .zip with manifest.csv.")],
-    source: Annotated[str, typer.Option(help="hospital:ID or lab:ID")],
+    path: Annotated[Path, typer.Argument(help="Batch folder or .zip with manifest.csv; or an insurer feed (.csv, .ndjson).")],
+    source: Annotated[str, typer.Option(help="hospital:ID or lab:ID for batches, insurer:ID for feeds")],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON summary.")] = False,
     threads: Annotated[int, typer.Option(help="Embedded mode: worker threads.")] = 2,
 ) -> None:
-    """Ingest a batch. Embedded: process it to completion. Distributed: enqueue and print the batch id."""
+    """Ingest a batch or a feed. Embedded: process it to completion. Distributed: enqueue and print its id."""
     from sqlalchemy.exc import DBAPIError
 
+    from pipeline.ingest.feed import FeedError
+    from pipeline.ingest.feed_intake import receive_feed
     from pipeline.ingest.intake import ManifestError, SourceError, parse_source, receive_batch
     from pipeline.keys import KeyFileError
     from pipeline.reasons import Transient
+    from pipeline.status import any_status
     from pipeline.workers.wiring import wire
 
     try:
-        parse_source(source)
+        kind, _ = parse_source(source)
     except SourceError as exc:
         _fail(str(exc))
     if not path.exists():
@@ -81,8 +85,13 @@ def ingest(
     try:
         rt = wiring.runtime()
         rt.store.ensure_ready()
-        result = receive_batch(rt, path, source, wiring.send_item)
-    except (ManifestError, SourceError, KeyFileError) as exc:
+        if kind == "insurer":
+            feed = receive_feed(rt, path, source, wiring.send_chunk)
+            ref, total, sent, resumed = feed.feed_id, feed.lines, len(feed.sent), feed.resumed
+        else:
+            batch = receive_batch(rt, path, source, wiring.send_item)
+            ref, total, sent, resumed = batch.batch_id, batch.total, len(batch.sent), batch.resumed
+    except (ManifestError, SourceError, KeyFileError, FeedError) as exc:
         if worker is not None:
             worker.stop()
         _fail(str(exc))
@@ -91,28 +100,26 @@ def ingest(
             worker.stop()
         # DBAPIError texts can quote row values (patient data): name the failure, not the details.
         code = str(exc) if isinstance(exc, Transient) else f"database_unavailable:{type(exc.orig).__name__}"
-        _fail(f"a service is unavailable ({code}); run the same command again to resume the batch", 3)
-    summary = {"batch": result.batch_id, "total": result.total, "resumed": result.resumed, "mode": "embedded" if worker else "distributed"}
+        _fail(f"a service is unavailable ({code}); run the same command again to resume", 3)
+    summary = {"batch": ref, "total": total, "resumed": resumed, "mode": "embedded" if worker else "distributed"}
     if worker is not None:
-        _run_embedded(wiring, worker, result.batch_id, quiet=as_json)
+        _run_embedded(wiring, worker, ref, quiet=as_json)
     with rt.sessions() as session:
-        from pipeline.status import batch_status
-
-        status = batch_status(session, result.batch_id)
-    summary.update({state: status["counts"].get(state, 0) for state in ("queued", "processing", "indexed", "rejected")})
+        status = any_status(session, ref)
+    summary.update(status["counts"])
     wiring.close()
     if as_json:
         typer.echo(json.dumps(summary))
     elif worker is not None:
         _print_summary(status)
     else:
-        typer.echo(f"batch {result.batch_id}: {result.total} items, {len(result.sent)} sent to the workers")
-        typer.echo(f"follow it with: dmp status {result.batch_id}")
+        typer.echo(f"{status['kind']} {ref}: {total} {'lines' if kind == 'insurer' else 'items'}, {sent} messages sent to the workers")
+        typer.echo(f"follow it with: dmp status {ref}")
 
 
 def _run_embedded(wiring, worker, batch_id: str, quiet: bool) -> None:  # type: ignore[no-untyped-def]
     from pipeline.progress import Counts, watch
-    from pipeline.status import counts
+    from pipeline.status import any_counts
 
     def drain() -> None:
         wiring.broker.join(wiring.settings.queue_name, fail_fast=False)
@@ -123,17 +130,24 @@ def _run_embedded(wiring, worker, batch_id: str, quiet: bool) -> None:  # type: 
 
     def poll() -> Counts:
         with rt.sessions() as session:
-            return counts(session, batch_id)
+            return any_counts(session, batch_id)
 
     if quiet:
         joiner.join()
     else:
-        watch(poll, lambda: not joiner.is_alive(), f"batch {batch_id[:8]}")
+        watch(poll, lambda: not joiner.is_alive(), batch_id[:8])
     worker.join()
     worker.stop()
 
 
 def _print_summary(status: dict) -> None:
+    if status["kind"] == "feed":
+        counts = status["counts"]
+        typer.echo(f"feed {status['feed']} ({status['source']}): {status['total']} lines, {counts['accepted']} stored, "
+                   f"{counts['unchanged']} already known, {counts['rejected']} rejected")  # fmt: skip
+        for rejection in status["rejections"]:
+            typer.echo(f"  rejected line {rejection['line_number']}: {rejection['reason']} - {rejection['message']}")
+        return
     items = status["items"]
     indexed = [i for i in items if i["state"] == "indexed"]
     rejected = [i for i in items if i["state"] == "rejected"]
@@ -150,27 +164,31 @@ def _print_summary(status: dict) -> None:
 
 @app.command()
 def status(
-    batch: Annotated[str, typer.Argument(help="Batch id printed by dmp ingest.")],
+    ref: Annotated[str, typer.Argument(metavar="BATCH", help="Batch or feed id printed by dmp ingest.")],
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Per-document states and reasons of a batch."""
-    from pipeline.status import UnknownBatch, batch_status
+    """Per-document states and reasons of a batch; per-line rejections of a feed."""
+    from pipeline.status import UnknownBatch, any_status
 
     rt = _runtime(Settings())
     try:
         with rt.sessions() as session:
-            result = batch_status(session, batch)
+            result = any_status(session, ref)
     except UnknownBatch:
-        _fail(f"no batch {batch}", 1)
+        _fail(f"no batch or feed {ref}", 1)
     if as_json:
         typer.echo(json.dumps(result))
         return
+    if result["kind"] == "feed":
+        _print_summary(result)
+        return
     for item in result["items"]:
-        detail = (
-            f"{item['reason']}: {item['message']}"
-            if item["state"] == "rejected"
-            else (f"class {item['class_code']} type {item['type_code']}" if item["state"] == "indexed" else "")
-        )
+        if item["state"] == "rejected":
+            detail = f"{item['reason']}: {item['message']}"
+        elif item["state"] == "indexed":
+            detail = f"class {item['class_code']} type {item['type_code']}"
+        else:
+            detail = ""
         typer.echo(f"{item['state']:<10} {item['file']:<40} {detail}")
     typer.echo(f"{result['total']} items: " + ", ".join(f"{n} {s}" for s, n in sorted(result["counts"].items())))
 
@@ -238,19 +256,39 @@ def db_upgrade() -> None:
 
 @retention_app.command("run")
 def retention_run(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Delete expired quarantine copies of rejected documents; prints what was removed, by id."""
-    from pipeline.retention import purge_quarantine
-    from pipeline.workers.process import paris_today
+    """Delete care history older than 24 months, records closed over 10 years ago, expired quarantine.
+
+    Safe to run while ingestion and reads go on (short transactions). Schedule it daily, e.g.
+    cron `0 3 * * * dmp retention run`, or let the workers do it: `dmp retention schedule`.
+    """
+    from pipeline.clock import paris_date
+    from pipeline.retention import run_retention
 
     rt = _runtime(Settings())
-    purged = purge_quarantine(rt, paris_today())
+    report = run_retention(rt, paris_date())
     rt.close()
     if as_json:
-        typer.echo(json.dumps({"quarantine_purged": purged}))
+        typer.echo(json.dumps(dataclasses.asdict(report)))
         return
-    for item_id in purged:
+    typer.echo(f"care history: {report.care_events_deleted} events older than the window deleted")
+    for patient_id in report.records_destroyed:
+        typer.echo(f"record destroyed: patient {patient_id}")
+    for item_id in report.quarantine_purged:
         typer.echo(f"quarantine removed: item {item_id}")
-    typer.echo(f"{len(purged)} quarantine copies removed")
+
+
+@retention_app.command("schedule")
+def retention_schedule() -> None:
+    """Start the daily retention job on the workers (03:00 Europe/Paris, then every day)."""
+    settings = Settings()
+    if settings.embedded_broker:
+        _fail("scheduling needs the workers (DMP_BROKER_URL); in embedded mode use cron with `dmp retention run`")
+    from pipeline.workers.wiring import wire
+
+    wiring = wire(settings)
+    wiring.actors.retention.send()
+    wiring.close()
+    typer.echo("retention job sent: it runs now, then daily at 03:00 Europe/Paris")
 
 
 @keys_app.command("init")

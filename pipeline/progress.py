@@ -33,7 +33,7 @@ def _watch_bar(poll: Callable[[], Counts], finished: Callable[[], bool], label: 
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]} docs/s"),
+        TextColumn("{task.fields[rate]}/s"),
         TextColumn("rejected {task.fields[rejected]}"),
         TimeElapsedColumn(),
     )
@@ -59,7 +59,7 @@ def _watch_lines(poll: Callable[[], Counts], finished: Callable[[], bool], label
         now = time.monotonic()
         if done_now or now - last >= interval:
             rate = counts.done / max(now - start, 1e-6)
-            print(f"{label}: {counts.done}/{counts.total} done, {rate:.1f} docs/s, {counts.rejected} rejected", file=sys.stderr, flush=True)
+            print(f"{label}: {counts.done}/{counts.total} done, {rate:.1f}/s, {counts.rejected} rejected", file=sys.stderr, flush=True)
             last = now
         if done_now:
             return counts

@@ -1,20 +1,77 @@
 """Retention: what the store and the index must stop keeping.
 
-So far: rejected documents' quarantine copies past their `quarantine_until` date. The care
-history window and closed records arrive with the insurer-feed issue.
+- care events older than the 24-month window (bounded batches, each its own short transaction,
+  so ingestion and reads are not blocked);
+- closed records 10 years after closure: record key, documents, objects, care events, index rows;
+- quarantine copies of rejected documents past their date.
+Everything removed is logged by id.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 
-from pipeline.index.models import BatchItem
+from pipeline.carehistory import window_start
+from pipeline.clock import PARIS, paris_date
+from pipeline.documents import destroy_record
+from pipeline.index.models import BatchItem, CareEvent, Document, Outbox, Patient, RecordKey
 from pipeline.runtime import Runtime
 
 log = logging.getLogger(__name__)
+RECORD_RETENTION_YEARS = 10
+
+
+@dataclass
+class RetentionReport:
+    care_events_deleted: int = 0
+    records_destroyed: list[str] = field(default_factory=list)
+    quarantine_purged: list[str] = field(default_factory=list)
+
+
+def prune_care_events(rt: Runtime, as_of: dt.date, batch_size: int = 5000) -> int:
+    """Delete care events whose care date is before the window, `batch_size` rows per transaction."""
+    cutoff = window_start(as_of)
+    deleted = 0
+    while True:
+        with rt.sessions() as session:
+            ids = session.scalars(select(CareEvent.id).where(CareEvent.care_date < cutoff).limit(batch_size)).all()
+            if not ids:
+                return deleted
+            session.execute(delete(CareEvent).where(CareEvent.id.in_(ids)))
+            session.commit()
+        deleted += len(ids)
+        log.info("care history: %d events before %s deleted", len(ids), cutoff)
+
+
+def _ten_years_before(today: dt.date) -> dt.datetime:
+    try:
+        day = today.replace(year=today.year - RECORD_RETENTION_YEARS)
+    except ValueError:  # 29 February
+        day = today.replace(year=today.year - RECORD_RETENTION_YEARS, day=28)
+    return dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+
+
+def destroy_expired_records(rt: Runtime, today: dt.date) -> list[str]:
+    """Destroy records closed more than 10 years ago: keys first, then objects and rows."""
+    with rt.sessions() as session:
+        expired = session.scalars(select(Patient.id).where(Patient.status == "closed", Patient.closed_at < _ten_years_before(today))).all()
+    for patient_id in expired:
+        shredded = destroy_record(rt, patient_id)
+        with rt.sessions() as session:
+            ins = session.scalar(select(Patient.ins).where(Patient.id == patient_id))
+            session.execute(update(BatchItem).where(BatchItem.patient_ins == ins).values(patient_ins=None, title=None))
+            session.execute(delete(Document).where(Document.patient_id == patient_id))
+            session.execute(delete(CareEvent).where(CareEvent.patient_id == patient_id))
+            session.execute(delete(Outbox).where(Outbox.patient_id == patient_id))
+            session.execute(delete(RecordKey).where(RecordKey.patient_id == patient_id))
+            session.execute(delete(Patient).where(Patient.id == patient_id))
+            session.commit()
+        log.info("record of patient %s destroyed (%d documents shredded)", patient_id, shredded)
+    return list(expired)
 
 
 def purge_quarantine(rt: Runtime, today: dt.date, batch_size: int = 500) -> list[str]:
@@ -35,3 +92,53 @@ def purge_quarantine(rt: Runtime, today: dt.date, batch_size: int = 500) -> list
                 purged.append(item.id)
                 log.info("quarantine of item %s removed", item.id)
             session.commit()
+
+
+def run_retention(rt: Runtime, today: dt.date) -> RetentionReport:
+    """Everything retention does, in order; safe to run while ingestion and reads go on."""
+    report = RetentionReport()
+    report.care_events_deleted = prune_care_events(rt, today)
+    report.records_destroyed = destroy_expired_records(rt, today)
+    report.quarantine_purged = purge_quarantine(rt, today)
+    return report
+
+
+RUN_AT = dt.time(3, 0)  # Europe/Paris
+
+
+def next_run_delay_ms(now: dt.datetime) -> int:
+    """Milliseconds from `now` to the next 03:00 in Europe/Paris."""
+    local = now.astimezone(PARIS)
+    target = dt.datetime.combine(local.date(), RUN_AT, tzinfo=PARIS)
+    if target <= local:
+        target = dt.datetime.combine(local.date() + dt.timedelta(days=1), RUN_AT, tzinfo=PARIS)
+    return max(0, int((target - local).total_seconds() * 1000))
+
+
+def claim_run(rt: Runtime, job: str, day: dt.date) -> bool:
+    """Record that `job` runs for `day`; False if it already did (a duplicate schedule)."""
+    from sqlalchemy.exc import IntegrityError
+
+    from pipeline.index.models import JobRun, new_id
+
+    with rt.sessions() as session:
+        session.add(JobRun(id=new_id(), job=job, run_date=day))
+        try:
+            session.commit()
+        except IntegrityError:
+            return False
+    return True
+
+
+def scheduled_retention(rt: Runtime, reschedule) -> RetentionReport | None:  # type: ignore[no-untyped-def]
+    """The daily job: run once per Paris day, then schedule the next run at 03:00.
+
+    A second copy of the schedule finds the day already claimed, does nothing and does not
+    reschedule itself, so duplicate schedules die out instead of multiplying.
+    """
+    today = paris_date()
+    if not claim_run(rt, "retention", today):
+        return None
+    report = run_retention(rt, today)
+    reschedule(next_run_delay_ms(dt.datetime.now(dt.UTC)))
+    return report

@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     )
     broker_maintenance_chance: int = Field(default=1000, description="Broker commands out of a million that run dead-worker maintenance.")
     queue_name: str = "dmp.documents"
+    feed_chunk_lines: int = Field(default=10_000, description="Feed lines per chunk (one worker message each).")
 
     @property
     def embedded_broker(self) -> bool:

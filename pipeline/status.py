@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from pipeline.index import repo
-from pipeline.index.models import Batch
+from pipeline.index.models import Batch, Feed, FeedChunk, FeedRejection
 from pipeline.progress import Counts
 
 
@@ -36,9 +37,60 @@ def batch_status(session: Session, batch_id: str) -> dict:
                 "attempts": item.attempts,
             }
         )
-    return {"batch": batch.id, "source": batch.source, "total": len(rows), "counts": repo.batch_counts(session, batch_id), "items": rows}
+    return {
+        "kind": "batch",
+        "batch": batch.id,
+        "source": batch.source,
+        "total": len(rows),
+        "counts": repo.batch_counts(session, batch_id),
+        "items": rows,
+    }
 
 
 def counts(session: Session, batch_id: str) -> Counts:
     by_state = repo.batch_counts(session, batch_id)
     return Counts(sum(by_state.values()), by_state.get("indexed", 0), by_state.get("rejected", 0))
+
+
+def feed_status(session: Session, feed_id: str) -> dict:
+    """A feed's outcome: lines stored, already known, rejected (with line numbers and reasons)."""
+    feed = session.get(Feed, feed_id)
+    if feed is None:
+        raise UnknownBatch(feed_id)
+    chunks = session.scalars(select(FeedChunk).where(FeedChunk.feed_id == feed_id)).all()
+    rejections = session.scalars(select(FeedRejection).where(FeedRejection.feed_id == feed_id).order_by(FeedRejection.line_number)).all()
+    done = [c for c in chunks if c.state == "done"]
+    accepted, rejected = sum(c.accepted for c in done), sum(c.rejected for c in done)
+    return {
+        "kind": "feed",
+        "batch": feed.id,
+        "feed": feed.id,
+        "source": feed.source,
+        "format": feed.format,
+        "total": feed.lines,
+        "counts": {
+            "accepted": accepted,
+            "rejected": rejected,
+            "unchanged": sum(c.lines for c in done) - accepted - rejected,
+            "pending_lines": sum(c.lines for c in chunks if c.state != "done"),
+        },
+        "rejections": [{"line_number": r.line_number, "line_id": r.line_id, "reason": r.reason, "message": r.message} for r in rejections],
+    }
+
+
+def any_status(session: Session, ref: str) -> dict:
+    """The status of a batch or, failing that, of a feed."""
+    try:
+        return batch_status(session, ref)
+    except UnknownBatch:
+        return feed_status(session, ref)
+
+
+def any_counts(session: Session, ref: str) -> Counts:
+    if session.get(Batch, ref) is not None:
+        return counts(session, ref)
+    feed = session.get(Feed, ref)
+    chunks = session.scalars(select(FeedChunk).where(FeedChunk.feed_id == ref)).all()
+    done_lines = sum(c.lines for c in chunks if c.state == "done")
+    rejected = sum(c.rejected for c in chunks if c.state == "done")
+    return Counts(feed.lines if feed else 0, done_lines - rejected, rejected)

@@ -139,7 +139,7 @@ def test_one_notification_per_patient_per_batch(ingested):
     rt = Runtime.from_settings(settings)
     with rt.sessions() as session:
         patients_with_docs = session.scalar(select(func.count(func.distinct(Document.patient_id))))
-        outbox = session.scalars(select(Outbox).where(Outbox.batch_id == summary["batch"])).all()
+        outbox = session.scalars(select(Outbox).where(Outbox.ref_id == summary["batch"])).all()
     assert len(outbox) == patients_with_docs
     assert all(entry.kind == "documents_added" for entry in outbox)
 

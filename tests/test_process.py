@@ -119,7 +119,7 @@ def test_one_notification_for_many_documents_of_one_patient(received):
         process_item(rt, item_id)
     with rt.sessions() as session:
         patients = session.scalar(select(func.count(func.distinct(Document.patient_id))))
-        rows = session.scalars(select(Outbox).where(Outbox.batch_id == batch_id)).all()
+        rows = session.scalars(select(Outbox).where(Outbox.ref_id == batch_id)).all()
     assert len(sent) > patients  # some patient got several documents
     assert len(rows) == patients
 

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from decimal import Decimal
 
 from sqlalchemy import (
     BigInteger,
     Date,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
+    Numeric,
     String,
     Text,
     UniqueConstraint,
@@ -146,15 +149,99 @@ class Document(Base):
 
 
 class Outbox(Base):
-    """Notifications waiting for delivery: one per patient per batch, never one per document."""
+    """Notifications waiting for delivery: one per patient per batch or feed, never one per item."""
 
     __tablename__ = "outbox"
-    __table_args__ = (UniqueConstraint("patient_id", "kind", "batch_id"),)
+    __table_args__ = (UniqueConstraint("patient_id", "kind", "ref_id"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id"), index=True)
-    kind: Mapped[str] = mapped_column(String(32))
-    batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id"))
+    kind: Mapped[str] = mapped_column(String(32))  # documents_added | reimbursement_data
+    ref_id: Mapped[str] = mapped_column(String(36))  # the batch or feed that caused it
     source: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[dt.datetime] = _now()
     delivered_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Feed(Base):
+    """One reimbursement feed file from the insurer. The same content from the same source is the same feed."""
+
+    __tablename__ = "feeds"
+    __table_args__ = (UniqueConstraint("source", "digest"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    source: Mapped[str] = mapped_column(String(128))
+    digest: Mapped[str] = mapped_column(String(64))
+    format: Mapped[str] = mapped_column(String(8))  # csv | ndjson
+    header: Mapped[str | None] = mapped_column(Text)  # CSV: the header's field names, comma-joined
+    lines: Mapped[int] = mapped_column(Integer, default=0)
+    chunks: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[dt.datetime] = _now()
+
+
+class FeedChunk(Base):
+    __tablename__ = "feed_chunks"
+    __table_args__ = (UniqueConstraint("feed_id", "number"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    feed_id: Mapped[str] = mapped_column(ForeignKey("feeds.id"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    first_line: Mapped[int] = mapped_column(Integer)  # line number in the file of the chunk's first line
+    lines: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16), default="queued")  # queued | processing | done
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    accepted: Mapped[int] = mapped_column(Integer, default=0)
+    rejected: Mapped[int] = mapped_column(Integer, default=0)
+    inbox_key: Mapped[str | None] = mapped_column(String(256))
+
+
+class FeedRejection(Base):
+    __tablename__ = "feed_rejections"
+    __table_args__ = (UniqueConstraint("feed_id", "line_number"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    feed_id: Mapped[str] = mapped_column(ForeignKey("feeds.id"), index=True)
+    line_number: Mapped[int] = mapped_column(Integer)
+    line_id: Mapped[str | None] = mapped_column(String(128))
+    reason: Mapped[str] = mapped_column(String(64))
+    message: Mapped[str] = mapped_column(Text)
+
+
+class CareEvent(Base):
+    """One reimbursed care line. Read through the 24-month window; pruned by retention."""
+
+    __tablename__ = "care_events"
+    __table_args__ = (
+        UniqueConstraint("source", "line_id"),
+        Index("ix_care_events_patient_date", "patient_id", "care_date"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(128))
+    line_id: Mapped[str] = mapped_column(String(128))
+    patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id"))
+    care_date: Mapped[dt.date] = mapped_column(Date, index=True)
+    act_code: Mapped[str] = mapped_column(String(32))
+    act_label: Mapped[str] = mapped_column(Text)
+    professional_id: Mapped[str] = mapped_column(String(64))
+    professional_name: Mapped[str] = mapped_column(Text)
+    profession: Mapped[str] = mapped_column(String(64))
+    amount_billed: Mapped[Decimal] = mapped_column(Numeric(12, 2))
+    amount_reimbursed: Mapped[Decimal] = mapped_column(Numeric(12, 2))
+    reimbursement_date: Mapped[dt.date] = mapped_column(Date)
+    supersedes: Mapped[str | None] = mapped_column(String(128))
+    superseded_by: Mapped[str | None] = mapped_column(String(128))
+    content_hash: Mapped[str] = mapped_column(String(64))  # to tell a re-send from a conflicting line
+    feed_id: Mapped[str] = mapped_column(String(36))
+
+
+class JobRun(Base):
+    """Which scheduled job ran for which day: a second run for the same day does nothing."""
+
+    __tablename__ = "job_runs"
+    __table_args__ = (UniqueConstraint("job", "run_date"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    job: Mapped[str] = mapped_column(String(64))
+    run_date: Mapped[dt.date] = mapped_column(Date)
+    started_at: Mapped[dt.datetime] = _now()

@@ -103,7 +103,7 @@ def commit_indexed(
     insert_ignore(
         session,
         Outbox,
-        {"id": new_id(), "patient_id": patient_id, "kind": "documents_added", "batch_id": batch_id, "source": source},
+        {"id": new_id(), "patient_id": patient_id, "kind": "documents_added", "ref_id": batch_id, "source": source},
     )
     session.commit()
     return True

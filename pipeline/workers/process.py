@@ -21,10 +21,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 from sqlalchemy.exc import IntegrityError
 
+from pipeline.clock import paris_date
 from pipeline.index import repo
 from pipeline.index.models import BatchItem, Document
 from pipeline.ingest.batch import LimitedReader
@@ -37,12 +37,7 @@ from pipeline.workers.classify import classify, needs_content
 from pipeline.workers.validate import check_content, check_metadata
 
 log = logging.getLogger(__name__)
-PARIS = ZoneInfo("Europe/Paris")
 SPOOL_CHUNK = 1024 * 1024
-
-
-def paris_today() -> dt.date:
-    return dt.datetime.now(PARIS).date()
 
 
 @dataclass(frozen=True)
@@ -101,7 +96,7 @@ def process_item(rt: Runtime, item_id: str, today: dt.date | None = None) -> str
         log.warning("item %s set aside after %d crashed attempts", item.id, item.crashes)
         return _reject(rt, item, claim, "processing_crashed", REASONS["processing_crashed"])
     try:
-        return _accept(rt, claim, today or paris_today())
+        return _accept(rt, claim, today or paris_date())
     except Rejected as rejection:
         log.info("item %s rejected: %s", item.id, rejection.reason)
         return _reject(rt, item, claim, rejection.reason, rejection.message)
@@ -208,7 +203,7 @@ def _quarantine(rt: Runtime, item: BatchItem) -> repo.Quarantine | None:
             seal(rt.store, key, "master", object_key, context, raw, rt.settings.segment_bytes, rt.hasher())
     except ObjectNotFound:
         return None
-    until = paris_today() + dt.timedelta(days=rt.settings.quarantine_days)
+    until = paris_date() + dt.timedelta(days=rt.settings.quarantine_days)
     return repo.Quarantine(object_key, until, rt.keys.wrap(key, context))
 
 

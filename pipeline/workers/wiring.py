@@ -31,13 +31,20 @@ class Wiring:
             return self._runtime
 
     def send_item(self, item_id: str) -> None:
-        """Enqueue one item; a broker that cannot be reached is a Transient failure."""
+        """Enqueue one batch item; a broker that cannot be reached is a Transient failure."""
+        self._send(self.actors.process_document, item_id)
+
+    def _send(self, actor: dramatiq.Actor, ref: str) -> None:
         import redis
 
         try:
-            self.actors.process_document.send(item_id)
+            actor.send(ref)
         except (dramatiq.errors.ConnectionError, redis.exceptions.ConnectionError, OSError):
-            raise Transient(f"broker_unavailable item={item_id}") from None
+            raise Transient(f"broker_unavailable ref={ref}") from None
+
+    def send_chunk(self, chunk_id: str) -> None:
+        """Enqueue one feed chunk; a broker that cannot be reached is a Transient failure."""
+        self._send(self.actors.process_feed_chunk, chunk_id)
 
     def close(self) -> None:
         if self._runtime is not None:

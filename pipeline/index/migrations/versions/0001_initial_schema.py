@@ -26,6 +26,28 @@ def upgrade() -> None:
         sa.UniqueConstraint("source", "manifest_digest", name=op.f("uq_batches_source")),
     )
     op.create_table(
+        "feeds",
+        sa.Column("id", sa.String(length=36), nullable=False),
+        sa.Column("source", sa.String(length=128), nullable=False),
+        sa.Column("digest", sa.String(length=64), nullable=False),
+        sa.Column("format", sa.String(length=8), nullable=False),
+        sa.Column("header", sa.Text(), nullable=True),
+        sa.Column("lines", sa.Integer(), nullable=False),
+        sa.Column("chunks", sa.Integer(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_feeds")),
+        sa.UniqueConstraint("source", "digest", name=op.f("uq_feeds_source")),
+    )
+    op.create_table(
+        "job_runs",
+        sa.Column("id", sa.String(length=36), nullable=False),
+        sa.Column("job", sa.String(length=64), nullable=False),
+        sa.Column("run_date", sa.Date(), nullable=False),
+        sa.Column("started_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_job_runs")),
+        sa.UniqueConstraint("job", "run_date", name=op.f("uq_job_runs_job")),
+    )
+    op.create_table(
         "patients",
         sa.Column("id", sa.String(length=36), nullable=False),
         sa.Column("ins", sa.String(length=15), nullable=False),
@@ -73,18 +95,78 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_batch_items_state"), ["state"], unique=False)
 
     op.create_table(
+        "care_events",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.Column("source", sa.String(length=128), nullable=False),
+        sa.Column("line_id", sa.String(length=128), nullable=False),
+        sa.Column("patient_id", sa.String(length=36), nullable=False),
+        sa.Column("care_date", sa.Date(), nullable=False),
+        sa.Column("act_code", sa.String(length=32), nullable=False),
+        sa.Column("act_label", sa.Text(), nullable=False),
+        sa.Column("professional_id", sa.String(length=64), nullable=False),
+        sa.Column("professional_name", sa.Text(), nullable=False),
+        sa.Column("profession", sa.String(length=64), nullable=False),
+        sa.Column("amount_billed", sa.Numeric(precision=12, scale=2), nullable=False),
+        sa.Column("amount_reimbursed", sa.Numeric(precision=12, scale=2), nullable=False),
+        sa.Column("reimbursement_date", sa.Date(), nullable=False),
+        sa.Column("supersedes", sa.String(length=128), nullable=True),
+        sa.Column("superseded_by", sa.String(length=128), nullable=True),
+        sa.Column("content_hash", sa.String(length=64), nullable=False),
+        sa.Column("feed_id", sa.String(length=36), nullable=False),
+        sa.ForeignKeyConstraint(["patient_id"], ["patients.id"], name=op.f("fk_care_events_patient_id_patients")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_care_events")),
+        sa.UniqueConstraint("source", "line_id", name=op.f("uq_care_events_source")),
+    )
+    with op.batch_alter_table("care_events", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_care_events_care_date"), ["care_date"], unique=False)
+        batch_op.create_index("ix_care_events_patient_date", ["patient_id", "care_date"], unique=False)
+
+    op.create_table(
+        "feed_chunks",
+        sa.Column("id", sa.String(length=36), nullable=False),
+        sa.Column("feed_id", sa.String(length=36), nullable=False),
+        sa.Column("number", sa.Integer(), nullable=False),
+        sa.Column("first_line", sa.Integer(), nullable=False),
+        sa.Column("lines", sa.Integer(), nullable=False),
+        sa.Column("state", sa.String(length=16), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("accepted", sa.Integer(), nullable=False),
+        sa.Column("rejected", sa.Integer(), nullable=False),
+        sa.Column("inbox_key", sa.String(length=256), nullable=True),
+        sa.ForeignKeyConstraint(["feed_id"], ["feeds.id"], name=op.f("fk_feed_chunks_feed_id_feeds")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_feed_chunks")),
+        sa.UniqueConstraint("feed_id", "number", name=op.f("uq_feed_chunks_feed_id")),
+    )
+    with op.batch_alter_table("feed_chunks", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_feed_chunks_feed_id"), ["feed_id"], unique=False)
+
+    op.create_table(
+        "feed_rejections",
+        sa.Column("id", sa.String(length=36), nullable=False),
+        sa.Column("feed_id", sa.String(length=36), nullable=False),
+        sa.Column("line_number", sa.Integer(), nullable=False),
+        sa.Column("line_id", sa.String(length=128), nullable=True),
+        sa.Column("reason", sa.String(length=64), nullable=False),
+        sa.Column("message", sa.Text(), nullable=False),
+        sa.ForeignKeyConstraint(["feed_id"], ["feeds.id"], name=op.f("fk_feed_rejections_feed_id_feeds")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_feed_rejections")),
+        sa.UniqueConstraint("feed_id", "line_number", name=op.f("uq_feed_rejections_feed_id")),
+    )
+    with op.batch_alter_table("feed_rejections", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_feed_rejections_feed_id"), ["feed_id"], unique=False)
+
+    op.create_table(
         "outbox",
         sa.Column("id", sa.String(length=36), nullable=False),
         sa.Column("patient_id", sa.String(length=36), nullable=False),
         sa.Column("kind", sa.String(length=32), nullable=False),
-        sa.Column("batch_id", sa.String(length=36), nullable=False),
+        sa.Column("ref_id", sa.String(length=36), nullable=False),
         sa.Column("source", sa.String(length=128), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
         sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
-        sa.ForeignKeyConstraint(["batch_id"], ["batches.id"], name=op.f("fk_outbox_batch_id_batches")),
         sa.ForeignKeyConstraint(["patient_id"], ["patients.id"], name=op.f("fk_outbox_patient_id_patients")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_outbox")),
-        sa.UniqueConstraint("patient_id", "kind", "batch_id", name=op.f("uq_outbox_patient_id")),
+        sa.UniqueConstraint("patient_id", "kind", "ref_id", name=op.f("uq_outbox_patient_id")),
     )
     with op.batch_alter_table("outbox", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_outbox_patient_id"), ["patient_id"], unique=False)
@@ -157,10 +239,25 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_outbox_patient_id"))
 
     op.drop_table("outbox")
+    with op.batch_alter_table("feed_rejections", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_feed_rejections_feed_id"))
+
+    op.drop_table("feed_rejections")
+    with op.batch_alter_table("feed_chunks", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_feed_chunks_feed_id"))
+
+    op.drop_table("feed_chunks")
+    with op.batch_alter_table("care_events", schema=None) as batch_op:
+        batch_op.drop_index("ix_care_events_patient_date")
+        batch_op.drop_index(batch_op.f("ix_care_events_care_date"))
+
+    op.drop_table("care_events")
     with op.batch_alter_table("batch_items", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_batch_items_state"))
         batch_op.drop_index(batch_op.f("ix_batch_items_batch_id"))
 
     op.drop_table("batch_items")
     op.drop_table("patients")
+    op.drop_table("job_runs")
+    op.drop_table("feeds")
     op.drop_table("batches")

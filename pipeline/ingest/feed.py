@@ -1,0 +1,199 @@
+"""The insurer's reimbursement feed: CSV (UTF-8, header row) or NDJSON with the same fields.
+
+Reading is streamed: the intake cuts the file into chunks of lines (kept as inbox objects), and
+each chunk is parsed and checked line by line by a worker. A bad line becomes a rejection with
+its line number and reason; the other lines go on.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import BinaryIO
+
+from pipeline.identity import is_valid_nir, normalize_nir
+
+FIELDS = (
+    "line_id",
+    "patient_ins",
+    "care_date",
+    "act_code",
+    "act_label",
+    "professional_id",
+    "professional_name",
+    "profession",
+    "amount_billed",
+    "amount_reimbursed",
+    "reimbursement_date",
+)
+OPTIONAL_FIELDS = ("supersedes",)
+ALL_FIELDS = FIELDS + OPTIONAL_FIELDS
+
+LINE_REASONS: dict[str, str] = {
+    "malformed_line": "The line cannot be read (bad JSON, or a CSV row with the wrong number of fields).",
+    "unknown_columns": "The line has fields the feed format does not define.",
+    "missing_field": "A required field is empty.",
+    "invalid_ins": "The patient INS (NIR) is malformed or its control key is wrong.",
+    "invalid_date": "A date is not an ISO date (YYYY-MM-DD).",
+    "future_care_date": "The care date is after today (Europe/Paris).",
+    "invalid_amount": "An amount is not a non-negative number with at most 2 decimals.",
+    "duplicate_line": "This line_id was already received with different content; send a correction (supersedes).",
+    "record_closed": "The patient's record is closed or was opposed.",
+}
+
+
+class FeedError(Exception):
+    """The feed as a whole is unusable (not UTF-8, unknown format, bad CSV header)."""
+
+
+@dataclass(frozen=True)
+class LineRejection:
+    line_number: int
+    line_id: str | None
+    reason: str
+    detail: str = ""
+
+    @property
+    def message(self) -> str:
+        return f"{LINE_REASONS[self.reason]} {self.detail}".strip()
+
+
+@dataclass(frozen=True)
+class CareLine:
+    line_number: int
+    line_id: str
+    ins: str
+    care_date: dt.date
+    act_code: str
+    act_label: str
+    professional_id: str
+    professional_name: str
+    profession: str
+    amount_billed: Decimal
+    amount_reimbursed: Decimal
+    reimbursement_date: dt.date
+    supersedes: str | None
+    content_hash: str
+
+
+def feed_format(name: str, head: bytes) -> str:
+    """csv or ndjson, from the file name, else from the first byte."""
+    lower = name.lower()
+    if lower.endswith((".ndjson", ".jsonl", ".json")):
+        return "ndjson"
+    if lower.endswith(".csv"):
+        return "csv"
+    return "ndjson" if head.lstrip()[:1] == b"{" else "csv"
+
+
+def _amount(text: str) -> Decimal:
+    value = Decimal(text.strip().replace(",", "."))
+    if not value.is_finite() or value < 0 or value.as_tuple().exponent < -2 or value >= Decimal("1e10"):
+        raise InvalidOperation
+    return value
+
+
+def check_line(number: int, raw: dict[str, object], today: dt.date) -> CareLine | LineRejection:
+    """One feed line, parsed and checked on its own."""
+    line_id = str(raw.get("line_id") or "").strip() or None
+    unknown = sorted(set(raw) - set(ALL_FIELDS))
+    if unknown:
+        return LineRejection(number, line_id, "unknown_columns", ", ".join(unknown[:5]))
+    values = {name: str(raw.get(name) if raw.get(name) is not None else "").strip() for name in ALL_FIELDS}
+    missing = [name for name in FIELDS if not values[name]]
+    if missing:
+        return LineRejection(number, line_id, "missing_field", ", ".join(missing))
+    ins = normalize_nir(values["patient_ins"])
+    if not is_valid_nir(ins):
+        return LineRejection(number, line_id, "invalid_ins")
+    try:
+        care_date = dt.date.fromisoformat(values["care_date"])
+        reimbursement_date = dt.date.fromisoformat(values["reimbursement_date"])
+    except ValueError:
+        return LineRejection(number, line_id, "invalid_date")
+    if care_date > today:
+        return LineRejection(number, line_id, "future_care_date")
+    try:
+        billed, reimbursed = _amount(values["amount_billed"]), _amount(values["amount_reimbursed"])
+    except (InvalidOperation, ValueError):
+        return LineRejection(number, line_id, "invalid_amount")
+    canonical = "\x1f".join([ins, care_date.isoformat(), *(values[n] for n in ("act_code", "act_label", "professional_id",
+                            "professional_name", "profession")), str(billed), str(reimbursed), reimbursement_date.isoformat(),
+                            values["supersedes"]])  # fmt: skip
+    return CareLine(
+        line_number=number,
+        line_id=values["line_id"],
+        ins=ins,
+        care_date=care_date,
+        act_code=values["act_code"],
+        act_label=values["act_label"],
+        professional_id=values["professional_id"],
+        professional_name=values["professional_name"],
+        profession=values["profession"],
+        amount_billed=billed,
+        amount_reimbursed=reimbursed,
+        reimbursement_date=reimbursement_date,
+        supersedes=values["supersedes"] or None,
+        content_hash=hashlib.sha256(canonical.encode()).hexdigest(),
+    )
+
+
+def csv_header(first_line: bytes) -> list[str]:
+    """The CSV header's fields; unknown or missing required columns make the feed unusable."""
+    try:
+        text = first_line.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise FeedError("the feed is not UTF-8: re-export it as UTF-8") from None
+    header = [name.strip() for name in next(csv.reader([text]), [])]
+    missing = [name for name in FIELDS if name not in header]
+    unknown = [name for name in header if name not in ALL_FIELDS]
+    if missing or unknown:
+        raise FeedError(f"bad CSV header: missing {missing or 'nothing'}, unknown {unknown or 'nothing'}")
+    return header
+
+
+def parse_chunk(data: bytes, fmt: str, header: list[str] | None, first_line: int) -> Iterator[tuple[int, dict[str, object] | None]]:
+    """Yield (line number, fields) per line of a chunk; fields None for a line that cannot be read."""
+    text = data.decode("utf-8", errors="replace")
+    if fmt == "ndjson":
+        for offset, line in enumerate(text.splitlines()):
+            if not line.strip():
+                continue
+            try:
+                raw = json.loads(line)
+            except ValueError:
+                yield first_line + offset, None
+                continue
+            yield first_line + offset, raw if isinstance(raw, dict) else None
+        return
+    assert header is not None
+    for offset, row in enumerate(csv.reader(io.StringIO(text, newline=""))):
+        if not row or row == [""]:
+            continue
+        if len(row) != len(header):
+            yield first_line + offset, None
+            continue
+        yield first_line + offset, dict(zip(header, row, strict=True))
+
+
+def split_lines(source: BinaryIO, chunk_lines: int) -> Iterator[tuple[int, bytes, int]]:
+    """Cut a feed into chunks of whole lines: (first line number, bytes, line count).
+
+    CSV rows quoted across several lines are not supported: each physical line is one row.
+    """
+    buffer: list[bytes] = []
+    first = 1
+    number = 0
+    for number, line in enumerate(source, start=1):  # noqa: B007 - number is used after the loop
+        buffer.append(line)
+        if len(buffer) >= chunk_lines:
+            yield first, b"".join(buffer), len(buffer)
+            buffer, first = [], number + 1
+    if buffer:
+        yield first, b"".join(buffer), len(buffer)

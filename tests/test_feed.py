@@ -1,0 +1,267 @@
+"""The insurer feed and the 24-month care history, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from infra.services import PostgresDatabase
+from pipeline.carehistory import care_history, window_start
+from pipeline.clock import paris_date
+from pipeline.identity import with_key
+from pipeline.index.models import CareEvent, FeedRejection, Outbox, Patient
+from pipeline.ingest.feed import ALL_FIELDS
+from pipeline.ingest.feed_intake import receive_feed
+from pipeline.retention import destroy_expired_records, prune_care_events
+from pipeline.runtime import Runtime
+from pipeline.settings import Settings
+from pipeline.status import feed_status
+from pipeline.workers.feeds import process_chunk
+
+TODAY = dt.date(2026, 11, 23)
+ALICE = with_key("2850575123456")
+BOB = with_key("1920113055123")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def rt(request, tmp_path):
+    database = None
+    settings = Settings(home=tmp_path / "home", feed_chunk_lines=3)
+    if request.param == "postgresql":
+        database = PostgresDatabase()
+        database.start()
+        settings = settings.model_copy(update={"database_url": database.url})
+    runtime = Runtime.from_settings(settings, prepare=True)
+    yield runtime
+    runtime.close()
+    if database:
+        database.stop()
+
+
+def _line(line_id: str, ins: str = ALICE, care: str = "2026-10-01", **extra: str) -> dict[str, str]:
+    row = {"line_id": line_id, "patient_ins": ins, "care_date": care, "act_code": "C", "act_label": "Consultation",
+           "professional_id": "10001234567", "professional_name": "Dr Martin", "profession": "physician",
+           "amount_billed": "26.50", "amount_reimbursed": "18.55", "reimbursement_date": care, "supersedes": ""}  # fmt: skip
+    row.update(extra)
+    return row
+
+
+def _csv(path: Path, rows: list[dict[str, str]]) -> Path:
+    import csv
+
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=ALL_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def _feed(rt: Runtime, path: Path, today: dt.date = TODAY, source: str = "insurer:CNAM") -> str:
+    chunks: list[str] = []
+    result = receive_feed(rt, path, source, chunks.append)
+    for chunk_id in chunks:
+        process_chunk(rt, chunk_id, today=today)
+    return result.feed_id
+
+
+def _patient_id(rt: Runtime, ins: str) -> str:
+    with rt.sessions() as session:
+        return session.scalar(select(Patient.id).where(Patient.ins == ins))
+
+
+def _history(rt: Runtime, ins: str, as_of: dt.date = TODAY) -> list[str]:
+    with rt.sessions() as session:
+        return [item.line_id for item in care_history(session, _patient_id(rt, ins), as_of=as_of, page_size=500).items]
+
+
+def _count(rt: Runtime, model) -> int:
+    with rt.sessions() as session:
+        return session.scalar(select(func.count()).select_from(model))
+
+
+# The window
+
+
+def test_a_care_date_exactly_24_months_ago_is_shown_and_the_day_before_is_not(rt, tmp_path):
+    _feed(rt, _csv(tmp_path / "f.csv", [_line("in", care="2024-11-23"), _line("out", care="2024-11-22")]))
+    assert _history(rt, ALICE) == ["in"]
+
+
+def test_the_window_ending_on_29_february_starts_on_28_february(rt, tmp_path):
+    _feed(rt, _csv(tmp_path / "f.csv", [_line("a", care="2026-02-28"), _line("b", care="2026-02-27")]), today=dt.date(2028, 2, 29))
+    assert window_start(dt.date(2028, 2, 29)) == dt.date(2026, 2, 28)
+    assert _history(rt, ALICE, as_of=dt.date(2028, 2, 29)) == ["a"]
+
+
+def test_a_leap_day_care_date_stays_until_its_window_closes(rt, tmp_path):
+    _feed(rt, _csv(tmp_path / "f.csv", [_line("leap", care="2024-02-29")]), today=dt.date(2026, 2, 28))
+    assert _history(rt, ALICE, as_of=dt.date(2026, 2, 28)) == ["leap"]  # window starts 2024-02-28
+    assert _history(rt, ALICE, as_of=dt.date(2026, 3, 1)) == []  # window starts 2024-03-01
+
+
+def test_today_is_the_paris_date_even_when_utc_is_still_the_day_before():
+    assert paris_date(dt.datetime(2026, 12, 31, 23, 30, tzinfo=dt.UTC)) == dt.date(2027, 1, 1)
+    assert paris_date(dt.datetime(2026, 7, 31, 21, 59, tzinfo=dt.UTC)) == dt.date(2026, 7, 31)
+    assert paris_date(dt.datetime(2026, 7, 31, 22, 0, tzinfo=dt.UTC)) == dt.date(2026, 8, 1)
+
+
+def test_a_care_date_in_the_future_is_rejected_with_its_line_number(rt, tmp_path):
+    feed_id = _feed(rt, _csv(tmp_path / "f.csv", [_line("ok"), _line("tomorrow", care="2026-11-24")]))
+    with rt.sessions() as session:
+        rejections = feed_status(session, feed_id)["rejections"]
+    assert [(r["line_number"], r["line_id"], r["reason"]) for r in rejections] == [(3, "tomorrow", "future_care_date")]
+
+
+def test_the_history_is_newest_first_and_paginated(rt, tmp_path):
+    rows = [_line(f"L{day:02d}", care=f"2026-10-{day:02d}") for day in range(1, 8)]
+    _feed(rt, _csv(tmp_path / "f.csv", rows))
+    with rt.sessions() as session:
+        first = care_history(session, _patient_id(rt, ALICE), as_of=TODAY, page=1, page_size=3)
+        third = care_history(session, _patient_id(rt, ALICE), as_of=TODAY, page=3, page_size=3)
+    assert [i.line_id for i in first.items] == ["L07", "L06", "L05"] and first.total == 7
+    assert [i.line_id for i in third.items] == ["L01"]
+
+
+# Lines
+
+
+def test_each_bad_line_is_rejected_with_its_number_and_reason_and_the_rest_goes_on(rt, tmp_path):
+    rows = [
+        _line("good1"),
+        _line("badnir", ins=ALICE[:13] + "00"),
+        _line("baddate", care="01/10/2026"),
+        _line("badamount", amount_billed="12.345"),
+        _line("negative", amount_reimbursed="-1"),
+        _line("", act_code=""),
+        _line("good2", ins=BOB),
+    ]
+    feed_id = _feed(rt, _csv(tmp_path / "f.csv", rows))
+    with rt.sessions() as session:
+        status = feed_status(session, feed_id)
+    got = [(r["line_number"], r["reason"]) for r in status["rejections"]]
+    assert got == [(3, "invalid_ins"), (4, "invalid_date"), (5, "invalid_amount"), (6, "invalid_amount"), (7, "missing_field")]
+    assert all(r["message"] for r in status["rejections"])
+    assert status["counts"]["accepted"] == 2
+    assert _history(rt, ALICE) == ["good1"] and _history(rt, BOB) == ["good2"]
+
+
+def test_ndjson_lines_with_bad_json_or_unknown_fields_are_rejected_alone(rt, tmp_path):
+    path = tmp_path / "f.ndjson"
+    lines = [json.dumps(_line("a")), "{not json", json.dumps({**_line("b"), "secret": "x"}), json.dumps(_line("c", care="2026-09-01"))]
+    path.write_text("\n".join(lines) + "\n")
+    feed_id = _feed(rt, path)
+    with rt.sessions() as session:
+        got = [(r["line_number"], r["reason"]) for r in feed_status(session, feed_id)["rejections"]]
+    assert got == [(2, "malformed_line"), (3, "unknown_columns")]
+    assert _history(rt, ALICE) == ["a", "c"]
+
+
+def test_a_line_id_sent_again_with_other_content_is_a_duplicate(rt, tmp_path):
+    _feed(rt, _csv(tmp_path / "1.csv", [_line("same")]))
+    feed_id = _feed(rt, _csv(tmp_path / "2.csv", [_line("same", amount_billed="99.00"), _line("other")]))
+    with rt.sessions() as session:
+        assert [r["reason"] for r in feed_status(session, feed_id)["rejections"]] == ["duplicate_line"]
+    assert sorted(_history(rt, ALICE)) == ["other", "same"]
+
+
+def test_resending_the_same_feed_changes_nothing(rt, tmp_path):
+    path = _csv(tmp_path / "f.csv", [_line(f"L{i}", ins=[ALICE, BOB][i % 2]) for i in range(7)] + [_line("bad", care="x")])
+    first = _feed(rt, path)
+    before = (_count(rt, CareEvent), _count(rt, Outbox), _count(rt, FeedRejection))
+    again = _feed(rt, path)
+    assert again == first
+    assert (_count(rt, CareEvent), _count(rt, Outbox), _count(rt, FeedRejection)) == before
+
+
+def test_the_same_lines_in_another_feed_file_are_not_stored_twice(rt, tmp_path):
+    rows = [_line(f"L{i}") for i in range(5)]
+    _feed(rt, _csv(tmp_path / "1.csv", rows))
+    _feed(rt, _csv(tmp_path / "2.csv", [*rows, _line("new")]))
+    assert _count(rt, CareEvent) == 6
+
+
+def test_a_correction_replaces_the_line_it_supersedes(rt, tmp_path):
+    _feed(rt, _csv(tmp_path / "1.csv", [_line("orig", amount_reimbursed="10.00")]))
+    _feed(rt, _csv(tmp_path / "2.csv", [_line("fix", amount_reimbursed="18.55", supersedes="orig")]))
+    with rt.sessions() as session:
+        items = care_history(session, _patient_id(rt, ALICE), as_of=TODAY).items
+    assert [(i.line_id, str(i.amount_reimbursed)) for i in items] == [("fix", "18.55")]
+
+
+def test_a_correction_that_arrives_before_its_original_still_wins(rt, tmp_path):
+    _feed(rt, _csv(tmp_path / "1.csv", [_line("fix", supersedes="orig")]))
+    _feed(rt, _csv(tmp_path / "2.csv", [_line("orig")]))
+    assert _history(rt, ALICE) == ["fix"]
+
+
+def test_one_notification_per_patient_per_feed(rt, tmp_path):
+    feed_id = _feed(rt, _csv(tmp_path / "f.csv", [_line(f"L{i}", ins=[ALICE, BOB][i % 2]) for i in range(9)]))
+    with rt.sessions() as session:
+        rows = session.scalars(select(Outbox).where(Outbox.ref_id == feed_id)).all()
+    assert sorted(r.kind for r in rows) == ["reimbursement_data", "reimbursement_data"]
+
+
+def test_lines_for_a_closed_record_are_rejected(rt, tmp_path):
+    _feed(rt, _csv(tmp_path / "1.csv", [_line("first")]))
+    with rt.sessions() as session:
+        session.scalars(select(Patient).where(Patient.ins == ALICE)).one().status = "closed"
+        session.commit()
+    feed_id = _feed(rt, _csv(tmp_path / "2.csv", [_line("second")]))
+    with rt.sessions() as session:
+        assert [r["reason"] for r in feed_status(session, feed_id)["rejections"]] == ["record_closed"]
+
+
+# Retention
+
+
+def test_an_old_line_is_never_shown_even_before_retention_runs_and_retention_deletes_it(rt, tmp_path):
+    _feed(rt, _csv(tmp_path / "f.csv", [_line("old", care="2023-01-01"), _line("new")]))
+    assert _history(rt, ALICE) == ["new"]
+    assert _count(rt, CareEvent) == 2
+    assert prune_care_events(rt, TODAY, batch_size=1) == 1
+    assert _count(rt, CareEvent) == 1
+
+
+def test_pruning_while_reads_run_deletes_in_batches_and_every_read_succeeds(rt, tmp_path):
+    rows = [_line(f"old{i}", care="2023-06-01") for i in range(40)] + [_line(f"new{i}", care="2026-06-01") for i in range(5)]
+    _feed(rt, _csv(tmp_path / "f.csv", rows))
+    seen: list[int] = []
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                seen.append(len(_history(rt, ALICE)))
+            except Exception as exc:  # noqa: BLE001 - any failed read fails the test
+                errors.append(type(exc).__name__)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        assert prune_care_events(rt, TODAY, batch_size=4) == 40
+    finally:
+        stop.set()
+        reader.join()
+    assert errors == [] and seen and set(seen) == {5}
+
+
+def test_a_record_closed_more_than_ten_years_ago_is_destroyed_with_all_its_rows(rt, tmp_path):
+    _feed(rt, _csv(tmp_path / "f.csv", [_line("a"), _line("b", ins=BOB)]))
+    with rt.sessions() as session:
+        alice = session.scalars(select(Patient).where(Patient.ins == ALICE)).one()
+        alice.status, alice.closed_at = "closed", dt.datetime(2016, 11, 22, tzinfo=dt.UTC)
+        bob = session.scalars(select(Patient).where(Patient.ins == BOB)).one()
+        bob.status, bob.closed_at = "closed", dt.datetime(2016, 11, 24, tzinfo=dt.UTC)  # not yet 10 years
+        alice_id = alice.id
+        session.commit()
+    assert destroy_expired_records(rt, TODAY) == [alice_id]
+    with rt.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(CareEvent).where(CareEvent.patient_id == alice_id)) == 0
+        assert session.get(Patient, alice_id) is None
+    assert _count(rt, CareEvent) == 1
