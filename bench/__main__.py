@@ -20,6 +20,13 @@ def main(argv: list[str] | None = None) -> int:
     crypto = sub.add_parser("crypto", help="streaming envelope encryption vs one-shot AES-GCM")
     crypto.add_argument("--size", default="1GiB", help="document size, e.g. 1GiB, 256MiB")
     crypto.add_argument("--pipeline", action="store_true", help="also one document of that size through ingest and read")
+    feed = sub.add_parser("feed", help="insurer feed: file to committed rows vs a bare COPY (PostgreSQL)")
+    feed.add_argument("--lines", type=int, default=1_000_000)
+    feed.add_argument("--workers", type=int, default=2)
+    feed.add_argument("--threads", type=int, default=1)
+    feed.add_argument("--patients", type=int, default=20_000)
+    retention = sub.add_parser("retention", help="pruning the care history while it is read")
+    retention.add_argument("--rows", type=int, default=5_000_000)
     args = parser.parse_args(argv)
 
     if args.name == "ingest":
@@ -35,6 +42,14 @@ def main(argv: list[str] | None = None) -> int:
         from bench.crypto import run as run_crypto
 
         result = run_crypto(parse_size(args.size), args.pipeline)
+    elif args.name == "feed":
+        from bench.feed import run as run_feed
+
+        result = run_feed(lines=args.lines, workers=args.workers, threads=args.threads, patients=args.patients)
+    elif args.name == "retention":
+        from bench.retention import run as run_retention
+
+        result = run_retention(rows=args.rows)
     print(json.dumps(result))
     return 0
 

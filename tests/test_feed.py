@@ -265,3 +265,11 @@ def test_a_record_closed_more_than_ten_years_ago_is_destroyed_with_all_its_rows(
         assert session.scalar(select(func.count()).select_from(CareEvent).where(CareEvent.patient_id == alice_id)) == 0
         assert session.get(Patient, alice_id) is None
     assert _count(rt, CareEvent) == 1
+
+
+def test_a_chunk_of_thousands_of_bad_lines_is_recorded_in_full(rt, tmp_path):
+    path = _csv(tmp_path / "f.csv", [_line(f"bad{i}", care="not a date") for i in range(6000)])
+    rt.settings.feed_chunk_lines = 10_000
+    feed_id = _feed(rt, path)
+    with rt.sessions() as session:
+        assert feed_status(session, feed_id)["counts"]["rejected"] == 6000

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -214,6 +215,14 @@ class CareEvent(Base):
     __table_args__ = (
         UniqueConstraint("source", "line_id"),
         Index("ix_care_events_patient_date", "patient_id", "care_date"),
+        # Finding the corrections that name a line, without scanning every line.
+        Index(
+            "ix_care_events_supersedes",
+            "source",
+            "supersedes",
+            postgresql_where=text("supersedes IS NOT NULL"),
+            sqlite_where=text("supersedes IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)

@@ -20,10 +20,15 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def insert_ignore(session: Session, model: type, values: dict) -> None:
-    """INSERT … ON CONFLICT DO NOTHING on SQLite and PostgreSQL: the constraint decides, not a check."""
+def insert_ignore(session: Session, model: type, values: dict | list[dict]) -> None:
+    """INSERT … ON CONFLICT DO NOTHING (one row, or many as one executemany) on SQLite and PostgreSQL:
+    the unique constraint decides, not a check."""
+    rows = values if isinstance(values, list) else [values]
+    if not rows:
+        return
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    session.execute(dialect.insert(model).values(**values).on_conflict_do_nothing())
+    # One cached statement; SQLAlchemy batches the rows ("insertmanyvalues") within driver limits.
+    session.execute(dialect.insert(model).on_conflict_do_nothing(), rows)
 
 
 @dataclass(frozen=True)

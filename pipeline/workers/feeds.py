@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Sequence
+from dataclasses import dataclass
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
@@ -49,59 +49,110 @@ def check_chunk(data: bytes, feed: Feed, chunk: FeedChunk, today: dt.date) -> tu
     return lines, rejections
 
 
-def _patients(session: Session, ins_values: set[str]) -> dict[str, Patient]:
-    for ins in sorted(ins_values):
-        insert_ignore(session, Patient, {"id": new_id(), "ins": ins, "status": "open"})
-    return {p.ins: p for p in session.scalars(select(Patient).where(Patient.ins.in_(ins_values)))}
+@dataclass
+class Written:
+    fresh: list[CareLine]  # stored now
+    rejections: list[LineRejection]  # record closed, or a line_id already stored with other content
+    notify: set[str]  # patients with new lines still to notify (the PostgreSQL path queues its own)
 
 
-def _dedupe(session: Session, source: str, lines: list[CareLine]) -> tuple[list[CareLine], list[LineRejection]]:
-    """Drop lines already stored with the same content; reject those stored with other content."""
+def _store_generic(session: Session, feed: Feed, lines: list[CareLine]) -> Written:
+    """Any database: look up what is known, then one executemany of the new lines."""
+    insert_ignore(session, Patient, [{"id": new_id(), "ins": ins, "status": "open"} for ins in sorted({x.ins for x in lines})])
+    patients = {p.ins: p for p in session.scalars(select(Patient).where(Patient.ins.in_({x.ins for x in lines})))}
+    closed = [LineRejection(x.line_number, x.line_id, "record_closed") for x in lines if patients[x.ins].status != "open"]
+    open_lines = [x for x in lines if patients[x.ins].status == "open"]
+    ids = {x.line_id for x in open_lines}
     known = dict(
         session.execute(
-            select(CareEvent.line_id, CareEvent.content_hash).where(
-                CareEvent.source == source, CareEvent.line_id.in_({x.line_id for x in lines})
-            )
+            select(CareEvent.line_id, CareEvent.content_hash).where(CareEvent.source == feed.source, CareEvent.line_id.in_(ids))
         ).all()
     )
+    fresh, duplicates = _split_known(open_lines, known)
+    if fresh:
+        session.execute(insert(CareEvent), [dict(zip(COLUMNS, _row(feed, patients[x.ins].id, x), strict=True)) for x in fresh])
+    for line in fresh:
+        if line.supersedes:
+            target = (CareEvent.source == feed.source, CareEvent.line_id == line.supersedes)
+            session.execute(update(CareEvent).where(*target).values(superseded_by=line.line_id))
+    new_ids = [x.line_id for x in fresh]
+    earlier = session.execute(
+        select(CareEvent.supersedes, CareEvent.line_id).where(CareEvent.source == feed.source, CareEvent.supersedes.in_(new_ids))
+    ).all()
+    for target_id, correction in earlier:
+        target = (CareEvent.source == feed.source, CareEvent.line_id == target_id)
+        session.execute(update(CareEvent).where(*target).values(superseded_by=correction))
+    return Written(fresh, closed + duplicates, {patients[x.ins].id for x in fresh})
+
+
+def _split_known(lines: list[CareLine], known: dict[str, str]) -> tuple[list[CareLine], list[LineRejection]]:
+    """New lines, and rejections for line_ids known with other content; re-sends vanish."""
     fresh: list[CareLine] = []
-    rejected: list[LineRejection] = []
+    duplicates: list[LineRejection] = []
     for line in lines:
         seen = known.get(line.line_id)
         if seen is None:
             known[line.line_id] = line.content_hash
             fresh.append(line)
         elif seen != line.content_hash:
-            rejected.append(LineRejection(line.line_number, line.line_id, "duplicate_line"))
-    return fresh, rejected
+            duplicates.append(LineRejection(line.line_number, line.line_id, "duplicate_line"))
+    return fresh, duplicates
 
 
-def _write(session: Session, rows: list[tuple]) -> None:
-    """Bulk write: PostgreSQL COPY inside the chunk's transaction, multi-row INSERT elsewhere."""
-    if not rows:
-        return
-    if session.get_bind().dialect.name == "postgresql":
-        cursor = session.connection().connection.driver_connection.cursor()
-        with cursor.copy(f"COPY care_events ({', '.join(COLUMNS)}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
-        return
-    session.execute(insert(CareEvent), [dict(zip(COLUMNS, row, strict=True)) for row in rows])
-
-
-def _link_corrections(session: Session, source: str, lines: Sequence[CareLine]) -> None:
-    """A correction supersedes the line it names, whichever of the two arrived first."""
-    for line in lines:
-        if line.supersedes:
-            session.execute(
-                update(CareEvent).where(CareEvent.source == source, CareEvent.line_id == line.supersedes).values(superseded_by=line.line_id)
-            )
-    new_ids = [line.line_id for line in lines]
-    earlier = session.execute(
-        select(CareEvent.supersedes, CareEvent.line_id).where(CareEvent.source == source, CareEvent.supersedes.in_(new_ids))
-    ).all()
-    for target, correction in earlier:
-        session.execute(update(CareEvent).where(CareEvent.source == source, CareEvent.line_id == target).values(superseded_by=correction))
+def _store_postgresql(session: Session, feed: Feed, lines: list[CareLine]) -> Written:
+    """PostgreSQL: COPY into a staging table, then one INSERT … ON CONFLICT DO NOTHING RETURNING."""
+    cursor = session.connection().connection.driver_connection.cursor()
+    ins_values = sorted({x.ins for x in lines})
+    cursor.execute(
+        "INSERT INTO patients (id, ins, status, created_at) SELECT gen_random_uuid()::text, i, 'open', now()"
+        " FROM unnest(%s::text[]) AS i ON CONFLICT (ins) DO NOTHING",
+        [ins_values],
+    )
+    cursor.execute("SELECT ins, id, status FROM patients WHERE ins = ANY(%s)", [ins_values])
+    patients = {ins: (pid, status) for ins, pid, status in cursor.fetchall()}
+    closed = [LineRejection(x.line_number, x.line_id, "record_closed") for x in lines if patients[x.ins][1] != "open"]
+    candidates, in_chunk = _split_known([x for x in lines if patients[x.ins][1] == "open"], {})
+    cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS care_staging AS SELECT {', '.join(COLUMNS)} FROM care_events WITH NO DATA")
+    cursor.execute("TRUNCATE care_staging")
+    with cursor.copy(f"COPY care_staging ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+        for line in candidates:
+            copy.write_row(_row(feed, patients[line.ins][0], line))
+    columns = ", ".join(COLUMNS)
+    cursor.execute(
+        f"INSERT INTO care_events ({columns}) SELECT {columns} FROM care_staging ON CONFLICT (source, line_id) DO NOTHING RETURNING line_id"
+    )
+    inserted = {row[0] for row in cursor.fetchall()}
+    conflicts = [x for x in candidates if x.line_id not in inserted]
+    duplicates: list[LineRejection] = []
+    if conflicts:
+        cursor.execute(
+            "SELECT line_id, content_hash FROM care_events WHERE source = %s AND line_id = ANY(%s)",
+            [feed.source, [x.line_id for x in conflicts]],
+        )
+        stored = dict(cursor.fetchall())
+        duplicates = [
+            LineRejection(x.line_number, x.line_id, "duplicate_line") for x in conflicts if stored.get(x.line_id) != x.content_hash
+        ]
+    new_ids = sorted(inserted)
+    # Corrections stored now supersede their targets; corrections stored earlier supersede lines stored now.
+    cursor.execute(
+        "UPDATE care_events t SET superseded_by = s.line_id FROM care_staging s WHERE s.supersedes IS NOT NULL"
+        " AND s.line_id = ANY(%(new)s) AND t.source = %(src)s AND t.line_id = s.supersedes",
+        {"new": new_ids, "src": feed.source},
+    )
+    cursor.execute(
+        "UPDATE care_events t SET superseded_by = c.line_id FROM care_events c WHERE c.source = %(src)s"
+        " AND c.supersedes = t.line_id AND t.source = %(src)s AND t.line_id = ANY(%(new)s)",
+        {"new": new_ids, "src": feed.source},
+    )
+    fresh = [x for x in candidates if x.line_id in inserted]
+    cursor.execute(
+        "INSERT INTO outbox (id, patient_id, kind, ref_id, source, created_at)"
+        " SELECT gen_random_uuid()::text, p, 'reimbursement_data', %s, %s, now() FROM unnest(%s::text[]) AS p"
+        " ON CONFLICT (patient_id, kind, ref_id) DO NOTHING",
+        [feed.id, feed.source, sorted({patients[x.ins][0] for x in fresh})],
+    )
+    return Written(fresh, closed + duplicates + in_chunk, set())  # notifications already queued
 
 
 def process_chunk(rt: Runtime, chunk_id: str, today: dt.date | None = None) -> str:
@@ -121,27 +172,26 @@ def process_chunk(rt: Runtime, chunk_id: str, today: dt.date | None = None) -> s
         return "queued"
     lines, rejections = check_chunk(data, feed, chunk, today or paris_date())
     with rt.sessions() as session:
-        patients = _patients(session, {line.ins for line in lines})
-        open_lines = [line for line in lines if patients[line.ins].status == "open"]
-        rejections += [LineRejection(x.line_number, x.line_id, "record_closed") for x in lines if patients[x.ins].status != "open"]
-        fresh, duplicates = _dedupe(session, feed.source, open_lines)
-        rejections += duplicates
-        _write(session, [_row(feed, patients[line.ins].id, line) for line in fresh])
-        _link_corrections(session, feed.source, fresh)
-        for rejection in rejections:
-            values = {"line_number": rejection.line_number, "line_id": rejection.line_id, "reason": rejection.reason}
-            insert_ignore(session, FeedRejection, {"id": new_id(), "feed_id": feed.id, "message": rejection.message, **values})
-        for patient_id in {patients[line.ins].id for line in fresh}:
-            insert_ignore(
-                session,
-                Outbox,
-                {"id": new_id(), "patient_id": patient_id, "kind": "reimbursement_data", "ref_id": feed.id, "source": feed.source},
-            )
+        store = _store_postgresql if session.get_bind().dialect.name == "postgresql" else _store_generic
+        written = store(session, feed, lines) if lines else Written([], [], set())
+        fresh = written.fresh
+        rejections += written.rejections
+        insert_ignore(session, FeedRejection, [_rejection_row(feed.id, rejection) for rejection in rejections])
+        insert_ignore(session, Outbox, [_outbox_row(feed, patient_id) for patient_id in sorted(written.notify)])
         current = session.get(FeedChunk, chunk.id)
         current.state, current.accepted, current.rejected = "done", len(fresh), len(rejections)
         session.commit()
     _forget(rt, chunk.id, chunk.inbox_key)
     return "done"
+
+
+def _rejection_row(feed_id: str, rejection: LineRejection) -> dict:
+    return {"id": new_id(), "feed_id": feed_id, "line_number": rejection.line_number, "line_id": rejection.line_id,
+            "reason": rejection.reason, "message": rejection.message}  # fmt: skip
+
+
+def _outbox_row(feed: Feed, patient_id: str) -> dict:
+    return {"id": new_id(), "patient_id": patient_id, "kind": "reimbursement_data", "ref_id": feed.id, "source": feed.source}
 
 
 def _row(feed: Feed, patient_id: str, line: CareLine) -> tuple:

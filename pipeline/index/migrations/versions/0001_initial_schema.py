@@ -120,6 +120,13 @@ def upgrade() -> None:
     with op.batch_alter_table("care_events", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_care_events_care_date"), ["care_date"], unique=False)
         batch_op.create_index("ix_care_events_patient_date", ["patient_id", "care_date"], unique=False)
+        batch_op.create_index(
+            "ix_care_events_supersedes",
+            ["source", "supersedes"],
+            unique=False,
+            postgresql_where=sa.text("supersedes IS NOT NULL"),
+            sqlite_where=sa.text("supersedes IS NOT NULL"),
+        )
 
     op.create_table(
         "feed_chunks",
@@ -248,6 +255,9 @@ def downgrade() -> None:
 
     op.drop_table("feed_chunks")
     with op.batch_alter_table("care_events", schema=None) as batch_op:
+        batch_op.drop_index(
+            "ix_care_events_supersedes", postgresql_where=sa.text("supersedes IS NOT NULL"), sqlite_where=sa.text("supersedes IS NOT NULL")
+        )
         batch_op.drop_index("ix_care_events_patient_date")
         batch_op.drop_index(batch_op.f("ix_care_events_care_date"))
 
