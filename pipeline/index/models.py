@@ -254,3 +254,25 @@ class JobRun(Base):
     job: Mapped[str] = mapped_column(String(64))
     run_date: Mapped[dt.date] = mapped_column(Date)
     started_at: Mapped[dt.datetime] = _now()
+
+
+class AuditEntry(Base):
+    """One access attempt, allowed or denied. Append-only; chained per patient by a keyed hash."""
+
+    __tablename__ = "audit_entries"
+    __table_args__ = (UniqueConstraint("chain", "seq"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    chain: Mapped[str] = mapped_column(String(64))  # the patient id, or "-" when no patient is known
+    seq: Mapped[int] = mapped_column(Integer)  # position in the chain, from 1
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    actor_id: Mapped[str] = mapped_column(String(128))
+    actor_kind: Mapped[str] = mapped_column(String(32))
+    profession: Mapped[str | None] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(32))
+    document_id: Mapped[str | None] = mapped_column(String(36))
+    outcome: Mapped[str] = mapped_column(String(8))  # allowed | denied
+    reason: Mapped[str] = mapped_column(String(64))
+    emergency: Mapped[bool] = mapped_column(default=False)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    entry_hash: Mapped[str] = mapped_column(String(64))

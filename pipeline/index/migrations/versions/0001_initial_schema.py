@@ -16,6 +16,25 @@ depends_on = None
 
 def upgrade() -> None:
     op.create_table(
+        "audit_entries",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.Column("chain", sa.String(length=64), nullable=False),
+        sa.Column("seq", sa.Integer(), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("actor_id", sa.String(length=128), nullable=False),
+        sa.Column("actor_kind", sa.String(length=32), nullable=False),
+        sa.Column("profession", sa.String(length=64), nullable=True),
+        sa.Column("action", sa.String(length=32), nullable=False),
+        sa.Column("document_id", sa.String(length=36), nullable=True),
+        sa.Column("outcome", sa.String(length=8), nullable=False),
+        sa.Column("reason", sa.String(length=64), nullable=False),
+        sa.Column("emergency", sa.Boolean(), nullable=False),
+        sa.Column("prev_hash", sa.String(length=64), nullable=False),
+        sa.Column("entry_hash", sa.String(length=64), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_entries")),
+        sa.UniqueConstraint("chain", "seq", name=op.f("uq_audit_entries_chain")),
+    )
+    op.create_table(
         "batches",
         sa.Column("id", sa.String(length=36), nullable=False),
         sa.Column("source", sa.String(length=128), nullable=False),
@@ -271,3 +290,4 @@ def downgrade() -> None:
     op.drop_table("job_runs")
     op.drop_table("feeds")
     op.drop_table("batches")
+    op.drop_table("audit_entries")
