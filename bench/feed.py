@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -22,14 +21,14 @@ from pathlib import Path
 import psutil
 from sqlalchemy import func, select
 
-from infra.services import MotoServer, PostgresDatabase, RedisServer, dmp_environment
+from infra.services import MotoServer, PostgresDatabase, RedisServer, distributed_settings, dmp_environment
 from pipeline.clock import paris_date
 from pipeline.feed_samples import write_feed
 from pipeline.index.db import make_engine, upgrade
-from pipeline.index.models import CareEvent, FeedChunk
+from pipeline.index.models import CareEvent
 from pipeline.keys import load_key_file
 from pipeline.runtime import Runtime
-from pipeline.settings import Settings
+from pipeline.status import pending_chunks
 from pipeline.workers.feeds import COLUMNS
 
 DMP = str(Path(sys.executable).with_name("dmp"))
@@ -90,9 +89,7 @@ def _wait_done(rt: Runtime, feed_id: str, timeout: float = 3600) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with rt.sessions() as session:
-            pending = session.scalar(
-                select(func.count()).select_from(FeedChunk).where(FeedChunk.feed_id == feed_id, FeedChunk.state != "done")
-            )
+            pending = pending_chunks(session, feed_id)
         if pending == 0:
             return
         time.sleep(0.2)
@@ -106,16 +103,7 @@ def run(lines: int, workers: int, threads: int, patients: int) -> dict:
         for service in (redis, moto, postgres, floor_db):
             service.start()
         try:
-            settings = Settings(
-                home=root / "home",
-                broker_url=redis.url,
-                database_url=postgres.url,
-                storage_url=f"s3://dmp-bench-{uuid.uuid4().hex[:8]}",
-                s3_endpoint=os.environ.get("DMP_TEST_S3_ENDPOINT", moto.endpoint),
-                s3_access_key=os.environ.get("AWS_ACCESS_KEY_ID", "bench"),
-                s3_secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY", "bench"),
-                key_file=root / "keys.json",
-            )
+            settings = distributed_settings(root, redis, moto.endpoint, postgres)
             load_key_file(settings.resolved_key_file(), create=True)
             for url in (postgres.url, floor_db.url):
                 engine = make_engine(url)

@@ -9,20 +9,18 @@ ratio = pipeline / floor.
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import psutil
 from sqlalchemy import select
 
-from infra.services import MotoServer, PostgresDatabase, RedisServer, dmp_environment
+from infra.services import MotoServer, PostgresDatabase, RedisServer, distributed_settings, dmp_environment
 from pipeline.index.db import make_engine, upgrade
 from pipeline.index.models import BatchItem
 from pipeline.ingest.intake import receive_batch
@@ -115,17 +113,7 @@ def run(documents: int, workers: int, threads: int, patients: int) -> dict:
         for service in (redis, moto, postgres):
             service.start()
         try:
-            settings = Settings(
-                home=root / "home",
-                broker_url=redis.url,
-                database_url=postgres.url,
-                storage_url=f"s3://dmp-bench-{uuid.uuid4().hex[:8]}",
-                s3_endpoint=os.environ.get("DMP_TEST_S3_ENDPOINT", moto.endpoint),
-                s3_access_key=os.environ.get("AWS_ACCESS_KEY_ID", "bench"),
-                s3_secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY", "bench"),
-                key_file=root / "keys.json",
-                quarantine_days=7,
-            )
+            settings = distributed_settings(root, redis, moto.endpoint, postgres, quarantine_days=7)
             load_key_file(settings.resolved_key_file(), create=True)
             engine = make_engine(settings.resolved_database_url())
             upgrade(engine)

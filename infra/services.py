@@ -144,3 +144,20 @@ class PostgresDatabase:
 
     def stop(self) -> None:
         self._admin(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+def distributed_settings(root: Path, redis: RedisServer, s3_endpoint: str, database: PostgresDatabase, **overrides: object):  # type: ignore[no-untyped-def]
+    """Settings pointing at throwaway services (benchmarks): Redis, PostgreSQL, an S3 endpoint, keys under `root`."""
+    from pipeline.settings import Settings
+
+    return Settings(
+        home=root / "home",
+        broker_url=redis.url,
+        database_url=database.url,
+        storage_url=f"s3://dmp-bench-{uuid.uuid4().hex[:8]}",
+        s3_endpoint=os.environ.get("DMP_TEST_S3_ENDPOINT", s3_endpoint),
+        s3_access_key=os.environ.get("AWS_ACCESS_KEY_ID", "bench"),
+        s3_secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY", "bench"),
+        key_file=root / "keys.json",
+        **overrides,
+    )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from pipeline.index import repo
@@ -94,3 +94,9 @@ def any_counts(session: Session, ref: str) -> Counts:
     done_lines = sum(c.lines for c in chunks if c.state == "done")
     rejected = sum(c.rejected for c in chunks if c.state == "done")
     return Counts(feed.lines if feed else 0, done_lines - rejected, rejected)
+
+
+def pending_chunks(session: Session, feed_id: str) -> int:
+    """Chunks of a feed not yet processed."""
+    query = select(func.count()).select_from(FeedChunk).where(FeedChunk.feed_id == feed_id, FeedChunk.state != "done")
+    return session.scalar(query) or 0

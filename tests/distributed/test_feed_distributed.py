@@ -10,9 +10,9 @@ from sqlalchemy import func, select
 
 from pipeline.clock import paris_date
 from pipeline.feed_samples import write_feed
-from pipeline.index.models import CareEvent, FeedChunk, Outbox
+from pipeline.index.models import CareEvent, Outbox
 from pipeline.runtime import Runtime
-from pipeline.status import feed_status
+from pipeline.status import feed_status, pending_chunks
 from tests.distributed.conftest import ingest
 
 pytestmark = pytest.mark.distributed
@@ -22,9 +22,7 @@ def _wait_chunks(rt: Runtime, feed_id: str, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with rt.sessions() as session:
-            pending = session.scalar(
-                select(func.count()).select_from(FeedChunk).where(FeedChunk.feed_id == feed_id, FeedChunk.state != "done")
-            )
+            pending = pending_chunks(session, feed_id)
         if pending == 0:
             return
         time.sleep(0.2)

@@ -1,0 +1,294 @@
+"""The access log: every access attempt, allowed or denied, appended to a per-patient hash chain.
+
+Each entry holds `prev_hash` (the previous entry's `entry_hash` in the same chain, 64 zeros for the
+first) and `entry_hash`, an HMAC-SHA-256 under a key derived from the keyed-hash secret over a
+canonical encoding of every field of the entry, including `seq` and `prev_hash`. Because the hash is
+keyed, someone with write access to the database alone cannot rebuild a valid chain after editing,
+inserting or deleting a row. (Dropping the newest entries of a chain leaves a valid shorter chain:
+detecting that needs the chain heads anchored outside the database.)
+
+Chains are per patient (`chain` = patient id, or "-" when no patient is known), so appends for
+different patients never contend, and a patient's chain can be read and verified on its own.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import random
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import Row, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from pipeline.index.models import AuditEntry
+
+NO_PATIENT = "-"
+GENESIS = "0" * 64
+OUTCOMES = ("allowed", "denied")
+ENCODING_VERSION = "dmp-audit-v1"
+# Rows fetched per round trip by verify(): memory stays flat whatever the size of the log.
+VERIFY_BATCH = 2000
+MAX_PAGE = 1000
+
+_REQUIRED = ("chain", "actor_id", "actor_kind", "action")
+_OPTIONAL = ("profession", "document_id")
+# Column widths of audit_entries: checked here so SQLite (which does not enforce them) and
+# PostgreSQL (which does) accept and refuse the same events.
+_WIDTHS = {"chain": 64, "actor_id": 128, "actor_kind": 32, "profession": 64, "action": 32, "document_id": 36, "reason": 64}
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """What happened: who (actor id, kind, profession) did what (action) to which document, and the outcome."""
+
+    chain: str  # the patient id, or NO_PATIENT
+    actor_id: str
+    actor_kind: str
+    profession: str | None
+    action: str
+    document_id: str | None
+    outcome: str  # allowed | denied
+    reason: str
+    emergency: bool = False
+
+
+@dataclass(frozen=True)
+class BrokenLink:
+    """The first entry of a chain that does not check out.
+
+    problem: "hash_mismatch" (the entry's fields or hash were altered), "seq_gap" (entries before it are
+    missing: it is not the next position in the chain) or "prev_mismatch" (it does not link to the entry before it).
+    """
+
+    chain: str
+    seq: int
+    entry_id: int
+    problem: str
+
+
+def audit_key(hmac_secret: bytes) -> bytes:
+    """The audit chain key, derived from the keyed-hash secret so it is used for nothing else."""
+    return hmac.new(hmac_secret, ENCODING_VERSION.encode("ascii"), hashlib.sha256).digest()
+
+
+def _utc(moment: dt.datetime) -> dt.datetime:
+    """`moment` in UTC (a naive moment is UTC: SQLite returns stored UTC times without their zone)."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC)
+
+
+def canonical_encoding(
+    *,
+    chain: str,
+    seq: int,
+    at: dt.datetime,
+    actor_id: str,
+    actor_kind: str,
+    profession: str | None,
+    action: str,
+    document_id: str | None,
+    outcome: str,
+    reason: str,
+    emergency: bool,
+    prev_hash: str,
+) -> bytes:
+    """The bytes an entry's hash covers: a JSON array in a fixed field order, ASCII-only, no spaces.
+
+    JSON keeps null apart from "", a boolean apart from a string, and every string delimited, so two
+    different entries never encode to the same bytes. The time is UTC with microseconds, so it reads
+    back identically from SQLite (naive text) and PostgreSQL (timestamptz in the session's zone).
+    """
+    fields = [
+        ENCODING_VERSION,
+        chain,
+        int(seq),
+        _utc(at).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        actor_id,
+        actor_kind,
+        profession,
+        action,
+        document_id,
+        outcome,
+        reason,
+        bool(emergency),
+        prev_hash,
+    ]
+    return json.dumps(fields, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
+def _entry_hash(key: bytes, entry: AuditEntry | Row) -> str:
+    encoded = canonical_encoding(
+        chain=entry.chain,
+        seq=entry.seq,
+        at=entry.at,
+        actor_id=entry.actor_id,
+        actor_kind=entry.actor_kind,
+        profession=entry.profession,
+        action=entry.action,
+        document_id=entry.document_id,
+        outcome=entry.outcome,
+        reason=entry.reason,
+        emergency=entry.emergency,
+        prev_hash=entry.prev_hash,
+    )
+    return hmac.new(key, encoded, hashlib.sha256).hexdigest()
+
+
+def _check(event: AuditEvent) -> None:
+    if event.outcome not in OUTCOMES:
+        raise ValueError(f"outcome must be one of {OUTCOMES}, not {event.outcome!r}")
+    if not isinstance(event.emergency, bool):
+        raise ValueError("emergency must be a bool")
+    for name, width in _WIDTHS.items():
+        value = getattr(event, name)
+        if value is None and name in _OPTIONAL:
+            continue
+        if not isinstance(value, str) or (not value and name in _REQUIRED):
+            raise ValueError(f"{name} must be a {'non-empty ' if name in _REQUIRED else ''}string")
+        if len(value) > width:
+            raise ValueError(f"{name} is longer than {width} characters")
+
+
+def _chain_lock_id(chain: str) -> int:
+    """A signed 64-bit advisory lock id for a chain (a collision only serialises two chains' appends)."""
+    digest = hashlib.sha256(b"dmp-audit-chain\0" + chain.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def append(session: Session, key: bytes, event: AuditEvent, at: dt.datetime | None = None) -> AuditEntry:
+    """Append `event` to its chain in the caller's transaction and return the flushed entry.
+
+    On PostgreSQL the chain is locked until the caller's transaction ends: a transaction-scoped advisory
+    lock on the chain (which also covers a chain with no entry yet, where there is no row to lock), then
+    the chain's last entry read with SELECT … FOR UPDATE. Everywhere the unique (chain, seq) constraint
+    is the final word: if another writer took the same position, the flush raises IntegrityError and
+    the caller must roll back and retry (append_with_retry does this).
+    """
+    _check(event)
+    moment = _utc(at or dt.datetime.now(dt.UTC))
+    last_query = select(AuditEntry.seq, AuditEntry.entry_hash).where(AuditEntry.chain == event.chain)
+    last_query = last_query.order_by(AuditEntry.seq.desc()).limit(1)
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(_chain_lock_id(event.chain))))
+        last_query = last_query.with_for_update()
+    last = session.execute(last_query).first()
+    seq, prev_hash = (last.seq + 1, last.entry_hash) if last else (1, GENESIS)
+    entry = AuditEntry(
+        chain=event.chain,
+        seq=seq,
+        at=moment,
+        actor_id=event.actor_id,
+        actor_kind=event.actor_kind,
+        profession=event.profession,
+        action=event.action,
+        document_id=event.document_id,
+        outcome=event.outcome,
+        reason=event.reason,
+        emergency=event.emergency,
+        prev_hash=prev_hash,
+    )
+    entry.entry_hash = _entry_hash(key, entry)
+    session.add(entry)
+    session.flush()
+    return entry
+
+
+def append_with_retry(
+    sessions: sessionmaker[Session], key: bytes, event: AuditEvent, at: dt.datetime | None = None, *, attempts: int = 8
+) -> AuditEntry:
+    """Append `event` in its own short transaction, retrying when another writer took the same position."""
+    for attempt in range(1, attempts + 1):
+        with sessions() as session:
+            try:
+                entry = append(session, key, event, at)
+                session.commit()
+                return entry
+            except IntegrityError:
+                session.rollback()
+                if attempt == attempts:
+                    raise
+        time.sleep(random.uniform(0, 0.005 * attempt))
+    raise AssertionError("unreachable")
+
+
+_VERIFY_COLUMNS = (
+    AuditEntry.id,
+    AuditEntry.chain,
+    AuditEntry.seq,
+    AuditEntry.at,
+    AuditEntry.actor_id,
+    AuditEntry.actor_kind,
+    AuditEntry.profession,
+    AuditEntry.action,
+    AuditEntry.document_id,
+    AuditEntry.outcome,
+    AuditEntry.reason,
+    AuditEntry.emergency,
+    AuditEntry.prev_hash,
+    AuditEntry.entry_hash,
+)
+
+
+def _broken_links(rows: Iterable, key: bytes) -> list[BrokenLink]:
+    broken: list[BrokenLink] = []
+    current: str | None = None
+    expected_seq, expected_prev, skipping = 1, GENESIS, False
+    for row in rows:
+        if row.chain != current:
+            current, expected_seq, expected_prev, skipping = row.chain, 1, GENESIS, False
+        if skipping:
+            continue
+        problem = None
+        if not hmac.compare_digest(_entry_hash(key, row), row.entry_hash or ""):
+            problem = "hash_mismatch"
+        elif row.seq != expected_seq:
+            problem = "seq_gap"
+        elif not hmac.compare_digest(row.prev_hash, expected_prev):
+            problem = "prev_mismatch"
+        if problem:
+            broken.append(BrokenLink(row.chain, row.seq, row.id, problem))
+            skipping = True
+            continue
+        expected_seq, expected_prev = row.seq + 1, row.entry_hash
+    return broken
+
+
+def verify(session: Session, key: bytes, chain: str | None = None) -> list[BrokenLink]:
+    """Check every chain (or only `chain`) and return the first broken link of each broken chain.
+
+    Rows are streamed in (chain, seq) order, VERIFY_BATCH at a time (a server-side cursor on
+    PostgreSQL) as plain rows, not ORM objects, so memory stays flat for millions of entries.
+    A missing entry is reported on the first entry after it (seq_gap).
+    """
+    query = select(*_VERIFY_COLUMNS).order_by(AuditEntry.chain, AuditEntry.seq)
+    if chain is not None:
+        query = query.where(AuditEntry.chain == chain)
+    result = session.execute(query.execution_options(yield_per=VERIFY_BATCH))
+    try:
+        return _broken_links(result, key)
+    finally:
+        result.close()
+
+
+def entries_for(session: Session, chain: str, *, actor_id: str | None = None, limit: int = 100, offset: int = 0) -> list[AuditEntry]:
+    """A page of a chain's entries, oldest first.
+
+    The patient and the attending physician read the whole chain; a professional passes `actor_id`
+    to read only the entries about their own actions. Access control is the caller's.
+    """
+    if not 1 <= limit <= MAX_PAGE:
+        raise ValueError(f"limit must be between 1 and {MAX_PAGE}")
+    if offset < 0:
+        raise ValueError("offset must not be negative")
+    query = select(AuditEntry).where(AuditEntry.chain == chain)
+    if actor_id is not None:
+        query = query.where(AuditEntry.actor_id == actor_id)
+    query = query.order_by(AuditEntry.seq).limit(limit).offset(offset)
+    return list(session.scalars(query))
