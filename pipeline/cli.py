@@ -26,9 +26,11 @@ app = typer.Typer(
 db_app = typer.Typer(no_args_is_help=True, help="Index database.")
 keys_app = typer.Typer(no_args_is_help=True, help="Master keys.")
 retention_app = typer.Typer(no_args_is_help=True, help="Retention: delete what must no longer be kept.")
+audit_app = typer.Typer(no_args_is_help=True, help="The access log (audit trail).")
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(retention_app, name="retention")
+app.add_typer(audit_app, name="audit")
 
 
 def _runtime(settings: Settings):  # type: ignore[no-untyped-def]
@@ -289,6 +291,28 @@ def retention_schedule() -> None:
     wiring.actors.retention.send()
     wiring.close()
     typer.echo("retention job sent: it runs now, then daily at 03:00 Europe/Paris")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    chain: Annotated[str | None, typer.Option(help="Only this patient's chain.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Check every audit chain's keyed hashes; report the first broken link of each broken chain (exit 1)."""
+    from pipeline.audit import audit_key, verify
+
+    rt = _runtime(Settings())
+    with rt.sessions() as session:
+        broken = verify(session, audit_key(rt.hmac_secret), chain)
+    rt.close()
+    if as_json:
+        typer.echo(json.dumps({"ok": not broken, "broken": [dataclasses.asdict(link) for link in broken]}))
+    elif not broken:
+        typer.echo("audit chains intact")
+    for link in broken if not as_json else []:
+        typer.echo(f"broken: chain {link.chain} at seq {link.seq} (entry {link.entry_id}): {link.problem}")
+    if broken:
+        raise typer.Exit(1)
 
 
 @keys_app.command("init")
