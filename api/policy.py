@@ -14,6 +14,7 @@ profession-wide row); no matching row means deny. Professions not listed in the 
 
 from __future__ import annotations
 
+import calendar
 import csv
 import re
 from collections.abc import Mapping
@@ -22,6 +23,7 @@ from datetime import date
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
+from types import MappingProxyType
 
 MATRIX_PATH = Path(__file__).resolve().parent / "data" / "access_matrix.csv"
 
@@ -198,7 +200,7 @@ def load_matrix(path: Path | str = MATRIX_PATH) -> AccessMatrix:
             if key in rules:
                 raise ValueError(f"{path}:{line}: duplicate row for {key}")
             rules[key] = effect == "allow"
-    return AccessMatrix(rules)
+    return AccessMatrix(MappingProxyType(rules))
 
 
 @lru_cache(maxsize=1)
@@ -214,12 +216,7 @@ def default_matrix() -> AccessMatrix:
 def _plus_one_month(day: date) -> date:
     """The same day next month, clamped to the month's end (31 January -> 28/29 February)."""
     year, month = (day.year + 1, 1) if day.month == 12 else (day.year, day.month + 1)
-    for candidate in (day.day, 30, 29, 28):
-        try:
-            return date(year, month, min(day.day, candidate))
-        except ValueError:
-            continue
-    raise AssertionError("unreachable")  # pragma: no cover
+    return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
 
 
 def hidden_from_patient(document: DocumentView, today: date) -> bool:
@@ -365,7 +362,11 @@ def _professional(actor: Actor, action: str, record: Record, document: DocumentV
 
 
 def _occupational(actor: Actor, action: str, record: Record, document: DocumentView | None, matrix: AccessMatrix) -> Decision:
-    """With express consent: reads what the matrix's occupational_physician rows allow; nothing else."""
+    """With express consent: reads what the matrix's occupational_physician rows allow; nothing else.
+
+    Stricter: the consent stands in for care-team membership only; the block, the matrix and masking still
+    apply, and the occupational physician has no control actions and no break-glass.
+    """
     if action == "read_access_log":
         return _allow("own_entries")
     if actor.id in record.blocked:
