@@ -361,7 +361,20 @@ def api(host: Annotated[str, typer.Option()] = "127.0.0.1", port: Annotated[int,
 
 
 def main(argv: list[str] | None = None) -> None:
-    app(args=argv)
+    """Entry point of the `dmp` console script: known failures become one clear line and an exit code."""
+    from sqlalchemy.exc import DBAPIError
+
+    from pipeline.keys import KeyFileError, KeyProviderError
+
+    try:
+        app(args=argv, standalone_mode=True)
+    except (KeyFileError, KeyProviderError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(2) from None
+    except DBAPIError as exc:
+        # The driver's text can quote the URL or row values: name the failure only.
+        typer.echo(f"error: database unavailable ({type(exc.orig).__name__}); check DMP_DATABASE_URL", err=True)
+        raise SystemExit(3) from None
 
 
 if __name__ == "__main__":
