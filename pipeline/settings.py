@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     kms_key_id: str | None = Field(default=None, description="AWS KMS key id/ARN holding the master key; unset = key file.")
     kms_endpoint: str | None = Field(default=None, description="KMS endpoint URL (else AWS default).")
 
+    jwt_issuer: str = Field(default="dmp-embedded", description="Expected `iss` of API tokens.")
+    jwt_audience: str = Field(default="dmp-api", description="Expected `aud` of API tokens.")
+    oidc_jwks_url: str | None = Field(default=None, description="JWKS URL of the identity provider; unset = embedded signing key.")
+    jwt_signing_key_file: Path | None = Field(default=None, description="Embedded Ed25519 signing key; unset = home/jwt-signing.pem.")
     max_file_bytes: int = Field(default=200 * 1024 * 1024, description="Largest accepted document.")
     pdf_max_pages: int = Field(default=2000, description="More pages is pdf_too_large.")
     pdf_max_decompressed_bytes: int = Field(default=256 * 1024 * 1024, description="More decompressed stream bytes is pdf_too_large.")
@@ -60,6 +64,9 @@ class Settings(BaseSettings):
 
     def resolved_storage_url(self) -> str:
         return self.storage_url or (self.home / "objects").resolve().as_uri()
+
+    def resolved_signing_key_file(self) -> Path:
+        return self.jwt_signing_key_file or self.home / "jwt-signing.pem"
 
     def resolved_key_file(self) -> Path:
         return self.key_file or self.home / "keys.json"
