@@ -1,13 +1,50 @@
-"""The FastAPI application: JSON under /v1, OpenAPI at /openapi.json. Only a health route so far."""
+"""The FastAPI application: JSON under /v1, OpenAPI at /openapi.json, errors as problem details."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.problems import ApiProblem, http_error_handler, problem_handler, validation_error_handler
+from api.routes import documents, record
 from pipeline import __version__
+from pipeline.settings import Settings
 
-app = FastAPI(title="DMP", version=__version__)
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The app for `settings` (read from the environment when not given)."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
+        from api.auth import TokenVerifier
+        from pipeline.runtime import Runtime
+
+        app.state.runtime = Runtime.from_settings(settings, prepare=settings.embedded_broker and not settings.database_url)
+        app.state.verifier = TokenVerifier(settings)
+        yield
+        app.state.runtime.close()
+
+    app = FastAPI(title="DMP", version=__version__, lifespan=lifespan)
+    app.add_exception_handler(ApiProblem, problem_handler)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, http_error_handler)
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.include_router(documents.router)
+    app.include_router(record.router)
+
+    @app.get("/v1/health")
+    def health() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    return app
 
 
-@app.get("/v1/health")
-def health() -> dict[str, str]:
-    """Liveness: the process answers."""
-    return {"status": "ok"}
+def __getattr__(name: str):  # type: ignore[no-untyped-def]
+    # `uvicorn api.app:app` builds the app on first use, so importing this module reads no settings.
+    if name == "app":
+        return create_app()
+    raise AttributeError(name)

@@ -353,11 +353,35 @@ def keys_rotate(
 
 
 @app.command()
+def token(
+    sub: Annotated[str, typer.Option(help="Subject: the patient id, or the professional's RPPS, or an organisation id.")],
+    kind: Annotated[str, typer.Option(help="patient, legal_representative, professional, emergency_regulator, ...")],
+    profession: Annotated[str | None, typer.Option(help="For professionals: physician, nurse, pharmacist, ...")] = None,
+    specialty: Annotated[str | None, typer.Option()] = None,
+    rpps: Annotated[str | None, typer.Option(help="For professionals (defaults to --sub).")] = None,
+    facility: Annotated[str | None, typer.Option(help="The actor's facility, e.g. hospital:CHU-NANTES.")] = None,
+    ttl: Annotated[int, typer.Option(help="Lifetime in seconds.")] = 3600,
+) -> None:
+    """Mint a bearer token with the embedded signing key, for trying the API out (not for production)."""
+    from api.auth import AuthError, mint_token
+
+    settings = Settings()
+    if kind == "professional" and rpps is None:
+        rpps = sub
+    try:
+        typer.echo(
+            mint_token(settings, sub, kind, profession=profession, specialty=specialty, rpps=rpps, facility_id=facility, ttl_seconds=ttl)
+        )
+    except (AuthError, ValueError) as exc:
+        _fail(str(exc))
+
+
+@app.command()
 def api(host: Annotated[str, typer.Option()] = "127.0.0.1", port: Annotated[int, typer.Option()] = 8000) -> None:
     """Serve the HTTP API (uvicorn)."""
     import uvicorn
 
-    uvicorn.run("api.app:app", host=host, port=port)
+    uvicorn.run("api.app:create_app", host=host, port=port, factory=True)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -53,6 +53,27 @@ class Patient(Base):
     ins: Mapped[str] = mapped_column(String(15), unique=True)
     status: Mapped[str] = mapped_column(String(16), default="open")  # open | closed | opposed
     closed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # The patient's choices (DOMAIN.md, "What the patient controls").
+    attending_physician_id: Mapped[str | None] = mapped_column(String(128))
+    emergency_opposed: Mapped[bool] = mapped_column(default=False)
+    is_minor: Mapped[bool] = mapped_column(default=False)
+    notify_email: Mapped[bool] = mapped_column(default=True)
+    notify_sms: Mapped[bool] = mapped_column(default=False)
+    notify_every_access: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[dt.datetime] = _now()
+
+
+class RecordRelation(Base):
+    """Who stands in which relation to a record: authorized or blocked professional, legal
+    representative, occupational physician with express consent."""
+
+    __tablename__ = "record_relations"
+    __table_args__ = (UniqueConstraint("patient_id", "actor_id", "relation"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id"), index=True)
+    actor_id: Mapped[str] = mapped_column(String(128))
+    relation: Mapped[str] = mapped_column(String(32))  # authorized | blocked | representative | occupational_consent
     created_at: Mapped[dt.datetime] = _now()
 
 
@@ -135,6 +156,9 @@ class Document(Base):
     classified_by: Mapped[str] = mapped_column(String(64))
     confidence: Mapped[float] = mapped_column(default=1.0)
     needs_review: Mapped[bool] = mapped_column(default=False)
+    masked: Mapped[bool] = mapped_column(default=False)
+    hidden_from_patient_until: Mapped[dt.date | None] = mapped_column(Date)
+    hidden_from_representatives: Mapped[bool] = mapped_column(default=False)
     service_date: Mapped[dt.date | None] = mapped_column(Date)
     author_id: Mapped[str | None] = mapped_column(String(64))
     author_profession: Mapped[str | None] = mapped_column(String(64))

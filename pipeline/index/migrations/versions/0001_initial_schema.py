@@ -72,6 +72,12 @@ def upgrade() -> None:
         sa.Column("ins", sa.String(length=15), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("closed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("attending_physician_id", sa.String(length=128), nullable=True),
+        sa.Column("emergency_opposed", sa.Boolean(), nullable=False),
+        sa.Column("is_minor", sa.Boolean(), nullable=False),
+        sa.Column("notify_email", sa.Boolean(), nullable=False),
+        sa.Column("notify_sms", sa.Boolean(), nullable=False),
+        sa.Column("notify_every_access", sa.Boolean(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_patients")),
         sa.UniqueConstraint("ins", name=op.f("uq_patients_ins")),
@@ -213,6 +219,20 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_record_keys_master_key_id"), ["master_key_id"], unique=False)
 
     op.create_table(
+        "record_relations",
+        sa.Column("id", sa.String(length=36), nullable=False),
+        sa.Column("patient_id", sa.String(length=36), nullable=False),
+        sa.Column("actor_id", sa.String(length=128), nullable=False),
+        sa.Column("relation", sa.String(length=32), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+        sa.ForeignKeyConstraint(["patient_id"], ["patients.id"], name=op.f("fk_record_relations_patient_id_patients")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_record_relations")),
+        sa.UniqueConstraint("patient_id", "actor_id", "relation", name=op.f("uq_record_relations_patient_id")),
+    )
+    with op.batch_alter_table("record_relations", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_record_relations_patient_id"), ["patient_id"], unique=False)
+
+    op.create_table(
         "documents",
         sa.Column("id", sa.String(length=36), nullable=False),
         sa.Column("patient_id", sa.String(length=36), nullable=False),
@@ -225,6 +245,9 @@ def upgrade() -> None:
         sa.Column("classified_by", sa.String(length=64), nullable=False),
         sa.Column("confidence", sa.Double(), nullable=False),
         sa.Column("needs_review", sa.Boolean(), nullable=False),
+        sa.Column("masked", sa.Boolean(), nullable=False),
+        sa.Column("hidden_from_patient_until", sa.Date(), nullable=True),
+        sa.Column("hidden_from_representatives", sa.Boolean(), nullable=False),
         sa.Column("service_date", sa.Date(), nullable=True),
         sa.Column("author_id", sa.String(length=64), nullable=True),
         sa.Column("author_profession", sa.String(length=64), nullable=True),
@@ -257,6 +280,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_documents_content_hmac"))
 
     op.drop_table("documents")
+    with op.batch_alter_table("record_relations", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_record_relations_patient_id"))
+
+    op.drop_table("record_relations")
     with op.batch_alter_table("record_keys", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_record_keys_master_key_id"))
 

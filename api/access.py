@@ -1,0 +1,99 @@
+"""Every access goes through here: load the record, ask the policy, append to the audit chain.
+
+Order matters for privacy: the record-level question is asked first, without looking at the
+document, so a denial there (403 with its reason) says nothing about whether a document exists.
+Only then is the document looked up; a missing document, another patient's, or one the policy
+hides from this actor all give the same 404.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from api.policy import Actor, Decision, Record, decide
+from api.problems import ApiProblem, not_found
+from api.records import document_view, load_record
+from pipeline.audit import NO_PATIENT, AuditEvent, append_with_retry, audit_key
+from pipeline.clock import paris_date
+from pipeline.index.models import Document
+from pipeline.runtime import Runtime
+
+
+@dataclass(frozen=True)
+class Access:
+    record: Record
+    document: Document | None
+    decision: Decision
+
+
+def audit(rt: Runtime, actor: Actor, action: str, chain: str, document_id: str | None, decision: Decision) -> None:
+    event = AuditEvent(
+        chain=chain,
+        actor_id=actor.id,
+        actor_kind=actor.kind,
+        profession=actor.profession,
+        action=action,
+        document_id=document_id,
+        outcome="allowed" if decision.allowed else "denied",
+        reason=decision.reason,
+        emergency=decision.emergency,
+    )
+    append_with_retry(rt.sessions, audit_key(rt.hmac_secret), event)
+
+
+def check(
+    rt: Runtime,
+    actor: Actor,
+    action: str,
+    patient_id: str,
+    document_id: str | None = None,
+    emergency_reason: str | None = None,
+    today: dt.date | None = None,
+) -> Access:
+    """Decide, audit, and raise the problem to answer when denied."""
+    today = today or paris_date()
+    if not _plausible(patient_id) or (document_id is not None and not _plausible(document_id)):
+        # Ids that cannot exist are not written raw into the audit (they could be anything).
+        audit(rt, actor, action, NO_PATIENT, None, Decision(False, "not_found"))
+        raise not_found()
+    with rt.sessions() as session:
+        record = load_record(session, patient_id)
+    if record is None:
+        audit(rt, actor, action, NO_PATIENT, document_id, Decision(False, "not_found"))
+        raise not_found()
+    # Actions on one document (mask, unmask) first ask whether the actor may see the record's documents at all.
+    record_action = "list" if action in ("mask", "unmask") else action
+    record_level = decide(actor, record_action, record, None, today=today, emergency_reason=emergency_reason)
+    if not record_level.allowed:
+        audit(rt, actor, action, patient_id, document_id, record_level)
+        raise ApiProblem(403, record_level.reason, "Forbidden", f"Access denied: {record_level.reason}.")
+    if document_id is None:
+        audit(rt, actor, action, patient_id, None, record_level)
+        return Access(record, None, record_level)
+    with rt.sessions() as session:
+        document = session.get(Document, document_id)
+    if document is None or document.patient_id != patient_id or document.wrapped_key is None:
+        audit(rt, actor, action, patient_id, document_id, Decision(False, "not_found"))
+        raise not_found()
+    view = document_view(document)
+    decision = decide(actor, action, record, view, today=today, emergency_reason=emergency_reason)
+    audit(rt, actor, action, patient_id, document_id, decision)
+    if not decision.allowed:
+        # A reason only to an actor who may know the document exists; to anyone else, the same 404.
+        if decide(actor, "read_metadata", record, view, today=today).allowed:
+            raise ApiProblem(403, decision.reason, "Forbidden", f"Access denied: {decision.reason}.")
+        raise not_found()
+    return Access(record, document, decision)
+
+
+def _plausible(identifier: str) -> bool:
+    """Our ids are UUIDs: at most 36 printable ASCII characters."""
+    return 0 < len(identifier) <= 36 and identifier.isascii() and identifier.isprintable()
+
+
+def visible(
+    actor: Actor, action: str, record: Record, documents: list[Document], today: dt.date, emergency_reason: str | None
+) -> list[Document]:
+    """The documents of a list the actor may see (the list itself is audited once by the caller)."""
+    return [d for d in documents if decide(actor, action, record, document_view(d), today=today, emergency_reason=emergency_reason).allowed]

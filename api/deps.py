@@ -1,0 +1,37 @@
+"""FastAPI dependencies: the process Runtime, the authenticated actor, the emergency reason."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from api.policy import Actor
+from api.problems import ApiProblem
+from pipeline.runtime import Runtime
+
+
+def runtime(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+def current_actor(request: Request, authorization: Annotated[str | None, Header()] = None) -> Actor:
+    """The actor named by a valid bearer token; 401 with a stable code otherwise."""
+    from api.auth import AuthError
+
+    try:
+        return request.app.state.verifier.verify(authorization).actor()
+    except AuthError as failure:
+        if failure.code == "verifier_unavailable":
+            raise ApiProblem(503, failure.code, "Service unavailable", "Token keys cannot be fetched; retry later.") from None
+        raise ApiProblem(401, failure.code, "Unauthorized", "A valid bearer token is required.") from None
+
+
+def emergency_reason(x_emergency_reason: Annotated[str | None, Header()] = None) -> str | None:
+    """Break-glass: a professional facing an immediate risk states the reason in this header."""
+    return x_emergency_reason.strip() if x_emergency_reason and x_emergency_reason.strip() else None
+
+
+RuntimeDep = Annotated[Runtime, Depends(runtime)]
+ActorDep = Annotated[Actor, Depends(current_actor)]
+EmergencyDep = Annotated[str | None, Depends(emergency_reason)]

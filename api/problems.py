@@ -1,0 +1,64 @@
+"""Errors as RFC 9457 problem details, each with a stable `code`."""
+
+from __future__ import annotations
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+PROBLEM_TYPE = "https://dmp.example/problems/"
+
+
+class Problem(BaseModel):
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+
+
+class ApiProblem(Exception):
+    def __init__(self, status: int, code: str, title: str, detail: str = "") -> None:
+        self.status, self.code, self.title, self.detail = status, code, title, detail or title
+
+
+def not_found() -> ApiProblem:
+    """The single answer for a missing document, another patient's, or one this actor may not know of."""
+    return ApiProblem(404, "not_found", "Not found", "No such resource for this actor.")
+
+
+async def problem_handler(_request: Request, exc: ApiProblem) -> JSONResponse:
+    body = Problem(type=PROBLEM_TYPE + exc.code, title=exc.title, status=exc.status, detail=exc.detail, code=exc.code)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return JSONResponse(body.model_dump(), status_code=exc.status, media_type="application/problem+json", headers=headers)
+
+
+def _problem(description: str) -> dict:
+    return {"model": Problem, "description": description, "content": {"application/problem+json": {}}}
+
+
+# Declared on every router so the OpenAPI document tells clients what errors look like.
+PROBLEM_RESPONSES: dict[int | str, dict] = {
+    400: _problem("The request cannot be read (malformed body)."),
+    422: _problem("A parameter or the body is invalid; `detail` says which."),
+    401: _problem("Missing, invalid or expired bearer token."),
+    503: _problem("The identity provider's keys cannot be fetched right now."),
+    403: _problem("Denied by the access policy; `code` gives the reason."),
+    404: _problem("No such resource for this actor (also what an actor sees of a document it may not know of)."),
+}
+
+
+async def http_error_handler(_request: Request, exc) -> JSONResponse:  # type: ignore[no-untyped-def]
+    """Starlette's own errors (bad body, unknown route, wrong method) as problem details too."""
+    code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    response = await problem_handler(
+        _request, ApiProblem(exc.status_code, code, str(exc.detail) if exc.status_code != 404 else "Not found")
+    )
+    response.headers.update(getattr(exc, "headers", None) or {})  # e.g. Allow on a 405
+    return response
+
+
+async def validation_error_handler(_request: Request, exc) -> JSONResponse:  # type: ignore[no-untyped-def]
+    # Name the fields, never echo their values (they can carry patient data).
+    fields = sorted({".".join(str(p) for p in error.get("loc", ())) for error in exc.errors()})
+    return await problem_handler(_request, ApiProblem(422, "invalid_request", "Invalid request", "Invalid: " + ", ".join(fields)))

@@ -1,0 +1,103 @@
+"""A patient's documents: list, metadata, content (streamed, decrypted, integrity-checked)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
+from sqlalchemy import select
+
+from api.access import check, visible
+from api.deps import ActorDep, EmergencyDep, RuntimeDep
+from api.problems import PROBLEM_RESPONSES
+from pipeline.clock import paris_date
+from pipeline.documents import read_document
+from pipeline.index.models import Document
+
+router = APIRouter(prefix="/v1/patients/{patient_id}/documents", tags=["documents"], responses=PROBLEM_RESPONSES)
+
+
+class DocumentOut(BaseModel):
+    id: str
+    title: str | None
+    class_code: str
+    type_code: str
+    service_date: dt.date | None
+    mime_type: str
+    size: int
+    source: str
+    author_id: str | None
+    author_profession: str | None
+    masked: bool
+    deposited_at: dt.datetime
+
+    @classmethod
+    def of(cls, d: Document) -> DocumentOut:
+        return cls(id=d.id, title=d.title, class_code=d.class_code, type_code=d.type_code, service_date=d.service_date,
+                   mime_type=d.mime_type, size=d.size, source=d.source, author_id=d.author_id,
+                   author_profession=d.author_profession, masked=d.masked, deposited_at=d.created_at)  # fmt: skip
+
+
+class DocumentPage(BaseModel):
+    items: list[DocumentOut]
+    page: int
+    page_size: int
+    total: int
+
+
+def _action(emergency: str | None, action: str) -> str:
+    return "emergency_read" if emergency else action
+
+
+@router.get("", response_model=DocumentPage)
+def list_documents(
+    patient_id: str,
+    rt: RuntimeDep,
+    actor: ActorDep,
+    emergency: EmergencyDep,
+    class_code: str | None = None,
+    type_code: str | None = None,
+    date_from: dt.date | None = Query(default=None, alias="from"),
+    date_to: dt.date | None = Query(default=None, alias="to"),
+    page: int = Query(default=1, ge=1),
+    page_size: int = Query(default=50, ge=1, le=200),
+) -> DocumentPage:
+    """The documents this actor may see, newest service date first; filters by class, type and date."""
+    action = _action(emergency, "list")
+    access = check(rt, actor, action, patient_id, emergency_reason=emergency)
+    query = select(Document).where(Document.patient_id == patient_id, Document.wrapped_key.is_not(None))
+    if class_code:
+        query = query.where(Document.class_code == class_code)
+    if type_code:
+        query = query.where(Document.type_code == type_code)
+    if date_from:
+        query = query.where(Document.service_date >= date_from)
+    if date_to:
+        query = query.where(Document.service_date <= date_to)
+    with rt.sessions() as session:
+        documents = list(session.scalars(query.order_by(Document.service_date.desc(), Document.id)))
+    shown = visible(actor, action, access.record, documents, paris_date(), emergency)
+    start = (page - 1) * page_size
+    return DocumentPage(
+        items=[DocumentOut.of(d) for d in shown[start : start + page_size]], page=page, page_size=page_size, total=len(shown)
+    )
+
+
+@router.get("/{document_id}", response_model=DocumentOut)
+def document_metadata(patient_id: str, document_id: str, rt: RuntimeDep, actor: ActorDep, emergency: EmergencyDep) -> DocumentOut:
+    access = check(rt, actor, _action(emergency, "read_metadata"), patient_id, document_id, emergency)
+    return DocumentOut.of(access.document)  # type: ignore[arg-type]
+
+
+@router.get("/{document_id}/content", response_class=StreamingResponse, responses={200: {"content": {"application/octet-stream": {}}}})
+def document_content(patient_id: str, document_id: str, rt: RuntimeDep, actor: ActorDep, emergency: EmergencyDep) -> StreamingResponse:
+    """The decrypted bytes, streamed. An integrity failure aborts the stream: corrupted bytes are never served whole."""
+    access = check(rt, actor, _action(emergency, "read_content"), patient_id, document_id, emergency)
+    document = access.document
+    assert document is not None
+    chunks: Iterator[bytes] = read_document(rt, document)
+    headers = {"Content-Length": str(document.size), "Cache-Control": "no-store"}
+    return StreamingResponse(chunks, media_type=document.mime_type, headers=headers)

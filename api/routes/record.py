@@ -1,0 +1,184 @@
+"""The record as a whole: care history, access log, and what the patient controls."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
+from sqlalchemy import update
+
+from api.access import check
+from api.deps import ActorDep, EmergencyDep, RuntimeDep
+from api.problems import PROBLEM_RESPONSES
+from pipeline.audit import entries_for
+from pipeline.carehistory import care_history
+from pipeline.index.models import Document, Patient, RecordRelation, new_id
+from pipeline.index.repo import insert_ignore
+
+router = APIRouter(prefix="/v1/patients/{patient_id}", tags=["record"], responses=PROBLEM_RESPONSES)
+
+
+class CareItemOut(BaseModel):
+    line_id: str
+    care_date: dt.date
+    act_code: str
+    act_label: str
+    professional_id: str
+    professional_name: str
+    profession: str
+    amount_billed: Decimal
+    amount_reimbursed: Decimal
+    reimbursement_date: dt.date
+
+
+class CareHistoryOut(BaseModel):
+    items: list[CareItemOut]
+    total: int
+    page: int
+    page_size: int
+    window_start: dt.date
+    as_of: dt.date
+
+
+@router.get("/care-history", response_model=CareHistoryOut)
+def read_care_history(
+    patient_id: str,
+    rt: RuntimeDep,
+    actor: ActorDep,
+    emergency: EmergencyDep,
+    page: int = Query(default=1, ge=1),
+    page_size: int = Query(default=50, ge=1, le=500),
+) -> CareHistoryOut:
+    """Reimbursed care of the last 24 months (Europe/Paris calendar), newest first."""
+    check(rt, actor, "read_care_history", patient_id, emergency_reason=emergency)
+    with rt.sessions() as session:
+        result = care_history(session, patient_id, page=page, page_size=page_size)
+    return CareHistoryOut(
+        items=[CareItemOut(**item.__dict__) for item in result.items],
+        total=result.total,
+        page=result.page,
+        page_size=result.page_size,
+        window_start=result.window_start,
+        as_of=result.as_of,
+    )
+
+
+class AccessLogEntry(BaseModel):
+    at: dt.datetime
+    actor_id: str
+    actor_kind: str
+    profession: str | None
+    action: str
+    document_id: str | None
+    outcome: str
+    reason: str
+    emergency: bool
+
+
+@router.get("/access-log", response_model=list[AccessLogEntry])
+def read_access_log(
+    patient_id: str,
+    rt: RuntimeDep,
+    actor: ActorDep,
+    limit: int = Query(default=100, ge=1, le=1000),
+    offset: int = Query(default=0, ge=0),
+) -> list[AccessLogEntry]:
+    """Who did what on the record. A professional sees only the entries about their own actions."""
+    access = check(rt, actor, "read_access_log", patient_id)
+    own_only = access.decision.reason == "own_entries"
+    with rt.sessions() as session:
+        rows = entries_for(session, patient_id, actor_id=actor.id if own_only else None, limit=limit, offset=offset)
+    return [AccessLogEntry(at=r.at, actor_id=r.actor_id, actor_kind=r.actor_kind, profession=r.profession, action=r.action,
+                           document_id=r.document_id, outcome=r.outcome, reason=r.reason, emergency=r.emergency) for r in rows]  # fmt: skip
+
+
+class Done(BaseModel):
+    ok: bool = True
+
+
+def _set_mask(rt, actor, patient_id: str, document_id: str, masked: bool) -> Done:  # type: ignore[no-untyped-def]
+    check(rt, actor, "mask" if masked else "unmask", patient_id, document_id)
+    with rt.sessions() as session:
+        session.execute(update(Document).where(Document.id == document_id).values(masked=masked))
+        session.commit()
+    return Done()
+
+
+@router.post("/documents/{document_id}/mask", response_model=Done)
+def mask_document(patient_id: str, document_id: str, rt: RuntimeDep, actor: ActorDep) -> Done:
+    """Hide a document from professionals (the patient, its author and the attending physician still see it)."""
+    return _set_mask(rt, actor, patient_id, document_id, True)
+
+
+@router.post("/documents/{document_id}/unmask", response_model=Done)
+def unmask_document(patient_id: str, document_id: str, rt: RuntimeDep, actor: ActorDep) -> Done:
+    return _set_mask(rt, actor, patient_id, document_id, False)
+
+
+def _relate(rt, actor, patient_id: str, professional_id: str, action: str, add: str, remove: str) -> Done:  # type: ignore[no-untyped-def]
+    check(rt, actor, action, patient_id)
+    with rt.sessions() as session:
+        session.query(RecordRelation).filter_by(patient_id=patient_id, actor_id=professional_id, relation=remove).delete()
+        insert_ignore(session, RecordRelation, {"id": new_id(), "patient_id": patient_id, "actor_id": professional_id, "relation": add})
+        session.commit()
+    return Done()
+
+
+@router.post("/professionals/{professional_id}/authorize", response_model=Done)
+def authorize_professional(patient_id: str, professional_id: str, rt: RuntimeDep, actor: ActorDep) -> Done:
+    """Put a professional in the care team (and lift a block)."""
+    return _relate(rt, actor, patient_id, professional_id, "authorize_professional", "authorized", "blocked")
+
+
+@router.post("/professionals/{professional_id}/block", response_model=Done)
+def block_professional(patient_id: str, professional_id: str, rt: RuntimeDep, actor: ActorDep) -> Done:
+    """Block a professional (and take them out of the care team)."""
+    return _relate(rt, actor, patient_id, professional_id, "block_professional", "blocked", "authorized")
+
+
+class AttendingIn(BaseModel):
+    physician_id: str | None
+
+
+class OppositionIn(BaseModel):
+    opposed: bool
+
+
+class NotificationsIn(BaseModel):
+    email: bool
+    sms: bool
+    every_access: bool = False
+
+
+def _set_patient(rt, actor, patient_id: str, action: str, **values: object) -> Done:  # type: ignore[no-untyped-def]
+    check(rt, actor, action, patient_id)
+    with rt.sessions() as session:
+        session.execute(update(Patient).where(Patient.id == patient_id).values(**values))
+        session.commit()
+    return Done()
+
+
+@router.put("/attending-physician", response_model=Done)
+def set_attending_physician(patient_id: str, body: AttendingIn, rt: RuntimeDep, actor: ActorDep) -> Done:
+    return _set_patient(rt, actor, patient_id, "set_attending_physician", attending_physician_id=body.physician_id)
+
+
+@router.put("/emergency-opposition", response_model=Done)
+def oppose_emergency(patient_id: str, body: OppositionIn, rt: RuntimeDep, actor: ActorDep) -> Done:
+    """Oppose (or stop opposing) emergency access to the record."""
+    return _set_patient(rt, actor, patient_id, "oppose_emergency", emergency_opposed=body.opposed)
+
+
+@router.put("/notifications", response_model=Done)
+def set_notifications(patient_id: str, body: NotificationsIn, rt: RuntimeDep, actor: ActorDep) -> Done:
+    return _set_patient(
+        rt, actor, patient_id, "set_notifications", notify_email=body.email, notify_sms=body.sms, notify_every_access=body.every_access
+    )
+
+
+@router.post("/close", response_model=Done)
+def close_record(patient_id: str, rt: RuntimeDep, actor: ActorDep) -> Done:
+    """Close the record: it accepts nothing more, nobody reads it, it is destroyed 10 years later."""
+    return _set_patient(rt, actor, patient_id, "close_record", status="closed", closed_at=dt.datetime.now(dt.UTC))

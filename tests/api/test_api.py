@@ -1,0 +1,179 @@
+"""The HTTP API: authentication, consented reads, patient controls, and an audit entry for every attempt."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from api.app import create_app
+from api.auth import mint_token
+from pipeline.audit import audit_key, verify
+from pipeline.documents import read_document
+from pipeline.index.models import AuditEntry, Document
+from pipeline.ingest.intake import receive_batch
+from pipeline.runtime import Runtime
+from pipeline.settings import Settings
+from pipeline.workers.process import process_item
+
+DR = "10001234567"  # RPPS of a physician
+NURSE = "10007654321"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """An embedded deployment with two patients' documents indexed, and an API client."""
+    from pipeline.samples import generate_samples
+
+    root = tmp_path_factory.mktemp("api")
+    settings = Settings(home=root / "home")
+    generate_samples(root / "batch", patients=2, documents=8, seed=21, bad=False)
+    rt = Runtime.from_settings(settings, prepare=True)
+    sent: list[str] = []
+    receive_batch(rt, root / "batch", "hospital:CHU-API", sent.append)
+    for item_id in sent:
+        process_item(rt, item_id)
+    with rt.sessions() as session:
+        documents = session.scalars(select(Document).order_by(Document.id)).all()
+    patients = sorted({d.patient_id for d in documents})
+    with TestClient(create_app(settings)) as client:
+        yield settings, rt, client, patients, documents
+    rt.close()
+
+
+def _token(settings: Settings, sub: str, kind: str, **claims: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {mint_token(settings, sub, kind, **claims)}"}
+
+
+def _patient(settings, pid):
+    return _token(settings, pid, "patient")
+
+
+def _doctor(settings, rpps=DR):
+    return _token(settings, rpps, "professional", profession="physician", rpps=rpps)
+
+
+def _docs_of(documents, pid):
+    return [d for d in documents if d.patient_id == pid]
+
+
+def test_a_request_without_a_valid_token_is_401_with_a_problem_document(world):
+    settings, _, client, patients, _ = world
+    for headers in ({}, {"Authorization": "Bearer not-a-token"}, {"Authorization": "Basic abc"}):
+        response = client.get(f"/v1/patients/{patients[0]}/documents", headers=headers)
+        assert response.status_code == 401
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert response.json()["code"] in {"missing_token", "invalid_token"}
+
+
+def test_the_patient_lists_and_reads_their_own_documents(world):
+    settings, rt, client, patients, documents = world
+    mine = _docs_of(documents, patients[0])
+    listed = client.get(f"/v1/patients/{patients[0]}/documents", headers=_patient(settings, patients[0])).json()
+    assert {d["id"] for d in listed["items"]} == {d.id for d in mine}
+    content = client.get(f"/v1/patients/{patients[0]}/documents/{mine[0].id}/content", headers=_patient(settings, patients[0]))
+    assert content.status_code == 200
+    assert content.content == b"".join(read_document(rt, mine[0]))
+
+
+def test_a_professional_outside_the_care_team_is_refused_until_authorized_then_blocked(world):
+    settings, _, client, patients, documents = world
+    pid, doc = patients[1], _docs_of(documents, patients[1])[0]
+    url = f"/v1/patients/{pid}/documents/{doc.id}"
+    denied = client.get(url, headers=_doctor(settings, "10000000001"))
+    assert (denied.status_code, denied.json()["code"]) == (403, "not_in_care_team")
+    assert client.post(f"/v1/patients/{pid}/professionals/10000000001/authorize", headers=_patient(settings, pid)).status_code == 200
+    assert client.get(url, headers=_doctor(settings, "10000000001")).status_code == 200
+    assert client.post(f"/v1/patients/{pid}/professionals/10000000001/block", headers=_patient(settings, pid)).status_code == 200
+    blocked = client.get(url, headers=_doctor(settings, "10000000001"))
+    assert (blocked.status_code, blocked.json()["code"]) == (403, "blocked")
+
+
+def test_a_masked_document_a_missing_one_and_another_patients_look_the_same(world):
+    settings, _, client, patients, documents = world
+    pid = patients[0]
+    client.post(f"/v1/patients/{pid}/professionals/{DR}/authorize", headers=_patient(settings, pid))
+    masked = _docs_of(documents, pid)[1]
+    assert client.post(f"/v1/patients/{pid}/documents/{masked.id}/mask", headers=_patient(settings, pid)).status_code == 200
+    other = _docs_of(documents, patients[1])[0]
+    answers = [
+        client.get(f"/v1/patients/{pid}/documents/{doc_id}", headers=_doctor(settings))
+        for doc_id in (masked.id, "00000000-0000-0000-0000-000000000000", other.id)
+    ]
+    assert {(a.status_code, a.text) for a in answers} == {(404, answers[0].text)}
+    listed = client.get(f"/v1/patients/{pid}/documents", headers=_doctor(settings)).json()
+    assert masked.id not in {d["id"] for d in listed["items"]}
+    # The patient still sees it; the attending physician too.
+    assert client.get(f"/v1/patients/{pid}/documents/{masked.id}", headers=_patient(settings, pid)).status_code == 200
+    client.put(f"/v1/patients/{pid}/attending-physician", json={"physician_id": "10000000009"}, headers=_patient(settings, pid))
+    assert client.get(f"/v1/patients/{pid}/documents/{masked.id}", headers=_doctor(settings, "10000000009")).status_code == 200
+
+
+def test_emergency_access_needs_a_reason_is_flagged_and_stops_when_the_patient_opposes(world, tmp_path):
+    settings, rt, client, patients, documents = world
+    pid, doc = patients[1], _docs_of(documents, patients[1])[-1]
+    url = f"/v1/patients/{pid}/documents/{doc.id}"
+    stranger = _doctor(settings, "10000000077")
+    allowed = client.get(url, headers={**stranger, "X-Emergency-Reason": "unconscious patient, suspected overdose"})
+    assert allowed.status_code == 200
+    with rt.sessions() as session:
+        last = session.scalars(select(AuditEntry).where(AuditEntry.chain == pid).order_by(AuditEntry.seq.desc())).first()
+    assert (last.actor_id, last.emergency, last.outcome) == ("10000000077", True, "allowed")
+    client.put(f"/v1/patients/{pid}/emergency-opposition", json={"opposed": True}, headers=_patient(settings, pid))
+    refused = client.get(url, headers={**stranger, "X-Emergency-Reason": "unconscious patient"})
+    assert (refused.status_code, refused.json()["code"]) == (403, "emergency_opposed")
+    client.put(f"/v1/patients/{pid}/emergency-opposition", json={"opposed": False}, headers=_patient(settings, pid))
+
+
+@pytest.mark.parametrize("kind", ["employer", "insurer", "mutuelle", "bank"])
+def test_parties_that_may_never_read_are_refused_whatever_the_token_says(world, kind):
+    settings, _, client, patients, _ = world
+    response = client.get(f"/v1/patients/{patients[0]}/documents", headers=_token(settings, "org-1", kind))
+    assert (response.status_code, response.json()["code"]) == (403, "forbidden_party")
+
+
+def test_only_the_patient_controls_the_record(world):
+    settings, _, client, patients, _ = world
+    response = client.post(f"/v1/patients/{patients[0]}/professionals/10000000555/authorize", headers=_doctor(settings))
+    assert response.status_code == 403
+
+
+def test_the_patient_reads_the_whole_access_log_and_a_professional_only_their_own_entries(world):
+    settings, _, client, patients, _ = world
+    pid = patients[0]
+    client.get(f"/v1/patients/{pid}/documents", headers=_doctor(settings))
+    everything = client.get(f"/v1/patients/{pid}/access-log?limit=1000", headers=_patient(settings, pid)).json()
+    assert {e["actor_id"] for e in everything} >= {pid, DR}
+    own = client.get(f"/v1/patients/{pid}/access-log?limit=1000", headers=_doctor(settings))
+    assert own.status_code == 200
+    assert {e["actor_id"] for e in own.json()} == {DR}
+
+
+def test_the_care_history_route_applies_the_window(world):
+    settings, _, client, patients, _ = world
+    response = client.get(f"/v1/patients/{patients[0]}/care-history", headers=_patient(settings, patients[0]))
+    assert response.status_code == 200
+    assert set(response.json()) >= {"items", "total", "window_start", "as_of"}
+
+
+def test_every_attempt_allowed_or_denied_is_in_an_intact_audit_chain(world):
+    settings, rt, client, patients, documents = world
+    pid = patients[1]
+    with rt.sessions() as session:
+        before = session.scalar(select(func.count()).select_from(AuditEntry).where(AuditEntry.chain == pid))
+    doc = _docs_of(documents, pid)[0]
+    client.get(f"/v1/patients/{pid}/documents/{doc.id}", headers=_patient(settings, pid))  # allowed
+    client.get(f"/v1/patients/{pid}/documents/{doc.id}", headers=_token(settings, "bank-1", "bank"))  # denied
+    client.get(f"/v1/patients/{pid}/documents/nope", headers=_patient(settings, pid))  # not found
+    with rt.sessions() as session:
+        after = session.scalar(select(func.count()).select_from(AuditEntry).where(AuditEntry.chain == pid))
+        assert verify(session, audit_key(rt.hmac_secret)) == []
+    assert after - before == 3
+
+
+def test_a_closed_record_is_readable_by_nobody(world):
+    settings, _, client, patients, _ = world
+    pid = patients[1]
+    assert client.post(f"/v1/patients/{pid}/close", headers=_patient(settings, pid)).status_code == 200
+    response = client.get(f"/v1/patients/{pid}/documents", headers=_patient(settings, pid))
+    assert (response.status_code, response.json()["code"]) == (403, "record_closed")
