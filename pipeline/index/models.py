@@ -20,8 +20,10 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     func,
     text,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -55,11 +57,11 @@ class Patient(Base):
     closed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     # The patient's choices (DOMAIN.md, "What the patient controls").
     attending_physician_id: Mapped[str | None] = mapped_column(String(128))
-    emergency_opposed: Mapped[bool] = mapped_column(default=False)
-    is_minor: Mapped[bool] = mapped_column(default=False)
-    notify_email: Mapped[bool] = mapped_column(default=True)
-    notify_sms: Mapped[bool] = mapped_column(default=False)
-    notify_every_access: Mapped[bool] = mapped_column(default=False)
+    emergency_opposed: Mapped[bool] = mapped_column(default=False, server_default=false())
+    is_minor: Mapped[bool] = mapped_column(default=False, server_default=false())
+    notify_email: Mapped[bool] = mapped_column(default=True, server_default=true())
+    notify_sms: Mapped[bool] = mapped_column(default=False, server_default=false())
+    notify_every_access: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[dt.datetime] = _now()
 
 
@@ -156,9 +158,9 @@ class Document(Base):
     classified_by: Mapped[str] = mapped_column(String(64))
     confidence: Mapped[float] = mapped_column(default=1.0)
     needs_review: Mapped[bool] = mapped_column(default=False)
-    masked: Mapped[bool] = mapped_column(default=False)
+    masked: Mapped[bool] = mapped_column(default=False, server_default=false())
     hidden_from_patient_until: Mapped[dt.date | None] = mapped_column(Date)
-    hidden_from_representatives: Mapped[bool] = mapped_column(default=False)
+    hidden_from_representatives: Mapped[bool] = mapped_column(default=False, server_default=false())
     service_date: Mapped[dt.date | None] = mapped_column(Date)
     author_id: Mapped[str | None] = mapped_column(String(64))
     author_profession: Mapped[str | None] = mapped_column(String(64))
