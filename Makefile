@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench crypto --size 1GiB --pipeline
 	$(BIN)/python -m bench feed --lines 1000000
 	$(BIN)/python -m bench retention --rows 5000000
+	$(BIN)/python -m bench read --documents 100000 --concurrency 32
 
 clean:
 	rm -rf .dmp

@@ -16,7 +16,8 @@ from api.problems import ApiProblem, not_found
 from api.records import document_view, load_record
 from pipeline.audit import NO_PATIENT, AuditEvent, append_with_retry, audit_key
 from pipeline.clock import paris_date
-from pipeline.index.models import Document
+from pipeline.index.models import Document, Outbox, Patient, new_id
+from pipeline.index.repo import insert_ignore
 from pipeline.runtime import Runtime
 
 
@@ -27,7 +28,7 @@ class Access:
     decision: Decision
 
 
-def audit(rt: Runtime, actor: Actor, action: str, chain: str, document_id: str | None, decision: Decision) -> None:
+def audit(rt: Runtime, actor: Actor, action: str, chain: str, document_id: str | None, decision: Decision) -> int:
     event = AuditEvent(
         chain=chain,
         actor_id=actor.id,
@@ -39,7 +40,42 @@ def audit(rt: Runtime, actor: Actor, action: str, chain: str, document_id: str |
         reason=decision.reason,
         emergency=decision.emergency,
     )
-    append_with_retry(rt.sessions, audit_key(rt.hmac_secret), event)
+    entry = append_with_retry(rt.sessions, audit_key(rt.hmac_secret), event)
+    if decision.allowed and chain != NO_PATIENT:
+        notify_access(rt, actor, chain, decision, entry.id)
+    return entry.id
+
+
+PROFESSIONAL_KINDS = frozenset({"professional", "emergency_regulator", "occupational_physician"})
+
+
+def notify_access(rt: Runtime, actor: Actor, patient_id: str, decision: Decision, entry_id: int) -> None:
+    """Queue the patient's notifications about an access (DOMAIN.md, "Notifications").
+
+    Always for an emergency access (the patient and the attending physician) and for a
+    professional's first access to the record; for every access if the patient asked. The unique
+    (patient, kind, ref) constraint makes "first access" idempotent. No medical content: the
+    outbox row names what happened and who, the message is composed at delivery.
+    """
+    with rt.sessions() as session:
+        patient = session.get(Patient, patient_id)
+        if patient is None or actor.id == patient_id:
+            return
+        rows = []
+        if decision.emergency:
+            rows.append(("emergency_access", str(entry_id)))
+            if patient.attending_physician_id:
+                rows.append(("emergency_access_to_attending", str(entry_id)))
+        if actor.kind in PROFESSIONAL_KINDS:
+            rows.append(("first_access", actor.id))
+        if patient.notify_every_access:
+            rows.append(("access", str(entry_id)))
+        values = [
+            {"id": new_id(), "patient_id": patient_id, "kind": kind, "ref_id": ref[:36], "source": f"{actor.kind}:{actor.id}"[:128]}
+            for kind, ref in rows
+        ]
+        insert_ignore(session, Outbox, values)
+        session.commit()
 
 
 def check(

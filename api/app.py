@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.problems import ApiProblem, http_error_handler, problem_handler, validation_error_handler
-from api.routes import documents, record
+from api.routes import documents, export, record
 from pipeline import __version__
 from pipeline.settings import Settings
 
@@ -34,6 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.include_router(documents.router)
     app.include_router(record.router)
+    app.include_router(export.router)
 
     @app.get("/v1/health")
     def health() -> dict[str, str]:

@@ -401,8 +401,10 @@ def _emergency(actor: Actor, record: Record, document: DocumentView | None, matr
         return _deny("blocked")
     if not _matrix_allows(matrix, subject, actor.specialty, document):
         return _deny("matrix_forbids")
-    if _masked_for(actor, document):
+    attending = actor.kind == "professional" and actor.profession == "physician" and actor.id == record.attending_physician
+    if _masked_for(actor, document) and not attending:
         # Stricter: masking is the patient's explicit will and DOMAIN.md lists who still sees a masked
-        # document (patient, author or its facility, attending physician); break-glass is not on that list.
+        # document (patient, author or its facility, attending physician); break-glass alone is not on
+        # that list. The attending physician is, with or without break-glass.
         return _deny("masked")
     return _allow("emergency_override", emergency=True)

@@ -27,6 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     feed.add_argument("--patients", type=int, default=20_000)
     retention = sub.add_parser("retention", help="pruning the care history while it is read")
     retention.add_argument("--rows", type=int, default=5_000_000)
+    read = sub.add_parser("read", help="document read through the HTTP API vs a raw S3 GET; list p99 (PostgreSQL)")
+    read.add_argument("--documents", type=int, default=100_000)
+    read.add_argument("--concurrency", type=int, default=32)
+    read.add_argument("--requests", type=int, default=2000)
+    read.add_argument("--server-workers", type=int, default=2)
     args = parser.parse_args(argv)
 
     if args.name == "ingest":
@@ -50,6 +55,12 @@ def main(argv: list[str] | None = None) -> int:
         from bench.retention import run as run_retention
 
         result = run_retention(rows=args.rows)
+    elif args.name == "read":
+        from bench.read import run as run_read
+
+        result = run_read(
+            documents=args.documents, concurrency=args.concurrency, requests=args.requests, server_workers=args.server_workers
+        )
     print(json.dumps(result))
     return 0
 

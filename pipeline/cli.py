@@ -242,6 +242,9 @@ def demo(documents: Annotated[int, typer.Option()] = 60, patients: Annotated[int
     shutil.rmtree(out, ignore_errors=True)
     samples(out, patients=patients, documents=documents, seed=0)
     ingest(out, source="hospital:DEMO-CHU", as_json=False, threads=2)
+    from api.demo import run_api_demo
+
+    run_api_demo(settings, typer.echo)
 
 
 @db_app.command("upgrade")

@@ -177,3 +177,44 @@ def test_a_closed_record_is_readable_by_nobody(world):
     assert client.post(f"/v1/patients/{pid}/close", headers=_patient(settings, pid)).status_code == 200
     response = client.get(f"/v1/patients/{pid}/documents", headers=_patient(settings, pid))
     assert (response.status_code, response.json()["code"]) == (403, "record_closed")
+
+
+def test_an_emergency_access_and_a_first_access_notify_the_patient(world):
+    from pipeline.index.models import Outbox
+
+    settings, rt, client, patients, documents = world
+    pid = patients[0]
+    doc = _docs_of(documents, pid)[0]
+    client.put(f"/v1/patients/{pid}/attending-physician", json={"physician_id": "10000000009"}, headers=_patient(settings, pid))
+    headers = {**_doctor(settings, "10000000888"), "X-Emergency-Reason": "cardiac arrest in the street"}
+    assert client.get(f"/v1/patients/{pid}/documents/{doc.id}", headers=headers).status_code == 200
+    client.get(f"/v1/patients/{pid}/documents/{doc.id}", headers=headers)
+    with rt.sessions() as session:
+        kinds = [
+            row.kind for row in session.scalars(select(Outbox).where(Outbox.patient_id == pid, Outbox.source == "professional:10000000888"))
+        ]
+    assert kinds.count("emergency_access") == 2  # every emergency access
+    assert kinds.count("emergency_access_to_attending") == 2
+    assert kinds.count("first_access") == 1  # once per professional
+
+
+def test_the_patient_exports_the_whole_record_as_a_zip_with_an_index(world):
+    import io
+    import json
+    import zipfile
+
+    settings, rt, client, patients, documents = world
+    pid = patients[0]
+    response = client.get(f"/v1/patients/{pid}/export", headers=_patient(settings, pid))
+    assert response.status_code == 200 and response.headers["content-type"] == "application/zip"
+    archive = zipfile.ZipFile(io.BytesIO(response.content))
+    index = json.loads(archive.read("index.json"))["documents"]
+    mine = {d.id: d for d in _docs_of(documents, pid)}
+    assert {entry["id"] for entry in index} == set(mine)
+    for entry in index:
+        assert archive.read(entry["file"]) == b"".join(read_document(rt, mine[entry["id"]]))
+
+
+def test_a_professional_cannot_export_the_record(world):
+    settings, _, client, patients, _ = world
+    assert client.get(f"/v1/patients/{patients[0]}/export", headers=_doctor(settings)).status_code == 403

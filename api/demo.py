@@ -1,0 +1,102 @@
+"""The API part of `dmp demo`: real HTTP requests against the app served on a loopback port."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+
+from sqlalchemy import func, select
+
+from api.auth import mint_token
+from pipeline.index.models import Document, Outbox
+from pipeline.runtime import Runtime
+from pipeline.settings import Settings
+
+PHYSICIAN, BLOCKED, EMERGENCY = "10000000001", "10000000002", "10000000003"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _call(base: str, method: str, path: str, token: str, body: dict | None = None, headers: dict | None = None) -> tuple[int, object]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(base + path, data=data, method=method)
+    request.add_header("Authorization", f"Bearer {token}")
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    for name, value in (headers or {}).items():
+        request.add_header(name, value)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            raw = response.read()
+            kind = response.headers.get("Content-Type", "")
+            return response.status, json.loads(raw) if "json" in kind else raw
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+def run_api_demo(settings: Settings, echo: Callable[[str], None]) -> None:
+    """Serve the API, then walk through the consented-reads scenario and print what happens."""
+    import uvicorn
+
+    from api.app import create_app
+
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    base = f"http://127.0.0.1:{port}"
+    rt = Runtime.from_settings(settings)
+    try:
+        with rt.sessions() as session:
+            patient_id, count = session.execute(
+                select(Document.patient_id, func.count()).group_by(Document.patient_id).order_by(func.count().desc())
+            ).first()
+        token = lambda sub, kind, **claims: mint_token(settings, sub, kind, **claims)  # noqa: E731
+        patient = token(patient_id, "patient")
+        doctor = lambda rpps: token(rpps, "professional", profession="physician", rpps=rpps)  # noqa: E731
+        record = f"/v1/patients/{patient_id}"
+
+        echo(f"\nAPI on {base} — patient {patient_id} ({count} documents)")
+        status, listing = _call(base, "GET", f"{record}/documents", patient)
+        echo(f"  patient lists the record: {status}, {listing['total']} documents")  # type: ignore[index]
+        first = listing["items"][0]["id"]  # type: ignore[index]
+        _call(base, "POST", f"{record}/professionals/{PHYSICIAN}/authorize", patient)
+        status, body = _call(base, "GET", f"{record}/documents/{first}/content", doctor(PHYSICIAN))
+        echo(f"  authorized physician {PHYSICIAN} reads a document: {status}, {len(body)} bytes")  # type: ignore[arg-type]
+        _call(base, "POST", f"{record}/professionals/{BLOCKED}/block", patient)
+        status, body = _call(base, "GET", f"{record}/documents/{first}", doctor(BLOCKED))
+        echo(f"  blocked professional {BLOCKED}: {status} {body.get('code')}")  # type: ignore[union-attr]
+        status, body = _call(base, "GET", f"{record}/documents", token("CPAM-75", "insurer"))
+        echo(f"  an insurer: {status} {body.get('code')}")  # type: ignore[union-attr]
+        reason = "patient unconscious after a road accident"
+        status, _ = _call(base, "GET", f"{record}/documents/{first}", doctor(EMERGENCY), headers={"X-Emergency-Reason": reason})
+        echo(f"  emergency access by {EMERGENCY} ('{reason}'): {status}")
+        with rt.sessions() as session:
+            kinds = [
+                row.kind
+                for row in session.scalars(
+                    select(Outbox).where(Outbox.patient_id == patient_id, Outbox.source == f"professional:{EMERGENCY}")
+                )
+            ]
+        echo(f"  the patient's notifications about it: {', '.join(sorted(set(kinds)))}")
+        status, log = _call(base, "GET", f"{record}/access-log?limit=1000", patient)
+        echo(f"  patient reads the access log: {status}, {len(log)} entries; the latest:")  # type: ignore[arg-type]
+        for entry in log[-6:]:  # type: ignore[index]
+            flag = " EMERGENCY" if entry["emergency"] else ""
+            who = f"{entry['actor_kind']:<12} {entry['actor_id']:<36}"
+            echo(f"    {entry['at'][:19]} {who} {entry['action']:<18} {entry['outcome']:<7} {entry['reason']}{flag}")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        rt.close()

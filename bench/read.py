@@ -1,0 +1,290 @@
+"""Read benchmark on PostgreSQL + an S3 endpoint (moto_server, or DMP_TEST_S3_ENDPOINT).
+
+value: p99 latency of `GET /v1/patients/{p}/documents/{d}/content` through the real HTTP API
+(uvicorn subprocess, 2 workers: token check, policy, index, storage GET, decryption and integrity
+check, audit append), driven by httpx at `concurrency` requests in flight. floor: p99 of a raw
+boto3 `get_object` + body read of the same objects, same count, `concurrency` threads.
+ratio = value / floor (target ≤ 2). Also: the p99 of the document LIST of a patient holding 1,000
+documents in an index of `documents` rows (target ≤ 20 ms), sequential and at `concurrency`.
+
+A few hundred real small documents are sealed through the pipeline's stage functions; the index
+is then filled up to `documents` rows with COPY: rows pointing at object keys that do not exist
+(never read; they only make the index big), 1,000 documents (real + filler) on one patient.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import datetime as dt
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from sqlalchemy import select
+
+from infra.services import MotoServer, PostgresDatabase, RedisServer, distributed_settings, dmp_environment, free_port, wait_for_port
+from pipeline.clock import paris_date
+from pipeline.index.models import Document
+from pipeline.ingest.intake import receive_batch
+from pipeline.runtime import Runtime
+from pipeline.samples import generate_samples
+from pipeline.settings import Settings
+from pipeline.workers.process import process_item
+
+try:
+    import httpx2 as httpx
+except ImportError:  # pragma: no cover
+    import httpx  # type: ignore[no-redef]
+
+UVICORN = str(Path(sys.executable).with_name("uvicorn"))
+REPO = Path(__file__).resolve().parent.parent
+REAL_DOCUMENTS = 300
+REAL_PATIENTS = 30
+LIST_PATIENT_DOCUMENTS = 1000
+FILLER_PER_PATIENT = 50
+WARMUP = 200
+LIST_REQUESTS = 300
+
+
+def _pct(sorted_ms: list[float], q: float) -> float:
+    return sorted_ms[min(len(sorted_ms) - 1, round(q * (len(sorted_ms) - 1)))]
+
+
+def _summary(latencies_s: list[float], wall_s: float) -> dict:
+    ms = sorted(x * 1000 for x in latencies_s)
+    return {"p50": round(_pct(ms, 0.50), 2), "p99": round(_pct(ms, 0.99), 2), "max": round(ms[-1], 2), "rps": round(len(ms) / wall_s, 1)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Setup: real sealed documents, then filler rows
+
+
+def _seal_real(rt: Runtime, root: Path, count: int, patients: int) -> None:
+    batch = root / "batch"
+    generate_samples(batch, patients=patients, documents=count, seed=4242, bad=False)
+    sent: list[str] = []
+    receive_batch(rt, batch, "hospital:BENCH-READ", sent.append)
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda item_id: process_item(rt, item_id), sent))
+
+
+def _fill(database_url: str, documents: list[Document], total: int, list_patient: str) -> int:
+    """COPY filler patients, batch items and documents until the index holds `total` documents."""
+    import psycopg
+
+    missing = total - len(documents)
+    if missing <= 0:
+        return 0
+    on_list_patient = sum(d.patient_id == list_patient for d in documents)
+    template = documents[0]
+    record_key_of = {d.patient_id: d.record_key_id for d in documents}
+    batch_id = str(uuid.uuid4())
+    patients: list[tuple[str, str]] = []
+    rows: list[tuple] = []
+    items: list[tuple] = []
+    owner = list_patient
+    owner_left = max(0, LIST_PATIENT_DOCUMENTS - on_list_patient)
+    start = dt.date(2015, 1, 1)
+    for n in range(missing):
+        if owner_left == 0:
+            owner = str(uuid.uuid4())
+            patients.append((owner, f"9{len(patients):014d}"))
+            owner_left = FILLER_PER_PATIENT
+            record_key_of[owner] = template.record_key_id  # FK only: these rows are never decrypted
+        owner_left -= 1
+        doc_id, item_id = str(uuid.uuid4()), str(uuid.uuid4())
+        items.append((item_id, batch_id, f"row:{n + 1}", f"fill-{n}.pdf", "done", 1, 0, doc_id))
+        rows.append((
+            doc_id, owner, "hospital:BENCH-FILL", f"FILL-{n}", item_id, template.title, template.class_code, template.type_code,
+            template.classified_by, 1.0, False, start + dt.timedelta(days=n % 4000), template.author_id, template.author_profession,
+            template.mime_type, template.size, secrets.token_hex(32), f"fill/{doc_id}", record_key_of[owner], secrets.token_bytes(60),
+        ))  # fmt: skip
+    doc_cols = ("id, patient_id, source, source_document_id, batch_item_id, title, class_code, type_code, classified_by, confidence, "
+                "needs_review, service_date, author_id, author_profession, mime_type, size, content_hmac, object_key, record_key_id, "
+                "wrapped_key")  # fmt: skip
+    with psycopg.connect(database_url.replace("postgresql+psycopg://", "postgresql://")) as connection, connection.cursor() as cursor:
+        cursor.execute("INSERT INTO batches (id, source, manifest_digest, total) VALUES (%s, 'hospital:BENCH-FILL', %s, %s)",
+                       (batch_id, secrets.token_hex(32), missing))  # fmt: skip
+        with cursor.copy("COPY patients (id, ins, status) FROM STDIN") as copy:
+            for pid, ins in patients:
+                copy.write_row((pid, ins, "open"))
+        with cursor.copy("COPY batch_items (id, batch_id, slot, file, state, attempts, crashes, document_id) FROM STDIN") as copy:
+            for item in items:
+                copy.write_row(item)
+        with cursor.copy(f"COPY documents ({doc_cols}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        connection.commit()
+        connection.autocommit = True
+        cursor.execute("ANALYZE")
+    return missing
+
+
+# ---------------------------------------------------------------------------------------------
+# Measurements
+
+
+async def _drive(base: str, requests: list[tuple[str, dict, int | None]], concurrency: int) -> tuple[list[float], float]:
+    """Send every (path, headers, expected length) with `concurrency` in flight; latencies (s) and wall time."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    queue = iter(requests)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as client:
+
+        async def worker() -> None:
+            for path, headers, length in queue:
+                begin = time.perf_counter()
+                response = await client.get(path, headers=headers)
+                latencies.append(time.perf_counter() - begin)
+                if response.status_code != 200 or (length is not None and len(response.content) != length):
+                    errors.append(f"{response.status_code} {path}")
+
+        wall = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - wall
+    if errors:
+        raise RuntimeError(f"{len(errors)} failed requests, e.g. {errors[:3]}")
+    return latencies, wall
+
+
+def _raw_gets(settings: Settings, bucket: str, keys: list[str], concurrency: int) -> tuple[list[float], float]:
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.client(
+        "s3", endpoint_url=settings.s3_endpoint, aws_access_key_id=settings.s3_access_key, aws_secret_access_key=settings.s3_secret_key,
+        region_name=settings.s3_region, config=Config(max_pool_connections=concurrency, retries={"max_attempts": 2, "mode": "standard"}),
+    )  # fmt: skip
+
+    def get(key: str) -> float:
+        begin = time.perf_counter()
+        client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        return time.perf_counter() - begin
+
+    with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(get, keys[:WARMUP]))
+        wall = time.perf_counter()
+        latencies = list(pool.map(get, keys))
+        wall = time.perf_counter() - wall
+    return latencies, wall
+
+
+def _serve(settings: Settings, port: int, workers: int) -> subprocess.Popen:
+    env = dmp_environment(settings)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    server = subprocess.Popen(
+        [UVICORN, "api.app:create_app", "--factory", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+         "--log-level", "warning", "--no-access-log"],
+        env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    wait_for_port(port, timeout=60)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # every worker has run its lifespan once /v1/health answers repeatedly
+        try:
+            if all(httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=5).status_code == 200 for _ in range(8)):
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    server.kill()
+    raise TimeoutError("the API did not come up")
+
+
+def run(documents: int, concurrency: int, requests: int = 2000, server_workers: int = 2) -> dict:
+    from api.auth import mint_token
+
+    with tempfile.TemporaryDirectory(prefix="dmp-bench-read-") as tmp:
+        root = Path(tmp)
+        redis, moto, postgres = RedisServer(root / "redis"), MotoServer(), PostgresDatabase()
+        for service in (redis, moto, postgres):
+            service.start()
+        server = None
+        try:
+            settings = distributed_settings(root, redis, moto.endpoint, postgres)
+            rt = Runtime.from_settings(settings, prepare=True)
+            setup = time.monotonic()
+            _seal_real(rt, root, min(REAL_DOCUMENTS, documents), REAL_PATIENTS)
+            with rt.sessions() as session:
+                real = list(session.scalars(select(Document).where(Document.wrapped_key.is_not(None)).order_by(Document.id)))
+            if not real:
+                raise RuntimeError("no document was sealed")
+            by_patient: dict[str, int] = {}
+            for d in real:
+                by_patient[d.patient_id] = by_patient.get(d.patient_id, 0) + 1
+            list_patient = max(by_patient, key=by_patient.__getitem__)
+            filled = _fill(postgres.url, real, documents, list_patient)
+            setup = time.monotonic() - setup
+
+            today = paris_date()
+            readable = [d for d in real if d.hidden_from_patient_until is None or d.hidden_from_patient_until <= today]
+            tokens = {pid: {"Authorization": f"Bearer {mint_token(settings, pid, 'patient', ttl_seconds=6 * 3600)}"} for pid in by_patient}
+            reads = [(f"/v1/patients/{d.patient_id}/documents/{d.id}/content", tokens[d.patient_id], d.size) for d in readable]
+            plan = [reads[i % len(reads)] for i in range(requests)]
+            warm = [reads[i % len(reads)] for i in range(WARMUP)]
+            keys = [readable[i % len(readable)].object_key for i in range(requests)]
+            bucket = settings.storage_url.removeprefix("s3://")
+            list_call = (f"/v1/patients/{list_patient}/documents", tokens[list_patient], None)
+
+            port = free_port()
+            server = _serve(settings, port, server_workers)
+            base = f"http://127.0.0.1:{port}"
+            asyncio.run(_drive(base, warm, concurrency))
+            content_lat, content_wall = asyncio.run(_drive(base, plan, concurrency))
+            asyncio.run(_drive(base, [list_call] * 20, 1))
+            listed = httpx.get(base + list_call[0], headers=list_call[1], timeout=30).json()
+            list_lat, list_wall = asyncio.run(_drive(base, [list_call] * LIST_REQUESTS, 1))
+            list_conc_lat, list_conc_wall = asyncio.run(_drive(base, [list_call] * LIST_REQUESTS, concurrency))
+
+            floor_lat, floor_wall = _raw_gets(settings, bucket, keys, concurrency)
+            rt.close()
+        finally:
+            if server is not None:
+                server.terminate()
+                try:
+                    server.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    server.kill()
+            for service in (redis, moto, postgres):
+                service.stop()
+    content = _summary(content_lat, content_wall)
+    floor = _summary(floor_lat, floor_wall)
+    seq = _summary(list_lat, list_wall)
+    conc = _summary(list_conc_lat, list_conc_wall)
+    return {
+        "bench": "read",
+        "metric": "content_read_p99_ms",
+        "value": content["p99"],
+        "unit": "ms",
+        "floor": floor["p99"],
+        "ratio": round(content["p99"] / floor["p99"], 3),
+        "content_p50_ms": content["p50"],
+        "content_max_ms": content["max"],
+        "content_rps": content["rps"],
+        "floor_p50_ms": floor["p50"],
+        "floor_rps": floor["rps"],
+        "list_p50_ms": seq["p50"],
+        "list_p99_ms": seq["p99"],
+        "list_rps": seq["rps"],
+        "list_concurrent_p50_ms": conc["p50"],
+        "list_concurrent_p99_ms": conc["p99"],
+        "list_concurrent_rps": conc["rps"],
+        "list_total": listed.get("total"),
+        "documents": len(real) + filled,
+        "real_documents": len(real),
+        "read_targets": len(readable),
+        "mean_size_bytes": round(sum(d.size for d in readable) / len(readable)),
+        "requests": requests,
+        "concurrency": concurrency,
+        "server_workers": server_workers,
+        "targets": {"ratio_max": 2.0, "list_p99_ms_max": 20.0},
+        "content_within_target": content["p99"] <= 2 * floor["p99"],
+        "list_within_target": seq["p99"] <= 20.0,
+        "setup_seconds": round(setup, 1),
+    }

@@ -1,0 +1,20 @@
+"""`dmp demo` walks through ingestion and the consented-reads scenario over real HTTP."""
+
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+
+
+def test_the_demo_shows_each_step_of_the_scenario(tmp_path):
+    result = CliRunner().invoke(app, ["demo", "--documents", "24", "--patients", "3"], env={"DMP_HOME": str(tmp_path / "home")})
+    assert result.exit_code == 0, result.output
+    for line in (
+        "patient lists the record: 200",
+        "authorized physician 10000000001 reads a document: 200",
+        "blocked professional 10000000002: 403 blocked",
+        "an insurer: 403 forbidden_party",
+        "emergency access by 10000000003",
+        "emergency_access",
+        "patient reads the access log: 200",
+    ):
+        assert line in result.output
