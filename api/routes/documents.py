@@ -17,6 +17,17 @@ from pipeline.clock import paris_date
 from pipeline.documents import read_document
 from pipeline.index.models import Document
 
+POLICY_COLUMNS = (
+    Document.id,
+    Document.class_code,
+    Document.type_code,
+    Document.masked,
+    Document.hidden_from_patient_until,
+    Document.created_at,
+    Document.author_id,
+    Document.source,
+    Document.hidden_from_representatives,
+)
 router = APIRouter(prefix="/v1/patients/{patient_id}/documents", tags=["documents"], responses=PROBLEM_RESPONSES)
 
 
@@ -68,7 +79,8 @@ def list_documents(
     """The documents this actor may see, newest service date first; filters by class, type and date."""
     action = _action(emergency, "list")
     access = check(rt, actor, action, patient_id, emergency_reason=emergency)
-    query = select(Document).where(Document.patient_id == patient_id, Document.wrapped_key.is_not(None))
+    # Decide on narrow rows (what the policy reads), then load whole rows for the requested page only.
+    query = select(*POLICY_COLUMNS).where(Document.patient_id == patient_id, Document.wrapped_key.is_not(None))
     if class_code:
         query = query.where(Document.class_code == class_code)
     if type_code:
@@ -78,12 +90,13 @@ def list_documents(
     if date_to:
         query = query.where(Document.service_date <= date_to)
     with rt.sessions() as session:
-        documents = list(session.scalars(query.order_by(Document.service_date.desc(), Document.id)))
-    shown = visible(actor, action, access.record, documents, paris_date(), emergency)
-    start = (page - 1) * page_size
-    return DocumentPage(
-        items=[DocumentOut.of(d) for d in shown[start : start + page_size]], page=page, page_size=page_size, total=len(shown)
-    )
+        rows = session.execute(query.order_by(Document.service_date.desc(), Document.id)).all()
+        shown = visible(actor, action, access.record, rows, paris_date(), emergency)  # type: ignore[arg-type]
+        start = (page - 1) * page_size
+        page_ids = [row.id for row in shown[start : start + page_size]]
+        by_id = {d.id: d for d in session.scalars(select(Document).where(Document.id.in_(page_ids)))} if page_ids else {}
+    items = [DocumentOut.of(by_id[document_id]) for document_id in page_ids]
+    return DocumentPage(items=items, page=page, page_size=page_size, total=len(shown))
 
 
 @router.get("/{document_id}", response_model=DocumentOut)
