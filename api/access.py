@@ -57,9 +57,11 @@ def notify_access(rt: Runtime, actor: Actor, patient_id: str, decision: Decision
     (patient, kind, ref) constraint makes "first access" idempotent. No medical content: the
     outbox row names what happened and who, the message is composed at delivery.
     """
+    if actor.id == patient_id:
+        return  # the patient reading their own record is not told about it
     with rt.sessions() as session:
         patient = session.get(Patient, patient_id)
-        if patient is None or actor.id == patient_id:
+        if patient is None:
             return
         rows = []
         if decision.emergency:
