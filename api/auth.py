@@ -21,9 +21,6 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import math
-import os
-import secrets
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,6 +33,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from api.policy import KINDS, PROFESSIONS, Actor
+from pipeline.secretfile import is_private, write_private
 from pipeline.settings import Settings
 
 ACTOR_KINDS: frozenset[str] = frozenset(
@@ -116,30 +114,20 @@ def ensure_signing_key(settings: Settings) -> Path:
 def _create_signing_key(path: Path) -> None:
     """Write the key aside (0600), then link it into place: os.link fails if the name exists, so
     concurrent first runs agree on one key and nobody reads a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     pem = Ed25519PrivateKey.generate().private_bytes(
         encoding=serialization.Encoding.PEM,
         format=serialization.PrivateFormat.PKCS8,
         encryption_algorithm=serialization.NoEncryption(),
     )
-    staging = path.with_name(f".{path.name}.{secrets.token_hex(6)}")
-    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(pem)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.link(staging, path)
-    finally:
-        staging.unlink(missing_ok=True)
+    write_private(path, pem, replace=False)
 
 
 def _load_private_key(path: Path) -> Ed25519PrivateKey:
     try:
-        mode = path.stat().st_mode
+        private = is_private(path)
     except FileNotFoundError:
         raise SigningKeyError(f"signing key file {path} does not exist") from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+    if not private:
         raise SigningKeyError(f"signing key file {path} is readable by group or others; run: chmod 600 {path}")
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)

@@ -18,9 +18,7 @@ import contextlib
 import hashlib
 import hmac
 import json
-import os
 import secrets
-import stat
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +26,8 @@ from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from pipeline.secretfile import is_private, write_private
 
 _NONCE = 12
 
@@ -93,38 +93,21 @@ def create_key_file(path: Path) -> None:
 
 
 def _write_new(path: Path, content: KeyFile, exclusive: bool) -> None:
-    """Write the whole file aside (0600), then put it in place atomically.
-
-    `exclusive`: never replace an existing file (os.link fails if the name exists), so
-    concurrent first runs agree on one file and nobody reads a half-written one.
-    """
     data = {
         "format": 1,
         "active": content.active_id,
         "master_keys": {kid: _b64(key) for kid, key in content.master_keys.items()},
         "hmac_secret": _b64(content.hmac_secret),
     }
-    staging = path.with_name(f".{path.name}.{secrets.token_hex(6)}")
-    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if exclusive:
-            os.link(staging, path)
-        else:
-            os.replace(staging, path)
-    finally:
-        staging.unlink(missing_ok=True)
+    write_private(path, json.dumps(data).encode(), replace=not exclusive)
 
 
 def read_key_file(path: Path) -> KeyFile:
     try:
-        mode = path.stat().st_mode
+        private = is_private(path)
     except FileNotFoundError:
         raise KeyFileError(f"key file {path} does not exist (create it with `dmp keys init`)") from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+    if not private:
         raise KeyFileError(f"key file {path} is readable by group or others; run: chmod 600 {path}")
     try:
         content = json.loads(path.read_text())
