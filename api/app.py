@@ -42,10 +42,3 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"status": "ok"}
 
     return app
-
-
-def __getattr__(name: str):  # type: ignore[no-untyped-def]
-    # `uvicorn api.app:app` builds the app on first use, so importing this module reads no settings.
-    if name == "app":
-        return create_app()
-    raise AttributeError(name)

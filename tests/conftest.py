@@ -32,3 +32,43 @@ def sample_batch(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def read_expected(batch: Path) -> dict[str, dict[str, str]]:
     with (batch / "expected.csv").open(newline="", encoding="utf-8") as handle:
         return {row["file"]: row for row in csv.DictReader(handle)}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path: Path):
+    """The same test on SQLite and on a fresh database of the machine's PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'index.sqlite3'}"
+        return
+    from infra.services import PostgresDatabase
+
+    database = PostgresDatabase()
+    database.start()
+    yield database.url
+    database.stop()
+
+
+@pytest.fixture
+def rt(database_url: str, tmp_path: Path):
+    """An embedded-style Runtime (file store, key file) on the database of `database_url`."""
+    from pipeline.runtime import Runtime
+
+    runtime = Runtime.from_settings(Settings(home=tmp_path / "home", database_url=database_url), prepare=True)
+    yield runtime
+    runtime.close()
+
+
+def index_batch(rt, batch: Path, source: str) -> list:  # type: ignore[no-untyped-def]
+    """Receive a batch and process every item in this process (no broker); return the documents."""
+    from sqlalchemy import select
+
+    from pipeline.index.models import Document
+    from pipeline.ingest.intake import receive_batch
+    from pipeline.workers.process import process_item
+
+    sent: list[str] = []
+    receive_batch(rt, batch, source, sent.append)
+    for item_id in sent:
+        process_item(rt, item_id)
+    with rt.sessions() as session:
+        return list(session.scalars(select(Document).order_by(Document.id)))

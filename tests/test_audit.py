@@ -9,7 +9,6 @@ import threading
 import pytest
 from sqlalchemy import func, select, text
 
-from infra.services import PostgresDatabase
 from pipeline import audit
 from pipeline.audit import GENESIS, AuditEvent, BrokenLink, append, append_with_retry, audit_key, entries_for, verify
 from pipeline.index.models import AuditEntry
@@ -19,21 +18,6 @@ from pipeline.settings import Settings
 ALICE = "11111111-1111-4111-8111-111111111111"
 BOB = "22222222-2222-4222-8222-222222222222"
 T0 = dt.datetime(2026, 11, 23, 9, 30, 0, 123456, tzinfo=dt.UTC)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def rt(request, tmp_path):
-    database = None
-    settings = Settings(home=tmp_path / "home")
-    if request.param == "postgresql":
-        database = PostgresDatabase()
-        database.start()
-        settings = settings.model_copy(update={"database_url": database.url})
-    runtime = Runtime.from_settings(settings, prepare=True)
-    yield runtime
-    runtime.close()
-    if database:
-        database.stop()
 
 
 def _event(chain: str = ALICE, actor: str = "10001234567", outcome: str = "allowed", **extra) -> AuditEvent:
@@ -195,7 +179,6 @@ def test_dmp_audit_verify_names_the_tampered_entry(tmp_path):
     from pipeline.audit import AuditEvent, append, audit_key
     from pipeline.cli import app
     from pipeline.runtime import Runtime
-    from pipeline.settings import Settings
 
     rt = Runtime.from_settings(Settings(home=tmp_path / "home"), prepare=True)
     key = audit_key(rt.hmac_secret)

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from infra.services import PostgresDatabase
 from pipeline.carehistory import care_history, window_start
 from pipeline.clock import paris_date
 from pipeline.identity import with_key
@@ -19,7 +18,6 @@ from pipeline.ingest.feed import ALL_FIELDS
 from pipeline.ingest.feed_intake import receive_feed
 from pipeline.retention import destroy_expired_records, prune_care_events
 from pipeline.runtime import Runtime
-from pipeline.settings import Settings
 from pipeline.status import feed_status
 from pipeline.workers.feeds import process_chunk
 
@@ -28,19 +26,9 @@ ALICE = with_key("2850575123456")
 BOB = with_key("1920113055123")
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def rt(request, tmp_path):
-    database = None
-    settings = Settings(home=tmp_path / "home", feed_chunk_lines=3)
-    if request.param == "postgresql":
-        database = PostgresDatabase()
-        database.start()
-        settings = settings.model_copy(update={"database_url": database.url})
-    runtime = Runtime.from_settings(settings, prepare=True)
-    yield runtime
-    runtime.close()
-    if database:
-        database.stop()
+@pytest.fixture(autouse=True)
+def _small_chunks(rt):
+    rt.settings.feed_chunk_lines = 3  # several chunks even for the small feeds written here
 
 
 def _line(line_id: str, ins: str = ALICE, care: str = "2026-10-01", **extra: str) -> dict[str, str]:

@@ -1,23 +1,10 @@
 """The same Alembic migrations build the models' schema on SQLite and PostgreSQL."""
 
-import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from infra.services import PostgresDatabase
 from pipeline.index.db import make_engine, upgrade
 from pipeline.index.models import Base
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request, tmp_path):
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'index.sqlite3'}"
-        return
-    database = PostgresDatabase()
-    database.start()
-    yield database.url
-    database.stop()
 
 
 def test_migrations_create_exactly_the_models_schema(database_url):

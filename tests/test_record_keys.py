@@ -14,11 +14,10 @@ from pipeline.cli import app
 from pipeline.documents import DocumentGone, destroy_record, read_document, shred_document
 from pipeline.envelope import IntegrityError, decrypt
 from pipeline.index.models import Document, RecordKey
-from pipeline.ingest.intake import receive_batch
 from pipeline.keys import KeyProviderError, add_master_key
 from pipeline.runtime import Runtime
 from pipeline.sealing import seal_context
-from pipeline.workers.process import process_item
+from tests.conftest import index_batch
 
 
 @pytest.fixture
@@ -28,13 +27,7 @@ def stored(embedded_settings, tmp_path):
 
     generate_samples(tmp_path / "batch", patients=2, documents=6, seed=9, bad=False)
     rt = Runtime.from_settings(embedded_settings, prepare=True)
-    sent: list[str] = []
-    receive_batch(rt, tmp_path / "batch", "hospital:K", sent.append)
-    for item_id in sent:
-        process_item(rt, item_id)
-    with rt.sessions() as session:
-        documents = session.scalars(select(Document)).all()
-    yield rt, documents, tmp_path / "batch"
+    yield rt, index_batch(rt, tmp_path / "batch", "hospital:K"), tmp_path / "batch"
     rt.close()
 
 

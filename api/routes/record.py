@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from decimal import Decimal
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
@@ -13,36 +12,14 @@ from api.access import check
 from api.deps import ActorDep, EmergencyDep, RuntimeDep
 from api.problems import PROBLEM_RESPONSES
 from pipeline.audit import entries_for
-from pipeline.carehistory import care_history
+from pipeline.carehistory import CarePage, care_history
 from pipeline.index.models import Document, Patient, RecordRelation, new_id
 from pipeline.index.repo import insert_ignore
 
 router = APIRouter(prefix="/v1/patients/{patient_id}", tags=["record"], responses=PROBLEM_RESPONSES)
 
 
-class CareItemOut(BaseModel):
-    line_id: str
-    care_date: dt.date
-    act_code: str
-    act_label: str
-    professional_id: str
-    professional_name: str
-    profession: str
-    amount_billed: Decimal
-    amount_reimbursed: Decimal
-    reimbursement_date: dt.date
-
-
-class CareHistoryOut(BaseModel):
-    items: list[CareItemOut]
-    total: int
-    page: int
-    page_size: int
-    window_start: dt.date
-    as_of: dt.date
-
-
-@router.get("/care-history", response_model=CareHistoryOut)
+@router.get("/care-history", response_model=CarePage)
 def read_care_history(
     patient_id: str,
     rt: RuntimeDep,
@@ -50,19 +27,11 @@ def read_care_history(
     emergency: EmergencyDep,
     page: int = Query(default=1, ge=1),
     page_size: int = Query(default=50, ge=1, le=500),
-) -> CareHistoryOut:
+) -> CarePage:
     """Reimbursed care of the last 24 months (Europe/Paris calendar), newest first."""
     check(rt, actor, "read_care_history", patient_id, emergency_reason=emergency)
     with rt.sessions() as session:
-        result = care_history(session, patient_id, page=page, page_size=page_size)
-    return CareHistoryOut(
-        items=[CareItemOut(**item.__dict__) for item in result.items],
-        total=result.total,
-        page=result.page,
-        page_size=result.page_size,
-        window_start=result.window_start,
-        as_of=result.as_of,
-    )
+        return care_history(session, patient_id, page=page, page_size=page_size)
 
 
 class AccessLogEntry(BaseModel):

@@ -10,11 +10,10 @@ from api.app import create_app
 from api.auth import mint_token
 from pipeline.audit import audit_key, verify
 from pipeline.documents import read_document
-from pipeline.index.models import AuditEntry, Document
-from pipeline.ingest.intake import receive_batch
+from pipeline.index.models import AuditEntry
 from pipeline.runtime import Runtime
 from pipeline.settings import Settings
-from pipeline.workers.process import process_item
+from tests.conftest import index_batch
 
 DR = "10001234567"  # RPPS of a physician
 NURSE = "10007654321"
@@ -29,12 +28,7 @@ def world(tmp_path_factory):
     settings = Settings(home=root / "home")
     generate_samples(root / "batch", patients=2, documents=8, seed=21, bad=False)
     rt = Runtime.from_settings(settings, prepare=True)
-    sent: list[str] = []
-    receive_batch(rt, root / "batch", "hospital:CHU-API", sent.append)
-    for item_id in sent:
-        process_item(rt, item_id)
-    with rt.sessions() as session:
-        documents = session.scalars(select(Document).order_by(Document.id)).all()
+    documents = index_batch(rt, root / "batch", "hospital:CHU-API")
     patients = sorted({d.patient_id for d in documents})
     with TestClient(create_app(settings)) as client:
         yield settings, rt, client, patients, documents
