@@ -2,23 +2,37 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.policy import DocumentView, Record
 from pipeline.index.models import Document, Patient, RecordRelation
 
+_RECORD_COLUMNS = (
+    Patient.id,
+    Patient.status,
+    Patient.is_minor,
+    Patient.attending_physician_id,
+    Patient.emergency_opposed,
+    RecordRelation.actor_id,
+    RecordRelation.relation,
+)
+
 
 def load_record(session: Session, patient_id: str) -> Record | None:
-    """The record as the policy sees it, or None when there is no such patient."""
-    patient = session.get(Patient, patient_id)
-    if patient is None:
+    """The record as the policy sees it, or None when there is no such patient (one round trip)."""
+    rows = session.execute(
+        select(*_RECORD_COLUMNS).outerjoin(RecordRelation, RecordRelation.patient_id == Patient.id).where(Patient.id == patient_id)
+    ).all()
+    if not rows:
         return None
     relations: dict[str, set[str]] = {}
-    for actor_id, relation in session.execute(
-        select(RecordRelation.actor_id, RecordRelation.relation).where(RecordRelation.patient_id == patient_id)
-    ):
-        relations.setdefault(relation, set()).add(actor_id)
+    for row in rows:
+        if row.relation is not None:
+            relations.setdefault(row.relation, set()).add(row.actor_id)
+    patient = rows[0]
     return Record(
         patient_id=patient.id,
         status=patient.status,
@@ -32,15 +46,33 @@ def load_record(session: Session, patient_id: str) -> Record | None:
     )
 
 
-def document_view(document: Document) -> DocumentView:
-    return DocumentView(
-        id=document.id,
-        class_code=document.class_code,
-        type_code=document.type_code,
-        masked=document.masked,
-        hidden_from_patient_until=document.hidden_from_patient_until,
-        deposited_on=document.created_at.date() if document.created_at else None,
-        author_id=document.author_id,
-        author_facility_id=document.source,
-        hidden_from_representatives=document.hidden_from_representatives,
+# The index columns the policy reads, in the order of DocumentView's fields after `id`.
+POLICY_COLUMNS = (
+    Document.id,
+    Document.class_code,
+    Document.type_code,
+    Document.masked,
+    Document.hidden_from_patient_until,
+    Document.created_at,
+    Document.author_id,
+    Document.source,
+    Document.hidden_from_representatives,
+)
+
+
+def policy_fields(document: Any) -> tuple:
+    """What the policy knows of a document besides its id (a Document or a row of POLICY_COLUMNS)."""
+    return (
+        document.class_code,
+        document.type_code,
+        document.masked,
+        document.hidden_from_patient_until,
+        document.created_at.date() if document.created_at else None,
+        document.author_id,
+        document.source,  # the depositing facility: its professionals still see a masked document
+        document.hidden_from_representatives,
     )
+
+
+def document_view(document: Any) -> DocumentView:
+    return DocumentView(document.id, *policy_fields(document))

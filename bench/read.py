@@ -1,7 +1,7 @@
 """Read benchmark on PostgreSQL + an S3 endpoint (moto_server, or DMP_TEST_S3_ENDPOINT).
 
 value: p99 latency of `GET /v1/patients/{p}/documents/{d}/content` through the real HTTP API
-(uvicorn subprocess, 2 workers: token check, policy, index, storage GET, decryption and integrity
+(`dmp api --workers 2` subprocess: token check, policy, index, storage GET, decryption and integrity
 check, audit append), driven by httpx at `concurrency` requests in flight. floor: p99 of a raw
 boto3 `get_object` + body read of the same objects, same count, `concurrency` threads.
 ratio = value / floor (target ≤ 2). Also: the p99 of the document LIST of a patient holding 1,000
@@ -42,7 +42,7 @@ try:
 except ImportError:  # pragma: no cover
     import httpx  # type: ignore[no-redef]
 
-UVICORN = str(Path(sys.executable).with_name("uvicorn"))
+DMP = str(Path(sys.executable).with_name("dmp"))
 REPO = Path(__file__).resolve().parent.parent
 REAL_DOCUMENTS = 300
 REAL_PATIENTS = 30
@@ -180,8 +180,7 @@ def _serve(settings: Settings, port: int, workers: int) -> subprocess.Popen:
     env = dmp_environment(settings)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     server = subprocess.Popen(
-        [UVICORN, "api.app:create_app", "--factory", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
-         "--log-level", "warning", "--no-access-log"],
+        [DMP, "api", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), "--no-access-log"],
         env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
     )  # fmt: skip
     wait_for_port(port, timeout=60)

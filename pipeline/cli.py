@@ -380,11 +380,16 @@ def token(
 
 
 @app.command()
-def api(host: Annotated[str, typer.Option()] = "127.0.0.1", port: Annotated[int, typer.Option()] = 8000) -> None:
+def api(
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Server processes (each with its own pools).")] = 1,
+    access_log: Annotated[bool, typer.Option(help="Log one line per request (method, path, status).")] = True,
+) -> None:
     """Serve the HTTP API (uvicorn)."""
-    import uvicorn
+    from api.server import serve
 
-    uvicorn.run("api.app:create_app", host=host, port=port, factory=True)
+    serve(host, port, workers, access_log=access_log)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -46,7 +46,7 @@ class Runtime:
         if prepare:
             # The embedded home holds the index (patient identifiers) and the key file: owner only.
             settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
-        engine = make_engine(settings.resolved_database_url())
+        engine = make_engine(settings.resolved_database_url(), settings.db_pool_size)
         store = open_store(settings)
         # The key file always holds the keyed-hash secret, also when a KMS holds the master keys.
         hmac_secret = load_key_file(settings.resolved_key_file(), create=prepare).hmac_secret

@@ -26,6 +26,10 @@ class Settings(BaseSettings):
     s3_secret_key: str | None = None
     s3_region: str = "us-east-1"
     s3_timeout_seconds: int = Field(default=30, description="S3 connect/read timeout before a retry.")
+    s3_max_connections: int = Field(default=64, ge=1, description="Kept-alive S3 connections per process.")
+    db_pool_size: int = Field(
+        default=16, ge=1, description="PostgreSQL connections kept open per process; up to as many again are opened under load."
+    )
     key_file: Path | None = Field(default=None, description="Master key file; unset = home/keys.json.")
     kms_key_id: str | None = Field(default=None, description="AWS KMS key id/ARN holding the master key; unset = key file.")
     kms_endpoint: str | None = Field(default=None, description="KMS endpoint URL (else AWS default).")

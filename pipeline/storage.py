@@ -116,6 +116,7 @@ class S3Store:
                 connect_timeout=settings.s3_timeout_seconds,
                 read_timeout=settings.s3_timeout_seconds,
                 retries={"max_attempts": 2, "mode": "standard"},
+                max_pool_connections=settings.s3_max_connections,
             ),
         )
         # One part in memory at a time, no thread pool: memory stays flat for a 2 GB file.

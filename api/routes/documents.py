@@ -3,31 +3,24 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Iterator
 
 from fastapi import APIRouter, Query
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 from sqlalchemy import select
 
 from api.access import check, visible
 from api.deps import ActorDep, EmergencyDep, RuntimeDep
-from api.problems import PROBLEM_RESPONSES
+from api.problems import PROBLEM_RESPONSES, ApiProblem
+from api.records import POLICY_COLUMNS
 from pipeline.clock import paris_date
 from pipeline.documents import read_document
+from pipeline.envelope import IntegrityError
 from pipeline.index.models import Document
 
-POLICY_COLUMNS = (
-    Document.id,
-    Document.class_code,
-    Document.type_code,
-    Document.masked,
-    Document.hidden_from_patient_until,
-    Document.created_at,
-    Document.author_id,
-    Document.source,
-    Document.hidden_from_representatives,
-)
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/patients/{patient_id}/documents", tags=["documents"], responses=PROBLEM_RESPONSES)
 
 
@@ -91,7 +84,7 @@ def list_documents(
         query = query.where(Document.service_date <= date_to)
     with rt.sessions() as session:
         rows = session.execute(query.order_by(Document.service_date.desc(), Document.id)).all()
-        shown = visible(actor, action, access.record, rows, paris_date(), emergency)  # type: ignore[arg-type]
+        shown = visible(actor, action, access.record, rows, paris_date(), emergency)
         start = (page - 1) * page_size
         page_ids = [row.id for row in shown[start : start + page_size]]
         by_id = {d.id: d for d in session.scalars(select(Document).where(Document.id.in_(page_ids)))} if page_ids else {}
@@ -105,12 +98,25 @@ def document_metadata(patient_id: str, document_id: str, rt: RuntimeDep, actor: 
     return DocumentOut.of(access.document)  # type: ignore[arg-type]
 
 
+# Documents up to this size are decrypted and verified whole before the first byte is sent: one storage
+# round trip in the request's own thread, and a damaged object gets a clean error instead of a cut stream.
+WHOLE_BODY_LIMIT = 1 << 20
+
+
 @router.get("/{document_id}/content", response_class=StreamingResponse, responses={200: {"content": {"application/octet-stream": {}}}})
-def document_content(patient_id: str, document_id: str, rt: RuntimeDep, actor: ActorDep, emergency: EmergencyDep) -> StreamingResponse:
-    """The decrypted bytes, streamed. An integrity failure aborts the stream: corrupted bytes are never served whole."""
+def document_content(patient_id: str, document_id: str, rt: RuntimeDep, actor: ActorDep, emergency: EmergencyDep) -> Response:
+    """The decrypted bytes, integrity-checked. Large documents are streamed: an integrity failure then aborts
+    the stream, so corrupted bytes are never served whole."""
     access = check(rt, actor, _action(emergency, "read_content"), patient_id, document_id, emergency)
     document = access.document
     assert document is not None
     chunks: Iterator[bytes] = read_document(rt, document)
     headers = {"Content-Length": str(document.size), "Cache-Control": "no-store"}
-    return StreamingResponse(chunks, media_type=document.mime_type, headers=headers)
+    if document.size > WHOLE_BODY_LIMIT:
+        return StreamingResponse(chunks, media_type=document.mime_type, headers=headers)
+    try:
+        body = b"".join(chunks)
+    except IntegrityError:
+        log.error("document %s failed its integrity check", document.id)
+        raise ApiProblem(500, "integrity_error", "Internal error", "The stored document failed its integrity check.") from None
+    return Response(body, media_type=document.mime_type, headers=headers)

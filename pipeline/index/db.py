@@ -10,8 +10,13 @@ from sqlalchemy.orm import Session, sessionmaker
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def make_engine(url: str) -> Engine:
-    """An engine tuned for the pipeline: SQLite in WAL mode with a busy timeout, pooled PostgreSQL."""
+def make_engine(url: str, pool_size: int = 16) -> Engine:
+    """An engine tuned for the pipeline: SQLite in WAL mode with a busy timeout, pooled PostgreSQL.
+
+    `pool_size` should cover the threads of a process that use the database at once (the API's thread
+    pool serves 40): connections beyond it are opened and closed per use, and a PostgreSQL connection
+    costs a backend process each time.
+    """
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
@@ -27,7 +32,7 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -70,6 +70,35 @@ def test_the_patient_lists_and_reads_their_own_documents(world):
     assert content.content == b"".join(read_document(rt, mine[0]))
 
 
+def test_a_large_document_is_streamed_and_reads_back_whole(world, monkeypatch):
+    from api.routes import documents as routes
+
+    settings, rt, client, patients, documents = world
+    doc = _docs_of(documents, patients[0])[0]
+    monkeypatch.setattr(routes, "WHOLE_BODY_LIMIT", 0)  # every document takes the streaming path
+    content = client.get(f"/v1/patients/{patients[0]}/documents/{doc.id}/content", headers=_patient(settings, patients[0]))
+    assert content.status_code == 200
+    assert content.content == b"".join(read_document(rt, doc))
+    assert int(content.headers["content-length"]) == doc.size
+
+
+def test_a_document_damaged_in_storage_is_refused_with_integrity_error_and_no_bytes(world):
+    settings, rt, client, patients, documents = world
+    doc = _docs_of(documents, patients[0])[1]
+    path = rt.store._path(doc.object_key)
+    original = path.read_bytes()
+    damaged = bytearray(original)
+    damaged[-20] ^= 0x01  # inside the last segment's ciphertext
+    path.write_bytes(bytes(damaged))
+    try:
+        response = client.get(f"/v1/patients/{patients[0]}/documents/{doc.id}/content", headers=_patient(settings, patients[0]))
+    finally:
+        path.write_bytes(original)
+    assert response.status_code == 500
+    assert response.json()["code"] == "integrity_error"
+    assert doc.title not in response.text
+
+
 def test_a_professional_outside_the_care_team_is_refused_until_authorized_then_blocked(world):
     settings, _, client, patients, documents = world
     pid, doc = patients[1], _docs_of(documents, patients[1])[0]
