@@ -13,12 +13,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+from sqlalchemy.orm import Session
+
 from api.policy import Actor, Decision, DocumentView, Record, decide
 from api.problems import ApiProblem, not_found
 from api.records import document_view, load_record, policy_fields
 from pipeline.audit import NO_PATIENT, AuditEvent, append_with_retry, audit_key
 from pipeline.clock import paris_date
-from pipeline.index.models import Document, Outbox, Patient, new_id
+from pipeline.index.models import AuditEntry, Document, Outbox, Patient, new_id
 from pipeline.index.repo import insert_ignore
 from pipeline.runtime import Runtime
 
@@ -44,17 +46,24 @@ def audit(rt: Runtime, actor: Actor, action: str, chain: str, document_id: str |
         reason=decision.reason,
         emergency=decision.emergency,
     )
-    entry = append_with_retry(rt.sessions, audit_key(rt.hmac_secret), event)
-    if decision.allowed and chain != NO_PATIENT:
-        notify_access(rt, actor, chain, decision, entry.id)
+    urgent: list[bool] = []
+
+    def notify(session: Session, entry: AuditEntry) -> None:
+        if decision.allowed and chain != NO_PATIENT:
+            urgent.append(notify_access(session, actor, chain, decision, entry.id))
+
+    entry = append_with_retry(rt.sessions, audit_key(rt.hmac_secret), event, also=notify)
+    if any(urgent):
+        rt.wake_notifier()  # an emergency access is told at once, not at the next sweep
     return entry.id
 
 
 PROFESSIONAL_KINDS = frozenset({"professional", "emergency_regulator", "occupational_physician"})
 
 
-def notify_access(rt: Runtime, actor: Actor, patient_id: str, decision: Decision, entry_id: int) -> None:
-    """Queue the patient's notifications about an access (DOMAIN.md, "Notifications").
+def notify_access(session: Session, actor: Actor, patient_id: str, decision: Decision, entry_id: int) -> bool:
+    """Queue the patient's notifications about an access (DOMAIN.md, "Notifications"), in the audit
+    entry's transaction; True when one of them is urgent.
 
     Always for an emergency access (the patient and the attending physician) and for a
     professional's first access to the record; for every access if the patient asked. The unique
@@ -62,26 +71,27 @@ def notify_access(rt: Runtime, actor: Actor, patient_id: str, decision: Decision
     outbox row names what happened and who, the message is composed at delivery.
     """
     if actor.id == patient_id:
-        return  # the patient reading their own record is not told about it
-    with rt.sessions() as session:
-        patient = session.get(Patient, patient_id)
-        if patient is None:
-            return
-        rows = []
-        if decision.emergency:
-            rows.append(("emergency_access", str(entry_id)))
-            if patient.attending_physician_id:
-                rows.append(("emergency_access_to_attending", str(entry_id)))
-        if actor.kind in PROFESSIONAL_KINDS:
-            rows.append(("first_access", actor.id))
-        if patient.notify_every_access:
-            rows.append(("access", str(entry_id)))
-        values = [
-            {"id": new_id(), "patient_id": patient_id, "kind": kind, "ref_id": ref[:36], "source": f"{actor.kind}:{actor.id}"[:128]}
-            for kind, ref in rows
-        ]
-        insert_ignore(session, Outbox, values)
-        session.commit()
+        return False  # the patient reading their own record is not told about it
+    patient = session.get(Patient, patient_id)
+    if patient is None:
+        return False
+    rows = []
+    if decision.emergency:
+        rows.append(("emergency_access", str(entry_id)))
+        if patient.attending_physician_id:
+            rows.append(("emergency_access_to_attending", str(entry_id)))
+    if actor.kind in PROFESSIONAL_KINDS:
+        rows.append(("first_access", actor.id))
+    if patient.notify_every_access:
+        rows.append(("access", str(entry_id)))
+    source = f"{actor.kind}:{actor.id}"[:128]
+    detail = (actor.profession or actor.kind)[:64]
+    values = [
+        {"id": new_id(), "patient_id": patient_id, "kind": kind, "ref_id": ref[:36], "source": source, "detail": detail}
+        for kind, ref in rows
+    ]
+    insert_ignore(session, Outbox, values)
+    return decision.emergency
 
 
 def check(

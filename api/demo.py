@@ -13,7 +13,7 @@ from collections.abc import Callable
 from sqlalchemy import func, select
 
 from api.auth import mint_token
-from pipeline.index.models import Document, Outbox
+from pipeline.index.models import Document, Notification
 from pipeline.runtime import Runtime
 from pipeline.settings import Settings
 
@@ -41,6 +41,34 @@ def _call(base: str, method: str, path: str, token: str, body: dict | None = Non
             return response.status, json.loads(raw) if "json" in kind else raw
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read() or b"{}")
+
+
+def _wait_for_sent(rt: Runtime, patient_id: str, kind: str, timeout: float = 10) -> Notification | None:
+    """The API process sends an emergency notification right after the access; wait for it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with rt.sessions() as session:
+            sent = session.scalars(
+                select(Notification).where(Notification.patient_id == patient_id, Notification.kind == kind, Notification.status == "sent")
+            ).first()
+        if sent is not None:
+            return sent
+        time.sleep(0.1)
+    return None
+
+
+def _show_notifications(rt: Runtime, settings: Settings, patient_id: str, echo: Callable[[str], None]) -> None:
+    """Send what is pending without waiting for the coalescing window, and show the patient's messages."""
+    from pipeline.notify.channels import channels_from_settings
+    from pipeline.notify.dispatch import dispatch
+
+    report = dispatch(rt, channels_from_settings(settings), flush=True)
+    echo(f"\nNotifications: {report.composed} more composed, {report.sent} sent (one per patient per event, deposits coalesced)")
+    with rt.sessions() as session:
+        mine = session.scalars(select(Notification).where(Notification.patient_id == patient_id).order_by(Notification.created_at)).all()
+    for n in mine:
+        echo(f"  to {n.recipient_id[:12]:<12} via {n.channel:<5} {n.subject}: {n.body.splitlines()[0]}")
+    echo(f"  (no email or SMS channel configured: messages are in the local log sink {settings.resolved_notify_log_file()})")
 
 
 def run_api_demo(settings: Settings, echo: Callable[[str], None]) -> None:
@@ -82,20 +110,16 @@ def run_api_demo(settings: Settings, echo: Callable[[str], None]) -> None:
         reason = "patient unconscious after a road accident"
         status, _ = _call(base, "GET", f"{record}/documents/{first}", doctor(EMERGENCY), headers={"X-Emergency-Reason": reason})
         echo(f"  emergency access by {EMERGENCY} ('{reason}'): {status}")
-        with rt.sessions() as session:
-            kinds = [
-                row.kind
-                for row in session.scalars(
-                    select(Outbox).where(Outbox.patient_id == patient_id, Outbox.source == f"professional:{EMERGENCY}")
-                )
-            ]
-        echo(f"  the patient's notifications about it: {', '.join(sorted(set(kinds)))}")
+        told = _wait_for_sent(rt, patient_id, "emergency_access")
+        if told is not None:
+            echo(f"  the patient is told at once ({told.channel}): {told.subject} — {told.body.splitlines()[0]}")
         status, log = _call(base, "GET", f"{record}/access-log?limit=1000", patient)
         echo(f"  patient reads the access log: {status}, {len(log)} entries; the latest:")  # type: ignore[arg-type]
         for entry in log[-6:]:  # type: ignore[index]
             flag = " EMERGENCY" if entry["emergency"] else ""
             who = f"{entry['actor_kind']:<12} {entry['actor_id']:<36}"
             echo(f"    {entry['at'][:19]} {who} {entry['action']:<18} {entry['outcome']:<7} {entry['reason']}{flag}")
+        _show_notifications(rt, settings, patient_id, echo)
     finally:
         server.should_exit = True
         thread.join(timeout=10)

@@ -60,6 +60,7 @@ CONTROL_ACTIONS = frozenset(
         "close_record",
         "export",
         "set_notifications",
+        "read_notifications",
     }
 )
 ACTIONS = READ_ACTIONS | CONTROL_ACTIONS | {"read_care_history", "read_access_log", "emergency_read"}

@@ -48,14 +48,26 @@ PROBLEM_RESPONSES: dict[int | str, dict] = {
 }
 
 
-async def http_error_handler(_request: Request, exc) -> JSONResponse:  # type: ignore[no-untyped-def]
+async def http_error_handler(request: Request, exc) -> JSONResponse:  # type: ignore[no-untyped-def]
     """Starlette's own errors (bad body, unknown route, wrong method) as problem details too."""
     code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    response = await problem_handler(
-        _request, ApiProblem(exc.status_code, code, str(exc.detail) if exc.status_code != 404 else "Not found")
-    )
-    response.headers.update(getattr(exc, "headers", None) or {})  # e.g. Allow on a 405
+    response = await problem_handler(request, ApiProblem(exc.status_code, code, str(exc.detail) if exc.status_code != 404 else "Not found"))
+    response.headers.update(getattr(exc, "headers", None) or {})
+    if exc.status_code == 405:
+        response.headers["Allow"] = ", ".join(_allowed_methods(request))
     return response
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method of every route on this path: Starlette names only the first route's (GET, not PUT)."""
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match != Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return sorted(methods)
 
 
 async def validation_error_handler(_request: Request, exc) -> JSONResponse:  # type: ignore[no-untyped-def]

@@ -19,7 +19,7 @@ import hmac
 import json
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import Row, func, select
@@ -201,13 +201,23 @@ def append(session: Session, key: bytes, event: AuditEvent, at: dt.datetime | No
 
 
 def append_with_retry(
-    sessions: sessionmaker[Session], key: bytes, event: AuditEvent, at: dt.datetime | None = None, *, attempts: int = 8
+    sessions: sessionmaker[Session],
+    key: bytes,
+    event: AuditEvent,
+    at: dt.datetime | None = None,
+    *,
+    attempts: int = 8,
+    also: Callable[[Session, AuditEntry], None] | None = None,
 ) -> AuditEntry:
-    """Append `event` in its own short transaction, retrying when another writer took the same position."""
+    """Append `event` in its own short transaction, retrying when another writer took the same position.
+
+    `also` writes what must commit with the entry (the notifications an access causes)."""
     for attempt in range(1, attempts + 1):
         with sessions() as session:
             try:
                 entry = append(session, key, event, at)
+                if also is not None:
+                    also(session, entry)
                 session.commit()
                 return entry
             except IntegrityError:

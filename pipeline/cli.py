@@ -27,10 +27,12 @@ db_app = typer.Typer(no_args_is_help=True, help="Index database.")
 keys_app = typer.Typer(no_args_is_help=True, help="Master keys.")
 retention_app = typer.Typer(no_args_is_help=True, help="Retention: delete what must no longer be kept.")
 audit_app = typer.Typer(no_args_is_help=True, help="The access log (audit trail).")
+notify_app = typer.Typer(no_args_is_help=True, help="Patient notifications (email, SMS, local log sink).")
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(retention_app, name="retention")
 app.add_typer(audit_app, name="audit")
+app.add_typer(notify_app, name="notify")
 
 
 def _runtime(settings: Settings):  # type: ignore[no-untyped-def]
@@ -294,6 +296,25 @@ def retention_schedule() -> None:
     wiring.actors.retention.send()
     wiring.close()
     typer.echo("retention job sent: it runs now, then daily at 03:00 Europe/Paris")
+
+
+@notify_app.command("run")
+def notify_run(
+    flush: Annotated[bool, typer.Option(help="Do not wait for the coalescing window or for batches still in flight.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Send the notifications that are due, once. Workers and API processes also do it on their own."""
+    from pipeline.notify.channels import channels_from_settings
+    from pipeline.notify.dispatch import dispatch
+
+    settings = Settings()
+    rt = _runtime(settings)
+    report = dispatch(rt, channels_from_settings(settings), flush=flush)
+    rt.close()
+    if as_json:
+        typer.echo(json.dumps(dataclasses.asdict(report)))
+        return
+    typer.echo(f"notifications: {report.composed} composed, {report.sent} sent, {report.retrying} to retry, {report.failed} failed")
 
 
 @audit_app.command("verify")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -35,6 +36,8 @@ class Runtime:
     keys: KeyProvider
     hmac_secret: bytes
     record_keys: RecordKeys
+    # Called after an urgent notification is queued; a notification Sweeper in this process replaces it.
+    wake_notifier: Callable[[], None] = field(default=lambda: None, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, prepare: bool = False) -> Runtime:

@@ -59,6 +59,30 @@ class Settings(BaseSettings):
     queue_name: str = "dmp.documents"
     feed_chunk_lines: int = Field(default=10_000, description="Feed lines per chunk (one worker message each).")
 
+    # Notifications (pipeline/notify). No channel configured: messages go to the local log sink.
+    smtp_host: str | None = Field(default=None, description="SMTP server for email notifications; unset = no email channel.")
+    smtp_port: int = 587
+    smtp_starttls: bool = Field(
+        default=True, description="Upgrade the SMTP connection with STARTTLS (refuse to send if the server cannot)."
+    )
+    smtp_ssl: bool = Field(default=False, description="Implicit TLS (SMTPS, usually port 465) instead of STARTTLS.")
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_sender: str = Field(default="Mon espace santé <no-reply@dmp.invalid>", description="From: of notification emails.")
+    smtp_timeout_seconds: float = 20.0
+    sms_gateway_url: str | None = Field(default=None, description="HTTP endpoint of the SMS gateway; unset = no SMS channel.")
+    sms_gateway_token: str | None = Field(default=None, description="Bearer token for the SMS gateway.")
+    sms_timeout_seconds: float = 10.0
+    notify_log_file: Path | None = Field(default=None, description="Local log sink (JSON lines); unset = home/notifications.log.")
+    notify_coalesce_seconds: int = Field(default=300, ge=0, description="Deposits for one patient within this window become one message.")
+    notify_lease_seconds: int = Field(default=120, ge=1, description="A message claimed longer than this by a dead worker is sent again.")
+    notify_max_attempts: int = Field(default=12, ge=1, description="Delivery attempts on a failing channel before the message is failed.")
+    notify_sweep_seconds: float = Field(
+        default=15.0, gt=0, description="Seconds between two notification passes of a worker or API process."
+    )
+    notify_in_api: bool = Field(default=True, description="API processes also send notifications (emergency ones at once).")
+    notify_record_url: str = Field(default="https://dmp.invalid/record", description="Link to the record put in every message.")
+
     @property
     def embedded_broker(self) -> bool:
         return not self.broker_url
@@ -71,6 +95,9 @@ class Settings(BaseSettings):
 
     def resolved_signing_key_file(self) -> Path:
         return self.jwt_signing_key_file or self.home / "jwt-signing.pem"
+
+    def resolved_notify_log_file(self) -> Path:
+        return self.notify_log_file or self.home / "notifications.log"
 
     def resolved_key_file(self) -> Path:
         return self.key_file or self.home / "keys.json"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import update
 
 from api.access import check
@@ -13,8 +13,9 @@ from api.deps import ActorDep, EmergencyDep, RuntimeDep
 from api.problems import PROBLEM_RESPONSES
 from pipeline.audit import entries_for
 from pipeline.carehistory import CarePage, care_history
-from pipeline.index.models import Document, Patient, RecordRelation, new_id
+from pipeline.index.models import Contact, Document, Patient, RecordRelation, new_id
 from pipeline.index.repo import insert_ignore
+from pipeline.notify.contacts import save_contact
 
 router = APIRouter(prefix="/v1/patients/{patient_id}", tags=["record"], responses=PROBLEM_RESPONSES)
 
@@ -115,10 +116,25 @@ class OppositionIn(BaseModel):
     opposed: bool
 
 
+EMAIL_PATTERN = r"^[^@\s]{1,64}@[^@\s]{1,189}\.[^@\s]{2,63}$"
+PHONE_PATTERN = r"^\+[1-9][0-9]{6,14}$"
+
+
 class NotificationsIn(BaseModel):
+    """Channels, events, and where to send. Emergency accesses and a professional's first access are always told."""
+
     email: bool
     sms: bool
     every_access: bool = False
+    documents: bool = True
+    reimbursements: bool = True
+    email_address: str | None = Field(default=None, pattern=EMAIL_PATTERN)
+    phone: str | None = Field(default=None, pattern=PHONE_PATTERN, description="E.164, e.g. +33612345678")
+
+
+class NotificationsOut(NotificationsIn):
+    email_rejected: str | None = Field(description="Why the email address was refused for good (then it is not used until changed).")
+    phone_rejected: str | None = Field(description="Why the phone number was refused for good.")
 
 
 def _set_patient(rt, actor, patient_id: str, action: str, **values: object) -> Done:  # type: ignore[no-untyped-def]
@@ -140,11 +156,34 @@ def oppose_emergency(patient_id: str, body: OppositionIn, rt: RuntimeDep, actor:
     return _set_patient(rt, actor, patient_id, "oppose_emergency", emergency_opposed=body.opposed)
 
 
+@router.get("/notifications", response_model=NotificationsOut)
+def read_notifications(patient_id: str, rt: RuntimeDep, actor: ActorDep) -> NotificationsOut:
+    """The patient's notification settings, and any address a channel refused."""
+    check(rt, actor, "read_notifications", patient_id)
+    with rt.sessions() as session:
+        patient = session.get(Patient, patient_id)
+        contact = session.get(Contact, patient_id) or Contact(id=patient_id)
+    assert patient is not None  # check() answered 404 otherwise
+    return NotificationsOut(
+        email=patient.notify_email, sms=patient.notify_sms, every_access=patient.notify_every_access,
+        documents=patient.notify_documents, reimbursements=patient.notify_reimbursements, email_address=contact.email,
+        phone=contact.phone, email_rejected=contact.email_rejected, phone_rejected=contact.phone_rejected,
+    )  # fmt: skip
+
+
 @router.put("/notifications", response_model=Done)
 def set_notifications(patient_id: str, body: NotificationsIn, rt: RuntimeDep, actor: ActorDep) -> Done:
-    return _set_patient(
-        rt, actor, patient_id, "set_notifications", notify_email=body.email, notify_sms=body.sms, notify_every_access=body.every_access
-    )
+    check(rt, actor, "set_notifications", patient_id)
+    with rt.sessions() as session:
+        session.execute(
+            update(Patient).where(Patient.id == patient_id).values(
+                notify_email=body.email, notify_sms=body.sms, notify_every_access=body.every_access,
+                notify_documents=body.documents, notify_reimbursements=body.reimbursements,
+            )
+        )  # fmt: skip
+        save_contact(session, patient_id, body.email_address, body.phone)
+        session.commit()
+    return Done()
 
 
 @router.post("/close", response_model=Done)

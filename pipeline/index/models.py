@@ -62,7 +62,26 @@ class Patient(Base):
     notify_email: Mapped[bool] = mapped_column(default=True, server_default=true())
     notify_sms: Mapped[bool] = mapped_column(default=False, server_default=false())
     notify_every_access: Mapped[bool] = mapped_column(default=False, server_default=false())
+    notify_documents: Mapped[bool] = mapped_column(default=True, server_default=true())
+    notify_reimbursements: Mapped[bool] = mapped_column(default=True, server_default=true())
     created_at: Mapped[dt.datetime] = _now()
+
+
+class Contact(Base):
+    """Where a person is told things: a patient (id = patient id) or a professional (id = RPPS / actor id).
+
+    An address a channel rejected for good keeps the rejection code, shown in the person's settings,
+    and is not used again until it is changed.
+    """
+
+    __tablename__ = "contacts"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    email: Mapped[str | None] = mapped_column(String(254))
+    phone: Mapped[str | None] = mapped_column(String(16))
+    email_rejected: Mapped[str | None] = mapped_column(String(64))
+    phone_rejected: Mapped[str | None] = mapped_column(String(64))
+    updated_at: Mapped[dt.datetime] = _now()
 
 
 class RecordRelation(Base):
@@ -176,18 +195,50 @@ class Document(Base):
 
 
 class Outbox(Base):
-    """Notifications waiting for delivery: one per patient per batch or feed, never one per item."""
+    """Events to tell the patient about, written in the transaction of the change they report.
+
+    One row per event (a batch or feed per patient, an access), never one per item. The dispatcher turns
+    due rows into messages (`notifications`) and marks them `composed` in the same transaction, so an
+    event gives its messages exactly once whatever crashes.
+    """
 
     __tablename__ = "outbox"
-    __table_args__ = (UniqueConstraint("patient_id", "kind", "ref_id"),)
+    __table_args__ = (UniqueConstraint("patient_id", "kind", "ref_id"), Index("ix_outbox_status_patient", "status", "patient_id"))
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id"), index=True)
-    kind: Mapped[str] = mapped_column(String(32))  # documents_added | reimbursement_data
-    ref_id: Mapped[str] = mapped_column(String(36))  # the batch or feed that caused it
-    source: Mapped[str] = mapped_column(String(128))
+    # documents_added | reimbursement_data | first_access | access | emergency_access | emergency_access_to_attending
+    kind: Mapped[str] = mapped_column(String(32))
+    ref_id: Mapped[str] = mapped_column(String(36))  # the batch, feed or audit entry that caused it
+    source: Mapped[str] = mapped_column(String(128))  # who: the depositing source or "kind:actor id"
+    detail: Mapped[str | None] = mapped_column(String(64))  # the actor's profession, when an actor
     created_at: Mapped[dt.datetime] = _now()
-    delivered_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(16), default="pending", server_default="pending")  # pending | composed
+    composed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Notification(Base):
+    """One message to one person on one channel. Its id is the idempotency key handed to the channel."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (Index("ix_notifications_status_next", "status", "next_attempt_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id"), index=True)
+    recipient_id: Mapped[str] = mapped_column(String(128))  # the patient, or the attending physician
+    kind: Mapped[str] = mapped_column(String(32))
+    channel: Mapped[str] = mapped_column(String(8))  # email | sms | log
+    address: Mapped[str | None] = mapped_column(String(254))
+    subject: Mapped[str] = mapped_column(String(200))
+    body: Mapped[str] = mapped_column(Text)
+    events: Mapped[int] = mapped_column(Integer, default=1)  # outbox rows it reports
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | sending | sent | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    lease_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = _now()
+    sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Feed(Base):

@@ -14,7 +14,9 @@ def test_the_demo_shows_each_step_of_the_scenario(tmp_path):
         "blocked professional 10000000002: 403 blocked",
         "an insurer: 403 forbidden_party",
         "emergency access by 10000000003",
-        "emergency_access",
+        "the patient is told at once (log): Accès d'urgence à votre dossier",
         "patient reads the access log: 200",
+        "Nouveaux documents dans votre dossier",
+        "local log sink",
     ):
         assert line in result.output

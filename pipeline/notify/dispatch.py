@@ -1,0 +1,245 @@
+"""From outbox rows to delivered messages, exactly once per event as the patient sees it.
+
+Two steps, each safe to run in any number of processes at once:
+
+- compose: due outbox rows become `notifications` rows (one per recipient and channel) and are marked
+  `composed` in the same transaction, guarded by a compare-and-set on their status: an event is
+  composed once. Deposits wait until their batch has no document left in flight and the coalescing
+  window since the patient's oldest pending deposit has passed, then all become one message.
+- deliver: a due message is claimed with a lease (compare-and-set again), handed to its channel with
+  its id as idempotency key, then marked sent. A process that dies between the send and the mark
+  leaves the lease to expire; the next pass sends again with the same key. The SMS gateway drops
+  the duplicate; an email may arrive twice within `notify_lease_seconds` (same Message-ID).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session
+
+from pipeline.index.models import BatchItem, Contact, Document, Notification, Outbox, Patient
+from pipeline.notify.channels import Channel, DeliveryError, Message
+from pipeline.notify.compose import Event, compose
+from pipeline.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+URGENT = frozenset({"emergency_access", "emergency_access_to_attending"})
+ALWAYS = frozenset({"first_access", "emergency_access", "emergency_access_to_attending"})
+ADDRESS_CODES = frozenset({"smtp_recipient_refused", "sms_number_rejected", "invalid_address"})
+PAGE = 200
+MAX_BACKOFF_SECONDS = 3600
+
+
+@dataclass
+class DispatchReport:
+    composed: int = 0  # messages created
+    skipped: int = 0  # events the recipient chose not to hear about
+    sent: int = 0
+    retrying: int = 0
+    failed: int = 0
+
+
+def _utc(moment: dt.datetime) -> dt.datetime:
+    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
+
+
+def dispatch(rt: Runtime, channels: Mapping[str, Channel], now: dt.datetime | None = None, *, flush: bool = False) -> DispatchReport:
+    """One pass: compose what is due, then deliver what is due. `flush` ignores the coalescing wait."""
+    now = now or dt.datetime.now(dt.UTC)
+    report = DispatchReport()
+    compose_due(rt, now, report, flush=flush)
+    deliver_due(rt, channels, now, report)
+    return report
+
+
+# ---------------------------------------------------------------------------------------------
+# Compose
+
+
+def compose_due(rt: Runtime, now: dt.datetime, report: DispatchReport, *, flush: bool = False) -> None:
+    with rt.sessions() as session:
+        patients = session.scalars(select(Outbox.patient_id).where(Outbox.status == "pending").distinct().limit(10 * PAGE)).all()
+    for patient_id in patients:
+        with rt.sessions() as session:
+            if _compose_patient(rt, session, patient_id, now, report, flush):
+                session.commit()
+            else:
+                session.rollback()
+
+
+def _compose_patient(rt: Runtime, session: Session, patient_id: str, now: dt.datetime, report: DispatchReport, flush: bool) -> bool:
+    patient = session.get(Patient, patient_id)
+    rows = session.scalars(
+        select(Outbox).where(Outbox.patient_id == patient_id, Outbox.status == "pending").order_by(Outbox.created_at)
+    ).all()
+    if patient is None or not rows:
+        return False
+    groups = [[row] for row in rows if row.kind != "documents_added"]
+    deposits = [row for row in rows if row.kind == "documents_added"]
+    if deposits:
+        oldest = _utc(deposits[0].created_at or now)
+        settled = flush or oldest + dt.timedelta(seconds=rt.settings.notify_coalesce_seconds) <= now
+        if settled and (flush or not _in_flight(session, patient_id, [row.ref_id for row in deposits])):
+            groups.append(deposits)
+    for group in groups:
+        ids = [row.id for row in group]
+        claimed = session.execute(
+            update(Outbox).where(Outbox.id.in_(ids), Outbox.status == "pending").values(status="composed", composed_at=now)
+        ).rowcount
+        if claimed != len(ids):
+            return False  # another dispatcher composed some of them: leave it all to that one
+        messages = _messages_for(rt, session, patient, group, now)
+        if not messages:
+            report.skipped += 1
+        session.add_all(messages)
+        report.composed += len(messages)
+    return True
+
+
+def _in_flight(session: Session, patient_id: str, batch_ids: list[str]) -> bool:
+    """Does any of these batches still have a document being processed? (Then wait: one message per batch.)"""
+    busy = (
+        select(func.count()).select_from(BatchItem).where(BatchItem.batch_id.in_(batch_ids), BatchItem.state.in_(("queued", "processing")))
+    )
+    return bool(session.scalar(busy))
+
+
+def _documents_added(session: Session, patient_id: str, batch_ids: list[str]) -> int:
+    query = (
+        select(func.count())
+        .select_from(Document)
+        .join(BatchItem, BatchItem.id == Document.batch_item_id)
+        .where(Document.patient_id == patient_id, BatchItem.batch_id.in_(batch_ids))
+    )
+    return int(session.scalar(query) or 0)
+
+
+def _wanted(patient: Patient, kind: str) -> bool:
+    if kind in ALWAYS:
+        return True
+    return {
+        "documents_added": patient.notify_documents,
+        "reimbursement_data": patient.notify_reimbursements,
+        "access": patient.notify_every_access,
+    }.get(kind, True)
+
+
+def _messages_for(rt: Runtime, session: Session, patient: Patient, group: list[Outbox], now: dt.datetime) -> list[Notification]:
+    first = group[0]
+    if not _wanted(patient, first.kind):
+        return []
+    to_attending = first.kind == "emergency_access_to_attending"
+    recipient = patient.attending_physician_id if to_attending else patient.id
+    if recipient is None:
+        return []
+    count = _documents_added(session, patient.id, [row.ref_id for row in group]) if first.kind == "documents_added" else 1
+    if first.kind == "documents_added" and count == 0:
+        return []  # every document of those batches was rejected: nothing was added
+    event = Event(first.kind, _utc(first.created_at or now), tuple(row.source for row in group), first.detail, count)
+    subject, body = compose(event, rt.settings.notify_record_url)
+    contact = session.get(Contact, recipient)
+    wants_email, wants_sms = (True, True) if to_attending else (patient.notify_email, patient.notify_sms)
+    routes: list[tuple[str, str | None]] = []
+    if contact is not None and wants_email and contact.email and not contact.email_rejected:
+        routes.append(("email", contact.email))
+    if contact is not None and wants_sms and contact.phone and not contact.phone_rejected:
+        routes.append(("sms", contact.phone))
+    if not routes:
+        routes.append(("log", None))  # nowhere to send it: keep it visible in the local sink rather than drop it
+    return [
+        Notification(
+            patient_id=patient.id,
+            recipient_id=recipient,
+            kind=first.kind,
+            channel=channel,
+            address=address,
+            subject=subject,
+            body=body,
+            events=len(group),
+            status="pending",
+            attempts=0,
+            next_attempt_at=now,
+        )  # fmt: skip
+        for channel, address in routes
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Deliver
+
+
+def _due(now: dt.datetime):  # type: ignore[no-untyped-def]
+    return or_(
+        (Notification.status == "pending") & (Notification.next_attempt_at <= now),
+        (Notification.status == "sending") & (Notification.lease_until < now),
+    )
+
+
+def deliver_due(rt: Runtime, channels: Mapping[str, Channel], now: dt.datetime, report: DispatchReport) -> None:
+    """Send every due message once (urgent kinds first)."""
+    with rt.sessions() as session:
+        urgent_first = Notification.kind.in_(URGENT).desc()
+        ids = session.scalars(select(Notification.id).where(_due(now)).order_by(urgent_first, Notification.created_at).limit(PAGE)).all()
+    for notification_id in ids:
+        _deliver_one(rt, channels, notification_id, now, report)
+
+
+def _deliver_one(rt: Runtime, channels: Mapping[str, Channel], notification_id: str, now: dt.datetime, report: DispatchReport) -> None:
+    lease = now + dt.timedelta(seconds=rt.settings.notify_lease_seconds)
+    with rt.sessions() as session:
+        claim = update(Notification).where(Notification.id == notification_id, _due(now))
+        if session.execute(claim.values(status="sending", lease_until=lease, attempts=Notification.attempts + 1)).rowcount != 1:
+            return  # another dispatcher has it
+        session.commit()
+        notification = session.get(Notification, notification_id)
+        assert notification is not None
+        channel = channels.get(notification.channel) or channels["log"]
+        message = Message(
+            notification.id, notification.address or f"recipient:{notification.recipient_id}", notification.subject, notification.body
+        )
+        try:
+            channel.send(message)
+        except DeliveryError as failure:
+            _failed(session, notification, failure, now, rt.settings.notify_max_attempts, report)
+        except Exception as failure:  # a channel bug must not stop the other messages
+            log.error("notification %s: unexpected %s", notification_id, type(failure).__name__)
+            _failed(session, notification, DeliveryError("unexpected_error", False), now, rt.settings.notify_max_attempts, report)
+        else:
+            notification.status, notification.sent_at, notification.lease_until, notification.last_error = "sent", now, None, None
+            report.sent += 1
+        session.commit()
+
+
+def _failed(
+    session: Session, notification: Notification, failure: DeliveryError, now: dt.datetime, max_attempts: int, report: DispatchReport
+) -> None:
+    notification.last_error, notification.lease_until = failure.code, None
+    if failure.permanent or notification.attempts >= max_attempts:
+        notification.status = "failed"
+        report.failed += 1
+        log.warning("notification %s failed for good: %s", notification.id, failure.code)
+        if failure.permanent and failure.code in ADDRESS_CODES:
+            _reject_address(session, notification, failure.code)
+        return
+    notification.status = "pending"
+    delay = min(MAX_BACKOFF_SECONDS, 5 * 2 ** (notification.attempts - 1)) * random.uniform(0.8, 1.2)
+    notification.next_attempt_at = now + dt.timedelta(seconds=delay)
+    report.retrying += 1
+
+
+def _reject_address(session: Session, notification: Notification, code: str) -> None:
+    """Record on the contact that this address was refused, so settings show it and it is not used again."""
+    contact = session.get(Contact, notification.recipient_id)
+    if contact is None:
+        return
+    if notification.channel == "email" and contact.email == notification.address:
+        contact.email_rejected = code
+    if notification.channel == "sms" and contact.phone == notification.address:
+        contact.phone_rejected = code

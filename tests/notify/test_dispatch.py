@@ -1,0 +1,201 @@
+"""From outbox rows to messages: coalesced deposits, preferences, retries, rejected addresses, crashes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from infra.services import dmp_environment
+from pipeline.index.models import Contact, Notification, Outbox, Patient
+from pipeline.notify.channels import channels_from_settings
+from pipeline.notify.contacts import save_contact
+from pipeline.notify.dispatch import dispatch
+from pipeline.runtime import Runtime
+from pipeline.samples import generate_samples
+from pipeline.settings import Settings
+from tests.conftest import index_batch
+
+DMP = str(Path(sys.executable).with_name("dmp"))
+LATER = dt.timedelta(hours=2)  # past the coalescing window and any retry backoff of these tests
+
+
+def _settings(tmp_path: Path, **overrides: object) -> Settings:
+    return Settings(home=tmp_path / "home", smtp_starttls=False, notify_coalesce_seconds=300, **overrides)
+
+
+def _runtime(settings: Settings) -> Runtime:
+    return Runtime.from_settings(settings, prepare=True)
+
+
+def _one_patient_batch(rt: Runtime, tmp_path: Path, documents: int, source: str = "hospital:CHU-NICE") -> tuple[str, list]:
+    generate_samples(tmp_path / "batch", patients=1, documents=documents, seed=99, bad=False)
+    indexed = index_batch(rt, tmp_path / "batch", source)
+    (patient_id,) = {d.patient_id for d in indexed}
+    return patient_id, indexed
+
+
+def _set_contact(rt: Runtime, person_id: str, email: str | None = None, phone: str | None = None, **preferences: bool) -> None:
+    with rt.sessions() as session:
+        save_contact(session, person_id, email, phone)
+        patient = session.get(Patient, person_id)
+        for name, value in preferences.items():
+            setattr(patient, name, value)
+        session.commit()
+
+
+def _notifications(rt: Runtime) -> list[Notification]:
+    with rt.sessions() as session:
+        return list(session.scalars(select(Notification).order_by(Notification.created_at)))
+
+
+@pytest.fixture
+def batch_of_300(tmp_path_factory):
+    """300 documents for one patient, indexed once for the tests that read them (copied per test)."""
+    root = tmp_path_factory.mktemp("batch300")
+    rt = _runtime(_settings(root))
+    patient_id, indexed = _one_patient_batch(rt, root, 300)
+    rt.close()
+    return root, patient_id, indexed
+
+
+def test_a_batch_of_300_documents_for_one_patient_gives_one_email(batch_of_300, smtp_server):
+    root, patient_id, indexed = batch_of_300
+    settings = _settings(root, smtp_host="127.0.0.1", smtp_port=smtp_server.port)
+    rt = _runtime(settings)
+    _set_contact(rt, patient_id, email="patient@example.org")
+    report = dispatch(rt, channels_from_settings(settings), dt.datetime.now(dt.UTC) + LATER)
+    assert (report.composed, report.sent) == (1, 1)
+    (message,) = smtp_server.mailbox.messages
+    text = message.get_content()
+    assert message["To"] == "patient@example.org"
+    assert "300 nouveaux documents" in text and "CHU-NICE" in text
+    assert not any(d.title and d.title in text for d in indexed)  # never medical content
+    # A second pass sends nothing more.
+    assert dispatch(rt, channels_from_settings(settings), dt.datetime.now(dt.UTC) + LATER).sent == 0
+    assert len(smtp_server.mailbox.messages) == 1
+    rt.close()
+
+
+def test_deposits_wait_for_the_coalescing_window_then_two_batches_make_one_message(tmp_path):
+    settings = _settings(tmp_path)
+    rt = _runtime(settings)
+    generate_samples(tmp_path / "a", patients=1, documents=3, seed=5, bad=False)
+    first = index_batch(rt, tmp_path / "a", "hospital:CHU-NICE")
+    index_batch(rt, tmp_path / "a", "lab:BIO-LYON")  # a second batch for the same patient, from a lab, within the window
+    channels = channels_from_settings(settings)
+    assert dispatch(rt, channels).composed == 0  # the window has not passed
+    report = dispatch(rt, channels, dt.datetime.now(dt.UTC) + LATER)
+    assert (report.composed, report.sent) == (1, 1)
+    (notification,) = _notifications(rt)
+    assert notification.channel == "log" and notification.events == 2
+    assert "6 nouveaux documents" in notification.body and "BIO-LYON" in notification.body and "CHU-NICE" in notification.body
+    assert notification.patient_id == first[0].patient_id
+    rt.close()
+
+
+def test_a_deposit_waits_while_its_batch_still_has_documents_in_flight(tmp_path):
+    from pipeline.index.models import BatchItem
+
+    settings = _settings(tmp_path)
+    rt = _runtime(settings)
+    indexed = _one_patient_batch(rt, tmp_path, 3)[1]
+    with rt.sessions() as session:
+        item = session.get(BatchItem, indexed[0].batch_item_id)
+        item.state = "processing"
+        session.commit()
+    assert dispatch(rt, channels_from_settings(settings), dt.datetime.now(dt.UTC) + LATER).composed == 0
+    rt.close()
+
+
+def test_without_a_configured_channel_the_message_goes_to_the_local_log_sink(tmp_path):
+    import json
+
+    settings = _settings(tmp_path)
+    rt = _runtime(settings)
+    patient_id, _ = _one_patient_batch(rt, tmp_path, 2)
+    _set_contact(rt, patient_id, email="patient@example.org")  # wants email, but no SMTP server is configured
+    dispatch(rt, channels_from_settings(settings), dt.datetime.now(dt.UTC) + LATER)
+    lines = [json.loads(line) for line in settings.resolved_notify_log_file().read_text().splitlines()]
+    assert len(lines) == 1 and "2 nouveaux documents" in lines[0]["body"]
+    rt.close()
+
+
+def test_a_patient_who_turned_off_deposit_notifications_gets_none(tmp_path):
+    settings = _settings(tmp_path)
+    rt = _runtime(settings)
+    patient_id, _ = _one_patient_batch(rt, tmp_path, 2)
+    _set_contact(rt, patient_id, email="patient@example.org", notify_documents=False)
+    report = dispatch(rt, channels_from_settings(settings), dt.datetime.now(dt.UTC) + LATER)
+    assert (report.composed, report.skipped) == (0, 1)
+    with rt.sessions() as session:
+        assert session.scalar(select(Outbox.status)) == "composed"  # the event is settled, not left pending
+    rt.close()
+
+
+def test_smtp_down_for_a_while_then_up_delivers_every_message_once(tmp_path, smtp_server):
+    settings = _settings(tmp_path, smtp_host="127.0.0.1", smtp_port=smtp_server.port)
+    rt = _runtime(settings)
+    generate_samples(tmp_path / "batch", patients=3, documents=9, seed=11, bad=False)
+    patients = sorted({d.patient_id for d in index_batch(rt, tmp_path / "batch", "hospital:CHU-NICE")})
+    for n, patient_id in enumerate(patients):
+        _set_contact(rt, patient_id, email=f"p{n}@example.org")
+    channels = channels_from_settings(settings)
+    smtp_server.stop()
+    now = dt.datetime.now(dt.UTC) + LATER
+    down = dispatch(rt, channels, now)
+    assert (down.composed, down.sent, down.retrying) == (3, 0, 3)
+    assert {n.status for n in _notifications(rt)} == {"pending"} and {n.last_error for n in _notifications(rt)} != {None}
+    again = dispatch(rt, channels, now + dt.timedelta(seconds=1))
+    assert again.sent == 0  # still backing off: nothing hammered the server
+    smtp_server.start()
+    up = dispatch(rt, channels, now + LATER)
+    assert up.sent == 3
+    assert sorted(m["To"] for m in smtp_server.mailbox.messages) == ["p0@example.org", "p1@example.org", "p2@example.org"]
+    assert dispatch(rt, channels, now + 2 * LATER).sent == 0
+    assert len(smtp_server.mailbox.messages) == 3
+    rt.close()
+
+
+def test_an_address_refused_for_good_is_recorded_and_not_used_again(tmp_path, smtp_server):
+    settings = _settings(tmp_path, smtp_host="127.0.0.1", smtp_port=smtp_server.port)
+    rt = _runtime(settings)
+    patient_id, _ = _one_patient_batch(rt, tmp_path, 2)
+    _set_contact(rt, patient_id, email="nobody@example.org")
+    smtp_server.mailbox.refuse = "550 5.1.1 no such user"
+    report = dispatch(rt, channels_from_settings(settings), dt.datetime.now(dt.UTC) + LATER)
+    assert report.failed == 1
+    (notification,) = _notifications(rt)
+    assert (notification.status, notification.last_error) == ("failed", "smtp_recipient_refused")
+    with rt.sessions() as session:
+        assert session.get(Contact, patient_id).email_rejected == "smtp_recipient_refused"
+    rt.close()
+
+
+def test_a_sender_killed_between_send_and_mark_loses_nothing_and_the_gateway_sends_once(tmp_path, sms_gateway):
+    settings = _settings(
+        tmp_path, sms_gateway_url=f"http://127.0.0.1:{sms_gateway.port}/send", sms_gateway_token="t0ken", notify_lease_seconds=60
+    )
+    rt = _runtime(settings)
+    patient_id, _ = _one_patient_batch(rt, tmp_path, 2)
+    _set_contact(rt, patient_id, phone="+33612345678", notify_sms=True, notify_email=False)
+    sender = subprocess.Popen([DMP, "notify", "run", "--flush"], env=dmp_environment(settings), start_new_session=True)
+    # The gateway takes the text, then the sender dies before it hears the answer (so before it marks the message sent).
+    sms_gateway.on_request = lambda _request: os.killpg(sender.pid, signal.SIGKILL)
+    assert sender.wait(timeout=60) == -signal.SIGKILL
+    (notification,) = _notifications(rt)
+    assert notification.status == "sending"  # claimed, not marked: the lease will run out
+    sms_gateway.on_request = None
+    assert dispatch(rt, channels_from_settings(settings), dt.datetime.now(dt.UTC) + dt.timedelta(seconds=61)).sent == 1
+    assert len(sms_gateway.requests) == 2  # sent again with the same idempotency key ...
+    assert len(sms_gateway.delivered) == 1  # ... which the gateway de-duplicates: one SMS
+    assert {r["key"] for r in sms_gateway.requests} == {notification.id}
+    assert sms_gateway.requests[0]["auth"] == "Bearer t0ken"
+    assert _notifications(rt)[0].status == "sent"
+    rt.close()
