@@ -127,3 +127,10 @@ def test_malformed_xml_is_xml_malformed(tmp_path):
     path = tmp_path / "bad.xml"
     path.write_text('<?xml version="1.0"?><a><b></a>')
     assert _reason(lambda: check_content(path, "bad.xml", NIR)) == "xml_malformed"
+
+
+def test_xml_declaring_an_unknown_encoding_is_xml_malformed(tmp_path):
+    # Found by the hypothesis mutation test: the parser raises LookupError for an encoding it does not know.
+    path = tmp_path / "odd.xml"
+    path.write_text('<?xml version="1.0" encoding="U-F-8"?><ClinicalDocument xmlns="urn:hl7-org:v3"/>')
+    assert _reason(lambda: check_content(path, "odd.xml", NIR)) == "xml_malformed"

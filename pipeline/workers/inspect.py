@@ -183,7 +183,7 @@ def check_cda(path: Path, expected_ins: str) -> Content:
         root = parse(path, forbid_dtd=True, forbid_entities=True, forbid_external=True).getroot()
     except DefusedXmlException:
         raise Rejected("xml_forbidden_construct") from None
-    except (ParseError, UnicodeError, ValueError):
+    except (ParseError, UnicodeError, ValueError, LookupError):  # LookupError: an encoding Python does not know
         raise Rejected("xml_malformed") from None
     if root.tag != f"{{{CDA_NS}}}ClinicalDocument":
         raise Rejected("unsupported_type", "XML documents must be CDA R2 (urn:hl7-org:v3 ClinicalDocument).")
