@@ -13,12 +13,13 @@ from sqlalchemy import select
 
 from api.access import check, visible
 from api.deps import ActorDep, EmergencyDep, RuntimeDep
-from api.problems import PROBLEM_RESPONSES, ApiProblem
+from api.problems import PROBLEM_RESPONSES, ApiProblem, not_found
 from api.records import POLICY_COLUMNS
 from pipeline.clock import paris_date
-from pipeline.documents import read_document
+from pipeline.documents import DocumentGone, read_document
 from pipeline.envelope import IntegrityError
 from pipeline.index.models import Document
+from pipeline.storage import ObjectNotFound
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/patients/{patient_id}/documents", tags=["documents"], responses=PROBLEM_RESPONSES)
@@ -110,12 +111,14 @@ def document_content(patient_id: str, document_id: str, rt: RuntimeDep, actor: A
     access = check(rt, actor, _action(emergency, "read_content"), patient_id, document_id, emergency)
     document = access.document
     assert document is not None
-    chunks: Iterator[bytes] = read_document(rt, document)
     headers = {"Content-Length": str(document.size), "Cache-Control": "no-store"}
-    if document.size > WHOLE_BODY_LIMIT:
-        return StreamingResponse(chunks, media_type=document.mime_type, headers=headers)
     try:
+        chunks: Iterator[bytes] = read_document(rt, document)
+        if document.size > WHOLE_BODY_LIMIT:
+            return StreamingResponse(chunks, media_type=document.mime_type, headers=headers)
         body = b"".join(chunks)
+    except (DocumentGone, ObjectNotFound):
+        raise not_found() from None  # shredded since the check: gone, like a document that never was
     except IntegrityError:
         log.error("document %s failed its integrity check", document.id)
         raise ApiProblem(500, "integrity_error", "Internal error", "The stored document failed its integrity check.") from None

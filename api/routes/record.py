@@ -116,7 +116,8 @@ class OppositionIn(BaseModel):
     opposed: bool
 
 
-EMAIL_PATTERN = r"^[^@\s]{1,64}@[^@\s]{1,189}\.[^@\s]{2,63}$"
+# Explicit ASCII classes: the API (Rust regex) and clients reading the OpenAPI document must agree on them.
+EMAIL_PATTERN = r"^[A-Za-z0-9._%+'-]{1,64}@[A-Za-z0-9.-]{1,189}\.[A-Za-z]{2,63}$"
 PHONE_PATTERN = r"^\+[1-9][0-9]{6,14}$"
 
 

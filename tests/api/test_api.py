@@ -99,6 +99,29 @@ def test_a_document_damaged_in_storage_is_refused_with_integrity_error_and_no_by
     assert doc.title not in response.text
 
 
+def test_a_document_shredded_between_the_check_and_the_read_is_404(tmp_path, monkeypatch):
+    from api import access
+    from pipeline.documents import shred_document
+    from pipeline.samples import generate_samples
+
+    settings = Settings(home=tmp_path / "home")
+    generate_samples(tmp_path / "batch", patients=1, documents=2, seed=4, bad=False)
+    rt = Runtime.from_settings(settings, prepare=True)
+    doc = index_batch(rt, tmp_path / "batch", "hospital:CHU-API")[0]
+    real_check = access.check
+
+    def check_then_shred(*args, **kwargs):  # type: ignore[no-untyped-def]
+        allowed = real_check(*args, **kwargs)
+        shred_document(rt, doc.id)  # another request erases it right after the policy said yes
+        return allowed
+
+    monkeypatch.setattr("api.routes.documents.check", check_then_shred)
+    with TestClient(create_app(settings)) as client:
+        response = client.get(f"/v1/patients/{doc.patient_id}/documents/{doc.id}/content", headers=_patient(settings, doc.patient_id))
+    assert (response.status_code, response.json()["code"]) == (404, "not_found")
+    rt.close()
+
+
 def test_a_professional_outside_the_care_team_is_refused_until_authorized_then_blocked(world):
     settings, _, client, patients, documents = world
     pid, doc = patients[1], _docs_of(documents, patients[1])[0]
