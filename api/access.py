@@ -9,7 +9,7 @@ hides from this actor all give the same 404.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -34,8 +34,8 @@ class Access:
     decision: Decision
 
 
-def audit(rt: Runtime, actor: Actor, action: str, chain: str, document_id: str | None, decision: Decision) -> int:
-    event = AuditEvent(
+def _event(actor: Actor, action: str, chain: str, document_id: str | None, decision: Decision) -> AuditEvent:
+    return AuditEvent(
         chain=chain,
         actor_id=actor.id,
         actor_kind=actor.kind,
@@ -46,16 +46,44 @@ def audit(rt: Runtime, actor: Actor, action: str, chain: str, document_id: str |
         reason=decision.reason,
         emergency=decision.emergency,
     )
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    """What an access attempt comes to: the audit entry to write, and the answer (an Access or a problem)."""
+
+    chain: str
+    document_id: str | None
+    decision: Decision
+    access: Access | None = None
+    problem: ApiProblem | None = None
+
+
+def _record(rt: Runtime, actor: Actor, action: str, judge: Callable[[Session], _Verdict]) -> _Verdict:
+    """Judge the attempt and append its audit entry (and the notifications it causes) in one transaction."""
+    verdicts: list[_Verdict] = []
+
+    def event(session: Session) -> AuditEvent:
+        verdicts.append(judge(session))
+        verdict = verdicts[-1]
+        return _event(actor, action, verdict.chain, verdict.document_id, verdict.decision)
+
     urgent: list[bool] = []
 
     def notify(session: Session, entry: AuditEntry) -> None:
-        if decision.allowed and chain != NO_PATIENT:
-            urgent.append(notify_access(session, actor, chain, decision, entry.id))
+        verdict = verdicts[-1]
+        if verdict.decision.allowed and verdict.chain != NO_PATIENT:
+            urgent.append(notify_access(session, actor, verdict.chain, verdict.decision, entry.id))
 
-    entry = append_with_retry(rt.sessions, audit_key(rt.hmac_secret), event, also=notify)
+    append_with_retry(rt.sessions, audit_key(rt.hmac_secret), event, also=notify)
     if any(urgent):
         rt.wake_notifier()  # an emergency access is told at once, not at the next sweep
-    return entry.id
+    return verdicts[-1]
+
+
+def audit(rt: Runtime, actor: Actor, action: str, chain: str, document_id: str | None, decision: Decision) -> None:
+    """Append one audit entry for an attempt already decided."""
+    _record(rt, actor, action, lambda _session: _Verdict(chain, document_id, decision))
 
 
 PROFESSIONAL_KINDS = frozenset({"professional", "emergency_regulator", "occupational_physician"})
@@ -109,34 +137,44 @@ def check(
         # Ids that cannot exist are not written raw into the audit (they could be anything).
         audit(rt, actor, action, NO_PATIENT, None, Decision(False, "not_found"))
         raise not_found()
-    with rt.sessions() as session:
-        record = load_record(session, patient_id)
-        # Fetched with the record (one connection checkout) but not looked at before the record-level decision.
-        document = session.get(Document, document_id) if record is not None and document_id is not None else None
+    verdict = _record(rt, actor, action, lambda session: _judge(session, actor, action, patient_id, document_id, emergency_reason, today))
+    if verdict.problem is not None:
+        raise verdict.problem
+    assert verdict.access is not None
+    return verdict.access
+
+
+def _judge(
+    session: Session, actor: Actor, action: str, patient_id: str, document_id: str | None, emergency_reason: str | None, today: dt.date
+) -> _Verdict:
+    record = load_record(session, patient_id)
     if record is None:
-        audit(rt, actor, action, NO_PATIENT, document_id, Decision(False, "not_found"))
-        raise not_found()
+        return _Verdict(NO_PATIENT, document_id, Decision(False, "not_found"), problem=not_found())
     # Actions on one document (mask, unmask) first ask whether the actor may see the record's documents at all.
     record_action = "list" if action in ("mask", "unmask") else action
     record_level = decide(actor, record_action, record, None, today=today, emergency_reason=emergency_reason)
     if not record_level.allowed:
-        audit(rt, actor, action, patient_id, document_id, record_level)
-        raise ApiProblem(403, record_level.reason, "Forbidden", f"Access denied: {record_level.reason}.")
+        return _Verdict(patient_id, document_id, record_level, problem=_forbidden(record_level.reason))
     if document_id is None:
-        audit(rt, actor, action, patient_id, None, record_level)
-        return Access(record, None, record_level)
+        return _Verdict(patient_id, None, record_level, access=Access(record, None, record_level))
+    # Looked up only now: a record-level denial says nothing about whether a document exists.
+    document = session.get(Document, document_id)
     if document is None or document.patient_id != patient_id or document.wrapped_key is None:
-        audit(rt, actor, action, patient_id, document_id, Decision(False, "not_found"))
-        raise not_found()
+        return _Verdict(patient_id, document_id, Decision(False, "not_found"), problem=not_found())
     view = document_view(document)
     decision = decide(actor, action, record, view, today=today, emergency_reason=emergency_reason)
-    audit(rt, actor, action, patient_id, document_id, decision)
-    if not decision.allowed:
-        # A reason only to an actor who may know the document exists; to anyone else, the same 404.
-        if decide(actor, "read_metadata", record, view, today=today).allowed:
-            raise ApiProblem(403, decision.reason, "Forbidden", f"Access denied: {decision.reason}.")
-        raise not_found()
-    return Access(record, document, decision)
+    if decision.allowed:
+        return _Verdict(patient_id, document_id, decision, access=Access(record, document, decision))
+    # A reason only to an actor who may know the document exists; to anyone else, the same 404.
+    if decide(actor, "read_metadata", record, view, today=today).allowed:
+        return _Verdict(
+            patient_id, document_id, decision, problem=ApiProblem(403, decision.reason, "Forbidden", f"Access denied: {decision.reason}.")
+        )
+    return _Verdict(patient_id, document_id, decision, problem=not_found())
+
+
+def _forbidden(reason: str) -> ApiProblem:
+    return ApiProblem(403, reason, "Forbidden", f"Access denied: {reason}.")
 
 
 def _plausible(identifier: str) -> bool:

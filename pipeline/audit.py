@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import Row, func, select
+from sqlalchemy import Row, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -163,7 +163,7 @@ def _chain_lock_id(chain: str) -> int:
 
 
 def append(session: Session, key: bytes, event: AuditEvent, at: dt.datetime | None = None) -> AuditEntry:
-    """Append `event` to its chain in the caller's transaction and return the flushed entry.
+    """Append `event` to its chain in the caller's transaction and return the inserted entry (not attached to the session).
 
     On PostgreSQL the chain is locked until the caller's transaction ends: a transaction-scoped advisory
     lock on the chain (which also covers a chain with no entry yet, where there is no row to lock), then
@@ -195,15 +195,22 @@ def append(session: Session, key: bytes, event: AuditEvent, at: dt.datetime | No
         prev_hash=prev_hash,
     )
     entry.entry_hash = _entry_hash(key, entry)
-    session.add(entry)
-    session.flush()
+    # A Core INSERT … RETURNING rather than a unit-of-work flush: this runs on every API request.
+    values = {column: getattr(entry, column) for column in _INSERTED}
+    entry.id = session.execute(insert(AuditEntry).values(values).returning(AuditEntry.id)).scalar_one()
     return entry
+
+
+_INSERTED = (
+    "chain", "seq", "at", "actor_id", "actor_kind", "profession", "action", "document_id", "outcome", "reason", "emergency",
+    "prev_hash", "entry_hash",
+)  # fmt: skip
 
 
 def append_with_retry(
     sessions: sessionmaker[Session],
     key: bytes,
-    event: AuditEvent,
+    event: AuditEvent | Callable[[Session], AuditEvent],
     at: dt.datetime | None = None,
     *,
     attempts: int = 8,
@@ -211,11 +218,13 @@ def append_with_retry(
 ) -> AuditEntry:
     """Append `event` in its own short transaction, retrying when another writer took the same position.
 
-    `also` writes what must commit with the entry (the notifications an access causes)."""
+    `event` may be a function of the session: it then reads what it needs in the same transaction (one
+    connection for the whole access) and runs again on a retry. `also` writes what must commit with the
+    entry (the notifications an access causes)."""
     for attempt in range(1, attempts + 1):
         with sessions() as session:
             try:
-                entry = append(session, key, event, at)
+                entry = append(session, key, event(session) if callable(event) else event, at)
                 if also is not None:
                     also(session, entry)
                 session.commit()
