@@ -282,6 +282,7 @@ def retention_run(as_json: Annotated[bool, typer.Option("--json")] = False) -> N
         typer.echo(f"record destroyed: patient {patient_id}")
     for item_id in report.quarantine_purged:
         typer.echo(f"quarantine removed: item {item_id}")
+    typer.echo(f"notifications: {report.notifications_deleted} messages older than DMP_NOTIFY_KEEP_DAYS deleted")
 
 
 @retention_app.command("schedule")

@@ -18,7 +18,7 @@ from sqlalchemy import delete, select, update
 from pipeline.carehistory import window_start
 from pipeline.clock import PARIS, paris_date
 from pipeline.documents import destroy_record
-from pipeline.index.models import BatchItem, CareEvent, Document, Outbox, Patient, RecordKey
+from pipeline.index.models import BatchItem, CareEvent, Contact, Document, Notification, Outbox, Patient, RecordKey
 from pipeline.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,7 @@ class RetentionReport:
     care_events_deleted: int = 0
     records_destroyed: list[str] = field(default_factory=list)
     quarantine_purged: list[str] = field(default_factory=list)
+    notifications_deleted: int = 0
 
 
 def prune_care_events(rt: Runtime, as_of: dt.date, batch_size: int = 5000) -> int:
@@ -67,6 +68,8 @@ def destroy_expired_records(rt: Runtime, today: dt.date) -> list[str]:
             session.execute(delete(Document).where(Document.patient_id == patient_id))
             session.execute(delete(CareEvent).where(CareEvent.patient_id == patient_id))
             session.execute(delete(Outbox).where(Outbox.patient_id == patient_id))
+            session.execute(delete(Notification).where(Notification.patient_id == patient_id))
+            session.execute(delete(Contact).where(Contact.id == patient_id))
             session.execute(delete(RecordKey).where(RecordKey.patient_id == patient_id))
             session.execute(delete(Patient).where(Patient.id == patient_id))
             session.commit()
@@ -94,12 +97,25 @@ def purge_quarantine(rt: Runtime, today: dt.date, batch_size: int = 500) -> list
             session.commit()
 
 
+def prune_notifications(rt: Runtime, today: dt.date) -> int:
+    """Delete messages sent or failed more than DMP_NOTIFY_KEEP_DAYS ago, and the events they reported."""
+    cutoff = dt.datetime.combine(today - dt.timedelta(days=rt.settings.notify_keep_days), dt.time(), tzinfo=dt.UTC)
+    with rt.sessions() as session:
+        deleted = session.execute(
+            delete(Notification).where(Notification.status.in_(("sent", "failed")), Notification.created_at < cutoff)
+        ).rowcount
+        session.execute(delete(Outbox).where(Outbox.status == "composed", Outbox.composed_at < cutoff))
+        session.commit()
+    return deleted
+
+
 def run_retention(rt: Runtime, today: dt.date) -> RetentionReport:
     """Everything retention does, in order; safe to run while ingestion and reads go on."""
     report = RetentionReport()
     report.care_events_deleted = prune_care_events(rt, today)
     report.records_destroyed = destroy_expired_records(rt, today)
     report.quarantine_purged = purge_quarantine(rt, today)
+    report.notifications_deleted = prune_notifications(rt, today)
     return report
 
 

@@ -80,6 +80,7 @@ class Settings(BaseSettings):
     notify_sweep_seconds: float = Field(
         default=15.0, gt=0, description="Seconds between two notification passes of a worker or API process."
     )
+    notify_keep_days: int = Field(default=90, ge=1, description="Sent or failed messages are deleted by retention after this many days.")
     notify_in_api: bool = Field(default=True, description="API processes also send notifications (emergency ones at once).")
     notify_record_url: str = Field(default="https://dmp.invalid/record", description="Link to the record put in every message.")
 

@@ -240,7 +240,16 @@ def test_pruning_while_reads_run_deletes_in_batches_and_every_read_succeeds(rt, 
 
 
 def test_a_record_closed_more_than_ten_years_ago_is_destroyed_with_all_its_rows(rt, tmp_path):
+    from pipeline.index.models import Contact, Notification, Outbox
+    from pipeline.notify.channels import channels_from_settings
+    from pipeline.notify.contacts import save_contact
+    from pipeline.notify.dispatch import dispatch
+
     _feed(rt, _csv(tmp_path / "f.csv", [_line("a"), _line("b", ins=BOB)]))
+    with rt.sessions() as session:
+        save_contact(session, session.scalars(select(Patient.id).where(Patient.ins == ALICE)).one(), "alice@example.org", None)
+        session.commit()
+    assert dispatch(rt, channels_from_settings(rt.settings), flush=True).sent == 2  # messages and a contact to destroy too
     with rt.sessions() as session:
         alice = session.scalars(select(Patient).where(Patient.ins == ALICE)).one()
         alice.status, alice.closed_at = "closed", dt.datetime(2016, 11, 22, tzinfo=dt.UTC)
@@ -252,6 +261,9 @@ def test_a_record_closed_more_than_ten_years_ago_is_destroyed_with_all_its_rows(
     with rt.sessions() as session:
         assert session.scalar(select(func.count()).select_from(CareEvent).where(CareEvent.patient_id == alice_id)) == 0
         assert session.get(Patient, alice_id) is None
+        assert session.get(Contact, alice_id) is None
+        for table in (Notification, Outbox):
+            assert session.scalar(select(func.count()).select_from(table).where(table.patient_id == alice_id)) == 0
     assert _count(rt, CareEvent) == 1
 
 
