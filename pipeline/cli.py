@@ -28,11 +28,13 @@ keys_app = typer.Typer(no_args_is_help=True, help="Master keys.")
 retention_app = typer.Typer(no_args_is_help=True, help="Retention: delete what must no longer be kept.")
 audit_app = typer.Typer(no_args_is_help=True, help="The access log (audit trail).")
 notify_app = typer.Typer(no_args_is_help=True, help="Patient notifications (email, SMS, local log sink).")
+sources_app = typer.Typer(no_args_is_help=True, help="Source credentials: the API keys hospitals, labs and the insurer push with.")
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(retention_app, name="retention")
 app.add_typer(audit_app, name="audit")
 app.add_typer(notify_app, name="notify")
+app.add_typer(sources_app, name="sources")
 
 
 def _runtime(settings: Settings):  # type: ignore[no-untyped-def]
@@ -337,6 +339,52 @@ def audit_verify(
         typer.echo(f"broken: chain {link.chain} at seq {link.seq} (entry {link.entry_id}): {link.problem}")
     if broken:
         raise typer.Exit(1)
+
+
+@sources_app.command("add")
+def sources_add(source: Annotated[str, typer.Argument(metavar="KIND:ID", help="hospital:ID, lab:ID or insurer:ID")]) -> None:
+    """Create the source's API key and print it, once: only a keyed hash of it is kept."""
+    from pipeline.ingest.intake import SourceError
+    from pipeline.sources import SourceExists, add_source
+
+    rt = _runtime(Settings())
+    try:
+        with rt.sessions() as session:
+            key = add_source(session, rt.hmac_secret, source)
+    except (SourceError, SourceExists) as exc:
+        _fail(str(exc))
+    finally:
+        rt.close()
+    typer.echo(f"API key for {source} (shown once; send it as Authorization: Bearer <key>):", err=True)
+    typer.echo(key)
+
+
+@sources_app.command("revoke")
+def sources_revoke(source: Annotated[str, typer.Argument(metavar="KIND:ID")]) -> None:
+    """Revoke the source's API key at once (`dmp sources add` then makes a new one)."""
+    from pipeline.sources import revoke_source
+
+    rt = _runtime(Settings())
+    with rt.sessions() as session:
+        revoked = revoke_source(session, source)
+    rt.close()
+    if not revoked:
+        _fail(f"{source} has no active key", 1)
+    typer.echo(f"{source}: key revoked")
+
+
+@sources_app.command("list")
+def sources_list() -> None:
+    """Every source with its key id, creation and revocation times (never the secret)."""
+    from pipeline.sources import list_sources
+
+    rt = _runtime(Settings())
+    with rt.sessions() as session:
+        rows = list_sources(session)
+    rt.close()
+    for row in rows:
+        state = f"revoked {row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else "active"
+        typer.echo(f"{row.id:<40} key {row.key_id}  created {row.created_at:%Y-%m-%d %H:%M}  {state}")
 
 
 @keys_app.command("init")
