@@ -21,6 +21,10 @@ class BatchReader(Protocol):
 
     def open(self, name: str) -> AbstractContextManager[BinaryIO]: ...
 
+    def stored_key(self, name: str) -> str | None:
+        """The inbox object already holding this document (an HTTP upload's part), or None."""
+        ...
+
 
 def _is_document(name: str) -> bool:
     parts = PurePosixPath(name).parts
@@ -46,15 +50,22 @@ class FolderBatch:
     def open(self, name: str) -> AbstractContextManager[BinaryIO]:
         return (self.root / name).open("rb")
 
+    def stored_key(self, name: str) -> str | None:
+        return None
+
 
 class ZipBatch:
-    """A zip batch. Members are decompressed as a stream; the manifest may sit in one top folder."""
+    """A zip batch. Members are decompressed as a stream; the manifest may sit in one top folder.
 
-    def __init__(self, path: Path) -> None:
+    `source` is a path or any seekable binary file (an upload read back from the object store by
+    ranged reads): a zip's directory sits at its end, so it cannot be read front to back.
+    """
+
+    def __init__(self, source: Path | BinaryIO, name: str = "the batch") -> None:
         try:
-            self.zip = zipfile.ZipFile(path)
-        except zipfile.BadZipFile:
-            raise ManifestError("batch_unreadable", f"{path.name} is not a readable zip file") from None
+            self.zip = zipfile.ZipFile(source)
+        except (zipfile.BadZipFile, EOFError, ValueError):
+            raise ManifestError("batch_unreadable", f"{name} is not a readable zip file") from None
         files = [info.filename for info in self.zip.infolist() if not info.is_dir()]
         manifests = [n for n in files if PurePosixPath(n).name == MANIFEST_NAME and _is_document(n.replace(MANIFEST_NAME, "x"))]
         self.prefix = ""
@@ -78,13 +89,16 @@ class ZipBatch:
     def open(self, name: str) -> AbstractContextManager[BinaryIO]:
         return self.zip.open(self.prefix + name)
 
+    def stored_key(self, name: str) -> str | None:
+        return None
+
 
 def open_batch(path: Path) -> BatchReader:
     """A reader for a batch folder or zip."""
     if path.is_dir():
         return FolderBatch(path)
     if path.is_file() and zipfile.is_zipfile(path):
-        return ZipBatch(path)
+        return ZipBatch(path, path.name)
     raise ManifestError("batch_unreadable", f"{path} is neither a folder nor a zip file")
 
 
