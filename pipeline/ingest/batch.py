@@ -26,7 +26,7 @@ class BatchReader(Protocol):
         ...
 
 
-def _is_document(name: str) -> bool:
+def is_document(name: str) -> bool:
     parts = PurePosixPath(name).parts
     return bool(parts) and name not in NOT_DOCUMENTS and not any(p.startswith(".") or p == "__MACOSX" for p in parts)
 
@@ -45,7 +45,7 @@ class FolderBatch:
 
     def document_names(self) -> list[str]:
         names = (p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file())
-        return sorted(name for name in names if _is_document(name))
+        return sorted(name for name in names if is_document(name))
 
     def open(self, name: str) -> AbstractContextManager[BinaryIO]:
         return (self.root / name).open("rb")
@@ -67,7 +67,7 @@ class ZipBatch:
         except (zipfile.BadZipFile, EOFError, ValueError):
             raise ManifestError("batch_unreadable", f"{name} is not a readable zip file") from None
         files = [info.filename for info in self.zip.infolist() if not info.is_dir()]
-        manifests = [n for n in files if PurePosixPath(n).name == MANIFEST_NAME and _is_document(n.replace(MANIFEST_NAME, "x"))]
+        manifests = [n for n in files if PurePosixPath(n).name == MANIFEST_NAME and is_document(n.replace(MANIFEST_NAME, "x"))]
         self.prefix = ""
         if MANIFEST_NAME not in files and len(manifests) == 1:
             self.prefix = manifests[0][: -len(MANIFEST_NAME)]
@@ -84,7 +84,7 @@ class ZipBatch:
             return handle.read(MAX_MANIFEST_BYTES + 1)[:MAX_MANIFEST_BYTES]
 
     def document_names(self) -> list[str]:
-        return sorted(name for name in self._names if _is_document(name))
+        return sorted(name for name in self._names if is_document(name))
 
     def open(self, name: str) -> AbstractContextManager[BinaryIO]:
         return self.zip.open(self.prefix + name)

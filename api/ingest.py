@@ -1,0 +1,121 @@
+"""Submissions over HTTP around the upload functions of `pipeline.ingest.uploads`: scope, limits,
+the broker, and every failure as a problem document. Routes (api/routes/ingest.py) stay thin shells.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import BinaryIO
+
+import anyio.to_thread
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
+
+from api.body import RequestBody
+from api.problems import ApiProblem
+from pipeline.ingest.feed import FeedError
+from pipeline.ingest.feed_intake import FeedIntake
+from pipeline.ingest.intake import IntakeResult
+from pipeline.ingest.manifest import ManifestError
+from pipeline.ingest.multipart import MultipartError
+from pipeline.ingest.uploads import TooLarge, UploadRejected
+from pipeline.reasons import Transient
+from pipeline.runtime import Runtime
+from pipeline.settings import Settings
+from pipeline.sources import SourceIdentity
+from pipeline.workers.wiring import Wiring, wire
+
+BATCH_STATUS = "/v1/ingest/batches/{}"
+FEED_STATUS = "/v1/ingest/feeds/{}"
+UNAVAILABLE_RETRY_SECONDS = 10
+# The work of one submission, run in a worker thread: (runtime, body, broker side) -> the 202 answer.
+Work = Callable[[Runtime, BinaryIO, Wiring], dict]
+
+
+class Intake:
+    """The API process's broker side, built on the first submission (most API processes only read):
+    the actors' wiring on the process's Runtime and, in embedded mode, an in-process worker."""
+
+    def __init__(self, settings: Settings, runtime: Runtime) -> None:
+        self.settings, self.runtime = settings, runtime
+        self._lock = threading.Lock()
+        self._wiring: Wiring | None = None
+        self._worker = None
+
+    def wiring(self) -> Wiring:
+        with self._lock:
+            if self._wiring is None:
+                self._wiring = wire(self.settings, runtime=self.runtime)
+                if self.settings.embedded_broker:
+                    from dramatiq import Worker
+
+                    self._worker = Worker(self._wiring.broker, worker_threads=2)
+                    self._worker.start()
+            return self._wiring
+
+    def close(self) -> None:
+        with self._lock:
+            if self._worker is not None:
+                self._worker.stop()
+            if self._wiring is not None:
+                self._wiring.broker.close()
+
+
+def require_scope(source: SourceIdentity, what: str) -> None:
+    """403 `source_not_allowed` unless this source may submit `what` (documents or feeds)."""
+    if not source.may_submit(what):
+        raise ApiProblem(403, "source_not_allowed", "Forbidden", f"A {source.kind} source may not submit {what}.")
+
+
+def batch_answer(result: IntakeResult) -> dict:
+    return {"batch": result.batch_id, "status_url": BATCH_STATUS.format(result.batch_id), "total": result.total, "resumed": result.resumed}
+
+
+def feed_answer(result: FeedIntake) -> dict:
+    url = FEED_STATUS.format(result.feed_id)
+    return {"batch": result.feed_id, "feed": result.feed_id, "status_url": url, "total": result.lines, "resumed": result.resumed}
+
+
+def too_large(limit: int, what: str) -> ApiProblem:
+    return ApiProblem(
+        413, "payload_too_large", "Payload too large", f"The {what} is larger than {limit} bytes.", extra={"limit_bytes": limit}
+    )
+
+
+def _content_length(request: Request) -> int | None:
+    value = request.headers.get("content-length")
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise ApiProblem(400, "bad_request", "Bad request", "Content-Length is not a number.")
+    return int(value)
+
+
+async def submit(request: Request, work: Work) -> JSONResponse:
+    """Run `work` on the streamed body in a worker thread; 202 with the batch id and its status URL."""
+    rt: Runtime = request.app.state.runtime
+    limit = rt.settings.upload_max_request_bytes
+    length = _content_length(request)
+    if length is not None and length > limit:
+        raise too_large(limit, "request")  # said before a byte is read (curl waits on Expect: 100-continue)
+    wiring = await anyio.to_thread.run_sync(request.app.state.intake.wiring)
+    body = RequestBody(request.stream(), limit)
+    try:
+        answer = await anyio.to_thread.run_sync(work, rt, body, wiring)
+    except TooLarge as exc:
+        raise too_large(exc.limit, exc.what) from None
+    except (ManifestError, UploadRejected) as exc:
+        raise ApiProblem(422, exc.code, "Unprocessable submission", str(exc)) from None
+    except FeedError as exc:
+        raise ApiProblem(422, "feed_invalid", "Unprocessable feed", str(exc)) from None
+    except MultipartError as exc:
+        raise ApiProblem(400, "multipart_invalid", "Malformed multipart body", str(exc)) from None
+    except (Transient, DBAPIError):
+        # Texts of these can quote row values: name nothing.
+        retry = {"Retry-After": str(UNAVAILABLE_RETRY_SECONDS)}
+        raise ApiProblem(
+            503, "service_unavailable", "Service unavailable", "Storage, broker or index unreachable.", headers=retry
+        ) from None
+    return JSONResponse(answer, status_code=202, headers={"Location": answer["status_url"]})
