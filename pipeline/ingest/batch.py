@@ -7,6 +7,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Protocol
 
+from pipeline.ingest.archive import ArchiveLimits, check_archive
 from pipeline.ingest.manifest import MANIFEST_NAME, ManifestError
 
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
@@ -58,14 +59,16 @@ class ZipBatch:
     """A zip batch. Members are decompressed as a stream; the manifest may sit in one top folder.
 
     `source` is a path or any seekable binary file (an upload read back from the object store by
-    ranged reads): a zip's directory sits at its end, so it cannot be read front to back.
+    ranged reads): a zip's directory sits at its end, so it cannot be read front to back. A hostile
+    archive (pipeline/ingest/archive.py) raises ArchiveRejected before anything is read out of it.
     """
 
-    def __init__(self, source: Path | BinaryIO, name: str = "the batch") -> None:
+    def __init__(self, source: Path | BinaryIO, name: str = "the batch", limits: ArchiveLimits | None = None) -> None:
         try:
             self.zip = zipfile.ZipFile(source)
         except (zipfile.BadZipFile, EOFError, ValueError):
             raise ManifestError("batch_unreadable", f"{name} is not a readable zip file") from None
+        check_archive(self.zip, limits or ArchiveLimits())
         files = [info.filename for info in self.zip.infolist() if not info.is_dir()]
         manifests = [n for n in files if PurePosixPath(n).name == MANIFEST_NAME and is_document(n.replace(MANIFEST_NAME, "x"))]
         self.prefix = ""
@@ -93,12 +96,12 @@ class ZipBatch:
         return None
 
 
-def open_batch(path: Path) -> BatchReader:
-    """A reader for a batch folder or zip."""
+def open_batch(path: Path, limits: ArchiveLimits | None = None) -> BatchReader:
+    """A reader for a batch folder or zip (checked against `limits`, else the default ones)."""
     if path.is_dir():
         return FolderBatch(path)
     if path.is_file() and zipfile.is_zipfile(path):
-        return ZipBatch(path, path.name)
+        return ZipBatch(path, path.name, limits)
     raise ManifestError("batch_unreadable", f"{path} is neither a folder nor a zip file")
 
 

@@ -21,6 +21,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from pipeline.index import repo
 from pipeline.index.models import Batch, BatchItem, new_id
+from pipeline.ingest.archive import ArchiveLimits
 from pipeline.ingest.batch import BatchReader, LimitedReader, open_batch
 from pipeline.ingest.manifest import Manifest, ManifestError, parse_manifest
 from pipeline.reasons import REASONS, Transient
@@ -170,7 +171,7 @@ def receive_batch(rt: Runtime, batch: Path | BatchReader, source: str, send: Cal
     kind, _ = parse_source(source)
     if kind not in DOCUMENT_SOURCES:
         raise SourceError("document batches come from hospital:ID or lab:ID sources")
-    reader = open_batch(batch) if isinstance(batch, Path) else batch
+    reader = open_batch(batch, ArchiveLimits.from_settings(rt.settings)) if isinstance(batch, Path) else batch
     data = reader.manifest_bytes()
     manifest = parse_manifest(data)
     present = reader.document_names()

@@ -22,6 +22,7 @@ from typing import BinaryIO
 
 from pipeline.index import repo
 from pipeline.index.models import new_id
+from pipeline.ingest.archive import ArchiveLimits, check_names
 from pipeline.ingest.batch import MAX_MANIFEST_BYTES, ZipBatch, is_document
 from pipeline.ingest.feed_intake import FeedFile, FeedIntake, feed_hasher, receive_feed
 from pipeline.ingest.intake import IntakeResult, receive_batch
@@ -112,7 +113,7 @@ def receive_zip(rt: Runtime, body: BinaryIO, source: str, send: Callable[[str], 
     try:
         rt.store.put(key, body)  # type: ignore[arg-type]
         with rt.store.open_ranged(key) as handle:
-            return receive_batch(rt, ZipBatch(handle, "the uploaded zip"), source, send)
+            return receive_batch(rt, ZipBatch(handle, "the uploaded zip", ArchiveLimits.from_settings(rt.settings)), source, send)
     finally:
         rt.store.delete(key)
 
@@ -132,6 +133,7 @@ def _store_parts(
     """Store every file part under `prefix` as it arrives (name -> key in `stored`); return the small fields."""
     reader = MultipartReader(body, boundary)
     values: dict[str, bytes] = {}
+    names: set[str] = set()
     while (part := reader.next_part()) is not None:
         # manifest.csv may come as its own `manifest` part or among the files.
         field = "manifest" if "manifest" in fields and (part.name == "manifest" or part.filename == MANIFEST_NAME) else part.name
@@ -140,8 +142,7 @@ def _store_parts(
                 raise UploadRejected("multipart_invalid", f"more than one {field} part")
             values[field] = _read_small(part, MAX_MANIFEST_BYTES if field == "manifest" else MAX_METADATA_BYTES, field)
         elif part.name in ("file", "files") and part.filename:
-            if part.filename in stored:
-                raise UploadRejected("archive_duplicate_name", f"two parts are named {part.filename}")
+            check_names([part.filename], names)  # the same rules as a zip's entry names
             key = f"{prefix}{len(stored):06d}"
             stored[part.filename] = key
             rt.store.put(key, LimitedStream(part, rt.settings.max_file_bytes, "file"))  # type: ignore[arg-type]

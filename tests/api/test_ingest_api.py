@@ -20,15 +20,22 @@ from pipeline.runtime import Runtime
 from pipeline.settings import Settings
 from pipeline.sources import add_source, revoke_source
 from tests.conftest import read_expected
+from tests.hostile.archives import hostile_archives
 
 LIMIT = 4 * 1024 * 1024
 FILE_LIMIT = 1024 * 1024
+ARCHIVE_LIMIT = 8 * 1024 * 1024
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, sample_batch):
     """An embedded API with one hospital, one lab and one insurer holding API keys."""
-    settings = Settings(home=tmp_path_factory.mktemp("ingest-api") / "home", upload_max_request_bytes=LIMIT, max_file_bytes=FILE_LIMIT)
+    settings = Settings(
+        home=tmp_path_factory.mktemp("ingest-api") / "home",
+        upload_max_request_bytes=LIMIT,
+        max_file_bytes=FILE_LIMIT,
+        archive_max_uncompressed_bytes=ARCHIVE_LIMIT,
+    )
     rt = Runtime.from_settings(settings, prepare=True)
     keys = {}
     with rt.sessions() as session:
@@ -149,6 +156,24 @@ def test_a_zip_without_manifest_is_422_manifest_missing(world, sample_batch):
         headers={**keys["hospital:CHU-API"], "Content-Type": "application/zip"},
     )
     assert (answer.status_code, answer.json()["code"]) == (422, "manifest_missing")
+    assert not _inbox(rt)
+
+
+@pytest.mark.parametrize("reason", sorted(hostile_archives(ARCHIVE_LIMIT)))
+def test_a_hostile_zip_is_422_with_its_reason_and_leaves_nothing(world, reason):
+    client, keys, rt = world
+    data = hostile_archives(ARCHIVE_LIMIT)[reason]
+    answer = client.post("/v1/ingest/batches", content=data, headers={**keys["hospital:CHU-API"], "Content-Type": "application/zip"})
+    assert (answer.status_code, answer.json()["code"]) == (422, reason)
+    assert not _inbox(rt)
+
+
+@pytest.mark.parametrize("name", ["../doc.pdf", "/doc.pdf"])
+def test_an_uploaded_file_named_outside_the_batch_is_422(world, sample_batch, name):
+    client, keys, rt = world
+    files = [("manifest", ("manifest.csv", (sample_batch / "manifest.csv").read_bytes())), ("file", (name, b"%PDF-1.4"))]
+    answer = client.post("/v1/ingest/batches", files=files, headers=keys["hospital:CHU-API"])
+    assert answer.status_code == 422 and answer.json()["code"] in ("archive_path_traversal", "archive_absolute_path")
     assert not _inbox(rt)
 
 
