@@ -8,11 +8,13 @@ import threading
 from collections.abc import Callable
 from typing import BinaryIO
 
+import anyio
 import anyio.to_thread
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 
+from api import idempotency
 from api.body import RequestBody
 from api.problems import ApiProblem
 from pipeline.ingest.feed import FeedError
@@ -93,17 +95,76 @@ def _content_length(request: Request) -> int | None:
     return int(value)
 
 
-async def submit(request: Request, work: Work) -> JSONResponse:
-    """Run `work` on the streamed body in a worker thread; 202 with the batch id and its status URL."""
+def _claim(rt: Runtime, source: str, key: str, route: str, length: int | None) -> idempotency.Replay | None:
+    with rt.sessions() as session:
+        return idempotency.claim(session, source, key, route, length)
+
+
+def _settle(rt: Runtime, source: str, key: str, answer: dict | None) -> None:
+    with rt.sessions() as session:
+        if answer is None:
+            idempotency.release(session, source, key)
+        else:
+            idempotency.finish(session, source, key, 202, answer)
+
+
+async def submit(request: Request, source: SourceIdentity, route: str, idempotency_key: str | None, work: Work) -> JSONResponse:
+    """Run `work` on the streamed body in a worker thread; 202 with the batch id and its status URL.
+
+    With an Idempotency-Key, a retry gets the first 202 back (`Idempotent-Replayed: true`) without
+    its body being read; the key is released if this request fails.
+    """
     rt: Runtime = request.app.state.runtime
     limit = rt.settings.upload_max_request_bytes
     length = _content_length(request)
     if length is not None and length > limit:
         raise too_large(limit, "request")  # said before a byte is read (curl waits on Expect: 100-continue)
+    key = _idempotency_key(idempotency_key)
+    if key is not None:
+        replay = await _replay_or_claim(rt, source.id, key, route, length)
+        if replay is not None:
+            headers = {"Location": replay.body.get("status_url", ""), "Idempotent-Replayed": "true"}
+            return JSONResponse(replay.body, status_code=replay.status, headers=headers)
+    answer = None
+    try:
+        if key is None:
+            answer = await _run(request, rt, limit, work)
+        else:
+            with idempotency.renewing(rt, source.id, key):
+                answer = await _run(request, rt, limit, work)
+    finally:
+        if key is not None:
+            with anyio.CancelScope(shield=True):  # a client gone mid-upload must still free its key
+                await anyio.to_thread.run_sync(_settle, rt, source.id, key, answer)
+    return JSONResponse(answer, status_code=202, headers={"Location": answer["status_url"]})
+
+
+def _idempotency_key(header: str | None) -> str | None:
+    if header is None:
+        return None
+    try:
+        return idempotency.parse_key(header)
+    except idempotency.KeyInvalid as exc:
+        raise ApiProblem(400, "invalid_idempotency_key", "Bad request", str(exc)) from None
+
+
+async def _replay_or_claim(rt: Runtime, source: str, key: str, route: str, length: int | None) -> idempotency.Replay | None:
+    try:
+        return await anyio.to_thread.run_sync(_claim, rt, source, key, route, length)
+    except idempotency.KeyInUse:
+        detail = "A request with this Idempotency-Key is still running; retry after it."
+        raise ApiProblem(409, "idempotency_key_in_use", "Conflict", detail, headers={"Retry-After": "5"}) from None
+    except idempotency.KeyReused:
+        detail = "This Idempotency-Key was used for another submission; use a new key."
+        raise ApiProblem(422, "idempotency_key_reused", "Unprocessable submission", detail) from None
+
+
+async def _run(request: Request, rt: Runtime, limit: int, work: Work) -> dict:
+    """The upload itself, every failure turned into its problem document."""
     wiring = await anyio.to_thread.run_sync(request.app.state.intake.wiring)
     body = RequestBody(request.stream(), limit)
     try:
-        answer = await anyio.to_thread.run_sync(work, rt, body, wiring)
+        return await anyio.to_thread.run_sync(work, rt, body, wiring)
     except TooLarge as exc:
         raise too_large(exc.limit, exc.what) from None
     except (ManifestError, UploadRejected) as exc:
@@ -115,7 +176,5 @@ async def submit(request: Request, work: Work) -> JSONResponse:
     except (Transient, DBAPIError):
         # Texts of these can quote row values: name nothing.
         retry = {"Retry-After": str(UNAVAILABLE_RETRY_SECONDS)}
-        raise ApiProblem(
-            503, "service_unavailable", "Service unavailable", "Storage, broker or index unreachable.", headers=retry
-        ) from None
-    return JSONResponse(answer, status_code=202, headers={"Location": answer["status_url"]})
+        detail = "Storage, broker or index unreachable; send it again."
+        raise ApiProblem(503, "service_unavailable", "Service unavailable", detail, headers=retry) from None

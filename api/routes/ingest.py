@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Header, Path, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
@@ -22,9 +22,10 @@ from pipeline.status import batch_status, feed_status
 
 INGEST_PROBLEMS: dict[int | str, dict] = {
     **{code: answer for code, answer in PROBLEM_RESPONSES.items() if code != 503},
-    400: problem_doc("The body is not well-formed (multipart syntax, Content-Length)."),
+    400: problem_doc("The body is not well-formed (multipart syntax, Content-Length, Idempotency-Key)."),
     401: problem_doc("Missing, unknown or revoked source API key (`invalid_credentials`)."),
     403: problem_doc("This source may not submit this (`source_not_allowed`): labs and hospitals send documents, the insurer feeds."),
+    409: problem_doc("A request with this Idempotency-Key is still running (`idempotency_key_in_use`, `Retry-After`)."),
     413: problem_doc("The request or one file is larger than allowed (`payload_too_large`, `limit_bytes`)."),
     415: problem_doc("Unsupported Content-Type for this route (`unsupported_media_type`)."),
     422: problem_doc("The submission is unusable as a whole (manifest, metadata, feed header, hostile archive); `code` says why."),
@@ -34,6 +35,10 @@ router = APIRouter(prefix="/v1/ingest", tags=["ingest"], responses=INGEST_PROBLE
 ZIP_TYPES = ("application/zip", "application/x-zip-compressed")
 FEED_TYPES = {"text/csv": "csv", "application/x-ndjson": "ndjson", "application/ndjson": "ndjson", "application/jsonl": "ndjson"}
 BatchId = Annotated[str, Path(max_length=64)]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(max_length=257, description="Retrying with the same key returns the first answer instead of submitting again."),
+]
 
 _BINARY = {"type": "string", "format": "binary"}
 _METADATA = {
@@ -119,11 +124,17 @@ def _boundary(request: Request) -> bytes:
     response_model=Accepted,
     openapi_extra=_body({"multipart/form-data": DOCUMENT_BODY}),
 )
-async def submit_document(request: Request, source: SourceDep) -> JSONResponse:
+async def submit_document(request: Request, source: SourceDep, idempotency_key: IdempotencyKey = None) -> JSONResponse:
     """One document and its metadata (multipart: a `metadata` JSON part and a `file` part): a batch of one."""
     require_scope(source, "documents")
     boundary = _boundary(request)
-    return await submit(request, lambda rt, body, wiring: batch_answer(receive_document(rt, body, boundary, source.id, wiring.send_item)))
+    return await submit(
+        request,
+        source,
+        "documents",
+        idempotency_key,
+        lambda rt, body, wiring: batch_answer(receive_document(rt, body, boundary, source.id, wiring.send_item)),
+    )
 
 
 @router.post(
@@ -132,16 +143,16 @@ async def submit_document(request: Request, source: SourceDep) -> JSONResponse:
     response_model=Accepted,
     openapi_extra=_body({"application/zip": _BINARY, "multipart/form-data": BATCH_PARTS}),
 )
-async def submit_batch(request: Request, source: SourceDep) -> JSONResponse:
+async def submit_batch(request: Request, source: SourceDep, idempotency_key: IdempotencyKey = None) -> JSONResponse:
     """A batch: a zip holding manifest.csv and the documents (`Content-Type: application/zip`), or
     multipart with a `manifest` part and one `file` part per document."""
     require_scope(source, "documents")
     if _media_type(request) in ZIP_TYPES:
-        return await submit(request, lambda rt, body, wiring: batch_answer(receive_zip(rt, body, source.id, wiring.send_item)))
-    boundary = _boundary(request)
-    return await submit(
-        request, lambda rt, body, wiring: batch_answer(receive_multipart_batch(rt, body, boundary, source.id, wiring.send_item))
-    )
+        work = lambda rt, body, wiring: batch_answer(receive_zip(rt, body, source.id, wiring.send_item))  # noqa: E731
+    else:
+        boundary = _boundary(request)
+        work = lambda rt, body, wiring: batch_answer(receive_multipart_batch(rt, body, boundary, source.id, wiring.send_item))  # noqa: E731
+    return await submit(request, source, "batches", idempotency_key, work)
 
 
 @router.post(
@@ -150,13 +161,14 @@ async def submit_batch(request: Request, source: SourceDep) -> JSONResponse:
     response_model=Accepted,
     openapi_extra=_body({"text/csv": {"type": "string"}, "application/x-ndjson": {"type": "string"}}),
 )
-async def submit_feed(request: Request, source: SourceDep) -> JSONResponse:
+async def submit_feed(request: Request, source: SourceDep, idempotency_key: IdempotencyKey = None) -> JSONResponse:
     """A reimbursement feed (insurer only): the CSV or NDJSON file as the body."""
     require_scope(source, "feeds")
     fmt = FEED_TYPES.get(_media_type(request))
     if fmt is None:
         raise _unsupported("text/csv or application/x-ndjson")
-    return await submit(request, lambda rt, body, wiring: feed_answer(receive_feed_upload(rt, body, fmt, source.id, wiring.send_chunk)))
+    work = lambda rt, body, wiring: feed_answer(receive_feed_upload(rt, body, fmt, source.id, wiring.send_chunk))  # noqa: E731
+    return await submit(request, source, "feeds", idempotency_key, work)
 
 
 @router.get("/batches/{batch_id}", response_model=BatchStatus)

@@ -75,8 +75,20 @@ def _expected(batch: Path) -> dict[str, tuple[str, str]]:
     return {name: (row["expected_state"], row["expected_reason"]) for name, row in read_expected(batch).items()}
 
 
-def _inbox(rt: Runtime) -> list[str]:
-    return [key for key in rt.store.list_keys("inbox/")]
+def _inbox(rt: Runtime, timeout: float = 120) -> list[str]:
+    """What the inbox holds once every item submitted so far (by any test) is final."""
+    from sqlalchemy import func, select
+
+    from pipeline.index.models import BatchItem
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with rt.sessions() as session:
+            unfinished = session.scalar(select(func.count()).select_from(BatchItem).where(BatchItem.state.in_(("queued", "processing"))))
+        if not unfinished:
+            break
+        time.sleep(0.2)
+    return list(rt.store.list_keys("inbox/"))
 
 
 def _feed_csv(line_ids: list[str]) -> bytes:
@@ -181,6 +193,69 @@ def test_an_unsupported_content_type_is_415(world):
     client, keys, _ = world
     answer = client.post("/v1/ingest/batches", content=b"x", headers={**keys["hospital:CHU-API"], "Content-Type": "text/plain"})
     assert (answer.status_code, answer.json()["code"]) == (415, "unsupported_media_type")
+
+
+# Idempotency
+
+
+def _fresh_zip(batch: Path, tag: bytes) -> bytes:
+    """The sample batch under a manifest never seen before (a new batch identity)."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as zf:
+        for path in sorted(batch.iterdir()):
+            zf.writestr(path.name, path.read_bytes() + (b"\n" + tag if path.name == "manifest.csv" else b""))
+    return out.getvalue()
+
+
+def _snapshot(rt: Runtime) -> tuple[int, int, list[str]]:
+    from sqlalchemy import func, select
+
+    from pipeline.index.models import Batch, BatchItem
+
+    with rt.sessions() as session:
+        counts = session.scalar(select(func.count()).select_from(Batch)), session.scalar(select(func.count()).select_from(BatchItem))
+    return *counts, sorted(rt.store.list_keys())
+
+
+def test_a_retry_with_the_same_idempotency_key_gets_the_first_answer_and_creates_nothing(world, sample_batch):
+    client, keys, rt = world
+    headers = {**keys["hospital:CHU-API"], "Content-Type": "application/zip", "Idempotency-Key": "upload-7f3a"}
+    data = _fresh_zip(sample_batch, b"#retry")
+    first = client.post("/v1/ingest/batches", content=data, headers=headers)
+    assert first.status_code == 202 and first.json()["resumed"] is False
+    _wait_final(client, first.json()["status_url"], keys["hospital:CHU-API"])
+    before = _snapshot(rt)
+    again = client.post("/v1/ingest/batches", content=data, headers=headers)
+    assert (again.status_code, again.json(), again.headers["idempotent-replayed"]) == (202, first.json(), "true")
+    assert _snapshot(rt) == before
+
+
+def test_an_idempotency_key_used_on_another_route_is_422(world, sample_batch):
+    client, keys, _ = world
+    headers = {**keys["hospital:CHU-API"], "Idempotency-Key": "used-twice"}
+    first = client.post(
+        "/v1/ingest/batches", content=_fresh_zip(sample_batch, b"#route"), headers={**headers, "Content-Type": "application/zip"}
+    )
+    assert first.status_code == 202
+    files = {"metadata": (None, "{}"), "file": ("a.pdf", b"%PDF-1.4")}
+    answer = client.post("/v1/ingest/documents", files=files, headers=headers)
+    assert (answer.status_code, answer.json()["code"]) == (422, "idempotency_key_reused")
+
+
+def test_a_key_whose_first_request_failed_serves_the_retry(world, sample_batch):
+    client, keys, _ = world
+    headers = {**keys["hospital:CHU-API"], "Content-Type": "application/zip", "Idempotency-Key": "fix-and-retry"}
+    failed = client.post("/v1/ingest/batches", content=_zip(sample_batch, only=["doc-000001.pdf"]), headers=headers)
+    assert failed.status_code == 422
+    retried = client.post("/v1/ingest/batches", content=_fresh_zip(sample_batch, b"#fixed"), headers=headers)
+    assert retried.status_code == 202 and "idempotent-replayed" not in retried.headers
+
+
+def test_a_malformed_idempotency_key_is_400(world):
+    client, keys, _ = world
+    headers = {**keys["hospital:CHU-API"], "Content-Type": "application/zip", "Idempotency-Key": "tab\there"}
+    answer = client.post("/v1/ingest/batches", content=b"PK", headers=headers)
+    assert (answer.status_code, answer.json()["code"]) == (400, "invalid_idempotency_key")
 
 
 # Credentials and scopes
