@@ -27,6 +27,7 @@ from pipeline.reasons import Transient
 from pipeline.runtime import Runtime
 from pipeline.settings import Settings
 from pipeline.sources import SourceIdentity
+from pipeline.status import queue_depth
 from pipeline.workers.wiring import Wiring, wire
 
 BATCH_STATUS = "/v1/ingest/batches/{}"
@@ -127,6 +128,7 @@ async def submit(request: Request, source: SourceIdentity, route: str, idempoten
             return JSONResponse(replay.body, status_code=replay.status, headers=headers)
     answer = None
     try:
+        await _refuse_when_queue_full(rt)
         if key is None:
             answer = await _run(request, rt, limit, work)
         else:
@@ -137,6 +139,23 @@ async def submit(request: Request, source: SourceIdentity, route: str, idempoten
             with anyio.CancelScope(shield=True):  # a client gone mid-upload must still free its key
                 await anyio.to_thread.run_sync(_settle, rt, source.id, key, answer)
     return JSONResponse(answer, status_code=202, headers={"Location": answer["status_url"]})
+
+
+def _depth(rt: Runtime) -> int:
+    with rt.sessions() as session:
+        return queue_depth(session)
+
+
+async def _refuse_when_queue_full(rt: Runtime) -> None:
+    """Back-pressure: 429 with Retry-After while more than DMP_INGEST_MAX_QUEUED items wait for a worker.
+
+    Checked when a submission starts, so concurrent ones may overshoot the bound by a batch each.
+    """
+    if await anyio.to_thread.run_sync(_depth, rt) > rt.settings.ingest_max_queued:
+        wait = rt.settings.ingest_retry_after_seconds
+        detail = f"More than {rt.settings.ingest_max_queued} documents are waiting to be processed; retry in {wait} s."
+        extra = {"retry_after_seconds": wait}
+        raise ApiProblem(429, "queue_full", "Too many requests", detail, extra=extra, headers={"Retry-After": str(wait)})
 
 
 def _idempotency_key(header: str | None) -> str | None:

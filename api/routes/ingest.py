@@ -27,6 +27,7 @@ INGEST_PROBLEMS: dict[int | str, dict] = {
     403: problem_doc("This source may not submit this (`source_not_allowed`): labs and hospitals send documents, the insurer feeds."),
     409: problem_doc("A request with this Idempotency-Key is still running (`idempotency_key_in_use`, `Retry-After`)."),
     413: problem_doc("The request or one file is larger than allowed (`payload_too_large`, `limit_bytes`)."),
+    429: problem_doc("The ingestion queue is deeper than allowed (`queue_full`): retry after `Retry-After` seconds."),
     415: problem_doc("Unsupported Content-Type for this route (`unsupported_media_type`)."),
     422: problem_doc("The submission is unusable as a whole (manifest, metadata, feed header, hostile archive); `code` says why."),
     503: problem_doc("Storage, broker or index unreachable (`service_unavailable`, `Retry-After`)."),

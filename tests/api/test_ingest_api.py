@@ -258,6 +258,28 @@ def test_a_malformed_idempotency_key_is_400(world):
     assert (answer.status_code, answer.json()["code"]) == (400, "invalid_idempotency_key")
 
 
+# Back-pressure
+
+
+def test_a_full_queue_answers_429_with_retry_after_and_accepts_once_drained(world, sample_batch, tmp_path, monkeypatch):
+    from pipeline.ingest.intake import receive_batch
+    from pipeline.workers.process import process_item
+
+    client, keys, rt = world
+    monkeypatch.setattr(rt.settings, "ingest_max_queued", 0)  # the app's settings object too
+    waiting: list[str] = []
+    receive_batch(rt, sample_batch, "hospital:STUCK", waiting.append)  # recorded, not yet taken by a worker
+    headers = {**keys["hospital:CHU-API"], "Content-Type": "application/zip", "Idempotency-Key": "after-429"}
+    full = client.post("/v1/ingest/batches", content=_fresh_zip(sample_batch, b"#429"), headers=headers)
+    assert (full.status_code, full.json()["code"]) == (429, "queue_full")
+    assert full.headers["retry-after"] == str(rt.settings.ingest_retry_after_seconds) == str(full.json()["retry_after_seconds"])
+    for item_id in waiting:  # the workers catch up
+        process_item(rt, item_id)
+    _inbox(rt)
+    accepted = client.post("/v1/ingest/batches", content=_fresh_zip(sample_batch, b"#429"), headers=headers)
+    assert accepted.status_code == 202
+
+
 # Credentials and scopes
 
 
