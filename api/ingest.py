@@ -50,6 +50,7 @@ class Intake:
     def wiring(self) -> Wiring:
         with self._lock:
             if self._wiring is None:
+                self.runtime.store.ensure_ready()  # as `dmp ingest` does: the bucket may not exist yet
                 self._wiring = wire(self.settings, runtime=self.runtime)
                 if self.settings.embedded_broker:
                     from dramatiq import Worker
