@@ -62,8 +62,18 @@ def ingest(
     source: Annotated[str, typer.Option(help="hospital:ID or lab:ID for batches, insurer:ID for feeds")],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON summary.")] = False,
     threads: Annotated[int, typer.Option(help="Embedded mode: worker threads.")] = 2,
+    api_url: Annotated[str | None, typer.Option("--api", help="Send it to this HTTP API (as the source) instead.")] = None,
+    key: Annotated[str | None, typer.Option(envvar="DMP_API_KEY", help="With --api: the source's API key (or DMP_API_KEY).")] = None,
+    wait: Annotated[bool, typer.Option(help="With --api: follow the batch until every document is final.")] = False,
 ) -> None:
-    """Ingest a batch or a feed. Embedded: process it to completion. Distributed: enqueue and print its id."""
+    """Ingest a batch or a feed. Embedded: process it to completion. Distributed: enqueue and print its id.
+
+    With --api, upload it through the HTTP API instead; run the same command again to resume an
+    interrupted upload (nothing is created twice).
+    """
+    if api_url is not None:
+        _ingest_through_api(path, source, api_url, key, as_json=as_json, wait=wait)
+        return
     from sqlalchemy.exc import DBAPIError
 
     from pipeline.ingest.feed import FeedError
@@ -121,6 +131,45 @@ def ingest(
     else:
         typer.echo(f"{status['kind']} {ref}: {total} {'lines' if kind == 'insurer' else 'items'}, {sent} messages sent to the workers")
         typer.echo(f"follow it with: dmp status {ref}")
+
+
+def _ingest_through_api(path: Path, source: str, api_url: str, key: str | None, *, as_json: bool, wait: bool) -> None:
+    from pipeline.ingest.client import ApiError, plan, send, status_counts
+    from pipeline.ingest.intake import ManifestError, SourceError, parse_source
+    from pipeline.progress import transfer, watch
+
+    try:
+        parse_source(source)
+    except SourceError as exc:
+        _fail(str(exc))
+    if not key:
+        _fail("--api needs the source's API key: --key or DMP_API_KEY (made by `dmp sources add`)")
+    if not path.exists():
+        _fail(f"{path} does not exist")
+    try:
+        submission = plan(path, source)
+        with transfer(submission.size, f"upload {path.name}") as progress:
+            answer = send(api_url, key, submission, on_bytes=progress.advance, on_restart=progress.restart)
+    except ManifestError as exc:
+        _fail(str(exc))
+    except ApiError as exc:
+        _fail(str(exc), 3 if exc.code == "api_unavailable" else 2)
+    summary = {**answer, "mode": "api"}
+    if wait:
+        seen: list = []
+
+        def poll():  # type: ignore[no-untyped-def]
+            seen[:] = [status_counts(api_url, key, answer["status_url"])]
+            return seen[0]
+
+        counts = watch(poll, lambda: bool(seen) and seen[0].done >= seen[0].total, answer["batch"][:8])
+        summary.update({"indexed": counts.indexed, "rejected": counts.rejected})
+    if as_json:
+        typer.echo(json.dumps(summary))
+        return
+    typer.echo(f"{submission.route[:-1]} {answer['batch']}: {answer['total']} {'lines' if submission.route == 'feeds' else 'items'}"
+               f"{' (already received)' if answer.get('resumed') else ''}")  # fmt: skip
+    typer.echo(f"follow it with: GET {answer['status_url']}")
 
 
 def _run_embedded(wiring, worker, batch_id: str, quiet: bool) -> None:  # type: ignore[no-untyped-def]
