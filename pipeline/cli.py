@@ -333,6 +333,7 @@ def retention_run(as_json: Annotated[bool, typer.Option("--json")] = False) -> N
         typer.echo(f"record destroyed: patient {patient_id}")
     for item_id in report.quarantine_purged:
         typer.echo(f"quarantine removed: item {item_id}")
+    typer.echo(f"idempotency keys: {report.idempotency_keys_deleted} older than a week forgotten")
 
 
 @retention_app.command("schedule")

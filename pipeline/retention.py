@@ -3,7 +3,8 @@
 - care events older than the 24-month window (bounded batches, each its own short transaction,
   so ingestion and reads are not blocked);
 - closed records 10 years after closure: record key, documents, objects, care events, index rows;
-- quarantine copies of rejected documents past their date.
+- quarantine copies of rejected documents past their date;
+- idempotency keys of HTTP submissions after IDEMPOTENCY_DAYS (a retry comes within hours).
 Everything removed is logged by id.
 """
 
@@ -18,11 +19,12 @@ from sqlalchemy import delete, select, update
 from pipeline.carehistory import window_start
 from pipeline.clock import PARIS, paris_date
 from pipeline.documents import destroy_record
-from pipeline.index.models import BatchItem, CareEvent, Document, Outbox, Patient, RecordKey
+from pipeline.index.models import BatchItem, CareEvent, Document, IdempotencyRecord, Outbox, Patient, RecordKey
 from pipeline.runtime import Runtime
 
 log = logging.getLogger(__name__)
 RECORD_RETENTION_YEARS = 10
+IDEMPOTENCY_DAYS = 7
 
 
 @dataclass
@@ -30,6 +32,7 @@ class RetentionReport:
     care_events_deleted: int = 0
     records_destroyed: list[str] = field(default_factory=list)
     quarantine_purged: list[str] = field(default_factory=list)
+    idempotency_keys_deleted: int = 0
 
 
 def prune_care_events(rt: Runtime, as_of: dt.date, batch_size: int = 5000) -> int:
@@ -100,7 +103,21 @@ def run_retention(rt: Runtime, today: dt.date) -> RetentionReport:
     report.care_events_deleted = prune_care_events(rt, today)
     report.records_destroyed = destroy_expired_records(rt, today)
     report.quarantine_purged = purge_quarantine(rt, today)
+    report.idempotency_keys_deleted = prune_idempotency_keys(rt, dt.datetime.now(dt.UTC))
     return report
+
+
+def prune_idempotency_keys(rt: Runtime, now: dt.datetime) -> int:
+    """Forget the idempotency keys (and their stored answers) older than IDEMPOTENCY_DAYS."""
+    with rt.sessions() as session:
+        cutoff = now - dt.timedelta(days=IDEMPOTENCY_DAYS)
+        deleted = session.execute(
+            delete(IdempotencyRecord).where(IdempotencyRecord.created_at < cutoff), execution_options={"synchronize_session": False}
+        ).rowcount
+        session.commit()
+    if deleted:
+        log.info("idempotency keys: %d older than %d days deleted", deleted, IDEMPOTENCY_DAYS)
+    return deleted
 
 
 RUN_AT = dt.time(3, 0)  # Europe/Paris
