@@ -73,6 +73,24 @@ def require_scope(source: SourceIdentity, what: str) -> None:
         raise ApiProblem(403, "source_not_allowed", "Forbidden", f"A {source.kind} source may not submit {what}.")
 
 
+def batch_work(receive: Callable[..., IntakeResult], *args: object) -> Work:
+    """The work of a document or batch submission: `receive(rt, body, *args, send_item)`, answered."""
+
+    def work(rt: Runtime, body: BinaryIO, wiring: Wiring) -> dict:
+        return batch_answer(receive(rt, body, *args, wiring.send_item))
+
+    return work
+
+
+def feed_work(receive: Callable[..., FeedIntake], *args: object) -> Work:
+    """The work of a feed submission: `receive(rt, body, *args, send_chunk)`, answered."""
+
+    def work(rt: Runtime, body: BinaryIO, wiring: Wiring) -> dict:
+        return feed_answer(receive(rt, body, *args, wiring.send_chunk))
+
+    return work
+
+
 def batch_answer(result: IntakeResult) -> dict:
     return {"batch": result.batch_id, "status_url": BATCH_STATUS.format(result.batch_id), "total": result.total, "resumed": result.resumed}
 

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from api.deps import RuntimeDep, SourceDep
-from api.ingest import batch_answer, feed_answer, require_scope, submit
+from api.ingest import batch_work, feed_work, require_scope, submit
 from api.problems import PROBLEM_RESPONSES, ApiProblem, not_found, problem_doc
 from pipeline.index.models import Batch, Feed
 from pipeline.ingest.multipart import MultipartError, boundary_of
@@ -129,13 +129,7 @@ async def submit_document(request: Request, source: SourceDep, idempotency_key: 
     """One document and its metadata (multipart: a `metadata` JSON part and a `file` part): a batch of one."""
     require_scope(source, "documents")
     boundary = _boundary(request)
-    return await submit(
-        request,
-        source,
-        "documents",
-        idempotency_key,
-        lambda rt, body, wiring: batch_answer(receive_document(rt, body, boundary, source.id, wiring.send_item)),
-    )
+    return await submit(request, source, "documents", idempotency_key, batch_work(receive_document, boundary, source.id))
 
 
 @router.post(
@@ -149,10 +143,9 @@ async def submit_batch(request: Request, source: SourceDep, idempotency_key: Ide
     multipart with a `manifest` part and one `file` part per document."""
     require_scope(source, "documents")
     if _media_type(request) in ZIP_TYPES:
-        work = lambda rt, body, wiring: batch_answer(receive_zip(rt, body, source.id, wiring.send_item))  # noqa: E731
+        work = batch_work(receive_zip, source.id)
     else:
-        boundary = _boundary(request)
-        work = lambda rt, body, wiring: batch_answer(receive_multipart_batch(rt, body, boundary, source.id, wiring.send_item))  # noqa: E731
+        work = batch_work(receive_multipart_batch, _boundary(request), source.id)
     return await submit(request, source, "batches", idempotency_key, work)
 
 
@@ -168,8 +161,7 @@ async def submit_feed(request: Request, source: SourceDep, idempotency_key: Idem
     fmt = FEED_TYPES.get(_media_type(request))
     if fmt is None:
         raise _unsupported("text/csv or application/x-ndjson")
-    work = lambda rt, body, wiring: feed_answer(receive_feed_upload(rt, body, fmt, source.id, wiring.send_chunk))  # noqa: E731
-    return await submit(request, source, "feeds", idempotency_key, work)
+    return await submit(request, source, "feeds", idempotency_key, feed_work(receive_feed_upload, fmt, source.id))
 
 
 @router.get("/batches/{batch_id}", response_model=BatchStatus)
