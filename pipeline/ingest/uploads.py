@@ -27,7 +27,7 @@ from pipeline.ingest.batch import MAX_MANIFEST_BYTES, ZipBatch, is_document
 from pipeline.ingest.feed_intake import FeedFile, FeedIntake, feed_hasher, receive_feed
 from pipeline.ingest.intake import IntakeResult, receive_batch
 from pipeline.ingest.manifest import MANIFEST_COLUMNS, MANIFEST_NAME, REQUIRED_COLUMNS, ManifestError
-from pipeline.ingest.multipart import MultipartReader, Part
+from pipeline.ingest.multipart import READ_BYTES, MultipartReader, Part
 from pipeline.runtime import Runtime
 from pipeline.storage import ObjectStore
 
@@ -119,12 +119,14 @@ def receive_zip(rt: Runtime, body: BinaryIO, source: str, send: Callable[[str], 
 
 
 def _read_small(part: Part, limit: int, what: str) -> bytes:
-    data = part.read(limit + 1)
-    while len(data) <= limit and (more := part.read(limit + 1 - len(data))):
-        data += more
+    """A part small enough to hold (the manifest, the metadata), read in pieces: asking the
+    reader for `limit` bytes at once would make it buffer that much of what follows."""
+    data = bytearray()
+    while len(data) <= limit and (piece := part.read(min(READ_BYTES, limit + 1 - len(data)))):
+        data += piece
     if len(data) > limit:
         raise UploadRejected(f"{what}_invalid", f"the {what} part is larger than {limit} bytes")
-    return data
+    return bytes(data)
 
 
 def _store_parts(
