@@ -4,6 +4,7 @@ the S3 endpoint, with `dmp worker` processes doing the rest."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import subprocess
@@ -154,3 +155,16 @@ def test_a_full_queue_answers_429_and_the_upload_succeeds_after_waiting(settings
         busy = _post_zip(base, _zip(second), {**headers, "Idempotency-Key": "second-batch"})
     assert busy.status_code == 202, busy.text
     wait_until_final(runtime, busy.json()["batch"], timeout=180)
+
+
+def test_dmp_ingest_with_api_sends_a_folder_as_multipart_and_it_ends_as_expected(settings, runtime, workers, api, tmp_path):
+    base = api()
+    key = _key(settings, "lab:BIO-CLIENT")["Authorization"].removeprefix("Bearer ")
+    folder = tmp_path / "batch"
+    generate_samples(folder, patients=5, documents=60, seed=41)
+    workers.start(processes=2, threads=2)
+    command = [DMP, "ingest", str(folder), "--source", "lab:BIO-CLIENT", "--api", base, "--json", "--wait"]
+    result = subprocess.run(command, env={**os.environ, "DMP_API_KEY": key}, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    _assert_exactly_as_expected(runtime, summary["batch"], folder)
