@@ -334,6 +334,8 @@ def retention_run(as_json: Annotated[bool, typer.Option("--json")] = False) -> N
     for item_id in report.quarantine_purged:
         typer.echo(f"quarantine removed: item {item_id}")
     typer.echo(f"idempotency keys: {report.idempotency_keys_deleted} older than a week forgotten")
+    for key in report.uploads_purged:
+        typer.echo(f"abandoned upload removed: {key}")
 
 
 @retention_app.command("schedule")

@@ -13,6 +13,7 @@ already cut at the per-request limit by the caller, and enforce the per-file lim
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import hmac
 import io
 import json
@@ -32,6 +33,7 @@ from pipeline.runtime import Runtime
 from pipeline.storage import ObjectStore
 
 UPLOADS = "inbox/uploads/"
+STAMP = "%Y%m%dT%H%M%S"
 MAX_METADATA_BYTES = 64 * 1024
 METADATA_FIELDS = tuple(column for column in MANIFEST_COLUMNS if column != "file")
 FEED_NAMES = {"csv": "feed.csv", "ndjson": "feed.ndjson"}
@@ -92,8 +94,18 @@ class StoredBatch:
         return self.parts.get(name)
 
 
-def _upload_prefix() -> str:
-    return f"{UPLOADS}{new_id()}/"
+def upload_prefix(now: dt.datetime | None = None) -> str:
+    """Where one upload's objects go; the UTC time in the name lets retention find the ones a killed
+    API process left behind (`pipeline.retention.purge_abandoned_uploads`)."""
+    return f"{UPLOADS}{(now or dt.datetime.now(dt.UTC)).strftime(STAMP)}-{new_id()}/"
+
+
+def upload_time(key: str) -> dt.datetime | None:
+    """When the upload holding `key` started, from its name (None for a name not made here)."""
+    try:
+        return dt.datetime.strptime(key.removeprefix(UPLOADS).split("-", 1)[0], STAMP).replace(tzinfo=dt.UTC)
+    except ValueError:
+        return None
 
 
 def _discard_unadopted(rt: Runtime, keys: list[str], batch_id: str | None) -> None:
@@ -109,7 +121,7 @@ def _discard_unadopted(rt: Runtime, keys: list[str], batch_id: str | None) -> No
 
 def receive_zip(rt: Runtime, body: BinaryIO, source: str, send: Callable[[str], None]) -> IntakeResult:
     """A zip batch in the request body: stored in the inbox as it arrives, then read back by ranged reads."""
-    key = _upload_prefix() + "batch.zip"
+    key = upload_prefix() + "batch.zip"
     try:
         rt.store.put(key, body)  # type: ignore[arg-type]
         with rt.store.open_ranged(key) as handle:
@@ -155,7 +167,7 @@ def _store_parts(
 
 def receive_multipart_batch(rt: Runtime, body: BinaryIO, boundary: bytes, source: str, send: Callable[[str], None]) -> IntakeResult:
     """A batch as multipart/form-data: a `manifest` part (manifest.csv) and `file` parts named by their filename."""
-    prefix, stored = _upload_prefix(), {}
+    prefix, stored = upload_prefix(), {}
     batch_id = None
     try:
         values = _store_parts(rt, body, boundary, ("manifest",), prefix, stored)
@@ -195,7 +207,7 @@ def receive_document(rt: Runtime, body: BinaryIO, boundary: bytes, source: str, 
     It becomes a batch of one, identified like any batch by its manifest: the same metadata sent
     again is the same batch, and the same source document id is never indexed twice.
     """
-    prefix, stored = _upload_prefix(), {}
+    prefix, stored = upload_prefix(), {}
     batch_id = None
     try:
         values = _store_parts(rt, body, boundary, ("metadata",), prefix, stored)
@@ -211,7 +223,7 @@ def receive_document(rt: Runtime, body: BinaryIO, boundary: bytes, source: str, 
 
 def receive_feed_upload(rt: Runtime, body: BinaryIO, fmt: str, source: str, send: Callable[[str], None]) -> FeedIntake:
     """An insurer feed in the request body (`fmt`: csv or ndjson), identified while it streams in."""
-    key = _upload_prefix() + FEED_NAMES[fmt]
+    key = upload_prefix() + FEED_NAMES[fmt]
     hasher = feed_hasher(rt, source)
     try:
         rt.store.put(key, LimitedStream(body, None, hasher=hasher))  # type: ignore[arg-type]
