@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.problems import ApiProblem, http_error_handler, problem_handler, validation_error_handler
-from api.routes import documents, export, me, record
+from api.routes import documents, export, ingest, me, record
 from pipeline import __version__
 from pipeline.settings import Settings
 
@@ -21,15 +21,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
         from api.auth import TokenVerifier
+        from api.ingest import Intake
         from pipeline.notify.sweeper import Sweeper
         from pipeline.runtime import Runtime
 
         app.state.runtime = Runtime.from_settings(settings, prepare=settings.embedded_broker and not settings.database_url)
         app.state.verifier = TokenVerifier(settings)
+        app.state.intake = Intake(settings, app.state.runtime)
         sweeper = Sweeper(app.state.runtime).start() if settings.notify_in_api else None
         yield
         if sweeper is not None:
             sweeper.stop()
+        app.state.intake.close()
         app.state.runtime.close()
 
     app = FastAPI(title="DMP", version=__version__, lifespan=lifespan)
@@ -40,6 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(record.router)
     app.include_router(export.router)
     app.include_router(me.router)
+    app.include_router(ingest.router)
 
     @app.get("/v1/health")
     def health() -> dict[str, str]:

@@ -9,6 +9,7 @@ from fastapi import Depends, Header, Request
 from api.policy import Actor
 from api.problems import ApiProblem
 from pipeline.runtime import Runtime
+from pipeline.sources import SourceIdentity
 
 
 def runtime(request: Request) -> Runtime:
@@ -27,6 +28,22 @@ def current_actor(request: Request, authorization: Annotated[str | None, Header(
         raise ApiProblem(401, failure.code, "Unauthorized", "A valid bearer token is required.") from None
 
 
+def current_source(request: Request, authorization: Annotated[str | None, Header()] = None) -> SourceIdentity:
+    """The source named by a valid API key (`Authorization: Bearer dmpk_…`, ingestion routes only);
+    401 `invalid_credentials` otherwise, whatever was wrong (missing, malformed, unknown, revoked, a JWT)."""
+    from pipeline.sources import CredentialError, authenticate
+
+    scheme, _, key = (authorization or "").strip().partition(" ")
+    rt: Runtime = request.app.state.runtime
+    try:
+        if scheme.lower() != "bearer":
+            raise CredentialError("no bearer credentials")
+        with rt.sessions() as session:
+            return authenticate(session, rt.hmac_secret, key.strip())
+    except CredentialError:
+        raise ApiProblem(401, "invalid_credentials", "Unauthorized", "A valid source API key is required (Bearer dmpk_…).") from None
+
+
 def emergency_reason(x_emergency_reason: Annotated[str | None, Header()] = None) -> str | None:
     """Break-glass: a professional facing an immediate risk states the reason in this header."""
     return x_emergency_reason.strip() if x_emergency_reason and x_emergency_reason.strip() else None
@@ -35,3 +52,4 @@ def emergency_reason(x_emergency_reason: Annotated[str | None, Header()] = None)
 RuntimeDep = Annotated[Runtime, Depends(runtime)]
 ActorDep = Annotated[Actor, Depends(current_actor)]
 EmergencyDep = Annotated[str | None, Depends(emergency_reason)]
+SourceDep = Annotated[SourceIdentity, Depends(current_source)]

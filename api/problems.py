@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 PROBLEM_TYPE = "https://dmp.example/problems/"
 
 
 class Problem(BaseModel):
+    # Some problems carry extension members (RFC 9457 section 3.2), e.g. `limit_bytes` on a 413.
+    model_config = ConfigDict(extra="allow")
+
     type: str
     title: str
     status: int
@@ -18,8 +21,11 @@ class Problem(BaseModel):
 
 
 class ApiProblem(Exception):
-    def __init__(self, status: int, code: str, title: str, detail: str = "") -> None:
+    def __init__(
+        self, status: int, code: str, title: str, detail: str = "", *, extra: dict | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         self.status, self.code, self.title, self.detail = status, code, title, detail or title
+        self.extra, self.headers = extra or {}, headers or {}
 
 
 def not_found() -> ApiProblem:
@@ -27,24 +33,32 @@ def not_found() -> ApiProblem:
     return ApiProblem(404, "not_found", "Not found", "No such resource for this actor.")
 
 
-async def problem_handler(_request: Request, exc: ApiProblem) -> JSONResponse:
+def problem_response(exc: ApiProblem) -> JSONResponse:
+    """The problem document for `exc`, with its extension members and headers."""
     body = Problem(type=PROBLEM_TYPE + exc.code, title=exc.title, status=exc.status, detail=exc.detail, code=exc.code)
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-    return JSONResponse(body.model_dump(), status_code=exc.status, media_type="application/problem+json", headers=headers)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
+    headers.update(exc.headers)
+    content = {**body.model_dump(), **exc.extra}
+    return JSONResponse(content, status_code=exc.status, media_type="application/problem+json", headers=headers or None)
 
 
-def _problem(description: str) -> dict:
+async def problem_handler(_request: Request, exc: ApiProblem) -> JSONResponse:
+    return problem_response(exc)
+
+
+def problem_doc(description: str) -> dict:
+    """An OpenAPI response entry for a problem document."""
     return {"model": Problem, "description": description, "content": {"application/problem+json": {}}}
 
 
 # Declared on every router so the OpenAPI document tells clients what errors look like.
 PROBLEM_RESPONSES: dict[int | str, dict] = {
-    400: _problem("The request cannot be read (malformed body)."),
-    422: _problem("A parameter or the body is invalid; `detail` says which."),
-    401: _problem("Missing, invalid or expired bearer token."),
-    503: _problem("The identity provider's keys cannot be fetched right now."),
-    403: _problem("Denied by the access policy; `code` gives the reason."),
-    404: _problem("No such resource for this actor (also what an actor sees of a document it may not know of)."),
+    400: problem_doc("The request cannot be read (malformed body)."),
+    422: problem_doc("A parameter or the body is invalid; `detail` says which."),
+    401: problem_doc("Missing, invalid or expired bearer token."),
+    503: problem_doc("The identity provider's keys cannot be fetched right now."),
+    403: problem_doc("Denied by the access policy; `code` gives the reason."),
+    404: problem_doc("No such resource for this actor (also what an actor sees of a document it may not know of)."),
 }
 
 

@@ -32,6 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     read.add_argument("--concurrency", type=int, default=32)
     read.add_argument("--requests", type=int, default=2000)
     read.add_argument("--server-workers", type=int, default=2)
+    upload = sub.add_parser("upload", help="zip batches through the HTTP API into the inbox vs straight PUTs to S3")
+    upload.add_argument("--documents", type=int, default=2000)
+    upload.add_argument("--clients", type=int, default=8)
+    upload.add_argument("--patients", type=int, default=50)
+    upload.add_argument("--server-workers", type=int, default=1)
     args = parser.parse_args(argv)
 
     if args.name == "ingest":
@@ -61,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         result = run_read(
             documents=args.documents, concurrency=args.concurrency, requests=args.requests, server_workers=args.server_workers
         )
+    elif args.name == "upload":
+        from bench.upload import run as run_upload
+
+        result = run_upload(documents=args.documents, clients=args.clients, patients=args.patients, server_workers=args.server_workers)
     print(json.dumps(result))
     return 0
 

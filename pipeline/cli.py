@@ -28,11 +28,13 @@ keys_app = typer.Typer(no_args_is_help=True, help="Master keys.")
 retention_app = typer.Typer(no_args_is_help=True, help="Retention: delete what must no longer be kept.")
 audit_app = typer.Typer(no_args_is_help=True, help="The access log (audit trail).")
 notify_app = typer.Typer(no_args_is_help=True, help="Patient notifications (email, SMS, local log sink).")
+sources_app = typer.Typer(no_args_is_help=True, help="Source credentials: the API keys hospitals, labs and the insurer push with.")
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(retention_app, name="retention")
 app.add_typer(audit_app, name="audit")
 app.add_typer(notify_app, name="notify")
+app.add_typer(sources_app, name="sources")
 
 
 def _runtime(settings: Settings):  # type: ignore[no-untyped-def]
@@ -60,8 +62,18 @@ def ingest(
     source: Annotated[str, typer.Option(help="hospital:ID or lab:ID for batches, insurer:ID for feeds")],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON summary.")] = False,
     threads: Annotated[int, typer.Option(help="Embedded mode: worker threads.")] = 2,
+    api_url: Annotated[str | None, typer.Option("--api", help="Send it to this HTTP API (as the source) instead.")] = None,
+    key: Annotated[str | None, typer.Option(envvar="DMP_API_KEY", help="With --api: the source's API key (or DMP_API_KEY).")] = None,
+    wait: Annotated[bool, typer.Option(help="With --api: follow the batch until every document is final.")] = False,
 ) -> None:
-    """Ingest a batch or a feed. Embedded: process it to completion. Distributed: enqueue and print its id."""
+    """Ingest a batch or a feed. Embedded: process it to completion. Distributed: enqueue and print its id.
+
+    With --api, upload it through the HTTP API instead; run the same command again to resume an
+    interrupted upload (nothing is created twice).
+    """
+    if api_url is not None:
+        _ingest_through_api(path, source, api_url, key, as_json=as_json, wait=wait)
+        return
     from sqlalchemy.exc import DBAPIError
 
     from pipeline.ingest.feed import FeedError
@@ -119,6 +131,45 @@ def ingest(
     else:
         typer.echo(f"{status['kind']} {ref}: {total} {'lines' if kind == 'insurer' else 'items'}, {sent} messages sent to the workers")
         typer.echo(f"follow it with: dmp status {ref}")
+
+
+def _ingest_through_api(path: Path, source: str, api_url: str, key: str | None, *, as_json: bool, wait: bool) -> None:
+    from pipeline.ingest.client import ApiError, plan, send, status_counts
+    from pipeline.ingest.intake import ManifestError, SourceError, parse_source
+    from pipeline.progress import transfer, watch
+
+    try:
+        parse_source(source)
+    except SourceError as exc:
+        _fail(str(exc))
+    if not key:
+        _fail("--api needs the source's API key: --key or DMP_API_KEY (made by `dmp sources add`)")
+    if not path.exists():
+        _fail(f"{path} does not exist")
+    try:
+        submission = plan(path, source)
+        with transfer(submission.size, f"upload {path.name}") as progress:
+            answer = send(api_url, key, submission, on_bytes=progress.advance, on_restart=progress.restart)
+    except ManifestError as exc:
+        _fail(str(exc))
+    except ApiError as exc:
+        _fail(str(exc), 3 if exc.code == "api_unavailable" else 2)
+    summary = {**answer, "mode": "api"}
+    if wait:
+        seen: list = []
+
+        def poll():  # type: ignore[no-untyped-def]
+            seen[:] = [status_counts(api_url, key, answer["status_url"])]
+            return seen[0]
+
+        counts = watch(poll, lambda: bool(seen) and seen[0].done >= seen[0].total, answer["batch"][:8])
+        summary.update({"indexed": counts.indexed, "rejected": counts.rejected})
+    if as_json:
+        typer.echo(json.dumps(summary))
+        return
+    typer.echo(f"{submission.route[:-1]} {answer['batch']}: {answer['total']} {'lines' if submission.route == 'feeds' else 'items'}"
+               f"{' (already received)' if answer.get('resumed') else ''}")  # fmt: skip
+    typer.echo(f"follow it with: GET {answer['status_url']}")
 
 
 def _run_embedded(wiring, worker, batch_id: str, quiet: bool) -> None:  # type: ignore[no-untyped-def]
@@ -283,6 +334,9 @@ def retention_run(as_json: Annotated[bool, typer.Option("--json")] = False) -> N
     for item_id in report.quarantine_purged:
         typer.echo(f"quarantine removed: item {item_id}")
     typer.echo(f"notifications: {report.notifications_deleted} messages older than DMP_NOTIFY_KEEP_DAYS deleted")
+    typer.echo(f"idempotency keys: {report.idempotency_keys_deleted} older than a week forgotten")
+    for key in report.uploads_purged:
+        typer.echo(f"abandoned upload removed: {key}")
 
 
 @retention_app.command("schedule")
@@ -338,6 +392,52 @@ def audit_verify(
         typer.echo(f"broken: chain {link.chain} at seq {link.seq} (entry {link.entry_id}): {link.problem}")
     if broken:
         raise typer.Exit(1)
+
+
+@sources_app.command("add")
+def sources_add(source: Annotated[str, typer.Argument(metavar="KIND:ID", help="hospital:ID, lab:ID or insurer:ID")]) -> None:
+    """Create the source's API key and print it, once: only a keyed hash of it is kept."""
+    from pipeline.ingest.intake import SourceError
+    from pipeline.sources import SourceExists, add_source
+
+    rt = _runtime(Settings())
+    try:
+        with rt.sessions() as session:
+            key = add_source(session, rt.hmac_secret, source)
+    except (SourceError, SourceExists) as exc:
+        _fail(str(exc))
+    finally:
+        rt.close()
+    typer.echo(f"API key for {source} (shown once; send it as Authorization: Bearer <key>):", err=True)
+    typer.echo(key)
+
+
+@sources_app.command("revoke")
+def sources_revoke(source: Annotated[str, typer.Argument(metavar="KIND:ID")]) -> None:
+    """Revoke the source's API key at once (`dmp sources add` then makes a new one)."""
+    from pipeline.sources import revoke_source
+
+    rt = _runtime(Settings())
+    with rt.sessions() as session:
+        revoked = revoke_source(session, source)
+    rt.close()
+    if not revoked:
+        _fail(f"{source} has no active key", 1)
+    typer.echo(f"{source}: key revoked")
+
+
+@sources_app.command("list")
+def sources_list() -> None:
+    """Every source with its key id, creation and revocation times (never the secret)."""
+    from pipeline.sources import list_sources
+
+    rt = _runtime(Settings())
+    with rt.sessions() as session:
+        rows = list_sources(session)
+    rt.close()
+    for row in rows:
+        state = f"revoked {row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else "active"
+        typer.echo(f"{row.id:<40} key {row.key_id}  created {row.created_at:%Y-%m-%d %H:%M}  {state}")
 
 
 @keys_app.command("init")

@@ -1,10 +1,11 @@
-"""Progress of a batch: a bar on a terminal, plain log lines otherwise."""
+"""Progress of a batch (or of its upload): a bar on a terminal, plain log lines otherwise."""
 
 from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 
@@ -64,3 +65,41 @@ def _watch_lines(poll: Callable[[], Counts], finished: Callable[[], bool], label
         if done_now:
             return counts
         time.sleep(0.2)
+
+
+class Transfer:
+    """Bytes sent so far of a known total; `restart` when an upload starts over."""
+
+    def __init__(self, total: int, show: Callable[[int], None]) -> None:
+        self.total, self.sent, self._show = total, 0, show
+
+    def advance(self, count: int) -> None:
+        self.sent += count
+        self._show(self.sent)
+
+    def restart(self) -> None:
+        self.sent = 0
+        self._show(0)
+
+
+@contextmanager
+def transfer(total: int, label: str) -> Iterator[Transfer]:
+    """Upload progress on stderr: a bar (bytes, rate, time left) on a terminal, a line every few seconds otherwise."""
+    if sys.stderr.isatty():
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+        with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn()) as bar:
+            task = bar.add_task(label, total=total)
+            yield Transfer(total, lambda sent: bar.update(task, completed=sent))
+        return
+    start = last = time.monotonic()
+
+    def line(sent: int) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= 5.0 or sent >= total:
+            rate = sent / max(now - start, 1e-6) / 2**20
+            print(f"{label}: {sent / 2**20:.1f}/{total / 2**20:.1f} MiB sent, {rate:.1f} MiB/s", file=sys.stderr, flush=True)
+            last = now
+
+    yield Transfer(total, line)

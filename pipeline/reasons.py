@@ -12,6 +12,15 @@ REASONS: dict[str, str] = {
     "unlisted_file": "The batch contains this file but the manifest does not list it.",
     "invalid_manifest_row": "The manifest row is malformed or misses a required field.",
     "duplicate_manifest_row": "The manifest lists this file more than once.",
+    # archive (the whole batch is refused, nothing is recorded)
+    "archive_absolute_path": "An archive entry has an absolute path.",
+    "archive_path_traversal": "An archive entry's path climbs out of the archive ('..').",
+    "archive_symlink": "An archive entry is a symbolic link.",
+    "archive_duplicate_name": "Two archive entries (or uploaded files) have the same name.",
+    "archive_encrypted": "An archive entry is encrypted.",
+    "archive_nested_too_deep": "The archive holds a zip that itself holds a zip (one level of nesting at most).",
+    "archive_too_large": "The archive's total uncompressed size exceeds the configured limit.",
+    "archive_ratio_exceeded": "An archive entry, or the whole archive, is compressed beyond the configured ratio (a zip bomb).",
     # content
     "empty_file": "The file is empty.",
     "file_too_large": "The file exceeds the configured maximum size.",

@@ -3,7 +3,9 @@
 - care events older than the 24-month window (bounded batches, each its own short transaction,
   so ingestion and reads are not blocked);
 - closed records 10 years after closure: record key, documents, objects, care events, index rows;
-- quarantine copies of rejected documents past their date.
+- quarantine copies of rejected documents past their date;
+- idempotency keys of HTTP submissions after IDEMPOTENCY_DAYS (a retry comes within hours);
+- upload objects an API process killed mid-upload left in the inbox (plaintext), a day on.
 Everything removed is logged by id.
 """
 
@@ -18,11 +20,13 @@ from sqlalchemy import delete, select, update
 from pipeline.carehistory import window_start
 from pipeline.clock import PARIS, paris_date
 from pipeline.documents import destroy_record
-from pipeline.index.models import BatchItem, CareEvent, Contact, Document, Notification, Outbox, Patient, RecordKey
+from pipeline.index.models import BatchItem, CareEvent, Contact, Document, IdempotencyRecord, Notification, Outbox, Patient, RecordKey
 from pipeline.runtime import Runtime
 
 log = logging.getLogger(__name__)
 RECORD_RETENTION_YEARS = 10
+IDEMPOTENCY_DAYS = 7
+ABANDONED_UPLOAD_AGE = dt.timedelta(days=1)
 
 
 @dataclass
@@ -31,6 +35,8 @@ class RetentionReport:
     records_destroyed: list[str] = field(default_factory=list)
     quarantine_purged: list[str] = field(default_factory=list)
     notifications_deleted: int = 0
+    idempotency_keys_deleted: int = 0
+    uploads_purged: list[str] = field(default_factory=list)
 
 
 def prune_care_events(rt: Runtime, as_of: dt.date, batch_size: int = 5000) -> int:
@@ -116,7 +122,46 @@ def run_retention(rt: Runtime, today: dt.date) -> RetentionReport:
     report.records_destroyed = destroy_expired_records(rt, today)
     report.quarantine_purged = purge_quarantine(rt, today)
     report.notifications_deleted = prune_notifications(rt, today)
+    report.idempotency_keys_deleted = prune_idempotency_keys(rt, dt.datetime.now(dt.UTC))
+    report.uploads_purged = purge_abandoned_uploads(rt, dt.datetime.now(dt.UTC))
     return report
+
+
+def purge_abandoned_uploads(rt: Runtime, now: dt.datetime) -> list[str]:
+    """Delete upload objects older than ABANDONED_UPLOAD_AGE that no unfinished item still needs.
+
+    An upload's leftovers are deleted before its answer; only an API process killed mid-upload
+    leaves some, and they hold plaintext documents. An uploaded part adopted by an item waiting
+    for a worker is kept, however old.
+    """
+    from pipeline.ingest.uploads import UPLOADS, upload_time
+
+    with rt.sessions() as session:
+        waiting = select(BatchItem.inbox_key).where(
+            BatchItem.inbox_key.like(UPLOADS + "%"), BatchItem.state.not_in(("indexed", "rejected"))
+        )
+        needed = set(session.scalars(waiting))
+    purged = []
+    for key in rt.store.list_keys(UPLOADS):
+        started = upload_time(key)
+        if started is not None and started < now - ABANDONED_UPLOAD_AGE and key not in needed:
+            rt.store.delete(key)
+            purged.append(key)
+            log.info("abandoned upload object %s removed", key)
+    return purged
+
+
+def prune_idempotency_keys(rt: Runtime, now: dt.datetime) -> int:
+    """Forget the idempotency keys (and their stored answers) older than IDEMPOTENCY_DAYS."""
+    with rt.sessions() as session:
+        cutoff = now - dt.timedelta(days=IDEMPOTENCY_DAYS)
+        deleted = session.execute(
+            delete(IdempotencyRecord).where(IdempotencyRecord.created_at < cutoff), execution_options={"synchronize_session": False}
+        ).rowcount
+        session.commit()
+    if deleted:
+        log.info("idempotency keys: %d older than %d days deleted", deleted, IDEMPOTENCY_DAYS)
+    return deleted
 
 
 RUN_AT = dt.time(3, 0)  # Europe/Paris

@@ -39,6 +39,13 @@ class Settings(BaseSettings):
     oidc_jwks_url: str | None = Field(default=None, description="JWKS URL of the identity provider; unset = embedded signing key.")
     jwt_signing_key_file: Path | None = Field(default=None, description="Embedded Ed25519 signing key; unset = home/jwt-signing.pem.")
     max_file_bytes: int = Field(default=200 * 1024 * 1024, description="Largest accepted document.")
+    archive_max_uncompressed_bytes: int = Field(default=4 * 1024**3, ge=0, description="Largest total uncompressed size of a batch zip.")
+    archive_max_ratio: float = Field(
+        default=500.0, gt=1, description="Largest compression ratio of a zip entry (1 MiB and more) or of the whole zip."
+    )
+    ingest_max_queued: int = Field(default=10_000, ge=0, description="Queued documents and feed chunks past which submissions get 429.")
+    ingest_retry_after_seconds: int = Field(default=30, ge=1, description="Retry-After of a 429 when the queue is full.")
+    upload_max_request_bytes: int = Field(default=2 * 1024**3, ge=1, description="Largest HTTP submission (checked while streaming).")
     pdf_max_pages: int = Field(default=2000, description="More pages is pdf_too_large.")
     pdf_max_decompressed_bytes: int = Field(default=256 * 1024 * 1024, description="More decompressed stream bytes is pdf_too_large.")
     validation_sandbox: bool = Field(default=True, description="Inspect bytes in a limited child process.")

@@ -6,7 +6,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from pipeline.index import repo
-from pipeline.index.models import Batch, Feed, FeedChunk, FeedRejection
+from pipeline.index.models import Batch, BatchItem, Feed, FeedChunk, FeedRejection
 from pipeline.progress import Counts
 
 
@@ -100,3 +100,10 @@ def pending_chunks(session: Session, feed_id: str) -> int:
     """Chunks of a feed not yet processed."""
     query = select(func.count()).select_from(FeedChunk).where(FeedChunk.feed_id == feed_id, FeedChunk.state != "done")
     return session.scalar(query) or 0
+
+
+def queue_depth(session: Session) -> int:
+    """Documents and feed chunks waiting for a worker (state `queued`): the ingestion queue's depth."""
+    items = session.scalar(select(func.count()).select_from(BatchItem).where(BatchItem.state == "queued")) or 0
+    chunks = session.scalar(select(func.count()).select_from(FeedChunk).where(FeedChunk.state == "queued")) or 0
+    return items + chunks

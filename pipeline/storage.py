@@ -7,6 +7,7 @@ Writes are streamed and atomic: a reader never sees half an object.
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import tempfile
@@ -20,6 +21,8 @@ from pipeline.reasons import Transient
 from pipeline.settings import Settings
 
 COPY_CHUNK = 1024 * 1024
+# A ranged reader fetches at least this much per GET: a zip's small header reads share one request.
+RANGE_BYTES = 1024 * 1024
 
 
 class ObjectNotFound(Exception):
@@ -34,6 +37,10 @@ class ObjectStore(Protocol):
     def put(self, key: str, source: BinaryIO) -> None: ...
 
     def open(self, key: str) -> AbstractContextManager[BinaryIO]: ...
+
+    def open_ranged(self, key: str) -> AbstractContextManager[BinaryIO]:
+        """A seekable reader (a zip upload is read from its end): ranged GETs, never a local copy."""
+        ...
 
     def delete(self, key: str) -> None: ...
 
@@ -79,6 +86,9 @@ class FileStore:
             raise ObjectNotFound(key) from None
         with handle:
             yield handle
+
+    def open_ranged(self, key: str) -> AbstractContextManager[BinaryIO]:
+        return self.open(key)  # a file is seekable as it is
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
@@ -145,6 +155,18 @@ class S3Store:
         with _s3_errors("read"), body:
             yield body
 
+    @contextmanager
+    def open_ranged(self, key: str) -> Iterator[BinaryIO]:
+        with _s3_errors("head"):
+            try:
+                size = self.client.head_object(Bucket=self.bucket, Key=key)["ContentLength"]
+            except self.client.exceptions.ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                    raise ObjectNotFound(key) from None
+                raise
+        with io.BufferedReader(_RangedObject(self, key, size), buffer_size=RANGE_BYTES) as reader:
+            yield reader  # type: ignore[misc]
+
     def delete(self, key: str) -> None:
         with _s3_errors("delete"):
             self.client.delete_object(Bucket=self.bucket, Key=key)
@@ -165,6 +187,41 @@ class S3Store:
             for page in pages:
                 for entry in page.get("Contents", []):
                     yield entry["Key"]
+
+
+class _RangedObject(io.RawIOBase):
+    """A read-only, seekable view of an S3 object: each read is one ranged GET."""
+
+    def __init__(self, store: S3Store, key: str, size: int) -> None:
+        self.store, self.key, self.size, self.position = store, key, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.size}[whence]
+        if base + offset < 0:
+            raise ValueError("negative seek position")
+        self.position = base + offset
+        return self.position
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        if self.position >= self.size or not len(buffer):
+            return 0
+        last = min(self.position + len(buffer), self.size) - 1
+        with _s3_errors("get"):
+            answer = self.store.client.get_object(Bucket=self.store.bucket, Key=self.key, Range=f"bytes={self.position}-{last}")
+            data = answer["Body"].read()
+        view = memoryview(buffer).cast("B")
+        view[: len(data)] = data
+        self.position += len(data)
+        return len(data)
 
 
 @contextmanager

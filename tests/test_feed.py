@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import io
 import json
 import threading
 from pathlib import Path
@@ -14,8 +16,8 @@ from pipeline.carehistory import care_history, window_start
 from pipeline.clock import paris_date
 from pipeline.identity import with_key
 from pipeline.index.models import CareEvent, FeedRejection, Outbox, Patient
-from pipeline.ingest.feed import ALL_FIELDS
-from pipeline.ingest.feed_intake import receive_feed
+from pipeline.ingest.feed import ALL_FIELDS, iter_lines
+from pipeline.ingest.feed_intake import FeedFile, receive_feed
 from pipeline.retention import destroy_expired_records, prune_care_events
 from pipeline.runtime import Runtime
 from pipeline.status import feed_status
@@ -273,3 +275,36 @@ def test_a_chunk_of_thousands_of_bad_lines_is_recorded_in_full(rt, tmp_path):
     feed_id = _feed(rt, path)
     with rt.sessions() as session:
         assert feed_status(session, feed_id)["counts"]["rejected"] == 6000
+
+
+# Feeds from a stream that is not a local file (an HTTP upload kept in the inbox)
+
+
+class _Trickle:
+    """A byte stream that hands out a few bytes per read, like a network body: no line iteration of its own."""
+
+    def __init__(self, data: bytes, step: int = 7) -> None:
+        self.data, self.step, self.at = data, step, 0
+
+    def read(self, size: int = -1) -> bytes:
+        piece = self.data[self.at : self.at + min(self.step, size if size >= 0 else self.step)]
+        self.at += len(piece)
+        return piece
+
+
+def test_lines_are_cut_alike_from_a_trickling_stream_and_from_a_file():
+    data = b"a,b\r\nline two\n\nlast without newline"
+    assert list(iter_lines(_Trickle(data))) == list(iter_lines(io.BytesIO(data))) == data.splitlines(keepends=True)
+
+
+def test_a_feed_read_from_a_stream_ends_like_the_same_file(rt, tmp_path):
+    path = _csv(tmp_path / "f.csv", [_line("s1"), _line("s2", care="2026-11-24"), _line("s3", ins=BOB), _line("s4")])
+    from_file = _feed(rt, path, source="insurer:FILE")
+    stream = FeedFile("upload.csv", lambda: contextlib.nullcontext(_Trickle(path.read_bytes())))
+    chunks: list[str] = []
+    from_stream = receive_feed(rt, stream, "insurer:STREAM", chunks.append)
+    for chunk_id in chunks:
+        process_chunk(rt, chunk_id, today=TODAY)
+    with rt.sessions() as session:
+        a, b = feed_status(session, from_file), feed_status(session, from_stream.feed_id)
+    assert (a["total"], a["counts"], a["rejections"]) == (b["total"], b["counts"], b["rejections"]) and a["total"] == 4

@@ -353,3 +353,38 @@ class AuditEntry(Base):
     emergency: Mapped[bool] = mapped_column(default=False)
     prev_hash: Mapped[str] = mapped_column(String(64))
     entry_hash: Mapped[str] = mapped_column(String(64))
+
+
+class Source(Base):
+    """A system that pushes over HTTP (`hospital:ID`, `lab:ID`, `insurer:ID`) and its API key.
+
+    Only a keyed hash of the secret is kept (HMAC-SHA-256 under a key derived from the key file's
+    secret): the secret is random and long, so a slow password hash would add nothing but latency.
+    """
+
+    __tablename__ = "sources"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(32), unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = _now()
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class IdempotencyRecord(Base):
+    """The first answer to a submission sent with an `Idempotency-Key`, per source.
+
+    `status` is None while the first request runs; it holds a lease that the request renews, so a
+    key left behind by a dead API process can be taken over once the lease has run out.
+    """
+
+    __tablename__ = "idempotency_keys"
+
+    source: Mapped[str] = mapped_column(String(128), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    route: Mapped[str] = mapped_column(String(32))
+    content_length: Mapped[int | None] = mapped_column(BigInteger)
+    status: Mapped[int | None] = mapped_column(Integer)
+    body: Mapped[str | None] = mapped_column(Text)
+    lease_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[dt.datetime] = _now()

@@ -7,6 +7,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Protocol
 
+from pipeline.ingest.archive import ArchiveLimits, check_archive
 from pipeline.ingest.manifest import MANIFEST_NAME, ManifestError
 
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
@@ -21,8 +22,12 @@ class BatchReader(Protocol):
 
     def open(self, name: str) -> AbstractContextManager[BinaryIO]: ...
 
+    def stored_key(self, name: str) -> str | None:
+        """The inbox object already holding this document (an HTTP upload's part), or None."""
+        ...
 
-def _is_document(name: str) -> bool:
+
+def is_document(name: str) -> bool:
     parts = PurePosixPath(name).parts
     return bool(parts) and name not in NOT_DOCUMENTS and not any(p.startswith(".") or p == "__MACOSX" for p in parts)
 
@@ -41,22 +46,31 @@ class FolderBatch:
 
     def document_names(self) -> list[str]:
         names = (p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file())
-        return sorted(name for name in names if _is_document(name))
+        return sorted(name for name in names if is_document(name))
 
     def open(self, name: str) -> AbstractContextManager[BinaryIO]:
         return (self.root / name).open("rb")
 
+    def stored_key(self, name: str) -> str | None:
+        return None
+
 
 class ZipBatch:
-    """A zip batch. Members are decompressed as a stream; the manifest may sit in one top folder."""
+    """A zip batch. Members are decompressed as a stream; the manifest may sit in one top folder.
 
-    def __init__(self, path: Path) -> None:
+    `source` is a path or any seekable binary file (an upload read back from the object store by
+    ranged reads): a zip's directory sits at its end, so it cannot be read front to back. A hostile
+    archive (pipeline/ingest/archive.py) raises ArchiveRejected before anything is read out of it.
+    """
+
+    def __init__(self, source: Path | BinaryIO, name: str = "the batch", limits: ArchiveLimits | None = None) -> None:
         try:
-            self.zip = zipfile.ZipFile(path)
-        except zipfile.BadZipFile:
-            raise ManifestError("batch_unreadable", f"{path.name} is not a readable zip file") from None
+            self.zip = zipfile.ZipFile(source)
+        except (zipfile.BadZipFile, EOFError, ValueError):
+            raise ManifestError("batch_unreadable", f"{name} is not a readable zip file") from None
+        check_archive(self.zip, limits or ArchiveLimits())
         files = [info.filename for info in self.zip.infolist() if not info.is_dir()]
-        manifests = [n for n in files if PurePosixPath(n).name == MANIFEST_NAME and _is_document(n.replace(MANIFEST_NAME, "x"))]
+        manifests = [n for n in files if PurePosixPath(n).name == MANIFEST_NAME and is_document(n.replace(MANIFEST_NAME, "x"))]
         self.prefix = ""
         if MANIFEST_NAME not in files and len(manifests) == 1:
             self.prefix = manifests[0][: -len(MANIFEST_NAME)]
@@ -73,18 +87,21 @@ class ZipBatch:
             return handle.read(MAX_MANIFEST_BYTES + 1)[:MAX_MANIFEST_BYTES]
 
     def document_names(self) -> list[str]:
-        return sorted(name for name in self._names if _is_document(name))
+        return sorted(name for name in self._names if is_document(name))
 
     def open(self, name: str) -> AbstractContextManager[BinaryIO]:
         return self.zip.open(self.prefix + name)
 
+    def stored_key(self, name: str) -> str | None:
+        return None
 
-def open_batch(path: Path) -> BatchReader:
-    """A reader for a batch folder or zip."""
+
+def open_batch(path: Path, limits: ArchiveLimits | None = None) -> BatchReader:
+    """A reader for a batch folder or zip (checked against `limits`, else the default ones)."""
     if path.is_dir():
         return FolderBatch(path)
     if path.is_file() and zipfile.is_zipfile(path):
-        return ZipBatch(path)
+        return ZipBatch(path, path.name, limits)
     raise ManifestError("batch_unreadable", f"{path} is neither a folder nor a zip file")
 
 

@@ -12,7 +12,7 @@ import datetime as dt
 import hashlib
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import BinaryIO, NamedTuple
@@ -183,8 +183,26 @@ def parse_chunk(data: bytes, fmt: str, header: list[str] | None, first_line: int
         yield first_line + offset, dict(zip(header, row, strict=True))
 
 
-def split_lines(source: BinaryIO, chunk_lines: int) -> Iterator[tuple[int, bytes, int]]:
-    """Cut a feed into chunks of whole lines: (first line number, bytes, line count).
+def iter_lines(handle: BinaryIO, block: int = 1024 * 1024) -> Iterator[bytes]:
+    """The lines of a byte stream, each with its b"\\n" (the last may lack it), from any `.read()`:
+    a local file, or an S3 body, whose own iteration yields fixed-size pieces, not lines."""
+    if isinstance(handle, io.BufferedReader | io.BytesIO):
+        yield from handle  # a real file: its own (C) line iteration
+        return
+    pending = b""
+    while chunk := handle.read(block):
+        pending += chunk
+        start = 0
+        while (end := pending.find(b"\n", start)) >= 0:
+            yield pending[start : end + 1]
+            start = end + 1
+        pending = pending[start:]
+    if pending:
+        yield pending
+
+
+def split_lines(source: Iterable[bytes], chunk_lines: int) -> Iterator[tuple[int, bytes, int]]:
+    """Cut a feed's lines into chunks of whole lines: (first line number, bytes, line count).
 
     CSV rows quoted across several lines are not supported: each physical line is one row.
     """

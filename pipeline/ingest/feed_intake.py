@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import hmac
 import io
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from pipeline.index.models import Feed, FeedChunk, new_id
-from pipeline.ingest.feed import FeedError, csv_header, feed_format, split_lines
+from pipeline.ingest.feed import FeedError, csv_header, feed_format, iter_lines, split_lines
 from pipeline.runtime import Runtime
 
 HASH_CHUNK = 1024 * 1024
@@ -32,12 +35,39 @@ class FeedIntake:
     resumed: bool
 
 
-def _digest(rt: Runtime, source: str, path: Path) -> str:
-    mac = hmac.new(rt.hmac_secret, source.encode() + b"\0", "sha256")
-    with path.open("rb") as handle:
+@dataclass(frozen=True)
+class FeedFile:
+    """A feed's bytes, readable more than once: a local file, or an upload kept in the inbox."""
+
+    name: str  # its extension tells the format (.csv, .ndjson); else the first byte does
+    open: Callable[[], AbstractContextManager[BinaryIO]]
+
+    @classmethod
+    def from_path(cls, path: Path) -> FeedFile:
+        if not path.is_file():
+            raise FeedError(f"{path} is not a file")
+        return cls(path.name, lambda: path.open("rb"))
+
+
+def feed_hasher(rt: Runtime, source: str) -> hmac.HMAC:
+    """The keyed hash that identifies a feed: fed the file's bytes, it names the feed for `source`."""
+    return hmac.new(rt.hmac_secret, source.encode() + b"\0", "sha256")
+
+
+def _digest(rt: Runtime, source: str, feed: FeedFile) -> str:
+    mac = feed_hasher(rt, source)
+    with feed.open() as handle:
         while block := handle.read(HASH_CHUNK):
             mac.update(block)
     return mac.hexdigest()
+
+
+def _data_lines(handle: BinaryIO, fmt: str) -> Iterator[bytes]:
+    """The lines after the CSV header (every line of NDJSON)."""
+    lines = iter_lines(handle)
+    if fmt == "csv":
+        next(lines, None)
+    return lines
 
 
 def _existing(rt: Runtime, source: str, digest: str) -> str | None:
@@ -45,24 +75,26 @@ def _existing(rt: Runtime, source: str, digest: str) -> str | None:
         return session.scalars(select(Feed.id).where(Feed.source == source, Feed.digest == digest)).first()
 
 
-def receive_feed(rt: Runtime, path: Path, source: str, send: Callable[[str], None]) -> FeedIntake:
-    """Record a feed and its chunks, store each chunk in the inbox, and `send` its id once stored."""
-    if not path.is_file():
-        raise FeedError(f"{path} is not a file")
-    digest = _digest(rt, source, path)
+def receive_feed(rt: Runtime, feed: Path | FeedFile, source: str, send: Callable[[str], None], digest: str | None = None) -> FeedIntake:
+    """Record a feed and its chunks, store each chunk in the inbox, and `send` its id once stored.
+
+    `digest` is the feed's keyed hash (`feed_hasher`) when the caller computed it while receiving
+    the bytes; otherwise the file is read once more to compute it.
+    """
+    if isinstance(feed, Path):
+        feed = FeedFile.from_path(feed)
+    digest = digest or _digest(rt, source, feed)
     feed_id = _existing(rt, source, digest)
     resumed = feed_id is not None
     if feed_id is None:
-        feed_id = _record(rt, path, source, digest)
+        feed_id = _record(rt, feed, source, digest)
     with rt.sessions() as session:
-        feed = session.get(Feed, feed_id)
+        record = session.get(Feed, feed_id)
         chunks = session.scalars(select(FeedChunk).where(FeedChunk.feed_id == feed_id).order_by(FeedChunk.number)).all()
     sent: list[str] = []
-    with path.open("rb") as handle:
-        if feed.format == "csv":
-            handle.readline()
+    with feed.open() as handle:
         stored = {chunk.number: chunk for chunk in chunks}
-        for number, (_, data, _) in enumerate(split_lines(handle, rt.settings.feed_chunk_lines)):
+        for number, (_, data, _) in enumerate(split_lines(_data_lines(handle, record.format), rt.settings.feed_chunk_lines)):
             chunk = stored[number]
             if chunk.state == "done":
                 continue
@@ -70,18 +102,19 @@ def receive_feed(rt: Runtime, path: Path, source: str, send: Callable[[str], Non
                 rt.store.put(chunk.inbox_key or "", io.BytesIO(data))
             send(chunk.id)
             sent.append(chunk.id)
-    return FeedIntake(feed_id, feed.lines, len(chunks), sent, resumed)
+    return FeedIntake(feed_id, record.lines, len(chunks), sent, resumed)
 
 
-def _record(rt: Runtime, path: Path, source: str, digest: str) -> str:
+def _record(rt: Runtime, feed: FeedFile, source: str, digest: str) -> str:
     """First pass: count lines per chunk (streamed), then record the feed and its chunks at once."""
-    with path.open("rb") as handle:
-        head = handle.read(64)
-        handle.seek(0)
-        fmt = feed_format(path.name, head)
-        header = ",".join(csv_header(handle.readline())) if fmt == "csv" else None
+    with feed.open() as handle:
+        lines = iter_lines(handle)
+        head = next(lines, b"")
+        fmt = feed_format(feed.name, head[:64])
+        header = ",".join(csv_header(head)) if fmt == "csv" else None
         first_number = 2 if fmt == "csv" else 1
-        plan = [(first + first_number - 1, count) for first, _, count in split_lines(handle, rt.settings.feed_chunk_lines)]
+        data_lines = lines if fmt == "csv" or not head else itertools.chain([head], lines)
+        plan = [(first + first_number - 1, count) for first, _, count in split_lines(data_lines, rt.settings.feed_chunk_lines)]
     feed_id = new_id()
     with rt.sessions() as session:
         session.add(

@@ -21,6 +21,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from pipeline.index import repo
 from pipeline.index.models import Batch, BatchItem, new_id
+from pipeline.ingest.archive import ArchiveLimits
 from pipeline.ingest.batch import BatchReader, LimitedReader, open_batch
 from pipeline.ingest.manifest import Manifest, ManifestError, parse_manifest
 from pipeline.reasons import REASONS, Transient
@@ -55,12 +56,14 @@ def _manifest_digest(rt: Runtime, source: str, data: bytes) -> str:
     return hmac.new(rt.hmac_secret, source.encode() + b"\0" + data, "sha256").hexdigest()
 
 
-def _plan_items(batch_id: str, manifest: Manifest, present: list[str]) -> list[BatchItem]:
+def _plan_items(batch_id: str, manifest: Manifest, present: list[str], reader: BatchReader) -> list[BatchItem]:
     items: list[BatchItem] = []
     present_set = set(present)
     for row in manifest.rows:
         item_id = new_id()
         found = row.file in present_set
+        # An uploaded part already in the inbox becomes the item's inbox object: no second copy.
+        inbox_key = (reader.stored_key(row.file) or f"inbox/{item_id}") if found else None
         items.append(
             BatchItem(
                 id=item_id,
@@ -78,7 +81,7 @@ def _plan_items(batch_id: str, manifest: Manifest, present: list[str]) -> list[B
                 state="queued" if found else "rejected",
                 reason=None if found else "missing_file",
                 message=None if found else REASONS["missing_file"],
-                inbox_key=f"inbox/{item_id}" if found else None,
+                inbox_key=inbox_key,
                 document_id=new_id(),
                 attempts=0,
                 crashes=0,
@@ -110,14 +113,14 @@ def _intake_rejection(batch_id: str, slot: str, file: str, row: int | None, reas
     )
 
 
-def _record_batch(rt: Runtime, source: str, digest: str, manifest: Manifest, present: list[str]) -> tuple[str, bool]:
+def _record_batch(rt: Runtime, source: str, digest: str, manifest: Manifest, present: list[str], reader: BatchReader) -> tuple[str, bool]:
     """Insert the batch and its items in one transaction, or find the batch recorded earlier."""
     with rt.sessions() as session:
         existing = session.scalars(select(Batch.id).where(Batch.source == source, Batch.manifest_digest == digest)).first()
         if existing:
             return existing, True
         batch_id = new_id()
-        items = _plan_items(batch_id, manifest, present)
+        items = _plan_items(batch_id, manifest, present, reader)
         session.add(Batch(id=batch_id, source=source, manifest_digest=digest, total=len(items)))
         session.flush()
         session.add_all(items)
@@ -158,20 +161,21 @@ def _upload(rt: Runtime, reader: BatchReader, item: BatchItem) -> bool:
         return False
 
 
-def receive_batch(rt: Runtime, path: Path, source: str, send: Callable[[str], None]) -> IntakeResult:
+def receive_batch(rt: Runtime, batch: Path | BatchReader, source: str, send: Callable[[str], None]) -> IntakeResult:
     """Record a dropped batch, put each document in the inbox and `send` its item id right after.
 
-    The batch's rows are committed before the first upload, so a message never points at
-    nothing. Raises ManifestError if the batch is unusable as a whole.
+    `batch` is a folder or zip path, or a reader over an upload (pipeline.ingest.uploads). The
+    batch's rows are committed before the first upload, so a message never points at nothing.
+    Raises ManifestError if the batch is unusable as a whole.
     """
     kind, _ = parse_source(source)
     if kind not in DOCUMENT_SOURCES:
         raise SourceError("document batches come from hospital:ID or lab:ID sources")
-    reader = open_batch(path)
+    reader = open_batch(batch, ArchiveLimits.from_settings(rt.settings)) if isinstance(batch, Path) else batch
     data = reader.manifest_bytes()
     manifest = parse_manifest(data)
     present = reader.document_names()
-    batch_id, resumed = _record_batch(rt, source, _manifest_digest(rt, source, data), manifest, present)
+    batch_id, resumed = _record_batch(rt, source, _manifest_digest(rt, source, data), manifest, present, reader)
 
     with rt.sessions() as session:
         items = list(repo.batch_items(session, batch_id))
@@ -179,7 +183,8 @@ def receive_batch(rt: Runtime, path: Path, source: str, send: Callable[[str], No
     for item in items:
         if item.state in repo.FINAL_STATES:
             continue
-        needs_upload = not resumed or not rt.store.exists(item.inbox_key or "")
+        in_place = item.inbox_key is not None and item.inbox_key == reader.stored_key(item.file)
+        needs_upload = not in_place and (not resumed or not rt.store.exists(item.inbox_key or ""))
         if needs_upload and not _retrying(rt, "upload")(_upload, rt, reader, item):
             continue
         _retrying(rt, "send")(send, item.id)

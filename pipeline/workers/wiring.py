@@ -52,11 +52,11 @@ class Wiring:
         self.broker.close()
 
 
-def wire(settings: Settings, *, prepare: bool = False) -> Wiring:
-    """Build the broker and declare the actors; the Runtime comes lazily."""
+def wire(settings: Settings, *, prepare: bool = False, runtime: Runtime | None = None) -> Wiring:
+    """Build the broker and declare the actors; the Runtime comes lazily, unless the process has one (`runtime`)."""
     broker = build_broker(settings)
     holder: list[Wiring] = []
     actors = declare_actors(broker, settings.queue_name, lambda: holder[0].runtime())
-    wiring = Wiring(settings, broker, actors, prepare)
+    wiring = Wiring(settings, broker, actors, prepare, runtime)
     holder.append(wiring)
     return wiring

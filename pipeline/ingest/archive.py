@@ -1,0 +1,133 @@
+"""Hostile archives: what a batch zip may not hold, checked before anything is read out of it.
+
+A zip names its own entries and sizes, so a hostile one can aim at whoever unpacks it: paths
+that climb out of the destination (absolute, `..`), symbolic links, two entries under one name
+(which one is the document?), zips inside zips (recursive bombs), or sizes and compression
+ratios that turn a small upload into gigabytes. Nothing here extracts to disk (documents go to
+object keys named by item ids, never by entry names), but the batch is still refused whole, with
+a stable reason, so the sender knows what to fix. zipfile itself stops a member at its declared
+size and checks its CRC, so the declared sizes checked here bound what can come out.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import stat
+import zipfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from pipeline.ingest.manifest import ManifestError
+from pipeline.reasons import REASONS
+from pipeline.settings import Settings
+
+ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a member, or an empty archive
+# Compression bombs need size: small entries are not held to the ratio (a short text may shrink 100x).
+RATIO_MIN_BYTES = 1024 * 1024
+_DRIVE = re.compile(r"^[A-Za-z]:")
+_DEFAULTS = Settings.model_fields
+
+
+@dataclass(frozen=True)
+class ArchiveLimits:
+    max_uncompressed_bytes: int = _DEFAULTS["archive_max_uncompressed_bytes"].default
+    max_ratio: float = _DEFAULTS["archive_max_ratio"].default
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ArchiveLimits:
+        return cls(settings.archive_max_uncompressed_bytes, settings.archive_max_ratio)
+
+
+class ArchiveRejected(ManifestError):
+    """The archive is refused as a whole; `code` is one of the `archive_*` reasons, `entry` the culprit."""
+
+    def __init__(self, code: str, entry: str, detail: str = "") -> None:
+        self.entry = entry
+        shown = entry if len(entry) <= 200 else entry[:200] + "…"
+        super().__init__(code, f"{REASONS[code]} Entry {shown!r}{': ' + detail if detail else ''}.")
+
+
+def check_name(name: str) -> None:
+    """An entry (or uploaded file) name must stay inside the batch: no absolute path, no `..`."""
+    if name.startswith(("/", "\\")) or _DRIVE.match(name):
+        raise ArchiveRejected("archive_absolute_path", name)
+    if ".." in re.split(r"[/\\]", name):
+        raise ArchiveRejected("archive_path_traversal", name)
+
+
+def check_names(names: Iterable[str], seen: set[str] | None = None) -> None:
+    """Every name inside the batch, and no two alike, compared as paths (`a//b` is `a/b`); `seen`
+    carries the names met so far when they arrive one at a time (multipart parts)."""
+    seen = set() if seen is None else seen
+    for name in names:
+        check_name(name)
+        key = str(PurePosixPath(name.replace("\\", "/")))
+        if key in seen:
+            raise ArchiveRejected("archive_duplicate_name", name)
+        seen.add(key)
+
+
+def _is_symlink(info: zipfile.ZipInfo) -> bool:
+    return stat.S_ISLNK(info.external_attr >> 16)
+
+
+def _looks_like_zip(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bool:
+    if info.filename.lower().endswith(".zip"):
+        return True
+    try:
+        with archive.open(info) as member:
+            return member.read(4) in ZIP_MAGIC
+    except (zipfile.BadZipFile, RuntimeError, NotImplementedError, EOFError, OSError):
+        return False  # unreadable: a bad document for validation to reject, not a nested archive
+
+
+def _inner_zip(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> str | None:
+    """The name of a zip inside the zip member `info`, if any (entries read in file order: forward seeks only)."""
+    try:
+        with archive.open(info) as member, zipfile.ZipFile(member) as inner:  # type: ignore[arg-type]
+            for entry in sorted(inner.infolist(), key=lambda i: i.header_offset):
+                if not entry.is_dir() and _looks_like_zip(inner, entry):
+                    return entry.filename
+    except (zipfile.BadZipFile, RuntimeError, NotImplementedError, EOFError, OSError, ValueError):
+        return None  # not a readable zip after all
+    return None
+
+
+def _archive_bytes(archive: zipfile.ZipFile) -> int | None:
+    """The archive's own size (zipfile seeks before every read, so moving its file position is harmless)."""
+    try:
+        return archive.fp.seek(0, io.SEEK_END) if archive.fp is not None else None
+    except (OSError, ValueError):
+        return None
+
+
+def check_archive(archive: zipfile.ZipFile, limits: ArchiveLimits) -> None:
+    """Raise ArchiveRejected for the first hostile trait of `archive`; return quietly for a sound one.
+
+    Central-directory checks first (names, links, encryption, sizes, ratios), then the nested
+    zips, which need reading a few bytes of each member.
+    """
+    infos = archive.infolist()
+    check_names(info.filename for info in infos if not info.is_dir())
+    for info in infos:
+        if info.is_dir():
+            check_name(info.filename)
+        if _is_symlink(info):
+            raise ArchiveRejected("archive_symlink", info.filename)
+        if info.flag_bits & 0x1:
+            raise ArchiveRejected("archive_encrypted", info.filename)
+    total = sum(info.file_size for info in infos)
+    if total > limits.max_uncompressed_bytes:
+        raise ArchiveRejected("archive_too_large", "*", f"{total} bytes uncompressed, limit {limits.max_uncompressed_bytes}")
+    for info in infos:
+        if info.file_size >= RATIO_MIN_BYTES and info.file_size > limits.max_ratio * max(info.compress_size, 1):
+            raise ArchiveRejected("archive_ratio_exceeded", info.filename, f"limit {limits.max_ratio:g}:1")
+    # The whole archive too: entries sharing their compressed bytes (overlapping entries) each look sane.
+    size = _archive_bytes(archive)
+    if size and total >= RATIO_MIN_BYTES and total > limits.max_ratio * size:
+        raise ArchiveRejected("archive_ratio_exceeded", "*", f"{total} bytes from a {size}-byte archive, limit {limits.max_ratio:g}:1")
+    for info in infos:
+        if not info.is_dir() and _looks_like_zip(archive, info) and (inner := _inner_zip(archive, info)) is not None:
+            raise ArchiveRejected("archive_nested_too_deep", info.filename, f"it holds the zip {inner!r}")

@@ -1,0 +1,232 @@
+"""Submissions received over HTTP: the body streamed into the inbox, then the same intake as `dmp ingest`.
+
+Nothing is held whole in memory or written to local disk: each body (or each multipart part) goes
+to the object store as it arrives, under `inbox/uploads/<upload id>/`, and is read back from
+there by the intake (a zip by ranged reads, since its directory sits at its end). An uploaded
+document part becomes its item's inbox object as it is, with no second copy. Whatever the intake
+did not adopt is deleted before the answer, so the inbox holds nothing for a failed upload.
+
+The functions here know nothing of HTTP: they take the body as a blocking stream (`.read(n)`),
+already cut at the per-request limit by the caller, and enforce the per-file limit themselves.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hmac
+import io
+import json
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import BinaryIO
+
+from pipeline.index import repo
+from pipeline.index.models import new_id
+from pipeline.ingest.archive import ArchiveLimits, check_names
+from pipeline.ingest.batch import MAX_MANIFEST_BYTES, ZipBatch, is_document
+from pipeline.ingest.feed_intake import FeedFile, FeedIntake, feed_hasher, receive_feed
+from pipeline.ingest.intake import IntakeResult, receive_batch
+from pipeline.ingest.manifest import MANIFEST_COLUMNS, MANIFEST_NAME, REQUIRED_COLUMNS, ManifestError
+from pipeline.ingest.multipart import READ_BYTES, MultipartReader, Part
+from pipeline.runtime import Runtime
+from pipeline.storage import ObjectStore
+
+UPLOADS = "inbox/uploads/"
+STAMP = "%Y%m%dT%H%M%S"
+MAX_METADATA_BYTES = 64 * 1024
+METADATA_FIELDS = tuple(column for column in MANIFEST_COLUMNS if column != "file")
+FEED_NAMES = {"csv": "feed.csv", "ndjson": "feed.ndjson"}
+
+
+class TooLarge(Exception):
+    """More bytes than `limit` arrived: in the whole request (`what` = "request") or in one file."""
+
+    def __init__(self, limit: int, what: str) -> None:
+        super().__init__(f"the {what} is larger than {limit} bytes")
+        self.limit, self.what = limit, what
+
+
+class UploadRejected(Exception):
+    """The submission as a whole is unusable; `code` is stable snake_case, the message safe to show."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class LimitedStream:
+    """Passes a stream's bytes through, raising TooLarge past `limit` (if any); feeds `hasher` on the way."""
+
+    def __init__(self, source: BinaryIO | Part, limit: int | None, what: str = "file", hasher: hmac.HMAC | None = None) -> None:
+        self.source, self.limit, self.what, self.hasher = source, limit, what, hasher
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self.source.read(size)
+        self.count += len(chunk)
+        if self.limit is not None and self.count > self.limit:
+            raise TooLarge(self.limit, self.what)
+        if self.hasher is not None:
+            self.hasher.update(chunk)
+        return chunk
+
+    def readable(self) -> bool:
+        return True
+
+
+class StoredBatch:
+    """A batch whose documents were uploaded as parts, each already an object in the inbox."""
+
+    def __init__(self, store: ObjectStore, manifest: bytes, parts: dict[str, str]) -> None:
+        self.store, self.manifest, self.parts = store, manifest, parts
+
+    def manifest_bytes(self) -> bytes:
+        return self.manifest
+
+    def document_names(self) -> list[str]:
+        return sorted(name for name in self.parts if is_document(name))
+
+    def open(self, name: str) -> AbstractContextManager[BinaryIO]:
+        return self.store.open(self.parts[name])
+
+    def stored_key(self, name: str) -> str | None:
+        return self.parts.get(name)
+
+
+def upload_prefix(now: dt.datetime | None = None) -> str:
+    """Where one upload's objects go; the UTC time in the name lets retention find the ones a killed
+    API process left behind (`pipeline.retention.purge_abandoned_uploads`)."""
+    return f"{UPLOADS}{(now or dt.datetime.now(dt.UTC)).strftime(STAMP)}-{new_id()}/"
+
+
+def upload_time(key: str) -> dt.datetime | None:
+    """When the upload holding `key` started, from its name (None for a name not made here)."""
+    try:
+        return dt.datetime.strptime(key.removeprefix(UPLOADS).split("-", 1)[0], STAMP).replace(tzinfo=dt.UTC)
+    except ValueError:
+        return None
+
+
+def _discard_unadopted(rt: Runtime, keys: list[str], batch_id: str | None) -> None:
+    """Delete the uploaded objects that did not become an item's inbox object."""
+    adopted: set[str] = set()
+    if batch_id is not None and keys:
+        with rt.sessions() as session:
+            adopted = {item.inbox_key for item in repo.batch_items(session, batch_id) if item.inbox_key}
+    for key in keys:
+        if key not in adopted:
+            rt.store.delete(key)
+
+
+def receive_zip(rt: Runtime, body: BinaryIO, source: str, send: Callable[[str], None]) -> IntakeResult:
+    """A zip batch in the request body: stored in the inbox as it arrives, then read back by ranged reads."""
+    key = upload_prefix() + "batch.zip"
+    try:
+        rt.store.put(key, body)  # type: ignore[arg-type]
+        with rt.store.open_ranged(key) as handle:
+            return receive_batch(rt, ZipBatch(handle, "the uploaded zip", ArchiveLimits.from_settings(rt.settings)), source, send)
+    finally:
+        rt.store.delete(key)
+
+
+def _read_small(part: Part, limit: int, what: str) -> bytes:
+    """A part small enough to hold (the manifest, the metadata), read in pieces: asking the
+    reader for `limit` bytes at once would make it buffer that much of what follows."""
+    data = bytearray()
+    while len(data) <= limit and (piece := part.read(min(READ_BYTES, limit + 1 - len(data)))):
+        data += piece
+    if len(data) > limit:
+        raise UploadRejected(f"{what}_invalid", f"the {what} part is larger than {limit} bytes")
+    return bytes(data)
+
+
+def _store_parts(
+    rt: Runtime, body: BinaryIO, boundary: bytes, fields: tuple[str, ...], prefix: str, stored: dict[str, str]
+) -> dict[str, bytes]:
+    """Store every file part under `prefix` as it arrives (name -> key in `stored`); return the small fields."""
+    reader = MultipartReader(body, boundary)
+    values: dict[str, bytes] = {}
+    names: set[str] = set()
+    while (part := reader.next_part()) is not None:
+        # manifest.csv may come as its own `manifest` part or among the files.
+        field = "manifest" if "manifest" in fields and (part.name == "manifest" or part.filename == MANIFEST_NAME) else part.name
+        if field in fields:
+            if field in values:
+                raise UploadRejected("multipart_invalid", f"more than one {field} part")
+            values[field] = _read_small(part, MAX_MANIFEST_BYTES if field == "manifest" else MAX_METADATA_BYTES, field)
+        elif part.name in ("file", "files") and part.filename:
+            check_names([part.filename], names)  # the same rules as a zip's entry names
+            key = f"{prefix}{len(stored):06d}"
+            stored[part.filename] = key
+            rt.store.put(key, LimitedStream(part, rt.settings.max_file_bytes, "file"))  # type: ignore[arg-type]
+        else:
+            raise UploadRejected("multipart_invalid", f"unexpected part {part.name!r} (expected: {', '.join(fields)}, file)")
+    return values
+
+
+def receive_multipart_batch(rt: Runtime, body: BinaryIO, boundary: bytes, source: str, send: Callable[[str], None]) -> IntakeResult:
+    """A batch as multipart/form-data: a `manifest` part (manifest.csv) and `file` parts named by their filename."""
+    prefix, stored = upload_prefix(), {}
+    batch_id = None
+    try:
+        values = _store_parts(rt, body, boundary, ("manifest",), prefix, stored)
+        if "manifest" not in values:
+            raise ManifestError("manifest_missing", "no manifest part (manifest.csv) in the upload")
+        result = receive_batch(rt, StoredBatch(rt.store, values["manifest"], stored), source, send)
+        batch_id = result.batch_id
+        return result
+    finally:
+        _discard_unadopted(rt, list(stored.values()), batch_id)
+
+
+def metadata_manifest(metadata: bytes, file_name: str) -> bytes:
+    """The one-row manifest.csv of a single document from its JSON metadata (the manifest's fields)."""
+    try:
+        fields = json.loads(metadata)
+    except ValueError:
+        raise UploadRejected("metadata_invalid", "the metadata part is not JSON") from None
+    if not isinstance(fields, dict):
+        raise UploadRejected("metadata_invalid", "the metadata must be a JSON object")
+    unknown = sorted(set(fields) - set(METADATA_FIELDS))
+    missing = [name for name in REQUIRED_COLUMNS if name != "file" and fields.get(name) is None]
+    if unknown or missing:
+        raise UploadRejected("metadata_invalid", f"metadata fields unknown: {unknown or 'none'}, missing: {missing or 'none'}")
+    if not all(isinstance(value, str) or value is None for value in fields.values()):
+        raise UploadRejected("metadata_invalid", "metadata values must be strings")
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(MANIFEST_COLUMNS)
+    writer.writerow([file_name if column == "file" else fields.get(column) or "" for column in MANIFEST_COLUMNS])
+    return out.getvalue().encode("utf-8")
+
+
+def receive_document(rt: Runtime, body: BinaryIO, boundary: bytes, source: str, send: Callable[[str], None]) -> IntakeResult:
+    """One document: a `metadata` part (JSON with the manifest's fields) and one `file` part.
+
+    It becomes a batch of one, identified like any batch by its manifest: the same metadata sent
+    again is the same batch, and the same source document id is never indexed twice.
+    """
+    prefix, stored = upload_prefix(), {}
+    batch_id = None
+    try:
+        values = _store_parts(rt, body, boundary, ("metadata",), prefix, stored)
+        if "metadata" not in values or len(stored) != 1:
+            raise UploadRejected("multipart_invalid", "send exactly one metadata part and one file part")
+        (file_name,) = stored
+        result = receive_batch(rt, StoredBatch(rt.store, metadata_manifest(values["metadata"], file_name), stored), source, send)
+        batch_id = result.batch_id
+        return result
+    finally:
+        _discard_unadopted(rt, list(stored.values()), batch_id)
+
+
+def receive_feed_upload(rt: Runtime, body: BinaryIO, fmt: str, source: str, send: Callable[[str], None]) -> FeedIntake:
+    """An insurer feed in the request body (`fmt`: csv or ndjson), identified while it streams in."""
+    key = upload_prefix() + FEED_NAMES[fmt]
+    hasher = feed_hasher(rt, source)
+    try:
+        rt.store.put(key, LimitedStream(body, None, hasher=hasher))  # type: ignore[arg-type]
+        return receive_feed(rt, FeedFile(FEED_NAMES[fmt], lambda: rt.store.open(key)), source, send, digest=hasher.hexdigest())
+    finally:
+        rt.store.delete(key)

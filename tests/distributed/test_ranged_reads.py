@@ -1,0 +1,61 @@
+"""Reading an object back by ranged GETs, seekable like a local file: how a zip upload is opened."""
+
+from __future__ import annotations
+
+import io
+import os
+import uuid
+import zipfile
+
+import pytest
+
+from pipeline.ingest.batch import ZipBatch
+from pipeline.settings import Settings
+from pipeline.storage import ObjectNotFound, S3Store
+
+pytestmark = pytest.mark.distributed
+
+
+@pytest.fixture
+def store(s3_endpoint) -> S3Store:
+    settings = Settings(
+        s3_endpoint=s3_endpoint,
+        s3_access_key=os.environ.get("AWS_ACCESS_KEY_ID", "testing"),
+        s3_secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"),
+    )
+    s3 = S3Store(f"dmp-ranged-{uuid.uuid4().hex[:8]}", settings)
+    s3.ensure_ready()
+    return s3
+
+
+def test_a_ranged_reader_seeks_and_reads_like_a_local_file(store):
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    store.put("inbox/blob", io.BytesIO(data))
+    with store.open_ranged("inbox/blob") as handle:
+        assert handle.seek(-17, io.SEEK_END) == len(data) - 17
+        assert handle.read() == data[-17:]
+        handle.seek(1_500_000)
+        assert handle.read(10) == data[1_500_000:1_500_010]
+        handle.seek(0)
+        assert handle.read() == data
+
+
+def test_a_zip_kept_in_the_store_is_read_without_a_local_copy(store):
+    members = {f"doc-{n}.txt": os.urandom(50_000 + n) for n in range(20)}
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("manifest.csv", "file\n")
+        for name, data in members.items():
+            zf.writestr(name, data)
+    store.put("inbox/uploads/batch.zip", io.BytesIO(archive.getvalue()))
+    with store.open_ranged("inbox/uploads/batch.zip") as handle:
+        batch = ZipBatch(handle)
+        assert batch.document_names() == sorted(members)
+        for name, data in members.items():
+            with batch.open(name) as member:
+                assert member.read() == data
+
+
+def test_a_missing_object_is_object_not_found(store):
+    with pytest.raises(ObjectNotFound), store.open_ranged("inbox/nothing"):
+        pass

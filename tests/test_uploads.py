@@ -1,0 +1,180 @@
+"""Upload functions (no HTTP): bodies streamed into the inbox, never held whole, then the usual intake."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import tracemalloc
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pipeline.identity import with_key
+from pipeline.index import repo
+from pipeline.ingest.uploads import UploadRejected, metadata_manifest, receive_document, receive_multipart_batch, receive_zip
+from pipeline.runtime import Runtime
+
+SIZE = 48 * 1024 * 1024
+HEADER = b"file,patient_ins,source_document_id,title,document_type,service_date,author_id,author_profession\n"
+ROW = b"big.txt," + with_key("1850575123456").encode() + b",BIG-1,Compte rendu de biologie,,2025-01-02,1,physician\n"
+LINE = b"Resultat de biologie: hemoglobine 13,2 g/dL, plaquettes 250 G/L, creatinine 78 umol/L.\n"
+METADATA = {
+    "patient_ins": with_key("1850575123456"),
+    "source_document_id": "ONE-1",
+    "title": "Compte rendu",
+    "document_type": "11490-0",
+    "service_date": "2025-01-02",
+    "author_id": "10001234567",
+    "author_profession": "physician",
+}
+
+
+class _Stream:
+    """A body that exists only as it is read (as a request body arrives)."""
+
+    def __init__(self, pieces: Iterator[bytes]) -> None:
+        self.pieces, self.pending = pieces, b""
+
+    def read(self, size: int = -1) -> bytes:
+        while len(self.pending) < size and (piece := next(self.pieces, None)) is not None:
+            self.pending += piece
+        data, self.pending = self.pending[:size], self.pending[size:]
+        return data
+
+
+def _file_pieces(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as handle:
+        while chunk := handle.read(256 * 1024):
+            yield chunk
+
+
+def _multipart(boundary: bytes, parts: list[tuple[str, str, Iterator[bytes]]]) -> Iterator[bytes]:
+    for name, filename, pieces in parts:
+        yield b"--" + boundary + f'\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n\r\n'.encode()
+        yield from pieces
+        yield b"\r\n"
+    yield b"--" + boundary + b"--\r\n"
+
+
+def _big_document() -> Iterator[bytes]:
+    for _ in range(SIZE // (len(LINE) * 1024)):
+        yield LINE * 1024
+
+
+@pytest.fixture
+def runtime(embedded_settings) -> Iterator[Runtime]:
+    rt = Runtime.from_settings(embedded_settings, prepare=True)
+    yield rt
+    rt.close()
+
+
+def _peak(work) -> int:  # type: ignore[no-untyped-def]
+    tracemalloc.start()
+    try:
+        work()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_zip_upload_goes_through_in_bounded_memory(runtime, tmp_path):
+    archive = tmp_path / "big.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("manifest.csv", HEADER + ROW)
+        with zf.open("big.txt", "w", force_zip64=True) as member:
+            for piece in _big_document():
+                member.write(piece)
+    sent: list[str] = []
+    peak = _peak(lambda: receive_zip(runtime, _Stream(_file_pieces(archive)), "lab:BIG", sent.append))  # type: ignore[arg-type]
+    assert len(sent) == 1 and peak < 12 * 1024 * 1024, f"peak {peak / 2**20:.1f} MiB"
+    assert list(runtime.store.list_keys("inbox/")) == [f"inbox/{sent[0]}"]  # copied out of the zip, which is gone
+
+
+def test_a_multipart_part_goes_through_in_bounded_memory_and_is_its_item_s_inbox_object(runtime):
+    body = _multipart(b"BOUNDARY", [("manifest", "manifest.csv", iter([HEADER + ROW])), ("file", "big.txt", _big_document())])
+    sent: list[str] = []
+    result = []
+    peak = _peak(lambda: result.append(receive_multipart_batch(runtime, _Stream(body), b"BOUNDARY", "lab:BIG", sent.append)))  # type: ignore[arg-type]
+    assert len(sent) == 1 and peak < 12 * 1024 * 1024, f"peak {peak / 2**20:.1f} MiB"
+    with runtime.sessions() as session:
+        (item,) = repo.batch_items(session, result[0].batch_id)
+    assert list(runtime.store.list_keys("inbox/")) == [item.inbox_key]  # the uploaded part itself, no copy
+    assert item.inbox_key.startswith("inbox/uploads/")
+
+
+def test_a_single_document_is_a_batch_of_one_named_by_its_metadata(runtime):
+    def send(metadata: dict) -> str:
+        parts = [("metadata", "metadata.json", iter([json.dumps(metadata).encode()])), ("file", "cr.txt", iter([b"Compte rendu"]))]
+        stream = _Stream(_multipart(b"B", [(n, f, p) for n, f, p in parts]))
+        return receive_document(runtime, stream, b"B", "hospital:ONE", lambda _item: None).batch_id  # type: ignore[arg-type]
+
+    first = send(METADATA)
+    assert send(METADATA) == first
+    assert send({**METADATA, "source_document_id": "ONE-2"}) != first
+
+
+def test_metadata_becomes_a_one_row_manifest():
+    manifest = metadata_manifest(json.dumps(METADATA).encode(), "cr.pdf").decode()
+    header, row = manifest.splitlines()
+    assert header.startswith("file,patient_ins") and row.startswith("cr.pdf," + METADATA["patient_ins"])
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        b"not json",
+        b"[1]",
+        json.dumps({**METADATA, "nir": "x"}).encode(),
+        json.dumps({"title": "x"}).encode(),
+        json.dumps({**METADATA, "title": 3}).encode(),
+    ],  # fmt: skip
+    ids=["not-json", "not-object", "unknown-field", "missing-fields", "not-a-string"],
+)
+def test_unusable_metadata_is_refused(metadata):
+    with pytest.raises(UploadRejected) as refused:
+        metadata_manifest(metadata, "cr.pdf")
+    assert refused.value.code == "metadata_invalid"
+
+
+def test_a_file_part_is_removed_when_the_upload_fails(runtime):
+    body = _multipart(b"B", [("file", "doc.txt", iter([b"x" * 1000]))])  # no manifest part
+    from pipeline.ingest.manifest import ManifestError
+
+    with pytest.raises(ManifestError):
+        receive_multipart_batch(runtime, _Stream(body), b"B", "lab:X", lambda _item: None)  # type: ignore[arg-type]
+    assert not list(runtime.store.list_keys("inbox/"))
+
+
+def test_bytes_read_back_are_the_bytes_sent(runtime):
+    data = bytes(range(256)) * 4000
+    body = _multipart(
+        b"B", [("manifest", "manifest.csv", iter([HEADER + ROW.replace(b"big.txt", b"d.bin")])), ("file", "d.bin", iter([data]))]
+    )
+    sent: list[str] = []
+    receive_multipart_batch(runtime, _Stream(body), b"B", "lab:X", sent.append)  # type: ignore[arg-type]
+    (key,) = list(runtime.store.list_keys("inbox/"))
+    with runtime.store.open(key) as handle:
+        assert handle.read() == data
+
+
+def test_retention_removes_what_a_killed_upload_left_but_keeps_what_a_waiting_item_needs(runtime, monkeypatch):
+    from pipeline.ingest import uploads
+    from pipeline.retention import purge_abandoned_uploads
+
+    now = dt.datetime.now(dt.UTC)
+    two_days_ago = now - dt.timedelta(days=2)
+    left = uploads.upload_prefix(two_days_ago) + "batch.zip"  # its API process was killed mid-upload
+    runtime.store.put(left, io.BytesIO(b"PK"))
+    recent = uploads.upload_prefix(now) + "batch.zip"  # an upload running now
+    runtime.store.put(recent, io.BytesIO(b"PK"))
+    original = uploads.upload_prefix
+    monkeypatch.setattr(uploads, "upload_prefix", lambda: original(two_days_ago))
+    body = _multipart(b"B", [("manifest", "manifest.csv", iter([HEADER + ROW])), ("file", "big.txt", iter([b"waiting"]))])
+    result = receive_multipart_batch(runtime, _Stream(body), b"B", "lab:X", lambda _item: None)  # type: ignore[arg-type]
+    with runtime.sessions() as session:
+        (waiting,) = repo.batch_items(session, result.batch_id)
+    assert purge_abandoned_uploads(runtime, now) == [left]
+    assert set(runtime.store.list_keys("inbox/")) == {recent, waiting.inbox_key}
