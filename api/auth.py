@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import math
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -253,6 +254,10 @@ def _check_times(payload: Mapping[str, Any], now: float) -> None:
         raise AuthError("invalid_token", "the token was issued in the future")
 
 
+VERIFIED_TTL_SECONDS = 60.0
+VERIFIED_MAX = 10_000
+
+
 class TokenVerifier:
     """Checks Bearer tokens. Build once per process: the embedded public key is read once, the
     JWKS is cached by PyJWKClient (refetched on an unknown key id, at most every 30 s)."""
@@ -267,6 +272,10 @@ class TokenVerifier:
             self._jwks = jwt.PyJWKClient(settings.oidc_jwks_url, timeout=JWKS_TIMEOUT_SECONDS)
         else:
             self._public_key = _load_private_key(ensure_signing_key(settings)).public_key()
+        # Signature checks already passed, by token: a client sends the same token with every request.
+        # Times and claims are still checked on every use; an entry lives VERIFIED_TTL_SECONDS at most, so a
+        # key withdrawn from the JWKS stops being honoured within that time.
+        self._verified: dict[str, tuple[float, dict]] = {}
 
     def _key_for(self, token: str) -> tuple[Any, list[str]]:
         if self._jwks is None:
@@ -281,9 +290,8 @@ class TokenVerifier:
             raise AuthError("invalid_token", "the signing key's algorithm is not accepted")
         return jwk.key, [jwk.algorithm_name]
 
-    def verify(self, authorization_header: str | None, now: datetime | None = None) -> Claims:
-        """The caller's claims from an `Authorization: Bearer <token>` header, or AuthError."""
-        token = _bearer_token(authorization_header)
+    def _decode(self, token: str) -> dict:
+        """Signature, issuer and audience checked; AuthError otherwise."""
         key, algorithms = self._key_for(token)
         try:
             payload = jwt.decode(
@@ -312,6 +320,19 @@ class TokenVerifier:
             raise AuthError("invalid_token", "the token is malformed or its signature does not verify") from None
         if not isinstance(payload, dict):
             raise AuthError("invalid_token", "the token payload is not an object")
+        return payload
+
+    def verify(self, authorization_header: str | None, now: datetime | None = None) -> Claims:
+        """The caller's claims from an `Authorization: Bearer <token>` header, or AuthError."""
+        token = _bearer_token(authorization_header)
+        cached = self._verified.get(token)
+        if cached is not None and time.monotonic() - cached[0] < VERIFIED_TTL_SECONDS:
+            payload = cached[1]
+        else:
+            payload = self._decode(token)
+            if len(self._verified) >= VERIFIED_MAX:
+                self._verified.clear()  # crude but bounded: the next requests re-verify
+            self._verified[token] = (time.monotonic(), payload)
         _check_times(payload, _timestamp(now))
         _check_claims(payload.get("sub"), payload.get("kind"), payload)
         return Claims(

@@ -37,12 +37,18 @@ UNAVAILABLE_RETRY_SECONDS = 10
 Work = Callable[[Runtime, BinaryIO, Wiring], dict]
 
 
+UPLOAD_THREADS = 32
+
+
 class Intake:
     """The API process's broker side, built on the first submission (most API processes only read):
     the actors' wiring on the process's Runtime and, in embedded mode, an in-process worker."""
 
     def __init__(self, settings: Settings, runtime: Runtime) -> None:
         self.settings, self.runtime = settings, runtime
+        # Uploads hold a thread for as long as their body arrives: their own pool, so they never take the
+        # few threads reads are served from (DMP_API_THREADS).
+        self.upload_threads = anyio.CapacityLimiter(UPLOAD_THREADS)
         self._lock = threading.Lock()
         self._wiring: Wiring | None = None
         self._worker = None
@@ -202,7 +208,7 @@ async def _run(request: Request, rt: Runtime, limit: int, work: Work) -> dict:
     wiring = await anyio.to_thread.run_sync(request.app.state.intake.wiring)
     body = RequestBody(request.stream(), limit)
     try:
-        return await anyio.to_thread.run_sync(work, rt, body, wiring)
+        return await anyio.to_thread.run_sync(work, rt, body, wiring, limiter=request.app.state.intake.upload_threads)
     except TooLarge as exc:
         raise too_large(exc.limit, exc.what) from None
     except (ManifestError, UploadRejected) as exc:

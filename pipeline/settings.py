@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     s3_region: str = "us-east-1"
     s3_timeout_seconds: int = Field(default=30, description="S3 connect/read timeout before a retry.")
     s3_max_connections: int = Field(default=64, ge=1, description="Kept-alive S3 connections per process.")
+    api_threads: int = Field(default=8, ge=1, description="Requests an API process works on at once (its thread pool).")
     db_pool_size: int = Field(
         default=16, ge=1, description="PostgreSQL connections kept open per process; up to as many again are opened under load."
     )

@@ -129,6 +129,11 @@ class S3Store:
                 max_pool_connections=settings.s3_max_connections,
             ),
         )
+        import urllib3
+
+        self._http = urllib3.PoolManager(maxsize=settings.s3_max_connections, block=False)
+        self._timeout = urllib3.Timeout(connect=settings.s3_timeout_seconds, read=settings.s3_timeout_seconds)
+        self._retries = urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=(500, 502, 503, 504), raise_on_status=False)
         # One part in memory at a time, no thread pool: memory stays flat for a 2 GB file.
         self.transfer = TransferConfig(multipart_threshold=8 * 1024 * 1024, multipart_chunksize=8 * 1024 * 1024, use_threads=False)
 
@@ -147,13 +152,22 @@ class S3Store:
 
     @contextmanager
     def open(self, key: str) -> Iterator[BinaryIO]:
+        """Stream an object. Why a presigned URL over urllib3 rather than `get_object`: botocore's full call
+        costs about 1.1 ms of CPU per object (event hooks, response parsing) against 0.5 ms for the
+        signature alone plus a plain GET, and every document read pays it (measured by `bench read`)."""
         with _s3_errors("get"):
-            try:
-                body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
-            except self.client.exceptions.NoSuchKey:
-                raise ObjectNotFound(key) from None
-        with _s3_errors("read"), body:
-            yield body
+            url = self.client.generate_presigned_url("get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=300)
+            response = self._http.request("GET", url, preload_content=False, retries=self._retries, timeout=self._timeout)
+        try:
+            if response.status == 404:
+                raise ObjectNotFound(key)
+            if response.status != 200:
+                code = "get_failed" if response.status >= 500 or response.status in (408, 429) else f"get_refused_{response.status}"
+                raise Transient(f"storage_{code}")
+            with _s3_errors("read"):
+                yield response  # type: ignore[misc]
+        finally:
+            response.release_conn()
 
     @contextmanager
     def open_ranged(self, key: str) -> Iterator[BinaryIO]:
@@ -227,6 +241,7 @@ class _RangedObject(io.RawIOBase):
 @contextmanager
 def _s3_errors(operation: str) -> Iterator[None]:
     """Turn network and server-side S3 failures into Transient (retried); keep the rest."""
+    import urllib3
     from boto3.exceptions import S3UploadFailedError
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -237,7 +252,7 @@ def _s3_errors(operation: str) -> Iterator[None]:
         if status >= 500 or exc.response.get("Error", {}).get("Code") in ("SlowDown", "RequestTimeout"):
             raise Transient(f"storage_{operation}_failed") from None
         raise
-    except (BotoCoreError, S3UploadFailedError, ConnectionError):
+    except (BotoCoreError, S3UploadFailedError, ConnectionError, urllib3.exceptions.HTTPError):
         raise Transient(f"storage_{operation}_failed") from None
 
 

@@ -113,6 +113,12 @@ def test_minted_token_carries_the_documented_claims(settings: Settings) -> None:
     }
 
 
+def test_a_token_accepted_once_is_still_refused_once_expired(settings: Settings, verifier: TokenVerifier) -> None:
+    token = mint_token(settings, "p-1", "patient", ttl_seconds=60, now=NOW)
+    assert verifier.verify(f"Bearer {token}", now=NOW).subject == "p-1"  # its signature check is now remembered
+    assert _code(verifier, f"Bearer {token}", now=NOW + timedelta(seconds=60 + 31)) == "expired_token"
+
+
 def test_expired_token_is_refused(settings: Settings, verifier: TokenVerifier) -> None:
     token = mint_token(settings, "p-1", "patient", ttl_seconds=60, now=NOW)
     assert _code(verifier, f"Bearer {token}", now=NOW + timedelta(seconds=60 + 31)) == "expired_token"
