@@ -26,6 +26,7 @@ from sqlalchemy import Row, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from pipeline.clock import as_utc
 from pipeline.index.models import AuditEntry
 
 NO_PATIENT = "-"
@@ -77,13 +78,6 @@ def audit_key(hmac_secret: bytes) -> bytes:
     return hmac.new(hmac_secret, ENCODING_VERSION.encode("ascii"), hashlib.sha256).digest()
 
 
-def _utc(moment: dt.datetime) -> dt.datetime:
-    """`moment` in UTC (a naive moment is UTC: SQLite returns stored UTC times without their zone)."""
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=dt.UTC)
-    return moment.astimezone(dt.UTC)
-
-
 def canonical_encoding(
     *,
     chain: str,
@@ -109,7 +103,7 @@ def canonical_encoding(
         ENCODING_VERSION,
         chain,
         int(seq),
-        _utc(at).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        as_utc(at).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         actor_id,
         actor_kind,
         profession,
@@ -172,7 +166,7 @@ def append(session: Session, key: bytes, event: AuditEvent, at: dt.datetime | No
     the caller must roll back and retry (append_with_retry does this).
     """
     _check(event)
-    moment = _utc(at or dt.datetime.now(dt.UTC))
+    moment = as_utc(at or dt.datetime.now(dt.UTC))
     last_query = select(AuditEntry.seq, AuditEntry.entry_hash).where(AuditEntry.chain == event.chain)
     last_query = last_query.order_by(AuditEntry.seq.desc()).limit(1)
     if session.get_bind().dialect.name == "postgresql":

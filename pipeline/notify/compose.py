@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from zoneinfo import ZoneInfo
 
-PARIS = ZoneInfo("Europe/Paris")
+from pipeline.clock import PARIS, as_utc
 
 PROFESSIONS_FR = {
     "physician": "médecin",
@@ -35,7 +34,7 @@ class Event:
 
 
 def _when(at: dt.datetime) -> str:
-    local = (at if at.tzinfo else at.replace(tzinfo=dt.UTC)).astimezone(PARIS)
+    local = as_utc(at).astimezone(PARIS)
     return local.strftime("le %d/%m/%Y à %H:%M")
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
+from pipeline.clock import as_utc
 from pipeline.index.models import BatchItem, Contact, Document, Notification, Outbox, Patient
 from pipeline.notify.channels import Channel, DeliveryError, Message
 from pipeline.notify.compose import Event, compose
@@ -44,10 +45,6 @@ class DispatchReport:
     sent: int = 0
     retrying: int = 0
     failed: int = 0
-
-
-def _utc(moment: dt.datetime) -> dt.datetime:
-    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
 
 
 def dispatch(rt: Runtime, channels: Mapping[str, Channel], now: dt.datetime | None = None, *, flush: bool = False) -> DispatchReport:
@@ -84,7 +81,7 @@ def _compose_patient(rt: Runtime, session: Session, patient_id: str, now: dt.dat
     groups = [[row] for row in rows if row.kind != "documents_added"]
     deposits = [row for row in rows if row.kind == "documents_added"]
     if deposits:
-        oldest = _utc(deposits[0].created_at or now)
+        oldest = as_utc(deposits[0].created_at or now)
         settled = flush or oldest + dt.timedelta(seconds=rt.settings.notify_coalesce_seconds) <= now
         if settled and (flush or not _in_flight(session, patient_id, [row.ref_id for row in deposits])):
             groups.append(deposits)
@@ -142,7 +139,7 @@ def _messages_for(rt: Runtime, session: Session, patient: Patient, group: list[O
     count = _documents_added(session, patient.id, [row.ref_id for row in group]) if first.kind == "documents_added" else 1
     if first.kind == "documents_added" and count == 0:
         return []  # every document of those batches was rejected: nothing was added
-    event = Event(first.kind, _utc(first.created_at or now), tuple(row.source for row in group), first.detail, count)
+    event = Event(first.kind, as_utc(first.created_at or now), tuple(row.source for row in group), first.detail, count)
     subject, body = compose(event, rt.settings.notify_record_url)
     contact = session.get(Contact, recipient)
     wants_email, wants_sms = (True, True) if to_attending else (patient.notify_email, patient.notify_sms)
