@@ -47,7 +47,8 @@ class RequestBody:
             if self.count > self.limit:
                 raise TooLarge(self.limit, "request")
             self._buffer += piece
-        data = bytes(self._buffer[:size])
+        with memoryview(self._buffer) as view:
+            data = bytes(view[:size])  # one copy: slicing the bytearray itself would make two
         del self._buffer[:size]
         return data
 

@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     upload.add_argument("--clients", type=int, default=8)
     upload.add_argument("--patients", type=int, default=50)
     upload.add_argument("--server-workers", type=int, default=1)
+    upload.add_argument("--pad-kib", type=int, default=0, help="random bytes added to each document (real PDFs are 50 KiB and more)")
     args = parser.parse_args(argv)
 
     if args.name == "ingest":
@@ -69,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     elif args.name == "upload":
         from bench.upload import run as run_upload
 
-        result = run_upload(documents=args.documents, clients=args.clients, patients=args.patients, server_workers=args.server_workers)
+        result = run_upload(
+            documents=args.documents, clients=args.clients, patients=args.patients, server_workers=args.server_workers, pad_kib=args.pad_kib
+        )
     print(json.dumps(result))
     return 0
 

@@ -17,6 +17,7 @@ import contextlib
 import csv
 import io
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -58,8 +59,14 @@ class _RssWatch(threading.Thread):
             time.sleep(0.05)
 
 
-def _batches(root: Path, documents: int, clients: int, patients: int) -> list[tuple[bytes, int]]:
-    """`clients` zips, each a batch of its own (its share of the manifest rows): (zip bytes, documents)."""
+def _batches(root: Path, documents: int, clients: int, patients: int, pad_kib: int) -> list[tuple[bytes, int]]:
+    """`clients` zips, each a batch of its own (its share of the manifest rows): (zip bytes, documents).
+
+    Each document is followed by `pad_kib` KiB of random bytes standing for what makes real ones
+    heavy (embedded images and fonts, already-compressed streams): the samples are 2 KiB text-only
+    PDFs and CDAs, where hospital PDFs run from 50 KiB to a few MiB. Padded documents no longer
+    validate, which does not matter here: no worker runs."""
+    padding = random.Random(2027).randbytes(pad_kib * 1024)
     sample = root / "sample"
     generate_samples(sample, patients=patients, documents=documents, seed=2027, bad=False)
     with (sample / MANIFEST_NAME).open(newline="", encoding="utf-8") as handle:
@@ -76,7 +83,7 @@ def _batches(root: Path, documents: int, clients: int, patients: int) -> list[tu
         with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
             archive.writestr(MANIFEST_NAME, manifest.getvalue())
             for row in mine:
-                archive.write(sample / row["file"], row["file"])
+                archive.writestr(row["file"], (sample / row["file"]).read_bytes() + padding)
         zips.append((out.getvalue(), len(mine)))
     return zips
 
@@ -113,7 +120,7 @@ def _upload(base: str, key: str, data: bytes) -> None:
         raise RuntimeError(f"upload refused: {answer.status_code} {answer.text[:200]}")
 
 
-def run(documents: int, clients: int, patients: int, server_workers: int) -> dict:
+def run(documents: int, clients: int, patients: int, server_workers: int, pad_kib: int = 0) -> dict:
     with tempfile.TemporaryDirectory(prefix="dmp-bench-upload-") as tmp:
         root = Path(tmp)
         redis, moto, postgres = RedisServer(root / "redis"), MotoServer(), PostgresDatabase()
@@ -126,7 +133,7 @@ def run(documents: int, clients: int, patients: int, server_workers: int) -> dic
             engine = make_engine(settings.resolved_database_url())
             upgrade(engine)
             engine.dispose()
-            zips = _batches(root, documents, clients, patients)
+            zips = _batches(root, documents, clients, patients, pad_kib)
             total_bytes = sum(len(data) for data, _ in zips)
             rt = Runtime.from_settings(settings)
             rt.store.ensure_ready()
@@ -162,6 +169,7 @@ def run(documents: int, clients: int, patients: int, server_workers: int) -> dic
         "documents_per_second": round(sum(n for _, n in zips) / seconds, 1),
         "documents": sum(n for _, n in zips),
         "megabytes": round(mb, 2),
+        "pad_kib": pad_kib,
         "clients": clients,
         "server_workers": server_workers,
         "api_rss_baseline_mb": round(baseline / 2**20, 1),

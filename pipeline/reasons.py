@@ -22,6 +22,7 @@ REASONS: dict[str, str] = {
     "archive_too_large": "The archive's total uncompressed size exceeds the configured limit.",
     "archive_ratio_exceeded": "An archive entry, or the whole archive, is compressed beyond the configured ratio (a zip bomb).",
     # content
+    "archive_entry_corrupt": "The uploaded zip's entry holding this file cannot be read (bad CRC, damaged or unsupported compression).",
     "empty_file": "The file is empty.",
     "file_too_large": "The file exceeds the configured maximum size.",
     "unsupported_type": "The file type is not accepted (PDF, CDA R2 XML, JPEG, PNG, TIFF, text).",

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from pipeline.inbox import Inbox
 from pipeline.index.db import make_engine, session_factory, upgrade
 from pipeline.keys import FileKeyProvider, KeyProvider, keyed_hash, load_key_file
 from pipeline.recordkeys import RecordKeys
@@ -38,6 +39,10 @@ class Runtime:
     record_keys: RecordKeys
     # Called after an urgent notification is queued; a notification Sweeper in this process replaces it.
     wake_notifier: Callable[[], None] = field(default=lambda: None, repr=False)
+    inbox: Inbox = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.inbox = Inbox(self.store)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, prepare: bool = False) -> Runtime:

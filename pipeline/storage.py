@@ -23,6 +23,8 @@ from pipeline.settings import Settings
 COPY_CHUNK = 1024 * 1024
 # A ranged reader fetches at least this much per GET: a zip's small header reads share one request.
 RANGE_BYTES = 1024 * 1024
+# Lifetime of the presigned URLs the S3 store reads through (never handed out): a long zip read keeps its URL.
+URL_SECONDS = 3600
 
 
 class ObjectNotFound(Exception):
@@ -38,8 +40,9 @@ class ObjectStore(Protocol):
 
     def open(self, key: str) -> AbstractContextManager[BinaryIO]: ...
 
-    def open_ranged(self, key: str) -> AbstractContextManager[BinaryIO]:
-        """A seekable reader (a zip upload is read from its end): ranged GETs, never a local copy."""
+    def open_ranged(self, key: str, block_bytes: int = RANGE_BYTES, size: int | None = None) -> AbstractContextManager[BinaryIO]:
+        """A seekable reader (a zip upload is read from its end): ranged GETs of at least `block_bytes`
+        (bounded by the object's end), never a local copy. `size`, when the caller knows it, spares a HEAD."""
         ...
 
     def delete(self, key: str) -> None: ...
@@ -87,7 +90,7 @@ class FileStore:
         with handle:
             yield handle
 
-    def open_ranged(self, key: str) -> AbstractContextManager[BinaryIO]:
+    def open_ranged(self, key: str, block_bytes: int = RANGE_BYTES, size: int | None = None) -> AbstractContextManager[BinaryIO]:
         return self.open(key)  # a file is seekable as it is
 
     def delete(self, key: str) -> None:
@@ -150,35 +153,42 @@ class S3Store:
         with _s3_errors("put"):
             self.client.upload_fileobj(source, self.bucket, key, Config=self.transfer)
 
+    def _url(self, method: str, key: str) -> str:
+        return self.client.generate_presigned_url(method, Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=URL_SECONDS)
+
+    def _request(self, method: str, url: str, key: str, headers: dict[str, str] | None = None, stream: bool = False):  # type: ignore[no-untyped-def]
+        """One plain HTTP request on a presigned URL; 404 is ObjectNotFound, other failures Transient.
+
+        Why not botocore's own calls: a full botocore call costs about 1.1 ms of CPU per object (event
+        hooks, response parsing) against 0.5 ms for the signature alone plus a plain request, and every
+        document read pays it (measured by `bench read`)."""
+        with _s3_errors("get"):
+            response = self._http.request(
+                method, url, headers=headers, preload_content=not stream, retries=self._retries, timeout=self._timeout
+            )
+        if response.status in (200, 206):
+            return response
+        response.release_conn()
+        if response.status == 404:
+            raise ObjectNotFound(key)
+        code = "get_failed" if response.status >= 500 or response.status in (408, 429) else f"get_refused_{response.status}"
+        raise Transient(f"storage_{code}")
+
     @contextmanager
     def open(self, key: str) -> Iterator[BinaryIO]:
-        """Stream an object. Why a presigned URL over urllib3 rather than `get_object`: botocore's full call
-        costs about 1.1 ms of CPU per object (event hooks, response parsing) against 0.5 ms for the
-        signature alone plus a plain GET, and every document read pays it (measured by `bench read`)."""
-        with _s3_errors("get"):
-            url = self.client.generate_presigned_url("get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=300)
-            response = self._http.request("GET", url, preload_content=False, retries=self._retries, timeout=self._timeout)
+        """Stream an object (one GET on a presigned URL)."""
+        response = self._request("GET", self._url("get_object", key), key, stream=True)
         try:
-            if response.status == 404:
-                raise ObjectNotFound(key)
-            if response.status != 200:
-                code = "get_failed" if response.status >= 500 or response.status in (408, 429) else f"get_refused_{response.status}"
-                raise Transient(f"storage_{code}")
             with _s3_errors("read"):
                 yield response  # type: ignore[misc]
         finally:
             response.release_conn()
 
     @contextmanager
-    def open_ranged(self, key: str) -> Iterator[BinaryIO]:
-        with _s3_errors("head"):
-            try:
-                size = self.client.head_object(Bucket=self.bucket, Key=key)["ContentLength"]
-            except self.client.exceptions.ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                    raise ObjectNotFound(key) from None
-                raise
-        with io.BufferedReader(_RangedObject(self, key, size), buffer_size=RANGE_BYTES) as reader:
+    def open_ranged(self, key: str, block_bytes: int = RANGE_BYTES, size: int | None = None) -> Iterator[BinaryIO]:
+        if size is None:
+            size = int(self._request("HEAD", self._url("head_object", key), key).headers["Content-Length"])
+        with io.BufferedReader(_RangedObject(self, key, size, self._url("get_object", key)), buffer_size=block_bytes) as reader:
             yield reader  # type: ignore[misc]
 
     def delete(self, key: str) -> None:
@@ -204,10 +214,10 @@ class S3Store:
 
 
 class _RangedObject(io.RawIOBase):
-    """A read-only, seekable view of an S3 object: each read is one ranged GET."""
+    """A read-only, seekable view of an S3 object: each read is one ranged GET on a presigned URL."""
 
-    def __init__(self, store: S3Store, key: str, size: int) -> None:
-        self.store, self.key, self.size, self.position = store, key, size, 0
+    def __init__(self, store: S3Store, key: str, size: int, url: str) -> None:
+        self.store, self.key, self.size, self.url, self.position = store, key, size, url, 0
 
     def readable(self) -> bool:
         return True
@@ -229,9 +239,7 @@ class _RangedObject(io.RawIOBase):
         if self.position >= self.size or not len(buffer):
             return 0
         last = min(self.position + len(buffer), self.size) - 1
-        with _s3_errors("get"):
-            answer = self.store.client.get_object(Bucket=self.store.bucket, Key=self.key, Range=f"bytes={self.position}-{last}")
-            data = answer["Body"].read()
+        data = self.store._request("GET", self.url, self.key, headers={"Range": f"bytes={self.position}-{last}"}).data
         view = memoryview(buffer).cast("B")
         view[: len(data)] = data
         self.position += len(data)

@@ -14,8 +14,10 @@ import pytest
 
 from pipeline.identity import with_key
 from pipeline.index import repo
+from pipeline.index.models import BatchItem
 from pipeline.ingest.uploads import UploadRejected, metadata_manifest, receive_document, receive_multipart_batch, receive_zip
 from pipeline.runtime import Runtime
+from pipeline.workers.process import process_item
 
 SIZE = 48 * 1024 * 1024
 HEADER = b"file,patient_ins,source_document_id,title,document_type,service_date,author_id,author_profession\n"
@@ -90,7 +92,77 @@ def test_a_zip_upload_goes_through_in_bounded_memory(runtime, tmp_path):
     sent: list[str] = []
     peak = _peak(lambda: receive_zip(runtime, _Stream(_file_pieces(archive)), "lab:BIG", sent.append))  # type: ignore[arg-type]
     assert len(sent) == 1 and peak < 12 * 1024 * 1024, f"peak {peak / 2**20:.1f} MiB"
-    assert list(runtime.store.list_keys("inbox/")) == [f"inbox/{sent[0]}"]  # copied out of the zip, which is gone
+
+
+def _zip(entries: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=compression) as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    return out.getvalue()
+
+
+TWO_DOCUMENTS = {
+    "manifest.csv": HEADER + ROW.replace(b"big.txt", b"a.txt") + ROW.replace(b"big.txt", b"b.txt").replace(b"BIG-1", b"BIG-2"),
+    "a.txt": b"Compte rendu A: " + LINE,
+    "b.txt": b"Compte rendu B: " + LINE,
+}
+
+
+def _items(runtime: Runtime, batch_id: str) -> dict[str, BatchItem]:
+    with runtime.sessions() as session:
+        return {item.file: item for item in repo.batch_items(session, batch_id)}
+
+
+def test_a_zip_upload_stays_as_its_documents_inbox_object_without_a_copy(runtime):
+    result = receive_zip(runtime, io.BytesIO(_zip(TWO_DOCUMENTS)), "lab:Z", lambda _item: None)
+    items = _items(runtime, result.batch_id)
+    (key,) = list(runtime.store.list_keys("inbox/"))
+    assert {(i.inbox_key, i.inbox_member) for i in items.values()} == {(key, "a.txt"), (key, "b.txt")}
+    with runtime.inbox.open(key, "b.txt") as entry:
+        assert entry.read() == TWO_DOCUMENTS["b.txt"]
+
+
+def test_the_shared_zip_is_deleted_with_its_last_waiting_item(runtime):
+    result = receive_zip(runtime, io.BytesIO(_zip(TWO_DOCUMENTS)), "lab:Z", lambda _item: None)
+    items = _items(runtime, result.batch_id)
+    process_item(runtime, items["a.txt"].id)
+    assert list(runtime.store.list_keys("inbox/")) == [items["b.txt"].inbox_key]  # b still reads from it
+    process_item(runtime, items["b.txt"].id)
+    assert not list(runtime.store.list_keys("inbox/"))
+    assert {i.state for i in _items(runtime, result.batch_id).values()} <= {"indexed", "rejected"}
+
+
+def test_a_damaged_zip_entry_is_rejected_with_its_reason_and_the_other_documents_go_on(runtime):
+    data = bytearray(_zip(TWO_DOCUMENTS, zipfile.ZIP_STORED))
+    at = data.index(b"Compte rendu A")
+    data[at] ^= 0xFF  # the entry's bytes no longer match its CRC
+    result = receive_zip(runtime, io.BytesIO(bytes(data)), "lab:Z", lambda _item: None)
+    items = _items(runtime, result.batch_id)
+    assert process_item(runtime, items["a.txt"].id) == "rejected"
+    assert _items(runtime, result.batch_id)["a.txt"].reason == "archive_entry_corrupt"
+    assert process_item(runtime, items["b.txt"].id) == "indexed"
+
+
+def test_a_resent_zip_is_discarded_while_the_first_still_serves(runtime):
+    first = receive_zip(runtime, io.BytesIO(_zip(TWO_DOCUMENTS)), "lab:Z", lambda _item: None)
+    (kept,) = list(runtime.store.list_keys("inbox/"))
+    again = receive_zip(runtime, io.BytesIO(_zip(TWO_DOCUMENTS)), "lab:Z", lambda _item: None)
+    assert again.resumed and again.batch_id == first.batch_id
+    assert list(runtime.store.list_keys("inbox/")) == [kept]
+
+
+def test_a_resent_zip_takes_over_when_the_first_one_is_gone(runtime):
+    first = receive_zip(runtime, io.BytesIO(_zip(TWO_DOCUMENTS)), "lab:Z", lambda _item: None)
+    (lost,) = list(runtime.store.list_keys("inbox/"))
+    runtime.store.delete(lost)
+    sent: list[str] = []
+    receive_zip(runtime, io.BytesIO(_zip(TWO_DOCUMENTS)), "lab:Z", sent.append)
+    (key,) = list(runtime.store.list_keys("inbox/"))
+    items = _items(runtime, first.batch_id)
+    assert key != lost and {i.inbox_key for i in items.values()} == {key} and sorted(sent) == sorted(i.id for i in items.values())
+    with runtime.inbox.open(key, items["a.txt"].inbox_member) as entry:
+        assert entry.read() == TWO_DOCUMENTS["a.txt"]
 
 
 def test_a_multipart_part_goes_through_in_bounded_memory_and_is_its_item_s_inbox_object(runtime):

@@ -149,6 +149,8 @@ class BatchItem(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     crashes: Mapped[int] = mapped_column(Integer, default=0)
     inbox_key: Mapped[str | None] = mapped_column(String(256))
+    # Set when the inbox object is an uploaded zip shared by the batch: the entry holding this document.
+    inbox_member: Mapped[str | None] = mapped_column(Text)
     # Object written by the current attempt; removed if that attempt does not commit.
     pending_object_key: Mapped[str | None] = mapped_column(String(256))
     document_id: Mapped[str] = mapped_column(String(36), default=new_id)

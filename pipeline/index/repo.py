@@ -137,6 +137,13 @@ def requeue_for_retry(session: Session, item_id: str) -> None:
     session.commit()
 
 
+def relocate_inbox(session: Session, item_id: str, key: str, member: str | None) -> None:
+    """Point an unfinished item at where its bytes now wait in the inbox."""
+    values = {"inbox_key": key, "inbox_member": member}
+    session.execute(update(BatchItem).where(BatchItem.id == item_id, BatchItem.state.not_in(FINAL_STATES)).values(**values))
+    session.commit()
+
+
 def batch_items(session: Session, batch_id: str) -> Sequence[BatchItem]:
     return session.scalars(
         select(BatchItem).where(BatchItem.batch_id == batch_id).order_by(BatchItem.row_number.nulls_last(), BatchItem.file)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from pipeline.ingest.manifest import ManifestError
+from pipeline.ingest.zipscan import EntryHeads
 from pipeline.reasons import REASONS
 from pipeline.settings import Settings
 
@@ -73,9 +74,12 @@ def _is_symlink(info: zipfile.ZipInfo) -> bool:
     return stat.S_ISLNK(info.external_attr >> 16)
 
 
-def _looks_like_zip(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bool:
+def _looks_like_zip(archive: zipfile.ZipFile, info: zipfile.ZipInfo, heads: EntryHeads | None = None) -> bool:
     if info.filename.lower().endswith(".zip"):
         return True
+    first = heads.head(info) if heads is not None else None
+    if first is not None:
+        return first in ZIP_MAGIC
     try:
         with archive.open(info) as member:
             return member.read(4) in ZIP_MAGIC
@@ -103,11 +107,12 @@ def _archive_bytes(archive: zipfile.ZipFile) -> int | None:
         return None
 
 
-def check_archive(archive: zipfile.ZipFile, limits: ArchiveLimits) -> None:
+def check_archive(archive: zipfile.ZipFile, limits: ArchiveLimits, heads: EntryHeads | None = None) -> None:
     """Raise ArchiveRejected for the first hostile trait of `archive`; return quietly for a sound one.
 
     Central-directory checks first (names, links, encryption, sizes, ratios), then the nested
-    zips, which need reading a few bytes of each member.
+    zips, which need the first bytes of each member: from `heads` when they were caught as the
+    zip streamed in (an upload), else read from the archive.
     """
     infos = archive.infolist()
     check_names(info.filename for info in infos if not info.is_dir())
@@ -129,5 +134,5 @@ def check_archive(archive: zipfile.ZipFile, limits: ArchiveLimits) -> None:
     if size and total >= RATIO_MIN_BYTES and total > limits.max_ratio * size:
         raise ArchiveRejected("archive_ratio_exceeded", "*", f"{total} bytes from a {size}-byte archive, limit {limits.max_ratio:g}:1")
     for info in infos:
-        if not info.is_dir() and _looks_like_zip(archive, info) and (inner := _inner_zip(archive, info)) is not None:
+        if not info.is_dir() and _looks_like_zip(archive, info, heads) and (inner := _inner_zip(archive, info)) is not None:
             raise ArchiveRejected("archive_nested_too_deep", info.filename, f"it holds the zip {inner!r}")

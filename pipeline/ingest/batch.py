@@ -7,8 +7,10 @@ from contextlib import AbstractContextManager
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Protocol
 
+from pipeline.inbox import InboxLocation
 from pipeline.ingest.archive import ArchiveLimits, check_archive
 from pipeline.ingest.manifest import MANIFEST_NAME, ManifestError
+from pipeline.ingest.zipscan import EntryHeads
 
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 # The samples' answer key sits next to the documents; it is never a document.
@@ -22,8 +24,8 @@ class BatchReader(Protocol):
 
     def open(self, name: str) -> AbstractContextManager[BinaryIO]: ...
 
-    def stored_key(self, name: str) -> str | None:
-        """The inbox object already holding this document (an HTTP upload's part), or None."""
+    def stored(self, name: str) -> InboxLocation | None:
+        """Where this document already waits in the inbox (an HTTP upload's part or zip), or None."""
         ...
 
 
@@ -51,7 +53,7 @@ class FolderBatch:
     def open(self, name: str) -> AbstractContextManager[BinaryIO]:
         return (self.root / name).open("rb")
 
-    def stored_key(self, name: str) -> str | None:
+    def stored(self, name: str) -> InboxLocation | None:
         return None
 
 
@@ -63,12 +65,20 @@ class ZipBatch:
     archive (pipeline/ingest/archive.py) raises ArchiveRejected before anything is read out of it.
     """
 
-    def __init__(self, source: Path | BinaryIO, name: str = "the batch", limits: ArchiveLimits | None = None) -> None:
+    def __init__(
+        self,
+        source: Path | BinaryIO,
+        name: str = "the batch",
+        limits: ArchiveLimits | None = None,
+        stored_at: str | None = None,
+        heads: EntryHeads | None = None,
+    ) -> None:
+        self.stored_at = stored_at  # the inbox key of an uploaded zip: its entries are the documents' inbox bytes
         try:
             self.zip = zipfile.ZipFile(source)
         except (zipfile.BadZipFile, EOFError, ValueError):
             raise ManifestError("batch_unreadable", f"{name} is not a readable zip file") from None
-        check_archive(self.zip, limits or ArchiveLimits())
+        check_archive(self.zip, limits or ArchiveLimits(), heads)
         files = [info.filename for info in self.zip.infolist() if not info.is_dir()]
         manifests = [n for n in files if PurePosixPath(n).name == MANIFEST_NAME and is_document(n.replace(MANIFEST_NAME, "x"))]
         self.prefix = ""
@@ -92,8 +102,8 @@ class ZipBatch:
     def open(self, name: str) -> AbstractContextManager[BinaryIO]:
         return self.zip.open(self.prefix + name)
 
-    def stored_key(self, name: str) -> str | None:
-        return None
+    def stored(self, name: str) -> InboxLocation | None:
+        return None if self.stored_at is None else InboxLocation(self.stored_at, self.prefix + name)
 
 
 def open_batch(path: Path, limits: ArchiveLimits | None = None) -> BatchReader:

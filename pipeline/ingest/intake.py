@@ -15,10 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from pipeline.inbox import ZIP_ENTRY_ERRORS, InboxLocation
 from pipeline.index import repo
 from pipeline.index.models import Batch, BatchItem, new_id
 from pipeline.ingest.archive import ArchiveLimits
@@ -30,6 +31,11 @@ from pipeline.runtime import Runtime
 log = logging.getLogger(__name__)
 SOURCE = re.compile(r"^(hospital|lab|insurer):([A-Za-z0-9][A-Za-z0-9._-]{0,63})$")
 DOCUMENT_SOURCES = ("hospital", "lab")
+# Item columns an intake row may set; every row of one bulk insert carries all of them.
+ITEM_FIELDS = (
+    "source_document_id", "patient_ins", "title", "document_type", "service_date", "author_id", "author_profession",
+    "inbox_key", "inbox_member",
+)  # fmt: skip
 
 
 class SourceError(ValueError):
@@ -56,65 +62,60 @@ def _manifest_digest(rt: Runtime, source: str, data: bytes) -> str:
     return hmac.new(rt.hmac_secret, source.encode() + b"\0" + data, "sha256").hexdigest()
 
 
-def _plan_items(batch_id: str, manifest: Manifest, present: list[str], reader: BatchReader) -> list[BatchItem]:
-    items: list[BatchItem] = []
+def _plan_items(batch_id: str, manifest: Manifest, present: list[str], reader: BatchReader) -> list[dict]:
+    """The batch's item rows: one per manifest row (rejected `missing_file` if absent), one per
+    rejected manifest row and one per file the manifest does not list."""
+    items: list[dict] = []
     present_set = set(present)
     for row in manifest.rows:
         item_id = new_id()
         found = row.file in present_set
-        # An uploaded part already in the inbox becomes the item's inbox object: no second copy.
-        inbox_key = (reader.stored_key(row.file) or f"inbox/{item_id}") if found else None
+        # An uploaded part or zip already in the inbox holds the item's bytes: no second copy.
+        stored = reader.stored(row.file) if found else None
+        fields = row.fields
         items.append(
-            BatchItem(
-                id=item_id,
-                batch_id=batch_id,
-                slot=f"row:{row.row_number}",
-                file=row.file,
-                row_number=row.row_number,
-                source_document_id=row.fields.get("source_document_id"),
-                patient_ins=row.fields.get("patient_ins"),
-                title=row.fields.get("title"),
-                document_type=row.fields.get("document_type") or None,
-                service_date=row.fields.get("service_date"),
-                author_id=row.fields.get("author_id"),
-                author_profession=row.fields.get("author_profession"),
-                state="queued" if found else "rejected",
-                reason=None if found else "missing_file",
-                message=None if found else REASONS["missing_file"],
-                inbox_key=inbox_key,
-                document_id=new_id(),
-                attempts=0,
-                crashes=0,
-            )
+            _item_row(batch_id, f"row:{row.row_number}", row.file, row.row_number, None if found else "missing_file", "", item_id)
+            | {
+                "source_document_id": fields.get("source_document_id"),
+                "patient_ins": fields.get("patient_ins"),
+                "title": fields.get("title"),
+                "document_type": fields.get("document_type") or None,
+                "service_date": fields.get("service_date"),
+                "author_id": fields.get("author_id"),
+                "author_profession": fields.get("author_profession"),
+                "inbox_key": (stored.key if stored else f"inbox/{item_id}") if found else None,
+                "inbox_member": stored.member if stored else None,
+            }
         )
     for problem in manifest.problems:
-        items.append(
-            _intake_rejection(batch_id, f"row:{problem.row_number}", problem.file, problem.row_number, problem.reason, problem.detail)
-        )
+        items.append(_item_row(batch_id, f"row:{problem.row_number}", problem.file, problem.row_number, problem.reason, problem.detail))
     for name in sorted(present_set - manifest.listed_files):
-        items.append(_intake_rejection(batch_id, f"file:{name}", name, None, "unlisted_file", ""))
+        items.append(_item_row(batch_id, f"file:{name}", name, None, "unlisted_file", ""))
     return items
 
 
-def _intake_rejection(batch_id: str, slot: str, file: str, row: int | None, reason: str, detail: str) -> BatchItem:
-    message = f"{REASONS[reason]} {detail}".strip()
-    return BatchItem(
-        id=new_id(),
-        batch_id=batch_id,
-        slot=slot,
-        file=file,
-        row_number=row,
-        state="rejected",
-        reason=reason,
-        message=message,
-        document_id=new_id(),
-        attempts=0,
-        crashes=0,
-    )
+def _item_row(batch_id: str, slot: str, file: str, row: int | None, reason: str | None, detail: str, item_id: str | None = None) -> dict:
+    """An item row with every column the bulk insert sets: queued, or rejected at intake for `reason`."""
+    return dict.fromkeys(ITEM_FIELDS) | {
+        "id": item_id or new_id(),
+        "batch_id": batch_id,
+        "slot": slot,
+        "file": file,
+        "row_number": row,
+        "state": "queued" if reason is None else "rejected",
+        "reason": reason,
+        "message": None if reason is None else f"{REASONS[reason]} {detail}".strip(),
+        "document_id": new_id(),
+        "attempts": 0,
+        "crashes": 0,
+    }
 
 
 def _record_batch(rt: Runtime, source: str, digest: str, manifest: Manifest, present: list[str], reader: BatchReader) -> tuple[str, bool]:
-    """Insert the batch and its items in one transaction, or find the batch recorded earlier."""
+    """Insert the batch and its items in one transaction, or find the batch recorded earlier.
+
+    The items go in as one executemany of plain rows: ORM objects would fetch each row's server
+    defaults back through one huge INSERT … RETURNING (most of an upload's time, measured)."""
     with rt.sessions() as session:
         existing = session.scalars(select(Batch.id).where(Batch.source == source, Batch.manifest_digest == digest)).first()
         if existing:
@@ -123,7 +124,8 @@ def _record_batch(rt: Runtime, source: str, digest: str, manifest: Manifest, pre
         items = _plan_items(batch_id, manifest, present, reader)
         session.add(Batch(id=batch_id, source=source, manifest_digest=digest, total=len(items)))
         session.flush()
-        session.add_all(items)
+        if items:
+            session.execute(insert(BatchItem), items)
         try:
             session.commit()
         except IntegrityError:  # the same batch recorded concurrently
@@ -144,21 +146,50 @@ def _retrying(rt: Runtime, action: str) -> Retrying:
     )
 
 
-def _upload(rt: Runtime, reader: BatchReader, item: BatchItem) -> bool:
-    """Stream one document into the inbox; an oversize one is rejected without being stored whole.
+def _upload(rt: Runtime, reader: BatchReader, item: BatchItem, key: str) -> bool:
+    """Stream one document into the inbox at `key`; an oversize one, or a zip entry that cannot be
+    read back, is rejected without being stored whole.
 
     A storage outage is retried with backoff; if it outlasts the retries, Transient propagates
     and re-running the same ingest resumes the batch.
     """
     try:
         with reader.open(item.file) as source:
-            rt.store.put(item.inbox_key or "", LimitedReader(source, rt.settings.max_file_bytes))  # type: ignore[arg-type]
+            rt.store.put(key, LimitedReader(source, rt.settings.max_file_bytes))  # type: ignore[arg-type]
         return True
-    except LimitedReader.TooLarge:
-        rt.store.delete(item.inbox_key or "")
+    except (LimitedReader.TooLarge, *ZIP_ENTRY_ERRORS) as exc:
+        rt.store.delete(key)
+        reason = "file_too_large" if isinstance(exc, LimitedReader.TooLarge) else "archive_entry_corrupt"
         with rt.sessions() as session:
-            repo.commit_rejected(session, None, item.id, "file_too_large", REASONS["file_too_large"], None)
+            repo.commit_rejected(session, None, item.id, reason, REASONS[reason], None)
         return False
+
+
+def _waiting(rt: Runtime, reader: BatchReader, item: BatchItem, resumed: bool, exists: dict[str, bool]) -> bool:
+    """Whether the item's bytes already wait in the inbox where its row says (`exists` caches
+    existence checks: a resumed zip batch's items share one object)."""
+    stored = reader.stored(item.file)
+    if stored is not None and stored == InboxLocation(item.inbox_key or "", item.inbox_member):
+        return True
+    if not resumed or not item.inbox_key:
+        return False
+    if item.inbox_key not in exists:
+        exists[item.inbox_key] = rt.store.exists(item.inbox_key)
+    return exists[item.inbox_key]
+
+
+def _place(rt: Runtime, reader: BatchReader, item: BatchItem) -> bool:
+    """Put the item's bytes in the inbox: where this upload already stored them, else copied to
+    `inbox/<item id>`; the row follows if they moved (a resumed batch whose first upload is gone)."""
+    target = reader.stored(item.file)
+    if target is None:
+        target = InboxLocation(f"inbox/{item.id}")
+        if not _upload(rt, reader, item, target.key):
+            return False
+    if target != InboxLocation(item.inbox_key or "", item.inbox_member):
+        with rt.sessions() as session:
+            repo.relocate_inbox(session, item.id, target.key, target.member)
+    return True
 
 
 def receive_batch(rt: Runtime, batch: Path | BatchReader, source: str, send: Callable[[str], None]) -> IntakeResult:
@@ -180,12 +211,11 @@ def receive_batch(rt: Runtime, batch: Path | BatchReader, source: str, send: Cal
     with rt.sessions() as session:
         items = list(repo.batch_items(session, batch_id))
     sent: list[str] = []
+    exists: dict[str, bool] = {}
     for item in items:
         if item.state in repo.FINAL_STATES:
             continue
-        in_place = item.inbox_key is not None and item.inbox_key == reader.stored_key(item.file)
-        needs_upload = not in_place and (not resumed or not rt.store.exists(item.inbox_key or ""))
-        if needs_upload and not _retrying(rt, "upload")(_upload, rt, reader, item):
+        if not _waiting(rt, reader, item, resumed, exists) and not _retrying(rt, "upload")(_place, rt, reader, item):
             continue
         _retrying(rt, "send")(send, item.id)
         sent.append(item.id)

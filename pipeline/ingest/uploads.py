@@ -3,8 +3,9 @@
 Nothing is held whole in memory or written to local disk: each body (or each multipart part) goes
 to the object store as it arrives, under `inbox/uploads/<upload id>/`, and is read back from
 there by the intake (a zip by ranged reads, since its directory sits at its end). An uploaded
-document part becomes its item's inbox object as it is, with no second copy. Whatever the intake
-did not adopt is deleted before the answer, so the inbox holds nothing for a failed upload.
+document part becomes its item's inbox object as it is, and an uploaded zip the inbox object its
+items' entries are read from: no second copy. Whatever the intake did not adopt is deleted before
+the answer, so the inbox holds nothing for a failed upload.
 
 The functions here know nothing of HTTP: they take the body as a blocking stream (`.read(n)`),
 already cut at the per-request limit by the caller, and enforce the per-file limit themselves.
@@ -14,13 +15,13 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import hmac
 import io
 import json
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
+from pipeline.inbox import InboxLocation
 from pipeline.index import repo
 from pipeline.index.models import new_id
 from pipeline.ingest.archive import ArchiveLimits, check_names
@@ -29,6 +30,7 @@ from pipeline.ingest.feed_intake import FeedFile, FeedIntake, feed_hasher, recei
 from pipeline.ingest.intake import IntakeResult, receive_batch
 from pipeline.ingest.manifest import MANIFEST_COLUMNS, MANIFEST_NAME, REQUIRED_COLUMNS, ManifestError
 from pipeline.ingest.multipart import READ_BYTES, MultipartReader, Part
+from pipeline.ingest.zipscan import EntryHeads, KeptEnds
 from pipeline.runtime import Runtime
 from pipeline.storage import ObjectStore
 
@@ -37,6 +39,11 @@ STAMP = "%Y%m%dT%H%M%S"
 MAX_METADATA_BYTES = 64 * 1024
 METADATA_FIELDS = tuple(column for column in MANIFEST_COLUMNS if column != "file")
 FEED_NAMES = {"csv": "feed.csv", "ndjson": "feed.ndjson"}
+# Reading an uploaded zip's end record, directory and manifest back: small GETs, not a block of documents.
+DIRECTORY_READ_BYTES = 64 * 1024
+# An uploaded zip's first and last bytes kept in memory while it streams in: the manifest and the
+# directory of a batch of a few thousand documents, so reading them back needs no GET.
+KEPT_BYTES = 1024 * 1024
 
 
 class TooLarge(Exception):
@@ -55,11 +62,17 @@ class UploadRejected(Exception):
         self.code = code
 
 
-class LimitedStream:
-    """Passes a stream's bytes through, raising TooLarge past `limit` (if any); feeds `hasher` on the way."""
+class Watcher(Protocol):
+    """Anything fed a stream's bytes as they pass: a keyed hash, the zip entry scanner."""
 
-    def __init__(self, source: BinaryIO | Part, limit: int | None, what: str = "file", hasher: hmac.HMAC | None = None) -> None:
-        self.source, self.limit, self.what, self.hasher = source, limit, what, hasher
+    def update(self, data: bytes, /) -> None: ...
+
+
+class LimitedStream:
+    """Passes a stream's bytes through, raising TooLarge past `limit` (if any); feeds `watchers` on the way."""
+
+    def __init__(self, source: BinaryIO | Part, limit: int | None, what: str = "file", watchers: tuple[Watcher, ...] = ()) -> None:
+        self.source, self.limit, self.what, self.watchers = source, limit, what, watchers
         self.count = 0
 
     def read(self, size: int = -1) -> bytes:
@@ -67,8 +80,8 @@ class LimitedStream:
         self.count += len(chunk)
         if self.limit is not None and self.count > self.limit:
             raise TooLarge(self.limit, self.what)
-        if self.hasher is not None:
-            self.hasher.update(chunk)
+        for watcher in self.watchers:
+            watcher.update(chunk)
         return chunk
 
     def readable(self) -> bool:
@@ -90,8 +103,8 @@ class StoredBatch:
     def open(self, name: str) -> AbstractContextManager[BinaryIO]:
         return self.store.open(self.parts[name])
 
-    def stored_key(self, name: str) -> str | None:
-        return self.parts.get(name)
+    def stored(self, name: str) -> InboxLocation | None:
+        return InboxLocation(self.parts[name]) if name in self.parts else None
 
 
 def upload_prefix(now: dt.datetime | None = None) -> str:
@@ -109,7 +122,7 @@ def upload_time(key: str) -> dt.datetime | None:
 
 
 def _discard_unadopted(rt: Runtime, keys: list[str], batch_id: str | None) -> None:
-    """Delete the uploaded objects that did not become an item's inbox object."""
+    """Delete the uploaded objects that no item of the batch reads its bytes from."""
     adopted: set[str] = set()
     if batch_id is not None and keys:
         with rt.sessions() as session:
@@ -120,14 +133,23 @@ def _discard_unadopted(rt: Runtime, keys: list[str], batch_id: str | None) -> No
 
 
 def receive_zip(rt: Runtime, body: BinaryIO, source: str, send: Callable[[str], None]) -> IntakeResult:
-    """A zip batch in the request body: stored in the inbox as it arrives, then read back by ranged reads."""
+    """A zip batch in the request body, stored in the inbox as it arrives. Its directory, manifest and
+    the entries' first bytes are caught on the way (pipeline/ingest/zipscan.py), so checking and
+    recording it reads nothing back for a batch of ordinary size. The stored zip stays as the
+    documents' inbox bytes: each worker reads its own entry from it (pipeline/inbox.py), so no
+    document is copied before the answer."""
     key = upload_prefix() + "batch.zip"
+    batch_id = None
     try:
-        rt.store.put(key, body)  # type: ignore[arg-type]
-        with rt.store.open_ranged(key) as handle:
-            return receive_batch(rt, ZipBatch(handle, "the uploaded zip", ArchiveLimits.from_settings(rt.settings)), source, send)
+        heads, ends = EntryHeads(), KeptEnds(KEPT_BYTES)  # caught on the way in: no need to read them back
+        rt.store.put(key, LimitedStream(body, None, "request", (heads, ends)))  # type: ignore[arg-type]
+        with ends.reader(lambda: rt.store.open_ranged(key, DIRECTORY_READ_BYTES)) as handle:
+            batch = ZipBatch(handle, "the uploaded zip", ArchiveLimits.from_settings(rt.settings), stored_at=key, heads=heads)
+            result = receive_batch(rt, batch, source, send)
+        batch_id = result.batch_id
+        return result
     finally:
-        rt.store.delete(key)
+        _discard_unadopted(rt, [key], batch_id)
 
 
 def _read_small(part: Part, limit: int, what: str) -> bytes:
@@ -226,7 +248,7 @@ def receive_feed_upload(rt: Runtime, body: BinaryIO, fmt: str, source: str, send
     key = upload_prefix() + FEED_NAMES[fmt]
     hasher = feed_hasher(rt, source)
     try:
-        rt.store.put(key, LimitedStream(body, None, hasher=hasher))  # type: ignore[arg-type]
+        rt.store.put(key, LimitedStream(body, None, watchers=(hasher,)))  # type: ignore[arg-type]
         return receive_feed(rt, FeedFile(FEED_NAMES[fmt], lambda: rt.store.open(key)), source, send, digest=hasher.hexdigest())
     finally:
         rt.store.delete(key)

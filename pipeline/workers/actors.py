@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Actors:
     process_document: dramatiq.Actor
+    admit_batch: dramatiq.Actor
     process_feed_chunk: dramatiq.Actor
     retention: dramatiq.Actor
     retries_exhausted: dramatiq.Actor
@@ -52,6 +53,10 @@ def declare_actors(broker: dramatiq.Broker, queue: str, runtime: Callable[[], Ru
         rt = runtime()
         _guarded(rt, lambda: process.process_item(rt, item_id), f"item={item_id}", lambda: _back_to_queue(rt, item_id))
 
+    def admit_batch(batch_id: str) -> None:
+        rt = runtime()
+        _guarded(rt, lambda: process.send_waiting_items(rt, batch_id, documents.send), f"batch={batch_id}")
+
     def process_feed_chunk(chunk_id: str) -> None:
         rt = runtime()
         _guarded(rt, lambda: feeds.process_chunk(rt, chunk_id), f"chunk={chunk_id}")
@@ -74,9 +79,10 @@ def declare_actors(broker: dramatiq.Broker, queue: str, runtime: Callable[[], Ru
 
     exhausted = declare(retries_exhausted, "dmp_retries_exhausted")
     documents = declare(process_document, "dmp_process_document", on_retry_exhausted="dmp_retries_exhausted")
+    admit = declare(admit_batch, "dmp_admit_batch")
     chunks = declare(process_feed_chunk, "dmp_process_feed_chunk", on_retry_exhausted="dmp_retries_exhausted")
     retention_actor = declare(retention, "dmp_retention", max_retries=3)
-    return Actors(documents, chunks, retention_actor, exhausted)
+    return Actors(documents, admit, chunks, retention_actor, exhausted)
 
 
 def _back_to_queue(rt: Runtime, item_id: str) -> None:

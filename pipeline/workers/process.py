@@ -17,14 +17,16 @@ import datetime as dt
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from pipeline.clock import paris_date
+from pipeline.inbox import still_needed
 from pipeline.index import repo
 from pipeline.index.models import BatchItem, Document
 from pipeline.ingest.batch import LimitedReader
@@ -48,13 +50,13 @@ class Spooled:
 
 
 @contextmanager
-def spool(rt: Runtime, key: str) -> Iterator[Spooled]:
-    """Copy an inbox object to a private temp file (size-limited, keyed-hashed), removed after use."""
+def spool(rt: Runtime, item: BatchItem) -> Iterator[Spooled]:
+    """Copy an item's inbox bytes to a private temp file (size-limited, keyed-hashed), removed after use."""
     hasher = rt.hasher()
     fd, name = tempfile.mkstemp(prefix="dmp-spool-")
     path = Path(name)
     try:
-        with os.fdopen(fd, "wb") as out, rt.store.open(key) as source:
+        with os.fdopen(fd, "wb") as out, rt.inbox.open(item.inbox_key or "", item.inbox_member) as source:
             limited = LimitedReader(source, rt.settings.max_file_bytes)
             try:
                 while chunk := limited.read(SPOOL_CHUNK):
@@ -112,7 +114,7 @@ def _accept(rt: Runtime, claim: repo.Claim, today: dt.date) -> str:
     item = claim.item
     meta = check_metadata(_fields(item), today)
     source = _source(rt, item)
-    with spool(rt, item.inbox_key or "") as spooled:
+    with spool(rt, item) as spooled:
         if spooled.size == 0:
             raise Rejected("empty_file")
         content = check_content(spooled.path, item.file, meta.ins, rt.settings, want_text=needs_content(item.document_type))
@@ -130,7 +132,7 @@ def _accept(rt: Runtime, claim: repo.Claim, today: dt.date) -> str:
                 raise Rejected("duplicate_conflict")
             with rt.sessions() as session:
                 repo.commit_indexed(session, claim, None, existing.id, patient.id, item.batch_id, source)
-            _forget_inbox(rt, item.id, item.inbox_key)
+            _forget_inbox(rt, item.id, item)
             return "indexed"
         object_key = item.pending_object_key or ""
         record = rt.record_keys.for_patient(patient.id)
@@ -170,7 +172,7 @@ def _accept(rt: Runtime, claim: repo.Claim, today: dt.date) -> str:
     if not committed:
         rt.store.delete(object_key)  # another attempt owns the item now
         return "superseded"
-    _forget_inbox(rt, item.id, item.inbox_key)
+    _forget_inbox(rt, item.id, item)
     return "indexed"
 
 
@@ -184,7 +186,7 @@ def _reject(rt: Runtime, item: BatchItem, claim: repo.Claim | None, reason: str,
         if quarantine:
             rt.store.delete(quarantine.object_key)
         return "superseded"
-    _forget_inbox(rt, item.id, item.inbox_key)
+    _forget_inbox(rt, item.id, item)
     return "rejected"
 
 
@@ -199,22 +201,38 @@ def _quarantine(rt: Runtime, item: BatchItem) -> repo.Quarantine | None:
     context = f"quarantine:{item.id}"
     key = new_key()
     try:
-        with rt.store.open(item.inbox_key) as raw:
+        with rt.inbox.open(item.inbox_key, item.inbox_member) as raw:
             seal(rt.store, key, "master", object_key, context, raw, rt.settings.segment_bytes, rt.hasher())
-    except ObjectNotFound:
+    except (ObjectNotFound, Rejected):  # gone, or an unreadable zip entry: nothing to keep
         return None
     until = paris_date() + dt.timedelta(days=rt.settings.quarantine_days)
     return repo.Quarantine(object_key, until, rt.keys.wrap(key, context))
 
 
-def _forget_inbox(rt: Runtime, item_id: str, inbox_key: str | None = None) -> None:
-    """Remove the plaintext inbox copy of a final item (idempotent)."""
-    if inbox_key is None:
+def _forget_inbox(rt: Runtime, item_id: str, item: BatchItem | None = None) -> None:
+    """Remove the plaintext inbox bytes of a final item (idempotent); a zip the batch shares goes
+    with its last waiting item."""
+    if item is None:
         with rt.sessions() as session:
             item = session.get(BatchItem, item_id)
-            inbox_key = item.inbox_key if item is not None else None
-    if inbox_key:
-        rt.store.delete(inbox_key)
+    if item is None or not item.inbox_key:
+        return
+    if item.inbox_member is not None:
+        with rt.sessions() as session:
+            if still_needed(session, item.batch_id, item.inbox_key):
+                return
+    rt.store.delete(item.inbox_key)
+
+
+def send_waiting_items(rt: Runtime, batch_id: str, send: Callable[[str], object]) -> int:
+    """Send every unfinished item of a batch to the workers; returns how many. Sending one twice is
+    harmless (an item is claimed once), so a retried or repeated call may resend them all."""
+    with rt.sessions() as session:
+        unfinished = select(BatchItem.id).where(BatchItem.batch_id == batch_id, BatchItem.state.not_in(repo.FINAL_STATES))
+        waiting = list(session.scalars(unfinished))
+    for item_id in waiting:
+        send(item_id)
+    return len(waiting)
 
 
 def mark_retries_exhausted(rt: Runtime, item_id: str) -> None:

@@ -34,6 +34,10 @@ class Wiring:
         """Enqueue one batch item; a broker that cannot be reached is a Transient failure."""
         self._send(self.actors.process_document, item_id)
 
+    def admit_batch(self, batch_id: str) -> None:
+        """One message for a whole batch: a worker sends its waiting items (see process.send_waiting_items)."""
+        self._send(self.actors.admit_batch, batch_id)
+
     def _send(self, actor: dramatiq.Actor, ref: str) -> None:
         import redis
 

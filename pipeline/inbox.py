@@ -1,0 +1,111 @@
+"""Where an item's raw bytes wait for a worker, in the store's `inbox/` area.
+
+Either an object of its own (`inbox/<item id>`, or an uploaded multipart part), or an entry of a
+zip uploaded over HTTP that the whole batch shares: the zip is stored once as it arrives and each
+worker reads its own entry from it by ranged reads, instead of the API copying every document
+into an object of its own before answering. A shared zip is deleted once no item still waiting
+on it remains.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import zipfile
+import zlib
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from pipeline.index.models import BatchItem
+from pipeline.index.repo import FINAL_STATES
+from pipeline.ingest.zipscan import KeptEnds
+from pipeline.reasons import Rejected
+from pipeline.storage import ObjectStore
+
+# What reading a zip entry raises when its bytes are damaged (a CRC mismatch, a broken deflate stream).
+ZIP_ENTRY_ERRORS = (zipfile.BadZipFile, EOFError, zlib.error)
+# Ranged reads of a shared zip: one GET holds a small document with its local header.
+MEMBER_BLOCK_BYTES = 256 * 1024
+# Reading a shared zip's end record and central directory: a few small GETs.
+DIRECTORY_BLOCK_BYTES = 64 * 1024
+# Central directories kept per process: the uploads a worker's threads are on at once.
+KEPT_DIRECTORIES = 16
+
+
+@dataclass(frozen=True)
+class InboxLocation:
+    """An object of the inbox, or (`member`) one entry of the zip stored there."""
+
+    key: str
+    member: str | None = None
+
+
+class Inbox:
+    """Reads items' raw bytes from the store's inbox.
+
+    An entry of a shared zip is read through the zip's central directory, which for a batch of
+    thousands of documents is megabytes: each is read once per process and kept (with the zip's
+    size) for the next entries, since a worker gets one upload's documents one after another.
+    Opening an entry then costs one ranged GET, of its local header and first bytes.
+    """
+
+    def __init__(self, store: ObjectStore, keep_directories: int = KEPT_DIRECTORIES) -> None:
+        self.store, self.keep_directories = store, keep_directories
+        self._directories: OrderedDict[str, KeptEnds] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def open(self, key: str, member: str | None = None) -> AbstractContextManager[BinaryIO]:
+        """The raw bytes of an item: the object at `key`, or its entry `member` of the zip at `key`.
+
+        Raises ObjectNotFound when the object is gone; Rejected(`archive_entry_corrupt`) when the
+        entry cannot be read back (bad CRC, damaged or unsupported compression).
+        """
+        return self.store.open(key) if member is None else self._open_entry(key, member)
+
+    @contextmanager
+    def _open_entry(self, key: str, member: str) -> Iterator[BinaryIO]:
+        directory = self._directory(key)
+        with directory.reader(lambda: self.store.open_ranged(key, MEMBER_BLOCK_BYTES, size=directory.size)) as handle:
+            try:
+                archive = zipfile.ZipFile(handle)
+                entry = archive.open(member)
+            except (*ZIP_ENTRY_ERRORS, KeyError, NotImplementedError):
+                raise Rejected("archive_entry_corrupt") from None
+            with archive, entry:
+                try:
+                    yield entry  # type: ignore[misc]
+                except ZIP_ENTRY_ERRORS:
+                    raise Rejected("archive_entry_corrupt") from None
+
+    def _directory(self, key: str) -> KeptEnds:
+        """The zip's size and the bytes from its central directory to its end (read once, then kept)."""
+        with self._lock:
+            if key in self._directories:
+                self._directories.move_to_end(key)
+                return self._directories[key]
+        with self.store.open_ranged(key, DIRECTORY_BLOCK_BYTES) as handle:
+            try:
+                with zipfile.ZipFile(handle) as archive:
+                    start = archive.start_dir
+            except (zipfile.BadZipFile, EOFError):
+                raise Rejected("archive_entry_corrupt") from None
+            size = handle.seek(0, io.SEEK_END)
+            handle.seek(start)
+            directory = KeptEnds.known(size, b"", handle.read(size - start))
+        with self._lock:
+            self._directories[key] = directory
+            while len(self._directories) > self.keep_directories:
+                self._directories.popitem(last=False)
+        return directory
+
+
+def still_needed(session: Session, batch_id: str, key: str) -> bool:
+    """Whether an item of the batch still waits on the shared object `key`."""
+    waiting = select(func.count()).where(BatchItem.batch_id == batch_id, BatchItem.inbox_key == key, BatchItem.state.not_in(FINAL_STATES))
+    return bool(session.scalar(waiting))

@@ -1,0 +1,73 @@
+"""Reading items' raw bytes from the inbox: own objects, and entries of a zip a batch shares."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from contextlib import AbstractContextManager
+
+import pytest
+
+from pipeline.inbox import Inbox
+from pipeline.reasons import Rejected
+from pipeline.storage import FileStore, ObjectNotFound
+
+ENTRIES = {f"doc-{n}.txt": f"Compte rendu {n} ".encode() * (n + 1) for n in range(5)}
+KEY = "inbox/uploads/20261124T000000-x/batch.zip"
+
+
+class _CountingStore(FileStore):
+    def __init__(self, root) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(root)
+        self.ranged_opens = 0
+
+    def open_ranged(self, key: str, block_bytes: int = 0, size: int | None = None) -> AbstractContextManager:  # type: ignore[override]
+        self.ranged_opens += 1
+        return super().open_ranged(key)
+
+
+def _store_zip(store: FileStore, entries: dict[str, bytes]) -> None:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    store.put(KEY, io.BytesIO(out.getvalue()))
+
+
+def test_each_entry_reads_back_as_it_was_zipped(tmp_path):
+    store = FileStore(tmp_path)
+    _store_zip(store, ENTRIES)
+    inbox = Inbox(store)
+    for name, data in ENTRIES.items():
+        with inbox.open(KEY, name) as entry:
+            assert entry.read() == data
+
+
+def test_a_shared_zip_s_directory_is_read_once_for_all_its_entries(tmp_path):
+    store = _CountingStore(tmp_path)
+    _store_zip(store, ENTRIES)
+    inbox = Inbox(store)
+    for name in ENTRIES:
+        with inbox.open(KEY, name) as entry:
+            entry.read()
+    assert store.ranged_opens == 1 + len(ENTRIES)  # the directory once, then one read per entry
+
+
+def test_an_entry_missing_from_the_zip_is_rejected_as_corrupt(tmp_path):
+    store = FileStore(tmp_path)
+    _store_zip(store, ENTRIES)
+    with pytest.raises(Rejected) as rejected, Inbox(store).open(KEY, "absent.txt"):
+        pass
+    assert rejected.value.reason == "archive_entry_corrupt"
+
+
+def test_a_zip_that_is_gone_is_object_not_found(tmp_path):
+    with pytest.raises(ObjectNotFound), Inbox(FileStore(tmp_path)).open(KEY, "doc-1.txt"):
+        pass
+
+
+def test_an_object_of_its_own_is_read_whole(tmp_path):
+    store = FileStore(tmp_path)
+    store.put("inbox/item", io.BytesIO(b"%PDF-1.4"))
+    with Inbox(store).open("inbox/item") as raw:
+        assert raw.read() == b"%PDF-1.4"
