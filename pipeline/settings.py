@@ -6,16 +6,23 @@ in-process worker, SQLite under `.dmp/` and a file-system object store under `.d
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
+from typing import Self
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Host names that always mean this machine; loopback addresses are recognised by ipaddress.
+_LOOPBACK_NAMES = frozenset({"localhost"})
 
 
 class Settings(BaseSettings):
     """Every knob of the pipeline. Construct once at the edge (CLI, worker entry) and pass it down."""
 
-    model_config = SettingsConfigDict(env_prefix="DMP_", extra="ignore")
+    # Errors must not echo their input: a check across fields would print every setting, passwords and tokens included.
+    model_config = SettingsConfigDict(env_prefix="DMP_", extra="ignore", hide_input_in_errors=True)
 
     home: Path = Field(default=Path(".dmp"), description="Embedded-mode data folder.")
     broker_url: str | None = Field(default=None, description="redis://… ; unset = in-process StubBroker.")
@@ -92,6 +99,39 @@ class Settings(BaseSettings):
     notify_in_api: bool = Field(default=True, description="API processes also send notifications (emergency ones at once).")
     notify_record_url: str = Field(default="https://dmp.invalid/record", description="Link to the record put in every message.")
 
+    @field_validator("sms_gateway_url")
+    @classmethod
+    def _sms_gateway_url_is_encrypted(cls, url: str | None) -> str | None:
+        """https:// to any host, http:// only to this machine: the gateway gets the bearer token and patients' numbers."""
+        if not url:  # unset or empty: no SMS channel
+            return url
+        if not url.isprintable() or any(c.isspace() for c in url):
+            raise ValueError("DMP_SMS_GATEWAY_URL must not contain spaces or control characters")
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - parsing the port raises on a malformed one
+        except ValueError:
+            raise ValueError("DMP_SMS_GATEWAY_URL is not a valid URL") from None
+        if not parts.hostname:
+            raise ValueError("DMP_SMS_GATEWAY_URL has no host (expected https://host/path)")
+        if parts.scheme == "https" or (parts.scheme == "http" and _is_loopback(parts.hostname)):
+            return url
+        raise ValueError(
+            "DMP_SMS_GATEWAY_URL must be an https:// URL (http:// only to 127.0.0.0/8, ::1 or localhost): "
+            "the gateway is sent the bearer token and patients' phone numbers, which must not travel in clear text"
+        )
+
+    @model_validator(mode="after")
+    def _smtp_login_is_encrypted(self) -> Self:
+        """An SMTP login (DMP_SMTP_USERNAME) goes over TLS unless the server is on this machine."""
+        cleartext = not (self.smtp_starttls or self.smtp_ssl)
+        if self.smtp_host and self.smtp_username is not None and cleartext and not _is_loopback(self.smtp_host):
+            raise ValueError(
+                "DMP_SMTP_USERNAME is set but DMP_SMTP_STARTTLS and DMP_SMTP_SSL are both off: the SMTP login "
+                "to a server other than this machine would send the password in clear text; turn one of them on"
+            )
+        return self
+
     @property
     def embedded_broker(self) -> bool:
         return not self.broker_url
@@ -110,3 +150,14 @@ class Settings(BaseSettings):
 
     def resolved_key_file(self) -> Path:
         return self.key_file or self.home / "keys.json"
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether `host` (a name or an address, without brackets) is this machine: localhost, 127.0.0.0/8 or ::1."""
+    host = host.lower()
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -23,6 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from pydantic import ValidationError
 
 from infra.services import free_port
 from pipeline.notify.channels import (
@@ -478,3 +479,48 @@ def test_channels_from_settings_with_smtp_and_sms_configured_has_all_three(tmp_p
     assert isinstance(channels["email"], SmtpChannel)
     assert isinstance(channels["sms"], SmsGatewayChannel)
     assert all(isinstance(channel, Channel) and channel.name == name for name, channel in channels.items())
+
+
+@pytest.mark.parametrize(
+    "url", ["http://sms.example.org/v1/sms", "http://127.0.0.1.example.org/send", "http://127.0.0.1:80@sms.example.org/send"]
+)
+def test_sms_gateway_url_over_http_to_another_host_is_refused_at_start_up(tmp_path: Path, monkeypatch, url: str) -> None:
+    monkeypatch.setenv("DMP_SMS_GATEWAY_URL", url)
+    with pytest.raises(ValidationError, match=r"DMP_SMS_GATEWAY_URL must be an https:// URL .*clear text"):
+        Settings(home=tmp_path / "home")
+
+
+@pytest.mark.parametrize("url", ["ftp://127.0.0.1/send", "ws://localhost/send"])
+def test_sms_gateway_url_with_a_scheme_other_than_http_or_https_is_refused(tmp_path: Path, url: str) -> None:
+    with pytest.raises(ValidationError, match="DMP_SMS_GATEWAY_URL must be an https:// URL"):
+        Settings(home=tmp_path / "home", sms_gateway_url=url)
+
+
+def test_sms_gateway_url_with_a_control_character_is_refused(tmp_path: Path) -> None:
+    # urlsplit drops the tab and reads host 127.0.0.1; the URL must not pass as loopback on that reading.
+    with pytest.raises(ValidationError, match="DMP_SMS_GATEWAY_URL must not contain spaces or control characters"):
+        Settings(home=tmp_path / "home", sms_gateway_url="http://sms.example.org\t@127.0.0.1/send")
+
+
+@pytest.mark.parametrize("url", ["https://", "http:///send", "sms.example.org/send"])
+def test_sms_gateway_url_without_a_host_is_refused(tmp_path: Path, url: str) -> None:
+    with pytest.raises(ValidationError, match="DMP_SMS_GATEWAY_URL has no host"):
+        Settings(home=tmp_path / "home", sms_gateway_url=url)
+
+
+def test_smtp_login_without_starttls_or_implicit_tls_to_another_host_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="DMP_SMTP_USERNAME is set but DMP_SMTP_STARTTLS and DMP_SMTP_SSL are both off"):
+        Settings(home=tmp_path / "home", smtp_host="smtp.example.org", smtp_username=USER, smtp_password=PASSWORD, smtp_starttls=False)
+
+
+def test_a_refused_configuration_does_not_echo_passwords_or_tokens(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError) as caught:
+        Settings(
+            home=tmp_path / "home",
+            smtp_host="smtp.example.org",
+            smtp_username=USER,
+            smtp_password="smtp-s3cret",
+            smtp_starttls=False,
+            sms_gateway_token="sms-s3cret",
+        )
+    assert "s3cret" not in str(caught.value)
