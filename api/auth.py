@@ -19,7 +19,6 @@ claims carry identities (subject, RPPS number, facility).
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import math
 import time
 from collections.abc import Mapping
@@ -35,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from api.policy import KINDS, PROFESSIONS, Actor
 from pipeline.secretfile import is_private, write_private
-from pipeline.settings import Settings
+from pipeline.settings import Settings, is_loopback_host
 
 ACTOR_KINDS: frozenset[str] = frozenset(
     {
@@ -65,7 +64,6 @@ MAX_CLAIM_CHARS = 256
 JWKS_TIMEOUT_SECONDS = 10
 _REQUIRED = ["exp", "iss", "aud", "sub"]
 _OPTIONAL_STRINGS = ("profession", "specialty", "rpps", "facility")
-_LOOPBACK_NAMES = frozenset({"localhost"})
 
 
 class AuthError(Exception):
@@ -205,15 +203,8 @@ def mint_token(
 
 def _check_jwks_url(url: str) -> None:
     parts = urlsplit(url)
-    if parts.scheme == "https" and parts.hostname:
+    if parts.hostname and (parts.scheme == "https" or (parts.scheme == "http" and is_loopback_host(parts.hostname))):
         return
-    if parts.scheme == "http" and parts.hostname:
-        host = parts.hostname
-        if host in _LOOPBACK_NAMES:
-            return
-        with contextlib.suppress(ValueError):
-            if ipaddress.ip_address(host).is_loopback:
-                return
     raise ValueError("oidc_jwks_url must be an https:// URL (http:// only to a loopback address)")
 
 

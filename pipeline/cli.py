@@ -516,6 +516,7 @@ def api(
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `dmp` console script: known failures become one clear line and an exit code."""
+    from pydantic import ValidationError
     from sqlalchemy.exc import DBAPIError
 
     from pipeline.keys import KeyFileError, KeyProviderError
@@ -524,6 +525,12 @@ def main(argv: list[str] | None = None) -> None:
         app(args=argv, standalone_mode=True)
     except (KeyFileError, KeyProviderError) as exc:
         typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(2) from None
+    except ValidationError as exc:  # a DMP_* setting out of bounds: its name and why, never its value
+        problems = "; ".join(
+            f"{'DMP_' + '_'.join(map(str, e['loc'])).upper() if e['loc'] else 'settings'}: {e['msg']}" for e in exc.errors()
+        )
+        typer.echo(f"error: invalid configuration: {problems}", err=True)
         raise SystemExit(2) from None
     except DBAPIError as exc:
         # The driver's text can quote the URL or row values: name the failure only.

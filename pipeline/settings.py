@@ -114,7 +114,7 @@ class Settings(BaseSettings):
             raise ValueError("DMP_SMS_GATEWAY_URL is not a valid URL") from None
         if not parts.hostname:
             raise ValueError("DMP_SMS_GATEWAY_URL has no host (expected https://host/path)")
-        if parts.scheme == "https" or (parts.scheme == "http" and _is_loopback(parts.hostname)):
+        if parts.scheme == "https" or (parts.scheme == "http" and is_loopback_host(parts.hostname)):
             return url
         raise ValueError(
             "DMP_SMS_GATEWAY_URL must be an https:// URL (http:// only to 127.0.0.0/8, ::1 or localhost): "
@@ -125,7 +125,7 @@ class Settings(BaseSettings):
     def _smtp_login_is_encrypted(self) -> Self:
         """An SMTP login (DMP_SMTP_USERNAME) goes over TLS unless the server is on this machine."""
         cleartext = not (self.smtp_starttls or self.smtp_ssl)
-        if self.smtp_host and self.smtp_username is not None and cleartext and not _is_loopback(self.smtp_host):
+        if self.smtp_host and self.smtp_username is not None and cleartext and not is_loopback_host(self.smtp_host):
             raise ValueError(
                 "DMP_SMTP_USERNAME is set but DMP_SMTP_STARTTLS and DMP_SMTP_SSL are both off: the SMTP login "
                 "to a server other than this machine would send the password in clear text; turn one of them on"
@@ -152,7 +152,7 @@ class Settings(BaseSettings):
         return self.key_file or self.home / "keys.json"
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback_host(host: str) -> bool:
     """Whether `host` (a name or an address, without brackets) is this machine: localhost, 127.0.0.0/8 or ::1."""
     host = host.lower()
     if host in _LOOPBACK_NAMES:
