@@ -21,9 +21,10 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import BinaryIO, Protocol
 
+from sqlalchemy import select
+
 from pipeline.inbox import InboxLocation
-from pipeline.index import repo
-from pipeline.index.models import new_id
+from pipeline.index.models import BatchItem, new_id
 from pipeline.ingest.archive import ArchiveLimits, check_names
 from pipeline.ingest.batch import MAX_MANIFEST_BYTES, ZipBatch, is_document
 from pipeline.ingest.feed_intake import FeedFile, FeedIntake, feed_hasher, receive_feed
@@ -126,7 +127,7 @@ def _discard_unadopted(rt: Runtime, keys: list[str], batch_id: str | None) -> No
     adopted: set[str] = set()
     if batch_id is not None and keys:
         with rt.sessions() as session:
-            adopted = {item.inbox_key for item in repo.batch_items(session, batch_id) if item.inbox_key}
+            adopted = set(session.scalars(select(BatchItem.inbox_key).where(BatchItem.batch_id == batch_id, BatchItem.inbox_key.in_(keys))))
     for key in keys:
         if key not in adopted:
             rt.store.delete(key)
