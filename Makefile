@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench feed --lines 1000000
 	$(BIN)/python -m bench retention --rows 5000000
 	$(BIN)/python -m bench read --documents 100000 --concurrency 32
+	$(BIN)/python -m bench upload --documents 8000 --clients 8 --pad-kib 128
 	$(BIN)/python -m bench upload --documents 2000 --clients 8
 
 clean:

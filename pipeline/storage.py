@@ -213,11 +213,11 @@ class S3Store:
                     yield entry["Key"]
 
 
-class _RangedObject(io.RawIOBase):
-    """A read-only, seekable view of an S3 object: each read is one ranged GET on a presigned URL."""
+class SeekableView(io.RawIOBase):
+    """A read-only, seekable view of `size` bytes held elsewhere; subclasses say how `readinto` gets them."""
 
-    def __init__(self, store: S3Store, key: str, size: int, url: str) -> None:
-        self.store, self.key, self.size, self.url, self.position = store, key, size, url, 0
+    def __init__(self, size: int) -> None:
+        self.size, self.position = size, 0
 
     def readable(self) -> bool:
         return True
@@ -234,6 +234,14 @@ class _RangedObject(io.RawIOBase):
             raise ValueError("negative seek position")
         self.position = base + offset
         return self.position
+
+
+class _RangedObject(SeekableView):
+    """A view of an S3 object: each read is one ranged GET on a presigned URL."""
+
+    def __init__(self, store: S3Store, key: str, size: int, url: str) -> None:
+        super().__init__(size)
+        self.store, self.key, self.url = store, key, url
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         if self.position >= self.size or not len(buffer):

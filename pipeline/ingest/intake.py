@@ -125,7 +125,7 @@ def _record_batch(rt: Runtime, source: str, digest: str, manifest: Manifest, pre
         session.add(Batch(id=batch_id, source=source, manifest_digest=digest, total=len(items)))
         session.flush()
         if items:
-            session.execute(insert(BatchItem), items)
+            session.execute(insert(BatchItem.__table__), items)  # Core: no ORM bookkeeping per row
         try:
             session.commit()
         except IntegrityError:  # the same batch recorded concurrently

@@ -15,13 +15,14 @@ usually are, so that opening the stored zip needs no GET at all for a batch of o
 from __future__ import annotations
 
 import contextlib
-import io
 import struct
 import zipfile
 import zlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import BinaryIO
+
+from pipeline.storage import SeekableView
 
 # signature, version, flags, method, time, date, crc, compressed size, size, name length, extra length
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
@@ -147,29 +148,14 @@ class KeptEnds:
         return _KeptReader(self, remote)
 
 
-class _KeptReader(io.RawIOBase):
-    """A seekable view of the stored stream: kept bytes from memory, the rest from `remote` (opened on first need)."""
+class _KeptReader(SeekableView):
+    """A view of the stored stream: kept bytes from memory, the rest from `remote` (opened on first need)."""
 
     def __init__(self, ends: KeptEnds, remote: Callable[[], AbstractContextManager[BinaryIO]]) -> None:
-        self.ends, self.remote, self.position = ends, remote, 0
+        super().__init__(ends.size)
+        self.ends, self.remote = ends, remote
         self._stack = contextlib.ExitStack()
         self._handle: BinaryIO | None = None
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.position
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.ends.size}[whence]
-        if base + offset < 0:
-            raise ValueError("negative seek position")
-        self.position = base + offset
-        return self.position
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         end = min(self.position + len(buffer), self.ends.size)
