@@ -21,12 +21,10 @@ from pathlib import Path
 import psutil
 from sqlalchemy import func, select
 
-from infra.services import MotoServer, PostgresDatabase, RedisServer, distributed_settings, dmp_environment
+from infra.services import dmp_environment, throwaway_database, throwaway_services
 from pipeline.clock import paris_date
 from pipeline.feed_samples import write_feed
-from pipeline.index.db import make_engine, upgrade
 from pipeline.index.models import CareEvent
-from pipeline.keys import load_key_file
 from pipeline.runtime import Runtime
 from pipeline.status import pending_chunks
 from pipeline.workers.feeds import COLUMNS
@@ -99,16 +97,8 @@ def _wait_done(rt: Runtime, feed_id: str, timeout: float = 3600) -> None:
 def run(lines: int, workers: int, threads: int, patients: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="dmp-bench-feed-") as tmp:
         root = Path(tmp)
-        redis, moto, postgres, floor_db = RedisServer(root / "redis"), MotoServer(), PostgresDatabase(), PostgresDatabase()
-        for service in (redis, moto, postgres, floor_db):
-            service.start()
-        try:
-            settings = distributed_settings(root, redis, moto.endpoint, postgres)
-            load_key_file(settings.resolved_key_file(), create=True)
-            for url in (postgres.url, floor_db.url):
-                engine = make_engine(url)
-                upgrade(engine)
-                engine.dispose()
+        with throwaway_services(root) as services, throwaway_database() as floor_db:
+            settings = services.settings
             feed = root / "feed.csv"
             write_feed(feed, lines, patients=patients, seed=7, today=paris_date())
             floor_s = _floor(floor_db.url, feed)
@@ -138,9 +128,6 @@ def run(lines: int, workers: int, threads: int, patients: int) -> dict:
                 worker.terminate()
                 worker.wait(timeout=30)
                 rt.close()
-        finally:
-            for service in (redis, moto, postgres, floor_db):
-                service.stop()
     value, floor = lines / elapsed, lines / floor_s
     return {
         "bench": "feed",

@@ -20,11 +20,9 @@ from pathlib import Path
 import psutil
 from sqlalchemy import select
 
-from infra.services import MotoServer, PostgresDatabase, RedisServer, distributed_settings, dmp_environment
-from pipeline.index.db import make_engine, upgrade
+from infra.services import dmp_environment, throwaway_services
 from pipeline.index.models import BatchItem
 from pipeline.ingest.intake import receive_batch
-from pipeline.keys import load_key_file
 from pipeline.runtime import Runtime
 from pipeline.samples import generate_samples
 from pipeline.settings import Settings
@@ -109,15 +107,8 @@ def _floor(rt: Runtime, batch: Path) -> dict:
 def run(documents: int, workers: int, threads: int, patients: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="dmp-bench-") as tmp:
         root = Path(tmp)
-        redis, moto, postgres = RedisServer(root / "redis"), MotoServer(), PostgresDatabase()
-        for service in (redis, moto, postgres):
-            service.start()
-        try:
-            settings = distributed_settings(root, redis, moto.endpoint, postgres, quarantine_days=7)
-            load_key_file(settings.resolved_key_file(), create=True)
-            engine = make_engine(settings.resolved_database_url())
-            upgrade(engine)
-            engine.dispose()
+        with throwaway_services(root, quarantine_days=7) as services:
+            settings = services.settings
             batch = root / "batch"
             generate_samples(batch, patients=patients, documents=documents, seed=2026)
             rt = Runtime.from_settings(settings)
@@ -127,9 +118,6 @@ def run(documents: int, workers: int, threads: int, patients: int) -> dict:
             with rt.sessions() as session:
                 total = counts(session, pipe["batch"]).total
             rt.close()
-        finally:
-            for service in (redis, moto, postgres):
-                service.stop()
     lat = pipe["latencies"]
     value = total / pipe["seconds"]
     floor_rate = total / floor["seconds"]

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from infra.services import MotoServer, PostgresDatabase, RedisServer, distributed_settings, dmp_environment, free_port, wait_for_port
+from infra.services import dmp_environment, free_port, throwaway_services, wait_for_port
 from pipeline.clock import paris_date
 from pipeline.index.models import Document
 from pipeline.ingest.intake import receive_batch
@@ -199,14 +199,10 @@ def _serve(settings: Settings, port: int, workers: int) -> subprocess.Popen:
 def run(documents: int, concurrency: int, requests: int = 2000, server_workers: int = 2) -> dict:
     from api.auth import mint_token
 
-    with tempfile.TemporaryDirectory(prefix="dmp-bench-read-") as tmp:
-        root = Path(tmp)
-        redis, moto, postgres = RedisServer(root / "redis"), MotoServer(), PostgresDatabase()
-        for service in (redis, moto, postgres):
-            service.start()
+    with tempfile.TemporaryDirectory(prefix="dmp-bench-read-") as tmp, throwaway_services(Path(tmp)) as services:
+        root, settings = Path(tmp), services.settings
         server = None
         try:
-            settings = distributed_settings(root, redis, moto.endpoint, postgres)
             rt = Runtime.from_settings(settings, prepare=True)
             setup = time.monotonic()
             _seal_real(rt, root, min(REAL_DOCUMENTS, documents), REAL_PATIENTS)
@@ -218,7 +214,7 @@ def run(documents: int, concurrency: int, requests: int = 2000, server_workers: 
             for d in real:
                 by_patient[d.patient_id] = by_patient.get(d.patient_id, 0) + 1
             list_patient = max(by_patient, key=by_patient.__getitem__)
-            filled = _fill(postgres.url, real, documents, list_patient)
+            filled = _fill(services.postgres.url, real, documents, list_patient)
             setup = time.monotonic() - setup
 
             today = paris_date()
@@ -250,8 +246,6 @@ def run(documents: int, concurrency: int, requests: int = 2000, server_workers: 
                     server.wait(timeout=30)
                 except subprocess.TimeoutExpired:
                     server.kill()
-            for service in (redis, moto, postgres):
-                service.stop()
     content = _summary(content_lat, content_wall)
     floor = _summary(floor_lat, floor_wall)
     seq = _summary(list_lat, list_wall)

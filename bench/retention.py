@@ -18,10 +18,9 @@ from pathlib import Path
 
 import psycopg
 
-from infra.services import PostgresDatabase
+from infra.services import throwaway_database
 from pipeline.carehistory import care_history
 from pipeline.clock import paris_date
-from pipeline.index.db import make_engine, upgrade
 from pipeline.keys import load_key_file
 from pipeline.retention import prune_care_events
 from pipeline.runtime import Runtime
@@ -71,29 +70,21 @@ def _measure_reads(rt: Runtime, patients: list[str], today: dt.date, seconds: fl
 
 def run(rows: int) -> dict:
     today = paris_date()
-    with tempfile.TemporaryDirectory(prefix="dmp-bench-retention-") as tmp:
-        database = PostgresDatabase()
-        database.start()
-        try:
-            settings = Settings(home=Path(tmp), database_url=database.url, key_file=Path(tmp) / "keys.json")
-            load_key_file(settings.resolved_key_file(), create=True)
-            engine = make_engine(database.url)
-            upgrade(engine)
-            engine.dispose()
-            patients = _fill(database.url, rows, today)
-            rt = Runtime.from_settings(settings)
-            idle = _measure_reads(rt, patients, today, 5.0)
-            stop, during = threading.Event(), []
-            reader = threading.Thread(target=_reads, args=(rt, patients, today, stop, during))
-            reader.start()
-            start = time.perf_counter()
-            deleted = prune_care_events(rt, today)
-            prune_s = time.perf_counter() - start
-            stop.set()
-            reader.join()
-            rt.close()
-        finally:
-            database.stop()
+    with tempfile.TemporaryDirectory(prefix="dmp-bench-retention-") as tmp, throwaway_database() as database:
+        settings = Settings(home=Path(tmp), database_url=database.url, key_file=Path(tmp) / "keys.json")
+        load_key_file(settings.resolved_key_file(), create=True)
+        patients = _fill(database.url, rows, today)
+        rt = Runtime.from_settings(settings)
+        idle = _measure_reads(rt, patients, today, 5.0)
+        stop, during = threading.Event(), []
+        reader = threading.Thread(target=_reads, args=(rt, patients, today, stop, during))
+        reader.start()
+        start = time.perf_counter()
+        deleted = prune_care_events(rt, today)
+        prune_s = time.perf_counter() - start
+        stop.set()
+        reader.join()
+        rt.close()
 
     def p99(values: list[float]) -> float:
         return sorted(values)[int(0.99 * (len(values) - 1))] * 1000

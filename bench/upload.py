@@ -30,10 +30,8 @@ from pathlib import Path
 import httpx
 import psutil
 
-from infra.services import MotoServer, PostgresDatabase, RedisServer, distributed_settings, dmp_environment, free_port
-from pipeline.index.db import make_engine, upgrade
+from infra.services import dmp_environment, free_port, throwaway_services
 from pipeline.ingest.manifest import MANIFEST_NAME
-from pipeline.keys import load_key_file
 from pipeline.runtime import Runtime
 from pipeline.samples import generate_samples
 from pipeline.sources import add_source
@@ -121,18 +119,10 @@ def _upload(base: str, key: str, data: bytes) -> None:
 
 
 def run(documents: int, clients: int, patients: int, server_workers: int, pad_kib: int = 0) -> dict:
-    with tempfile.TemporaryDirectory(prefix="dmp-bench-upload-") as tmp:
-        root = Path(tmp)
-        redis, moto, postgres = RedisServer(root / "redis"), MotoServer(), PostgresDatabase()
-        for service in (redis, moto, postgres):
-            service.start()
+    with tempfile.TemporaryDirectory(prefix="dmp-bench-upload-") as tmp, throwaway_services(Path(tmp), ingest_max_queued=10**9) as services:
+        root, settings = Path(tmp), services.settings
         server = None
         try:
-            settings = distributed_settings(root, redis, moto.endpoint, postgres, ingest_max_queued=10**9)
-            load_key_file(settings.resolved_key_file(), create=True)
-            engine = make_engine(settings.resolved_database_url())
-            upgrade(engine)
-            engine.dispose()
             zips = _batches(root, documents, clients, patients, pad_kib)
             total_bytes = sum(len(data) for data, _ in zips)
             rt = Runtime.from_settings(settings)
@@ -155,8 +145,6 @@ def run(documents: int, clients: int, patients: int, server_workers: int, pad_ki
             if server is not None and server.poll() is None:
                 os.killpg(server.pid, signal.SIGTERM)
                 server.wait(timeout=30)
-            for service in (redis, moto, postgres):
-                service.stop()
     mb = total_bytes / 1e6
     value, floor = mb / seconds, mb / floor_seconds
     return {

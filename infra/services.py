@@ -12,8 +12,14 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
 
 
 def dmp_environment(settings) -> dict[str, str]:  # type: ignore[no-untyped-def]
@@ -161,3 +167,46 @@ def distributed_settings(root: Path, redis: RedisServer, s3_endpoint: str, datab
         key_file=root / "keys.json",
         **overrides,
     )
+
+
+@contextmanager
+def throwaway_database() -> Iterator[PostgresDatabase]:
+    """A fresh database on the running PostgreSQL at the current schema, dropped on the way out."""
+    from pipeline.index.db import make_engine, upgrade
+
+    database = PostgresDatabase()
+    database.start()
+    try:
+        engine = make_engine(database.url)
+        upgrade(engine)
+        engine.dispose()
+        yield database
+    finally:
+        database.stop()
+
+
+@dataclass
+class ThrowawayServices:
+    """What `throwaway_services` yields: the settings and the running services they point at."""
+
+    settings: Settings
+    redis: RedisServer
+    moto: MotoServer
+    postgres: PostgresDatabase
+
+
+@contextmanager
+def throwaway_services(root: Path, **overrides: object) -> Iterator[ThrowawayServices]:
+    """Redis, moto_server and a `throwaway_database` (benchmarks), the `distributed_settings` for them
+    with `overrides`, and their key file under `root`; every service stopped on the way out."""
+    from pipeline.keys import load_key_file
+
+    with ExitStack() as stack:
+        redis, moto = RedisServer(root / "redis"), MotoServer()
+        for service in (redis, moto):
+            stack.callback(service.stop)  # also kills a process that started but never listened
+            service.start()
+        postgres = stack.enter_context(throwaway_database())
+        settings = distributed_settings(root, redis, moto.endpoint, postgres, **overrides)
+        load_key_file(settings.resolved_key_file(), create=True)
+        yield ThrowawayServices(settings, redis, moto, postgres)
