@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from api.policy import Actor, Decision, DocumentView, Record, decide
 from api.problems import ApiProblem, not_found
 from api.records import document_view, load_record, policy_fields
-from pipeline.audit import NO_PATIENT, AuditEvent, append_with_retry, audit_key
+from pipeline.audit import NO_PATIENT, AuditEvent, append_with_retry
 from pipeline.clock import paris_date
 from pipeline.index.models import AuditEntry, Document, Outbox, Patient, new_id
 from pipeline.index.repo import insert_ignore
@@ -75,7 +75,7 @@ def _record(rt: Runtime, actor: Actor, action: str, judge: Callable[[Session], _
         if verdict.decision.allowed and verdict.chain != NO_PATIENT:
             urgent.append(notify_access(session, actor, verdict.chain, verdict.decision, entry.id))
 
-    append_with_retry(rt.sessions, audit_key(rt.hmac_secret), event, also=notify)
+    append_with_retry(rt.sessions, rt.audit_key, event, also=notify)
     if any(urgent):
         rt.wake_notifier()  # an emergency access is told at once, not at the next sweep
     return verdicts[-1]

@@ -378,11 +378,11 @@ def audit_verify(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Check every audit chain's keyed hashes; report the first broken link of each broken chain (exit 1)."""
-    from pipeline.audit import audit_key, verify
+    from pipeline.audit import verify
 
     rt = _runtime(Settings())
     with rt.sessions() as session:
-        broken = verify(session, audit_key(rt.hmac_secret), chain)
+        broken = verify(session, rt.audit_key, chain)
     rt.close()
     if as_json:
         typer.echo(json.dumps({"ok": not broken, "broken": [dataclasses.asdict(link) for link in broken]}))

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from pipeline.audit import audit_key
 from pipeline.inbox import Inbox
 from pipeline.index.db import make_engine, session_factory, upgrade
 from pipeline.keys import FileKeyProvider, KeyProvider, keyed_hash, load_key_file
@@ -64,6 +65,10 @@ class Runtime:
             store.ensure_ready()
         sessions = session_factory(engine)
         return cls(settings, engine, sessions, store, keys, hmac_secret, RecordKeys(sessions, keys))
+
+    @property
+    def audit_key(self) -> bytes:
+        return audit_key(self.hmac_secret)
 
     def hasher(self) -> hmac.HMAC:
         return keyed_hash(self.hmac_secret)

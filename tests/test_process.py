@@ -137,3 +137,18 @@ def test_retention_removes_quarantine_copies_once_their_days_are_over(received):
     assert purge_quarantine(rt, item.quarantine_until + dt.timedelta(days=1)) == [item.id]
     assert not rt.store.exists(item.quarantine_key)
     assert _item(rt, sent[0]).quarantine_key is None
+
+
+def test_a_deposit_is_written_to_the_patient_s_access_log_by_its_source(received):
+    from pipeline.audit import entries_for, verify
+
+    rt, _, sent = received
+    assert process_item(rt, sent[0]) == "indexed"
+    process_item(rt, sent[0])  # the same message again: still one deposit
+    with rt.sessions() as session:
+        document = session.scalars(select(Document).where(Document.batch_item_id == sent[0])).one()
+        entries = [e for e in entries_for(session, document.patient_id) if e.action == "deposit"]
+        assert verify(session, rt.audit_key, document.patient_id) == []
+    assert [(e.actor_id, e.actor_kind, e.profession, e.document_id, e.outcome) for e in entries] == [
+        ("hospital:T", "source", document.author_profession, document.id, "allowed")
+    ]

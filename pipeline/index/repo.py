@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import func, select, update
@@ -89,9 +89,17 @@ def find_document(session: Session, source: str, source_document_id: str) -> Doc
 
 
 def commit_indexed(
-    session: Session, claim: Claim, document: Document | None, document_id: str, patient_id: str, batch_id: str, source: str
+    session: Session,
+    claim: Claim,
+    document: Document | None,
+    document_id: str,
+    patient_id: str,
+    batch_id: str,
+    source: str,
+    also: Callable[[Session], object] | None = None,
 ) -> bool:
-    """Record the document, mark the item indexed and queue the patient's notification, atomically.
+    """Record the document, mark the item indexed and queue the patient's notification, atomically;
+    `also` writes what must commit with them (the deposit's audit entry).
 
     Returns False (and writes nothing) when another attempt has taken the item over.
     """
@@ -101,6 +109,8 @@ def commit_indexed(
         return False
     if document is not None:
         session.add(document)
+    if also is not None:
+        also(session)
     item.state, item.reason, item.message = "indexed", None, None
     item.finished_at = _utcnow()
     item.document_id = document_id

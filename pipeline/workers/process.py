@@ -25,6 +25,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from pipeline.audit import AuditEvent, append
 from pipeline.clock import paris_date
 from pipeline.inbox import still_needed
 from pipeline.index import repo
@@ -162,9 +163,12 @@ def _accept(rt: Runtime, claim: repo.Claim, today: dt.date) -> str:
         record_key_id=record.id,
         wrapped_key=wrapped_key,
     )
+    deposit = deposit_event(document)
     try:
         with rt.sessions() as session:
-            committed = repo.commit_indexed(session, claim, document, document.id, patient.id, item.batch_id, source)
+            committed = repo.commit_indexed(
+                session, claim, document, document.id, patient.id, item.batch_id, source, also=lambda s: append(s, rt.audit_key, deposit)
+            )
     except IntegrityError:
         # Another item indexed the same source document meanwhile; the retry finds and links it.
         rt.store.delete(object_key)
@@ -174,6 +178,20 @@ def _accept(rt: Runtime, claim: repo.Claim, today: dt.date) -> str:
         return "superseded"
     _forget_inbox(rt, item.id, item)
     return "indexed"
+
+
+def deposit_event(document: Document) -> AuditEvent:
+    """The access-log entry of a deposit: the source that sent the document, its author's profession."""
+    return AuditEvent(
+        chain=document.patient_id,
+        actor_id=document.source,
+        actor_kind="source",
+        profession=document.author_profession,
+        action="deposit",
+        document_id=document.id,
+        outcome="allowed",
+        reason="indexed",
+    )
 
 
 def _reject(rt: Runtime, item: BatchItem, claim: repo.Claim | None, reason: str, message: str) -> str:
