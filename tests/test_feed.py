@@ -140,6 +140,30 @@ def test_each_bad_line_is_rejected_with_its_number_and_reason_and_the_rest_goes_
     assert _history(rt, ALICE) == ["good1"] and _history(rt, BOB) == ["good2"]
 
 
+def test_a_label_quoted_across_lines_is_one_line_and_the_numbers_after_it_stay_right(rt, tmp_path):
+    rows = [_line("good1"), _line("multi", act_label="Consultation,\navec suivi"), _line("good2"), _line("late", care="2099-01-01")]
+    feed_id = _feed(rt, _csv(tmp_path / "f.csv", rows))  # physical lines: header 1, good1 2, multi 3-4, good2 5, late 6
+    with rt.sessions() as session:
+        status = feed_status(session, feed_id)
+        labels = dict(session.execute(select(CareEvent.line_id, CareEvent.act_label)).all())
+    assert [(r["line_number"], r["line_id"], r["reason"]) for r in status["rejections"]] == [(6, "late", "future_care_date")]
+    assert labels["multi"] == "Consultation,\navec suivi" and set(labels) == {"good1", "multi", "good2"}
+    assert status["total"] == 4 and status["counts"]["unchanged"] == 0
+
+
+def test_a_stray_quote_spoils_its_own_line_only(rt, tmp_path):
+    path = _csv(tmp_path / "f.csv", [_line(f"l{n}") for n in range(6)])
+    lines = path.read_text().splitlines(keepends=True)
+    lines[2] = lines[2].replace("Consultation", '"Consultation')  # line 3 (l1) opens a quote it never closes
+    path.write_text("".join(lines))
+    feed_id = _feed(rt, path)
+    with rt.sessions() as session:
+        status = feed_status(session, feed_id)
+    assert [(r["line_number"], r["reason"]) for r in status["rejections"]] == [(3, "malformed_line")]
+    assert sorted(_history(rt, ALICE)) == ["l0", "l2", "l3", "l4", "l5"]
+    assert status["counts"] == {"accepted": 5, "rejected": 1, "unchanged": 0, "pending_lines": 0}
+
+
 def test_ndjson_lines_with_bad_json_or_unknown_fields_are_rejected_alone(rt, tmp_path):
     path = tmp_path / "f.ndjson"
     lines = [json.dumps(_line("a")), "{not json", json.dumps({**_line("b"), "secret": "x"}), json.dumps(_line("c", care="2026-09-01"))]
@@ -308,3 +332,11 @@ def test_a_feed_read_from_a_stream_ends_like_the_same_file(rt, tmp_path):
     with rt.sessions() as session:
         a, b = feed_status(session, from_file), feed_status(session, from_stream.feed_id)
     assert (a["total"], a["counts"], a["rejections"]) == (b["total"], b["counts"], b["rejections"]) and a["total"] == 4
+
+
+def test_a_quote_left_open_gives_its_lines_back_one_by_one_after_max_record_lines():
+    from pipeline.ingest.feed import MAX_RECORD_LINES, records
+
+    lines = [b'a,"open\n'] + [b"b,c\n"] * (MAX_RECORD_LINES + 20)
+    grouped = list(records(lines, quoted=True))
+    assert [offset for offset, _ in grouped] == list(range(len(lines))) and all(len(group) == 1 for _, group in grouped)

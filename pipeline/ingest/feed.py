@@ -48,6 +48,10 @@ LINE_REASONS: dict[str, str] = {
 }
 
 
+# A CSV record (a row whose quoted field spans lines) may not run over more lines than this.
+MAX_RECORD_LINES = 100
+
+
 class FeedError(Exception):
     """The feed as a whole is unusable (not UTF-8, unknown format, bad CSV header)."""
 
@@ -174,13 +178,30 @@ def parse_chunk(data: bytes, fmt: str, header: list[str] | None, first_line: int
             yield first_line + offset, raw if isinstance(raw, dict) else None
         return
     assert header is not None
-    for offset, row in enumerate(csv.reader(io.StringIO(text, newline=""))):
-        if not row or row == [""]:
+    for number, row in _csv_rows(text, data, first_line):
+        if row is not None and (not row or row == [""]):
             continue
-        if len(row) != len(header):
-            yield first_line + offset, None
+        if row is None or len(row) != len(header):
+            yield number, None
             continue
-        yield first_line + offset, dict(zip(header, row, strict=True))
+        yield number, dict(zip(header, row, strict=True))
+
+
+def _csv_rows(text: str, data: bytes, first_line: int) -> Iterator[tuple[int, list[str] | None]]:
+    """(line number, fields) per CSV record of a chunk, None for a record that does not parse as one row.
+
+    Without a quote in the chunk every line is a record and one reader does it all; otherwise each
+    record (see `records`) is parsed on its own, so that a stray quote spoils its own record only,
+    instead of swallowing every line after it into one field."""
+    if b'"' not in data:
+        yield from ((first_line + offset, row) for offset, row in enumerate(csv.reader(io.StringIO(text, newline=""))))
+        return
+    for offset, record in records(io.BytesIO(data).readlines(), quoted=True):
+        try:
+            rows = list(csv.reader(io.StringIO(b"".join(record).decode("utf-8", errors="replace"), newline="")))
+        except csv.Error:
+            rows = []
+        yield first_line + offset, rows[0] if len(rows) == 1 else (None if rows else [])
 
 
 def iter_lines(handle: BinaryIO, block: int = 1024 * 1024) -> Iterator[bytes]:
@@ -201,18 +222,47 @@ def iter_lines(handle: BinaryIO, block: int = 1024 * 1024) -> Iterator[bytes]:
         yield pending
 
 
-def split_lines(source: Iterable[bytes], chunk_lines: int) -> Iterator[tuple[int, bytes, int]]:
-    """Cut a feed's lines into chunks of whole lines: (first line number, bytes, line count).
+def records(lines: Iterable[bytes], quoted: bool) -> Iterator[tuple[int, list[bytes]]]:
+    """Group physical lines into records: (offset of the record's first line, its lines).
 
-    CSV rows quoted across several lines are not supported: each physical line is one row.
+    NDJSON (`quoted` False): one line, one record. CSV: a record goes on while a quoted field is
+    open (a line with an odd number of `"` opens or closes one; an escaped quote is `""`), so a
+    label quoted across lines stays one record. A quote left open for MAX_RECORD_LINES lines is
+    taken for a stray one: its lines become records of their own (each rejected or read alone),
+    so a broken line never swallows the rest of the feed, nor holds it in memory.
     """
+    pending: list[bytes] = []
+    start = 0
+    inside = False
+    for offset, line in enumerate(lines):
+        if not pending:
+            start = offset
+        pending.append(line)
+        if quoted and line.count(b'"') % 2:
+            inside = not inside
+        if inside and len(pending) < MAX_RECORD_LINES:
+            continue
+        if inside:  # never closed: give the lines back one by one
+            yield from ((start + n, [held]) for n, held in enumerate(pending))
+        else:
+            yield start, pending
+        pending, inside = [], False
+    if pending:
+        yield from ((start + n, [held]) for n, held in enumerate(pending)) if inside else [(start, pending)]
+
+
+def split_lines(source: Iterable[bytes], chunk_records: int, quoted: bool = False) -> Iterator[tuple[int, bytes, int]]:
+    """Cut a feed's lines into chunks of whole records (see `records`): (first line number, bytes,
+    record count). Line numbers count physical lines from 1."""
     buffer: list[bytes] = []
-    first = 1
-    number = 0
-    for number, line in enumerate(source, start=1):  # noqa: B007 - number is used after the loop
-        buffer.append(line)
-        if len(buffer) >= chunk_lines:
-            yield first, b"".join(buffer), len(buffer)
-            buffer, first = [], number + 1
+    first, count = 1, 0
+    for offset, record in records(source, quoted):
+        if not buffer:
+            first = offset + 1
+        buffer.extend(record)
+        count += 1
+        if count >= chunk_records:
+            yield first, b"".join(buffer), count
+            buffer, count = [], 0
     if buffer:
-        yield first, b"".join(buffer), len(buffer)
+        yield first, b"".join(buffer), count

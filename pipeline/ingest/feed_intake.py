@@ -94,7 +94,8 @@ def receive_feed(rt: Runtime, feed: Path | FeedFile, source: str, send: Callable
     sent: list[str] = []
     with feed.open() as handle:
         stored = {chunk.number: chunk for chunk in chunks}
-        for number, (_, data, _) in enumerate(split_lines(_data_lines(handle, record.format), rt.settings.feed_chunk_lines)):
+        chunked = split_lines(_data_lines(handle, record.format), rt.settings.feed_chunk_lines, quoted=record.format == "csv")
+        for number, (_, data, _) in enumerate(chunked):
             chunk = stored[number]
             if chunk.state == "done":
                 continue
@@ -114,7 +115,8 @@ def _record(rt: Runtime, feed: FeedFile, source: str, digest: str) -> str:
         header = ",".join(csv_header(head)) if fmt == "csv" else None
         first_number = 2 if fmt == "csv" else 1
         data_lines = lines if fmt == "csv" or not head else itertools.chain([head], lines)
-        plan = [(first + first_number - 1, count) for first, _, count in split_lines(data_lines, rt.settings.feed_chunk_lines)]
+        chunked = split_lines(data_lines, rt.settings.feed_chunk_lines, quoted=fmt == "csv")
+        plan = [(first + first_number - 1, count) for first, _, count in chunked]
     feed_id = new_id()
     with rt.sessions() as session:
         session.add(
