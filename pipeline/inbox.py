@@ -32,6 +32,8 @@ from pipeline.storage import ObjectStore
 ZIP_ENTRY_ERRORS = (zipfile.BadZipFile, EOFError, zlib.error)
 # Ranged reads of a shared zip: one GET holds a small document with its local header.
 MEMBER_BLOCK_BYTES = 256 * 1024
+# An entry's local header without its name: 30 bytes, and room for a usual extra field.
+LOCAL_HEADER_BYTES = 30 + 1024
 # Reading a shared zip's end record and central directory: a few small GETs.
 DIRECTORY_BLOCK_BYTES = 64 * 1024
 # Central directories kept per process: the uploads a worker's threads are on at once.
@@ -71,10 +73,15 @@ class Inbox:
     @contextmanager
     def _open_entry(self, key: str, member: str) -> Iterator[BinaryIO]:
         directory = self._directory(key)
-        with directory.reader(lambda: self.store.open_ranged(key, MEMBER_BLOCK_BYTES, size=directory.size)) as handle:
+        # The store is first read when the entry's local header is, once its size is known: a small
+        # document then comes in one GET of its own size, not of a block holding its neighbours too.
+        block = [MEMBER_BLOCK_BYTES]
+        with directory.reader(lambda: self.store.open_ranged(key, block[0], size=directory.size)) as handle:
             try:
                 archive = zipfile.ZipFile(handle)
-                entry = archive.open(member)
+                info = archive.getinfo(member)
+                block[0] = min(MEMBER_BLOCK_BYTES, LOCAL_HEADER_BYTES + len(info.orig_filename.encode()) + info.compress_size)
+                entry = archive.open(info)
             except (*ZIP_ENTRY_ERRORS, KeyError, NotImplementedError):
                 raise Rejected("archive_entry_corrupt") from None
             with archive, entry:

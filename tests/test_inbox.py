@@ -20,9 +20,11 @@ class _CountingStore(FileStore):
     def __init__(self, root) -> None:  # type: ignore[no-untyped-def]
         super().__init__(root)
         self.ranged_opens = 0
+        self.blocks: list[int] = []
 
     def open_ranged(self, key: str, block_bytes: int = 0, size: int | None = None) -> AbstractContextManager:  # type: ignore[override]
         self.ranged_opens += 1
+        self.blocks.append(block_bytes)
         return super().open_ranged(key)
 
 
@@ -71,3 +73,11 @@ def test_an_object_of_its_own_is_read_whole(tmp_path):
     store.put("inbox/item", io.BytesIO(b"%PDF-1.4"))
     with Inbox(store).open("inbox/item") as raw:
         assert raw.read() == b"%PDF-1.4"
+
+
+def test_a_small_entry_is_fetched_in_a_block_of_its_own_size_not_with_its_neighbours(tmp_path):
+    store = _CountingStore(tmp_path)
+    _store_zip(store, {"small.txt": b"x" * 100, "big.bin": bytes(range(256)) * 4096})
+    with Inbox(store).open(KEY, "small.txt") as entry:
+        entry.read()
+    assert store.blocks[-1] < 2 * 1024  # header, name and 100 bytes (deflated), not MEMBER_BLOCK_BYTES
