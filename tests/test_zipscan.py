@@ -45,24 +45,54 @@ def test_each_entry_s_first_bytes_are_caught_however_the_stream_is_cut(piece):
             assert heads.head(info) == ENTRIES[info.filename][:4], info.filename
 
 
-def test_entries_with_a_data_descriptor_stop_the_scan_and_are_read_back():
-    class Unseekable(io.RawIOBase):  # zipfile then writes sizes after each entry's data
-        def __init__(self) -> None:
-            self.data = bytearray()
+class _Unseekable(io.RawIOBase):
+    """Where zipfile writes as a streaming writer (Java's ZipOutputStream, say) does: sizes after each entry's data."""
 
-        def writable(self) -> bool:
-            return True
+    def __init__(self) -> None:
+        self.data = bytearray()
 
-        def write(self, chunk) -> int:  # type: ignore[no-untyped-def]
-            self.data += chunk
-            return len(chunk)
+    def writable(self) -> bool:
+        return True
 
-    sink = Unseekable()
-    with zipfile.ZipFile(sink, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("doc.pdf", b"%PDF-1.4")
-    heads = _streamed(bytes(sink.data), 4096)
-    with zipfile.ZipFile(io.BytesIO(bytes(sink.data))) as archive:
+    def write(self, chunk) -> int:  # type: ignore[no-untyped-def]
+        self.data += chunk
+        return len(chunk)
+
+
+def _streamed_zip(entries: dict[str, bytes], compression: int) -> bytes:
+    sink = _Unseekable()
+    with zipfile.ZipFile(sink, "w", compression) as archive:
+        for name, data in entries.items():
+            with archive.open(name, "w") as entry:
+                entry.write(data)
+    return bytes(sink.data)
+
+
+@pytest.mark.parametrize("piece", [1, 4096, 10**7])
+def test_deflated_entries_with_their_sizes_after_them_are_followed_to_their_end(piece):
+    data = _streamed_zip(ENTRIES, zipfile.ZIP_DEFLATED)
+    heads = _streamed(data, piece)
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        assert all(info.flag_bits & 0x08 for info in archive.infolist())
+        for info in archive.infolist():
+            assert heads.head(info) == ENTRIES[info.filename][:4], info.filename
+
+
+def test_a_stored_entry_with_its_sizes_after_it_stops_the_scan_and_is_read_back():
+    data = _streamed_zip({"doc.pdf": b"%PDF-1.4"}, zipfile.ZIP_STORED)
+    heads = _streamed(data, 4096)
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
         assert heads.stopped and heads.head(archive.infolist()[0]) is None
+
+
+def test_inflating_a_bomb_to_find_its_end_stops_at_the_bound(monkeypatch):
+    from pipeline.ingest import zipscan
+
+    monkeypatch.setattr(zipscan, "INFLATE_MARGIN", 1024 * 1024)
+    data = _streamed_zip({"bomb.txt": bytes(32 * 1024 * 1024), "doc.pdf": b"%PDF"}, zipfile.ZIP_DEFLATED)
+    heads = _streamed(data, 65536)
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        assert heads.stopped and heads.head(archive.getinfo("doc.pdf")) is None
 
 
 def test_an_entry_whose_directory_disagrees_with_its_local_header_is_read_back():

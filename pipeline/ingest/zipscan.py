@@ -27,25 +27,42 @@ from pipeline.storage import SeekableView
 # signature, version, flags, method, time, date, crc, compressed size, size, name length, extra length
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
 _LOCAL_SIGNATURE = b"PK\x03\x04"
+_DESCRIPTOR_SIGNATURE = b"PK\x07\x08"
 _DATA_DESCRIPTOR = 0x08
 _ZIP64_SIZE = 0xFFFFFFFF
+_ZIP64_EXTRA = 0x0001
 # Compressed bytes kept per entry: a deflate stream's block header and first symbols fit in far less.
 KEEP_BYTES = 1024
+# Inflating an entry only to find where it ends (its sizes come after it) stops past this many
+# bytes out per byte in, plus a margin: a bomb costs no more than a bounded amount of CPU here.
+INFLATE_RATIO = 64
+INFLATE_MARGIN = 64 * 1024 * 1024
+_INFLATE_STEP = 256 * 1024
 
 
 class EntryHeads:
-    """Fed a zip's bytes in order (`update`), answers the first bytes of an entry's content (`head`)."""
+    """Fed a zip's bytes in order (`update`), answers the first bytes of an entry's content (`head`).
+
+    An entry whose sizes follow its data (a data descriptor, as Java and other streaming writers
+    make them) is followed by inflating it to find its end, within a bound; a stored one cannot be,
+    and stops the scan.
+    """
 
     def __init__(self) -> None:
         self.stopped = False
         self._offset = 0  # stream offset of the first byte of _pending
-        self._pending = bytearray()  # a local header being gathered
+        self._pending = bytearray()  # a local header or data descriptor being gathered
         self._entry: tuple[int, int] | None = None  # (header offset, method) of the entry whose data passes now
-        self._remaining = 0  # bytes of that entry's data still to pass
+        self._remaining = 0  # bytes of that entry's data still to pass, when its header gave its size
+        self._inflater: zlib._Decompress | None = None  # the entry's data, when its size comes after it
+        self._descriptor: int | None = None  # size of the sizes field of the data descriptor to skip next (8 or 16)
+        self._zip64 = False
         self._kept = bytearray()
+        self._seen = self._inflated = 0
         self._entries: dict[int, tuple[int, bytes]] = {}  # header offset -> (method, first compressed bytes)
 
     def update(self, chunk: bytes) -> None:
+        self._seen += len(chunk)
         data = memoryview(chunk)
         while not self.stopped:
             if self._remaining:
@@ -53,7 +70,12 @@ class EntryHeads:
                     return
                 data = self._pass_data(data)
                 continue
-            need = self._header_size()
+            if self._inflater is not None:
+                if not data:
+                    return
+                data = self._inflate(data)
+                continue
+            need = self._descriptor_size() if self._descriptor is not None else self._header_size()
             if need is None:
                 return
             if len(self._pending) < need:
@@ -63,37 +85,81 @@ class EntryHeads:
                 self._pending += data[:take]
                 data = data[take:]
                 continue
-            self._begin_entry()
+            if self._descriptor is not None:
+                self._offset += len(self._pending)
+                self._pending.clear()
+                self._descriptor = None
+            else:
+                self._begin_entry()
 
     def _header_size(self) -> int | None:
         """Bytes of the local header being gathered (its fixed part until that is in); None once stopped."""
         if len(self._pending) < _LOCAL_HEADER.size:
             return _LOCAL_HEADER.size
-        signature, _, flags, _, _, _, _, compressed, _, name_length, extra_length = _LOCAL_HEADER.unpack_from(self._pending)
-        if signature != _LOCAL_SIGNATURE or flags & _DATA_DESCRIPTOR or compressed == _ZIP64_SIZE:
+        signature, _, flags, method, _, _, _, compressed, _, name_length, extra_length = _LOCAL_HEADER.unpack_from(self._pending)
+        trailing_sizes = flags & _DATA_DESCRIPTOR and not compressed
+        if signature != _LOCAL_SIGNATURE or compressed == _ZIP64_SIZE or (trailing_sizes and method != zipfile.ZIP_DEFLATED):
             self.stopped = True  # the central directory, or an entry only a full read can follow
             return None
         return _LOCAL_HEADER.size + name_length + extra_length
 
+    def _descriptor_size(self) -> int:
+        """Bytes of the data descriptor after an entry: an optional signature, the CRC, the two sizes."""
+        if len(self._pending) < 4:
+            return 4
+        assert self._descriptor is not None
+        return (4 if self._pending[:4] == _DESCRIPTOR_SIGNATURE else 0) + 4 + self._descriptor
+
     def _begin_entry(self) -> None:
-        _, _, _, method, _, _, _, compressed, _, _, _ = _LOCAL_HEADER.unpack_from(self._pending)
+        _, _, flags, method, _, _, _, compressed, _, name_length, _ = _LOCAL_HEADER.unpack_from(self._pending)
         self._entry = (self._offset, method)
+        self._zip64 = _has_zip64_extra(bytes(self._pending[_LOCAL_HEADER.size + name_length :]))
         self._offset += len(self._pending)
         self._pending.clear()
         self._kept = bytearray()
+        if flags & _DATA_DESCRIPTOR and not compressed:
+            self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+            return
         self._remaining = compressed
+        self._descriptor = (16 if self._zip64 else 8) if flags & _DATA_DESCRIPTOR else None
         if not compressed:
             self._end_entry()
 
+    def _keep(self, data: memoryview) -> None:
+        if len(self._kept) < KEEP_BYTES:
+            self._kept += data[: KEEP_BYTES - len(self._kept)]
+
     def _pass_data(self, data: memoryview) -> memoryview:
         passing = min(self._remaining, len(data))
-        if len(self._kept) < KEEP_BYTES:
-            self._kept += data[: min(passing, KEEP_BYTES - len(self._kept))]
+        self._keep(data[:passing])
         self._remaining -= passing
         self._offset += passing
         if not self._remaining:
             self._end_entry()
         return data[passing:]
+
+    def _inflate(self, data: memoryview) -> memoryview:
+        """Pass entry data whose length is unknown: inflate it (output dropped) until its stream ends."""
+        assert self._inflater is not None
+        inflater, tail = self._inflater, data
+        while tail and not inflater.eof:
+            self._inflated += len(inflater.decompress(tail, _INFLATE_STEP))
+            if self._inflated > INFLATE_RATIO * self._seen + INFLATE_MARGIN:
+                self.stopped = True  # a bomb, or a huge entry: the check reads the rest back
+                return memoryview(b"")
+            tail = inflater.unconsumed_tail
+        if not inflater.eof:
+            self._keep(data)
+            self._offset += len(data)
+            return memoryview(b"")
+        rest = inflater.unused_data
+        used = len(data) - len(rest)
+        self._keep(data[:used])
+        self._offset += used
+        self._inflater = None
+        self._descriptor = 16 if self._zip64 else 8
+        self._end_entry()
+        return memoryview(rest)
 
     def _end_entry(self) -> None:
         assert self._entry is not None
@@ -118,6 +184,17 @@ class EntryHeads:
         except zlib.error:
             return b""  # not inflatable: a bad document for validation, as a full read would find
         return first if whole or len(first) >= size else None
+
+
+def _has_zip64_extra(extra: bytes) -> bool:
+    """Whether a local header's extra field holds a ZIP64 record (then a data descriptor's sizes take 8 bytes)."""
+    at = 0
+    while at + 4 <= len(extra):
+        kind, size = struct.unpack_from("<HH", extra, at)
+        if kind == _ZIP64_EXTRA:
+            return True
+        at += 4 + size
+    return False
 
 
 class KeptEnds:
