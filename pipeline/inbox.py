@@ -34,7 +34,7 @@ ZIP_ENTRY_ERRORS = (zipfile.BadZipFile, EOFError, zlib.error)
 MEMBER_BLOCK_BYTES = 256 * 1024
 # An entry's local header without its name: 30 bytes, and room for a usual extra field.
 LOCAL_HEADER_BYTES = 30 + 1024
-# Reading a shared zip's end record and central directory: a few small GETs.
+# Reading a stored zip's end record, central directory or manifest: small GETs, not a block of documents.
 DIRECTORY_BLOCK_BYTES = 64 * 1024
 # Central directories kept per process: the uploads a worker's threads are on at once.
 KEPT_DIRECTORIES = 16

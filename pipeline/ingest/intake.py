@@ -122,13 +122,13 @@ def _record_batch(rt: Runtime, source: str, digest: str, manifest: Manifest, pre
             return existing, True
         batch_id = new_id()
         items = _plan_items(batch_id, manifest, present, reader)
-        session.add(Batch(id=batch_id, source=source, manifest_digest=digest, total=len(items)))
-        session.flush()
-        if items:
-            session.execute(insert(BatchItem.__table__), items)  # Core: no ORM bookkeeping per row
         try:
+            session.add(Batch(id=batch_id, source=source, manifest_digest=digest, total=len(items)))
+            session.flush()
+            if items:
+                session.execute(insert(BatchItem.__table__), items)  # Core: no ORM bookkeeping per row
             session.commit()
-        except IntegrityError:  # the same batch recorded concurrently
+        except IntegrityError:  # the same batch recorded concurrently (its row waits on ours, then clashes)
             session.rollback()
             found = session.scalars(select(Batch.id).where(Batch.source == source, Batch.manifest_digest == digest)).one()
             return found, True

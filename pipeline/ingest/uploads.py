@@ -23,7 +23,7 @@ from typing import BinaryIO, Protocol
 
 from sqlalchemy import select
 
-from pipeline.inbox import InboxLocation
+from pipeline.inbox import DIRECTORY_BLOCK_BYTES, InboxLocation
 from pipeline.index.models import BatchItem, new_id
 from pipeline.ingest.archive import ArchiveLimits, check_names
 from pipeline.ingest.batch import MAX_MANIFEST_BYTES, ZipBatch, is_document
@@ -40,8 +40,6 @@ STAMP = "%Y%m%dT%H%M%S"
 MAX_METADATA_BYTES = 64 * 1024
 METADATA_FIELDS = tuple(column for column in MANIFEST_COLUMNS if column != "file")
 FEED_NAMES = {"csv": "feed.csv", "ndjson": "feed.ndjson"}
-# Reading an uploaded zip's end record, directory and manifest back: small GETs, not a block of documents.
-DIRECTORY_READ_BYTES = 64 * 1024
 # An uploaded zip's first and last bytes kept in memory while it streams in: the manifest and the
 # directory of a batch of a few thousand documents, so reading them back needs no GET.
 KEPT_BYTES = 1024 * 1024
@@ -144,7 +142,7 @@ def receive_zip(rt: Runtime, body: BinaryIO, source: str, send: Callable[[str], 
     try:
         heads, ends = EntryHeads(), KeptEnds(KEPT_BYTES)  # caught on the way in: no need to read them back
         rt.store.put(key, LimitedStream(body, None, "request", (heads, ends)))  # type: ignore[arg-type]
-        with ends.reader(lambda: rt.store.open_ranged(key, DIRECTORY_READ_BYTES)) as handle:
+        with ends.reader(lambda: rt.store.open_ranged(key, DIRECTORY_BLOCK_BYTES)) as handle:
             batch = ZipBatch(handle, "the uploaded zip", ArchiveLimits.from_settings(rt.settings), stored_at=key, heads=heads)
             result = receive_batch(rt, batch, source, send)
         batch_id = result.batch_id
