@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from sqlalchemy.orm import Session
 
-from api.policy import Actor, Decision, DocumentView, Record, decide
+from api.policy import DOCUMENT_ACTIONS, Actor, Decision, DocumentView, Record, decide
 from api.problems import ApiProblem, not_found
 from api.records import document_view, load_record, policy_fields
 from pipeline.audit import NO_PATIENT, AuditEvent, append_with_retry
@@ -150,8 +150,8 @@ def _judge(
     record = load_record(session, patient_id)
     if record is None:
         return _Verdict(NO_PATIENT, document_id, Decision(False, "not_found"), problem=not_found())
-    # Actions on one document (mask, unmask) first ask whether the actor may see the record's documents at all.
-    record_action = "list" if action in ("mask", "unmask") else action
+    # Actions on one document (mask, hide from representatives…) first ask whether the actor may see the record's documents at all.
+    record_action = "list" if action in DOCUMENT_ACTIONS else action
     record_level = decide(actor, record_action, record, None, today=today, emergency_reason=emergency_reason)
     if not record_level.allowed:
         return _Verdict(patient_id, document_id, record_level, problem=_forbidden(record_level.reason))

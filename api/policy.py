@@ -63,8 +63,12 @@ CONTROL_ACTIONS = frozenset(
         "read_notifications",
     }
 )
-ACTIONS = READ_ACTIONS | CONTROL_ACTIONS | {"read_care_history", "read_access_log", "emergency_read"}
-DOCUMENT_ACTIONS = frozenset({"mask", "unmask"})  # these need a document; the read actions accept None (record level)
+# The minor's own request to hide a document from their legal representatives (and to undo it): the
+# patient's alone, never a representative's.
+PATIENT_ONLY_ACTIONS = frozenset({"hide_from_representatives", "show_to_representatives"})
+ACTIONS = READ_ACTIONS | CONTROL_ACTIONS | PATIENT_ONLY_ACTIONS | {"read_care_history", "read_access_log", "emergency_read"}
+# These need a document; the read actions accept None (record level).
+DOCUMENT_ACTIONS = frozenset({"mask", "unmask"}) | PATIENT_ONLY_ACTIONS
 
 REASON_CODES = frozenset(
     {
@@ -288,6 +292,8 @@ def decide(
     # the export or the access log (Stricter: reopening or a copy is a request handled outside this policy).
     if record.status != "open":
         return _deny("record_closed")
+    if action in PATIENT_ONLY_ACTIONS and actor.kind != "patient":
+        return _deny("not_allowed")
 
     if actor.kind == "patient":
         if actor.id != record.patient_id:

@@ -29,12 +29,14 @@ retention_app = typer.Typer(no_args_is_help=True, help="Retention: delete what m
 audit_app = typer.Typer(no_args_is_help=True, help="The access log (audit trail).")
 notify_app = typer.Typer(no_args_is_help=True, help="Patient notifications (email, SMS, local log sink).")
 sources_app = typer.Typer(no_args_is_help=True, help="Source credentials: the API keys hospitals, labs and the insurer push with.")
+representatives_app = typer.Typer(no_args_is_help=True, help="Legal representatives of a record (a minor's parents, a guardian).")
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(retention_app, name="retention")
 app.add_typer(audit_app, name="audit")
 app.add_typer(notify_app, name="notify")
 app.add_typer(sources_app, name="sources")
+app.add_typer(representatives_app, name="representatives")
 
 
 def _runtime(settings: Settings):  # type: ignore[no-untyped-def]
@@ -438,6 +440,61 @@ def sources_list() -> None:
     for row in rows:
         state = f"revoked {row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else "active"
         typer.echo(f"{row.id:<40} key {row.key_id}  created {row.created_at:%Y-%m-%d %H:%M}  {state}")
+
+
+_INS = Annotated[str, typer.Argument(metavar="INS", help="The patient's INS (NIR with its key).")]
+_REPRESENTATIVE = Annotated[str, typer.Argument(metavar="ID", help="The representative's id: the subject of their tokens.")]
+
+
+@representatives_app.command("add")
+def representatives_add(ins: _INS, actor_id: _REPRESENTATIVE) -> None:
+    """Register a legal representative: they read the record as the patient does, except what the patient hides from them."""
+    from pipeline.representatives import RepresentativeError, add_representative
+
+    rt = _runtime(Settings())
+    try:
+        with rt.sessions() as session:
+            patient_id = add_representative(session, ins, actor_id)
+    except RepresentativeError as exc:
+        _fail(str(exc))
+    finally:
+        rt.close()
+    typer.echo(f"{actor_id}: legal representative of record {patient_id}")
+
+
+@representatives_app.command("remove")
+def representatives_remove(ins: _INS, actor_id: _REPRESENTATIVE) -> None:
+    """Withdraw a legal representative (exit 1 if they were not registered)."""
+    from pipeline.representatives import RepresentativeError, remove_representative
+
+    rt = _runtime(Settings())
+    try:
+        with rt.sessions() as session:
+            removed = remove_representative(session, ins, actor_id)
+    except RepresentativeError as exc:
+        _fail(str(exc))
+    finally:
+        rt.close()
+    if not removed:
+        _fail(f"{actor_id} is not a registered representative of this record", 1)
+    typer.echo(f"{actor_id}: no longer a legal representative")
+
+
+@representatives_app.command("list")
+def representatives_list(ins: _INS) -> None:
+    """The record's legal representatives, one id per line."""
+    from pipeline.representatives import RepresentativeError, list_representatives
+
+    rt = _runtime(Settings())
+    try:
+        with rt.sessions() as session:
+            ids = list_representatives(session, ins)
+    except RepresentativeError as exc:
+        _fail(str(exc))
+    finally:
+        rt.close()
+    for actor_id in ids:
+        typer.echo(actor_id)
 
 
 @keys_app.command("init")

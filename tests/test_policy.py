@@ -15,6 +15,7 @@ import pytest
 from api.policy import (
     ACTIONS,
     CONTROL_ACTIONS,
+    DOCUMENT_ACTIONS,
     MATRIX_PATH,
     REASON_CODES,
     Actor,
@@ -402,7 +403,7 @@ def test_forbidden_parties_are_denied_whatever_the_consent(kind: str) -> None:
         occupational_consent=frozenset({"x"}),
     )
     for action in sorted(ACTIONS):
-        doc = REPORT if action in ("mask", "unmask") else None
+        doc = REPORT if action in DOCUMENT_ACTIONS else None
         assert decide(actor, action, record, doc, today=TODAY, emergency_reason=REASON) == Decision(False, "forbidden_party")
 
 
@@ -438,6 +439,14 @@ def test_closed_record_is_closed_even_to_the_patient(status: str) -> None:
 def test_patient_has_no_break_glass() -> None:
     got = decide(ACTOR_CASES["patient"], "emergency_read", OPEN, REPORT, today=TODAY, emergency_reason=REASON)
     assert got == Decision(False, "not_allowed")
+
+
+@pytest.mark.parametrize("action", ["hide_from_representatives", "show_to_representatives"])
+def test_only_the_patient_hides_a_document_from_their_representatives(action: str) -> None:
+    record = Record(PATIENT, representatives=frozenset({ACTOR_CASES["legal_representative"].id}), attending_physician=ATTENDING.id)
+    assert decide(ACTOR_CASES["patient"], action, record, REPORT, today=TODAY) == Decision(True, "patient")
+    for actor in (ACTOR_CASES["legal_representative"], ATTENDING, GP):
+        assert decide(actor, action, record, REPORT, today=TODAY) == Decision(False, "not_allowed"), actor
 
 
 def test_unknown_action_is_denied() -> None:

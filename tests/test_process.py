@@ -152,3 +152,36 @@ def test_a_deposit_is_written_to_the_patient_s_access_log_by_its_source(received
     assert [(e.actor_id, e.actor_kind, e.profession, e.document_id, e.outcome) for e in entries] == [
         ("hospital:T", "source", document.author_profession, document.id, "allowed")
     ]
+
+
+def test_an_announcement_date_holds_the_document_from_the_patient_and_from_the_deposit_notice(embedded_settings, tmp_path):
+    import datetime as dt
+
+    from pipeline.clock import paris_date
+    from pipeline.identity import with_key
+    from pipeline.index.models import Notification
+    from pipeline.notify.dispatch import DispatchReport, compose_due
+
+    ins, later = with_key("1850575123456"), paris_date() + dt.timedelta(days=10)
+    header = "file,patient_ins,source_document_id,title,service_date,author_id,author_profession,announcement_date\n"
+    rows = [f"{name}.txt,{ins},{name.upper()},Compte rendu,2025-01-02,10001234567,physician,{hold}\n" for name, hold in
+            (("open", ""), ("held", later.isoformat()), ("bad", "le 3 mars"))]  # fmt: skip
+    batch = tmp_path / "held"
+    batch.mkdir()
+    (batch / "manifest.csv").write_text(header + "".join(rows))
+    for name in ("open", "held", "bad"):
+        (batch / f"{name}.txt").write_text(f"Compte rendu {name}: resultat normal.\n")
+    rt = Runtime.from_settings(embedded_settings, prepare=True)
+    sent: list[str] = []
+    receive_batch(rt, batch, "hospital:T", sent.append)
+    states = {_item(rt, item_id).file: process_item(rt, item_id) for item_id in sent}
+    assert states == {"open.txt": "indexed", "held.txt": "indexed", "bad.txt": "rejected"}
+    with rt.sessions() as session:
+        holds = dict(session.execute(select(Document.source_document_id, Document.hidden_from_patient_until)).all())
+        bad = session.scalars(select(BatchItem).where(BatchItem.file == "bad.txt")).one()
+    assert holds == {"OPEN": None, "HELD": later} and (bad.reason, "announcement_date" in bad.message) == ("invalid_metadata", True)
+    compose_due(rt, dt.datetime.now(dt.UTC), DispatchReport(), flush=True)
+    with rt.sessions() as session:
+        (body,) = session.scalars(select(Notification.body)).all()
+    assert "1 nouveau document a été ajouté" in body
+    rt.close()

@@ -68,10 +68,10 @@ class Done(BaseModel):
     ok: bool = True
 
 
-def _set_mask(rt, actor, patient_id: str, document_id: str, masked: bool) -> Done:  # type: ignore[no-untyped-def]
-    check(rt, actor, "mask" if masked else "unmask", patient_id, document_id)
+def _set_document(rt, actor, patient_id: str, document_id: str, action: str, **values: bool) -> Done:  # type: ignore[no-untyped-def]
+    check(rt, actor, action, patient_id, document_id)
     with rt.sessions() as session:
-        session.execute(update(Document).where(Document.id == document_id).values(masked=masked))
+        session.execute(update(Document).where(Document.id == document_id).values(**values))
         session.commit()
     return Done()
 
@@ -79,12 +79,24 @@ def _set_mask(rt, actor, patient_id: str, document_id: str, masked: bool) -> Don
 @router.post("/documents/{document_id}/mask", response_model=Done)
 def mask_document(patient_id: str, document_id: str, rt: RuntimeDep, actor: ActorDep) -> Done:
     """Hide a document from professionals (the patient, its author and the attending physician still see it)."""
-    return _set_mask(rt, actor, patient_id, document_id, True)
+    return _set_document(rt, actor, patient_id, document_id, "mask", masked=True)
 
 
 @router.post("/documents/{document_id}/unmask", response_model=Done)
 def unmask_document(patient_id: str, document_id: str, rt: RuntimeDep, actor: ActorDep) -> Done:
-    return _set_mask(rt, actor, patient_id, document_id, False)
+    return _set_document(rt, actor, patient_id, document_id, "unmask", masked=False)
+
+
+@router.post("/documents/{document_id}/hide-from-representatives", response_model=Done)
+def hide_from_representatives(patient_id: str, document_id: str, rt: RuntimeDep, actor: ActorDep) -> Done:
+    """The patient (a minor) hides a document from their legal representatives; the patient only."""
+    return _set_document(rt, actor, patient_id, document_id, "hide_from_representatives", hidden_from_representatives=True)
+
+
+@router.post("/documents/{document_id}/show-to-representatives", response_model=Done)
+def show_to_representatives(patient_id: str, document_id: str, rt: RuntimeDep, actor: ActorDep) -> Done:
+    """Undo `hide-from-representatives`; the patient only."""
+    return _set_document(rt, actor, patient_id, document_id, "show_to_representatives", hidden_from_representatives=False)
 
 
 def _relate(rt, actor, patient_id: str, professional_id: str, action: str, add: str, remove: str) -> Done:  # type: ignore[no-untyped-def]

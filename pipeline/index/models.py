@@ -140,6 +140,7 @@ class BatchItem(Base):
     service_date: Mapped[str | None] = mapped_column(String(32))
     author_id: Mapped[str | None] = mapped_column(String(64))
     author_profession: Mapped[str | None] = mapped_column(String(64))
+    announcement_date: Mapped[str | None] = mapped_column(String(32))
 
     state: Mapped[str] = mapped_column(String(16), default="queued", index=True)
     reason: Mapped[str | None] = mapped_column(String(64))

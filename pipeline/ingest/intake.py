@@ -34,7 +34,7 @@ DOCUMENT_SOURCES = ("hospital", "lab")
 # Item columns an intake row may set; every row of one bulk insert carries all of them.
 ITEM_FIELDS = (
     "source_document_id", "patient_ins", "title", "document_type", "service_date", "author_id", "author_profession",
-    "inbox_key", "inbox_member",
+    "announcement_date", "inbox_key", "inbox_member",
 )  # fmt: skip
 
 
@@ -83,6 +83,7 @@ def _plan_items(batch_id: str, manifest: Manifest, present: list[str], reader: B
                 "service_date": fields.get("service_date"),
                 "author_id": fields.get("author_id"),
                 "author_profession": fields.get("author_profession"),
+                "announcement_date": fields.get("announcement_date") or None,
                 "inbox_key": (stored.key if stored else f"inbox/{item_id}") if found else None,
                 "inbox_member": stored.member if stored else None,
             }

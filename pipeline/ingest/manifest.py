@@ -15,7 +15,9 @@ REQUIRED_COLUMNS = (
     "author_id",
     "author_profession",
 )
-OPTIONAL_COLUMNS = ("document_type",)
+# announcement_date: the author holds the document from the patient until the announcement consultation
+# (DOMAIN.md rule 1; at most one month after the deposit).
+OPTIONAL_COLUMNS = ("document_type", "announcement_date")
 # The documented column order (DESIGN.md), used when writing manifests.
 MANIFEST_COLUMNS = (
     "file",

@@ -38,7 +38,7 @@ from pipeline.storage import ObjectStore
 UPLOADS = "inbox/uploads/"
 STAMP = "%Y%m%dT%H%M%S"
 MAX_METADATA_BYTES = 64 * 1024
-METADATA_FIELDS = tuple(column for column in MANIFEST_COLUMNS if column != "file")
+METADATA_FIELDS = (*(column for column in MANIFEST_COLUMNS if column != "file"), "announcement_date")
 FEED_NAMES = {"csv": "feed.csv", "ndjson": "feed.ndjson"}
 # An uploaded zip's first and last bytes kept in memory while it streams in: the manifest and the
 # directory of a batch of a few thousand documents, so reading them back needs no GET.
@@ -215,10 +215,12 @@ def metadata_manifest(metadata: bytes, file_name: str) -> bytes:
         raise UploadRejected("metadata_invalid", f"metadata fields unknown: {unknown or 'none'}, missing: {missing or 'none'}")
     if not all(isinstance(value, str) or value is None for value in fields.values()):
         raise UploadRejected("metadata_invalid", "metadata values must be strings")
+    # The optional hold only when given: the same document sent as before keeps the same identity.
+    columns = (*MANIFEST_COLUMNS, "announcement_date") if fields.get("announcement_date") else MANIFEST_COLUMNS
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(MANIFEST_COLUMNS)
-    writer.writerow([file_name if column == "file" else fields.get(column) or "" for column in MANIFEST_COLUMNS])
+    writer.writerow(columns)
+    writer.writerow([file_name if column == "file" else fields.get(column) or "" for column in columns])
     return out.getvalue().encode("utf-8")
 
 

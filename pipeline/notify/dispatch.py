@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
-from pipeline.clock import as_utc
+from pipeline.clock import as_utc, paris_date
 from pipeline.index.models import BatchItem, Contact, Document, Notification, Outbox, Patient
 from pipeline.notify.channels import Channel, DeliveryError, Message
 from pipeline.notify.compose import Event, compose
@@ -108,12 +108,15 @@ def _in_flight(session: Session, patient_id: str, batch_ids: list[str]) -> bool:
     return bool(session.scalar(busy))
 
 
-def _documents_added(session: Session, patient_id: str, batch_ids: list[str]) -> int:
+def _documents_added(session: Session, patient_id: str, batch_ids: list[str], today: dt.date) -> int:
+    """The patient's documents those batches added, less those their author holds until an
+    announcement: telling of one would announce it."""
+    shown = or_(Document.hidden_from_patient_until.is_(None), Document.hidden_from_patient_until <= today)
     query = (
         select(func.count())
         .select_from(Document)
         .join(BatchItem, BatchItem.id == Document.batch_item_id)
-        .where(Document.patient_id == patient_id, BatchItem.batch_id.in_(batch_ids))
+        .where(Document.patient_id == patient_id, BatchItem.batch_id.in_(batch_ids), shown)
     )
     return int(session.scalar(query) or 0)
 
@@ -136,9 +139,10 @@ def _messages_for(rt: Runtime, session: Session, patient: Patient, group: list[O
     recipient = patient.attending_physician_id if to_attending else patient.id
     if recipient is None:
         return []
-    count = _documents_added(session, patient.id, [row.ref_id for row in group]) if first.kind == "documents_added" else 1
-    if first.kind == "documents_added" and count == 0:
-        return []  # every document of those batches was rejected: nothing was added
+    added = first.kind == "documents_added"
+    count = _documents_added(session, patient.id, [row.ref_id for row in group], paris_date(now)) if added else 1
+    if added and count == 0:
+        return []  # every document of those batches was rejected or is held: nothing to tell
     event = Event(first.kind, as_utc(first.created_at or now), tuple(row.source for row in group), first.detail, count)
     subject, body = compose(event, rt.settings.notify_record_url)
     contact = session.get(Contact, recipient)

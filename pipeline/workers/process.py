@@ -77,6 +77,7 @@ def _fields(item: BatchItem) -> dict[str, str | None]:
         "service_date": item.service_date,
         "author_id": item.author_id,
         "author_profession": item.author_profession,
+        "announcement_date": item.announcement_date,
     }
 
 
@@ -154,6 +155,7 @@ def _accept(rt: Runtime, claim: repo.Claim, today: dt.date) -> str:
         confidence=classification.confidence,
         needs_review=classification.needs_review,
         service_date=meta.service_date,
+        hidden_from_patient_until=meta.hold_until,
         author_id=item.author_id,
         author_profession=item.author_profession,
         mime_type=content.mime_type,

@@ -21,6 +21,7 @@ class Metadata:
     ins: str
     source_document_id: str
     service_date: dt.date
+    hold_until: dt.date | None = None  # the announcement consultation the author holds the document until
 
 
 def check_metadata(fields: dict[str, str | None], today: dt.date) -> Metadata:
@@ -40,7 +41,12 @@ def check_metadata(fields: dict[str, str | None], today: dt.date) -> Metadata:
         raise Rejected("invalid_metadata", "service_date is not an ISO date (YYYY-MM-DD).") from None
     if service_date > today:
         raise Rejected("invalid_metadata", "service_date is in the future.")
-    return Metadata(ins, source_document_id, service_date)
+    hold = (fields.get("announcement_date") or "").strip()
+    try:
+        hold_until = dt.date.fromisoformat(hold) if hold else None
+    except ValueError:
+        raise Rejected("invalid_metadata", "announcement_date is not an ISO date (YYYY-MM-DD).") from None
+    return Metadata(ins, source_document_id, service_date, hold_until)
 
 
 def inspect_limits(settings: Settings) -> InspectLimits:

@@ -264,3 +264,33 @@ def test_the_patient_exports_the_whole_record_as_a_zip_with_an_index(world):
 def test_a_professional_cannot_export_the_record(world):
     settings, _, client, patients, _ = world
     assert client.get(f"/v1/patients/{patients[0]}/export", headers=_doctor(settings)).status_code == 403
+
+
+def test_a_legal_representative_reads_the_record_except_what_the_patient_hid_from_them(world):
+    from pipeline.index.models import Patient
+    from pipeline.representatives import add_representative
+
+    settings, rt, client, patients, documents = world
+    pid = patients[0]  # the other record is closed by another test of this module
+    with rt.sessions() as session:
+        add_representative(session, session.get(Patient, pid).ins, "parent-1")
+    parent, patient = _token(settings, "parent-1", "legal_representative"), _patient(settings, pid)
+    hidden = _docs_of(documents, pid)[0]
+
+    def seen_by_parent() -> set[str]:
+        return {d["id"] for d in client.get(f"/v1/patients/{pid}/documents", headers=parent).json()["items"]}
+
+    assert seen_by_parent() == {d.id for d in _docs_of(documents, pid)}
+    assert client.post(f"/v1/patients/{pid}/documents/{hidden.id}/hide-from-representatives", headers=parent).status_code == 403
+    assert client.post(f"/v1/patients/{pid}/documents/{hidden.id}/hide-from-representatives", headers=patient).status_code == 200
+    assert hidden.id not in seen_by_parent()
+    assert client.get(f"/v1/patients/{pid}/documents/{hidden.id}/content", headers=parent).status_code == 404
+    assert client.get(f"/v1/patients/{pid}/documents/{hidden.id}", headers=patient).status_code == 200
+    assert client.post(f"/v1/patients/{pid}/documents/{hidden.id}/show-to-representatives", headers=patient).status_code == 200
+    assert hidden.id in seen_by_parent()
+
+
+def test_someone_not_registered_as_representative_reads_nothing(world):
+    settings, _, client, patients, _ = world
+    stranger = _token(settings, "not-a-parent", "legal_representative")
+    assert client.get(f"/v1/patients/{patients[0]}/documents", headers=stranger).status_code == 403
