@@ -446,36 +446,35 @@ _INS = Annotated[str, typer.Argument(metavar="INS", help="The patient's INS (NIR
 _REPRESENTATIVE = Annotated[str, typer.Argument(metavar="ID", help="The representative's id: the subject of their tokens.")]
 
 
-@representatives_app.command("add")
-def representatives_add(ins: _INS, actor_id: _REPRESENTATIVE) -> None:
-    """Register a legal representative: they read the record as the patient does, except what the patient hides from them."""
-    from pipeline.representatives import RepresentativeError, add_representative
+def _on_representatives(work):  # type: ignore[no-untyped-def]
+    """Run `work(session)` on the index; a malformed INS or id ends the command with its reason."""
+    from pipeline.representatives import RepresentativeError
 
     rt = _runtime(Settings())
     try:
         with rt.sessions() as session:
-            patient_id = add_representative(session, ins, actor_id)
+            return work(session)
     except RepresentativeError as exc:
         _fail(str(exc))
     finally:
         rt.close()
+
+
+@representatives_app.command("add")
+def representatives_add(ins: _INS, actor_id: _REPRESENTATIVE) -> None:
+    """Register a legal representative: they read the record as the patient does, except what the patient hides from them."""
+    from pipeline.representatives import add_representative
+
+    patient_id = _on_representatives(lambda session: add_representative(session, ins, actor_id))
     typer.echo(f"{actor_id}: legal representative of record {patient_id}")
 
 
 @representatives_app.command("remove")
 def representatives_remove(ins: _INS, actor_id: _REPRESENTATIVE) -> None:
     """Withdraw a legal representative (exit 1 if they were not registered)."""
-    from pipeline.representatives import RepresentativeError, remove_representative
+    from pipeline.representatives import remove_representative
 
-    rt = _runtime(Settings())
-    try:
-        with rt.sessions() as session:
-            removed = remove_representative(session, ins, actor_id)
-    except RepresentativeError as exc:
-        _fail(str(exc))
-    finally:
-        rt.close()
-    if not removed:
+    if not _on_representatives(lambda session: remove_representative(session, ins, actor_id)):
         _fail(f"{actor_id} is not a registered representative of this record", 1)
     typer.echo(f"{actor_id}: no longer a legal representative")
 
@@ -483,17 +482,9 @@ def representatives_remove(ins: _INS, actor_id: _REPRESENTATIVE) -> None:
 @representatives_app.command("list")
 def representatives_list(ins: _INS) -> None:
     """The record's legal representatives, one id per line."""
-    from pipeline.representatives import RepresentativeError, list_representatives
+    from pipeline.representatives import list_representatives
 
-    rt = _runtime(Settings())
-    try:
-        with rt.sessions() as session:
-            ids = list_representatives(session, ins)
-    except RepresentativeError as exc:
-        _fail(str(exc))
-    finally:
-        rt.close()
-    for actor_id in ids:
+    for actor_id in _on_representatives(lambda session: list_representatives(session, ins)):
         typer.echo(actor_id)
 
 
