@@ -250,3 +250,16 @@ def test_retention_removes_what_a_killed_upload_left_but_keeps_what_a_waiting_it
         (waiting,) = repo.batch_items(session, result.batch_id)
     assert purge_abandoned_uploads(runtime, now) == [left]
     assert set(runtime.store.list_keys("inbox/")) == {recent, waiting.inbox_key}
+
+
+def test_admitting_a_batch_sends_each_unfinished_item_once_per_call(runtime):
+    from pipeline.workers.process import send_waiting_items
+
+    result = receive_zip(runtime, io.BytesIO(_zip(TWO_DOCUMENTS)), "lab:Z", lambda _item: None)
+    items = _items(runtime, result.batch_id)
+    sent: list[str] = []
+    assert send_waiting_items(runtime, result.batch_id, sent.append) == 2
+    assert sorted(sent) == sorted(item.id for item in items.values())
+    process_item(runtime, items["a.txt"].id)
+    sent.clear()
+    assert send_waiting_items(runtime, result.batch_id, sent.append) == 1 and sent == [items["b.txt"].id]
