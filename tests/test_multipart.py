@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.ingest.multipart import MultipartError, MultipartReader, boundary_of
+from pipeline.ingest.multipart import MAX_HEADER_BYTES, MAX_PREAMBLE_BYTES, MultipartError, MultipartReader, boundary_of
 
 
 class _Trickle(io.RawIOBase):
@@ -80,6 +80,28 @@ def test_an_extended_filename_is_decoded():
     assert _parts(body, b"B") == [("file", "compte rendué.pdf", b"data")]
 
 
+def test_an_extended_filename_may_name_its_language_and_is_found_outside_quoted_values_only():
+    with_language = b"--B\r\nContent-Disposition: form-data; name=\"f\"; filename*=UTF-8'fr'%C3%A9t%C3%A9.txt\r\n\r\nv\r\n--B--"
+    assert _parts(with_language, b"B") == [("f", "été.txt", b"v")]
+    quoted = b'--B\r\nContent-Disposition: form-data; name="f"; filename="a; filename*=UTF-8\'\'b"\r\n\r\nv\r\n--B--'
+    assert _parts(quoted, b"B") == [("f", "a; filename*=UTF-8''b", b"v")]
+
+
+def test_a_filename_sent_as_utf8_is_read_back():
+    files = [("file", ("compte rendu é 文件.pdf", b"%PDF"))]
+    body, boundary = _encode(files)
+    assert _parts(body, boundary) == [("file", "compte rendu é 文件.pdf", b"%PDF")]
+
+
+def test_the_number_of_parts_is_bounded():
+    body = b'--B\r\nContent-Disposition: form-data; name="x"\r\n\r\nv\r\n' * 3 + b"--B--"
+    assert len(list(_parts(body, b"B"))) == 3
+    reader = MultipartReader(io.BytesIO(body), b"B", max_parts=2)
+    with pytest.raises(MultipartError, match="more than 2 parts"):
+        while reader.next_part() is not None:
+            pass
+
+
 @pytest.mark.parametrize(
     "body",
     [
@@ -87,8 +109,31 @@ def test_an_extended_filename_is_decoded():
         b'--B\r\nContent-Disposition: form-data; name="x"\r\n' + b"X-Long: " + b"a" * 20_000 + b"\r\n\r\nv\r\n--B--",
         b"--B\r\nContent-Type: text/plain\r\n\r\nv\r\n--B--",
         b"no boundary anywhere",
+        b'--B\r\nContent-Disposition: form-data; name="x"\r\n'
+        + b"".join(b"X-Long-%d: " % n + b"a" * (MAX_HEADER_BYTES // 4) + b"\r\n" for n in range(4))
+        + b"\r\nv\r\n--B--",
+        b"--B\r\nContent-Disposition: form-data; na",
+        b"--B\r\n",
+        b"x" * MAX_PREAMBLE_BYTES + b'\r\n--B\r\nContent-Disposition: form-data; name="x"\r\n\r\nv\r\n--B--',
+        b'--B\r\nContent-Disposition: attachment; name="x"\r\n\r\nv\r\n--B--',
+        b'--B\r\nContent-Disposition: form-data; filename="x"\r\n\r\nv\r\n--B--',
+        b"--B\r\nContent-Disposition: form-data; name=\"x\"; filename*=no-such-charset''%41\r\n\r\nv\r\n--B--",
+        b"--B\r\nContent-Disposition: form-data; name=\"x\"; filename*=UTF-8''%FF\r\n\r\nv\r\n--B--",
     ],
-    ids=["truncated", "huge-headers", "no-disposition", "no-boundary"],
+    ids=[
+        "truncated",
+        "huge-headers",
+        "no-disposition",
+        "no-boundary",
+        "headers-over-the-limit-in-all",
+        "truncated-in-headers",
+        "no-part-after-the-first-delimiter",
+        "long-preamble",
+        "not-form-data",
+        "no-name",
+        "unknown-filename-charset",
+        "filename-not-in-its-charset",
+    ],
 )
 def test_a_malformed_body_is_refused(body):
     with pytest.raises(MultipartError):
@@ -100,3 +145,15 @@ def test_the_boundary_comes_from_the_content_type():
     assert boundary_of("multipart/form-data; charset=utf-8; boundary=xyz") == b"xyz"
     with pytest.raises(MultipartError):
         boundary_of("application/zip")
+    for content_type in [
+        "multipart/form-data",
+        "multipart/form-data; boundary=",
+        "multipart/form-data; boundary=" + "a" * 71,
+    ]:
+        with pytest.raises(MultipartError):
+            boundary_of(content_type)
+
+
+def test_a_boundary_the_parser_refuses_is_a_multipart_error():
+    with pytest.raises(MultipartError):
+        MultipartReader(io.BytesIO(b""), b"b" * 300)
