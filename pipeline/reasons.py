@@ -19,6 +19,7 @@ REASONS: dict[str, str] = {
     "archive_duplicate_name": "Two archive entries (or uploaded files) have the same name.",
     "archive_encrypted": "An archive entry is encrypted.",
     "archive_nested_too_deep": "The archive holds a zip that itself holds a zip (one level of nesting at most).",
+    "archive_too_many_entries": "The archive lists more entries, or has a larger directory, than the configured limits.",
     "archive_too_large": "The archive's total uncompressed size exceeds the configured limit.",
     "archive_ratio_exceeded": "An archive entry, or the whole archive, is compressed beyond the configured ratio (a zip bomb).",
     # content

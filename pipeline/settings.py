@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     jwt_signing_key_file: Path | None = Field(default=None, description="Embedded Ed25519 signing key; unset = home/jwt-signing.pem.")
     max_file_bytes: int = Field(default=200 * 1024 * 1024, description="Largest accepted document.")
     archive_max_uncompressed_bytes: int = Field(default=4 * 1024**3, ge=0, description="Largest total uncompressed size of a batch zip.")
+    archive_max_entries: int = Field(default=100_000, ge=1, description="Most entries a batch zip may list.")
     archive_max_ratio: float = Field(
         default=500.0, gt=1, description="Largest compression ratio of a zip entry (1 MiB and more) or of the whole zip."
     )

@@ -147,3 +147,33 @@ def test_nothing_is_written_outside_the_inbox_for_a_sound_nested_path(embedded_s
     rt.close()
     assert keys and all(key.startswith("inbox/") and "a/b" not in key for key in keys)
     assert not list(Path(embedded_settings.home).rglob("c.pdf"))
+
+
+def _entries(count: int) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("manifest.csv", b"file\n")
+        for n in range(count - 1):
+            archive.writestr(f"d{n}", b"")
+    return out.getvalue()
+
+
+def _directory_verdict(data: bytes, limits: ArchiveLimits) -> str | None:
+    from pipeline.ingest.batch import ZipBatch
+
+    try:
+        ZipBatch(io.BytesIO(data), limits=limits)
+    except ArchiveRejected as rejection:
+        return rejection.code
+    return None
+
+
+def test_a_zip_listing_more_entries_than_allowed_is_refused_before_its_directory_is_read():
+    limits = ArchiveLimits(max_uncompressed_bytes=64 * MIB, max_ratio=500, max_entries=10)
+    assert _directory_verdict(_entries(10), limits) is None
+    assert _directory_verdict(_entries(11), limits) == "archive_too_many_entries"
+
+
+def test_the_entry_count_of_a_zip64_directory_is_read_from_its_zip64_record():
+    limits = ArchiveLimits(max_uncompressed_bytes=64 * MIB, max_ratio=500, max_entries=0xFFFF)
+    assert _directory_verdict(_entries(0xFFFF + 1), limits) == "archive_too_many_entries"  # the plain record says 0xFFFF

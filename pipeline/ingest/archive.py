@@ -14,10 +14,12 @@ from __future__ import annotations
 import io
 import re
 import stat
+import struct
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+from typing import BinaryIO
 
 from pipeline.ingest.manifest import ManifestError
 from pipeline.ingest.zipscan import EntryHeads
@@ -25,6 +27,15 @@ from pipeline.reasons import REASONS
 from pipeline.settings import Settings
 
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a member, or an empty archive
+# The end of central directory record, and its ZIP64 locator and record (APPNOTE 4.3.14-16).
+_END = struct.Struct("<4s4H2LH")
+_END_SIGNATURE = b"PK\x05\x06"
+_ZIP64_LOCATOR = struct.Struct("<4sLQL")
+_ZIP64_LOCATOR_SIGNATURE = b"PK\x06\x07"
+_ZIP64_END = struct.Struct("<4sQ2H2L4Q")
+_ZIP64_END_SIGNATURE = b"PK\x06\x06"
+# A central directory larger than this is refused unread: about 100,000 entries with long names.
+MAX_DIRECTORY_BYTES = 64 * 1024 * 1024
 # Compression bombs need size: small entries are not held to the ratio (a short text may shrink 100x).
 RATIO_MIN_BYTES = 1024 * 1024
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -35,10 +46,11 @@ _DEFAULTS = Settings.model_fields
 class ArchiveLimits:
     max_uncompressed_bytes: int = _DEFAULTS["archive_max_uncompressed_bytes"].default
     max_ratio: float = _DEFAULTS["archive_max_ratio"].default
+    max_entries: int = _DEFAULTS["archive_max_entries"].default
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ArchiveLimits:
-        return cls(settings.archive_max_uncompressed_bytes, settings.archive_max_ratio)
+        return cls(settings.archive_max_uncompressed_bytes, settings.archive_max_ratio, settings.archive_max_entries)
 
 
 class ArchiveRejected(ManifestError):
@@ -105,6 +117,30 @@ def _archive_bytes(archive: zipfile.ZipFile) -> int | None:
         return archive.fp.seek(0, io.SEEK_END) if archive.fp is not None else None
     except (OSError, ValueError):
         return None
+
+
+def check_directory(handle: BinaryIO, limits: ArchiveLimits) -> None:
+    """Refuse a zip whose end record announces too many entries or too large a central directory,
+    before zipfile reads that directory whole and builds an object per entry (memory and time a
+    hostile upload would otherwise choose). A file with no end record is left to zipfile to refuse."""
+    size = handle.seek(0, io.SEEK_END)
+    start = max(0, size - _END.size - 0xFFFF)  # the end record, after it a comment of up to 64 KiB
+    handle.seek(start)
+    tail = handle.read(size - start)
+    at = tail.rfind(_END_SIGNATURE)
+    if at < 0 or len(tail) - at < _END.size:
+        return
+    _, _, _, _, entries, directory_bytes, _, _ = _END.unpack_from(tail, at)
+    locator = at - _ZIP64_LOCATOR.size
+    if (entries == 0xFFFF or directory_bytes == 0xFFFFFFFF) and locator >= 0 and tail[locator : locator + 4] == _ZIP64_LOCATOR_SIGNATURE:
+        _, _, record_at, _ = _ZIP64_LOCATOR.unpack_from(tail, locator)
+        handle.seek(record_at)
+        record = handle.read(_ZIP64_END.size)
+        if len(record) == _ZIP64_END.size and record[:4] == _ZIP64_END_SIGNATURE:
+            entries, directory_bytes = _ZIP64_END.unpack_from(record)[7:9]
+    if entries > limits.max_entries or directory_bytes > MAX_DIRECTORY_BYTES:
+        detail = f"{entries} entries in a {directory_bytes}-byte directory, limits {limits.max_entries} and {MAX_DIRECTORY_BYTES}"
+        raise ArchiveRejected("archive_too_many_entries", "*", detail)
 
 
 def check_archive(archive: zipfile.ZipFile, limits: ArchiveLimits, heads: EntryHeads | None = None) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Protocol
 
 from pipeline.inbox import InboxLocation
-from pipeline.ingest.archive import ArchiveLimits, check_archive
+from pipeline.ingest.archive import ArchiveLimits, check_archive, check_directory
 from pipeline.ingest.manifest import MANIFEST_NAME, ManifestError
 from pipeline.ingest.zipscan import EntryHeads
 
@@ -75,7 +75,7 @@ class ZipBatch:
     ) -> None:
         self.stored_at = stored_at  # the inbox key of an uploaded zip: its entries are the documents' inbox bytes
         try:
-            self.zip = zipfile.ZipFile(source)
+            self.zip = _open_zip(source, limits or ArchiveLimits())
         except (zipfile.BadZipFile, EOFError, ValueError):
             raise ManifestError("batch_unreadable", f"{name} is not a readable zip file") from None
         check_archive(self.zip, limits or ArchiveLimits(), heads)
@@ -104,6 +104,16 @@ class ZipBatch:
 
     def stored(self, name: str) -> InboxLocation | None:
         return None if self.stored_at is None else InboxLocation(self.stored_at, self.prefix + name)
+
+
+def _open_zip(source: Path | BinaryIO, limits: ArchiveLimits) -> zipfile.ZipFile:
+    """The zip, once its end record shows a directory of a size worth reading (check_directory)."""
+    if isinstance(source, Path):
+        with source.open("rb") as handle:
+            check_directory(handle, limits)
+    else:
+        check_directory(source, limits)
+    return zipfile.ZipFile(source)
 
 
 def open_batch(path: Path, limits: ArchiveLimits | None = None) -> BatchReader:
