@@ -23,9 +23,9 @@ from sqlalchemy import func, select
 
 from infra.services import dmp_environment, throwaway_database, throwaway_services
 from pipeline.clock import paris_date
-from pipeline.feed_samples import write_feed
 from pipeline.index.models import CareEvent
 from pipeline.runtime import Runtime
+from pipeline.samples.feed import write_feed
 from pipeline.status import pending_chunks
 from pipeline.workers.feeds import COLUMNS
 

@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import func, select
 
 from pipeline.clock import paris_date
-from pipeline.feed_samples import write_feed
 from pipeline.index.models import CareEvent, Outbox
 from pipeline.runtime import Runtime
+from pipeline.samples.feed import write_feed
 from pipeline.status import feed_status, pending_chunks
 from tests.distributed.conftest import ingest
 
