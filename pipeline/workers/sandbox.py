@@ -244,9 +244,10 @@ class Inspector:
         self.modules = modules
         self.uses = 0
         self.conn, child_end = socket.socketpair()
+        path = json.dumps([os.path.abspath(entry) for entry in sys.path])  # the child starts in /
         with child_end:
             self.process = subprocess.Popen(
-                [sys.executable, "-I", "-c", _BOOT, str(child_end.fileno()), str(os.getpid()), json.dumps(sys.path)],
+                [sys.executable, "-I", "-c", _BOOT, str(child_end.fileno()), str(os.getpid()), path],
                 env=confinement.scrubbed_environment(os.environ),
                 pass_fds=(child_end.fileno(),),
                 stdin=subprocess.DEVNULL,
