@@ -294,3 +294,17 @@ def test_a_host_without_landlock_or_seccomp_logs_a_warning(monkeypatch, caplog):
         sandbox._report([(e.mechanism, e.active, e.detail) for e in enforced])
     assert [r.levelname for r in caplog.records] == ["WARNING", "WARNING"]
     assert "landlock NOT enforced" in caplog.records[0].getMessage()
+
+
+def test_an_answer_may_hold_the_inspections_own_classes_but_not_what_it_imports():
+    import io
+    import pickle
+
+    from pipeline.workers.inspect import Content
+    from pipeline.workers.sandbox import _AnswerUnpickler
+
+    verdict = ("ok", Content("application/pdf", pages=2))
+    assert _AnswerUnpickler(io.BytesIO(pickle.dumps(verdict))).load() == verdict
+    for name in (b"PdfReader", b"inspect_file", b"magic"):  # imported there, or not a class
+        with pytest.raises(pickle.UnpicklingError, match="not allowed"):
+            _AnswerUnpickler(io.BytesIO(b"cpipeline.workers.inspect\n" + name + b"\n.")).load()

@@ -18,8 +18,9 @@ documents so one file's leftovers cannot pile up.
 
 The document travels as a descriptor (SCM_RIGHTS) of a sealed anonymous file: the child never
 learns a name in any filesystem, and nothing it does can change the bytes the worker then seals.
-Its answers are read with an unpickler that builds nothing but plain values and the classes in
-ANSWER_CLASSES: a child taken over by a hostile file cannot run code in the worker through them.
+Its answers are read with an unpickler that builds nothing but plain values and the dataclasses
+and enums defined in ANSWER_MODULES: a child taken over by a hostile file cannot run code in the
+worker through them.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, is_dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -52,8 +54,9 @@ log = logging.getLogger(__name__)
 # Imported by every child before it confines itself (lazy imports still work: Python's own
 # folders stay readable), so the parsers and libmagic's database are loaded while files can be read.
 PRELOAD = ("pipeline.workers.inspect",)
-# The only classes an answer may contain, besides plain values.
-ANSWER_CLASSES = frozenset({("pipeline.workers.inspect", "Content")})
+# Where the classes an answer may contain, besides plain values, are defined (dataclasses and
+# enums of these modules only: never a function, nor a class they import).
+ANSWER_MODULES = ("pipeline.workers.inspect",)
 ANSWER_MAX_BYTES = 4 * 1024 * 1024
 REQUEST_MAX_BYTES = 16 * 1024 * 1024
 START_SECONDS = 60.0  # an interpreter starting on a loaded machine; not part of a document's time
@@ -116,9 +119,10 @@ def descriptor_path(fd: int) -> Path:
 
 class _AnswerUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in ANSWER_CLASSES:
+        found = getattr(importlib.import_module(module), name, None) if module in ANSWER_MODULES else None
+        if not (isinstance(found, type) and found.__module__ == module and (is_dataclass(found) or issubclass(found, Enum))):
             raise pickle.UnpicklingError(f"{module}.{name} is not allowed in an answer")
-        return getattr(importlib.import_module(module), name)
+        return found
 
 
 def _send(sock: socket.socket, payload: bytes, fds: tuple[int, ...] = ()) -> None:
@@ -259,16 +263,21 @@ class Inspector:
             _send(self.conn, pickle.dumps((limits, sorted(modules))))
             answer = self._answer(time.monotonic() + START_SECONDS)
         except (EOFError, OSError, pickle.UnpicklingError):
-            self.close()
-            raise SandboxFailed(f"the child did not start (exit {self.process.returncode})") from None
+            answer = ("failed", "no answer")
         if answer[0] != "ready":
             self.close()
-            raise SandboxFailed(f"the child did not start: {answer[1]}")
+            # Every document would fail the same way: say why, loudly.
+            log.error("parser sandbox: the child did not start (exit %s): %s", self.process.returncode, answer[1:])
+            raise SandboxFailed("the child did not start")
         _report(answer[1])
 
     def _answer(self, deadline: float) -> tuple:
         payload, _ = _receive(self.conn, ANSWER_MAX_BYTES, deadline)
-        answer = _AnswerUnpickler(io.BytesIO(payload)).load()
+        try:
+            answer = _AnswerUnpickler(io.BytesIO(payload)).load()
+        except Exception as exc:  # noqa: BLE001 - whatever the bytes make the unpickler raise
+            log.warning("parser sandbox: refused an answer from the child: %s", type(exc).__name__)
+            raise pickle.UnpicklingError(str(exc)) from None
         if not isinstance(answer, tuple) or not answer:
             raise pickle.UnpicklingError("not an answer")
         return answer
@@ -326,7 +335,7 @@ def run_contained(fn: Callable[..., Any], args: tuple, limits: Limits, document:
     With `document` (a descriptor, ideally of a frozen `anonymous_file`), the child receives that
     descriptor and calls `fn(path_of_it, *args)`. Raises SandboxTimeout past `limits.seconds`,
     SandboxFailed if the child gives no verdict. `fn` and its arguments must be picklable, `fn` in
-    an importable module; its result may hold plain values and ANSWER_CLASSES only.
+    an importable module; its result may hold plain values and ANSWER_MODULES' dataclasses and enums.
     """
     inspector: Inspector | None = getattr(_local, "inspector", None)
     modules = _modules_for(fn, inspector.modules if inspector else frozenset())
