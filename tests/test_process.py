@@ -185,3 +185,23 @@ def test_an_announcement_date_holds_the_document_from_the_patient_and_from_the_d
         (body,) = session.scalars(select(Notification.body)).all()
     assert "1 nouveau document a été ajouté" in body
     rt.close()
+
+
+def test_the_spooled_document_lives_in_memory_only_and_cannot_be_changed(received, tmp_path, monkeypatch):
+    import os
+    import tempfile
+
+    from pipeline.workers.process import spool
+
+    rt, _, sent = received
+    item = _item(rt, sent[0])
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "worker-tmp"))
+    (tmp_path / "worker-tmp").mkdir()
+    with rt.inbox.open(item.inbox_key, item.inbox_member) as source:
+        original = source.read()
+    with spool(rt, item) as spooled:
+        assert os.readlink(f"/proc/self/fd/{spooled.file.fileno()}").startswith("/memfd:")
+        assert not list((tmp_path / "worker-tmp").iterdir())
+        with pytest.raises(PermissionError):
+            os.pwrite(spooled.file.fileno(), b"X", 0)
+        assert spooled.file.read() == original and spooled.size == len(original)

@@ -48,8 +48,8 @@ BY_EXTENSION = {
 EXECUTABLE_SUFFIXES = (".exe", ".dll", ".scr", ".com", ".bat", ".cmd", ".ps1", ".vbs", ".js", ".jse", ".jar", ".msi", ".sh", ".app")
 EXECUTABLE_MAGIC = (b"MZ", b"\x7fELF", b"#!", b"\xca\xfe\xba\xbe", b"\xcf\xfa\xed\xfe")
 
-# Loaded at import, so the sandbox's forkserver holds the magic database and every child
-# inherits it instead of reading it again (tens of milliseconds per document).
+# Loaded at import: a sandbox child imports this module before it confines itself, and cannot
+# read libmagic's database afterwards (it also saves tens of milliseconds per document).
 _MAGIC = magic.Magic(mime=True)
 # pypdf narrates every oddity of a hostile file; the verdict says what matters.
 logging.getLogger("pypdf").setLevel(logging.ERROR)

@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from typing import BinaryIO
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -37,6 +35,7 @@ from pipeline.runtime import Runtime
 from pipeline.sealing import new_data_key, seal, seal_context
 from pipeline.storage import ObjectNotFound
 from pipeline.workers.classify import classify, needs_content
+from pipeline.workers.sandbox import anonymous_file, freeze
 from pipeline.workers.validate import check_content, check_metadata
 
 log = logging.getLogger(__name__)
@@ -45,29 +44,30 @@ SPOOL_CHUNK = 1024 * 1024
 
 @dataclass(frozen=True)
 class Spooled:
-    path: Path
+    file: BinaryIO  # a frozen anonymous file: in memory, never on disk, read-only
     size: int
     content_hmac: str
 
 
 @contextmanager
 def spool(rt: Runtime, item: BatchItem) -> Iterator[Spooled]:
-    """Copy an item's inbox bytes to a private temp file (size-limited, keyed-hashed), removed after use."""
+    """Copy an item's inbox bytes into memory (size-limited, keyed-hashed), gone after use.
+
+    An anonymous memory file rather than a temp file: no plaintext ever reaches the disk, and the
+    kernel frees it with the process, even one killed mid-document. The sandbox child gets its
+    descriptor. It holds up to DMP_MAX_FILE_BYTES per worker thread (see the README).
+    """
     hasher = rt.hasher()
-    fd, name = tempfile.mkstemp(prefix="dmp-spool-")
-    path = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as out, rt.inbox.open(item.inbox_key or "", item.inbox_member) as source:
-            limited = LimitedReader(source, rt.settings.max_file_bytes)
-            try:
-                while chunk := limited.read(SPOOL_CHUNK):
-                    hasher.update(chunk)
-                    out.write(chunk)
-            except LimitedReader.TooLarge:
-                raise Rejected("file_too_large") from None
-        yield Spooled(path, limited.count, hasher.hexdigest())
-    finally:
-        path.unlink(missing_ok=True)
+    with anonymous_file() as out, rt.inbox.open(item.inbox_key or "", item.inbox_member) as source:
+        limited = LimitedReader(source, rt.settings.max_file_bytes)
+        try:
+            while chunk := limited.read(SPOOL_CHUNK):
+                hasher.update(chunk)
+                out.write(chunk)
+        except LimitedReader.TooLarge:
+            raise Rejected("file_too_large") from None
+        freeze(out)
+        yield Spooled(out, limited.count, hasher.hexdigest())
 
 
 def _fields(item: BatchItem) -> dict[str, str | None]:
@@ -119,7 +119,7 @@ def _accept(rt: Runtime, claim: repo.Claim, today: dt.date) -> str:
     with spool(rt, item) as spooled:
         if spooled.size == 0:
             raise Rejected("empty_file")
-        content = check_content(spooled.path, item.file, meta.ins, rt.settings, want_text=needs_content(item.document_type))
+        content = check_content(spooled.file, item.file, meta.ins, rt.settings, want_text=needs_content(item.document_type))
         title = item.title or content.title
         classification = classify(content.cda_code, item.document_type, title, item.file, content.text)
         with rt.sessions() as session:
@@ -140,8 +140,8 @@ def _accept(rt: Runtime, claim: repo.Claim, today: dt.date) -> str:
         record = rt.record_keys.for_patient(patient.id)
         key, wrapped_key = new_data_key(record.key, item.document_id)
         context = seal_context(item.document_id, patient.id)
-        with spooled.path.open("rb") as plaintext:
-            sealed = seal(rt.store, key, f"record:{record.id}", object_key, context, plaintext, rt.settings.segment_bytes, rt.hasher())
+        spooled.file.seek(0)
+        sealed = seal(rt.store, key, f"record:{record.id}", object_key, context, spooled.file, rt.settings.segment_bytes, rt.hasher())
     document = Document(
         id=item.document_id,
         patient_id=patient.id,

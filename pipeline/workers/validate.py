@@ -6,14 +6,17 @@ Plain functions raising `Rejected(reason)`; no broker, no database.
 from __future__ import annotations
 
 import datetime as dt
+import shutil
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from pipeline.identity import is_valid_nir, normalize_nir
 from pipeline.reasons import Rejected
 from pipeline.settings import Settings
 from pipeline.workers.inspect import Content, InspectLimits, inspect_file
-from pipeline.workers.sandbox import Limits, SandboxFailed, SandboxTimeout, run_contained
+from pipeline.workers.sandbox import Limits, SandboxFailed, SandboxTimeout, anonymous_file, descriptor_path, freeze, run_contained
 
 
 @dataclass(frozen=True)
@@ -53,15 +56,28 @@ def inspect_limits(settings: Settings) -> InspectLimits:
     return InspectLimits(max_pdf_pages=settings.pdf_max_pages, max_decompressed_bytes=settings.pdf_max_decompressed_bytes)
 
 
-def check_content(path: Path, filename: str, expected_ins: str, settings: Settings, want_text: bool) -> Content:
-    """Inspect the bytes in the sandbox (or in-process when DMP_VALIDATION_SANDBOX is off)."""
-    args = (path, filename, expected_ins, inspect_limits(settings), want_text)
-    if not settings.validation_sandbox:
-        return inspect_file(*args)
-    limits = Limits(seconds=settings.validation_timeout_seconds, memory_bytes=settings.validation_memory_bytes)
-    try:
-        return run_contained(inspect_file, args, limits)
-    except SandboxTimeout:
-        raise Rejected("validation_timeout", f"No verdict within {settings.validation_timeout_seconds:g} s.") from None
-    except SandboxFailed:
-        raise Rejected("validation_failed") from None
+def check_content(document: Path | BinaryIO, filename: str, expected_ins: str, settings: Settings, want_text: bool) -> Content:
+    """Inspect a document's bytes in the sandbox (or in-process when DMP_VALIDATION_SANDBOX is off).
+
+    `document` is the worker's frozen `anonymous_file` (its descriptor is what the child gets), or a
+    path, first copied into one: the child cannot open paths.
+    """
+    with ExitStack() as stack:
+        if isinstance(document, Path):
+            source = stack.enter_context(document.open("rb"))
+            document = stack.enter_context(anonymous_file())
+            shutil.copyfileobj(source, document)
+            freeze(document)
+        args = (filename, expected_ins, inspect_limits(settings), want_text)
+        if not settings.validation_sandbox:
+            return inspect_file(descriptor_path(document.fileno()), *args)
+        limits = Limits(seconds=settings.validation_timeout_seconds, memory_bytes=settings.validation_memory_bytes)
+        try:
+            content = run_contained(inspect_file, args, limits, document=document.fileno())
+        except SandboxTimeout:
+            raise Rejected("validation_timeout", f"No verdict within {settings.validation_timeout_seconds:g} s.") from None
+        except SandboxFailed:
+            raise Rejected("validation_failed") from None
+    if not isinstance(content, Content):
+        raise Rejected("validation_failed")
+    return content

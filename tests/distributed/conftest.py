@@ -98,12 +98,15 @@ class Workers:
         self.settings = settings
         self.log = log
         self.process: subprocess.Popen | None = None
+        # The workers' own temp folder, as on a host: what they leave there stays checkable.
+        self.tmpdir = log.with_name("worker-tmp")
+        self.tmpdir.mkdir(exist_ok=True)
 
     def start(self, processes: int = 2, threads: int = 2) -> None:
         handle = self.log.open("ab")
         self.process = subprocess.Popen(
             [DMP, "worker", "--processes", str(processes), "--threads", str(threads)],
-            env=dmp_environment(self.settings),
+            env={**dmp_environment(self.settings), "TMPDIR": str(self.tmpdir)},
             stdout=handle,
             stderr=subprocess.STDOUT,
             start_new_session=True,
