@@ -290,9 +290,12 @@ def samples(
 @app.command()
 def demo(documents: Annotated[int, typer.Option()] = 60, patients: Annotated[int, typer.Option()] = 8) -> None:
     """Generate samples and run the embedded pipeline on them."""
+    from pipeline.home import prepare_home
+
     settings = Settings()
     if not settings.embedded_broker:
         _fail("dmp demo runs in embedded mode: unset DMP_BROKER_URL")
+    prepare_home(settings.home)  # before the samples are written in it: the home is owner-only
     out = settings.home / "demo-batch"
     shutil.rmtree(out, ignore_errors=True)
     samples(out, patients=patients, documents=documents, seed=0)
@@ -305,9 +308,12 @@ def demo(documents: Annotated[int, typer.Option()] = 60, patients: Annotated[int
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Create or migrate the index schema (SQLite or PostgreSQL)."""
+    from pipeline.home import prepare_home
     from pipeline.index.db import make_engine, upgrade
 
     settings = Settings()
+    if not settings.database_url:
+        prepare_home(settings.home)
     engine = make_engine(settings.resolved_database_url())
     upgrade(engine)
     engine.dispose()
@@ -567,11 +573,12 @@ def main(argv: list[str] | None = None) -> None:
     from pydantic import ValidationError
     from sqlalchemy.exc import DBAPIError
 
+    from pipeline.home import HomeError
     from pipeline.keys import KeyFileError, KeyProviderError
 
     try:
         app(args=argv, standalone_mode=True)
-    except (KeyFileError, KeyProviderError) as exc:
+    except (KeyFileError, KeyProviderError, HomeError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise SystemExit(2) from None
     except ValidationError as exc:  # a DMP_* setting out of bounds: its name and why, never its value

@@ -137,8 +137,12 @@ class Settings(BaseSettings):
     def embedded_broker(self) -> bool:
         return not self.broker_url
 
+    def embedded_index_file(self) -> Path:
+        """The SQLite index in the home, used when DMP_DATABASE_URL is unset."""
+        return self.home / "index.sqlite3"
+
     def resolved_database_url(self) -> str:
-        return self.database_url or f"sqlite:///{(self.home / 'index.sqlite3').resolve()}"
+        return self.database_url or f"sqlite:///{self.embedded_index_file().resolve()}"
 
     def resolved_storage_url(self) -> str:
         return self.storage_url or (self.home / "objects").resolve().as_uri()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import stat
 import zipfile
 from pathlib import Path
 
@@ -197,3 +198,27 @@ def test_a_zip_made_by_zip_r_with_accented_names_is_ingested_whole(embedded_sett
         ("comptes-rendus/lettre de sortie élève.txt", "indexed"),
         ("résultat.txt", "indexed"),
     ]
+
+
+def _modes(home: Path) -> dict[str, int]:
+    return {path.name: stat.S_IMODE(path.stat().st_mode) for path in (home, *home.iterdir())}
+
+
+def test_the_embedded_home_and_everything_in_it_are_owner_only(ingested):
+    settings, _ = ingested
+    modes = _modes(settings.home)
+    assert {"index.sqlite3", "keys.json", "objects"} <= set(modes)
+    assert {name: mode for name, mode in modes.items() if mode & 0o077} == {}
+
+
+def test_a_home_open_to_others_is_made_owner_only_with_a_warning(embedded_settings, sample_batch, caplog):
+    _ingest(embedded_settings, sample_batch)
+    home = embedded_settings.home
+    for path in (home, home / "objects"):
+        path.chmod(0o755)
+    (home / "index.sqlite3").chmod(0o644)
+    result = runner.invoke(app, ["ingest", str(sample_batch), "--source", "hospital:CHU-TEST"], env={"DMP_HOME": str(home)})
+    assert result.exit_code == 0, result.output
+    (warning,) = [r for r in caplog.records if r.name == "pipeline.home"]
+    assert warning.levelname == "WARNING" and "readable by group or others" in warning.getMessage()
+    assert {name: mode for name, mode in _modes(home).items() if mode & 0o077} == {}

@@ -7,6 +7,8 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from pipeline.home import create_private_file
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -20,7 +22,7 @@ def make_engine(url: str, pool_size: int = 16) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            create_private_file(Path(path))  # it holds patient data: owner-only, and so are its journals
         engine = create_engine(url, connect_args={"timeout": 30})
 
         @event.listens_for(engine, "connect")
