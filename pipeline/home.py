@@ -36,10 +36,10 @@ def prepare_home(home: Path) -> None:
     in it (the index and its journals, the objects folder, logs), saying so; HomeError if it cannot be used.
 
     Only the top level is tightened: a folder that is 0700 already closes everything below it."""
+    if home.exists() and not home.is_dir():
+        raise HomeError(f"DMP_HOME ({home}) cannot be used as the data folder: it is a file, not a folder")
     try:
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if not home.is_dir():
-            raise NotADirectoryError(20, "Not a directory")
         opened = [path.name for path in (home, *sorted(home.iterdir())) if _tighten(path)]
     except OSError as exc:
         raise HomeError(f"DMP_HOME ({home}) cannot be used as the data folder: {exc.strerror or exc}") from None

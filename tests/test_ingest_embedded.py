@@ -222,3 +222,12 @@ def test_a_home_open_to_others_is_made_owner_only_with_a_warning(embedded_settin
     (warning,) = [r for r in caplog.records if r.name == "pipeline.home"]
     assert warning.levelname == "WARNING" and "readable by group or others" in warning.getMessage()
     assert {name: mode for name, mode in _modes(home).items() if mode & 0o077} == {}
+
+
+def test_the_intake_shows_the_files_taken_in(embedded_settings, sample_batch):
+    result = runner.invoke(
+        app, ["ingest", str(sample_batch), "--source", "hospital:CHU-TEST"], env={"DMP_HOME": str(embedded_settings.home)}
+    )
+    assert result.exit_code == 0, result.output
+    total = len(read_expected(sample_batch))
+    assert f"taking in {sample_batch.name}: {total}/{total} files taken in" in result.stderr
