@@ -3,6 +3,8 @@ a mistyped setting. Each is one line saying what to do, never a traceback nor a 
 
 from __future__ import annotations
 
+import stat
+
 import pytest
 from sqlalchemy import create_engine
 
@@ -82,3 +84,12 @@ def test_a_dmp_home_that_cannot_be_a_folder_is_one_line_naming_it(monkeypatch, c
     monkeypatch.setenv("DMP_HOME", str(tmp_path / "home"))
     code, err = _run(capsys, "ingest", str(sample_batch), "--source", "hospital:X")
     assert code == 2 and err.startswith("error: DMP_HOME (") and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "command", [["keys", "init"], ["token", "--sub", "185057512345673", "--kind", "patient"]], ids=["keys-init", "token"]
+)
+def test_a_home_made_for_a_secret_file_is_owner_only(monkeypatch, capsys, tmp_path, command):
+    monkeypatch.chdir(tmp_path)
+    code, _ = _run(capsys, *command)
+    assert code == 0 and stat.S_IMODE((tmp_path / ".dmp").stat().st_mode) == 0o700
