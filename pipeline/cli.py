@@ -125,7 +125,7 @@ def ingest(
         if not wiring.prepare:
             check_schema(rt.engine)  # a forgotten `dmp db upgrade` is not an outage: say so before taking anything in
         rt.store.ensure_ready()
-        shown = contextlib.nullcontext(None) if as_json else taking_in(f"taking in {path.name}", "lines" if kind == "insurer" else "files")
+        shown = contextlib.nullcontext(None) if as_json else taking_in(path.name, "lines" if kind == "insurer" else "files")
         with shown as progress:
             if kind == "insurer":
                 feed = receive_feed(rt, path, source, wiring.send_chunk, progress=progress)

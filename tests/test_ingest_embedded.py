@@ -230,4 +230,4 @@ def test_the_intake_shows_the_files_taken_in(embedded_settings, sample_batch):
     )
     assert result.exit_code == 0, result.output
     total = len(read_expected(sample_batch))
-    assert f"taking in {sample_batch.name}: {total}/{total} files taken in" in result.stderr
+    assert f"{sample_batch.name}: {total}/{total} files taken in" in result.stderr
