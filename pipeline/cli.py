@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -40,10 +41,26 @@ app.add_typer(representatives_app, name="representatives")
 
 
 def _runtime(settings: Settings):  # type: ignore[no-untyped-def]
-    """The Runtime for a command; in embedded mode the local index and keys are set up on the way."""
+    """The Runtime for a command; in embedded mode the local index and keys are set up on the way,
+    otherwise the index's schema must already be this version's (`dmp db upgrade`)."""
+    from pipeline.index.db import check_schema
     from pipeline.runtime import Runtime
 
-    return Runtime.from_settings(settings, prepare=settings.embedded_broker and not settings.database_url)
+    prepare = settings.embedded_broker and not settings.database_url
+    rt = Runtime.from_settings(settings, prepare=prepare)
+    if not prepare:
+        check_schema(rt.engine)
+    return rt
+
+
+def _reading_runtime(settings: Settings):  # type: ignore[no-untyped-def]
+    """The Runtime for a command that only reads: it never creates a home, it says there is no data here."""
+    if not settings.database_url and not settings.embedded_index_file().is_file():
+        _fail(
+            f"no DMP data here: no index in {settings.home.resolve()}; run dmp from the folder where you ran "
+            "`dmp ingest` or `make demo`, or set DMP_HOME (or DMP_DATABASE_URL)"
+        )
+    return _runtime(settings)
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -78,10 +95,13 @@ def ingest(
         return
     from sqlalchemy.exc import DBAPIError
 
+    from pipeline.home import HomeError
+    from pipeline.index.db import SchemaNotReady, check_schema
     from pipeline.ingest.feed import FeedError
     from pipeline.ingest.feed_intake import receive_feed
     from pipeline.ingest.intake import ManifestError, SourceError, parse_source, receive_batch
     from pipeline.keys import KeyFileError
+    from pipeline.progress import taking_in
     from pipeline.reasons import Transient
     from pipeline.status import any_status
     from pipeline.workers.wiring import wire
@@ -102,14 +122,18 @@ def ingest(
         worker.start()
     try:
         rt = wiring.runtime()
+        if not wiring.prepare:
+            check_schema(rt.engine)  # a forgotten `dmp db upgrade` is not an outage: say so before taking anything in
         rt.store.ensure_ready()
-        if kind == "insurer":
-            feed = receive_feed(rt, path, source, wiring.send_chunk)
-            ref, total, sent, resumed = feed.feed_id, feed.lines, len(feed.sent), feed.resumed
-        else:
-            batch = receive_batch(rt, path, source, wiring.send_item)
-            ref, total, sent, resumed = batch.batch_id, batch.total, len(batch.sent), batch.resumed
-    except (ManifestError, SourceError, KeyFileError, FeedError) as exc:
+        shown = contextlib.nullcontext(None) if as_json else taking_in(path.name, "lines" if kind == "insurer" else "files")
+        with shown as progress:
+            if kind == "insurer":
+                feed = receive_feed(rt, path, source, wiring.send_chunk, progress=progress)
+                ref, total, sent, resumed = feed.feed_id, feed.lines, len(feed.sent), feed.resumed
+            else:
+                batch = receive_batch(rt, path, source, wiring.send_item, progress=progress)
+                ref, total, sent, resumed = batch.batch_id, batch.total, len(batch.sent), batch.resumed
+    except (ManifestError, SourceError, KeyFileError, FeedError, SchemaNotReady, HomeError) as exc:
         if worker is not None:
             worker.stop()
         _fail(str(exc))
@@ -136,7 +160,7 @@ def ingest(
 
 
 def _ingest_through_api(path: Path, source: str, api_url: str, key: str | None, *, as_json: bool, wait: bool) -> None:
-    from pipeline.ingest.client import ApiError, plan, send, status_counts
+    from pipeline.ingest.client import ApiError, check_source, plan, send, status_counts
     from pipeline.ingest.intake import ManifestError, SourceError, parse_source
     from pipeline.progress import transfer, watch
 
@@ -150,6 +174,7 @@ def _ingest_through_api(path: Path, source: str, api_url: str, key: str | None, 
         _fail(f"{path} does not exist")
     try:
         submission = plan(path, source)
+        check_source(api_url, key, source)
         with transfer(submission.size, f"upload {path.name}") as progress:
             answer = send(api_url, key, submission, on_bytes=progress.advance, on_restart=progress.restart)
     except ManifestError as exc:
@@ -169,9 +194,12 @@ def _ingest_through_api(path: Path, source: str, api_url: str, key: str | None, 
     if as_json:
         typer.echo(json.dumps(summary))
         return
-    typer.echo(f"{submission.route[:-1]} {answer['batch']}: {answer['total']} {'lines' if submission.route == 'feeds' else 'items'}"
+    feed = submission.route == "feeds"
+    typer.echo(f"{'feed' if feed else 'batch'} {answer['batch']}: {answer['total']} {'lines' if feed else 'items'}"
                f"{' (already received)' if answer.get('resumed') else ''}")  # fmt: skip
-    typer.echo(f"follow it with: GET {answer['status_url']}")
+    if wait:
+        typer.echo(f"{summary['indexed']} {'stored or already known' if feed else 'indexed'}, {summary['rejected']} rejected")
+    typer.echo(f"{'details' if wait else 'follow it'} with: GET {answer['status_url']}")
 
 
 def _run_embedded(wiring, worker, batch_id: str, quiet: bool) -> None:  # type: ignore[no-untyped-def]
@@ -227,7 +255,7 @@ def status(
     """Per-document states and reasons of a batch; per-line rejections of a feed."""
     from pipeline.status import UnknownBatch, any_status
 
-    rt = _runtime(Settings())
+    rt = _reading_runtime(Settings())
     try:
         with rt.sessions() as session:
             result = any_status(session, ref)
@@ -290,9 +318,12 @@ def samples(
 @app.command()
 def demo(documents: Annotated[int, typer.Option()] = 60, patients: Annotated[int, typer.Option()] = 8) -> None:
     """Generate samples and run the embedded pipeline on them."""
+    from pipeline.home import prepare_home
+
     settings = Settings()
     if not settings.embedded_broker:
         _fail("dmp demo runs in embedded mode: unset DMP_BROKER_URL")
+    prepare_home(settings.home)  # before the samples are written in it: the home is owner-only
     out = settings.home / "demo-batch"
     shutil.rmtree(out, ignore_errors=True)
     samples(out, patients=patients, documents=documents, seed=0)
@@ -305,9 +336,12 @@ def demo(documents: Annotated[int, typer.Option()] = 60, patients: Annotated[int
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Create or migrate the index schema (SQLite or PostgreSQL)."""
+    from pipeline.home import prepare_home
     from pipeline.index.db import make_engine, upgrade
 
     settings = Settings()
+    if not settings.database_url:
+        prepare_home(settings.home)
     engine = make_engine(settings.resolved_database_url())
     upgrade(engine)
     engine.dispose()
@@ -382,7 +416,7 @@ def audit_verify(
     """Check every audit chain's keyed hashes; report the first broken link of each broken chain (exit 1)."""
     from pipeline.audit import verify
 
-    rt = _runtime(Settings())
+    rt = _reading_runtime(Settings())
     with rt.sessions() as session:
         broken = verify(session, rt.audit_key, chain)
     rt.close()
@@ -433,7 +467,7 @@ def sources_list() -> None:
     """Every source with its key id, creation and revocation times (never the secret)."""
     from pipeline.sources import list_sources
 
-    rt = _runtime(Settings())
+    rt = _reading_runtime(Settings())
     with rt.sessions() as session:
         rows = list_sources(session)
     rt.close()
@@ -446,11 +480,11 @@ _INS = Annotated[str, typer.Argument(metavar="INS", help="The patient's INS (NIR
 _REPRESENTATIVE = Annotated[str, typer.Argument(metavar="ID", help="The representative's id: the subject of their tokens.")]
 
 
-def _on_representatives(work):  # type: ignore[no-untyped-def]
+def _on_representatives(work, *, reading: bool = False):  # type: ignore[no-untyped-def]
     """Run `work(session)` on the index; a malformed INS or id ends the command with its reason."""
     from pipeline.representatives import RepresentativeError
 
-    rt = _runtime(Settings())
+    rt = (_reading_runtime if reading else _runtime)(Settings())
     try:
         with rt.sessions() as session:
             return work(session)
@@ -484,7 +518,7 @@ def representatives_list(ins: _INS) -> None:
     """The record's legal representatives, one id per line."""
     from pipeline.representatives import list_representatives
 
-    for actor_id in _on_representatives(lambda session: list_representatives(session, ins)):
+    for actor_id in _on_representatives(lambda session: list_representatives(session, ins), reading=True):
         typer.echo(actor_id)
 
 
@@ -559,6 +593,11 @@ def api(
     """Serve the HTTP API (uvicorn)."""
     from api.server import serve
 
+    settings = Settings()
+    if not settings.embedded_broker or settings.database_url:  # embedded: the app prepares its own index
+        _runtime(settings).close()  # the index reachable and its schema this version's, before serving
+    base = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+    typer.echo(f"DMP API on {base} (interactive documentation: {base}/docs, OpenAPI: {base}/openapi.json); Ctrl-C stops it")
     serve(host, port, workers, access_log=access_log)
 
 
@@ -567,16 +606,19 @@ def main(argv: list[str] | None = None) -> None:
     from pydantic import ValidationError
     from sqlalchemy.exc import DBAPIError
 
+    from pipeline.home import HomeError
+    from pipeline.index.db import SchemaNotReady
     from pipeline.keys import KeyFileError, KeyProviderError
 
     try:
         app(args=argv, standalone_mode=True)
-    except (KeyFileError, KeyProviderError) as exc:
+    except (KeyFileError, KeyProviderError, HomeError, SchemaNotReady) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise SystemExit(2) from None
     except ValidationError as exc:  # a DMP_* setting out of bounds: its name and why, never its value
         problems = "; ".join(
-            f"{'DMP_' + '_'.join(map(str, e['loc'])).upper() if e['loc'] else 'settings'}: {e['msg']}" for e in exc.errors()
+            f"{'DMP_' + '_'.join(map(str, e['loc'])).upper() if e['loc'] else 'settings'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
         )
         typer.echo(f"error: invalid configuration: {problems}", err=True)
         raise SystemExit(2) from None

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from pipeline.index.models import BatchItem
 from pipeline.index.repo import FINAL_STATES
+from pipeline.ingest.zipnames import open_zip
 from pipeline.ingest.zipscan import KeptEnds
 from pipeline.reasons import Rejected
 from pipeline.storage import ObjectStore
@@ -78,7 +79,7 @@ class Inbox:
         block = [MEMBER_BLOCK_BYTES]
         with directory.reader(lambda: self.store.open_ranged(key, block[0], size=directory.size)) as handle:
             try:
-                archive = zipfile.ZipFile(handle)
+                archive = open_zip(handle)  # entries named as the intake named them
                 info = archive.getinfo(member)
                 block[0] = min(MEMBER_BLOCK_BYTES, LOCAL_HEADER_BYTES + len(info.orig_filename.encode()) + info.compress_size)
                 entry = archive.open(info)

@@ -88,7 +88,7 @@ class KeyFile:
 
 def create_key_file(path: Path) -> None:
     """Write a new key file with one master key and an HMAC secret, mode 0600, never overwriting."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     _write_new(path, KeyFile({"k1": new_key()}, "k1", secrets.token_bytes(32)), exclusive=True)
 
 

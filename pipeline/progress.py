@@ -8,6 +8,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+# Told (done, total) as work advances: the items of a batch taken in, the lines of a feed.
+OnProgress = Callable[[int, int], None]
+
 
 @dataclass(frozen=True)
 class Counts:
@@ -103,3 +106,27 @@ def transfer(total: int, label: str) -> Iterator[Transfer]:
             last = now
 
     yield Transfer(total, line)
+
+
+@contextmanager
+def taking_in(label: str, unit: str) -> Iterator[OnProgress]:
+    """Progress of an intake (`unit`s taken in of a total learnt on the way) on stderr: a bar on a
+    terminal, a line every few seconds otherwise, and one at the end."""
+    if sys.stderr.isatty():
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit), TimeElapsedColumn()) as bar:
+            task = bar.add_task(label, total=None)
+            yield lambda done, total: bar.update(task, completed=done, total=total)
+        return
+    start = last = time.monotonic()
+
+    def line(done: int, total: int) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= 5.0 or done >= total:
+            rate = done / max(now - start, 1e-6)
+            print(f"{label}: {done}/{total} {unit} taken in, {rate:.1f}/s", file=sys.stderr, flush=True)
+            last = now
+
+    yield line

@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline.audit import audit_key
+from pipeline.home import prepare_home
 from pipeline.inbox import Inbox
 from pipeline.index.db import make_engine, session_factory, upgrade
 from pipeline.keys import FileKeyProvider, KeyProvider, keyed_hash, load_key_file
@@ -53,8 +54,7 @@ class Runtime:
         key file (0600), the schema and the bucket or folder. Workers in distributed mode only connect.
         """
         if prepare:
-            # The embedded home holds the index (patient identifiers) and the key file: owner only.
-            settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+            prepare_home(settings.home)  # it holds the index (patient identifiers) and the key file: owner only
         engine = make_engine(settings.resolved_database_url(), settings.db_pool_size)
         store = open_store(settings)
         # The key file always holds the keyed-hash secret, also when a KMS holds the master keys.

@@ -15,7 +15,7 @@ def write_private(path: Path, data: bytes, *, replace: bool) -> None:
     concurrent first runs agree on one file and nobody reads a half-written one.
     replace=True swaps the file atomically: readers see the old content or the new, never half.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # a folder made for a secret is the owner's only
     staging = path.with_name(f".{path.name}.{secrets.token_hex(6)}")
     fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:

@@ -122,6 +122,55 @@ class Settings(BaseSettings):
             "the gateway is sent the bearer token and patients' phone numbers, which must not travel in clear text"
         )
 
+    # The checks below make a mistyped URL one line naming its setting (never its value: it may hold a
+    # password) instead of a traceback from deep in the driver on first use.
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_is_usable(cls, url: str | None) -> str | None:
+        """A URL SQLAlchemy parses, for a database whose driver is installed."""
+        if not url:
+            return url
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        expected = "expected postgresql+psycopg://user:password@host/db or sqlite:///path"
+        try:
+            dialect = make_url(url).get_dialect()  # an unknown database or driver name is an ArgumentError too
+        except ArgumentError:
+            raise ValueError(f"not a database URL ({expected})") from None
+        try:
+            dialect.import_dbapi()
+        except ImportError as exc:
+            raise ValueError(f"its database driver is not installed ({exc.name}; {expected})") from None
+        return url
+
+    @field_validator("storage_url")
+    @classmethod
+    def _storage_url_is_usable(cls, url: str | None) -> str | None:
+        if not url:
+            return url
+        parts = urlsplit(url)
+        if (parts.scheme == "s3" and parts.netloc) or (parts.scheme == "file" and parts.path):
+            return url
+        raise ValueError("must be s3://bucket or file:///path")
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_url_is_usable(cls, url: str | None) -> str | None:
+        parts = urlsplit(url or "")
+        if url and not ((parts.scheme in ("redis", "rediss") and parts.netloc) or (parts.scheme == "unix" and parts.path)):
+            raise ValueError("must be redis://host:6379/0 (or rediss://host…, unix:///path)")
+        return url
+
+    @field_validator("s3_endpoint", "kms_endpoint")
+    @classmethod
+    def _endpoint_is_usable(cls, url: str | None) -> str | None:
+        parts = urlsplit(url or "")
+        if url and (parts.scheme not in ("http", "https") or not parts.hostname):
+            raise ValueError("must be an http:// or https:// URL with a host")
+        return url
+
     @model_validator(mode="after")
     def _smtp_login_is_encrypted(self) -> Self:
         """An SMTP login (DMP_SMTP_USERNAME) goes over TLS unless the server is on this machine."""
@@ -137,8 +186,12 @@ class Settings(BaseSettings):
     def embedded_broker(self) -> bool:
         return not self.broker_url
 
+    def embedded_index_file(self) -> Path:
+        """The SQLite index in the home, used when DMP_DATABASE_URL is unset."""
+        return self.home / "index.sqlite3"
+
     def resolved_database_url(self) -> str:
-        return self.database_url or f"sqlite:///{(self.home / 'index.sqlite3').resolve()}"
+        return self.database_url or f"sqlite:///{self.embedded_index_file().resolve()}"
 
     def resolved_storage_url(self) -> str:
         return self.storage_url or (self.home / "objects").resolve().as_uri()

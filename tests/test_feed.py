@@ -175,6 +175,33 @@ def test_ndjson_lines_with_bad_json_or_unknown_fields_are_rejected_alone(rt, tmp
     assert _history(rt, ALICE) == ["a", "c"]
 
 
+@pytest.mark.parametrize("quoted", [False, True], ids=["plain", "with-a-quoted-label"])
+def test_a_csv_line_in_latin1_is_rejected_for_its_encoding_and_the_rest_goes_on(rt, tmp_path, quoted):
+    extra = {"act_label": "Consultation, suivi"} if quoted else {}  # a quote in the chunk: read record by record
+    path = _csv(tmp_path / "f.csv", [_line("before", **extra), _line("latin1", act_label="Consultation médecin"), _line("after")])
+    path.write_bytes(path.read_bytes().replace("médecin".encode(), "médecin".encode("latin-1")))
+    feed_id = _feed(rt, path)
+    with rt.sessions() as session:
+        status = feed_status(session, feed_id)
+        labels = set(session.scalars(select(CareEvent.act_label)))
+    assert [(r["line_number"], r["reason"]) for r in status["rejections"]] == [(3, "invalid_encoding")]
+    assert "UTF-8" in status["rejections"][0]["message"]
+    assert sorted(_history(rt, ALICE)) == ["after", "before"] and not any("\ufffd" in label for label in labels)
+
+
+def test_an_ndjson_line_in_latin1_is_rejected_for_its_encoding_and_the_rest_goes_on(rt, tmp_path):
+    lines = [json.dumps(_line(n, act_label="Consultation médecin"), ensure_ascii=False).encode() for n in ("a", "b", "c")]
+    lines[1] = lines[1].decode().encode("latin-1")
+    path = tmp_path / "f.ndjson"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    feed_id = _feed(rt, path)
+    with rt.sessions() as session:
+        got = [(r["line_number"], r["reason"]) for r in feed_status(session, feed_id)["rejections"]]
+        labels = set(session.scalars(select(CareEvent.act_label)))
+    assert got == [(2, "invalid_encoding")]
+    assert sorted(_history(rt, ALICE)) == ["a", "c"] and labels == {"Consultation médecin"}
+
+
 def test_a_line_id_sent_again_with_other_content_is_a_duplicate(rt, tmp_path):
     _feed(rt, _csv(tmp_path / "1.csv", [_line("same")]))
     feed_id = _feed(rt, _csv(tmp_path / "2.csv", [_line("same", amount_billed="99.00"), _line("other")]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import stat
 import zipfile
 from pathlib import Path
 
@@ -167,3 +168,66 @@ def test_a_batch_without_manifest_is_refused_with_a_clear_error(embedded_setting
 def test_an_unknown_source_kind_is_refused(embedded_settings, sample_batch):
     result = runner.invoke(app, ["ingest", str(sample_batch), "--source", "bank:X"], env={"DMP_HOME": str(embedded_settings.home)})
     assert result.exit_code == 2
+
+
+def _accented_batch(folder: Path) -> Path:
+    """A batch whose file names carry accents, as French hospitals name them."""
+    from pipeline.identity import with_key
+
+    names = ["résultat.txt", "comptes-rendus/lettre de sortie élève.txt"]
+    (folder / "comptes-rendus").mkdir(parents=True)
+    rows = ["file,patient_ins,source_document_id,title,document_type,service_date,author_id,author_profession"]
+    for n, name in enumerate(names):
+        (folder / name).write_text(f"Compte rendu de consultation {n}: examen clinique sans particularité.\n", encoding="utf-8")
+        rows.append(f"{name},{with_key('1850575123456')},ACC-{n},Compte rendu,11490-0,2025-01-02,10001234567,physician")
+    (folder / "manifest.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return folder
+
+
+def test_a_zip_made_by_zip_r_with_accented_names_is_ingested_whole(embedded_settings, tmp_path):
+    from tests.test_zipnames import info_zip_zip, unmarked_utf8_zip
+
+    folder = _accented_batch(tmp_path / "lot")
+    archive = tmp_path / "lot.zip"
+    if shutil.which("zip"):
+        info_zip_zip(folder, archive)
+    else:  # the same bytes as Info-ZIP writes them: UTF-8 names, unmarked
+        archive.write_bytes(unmarked_utf8_zip({p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}))
+    items = _status(embedded_settings, _ingest(embedded_settings, archive)["batch"])["items"]
+    assert sorted((i["file"], i["state"]) for i in items) == [
+        ("comptes-rendus/lettre de sortie élève.txt", "indexed"),
+        ("résultat.txt", "indexed"),
+    ]
+
+
+def _modes(home: Path) -> dict[str, int]:
+    return {path.name: stat.S_IMODE(path.stat().st_mode) for path in (home, *home.iterdir())}
+
+
+def test_the_embedded_home_and_everything_in_it_are_owner_only(ingested):
+    settings, _ = ingested
+    modes = _modes(settings.home)
+    assert {"index.sqlite3", "keys.json", "objects"} <= set(modes)
+    assert {name: mode for name, mode in modes.items() if mode & 0o077} == {}
+
+
+def test_a_home_open_to_others_is_made_owner_only_with_a_warning(embedded_settings, sample_batch, caplog):
+    _ingest(embedded_settings, sample_batch)
+    home = embedded_settings.home
+    for path in (home, home / "objects"):
+        path.chmod(0o755)
+    (home / "index.sqlite3").chmod(0o644)
+    result = runner.invoke(app, ["ingest", str(sample_batch), "--source", "hospital:CHU-TEST"], env={"DMP_HOME": str(home)})
+    assert result.exit_code == 0, result.output
+    (warning,) = [r for r in caplog.records if r.name == "pipeline.home"]
+    assert warning.levelname == "WARNING" and "readable by group or others" in warning.getMessage()
+    assert {name: mode for name, mode in _modes(home).items() if mode & 0o077} == {}
+
+
+def test_the_intake_shows_the_files_taken_in(embedded_settings, sample_batch):
+    result = runner.invoke(
+        app, ["ingest", str(sample_batch), "--source", "hospital:CHU-TEST"], env={"DMP_HOME": str(embedded_settings.home)}
+    )
+    assert result.exit_code == 0, result.output
+    total = len(read_expected(sample_batch))
+    assert f"{sample_batch.name}: {total}/{total} files taken in" in result.stderr

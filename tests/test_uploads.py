@@ -144,6 +144,26 @@ def test_a_damaged_zip_entry_is_rejected_with_its_reason_and_the_other_documents
     assert process_item(runtime, items["b.txt"].id) == "indexed"
 
 
+def test_an_uploaded_zip_with_unmarked_utf8_names_is_read_by_the_worker_under_those_names(runtime):
+    from tests.test_zipnames import unmarked_utf8_zip
+
+    accented = {"manifest.csv": HEADER + ROW.replace(b"big.txt", "résultat.txt".encode()), "résultat.txt": b"Compte rendu: " + LINE}
+    result = receive_zip(runtime, io.BytesIO(unmarked_utf8_zip(accented)), "lab:Z", lambda _item: None)
+    (item,) = _items(runtime, result.batch_id).values()
+    assert (item.file, item.inbox_member) == ("résultat.txt", "résultat.txt")
+    assert process_item(runtime, item.id) == "indexed"
+
+
+def test_a_decomposed_part_file_name_matches_the_manifest_s_composed_one(runtime):
+    import unicodedata
+
+    manifest = HEADER + ROW.replace(b"big.txt", "résultat.txt".encode())
+    nfd = unicodedata.normalize("NFD", "résultat.txt")  # as a browser or curl on macOS names the file
+    body = _multipart(b"B", [("manifest", "manifest.csv", iter([manifest])), ("file", nfd, iter([b"Compte rendu: " + LINE]))])
+    result = receive_multipart_batch(runtime, _Stream(body), b"B", "lab:X", lambda _item: None)  # type: ignore[arg-type]
+    assert [(i.file, i.state) for i in _items(runtime, result.batch_id).values()] == [("résultat.txt", "queued")]
+
+
 def test_a_resent_zip_is_discarded_while_the_first_still_serves(runtime):
     first = receive_zip(runtime, io.BytesIO(_zip(TWO_DOCUMENTS)), "lab:Z", lambda _item: None)
     (kept,) = list(runtime.store.list_keys("inbox/"))

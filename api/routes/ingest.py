@@ -18,6 +18,7 @@ from api.problems import PROBLEM_RESPONSES, ApiProblem, not_found, problem_doc
 from pipeline.index.models import Batch, Feed
 from pipeline.ingest.multipart import MultipartError, boundary_of
 from pipeline.ingest.uploads import METADATA_FIELDS, receive_document, receive_feed_upload, receive_multipart_batch, receive_zip
+from pipeline.sources import SCOPES
 from pipeline.status import batch_status, feed_status
 
 INGEST_PROBLEMS: dict[int | str, dict] = {
@@ -61,6 +62,11 @@ class Accepted(BaseModel):
     total: int
     resumed: bool
     feed: str | None = None
+
+
+class SourceInfo(BaseModel):
+    source: str
+    may_submit: list[str]
 
 
 class ItemStatus(BaseModel):
@@ -162,6 +168,13 @@ async def submit_feed(request: Request, source: SourceDep, idempotency_key: Idem
     if fmt is None:
         raise _unsupported("text/csv or application/x-ndjson")
     return await submit(request, source, "feeds", idempotency_key, feed_work(receive_feed_upload, fmt, source.id))
+
+
+@router.get("/source", response_model=SourceInfo)
+def read_source(source: SourceDep) -> dict:
+    """The source this API key belongs to and what it may submit (`dmp ingest --api` checks its
+    `--source` against it before sending anything)."""
+    return {"source": source.id, "may_submit": sorted(SCOPES.get(source.kind, ()))}
 
 
 @router.get("/batches/{batch_id}", response_model=BatchStatus)

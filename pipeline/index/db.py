@@ -7,7 +7,16 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from pipeline.home import create_private_file
+
 MIGRATIONS = Path(__file__).parent / "migrations"
+UPGRADE_HINT = "run `dmp db upgrade` (once per database, after installing a new version), then this command again"
+
+
+class SchemaNotReady(Exception):
+    """The index's schema is not the one this code was written for: missing (a fresh database),
+    older (a new version installed, `dmp db upgrade` forgotten) or newer (an older `dmp` run
+    against a migrated database). Not an outage: running the same command again never helps."""
 
 
 def make_engine(url: str, pool_size: int = 16) -> Engine:
@@ -20,7 +29,7 @@ def make_engine(url: str, pool_size: int = 16) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            create_private_file(Path(path))  # it holds patient data: owner-only, and so are its journals
         engine = create_engine(url, connect_args={"timeout": 30})
 
         @event.listens_for(engine, "connect")
@@ -49,3 +58,21 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
+
+
+def check_schema(engine: Engine) -> None:
+    """Raise SchemaNotReady unless the database's Alembic revision is this code's head revision."""
+    from alembic.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory(str(MIGRATIONS))
+    with engine.connect() as connection:
+        current = set(MigrationContext.configure(connection).get_current_heads())
+    if current == set(script.get_heads()):
+        return
+    if not current:
+        raise SchemaNotReady(f"the index database has no schema yet: {UPGRADE_HINT}")
+    known = {revision.revision for revision in script.walk_revisions()}
+    if current <= known:
+        raise SchemaNotReady(f"the index schema is older than this version of dmp: {UPGRADE_HINT}")
+    raise SchemaNotReady("the index schema is newer than this version of dmp: run the version that migrated it (or a later one)")

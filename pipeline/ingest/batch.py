@@ -9,7 +9,8 @@ from typing import BinaryIO, Protocol
 
 from pipeline.inbox import InboxLocation
 from pipeline.ingest.archive import ArchiveLimits, check_archive, check_directory
-from pipeline.ingest.manifest import MANIFEST_NAME, ManifestError
+from pipeline.ingest.manifest import MANIFEST_NAME, ManifestError, file_name
+from pipeline.ingest.zipnames import open_zip
 from pipeline.ingest.zipscan import EntryHeads
 
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
@@ -37,6 +38,7 @@ def is_document(name: str) -> bool:
 class FolderBatch:
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._paths: dict[str, str] = {}  # a name as the manifest gives it (NFC) -> the path on disk
 
     def manifest_bytes(self) -> bytes:
         path = self.root / MANIFEST_NAME
@@ -47,11 +49,12 @@ class FolderBatch:
         return path.read_bytes()
 
     def document_names(self) -> list[str]:
-        names = (p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file())
-        return sorted(name for name in names if is_document(name))
+        paths = (p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file())
+        self._paths = {file_name(path): path for path in paths}
+        return sorted(name for name in self._paths if is_document(name))
 
     def open(self, name: str) -> AbstractContextManager[BinaryIO]:
-        return (self.root / name).open("rb")
+        return (self.root / self._paths.get(name, name)).open("rb")
 
     def stored(self, name: str) -> InboxLocation | None:
         return None
@@ -113,7 +116,7 @@ def _open_zip(source: Path | BinaryIO, limits: ArchiveLimits) -> zipfile.ZipFile
             check_directory(handle, limits)
     else:
         check_directory(source, limits)
-    return zipfile.ZipFile(source)
+    return open_zip(source)
 
 
 def open_batch(path: Path, limits: ArchiveLimits | None = None) -> BatchReader:

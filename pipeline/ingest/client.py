@@ -185,6 +185,24 @@ def _problem(response: httpx.Response) -> dict:
     return body if isinstance(body, dict) else {}
 
 
+def check_source(api: str, key: str, source: str) -> None:
+    """Before anything is sent: the key must be `source`'s (the server files a submission under its
+    key's source, whatever `--source` says). ApiError `source_mismatch` naming the key's source
+    otherwise, or the API's refusal of the key."""
+    try:
+        response = httpx.get(api.rstrip("/") + "/v1/ingest/source", headers={"Authorization": f"Bearer {key}"}, timeout=30)
+    except httpx.TransportError as exc:
+        raise ApiError(503, "api_unavailable", f"cannot reach the API ({type(exc).__name__})") from None
+    if response.status_code != 200:
+        problem = _problem(response)
+        raise ApiError(response.status_code, problem.get("code", "http_error"), problem.get("detail", response.text[:200]))
+    owner = response.json().get("source")
+    if owner != source:
+        raise ApiError(
+            403, "source_mismatch", f"--source is {source} but this API key is {owner}'s: use --source {owner}, or {source}'s own key"
+        )
+
+
 def status_counts(api: str, key: str, status_url: str) -> Counts:
     """Done/total of a submitted batch or feed, from its status route."""
     status = httpx.get(api.rstrip("/") + status_url, headers={"Authorization": f"Bearer {key}"}, timeout=30).json()

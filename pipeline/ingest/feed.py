@@ -45,6 +45,7 @@ LINE_REASONS: dict[str, str] = {
     "invalid_amount": "An amount is not a non-negative number with at most 2 decimals.",
     "duplicate_line": "This line_id was already received with different content; send a correction (supersedes).",
     "record_closed": "The patient's record is closed or was opposed.",
+    "invalid_encoding": "The line is not UTF-8 text (an export in Latin-1 or Windows-1252?): re-export the feed as UTF-8.",
 }
 
 
@@ -163,45 +164,62 @@ def csv_header(first_line: bytes) -> list[str]:
     return header
 
 
-def parse_chunk(data: bytes, fmt: str, header: list[str] | None, first_line: int) -> Iterator[tuple[int, dict[str, object] | None]]:
-    """Yield (line number, fields) per line of a chunk; fields None for a line that cannot be read."""
-    text = data.decode("utf-8", errors="replace")
+def _utf8(data: bytes) -> str | None:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def parse_chunk(data: bytes, fmt: str, header: list[str] | None, first_line: int) -> Iterator[tuple[int, dict[str, object] | str]]:
+    """Yield (line number, fields) per line of a chunk; for a line that cannot be read, its reason
+    instead of fields: `malformed_line`, or `invalid_encoding` for bytes that are not UTF-8 (never
+    replaced: a garbled name or label stored as if it were right is data lost)."""
     if fmt == "ndjson":
-        for offset, line in enumerate(text.splitlines()):
+        for offset, line in enumerate(data.splitlines()):
             if not line.strip():
                 continue
-            try:
-                raw = json.loads(line)
-            except ValueError:
-                yield first_line + offset, None
+            text = _utf8(line)
+            if text is None:
+                yield first_line + offset, "invalid_encoding"
                 continue
-            yield first_line + offset, raw if isinstance(raw, dict) else None
+            try:
+                raw = json.loads(text)
+            except ValueError:
+                yield first_line + offset, "malformed_line"
+                continue
+            yield first_line + offset, raw if isinstance(raw, dict) else "malformed_line"
         return
     assert header is not None
-    for number, row in _csv_rows(text, data, first_line):
-        if row is not None and (not row or row == [""]):
+    for number, row in _csv_rows(data, first_line):
+        if isinstance(row, list) and (not row or row == [""]):
             continue
-        if row is None or len(row) != len(header):
-            yield number, None
+        if isinstance(row, str) or len(row) != len(header):
+            yield number, row if isinstance(row, str) else "malformed_line"
             continue
         yield number, dict(zip(header, row, strict=True))
 
 
-def _csv_rows(text: str, data: bytes, first_line: int) -> Iterator[tuple[int, list[str] | None]]:
-    """(line number, fields) per CSV record of a chunk, None for a record that does not parse as one row.
+def _csv_rows(data: bytes, first_line: int) -> Iterator[tuple[int, list[str] | str]]:
+    """(line number, fields) per CSV record of a chunk, or the reason a record cannot be read.
 
-    Without a quote in the chunk every line is a record and one reader does it all; otherwise each
-    record (see `records`) is parsed on its own, so that a stray quote spoils its own record only,
-    instead of swallowing every line after it into one field."""
-    if b'"' not in data:
+    A chunk of UTF-8 without a quote has one record per line and one reader does it all; otherwise
+    each record (see `records`) is decoded and parsed on its own, so that a stray quote or a line
+    in another encoding spoils its own record only, instead of the lines after it."""
+    text = _utf8(data)
+    if text is not None and b'"' not in data:
         yield from ((first_line + offset, row) for offset, row in enumerate(csv.reader(io.StringIO(text, newline=""))))
         return
     for offset, record in records(io.BytesIO(data).readlines(), quoted=True):
+        record_text = _utf8(b"".join(record))
+        if record_text is None:
+            yield first_line + offset, "invalid_encoding"
+            continue
         try:
-            rows = list(csv.reader(io.StringIO(b"".join(record).decode("utf-8", errors="replace"), newline="")))
+            rows = list(csv.reader(io.StringIO(record_text, newline="")))
         except csv.Error:
             rows = []
-        yield first_line + offset, rows[0] if len(rows) == 1 else (None if rows else [])
+        yield first_line + offset, rows[0] if len(rows) == 1 else ("malformed_line" if rows else [])
 
 
 def iter_lines(handle: BinaryIO, block: int = 1024 * 1024) -> Iterator[bytes]:

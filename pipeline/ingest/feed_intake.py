@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 
 from pipeline.index.models import Feed, FeedChunk, new_id
 from pipeline.ingest.feed import FeedError, csv_header, feed_format, iter_lines, split_lines
+from pipeline.progress import OnProgress
 from pipeline.runtime import Runtime
 
 HASH_CHUNK = 1024 * 1024
@@ -75,11 +76,19 @@ def _existing(rt: Runtime, source: str, digest: str) -> str | None:
         return session.scalars(select(Feed.id).where(Feed.source == source, Feed.digest == digest)).first()
 
 
-def receive_feed(rt: Runtime, feed: Path | FeedFile, source: str, send: Callable[[str], None], digest: str | None = None) -> FeedIntake:
+def receive_feed(
+    rt: Runtime,
+    feed: Path | FeedFile,
+    source: str,
+    send: Callable[[str], None],
+    digest: str | None = None,
+    progress: OnProgress | None = None,
+) -> FeedIntake:
     """Record a feed and its chunks, store each chunk in the inbox, and `send` its id once stored.
 
     `digest` is the feed's keyed hash (`feed_hasher`) when the caller computed it while receiving
-    the bytes; otherwise the file is read once more to compute it.
+    the bytes; otherwise the file is read once more to compute it. `progress(lines, total)` is told
+    after each chunk.
     """
     if isinstance(feed, Path):
         feed = FeedFile.from_path(feed)
@@ -95,14 +104,17 @@ def receive_feed(rt: Runtime, feed: Path | FeedFile, source: str, send: Callable
     with feed.open() as handle:
         stored = {chunk.number: chunk for chunk in chunks}
         chunked = split_lines(_data_lines(handle, record.format), rt.settings.feed_chunk_lines, quoted=record.format == "csv")
-        for number, (_, data, _) in enumerate(chunked):
+        taken = 0
+        for number, (_, data, lines) in enumerate(chunked):
             chunk = stored[number]
-            if chunk.state == "done":
-                continue
-            if not resumed or not rt.store.exists(chunk.inbox_key or ""):
-                rt.store.put(chunk.inbox_key or "", io.BytesIO(data))
-            send(chunk.id)
-            sent.append(chunk.id)
+            if chunk.state != "done":
+                if not resumed or not rt.store.exists(chunk.inbox_key or ""):
+                    rt.store.put(chunk.inbox_key or "", io.BytesIO(data))
+                send(chunk.id)
+                sent.append(chunk.id)
+            taken += lines
+            if progress is not None:
+                progress(taken, record.lines)
     return FeedIntake(feed_id, record.lines, len(chunks), sent, resumed)
 
 

@@ -25,6 +25,7 @@ from pipeline.index.models import Batch, BatchItem, new_id
 from pipeline.ingest.archive import ArchiveLimits
 from pipeline.ingest.batch import BatchReader, LimitedReader, open_batch
 from pipeline.ingest.manifest import Manifest, ManifestError, parse_manifest
+from pipeline.progress import OnProgress
 from pipeline.reasons import REASONS, Transient
 from pipeline.runtime import Runtime
 
@@ -193,12 +194,14 @@ def _place(rt: Runtime, reader: BatchReader, item: BatchItem) -> bool:
     return True
 
 
-def receive_batch(rt: Runtime, batch: Path | BatchReader, source: str, send: Callable[[str], None]) -> IntakeResult:
+def receive_batch(
+    rt: Runtime, batch: Path | BatchReader, source: str, send: Callable[[str], None], progress: OnProgress | None = None
+) -> IntakeResult:
     """Record a dropped batch, put each document in the inbox and `send` its item id right after.
 
     `batch` is a folder or zip path, or a reader over an upload (pipeline.ingest.uploads). The
     batch's rows are committed before the first upload, so a message never points at nothing.
-    Raises ManifestError if the batch is unusable as a whole.
+    `progress(done, total)` is told after each item. Raises ManifestError if the batch is unusable as a whole.
     """
     kind, _ = parse_source(source)
     if kind not in DOCUMENT_SOURCES:
@@ -213,13 +216,15 @@ def receive_batch(rt: Runtime, batch: Path | BatchReader, source: str, send: Cal
         items = list(repo.batch_items(session, batch_id))
     sent: list[str] = []
     exists: dict[str, bool] = {}
-    for item in items:
-        if item.state in repo.FINAL_STATES:
-            continue
-        if not _waiting(rt, reader, item, resumed, exists) and not _retrying(rt, "upload")(_place, rt, reader, item):
-            continue
-        _retrying(rt, "send")(send, item.id)
-        sent.append(item.id)
+    for done, item in enumerate(items, start=1):
+        placed = item.state not in repo.FINAL_STATES and (
+            _waiting(rt, reader, item, resumed, exists) or _retrying(rt, "upload")(_place, rt, reader, item)
+        )
+        if placed:
+            _retrying(rt, "send")(send, item.id)
+            sent.append(item.id)
+        if progress is not None:
+            progress(done, len(items))
     rejected = sum(1 for item in items if item.state == "rejected")
     return IntakeResult(batch_id, len(items), sent, rejected, resumed)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import unicodedata
 from dataclasses import dataclass
 
 REQUIRED_COLUMNS = (
@@ -65,6 +66,12 @@ class Manifest:
         return {row.file for row in self.rows}
 
 
+def file_name(name: str) -> str:
+    """A file name as the manifest and the batch are matched on: in NFC, since macOS writes names
+    decomposed (NFD: `e` + combining accent) and other systems composed, for the same text."""
+    return unicodedata.normalize("NFC", name)
+
+
 def _dialect(sample: str) -> type[csv.Dialect] | csv.Dialect:
     try:
         return csv.Sniffer().sniff(sample.splitlines()[0] if sample else "", delimiters=",;\t")
@@ -92,7 +99,7 @@ def parse_manifest(data: bytes) -> Manifest:
     problems: list[RowProblem] = []
     seen: set[str] = set()
     for number, raw in enumerate(reader, start=1):
-        file = (raw.get("file") or "").strip()
+        file = file_name((raw.get("file") or "").strip())
         if None in raw or any(value is None for value in raw.values()):
             problems.append(RowProblem(number, file, "invalid_manifest_row", "wrong number of fields"))
             continue

@@ -29,7 +29,7 @@ from pipeline.ingest.archive import ArchiveLimits, check_names
 from pipeline.ingest.batch import MAX_MANIFEST_BYTES, ZipBatch, is_document
 from pipeline.ingest.feed_intake import FeedFile, FeedIntake, feed_hasher, receive_feed
 from pipeline.ingest.intake import IntakeResult, receive_batch
-from pipeline.ingest.manifest import MANIFEST_COLUMNS, MANIFEST_NAME, REQUIRED_COLUMNS, ManifestError
+from pipeline.ingest.manifest import MANIFEST_COLUMNS, MANIFEST_NAME, REQUIRED_COLUMNS, ManifestError, file_name
 from pipeline.ingest.multipart import READ_BYTES, MultipartReader, Part
 from pipeline.ingest.zipscan import EntryHeads, KeptEnds
 from pipeline.runtime import Runtime
@@ -177,9 +177,10 @@ def _store_parts(
                 raise UploadRejected("multipart_invalid", f"more than one {field} part")
             values[field] = _read_small(part, MAX_MANIFEST_BYTES if field == "manifest" else MAX_METADATA_BYTES, field)
         elif part.name in ("file", "files") and part.filename:
-            check_names([part.filename], names)  # the same rules as a zip's entry names
+            name = file_name(part.filename)  # as the manifest's names: NFC
+            check_names([name], names)  # the same rules as a zip's entry names
             key = f"{prefix}{len(stored):06d}"
-            stored[part.filename] = key
+            stored[name] = key
             rt.store.put(key, LimitedStream(part, rt.settings.max_file_bytes, "file"))  # type: ignore[arg-type]
         else:
             raise UploadRejected("multipart_invalid", f"unexpected part {part.name!r} (expected: {', '.join(fields)}, file)")

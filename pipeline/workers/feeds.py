@@ -44,7 +44,7 @@ def check_chunk(data: bytes, feed: Feed, chunk: FeedChunk, today: dt.date) -> tu
     lines: list[CareLine] = []
     rejections: list[LineRejection] = []
     for number, raw in parse_chunk(data, feed.format, header, chunk.first_line):
-        checked = LineRejection(number, None, "malformed_line") if raw is None else check_line(number, raw, today)
+        checked = LineRejection(number, None, raw) if isinstance(raw, str) else check_line(number, raw, today)
         (lines if isinstance(checked, CareLine) else rejections).append(checked)  # type: ignore[arg-type]
     return lines, rejections
 

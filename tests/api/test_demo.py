@@ -1,5 +1,7 @@
 """`dmp demo` walks through ingestion and the consented-reads scenario over real HTTP."""
 
+import stat
+
 from typer.testing import CliRunner
 
 from pipeline.cli import app
@@ -20,3 +22,4 @@ def test_the_demo_shows_each_step_of_the_scenario(tmp_path):
         "local log sink",
     ):
         assert line in result.output
+    assert stat.S_IMODE((tmp_path / "home").stat().st_mode) == 0o700  # it holds the demo's index: owner only

@@ -314,6 +314,12 @@ def test_a_revoked_key_is_401(world, sample_batch):
     assert (answer.status_code, answer.json()["code"]) == (401, "invalid_credentials")
 
 
+def test_a_key_s_holder_is_told_which_source_it_is_and_what_it_may_submit(world):
+    client, keys, _ = world
+    assert client.get("/v1/ingest/source", headers=keys["lab:BIO-API"]).json() == {"source": "lab:BIO-API", "may_submit": ["documents"]}
+    assert client.get("/v1/ingest/source", headers={"Authorization": "Bearer dmpk_unknown"}).status_code == 401
+
+
 def test_a_lab_pushing_a_feed_is_403(world):
     client, keys, _ = world
     answer = client.post("/v1/ingest/feeds", content=_feed_csv(["L1"]), headers={**keys["lab:BIO-API"], "Content-Type": "text/csv"})

@@ -147,3 +147,22 @@ def test_without_a_key_the_command_says_how_to_get_one(server, sample_batch):
     base, _, _ = server
     result = runner.invoke(app, ["ingest", str(sample_batch), "--source", "hospital:X", "--api", base], env={"DMP_API_KEY": ""})
     assert result.exit_code == 2 and "dmp sources add" in result.output
+
+
+def test_a_source_other_than_the_key_s_is_refused_before_anything_is_sent(server, sample_batch):
+    base, keys, rt = server
+    before = _counts(rt)
+    code, output = _ingest(base, keys["hospital:CHU-CLI"], sample_batch, "lab:BIO-CLI")
+    assert code == 2 and "source_mismatch" in output and "hospital:CHU-CLI" in output
+    assert _counts(rt) == before
+
+
+def test_text_mode_names_the_batch_and_wait_prints_its_totals(server, sample_batch):
+    base, keys, _ = server
+    args = ["ingest", str(sample_batch), "--source", "hospital:CHU-CLI", "--api", base, "--wait"]
+    result = runner.invoke(app, args, env={"DMP_API_KEY": keys["hospital:CHU-CLI"]})
+    assert result.exit_code == 0, result.output
+    expected = [row["expected_state"] for row in read_expected(sample_batch).values()]
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("batch ") and f": {len(expected)} items" in lines[0]
+    assert f"{expected.count('indexed')} indexed, {expected.count('rejected')} rejected" in lines

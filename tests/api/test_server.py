@@ -54,3 +54,20 @@ def test_dmp_api_serves_and_stops_cleanly_on_sigterm(tmp_path, workers):
     finally:
         if server.poll() is None:
             os.killpg(server.pid, signal.SIGKILL)
+
+
+def test_dmp_api_prints_where_it_serves_and_its_documentation(tmp_path):
+    settings = Settings(home=tmp_path / "home")
+    port = free_port()
+    command = [DMP, "api", "--port", str(port), "--no-access-log"]
+    server = subprocess.Popen(
+        command, env=dmp_environment(settings), stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(base, server)
+        assert httpx.get(base + "/docs", timeout=10).status_code == 200
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        out, _ = server.communicate(timeout=40)
+    assert f"{base} " in out.decode() and f"{base}/docs" in out.decode()
