@@ -14,7 +14,9 @@ from typing import Annotated
 
 from fastapi import Path, Query
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.problems import problem_response, too_large
 from pipeline.identity import MAX_ACTOR_ID, identifier_pattern
 
 
@@ -57,3 +59,50 @@ class StrictBody(BaseModel):
     (never 1, 0 nor "yes"), a string for a string."""
 
     model_config = ConfigDict(strict=True)
+
+
+# The JSON routes take settings and ids: a few hundred bytes. FastAPI reads a body whole, before the token is
+# even checked, so without a bound anyone could make a process hold gigabytes.
+MAX_JSON_BODY_BYTES = 64 * 1024
+# Submissions stream their bodies under their own limits (DMP_UPLOAD_MAX_REQUEST_BYTES, api/ingest.py).
+STREAMED_PREFIX = "/v1/ingest/"
+
+
+class BodyLimit:
+    """ASGI middleware: `413 payload_too_large` for a body over MAX_JSON_BODY_BYTES on any route but the
+    submissions, from Content-Length before a byte is read, else as soon as the stream passes it. The
+    body is gathered here (never more than the limit) and handed on whole."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_JSON_BODY_BYTES) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(STREAMED_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        refusal = problem_response(too_large(self.limit, "request body"))
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            await refusal(scope, receive, send)  # unread
+            return
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client left
+            body += message.get("body", b"")
+            if len(body) > self.limit:
+                await refusal(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # what comes after the body: a disconnect
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        await self.app(scope, replay, send)

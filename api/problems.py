@@ -39,6 +39,12 @@ def not_found() -> ApiProblem:
     return ApiProblem(404, "not_found", "Not found", "No such resource for this actor.")
 
 
+def too_large(limit: int, what: str) -> ApiProblem:
+    return ApiProblem(
+        413, "payload_too_large", "Payload too large", f"The {what} is larger than {limit} bytes.", extra={"limit_bytes": limit}
+    )
+
+
 def problem_response(exc: ApiProblem) -> JSONResponse:
     """The problem document for `exc`, with its extension members and headers."""
     body = Problem(type=PROBLEM_TYPE + exc.code, title=exc.title, status=exc.status, detail=exc.detail, code=exc.code)
@@ -65,6 +71,7 @@ PROBLEM_RESPONSES: dict[int | str, dict] = {
     503: problem_doc("The identity provider's keys cannot be fetched right now."),
     403: problem_doc("Denied by the access policy; `code` gives the reason."),
     404: problem_doc("No such resource for this actor (also what an actor sees of a document it may not know of)."),
+    413: problem_doc("The JSON body is larger than 64 KiB (`payload_too_large`, `limit_bytes`)."),
     500: problem_doc("An unexpected failure (`internal_error`, with an `instance` to quote to the operator); nothing about its cause."),
 }
 

@@ -88,7 +88,7 @@ def test_a_subject_is_bounded_at_128_characters_the_width_of_the_actor_columns(w
         assert session.scalar(select(func.count()).select_from(AuditEntry).where(AuditEntry.actor_id == "1" * 128)) == 1
 
 
-NOT_ACTOR_IDS = {"129": "x" * 129, "5MB": "x" * 5_000_000, "empty": "", "nul": "10001\x00234567", "newline": "1000 \n"}
+NOT_ACTOR_IDS = {"129": "x" * 129, "60k": "x" * 60_000, "empty": "", "nul": "10001\x00234567", "newline": "1000 \n"}
 
 
 @pytest.mark.parametrize("physician_id", NOT_ACTOR_IDS.values(), ids=NOT_ACTOR_IDS.keys())
@@ -98,6 +98,19 @@ def test_an_attending_physician_id_that_is_not_an_actor_id_is_422_and_not_stored
     response = client.put(url, json={"physician_id": physician_id}, headers=headers)
     assert _problem(response) == (422, "invalid_request")
     assert "physician_id" in response.json()["detail"]
+    with rt.sessions() as session:
+        assert session.get(Patient, patient_id).attending_physician_id is None
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_a_json_body_over_64_kib_is_413_and_changes_nothing(world, chunked):
+    settings, rt, client, patient_id = world
+    body = b'{"physician_id": "' + b"x" * 5_000_000 + b'"}'
+    content = iter([body[i : i + 65536] for i in range(0, len(body), 65536)]) if chunked else body
+    headers = {**_patient(settings, patient_id), "Content-Type": "application/json"}
+    response = client.put(f"/v1/patients/{patient_id}/attending-physician", content=content, headers=headers)
+    assert _problem(response) == (413, "payload_too_large")
+    assert response.json()["limit_bytes"] == 65536
     with rt.sessions() as session:
         assert session.get(Patient, patient_id).attending_physician_id is None
 
