@@ -8,7 +8,9 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.problems import ApiProblem, http_error_handler, problem_handler, validation_error_handler
+from api.headers import SecurityHeaders
+from api.inputs import BodyLimit
+from api.problems import ApiProblem, InternalErrors, http_error_handler, problem_handler, validation_error_handler
 from api.routes import documents, export, ingest, me, record
 from pipeline import __version__
 from pipeline.settings import Settings
@@ -44,6 +46,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(ApiProblem, problem_handler)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_middleware(BodyLimit)
+    # Added last, so outermost: a 500 from InternalErrors gets the security headers too.
+    app.add_middleware(InternalErrors)
+    app.add_middleware(SecurityHeaders, docs_paths=[p for p in (app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url) if p])
     app.include_router(documents.router)
     app.include_router(record.router)
     app.include_router(export.router)

@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from api.policy import KINDS, PROFESSIONS, Actor
+from pipeline.identity import MAX_ACTOR_ID, is_identifier
 from pipeline.secretfile import is_private, write_private
 from pipeline.settings import Settings, is_loopback_host
 
@@ -60,7 +61,11 @@ EMBEDDED_ALGORITHMS = ("EdDSA",)
 JWKS_ALGORITHMS = ("RS256", "ES256", "EdDSA")
 LEEWAY_SECONDS = 30
 MAX_TOKEN_CHARS = 16 * 1024
-MAX_CLAIM_CHARS = 256
+# The most characters of each identity claim: the width of the index column it reaches (audit_entries.actor_id
+# and profession, documents.source for the facility), or of its peers for claims only the policy reads.
+# Each must be printable ASCII (OIDC subjects are ASCII): a longer or stranger claim is `invalid_claims`,
+# never a value the database refuses later.
+CLAIM_WIDTHS = {"sub": MAX_ACTOR_ID, "profession": 64, "specialty": 64, "rpps": 64, "facility": 128}
 JWKS_TIMEOUT_SECONDS = 10
 _REQUIRED = ["exp", "iss", "aud", "sub"]
 _OPTIONAL_STRINGS = ("profession", "specialty", "rpps", "facility")
@@ -143,14 +148,14 @@ def _load_private_key(path: Path) -> Ed25519PrivateKey:
 
 def _check_claims(subject: Any, kind: Any, optional: Mapping[str, Any]) -> None:
     """The identity claims, the same rules at mint and at verify. Raises AuthError("invalid_claims")."""
-    if not isinstance(subject, str) or not subject or len(subject) > MAX_CLAIM_CHARS:
-        raise AuthError("invalid_claims", "subject must be a non-empty string")
+    if not is_identifier(subject, CLAIM_WIDTHS["sub"]):
+        raise AuthError("invalid_claims", f"subject must be 1 to {CLAIM_WIDTHS['sub']} printable ASCII characters")
     if not isinstance(kind, str) or kind not in ACTOR_KINDS:
         raise AuthError("invalid_claims", "kind is missing or not a known actor kind")
     for name in _OPTIONAL_STRINGS:
         value = optional.get(name)
-        if value is not None and (not isinstance(value, str) or not value or len(value) > MAX_CLAIM_CHARS):
-            raise AuthError("invalid_claims", f"claim {name} must be a non-empty string when present")
+        if value is not None and not is_identifier(value, CLAIM_WIDTHS[name]):
+            raise AuthError("invalid_claims", f"claim {name} must be 1 to {CLAIM_WIDTHS[name]} printable ASCII characters when present")
     if kind == "professional":
         if optional.get("profession") is None:
             raise AuthError("invalid_claims", "a professional token needs a profession")

@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError
 
 from api import idempotency
 from api.body import RequestBody
-from api.problems import ApiProblem
+from api.problems import ApiProblem, too_large
 from pipeline.ingest.feed import FeedError
 from pipeline.ingest.feed_intake import FeedIntake
 from pipeline.ingest.intake import IntakeResult
@@ -113,12 +113,6 @@ def batch_answer(result: IntakeResult) -> dict:
 def feed_answer(result: FeedIntake) -> dict:
     url = FEED_STATUS.format(result.feed_id)
     return {"batch": result.feed_id, "feed": result.feed_id, "status_url": url, "total": result.lines, "resumed": result.resumed}
-
-
-def too_large(limit: int, what: str) -> ApiProblem:
-    return ApiProblem(
-        413, "payload_too_large", "Payload too large", f"The {what} is larger than {limit} bytes.", extra={"limit_bytes": limit}
-    )
 
 
 def _content_length(request: Request) -> int | None:

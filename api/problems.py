@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+import traceback
+import uuid
+
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 PROBLEM_TYPE = "https://dmp.example/problems/"
+log = logging.getLogger(__name__)
 
 
 class Problem(BaseModel):
@@ -31,6 +37,12 @@ class ApiProblem(Exception):
 def not_found() -> ApiProblem:
     """The single answer for a missing document, another patient's, or one this actor may not know of."""
     return ApiProblem(404, "not_found", "Not found", "No such resource for this actor.")
+
+
+def too_large(limit: int, what: str) -> ApiProblem:
+    return ApiProblem(
+        413, "payload_too_large", "Payload too large", f"The {what} is larger than {limit} bytes.", extra={"limit_bytes": limit}
+    )
 
 
 def problem_response(exc: ApiProblem) -> JSONResponse:
@@ -59,6 +71,8 @@ PROBLEM_RESPONSES: dict[int | str, dict] = {
     503: problem_doc("The identity provider's keys cannot be fetched right now."),
     403: problem_doc("Denied by the access policy; `code` gives the reason."),
     404: problem_doc("No such resource for this actor (also what an actor sees of a document it may not know of)."),
+    413: problem_doc("The JSON body is larger than 64 KiB (`payload_too_large`, `limit_bytes`)."),
+    500: problem_doc("An unexpected failure (`internal_error`, with an `instance` to quote to the operator); nothing about its cause."),
 }
 
 
@@ -88,3 +102,50 @@ async def validation_error_handler(_request: Request, exc) -> JSONResponse:  # t
     # Name the fields, never echo their values (they can carry patient data).
     fields = sorted({".".join(str(p) for p in error.get("loc", ())) for error in exc.errors()})
     return await problem_handler(_request, ApiProblem(422, "invalid_request", "Invalid request", "Invalid: " + ", ".join(fields)))
+
+
+def _where(exc: BaseException) -> str:
+    """Where `exc` was raised, innermost first: the raising frame, then our own frames (locations, never values)."""
+    frames = traceback.extract_tb(exc.__traceback__)[::-1]
+    ours = [frame for frame in frames[1:] if "site-packages" not in frame.filename][:6]
+    return " < ".join(f"{frame.filename}:{frame.lineno} {frame.name}" for frame in frames[:1] + ours)
+
+
+class ResponseAborted(Exception):
+    """A failure after the answer had started: the connection is cut (a short body, never a false whole one)."""
+
+
+class InternalErrors:
+    """ASGI middleware: any exception a route lets out becomes `500 internal_error` as a problem document.
+
+    Exception texts can hold anything (a database error quotes the statement's values), so neither the
+    answer nor the log carries one: the log line names the incident, the exception's class, the route
+    and where in the code it was raised; the answer only the incident (`instance`), for the operator.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception as exc:
+            incident = str(uuid.uuid4())
+            route = getattr(scope.get("route"), "path", "-")
+            log.error("incident %s: %s in %s %s at %s", incident, type(exc).__name__, scope["method"], route, _where(exc))
+            if started:
+                raise ResponseAborted(f"incident {incident}") from None
+            problem = ApiProblem(
+                500, "internal_error", "Internal error", "The server failed to answer.", extra={"instance": f"urn:uuid:{incident}"}
+            )
+            await problem_response(problem)(scope, receive, send)

@@ -1,4 +1,5 @@
-"""The national health identifier (INS): NIR format and key.
+"""Identifiers: the national health identifier (INS, its NIR format and key), and the shape any
+identifier from outside (a token's subject, an RPPS number in a path) must have.
 
 The NIR is 13 characters (sex, year, month, département, commune, order) followed by a
 2-digit key equal to 97 - (the 13 digits mod 97). Corsica writes 2A / 2B in the
@@ -13,6 +14,10 @@ INS_OID_NIR = "1.2.250.1.213.1.4.8"
 INS_OID_NIA = "1.2.250.1.213.1.4.9"
 INS_OID_TEST = "1.2.250.1.213.1.4.10"
 INS_OIDS = frozenset({INS_OID_NIR, INS_OID_NIA, INS_OID_TEST})
+
+# The id of a person acting on a record (a token's subject: patient id, RPPS number, a representative's
+# id): the width of the index columns that hold it (audit_entries, record_relations, contacts, patients).
+MAX_ACTOR_ID = 128
 
 _NIR = re.compile(r"^([12378])(\d{2})(\d{2})(\d{2}|2A|2B)(\d{3})(\d{3})(\d{2})$")
 
@@ -48,3 +53,18 @@ def is_valid_nir(value: str) -> bool:
 def with_key(body13: str) -> str:
     """Append the control key to a 13-character NIR body (used to build valid test NIRs)."""
     return f"{body13}{nir_key(body13):02d}"
+
+
+def identifier_pattern(width: int) -> str:
+    """1 to `width` printable ASCII characters, no space at either end: the shape of every identifier
+    taken from outside before it reaches the index. One expression for Python and for the OpenAPI
+    document (JSON Schema), so the API, its clients and the checks here agree; it also keeps out
+    what PostgreSQL refuses in a string (NUL) and what SQLite would store unbounded."""
+    if width < 2:
+        raise ValueError("width must be at least 2")
+    return rf"^[!-~](?:[ -~]{{0,{width - 2}}}[!-~])?$"
+
+
+def is_identifier(value: object, width: int = MAX_ACTOR_ID) -> bool:
+    """Whether `value` is a string of the shape `identifier_pattern(width)` describes."""
+    return isinstance(value, str) and re.fullmatch(identifier_pattern(width), value) is not None

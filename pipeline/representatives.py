@@ -9,12 +9,11 @@ from __future__ import annotations
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from pipeline.identity import is_valid_nir, normalize_nir
+from pipeline.identity import MAX_ACTOR_ID, is_identifier, is_valid_nir, normalize_nir
 from pipeline.index.models import Patient, RecordRelation, new_id
 from pipeline.index.repo import ensure_patient, insert_ignore
 
 RELATION = "representative"
-MAX_ACTOR_ID = 128
 
 
 class RepresentativeError(ValueError):
@@ -29,7 +28,7 @@ def _ins(value: str) -> str:
 
 
 def _actor(value: str) -> str:
-    if not value or len(value) > MAX_ACTOR_ID or not value.isascii() or not value.isprintable() or value != value.strip():
+    if not is_identifier(value, MAX_ACTOR_ID):
         raise RepresentativeError(f"the representative id must be 1 to {MAX_ACTOR_ID} printable ASCII characters (their token's subject)")
     return value
 

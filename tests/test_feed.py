@@ -202,6 +202,35 @@ def test_an_ndjson_line_in_latin1_is_rejected_for_its_encoding_and_the_rest_goes
     assert sorted(_history(rt, ALICE)) == ["a", "c"] and labels == {"Consultation médecin"}
 
 
+def test_a_field_longer_than_its_column_or_holding_nul_is_rejected_alone_on_both_databases(rt, tmp_path):
+    """PostgreSQL refuses such a value and, with it, the chunk's whole bulk write: the good lines beside it must still be stored."""
+    path = tmp_path / "f.ndjson"
+    rows = [
+        _line("good1"),
+        _line("L" * 129),
+        _line("code", act_code="A" * 33),
+        _line("who", professional_id="P" * 65, profession="p" * 65),
+        _line("nul", act_label="Consul\x00tation"),
+        {**_line("key"), "\x00" + "k" * 500: "x"},
+        _line("good2", ins=BOB),
+    ]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    feed_id = _feed(rt, path)
+    with rt.sessions() as session:
+        status = feed_status(session, feed_id)
+    got = [(r["line_number"], r["line_id"], r["reason"]) for r in status["rejections"]]
+    assert got == [
+        (2, None, "field_too_long"),
+        (3, "code", "field_too_long"),
+        (4, "who", "field_too_long"),
+        (5, "nul", "malformed_line"),
+        (6, "key", "unknown_columns"),
+    ]
+    assert "professional_id (at most 64), profession (at most 64)" in status["rejections"][2]["message"]
+    assert "\x00" not in status["rejections"][4]["message"] and len(status["rejections"][4]["message"]) < 200
+    assert _history(rt, ALICE) == ["good1"] and _history(rt, BOB) == ["good2"]
+
+
 def test_a_line_id_sent_again_with_other_content_is_a_duplicate(rt, tmp_path):
     _feed(rt, _csv(tmp_path / "1.csv", [_line("same")]))
     feed_id = _feed(rt, _csv(tmp_path / "2.csv", [_line("same", amount_billed="99.00"), _line("other")]))

@@ -231,3 +231,47 @@ def test_the_intake_shows_the_files_taken_in(embedded_settings, sample_batch):
     assert result.exit_code == 0, result.output
     total = len(read_expected(sample_batch))
     assert f"{sample_batch.name}: {total}/{total} files taken in" in result.stderr
+
+
+def test_rows_and_names_the_index_cannot_hold_are_rejected_alone_on_both_databases(rt, tmp_path):
+    """An over-long or NUL-holding field, a file name that is not UTF-8, a path longer than the item's
+    column: each is one rejected item; the batch is recorded and its good document indexed (PostgreSQL
+    failed the whole batch's insert, SQLite could not encode the name)."""
+    import csv
+    import os
+
+    from pipeline.samples import generate_samples
+    from pipeline.status import batch_status
+    from tests.conftest import index_batch
+
+    batch = tmp_path / "batch"
+    generate_samples(batch, patients=1, documents=3, seed=11, bad=False)
+    with (batch / "manifest.csv").open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    rows[1]["author_id"] = "9" * 5000
+    rows[2]["title"] = "Synth\x00se"
+    with (batch / "manifest.csv").open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    with open(os.fsencode(batch) + b"/r\xe9sultat.pdf", "wb") as handle:  # a Latin-1 name, as old tools write them
+        handle.write(b"%PDF-1.4\n")
+    deep = batch / ("d" * 250) / ("e" * 250) / ("f" * 50)
+    deep.mkdir(parents=True)
+    (deep / "scan.pdf").write_bytes(b"%PDF-1.4\n")
+
+    documents = index_batch(rt, batch, "hospital:CHU-WIDTHS")
+    with rt.sessions() as session:
+        batch_id = session.scalar(select(BatchItem.batch_id))
+        status = batch_status(session, batch_id)
+    by_file = {item["file"]: (item["state"], item["reason"]) for item in status["items"] if item["reason"] != "unlisted_file"}
+    assert by_file == {
+        rows[0]["file"]: ("indexed", None),
+        rows[1]["file"]: ("rejected", "invalid_metadata"),
+        rows[2]["file"]: ("rejected", "invalid_metadata"),
+    }
+    unlisted = sorted(item["file"] for item in status["items"] if item["reason"] == "unlisted_file")
+    assert len(unlisted) == 4  # the two invalid rows' files, the Latin-1 name, the deep path
+    assert "r\ufffdsultat.pdf" in unlisted or "r?sultat.pdf" in unlisted
+    assert all(len(name) <= 512 for name in unlisted) and any("…#" in name for name in unlisted)
+    assert [d.source_document_id for d in documents] == [rows[0]["source_document_id"]]

@@ -34,3 +34,21 @@ def test_a_file_listed_twice_is_rejected_the_second_time():
     data = HEADER + "a.pdf,1,S1,T,,2025-01-01,1,physician\na.pdf,1,S2,T,,2025-01-01,1,physician\n"
     manifest = parse_manifest(data.encode())
     assert [p.reason for p in manifest.problems] == ["duplicate_manifest_row"]
+
+
+def test_a_field_longer_than_its_column_or_holding_nul_rejects_its_row_alone_naming_the_field():
+    rows = [
+        "a.pdf,1,S1,T,,2025-01-01,1,physician",
+        "b.pdf,1,S2,T,,2025-01-01," + "9" * 65 + ",physician",
+        "c.pdf,1," + "S" * 257 + ",T,,2025-01-01,1,physician",
+        "d.pdf,1,S4,Synth\x00se,,2025-01-01,1,physician",
+        "e" * 509 + ".pdf,1,S5,T,,2025-01-01,1,physician",
+    ]
+    manifest = parse_manifest((HEADER + "\n".join(rows) + "\n").encode())
+    assert [row.file for row in manifest.rows] == ["a.pdf"]
+    assert [(p.row_number, p.reason, p.detail) for p in manifest.problems] == [
+        (2, "invalid_metadata", "author_id is longer than 64 characters"),
+        (3, "invalid_metadata", "source_document_id is longer than 256 characters"),
+        (4, "invalid_metadata", "title holds a NUL character"),
+        (5, "invalid_manifest_row", "file is longer than 512 characters"),
+    ]

@@ -13,6 +13,8 @@ from sqlalchemy import select
 
 from api.access import check, visible
 from api.deps import ActorDep, EmergencyDep, RuntimeDep
+from api.headers import EXTENSIONS, OCTET_STREAM, content_headers, served_type
+from api.inputs import ClassCodeQuery, FromDateQuery, PageQuery, ToDateQuery, TypeCodeQuery
 from api.problems import PROBLEM_RESPONSES, ApiProblem, not_found
 from api.records import POLICY_COLUMNS
 from pipeline.clock import paris_date
@@ -63,11 +65,11 @@ def list_documents(
     rt: RuntimeDep,
     actor: ActorDep,
     emergency: EmergencyDep,
-    class_code: str | None = None,
-    type_code: str | None = None,
-    date_from: dt.date | None = Query(default=None, alias="from"),
-    date_to: dt.date | None = Query(default=None, alias="to"),
-    page: int = Query(default=1, ge=1),
+    class_code: ClassCodeQuery = None,
+    type_code: TypeCodeQuery = None,
+    date_from: FromDateQuery = None,
+    date_to: ToDateQuery = None,
+    page: PageQuery = 1,
     page_size: int = Query(default=50, ge=1, le=200),
 ) -> DocumentPage:
     """The documents this actor may see, newest service date first; filters by class, type and date."""
@@ -104,22 +106,27 @@ def document_metadata(patient_id: str, document_id: str, rt: RuntimeDep, actor: 
 WHOLE_BODY_LIMIT = 1 << 20
 
 
-@router.get("/{document_id}/content", response_class=StreamingResponse, responses={200: {"content": {"application/octet-stream": {}}}})
+SERVED_TYPES = {200: {"content": {kind: {} for kind in (*EXTENSIONS, OCTET_STREAM)}}}
+
+
+@router.get("/{document_id}/content", response_class=StreamingResponse, responses=SERVED_TYPES)
 def document_content(patient_id: str, document_id: str, rt: RuntimeDep, actor: ActorDep, emergency: EmergencyDep) -> Response:
     """The decrypted bytes, integrity-checked. Large documents are streamed: an integrity failure then aborts
     the stream, so corrupted bytes are never served whole."""
     access = check(rt, actor, _action(emergency, "read_content"), patient_id, document_id, emergency)
     document = access.document
     assert document is not None
-    headers = {"Content-Length": str(document.size), "Cache-Control": "no-store"}
+    # Never the stored type as it is, never a page: see api/headers.py.
+    headers = {"Content-Length": str(document.size), "Cache-Control": "no-store", **content_headers(document.id, document.mime_type)}
+    media_type = served_type(document.mime_type)
     try:
         chunks: Iterator[bytes] = read_document(rt, document)
         if document.size > WHOLE_BODY_LIMIT:
-            return StreamingResponse(chunks, media_type=document.mime_type, headers=headers)
+            return StreamingResponse(chunks, media_type=media_type, headers=headers)
         body = b"".join(chunks)
     except (DocumentGone, ObjectNotFound):
         raise not_found() from None  # shredded since the check: gone, like a document that never was
     except IntegrityError:
         log.error("document %s failed its integrity check", document.id)
         raise ApiProblem(500, "integrity_error", "Internal error", "The stored document failed its integrity check.") from None
-    return Response(body, media_type=document.mime_type, headers=headers)
+    return Response(body, media_type=media_type, headers=headers)

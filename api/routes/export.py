@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from api.access import check, visible
 from api.deps import ActorDep, RuntimeDep
+from api.headers import EXTENSIONS
 from api.problems import PROBLEM_RESPONSES
 from pipeline.clock import paris_date
 from pipeline.documents import read_document
@@ -19,7 +20,6 @@ from pipeline.index.models import Document
 from pipeline.runtime import Runtime
 
 router = APIRouter(prefix="/v1/patients/{patient_id}", tags=["record"], responses=PROBLEM_RESPONSES)
-EXTENSIONS = {"application/pdf": ".pdf", "application/xml": ".xml", "image/jpeg": ".jpg", "image/png": ".png", "image/tiff": ".tif"}
 
 
 class _Spout:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Request
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from api.deps import RuntimeDep, SourceDep
 from api.ingest import batch_work, feed_work, require_scope, submit
+from api.inputs import BatchIdPath
 from api.problems import PROBLEM_RESPONSES, ApiProblem, not_found, problem_doc
 from pipeline.index.models import Batch, Feed
 from pipeline.ingest.multipart import MultipartError, boundary_of
@@ -36,7 +37,7 @@ INGEST_PROBLEMS: dict[int | str, dict] = {
 router = APIRouter(prefix="/v1/ingest", tags=["ingest"], responses=INGEST_PROBLEMS)
 ZIP_TYPES = ("application/zip", "application/x-zip-compressed")
 FEED_TYPES = {"text/csv": "csv", "application/x-ndjson": "ndjson", "application/ndjson": "ndjson", "application/jsonl": "ndjson"}
-BatchId = Annotated[str, Path(max_length=64)]
+BatchId = BatchIdPath
 IdempotencyKey = Annotated[
     str | None,
     Header(max_length=257, description="Retrying with the same key returns the first answer instead of submitting again."),

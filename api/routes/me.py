@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
 
 from api.deps import ActorDep, RuntimeDep
+from api.inputs import StrictBody
 from api.problems import PROBLEM_RESPONSES, ApiProblem
-from api.routes.record import EMAIL_PATTERN, PHONE_PATTERN
+from api.routes.record import Email, Phone
 from pipeline.index.models import Contact
 from pipeline.notify.contacts import save_contact
 
@@ -15,9 +15,9 @@ router = APIRouter(prefix="/v1/me", tags=["me"], responses=PROBLEM_RESPONSES)
 CONTACT_KINDS = frozenset({"professional", "emergency_regulator", "occupational_physician"})
 
 
-class ContactIn(BaseModel):
-    email: str | None = Field(default=None, pattern=EMAIL_PATTERN)
-    phone: str | None = Field(default=None, pattern=PHONE_PATTERN, description="E.164, e.g. +33612345678")
+class ContactIn(StrictBody):
+    email: Email | None = None
+    phone: Phone | None = None
 
 
 class ContactOut(ContactIn):

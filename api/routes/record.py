@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
@@ -10,6 +11,7 @@ from sqlalchemy import update
 
 from api.access import check
 from api.deps import ActorDep, EmergencyDep, RuntimeDep
+from api.inputs import ActorIdField, ActorIdPath, OffsetQuery, PageQuery, StrictBody
 from api.problems import PROBLEM_RESPONSES
 from pipeline.audit import entries_for
 from pipeline.carehistory import CarePage, care_history
@@ -26,7 +28,7 @@ def read_care_history(
     rt: RuntimeDep,
     actor: ActorDep,
     emergency: EmergencyDep,
-    page: int = Query(default=1, ge=1),
+    page: PageQuery = 1,
     page_size: int = Query(default=50, ge=1, le=500),
 ) -> CarePage:
     """Reimbursed care of the last 24 months (Europe/Paris calendar), newest first."""
@@ -53,7 +55,7 @@ def read_access_log(
     rt: RuntimeDep,
     actor: ActorDep,
     limit: int = Query(default=100, ge=1, le=1000),
-    offset: int = Query(default=0, ge=0),
+    offset: OffsetQuery = 0,
 ) -> list[AccessLogEntry]:
     """Who did what on the record. A professional sees only the entries about their own actions."""
     access = check(rt, actor, "read_access_log", patient_id)
@@ -109,31 +111,34 @@ def _relate(rt, actor, patient_id: str, professional_id: str, action: str, add: 
 
 
 @router.post("/professionals/{professional_id}/authorize", response_model=Done)
-def authorize_professional(patient_id: str, professional_id: str, rt: RuntimeDep, actor: ActorDep) -> Done:
+def authorize_professional(patient_id: str, professional_id: ActorIdPath, rt: RuntimeDep, actor: ActorDep) -> Done:
     """Put a professional in the care team (and lift a block)."""
     return _relate(rt, actor, patient_id, professional_id, "authorize_professional", "authorized", "blocked")
 
 
 @router.post("/professionals/{professional_id}/block", response_model=Done)
-def block_professional(patient_id: str, professional_id: str, rt: RuntimeDep, actor: ActorDep) -> Done:
+def block_professional(patient_id: str, professional_id: ActorIdPath, rt: RuntimeDep, actor: ActorDep) -> Done:
     """Block a professional (and take them out of the care team)."""
     return _relate(rt, actor, patient_id, professional_id, "block_professional", "blocked", "authorized")
 
 
-class AttendingIn(BaseModel):
-    physician_id: str | None
+class AttendingIn(StrictBody):
+    physician_id: ActorIdField | None
 
 
-class OppositionIn(BaseModel):
+class OppositionIn(StrictBody):
     opposed: bool
 
 
 # Explicit ASCII classes: the API (Rust regex) and clients reading the OpenAPI document must agree on them.
 EMAIL_PATTERN = r"^[A-Za-z0-9._%+'-]{1,64}@[A-Za-z0-9.-]{1,189}\.[A-Za-z]{2,63}$"
 PHONE_PATTERN = r"^\+[1-9][0-9]{6,14}$"
+# contacts.email and contacts.phone: the patterns alone allow longer than the columns hold.
+Email = Annotated[str, Field(max_length=254, pattern=EMAIL_PATTERN)]
+Phone = Annotated[str, Field(max_length=16, pattern=PHONE_PATTERN, description="E.164, e.g. +33612345678")]
 
 
-class NotificationsIn(BaseModel):
+class NotificationsIn(StrictBody):
     """Channels, events, and where to send. Emergency accesses and a professional's first access are always told."""
 
     email: bool
@@ -141,8 +146,8 @@ class NotificationsIn(BaseModel):
     every_access: bool = False
     documents: bool = True
     reimbursements: bool = True
-    email_address: str | None = Field(default=None, pattern=EMAIL_PATTERN)
-    phone: str | None = Field(default=None, pattern=PHONE_PATTERN, description="E.164, e.g. +33612345678")
+    email_address: Email | None = None
+    phone: Phone | None = None
 
 
 class NotificationsOut(NotificationsIn):

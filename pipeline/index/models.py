@@ -19,6 +19,7 @@ from sqlalchemy import (
     Numeric,
     String,
     Text,
+    TypeDecorator,
     UniqueConstraint,
     false,
     func,
@@ -26,6 +27,8 @@ from sqlalchemy import (
     true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from pipeline.clock import as_utc
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -40,12 +43,29 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
+class UtcDateTime(TypeDecorator):
+    """A moment, always read back timezone-aware in UTC, on SQLite (which keeps no zone and returns naive
+    times) as on PostgreSQL (which returns them in the session's zone). Written in UTC too: SQLite
+    would drop any other offset and shift the moment. A naive value is taken as UTC (what SQLite's
+    CURRENT_TIMESTAMP stores). So every time the API and the CLI print is RFC 3339 with its offset."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: object) -> dt.datetime | None:
+        return None if value is None else as_utc(value)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: object) -> dt.datetime | None:
+        return None if value is None else as_utc(value)
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {dt.datetime: UtcDateTime()}
 
 
 def _now() -> Mapped[dt.datetime]:
-    return mapped_column(DateTime(timezone=True), server_default=func.now())
+    return mapped_column(UtcDateTime(), server_default=func.now())
 
 
 class Patient(Base):
@@ -54,7 +74,7 @@ class Patient(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     ins: Mapped[str] = mapped_column(String(15), unique=True)
     status: Mapped[str] = mapped_column(String(16), default="open")  # open | closed | opposed
-    closed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    closed_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
     # The patient's choices (DOMAIN.md, "What the patient controls").
     attending_physician_id: Mapped[str | None] = mapped_column(String(128))
     emergency_opposed: Mapped[bool] = mapped_column(default=False, server_default=false())
@@ -108,7 +128,7 @@ class RecordKey(Base):
     master_key_id: Mapped[str | None] = mapped_column(String(256), index=True)
     wrapped: Mapped[bytes | None] = mapped_column(LargeBinary)  # None once destroyed
     created_at: Mapped[dt.datetime] = _now()
-    destroyed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    destroyed_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
 
 
 class Batch(Base):
@@ -160,9 +180,9 @@ class BatchItem(Base):
     quarantine_master_key_id: Mapped[str | None] = mapped_column(String(256))
     quarantine_wrapped_key: Mapped[bytes | None] = mapped_column(LargeBinary)
     quarantine_until: Mapped[dt.date | None] = mapped_column(Date)
-    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))  # latest attempt
-    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), onupdate=func.now())
+    started_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())  # latest attempt
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), server_default=func.now(), onupdate=func.now())
 
 
 class Document(Base):
@@ -193,7 +213,7 @@ class Document(Base):
     # The data key, wrapped by the patient's record key; None once the document is shredded.
     record_key_id: Mapped[str] = mapped_column(ForeignKey("record_keys.id"), index=True)
     wrapped_key: Mapped[bytes | None] = mapped_column(LargeBinary)
-    shredded_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    shredded_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
     created_at: Mapped[dt.datetime] = _now()
 
 
@@ -217,7 +237,7 @@ class Outbox(Base):
     detail: Mapped[str | None] = mapped_column(String(64))  # the actor's profession, when an actor
     created_at: Mapped[dt.datetime] = _now()
     status: Mapped[str] = mapped_column(String(16), default="pending", server_default="pending")  # pending | composed
-    composed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    composed_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
 
 
 class Notification(Base):
@@ -237,11 +257,11 @@ class Notification(Base):
     events: Mapped[int] = mapped_column(Integer, default=1)  # outbox rows it reports
     status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | sending | sent | failed
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    next_attempt_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
-    lease_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    lease_until: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
     last_error: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = _now()
-    sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    sent_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
 
 
 class Feed(Base):
@@ -345,7 +365,7 @@ class AuditEntry(Base):
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
     chain: Mapped[str] = mapped_column(String(64))  # the patient id, or "-" when no patient is known
     seq: Mapped[int] = mapped_column(Integer)  # position in the chain, from 1
-    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
     actor_id: Mapped[str] = mapped_column(String(128))
     actor_kind: Mapped[str] = mapped_column(String(32))
     profession: Mapped[str | None] = mapped_column(String(64))
@@ -371,7 +391,7 @@ class Source(Base):
     key_id: Mapped[str] = mapped_column(String(32), unique=True)
     secret_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = _now()
-    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
 
 
 class IdempotencyRecord(Base):
@@ -389,5 +409,5 @@ class IdempotencyRecord(Base):
     content_length: Mapped[int | None] = mapped_column(BigInteger)
     status: Mapped[int | None] = mapped_column(Integer)
     body: Mapped[str | None] = mapped_column(Text)
-    lease_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    lease_until: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
     created_at: Mapped[dt.datetime] = _now()

@@ -18,6 +18,7 @@ from decimal import Decimal, InvalidOperation
 from typing import BinaryIO, NamedTuple
 
 from pipeline.identity import is_valid_nir, normalize_nir
+from pipeline.index.models import CareEvent, FeedRejection
 
 FIELDS = (
     "line_id",
@@ -46,7 +47,16 @@ LINE_REASONS: dict[str, str] = {
     "duplicate_line": "This line_id was already received with different content; send a correction (supersedes).",
     "record_closed": "The patient's record is closed or was opposed.",
     "invalid_encoding": "The line is not UTF-8 text (an export in Latin-1 or Windows-1252?): re-export the feed as UTF-8.",
+    "field_too_long": "A field is longer than allowed.",
 }
+# The most characters of each field: the width of the care_events column it is kept in. PostgreSQL refuses
+# a longer value, and with it the whole chunk's bulk write (thousands of good lines), so it is checked here.
+FIELD_WIDTHS: dict[str, int] = {
+    column.name: column.type.length
+    for column in CareEvent.__table__.columns
+    if column.name in ALL_FIELDS and getattr(column.type, "length", None)
+}
+LINE_ID_WIDTH = FeedRejection.__table__.c.line_id.type.length
 
 
 # A CSV record (a row whose quoted field spans lines) may not run over more lines than this.
@@ -105,16 +115,29 @@ def _amount(text: str) -> Decimal:
     return value
 
 
+def _shown(name: str) -> str:
+    """A field name from the feed as a message may quote it: printable, and short."""
+    return "".join(c if c.isprintable() else "?" for c in name[:64])
+
+
 def check_line(number: int, raw: dict[str, object], today: dt.date) -> CareLine | LineRejection:
     """One feed line, parsed and checked on its own."""
     line_id = str(raw.get("line_id") or "").strip() or None
+    if line_id is not None and ("\x00" in line_id or len(line_id) > LINE_ID_WIDTH):
+        line_id = None  # the rejection is kept under its line number only
     unknown = sorted(set(raw) - set(ALL_FIELDS))
     if unknown:
-        return LineRejection(number, line_id, "unknown_columns", ", ".join(unknown[:5]))
+        return LineRejection(number, line_id, "unknown_columns", ", ".join(_shown(name) for name in unknown[:5]))
     values = {name: str(raw.get(name) if raw.get(name) is not None else "").strip() for name in ALL_FIELDS}
+    nul = [name for name, value in values.items() if "\x00" in value]
+    if nul:  # no PostgreSQL string may hold one: not text
+        return LineRejection(number, line_id, "malformed_line", f"NUL character in {', '.join(nul)}")
     missing = [name for name in FIELDS if not values[name]]
     if missing:
         return LineRejection(number, line_id, "missing_field", ", ".join(missing))
+    too_long = [f"{name} (at most {width})" for name, width in FIELD_WIDTHS.items() if len(values[name]) > width]
+    if too_long:
+        return LineRejection(number, line_id, "field_too_long", ", ".join(too_long))
     ins = normalize_nir(values["patient_ins"])
     if not is_valid_nir(ins):
         return LineRejection(number, line_id, "invalid_ins")

@@ -8,6 +8,7 @@ what is missing and re-sends unfinished items; it never creates a second row or 
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import re
@@ -101,8 +102,8 @@ def _item_row(batch_id: str, slot: str, file: str, row: int | None, reason: str 
     return dict.fromkeys(ITEM_FIELDS) | {
         "id": item_id or new_id(),
         "batch_id": batch_id,
-        "slot": slot,
-        "file": file,
+        "slot": _storable(slot, SLOT_WIDTH),
+        "file": _storable(file, SLOT_WIDTH),
         "row_number": row,
         "state": "queued" if reason is None else "rejected",
         "reason": reason,
@@ -111,6 +112,21 @@ def _item_row(batch_id: str, slot: str, file: str, row: int | None, reason: str 
         "attempts": 0,
         "crashes": 0,
     }
+
+
+# batch_items.slot and .file. A queued item's name always fits (its manifest row was checked,
+# pipeline.ingest.manifest.FIELD_WIDTHS); only the names of rejected ones may need shortening.
+SLOT_WIDTH = 512
+
+
+def _storable(name: str, width: int) -> str:
+    """`name` as the index can keep and show it: without NUL nor unencodable characters (a file name
+    that is not UTF-8), and, past `width`, cut and told apart from its likes by a digest of the whole."""
+    shown = name.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+    if len(shown) <= width:
+        return shown
+    digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return f"{shown[: width - 18]}…#{digest}"
 
 
 def _record_batch(rt: Runtime, source: str, digest: str, manifest: Manifest, present: list[str], reader: BatchReader) -> tuple[str, bool]:

@@ -7,6 +7,8 @@ import io
 import unicodedata
 from dataclasses import dataclass
 
+from pipeline.index.models import BatchItem
+
 REQUIRED_COLUMNS = (
     "file",
     "patient_ins",
@@ -31,6 +33,13 @@ MANIFEST_COLUMNS = (
     "author_profession",
 )
 MANIFEST_NAME = "manifest.csv"
+# The most characters of each field: the width of the batch_items column it is kept in (SQLite would keep
+# anything, PostgreSQL refuses longer values and fails the whole batch's insert).
+FIELD_WIDTHS: dict[str, int] = {
+    column.name: column.type.length
+    for column in BatchItem.__table__.columns
+    if column.name in REQUIRED_COLUMNS + OPTIONAL_COLUMNS and getattr(column.type, "length", None)
+}
 
 
 class ManifestError(Exception):
@@ -111,5 +120,20 @@ def parse_manifest(data: bytes) -> Manifest:
             continue
         seen.add(file)
         fields = {key: (value or "").strip() for key, value in raw.items() if key in REQUIRED_COLUMNS + OPTIONAL_COLUMNS}
+        unstorable = _unstorable(fields)
+        if unstorable:
+            problems.append(RowProblem(number, file, *unstorable))
+            continue
         rows.append(ManifestRow(number, file, fields))
     return Manifest(rows, problems)
+
+
+def _unstorable(fields: dict[str, str]) -> tuple[str, str] | None:
+    """(reason, detail) when a field cannot be kept as it is: longer than its column, or holding NUL
+    (no PostgreSQL string may); None when the row can be recorded."""
+    for name, value in fields.items():
+        width = FIELD_WIDTHS.get(name)
+        if "\x00" in value or (width is not None and len(value) > width):
+            reason = "invalid_manifest_row" if name == "file" else "invalid_metadata"
+            return reason, f"{name} holds a NUL character" if "\x00" in value else f"{name} is longer than {width} characters"
+    return None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
@@ -200,6 +202,28 @@ def test_the_care_history_route_applies_the_window(world):
     response = client.get(f"/v1/patients/{patients[0]}/care-history", headers=_patient(settings, patients[0]))
     assert response.status_code == 200
     assert set(response.json()) >= {"items", "total", "window_start", "as_of"}
+
+
+def _moments(value: object) -> list[str]:
+    """Every string in a JSON value that holds a time of day (a date and a time), wherever it is."""
+    if isinstance(value, dict):
+        return [m for item in value.values() for m in _moments(item)]
+    if isinstance(value, list):
+        return [m for item in value for m in _moments(item)]
+    return [value] if isinstance(value, str) and re.match(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:", value) else []
+
+
+def test_every_time_the_api_returns_is_rfc3339_with_its_utc_offset(world):
+    settings, _, client, patients, documents = world
+    pid, doc = patients[0], _docs_of(documents, patients[0])[0]
+    answers = [
+        client.get(f"/v1/patients/{pid}/{route}", headers=_patient(settings, pid)).json()
+        for route in ("documents", f"documents/{doc.id}", "access-log", "care-history", "notifications")
+    ]
+    moments = _moments(answers)
+    assert len(moments) >= 3  # deposit times, access-log times
+    for moment in moments:
+        assert re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})", moment), moment
 
 
 def test_every_attempt_allowed_or_denied_is_in_an_intact_audit_chain(world):

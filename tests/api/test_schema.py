@@ -32,16 +32,65 @@ schemathesis.openapi.media_type("application/x-ndjson", st.binary(max_size=512))
 schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def started():
+@pytest.fixture(scope="module")
+def record():
+    """A patient's record with indexed documents in the app's index: (patient id, a document id)."""
+    from pipeline.runtime import Runtime
+    from pipeline.samples import generate_samples
+    from tests.conftest import index_batch
+
+    generate_samples(_home / "batch", patients=1, documents=3, seed=5, bad=False)
+    rt = Runtime.from_settings(Settings(home=_home), prepare=True)
+    documents = index_batch(rt, _home / "batch", "hospital:CHU-SCHEMA")
+    rt.close()
+    return documents[0].patient_id, documents[0].id
+
+
+@pytest.fixture(scope="module")
+def client(record):
     from fastapi.testclient import TestClient
 
-    with TestClient(APP):  # runs the lifespan: runtime and verifier
-        yield
+    with TestClient(APP) as client:  # runs the lifespan: runtime and verifier
+        yield client
+
+
+def _bearer(subject: str, kind: str, **claims: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {mint_token(Settings(home=_home), subject, kind, **claims)}"}
 
 
 @schema.parametrize()
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
-def test_the_api_honours_its_own_openapi_document(case):
-    token = mint_token(Settings(home=_home), "10001234567", "professional", profession="physician", rpps="10001234567")
-    case.call_and_validate(headers={"Authorization": f"Bearer {token}"})
+def test_the_api_honours_its_own_openapi_document(case, client):
+    case.call_and_validate(headers=_bearer("10001234567", "professional", profession="physician", rpps="10001234567"))
+
+
+# Closing the record would turn every later request into a 403 before any query ran.
+@schema.exclude(path_regex=r"/close$").parametrize()
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+def test_the_api_honours_its_openapi_document_for_the_patient_of_a_real_record(case, client, record):
+    """As the record's patient, on its real ids: the generated parameters reach the queries (a stranger's
+    requests stop at the access check), and every answer, times included, must match the schema."""
+    patient_id, document_id = record
+    for name, value in (("patient_id", patient_id), ("document_id", document_id)):
+        if name in (case.path_parameters or {}):
+            case.path_parameters[name] = value
+    case.call_and_validate(headers=_bearer(patient_id, "patient"))
+
+
+def _integer_query_parameters() -> list[tuple[str, str, str]]:
+    return [
+        (method, path, parameter["name"])
+        for path, operations in APP.openapi()["paths"].items()
+        for method, operation in operations.items()
+        for parameter in operation.get("parameters", [])
+        if parameter["in"] == "query" and parameter["schema"].get("type") == "integer"
+    ]
+
+
+@pytest.mark.parametrize(("method", "path", "name"), _integer_query_parameters())
+def test_an_integer_parameter_beyond_64_bits_is_refused_before_the_database(client, record, method, path, name):
+    patient_id, document_id = record
+    url = path.format(patient_id=patient_id, document_id=document_id)
+    for value in (2**63, 2**64 + 1, 10**30):
+        response = client.request(method, url, params={name: value}, headers=_bearer(patient_id, "patient"))
+        assert (response.status_code, response.json()["code"]) == (422, "invalid_request"), (name, value)
