@@ -8,6 +8,7 @@ from fastapi import Depends, Header, Request
 
 from api.policy import Actor
 from api.problems import ApiProblem
+from pipeline.audit import MAX_JUSTIFICATION
 from pipeline.runtime import Runtime
 from pipeline.sources import SourceIdentity
 
@@ -44,8 +45,9 @@ def current_source(request: Request, authorization: Annotated[str | None, Header
         raise ApiProblem(401, "invalid_credentials", "Unauthorized", "A valid source API key is required (Bearer dmpk_…).") from None
 
 
-def emergency_reason(x_emergency_reason: Annotated[str | None, Header()] = None) -> str | None:
-    """Break-glass: a professional facing an immediate risk states the reason in this header."""
+def emergency_reason(x_emergency_reason: Annotated[str | None, Header(max_length=MAX_JUSTIFICATION)] = None) -> str | None:
+    """Break-glass: a professional facing an immediate risk states the reason in this header (kept in the audit
+    chain as the access's justification; longer than MAX_JUSTIFICATION characters is 422)."""
     return x_emergency_reason.strip() if x_emergency_reason and x_emergency_reason.strip() else None
 
 
