@@ -47,8 +47,15 @@ def current_source(request: Request, authorization: Annotated[str | None, Header
 
 def emergency_reason(x_emergency_reason: Annotated[str | None, Header(max_length=MAX_JUSTIFICATION)] = None) -> str | None:
     """Break-glass: a professional facing an immediate risk states the reason in this header (kept in the audit
-    chain as the access's justification; longer than MAX_JUSTIFICATION characters is 422)."""
-    return x_emergency_reason.strip() if x_emergency_reason and x_emergency_reason.strip() else None
+    chain as the access's justification; longer than MAX_JUSTIFICATION characters is 422). Its bytes are read
+    as UTF-8 when they are UTF-8 ("arrêt cardiaque"), else as Latin-1, the header's own charset."""
+    if not x_emergency_reason or not x_emergency_reason.strip():
+        return None
+    raw = x_emergency_reason.encode("latin-1")  # the server decoded the header's bytes as Latin-1: undone losslessly
+    try:
+        return raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return x_emergency_reason.strip()
 
 
 RuntimeDep = Annotated[Runtime, Depends(runtime)]

@@ -210,3 +210,12 @@ def test_an_emergency_reason_too_long_to_keep_is_refused_before_any_access(world
     headers = {**_professional(settings, "10000000889"), "X-Emergency-Reason": "x" * 1001}
     response = client.get(f"/v1/patients/{pid}/documents/{documents[pid][0].id}", headers=headers)
     assert (response.status_code, response.json()["code"]) == (422, "invalid_request")
+
+
+def test_an_emergency_reason_sent_in_utf_8_is_kept_as_written(world):
+    settings, rt, client, patients, documents = world
+    pid = patients[5]
+    headers = {**_professional(settings, "10000000890"), "X-Emergency-Reason": "arrêt cardiaque, réanimation".encode()}
+    assert client.get(f"/v1/patients/{pid}/documents/{documents[pid][1].id}", headers=headers).status_code == 200
+    entries = _log(client, pid, _headers(settings, pid, "patient"))
+    assert [e["justification"] for e in entries if e["actor_id"] == "10000000890"] == ["arrêt cardiaque, réanimation"]
