@@ -1,6 +1,6 @@
 """The access policy: one pure function, `decide`, over the access matrix (`api/data/access_matrix.csv`).
 
-Source of truth: /work/shared/DOMAIN.md, sections "The record", "Who may read", "What the patient controls".
+Source of truth: the domain rules (DOMAIN.md), sections "The record", "Who may read", "What the patient controls".
 `decide` does no I/O (the matrix is loaded once, validated at load) and never logs: the caller logs every
 attempt, and logs a decision with `emergency=True` as an emergency override and notifies the patient and
 the attending physician.
