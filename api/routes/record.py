@@ -28,7 +28,8 @@ def read_care_history(
     page: int = Query(default=1, ge=1),
     page_size: int = Query(default=50, ge=1, le=500),
 ) -> CarePage:
-    """Reimbursed care of the last 24 months (Europe/Paris calendar), newest first."""
+    """Reimbursed care of the last 24 months (Europe/Paris calendar), newest first. With `X-Emergency-Reason`, a
+    break-glass read of this reimbursement data (class 60 of the access matrix), audited as an emergency override."""
     check(rt, actor, "read_care_history", patient_id, emergency_reason=emergency)
     with rt.sessions() as session:
         return care_history(session, patient_id, page=page, page_size=page_size)
