@@ -1,9 +1,12 @@
 """Every access goes through here: load the record, ask the policy, append to the audit chain.
 
 Order matters for privacy: the record-level question is asked first, without looking at the
-document, so a denial there (403 with its reason) says nothing about whether a document exists.
+document, so a denial there (403 with its reason) says nothing about whether a document exists;
+to an actor who may not learn that the record exists, that denial is the 404 of a missing record.
 Only then is the document looked up; a missing document, another patient's, or one the policy
-hides from this actor all give the same 404.
+hides from this actor all give the same 404. The audit entry keeps the real reason, and what the
+actor was told when it differs (`told_reason`), so the access log can read back to each actor no
+more than their answer said.
 """
 
 from __future__ import annotations
@@ -13,12 +16,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.policy import DOCUMENT_ACTIONS, Actor, Decision, DocumentView, Record, decide
+from api.policy import DOCUMENT_ACTIONS, Actor, Decision, DocumentView, Record, access_log_scope, decide, knows_of_record
 from api.problems import ApiProblem, not_found
-from api.records import document_view, load_record, policy_fields
-from pipeline.audit import NO_PATIENT, AuditEvent, append_with_retry
+from api.records import POLICY_COLUMNS, document_view, load_record, policy_fields
+from pipeline.audit import NO_PATIENT, AuditEvent, append_with_retry, entries_for
 from pipeline.clock import paris_date
 from pipeline.index.models import AuditEntry, Document, Outbox, Patient, new_id
 from pipeline.index.repo import insert_ignore
@@ -34,20 +38,6 @@ class Access:
     decision: Decision
 
 
-def _event(actor: Actor, action: str, chain: str, document_id: str | None, decision: Decision) -> AuditEvent:
-    return AuditEvent(
-        chain=chain,
-        actor_id=actor.id,
-        actor_kind=actor.kind,
-        profession=actor.profession,
-        action=action,
-        document_id=document_id,
-        outcome="allowed" if decision.allowed else "denied",
-        reason=decision.reason,
-        emergency=decision.emergency,
-    )
-
-
 @dataclass(frozen=True)
 class _Verdict:
     """What an access attempt comes to: the audit entry to write, and the answer (an Access or a problem)."""
@@ -59,14 +49,30 @@ class _Verdict:
     problem: ApiProblem | None = None
 
 
-def _record(rt: Runtime, actor: Actor, action: str, judge: Callable[[Session], _Verdict]) -> _Verdict:
+def _event(verdict: _Verdict, actor: Actor, action: str, justification: str | None) -> AuditEvent:
+    decision, told = verdict.decision, verdict.problem.code if verdict.problem is not None else None
+    return AuditEvent(
+        chain=verdict.chain,
+        actor_id=actor.id,
+        actor_kind=actor.kind,
+        profession=actor.profession,
+        action=action,
+        document_id=verdict.document_id,
+        outcome="allowed" if decision.allowed else "denied",
+        reason=decision.reason,
+        emergency=decision.emergency,
+        told_reason=told if told != decision.reason else None,
+        justification=justification,
+    )
+
+
+def _record(rt: Runtime, actor: Actor, action: str, judge: Callable[[Session], _Verdict], justification: str | None = None) -> _Verdict:
     """Judge the attempt and append its audit entry (and the notifications it causes) in one transaction."""
     verdicts: list[_Verdict] = []
 
     def event(session: Session) -> AuditEvent:
         verdicts.append(judge(session))
-        verdict = verdicts[-1]
-        return _event(actor, action, verdict.chain, verdict.document_id, verdict.decision)
+        return _event(verdicts[-1], actor, action, justification)
 
     urgent: list[bool] = []
 
@@ -137,7 +143,12 @@ def check(
         # Ids that cannot exist are not written raw into the audit (they could be anything).
         audit(rt, actor, action, NO_PATIENT, None, Decision(False, "not_found"))
         raise not_found()
-    verdict = _record(rt, actor, action, lambda session: _judge(session, actor, action, patient_id, document_id, emergency_reason, today))
+
+    def judge(session: Session) -> _Verdict:
+        return _judge(session, actor, action, patient_id, document_id, emergency_reason, today)
+
+    # The break-glass justification goes into the chain with the attempt it justifies (DOMAIN.md rule 4).
+    verdict = _record(rt, actor, action, judge, emergency_reason)
     if verdict.problem is not None:
         raise verdict.problem
     assert verdict.access is not None
@@ -154,7 +165,9 @@ def _judge(
     record_action = "list" if action in DOCUMENT_ACTIONS else action
     record_level = decide(actor, record_action, record, None, today=today, emergency_reason=emergency_reason)
     if not record_level.allowed:
-        return _Verdict(patient_id, document_id, record_level, problem=_forbidden(record_level.reason))
+        # To an actor who may not learn that this record exists, the answer of a record that does not.
+        problem = _forbidden(record_level.reason) if knows_of_record(actor, record) else not_found()
+        return _Verdict(patient_id, document_id, record_level, problem=problem)
     if document_id is None:
         return _Verdict(patient_id, None, record_level, access=Access(record, None, record_level))
     # Looked up only now: a record-level denial says nothing about whether a document exists.
@@ -199,3 +212,52 @@ def visible(actor: Actor, action: str, record: Record, documents: Sequence[D], t
         if verdict:
             shown.append(document)
     return shown
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """An access-log entry as one reader may read it."""
+
+    entry: AuditEntry
+    reason: str  # the reader's own denials read as they were answered (a 404: `not_found`)
+    justification: str | None  # the break-glass justification, for the patient and the attending physician only
+
+
+def access_log(rt: Runtime, actor: Actor, access: Access, *, limit: int, offset: int, today: dt.date | None = None) -> list[LogLine]:
+    """A page of the record's access log as `actor` (allowed `read_access_log` by `access`) may read it.
+
+    An entry about a document is shown only to a reader whom `decide` lets read that document's metadata
+    today, so a document hidden from them (held until its announcement, hidden from representatives, masked,
+    outside their matrix) leaves no trace: no entry, no count, no page. Their own entries are always shown
+    (they know what they asked), with the answer they got instead of a reason it hid. The rest is
+    `access_log_scope`'s: own entries only, the patient's own actions left out, justifications shown.
+    """
+    scope = access_log_scope(access.decision)
+    record, me = access.record, (actor.kind, actor.id)
+    with rt.sessions() as session:
+        rows = session.execute(select(*POLICY_COLUMNS).where(Document.patient_id == record.patient_id)).all()
+        shown = {row.id for row in visible(actor, "read_metadata", record, rows, today or paris_date(), None)}
+        hidden = frozenset(row.id for row in rows) - shown
+        entries = entries_for(
+            session,
+            record.patient_id,
+            actor_id=actor.id if scope.own_only else None,
+            actor_kind=actor.kind if scope.own_only else None,
+            hidden_documents=() if scope.own_only else hidden,  # only their own entries anyway
+            hidden_actor=("patient", record.patient_id) if scope.hides_patient else None,
+            reader=me,
+            limit=limit,
+            offset=offset,
+        )
+    return [LogLine(e, _reason_read_back(e, me, hidden), e.justification if scope.justifications else None) for e in entries]
+
+
+def _reason_read_back(entry: AuditEntry, reader: tuple[str, str], hidden: frozenset[str]) -> str:
+    """The reason `entry` shows `reader`: anyone else's entry its real reason, the reader's own denial its answer."""
+    if (entry.actor_kind, entry.actor_id) != reader or entry.outcome == "allowed":
+        return entry.reason
+    if entry.version >= 2:
+        return entry.told_reason or entry.reason
+    # Entries from before version 2 do not say what the actor was told: a denial about a document hidden from
+    # them today reads as the 404 it was.
+    return "not_found" if entry.document_id in hidden else entry.reason

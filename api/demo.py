@@ -106,7 +106,7 @@ def run_api_demo(settings: Settings, echo: Callable[[str], None]) -> None:
         status, body = _call(base, "GET", f"{record}/documents/{first}", doctor(BLOCKED))
         echo(f"  blocked professional {BLOCKED}: {status} {body.get('code')}")  # type: ignore[union-attr]
         status, body = _call(base, "GET", f"{record}/documents", token("CPAM-75", "insurer"))
-        echo(f"  an insurer: {status} {body.get('code')}")  # type: ignore[union-attr]
+        echo(f"  an insurer (never allowed, not even to learn the record exists): {status} {body.get('code')}")  # type: ignore[union-attr]
         reason = "patient unconscious after a road accident"
         status, _ = _call(base, "GET", f"{record}/documents/{first}", doctor(EMERGENCY), headers={"X-Emergency-Reason": reason})
         echo(f"  emergency access by {EMERGENCY} ('{reason}'): {status}")
@@ -116,7 +116,7 @@ def run_api_demo(settings: Settings, echo: Callable[[str], None]) -> None:
         status, log = _call(base, "GET", f"{record}/access-log?limit=1000", patient)
         echo(f"  patient reads the access log: {status}, {len(log)} entries; the latest:")  # type: ignore[arg-type]
         for entry in log[-6:]:  # type: ignore[index]
-            flag = " EMERGENCY" if entry["emergency"] else ""
+            flag = f" EMERGENCY: {entry['justification']}" if entry["emergency"] else ""
             who = f"{entry['actor_kind']:<12} {entry['actor_id']:<36}"
             echo(f"    {entry['at'][:19]} {who} {entry['action']:<18} {entry['outcome']:<7} {entry['reason']}{flag}")
         _show_notifications(rt, settings, patient_id, echo)

@@ -8,6 +8,7 @@ from fastapi import Depends, Header, Request
 
 from api.policy import Actor
 from api.problems import ApiProblem
+from pipeline.audit import MAX_JUSTIFICATION
 from pipeline.runtime import Runtime
 from pipeline.sources import SourceIdentity
 
@@ -44,9 +45,17 @@ def current_source(request: Request, authorization: Annotated[str | None, Header
         raise ApiProblem(401, "invalid_credentials", "Unauthorized", "A valid source API key is required (Bearer dmpk_…).") from None
 
 
-def emergency_reason(x_emergency_reason: Annotated[str | None, Header()] = None) -> str | None:
-    """Break-glass: a professional facing an immediate risk states the reason in this header."""
-    return x_emergency_reason.strip() if x_emergency_reason and x_emergency_reason.strip() else None
+def emergency_reason(x_emergency_reason: Annotated[str | None, Header(max_length=MAX_JUSTIFICATION)] = None) -> str | None:
+    """Break-glass: a professional facing an immediate risk states the reason in this header (kept in the audit
+    chain as the access's justification; longer than MAX_JUSTIFICATION characters is 422). Its bytes are read
+    as UTF-8 when they are UTF-8 ("arrêt cardiaque"), else as Latin-1, the header's own charset."""
+    if not x_emergency_reason or not x_emergency_reason.strip():
+        return None
+    raw = x_emergency_reason.encode("latin-1")  # the server decoded the header's bytes as Latin-1: undone losslessly
+    try:
+        return raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return x_emergency_reason.strip()
 
 
 RuntimeDep = Annotated[Runtime, Depends(runtime)]

@@ -1,6 +1,6 @@
 """The access policy: one pure function, `decide`, over the access matrix (`api/data/access_matrix.csv`).
 
-Source of truth: /work/shared/DOMAIN.md, sections "The record", "Who may read", "What the patient controls".
+Source of truth: the domain rules (DOMAIN.md), sections "The record", "Who may read", "What the patient controls".
 `decide` does no I/O (the matrix is loaded once, validated at load) and never logs: the caller logs every
 attempt, and logs a decision with `emergency=True` as an emergency override and notifies the patient and
 the attending physician.
@@ -139,6 +139,23 @@ class Decision:
     allowed: bool
     reason: str  # one of REASON_CODES
     emergency: bool = False  # allowed only through break-glass: log as an emergency override and notify
+
+
+# The care history as the policy sees it under break-glass: reimbursement data, read as one class-60 document.
+CARE_HISTORY_VIEW = DocumentView("care-history", *CARE_HISTORY)
+
+
+@dataclass(frozen=True)
+class LogScope:
+    """What a reader whom `decide` let `read_access_log` sees of the record's access log.
+
+    On top of this, an entry about a document is shown only to a reader `decide` lets read that document's
+    metadata today, and the reader's own entries read as they were answered (a 404 reads `not_found`).
+    """
+
+    own_only: bool  # only the entries about the reader's own actions
+    hides_patient: bool  # the patient's own actions are left out
+    justifications: bool  # the break-glass justifications are shown
 
 
 # ---------------------------------------------------------------------------------------------
@@ -292,6 +309,10 @@ def decide(
     # the export or the access log (Stricter: reopening or a copy is a request handled outside this policy).
     if record.status != "open":
         return _deny("record_closed")
+    if action == "read_care_history" and emergency_reason and emergency_reason.strip():
+        # Break-glass on the care history, as on the documents: an emergency read of the reimbursement data
+        # (class 60), decided below like any emergency read.
+        action, document = "emergency_read", CARE_HISTORY_VIEW
     if action in PATIENT_ONLY_ACTIONS and actor.kind != "patient":
         return _deny("not_allowed")
 
@@ -415,3 +436,50 @@ def _emergency(actor: Actor, record: Record, document: DocumentView | None, matr
         # that list. The attending physician is, with or without break-glass.
         return _deny("masked")
     return _allow("emergency_override", emergency=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# What a decision lets an actor learn
+# ---------------------------------------------------------------------------------------------
+
+
+def knows_of_record(actor: Actor, record: Record) -> bool:
+    """May `actor` learn that `record` exists, and so be told why it is refused to them (403 with a reason)?
+
+    DOMAIN.md, "Finding a record": to an actor who may not learn it, a record that exists and one that does
+    not look the same; such an actor is told a record-level denial as the 404 of a record that does not exist.
+    The patient, their registered representatives, health professionals (a known profession, the SAMU
+    regulator) and an occupational physician with the patient's consent may learn it. Stricter: nobody else,
+    the forbidden parties of rule 5 included (their 403 `forbidden_party` on a record that exists and 404 on
+    one that does not told them which ids are records).
+    """
+    if actor.kind == "patient":
+        return actor.id == record.patient_id
+    if actor.kind == "legal_representative":
+        return actor.id in record.representatives
+    if actor.kind == "professional":
+        return actor.profession in PROFESSIONS
+    if actor.kind == "emergency_regulator":
+        return True
+    if actor.kind == "occupational_physician":
+        return actor.id in record.occupational_consent
+    return False
+
+
+def access_log_scope(decision: Decision) -> LogScope:
+    """The part of the access log `decision` (an allowed `read_access_log`) opens.
+
+    The patient and the attending physician read the whole chain, break-glass justifications included
+    (DOMAIN.md rule 4 and "Traceability"). A legal representative reads it as the patient does, except the
+    patient's own actions: a minor consults the record in confidence (DOMAIN.md, "Finding a record"); Stricter:
+    whether an access was made in confidence is not recorded, so none of the patient's own actions is shown to
+    a representative, minor or not, as documents hidden from representatives stay hidden whatever `is_minor`
+    says. Every other reader ("own_entries") reads the entries about their own actions only.
+    """
+    if not decision.allowed:
+        raise ValueError("the access log is not open to this reader")
+    return LogScope(
+        own_only=decision.reason == "own_entries",
+        hides_patient=decision.reason == "legal_representative",
+        justifications=decision.reason in ("patient", "attending_physician"),
+    )

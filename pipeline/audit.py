@@ -2,7 +2,10 @@
 
 Each entry holds `prev_hash` (the previous entry's `entry_hash` in the same chain, 64 zeros for the
 first) and `entry_hash`, an HMAC-SHA-256 under a key derived from the keyed-hash secret over a
-canonical encoding of every field of the entry, including `seq` and `prev_hash`. Because the hash is
+canonical encoding of every field of the entry, including `seq` and `prev_hash`. The encoding has a
+version, stored with each entry (`version`): version 2 adds what the actor was told when it differs
+from the reason (`told_reason`) and the break-glass justification (`justification`); entries written
+under version 1 keep verifying under version 1. Because the hash is
 keyed, someone with write access to the database alone cannot rebuild a valid chain after editing,
 inserting or deleting a row. (Dropping the newest entries of a chain leaves a valid shorter chain:
 detecting that needs the chain heads anchored outside the database.)
@@ -19,10 +22,10 @@ import hmac
 import json
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import Row, func, insert, select
+from sqlalchemy import ColumnElement, Row, and_, func, insert, not_, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -32,16 +35,25 @@ from pipeline.index.models import AuditEntry
 NO_PATIENT = "-"
 GENESIS = "0" * 64
 OUTCOMES = ("allowed", "denied")
-ENCODING_VERSION = "dmp-audit-v1"
+# The label the chain key is derived under: the same for entries of every encoding version.
+KEY_LABEL = b"dmp-audit-v1"
+# Encoding versions: the first field of an entry's canonical encoding, by the `version` stored with it.
+ENCODINGS = {1: "dmp-audit-v1", 2: "dmp-audit-v2"}
+CURRENT_VERSION = 2
+# The longest break-glass justification kept (the API refuses a longer X-Emergency-Reason).
+MAX_JUSTIFICATION = 1000
 # Rows fetched per round trip by verify(): memory stays flat whatever the size of the log.
 VERIFY_BATCH = 2000
 MAX_PAGE = 1000
 
 _REQUIRED = ("chain", "actor_id", "actor_kind", "action")
-_OPTIONAL = ("profession", "document_id")
+_OPTIONAL = ("profession", "document_id", "told_reason", "justification")
 # Column widths of audit_entries: checked here so SQLite (which does not enforce them) and
 # PostgreSQL (which does) accept and refuse the same events.
-_WIDTHS = {"chain": 64, "actor_id": 128, "actor_kind": 32, "profession": 64, "action": 32, "document_id": 36, "reason": 64}
+_WIDTHS = {
+    "chain": 64, "actor_id": 128, "actor_kind": 32, "profession": 64, "action": 32, "document_id": 36, "reason": 64,
+    "told_reason": 64, "justification": MAX_JUSTIFICATION,
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -57,6 +69,10 @@ class AuditEvent:
     outcome: str  # allowed | denied
     reason: str
     emergency: bool = False
+    # The code the actor was answered when it is not `reason`: a 404 `not_found` that hid the real reason.
+    told_reason: str | None = None
+    # The reason the actor gave for a break-glass access (X-Emergency-Reason), as they wrote it.
+    justification: str | None = None
 
 
 @dataclass(frozen=True)
@@ -75,7 +91,7 @@ class BrokenLink:
 
 def audit_key(hmac_secret: bytes) -> bytes:
     """The audit chain key, derived from the keyed-hash secret so it is used for nothing else."""
-    return hmac.new(hmac_secret, ENCODING_VERSION.encode("ascii"), hashlib.sha256).digest()
+    return hmac.new(hmac_secret, KEY_LABEL, hashlib.sha256).digest()
 
 
 def canonical_encoding(
@@ -92,15 +108,23 @@ def canonical_encoding(
     reason: str,
     emergency: bool,
     prev_hash: str,
+    version: int = CURRENT_VERSION,
+    told_reason: str | None = None,
+    justification: str | None = None,
 ) -> bytes:
     """The bytes an entry's hash covers: a JSON array in a fixed field order, ASCII-only, no spaces.
 
     JSON keeps null apart from "", a boolean apart from a string, and every string delimited, so two
     different entries never encode to the same bytes. The time is UTC with microseconds, so it reads
     back identically from SQLite (naive text) and PostgreSQL (timestamptz in the session's zone).
+    Version 2 appends `told_reason` and `justification`; version 1 has no place for them.
     """
+    if version not in ENCODINGS:
+        raise ValueError(f"unknown audit encoding version {version!r}")
+    if version == 1 and (told_reason is not None or justification is not None):
+        raise ValueError("encoding version 1 holds no told_reason nor justification")
     fields = [
-        ENCODING_VERSION,
+        ENCODINGS[version],
         chain,
         int(seq),
         as_utc(at).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
@@ -114,6 +138,8 @@ def canonical_encoding(
         bool(emergency),
         prev_hash,
     ]
+    if version >= 2:
+        fields += [told_reason, justification]
     return json.dumps(fields, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
@@ -131,6 +157,9 @@ def _entry_hash(key: bytes, entry: AuditEntry | Row) -> str:
         reason=entry.reason,
         emergency=entry.emergency,
         prev_hash=entry.prev_hash,
+        version=entry.version,
+        told_reason=entry.told_reason,
+        justification=entry.justification,
     )
     return hmac.new(key, encoded, hashlib.sha256).hexdigest()
 
@@ -187,6 +216,9 @@ def append(session: Session, key: bytes, event: AuditEvent, at: dt.datetime | No
         reason=event.reason,
         emergency=event.emergency,
         prev_hash=prev_hash,
+        version=CURRENT_VERSION,
+        told_reason=event.told_reason,
+        justification=event.justification,
     )
     entry.entry_hash = _entry_hash(key, entry)
     # A Core INSERT … RETURNING rather than a unit-of-work flush: this runs on every API request.
@@ -197,7 +229,7 @@ def append(session: Session, key: bytes, event: AuditEvent, at: dt.datetime | No
 
 _INSERTED = (
     "chain", "seq", "at", "actor_id", "actor_kind", "profession", "action", "document_id", "outcome", "reason", "emergency",
-    "prev_hash", "entry_hash",
+    "prev_hash", "entry_hash", "version", "told_reason", "justification",
 )  # fmt: skip
 
 
@@ -246,6 +278,9 @@ _VERIFY_COLUMNS = (
     AuditEntry.emergency,
     AuditEntry.prev_hash,
     AuditEntry.entry_hash,
+    AuditEntry.version,
+    AuditEntry.told_reason,
+    AuditEntry.justification,
 )
 
 
@@ -290,11 +325,24 @@ def verify(session: Session, key: bytes, chain: str | None = None) -> list[Broke
         result.close()
 
 
-def entries_for(session: Session, chain: str, *, actor_id: str | None = None, limit: int = 100, offset: int = 0) -> list[AuditEntry]:
-    """A page of a chain's entries, oldest first.
+def entries_for(
+    session: Session,
+    chain: str,
+    *,
+    actor_id: str | None = None,
+    actor_kind: str | None = None,
+    hidden_documents: Collection[str] = (),
+    hidden_actor: tuple[str, str] | None = None,
+    reader: tuple[str, str] | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> list[AuditEntry]:
+    """A page of a chain's entries, oldest first, filtered in the query so that pages and counts hold only
+    what is returned. Access control is the caller's: it says what to leave out.
 
-    The patient and the attending physician read the whole chain; a professional passes `actor_id`
-    to read only the entries about their own actions. Access control is the caller's.
+    `actor_id` (and `actor_kind`): only the entries of that actor (a professional reads their own).
+    `hidden_documents`: entries about these documents are left out, except those of `reader` (kind, id).
+    `hidden_actor` (kind, id): entries of that actor are left out.
     """
     if not 1 <= limit <= MAX_PAGE:
         raise ValueError(f"limit must be between 1 and {MAX_PAGE}")
@@ -303,5 +351,18 @@ def entries_for(session: Session, chain: str, *, actor_id: str | None = None, li
     query = select(AuditEntry).where(AuditEntry.chain == chain)
     if actor_id is not None:
         query = query.where(AuditEntry.actor_id == actor_id)
+    if actor_kind is not None:
+        query = query.where(AuditEntry.actor_kind == actor_kind)
+    if hidden_actor is not None:
+        query = query.where(not_(_by(hidden_actor)))
+    if hidden_documents:
+        # NOT IN alone would also drop the entries about no document (NULL is never NOT IN anything).
+        shown = or_(AuditEntry.document_id.is_(None), AuditEntry.document_id.not_in(sorted(hidden_documents)))
+        query = query.where(or_(shown, _by(reader)) if reader is not None else shown)
     query = query.order_by(AuditEntry.seq).limit(limit).offset(offset)
     return list(session.scalars(query))
+
+
+def _by(actor: tuple[str, str]) -> ColumnElement[bool]:
+    kind, actor_id = actor
+    return and_(AuditEntry.actor_kind == kind, AuditEntry.actor_id == actor_id)

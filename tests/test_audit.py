@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
 import threading
 
 import pytest
@@ -199,3 +200,75 @@ def test_dmp_audit_verify_names_the_tampered_entry(tmp_path):
     assert result.exit_code == 1
     assert "chain patient-1 at seq 3" in result.output and "hash_mismatch" in result.output
     rt.close()
+
+
+@pytest.mark.parametrize(("column", "forged"), [("justification", "routine check"), ("told_reason", None)])
+def test_the_justification_and_what_the_actor_was_told_are_covered_by_the_entry_hash(rt, column, forged):
+    told = _event(actor="dr-a", outcome="denied", reason="masked", told_reason="not_found")
+    emergency = _event(actor="dr-b", reason="emergency_override", emergency=True, justification="unconscious, suspected overdose")
+    _append(rt, [told, emergency])
+    seq = 1 if column == "told_reason" else 2
+    _sql(rt, f"UPDATE audit_entries SET {column} = :v WHERE chain = :c AND seq = :s", v=forged, c=ALICE, s=seq)
+    assert _verify(rt) == [BrokenLink(ALICE, seq, _ids(rt, ALICE)[seq], "hash_mismatch")]
+
+
+def test_new_entries_keep_the_justification_and_what_the_actor_was_told(rt):
+    _append(rt, [_event(reason="emergency_override", emergency=True, justification="cardiac arrest"), _event(told_reason="not_found")])
+    with rt.sessions() as session:
+        stored = entries_for(session, ALICE)
+    assert [(e.version, e.justification, e.told_reason) for e in stored] == [(2, "cardiac arrest", None), (2, None, "not_found")]
+    assert _verify(rt) == []
+
+
+def test_entries_written_before_encoding_version_2_still_verify_after_the_migration(database_url, tmp_path):
+    """A chain started under the version 1 encoding (schema 0004), migrated, then continued: it verifies whole."""
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+    from pipeline.index.db import make_engine, upgrade
+    from pipeline.keys import load_key_file
+
+    settings = Settings(home=tmp_path / "home", database_url=database_url)
+    settings.home.mkdir(mode=0o700)
+    key, prev = audit_key(load_key_file(settings.resolved_key_file(), create=True).hmac_secret), GENESIS
+    engine = make_engine(database_url)
+    upgrade(engine, "0004")
+    with engine.begin() as connection:
+        for seq in (1, 2):
+            fields = dict(chain=ALICE, seq=seq, at=T0 + dt.timedelta(minutes=seq), actor_id="dr-old", actor_kind="professional",
+                          profession="physician", action="read_content", document_id=None, outcome="denied",
+                          reason="not_in_care_team", emergency=False, prev_hash=prev)  # fmt: skip
+            digest = hmac.new(key, audit.canonical_encoding(**fields, version=1), hashlib.sha256).hexdigest()
+            connection.execute(text(
+                "INSERT INTO audit_entries (chain, seq, at, actor_id, actor_kind, profession, action, document_id, outcome,"
+                " reason, emergency, prev_hash, entry_hash) VALUES (:chain, :seq, :at, :actor_id, :actor_kind, :profession,"
+                " :action, :document_id, :outcome, :reason, :emergency, :prev_hash, :entry_hash)"
+            ), {**fields, "entry_hash": digest})  # fmt: skip
+            prev = digest
+    upgrade(engine)
+    engine.dispose()
+    runtime = Runtime.from_settings(settings)
+    append_with_retry(runtime.sessions, key, _event(reason="emergency_override", emergency=True, justification="anaphylaxis"))
+    with runtime.sessions() as session:
+        assert [(e.version, e.justification) for e in entries_for(session, ALICE)] == [(1, None), (1, None), (2, "anaphylaxis")]
+        assert verify(session, key) == []
+    runtime.close()
+    env = {"DMP_HOME": str(settings.home), "DMP_DATABASE_URL": database_url}
+    result = CliRunner().invoke(app, ["audit", "verify"], env=env)
+    assert (result.exit_code, result.output.strip()) == (0, "audit chains intact")
+
+
+def test_an_old_entry_altered_after_the_migration_is_still_detected(rt, monkeypatch):
+    monkeypatch.setattr(audit, "CURRENT_VERSION", 1)
+    _append(rt, [_event(outcome="denied", reason="not_in_care_team") for _ in range(2)])
+    monkeypatch.undo()
+    _sql(rt, "UPDATE audit_entries SET outcome = 'allowed' WHERE chain = :c AND seq = 2", c=ALICE)
+    assert _verify(rt) == [BrokenLink(ALICE, 2, _ids(rt, ALICE)[2], "hash_mismatch")]
+    # Passing it off as a version 2 entry does not help either.
+    _sql(rt, "UPDATE audit_entries SET version = 2 WHERE chain = :c AND seq = 1", c=ALICE)
+    assert _verify(rt)[0] == BrokenLink(ALICE, 1, _ids(rt, ALICE)[1], "hash_mismatch")
+
+
+def test_an_overlong_justification_is_refused(rt):
+    with rt.sessions() as session, pytest.raises(ValueError, match="justification"):
+        append(session, audit_key(rt.hmac_secret), _event(justification="x" * (audit.MAX_JUSTIFICATION + 1)))

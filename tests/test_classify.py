@@ -56,6 +56,8 @@ def test_the_manifest_code_wins_over_the_content():
         ("Lettre de liaison", "11490-0"),
         ("Directives anticipees", "EXPPAT_3"),
         ("certificat médical", "CERT"),
+        ("Synthèse psychiatrique", "59259-2"),
+        ("compte rendu d'accouchement", "15508-5"),
     ],
 )
 def test_a_manifest_common_name_in_french_is_understood_without_accents_or_case(name, type_code):
@@ -116,7 +118,14 @@ TITLES = [
     ("Carnet de vaccination", "11369-6"),
     ("Immunisation history", "11369-6"),
     ("Synthèse médicale", "60591-5"),
+    ("Synthèse", "60591-5"),
     ("Patient summary", "60591-5"),
+    ("Synthèse psychiatrique", "59259-2"),
+    ("Synthèse de séjour en psychiatrie", "59259-2"),
+    ("Psychiatry summary", "59259-2"),
+    ("Compte rendu d'accouchement", "15508-5"),
+    ("CR d'accouchement du 02/11", "15508-5"),
+    ("Labour and delivery summary", "15508-5"),
     ("Mes directives anticipées", "EXPPAT_3"),
     ("Living will", "EXPPAT_3"),
     ("Certificat médical de non contre-indication au sport", "CERT"),

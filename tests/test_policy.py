@@ -21,9 +21,12 @@ from api.policy import (
     Actor,
     Decision,
     DocumentView,
+    LogScope,
     Record,
+    access_log_scope,
     decide,
     default_matrix,
+    knows_of_record,
     load_matrix,
 )
 
@@ -36,8 +39,10 @@ REASON = "unconscious patient, suspected overdose"
 DOCS = {
     "operative": ("10", "34874-8"),
     "stay": ("10", "34112-3"),
+    "delivery": ("10", "15508-5"),
     "patient_summary": ("11", "60591-5"),
     "episode_summary": ("11", "34133-9"),
+    "psychiatric_summary": ("11", "59259-2"),
     "imaging": ("31", "18748-4"),
     "medicines_rx": ("42", "57833-6"),
     "dispensation": ("43", "60593-1"),
@@ -52,13 +57,15 @@ DOCS = {
 ALL = frozenset(DOCS)
 
 # What each matrix subject may read among DOCS: written from DOMAIN.md rule 6 and the documented choices.
+# Rule 6's own examples: a dentist reads no advance directives nor psychiatric summaries, a podiatrist no
+# delivery reports. Rule 4: the SAMU regulator reads "likewise", as a physician under break-glass: everything.
 READABLE = {
     "physician": ALL,
     "nurse": ALL - {"certificate", "reimbursement", "patient_added", "administrative"},
     "dentist": frozenset({"operative", "stay", "patient_summary", "imaging", "medicines_rx", "dispensation", "vaccination"}),
     "pharmacist": frozenset({"patient_summary", "episode_summary", "medicines_rx", "dispensation", "vaccination"}),
     "podiatrist": frozenset({"patient_summary", "imaging"}),
-    "emergency_regulator": ALL - {"certificate", "reimbursement", "patient_added", "administrative"},
+    "emergency_regulator": ALL,
     "occupational_physician": frozenset({"operative", "stay", "patient_summary", "episode_summary", "imaging", "vaccination"}),
 }
 
@@ -315,6 +322,29 @@ def test_care_history_follows_the_matrix_for_professionals() -> None:
     assert decide(ACTOR_CASES["pharmacist"], "read_care_history", OPEN, None, today=TODAY) == Decision(False, "matrix_forbids")
 
 
+@pytest.mark.parametrize(
+    ("actor", "want"),
+    [
+        (Actor("rpps-er", "professional", "physician", "emergency_medicine"), Decision(True, "emergency_override", emergency=True)),
+        (ACTOR_CASES["emergency_regulator"], Decision(True, "emergency_override", emergency=True)),
+        (Actor("rpps-er-nurse", "professional", "nurse"), Decision(False, "matrix_forbids")),  # nurses read no class 60
+        (ACTOR_CASES["occupational_consented"], Decision(False, "not_allowed")),  # no break-glass
+        (ACTOR_CASES["patient"], Decision(False, "not_allowed")),  # break-glass is a professional's act
+    ],
+)
+def test_break_glass_reads_the_care_history_as_class_60(actor: Actor, want: Decision) -> None:
+    record = Record(PATIENT, occupational_consent=frozenset({"occ-1"}))
+    assert decide(actor, "read_care_history", record, None, today=TODAY, emergency_reason=REASON) == want
+
+
+def test_break_glass_on_the_care_history_stops_at_the_opposition_and_the_block() -> None:
+    er = Actor("rpps-er", "professional", "physician")
+    opposed, blocked = Record(PATIENT, emergency_opposed=True), Record(PATIENT, blocked=frozenset({er.id}))
+    assert decide(er, "read_care_history", opposed, None, today=TODAY, emergency_reason=REASON) == Decision(False, "emergency_opposed")
+    assert decide(er, "read_care_history", blocked, None, today=TODAY, emergency_reason=REASON) == Decision(False, "blocked")
+    assert decide(er, "read_care_history", OPEN, None, today=TODAY, emergency_reason="  ") == Decision(False, "not_in_care_team")
+
+
 def test_listing_follows_read_metadata_for_every_document() -> None:
     for actor, (class_code, type_code), masked in itertools.product(ACTOR_CASES.values(), DOCS.values(), (False, True)):
         doc = DocumentView("d", class_code, type_code, masked=masked, author_id="a", author_facility_id="fac-z")
@@ -546,3 +576,67 @@ def test_matrix_without_a_row_denies(tmp_path: Path) -> None:
 def test_decide_uses_the_matrix_it_is_given(tmp_path: Path) -> None:
     matrix = load_matrix(_matrix(tmp_path, "physician,,42,,allow,\n"))
     assert decide(GP, "read_content", OPEN, REPORT, today=TODAY, matrix=matrix) == Decision(False, "matrix_forbids")
+
+
+def test_shipped_matrix_dentist_does_not_read_psychiatric_summaries() -> None:
+    assert default_matrix().allows("dentist", None, "11", "59259-2") is False
+
+
+def test_shipped_matrix_podiatrist_does_not_read_delivery_reports() -> None:
+    assert default_matrix().allows("podiatrist", None, "10", "15508-5") is False
+
+
+def test_shipped_matrix_midwife_reads_delivery_reports() -> None:
+    assert default_matrix().allows("midwife", None, "10", "15508-5") is True
+
+
+# ---------------------------------------------------------------------------------------------
+# What a decision lets an actor learn
+# ---------------------------------------------------------------------------------------------
+
+KNOWING = Record(PATIENT, representatives=frozenset({REP}), occupational_consent=frozenset({"occ-1"}))
+
+
+@pytest.mark.parametrize(
+    ("name", "knows"),
+    [
+        ("patient", True),
+        ("legal_representative", True),
+        ("physician", True),
+        ("dentist", True),
+        ("emergency_regulator", True),
+        ("occupational_consented", True),
+        ("occupational_no_consent", False),
+        ("administrative", False),
+        ("employer", False),
+        ("insurer", False),
+        ("mutuelle", False),
+        ("bank", False),
+    ],
+)
+def test_who_may_learn_that_a_record_exists(name: str, knows: bool) -> None:
+    assert knows_of_record(ACTOR_CASES[name], KNOWING) is knows
+
+
+def test_another_patient_an_unregistered_representative_and_an_unknown_profession_may_not_learn_it() -> None:
+    for actor in (Actor("ins-other", "patient"), Actor("other-parent", "legal_representative"), Actor("x", "professional", "astrologer")):
+        assert knows_of_record(actor, KNOWING) is False, actor
+
+
+@pytest.mark.parametrize(
+    ("actor", "scope"),
+    [
+        (ACTOR_CASES["patient"], LogScope(own_only=False, hides_patient=False, justifications=True)),
+        (ATTENDING, LogScope(own_only=False, hides_patient=False, justifications=True)),
+        (ACTOR_CASES["legal_representative"], LogScope(own_only=False, hides_patient=True, justifications=False)),
+        (GP, LogScope(own_only=True, hides_patient=False, justifications=False)),
+        (ACTOR_CASES["emergency_regulator"], LogScope(own_only=True, hides_patient=False, justifications=False)),
+    ],
+)
+def test_what_of_the_access_log_each_reader_sees(actor: Actor, scope: LogScope) -> None:
+    assert access_log_scope(decide(actor, "read_access_log", OPEN, None, today=TODAY)) == scope
+
+
+def test_the_access_log_scope_of_a_denial_is_a_programming_error() -> None:
+    with pytest.raises(ValueError):
+        access_log_scope(decide(ACTOR_CASES["employer"], "read_access_log", OPEN, None, today=TODAY))

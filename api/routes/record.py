@@ -9,11 +9,10 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 from sqlalchemy import update
 
-from api.access import check
+from api.access import LogLine, access_log, check
 from api.deps import ActorDep, EmergencyDep, RuntimeDep
 from api.inputs import ActorIdField, ActorIdPath, OffsetQuery, PageQuery, StrictBody
 from api.problems import PROBLEM_RESPONSES
-from pipeline.audit import entries_for
 from pipeline.carehistory import CarePage, care_history
 from pipeline.index.models import Contact, Document, Patient, RecordRelation, new_id
 from pipeline.index.repo import insert_ignore
@@ -31,7 +30,8 @@ def read_care_history(
     page: PageQuery = 1,
     page_size: int = Query(default=50, ge=1, le=500),
 ) -> CarePage:
-    """Reimbursed care of the last 24 months (Europe/Paris calendar), newest first."""
+    """Reimbursed care of the last 24 months (Europe/Paris calendar), newest first. With `X-Emergency-Reason`, a
+    break-glass read of this reimbursement data (class 60 of the access matrix), audited as an emergency override."""
     check(rt, actor, "read_care_history", patient_id, emergency_reason=emergency)
     with rt.sessions() as session:
         return care_history(session, patient_id, page=page, page_size=page_size)
@@ -45,8 +45,11 @@ class AccessLogEntry(BaseModel):
     action: str
     document_id: str | None
     outcome: str
-    reason: str
+    reason: str = Field(description="Why; on the reader's own denials, the answer they got (`not_found` for a 404).")
     emergency: bool
+    justification: str | None = Field(
+        default=None, description="The break-glass reason the actor gave; shown to the patient and the attending physician only."
+    )
 
 
 @router.get("/access-log", response_model=list[AccessLogEntry])
@@ -57,13 +60,17 @@ def read_access_log(
     limit: int = Query(default=100, ge=1, le=1000),
     offset: OffsetQuery = 0,
 ) -> list[AccessLogEntry]:
-    """Who did what on the record. A professional sees only the entries about their own actions."""
+    """Who did what on the record, as far as this reader may see: a professional only the entries about their own
+    actions; nobody the entries about a document hidden from them; a legal representative not the patient's own."""
     access = check(rt, actor, "read_access_log", patient_id)
-    own_only = access.decision.reason == "own_entries"
-    with rt.sessions() as session:
-        rows = entries_for(session, patient_id, actor_id=actor.id if own_only else None, limit=limit, offset=offset)
-    return [AccessLogEntry(at=r.at, actor_id=r.actor_id, actor_kind=r.actor_kind, profession=r.profession, action=r.action,
-                           document_id=r.document_id, outcome=r.outcome, reason=r.reason, emergency=r.emergency) for r in rows]  # fmt: skip
+    return [_log_entry(line) for line in access_log(rt, actor, access, limit=limit, offset=offset)]
+
+
+def _log_entry(line: LogLine) -> AccessLogEntry:
+    e = line.entry
+    return AccessLogEntry(at=e.at, actor_id=e.actor_id, actor_kind=e.actor_kind, profession=e.profession, action=e.action,
+                          document_id=e.document_id, outcome=e.outcome, reason=line.reason, emergency=e.emergency,
+                          justification=line.justification)  # fmt: skip
 
 
 class Done(BaseModel):

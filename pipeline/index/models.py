@@ -17,6 +17,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     Numeric,
+    SmallInteger,
     String,
     Text,
     TypeDecorator,
@@ -376,6 +377,10 @@ class AuditEntry(Base):
     emergency: Mapped[bool] = mapped_column(default=False)
     prev_hash: Mapped[str] = mapped_column(String(64))
     entry_hash: Mapped[str] = mapped_column(String(64))
+    # The canonical encoding its hash covers (pipeline/audit.py sets it); entries older than the column are 1.
+    version: Mapped[int] = mapped_column(SmallInteger, server_default="1")
+    told_reason: Mapped[str | None] = mapped_column(String(64))  # what the actor was answered, when not `reason` (404 not_found)
+    justification: Mapped[str | None] = mapped_column(Text)  # the break-glass reason the actor gave
 
 
 class Source(Base):

@@ -14,10 +14,11 @@ def test_the_demo_shows_each_step_of_the_scenario(tmp_path):
         "patient lists the record: 200",
         "authorized physician 10000000001 reads a document: 200",
         "blocked professional 10000000002: 403 blocked",
-        "an insurer: 403 forbidden_party",
+        "an insurer (never allowed, not even to learn the record exists): 404 not_found",
         "emergency access by 10000000003",
         "the patient is told at once (log): Accès d'urgence à votre dossier",
         "patient reads the access log: 200",
+        "emergency_read     allowed emergency_override EMERGENCY: patient unconscious after a road accident",
         "Nouveaux documents dans votre dossier",
         "local log sink",
     ):

@@ -1,9 +1,12 @@
-"""The access rules, exhaustively, through the HTTP API (metadata route, with and without break-glass).
+"""The access rules, exhaustively, through the HTTP API (metadata and care-history routes, with and without
+break-glass; every record-level route for the actors who may not learn that a record exists).
 
 Every actor kind x every document class (a representative type each, plus the types the matrix singles
 out) x masked or not x blocked or not x attending physician or not x record open / closed / opposed x
-emergency opposition, against an expectation written here from /work/shared/DOMAIN.md ("Who may read")
-and the data of `api/data/access_matrix.csv`, never from `api.policy`.
+emergency opposition, against an expectation written here from DOMAIN.md ("Who may read", "Finding a
+record") and the data of `api/data/access_matrix.csv`, never from `api.policy`. Where DOMAIN.md names a
+profession and a document outright (rule 6's examples, the regulator reading "likewise"), that wins over
+the matrix file.
 
 The world is built once: one patient per record state, the same documents for each, every relation
 (authorized, blocked, representative, occupational consent) under its own actor id. Only the attending
@@ -37,13 +40,16 @@ PROFESSIONS = ("physician", "pharmacist", "nurse", "physiotherapist", "dentist",
 FORBIDDEN = ("employer", "insurer", "mutuelle", "bank")
 
 # One representative type per class, plus the types the matrix singles out (lab results, stay reports,
-# episode summaries, other prescriptions, a patient document that is not an advance directive).
+# delivery reports, episode and psychiatric summaries, other prescriptions, a patient document that is not an
+# advance directive).
 DOC_TYPES = (
     ("10", "11490-0"),
     ("10", "34112-3"),
     ("10", "11502-2"),
+    ("10", "15508-5"),
     ("11", "60591-5"),
     ("11", "34133-9"),
+    ("11", "59259-2"),
     ("31", "18748-4"),
     ("42", "57833-6"),
     ("42", "57828-6"),
@@ -76,8 +82,19 @@ def _load_matrix() -> dict[tuple[str, str, str], bool]:
 MATRIX = _load_matrix()
 
 
+# DOMAIN.md in its own words, whatever the matrix file says. Rule 6: "Physicians read all classes"; "a dentist
+# does not read advance directives or psychiatric summaries; a podiatrist does not read delivery reports".
+# Rule 4: the SAMU regulator handling a call "may read likewise", as a physician under break-glass.
+READS_EVERYTHING = frozenset({"physician", "emergency_regulator"})
+DOMAIN_FORBIDS = frozenset({("dentist", "90", "EXPPAT_3"), ("dentist", "11", "59259-2"), ("podiatrist", "10", "15508-5")})
+
+
 def matrix_reads(subject: str, class_code: str, type_code: str) -> bool:
     """DOMAIN.md rule 6: a type row is more specific than a class row; no row: the profession does not read it."""
+    if subject in READS_EVERYTHING:
+        return True
+    if (subject, class_code, type_code) in DOMAIN_FORBIDS:
+        return False
     for key in ((subject, class_code, type_code), (subject, class_code, "")):
         if key in MATRIX:
             return MATRIX[key]
@@ -209,6 +226,15 @@ def _is_attending_physician(actor: ActorCase) -> bool:
     return actor.attending and actor.profession == "physician"
 
 
+def _may_learn_the_record_exists(actor: ActorCase) -> bool:
+    """DOMAIN.md, "Finding a record": to an actor who may not learn it, a record that exists and one that does not
+    look the same. The patient, their representatives, health professionals (the regulator among them) and an
+    occupational physician the patient consented to may learn it; nobody else (Stricter for rule 5's parties)."""
+    if actor.kind in ("patient", "legal_representative", "occupational_physician"):
+        return actor.own_record or actor.registered
+    return actor.kind in ("professional", "emergency_regulator")
+
+
 @dataclass(frozen=True)
 class Expected:
     status: int
@@ -217,10 +243,15 @@ class Expected:
     emergency: bool
 
 
+def _refused(actor: ActorCase, denial: str) -> Expected:
+    """A record-level refusal as the actor is told it: its reason, or the 404 of a record that does not exist."""
+    return Expected(403, denial, False, False) if _may_learn_the_record_exists(actor) else Expected(404, "not_found", False, False)
+
+
 def expected(actor: ActorCase, state: RecordState, doc: DocCase, emergency: bool) -> Expected:
     denial = _record_denial(actor, state, emergency)
     if denial:
-        return Expected(403, denial, False, False)
+        return _refused(actor, denial)
     denial = _document_denial(actor, doc, emergency)
     if denial is None:
         return Expected(200, None, True, emergency)
@@ -406,3 +437,112 @@ def test_an_unknown_patient_is_404_and_audited_in_the_no_patient_chain(world):
     assert (response.status_code, response.json()["code"]) == (404, "not_found")
     entries = _new_audit_entries(world, "-")
     assert [(e.actor_id, e.outcome, e.emergency) for e in entries] == [(actor.subject(missing), "denied", False)]
+
+
+# ---------------------------------------------------------------------------------------------
+# The care history (class 60, a record-level read), with and without break-glass
+# ---------------------------------------------------------------------------------------------
+
+
+def expected_care_history(actor: ActorCase, state: RecordState, emergency: bool) -> Expected:
+    denial = _record_denial(actor, state, emergency)
+    if denial:
+        return _refused(actor, denial)
+    if actor.kind in ("patient", "legal_representative"):
+        return Expected(200, None, True, False)  # rule 1: the whole record
+    if emergency:
+        subject = actor.profession if actor.kind == "professional" else "emergency_regulator"
+    elif actor.kind == "occupational_physician":
+        subject = "occupational_physician"
+    elif _is_attending_physician(actor):
+        return Expected(200, None, True, False)  # rule 3: everything
+    else:
+        subject = actor.profession or ""
+    # DOMAIN.md, "Content": the care history is built from reimbursement data, class 60 of the matrix.
+    return Expected(200, None, True, emergency) if matrix_reads(subject, "60", "REMB") else _refused(actor, "matrix_forbids")
+
+
+def _care_history_cases():
+    for actor in ACTORS:
+        for state in STATES:
+            for emergency in (False, True):
+                yield pytest.param(actor, state, emergency, id=f"{actor.name}-{state.name}-{'emergency' if emergency else 'normal'}")
+
+
+@pytest.mark.parametrize(("actor", "state", "emergency"), list(_care_history_cases()))
+def test_care_history_access_follows_the_domain_rules(world, actor, state, emergency):
+    pid = world.patients[state.name]
+    world.set_attending(pid, actor.subject(pid) if actor.attending else OTHER_ATTENDING)
+    want = expected_care_history(actor, state, emergency)
+
+    headers = world.headers(actor, pid)
+    response = world.client.get(f"/v1/patients/{pid}/care-history", headers={**headers, **EMERGENCY} if emergency else headers)
+    entries = _new_audit_entries(world, pid)
+
+    got = (response.status_code, response.json().get("code") if response.status_code != 200 else None)
+    assert got == (want.status, want.code), response.text
+    assert [(e.actor_id, e.action, e.outcome, e.emergency) for e in entries] == [
+        (actor.subject(pid), "read_care_history", "allowed" if want.allowed else "denied", want.emergency)
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# No record-existence oracle: one answer whether the record exists (in any state) or not
+# ---------------------------------------------------------------------------------------------
+
+BODIES = {"/notifications": {"email": True, "sms": False}, "/attending-physician": {"physician_id": "pro-x"},
+          "/emergency-opposition": {"opposed": True}}  # fmt: skip
+RECORD_ROUTES = (
+    ("GET", "/documents"),
+    ("GET", "/documents/{document_id}"),
+    ("GET", "/documents/{document_id}/content"),
+    ("POST", "/documents/{document_id}/mask"),
+    ("POST", "/documents/{document_id}/unmask"),
+    ("POST", "/documents/{document_id}/hide-from-representatives"),
+    ("POST", "/documents/{document_id}/show-to-representatives"),
+    ("GET", "/care-history"),
+    ("GET", "/access-log"),
+    ("GET", "/export"),
+    ("GET", "/notifications"),
+    ("PUT", "/notifications"),
+    ("POST", "/professionals/{professional_id}/authorize"),
+    ("POST", "/professionals/{professional_id}/block"),
+    ("PUT", "/attending-physician"),
+    ("PUT", "/emergency-opposition"),
+    ("POST", "/close"),
+)
+KEPT_IN_THE_DARK = [actor for actor in ACTORS if not _may_learn_the_record_exists(actor)]
+
+
+def test_every_route_of_a_record_is_checked_for_the_existence_oracle(world):
+    prefix = "/v1/patients/{patient_id}"
+    paths = world.client.get("/openapi.json").json()["paths"]
+    routes = {(method.upper(), path.removeprefix(prefix)) for path, ops in paths.items() if path.startswith(prefix) for method in ops}
+    assert routes == set(RECORD_ROUTES)
+
+
+def _ask(world: World, actor: ActorCase, method: str, path: str, patient_id: str, document_id: str, emergency: bool):
+    url = "/v1/patients/" + patient_id + path.format(document_id=document_id, professional_id="pro-x")
+    headers = {**world.headers(actor, patient_id), **(EMERGENCY if emergency else {})}
+    response = world.client.request(method, url, headers=headers, json=BODIES.get(path))
+    return response.status_code, response.headers.get("content-type"), response.content
+
+
+@pytest.mark.parametrize("emergency", [False, True], ids=["normal", "emergency"])
+@pytest.mark.parametrize(("method", "path"), RECORD_ROUTES, ids=[f"{m}{p}" for m, p in RECORD_ROUTES])
+@pytest.mark.parametrize("actor", KEPT_IN_THE_DARK, ids=[a.name for a in KEPT_IN_THE_DARK])
+def test_an_actor_who_may_not_learn_it_gets_one_answer_whether_the_record_exists_or_not(world, actor, method, path, emergency):
+    doc = DOCS[0].name
+    answers = {state.name: _ask(world, actor, method, path, pid, world.documents[(state.name, doc)], emergency)
+               for state in STATES for pid in (world.patients[state.name],)}  # fmt: skip
+    answers["missing"] = _ask(world, actor, method, path, str(uuid.uuid4()), str(uuid.uuid4()), emergency)
+    assert set(answers.values()) == {(404, "application/problem+json", answers["missing"][2])}, answers
+
+
+@pytest.mark.parametrize("kind", FORBIDDEN)
+def test_the_chain_keeps_the_real_reason_of_a_refusal_told_as_not_found(world, kind):
+    actor = next(a for a in ACTORS if a.kind == kind)
+    pid = world.patients["open"]
+    _new_audit_entries(world, pid)
+    assert world.client.get(f"/v1/patients/{pid}/documents", headers=world.headers(actor, pid)).status_code == 404
+    assert [(e.reason, e.told_reason) for e in _new_audit_entries(world, pid)] == [("forbidden_party", "not_found")]
