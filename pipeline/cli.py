@@ -304,13 +304,27 @@ def demo(documents: Annotated[int, typer.Option()] = 60, patients: Annotated[int
 
 @db_app.command("upgrade")
 def db_upgrade() -> None:
-    """Create or migrate the index schema (SQLite or PostgreSQL)."""
-    from pipeline.index.db import make_engine, upgrade
+    """Create or migrate the index schema (SQLite or PostgreSQL).
+
+    Migrations that seal existing rows (0007: titles and addresses) need the master keys, read as
+    every command reads them (DMP_KEY_FILE, DMP_KMS_KEY_ID); a fresh index needs none.
+    """
+    from pipeline.index.db import KeysRequired, make_engine, upgrade
+    from pipeline.keys import KeyFileError
+    from pipeline.runtime import key_provider
 
     settings = Settings()
+    try:
+        keys = key_provider(settings)
+    except KeyFileError:
+        keys = None  # fine while there is nothing to seal; KeysRequired below says what to do otherwise
     engine = make_engine(settings.resolved_database_url())
-    upgrade(engine)
-    engine.dispose()
+    try:
+        upgrade(engine, keys=keys)
+    except KeysRequired as missing:
+        _fail(f"{missing} (nothing was changed)")
+    finally:
+        engine.dispose()
     typer.echo("index schema is up to date")
 
 

@@ -52,19 +52,31 @@ class RecordKeys:
                 insert_ignore(session, RecordKey, values)  # a concurrent worker may have won: use its key
                 session.commit()
                 row = session.scalars(select(RecordKey).where(RecordKey.patient_id == patient_id)).one()
-        return self._open(row)
+        return (self._cached(row.id) if row.wrapped is not None else None) or self._open(row)
 
     def get(self, record_key_id: str) -> OpenRecordKey:
         """An existing record key by id; KeyProviderError if it was destroyed."""
-        with self._lock:
-            cached = self._cache.get(record_key_id)
-        if cached and cached[0] > time.monotonic():
-            return cached[1]
+        cached = self._cached(record_key_id)
+        if cached is not None:
+            return cached
         with self.sessions() as session:
             row = session.get(RecordKey, record_key_id)
         if row is None:
             raise KeyProviderError(f"record key {record_key_id} does not exist")
         return self._open(row)
+
+    def find(self, session: Session, patient_id: str) -> OpenRecordKey | None:
+        """The patient's record key read in the caller's `session`, or None if the patient has none
+        (never created, or destroyed). Creates nothing, so it is safe inside a writing transaction."""
+        row = session.scalars(select(RecordKey).where(RecordKey.patient_id == patient_id)).one_or_none()
+        if row is None or row.wrapped is None:
+            return None
+        return self._cached(row.id) or self._open(row)
+
+    def _cached(self, record_key_id: str) -> OpenRecordKey | None:
+        with self._lock:
+            cached = self._cache.get(record_key_id)
+        return cached[1] if cached and cached[0] > time.monotonic() else None
 
     def _open(self, row: RecordKey) -> OpenRecordKey:
         if row.wrapped is None or row.master_key_id is None:

@@ -268,13 +268,13 @@ def test_pruning_while_reads_run_deletes_in_batches_and_every_read_succeeds(rt, 
 def test_a_record_closed_more_than_ten_years_ago_is_destroyed_with_all_its_rows(rt, tmp_path):
     from pipeline.index.models import Contact, Notification, Outbox
     from pipeline.notify.channels import channels_from_settings
-    from pipeline.notify.contacts import save_contact
+    from pipeline.notify.contacts import set_contact
     from pipeline.notify.dispatch import dispatch
 
     _feed(rt, _csv(tmp_path / "f.csv", [_line("a"), _line("b", ins=BOB)]))
     with rt.sessions() as session:
-        save_contact(session, session.scalars(select(Patient.id).where(Patient.ins == ALICE)).one(), "alice@example.org", None)
-        session.commit()
+        alice_id = session.scalars(select(Patient.id).where(Patient.ins == ALICE)).one()
+    set_contact(rt, alice_id, "alice@example.org", None)
     assert dispatch(rt, channels_from_settings(rt.settings), flush=True).sent == 2  # messages and a contact to destroy too
     with rt.sessions() as session:
         alice = session.scalars(select(Patient).where(Patient.ins == ALICE)).one()

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+if TYPE_CHECKING:
+    from pipeline.keys import KeyProvider
+
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class KeysRequired(RuntimeError):
+    """A migration must encrypt existing rows and was given no master keys (the key file or KMS)."""
 
 
 def make_engine(url: str, pool_size: int = 16) -> Engine:
@@ -39,8 +47,21 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Apply the Alembic migrations to `engine`'s database (`dmp db upgrade`)."""
+def upgrade(engine: Engine, revision: str = "head", keys: KeyProvider | None = None) -> None:
+    """Apply the Alembic migrations to `engine`'s database (`dmp db upgrade`), in one transaction.
+
+    `keys` (the master keys) lets a migration seal existing rows (0007 seals titles and contacts);
+    without them such a migration raises KeysRequired if there is anything to seal, and nothing is applied.
+    """
+    _run(engine, "upgrade", revision, keys)
+
+
+def downgrade(engine: Engine, revision: str, keys: KeyProvider | None = None) -> None:
+    """Undo migrations down to `revision` (for tests and rollbacks), in one transaction."""
+    _run(engine, "downgrade", revision, keys)
+
+
+def _run(engine: Engine, direction: str, revision: str, keys: KeyProvider | None) -> None:
     from alembic import command
     from alembic.config import Config
 
@@ -48,4 +69,5 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as connection:
         config.attributes["connection"] = connection
-        command.upgrade(config, revision)
+        config.attributes["keys"] = keys
+        getattr(command, direction)(config, revision)

@@ -112,6 +112,7 @@ def commit_indexed(
     if also is not None:
         also(session)
     item.state, item.reason, item.message = "indexed", None, None
+    item.title_sealed = None  # the document keeps it, under the record key
     item.finished_at = _utcnow()
     item.document_id = document_id
     item.pending_object_key = None
@@ -132,6 +133,7 @@ def commit_rejected(
         session.rollback()
         return False
     item.state, item.reason, item.message = "rejected", reason, message
+    item.title_sealed = None  # nothing reads a final item's title
     item.finished_at = _utcnow()
     item.pending_object_key = None
     if quarantine:
