@@ -517,14 +517,18 @@ def keys_init() -> None:
 def keys_rotate(
     resume: Annotated[bool, typer.Option("--resume", help="Only re-wrap what an interrupted rotation left.")] = False,
 ) -> None:
-    """Add a new master key and re-wrap every record key under it (objects are not rewritten).
+    """Add a new master key and re-wrap every record key under it (objects are not rewritten), and the
+    keys it wraps directly: professionals' contact keys and batch keys.
 
     Resumable: run it again (or with --resume) after an interruption. Safe while reads and
     ingestion go on: old master keys stay in the key file for unwrapping.
     """
     from rich.progress import Progress
 
+    from pipeline.index.models import Batch, Contact
     from pipeline.keys import add_master_key
+    from pipeline.recordkeys import rewrap_direct_keys
+    from pipeline.sealedfields import batch_key_context, contact_key_context
 
     settings = Settings()
     if not resume and not settings.kms_key_id:
@@ -535,8 +539,11 @@ def keys_rotate(
     with Progress(disable=not sys.stderr.isatty()) as bar:
         task = bar.add_task("re-wrapping record keys", total=total)
         done = rt.record_keys.rewrap(on_progress=lambda n: bar.advance(task, n))
+    # The keys sealing professionals' addresses and waiting items' titles (pipeline/sealedfields.py).
+    direct = rewrap_direct_keys(rt.sessions, rt.keys, Contact, contact_key_context)
+    direct += rewrap_direct_keys(rt.sessions, rt.keys, Batch, batch_key_context)
     rt.close()
-    typer.echo(f"{done} record keys re-wrapped under master key {rt.keys.active_id}")
+    typer.echo(f"{done} record keys and {direct} contact and batch keys re-wrapped under master key {rt.keys.active_id}")
 
 
 @app.command()

@@ -134,3 +134,31 @@ class RecordKeys:
             done += len(rows)
             if on_progress:
                 on_progress(len(rows))
+
+
+def rewrap_direct_keys(
+    sessions: sessionmaker[Session], provider: KeyProvider, model: type, context: Callable[[str], str], batch_size: int = 200
+) -> int:
+    """Re-wrap the keys a master key wraps directly in `model`'s rows (`master_key_id`, `wrapped_key`:
+    batch keys, professionals' contact keys) under the active master key, in short transactions.
+
+    Resumable and safe while the rows are used, as `RecordKeys.rewrap`: a row changes only if
+    nobody re-keyed it meanwhile. `context(row id)` is the context the key was wrapped in.
+    """
+    stale = (model.wrapped_key.is_not(None), model.master_key_id != provider.active_id)
+    done = 0
+    while True:
+        with sessions() as session:
+            rows = session.execute(select(model.id, model.master_key_id, model.wrapped_key).where(*stale).limit(batch_size)).all()
+            for row in rows:
+                key = provider.unwrap(WrappedKey(row.master_key_id, row.wrapped_key), context(row.id))
+                wrapped = provider.wrap(key, context(row.id))
+                session.execute(
+                    update(model)
+                    .where(model.id == row.id, model.master_key_id == row.master_key_id)
+                    .values(master_key_id=wrapped.key_id, wrapped_key=wrapped.blob)
+                )
+            session.commit()
+        done += len(rows)
+        if len(rows) < batch_size:
+            return done

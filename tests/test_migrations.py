@@ -171,3 +171,19 @@ def test_migration_0007_downgrades_back_to_clear_columns(database_url, tmp_path)
             connection.execute(text("SELECT email FROM contacts WHERE id = :id"), {"id": DOCTOR}).scalar() == SEALED_BY_0007["doctor_email"]
         )
     engine.dispose()
+
+
+def test_dmp_db_upgrade_away_from_the_key_file_exits_2_and_names_it(tmp_path):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    url = f"sqlite:///{tmp_path / 'index.sqlite3'}"
+    engine, _, _ = _index_at_0004(url, tmp_path / "home")
+    engine.dispose()
+    env = {"DMP_DATABASE_URL": url, "DMP_HOME": str(tmp_path / "elsewhere")}
+    result = CliRunner().invoke(app, ["db", "upgrade"], env=env)
+    assert result.exit_code == 2
+    assert "DMP_KEY_FILE" in result.output and "nothing was changed" in result.output
+    result = CliRunner().invoke(app, ["db", "upgrade"], env={**env, "DMP_KEY_FILE": str(tmp_path / "home" / "keys.json")})
+    assert result.exit_code == 0, result.output

@@ -187,3 +187,28 @@ def test_a_destroyed_records_titles_and_addresses_cannot_be_recovered(rt, tmp_pa
             with pytest.raises(SealedFieldError):
                 open_text(key, blob, context)
     assert all(title is not None for title in document_titles(rt, [d for d in documents if d.patient_id == kept]).values())
+
+
+def test_key_rotation_rewraps_contact_and_batch_keys_and_what_they_seal_still_opens(embedded_settings, tmp_path):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+    from pipeline.titles import item_title
+
+    rt = Runtime.from_settings(embedded_settings, prepare=True)
+    batch, titles = _batch(tmp_path, "rotate", seed=15)
+    sent: list[str] = []
+    receive_batch(rt, batch, "hospital:CHU-ROT", sent.append)
+    set_contact(rt, DOCTOR, DOCTOR_EMAIL, None)
+    rt.close()
+
+    result = CliRunner().invoke(app, ["keys", "rotate"], env={"DMP_HOME": str(embedded_settings.home)})
+    assert result.exit_code == 0, result.output
+    rotated = Runtime.from_settings(embedded_settings)
+    with rotated.sessions() as session:
+        assert {c.master_key_id for c in session.scalars(select(Contact))} == {"k2"}
+        assert {b.master_key_id for b in session.scalars(select(Batch))} == {"k2"}
+        assert read_contact(rotated, session, DOCTOR).email == DOCTOR_EMAIL
+        items = list(session.scalars(select(BatchItem)))
+    assert {item.source_document_id: item_title(rotated, item) for item in items} == titles
+    rotated.close()
