@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from sqlalchemy import func, select, update
@@ -46,10 +46,7 @@ class RecordKeys:
         with self.sessions() as session:
             row = session.scalars(select(RecordKey).where(RecordKey.patient_id == patient_id)).one_or_none()
             if row is None:
-                key_id = new_id()
-                wrapped = self.provider.wrap(new_key(), record_context(key_id, patient_id))
-                values = {"id": key_id, "patient_id": patient_id, "master_key_id": wrapped.key_id, "wrapped": wrapped.blob}
-                insert_ignore(session, RecordKey, values)  # a concurrent worker may have won: use its key
+                insert_ignore(session, RecordKey, self._new_row(patient_id))  # a concurrent worker may have won: use its key
                 session.commit()
                 row = session.scalars(select(RecordKey).where(RecordKey.patient_id == patient_id)).one()
         return (self._cached(row.id) if row.wrapped is not None else None) or self._open(row)
@@ -72,6 +69,24 @@ class RecordKeys:
         if row is None or row.wrapped is None:
             return None
         return self._cached(row.id) or self._open(row)
+
+    def for_patients(self, session: Session, patient_ids: Collection[str]) -> dict[str, bytes]:
+        """The record keys of many patients by patient id, made for those who have none, in the caller's
+        transaction (the feed's bulk writes: one query, one bulk insert, not one transaction per patient).
+        A destroyed key is left out."""
+        wanted = set(patient_ids)
+        rows = list(session.scalars(select(RecordKey).where(RecordKey.patient_id.in_(wanted)))) if wanted else []
+        missing = wanted - {row.patient_id for row in rows}
+        if missing:
+            insert_ignore(session, RecordKey, [self._new_row(patient_id) for patient_id in sorted(missing)])  # the first key made wins
+            rows += session.scalars(select(RecordKey).where(RecordKey.patient_id.in_(missing)))
+        return {row.patient_id: (self._cached(row.id) or self._open(row)).key for row in rows if row.wrapped is not None}
+
+    def _new_row(self, patient_id: str) -> dict:
+        """A new record key's row: a fresh key wrapped by the active master key, bound to its ids."""
+        key_id = new_id()
+        wrapped = self.provider.wrap(new_key(), record_context(key_id, patient_id))
+        return {"id": key_id, "patient_id": patient_id, "master_key_id": wrapped.key_id, "wrapped": wrapped.blob}
 
     def _cached(self, record_key_id: str) -> OpenRecordKey | None:
         with self._lock:

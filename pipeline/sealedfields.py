@@ -4,8 +4,8 @@ A document's title ("Synthèse psychiatrique"), a person's email and phone numbe
 or reach a person: a dump of the index must not show them. Each is kept as AES-256-GCM ciphertext
 (`nonce || ciphertext || tag`) under:
 
-- the patient's record key for what belongs to a record (document titles, the patient's contact, the
-  addresses of the patient's notifications): destroying the record key shreds them with the record;
+- the patient's record key for what belongs to a record (document titles, the care history's acts
+  and professionals, the patient's contact): destroying the record key shreds them with the record;
 - a batch key (one per batch, wrapped by the master key) for the titles of items waiting in the queue,
   whose patient may not exist yet; the title moves under the record key when the item is indexed
   and is dropped from the item once it is final;
@@ -82,6 +82,10 @@ def item_title_context(item_id: str) -> str:
 
 def contact_context(contact_id: str, field: str) -> str:
     return f"contact.{field}|contact:{contact_id}"
+
+
+def care_details_context(source: str, line_id: str, patient_id: str) -> str:
+    return f"care_event.details|source:{source}|line:{line_id}|patient:{patient_id}"
 
 
 def address_context(notification_id: str, recipient_id: str) -> str:

@@ -1,5 +1,6 @@
 """The same Alembic migrations build the models' schema on SQLite and PostgreSQL, and convert existing rows."""
 
+import csv
 import datetime as dt
 import uuid
 from pathlib import Path
@@ -39,14 +40,27 @@ SEALED_BY_0007 = {
     "patient_phone": "+33611111111",
     "doctor_email": "dr.durand@example.org",
     "lone_email": "pierre@example.org",
+    "act_label": "Consultation psychiatrique",
+    "professional_name": "Dr Sigmund Freud",
 }
+CARE_DATE = dt.date.today() - dt.timedelta(days=30)
+
+
+def _care_line(ins: str, **changes: str) -> dict[str, str]:
+    """A feed line as the insurer sends it."""
+    day = CARE_DATE.isoformat()
+    return {"line_id": "L1", "patient_ins": ins, "care_date": day, "act_code": "CNPSY", "act_label": SEALED_BY_0007["act_label"],
+            "professional_id": "10009999999", "professional_name": SEALED_BY_0007["professional_name"], "profession": "psychiatrist",
+            "amount_billed": "51.70", "amount_reimbursed": "36.19", "reimbursement_date": day, "supersedes": ""} | changes  # fmt: skip
 
 
 def _index_at_0004(database_url: str, home: Path):  # type: ignore[no-untyped-def]
     """An index at revision 0004 holding titles and addresses in clear, as main wrote them; returns (engine, keys, ids)."""
     from sqlalchemy import text
 
+    from pipeline.identity import with_key
     from pipeline.index.db import session_factory
+    from pipeline.ingest.feed import check_line
     from pipeline.keys import FileKeyProvider, load_key_file
     from pipeline.recordkeys import RecordKeys
 
@@ -58,7 +72,9 @@ def _index_at_0004(database_url: str, home: Path):  # type: ignore[no-untyped-de
     ids = {name: str(uuid.uuid4()) for name in ("p1", "p2", "p3", "batch", "i1", "i2", "i3", "d1", "d2", "n1", "n2")}
     with engine.begin() as db:
         for n, pid in enumerate((ids["p1"], ids["p2"], ids["p3"])):
-            db.execute(text("INSERT INTO patients (id, ins, status) VALUES (:id, :ins, 'open')"), {"id": pid, "ins": f"18001750000{n}"})
+            db.execute(
+                text("INSERT INTO patients (id, ins, status) VALUES (:id, :ins, 'open')"), {"id": pid, "ins": with_key(f"185057512345{n}")}
+            )
     record_keys = RecordKeys(session_factory(engine), keys)
     key1, key2 = record_keys.for_patient(ids["p1"]).id, record_keys.for_patient(ids["p2"]).id
     record_keys.destroy(ids["p2"])
@@ -105,10 +121,20 @@ def _index_at_0004(database_url: str, home: Path):  # type: ignore[no-untyped-de
             text(notification), {"id": ids["n1"], "patient": ids["p1"], "recipient": ids["p1"], "address": v["patient_email"], "at": at}
         )
         db.execute(text(notification), {"id": ids["n2"], "patient": ids["p1"], "recipient": DOCTOR, "address": v["doctor_email"], "at": at})
+        line = check_line(2, _care_line(with_key("1850575123450")), dt.date.today())  # p1's line, its plain content hash as main kept it
+        care = (
+            "INSERT INTO care_events (source, line_id, patient_id, care_date, act_code, act_label, professional_id, professional_name,"
+            " profession, amount_billed, amount_reimbursed, reimbursement_date, content_hash, feed_id) VALUES ('insurer:CNAM', 'L1',"
+            " :patient, :day, :code, :label, :pro, :name, :profession, 51.70, 36.19, :day, :hash, 'feed')"
+        )
+        db.execute(text(care), {"patient": ids["p1"], "day": CARE_DATE, "code": line.act_code, "label": line.act_label,
+                                "pro": line.professional_id, "name": line.professional_name, "profession": line.profession,
+                                "hash": line.content_hash})  # fmt: skip
     return engine, keys, ids
 
 
 def test_migration_0007_seals_existing_titles_and_addresses_and_they_read_back(database_url, tmp_path):
+    from pipeline.carehistory import care_history
     from pipeline.index.models import BatchItem, Document, Notification
     from pipeline.notify.contacts import read_contact
     from pipeline.notify.dispatch import _address
@@ -138,8 +164,41 @@ def test_migration_0007_seals_existing_titles_and_addresses_and_they_read_back(d
         assert read_contact(rt, session, DOCTOR).email == v["doctor_email"]
         assert read_contact(rt, session, ids["p3"]).email == v["lone_email"]
         assert [_address(rt, session, session.get(Notification, ids[n])) for n in ("n1", "n2")] == [v["patient_email"], v["doctor_email"]]
+        (care,) = care_history(session, ids["p1"], record_keys=rt.record_keys).items
+        assert (care.act_code, care.act_label, care.professional_name) == ("CNPSY", v["act_label"], v["professional_name"])
     rt.close()
     engine.dispose()
+
+
+def test_migration_0007_keeps_care_lines_recognisable_when_the_insurer_sends_them_again(database_url, tmp_path):
+    from pipeline.identity import with_key
+    from pipeline.ingest.feed import ALL_FIELDS
+    from pipeline.ingest.feed_intake import receive_feed
+    from pipeline.runtime import Runtime
+    from pipeline.settings import Settings
+    from pipeline.status import feed_status
+    from pipeline.workers.feeds import process_chunk
+
+    engine, keys, _ = _index_at_0004(database_url, tmp_path / "home")
+    upgrade(engine, keys=keys)
+    engine.dispose()
+    rt = Runtime.from_settings(Settings(home=tmp_path / "home", database_url=database_url))
+    ins = with_key("1850575123450")
+    path = tmp_path / "again.csv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=ALL_FIELDS)
+        writer.writeheader()
+        writer.writerows([_care_line(ins), _care_line(ins, line_id="L2"), _care_line(ins, line_id="L1", act_label="Autre acte")])
+    chunks: list[str] = []
+    feed = receive_feed(rt, path, "insurer:CNAM", chunks.append)
+    for chunk_id in chunks:
+        process_chunk(rt, chunk_id)
+    with rt.sessions() as session:
+        status = feed_status(session, feed.feed_id)
+    # The same line L1 again changes nothing; L1 with another label is a conflict; L2 is new.
+    assert [(r["line_id"], r["reason"]) for r in status["rejections"]] == [("L1", "duplicate_line")]
+    assert (status["counts"]["accepted"], status["counts"]["unchanged"]) == (1, 1)
+    rt.close()
 
 
 def test_migration_0007_without_keys_changes_nothing_and_says_what_it_needs(database_url, tmp_path):

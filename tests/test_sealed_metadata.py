@@ -4,6 +4,7 @@ gone for good with a destroyed record."""
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 import zipfile
@@ -15,8 +16,11 @@ from sqlalchemy import select, update
 
 from api.app import create_app
 from api.auth import mint_token
+from pipeline.clock import paris_date
 from pipeline.documents import destroy_record
-from pipeline.index.models import Batch, BatchItem, Contact, Document, Notification, Patient, RecordKey
+from pipeline.index.models import Batch, BatchItem, CareEvent, Contact, Document, Notification, Patient, RecordKey
+from pipeline.ingest.feed import ALL_FIELDS
+from pipeline.ingest.feed_intake import receive_feed
 from pipeline.ingest.intake import receive_batch
 from pipeline.keys import WrappedKey
 from pipeline.notify.channels import channels_from_settings
@@ -28,6 +32,7 @@ from pipeline.sealedfields import (
     SealedFieldError,
     address_context,
     batch_key_context,
+    care_details_context,
     contact_context,
     contact_key_context,
     document_title_context,
@@ -35,11 +40,13 @@ from pipeline.sealedfields import (
 )
 from pipeline.settings import Settings
 from pipeline.titles import document_titles
+from pipeline.workers.feeds import process_chunk
 from pipeline.workers.process import process_item
 from tests.conftest import index_batch, raw_dump
 
 PATIENT_EMAIL, PATIENT_PHONE = "jeanne.martin@example.org", "+33612345678"
 DOCTOR, DOCTOR_EMAIL, DOCTOR_PHONE = "10001234567", "dr.durand@example.org", "+33698765432"
+ACT_CODE, ACT_LABEL, PSYCHIATRIST = "CNPSY", "Consultation psychiatrique", "Dr Sigmund Freud"
 
 
 def _batch(root: Path, name: str, seed: int) -> tuple[Path, dict[str, str]]:
@@ -55,6 +62,26 @@ def _batch(root: Path, name: str, seed: int) -> tuple[Path, dict[str, str]]:
         writer.writeheader()
         writer.writerows(rows)
     return batch, {row["source_document_id"]: row["title"] for row in rows}
+
+
+def _care_lines(rt: Runtime, root: Path, patient_id: str) -> None:
+    """Two reimbursed acts for the patient, through the insurer feed."""
+    with rt.sessions() as session:
+        ins = session.get(Patient, patient_id).ins
+    day = (paris_date() - dt.timedelta(days=20)).isoformat()
+    path = root / f"feed-{patient_id}.csv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=ALL_FIELDS)
+        writer.writeheader()
+        for number in range(2):
+            writer.writerow({"line_id": f"{patient_id}-{number}", "patient_ins": ins, "care_date": day, "act_code": ACT_CODE,
+                             "act_label": ACT_LABEL, "professional_id": "10009999999", "professional_name": PSYCHIATRIST,
+                             "profession": "psychiatrist", "amount_billed": "51.70", "amount_reimbursed": "36.19",
+                             "reimbursement_date": day, "supersedes": ""})  # fmt: skip
+    chunks: list[str] = []
+    receive_feed(rt, path, "insurer:CNAM", chunks.append)
+    for chunk_id in chunks:
+        assert process_chunk(rt, chunk_id) == "done"
 
 
 def _patient_ids(rt: Runtime) -> list[str]:
@@ -79,9 +106,11 @@ def test_a_dump_of_the_index_holds_no_title_or_address_in_clear(rt, tmp_path):
     sent: list[str] = []
     receive_batch(rt, waiting, "hospital:CHU-WAIT", sent.append)  # items queued, not yet processed
     _with_contacts_and_messages(rt, _patient_ids(rt)[0])
+    _care_lines(rt, tmp_path, _patient_ids(rt)[0])
 
     dump = raw_dump(rt.engine)
     secrets = [*indexed_titles.values(), *waiting_titles.values(), PATIENT_EMAIL, PATIENT_PHONE, DOCTOR_EMAIL, DOCTOR_PHONE]
+    secrets += [ACT_CODE, ACT_LABEL, PSYCHIATRIST, "psychiatrist"]
     assert b"Synth" not in dump
     assert [value for value in secrets if value.encode() in dump] == []
     with rt.sessions() as session:
@@ -131,6 +160,16 @@ def test_the_api_lists_reads_and_exports_documents_with_their_titles(api):
     assert {entry["id"]: entry["title"] for entry in index["documents"]} == mine
 
 
+def test_the_api_returns_the_care_history_with_its_acts_and_professionals(api, tmp_path):
+    settings, rt, client, documents, _ = api
+    patient_id = documents[0].patient_id
+    _care_lines(rt, tmp_path, patient_id)
+    items = client.get(f"/v1/patients/{patient_id}/care-history", headers=_bearer(settings, patient_id, "patient")).json()["items"]
+    assert [(i["act_code"], i["act_label"], i["professional_name"], i["profession"]) for i in items] == [
+        (ACT_CODE, ACT_LABEL, PSYCHIATRIST, "psychiatrist")
+    ] * 2
+
+
 def test_the_api_returns_the_patients_and_the_professionals_addresses(api):
     settings, _, client, documents, _ = api
     patient_id = documents[0].patient_id
@@ -164,16 +203,19 @@ def test_a_destroyed_records_titles_and_addresses_cannot_be_recovered(rt, tmp_pa
     documents = index_batch(rt, batch, "hospital:CHU-GONE")
     gone, kept = _patient_ids(rt)
     _with_contacts_and_messages(rt, gone)
+    _care_lines(rt, tmp_path, gone)
     # What a backup taken before the destruction holds of the record.
     with rt.sessions() as session:
         contact = session.get(Contact, gone)
+        lines = session.scalars(select(CareEvent).where(CareEvent.patient_id == gone)).all()
         saved = [(d.title_sealed, document_title_context(d.id, gone)) for d in documents if d.patient_id == gone]
         saved += [(contact.email_sealed, contact_context(gone, "email")), (contact.phone_sealed, contact_context(gone, "phone"))]
         saved += [
             (n.address_sealed, address_context(n.id, n.recipient_id))
             for n in session.scalars(select(Notification).where(Notification.recipient_id == gone))
         ]
-    assert len(saved) > 4 and all(blob for blob, _ in saved)
+    saved += [(line.details_sealed, care_details_context(line.source, line.line_id, gone)) for line in lines]
+    assert len(saved) > 6 and all(blob for blob, _ in saved)
 
     destroy_record(rt, gone)
 

@@ -32,7 +32,7 @@ def read_care_history(
     """Reimbursed care of the last 24 months (Europe/Paris calendar), newest first."""
     check(rt, actor, "read_care_history", patient_id, emergency_reason=emergency)
     with rt.sessions() as session:
-        return care_history(session, patient_id, page=page, page_size=page_size)
+        return care_history(session, patient_id, page=page, page_size=page_size, record_keys=rt.record_keys)
 
 
 class AccessLogEntry(BaseModel):

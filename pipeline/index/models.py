@@ -319,17 +319,16 @@ class CareEvent(Base):
     line_id: Mapped[str] = mapped_column(String(128))
     patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id"))
     care_date: Mapped[dt.date] = mapped_column(Date, index=True)
-    act_code: Mapped[str] = mapped_column(String(32))
-    act_label: Mapped[str] = mapped_column(Text)
-    professional_id: Mapped[str] = mapped_column(String(64))
-    professional_name: Mapped[str] = mapped_column(Text)
-    profession: Mapped[str] = mapped_column(String(64))
+    # act_code, act_label, professional_id, professional_name, profession: sealed under the record key
+    # (pipeline/carehistory.py); no query looks them up.
+    details_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
     amount_billed: Mapped[Decimal] = mapped_column(Numeric(12, 2))
     amount_reimbursed: Mapped[Decimal] = mapped_column(Numeric(12, 2))
     reimbursement_date: Mapped[dt.date] = mapped_column(Date)
     supersedes: Mapped[str | None] = mapped_column(String(128))
     superseded_by: Mapped[str | None] = mapped_column(String(128))
-    content_hash: Mapped[str] = mapped_column(String(64))  # to tell a re-send from a conflicting line
+    # To tell a re-send from a conflicting line: keyed by the record key, so a dump cannot confirm a guessed line.
+    content_hash: Mapped[str] = mapped_column(String(64))
     feed_id: Mapped[str] = mapped_column(String(36))
 
 

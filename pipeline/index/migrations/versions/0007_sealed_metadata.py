@@ -1,11 +1,13 @@
-"""seal titles and addresses at rest: documents' and waiting items' titles, contacts, messages' addresses
+"""seal at rest: documents' and waiting items' titles, contacts, messages' addresses, care lines' acts
 
 Existing values are sealed here, in the migration's transaction, with the master keys that
 `dmp db upgrade` (and every embedded start) hands to Alembic: under the record key for what belongs
 to a record, a batch key for waiting items, a contact's own key for a professional
 (pipeline/sealedfields.py). Without keys the migration raises KeysRequired if there is anything to
 seal, and nothing is applied. Final items' titles are dropped (their documents keep them). Titles
-of documents whose record key was destroyed are dropped: their record is gone.
+of documents whose record key was destroyed are dropped: their record is gone. Care lines' content
+hashes become keyed by the record key; a downgrade cannot un-key them (an old line sent again after
+a downgrade is then reported `duplicate_line`).
 
 Revision ID: 0007
 Revises: 0004
@@ -20,6 +22,7 @@ from collections.abc import Callable, Iterator
 import sqlalchemy as sa
 from alembic import context, op
 
+from pipeline.carehistory import DETAILS, line_hash, open_details, seal_details
 from pipeline.index.db import KeysRequired
 from pipeline.keys import KeyProvider, WrappedKey, new_key
 from pipeline.recordkeys import record_context
@@ -50,6 +53,8 @@ SEALED = (
     ("notifications", "address", "address_sealed"),
 )
 CLEAR_TYPES = {"title": sa.Text(), "email": sa.String(254), "phone": sa.String(16), "address": sa.String(254)}
+CARE_TYPES = {"act_code": sa.String(32), "act_label": sa.Text(), "professional_id": sa.String(64), "professional_name": sa.Text(),
+              "profession": sa.String(64)}  # fmt: skip
 KEY_COLUMNS = ("batches", "contacts")  # master_key_id + wrapped_key: keys wrapped directly by a master key
 
 patients = sa.table("patients", sa.column("id"))
@@ -66,6 +71,10 @@ batch_items = sa.table(
     "batch_items", sa.column("id"), sa.column("batch_id"), sa.column("state"), sa.column("title"), sa.column("title_sealed")
 )
 notifications = sa.table("notifications", sa.column("id"), sa.column("recipient_id"), sa.column("address"), sa.column("address_sealed"))
+care_events = sa.table(
+    "care_events", sa.column("id"), sa.column("source"), sa.column("line_id"), sa.column("patient_id"), sa.column("content_hash"),
+    sa.column("details_sealed"), *(sa.column(name) for name in DETAILS),
+)  # fmt: skip
 
 
 class _Keys:
@@ -143,9 +152,10 @@ class _Keys:
 
 def _rows(bind: sa.Connection, table: sa.TableClause, where: sa.ColumnElement[bool]) -> Iterator[sa.Row]:
     """Every row of `table` matching `where`, by id, CHUNK rows per round trip (memory stays flat)."""
-    last = ""
+    last = None
     while True:
-        rows = bind.execute(sa.select(table).where(where, table.c.id > last).order_by(table.c.id).limit(CHUNK)).all()
+        after = table.c.id > last if last is not None else sa.true()
+        rows = bind.execute(sa.select(table).where(where, after).order_by(table.c.id).limit(CHUNK)).all()
         yield from rows
         if len(rows) < CHUNK:
             return
@@ -194,11 +204,22 @@ def _sealing(keys: _Keys) -> Work:
         key = keys.contact(row.recipient_id, create=True)
         return {"address_sealed": seal_text(key, row.address, address_context(row.id, row.recipient_id)) if key else None}
 
+    def care(row: sa.Row) -> dict:
+        key = keys.record(row.patient_id, create=True)
+        if key is None:  # its record is destroyed: the line goes with it
+            return {"details_sealed": None, "content_hash": row.content_hash}
+        details = [getattr(row, name) for name in DETAILS]
+        return {
+            "details_sealed": seal_details(key, row.source, row.line_id, row.patient_id, details),
+            "content_hash": line_hash(key, row.content_hash),
+        }
+
     return [
         (documents, documents.c.title.is_not(None), document),
         (batch_items, batch_items.c.title.is_not(None) & batch_items.c.state.not_in(FINAL), item),
         (contacts, contacts.c.email.is_not(None) | contacts.c.phone.is_not(None), contact),
         (notifications, notifications.c.address.is_not(None), notification),
+        (care_events, care_events.c.act_code.is_not(None), care),
     ]
 
 
@@ -223,11 +244,17 @@ def _opening(keys: _Keys) -> Work:
         key = keys.contact(row.recipient_id, create=False)
         return {"address": open_text(key, row.address_sealed, address_context(row.id, row.recipient_id)) if key else None}
 
+    def care(row: sa.Row) -> dict:
+        key = keys.record(row.patient_id, create=False)
+        details = open_details(key, row.source, row.line_id, row.patient_id, row.details_sealed) if key else (None,) * len(DETAILS)
+        return dict(zip(DETAILS, details, strict=True))
+
     return [
         (documents, documents.c.title_sealed.is_not(None), document),
         (batch_items, batch_items.c.title_sealed.is_not(None), item),
         (contacts, contacts.c.email_sealed.is_not(None) | contacts.c.phone_sealed.is_not(None), contact),
         (notifications, notifications.c.address_sealed.is_not(None), notification),
+        (care_events, care_events.c.details_sealed.is_not(None), care),
     ]
 
 
@@ -253,9 +280,12 @@ def upgrade() -> None:
     for table in KEY_COLUMNS:
         op.add_column(table, sa.Column("master_key_id", sa.String(length=256), nullable=True))
         op.add_column(table, sa.Column("wrapped_key", sa.LargeBinary(), nullable=True))
+    op.add_column("care_events", sa.Column("details_sealed", sa.LargeBinary(), nullable=True))
     _run(keys, work)
     for table, clear, _ in SEALED:
         op.drop_column(table, clear)
+    for name in DETAILS:
+        op.drop_column("care_events", name)
 
 
 def downgrade() -> None:
@@ -264,7 +294,10 @@ def downgrade() -> None:
     _require_keys(keys, work)
     for table, clear, _ in SEALED:
         op.add_column(table, sa.Column(clear, CLEAR_TYPES[clear], nullable=True))
+    for name in DETAILS:
+        op.add_column("care_events", sa.Column(name, CARE_TYPES[name], nullable=True))
     _run(keys, work)
+    op.drop_column("care_events", "details_sealed")
     for table, _, sealed in SEALED:
         op.drop_column(table, sealed)
     for table in KEY_COLUMNS:
