@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from pipeline.clock import paris_date
 from pipeline.index.models import CareEvent
 from pipeline.recordkeys import RecordKeys
-from pipeline.sealedfields import SealedFieldError, care_details_context, open_text, seal_text
+from pipeline.sealedfields import SealedFieldError, Sealer, care_details_context
 
 log = logging.getLogger(__name__)
 WINDOW_MONTHS = 24
@@ -36,21 +36,26 @@ WINDOW_MONTHS = 24
 DETAILS = ("act_code", "act_label", "professional_id", "professional_name", "profession")
 
 
-def seal_details(record_key: bytes, source: str, line_id: str, patient_id: str, details: Sequence[str]) -> bytes:
-    """The DETAILS of a line, sealed under the patient's record key for `care_events.details_sealed`."""
-    return seal_text(record_key, json.dumps(list(details), ensure_ascii=False), care_details_context(source, line_id, patient_id))  # type: ignore[return-value]
+class LineSealer:
+    """Seals a patient's care lines and keys their content hashes, under the patient's record key."""
 
+    def __init__(self, record_key: bytes) -> None:
+        self._sealer = Sealer(record_key)
+        # The hash key is derived, so the record key never serves two primitives.
+        self._hash_key = hmac.new(record_key, b"dmp-care-line-hash-v1", hashlib.sha256).digest()
 
-def open_details(record_key: bytes, source: str, line_id: str, patient_id: str, sealed: bytes) -> tuple[str, ...]:
-    """The DETAILS `seal_details` sealed; SealedFieldError if they do not open here."""
-    return tuple(json.loads(open_text(record_key, sealed, care_details_context(source, line_id, patient_id)) or "[]"))
+    def seal(self, source: str, line_id: str, patient_id: str, details: Sequence[str]) -> bytes:
+        """The DETAILS of a line, for `care_events.details_sealed`."""
+        return self._sealer.seal(json.dumps(list(details), ensure_ascii=False), care_details_context(source, line_id, patient_id))  # type: ignore[return-value]
 
+    def open(self, source: str, line_id: str, patient_id: str, sealed: bytes) -> tuple[str, ...]:
+        """The DETAILS `seal` sealed; SealedFieldError if they do not open here."""
+        return tuple(json.loads(self._sealer.open(sealed, care_details_context(source, line_id, patient_id)) or "[]"))
 
-def line_hash(record_key: bytes, digest: str) -> str:
-    """The stored form of a line's content digest: keyed by (a key derived from) the patient's record key,
-    so a dump cannot confirm a guessed line, and two sends of the same line still match."""
-    key = hmac.new(record_key, b"dmp-care-line-hash-v1", hashlib.sha256).digest()
-    return hmac.new(key, digest.encode(), hashlib.sha256).hexdigest()
+    def line_hash(self, digest: str) -> str:
+        """The stored form of a line's content digest: keyed, so a dump cannot confirm a guessed line,
+        and two sends of the same line to the same patient still match."""
+        return hmac.new(self._hash_key, digest.encode(), hashlib.sha256).hexdigest()
 
 
 def window_start(as_of: dt.date) -> dt.date:
@@ -116,19 +121,17 @@ def care_history(
         .limit(page_size)
     ).all()
     record = record_keys.find(session, patient_id) if rows else None
+    sealer = LineSealer(record.key) if record else None
     items = [
-        CareItem(
-            r.line_id, r.care_date, *_details(record.key if record else None, r), r.amount_billed, r.amount_reimbursed, r.reimbursement_date
-        )
-        for r in rows
+        CareItem(r.line_id, r.care_date, *_details(sealer, r), r.amount_billed, r.amount_reimbursed, r.reimbursement_date) for r in rows
     ]
     return CarePage(items, total, page, page_size, window_start(as_of), as_of)
 
 
-def _details(record_key: bytes | None, row: CareEvent) -> tuple[str, ...]:
-    if record_key is not None and row.details_sealed is not None:
+def _details(sealer: LineSealer | None, row: CareEvent) -> tuple[str, ...]:
+    if sealer is not None and row.details_sealed is not None:
         try:
-            return open_details(record_key, row.source, row.line_id, row.patient_id, row.details_sealed)
+            return sealer.open(row.source, row.line_id, row.patient_id, row.details_sealed)
         except SealedFieldError:
             log.error("care line %s of %s does not open under its record key", row.line_id, row.source)
     return ("",) * len(DETAILS)  # its record key is gone: nothing left to show

@@ -13,11 +13,11 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Row, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline.index.models import RecordKey, new_id
-from pipeline.index.repo import insert_ignore
+from pipeline.index.repo import among, insert_ignore
 from pipeline.keys import KeyProvider, KeyProviderError, WrappedKey, new_key
 
 CACHE_SECONDS = 300.0
@@ -46,7 +46,7 @@ class RecordKeys:
         with self.sessions() as session:
             row = session.scalars(select(RecordKey).where(RecordKey.patient_id == patient_id)).one_or_none()
             if row is None:
-                insert_ignore(session, RecordKey, self._new_row(patient_id))  # a concurrent worker may have won: use its key
+                insert_ignore(session, RecordKey, self._new_row(patient_id)[0])  # a concurrent worker may have won: use its key
                 session.commit()
                 row = session.scalars(select(RecordKey).where(RecordKey.patient_id == patient_id)).one()
         return (self._cached(row.id) if row.wrapped is not None else None) or self._open(row)
@@ -72,28 +72,38 @@ class RecordKeys:
 
     def for_patients(self, session: Session, patient_ids: Collection[str]) -> dict[str, bytes]:
         """The record keys of many patients by patient id, made for those who have none, in the caller's
-        transaction (the feed's bulk writes: one query, one bulk insert, not one transaction per patient).
+        transaction (the feed's bulk writes: one query and one bulk insert, not a transaction per patient).
         A destroyed key is left out."""
+        columns = (RecordKey.id, RecordKey.patient_id, RecordKey.master_key_id, RecordKey.wrapped)
         wanted = set(patient_ids)
-        rows = list(session.scalars(select(RecordKey).where(RecordKey.patient_id.in_(wanted)))) if wanted else []
+        rows = list(session.execute(select(*columns).where(among(session, RecordKey.patient_id, wanted)))) if wanted else []
+        made: dict[str, tuple[dict, bytes]] = {}
         missing = wanted - {row.patient_id for row in rows}
         if missing:
-            insert_ignore(session, RecordKey, [self._new_row(patient_id) for patient_id in sorted(missing)])  # the first key made wins
-            rows += session.scalars(select(RecordKey).where(RecordKey.patient_id.in_(missing)))
-        return {row.patient_id: (self._cached(row.id) or self._open(row)).key for row in rows if row.wrapped is not None}
+            made = {patient_id: self._new_row(patient_id) for patient_id in sorted(missing)}
+            insert_ignore(session, RecordKey.__table__, [values for values, _ in made.values()])  # the first key made wins
+            rows += session.execute(select(*columns).where(among(session, RecordKey.patient_id, missing)))
+        keys: dict[str, bytes] = {}
+        for row in rows:
+            if row.wrapped is None:
+                continue
+            values, key = made.get(row.patient_id, ({}, b""))
+            # A key made here is used as is (not cached: this transaction may yet roll back); others are opened.
+            keys[row.patient_id] = key if values.get("id") == row.id else (self._cached(row.id) or self._open(row)).key
+        return keys
 
-    def _new_row(self, patient_id: str) -> dict:
-        """A new record key's row: a fresh key wrapped by the active master key, bound to its ids."""
-        key_id = new_id()
-        wrapped = self.provider.wrap(new_key(), record_context(key_id, patient_id))
-        return {"id": key_id, "patient_id": patient_id, "master_key_id": wrapped.key_id, "wrapped": wrapped.blob}
+    def _new_row(self, patient_id: str) -> tuple[dict, bytes]:
+        """A new record key's row (a fresh key wrapped by the active master key, bound to its ids) and the key."""
+        key_id, key = new_id(), new_key()
+        wrapped = self.provider.wrap(key, record_context(key_id, patient_id))
+        return {"id": key_id, "patient_id": patient_id, "master_key_id": wrapped.key_id, "wrapped": wrapped.blob}, key
 
     def _cached(self, record_key_id: str) -> OpenRecordKey | None:
         with self._lock:
             cached = self._cache.get(record_key_id)
         return cached[1] if cached and cached[0] > time.monotonic() else None
 
-    def _open(self, row: RecordKey) -> OpenRecordKey:
+    def _open(self, row: RecordKey | Row) -> OpenRecordKey:
         if row.wrapped is None or row.master_key_id is None:
             raise KeyProviderError(f"record key {row.id} was destroyed")
         key = self.provider.unwrap(WrappedKey(row.master_key_id, row.wrapped), record_context(row.id, row.patient_id))

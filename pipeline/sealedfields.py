@@ -51,22 +51,37 @@ def _unpad(data: bytes) -> bytes:
     return stripped[:-1]
 
 
+class Sealer:
+    """Seals and opens values under one key; keep one for many values (the cipher is set up once)."""
+
+    def __init__(self, key: bytes) -> None:
+        self._aead = AESGCM(key)
+
+    def seal(self, text: str | None, context: str) -> bytes | None:
+        """`text` encrypted, bound to `context` (ids only, never patient data); None stays None."""
+        if text is None:
+            return None
+        nonce = secrets.token_bytes(_NONCE)
+        return nonce + self._aead.encrypt(nonce, _pad(text.encode()), _AAD + context.encode())
+
+    def open(self, blob: bytes | None, context: str) -> str | None:
+        """The text `seal` sealed; SealedFieldError if it does not open with this key and context."""
+        if blob is None:
+            return None
+        try:
+            return _unpad(self._aead.decrypt(blob[:_NONCE], blob[_NONCE:], _AAD + context.encode())).decode()
+        except (InvalidTag, ValueError):
+            raise SealedFieldError("sealed value does not open here") from None
+
+
 def seal_text(key: bytes, text: str | None, context: str) -> bytes | None:
-    """`text` encrypted under `key`, bound to `context` (ids only, never patient data); None stays None."""
-    if text is None:
-        return None
-    nonce = secrets.token_bytes(_NONCE)
-    return nonce + AESGCM(key).encrypt(nonce, _pad(text.encode()), _AAD + context.encode())
+    """`text` encrypted under `key`, bound to `context`; None stays None (one value: see Sealer for many)."""
+    return Sealer(key).seal(text, context)
 
 
 def open_text(key: bytes, blob: bytes | None, context: str) -> str | None:
     """The text `seal_text` sealed; SealedFieldError if it does not open with this key and context."""
-    if blob is None:
-        return None
-    try:
-        return _unpad(AESGCM(key).decrypt(blob[:_NONCE], blob[_NONCE:], _AAD + context.encode())).decode()
-    except (InvalidTag, ValueError):
-        raise SealedFieldError("sealed value does not open here") from None
+    return Sealer(key).open(blob, context)
 
 
 # Where each sealed value lives: the field and the ids of its row.

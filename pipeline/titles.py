@@ -9,7 +9,15 @@ from collections.abc import Iterable
 from pipeline.index.models import Batch, BatchItem, Document
 from pipeline.keys import KeyProviderError, WrappedKey
 from pipeline.runtime import Runtime
-from pipeline.sealedfields import SealedFieldError, batch_key_context, document_title_context, item_title_context, open_text, seal_text
+from pipeline.sealedfields import (
+    SealedFieldError,
+    Sealer,
+    batch_key_context,
+    document_title_context,
+    item_title_context,
+    open_text,
+    seal_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,21 +47,21 @@ def document_titles(rt: Runtime, documents: Iterable[Document]) -> dict[str, str
 
     A title whose record key was destroyed, or that does not open, is None: it is gone with its record.
     """
-    keys: dict[str, bytes | None] = {}
+    sealers: dict[str, Sealer | None] = {}
     titles: dict[str, str | None] = {}
     for document in documents:
         titles[document.id] = None
         if document.title_sealed is None:
             continue
-        if document.record_key_id not in keys:
+        if document.record_key_id not in sealers:
             try:
-                keys[document.record_key_id] = rt.record_keys.get(document.record_key_id).key
+                sealers[document.record_key_id] = Sealer(rt.record_keys.get(document.record_key_id).key)
             except KeyProviderError:
-                keys[document.record_key_id] = None
-        key = keys[document.record_key_id]
-        if key is not None:
+                sealers[document.record_key_id] = None
+        sealer = sealers[document.record_key_id]
+        if sealer is not None:
             try:
-                titles[document.id] = open_text(key, document.title_sealed, document_title_context(document.id, document.patient_id))
+                titles[document.id] = sealer.open(document.title_sealed, document_title_context(document.id, document.patient_id))
             except SealedFieldError:
                 log.error("the title of document %s does not open under its record key", document.id)
     return titles

@@ -28,7 +28,7 @@ from pipeline.ingest.manifest import Manifest, ManifestError, parse_manifest
 from pipeline.keys import new_key
 from pipeline.reasons import REASONS, Transient
 from pipeline.runtime import Runtime
-from pipeline.sealedfields import batch_key_context, item_title_context, seal_text
+from pipeline.sealedfields import Sealer, batch_key_context, item_title_context
 
 log = logging.getLogger(__name__)
 SOURCE = re.compile(r"^(hospital|lab|insurer):([A-Za-z0-9][A-Za-z0-9._-]{0,63})$")
@@ -64,9 +64,9 @@ def _manifest_digest(rt: Runtime, source: str, data: bytes) -> str:
     return hmac.new(rt.hmac_secret, source.encode() + b"\0" + data, "sha256").hexdigest()
 
 
-def _plan_items(batch_id: str, manifest: Manifest, present: list[str], reader: BatchReader, key: bytes) -> list[dict]:
+def _plan_items(batch_id: str, manifest: Manifest, present: list[str], reader: BatchReader, titles: Sealer) -> list[dict]:
     """The batch's item rows: one per manifest row (rejected `missing_file` if absent), one per
-    rejected manifest row and one per file the manifest does not list. Titles are sealed under `key`."""
+    rejected manifest row and one per file the manifest does not list. Titles are sealed with `titles` (the batch key)."""
     items: list[dict] = []
     present_set = set(present)
     for row in manifest.rows:
@@ -80,7 +80,7 @@ def _plan_items(batch_id: str, manifest: Manifest, present: list[str], reader: B
             | {
                 "source_document_id": fields.get("source_document_id"),
                 "patient_ins": fields.get("patient_ins"),
-                "title_sealed": seal_text(key, fields.get("title"), item_title_context(item_id)) if found else None,
+                "title_sealed": titles.seal(fields.get("title"), item_title_context(item_id)) if found else None,
                 "document_type": fields.get("document_type") or None,
                 "service_date": fields.get("service_date"),
                 "author_id": fields.get("author_id"),
@@ -126,7 +126,7 @@ def _record_batch(rt: Runtime, source: str, digest: str, manifest: Manifest, pre
         batch_id = new_id()
         key = new_key()
         wrapped = rt.keys.wrap(key, batch_key_context(batch_id))
-        items = _plan_items(batch_id, manifest, present, reader, key)
+        items = _plan_items(batch_id, manifest, present, reader, Sealer(key))
         try:
             session.add(
                 Batch(

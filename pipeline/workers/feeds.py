@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
-from pipeline.carehistory import DETAILS, line_hash, seal_details
+from pipeline.carehistory import DETAILS, LineSealer
 from pipeline.clock import paris_date
 from pipeline.index.models import CareEvent, Feed, FeedChunk, FeedRejection, Outbox, Patient, new_id
 from pipeline.index.repo import insert_ignore
@@ -95,17 +95,17 @@ class _Sealed:
     record key (pipeline/carehistory.py), each computed once."""
 
     def __init__(self, record_keys: dict[str, bytes], source: str) -> None:
-        self.keys, self.source = record_keys, source
+        self.sealers = {patient_id: LineSealer(key) for patient_id, key in record_keys.items()}
+        self.source = source
         self._hashes: dict[int, str] = {}
 
     def hash(self, patient_id: str, line: CareLine) -> str:
         if line.line_number not in self._hashes:
-            self._hashes[line.line_number] = line_hash(self.keys[patient_id], line.content_hash)
+            self._hashes[line.line_number] = self.sealers[patient_id].line_hash(line.content_hash)
         return self._hashes[line.line_number]
 
     def details(self, patient_id: str, line: CareLine) -> bytes:
-        values = [getattr(line, name) for name in DETAILS]
-        return seal_details(self.keys[patient_id], self.source, line.line_id, patient_id, values)
+        return self.sealers[patient_id].seal(self.source, line.line_id, patient_id, [getattr(line, name) for name in DETAILS])
 
 
 def _split_known(

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 import sqlalchemy as sa
 from alembic import context, op
 
-from pipeline.carehistory import DETAILS, line_hash, open_details, seal_details
+from pipeline.carehistory import DETAILS, LineSealer
 from pipeline.index.db import KeysRequired
 from pipeline.keys import KeyProvider, WrappedKey, new_key
 from pipeline.recordkeys import record_context
@@ -208,10 +208,10 @@ def _sealing(keys: _Keys) -> Work:
         key = keys.record(row.patient_id, create=True)
         if key is None:  # its record is destroyed: the line goes with it
             return {"details_sealed": None, "content_hash": row.content_hash}
-        details = [getattr(row, name) for name in DETAILS]
+        sealer = LineSealer(key)
         return {
-            "details_sealed": seal_details(key, row.source, row.line_id, row.patient_id, details),
-            "content_hash": line_hash(key, row.content_hash),
+            "details_sealed": sealer.seal(row.source, row.line_id, row.patient_id, [getattr(row, name) for name in DETAILS]),
+            "content_hash": sealer.line_hash(row.content_hash),
         }
 
     return [
@@ -246,7 +246,7 @@ def _opening(keys: _Keys) -> Work:
 
     def care(row: sa.Row) -> dict:
         key = keys.record(row.patient_id, create=False)
-        details = open_details(key, row.source, row.line_id, row.patient_id, row.details_sealed) if key else (None,) * len(DETAILS)
+        details = LineSealer(key).open(row.source, row.line_id, row.patient_id, row.details_sealed) if key else (None,) * len(DETAILS)
         return dict(zip(DETAILS, details, strict=True))
 
     return [
