@@ -160,6 +160,19 @@ def test_the_api_lists_reads_and_exports_documents_with_their_titles(api):
     assert {entry["id"]: entry["title"] for entry in index["documents"]} == mine
 
 
+def test_listing_documents_unwraps_the_record_key_once_not_once_per_title(api, monkeypatch):
+    settings, _, client, documents, _ = api
+    patient_id = documents[0].patient_id
+    served: Runtime = client.app.state.runtime
+    served.record_keys._cache.clear()
+    unwraps: list[str] = []
+    unwrap = served.keys.unwrap
+    monkeypatch.setattr(served.keys, "unwrap", lambda wrapped, context: unwraps.append(context) or unwrap(wrapped, context))
+    listed = client.get(f"/v1/patients/{patient_id}/documents", headers=_bearer(settings, patient_id, "patient")).json()["items"]
+    assert len(listed) > 1 and all(item["title"] for item in listed)
+    assert len(unwraps) == 1
+
+
 def test_the_api_returns_the_care_history_with_its_acts_and_professionals(api, tmp_path):
     settings, rt, client, documents, _ = api
     patient_id = documents[0].patient_id
