@@ -22,6 +22,7 @@ import psutil
 from sqlalchemy import func, select
 
 from infra.services import dmp_environment, throwaway_database, throwaway_services
+from pipeline.carehistory import DETAILS
 from pipeline.clock import paris_date
 from pipeline.index.models import CareEvent
 from pipeline.runtime import Runtime
@@ -65,10 +66,11 @@ def _floor(database_url: str, feed: Path) -> float:
         with feed.open(newline="", encoding="utf-8") as handle:
             for raw in csv.DictReader(handle):
                 pid = patient_ids.setdefault(raw["patient_ins"], str(uuid.uuid4()))
+                details = json.dumps([raw[name] for name in DETAILS], ensure_ascii=False).encode()  # the same bytes, unsealed
                 rows.append((
-                    "insurer:FLOOR", raw["line_id"], pid, dt.date.fromisoformat(raw["care_date"]), raw["act_code"], raw["act_label"],
-                    raw["professional_id"], raw["professional_name"], raw["profession"], Decimal(raw["amount_billed"]),
-                    Decimal(raw["amount_reimbursed"]), dt.date.fromisoformat(raw["reimbursement_date"]), None, "0" * 64, "floor",
+                    "insurer:FLOOR", raw["line_id"], pid, dt.date.fromisoformat(raw["care_date"]), details,
+                    Decimal(raw["amount_billed"]), Decimal(raw["amount_reimbursed"]), dt.date.fromisoformat(raw["reimbursement_date"]),
+                    None, "0" * 64, "floor",
                 ))  # fmt: skip
         assert all(dt.date.fromisoformat(str(r[3])) <= today for r in rows[:10])
         with connection.cursor() as cursor:

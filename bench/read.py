@@ -35,6 +35,7 @@ from pipeline.ingest.intake import receive_batch
 from pipeline.runtime import Runtime
 from pipeline.samples import generate_samples
 from pipeline.settings import Settings
+from pipeline.titles import document_titles, seal_title
 from pipeline.workers.process import process_item
 
 try:
@@ -74,8 +75,10 @@ def _seal_real(rt: Runtime, root: Path, count: int, patients: int) -> None:
         list(pool.map(lambda item_id: process_item(rt, item_id), sent))
 
 
-def _fill(database_url: str, documents: list[Document], total: int, list_patient: str) -> int:
-    """COPY filler patients, batch items and documents until the index holds `total` documents."""
+def _fill(rt: Runtime, database_url: str, documents: list[Document], total: int, list_patient: str) -> int:
+    """COPY filler patients, batch items and documents until the index holds `total` documents.
+
+    The list patient's filler documents get real sealed titles (the list route opens them all)."""
     import psycopg
 
     missing = total - len(documents)
@@ -83,6 +86,8 @@ def _fill(database_url: str, documents: list[Document], total: int, list_patient
         return 0
     on_list_patient = sum(d.patient_id == list_patient for d in documents)
     template = documents[0]
+    title = document_titles(rt, [template])[template.id] or "Compte rendu"
+    list_key = rt.record_keys.get(next(d.record_key_id for d in documents if d.patient_id == list_patient)).key
     record_key_of = {d.patient_id: d.record_key_id for d in documents}
     batch_id = str(uuid.uuid4())
     patients: list[tuple[str, str]] = []
@@ -101,13 +106,14 @@ def _fill(database_url: str, documents: list[Document], total: int, list_patient
         doc_id, item_id = str(uuid.uuid4()), str(uuid.uuid4())
         items.append((item_id, batch_id, f"row:{n + 1}", f"fill-{n}.pdf", "done", 1, 0, doc_id))
         rows.append((
-            doc_id, owner, "hospital:BENCH-FILL", f"FILL-{n}", item_id, template.title, template.class_code, template.type_code,
+            doc_id, owner, "hospital:BENCH-FILL", f"FILL-{n}", item_id,
+            seal_title(list_key, title, doc_id, owner) if owner == list_patient else None, template.class_code, template.type_code,
             template.classified_by, 1.0, False, start + dt.timedelta(days=n % 4000), template.author_id, template.author_profession,
             template.mime_type, template.size, secrets.token_hex(32), f"fill/{doc_id}", record_key_of[owner], secrets.token_bytes(60),
         ))  # fmt: skip
-    doc_cols = ("id, patient_id, source, source_document_id, batch_item_id, title, class_code, type_code, classified_by, confidence, "
-                "needs_review, service_date, author_id, author_profession, mime_type, size, content_hmac, object_key, record_key_id, "
-                "wrapped_key")  # fmt: skip
+    doc_cols = ("id, patient_id, source, source_document_id, batch_item_id, title_sealed, class_code, type_code, classified_by, "
+                "confidence, needs_review, service_date, author_id, author_profession, mime_type, size, content_hmac, object_key, "
+                "record_key_id, wrapped_key")  # fmt: skip
     with psycopg.connect(database_url.replace("postgresql+psycopg://", "postgresql://")) as connection, connection.cursor() as cursor:
         cursor.execute("INSERT INTO batches (id, source, manifest_digest, total) VALUES (%s, 'hospital:BENCH-FILL', %s, %s)",
                        (batch_id, secrets.token_hex(32), missing))  # fmt: skip
@@ -214,7 +220,7 @@ def run(documents: int, concurrency: int, requests: int = 2000, server_workers: 
             for d in real:
                 by_patient[d.patient_id] = by_patient.get(d.patient_id, 0) + 1
             list_patient = max(by_patient, key=by_patient.__getitem__)
-            filled = _fill(services.postgres.url, real, documents, list_patient)
+            filled = _fill(rt, services.postgres.url, real, documents, list_patient)
             setup = time.monotonic() - setup
 
             today = paris_date()

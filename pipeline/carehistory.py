@@ -4,11 +4,21 @@ The window is applied when reading, so a line older than the window is never ret
 the retention job has not deleted it yet. Dates are calendar dates in Europe/Paris. The window
 starts on the same calendar day 24 months before today, inclusive; when that day does not exist
 (today is 29 February) it starts on 28 February.
+
+What a line says of the care (act code and label, the professional and their profession) is sealed
+under the patient's record key (pipeline/sealedfields.py), and the line's content hash is keyed by
+it: a dump of the index shows dates and amounts, not what was done nor by whom, and destroying the
+record shreds its care history too.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
+import json
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -17,8 +27,35 @@ from sqlalchemy.orm import Session
 
 from pipeline.clock import paris_date
 from pipeline.index.models import CareEvent
+from pipeline.recordkeys import RecordKeys
+from pipeline.sealedfields import SealedFieldError, Sealer, care_details_context
 
+log = logging.getLogger(__name__)
 WINDOW_MONTHS = 24
+# The sealed part of a line, in this order.
+DETAILS = ("act_code", "act_label", "professional_id", "professional_name", "profession")
+
+
+class LineSealer:
+    """Seals a patient's care lines and keys their content hashes, under the patient's record key."""
+
+    def __init__(self, record_key: bytes) -> None:
+        self._sealer = Sealer(record_key)
+        # The hash key is derived, so the record key never serves two primitives.
+        self._hash_key = hmac.new(record_key, b"dmp-care-line-hash-v1", hashlib.sha256).digest()
+
+    def seal(self, source: str, line_id: str, patient_id: str, details: Sequence[str]) -> bytes:
+        """The DETAILS of a line, for `care_events.details_sealed`."""
+        return self._sealer.seal(json.dumps(list(details), ensure_ascii=False), care_details_context(source, line_id, patient_id))  # type: ignore[return-value]
+
+    def open(self, source: str, line_id: str, patient_id: str, sealed: bytes) -> tuple[str, ...]:
+        """The DETAILS `seal` sealed; SealedFieldError if they do not open here."""
+        return tuple(json.loads(self._sealer.open(sealed, care_details_context(source, line_id, patient_id)) or "[]"))
+
+    def line_hash(self, digest: str) -> str:
+        """The stored form of a line's content digest: keyed, so a dump cannot confirm a guessed line,
+        and two sends of the same line to the same patient still match."""
+        return hmac.new(self._hash_key, digest.encode(), hashlib.sha256).hexdigest()
 
 
 def window_start(as_of: dt.date) -> dt.date:
@@ -67,8 +104,11 @@ def _visible(patient_id: str, as_of: dt.date) -> tuple:
     )
 
 
-def care_history(session: Session, patient_id: str, as_of: dt.date | None = None, page: int = 1, page_size: int = 50) -> CarePage:
-    """One page of the patient's care history inside the 24-month window ending `as_of` (today in Paris)."""
+def care_history(
+    session: Session, patient_id: str, as_of: dt.date | None = None, page: int = 1, page_size: int = 50, *, record_keys: RecordKeys
+) -> CarePage:
+    """One page of the patient's care history inside the 24-month window ending `as_of` (today in Paris),
+    its details opened with the record key (one per page, cached per process)."""
     as_of = as_of or paris_date()
     page, page_size = max(1, page), max(1, min(page_size, 500))
     where = _visible(patient_id, as_of)
@@ -80,19 +120,18 @@ def care_history(session: Session, patient_id: str, as_of: dt.date | None = None
         .offset((page - 1) * page_size)
         .limit(page_size)
     ).all()
+    record = record_keys.find(session, patient_id) if rows else None
+    sealer = LineSealer(record.key) if record else None
     items = [
-        CareItem(
-            r.line_id,
-            r.care_date,
-            r.act_code,
-            r.act_label,
-            r.professional_id,
-            r.professional_name,
-            r.profession,
-            r.amount_billed,
-            r.amount_reimbursed,
-            r.reimbursement_date,
-        )  # fmt: skip
-        for r in rows
+        CareItem(r.line_id, r.care_date, *_details(sealer, r), r.amount_billed, r.amount_reimbursed, r.reimbursement_date) for r in rows
     ]
     return CarePage(items, total, page, page_size, window_start(as_of), as_of)
+
+
+def _details(sealer: LineSealer | None, row: CareEvent) -> tuple[str, ...]:
+    if sealer is not None and row.details_sealed is not None:
+        try:
+            return sealer.open(row.source, row.line_id, row.patient_id, row.details_sealed)
+        except SealedFieldError:
+            log.error("care line %s of %s does not open under its record key", row.line_id, row.source)
+    return ("",) * len(DETAILS)  # its record key is gone: nothing left to show

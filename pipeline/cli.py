@@ -335,16 +335,30 @@ def demo(documents: Annotated[int, typer.Option()] = 60, patients: Annotated[int
 
 @db_app.command("upgrade")
 def db_upgrade() -> None:
-    """Create or migrate the index schema (SQLite or PostgreSQL)."""
+    """Create or migrate the index schema (SQLite or PostgreSQL).
+
+    Migrations that seal existing rows (0007: titles and addresses) need the master keys, read as
+    every command reads them (DMP_KEY_FILE, DMP_KMS_KEY_ID); a fresh index needs none.
+    """
     from pipeline.home import prepare_home
-    from pipeline.index.db import make_engine, upgrade
+    from pipeline.index.db import KeysRequired, make_engine, upgrade
+    from pipeline.keys import KeyFileError
+    from pipeline.runtime import key_provider
 
     settings = Settings()
     if not settings.database_url:
         prepare_home(settings.home)
+    try:
+        keys = key_provider(settings)
+    except KeyFileError:
+        keys = None  # fine while there is nothing to seal; KeysRequired below says what to do otherwise
     engine = make_engine(settings.resolved_database_url())
-    upgrade(engine)
-    engine.dispose()
+    try:
+        upgrade(engine, keys=keys)
+    except KeysRequired as missing:
+        _fail(f"{missing} (nothing was changed)")
+    finally:
+        engine.dispose()
     typer.echo("index schema is up to date")
 
 
@@ -537,14 +551,18 @@ def keys_init() -> None:
 def keys_rotate(
     resume: Annotated[bool, typer.Option("--resume", help="Only re-wrap what an interrupted rotation left.")] = False,
 ) -> None:
-    """Add a new master key and re-wrap every record key under it (objects are not rewritten).
+    """Add a new master key and re-wrap every record key under it (objects are not rewritten), and the
+    keys it wraps directly: professionals' contact keys and batch keys.
 
     Resumable: run it again (or with --resume) after an interruption. Safe while reads and
     ingestion go on: old master keys stay in the key file for unwrapping.
     """
     from rich.progress import Progress
 
+    from pipeline.index.models import Batch, Contact
     from pipeline.keys import add_master_key
+    from pipeline.recordkeys import rewrap_direct_keys
+    from pipeline.sealedfields import batch_key_context, contact_key_context
 
     settings = Settings()
     if not resume and not settings.kms_key_id:
@@ -555,8 +573,11 @@ def keys_rotate(
     with Progress(disable=not sys.stderr.isatty()) as bar:
         task = bar.add_task("re-wrapping record keys", total=total)
         done = rt.record_keys.rewrap(on_progress=lambda n: bar.advance(task, n))
+    # The keys sealing professionals' addresses and waiting items' titles (pipeline/sealedfields.py).
+    direct = rewrap_direct_keys(rt.sessions, rt.keys, Contact, contact_key_context)
+    direct += rewrap_direct_keys(rt.sessions, rt.keys, Batch, batch_key_context)
     rt.close()
-    typer.echo(f"{done} record keys re-wrapped under master key {rt.keys.active_id}")
+    typer.echo(f"{done} record keys and {direct} contact and batch keys re-wrapped under master key {rt.keys.active_id}")
 
 
 @app.command()

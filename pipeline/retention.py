@@ -70,7 +70,7 @@ def destroy_expired_records(rt: Runtime, today: dt.date) -> list[str]:
         shredded = destroy_record(rt, patient_id)
         with rt.sessions() as session:
             ins = session.scalar(select(Patient.ins).where(Patient.id == patient_id))
-            session.execute(update(BatchItem).where(BatchItem.patient_ins == ins).values(patient_ins=None, title=None))
+            session.execute(update(BatchItem).where(BatchItem.patient_ins == ins).values(patient_ins=None, title_sealed=None))
             session.execute(delete(Document).where(Document.patient_id == patient_id))
             session.execute(delete(CareEvent).where(CareEvent.patient_id == patient_id))
             session.execute(delete(Outbox).where(Outbox.patient_id == patient_id))

@@ -15,6 +15,7 @@ from pipeline.inbox import Inbox
 from pipeline.index.db import make_engine, session_factory, upgrade
 from pipeline.keys import FileKeyProvider, KeyProvider, keyed_hash, load_key_file
 from pipeline.recordkeys import RecordKeys
+from pipeline.sealedfields import KeyCache
 from pipeline.settings import Settings
 from pipeline.storage import ObjectStore, open_store
 
@@ -42,9 +43,12 @@ class Runtime:
     # Called after an urgent notification is queued; a notification Sweeper in this process replaces it.
     wake_notifier: Callable[[], None] = field(default=lambda: None, repr=False)
     inbox: Inbox = field(init=False, repr=False)
+    # Unwrapped batch keys (the titles of items waiting in the queue), by batch id.
+    batch_keys: KeyCache = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.inbox = Inbox(self.store)
+        self.batch_keys = KeyCache()
 
     @classmethod
     def from_settings(cls, settings: Settings, *, prepare: bool = False) -> Runtime:
@@ -61,7 +65,7 @@ class Runtime:
         hmac_secret = load_key_file(settings.resolved_key_file(), create=prepare).hmac_secret
         keys = key_provider(settings)
         if prepare:
-            upgrade(engine)
+            upgrade(engine, keys=keys)
             store.ensure_ready()
         sessions = session_factory(engine)
         return cls(settings, engine, sessions, store, keys, hmac_secret, RecordKeys(sessions, keys))

@@ -72,3 +72,15 @@ def index_batch(rt, batch: Path, source: str) -> list:  # type: ignore[no-untype
         process_item(rt, item_id)
     with rt.sessions() as session:
         return list(session.scalars(select(Document).order_by(Document.id)))
+
+
+def raw_dump(engine) -> bytes:  # type: ignore[no-untyped-def]
+    """Every value of every table, read with plain SQL as a database dump would: text as UTF-8, binary as is."""
+    from sqlalchemy import inspect, text
+
+    values: list[bytes] = []
+    with engine.connect() as connection:
+        for table in inspect(connection).get_table_names():
+            for row in connection.execute(text(f'SELECT * FROM "{table}"')):
+                values.extend(v if isinstance(v, bytes | memoryview) else str(v).encode() for v in row if v is not None)
+    return b"\n".join(bytes(v) for v in values)

@@ -64,9 +64,17 @@ def _patient_id(rt: Runtime, ins: str) -> str:
         return session.scalar(select(Patient.id).where(Patient.ins == ins))
 
 
+def _labels(rt: Runtime, ins: str) -> set[str]:
+    """The act labels of the patient's care history, as the record shows them (opened with the record key)."""
+    with rt.sessions() as session:
+        page = care_history(session, _patient_id(rt, ins), as_of=TODAY, page_size=500, record_keys=rt.record_keys)
+    return {item.act_label for item in page.items}
+
+
 def _history(rt: Runtime, ins: str, as_of: dt.date = TODAY) -> list[str]:
     with rt.sessions() as session:
-        return [item.line_id for item in care_history(session, _patient_id(rt, ins), as_of=as_of, page_size=500).items]
+        page = care_history(session, _patient_id(rt, ins), as_of=as_of, page_size=500, record_keys=rt.record_keys)
+        return [item.line_id for item in page.items]
 
 
 def _count(rt: Runtime, model) -> int:
@@ -111,8 +119,8 @@ def test_the_history_is_newest_first_and_paginated(rt, tmp_path):
     rows = [_line(f"L{day:02d}", care=f"2026-10-{day:02d}") for day in range(1, 8)]
     _feed(rt, _csv(tmp_path / "f.csv", rows))
     with rt.sessions() as session:
-        first = care_history(session, _patient_id(rt, ALICE), as_of=TODAY, page=1, page_size=3)
-        third = care_history(session, _patient_id(rt, ALICE), as_of=TODAY, page=3, page_size=3)
+        first = care_history(session, _patient_id(rt, ALICE), as_of=TODAY, page=1, page_size=3, record_keys=rt.record_keys)
+        third = care_history(session, _patient_id(rt, ALICE), as_of=TODAY, page=3, page_size=3, record_keys=rt.record_keys)
     assert [i.line_id for i in first.items] == ["L07", "L06", "L05"] and first.total == 7
     assert [i.line_id for i in third.items] == ["L01"]
 
@@ -145,7 +153,9 @@ def test_a_label_quoted_across_lines_is_one_line_and_the_numbers_after_it_stay_r
     feed_id = _feed(rt, _csv(tmp_path / "f.csv", rows))  # physical lines: header 1, good1 2, multi 3-4, good2 5, late 6
     with rt.sessions() as session:
         status = feed_status(session, feed_id)
-        labels = dict(session.execute(select(CareEvent.line_id, CareEvent.act_label)).all())
+        patients = session.scalars(select(Patient.id)).all()
+        pages = [care_history(session, patient_id, as_of=TODAY, record_keys=rt.record_keys) for patient_id in patients]
+        labels = {item.line_id: item.act_label for page in pages for item in page.items}
     assert [(r["line_number"], r["line_id"], r["reason"]) for r in status["rejections"]] == [(6, "late", "future_care_date")]
     assert labels["multi"] == "Consultation,\navec suivi" and set(labels) == {"good1", "multi", "good2"}
     assert status["total"] == 4 and status["counts"]["unchanged"] == 0
@@ -183,7 +193,7 @@ def test_a_csv_line_in_latin1_is_rejected_for_its_encoding_and_the_rest_goes_on(
     feed_id = _feed(rt, path)
     with rt.sessions() as session:
         status = feed_status(session, feed_id)
-        labels = set(session.scalars(select(CareEvent.act_label)))
+    labels = _labels(rt, ALICE)
     assert [(r["line_number"], r["reason"]) for r in status["rejections"]] == [(3, "invalid_encoding")]
     assert "UTF-8" in status["rejections"][0]["message"]
     assert sorted(_history(rt, ALICE)) == ["after", "before"] and not any("\ufffd" in label for label in labels)
@@ -197,7 +207,7 @@ def test_an_ndjson_line_in_latin1_is_rejected_for_its_encoding_and_the_rest_goes
     feed_id = _feed(rt, path)
     with rt.sessions() as session:
         got = [(r["line_number"], r["reason"]) for r in feed_status(session, feed_id)["rejections"]]
-        labels = set(session.scalars(select(CareEvent.act_label)))
+    labels = _labels(rt, ALICE)
     assert got == [(2, "invalid_encoding")]
     assert sorted(_history(rt, ALICE)) == ["a", "c"] and labels == {"Consultation médecin"}
 
@@ -259,7 +269,7 @@ def test_a_correction_replaces_the_line_it_supersedes(rt, tmp_path):
     _feed(rt, _csv(tmp_path / "1.csv", [_line("orig", amount_reimbursed="10.00")]))
     _feed(rt, _csv(tmp_path / "2.csv", [_line("fix", amount_reimbursed="18.55", supersedes="orig")]))
     with rt.sessions() as session:
-        items = care_history(session, _patient_id(rt, ALICE), as_of=TODAY).items
+        items = care_history(session, _patient_id(rt, ALICE), as_of=TODAY, record_keys=rt.record_keys).items
     assert [(i.line_id, str(i.amount_reimbursed)) for i in items] == [("fix", "18.55")]
 
 
@@ -324,13 +334,13 @@ def test_pruning_while_reads_run_deletes_in_batches_and_every_read_succeeds(rt, 
 def test_a_record_closed_more_than_ten_years_ago_is_destroyed_with_all_its_rows(rt, tmp_path):
     from pipeline.index.models import Contact, Notification, Outbox
     from pipeline.notify.channels import channels_from_settings
-    from pipeline.notify.contacts import save_contact
+    from pipeline.notify.contacts import set_contact
     from pipeline.notify.dispatch import dispatch
 
     _feed(rt, _csv(tmp_path / "f.csv", [_line("a"), _line("b", ins=BOB)]))
     with rt.sessions() as session:
-        save_contact(session, session.scalars(select(Patient.id).where(Patient.ins == ALICE)).one(), "alice@example.org", None)
-        session.commit()
+        alice_id = session.scalars(select(Patient.id).where(Patient.ins == ALICE)).one()
+    set_contact(rt, alice_id, "alice@example.org", None)
     assert dispatch(rt, channels_from_settings(rt.settings), flush=True).sent == 2  # messages and a contact to destroy too
     with rt.sessions() as session:
         alice = session.scalars(select(Patient).where(Patient.ins == ALICE)).one()

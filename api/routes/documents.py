@@ -22,6 +22,7 @@ from pipeline.documents import DocumentGone, read_document
 from pipeline.envelope import IntegrityError
 from pipeline.index.models import Document
 from pipeline.storage import ObjectNotFound
+from pipeline.titles import document_titles
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/patients/{patient_id}/documents", tags=["documents"], responses=PROBLEM_RESPONSES)
@@ -42,8 +43,9 @@ class DocumentOut(BaseModel):
     deposited_at: dt.datetime
 
     @classmethod
-    def of(cls, d: Document) -> DocumentOut:
-        return cls(id=d.id, title=d.title, class_code=d.class_code, type_code=d.type_code, service_date=d.service_date,
+    def of(cls, d: Document, title: str | None) -> DocumentOut:
+        """`title`: opened from the sealed one (pipeline.titles.document_titles)."""
+        return cls(id=d.id, title=title, class_code=d.class_code, type_code=d.type_code, service_date=d.service_date,
                    mime_type=d.mime_type, size=d.size, source=d.source, author_id=d.author_id,
                    author_profession=d.author_profession, masked=d.masked, deposited_at=d.created_at)  # fmt: skip
 
@@ -91,14 +93,17 @@ def list_documents(
         start = (page - 1) * page_size
         page_ids = [row.id for row in shown[start : start + page_size]]
         by_id = {d.id: d for d in session.scalars(select(Document).where(Document.id.in_(page_ids)))} if page_ids else {}
-    items = [DocumentOut.of(by_id[document_id]) for document_id in page_ids]
+    titles = document_titles(rt, by_id.values())  # one record key for the page, not one per row
+    items = [DocumentOut.of(by_id[document_id], titles[document_id]) for document_id in page_ids]
     return DocumentPage(items=items, page=page, page_size=page_size, total=len(shown))
 
 
 @router.get("/{document_id}", response_model=DocumentOut)
 def document_metadata(patient_id: str, document_id: str, rt: RuntimeDep, actor: ActorDep, emergency: EmergencyDep) -> DocumentOut:
     access = check(rt, actor, _action(emergency, "read_metadata"), patient_id, document_id, emergency)
-    return DocumentOut.of(access.document)  # type: ignore[arg-type]
+    document = access.document
+    assert document is not None
+    return DocumentOut.of(document, document_titles(rt, [document])[document.id])
 
 
 # Documents up to this size are decrypted and verified whole before the first byte is sent: one storage

@@ -18,6 +18,7 @@ from pipeline.clock import paris_date
 from pipeline.documents import read_document
 from pipeline.index.models import Document
 from pipeline.runtime import Runtime
+from pipeline.titles import document_titles
 
 router = APIRouter(prefix="/v1/patients/{patient_id}", tags=["record"], responses=PROBLEM_RESPONSES)
 
@@ -48,6 +49,7 @@ class _Spout:
 def _zip_stream(rt: Runtime, documents: list[Document]) -> Iterator[bytes]:
     spout = _Spout()
     index = []
+    titles = document_titles(rt, documents)
     with zipfile.ZipFile(spout, "w", compression=zipfile.ZIP_DEFLATED) as archive:  # type: ignore[arg-type]
         for number, document in enumerate(documents, start=1):
             name = f"{number:05d}-{document.class_code}-{document.type_code}{EXTENSIONS.get(document.mime_type, '.txt')}"
@@ -55,7 +57,7 @@ def _zip_stream(rt: Runtime, documents: list[Document]) -> Iterator[bytes]:
                 for chunk in read_document(rt, document):
                     member.write(chunk)
                     yield spout.drain()
-            index.append({"file": name, "id": document.id, "title": document.title, "class_code": document.class_code,
+            index.append({"file": name, "id": document.id, "title": titles[document.id], "class_code": document.class_code,
                           "type_code": document.type_code, "service_date": str(document.service_date), "source": document.source,
                           "author_id": document.author_id, "mime_type": document.mime_type, "size": document.size})  # fmt: skip
         archive.writestr("index.json", json.dumps({"documents": index}, ensure_ascii=False, indent=2))

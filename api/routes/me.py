@@ -8,8 +8,8 @@ from api.deps import ActorDep, RuntimeDep
 from api.inputs import StrictBody
 from api.problems import PROBLEM_RESPONSES, ApiProblem
 from api.routes.record import Email, Phone
-from pipeline.index.models import Contact
-from pipeline.notify.contacts import save_contact
+from pipeline.notify import contacts
+from pipeline.notify.contacts import Addresses
 
 router = APIRouter(prefix="/v1/me", tags=["me"], responses=PROBLEM_RESPONSES)
 CONTACT_KINDS = frozenset({"professional", "emergency_regulator", "occupational_physician"})
@@ -25,7 +25,7 @@ class ContactOut(ContactIn):
     phone_rejected: str | None
 
 
-def _out(contact: Contact) -> ContactOut:
+def _out(contact: Addresses) -> ContactOut:
     return ContactOut(
         email=contact.email, phone=contact.phone, email_rejected=contact.email_rejected, phone_rejected=contact.phone_rejected
     )
@@ -42,18 +42,10 @@ def read_contact(rt: RuntimeDep, actor: ActorDep) -> ContactOut:
     """Where this professional is told of emergency accesses to their patients' records."""
     _professional_only(actor.kind)
     with rt.sessions() as session:
-        contact = session.get(Contact, actor.id) or Contact(id=actor.id)
-    return ContactOut(
-        email=contact.email, phone=contact.phone, email_rejected=contact.email_rejected, phone_rejected=contact.phone_rejected
-    )
+        return _out(contacts.read_contact(rt, session, actor.id))
 
 
 @router.put("/contact", response_model=ContactOut)
 def set_contact(body: ContactIn, rt: RuntimeDep, actor: ActorDep) -> ContactOut:
     _professional_only(actor.kind)
-    with rt.sessions() as session:
-        contact = save_contact(session, actor.id, body.email, body.phone)
-        session.commit()
-        return ContactOut(
-            email=contact.email, phone=contact.phone, email_rejected=contact.email_rejected, phone_rejected=contact.phone_rejected
-        )
+    return _out(contacts.set_contact(rt, actor.id, body.email, body.phone))

@@ -14,9 +14,9 @@ from api.deps import ActorDep, EmergencyDep, RuntimeDep
 from api.inputs import ActorIdField, ActorIdPath, OffsetQuery, PageQuery, StrictBody
 from api.problems import PROBLEM_RESPONSES
 from pipeline.carehistory import CarePage, care_history
-from pipeline.index.models import Contact, Document, Patient, RecordRelation, new_id
+from pipeline.index.models import Document, Patient, RecordRelation, new_id
 from pipeline.index.repo import insert_ignore
-from pipeline.notify.contacts import save_contact
+from pipeline.notify.contacts import key_for_saving, read_contact, save_contact
 
 router = APIRouter(prefix="/v1/patients/{patient_id}", tags=["record"], responses=PROBLEM_RESPONSES)
 
@@ -34,7 +34,7 @@ def read_care_history(
     break-glass read of this reimbursement data (class 60 of the access matrix), audited as an emergency override."""
     check(rt, actor, "read_care_history", patient_id, emergency_reason=emergency)
     with rt.sessions() as session:
-        return care_history(session, patient_id, page=page, page_size=page_size)
+        return care_history(session, patient_id, page=page, page_size=page_size, record_keys=rt.record_keys)
 
 
 class AccessLogEntry(BaseModel):
@@ -187,7 +187,7 @@ def read_notifications(patient_id: str, rt: RuntimeDep, actor: ActorDep) -> Noti
     check(rt, actor, "read_notifications", patient_id)
     with rt.sessions() as session:
         patient = session.get(Patient, patient_id)
-        contact = session.get(Contact, patient_id) or Contact(id=patient_id)
+        contact = read_contact(rt, session, patient_id)
     assert patient is not None  # check() answered 404 otherwise
     return NotificationsOut(
         email=patient.notify_email, sms=patient.notify_sms, every_access=patient.notify_every_access,
@@ -199,6 +199,7 @@ def read_notifications(patient_id: str, rt: RuntimeDep, actor: ActorDep) -> Noti
 @router.put("/notifications", response_model=Done)
 def set_notifications(patient_id: str, body: NotificationsIn, rt: RuntimeDep, actor: ActorDep) -> Done:
     check(rt, actor, "set_notifications", patient_id)
+    key = key_for_saving(rt, patient_id)
     with rt.sessions() as session:
         session.execute(
             update(Patient).where(Patient.id == patient_id).values(
@@ -206,7 +207,7 @@ def set_notifications(patient_id: str, body: NotificationsIn, rt: RuntimeDep, ac
                 notify_documents=body.documents, notify_reimbursements=body.reimbursements,
             )
         )  # fmt: skip
-        save_contact(session, patient_id, body.email_address, body.phone)
+        save_contact(rt, session, key, patient_id, body.email_address, body.phone)
         session.commit()
     return Done()
 

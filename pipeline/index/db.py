@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline.home import create_private_file
+
+if TYPE_CHECKING:
+    from pipeline.keys import KeyProvider
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 UPGRADE_HINT = "run `dmp db upgrade` (once per database, after installing a new version), then this command again"
@@ -17,6 +23,10 @@ class SchemaNotReady(Exception):
     """The index's schema is not the one this code was written for: missing (a fresh database),
     older (a new version installed, `dmp db upgrade` forgotten) or newer (an older `dmp` run
     against a migrated database). Not an outage: running the same command again never helps."""
+
+
+class KeysRequired(RuntimeError):
+    """A migration must encrypt existing rows and was given no master keys (the key file or KMS)."""
 
 
 def make_engine(url: str, pool_size: int = 16) -> Engine:
@@ -48,16 +58,54 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Apply the Alembic migrations to `engine`'s database (`dmp db upgrade`)."""
+def upgrade(engine: Engine, revision: str = "head", keys: KeyProvider | None = None) -> None:
+    """Apply the Alembic migrations to `engine`'s database (`dmp db upgrade`), in one transaction.
+
+    `keys` (the master keys) lets a migration seal existing rows (0007 seals titles and contacts);
+    without them such a migration raises KeysRequired if there is anything to seal, and nothing is applied.
+    """
+    _run(engine, "upgrade", revision, keys)
+
+
+def downgrade(engine: Engine, revision: str, keys: KeyProvider | None = None) -> None:
+    """Undo migrations down to `revision` (for tests and rollbacks), in one transaction."""
+    _run(engine, "downgrade", revision, keys)
+
+
+def _run(engine: Engine, direction: str, revision: str, keys: KeyProvider | None) -> None:
     from alembic import command
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as connection:
+    with engine.connect() as connection, _transactional_ddl(connection), connection.begin():
         config.attributes["connection"] = connection
-        command.upgrade(config, revision)
+        config.attributes["keys"] = keys
+        getattr(command, direction)(config, revision)
+
+
+@contextmanager
+def _transactional_ddl(connection: Connection) -> Iterator[None]:
+    """All the migrations of one run in one transaction on SQLite too.
+
+    Python's sqlite3 opens a transaction only before DML, so an ALTER TABLE that comes first commits
+    on its own: a migration failing later in the run (0007 without keys) would leave the earlier ones
+    half applied. Here the driver is told to leave transactions to us and SQLAlchemy's begin() is
+    preceded by an explicit BEGIN, which its commit or rollback then ends.
+    """
+    if connection.dialect.name != "sqlite":
+        yield
+        return
+    driver = connection.connection.driver_connection
+    previous = driver.isolation_level
+    driver.isolation_level = None
+    driver.execute("BEGIN")
+    try:
+        yield
+    finally:
+        if driver.in_transaction:
+            driver.rollback()
+        driver.isolation_level = previous
 
 
 def check_schema(engine: Engine) -> None:

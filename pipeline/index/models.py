@@ -98,8 +98,12 @@ class Contact(Base):
     __tablename__ = "contacts"
 
     id: Mapped[str] = mapped_column(String(128), primary_key=True)
-    email: Mapped[str | None] = mapped_column(String(254))
-    phone: Mapped[str | None] = mapped_column(String(16))
+    # Sealed (pipeline/sealedfields.py): a patient's under the record key, a professional's under the
+    # contact's own key below, wrapped by a master key (a professional belongs to no record).
+    email_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    phone_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    master_key_id: Mapped[str | None] = mapped_column(String(256))
+    wrapped_key: Mapped[bytes | None] = mapped_column(LargeBinary)
     email_rejected: Mapped[str | None] = mapped_column(String(64))
     phone_rejected: Mapped[str | None] = mapped_column(String(64))
     updated_at: Mapped[dt.datetime] = _now()
@@ -141,6 +145,9 @@ class Batch(Base):
     # Keyed hash of the manifest bytes: the same manifest from the same source is the same batch.
     manifest_digest: Mapped[str] = mapped_column(String(64))
     total: Mapped[int] = mapped_column(Integer, default=0)
+    # The key sealing its items' titles while they wait (the patient may not exist yet), wrapped by a master key.
+    master_key_id: Mapped[str | None] = mapped_column(String(256))
+    wrapped_key: Mapped[bytes | None] = mapped_column(LargeBinary)
     created_at: Mapped[dt.datetime] = _now()
 
 
@@ -156,7 +163,8 @@ class BatchItem(Base):
     row_number: Mapped[int | None] = mapped_column(Integer)
     source_document_id: Mapped[str | None] = mapped_column(String(256))
     patient_ins: Mapped[str | None] = mapped_column(String(32))
-    title: Mapped[str | None] = mapped_column(Text)
+    # Sealed under the batch key; dropped once the item is final (an indexed document keeps its own).
+    title_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
     document_type: Mapped[str | None] = mapped_column(String(128))
     service_date: Mapped[str | None] = mapped_column(String(32))
     author_id: Mapped[str | None] = mapped_column(String(64))
@@ -195,7 +203,8 @@ class Document(Base):
     source: Mapped[str] = mapped_column(String(128))
     source_document_id: Mapped[str] = mapped_column(String(256))
     batch_item_id: Mapped[str] = mapped_column(ForeignKey("batch_items.id"), unique=True)
-    title: Mapped[str | None] = mapped_column(Text)
+    # Sealed under the record key (pipeline/sealedfields.py): destroying the record shreds it too.
+    title_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
     class_code: Mapped[str] = mapped_column(String(8))
     type_code: Mapped[str] = mapped_column(String(32))
     classified_by: Mapped[str] = mapped_column(String(64))
@@ -252,7 +261,7 @@ class Notification(Base):
     recipient_id: Mapped[str] = mapped_column(String(128))  # the patient, or the attending physician
     kind: Mapped[str] = mapped_column(String(32))
     channel: Mapped[str] = mapped_column(String(8))  # email | sms | log
-    address: Mapped[str | None] = mapped_column(String(254))
+    address_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)  # under the patient's record key
     subject: Mapped[str] = mapped_column(String(200))
     body: Mapped[str] = mapped_column(Text)
     events: Mapped[int] = mapped_column(Integer, default=1)  # outbox rows it reports
@@ -331,17 +340,16 @@ class CareEvent(Base):
     line_id: Mapped[str] = mapped_column(String(128))
     patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id"))
     care_date: Mapped[dt.date] = mapped_column(Date, index=True)
-    act_code: Mapped[str] = mapped_column(String(32))
-    act_label: Mapped[str] = mapped_column(Text)
-    professional_id: Mapped[str] = mapped_column(String(64))
-    professional_name: Mapped[str] = mapped_column(Text)
-    profession: Mapped[str] = mapped_column(String(64))
+    # act_code, act_label, professional_id, professional_name, profession: sealed under the record key
+    # (pipeline/carehistory.py); no query looks them up.
+    details_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
     amount_billed: Mapped[Decimal] = mapped_column(Numeric(12, 2))
     amount_reimbursed: Mapped[Decimal] = mapped_column(Numeric(12, 2))
     reimbursement_date: Mapped[dt.date] = mapped_column(Date)
     supersedes: Mapped[str | None] = mapped_column(String(128))
     superseded_by: Mapped[str | None] = mapped_column(String(128))
-    content_hash: Mapped[str] = mapped_column(String(64))  # to tell a re-send from a conflicting line
+    # To tell a re-send from a conflicting line: keyed by the record key, so a dump cannot confirm a guessed line.
+    content_hash: Mapped[str] = mapped_column(String(64))
     feed_id: Mapped[str] = mapped_column(String(36))
 
 

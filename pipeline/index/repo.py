@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, String, any_, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -29,6 +29,14 @@ def insert_ignore(session: Session, model: type, values: dict | list[dict]) -> N
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     # One cached statement; SQLAlchemy batches the rows ("insertmanyvalues") within driver limits.
     session.execute(dialect.insert(model).on_conflict_do_nothing(), rows)
+
+
+def among(session: Session, column: ColumnElement, values: Collection[str]) -> ColumnElement[bool]:
+    """`column IN values`; on PostgreSQL one array parameter (`= ANY(…)`) rather than one per value,
+    which thousands of values (a feed chunk's patients) make far cheaper to send and plan."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(String)))
+    return column.in_(values)
 
 
 @dataclass(frozen=True)
@@ -112,6 +120,7 @@ def commit_indexed(
     if also is not None:
         also(session)
     item.state, item.reason, item.message = "indexed", None, None
+    item.title_sealed = None  # the document keeps it, under the record key
     item.finished_at = _utcnow()
     item.document_id = document_id
     item.pending_object_key = None
@@ -132,6 +141,7 @@ def commit_rejected(
         session.rollback()
         return False
     item.state, item.reason, item.message = "rejected", reason, message
+    item.title_sealed = None  # nothing reads a final item's title
     item.finished_at = _utcnow()
     item.pending_object_key = None
     if quarantine:

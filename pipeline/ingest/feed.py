@@ -49,12 +49,17 @@ LINE_REASONS: dict[str, str] = {
     "invalid_encoding": "The line is not UTF-8 text (an export in Latin-1 or Windows-1252?): re-export the feed as UTF-8.",
     "field_too_long": "A field is longer than allowed.",
 }
-# The most characters of each field: the width of the care_events column it is kept in. PostgreSQL refuses
-# a longer value, and with it the whole chunk's bulk write (thousands of good lines), so it is checked here.
+# The most characters of each field. For a field kept in a care_events column, that column's width: PostgreSQL
+# refuses a longer value, and with it the whole chunk's bulk write (thousands of good lines), so it is checked
+# here. The details sealed under the record key keep the bounds their columns had: an act code is a code.
+SEALED_FIELD_WIDTHS: dict[str, int] = {"act_code": 32, "professional_id": 64, "profession": 64}
 FIELD_WIDTHS: dict[str, int] = {
-    column.name: column.type.length
-    for column in CareEvent.__table__.columns
-    if column.name in ALL_FIELDS and getattr(column.type, "length", None)
+    **{
+        column.name: column.type.length
+        for column in CareEvent.__table__.columns
+        if column.name in ALL_FIELDS and getattr(column.type, "length", None)
+    },
+    **SEALED_FIELD_WIDTHS,
 }
 LINE_ID_WIDTH = FeedRejection.__table__.c.line_id.type.length
 

@@ -26,16 +26,18 @@ from pipeline.index.models import Batch, BatchItem, new_id
 from pipeline.ingest.archive import ArchiveLimits
 from pipeline.ingest.batch import BatchReader, LimitedReader, open_batch
 from pipeline.ingest.manifest import Manifest, ManifestError, parse_manifest
+from pipeline.keys import new_key
 from pipeline.progress import OnProgress
 from pipeline.reasons import REASONS, Transient
 from pipeline.runtime import Runtime
+from pipeline.sealedfields import Sealer, batch_key_context, item_title_context
 
 log = logging.getLogger(__name__)
 SOURCE = re.compile(r"^(hospital|lab|insurer):([A-Za-z0-9][A-Za-z0-9._-]{0,63})$")
 DOCUMENT_SOURCES = ("hospital", "lab")
 # Item columns an intake row may set; every row of one bulk insert carries all of them.
 ITEM_FIELDS = (
-    "source_document_id", "patient_ins", "title", "document_type", "service_date", "author_id", "author_profession",
+    "source_document_id", "patient_ins", "title_sealed", "document_type", "service_date", "author_id", "author_profession",
     "announcement_date", "inbox_key", "inbox_member",
 )  # fmt: skip
 
@@ -64,9 +66,9 @@ def _manifest_digest(rt: Runtime, source: str, data: bytes) -> str:
     return hmac.new(rt.hmac_secret, source.encode() + b"\0" + data, "sha256").hexdigest()
 
 
-def _plan_items(batch_id: str, manifest: Manifest, present: list[str], reader: BatchReader) -> list[dict]:
+def _plan_items(batch_id: str, manifest: Manifest, present: list[str], reader: BatchReader, titles: Sealer) -> list[dict]:
     """The batch's item rows: one per manifest row (rejected `missing_file` if absent), one per
-    rejected manifest row and one per file the manifest does not list."""
+    rejected manifest row and one per file the manifest does not list. Titles are sealed with `titles` (the batch key)."""
     items: list[dict] = []
     present_set = set(present)
     for row in manifest.rows:
@@ -80,7 +82,7 @@ def _plan_items(batch_id: str, manifest: Manifest, present: list[str], reader: B
             | {
                 "source_document_id": fields.get("source_document_id"),
                 "patient_ins": fields.get("patient_ins"),
-                "title": fields.get("title"),
+                "title_sealed": titles.seal(fields.get("title"), item_title_context(item_id)) if found else None,
                 "document_type": fields.get("document_type") or None,
                 "service_date": fields.get("service_date"),
                 "author_id": fields.get("author_id"),
@@ -139,9 +141,20 @@ def _record_batch(rt: Runtime, source: str, digest: str, manifest: Manifest, pre
         if existing:
             return existing, True
         batch_id = new_id()
-        items = _plan_items(batch_id, manifest, present, reader)
+        key = new_key()
+        wrapped = rt.keys.wrap(key, batch_key_context(batch_id))
+        items = _plan_items(batch_id, manifest, present, reader, Sealer(key))
         try:
-            session.add(Batch(id=batch_id, source=source, manifest_digest=digest, total=len(items)))
+            session.add(
+                Batch(
+                    id=batch_id,
+                    source=source,
+                    manifest_digest=digest,
+                    total=len(items),
+                    master_key_id=wrapped.key_id,
+                    wrapped_key=wrapped.blob,
+                )
+            )
             session.flush()
             if items:
                 session.execute(insert(BatchItem.__table__), items)  # Core: no ORM bookkeeping per row

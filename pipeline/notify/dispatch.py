@@ -24,10 +24,12 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from pipeline.clock import as_utc, paris_date
-from pipeline.index.models import BatchItem, Contact, Document, Notification, Outbox, Patient
+from pipeline.index.models import BatchItem, Contact, Document, Notification, Outbox, Patient, new_id
 from pipeline.notify.channels import Channel, DeliveryError, Message
 from pipeline.notify.compose import Event, compose
+from pipeline.notify.contacts import opening_key, read_contact
 from pipeline.runtime import Runtime
+from pipeline.sealedfields import SealedFieldError, address_context, open_text, seal_text
 
 log = logging.getLogger(__name__)
 
@@ -145,22 +147,25 @@ def _messages_for(rt: Runtime, session: Session, patient: Patient, group: list[O
         return []  # every document of those batches was rejected or is held: nothing to tell
     event = Event(first.kind, as_utc(first.created_at or now), tuple(row.source for row in group), first.detail, count)
     subject, body = compose(event, rt.settings.notify_record_url)
-    contact = session.get(Contact, recipient)
+    contact = read_contact(rt, session, recipient)
     wants_email, wants_sms = (True, True) if to_attending else (patient.notify_email, patient.notify_sms)
     routes: list[tuple[str, str | None]] = []
-    if contact is not None and wants_email and contact.email and not contact.email_rejected:
+    if wants_email and contact.email and not contact.email_rejected:
         routes.append(("email", contact.email))
-    if contact is not None and wants_sms and contact.phone and not contact.phone_rejected:
+    if wants_sms and contact.phone and not contact.phone_rejected:
         routes.append(("sms", contact.phone))
     if not routes:
         routes.append(("log", None))  # nowhere to send it: keep it visible in the local sink rather than drop it
+    key = opening_key(rt, session, recipient) if any(address for _, address in routes) else None
+    ids = [new_id() for _ in routes]
     return [
         Notification(
+            id=notification_id,
             patient_id=patient.id,
             recipient_id=recipient,
             kind=first.kind,
             channel=channel,
-            address=address,
+            address_sealed=seal_text(key, address, address_context(notification_id, recipient)) if key else None,
             subject=subject,
             body=body,
             events=len(group),
@@ -168,7 +173,7 @@ def _messages_for(rt: Runtime, session: Session, patient: Patient, group: list[O
             attempts=0,
             next_attempt_at=now,
         )  # fmt: skip
-        for channel, address in routes
+        for notification_id, (channel, address) in zip(ids, routes, strict=True)
     ]
 
 
@@ -202,32 +207,45 @@ def _deliver_one(rt: Runtime, channels: Mapping[str, Channel], notification_id: 
         notification = session.get(Notification, notification_id)
         assert notification is not None
         channel = channels.get(notification.channel) or channels["log"]
-        message = Message(
-            notification.id, notification.address or f"recipient:{notification.recipient_id}", notification.subject, notification.body
-        )
         try:
-            channel.send(message)
+            address = _address(rt, session, notification)
+            channel.send(
+                Message(notification.id, address or f"recipient:{notification.recipient_id}", notification.subject, notification.body)
+            )
         except DeliveryError as failure:
-            _failed(session, notification, failure, now, rt.settings.notify_max_attempts, report)
+            _failed(rt, session, notification, failure, now, report)
         except Exception as failure:  # a channel bug must not stop the other messages
             log.error("notification %s: unexpected %s", notification_id, type(failure).__name__)
-            _failed(session, notification, DeliveryError("unexpected_error", False), now, rt.settings.notify_max_attempts, report)
+            _failed(rt, session, notification, DeliveryError("unexpected_error", False), now, report)
         else:
             notification.status, notification.sent_at, notification.lease_until, notification.last_error = "sent", now, None, None
             report.sent += 1
         session.commit()
 
 
+def _address(rt: Runtime, session: Session, notification: Notification) -> str | None:
+    """The message's address, opened with its recipient's contact key; DeliveryError if it does not open."""
+    if notification.address_sealed is None:
+        return None
+    key = opening_key(rt, session, notification.recipient_id)
+    try:
+        if key is None:
+            raise SealedFieldError("no key")
+        return open_text(key, notification.address_sealed, address_context(notification.id, notification.recipient_id))
+    except SealedFieldError:
+        raise DeliveryError("address_unreadable", True) from None  # the record (or contact) was destroyed
+
+
 def _failed(
-    session: Session, notification: Notification, failure: DeliveryError, now: dt.datetime, max_attempts: int, report: DispatchReport
+    rt: Runtime, session: Session, notification: Notification, failure: DeliveryError, now: dt.datetime, report: DispatchReport
 ) -> None:
     notification.last_error, notification.lease_until = failure.code, None
-    if failure.permanent or notification.attempts >= max_attempts:
+    if failure.permanent or notification.attempts >= rt.settings.notify_max_attempts:
         notification.status = "failed"
         report.failed += 1
         log.warning("notification %s failed for good: %s", notification.id, failure.code)
         if failure.permanent and failure.code in ADDRESS_CODES:
-            _reject_address(session, notification, failure.code)
+            _reject_address(rt, session, notification, failure.code)
         return
     notification.status = "pending"
     delay = min(MAX_BACKOFF_SECONDS, 5 * 2 ** (notification.attempts - 1)) * random.uniform(0.8, 1.2)
@@ -235,12 +253,15 @@ def _failed(
     report.retrying += 1
 
 
-def _reject_address(session: Session, notification: Notification, code: str) -> None:
-    """Record on the contact that this address was refused, so settings show it and it is not used again."""
+def _reject_address(rt: Runtime, session: Session, notification: Notification, code: str) -> None:
+    """Record on the contact that this address was refused, so settings show it and it is not used again
+    (unless the person changed it since)."""
     contact = session.get(Contact, notification.recipient_id)
     if contact is None:
         return
-    if notification.channel == "email" and contact.email == notification.address:
+    current = read_contact(rt, session, notification.recipient_id)
+    refused = _address(rt, session, notification)
+    if notification.channel == "email" and current.email == refused:
         contact.email_rejected = code
-    if notification.channel == "sms" and contact.phone == notification.address:
+    if notification.channel == "sms" and current.phone == refused:
         contact.phone_rejected = code

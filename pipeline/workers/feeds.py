@@ -9,22 +9,25 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
+from pipeline.carehistory import DETAILS, LineSealer
 from pipeline.clock import paris_date
 from pipeline.index.models import CareEvent, Feed, FeedChunk, FeedRejection, Outbox, Patient, new_id
 from pipeline.index.repo import insert_ignore
 from pipeline.ingest.feed import CareLine, LineRejection, check_line, parse_chunk
+from pipeline.recordkeys import RecordKeys
 from pipeline.runtime import Runtime
 from pipeline.storage import ObjectNotFound
 
 log = logging.getLogger(__name__)
 COLUMNS = (
-    "source", "line_id", "patient_id", "care_date", "act_code", "act_label", "professional_id", "professional_name",
-    "profession", "amount_billed", "amount_reimbursed", "reimbursement_date", "supersedes", "content_hash", "feed_id",
+    "source", "line_id", "patient_id", "care_date", "details_sealed", "amount_billed", "amount_reimbursed", "reimbursement_date",
+    "supersedes", "content_hash", "feed_id",
 )  # fmt: skip
 
 
@@ -56,21 +59,23 @@ class Written:
     notify: set[str]  # patients with new lines still to notify (the PostgreSQL path queues its own)
 
 
-def _store_generic(session: Session, feed: Feed, lines: list[CareLine]) -> Written:
+def _store_generic(session: Session, feed: Feed, lines: list[CareLine], record_keys: RecordKeys) -> Written:
     """Any database: look up what is known, then one executemany of the new lines."""
     insert_ignore(session, Patient, [{"id": new_id(), "ins": ins, "status": "open"} for ins in sorted({x.ins for x in lines})])
     patients = {p.ins: p for p in session.scalars(select(Patient).where(Patient.ins.in_({x.ins for x in lines})))}
     closed = [LineRejection(x.line_number, x.line_id, "record_closed") for x in lines if patients[x.ins].status != "open"]
     open_lines = [x for x in lines if patients[x.ins].status == "open"]
+    sealed = _Sealed(record_keys.for_patients(session, {patients[x.ins].id for x in open_lines}), feed.source)
     ids = {x.line_id for x in open_lines}
     known = dict(
         session.execute(
             select(CareEvent.line_id, CareEvent.content_hash).where(CareEvent.source == feed.source, CareEvent.line_id.in_(ids))
         ).all()
     )
-    fresh, duplicates = _split_known(open_lines, known)
+    fresh, duplicates = _split_known(open_lines, known, lambda x: sealed.hash(patients[x.ins].id, x))
     if fresh:
-        session.execute(insert(CareEvent), [dict(zip(COLUMNS, _row(feed, patients[x.ins].id, x), strict=True)) for x in fresh])
+        rows = [_row(feed, patients[x.ins].id, x, sealed) for x in fresh]
+        session.execute(insert(CareEvent), [dict(zip(COLUMNS, row, strict=True)) for row in rows])
     for line in fresh:
         if line.supersedes:
             target = (CareEvent.source == feed.source, CareEvent.line_id == line.supersedes)
@@ -85,21 +90,41 @@ def _store_generic(session: Session, feed: Feed, lines: list[CareLine]) -> Writt
     return Written(fresh, closed + duplicates, {patients[x.ins].id for x in fresh})
 
 
-def _split_known(lines: list[CareLine], known: dict[str, str]) -> tuple[list[CareLine], list[LineRejection]]:
+class _Sealed:
+    """A chunk's lines in their stored form: details sealed and content hash keyed under each patient's
+    record key (pipeline/carehistory.py), each computed once."""
+
+    def __init__(self, record_keys: dict[str, bytes], source: str) -> None:
+        self.sealers = {patient_id: LineSealer(key) for patient_id, key in record_keys.items()}
+        self.source = source
+        self._hashes: dict[int, str] = {}
+
+    def hash(self, patient_id: str, line: CareLine) -> str:
+        if line.line_number not in self._hashes:
+            self._hashes[line.line_number] = self.sealers[patient_id].line_hash(line.content_hash)
+        return self._hashes[line.line_number]
+
+    def details(self, patient_id: str, line: CareLine) -> bytes:
+        return self.sealers[patient_id].seal(self.source, line.line_id, patient_id, [getattr(line, name) for name in DETAILS])
+
+
+def _split_known(
+    lines: list[CareLine], known: dict[str, str], stored_hash: Callable[[CareLine], str]
+) -> tuple[list[CareLine], list[LineRejection]]:
     """New lines, and rejections for line_ids known with other content; re-sends vanish."""
     fresh: list[CareLine] = []
     duplicates: list[LineRejection] = []
     for line in lines:
         seen = known.get(line.line_id)
         if seen is None:
-            known[line.line_id] = line.content_hash
+            known[line.line_id] = stored_hash(line)
             fresh.append(line)
-        elif seen != line.content_hash:
+        elif seen != stored_hash(line):
             duplicates.append(LineRejection(line.line_number, line.line_id, "duplicate_line"))
     return fresh, duplicates
 
 
-def _store_postgresql(session: Session, feed: Feed, lines: list[CareLine]) -> Written:
+def _store_postgresql(session: Session, feed: Feed, lines: list[CareLine], record_keys: RecordKeys) -> Written:
     """PostgreSQL: COPY into a staging table, then one INSERT … ON CONFLICT DO NOTHING RETURNING."""
     cursor = session.connection().connection.driver_connection.cursor()
     ins_values = sorted({x.ins for x in lines})
@@ -111,12 +136,18 @@ def _store_postgresql(session: Session, feed: Feed, lines: list[CareLine]) -> Wr
     cursor.execute("SELECT ins, id, status FROM patients WHERE ins = ANY(%s)", [ins_values])
     patients = {ins: (pid, status) for ins, pid, status in cursor.fetchall()}
     closed = [LineRejection(x.line_number, x.line_id, "record_closed") for x in lines if patients[x.ins][1] != "open"]
-    candidates, in_chunk = _split_known([x for x in lines if patients[x.ins][1] == "open"], {})
+    open_lines = [x for x in lines if patients[x.ins][1] == "open"]
+    sealed = _Sealed(record_keys.for_patients(session, {patients[x.ins][0] for x in open_lines}), feed.source)
+
+    def stored_hash(line: CareLine) -> str:
+        return sealed.hash(patients[line.ins][0], line)
+
+    candidates, in_chunk = _split_known(open_lines, {}, stored_hash)
     cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS care_staging AS SELECT {', '.join(COLUMNS)} FROM care_events WITH NO DATA")
     cursor.execute("TRUNCATE care_staging")
     with cursor.copy(f"COPY care_staging ({', '.join(COLUMNS)}) FROM STDIN") as copy:
         for line in candidates:
-            copy.write_row(_row(feed, patients[line.ins][0], line))
+            copy.write_row(_row(feed, patients[line.ins][0], line, sealed))
     columns = ", ".join(COLUMNS)
     cursor.execute(
         f"INSERT INTO care_events ({columns}) SELECT {columns} FROM care_staging ON CONFLICT (source, line_id) DO NOTHING RETURNING line_id"
@@ -131,7 +162,7 @@ def _store_postgresql(session: Session, feed: Feed, lines: list[CareLine]) -> Wr
         )
         stored = dict(cursor.fetchall())
         duplicates = [
-            LineRejection(x.line_number, x.line_id, "duplicate_line") for x in conflicts if stored.get(x.line_id) != x.content_hash
+            LineRejection(x.line_number, x.line_id, "duplicate_line") for x in conflicts if stored.get(x.line_id) != stored_hash(x)
         ]
     new_ids = sorted(inserted)
     # Corrections stored now supersede their targets; corrections stored earlier supersede lines stored now.
@@ -173,7 +204,7 @@ def process_chunk(rt: Runtime, chunk_id: str, today: dt.date | None = None) -> s
     lines, rejections = check_chunk(data, feed, chunk, today or paris_date())
     with rt.sessions() as session:
         store = _store_postgresql if session.get_bind().dialect.name == "postgresql" else _store_generic
-        written = store(session, feed, lines) if lines else Written([], [], set())
+        written = store(session, feed, lines, rt.record_keys) if lines else Written([], [], set())
         fresh = written.fresh
         rejections += written.rejections
         insert_ignore(session, FeedRejection, [_rejection_row(feed.id, rejection) for rejection in rejections])
@@ -194,10 +225,9 @@ def _outbox_row(feed: Feed, patient_id: str) -> dict:
     return {"id": new_id(), "patient_id": patient_id, "kind": "reimbursement_data", "ref_id": feed.id, "source": feed.source}
 
 
-def _row(feed: Feed, patient_id: str, line: CareLine) -> tuple:
-    return (feed.source, line.line_id, patient_id, line.care_date, line.act_code, line.act_label, line.professional_id,
-            line.professional_name, line.profession, line.amount_billed, line.amount_reimbursed, line.reimbursement_date,
-            line.supersedes, line.content_hash, feed.id)  # fmt: skip
+def _row(feed: Feed, patient_id: str, line: CareLine, sealed: _Sealed) -> tuple:
+    return (feed.source, line.line_id, patient_id, line.care_date, sealed.details(patient_id, line), line.amount_billed,
+            line.amount_reimbursed, line.reimbursement_date, line.supersedes, sealed.hash(patient_id, line), feed.id)  # fmt: skip
 
 
 def _forget(rt: Runtime, chunk_id: str, inbox_key: str | None = None) -> None:

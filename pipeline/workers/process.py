@@ -34,6 +34,7 @@ from pipeline.reasons import REASONS, Rejected, Transient
 from pipeline.runtime import Runtime
 from pipeline.sealing import new_data_key, seal, seal_context
 from pipeline.storage import ObjectNotFound
+from pipeline.titles import item_title, seal_title
 from pipeline.workers.classify import classify, needs_content
 from pipeline.workers.sandbox import anonymous_file, freeze
 from pipeline.workers.validate import check_content, check_metadata
@@ -120,7 +121,8 @@ def _accept(rt: Runtime, claim: repo.Claim, today: dt.date) -> str:
         if spooled.size == 0:
             raise Rejected("empty_file")
         content = check_content(spooled.file, item.file, meta.ins, rt.settings, want_text=needs_content(item.document_type))
-        title = item.title or content.title
+        manifest_title = item_title(rt, item)
+        title = manifest_title or content.title
         classification = classify(content.cda_code, item.document_type, title, item.file, content.text)
         with rt.sessions() as session:
             patient = repo.ensure_patient(session, meta.ins)
@@ -148,7 +150,7 @@ def _accept(rt: Runtime, claim: repo.Claim, today: dt.date) -> str:
         source=source,
         source_document_id=meta.source_document_id,
         batch_item_id=item.id,
-        title=item.title,
+        title_sealed=seal_title(record.key, manifest_title, item.document_id, patient.id),
         class_code=classification.class_code,
         type_code=classification.type_code,
         classified_by=classification.rule,

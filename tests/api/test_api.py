@@ -15,6 +15,7 @@ from pipeline.documents import read_document
 from pipeline.index.models import AuditEntry
 from pipeline.runtime import Runtime
 from pipeline.settings import Settings
+from pipeline.titles import document_titles
 from tests.conftest import index_batch
 
 DR = "10001234567"  # RPPS of a physician
@@ -98,7 +99,7 @@ def test_a_document_damaged_in_storage_is_refused_with_integrity_error_and_no_by
         path.write_bytes(original)
     assert response.status_code == 500
     assert response.json()["code"] == "integrity_error"
-    assert doc.title not in response.text
+    assert document_titles(rt, [doc])[doc.id] not in response.text
 
 
 def test_a_document_shredded_between_the_check_and_the_read_is_404(tmp_path, monkeypatch):

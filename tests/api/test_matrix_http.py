@@ -354,7 +354,6 @@ def world(tmp_path_factory):
                         source=SOURCE,
                         source_document_id=f"{state.name}-{doc.name}",
                         batch_item_id=item.id,
-                        title=f"document {doc.name}",
                         class_code=doc.class_code,
                         type_code=doc.type_code,
                         classified_by="test",
