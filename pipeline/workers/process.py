@@ -121,7 +121,9 @@ def _accept(rt: Runtime, claim: repo.Claim, today: dt.date) -> str:
             raise Rejected("empty_file")
         content = check_content(spooled.path, item.file, meta.ins, rt.settings, want_text=needs_content(item.document_type))
         title = item.title or content.title
-        classification = classify(content.cda_code, item.document_type, title, item.file, content.text)
+        classification = classify(
+            content.cda_code, item.document_type, title, item.file, content.text, cda_code_system=content.cda_code_system
+        )
         with rt.sessions() as session:
             patient = repo.ensure_patient(session, meta.ins)
             existing = repo.find_document(session, source, meta.source_document_id)
