@@ -402,15 +402,31 @@ def stream(data: bytes, entries: bytes = b"") -> bytes:
     return b"<< /Length %d %s>>\nstream\n" % (len(data), entries) + data + b"\nendstream"
 
 
-def page_pdf(catalog: bytes = b"", page: bytes = b"", more: list[bytes] | None = None, tail: bytes = b"") -> bytes:
-    """A one-page PDF with a line of text: catalog 1, pages 2, page 3, font 4, contents 5, then `more` from 6."""
+def page_pdf(
+    catalog: bytes = b"",
+    page: bytes = b"",
+    more: list[bytes] | None = None,
+    tail: bytes = b"",
+    resources: bytes = b"",
+    contents: bytes = PAGE_TEXT,
+    content_entries: bytes = b"",
+) -> bytes:
+    """A one-page PDF with a line of text: catalog 1, pages 2, page 3, font 4, contents 5, then `more` from 6.
+
+    `catalog`, `page` and `resources` are added to those dictionaries; `contents` (with `content_entries`) is
+    the page's content stream.
+    """
     return assemble_pdf(
         [
             b"<< /Type /Catalog /Pages 2 0 R " + catalog + b" >>",
             b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Resources << /Font << /F1 4 0 R >> >> /Contents 5 0 R " + page + b" >>",
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Resources << /Font << /F1 4 0 R >> "
+            + resources
+            + b" >> /Contents 5 0 R "
+            + page
+            + b" >>",
             b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-            stream(PAGE_TEXT),
+            stream(contents, content_entries),
             *(more or []),
         ],
         tail=tail,
