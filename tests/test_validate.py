@@ -277,6 +277,17 @@ def test_a_form_script_doing_anything_else_is_active_content(tmp_path, script):
     assert _reason(lambda: check_content(_pdf_file(tmp_path, form), "cerfa.pdf", NIR)) == "pdf_active_content"
 
 
+def test_an_action_kind_behind_a_reference_is_still_read(tmp_path):
+    launch = corpus.page_pdf(catalog=b"/OpenAction << /S 6 0 R /F (calc.exe) >>", more=[b"/Launch"])
+    assert _reason(lambda: check_content(_pdf_file(tmp_path, launch), "doc.pdf", NIR)) == "pdf_active_content"
+
+
+def test_image_dimensions_behind_references_are_still_read(tmp_path):
+    image = corpus.stream(b"\x00" * 64, b"/Subtype /Image /Width 7 0 R /Height 7 0 R /BitsPerComponent 1 /Filter /JBIG2Decode ")
+    pdf = corpus.page_pdf(resources=b"/XObject << /Im1 6 0 R >>", more=[image, b"20000"])
+    assert _reason(lambda: check_content(_pdf_file(tmp_path, pdf), "scan.pdf", NIR)) == "pdf_too_large"
+
+
 def test_a_repeated_dictionary_key_is_pdf_ambiguous(tmp_path):
     pdf = _pdf_file(tmp_path, corpus.repeated_open_action_pdf())
     assert _reason(lambda: check_content(pdf, "doc.pdf", NIR)) == "pdf_ambiguous"

@@ -250,7 +250,7 @@ def scan(reader: PdfReader, limits: ScanLimits) -> None:
 def _stream_size(stream: StreamObject, limits: ScanLimits) -> int:
     """The bytes this stream counts for: decoded, or as stored for an image (never decoded here)."""
     _normalize_filters(stream)
-    if stream.get("/Subtype") == "/Image" or ("/Width" in stream and "/Height" in stream):  # thumbnails have no /Subtype
+    if _get(stream, "/Subtype") == "/Image" or ("/Width" in stream and "/Height" in stream):  # thumbnails have no /Subtype
         _check_pixels(stream, limits)
         return len(stream._data)
     # Anything else is decoded, an image filter included: a content stream in JBIG2 is a bomb for
@@ -259,7 +259,7 @@ def _stream_size(stream: StreamObject, limits: ScanLimits) -> int:
         data = stream.get_data()
     except NotImplementedError:  # a filter no reader implements (pypdf names the known ones)
         return len(stream._data)
-    if stream.get("/Type") == "/EmbeddedFile" and data[:4].startswith(EXECUTABLE_MAGIC):
+    if _get(stream, "/Type") == "/EmbeddedFile" and data[:4].startswith(EXECUTABLE_MAGIC):
         raise Rejected("pdf_active_content", "An embedded file is an executable.")
     return len(data)
 
@@ -274,15 +274,21 @@ def _normalize_filters(stream: StreamObject) -> None:
 
 
 def _check_pixels(image: StreamObject, limits: ScanLimits) -> None:
-    width, height = image.get("/Width"), image.get("/Height")
+    width, height = _get(image, "/Width"), _get(image, "/Height")
     if isinstance(width, NumberObject) and isinstance(height, NumberObject):
         pixels = int(width) * int(height)
         if pixels > limits.max_image_pixels:
             raise Rejected("pdf_too_large", f"An image has {pixels} pixels, limit {limits.max_image_pixels}.")
 
 
+def _get(node: DictionaryObject, key: str) -> object:
+    """`node[key]` resolved: viewers follow a reference wherever a value stands (`/S 12 0 R` is as good as `/S /Launch`)."""
+    value = node.get(key)
+    return value.get_object() if isinstance(value, IndirectObject) else value
+
+
 def _check_actions(node: DictionaryObject) -> None:
-    kind = node.get("/S")
+    kind = _get(node, "/S")
     if kind == "/JavaScript" or "/JS" in node:
         code = _script(node.get("/JS"))
         if code.strip(" \t\r\n;") and not (len(code) <= 2000 and _FIELD_FORMAT.fullmatch(code)):
@@ -296,7 +302,7 @@ def _check_actions(node: DictionaryObject) -> None:
         targets = [*_file_names(node.get("/F")), *_file_names(node.get("/URI"))]
         if any(_file_share(name) for name in targets):
             raise Rejected("pdf_active_content", "A link opens a file share.")
-    attachment = node.get("/Type") == "/Filespec" or "/EF" in node
+    attachment = _get(node, "/Type") == "/Filespec" or "/EF" in node
     if attachment and any(name.lower().endswith(EXECUTABLE_SUFFIXES) for name in _file_names(node)):
         raise Rejected("pdf_active_content", "An embedded file is an executable.")
 
