@@ -1,7 +1,8 @@
 """An image's size, read from its header (its pixels are never decoded here).
 
 A few hundred kilobytes of PNG can announce 20000 x 20000 pixels: 1.2 GB once a viewer decodes
-it. Pillow reads the header (dimensions, and each frame of a multi-page TIFF) without decoding.
+it. Pillow reads the header (dimensions, and each page of a multi-page TIFF) without decoding.
+The frames of an animated PNG must fit in its canvas, so only TIFF pages are read one by one.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ def check_image(path: Path, mime: str, max_pixels: int, max_frames: int) -> None
     """Refuse an image whose header cannot be read (`image_corrupt`), or with too many pixels or frames (`image_too_large`)."""
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limit here decides
+            warnings.simplefilter("ignore")  # Pillow's bomb warnings (the limit here decides) and its notes on odd tags
             with Image.open(path, formats=[PILLOW_FORMATS[mime]]) as image:
-                frames = getattr(image, "n_frames", 1)
+                frames = image.n_frames if mime == "image/tiff" else 1
                 if frames > max_frames:
                     raise Rejected("image_too_large", f"{frames} frames, limit {max_frames}.")
                 for frame in range(frames):
