@@ -89,7 +89,7 @@ def sniff(path: Path, filename: str) -> str:
     declared = BY_EXTENSION.get(PurePosixPath(filename).suffix.lower())
     if detected == "text/plain" and declared == "application/xml" and head.lstrip().startswith(b"<"):
         detected = "application/xml"  # XML without a declaration
-    if reported in UNNAMED and head.find(b"%PDF-", 0, PDF_HEADER_WINDOW + 5) > 0:
+    if reported in UNNAMED and declared in (None, "application/pdf") and head.find(b"%PDF-", 0, PDF_HEADER_WINDOW + 5) > 0:
         detected = "application/pdf"  # bytes before the header, as viewers accept
     if detected is None:
         if declared:
