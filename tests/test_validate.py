@@ -282,6 +282,11 @@ def test_an_action_kind_behind_a_reference_is_still_read(tmp_path):
     assert _reason(lambda: check_content(_pdf_file(tmp_path, launch), "doc.pdf", NIR)) == "pdf_active_content"
 
 
+def test_a_non_action_s_entry_holding_a_stream_is_not_an_action(tmp_path):
+    pdf = corpus.page_pdf(catalog=b"/Extra << /S 6 0 R >>", more=[corpus.stream(b"q Q")])
+    assert check_content(_pdf_file(tmp_path, pdf), "doc.pdf", NIR).pages == 1
+
+
 def test_image_dimensions_behind_references_are_still_read(tmp_path):
     image = corpus.stream(b"\x00" * 64, b"/Subtype /Image /Width 7 0 R /Height 7 0 R /BitsPerComponent 1 /Filter /JBIG2Decode ")
     pdf = corpus.page_pdf(resources=b"/XObject << /Im1 6 0 R >>", more=[image, b"20000"])

@@ -289,6 +289,7 @@ def _get(node: DictionaryObject, key: str) -> object:
 
 def _check_actions(node: DictionaryObject) -> None:
     kind = _get(node, "/S")
+    kind = kind if isinstance(kind, str) else None  # /S is a name in an action; elsewhere it may be anything
     if kind == "/JavaScript" or "/JS" in node:
         code = _script(node.get("/JS"))
         if code.strip(" \t\r\n;") and not (len(code) <= 2000 and _FIELD_FORMAT.fullmatch(code)):
