@@ -100,12 +100,10 @@ def sniff(path: Path, filename: str) -> str:
     return detected
 
 
-def _pdf_header_at(data: bytes) -> int:
-    """Where `%PDF-` starts: viewers accept up to 1024 bytes before it (mail or transfer headers, a BOM)."""
-    at = data.find(b"%PDF-", 0, PDF_HEADER_WINDOW + 5)
-    if at < 0:
+def _check_header(data: bytes) -> None:
+    """`%PDF-` within the first 1024 bytes: viewers accept what comes before it (transfer headers, a BOM)."""
+    if data.find(b"%PDF-", 0, PDF_HEADER_WINDOW + 5) < 0:
         raise Rejected("pdf_corrupt", "No %PDF- header in the first 1024 bytes.")
-    return at
 
 
 def _has_eof_marker(data: bytes) -> bool:
@@ -159,7 +157,7 @@ def _extract_text(reader, limits: InspectLimits) -> str:  # type: ignore[no-unty
 def check_pdf(path: Path, limits: InspectLimits, want_text: bool) -> Content:
     """Open the PDF as a viewer would and refuse it only for what pdfscan lists: active content, ambiguity, sizes."""
     data = path.read_bytes()
-    _pdf_header_at(data)
+    _check_header(data)
     if not _has_eof_marker(data):
         raise Rejected("pdf_corrupt", "No end-of-file marker: the file is truncated.")
     pdfscan.check_polyglot(data)
