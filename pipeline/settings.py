@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     upload_max_request_bytes: int = Field(default=2 * 1024**3, ge=1, description="Largest HTTP submission (checked while streaming).")
     pdf_max_pages: int = Field(default=2000, description="More pages is pdf_too_large.")
     pdf_max_decompressed_bytes: int = Field(default=256 * 1024 * 1024, description="More decompressed stream bytes is pdf_too_large.")
+    image_max_pixels: int = Field(
+        default=178_956_970,
+        ge=1,
+        description="More pixels in an image (or an image of a PDF) is image_too_large (pdf_too_large); default: Pillow's bomb limit.",
+    )
     validation_sandbox: bool = Field(default=True, description="Inspect bytes in a limited child process.")
     validation_timeout_seconds: float = Field(default=30.0, description="Per-document inspection time limit.")
     validation_memory_bytes: int = Field(default=1024 * 1024 * 1024, description="Address-space limit of the inspector.")

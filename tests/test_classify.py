@@ -23,14 +23,32 @@ NEUTRAL = "Courrier"
 # ---------------------------------------------------------------------------------------------
 
 
+LOINC = "2.16.840.1.113883.6.1"
+SNOMED_CT = "2.16.840.1.113883.6.96"
+
+
 def test_the_cda_code_wins_over_the_manifest_and_the_content():
-    result = classify("11502-2", "57833-6", "Ordonnance", "ordonnance.pdf", "Ordonnance de médicaments")
+    result = classify("11502-2", "57833-6", "Ordonnance", "ordonnance.pdf", "Ordonnance de médicaments", cda_code_system=LOINC)
     assert (result.class_code, result.type_code, result.rule, result.confidence) == ("10", "11502-2", "cda_code", 1.0)
 
 
 def test_an_unknown_cda_code_falls_back_to_the_manifest():
     result = classify("99999-9", "57833-6", None)
     assert (result.type_code, result.rule) == ("57833-6", "manifest_code")
+
+
+def test_a_loinc_code_under_another_code_system_is_not_the_documents_code():
+    result = classify("11502-2", "57833-6", None, cda_code_system=SNOMED_CT)
+    assert (result.type_code, result.rule) == ("57833-6", "manifest_code")
+
+
+def test_a_cda_code_without_its_code_system_is_not_trusted():
+    assert classify("11502-2", None, None).rule != "cda_code"
+
+
+def test_a_dmp_type_code_counts_under_the_dmp_code_system_only():
+    assert classify("EXPPAT_3", None, None, cda_code_system="1.2.250.1.213.1.1.4.12").rule == "cda_code"
+    assert classify("EXPPAT_3", None, None, cda_code_system=LOINC).rule != "cda_code"
 
 
 def test_a_manifest_loinc_code_gives_class_and_type():
@@ -417,9 +435,9 @@ def _rows(path: Path) -> dict[str, dict[str, str]]:
         return {row["file"]: row for row in csv.DictReader(handle)}
 
 
-def _cda_code(path: Path) -> str | None:
+def _cda_code(path: Path) -> tuple[str | None, str | None]:
     code = ElementTree.parse(path).getroot().find(f"{HL7}code")
-    return code.get("code") if code is not None else None
+    return (code.get("code"), code.get("codeSystem")) if code is not None else (None, None)
 
 
 def _pdf_text(path: Path) -> str:
@@ -435,9 +453,9 @@ def test_the_sample_corpus_is_classified_as_expected(tmp_path):
         if want["expected_state"] != "indexed":
             continue
         row = manifest[name]
-        cda = _cda_code(out / name) if name.endswith(".xml") else None
+        cda, system = _cda_code(out / name) if name.endswith(".xml") else (None, None)
         text = _pdf_text(out / name) if name.endswith(".pdf") else None
-        result = classify(cda, row["document_type"], row["title"], name, text)
+        result = classify(cda, row["document_type"], row["title"], name, text, cda_code_system=system)
         hit = (result.class_code, result.type_code) == (want["class_code"], want["type_code"])
         if cda or row["document_type"]:
             declared_total += 1

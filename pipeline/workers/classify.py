@@ -2,7 +2,8 @@
 
 The order is the domain's (DOMAIN.md, "Document classes and types"):
 
-1. `cda_code`: a CDA R2 document's own `ClinicalDocument/code`, when it is a type we know (confidence 1.0);
+1. `cda_code`: a CDA R2 document's own `ClinicalDocument/code`, when it is a type we know given in that type's code
+   system (`CODE_SYSTEM_OIDS`: a LOINC code under the SNOMED OID is not that LOINC code) (confidence 1.0);
 2. the manifest's `document_type`: a type code (`manifest_code`, 0.95), or a common name of a type in French or
    English, compared without case, accents or punctuation (`manifest_name`, 0.9);
 3. the content (`content`, at most 0.85): the manifest's title, the file name and the text extracted from the
@@ -67,6 +68,9 @@ CONTENT_CEILING = 0.85  # content never beats a declared code or name
 REVIEW_BELOW = 0.5  # a decision less sure than this is flagged for review
 
 CONFIDENCE = {"cda_code": 1.0, "manifest_code": 0.95, "manifest_name": 0.9}
+# The OID a CDA gives its code in, per `code_system` of document_types.csv. A system with no OID here ("local": our
+# own codes) is never trusted from a document.
+CODE_SYSTEM_OIDS = {"LOINC": "2.16.840.1.113883.6.1", "DMP": "1.2.250.1.213.1.1.4.12"}  # DMP: TRE_A05-TypeDocComplementaire
 
 
 @dataclass(frozen=True)
@@ -143,6 +147,7 @@ class _Vocabulary:
     by_code: dict[str, str]  # type code -> class code
     by_upper_code: dict[str, str]  # type code in upper case -> type code
     by_name: dict[str, str]  # folded name -> type code
+    by_system: dict[str, str]  # type code -> OID of its code system ("" when it has none)
 
 
 class _Table:
@@ -167,6 +172,7 @@ class _Table:
 def vocabulary() -> _Vocabulary:
     by_code: dict[str, str] = {}
     by_name: dict[str, str] = {}
+    by_system: dict[str, str] = {}
     for line, row in _Table(TABLE):
         code, class_code = (row.get("type_code") or "").strip(), (row.get("class_code") or "").strip()
         if not code or not class_code:
@@ -174,11 +180,12 @@ def vocabulary() -> _Vocabulary:
         if code in by_code:
             raise ValueError(f"{TABLE.name} line {line}: type {code} listed twice")
         by_code[code] = class_code
+        by_system[code] = CODE_SYSTEM_OIDS.get((row.get("code_system") or "").strip(), "")
         names = [row.get("label_en") or "", row.get("label_fr") or "", *(row.get("aliases") or "").split("|")]
         for name in filter(None, map(fold, names)):
             if by_name.setdefault(name, code) != code:
                 raise ValueError(f"{TABLE.name} line {line}: the name {name!r} already means {by_name[name]}")
-    return _Vocabulary(by_code, {code.upper(): code for code in by_code}, by_name)
+    return _Vocabulary(by_code, {code.upper(): code for code in by_code}, by_name, by_system)
 
 
 _REGEX_CHARS = set("|()?*+[]{}\\.^$")
@@ -430,13 +437,18 @@ def classify(
     title: str | None,
     filename: str | None = None,
     text: str | None = None,
+    cda_code_system: str | None = None,
 ) -> Classification:
-    """Decide class and type. Never fails: the unclassifiable is 95 / unknown, flagged for review."""
+    """Decide class and type. Never fails: the unclassifiable is 95 / unknown, flagged for review.
+
+    `cda_code` counts only with the OID of its code system (`cda_code_system`) matching the type's.
+    """
     vocab = vocabulary()
     rules()  # a broken rules table fails here, loudly, not as a pile of unknown documents
     try:
         own = _as_text(cda_code, 100).strip()
-        if own in vocab.by_code:
+        system = _as_text(cda_code_system, 100).strip()
+        if own in vocab.by_code and vocab.by_system[own] and system == vocab.by_system[own]:
             return Classification(vocab.by_code[own], own, "cda_code", CONFIDENCE["cda_code"])
         declared = _manifest_decision(document_type)
         if declared is not None:

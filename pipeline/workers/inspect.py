@@ -7,18 +7,18 @@ must end in a verdict: a `Content` or a `Rejected` with its reason, never anothe
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import magic
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import ParseError, parse
-from pypdf import PdfReader
 from pypdf.errors import LimitReachedError
-from pypdf.generic import ArrayObject, DictionaryObject, IndirectObject, NameObject, StreamObject
 
 from pipeline.identity import INS_OIDS, is_valid_nir, normalize_nir
 from pipeline.reasons import Rejected
+from pipeline.workers import images, pdfscan
 
 CDA_NS = "urn:hl7-org:v3"
 SNIFF_BYTES = 8192
@@ -45,8 +45,9 @@ BY_EXTENSION = {
     ".tiff": "image/tiff",
     ".txt": "text/plain",
 }
-EXECUTABLE_SUFFIXES = (".exe", ".dll", ".scr", ".com", ".bat", ".cmd", ".ps1", ".vbs", ".js", ".jse", ".jar", ".msi", ".sh", ".app")
-EXECUTABLE_MAGIC = (b"MZ", b"\x7fELF", b"#!", b"\xca\xfe\xba\xbe", b"\xcf\xfa\xed\xfe")
+PDF_HEADER_WINDOW = 1024  # bytes viewers accept before %PDF-
+# What libmagic calls bytes it cannot name: a PDF header after a prefix makes them a PDF.
+UNNAMED = ("application/octet-stream", "text/plain")
 
 # Loaded at import: a sandbox child imports this module before it confines itself, and cannot
 # read libmagic's database afterwards (it also saves tens of milliseconds per document).
@@ -60,8 +61,10 @@ class InspectLimits:
     max_pdf_pages: int
     max_decompressed_bytes: int
     max_pdf_objects: int = 500_000
+    max_image_pixels: int = 178_956_970  # Pillow's decompression-bomb limit
     text_pages: int = 5
     text_chars: int = 20_000
+    text_seconds: float = 5.0  # text only helps classify: past this, the document goes on with what was read
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,7 @@ class Content:
     mime_type: str
     pages: int | None = None
     cda_code: str | None = None
+    cda_code_system: str | None = None  # the OID the code is given in (LOINC: 2.16.840.1.113883.6.1)
     cda_ins: str | None = None
     title: str | None = None
     text: str | None = None  # for classification only: kept in memory, never stored
@@ -85,6 +89,8 @@ def sniff(path: Path, filename: str) -> str:
     declared = BY_EXTENSION.get(PurePosixPath(filename).suffix.lower())
     if detected == "text/plain" and declared == "application/xml" and head.lstrip().startswith(b"<"):
         detected = "application/xml"  # XML without a declaration
+    if reported in UNNAMED and declared in (None, "application/pdf") and head.find(b"%PDF-", 0, PDF_HEADER_WINDOW + 5) > 0:
+        detected = "application/pdf"  # bytes before the header, as viewers accept
     if detected is None:
         if declared:
             raise Rejected("type_mismatch", f"Named as {declared}, content is {reported}.")
@@ -94,86 +100,93 @@ def sniff(path: Path, filename: str) -> str:
     return detected
 
 
-def _has_eof_marker(path: Path) -> bool:
-    with path.open("rb") as handle:
-        handle.seek(max(0, path.stat().st_size - 2048))
-        return b"%%EOF" in handle.read()
+def _check_header(data: bytes) -> None:
+    """`%PDF-` within the first 1024 bytes: viewers accept what comes before it (transfer headers, a BOM)."""
+    if data.find(b"%PDF-", 0, PDF_HEADER_WINDOW + 5) < 0:
+        raise Rejected("pdf_corrupt", "No %PDF- header in the first 1024 bytes.")
 
 
-def _walk_pdf(reader, limits: InspectLimits) -> None:  # type: ignore[no-untyped-def]
-    """Visit every object reachable from the trailer: find active content, total the decompressed size."""
-    seen: set[tuple[int, int]] = set()
-    stack: list = [reader.trailer]
-    visited = 0
-    decompressed = 0
-    while stack:
-        node = stack.pop()
-        if isinstance(node, IndirectObject):
-            key = (node.idnum, node.generation)
-            if key in seen:
-                continue
-            seen.add(key)
-            node = node.get_object()
-        visited += 1
-        if visited > limits.max_pdf_objects:
-            raise Rejected("pdf_too_large", "Too many objects.")
-        if isinstance(node, DictionaryObject):
-            _check_actions(node)
-            if isinstance(node, StreamObject):
-                decompressed += len(node.get_data())
-                if decompressed > limits.max_decompressed_bytes:
-                    raise Rejected("pdf_too_large", "Decompressed content exceeds the limit.")
-                if node.get("/Type") == NameObject("/EmbeddedFile") and node.get_data()[:4].startswith(EXECUTABLE_MAGIC):
-                    raise Rejected("pdf_active_content", "An embedded file is an executable.")
-            stack.extend(node.values())
-        elif isinstance(node, ArrayObject):
-            stack.extend(node)
+def _has_eof_marker(data: bytes) -> bool:
+    """A complete PDF ends its last revision with %%EOF; whatever follows it (padding, a signature) is ignored by viewers."""
+    return data.rfind(b"%%EOF") > 0
 
 
-def _check_actions(node) -> None:  # type: ignore[no-untyped-def]
-    if "/JS" in node or "/JavaScript" in node or node.get("/S") in ("/JavaScript", "/Launch"):
-        raise Rejected("pdf_active_content", "JavaScript or a launch action.")
-    if node.get("/Type") == "/Filespec" or "/EF" in node:
-        names = [str(node.get(key, "")) for key in ("/F", "/UF")]
-        if any(name.lower().endswith(EXECUTABLE_SUFFIXES) for name in names):
-            raise Rejected("pdf_active_content", "An embedded file is an executable.")
+def _open(data: bytes) -> pdfscan.Reader:
+    """Open the PDF; one encrypted with an empty user password (printing or copying restricted) opens as viewers open it."""
+    reader = pdfscan.Reader(data)
+    if reader.is_encrypted:
+        try:
+            opened = reader.decrypt("")
+        except Exception:  # noqa: BLE001 - an encryption pypdf cannot undo is one we cannot check
+            opened = False
+        if not opened:
+            raise Rejected("pdf_encrypted", "It needs a password to open.")
+    return reader
+
+
+class _OutOfTime(Exception):
+    pass
 
 
 def _extract_text(reader, limits: InspectLimits) -> str:  # type: ignore[no-untyped-def]
+    """Text of the first pages, for classification only: a page whose text cannot be read ends the text, never the document.
+
+    A page of nested forms can cost pypdf tens of seconds (each form re-reads its fonts): text
+    extraction stops at `limits.text_seconds`, checked before each drawing operator.
+    """
+    deadline = time.monotonic() + limits.text_seconds
+
+    def on_time(*_: object) -> None:
+        if time.monotonic() > deadline:
+            raise _OutOfTime
+
     parts: list[str] = []
     size = 0
-    for page in list(reader.pages)[: limits.text_pages]:
-        text = page.extract_text() or ""
-        parts.append(text)
-        size += len(text)
-        if size >= limits.text_chars:
-            break
+    try:
+        for page in list(reader.pages)[: limits.text_pages]:
+            text = page.extract_text(visitor_operand_before=on_time) or ""
+            parts.append(text)
+            size += len(text)
+            if size >= limits.text_chars:
+                break
+    except Exception:  # noqa: BLE001 - the document stays; with no text it is classified from its title, or reviewed
+        pass
     return "\n".join(parts)[: limits.text_chars]
 
 
 def check_pdf(path: Path, limits: InspectLimits, want_text: bool) -> Content:
-    """Open the PDF and check it: readable, not encrypted, no active content, within limits."""
-    if not _has_eof_marker(path):
+    """Open the PDF as a viewer would and refuse it only for what pdfscan lists: active content, ambiguity, sizes."""
+    data = path.read_bytes()
+    _check_header(data)
+    if not _has_eof_marker(data):
         raise Rejected("pdf_corrupt", "No end-of-file marker: the file is truncated.")
+    pdfscan.check_polyglot(data)
+    scan_limits = pdfscan.ScanLimits(
+        max_objects=limits.max_pdf_objects,
+        max_decompressed_bytes=limits.max_decompressed_bytes,
+        max_image_pixels=limits.max_image_pixels,
+        file_bytes=len(data),
+    )
     try:
-        reader = PdfReader(path, strict=False)
-        if reader.is_encrypted:
-            raise Rejected("pdf_encrypted")
-        pages = len(reader.pages)
-        if pages < 1:
-            raise Rejected("pdf_corrupt", "The PDF has no page.")
-        if pages > limits.max_pdf_pages:
-            raise Rejected("pdf_too_large", f"{pages} pages, limit {limits.max_pdf_pages}.")
-        _walk_pdf(reader, limits)
-        text = _extract_text(reader, limits) if want_text else None
+        with pdfscan.refusing_repeated_keys():
+            reader = _open(data)
+            pages = len(reader.pages)
+            if pages < 1:
+                raise Rejected("pdf_corrupt", "The PDF has no page.")
+            if pages > limits.max_pdf_pages:
+                raise Rejected("pdf_too_large", f"{pages} pages, limit {limits.max_pdf_pages}.")
+            pdfscan.scan(reader, scan_limits)
     except Rejected:
         raise
-    except (LimitReachedError, MemoryError):
-        raise Rejected("pdf_too_large", "Decompressed content exceeds the limit.") from None
+    except LimitReachedError as limit:
+        raise Rejected("pdf_too_large", f"A structure exceeds the PDF reader's limits ({str(limit)[:120]}).") from None
+    except MemoryError:
+        raise Rejected("pdf_too_large", "Decompressed content exceeds the memory limit.") from None
     except RecursionError:
         raise Rejected("pdf_corrupt", "Structure nested too deeply.") from None
     except Exception:  # noqa: BLE001 - any parser failure on this input means the PDF is unreadable
         raise Rejected("pdf_corrupt") from None
+    text = _extract_text(reader, limits) if want_text else None
     return Content("application/pdf", pages=pages, text=text)
 
 
@@ -197,7 +210,13 @@ def check_cda(path: Path, expected_ins: str) -> Content:
             raise Rejected("invalid_ins", "In the document's recordTarget.")
         if ins != expected_ins:
             raise Rejected("patient_mismatch")
-    return Content("application/xml", cda_code=code.get("code") if code is not None else None, cda_ins=ins, title=title)
+    return Content(
+        "application/xml",
+        cda_code=code.get("code") if code is not None else None,
+        cda_code_system=code.get("codeSystem") if code is not None else None,
+        cda_ins=ins,
+        title=title,
+    )
 
 
 def read_text(path: Path, limits: InspectLimits) -> str:
@@ -214,4 +233,5 @@ def inspect_file(path: Path, filename: str, expected_ins: str, limits: InspectLi
         return check_cda(path, expected_ins)
     if mime == "text/plain":
         return Content(mime, text=read_text(path, limits) if want_text else None)
+    images.check_image(path, mime, limits.max_image_pixels, limits.max_pdf_pages)
     return Content(mime)

