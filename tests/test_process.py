@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 
 import pytest
@@ -12,6 +13,8 @@ from pipeline.index.models import BatchItem, Document, Outbox
 from pipeline.ingest.intake import receive_batch
 from pipeline.runtime import Runtime
 from pipeline.workers.process import mark_retries_exhausted, process_item
+
+DEAD = dt.timedelta(0)  # the lease of a claim whose worker died: lapsed
 
 
 @pytest.fixture
@@ -70,7 +73,7 @@ def test_running_a_message_twice_changes_nothing(received):
 def test_an_attempt_that_died_after_uploading_leaves_no_orphan(received):
     rt, _, sent = received
     with rt.sessions() as session:
-        dead = repo.claim_item(session, sent[0])  # a worker claims, uploads, and is killed
+        dead = repo.claim_item(session, sent[0], lease=DEAD)  # a worker claims, uploads, and is killed
     rt.store.put(dead.item.pending_object_key, io.BytesIO(b"partial ciphertext"))
     assert process_item(rt, sent[0]) == "indexed"
     with rt.sessions() as session:
@@ -85,7 +88,7 @@ def test_an_item_that_keeps_crashing_its_worker_is_set_aside(received, embedded_
     rt, _, sent = received
     for _ in range(embedded_settings.max_attempts):
         with rt.sessions() as session:
-            repo.claim_item(session, sent[1])  # each attempt dies without finishing
+            repo.claim_item(session, sent[1], lease=DEAD)  # each attempt dies without finishing
     assert process_item(rt, sent[1]) == "rejected"
     item = _item(rt, sent[1])
     assert (item.state, item.reason) == ("rejected", "processing_crashed")

@@ -121,6 +121,9 @@ class Batch(Base):
     manifest_digest: Mapped[str] = mapped_column(String(64))
     total: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[dt.datetime] = _now()
+    # When the intake had sent every item's message: from then on an unfinished item with no message
+    # anywhere in the broker lost it, and the recovery sweep sends it again (pipeline/workers/recovery.py).
+    sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class BatchItem(Base):
@@ -161,6 +164,9 @@ class BatchItem(Base):
     quarantine_wrapped_key: Mapped[bytes | None] = mapped_column(LargeBinary)
     quarantine_until: Mapped[dt.date | None] = mapped_column(Date)
     started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))  # latest attempt
+    # The processing attempt holds the item until then; its worker process renews the lease while it
+    # lives, so a lapsed lease means a dead worker (pipeline/workers/recovery.py).
+    lease_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), onupdate=func.now())
 
@@ -258,6 +264,7 @@ class Feed(Base):
     lines: Mapped[int] = mapped_column(Integer, default=0)
     chunks: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[dt.datetime] = _now()
+    sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))  # as Batch.sent_at
 
 
 class FeedChunk(Base):
@@ -274,6 +281,7 @@ class FeedChunk(Base):
     accepted: Mapped[int] = mapped_column(Integer, default=0)
     rejected: Mapped[int] = mapped_column(Integer, default=0)
     inbox_key: Mapped[str | None] = mapped_column(String(256))
+    lease_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))  # as BatchItem.lease_until
 
 
 class FeedRejection(Base):

@@ -16,8 +16,9 @@ from sqlalchemy.orm import Session
 
 from pipeline.clock import paris_date
 from pipeline.index.models import CareEvent, Feed, FeedChunk, FeedRejection, Outbox, Patient, new_id
-from pipeline.index.repo import insert_ignore
+from pipeline.index.repo import Refusal, insert_ignore, lease_held
 from pipeline.ingest.feed import CareLine, LineRejection, check_line, parse_chunk
+from pipeline.outage import Interrupted, failure_code, outage_of
 from pipeline.runtime import Runtime
 from pipeline.storage import ObjectNotFound
 
@@ -28,14 +29,34 @@ COLUMNS = (
 )  # fmt: skip
 
 
-def _claim(session: Session, chunk_id: str) -> FeedChunk | None:
+def _claim(session: Session, chunk_id: str, lease: dt.timedelta, resuming: int | None) -> FeedChunk | Refusal:
+    """Start an attempt on a chunk (see repo.claim_item: a live lease is another attempt's)."""
     chunk = session.get(FeedChunk, chunk_id, with_for_update=session.get_bind().dialect.name == "postgresql")
     if chunk is None or chunk.state == "done":
         session.rollback()
-        return None
-    chunk.state, chunk.attempts = "processing", chunk.attempts + 1
+        return Refusal.FINAL
+    now = dt.datetime.now(dt.UTC)
+    if chunk.state == "processing" and chunk.attempts != resuming and lease_held(chunk.lease_until, now):
+        session.rollback()
+        return Refusal.BUSY
+    chunk.state, chunk.attempts, chunk.lease_until = "processing", chunk.attempts + 1, now + lease
     session.commit()
     return chunk
+
+
+def _release(rt: Runtime, chunk: FeedChunk, waiting_for_intake: bool = False) -> None:
+    """The attempt ended without storing the chunk: it waits `queued` again (best effort during an
+    outage: then the lease lapses, or this message's next try takes the chunk back)."""
+    mine = (FeedChunk.id == chunk.id, FeedChunk.state == "processing", FeedChunk.attempts == chunk.attempts)
+    try:
+        with rt.sessions() as session:
+            session.execute(update(FeedChunk).where(*mine).values(state="queued", lease_until=None))
+            if waiting_for_intake:  # the recovery sweep leaves the feed to its intake's next run
+                session.execute(update(Feed).where(Feed.id == chunk.feed_id).values(sent_at=None))
+            session.commit()
+    except Exception as failure:
+        if outage_of(failure) is None:
+            raise
 
 
 def check_chunk(data: bytes, feed: Feed, chunk: FeedChunk, today: dt.date) -> tuple[list[CareLine], list[LineRejection]]:
@@ -155,13 +176,26 @@ def _store_postgresql(session: Session, feed: Feed, lines: list[CareLine]) -> Wr
     return Written(fresh, closed + duplicates + in_chunk, set())  # notifications already queued
 
 
-def process_chunk(rt: Runtime, chunk_id: str, today: dt.date | None = None) -> str:
-    """Run one attempt on a feed chunk; idempotent."""
+def process_chunk(rt: Runtime, chunk_id: str, today: dt.date | None = None, resuming: int | None = None) -> str:
+    """Run one attempt on a feed chunk; idempotent. An outage raises Interrupted (as process_item)."""
     with rt.sessions() as session:
-        chunk = _claim(session, chunk_id)
-    if chunk is None:
+        chunk = _claim(session, chunk_id, dt.timedelta(seconds=rt.settings.claim_lease_seconds), resuming)
+    if chunk is Refusal.FINAL:
         _forget(rt, chunk_id)
         return "done"
+    if chunk is Refusal.BUSY:
+        return "busy"
+    try:
+        return _store_chunk(rt, chunk, today or paris_date())
+    except Exception as failure:
+        _release(rt, chunk)
+        service = outage_of(failure)
+        if service is None:
+            raise
+        raise Interrupted(service, failure_code(failure), chunk.attempts) from None
+
+
+def _store_chunk(rt: Runtime, chunk: FeedChunk, today: dt.date) -> str:
     with rt.sessions() as session:
         feed = session.get(Feed, chunk.feed_id)
     try:
@@ -169,8 +203,9 @@ def process_chunk(rt: Runtime, chunk_id: str, today: dt.date | None = None) -> s
             data = handle.read()
     except ObjectNotFound:
         log.warning("feed chunk %s has no inbox object; re-send the feed to resume it", chunk.id)
+        _release(rt, chunk, waiting_for_intake=True)
         return "queued"
-    lines, rejections = check_chunk(data, feed, chunk, today or paris_date())
+    lines, rejections = check_chunk(data, feed, chunk, today)
     with rt.sessions() as session:
         store = _store_postgresql if session.get_bind().dialect.name == "postgresql" else _store_generic
         written = store(session, feed, lines) if lines else Written([], [], set())
@@ -179,7 +214,7 @@ def process_chunk(rt: Runtime, chunk_id: str, today: dt.date | None = None) -> s
         insert_ignore(session, FeedRejection, [_rejection_row(feed.id, rejection) for rejection in rejections])
         insert_ignore(session, Outbox, [_outbox_row(feed, patient_id) for patient_id in sorted(written.notify)])
         current = session.get(FeedChunk, chunk.id)
-        current.state, current.accepted, current.rejected = "done", len(fresh), len(rejections)
+        current.state, current.accepted, current.rejected, current.lease_until = "done", len(fresh), len(rejections), None
         session.commit()
     _forget(rt, chunk.id, chunk.inbox_key)
     return "done"
