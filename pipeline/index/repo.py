@@ -166,11 +166,12 @@ def commit_rejected(
 
 def release_claim(session: Session, item_id: str, attempt: int, crashed: bool = False) -> None:
     """`attempt` ended without a verdict: the item waits `queued` again (unless another attempt took
-    it), counting a crash if the attempt hit an unexpected error."""
+    it), counting a crash if the attempt hit an unexpected error. The lease stays: the message that
+    ran the attempt still holds the item (recovery.py)."""
     session.execute(
         update(BatchItem)
         .where(BatchItem.id == item_id, BatchItem.state == "processing", BatchItem.attempts == attempt)
-        .values(state="queued", lease_until=None, crashes=BatchItem.crashes + int(crashed))
+        .values(state="queued", crashes=BatchItem.crashes + int(crashed))
     )
     session.commit()
 

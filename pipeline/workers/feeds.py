@@ -50,7 +50,7 @@ def _release(rt: Runtime, chunk: FeedChunk, waiting_for_intake: bool = False) ->
     mine = (FeedChunk.id == chunk.id, FeedChunk.state == "processing", FeedChunk.attempts == chunk.attempts)
     try:
         with rt.sessions() as session:
-            session.execute(update(FeedChunk).where(*mine).values(state="queued", lease_until=None))
+            session.execute(update(FeedChunk).where(*mine).values(state="queued"))
             if waiting_for_intake:  # the recovery sweep leaves the feed to its intake's next run
                 session.execute(update(Feed).where(Feed.id == chunk.feed_id).values(sent_at=None))
             session.commit()

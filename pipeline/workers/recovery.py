@@ -7,17 +7,21 @@ command), and a Redis restarted without persistence has lost every message. Clai
 idempotent, so sending a message twice is harmless: one for a final item does nothing, one for an
 item that a live attempt holds is dropped (repo.claim_item).
 
-Every `dmp worker` process runs one `Recovery` thread which, every third of
-DMP_CLAIM_LEASE_SECONDS:
+A claim's lease (`lease_until`, DMP_CLAIM_LEASE_SECONDS) says a live worker process is on the item
+or chunk: the process renews it while one of its actors holds the message, waiting out an outage
+included. Every `dmp worker` process runs one `Recovery` thread which, every third of a lease:
 
-1. renews the lease of the items and feed chunks its actors hold (one UPDATE per table);
-2. finds claims whose lease lapsed, whose worker therefore died: puts them back to `queued`
-   (counting a crash for an item) and sends them again. This thread must have reached the index
-   for a whole lease first, so that leases which lapsed while the index was down are renewed by
-   their live workers before anyone judges them;
-3. when the broker holds no message at all for the queue, sends again every `queued` item and
-   chunk of a batch or feed whose intake had finished sending (`sent_at`): the broker lost them;
-4. when it holds none for the jobs queue while the retention schedule was started, sends it again.
+1. renews the leases of what its actors hold (one UPDATE per table);
+2. puts back to `queued` the claims whose lease lapsed, whose worker therefore died (a crash for an
+   item), and sends them again. This thread must have reached the index for a whole lease first,
+   so that leases which lapsed while the index was down are renewed by their live workers before
+   anyone judges them;
+3. when no message waits in the broker's document queue (taken ones aside), sends again every `queued` item and chunk
+   that no live worker holds, of a batch or feed whose intake had finished sending (`sent_at`):
+   the broker lost their messages (a Redis restarted without persistence), or a dead worker took
+   them without claiming them. Each such send reserves the item for a lease, so a message that
+   still waits somewhere costs at most one duplicate per lease;
+4. when the broker holds no message at all for the jobs queue while the retention schedule was started, sends it again.
 
 Steps 2-4 run in one process at a time (a Redis key with an expiry).
 """
@@ -36,7 +40,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 import dramatiq
-from dramatiq.errors import QueueJoinTimeout
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.common import dq_name
 from sqlalchemy import or_, select, update
 
 from pipeline.index.models import Batch, BatchItem, Feed, FeedChunk, JobRun
@@ -81,13 +86,19 @@ class WorkerState:
 
 
 def renew_leases(rt: Runtime, items: list[str], chunks: list[str], until: dt.datetime) -> None:
-    """Extend the leases of the claims this process holds."""
+    """Extend the leases of what this process's actors hold."""
     with rt.sessions() as session:
         if items:
-            session.execute(update(BatchItem).where(BatchItem.id.in_(items), BatchItem.state == "processing").values(lease_until=until))
+            held = (BatchItem.id.in_(items), BatchItem.state.in_(("queued", "processing")))
+            session.execute(update(BatchItem).where(*held).values(lease_until=until))
         if chunks:
-            session.execute(update(FeedChunk).where(FeedChunk.id.in_(chunks), FeedChunk.state == "processing").values(lease_until=until))
+            held = (FeedChunk.id.in_(chunks), FeedChunk.state != "done")
+            session.execute(update(FeedChunk).where(*held).values(lease_until=until))
         session.commit()
+
+
+def _lapsed(model: type[BatchItem] | type[FeedChunk], now: dt.datetime):  # type: ignore[no-untyped-def]
+    return or_(model.lease_until.is_(None), model.lease_until < now)
 
 
 def release_lapsed(rt: Runtime, now: dt.datetime, limit: int = BATCH_LIMIT) -> tuple[list[str], list[str]]:
@@ -96,7 +107,7 @@ def release_lapsed(rt: Runtime, now: dt.datetime, limit: int = BATCH_LIMIT) -> t
     released: list[list[str]] = []
     with rt.sessions() as session:
         for model, crash in ((BatchItem, {"crashes": BatchItem.crashes + 1}), (FeedChunk, {})):
-            lapsed = (model.state == "processing", or_(model.lease_until.is_(None), model.lease_until < now))
+            lapsed = (model.state == "processing", _lapsed(model, now))
             ids = list(session.scalars(select(model.id).where(*lapsed).limit(limit)))
             if ids:  # the conditions again: a claim renewed or taken over meanwhile keeps its lease
                 statement = update(model).where(model.id.in_(ids), *lapsed).values(state="queued", lease_until=None, **crash)
@@ -106,24 +117,23 @@ def release_lapsed(rt: Runtime, now: dt.datetime, limit: int = BATCH_LIMIT) -> t
     return released[0], released[1]
 
 
-def unsent(rt: Runtime, now: dt.datetime, limit: int = BATCH_LIMIT) -> tuple[list[str], list[str]]:
-    """Items and chunks waiting `queued` in batches and feeds whose intake had sent every message
-    at least a lease ago: when the broker holds no message, theirs were lost."""
-    settled = now - dt.timedelta(seconds=rt.settings.claim_lease_seconds)
+def reserve_unsent(rt: Runtime, now: dt.datetime, limit: int = BATCH_LIMIT) -> tuple[list[str], list[str]]:
+    """Items and chunks waiting `queued` that no live worker holds, in batches and feeds whose
+    intake had sent every message a lease ago or more: reserved for a lease and returned, to be sent
+    again (the caller saw no message waiting in the broker)."""
+    lease = dt.timedelta(seconds=rt.settings.claim_lease_seconds)
+    reserved: list[list[str]] = []
     with rt.sessions() as session:
-        items = session.scalars(
-            select(BatchItem.id)
-            .join(Batch, Batch.id == BatchItem.batch_id)
-            .where(BatchItem.state == "queued", Batch.sent_at.is_not(None), Batch.sent_at < settled)
-            .limit(limit)
-        )
-        chunks = session.scalars(
-            select(FeedChunk.id)
-            .join(Feed, Feed.id == FeedChunk.feed_id)
-            .where(FeedChunk.state == "queued", Feed.sent_at.is_not(None), Feed.sent_at < settled)
-            .limit(limit)
-        )
-        return list(items), list(chunks)
+        for model, parent, link in ((BatchItem, Batch, BatchItem.batch_id), (FeedChunk, Feed, FeedChunk.feed_id)):
+            sent = select(parent.id).where(parent.sent_at.is_not(None), parent.sent_at < now - lease)
+            waiting = (model.state == "queued", _lapsed(model, now), link.in_(sent))
+            ids = list(session.scalars(select(model.id).where(*waiting).limit(limit)))
+            if ids:
+                statement = update(model).where(model.id.in_(ids), *waiting).values(lease_until=now + lease)
+                ids = list(session.scalars(statement.returning(model.id)))
+            reserved.append(ids)
+        session.commit()
+    return reserved[0], reserved[1]
 
 
 def retention_started(rt: Runtime) -> bool:
@@ -132,13 +142,19 @@ def retention_started(rt: Runtime) -> bool:
         return session.scalar(select(JobRun.id).where(JobRun.job == "retention").limit(1)) is not None
 
 
-def broker_idle(broker: dramatiq.Broker, queue: str) -> bool:
-    """Whether the broker holds no message for `queue`: none waiting, delayed or being worked on."""
-    try:
-        broker.join(queue, interval=200, timeout=100)  # one look: a busy queue times out at once
-    except QueueJoinTimeout:
-        return False
-    return True
+def messages_held(broker: dramatiq.Broker, queue: str, taken: bool = False) -> int:
+    """How many messages of `queue` the broker holds waiting for a worker; with `taken`, also those
+    delayed or that a worker took and has not acknowledged (a dead worker's stay until the broker's
+    maintenance). Without it, what workers took is not counted: the index says if they claimed it."""
+    if isinstance(broker, StubBroker):
+        return broker.queues[queue].qsize() + (broker.queues[dq_name(queue)].qsize() if taken else 0)
+    # dramatiq's Redis layout (dramatiq/brokers/redis/dispatch.lua): the list "<namespace>:<queue>"
+    # holds the ids of waiting messages; the hashes "<namespace>:<queue>.msgs" and "….DQ.msgs" hold
+    # every message until it is acknowledged.
+    client, namespace = broker.client, broker.namespace  # type: ignore[attr-defined]
+    if not taken:
+        return client.llen(f"{namespace}:{queue}")
+    return client.hlen(f"{namespace}:{queue}.msgs") + client.hlen(f"{namespace}:{dq_name(queue)}.msgs")
 
 
 @dataclass
@@ -187,10 +203,10 @@ class Recovery:
         if time.monotonic() - self.reachable_since >= self.lease.total_seconds():
             items, chunks = release_lapsed(self.rt, now)
             self._send(items, chunks, "their worker died (claim lease lapsed)")
-        if broker_idle(self.broker, self.queue):
-            items, chunks = unsent(self.rt, now)
+        if not messages_held(self.broker, self.queue):
+            items, chunks = reserve_unsent(self.rt, now)
             self._send(items, chunks, "the broker had lost their messages")
-        if broker_idle(self.broker, self.jobs_queue) and retention_started(self.rt):
+        if not messages_held(self.broker, self.jobs_queue, taken=True) and retention_started(self.rt):
             log.warning("the retention schedule had no message left in the broker: sent again")
             self.senders.retention()
 
