@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from pipeline.index import repo
 from pipeline.index.models import BatchItem, Document, Outbox
 from pipeline.ingest.intake import receive_batch
+from pipeline.reasons import Transient
 from pipeline.runtime import Runtime
 from pipeline.workers.process import mark_retries_exhausted, process_item
 
@@ -188,3 +189,51 @@ def test_an_announcement_date_holds_the_document_from_the_patient_and_from_the_d
         (body,) = session.scalars(select(Notification.body)).all()
     assert "1 nouveau document a été ajouté" in body
     rt.close()
+
+
+def test_a_message_for_an_item_that_a_live_attempt_holds_changes_nothing(received):
+    rt, _, sent = received
+    with rt.sessions() as session:
+        live = repo.claim_item(session, sent[0])  # another worker is on it and renews its lease
+    assert process_item(rt, sent[0]) == "busy"
+    item = _item(rt, sent[0])
+    assert (item.state, item.attempts, item.crashes) == ("processing", live.attempt, 0)
+    assert rt.store.exists(item.inbox_key)
+
+
+def test_an_attempt_an_outage_interrupted_is_taken_back_by_its_message_without_counting_a_crash(received):
+    rt, _, sent = received
+    with rt.sessions() as session:
+        interrupted = repo.claim_item(session, sent[0])  # the index went away before the claim was released
+    assert process_item(rt, sent[0], resuming=interrupted.attempt) == "indexed"
+    assert (_item(rt, sent[0]).crashes, _count(rt, Document)) == (0, 1)
+
+
+def test_an_outage_during_processing_leaves_the_item_queued_with_its_bytes(received, monkeypatch):
+    from pipeline.outage import Interrupted, Service
+
+    rt, _, sent = received
+
+    def unavailable(key, source):  # noqa: ANN001, ARG001
+        raise Transient("storage_put_failed")
+
+    monkeypatch.setattr(rt.store, "put", unavailable)
+    with pytest.raises(Interrupted) as stopped:
+        process_item(rt, sent[0])
+    assert stopped.value.service == Service.STORAGE
+    item = _item(rt, sent[0])
+    assert (item.state, item.reason, item.crashes) == ("queued", None, 0)
+    assert rt.store.exists(item.inbox_key)
+
+
+def test_running_the_same_intake_again_reopens_items_whose_retries_ran_out_and_indexes_them(received, small_batch):
+    rt, batch_id, sent = received
+    mark_retries_exhausted(rt, sent[2])
+    assert _item(rt, sent[2]).reason == "retries_exhausted"
+    again: list[str] = []
+    assert receive_batch(rt, small_batch, "hospital:T", again.append).resumed
+    assert sent[2] in again
+    assert process_item(rt, sent[2]) == "indexed"
+    item = _item(rt, sent[2])
+    assert (item.state, item.reason, item.message) == ("indexed", None, None)
+    assert not rt.store.exists(item.inbox_key)

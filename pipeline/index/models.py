@@ -164,8 +164,9 @@ class BatchItem(Base):
     quarantine_wrapped_key: Mapped[bytes | None] = mapped_column(LargeBinary)
     quarantine_until: Mapped[dt.date | None] = mapped_column(Date)
     started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))  # latest attempt
-    # The processing attempt holds the item until then; its worker process renews the lease while it
-    # lives, so a lapsed lease means a dead worker (pipeline/workers/recovery.py).
+    # A live worker process is on the item until then (it renews the lease while it holds the item's
+    # message); a lapsed lease means a dead worker. A final item keeps it until its inbox copy is
+    # deleted (pipeline/workers/recovery.py).
     lease_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), onupdate=func.now())

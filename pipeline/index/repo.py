@@ -137,7 +137,7 @@ def commit_indexed(
     item.state, item.reason, item.message = "indexed", None, None
     item.finished_at = _utcnow()
     item.document_id = document_id
-    item.pending_object_key = item.lease_until = None
+    item.pending_object_key = None  # the lease stays until the inbox copy is gone (inbox_forgotten)
     insert_ignore(
         session,
         Outbox,
@@ -156,7 +156,7 @@ def commit_rejected(
         return False
     item.state, item.reason, item.message = "rejected", reason, message
     item.finished_at = _utcnow()
-    item.pending_object_key = item.lease_until = None
+    item.pending_object_key = None  # the lease stays until the inbox copy is gone (inbox_forgotten)
     if quarantine:
         item.quarantine_key, item.quarantine_until = quarantine.object_key, quarantine.until
         item.quarantine_master_key_id, item.quarantine_wrapped_key = quarantine.wrapped.key_id, quarantine.wrapped.blob
@@ -185,6 +185,16 @@ def wait_for_intake(session: Session, item_id: str, attempt: int) -> None:
     release_claim(session, item_id, attempt)
 
 
+def inbox_forgotten(session: Session, item_id: str) -> None:
+    """A final item's inbox copy is gone: its lease, kept until then, is cleared."""
+    session.execute(
+        update(BatchItem)
+        .where(BatchItem.id == item_id, BatchItem.state.in_(FINAL_STATES), BatchItem.lease_until.is_not(None))
+        .values(lease_until=None)
+    )
+    session.commit()
+
+
 def reopen_exhausted(session: Session, batch_id: str) -> list[str]:
     """Items of the batch that ended `retries_exhausted` wait `queued` again (the remedy the README
     gives: run the same intake again); returns their ids. No other rejection is re-opened: those
@@ -192,7 +202,7 @@ def reopen_exhausted(session: Session, batch_id: str) -> list[str]:
     exhausted = (BatchItem.batch_id == batch_id, BatchItem.state == "rejected", BatchItem.reason == "retries_exhausted")
     ids = list(session.scalars(select(BatchItem.id).where(*exhausted)))
     if ids:
-        reopen = {"state": "queued", "reason": None, "message": None, "finished_at": None}
+        reopen = {"state": "queued", "reason": None, "message": None, "finished_at": None, "lease_until": None}
         session.execute(update(BatchItem).where(BatchItem.id.in_(ids), *exhausted).values(**reopen))
         session.commit()
     return ids

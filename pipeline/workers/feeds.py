@@ -181,7 +181,7 @@ def process_chunk(rt: Runtime, chunk_id: str, today: dt.date | None = None, resu
     with rt.sessions() as session:
         chunk = _claim(session, chunk_id, dt.timedelta(seconds=rt.settings.claim_lease_seconds), resuming)
     if chunk is Refusal.FINAL:
-        _forget(rt, chunk_id)
+        forget_inbox(rt, chunk_id)
         return "done"
     if chunk is Refusal.BUSY:
         return "busy"
@@ -214,9 +214,9 @@ def _store_chunk(rt: Runtime, chunk: FeedChunk, today: dt.date) -> str:
         insert_ignore(session, FeedRejection, [_rejection_row(feed.id, rejection) for rejection in rejections])
         insert_ignore(session, Outbox, [_outbox_row(feed, patient_id) for patient_id in sorted(written.notify)])
         current = session.get(FeedChunk, chunk.id)
-        current.state, current.accepted, current.rejected, current.lease_until = "done", len(fresh), len(rejections), None
+        current.state, current.accepted, current.rejected = "done", len(fresh), len(rejections)  # lease: see forget_inbox
         session.commit()
-    _forget(rt, chunk.id, chunk.inbox_key)
+    forget_inbox(rt, chunk.id, chunk.inbox_key)
     return "done"
 
 
@@ -235,10 +235,16 @@ def _row(feed: Feed, patient_id: str, line: CareLine) -> tuple:
             line.supersedes, line.content_hash, feed.id)  # fmt: skip
 
 
-def _forget(rt: Runtime, chunk_id: str, inbox_key: str | None = None) -> None:
+def forget_inbox(rt: Runtime, chunk_id: str, inbox_key: str | None = None) -> None:
+    """Remove a done chunk's inbox copy, then clear its lease (kept so that the recovery sweep
+    finishes this if the worker dies in between)."""
     if inbox_key is None:
         with rt.sessions() as session:
             chunk = session.get(FeedChunk, chunk_id)
             inbox_key = chunk.inbox_key if chunk else None
     if inbox_key:
         rt.store.delete(inbox_key)
+    with rt.sessions() as session:
+        done = (FeedChunk.id == chunk_id, FeedChunk.state == "done", FeedChunk.lease_until.is_not(None))
+        session.execute(update(FeedChunk).where(*done).values(lease_until=None))
+        session.commit()

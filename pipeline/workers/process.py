@@ -96,7 +96,7 @@ def process_item(rt: Runtime, item_id: str, today: dt.date | None = None, resumi
     with rt.sessions() as session:
         claim = repo.claim_item(session, item_id, dt.timedelta(seconds=rt.settings.claim_lease_seconds), resuming)
     if claim is repo.Refusal.FINAL:
-        _forget_inbox(rt, item_id)
+        forget_inbox(rt, item_id)
         return "final"
     if claim is repo.Refusal.BUSY:
         log.info("item %s is being processed by a live attempt: this message was a duplicate", item_id)
@@ -165,7 +165,7 @@ def _accept(rt: Runtime, claim: repo.Claim, today: dt.date) -> str:
                 raise Rejected("duplicate_conflict")
             with rt.sessions() as session:
                 repo.commit_indexed(session, claim, None, existing.id, patient.id, item.batch_id, source)
-            _forget_inbox(rt, item.id, item)
+            forget_inbox(rt, item.id, item)
             return "indexed"
         object_key = item.pending_object_key or ""
         record = rt.record_keys.for_patient(patient.id)
@@ -209,7 +209,7 @@ def _accept(rt: Runtime, claim: repo.Claim, today: dt.date) -> str:
     if not committed:
         rt.store.delete(object_key)  # another attempt owns the item now
         return "superseded"
-    _forget_inbox(rt, item.id, item)
+    forget_inbox(rt, item.id, item)
     return "indexed"
 
 
@@ -237,7 +237,7 @@ def _reject(rt: Runtime, item: BatchItem, claim: repo.Claim | None, reason: str,
         if quarantine:
             rt.store.delete(quarantine.object_key)
         return "superseded"
-    _forget_inbox(rt, item.id, item)
+    forget_inbox(rt, item.id, item)
     return "rejected"
 
 
@@ -260,19 +260,24 @@ def _quarantine(rt: Runtime, item: BatchItem) -> repo.Quarantine | None:
     return repo.Quarantine(object_key, until, rt.keys.wrap(key, context))
 
 
-def _forget_inbox(rt: Runtime, item_id: str, item: BatchItem | None = None) -> None:
+def forget_inbox(rt: Runtime, item_id: str, item: BatchItem | None = None) -> None:
     """Remove the plaintext inbox bytes of a final item (idempotent); a zip the batch shares goes
-    with its last waiting item."""
+    with its last waiting item. Then the item's lease is cleared: a final item that keeps one past
+    its end is one whose worker died before this, and the recovery sweep finishes the job."""
     if item is None:
         with rt.sessions() as session:
             item = session.get(BatchItem, item_id)
-    if item is None or not item.inbox_key:
+    if item is None:
         return
-    if item.inbox_member is not None:
-        with rt.sessions() as session:
-            if still_needed(session, item.batch_id, item.inbox_key):
-                return
-    rt.store.delete(item.inbox_key)
+    if item.inbox_key:
+        shared = False
+        if item.inbox_member is not None:
+            with rt.sessions() as session:
+                shared = still_needed(session, item.batch_id, item.inbox_key)
+        if not shared:
+            rt.store.delete(item.inbox_key)
+    with rt.sessions() as session:
+        repo.inbox_forgotten(session, item_id)
 
 
 def send_waiting_items(rt: Runtime, batch_id: str, send: Callable[[str], object]) -> int:

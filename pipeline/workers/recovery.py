@@ -20,7 +20,9 @@ included. Every `dmp worker` process runs one `Recovery` thread which, every thi
    that no live worker holds, of a batch or feed whose intake had finished sending (`sent_at`):
    the broker lost their messages (a Redis restarted without persistence), or a dead worker took
    them without claiming them. Each such send reserves the item for a lease, so a message that
-   still waits somewhere costs at most one duplicate per lease;
+   still waits somewhere costs at most one duplicate per lease. With step 2 it deletes the inbox
+   copy (plaintext) of final items whose worker died between the commit and that delete: a final
+   item keeps its lease until then;
 4. when the broker holds no message at all for the jobs queue while the retention schedule was started, sends it again.
 
 Steps 2-4 run in one process at a time (a Redis key with an expiry).
@@ -47,6 +49,7 @@ from sqlalchemy import or_, select, update
 from pipeline.index.models import Batch, BatchItem, Feed, FeedChunk, JobRun
 from pipeline.outage import OutageWatch, failure_code, outage_of
 from pipeline.runtime import Runtime
+from pipeline.workers import feeds, process
 
 log = logging.getLogger(__name__)
 SWEEP_LOCK = "dmp:recovery-sweep"
@@ -136,6 +139,17 @@ def reserve_unsent(rt: Runtime, now: dt.datetime, limit: int = BATCH_LIMIT) -> t
     return reserved[0], reserved[1]
 
 
+def unforgotten(rt: Runtime, now: dt.datetime, limit: int = BATCH_LIMIT) -> tuple[list[str], list[str]]:
+    """Final items and done chunks whose lease lapsed before their inbox copy was deleted: their
+    worker died between the commit and the delete, and the plaintext is still in the inbox."""
+    with rt.sessions() as session:
+        items = session.scalars(
+            select(BatchItem.id).where(BatchItem.state.in_(("indexed", "rejected")), BatchItem.lease_until < now).limit(limit)
+        )
+        chunks = session.scalars(select(FeedChunk.id).where(FeedChunk.state == "done", FeedChunk.lease_until < now).limit(limit))
+        return list(items), list(chunks)
+
+
 def retention_started(rt: Runtime) -> bool:
     """Whether `dmp retention schedule` ever ran here (a scheduled run was recorded)."""
     with rt.sessions() as session:
@@ -203,6 +217,7 @@ class Recovery:
         if time.monotonic() - self.reachable_since >= self.lease.total_seconds():
             items, chunks = release_lapsed(self.rt, now)
             self._send(items, chunks, "their worker died (claim lease lapsed)")
+            self._forget(*unforgotten(self.rt, now))
         if not messages_held(self.broker, self.queue):
             items, chunks = reserve_unsent(self.rt, now)
             self._send(items, chunks, "the broker had lost their messages")
@@ -215,6 +230,14 @@ class Recovery:
         if client is None:  # not Redis: a single process
             return True
         return bool(client.set(SWEEP_LOCK, uuid.uuid4().hex, nx=True, px=max(1, int(self.interval * 900))))
+
+    def _forget(self, items: list[str], chunks: list[str]) -> None:
+        for item_id in items:
+            process.forget_inbox(self.rt, item_id)
+        for chunk_id in chunks:
+            feeds.forget_inbox(self.rt, chunk_id)
+        if items or chunks:
+            log.warning("recovery: inbox copies of %d items and %d feed chunks deleted: their worker died before", len(items), len(chunks))
 
     def _send(self, items: list[str], chunks: list[str], why: str) -> None:
         for item_id in items:
