@@ -47,7 +47,7 @@ from dramatiq.common import dq_name
 from sqlalchemy import or_, select, update
 
 from pipeline.index.models import Batch, BatchItem, Feed, FeedChunk, JobRun
-from pipeline.outage import OutageWatch, failure_code, outage_of
+from pipeline.outage import OutageWatch, Service, failure_code, outage_of
 from pipeline.runtime import Runtime
 from pipeline.workers import feeds, process
 
@@ -202,8 +202,10 @@ class Recovery:
             try:
                 self.run_once()
             except Exception as failure:  # a service is down: the next pass tries again
-                self.reachable_since = None
-                if outage_of(failure) is None:
+                service = outage_of(failure)
+                if service == Service.DATABASE:
+                    self.reachable_since = None
+                elif service is None:
                     log.error("recovery pass failed: %s", failure_code(failure))
 
     def run_once(self) -> None:
@@ -214,16 +216,18 @@ class Recovery:
             self.reachable_since = time.monotonic()
         if not self._sweep_is_mine():
             return
-        if time.monotonic() - self.reachable_since >= self.lease.total_seconds():
+        judge = time.monotonic() - self.reachable_since >= self.lease.total_seconds()
+        if judge:
             items, chunks = release_lapsed(self.rt, now)
             self._send(items, chunks, "their worker died (claim lease lapsed)")
-            self._forget(*unforgotten(self.rt, now))
         if not messages_held(self.broker, self.queue):
             items, chunks = reserve_unsent(self.rt, now)
             self._send(items, chunks, "the broker had lost their messages")
         if not messages_held(self.broker, self.jobs_queue, taken=True) and retention_started(self.rt):
             log.warning("the retention schedule had no message left in the broker: sent again")
             self.senders.retention()
+        if judge:  # last: it needs the object store, which may be the service that is down
+            self._forget(*unforgotten(self.rt, now))
 
     def _sweep_is_mine(self) -> bool:
         client = getattr(self.broker, "client", None)
