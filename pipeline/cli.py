@@ -268,14 +268,17 @@ def status(
 def worker(
     processes: Annotated[int, typer.Option(help="Worker processes.")] = 2,
     threads: Annotated[int, typer.Option(help="Threads per process.")] = 2,
+    child: Annotated[bool, typer.Option("--child", hidden=True, help="Run one worker process (started by the parent).")] = False,
 ) -> None:
     """Run the workers (distributed mode: needs DMP_BROKER_URL); a worker process that dies is replaced."""
     if Settings().embedded_broker:
         _fail("dmp worker needs DMP_BROKER_URL (redis://…); in embedded mode dmp ingest runs its own worker")
-    from pipeline.workers.supervisor import supervise
+    from pipeline.workers.supervisor import run_child, supervise
 
+    if child:
+        raise typer.Exit(run_child(max(1, threads)))
     # A dead worker process is replaced (and logged), not a reason to stop the others.
-    raise typer.Exit(supervise(max(1, processes), max(1, threads)))
+    raise typer.Exit(supervise(max(1, processes), max(1, threads), [sys.executable, sys.argv[0], "worker", "--child"]))
 
 
 @app.command()

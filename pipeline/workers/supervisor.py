@@ -12,7 +12,6 @@ sweep (recovery.py) within a claim lease.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import signal
 import subprocess
@@ -50,14 +49,13 @@ def describe_exit(code: int) -> str:
 
 
 class Supervisor:
-    def __init__(self, processes: int, threads: int) -> None:
+    def __init__(self, processes: int, command: list[str]) -> None:
         self.slots = [Slot(number) for number in range(1, processes + 1)]
-        self.threads = threads
+        self.command = command
         self.stopping = threading.Event()
 
     def _spawn(self, slot: Slot) -> None:
-        command = [sys.executable, "-m", "pipeline.workers.supervisor", "--child", "--threads", str(self.threads)]
-        slot.process = subprocess.Popen(command)
+        slot.process = subprocess.Popen(self.command)
         slot.started, slot.restart_at = time.monotonic(), None
         log.info("worker process %d started (pid %d)", slot.number, slot.process.pid)
 
@@ -114,6 +112,7 @@ def run_child(threads: int) -> int:
     """One worker process: the dramatiq Worker over `pipeline.workers.entry`'s broker, until SIGTERM."""
     import dramatiq
 
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr, force=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C reaches the parent, which stops us
@@ -129,24 +128,9 @@ def run_child(threads: int) -> int:
     return 0
 
 
-def supervise(processes: int, threads: int) -> int:
-    """Run `processes` worker processes of `threads` threads each until SIGTERM/SIGINT; returns the exit code."""
+def supervise(processes: int, threads: int, child: list[str]) -> int:
+    """Run `processes` worker processes of `threads` threads each, started by the command `child`
+    (to which `--threads` is added), until SIGTERM/SIGINT; returns the exit code."""
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr, force=True)
     log.info("starting %d worker processes of %d threads", processes, threads)
-    return Supervisor(processes, threads).run()
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--child", action="store_true", help="run one worker process (started by the parent)")
-    parser.add_argument("--processes", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args(argv)
-    if args.child:
-        logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr, force=True)
-        return run_child(args.threads)
-    return supervise(args.processes, args.threads)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return Supervisor(processes, [*child, "--threads", str(threads)]).run()
