@@ -184,7 +184,7 @@ def test_an_intake_stopped_by_an_outage_says_how_far_it_got_and_running_it_again
     with pytest.raises(IntakeInterrupted) as stopped:
         receive_batch(rt, sample_batch, "hospital:CHU-TEST", broker_goes_away)
     assert (stopped.value.taken, stopped.value.code) == (3, "broker_unavailable")
-    assert f"{stopped.value.batch_id}: 3 of {stopped.value.total} documents taken in" in str(stopped.value)
+    assert f"{stopped.value.batch_id}: 3 of its {stopped.value.total} items handed to the workers" in str(stopped.value)
 
     again = receive_batch(rt, sample_batch, "hospital:CHU-TEST", sent.append)
     assert again.resumed and again.batch_id == stopped.value.batch_id

@@ -48,7 +48,7 @@ class IntakeInterrupted(Exception):
     stays, and running the same intake again resumes from there. The text is codes and counts only."""
 
     def __init__(self, code: str, batch_id: str | None, taken: int, total: int | None) -> None:
-        done = f"batch {batch_id}: {taken} of {total} documents taken in" if batch_id else "nothing recorded"
+        done = f"batch {batch_id}: {taken} of its {total} items handed to the workers" if batch_id else "nothing recorded"
         super().__init__(f"{code}; {done}")
         self.code, self.batch_id, self.taken, self.total = code, batch_id, taken, total
 
@@ -234,7 +234,8 @@ def receive_batch(rt: Runtime, batch: Path | BatchReader, source: str, send: Cal
         for item in items:
             if item.state in repo.FINAL_STATES:
                 continue
-            if not _waiting(rt, reader, item, resumed, exists) and not _retrying(rt, "upload")(_place, rt, reader, item):
+            waiting = _retrying(rt, "check")(_waiting, rt, reader, item, resumed, exists)
+            if not waiting and not _retrying(rt, "upload")(_place, rt, reader, item):
                 continue
             _retrying(rt, "send")(send, item.id)
             sent.append(item.id)
