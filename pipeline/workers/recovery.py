@@ -222,7 +222,7 @@ class Recovery:
             self._send(items, chunks, "their worker died (claim lease lapsed)")
         if not messages_held(self.broker, self.queue):
             items, chunks = reserve_unsent(self.rt, now)
-            self._send(items, chunks, "the broker had lost their messages")
+            self._send(items, chunks, "their messages were lost (a broker restarted empty, or a worker died before claiming them)")
         if not messages_held(self.broker, self.jobs_queue, taken=True) and retention_started(self.rt):
             log.warning("the retention schedule had no message left in the broker: sent again")
             self.senders.retention()
