@@ -19,7 +19,7 @@ from api.body import RequestBody
 from api.problems import ApiProblem, too_large
 from pipeline.ingest.feed import FeedError
 from pipeline.ingest.feed_intake import FeedIntake
-from pipeline.ingest.intake import IntakeResult
+from pipeline.ingest.intake import IntakeInterrupted, IntakeResult
 from pipeline.ingest.manifest import ManifestError
 from pipeline.ingest.multipart import MultipartError
 from pipeline.ingest.uploads import TooLarge, UploadRejected
@@ -220,7 +220,7 @@ async def _run(request: Request, rt: Runtime, limit: int, work: Work) -> dict:
         raise ApiProblem(422, "feed_invalid", "Unprocessable feed", str(exc)) from None
     except MultipartError as exc:
         raise ApiProblem(400, "multipart_invalid", "Malformed multipart body", str(exc)) from None
-    except (Transient, DBAPIError):
+    except (Transient, DBAPIError, IntakeInterrupted):
         # Texts of these can quote row values: name nothing.
         retry = {"Retry-After": str(UNAVAILABLE_RETRY_SECONDS)}
         detail = "Storage, broker or index unreachable; send it again."

@@ -4,12 +4,14 @@ restarted without touching the machine's own services."""
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -47,11 +49,13 @@ def wait_for_port(port: int, timeout: float = 20.0) -> None:
 
 @dataclass
 class RedisServer:
-    """A redis-server with an append-only file, so a kill and restart keeps the queued messages."""
+    """A redis-server with an append-only file, so a kill and restart keeps the queued messages
+    (`persistent=False`: none, so a restart loses them, as a cache-configured Redis would)."""
 
     workdir: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
+    persistent: bool = True
 
     @property
     def url(self) -> str:
@@ -73,7 +77,7 @@ class RedisServer:
             "--save",
             "",
             "--appendonly",
-            "yes",
+            "yes" if self.persistent else "no",
             "--appendfsync",
             "always",
             "--logfile",
@@ -150,6 +154,58 @@ class PostgresDatabase:
 
     def stop(self) -> None:
         self._admin(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+@dataclass
+class PostgresCluster:
+    """A PostgreSQL server of its own (initdb and pg_ctl from /usr/lib/postgresql/*/bin) on a free
+    loopback port, with one database, `dmp`: stop it and start it again to make an outage of the
+    index alone. Its files live in a folder of their own, removed by `destroy`."""
+
+    port: int = field(default_factory=free_port)
+    root: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/dmp"
+
+    @staticmethod
+    def _binary(name: str) -> str:
+        found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), key=lambda p: int(Path(p).parts[4]))
+        if not found:
+            raise RuntimeError(f"{name} is not installed (Debian: apt-get install postgresql)")
+        return found[-1]
+
+    def _run(self, *args: str) -> None:
+        # initdb and postgres refuse to run as root: as root, run them as the postgres user.
+        user = "postgres" if os.geteuid() == 0 else None
+        subprocess.run(args, check=True, capture_output=True, user=user, cwd="/")
+
+    def init(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="dmp-pg-"))
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "postgres", "postgres")
+        self._run(self._binary("initdb"), "-D", str(self.root / "data"), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+        self.start()
+        self._run(self._binary("createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "dmp")
+
+    def start(self) -> None:
+        assert self.root is not None
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
+        self._run(self._binary("pg_ctl"), "-D", str(self.root / "data"), "-l", str(self.root / "log"), "-o", options, "-w", "start")
+
+    def stop(self) -> None:
+        """Stop the server at once: open connections are cut, as when it crashes or is restarted."""
+        assert self.root is not None
+        self._run(self._binary("pg_ctl"), "-D", str(self.root / "data"), "-m", "immediate", "-w", "stop")
+
+    def destroy(self) -> None:
+        if self.root is None:
+            return
+        if (self.root / "data" / "postmaster.pid").exists():
+            self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+        self.root = None
 
 
 def distributed_settings(root: Path, redis: RedisServer, s3_endpoint: str, database: PostgresDatabase, **overrides: object):  # type: ignore[no-untyped-def]

@@ -99,8 +99,9 @@ def ingest(
     from pipeline.index.db import SchemaNotReady, check_schema
     from pipeline.ingest.feed import FeedError
     from pipeline.ingest.feed_intake import receive_feed
-    from pipeline.ingest.intake import ManifestError, SourceError, parse_source, receive_batch
+    from pipeline.ingest.intake import IntakeInterrupted, ManifestError, SourceError, parse_source, receive_batch
     from pipeline.keys import KeyFileError
+    from pipeline.outage import outage_of
     from pipeline.progress import taking_in
     from pipeline.reasons import Transient
     from pipeline.status import any_status
@@ -137,6 +138,10 @@ def ingest(
         if worker is not None:
             worker.stop()
         _fail(str(exc))
+    except IntakeInterrupted as exc:
+        if worker is not None:
+            worker.stop()
+        _fail(f"a service stayed unavailable ({exc}); nothing is lost: run the same command again to resume", 3)
     except (Transient, DBAPIError) as exc:
         if worker is not None:
             worker.stop()
@@ -146,16 +151,25 @@ def ingest(
     summary = {"batch": ref, "total": total, "resumed": resumed, "mode": "embedded" if worker else "distributed"}
     if worker is not None:
         _run_embedded(wiring, worker, ref, quiet=as_json)
-    with rt.sessions() as session:
-        status = any_status(session, ref)
-    summary.update(status["counts"])
+    try:
+        with rt.sessions() as session:
+            status = any_status(session, ref)
+    except Exception as exc:
+        if outage_of(exc) is None:
+            raise
+        # Everything was taken in: the counts are what cannot be read now, not the batch.
+        status = None
+        typer.echo(f"warning: the batch was taken in, but its counts cannot be read now (database unavailable): dmp status {ref}", err=True)
     wiring.close()
+    if status is not None:
+        summary.update(status["counts"])
     if as_json:
         typer.echo(json.dumps(summary))
-    elif worker is not None:
+    elif worker is not None and status is not None:
         _print_summary(status)
     else:
-        typer.echo(f"{status['kind']} {ref}: {total} {'lines' if kind == 'insurer' else 'items'}, {sent} messages sent to the workers")
+        noun = "lines" if kind == "insurer" else "items"
+        typer.echo(f"{'feed' if kind == 'insurer' else 'batch'} {ref}: {total} {noun}, {sent} messages sent to the workers")
         typer.echo(f"follow it with: dmp status {ref}")
 
 
@@ -282,19 +296,17 @@ def status(
 def worker(
     processes: Annotated[int, typer.Option(help="Worker processes.")] = 2,
     threads: Annotated[int, typer.Option(help="Threads per process.")] = 2,
+    child: Annotated[bool, typer.Option("--child", hidden=True, help="Run one worker process (started by the parent).")] = False,
 ) -> None:
-    """Run the workers (distributed mode: needs DMP_BROKER_URL)."""
+    """Run the workers (distributed mode: needs DMP_BROKER_URL); a worker process that dies is replaced."""
     if Settings().embedded_broker:
         _fail("dmp worker needs DMP_BROKER_URL (redis://…); in embedded mode dmp ingest runs its own worker")
-    from dramatiq.cli import main as dramatiq_main
-    from dramatiq.cli import make_argument_parser
+    from pipeline.workers.supervisor import run_child, supervise
 
-    args = make_argument_parser().parse_args(["pipeline.workers.entry", "--processes", str(processes), "--threads", str(threads)])
-    # dramatiq sets up logging for its parent and worker processes (INFO: retries, crashes);
-    # the handler our callback installed would be inherited by the forks and win.
-    for handler in list(logging.root.handlers):
-        logging.root.removeHandler(handler)
-    raise typer.Exit(dramatiq_main(args))
+    if child:
+        raise typer.Exit(run_child(max(1, threads)))
+    # A dead worker process is replaced (and logged), not a reason to stop the others.
+    raise typer.Exit(supervise(max(1, processes), max(1, threads), [sys.executable, sys.argv[0], "worker", "--child"]))
 
 
 @app.command()

@@ -47,7 +47,7 @@ REASONS: dict[str, str] = {
     "duplicate_conflict": "A different document was already received under this source document id.",
     # processing
     "processing_crashed": "Processing this document failed repeatedly (worker crashed); it was set aside.",
-    "retries_exhausted": "Storage or database stayed unavailable through every retry; re-send the batch.",
+    "retries_exhausted": "Processing failed with an unexpected error through every retry; run the same intake again to resume it.",
 }
 
 

@@ -176,8 +176,19 @@ def next_run_delay_ms(now: dt.datetime) -> int:
     return max(0, int((target - local).total_seconds() * 1000))
 
 
-def claim_run(rt: Runtime, job: str, day: dt.date) -> bool:
-    """Record that `job` runs for `day`; False if it already did (a duplicate schedule)."""
+RETRY_AFTER = dt.timedelta(minutes=10)  # a failed run (not an outage: the actor waits those out) tries again
+
+
+def run_recorded(rt: Runtime, job: str, day: dt.date) -> bool:
+    """Whether `job` already ran to the end for `day`."""
+    from pipeline.index.models import JobRun
+
+    with rt.sessions() as session:
+        return session.scalar(select(JobRun.id).where(JobRun.job == job, JobRun.run_date == day)) is not None
+
+
+def record_run(rt: Runtime, job: str, day: dt.date) -> bool:
+    """Record that `job` ran to the end for `day`; False if another copy recorded it first."""
     from sqlalchemy.exc import IntegrityError
 
     from pipeline.index.models import JobRun, new_id
@@ -194,12 +205,33 @@ def claim_run(rt: Runtime, job: str, day: dt.date) -> bool:
 def scheduled_retention(rt: Runtime, reschedule) -> RetentionReport | None:  # type: ignore[no-untyped-def]
     """The daily job: run once per Paris day, then schedule the next run at 03:00.
 
-    A second copy of the schedule finds the day already claimed, does nothing and does not
-    reschedule itself, so duplicate schedules die out instead of multiplying.
+    The day is recorded only once its run went through, so a failed run is tried again
+    (`RETRY_AFTER` later; an outage is waited out by the actor) and the chain never stops: a retry
+    that lands on the next day runs that day's retention. A copy of the schedule that finds the day
+    recorded does nothing and does not reschedule itself, so duplicate schedules die out instead of
+    multiplying; runs are idempotent, so two copies running the same day do no harm.
     """
+    from pipeline.outage import failure_code, outage_of
+
     today = paris_date()
-    if not claim_run(rt, "retention", today):
+    if run_recorded(rt, "retention", today):
         return None
-    report = run_retention(rt, today)
-    reschedule(next_run_delay_ms(dt.datetime.now(dt.UTC)))
+    try:
+        report = run_retention(rt, today)
+    except Exception as failure:
+        if outage_of(failure) is not None:
+            raise
+        log.error("retention run failed (%s); tried again in %s", failure_code(failure), RETRY_AFTER)
+        reschedule(int(RETRY_AFTER.total_seconds() * 1000))
+        return None
+    if record_run(rt, "retention", today):
+        reschedule(next_run_delay_ms(dt.datetime.now(dt.UTC)))
     return report
+
+
+def resume_delay_ms(rt: Runtime, now: dt.datetime) -> int:
+    """When a schedule whose message was lost should run: at once if today's run is due and not
+    recorded, else at the next 03:00."""
+    local = now.astimezone(PARIS)
+    due = local.time() >= RUN_AT and not run_recorded(rt, "retention", local.date())
+    return 0 if due else next_run_delay_ms(now)

@@ -70,9 +70,12 @@ class Settings(BaseSettings):
 
     intake_retries: int = Field(default=8, description="Attempts per file when storage or broker fail during intake.")
     max_attempts: int = Field(default=5, description="Processing starts before an item is set aside.")
-    max_retries: int = Field(default=8, description="Retries of a transient failure.")
-    min_backoff_ms: int = 500
-    max_backoff_ms: int = 30_000
+    max_retries: int = Field(default=8, description="Retries of a failure that is neither bad input nor an outage.")
+    min_backoff_ms: int = Field(default=500, ge=1, description="First retry delay; also the first wait for a service that is down.")
+    max_backoff_ms: int = Field(default=30_000, ge=1, description="Longest retry delay; also the longest wait between tries of a service.")
+    claim_lease_seconds: float = Field(
+        default=15.0, gt=0, description="A processing claim its worker has not renewed for this long is a dead worker's: sent again."
+    )
     broker_heartbeat_timeout_ms: int = Field(
         default=60_000, description="Silence after which a worker is dead and its messages are redelivered."
     )

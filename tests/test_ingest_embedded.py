@@ -275,3 +275,47 @@ def test_rows_and_names_the_index_cannot_hold_are_rejected_alone_on_both_databas
     assert "r\ufffdsultat.pdf" in unlisted or "r?sultat.pdf" in unlisted
     assert all(len(name) <= 512 for name in unlisted) and any("…#" in name for name in unlisted)
     assert [d.source_document_id for d in documents] == [rows[0]["source_document_id"]]
+
+
+def test_an_intake_stopped_by_an_outage_says_how_far_it_got_and_running_it_again_resumes(embedded_settings, sample_batch):
+    from pipeline.ingest.intake import IntakeInterrupted, receive_batch
+    from pipeline.reasons import Transient
+
+    rt = Runtime.from_settings(embedded_settings.model_copy(update={"intake_retries": 2}), prepare=True)
+    sent: list[str] = []
+
+    def broker_goes_away(item_id: str) -> None:
+        if len(sent) == 3:
+            raise Transient("broker_unavailable")
+        sent.append(item_id)
+
+    with pytest.raises(IntakeInterrupted) as stopped:
+        receive_batch(rt, sample_batch, "hospital:CHU-TEST", broker_goes_away)
+    assert (stopped.value.taken, stopped.value.code) == (3, "broker_unavailable")
+    assert f"{stopped.value.batch_id}: 3 of its {stopped.value.total} items handed to the workers" in str(stopped.value)
+
+    again = receive_batch(rt, sample_batch, "hospital:CHU-TEST", sent.append)
+    assert again.resumed and again.batch_id == stopped.value.batch_id
+    with rt.sessions() as session:
+        waiting = session.scalars(select(BatchItem.id).where(BatchItem.state == "queued")).all()
+    assert set(waiting) <= set(sent)
+    rt.close()
+
+
+def test_an_intake_that_took_the_whole_batch_in_succeeds_even_if_the_index_cannot_be_read_after(
+    embedded_settings, sample_batch, monkeypatch
+):
+    from sqlalchemy.exc import OperationalError
+
+    import pipeline.status
+
+    def index_gone(session, ref):  # noqa: ANN001, ARG001
+        raise OperationalError("SELECT", {}, ConnectionRefusedError("connection refused"))
+
+    monkeypatch.setattr(pipeline.status, "any_status", index_gone)
+    result = runner.invoke(app, ["ingest", str(sample_batch), "--source", "hospital:CHU-TEST", "--json"],
+                           env={"DMP_HOME": str(embedded_settings.home)})  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["total"] >= 40 and summary["batch"]
+    assert "the batch was taken in" in result.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 
 import pytest
@@ -10,8 +11,11 @@ from sqlalchemy import func, select
 from pipeline.index import repo
 from pipeline.index.models import BatchItem, Document, Outbox
 from pipeline.ingest.intake import receive_batch
+from pipeline.reasons import Transient
 from pipeline.runtime import Runtime
 from pipeline.workers.process import mark_retries_exhausted, process_item
+
+DEAD = dt.timedelta(0)  # the lease of a claim whose worker died: lapsed
 
 
 @pytest.fixture
@@ -70,7 +74,7 @@ def test_running_a_message_twice_changes_nothing(received):
 def test_an_attempt_that_died_after_uploading_leaves_no_orphan(received):
     rt, _, sent = received
     with rt.sessions() as session:
-        dead = repo.claim_item(session, sent[0])  # a worker claims, uploads, and is killed
+        dead = repo.claim_item(session, sent[0], lease=DEAD)  # a worker claims, uploads, and is killed
     rt.store.put(dead.item.pending_object_key, io.BytesIO(b"partial ciphertext"))
     assert process_item(rt, sent[0]) == "indexed"
     with rt.sessions() as session:
@@ -85,7 +89,7 @@ def test_an_item_that_keeps_crashing_its_worker_is_set_aside(received, embedded_
     rt, _, sent = received
     for _ in range(embedded_settings.max_attempts):
         with rt.sessions() as session:
-            repo.claim_item(session, sent[1])  # each attempt dies without finishing
+            repo.claim_item(session, sent[1], lease=DEAD)  # each attempt dies without finishing
     assert process_item(rt, sent[1]) == "rejected"
     item = _item(rt, sent[1])
     assert (item.state, item.reason) == ("rejected", "processing_crashed")
@@ -205,3 +209,51 @@ def test_the_spooled_document_lives_in_memory_only_and_cannot_be_changed(receive
         with pytest.raises(PermissionError):
             os.pwrite(spooled.file.fileno(), b"X", 0)
         assert spooled.file.read() == original and spooled.size == len(original)
+
+
+def test_a_message_for_an_item_that_a_live_attempt_holds_changes_nothing(received):
+    rt, _, sent = received
+    with rt.sessions() as session:
+        live = repo.claim_item(session, sent[0])  # another worker is on it and renews its lease
+    assert process_item(rt, sent[0]) == "busy"
+    item = _item(rt, sent[0])
+    assert (item.state, item.attempts, item.crashes) == ("processing", live.attempt, 0)
+    assert rt.store.exists(item.inbox_key)
+
+
+def test_an_attempt_an_outage_interrupted_is_taken_back_by_its_message_without_counting_a_crash(received):
+    rt, _, sent = received
+    with rt.sessions() as session:
+        interrupted = repo.claim_item(session, sent[0])  # the index went away before the claim was released
+    assert process_item(rt, sent[0], resuming=interrupted.attempt) == "indexed"
+    assert (_item(rt, sent[0]).crashes, _count(rt, Document)) == (0, 1)
+
+
+def test_an_outage_during_processing_leaves_the_item_queued_with_its_bytes(received, monkeypatch):
+    from pipeline.outage import Interrupted, Service
+
+    rt, _, sent = received
+
+    def unavailable(key, source):  # noqa: ANN001, ARG001
+        raise Transient("storage_put_failed")
+
+    monkeypatch.setattr(rt.store, "put", unavailable)
+    with pytest.raises(Interrupted) as stopped:
+        process_item(rt, sent[0])
+    assert stopped.value.service == Service.STORAGE
+    item = _item(rt, sent[0])
+    assert (item.state, item.reason, item.crashes) == ("queued", None, 0)
+    assert rt.store.exists(item.inbox_key)
+
+
+def test_running_the_same_intake_again_reopens_items_whose_retries_ran_out_and_indexes_them(received, small_batch):
+    rt, batch_id, sent = received
+    mark_retries_exhausted(rt, sent[2])
+    assert _item(rt, sent[2]).reason == "retries_exhausted"
+    again: list[str] = []
+    assert receive_batch(rt, small_batch, "hospital:T", again.append).resumed
+    assert sent[2] in again
+    assert process_item(rt, sent[2]) == "indexed"
+    item = _item(rt, sent[2])
+    assert (item.state, item.reason, item.message) == ("indexed", None, None)
+    assert not rt.store.exists(item.inbox_key)

@@ -51,7 +51,11 @@ def make_engine(url: str, pool_size: int = 16) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size)
+    # Through an outage: a pooled connection is checked before use (pool_pre_ping); connecting to a
+    # server that does not answer gives up after 10 s, and a connection whose server vanished without
+    # a word is found dead by TCP keepalives within a minute instead of hanging its thread.
+    liveness = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
+    return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size, connect_args=liveness)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

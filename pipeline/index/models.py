@@ -149,6 +149,9 @@ class Batch(Base):
     master_key_id: Mapped[str | None] = mapped_column(String(256))
     wrapped_key: Mapped[bytes | None] = mapped_column(LargeBinary)
     created_at: Mapped[dt.datetime] = _now()
+    # When the intake had sent every item's message: from then on an unfinished item with no message
+    # anywhere in the broker lost it, and the recovery sweep sends it again (pipeline/workers/recovery.py).
+    sent_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
 
 
 class BatchItem(Base):
@@ -190,6 +193,10 @@ class BatchItem(Base):
     quarantine_wrapped_key: Mapped[bytes | None] = mapped_column(LargeBinary)
     quarantine_until: Mapped[dt.date | None] = mapped_column(Date)
     started_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())  # latest attempt
+    # A live worker process is on the item until then (it renews the lease while it holds the item's
+    # message); a lapsed lease means a dead worker. A final item keeps it until its inbox copy is
+    # deleted (pipeline/workers/recovery.py).
+    lease_until: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
     finished_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
     updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), server_default=func.now(), onupdate=func.now())
 
@@ -288,6 +295,7 @@ class Feed(Base):
     lines: Mapped[int] = mapped_column(Integer, default=0)
     chunks: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[dt.datetime] = _now()
+    sent_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())  # as Batch.sent_at
 
 
 class FeedChunk(Base):
@@ -304,6 +312,7 @@ class FeedChunk(Base):
     accepted: Mapped[int] = mapped_column(Integer, default=0)
     rejected: Mapped[int] = mapped_column(Integer, default=0)
     inbox_key: Mapped[str | None] = mapped_column(String(256))
+    lease_until: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())  # as BatchItem.lease_until
 
 
 class FeedRejection(Base):

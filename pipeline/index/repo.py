@@ -5,11 +5,13 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 from sqlalchemy import ColumnElement, String, any_, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from pipeline.clock import as_utc
 from pipeline.index.models import Batch, BatchItem, Document, Outbox, Patient, new_id
 from pipeline.keys import WrappedKey
 
@@ -57,21 +59,42 @@ class Claim:
     previous_pending_key: str | None
 
 
-def claim_item(session: Session, item_id: str) -> Claim | None:
-    """Start an attempt: count it and return the item, or None if the item is already final.
+class Refusal(StrEnum):
+    """Why a message found nothing to do."""
 
-    The counters are committed before any work, so a file that kills its worker is still
-    counted when the broker redelivers its message (dramatiq does not count that as a retry).
+    FINAL = "final"  # the item is indexed or rejected already
+    BUSY = "busy"  # a live attempt holds it: this message is a duplicate (a re-send, a redelivery)
+
+
+def lease_held(lease_until: dt.datetime | None, now: dt.datetime) -> bool:
+    """Whether a claim's lease still runs (its worker renewed it lately)."""
+    return lease_until is not None and as_utc(lease_until) > now
+
+
+def claim_item(
+    session: Session, item_id: str, lease: dt.timedelta = dt.timedelta(seconds=15), resuming: int | None = None
+) -> Claim | Refusal:
+    """Start an attempt: count it and return the item, or a Refusal when the message has nothing to do.
+
+    The counters are committed before any work, so a file that kills its worker is still counted
+    when its message comes back. An item `processing` under a lease that still runs is another
+    live attempt's (BUSY); under a lapsed lease its worker died, and this start counts a crash,
+    unless the attempt was `resuming`'s: this message's own attempt, which an outage interrupted.
     """
     item = session.get(BatchItem, item_id, with_for_update=session.get_bind().dialect.name == "postgresql")
     if item is None or item.state in FINAL_STATES:
         session.rollback()
-        return None
+        return Refusal.FINAL
+    now = _utcnow()
     previous = item.pending_object_key
-    if item.state == "processing":
+    if item.state == "processing" and item.attempts != resuming:
+        if lease_held(item.lease_until, now):
+            session.rollback()
+            return Refusal.BUSY
         item.crashes += 1
     item.attempts += 1
-    item.started_at = _utcnow()
+    item.started_at = now
+    item.lease_until = now + lease
     item.state = "processing"
     item.pending_object_key = f"docs/{item.document_id}.{item.attempts}"
     session.commit()
@@ -123,7 +146,7 @@ def commit_indexed(
     item.title_sealed = None  # the document keeps it, under the record key
     item.finished_at = _utcnow()
     item.document_id = document_id
-    item.pending_object_key = None
+    item.pending_object_key = None  # the lease stays until the inbox copy is gone (inbox_forgotten)
     insert_ignore(
         session,
         Outbox,
@@ -143,7 +166,7 @@ def commit_rejected(
     item.state, item.reason, item.message = "rejected", reason, message
     item.title_sealed = None  # nothing reads a final item's title
     item.finished_at = _utcnow()
-    item.pending_object_key = None
+    item.pending_object_key = None  # the lease stays until the inbox copy is gone (inbox_forgotten)
     if quarantine:
         item.quarantine_key, item.quarantine_until = quarantine.object_key, quarantine.until
         item.quarantine_master_key_id, item.quarantine_wrapped_key = quarantine.wrapped.key_id, quarantine.wrapped.blob
@@ -151,9 +174,54 @@ def commit_rejected(
     return True
 
 
-def requeue_for_retry(session: Session, item_id: str) -> None:
-    """A transient failure: the attempt ends cleanly and the item waits for its retry."""
-    session.execute(update(BatchItem).where(BatchItem.id == item_id, BatchItem.state == "processing").values(state="queued"))
+def release_claim(session: Session, item_id: str, attempt: int, crashed: bool = False) -> None:
+    """`attempt` ended without a verdict: the item waits `queued` again (unless another attempt took
+    it), counting a crash if the attempt hit an unexpected error. The lease stays: the message that
+    ran the attempt still holds the item (recovery.py)."""
+    session.execute(
+        update(BatchItem)
+        .where(BatchItem.id == item_id, BatchItem.state == "processing", BatchItem.attempts == attempt)
+        .values(state="queued", crashes=BatchItem.crashes + int(crashed))
+    )
+    session.commit()
+
+
+def wait_for_intake(session: Session, item_id: str, attempt: int) -> None:
+    """The item's bytes are not in the inbox (its intake died before storing them): it waits
+    `queued` for the same intake to run again, and the recovery sweep leaves its batch alone."""
+    item = session.get(BatchItem, item_id)
+    if item is not None:
+        session.execute(update(Batch).where(Batch.id == item.batch_id).values(sent_at=None))
+    release_claim(session, item_id, attempt)
+
+
+def inbox_forgotten(session: Session, item_id: str) -> None:
+    """A final item's inbox copy is gone: its lease, kept until then, is cleared."""
+    session.execute(
+        update(BatchItem)
+        .where(BatchItem.id == item_id, BatchItem.state.in_(FINAL_STATES), BatchItem.lease_until.is_not(None))
+        .values(lease_until=None)
+    )
+    session.commit()
+
+
+def reopen_exhausted(session: Session, batch_id: str) -> list[str]:
+    """Items of the batch that ended `retries_exhausted` wait `queued` again (the remedy the README
+    gives: run the same intake again); returns their ids. No other rejection is re-opened: those
+    are verdicts on the document."""
+    exhausted = (BatchItem.batch_id == batch_id, BatchItem.state == "rejected", BatchItem.reason == "retries_exhausted")
+    ids = list(session.scalars(select(BatchItem.id).where(*exhausted)))
+    if ids:
+        reopen = {"state": "queued", "reason": None, "message": None, "finished_at": None, "lease_until": None}
+        session.execute(update(BatchItem).where(BatchItem.id.in_(ids), *exhausted).values(**reopen))
+        session.commit()
+    return ids
+
+
+def mark_sent(session: Session, batch_id: str) -> None:
+    """Every unfinished item of the batch has had its message sent: from now on the recovery sweep
+    may send again one whose message the broker lost."""
+    session.execute(update(Batch).where(Batch.id == batch_id).values(sent_at=_utcnow()))
     session.commit()
 
 

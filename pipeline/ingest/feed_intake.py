@@ -7,6 +7,7 @@ Memory stays flat: the file is read twice as a stream (hash, then chunks), never
 
 from __future__ import annotations
 
+import datetime as dt
 import hmac
 import io
 import itertools
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from pipeline.index.models import Feed, FeedChunk, new_id
@@ -115,6 +116,9 @@ def receive_feed(
             taken += lines
             if progress is not None:
                 progress(taken, record.lines)
+    with rt.sessions() as session:  # from now on the recovery sweep may re-send a chunk the broker lost
+        session.execute(update(Feed).where(Feed.id == feed_id).values(sent_at=dt.datetime.now(dt.UTC)))
+        session.commit()
     return FeedIntake(feed_id, record.lines, len(chunks), sent, resumed)
 
 

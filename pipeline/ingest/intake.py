@@ -18,7 +18,7 @@ from pathlib import Path
 
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from pipeline.inbox import ZIP_ENTRY_ERRORS, InboxLocation
 from pipeline.index import repo
@@ -27,8 +27,9 @@ from pipeline.ingest.archive import ArchiveLimits
 from pipeline.ingest.batch import BatchReader, LimitedReader, open_batch
 from pipeline.ingest.manifest import Manifest, ManifestError, parse_manifest
 from pipeline.keys import new_key
+from pipeline.outage import failure_code, outage_of
 from pipeline.progress import OnProgress
-from pipeline.reasons import REASONS, Transient
+from pipeline.reasons import REASONS
 from pipeline.runtime import Runtime
 from pipeline.sealedfields import Sealer, batch_key_context, item_title_context
 
@@ -44,6 +45,16 @@ ITEM_FIELDS = (
 
 class SourceError(ValueError):
     """The --source value is not KIND:ID with a known kind."""
+
+
+class IntakeInterrupted(Exception):
+    """A service stayed unavailable through the intake's retries. Nothing is lost: what was taken in
+    stays, and running the same intake again resumes from there. The text is codes and counts only."""
+
+    def __init__(self, code: str, batch_id: str | None, taken: int, total: int | None) -> None:
+        done = f"batch {batch_id}: {taken} of its {total} items handed to the workers" if batch_id else "nothing recorded"
+        super().__init__(f"{code}; {done}")
+        self.code, self.batch_id, self.taken, self.total = code, batch_id, taken, total
 
 
 def parse_source(value: str) -> tuple[str, str]:
@@ -167,12 +178,15 @@ def _record_batch(rt: Runtime, source: str, digest: str, manifest: Manifest, pre
 
 
 def _retrying(rt: Runtime, action: str) -> Retrying:
-    """Intake-side retries of a transient failure (storage, broker): exponential backoff, bounded."""
+    """Intake-side retries of an outage (database, storage, broker): exponential backoff, bounded
+    (DMP_INTAKE_RETRIES attempts); the last failure is re-raised."""
     return Retrying(
-        retry=retry_if_exception_type(Transient),
+        retry=retry_if_exception(lambda failure: outage_of(failure) is not None),
         wait=wait_exponential(multiplier=0.5, max=10),
         stop=stop_after_attempt(rt.settings.intake_retries),
-        before_sleep=lambda state: log.warning("%s failed during intake (attempt %d), retrying", action, state.attempt_number),
+        before_sleep=lambda state: log.warning(
+            "%s failed during intake (%s, attempt %d): retrying", action, failure_code(state.outcome.exception()), state.attempt_number
+        ),
         reraise=True,
     )
 
@@ -181,8 +195,8 @@ def _upload(rt: Runtime, reader: BatchReader, item: BatchItem, key: str) -> bool
     """Stream one document into the inbox at `key`; an oversize one, or a zip entry that cannot be
     read back, is rejected without being stored whole.
 
-    A storage outage is retried with backoff; if it outlasts the retries, Transient propagates
-    and re-running the same ingest resumes the batch.
+    A storage outage is retried with backoff (`_retrying`); if it outlasts the retries, the intake
+    stops (IntakeInterrupted) and re-running the same ingest resumes the batch.
     """
     try:
         with reader.open(item.file) as source:
@@ -230,7 +244,9 @@ def receive_batch(
 
     `batch` is a folder or zip path, or a reader over an upload (pipeline.ingest.uploads). The
     batch's rows are committed before the first upload, so a message never points at nothing.
-    `progress(done, total)` is told after each item. Raises ManifestError if the batch is unusable as a whole.
+    `progress(done, total)` is told after each item. Raises ManifestError if the batch is unusable as a
+    whole, IntakeInterrupted if a service stayed unavailable through the retries (run it again: it
+    resumes). Resuming a batch re-opens its items that ended `retries_exhausted` and processes them again.
     """
     kind, _ = parse_source(source)
     if kind not in DOCUMENT_SOURCES:
@@ -239,23 +255,44 @@ def receive_batch(
     data = reader.manifest_bytes()
     manifest = parse_manifest(data)
     present = reader.document_names()
-    batch_id, resumed = _record_batch(rt, source, _manifest_digest(rt, source, data), manifest, present, reader)
-
-    with rt.sessions() as session:
-        items = list(repo.batch_items(session, batch_id))
+    batch_id: str | None = None
+    items: list[BatchItem] = []
     sent: list[str] = []
-    exists: dict[str, bool] = {}
-    for done, item in enumerate(items, start=1):
-        placed = item.state not in repo.FINAL_STATES and (
-            _waiting(rt, reader, item, resumed, exists) or _retrying(rt, "upload")(_place, rt, reader, item)
-        )
-        if placed:
-            _retrying(rt, "send")(send, item.id)
-            sent.append(item.id)
-        if progress is not None:
-            progress(done, len(items))
+    try:
+        digest = _manifest_digest(rt, source, data)
+        batch_id, resumed = _retrying(rt, "record")(_record_batch, rt, source, digest, manifest, present, reader)
+        items = _retrying(rt, "read")(_open_items, rt, batch_id, resumed)
+        exists: dict[str, bool] = {}
+        for done, item in enumerate(items, start=1):
+            if item.state not in repo.FINAL_STATES:
+                waiting = _retrying(rt, "check")(_waiting, rt, reader, item, resumed, exists)
+                if waiting or _retrying(rt, "upload")(_place, rt, reader, item):
+                    _retrying(rt, "send")(send, item.id)
+                    sent.append(item.id)
+            if progress is not None:
+                progress(done, len(items))
+        _retrying(rt, "record")(_mark_sent, rt, batch_id)
+    except Exception as failure:
+        if outage_of(failure) is None:
+            raise
+        raise IntakeInterrupted(failure_code(failure), batch_id, len(sent), len(items) if batch_id else None) from None
     rejected = sum(1 for item in items if item.state == "rejected")
     return IntakeResult(batch_id, len(items), sent, rejected, resumed)
 
 
-__all__ = ["IntakeResult", "ManifestError", "SourceError", "parse_source", "receive_batch"]
+def _open_items(rt: Runtime, batch_id: str, resumed: bool) -> list[BatchItem]:
+    """The batch's items; a resumed batch first re-opens those its retries gave up on."""
+    with rt.sessions() as session:
+        if resumed:
+            reopened = repo.reopen_exhausted(session, batch_id)
+            if reopened:
+                log.warning("batch %s: %d items rejected retries_exhausted are re-opened", batch_id, len(reopened))
+        return list(repo.batch_items(session, batch_id))
+
+
+def _mark_sent(rt: Runtime, batch_id: str) -> None:
+    with rt.sessions() as session:
+        repo.mark_sent(session, batch_id)
+
+
+__all__ = ["IntakeInterrupted", "IntakeResult", "ManifestError", "SourceError", "parse_source", "receive_batch"]

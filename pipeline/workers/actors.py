@@ -1,8 +1,14 @@
-"""The actors: load ids, call the service function, let dramatiq retry transient failures.
+"""The actors: load ids, call the service function, wait out outages, let dramatiq retry the rest.
 
-Nothing that reaches the broker carries patient data: messages hold ids, and every exception
-leaving an actor is re-raised as a `Transient` whose text is a code and ids, with its cause
-suppressed, because dramatiq's Retries middleware stores the traceback in the message.
+Nothing that reaches the broker carries patient data: messages hold ids (and an attempt number),
+and every exception leaving an actor is re-raised as a `Transient` whose text is a code and ids,
+with its cause suppressed, because dramatiq's Retries middleware stores the traceback in the message.
+
+An outage (pipeline/outage.py) never leaves an actor: the work waits in place and tries again
+until the service answers. After HOLD_SECONDS (under dramatiq's ten-minute time limit) the actor
+lets its message go, sending a fresh copy of it; if the broker is what is down, the recovery
+sweep (recovery.py) sends it again once the broker answers. Only other failures reach dramatiq's
+retries (DMP_MAX_RETRIES).
 """
 
 from __future__ import annotations
@@ -12,13 +18,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import dramatiq
-from sqlalchemy.exc import DBAPIError
 
+from pipeline.outage import Interrupted, failure_code, outage_of, wait_out
 from pipeline.reasons import Transient
 from pipeline.runtime import Runtime
 from pipeline.workers import feeds, process
+from pipeline.workers.recovery import Kind, WorkerState
 
 log = logging.getLogger(__name__)
+HOLD_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -30,67 +38,101 @@ class Actors:
     retries_exhausted: dramatiq.Actor
 
 
-def _guarded(rt: Runtime, work: Callable[[], object], ref: str, on_transient: Callable[[], None] | None = None) -> None:
-    """Run `work`; whatever escapes leaves as a Transient naming only a code and `ref` (an id)."""
+def _guarded(work: Callable[[], object], ref: str, let_go: Callable[[], None]) -> None:
+    """Run `work`; an outage it could not wait out lets the message go; anything else leaves as a
+    Transient naming only a code and `ref` (an id), for dramatiq to retry."""
     try:
         work()
-    except Transient as failure:
-        if on_transient:
-            on_transient()
-        raise Transient(f"{failure} {ref}") from None
-    except DBAPIError as failure:
-        raise Transient(f"database_unavailable:{type(failure.orig).__name__} {ref}") from None
     except Exception as failure:
-        # Unexpected: the next start counts it as a crash (items) or simply retries (chunks).
+        if outage_of(failure) is not None:
+            log.warning("%s: %s still unavailable after waiting; its message goes back to the queue", ref, failure_code(failure))
+            let_go()
+            return
+        if isinstance(failure, Transient):
+            raise Transient(f"{failure} {ref}") from None
+        # Unexpected: counted as a crash (items: DMP_MAX_ATTEMPTS) and retried.
         log.error("%s: unexpected %s", ref, type(failure).__name__)
         raise Transient(f"unexpected:{type(failure).__name__} {ref}") from None
 
 
-def declare_actors(broker: dramatiq.Broker, queue: str, runtime: Callable[[], Runtime]) -> Actors:
-    """Declare the actors on `broker`; `runtime` gives the process's Runtime (built lazily once)."""
+class _Resumable:
+    """One message's work through outages: an interrupted attempt's number is handed to the next
+    try (and to the copy sent when the message is let go), so taking the claim back is no crash."""
 
-    def process_document(item_id: str) -> None:
+    def __init__(self, rt: Runtime, state: WorkerState, run: Callable[[int | None], object], resuming: int | None) -> None:
+        self.rt, self.state, self.run, self.resuming = rt, state, run, resuming
+
+    def once(self) -> object:
+        try:
+            return self.run(self.resuming)
+        except Interrupted as stop:
+            self.resuming = stop.attempt
+            raise
+
+    def __call__(self) -> object:
+        return wait_out(self.once, self.rt.settings, self.state.watch, self.state.stopping, HOLD_SECONDS)
+
+
+def _send_or_leave(actor: dramatiq.Actor, ref: str, *args: object, **options: object) -> None:
+    try:
+        actor.send_with_options(args=args, **options)
+    except Exception as failure:
+        if outage_of(failure) is None:
+            raise
+        log.warning("%s: the broker is unavailable too; the recovery sweep sends it again once it answers", ref)
+
+
+def declare_actors(broker: dramatiq.Broker, queue: str, runtime: Callable[[], Runtime], state: WorkerState | None = None) -> Actors:
+    """Declare the actors on `broker`; `runtime` gives the process's Runtime (built lazily once),
+    `state` what the actors share with the process's recovery thread."""
+    state = state or WorkerState()
+
+    def process_document(item_id: str, resuming: int | None = None) -> None:
         rt = runtime()
-        _guarded(rt, lambda: process.process_item(rt, item_id), f"item={item_id}", lambda: _back_to_queue(rt, item_id))
+        work = _Resumable(rt, state, lambda attempt: process.process_item(rt, item_id, resuming=attempt), resuming)
+        with state.holding(Kind.ITEM, item_id):
+            _guarded(work, f"item={item_id}", lambda: _send_or_leave(documents, f"item={item_id}", item_id, work.resuming))
 
     def admit_batch(batch_id: str) -> None:
         rt = runtime()
-        _guarded(rt, lambda: process.send_waiting_items(rt, batch_id, documents.send), f"batch={batch_id}")
+        work = _Resumable(rt, state, lambda _: process.send_waiting_items(rt, batch_id, documents.send), None)
+        _guarded(work, f"batch={batch_id}", lambda: _send_or_leave(admit, f"batch={batch_id}", batch_id))
 
-    def process_feed_chunk(chunk_id: str) -> None:
+    def process_feed_chunk(chunk_id: str, resuming: int | None = None) -> None:
         rt = runtime()
-        _guarded(rt, lambda: feeds.process_chunk(rt, chunk_id), f"chunk={chunk_id}")
+        work = _Resumable(rt, state, lambda attempt: feeds.process_chunk(rt, chunk_id, resuming=attempt), resuming)
+        with state.holding(Kind.CHUNK, chunk_id):
+            _guarded(work, f"chunk={chunk_id}", lambda: _send_or_leave(chunks, f"chunk={chunk_id}", chunk_id, work.resuming))
 
     def retention() -> None:
         from pipeline.retention import scheduled_retention
 
         rt = runtime()
-        _guarded(rt, lambda: scheduled_retention(rt, lambda delay: retention_actor.send_with_options(delay=delay)), "job=retention")
+        later = lambda delay: retention_actor.send_with_options(delay=delay)  # noqa: E731
+        work = _Resumable(rt, state, lambda _: scheduled_retention(rt, later), None)
+        _guarded(work, "job=retention", lambda: _send_or_leave(retention_actor, "job=retention"))
 
     def retries_exhausted(message: dict, retry_info: dict) -> None:
         if message.get("actor_name") != "dmp_process_document":
             return  # chunks stay queued: re-sending the feed resumes them
-        (item_id,) = message["args"]
-        log.warning("item %s: transient failures outlived %s retries", item_id, retry_info.get("retries"))
+        item_id = message["args"][0]
+        log.warning("item %s: a failure that is not an outage outlived %s retries", item_id, retry_info.get("retries"))
         process.mark_retries_exhausted(runtime(), item_id)
 
     def declare(fn: Callable, name: str, **options: object) -> dramatiq.Actor:
-        return dramatiq.actor(fn, broker=broker, actor_name=name, queue_name=queue, **options)
+        options.setdefault("queue_name", queue)
+        return dramatiq.actor(fn, broker=broker, actor_name=name, **options)
 
     exhausted = declare(retries_exhausted, "dmp_retries_exhausted")
     documents = declare(process_document, "dmp_process_document", on_retry_exhausted="dmp_retries_exhausted")
     admit = declare(admit_batch, "dmp_admit_batch")
     chunks = declare(process_feed_chunk, "dmp_process_feed_chunk", on_retry_exhausted="dmp_retries_exhausted")
-    retention_actor = declare(retention, "dmp_retention", max_retries=3)
+    # Its own queue: the next run waits there for days, and recovery.py reads an empty document queue
+    # as "every message of it is lost". A failed run re-sends itself (pipeline/retention.py).
+    retention_actor = declare(retention, "dmp_retention", queue_name=jobs_queue(queue), max_retries=0)
     return Actors(documents, admit, chunks, retention_actor, exhausted)
 
 
-def _back_to_queue(rt: Runtime, item_id: str) -> None:
-    """A clean transient failure is not a crash: put the item back to queued when the index answers."""
-    from pipeline.index import repo
-
-    try:
-        with rt.sessions() as session:
-            repo.requeue_for_retry(session, item_id)
-    except DBAPIError:
-        pass
+def jobs_queue(queue: str) -> str:
+    """The queue of scheduled jobs beside the document queue `queue`."""
+    return f"{queue}.jobs"

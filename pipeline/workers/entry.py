@@ -1,10 +1,32 @@
-"""Module the dramatiq CLI imports in each worker process (`dmp worker`): settings read once here."""
+"""Module each worker process imports (`dmp worker`): settings read once here."""
+
+import dramatiq
 
 from pipeline.notify.sweeper import SweeperMiddleware
 from pipeline.settings import Settings
-from pipeline.workers.wiring import wire
+from pipeline.workers.recovery import Recovery
+from pipeline.workers.wiring import Wiring, wire
+
+
+class RecoveryMiddleware(dramatiq.Middleware):
+    """Runs the process's recovery thread (lease renewal, recovery sweep) while its worker runs, and
+    tells waiting actors to let their messages go when the worker stops."""
+
+    def __init__(self, wiring: Wiring) -> None:
+        self.wiring = wiring
+        self.recovery: Recovery | None = None
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        self.recovery = self.wiring.recovery().start()
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        self.wiring.state.stopping.set()
+        if self.recovery is not None:
+            self.recovery.stop()
+
 
 wiring = wire(Settings())
 broker = wiring.broker
 # Each worker process also sends the notifications that are due (coalesced deposits, retries, leftovers).
 broker.add_middleware(SweeperMiddleware(wiring.runtime))
+broker.add_middleware(RecoveryMiddleware(wiring))

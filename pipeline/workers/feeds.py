@@ -18,8 +18,9 @@ from sqlalchemy.orm import Session
 from pipeline.carehistory import DETAILS, LineSealer
 from pipeline.clock import paris_date
 from pipeline.index.models import CareEvent, Feed, FeedChunk, FeedRejection, Outbox, Patient, new_id
-from pipeline.index.repo import insert_ignore
+from pipeline.index.repo import Refusal, insert_ignore, lease_held
 from pipeline.ingest.feed import CareLine, LineRejection, check_line, parse_chunk
+from pipeline.outage import Interrupted, failure_code, outage_of
 from pipeline.recordkeys import RecordKeys
 from pipeline.runtime import Runtime
 from pipeline.storage import ObjectNotFound
@@ -31,14 +32,34 @@ COLUMNS = (
 )  # fmt: skip
 
 
-def _claim(session: Session, chunk_id: str) -> FeedChunk | None:
+def _claim(session: Session, chunk_id: str, lease: dt.timedelta, resuming: int | None) -> FeedChunk | Refusal:
+    """Start an attempt on a chunk (see repo.claim_item: a live lease is another attempt's)."""
     chunk = session.get(FeedChunk, chunk_id, with_for_update=session.get_bind().dialect.name == "postgresql")
     if chunk is None or chunk.state == "done":
         session.rollback()
-        return None
-    chunk.state, chunk.attempts = "processing", chunk.attempts + 1
+        return Refusal.FINAL
+    now = dt.datetime.now(dt.UTC)
+    if chunk.state == "processing" and chunk.attempts != resuming and lease_held(chunk.lease_until, now):
+        session.rollback()
+        return Refusal.BUSY
+    chunk.state, chunk.attempts, chunk.lease_until = "processing", chunk.attempts + 1, now + lease
     session.commit()
     return chunk
+
+
+def _release(rt: Runtime, chunk: FeedChunk, waiting_for_intake: bool = False) -> None:
+    """The attempt ended without storing the chunk: it waits `queued` again (best effort during an
+    outage: then the lease lapses, or this message's next try takes the chunk back)."""
+    mine = (FeedChunk.id == chunk.id, FeedChunk.state == "processing", FeedChunk.attempts == chunk.attempts)
+    try:
+        with rt.sessions() as session:
+            session.execute(update(FeedChunk).where(*mine).values(state="queued"))
+            if waiting_for_intake:  # the recovery sweep leaves the feed to its intake's next run
+                session.execute(update(Feed).where(Feed.id == chunk.feed_id).values(sent_at=None))
+            session.commit()
+    except Exception as failure:
+        if outage_of(failure) is None:
+            raise
 
 
 def check_chunk(data: bytes, feed: Feed, chunk: FeedChunk, today: dt.date) -> tuple[list[CareLine], list[LineRejection]]:
@@ -186,13 +207,26 @@ def _store_postgresql(session: Session, feed: Feed, lines: list[CareLine], recor
     return Written(fresh, closed + duplicates + in_chunk, set())  # notifications already queued
 
 
-def process_chunk(rt: Runtime, chunk_id: str, today: dt.date | None = None) -> str:
-    """Run one attempt on a feed chunk; idempotent."""
+def process_chunk(rt: Runtime, chunk_id: str, today: dt.date | None = None, resuming: int | None = None) -> str:
+    """Run one attempt on a feed chunk; idempotent. An outage raises Interrupted (as process_item)."""
     with rt.sessions() as session:
-        chunk = _claim(session, chunk_id)
-    if chunk is None:
-        _forget(rt, chunk_id)
+        chunk = _claim(session, chunk_id, dt.timedelta(seconds=rt.settings.claim_lease_seconds), resuming)
+    if chunk is Refusal.FINAL:
+        forget_inbox(rt, chunk_id)
         return "done"
+    if chunk is Refusal.BUSY:
+        return "busy"
+    try:
+        return _store_chunk(rt, chunk, today or paris_date())
+    except Exception as failure:
+        _release(rt, chunk)
+        service = outage_of(failure)
+        if service is None:
+            raise
+        raise Interrupted(service, failure_code(failure), chunk.attempts) from None
+
+
+def _store_chunk(rt: Runtime, chunk: FeedChunk, today: dt.date) -> str:
     with rt.sessions() as session:
         feed = session.get(Feed, chunk.feed_id)
     try:
@@ -200,8 +234,9 @@ def process_chunk(rt: Runtime, chunk_id: str, today: dt.date | None = None) -> s
             data = handle.read()
     except ObjectNotFound:
         log.warning("feed chunk %s has no inbox object; re-send the feed to resume it", chunk.id)
+        _release(rt, chunk, waiting_for_intake=True)
         return "queued"
-    lines, rejections = check_chunk(data, feed, chunk, today or paris_date())
+    lines, rejections = check_chunk(data, feed, chunk, today)
     with rt.sessions() as session:
         store = _store_postgresql if session.get_bind().dialect.name == "postgresql" else _store_generic
         written = store(session, feed, lines, rt.record_keys) if lines else Written([], [], set())
@@ -210,9 +245,9 @@ def process_chunk(rt: Runtime, chunk_id: str, today: dt.date | None = None) -> s
         insert_ignore(session, FeedRejection, [_rejection_row(feed.id, rejection) for rejection in rejections])
         insert_ignore(session, Outbox, [_outbox_row(feed, patient_id) for patient_id in sorted(written.notify)])
         current = session.get(FeedChunk, chunk.id)
-        current.state, current.accepted, current.rejected = "done", len(fresh), len(rejections)
+        current.state, current.accepted, current.rejected = "done", len(fresh), len(rejections)  # lease: see forget_inbox
         session.commit()
-    _forget(rt, chunk.id, chunk.inbox_key)
+    forget_inbox(rt, chunk.id, chunk.inbox_key)
     return "done"
 
 
@@ -230,10 +265,16 @@ def _row(feed: Feed, patient_id: str, line: CareLine, sealed: _Sealed) -> tuple:
             line.amount_reimbursed, line.reimbursement_date, line.supersedes, sealed.hash(patient_id, line), feed.id)  # fmt: skip
 
 
-def _forget(rt: Runtime, chunk_id: str, inbox_key: str | None = None) -> None:
+def forget_inbox(rt: Runtime, chunk_id: str, inbox_key: str | None = None) -> None:
+    """Remove a done chunk's inbox copy, then clear its lease (kept so that the recovery sweep
+    finishes this if the worker dies in between)."""
     if inbox_key is None:
         with rt.sessions() as session:
             chunk = session.get(FeedChunk, chunk_id)
             inbox_key = chunk.inbox_key if chunk else None
     if inbox_key:
         rt.store.delete(inbox_key)
+    with rt.sessions() as session:
+        done = (FeedChunk.id == chunk_id, FeedChunk.state == "done", FeedChunk.lease_until.is_not(None))
+        session.execute(update(FeedChunk).where(*done).values(lease_until=None))
+        session.commit()

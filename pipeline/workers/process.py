@@ -30,6 +30,7 @@ from pipeline.index import repo
 from pipeline.index.models import BatchItem, Document
 from pipeline.ingest.batch import LimitedReader
 from pipeline.keys import new_key
+from pipeline.outage import Interrupted, failure_code, outage_of
 from pipeline.reasons import REASONS, Rejected, Transient
 from pipeline.runtime import Runtime
 from pipeline.sealing import new_data_key, seal, seal_context
@@ -87,13 +88,43 @@ def _source(rt: Runtime, item: BatchItem) -> str:
         return repo.batch_source(session, item.batch_id)
 
 
-def process_item(rt: Runtime, item_id: str, today: dt.date | None = None) -> str:
-    """Run one attempt on an item; returns its state afterwards. Idempotent: safe to re-run."""
+def process_item(rt: Runtime, item_id: str, today: dt.date | None = None, resuming: int | None = None) -> str:
+    """Run one attempt on an item; returns its state afterwards. Idempotent: safe to re-run.
+
+    An outage met after the claim releases it when the index answers and raises Interrupted
+    (pipeline/outage.py): the caller waits and tries again with `resuming` set to its attempt.
+    """
     with rt.sessions() as session:
-        claim = repo.claim_item(session, item_id)
-    if claim is None:
-        _forget_inbox(rt, item_id)
+        claim = repo.claim_item(session, item_id, dt.timedelta(seconds=rt.settings.claim_lease_seconds), resuming)
+    if claim is repo.Refusal.FINAL:
+        forget_inbox(rt, item_id)
         return "final"
+    if claim is repo.Refusal.BUSY:
+        log.info("item %s is being processed by a live attempt: this message was a duplicate", item_id)
+        return "busy"
+    try:
+        return _attempt(rt, claim, today or paris_date())
+    except Exception as failure:
+        service = outage_of(failure)
+        # An unexpected error counts as a crash (DMP_MAX_ATTEMPTS); a race or an outage does not.
+        _release(rt, claim, crashed=service is None and not isinstance(failure, Transient))
+        if service is None:
+            raise
+        raise Interrupted(service, failure_code(failure), claim.attempt) from None
+
+
+def _release(rt: Runtime, claim: repo.Claim, crashed: bool) -> None:
+    """Put a failed attempt's item back to `queued` if the index answers; if not, the claim stays
+    with this message, whose next try takes it back (`resuming`), or lapses for the recovery sweep."""
+    try:
+        with rt.sessions() as session:
+            repo.release_claim(session, claim.item.id, claim.attempt, crashed)
+    except Exception as failure:
+        if outage_of(failure) is None:
+            raise
+
+
+def _attempt(rt: Runtime, claim: repo.Claim, today: dt.date) -> str:
     item = claim.item
     if claim.previous_pending_key and claim.previous_pending_key != item.pending_object_key:
         rt.store.delete(claim.previous_pending_key)
@@ -101,7 +132,7 @@ def process_item(rt: Runtime, item_id: str, today: dt.date | None = None) -> str
         log.warning("item %s set aside after %d crashed attempts", item.id, item.crashes)
         return _reject(rt, item, claim, "processing_crashed", REASONS["processing_crashed"])
     try:
-        return _accept(rt, claim, today or paris_date())
+        return _accept(rt, claim, today)
     except Rejected as rejection:
         log.info("item %s rejected: %s", item.id, rejection.reason)
         return _reject(rt, item, claim, rejection.reason, rejection.message)
@@ -109,7 +140,7 @@ def process_item(rt: Runtime, item_id: str, today: dt.date | None = None) -> str
         # The intake died before uploading this file: re-ingesting the batch uploads and re-sends it.
         log.warning("item %s has no inbox object; re-ingest the batch to resume it", item.id)
         with rt.sessions() as session:
-            repo.requeue_for_retry(session, item.id)
+            repo.wait_for_intake(session, item.id, claim.attempt)
         return "queued"
 
 
@@ -138,7 +169,7 @@ def _accept(rt: Runtime, claim: repo.Claim, today: dt.date) -> str:
                 raise Rejected("duplicate_conflict")
             with rt.sessions() as session:
                 repo.commit_indexed(session, claim, None, existing.id, patient.id, item.batch_id, source)
-            _forget_inbox(rt, item.id, item)
+            forget_inbox(rt, item.id, item)
             return "indexed"
         object_key = item.pending_object_key or ""
         record = rt.record_keys.for_patient(patient.id)
@@ -182,7 +213,7 @@ def _accept(rt: Runtime, claim: repo.Claim, today: dt.date) -> str:
     if not committed:
         rt.store.delete(object_key)  # another attempt owns the item now
         return "superseded"
-    _forget_inbox(rt, item.id, item)
+    forget_inbox(rt, item.id, item)
     return "indexed"
 
 
@@ -210,7 +241,7 @@ def _reject(rt: Runtime, item: BatchItem, claim: repo.Claim | None, reason: str,
         if quarantine:
             rt.store.delete(quarantine.object_key)
         return "superseded"
-    _forget_inbox(rt, item.id, item)
+    forget_inbox(rt, item.id, item)
     return "rejected"
 
 
@@ -233,34 +264,43 @@ def _quarantine(rt: Runtime, item: BatchItem) -> repo.Quarantine | None:
     return repo.Quarantine(object_key, until, rt.keys.wrap(key, context))
 
 
-def _forget_inbox(rt: Runtime, item_id: str, item: BatchItem | None = None) -> None:
+def forget_inbox(rt: Runtime, item_id: str, item: BatchItem | None = None) -> None:
     """Remove the plaintext inbox bytes of a final item (idempotent); a zip the batch shares goes
-    with its last waiting item."""
+    with its last waiting item. Then the item's lease is cleared: a final item that keeps one past
+    its end is one whose worker died before this, and the recovery sweep finishes the job."""
     if item is None:
         with rt.sessions() as session:
             item = session.get(BatchItem, item_id)
-    if item is None or not item.inbox_key:
+    if item is None:
         return
-    if item.inbox_member is not None:
-        with rt.sessions() as session:
-            if still_needed(session, item.batch_id, item.inbox_key):
-                return
-    rt.store.delete(item.inbox_key)
+    if item.inbox_key:
+        shared = False
+        if item.inbox_member is not None:
+            with rt.sessions() as session:
+                shared = still_needed(session, item.batch_id, item.inbox_key)
+        if not shared:
+            rt.store.delete(item.inbox_key)
+    with rt.sessions() as session:
+        repo.inbox_forgotten(session, item_id)
 
 
 def send_waiting_items(rt: Runtime, batch_id: str, send: Callable[[str], object]) -> int:
-    """Send every unfinished item of a batch to the workers; returns how many. Sending one twice is
-    harmless (an item is claimed once), so a retried or repeated call may resend them all."""
+    """Send every unfinished item of a batch to the workers, then record that the batch was sent;
+    returns how many. Sending one twice is harmless (an item is claimed once), so a retried or
+    repeated call may resend them all."""
     with rt.sessions() as session:
         unfinished = select(BatchItem.id).where(BatchItem.batch_id == batch_id, BatchItem.state.not_in(repo.FINAL_STATES))
         waiting = list(session.scalars(unfinished))
     for item_id in waiting:
         send(item_id)
+    with rt.sessions() as session:
+        repo.mark_sent(session, batch_id)
     return len(waiting)
 
 
 def mark_retries_exhausted(rt: Runtime, item_id: str) -> None:
-    """Called when transient failures outlived every retry: the item ends rejected, re-sendable."""
+    """Called when a failure that is neither bad input nor an outage (those wait: pipeline/outage.py) outlived
+    every retry: the item ends rejected; running the same intake again re-opens it."""
     with rt.sessions() as session:
         item = session.get(BatchItem, item_id)
     if item is not None and item.state not in repo.FINAL_STATES:

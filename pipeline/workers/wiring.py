@@ -10,8 +10,9 @@ import dramatiq
 from pipeline.reasons import Transient
 from pipeline.runtime import Runtime
 from pipeline.settings import Settings
-from pipeline.workers.actors import Actors, declare_actors
+from pipeline.workers.actors import Actors, declare_actors, jobs_queue
 from pipeline.workers.broker import build_broker
+from pipeline.workers.recovery import Recovery, Senders, WorkerState
 
 
 @dataclass
@@ -19,6 +20,7 @@ class Wiring:
     settings: Settings
     broker: dramatiq.Broker
     actors: Actors
+    state: WorkerState
     prepare: bool = False
     _runtime: Runtime | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -50,6 +52,21 @@ class Wiring:
         """Enqueue one feed chunk; a broker that cannot be reached is a Transient failure."""
         self._send(self.actors.process_feed_chunk, chunk_id)
 
+    def resume_retention(self) -> None:
+        """Send the retention schedule whose message the broker lost (recovery.py)."""
+        import datetime as dt
+
+        from pipeline.retention import resume_delay_ms
+
+        delay = resume_delay_ms(self.runtime(), dt.datetime.now(dt.UTC))
+        self.actors.retention.send_with_options(delay=delay or None)
+
+    def recovery(self) -> Recovery:
+        """This process's recovery thread (not started): lease renewal and the recovery sweep."""
+        senders = Senders(self.send_item, self.send_chunk, self.resume_retention)
+        queues = (self.settings.queue_name, jobs_queue(self.settings.queue_name))
+        return Recovery(self.runtime(), self.broker, queues, self.state, senders)
+
     def close(self) -> None:
         if self._runtime is not None:
             self._runtime.close()
@@ -60,7 +77,8 @@ def wire(settings: Settings, *, prepare: bool = False, runtime: Runtime | None =
     """Build the broker and declare the actors; the Runtime comes lazily, unless the process has one (`runtime`)."""
     broker = build_broker(settings)
     holder: list[Wiring] = []
-    actors = declare_actors(broker, settings.queue_name, lambda: holder[0].runtime())
-    wiring = Wiring(settings, broker, actors, prepare, runtime)
+    state = WorkerState()
+    actors = declare_actors(broker, settings.queue_name, lambda: holder[0].runtime(), state)
+    wiring = Wiring(settings, broker, actors, state, prepare, runtime)
     holder.append(wiring)
     return wiring

@@ -10,7 +10,7 @@ hashes become keyed by the record key; a downgrade cannot un-key them (an old li
 a downgrade is then reported `duplicate_line`).
 
 Revision ID: 0007
-Revises: 0004
+Revises: 0006
 Create Date: 2026-11-27
 """
 
