@@ -35,8 +35,6 @@ from pipeline.index.models import AuditEntry
 NO_PATIENT = "-"
 GENESIS = "0" * 64
 OUTCOMES = ("allowed", "denied")
-# The label the chain key is derived under: the same for entries of every encoding version.
-KEY_LABEL = b"dmp-audit-v1"
 # Encoding versions: the first field of an entry's canonical encoding, by the `version` stored with it.
 ENCODINGS = {1: "dmp-audit-v1", 2: "dmp-audit-v2"}
 CURRENT_VERSION = 2
@@ -87,11 +85,6 @@ class BrokenLink:
     seq: int
     entry_id: int
     problem: str
-
-
-def audit_key(hmac_secret: bytes) -> bytes:
-    """The audit chain key, derived from the keyed-hash secret so it is used for nothing else."""
-    return hmac.new(hmac_secret, KEY_LABEL, hashlib.sha256).digest()
 
 
 def canonical_encoding(

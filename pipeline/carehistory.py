@@ -14,11 +14,7 @@ record shreds its care history too.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import hmac
-import json
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -28,36 +24,10 @@ from sqlalchemy.orm import Session
 from pipeline.clock import paris_date
 from pipeline.index.models import CareEvent
 from pipeline.recordkeys import RecordKeys
-from pipeline.sealedfields import SealedFieldError, Sealer, care_details_context
+from pipeline.sealedfields import DETAILS, LineSealer, SealedFieldError
 
 log = logging.getLogger(__name__)
 WINDOW_MONTHS = 24
-# The sealed part of a line, in this order.
-DETAILS = ("act_code", "act_label", "professional_id", "professional_name", "profession")
-
-
-class LineSealer:
-    """Seals a patient's care lines and keys their content hashes, under the patient's record key."""
-
-    def __init__(self, record_key: bytes) -> None:
-        self._sealer = Sealer(record_key)
-        # The hash key is derived, so the record key never serves two primitives.
-        self._hash_key = hmac.new(record_key, b"dmp-care-line-hash-v1", hashlib.sha256).digest()
-
-    def seal(self, source: str, line_id: str, patient_id: str, details: Sequence[str]) -> bytes:
-        """The DETAILS of a line, for `care_events.details_sealed`."""
-        return self._sealer.seal(json.dumps(list(details), ensure_ascii=False), care_details_context(source, line_id, patient_id))  # type: ignore[return-value]
-
-    def open(self, source: str, line_id: str, patient_id: str, sealed: bytes) -> tuple[str, ...]:
-        """The DETAILS `seal` sealed; SealedFieldError if they do not open here."""
-        return tuple(json.loads(self._sealer.open(sealed, care_details_context(source, line_id, patient_id)) or "[]"))
-
-    def line_hash(self, digest: str) -> str:
-        """The stored form of a line's content digest: keyed, so a dump cannot confirm a guessed line,
-        and two sends of the same line to the same patient still match."""
-        return hmac.new(self._hash_key, digest.encode(), hashlib.sha256).hexdigest()
-
-
 def window_start(as_of: dt.date) -> dt.date:
     """The first care date inside the window that ends on `as_of`."""
     months = as_of.year * 12 + (as_of.month - 1) - WINDOW_MONTHS

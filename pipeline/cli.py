@@ -99,11 +99,12 @@ def ingest(
     from pipeline.index.db import SchemaNotReady, check_schema
     from pipeline.ingest.feed import FeedError
     from pipeline.ingest.feed_intake import receive_feed
-    from pipeline.ingest.intake import IntakeInterrupted, ManifestError, SourceError, parse_source, receive_batch
+    from pipeline.ingest.intake import IntakeInterrupted, ManifestError, receive_batch
     from pipeline.keys import KeyFileError
     from pipeline.outage import outage_of
     from pipeline.progress import taking_in
     from pipeline.reasons import Transient
+    from pipeline.sources import SourceError, parse_source
     from pipeline.status import any_status
     from pipeline.workers.wiring import wire
 
@@ -175,8 +176,9 @@ def ingest(
 
 def _ingest_through_api(path: Path, source: str, api_url: str, key: str | None, *, as_json: bool, wait: bool) -> None:
     from pipeline.ingest.client import ApiError, check_source, plan, send, status_counts
-    from pipeline.ingest.intake import ManifestError, SourceError, parse_source
+    from pipeline.ingest.intake import ManifestError
     from pipeline.progress import transfer, watch
+    from pipeline.sources import SourceError, parse_source
 
     try:
         parse_source(source)
@@ -217,8 +219,8 @@ def _ingest_through_api(path: Path, source: str, api_url: str, key: str | None, 
 
 
 def _run_embedded(wiring, worker, batch_id: str, quiet: bool) -> None:  # type: ignore[no-untyped-def]
-    from pipeline.progress import Counts, watch
-    from pipeline.status import any_counts
+    from pipeline.progress import watch
+    from pipeline.status import Counts, any_counts
 
     def drain() -> None:
         wiring.broker.join(wiring.settings.queue_name, fail_fast=False)
@@ -459,8 +461,7 @@ def audit_verify(
 @sources_app.command("add")
 def sources_add(source: Annotated[str, typer.Argument(metavar="KIND:ID", help="hospital:ID, lab:ID or insurer:ID")]) -> None:
     """Create the source's API key and print it, once: only a keyed hash of it is kept."""
-    from pipeline.ingest.intake import SourceError
-    from pipeline.sources import SourceExists, add_source
+    from pipeline.sources import SourceError, SourceExists, add_source
 
     rt = _runtime(Settings())
     try:

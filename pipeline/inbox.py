@@ -5,10 +5,15 @@ zip uploaded over HTTP that the whole batch shares: the zip is stored once as it
 worker reads its own entry from it by ranged reads, instead of the API copying every document
 into an object of its own before answering. A shared zip is deleted once no item still waiting
 on it remains.
+
+An HTTP upload's objects sit under `inbox/uploads/`, named by the time the upload started, so
+that retention finds those a killed API process left behind (`upload_time`). No item's bytes may
+weigh more than `max_file_bytes`, on the way in or out (`LimitedReader`).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import threading
 import zipfile
@@ -19,16 +24,14 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
-
-from pipeline.index.models import BatchItem
-from pipeline.index.repo import FINAL_STATES
 from pipeline.ingest.zipnames import open_zip
 from pipeline.ingest.zipscan import KeptEnds
 from pipeline.reasons import Rejected
 from pipeline.storage import ObjectStore
 
+# HTTP uploads' objects: `inbox/uploads/<UTC start time>-<id>/…` (see `upload_time`).
+UPLOADS = "inbox/uploads/"
+STAMP = "%Y%m%dT%H%M%S"
 # What reading a zip entry raises when its bytes are damaged (a CRC mismatch, a broken deflate stream).
 ZIP_ENTRY_ERRORS = (zipfile.BadZipFile, EOFError, zlib.error)
 # Ranged reads of a shared zip: one GET holds a small document with its local header.
@@ -113,7 +116,33 @@ class Inbox:
         return directory
 
 
-def still_needed(session: Session, batch_id: str, key: str) -> bool:
-    """Whether an item of the batch still waits on the shared object `key`."""
-    waiting = select(func.count()).where(BatchItem.batch_id == batch_id, BatchItem.inbox_key == key, BatchItem.state.not_in(FINAL_STATES))
-    return bool(session.scalar(waiting))
+def upload_time(key: str) -> dt.datetime | None:
+    """When the upload holding `key` started, from its name (None for a name not made by `upload_prefix`)."""
+    try:
+        return dt.datetime.strptime(key.removeprefix(UPLOADS).split("-", 1)[0], STAMP).replace(tzinfo=dt.UTC)
+    except ValueError:
+        return None
+
+
+class LimitedReader:
+    """Wraps a stream and raises TooLarge as soon as more than `limit` bytes have been read."""
+
+    class TooLarge(Exception):
+        pass
+
+    def __init__(self, source: BinaryIO, limit: int) -> None:
+        self.source = source
+        self.limit = limit
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0:
+            return b"".join(iter(lambda: self.read(1024 * 1024), b""))
+        chunk = self.source.read(size)
+        self.count += len(chunk)
+        if self.count > self.limit:
+            raise LimitedReader.TooLarge()
+        return chunk
+
+    def readable(self) -> bool:
+        return True

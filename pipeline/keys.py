@@ -30,6 +30,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pipeline.secretfile import is_private, write_private
 
 _NONCE = 12
+# The label the audit chain key is derived under: the same for entries of every encoding version.
+AUDIT_KEY_LABEL = b"dmp-audit-v1"
 
 
 class KeyFileError(Exception):
@@ -169,6 +171,11 @@ def load_key_file(path: Path, create: bool = False) -> KeyFile:
         with contextlib.suppress(FileExistsError):  # another process created it first
             create_key_file(path)
     return read_key_file(path)
+
+
+def audit_key(hmac_secret: bytes) -> bytes:
+    """The audit chain key (pipeline/audit.py), derived from the keyed-hash secret so it is used for nothing else."""
+    return hmac.new(hmac_secret, AUDIT_KEY_LABEL, hashlib.sha256).digest()
 
 
 def keyed_hash(secret: bytes) -> hmac.HMAC:

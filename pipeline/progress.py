@@ -6,21 +6,9 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
-# Told (done, total) as work advances: the items of a batch taken in, the lines of a feed.
-OnProgress = Callable[[int, int], None]
-
-
-@dataclass(frozen=True)
-class Counts:
-    total: int
-    indexed: int
-    rejected: int
-
-    @property
-    def done(self) -> int:
-        return self.indexed + self.rejected
+from pipeline.ingest.intake import OnProgress
+from pipeline.status import Counts
 
 
 def watch(poll: Callable[[], Counts], finished: Callable[[], bool], label: str, interval: float = 0.5) -> Counts:

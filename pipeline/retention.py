@@ -134,7 +134,7 @@ def purge_abandoned_uploads(rt: Runtime, now: dt.datetime) -> list[str]:
     leaves some, and they hold plaintext documents. An uploaded part adopted by an item waiting
     for a worker is kept, however old.
     """
-    from pipeline.ingest.uploads import UPLOADS, upload_time
+    from pipeline.inbox import UPLOADS, upload_time
 
     with rt.sessions() as session:
         waiting = select(BatchItem.inbox_key).where(

@@ -9,11 +9,10 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from pipeline.audit import audit_key
 from pipeline.home import prepare_home
 from pipeline.inbox import Inbox
 from pipeline.index.db import make_engine, session_factory, upgrade
-from pipeline.keys import FileKeyProvider, KeyProvider, keyed_hash, load_key_file
+from pipeline.keys import FileKeyProvider, KeyProvider, audit_key, keyed_hash, load_key_file
 from pipeline.recordkeys import RecordKeys
 from pipeline.sealedfields import KeyCache
 from pipeline.settings import Settings

@@ -20,10 +20,13 @@ title's length does not single it out among titles.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -138,3 +141,30 @@ class KeyCache:
                 self._keys = {k: v for k, v in self._keys.items() if v[0] > now}
             self._keys[key_id] = (time.monotonic() + self.seconds, key)
         return key
+
+
+# A care history line: what it says of the care, sealed under the patient's record key (pipeline/carehistory.py).
+# The sealed part of a line, in this order.
+DETAILS = ("act_code", "act_label", "professional_id", "professional_name", "profession")
+
+
+class LineSealer:
+    """Seals a patient's care lines and keys their content hashes, under the patient's record key."""
+
+    def __init__(self, record_key: bytes) -> None:
+        self._sealer = Sealer(record_key)
+        # The hash key is derived, so the record key never serves two primitives.
+        self._hash_key = hmac.new(record_key, b"dmp-care-line-hash-v1", hashlib.sha256).digest()
+
+    def seal(self, source: str, line_id: str, patient_id: str, details: Sequence[str]) -> bytes:
+        """The DETAILS of a line, for `care_events.details_sealed`."""
+        return self._sealer.seal(json.dumps(list(details), ensure_ascii=False), care_details_context(source, line_id, patient_id))  # type: ignore[return-value]
+
+    def open(self, source: str, line_id: str, patient_id: str, sealed: bytes) -> tuple[str, ...]:
+        """The DETAILS `seal` sealed; SealedFieldError if they do not open here."""
+        return tuple(json.loads(self._sealer.open(sealed, care_details_context(source, line_id, patient_id)) or "[]"))
+
+    def line_hash(self, digest: str) -> str:
+        """The stored form of a line's content digest: keyed, so a dump cannot confirm a guessed line,
+        and two sends of the same line to the same patient still match."""
+        return hmac.new(self._hash_key, digest.encode(), hashlib.sha256).hexdigest()

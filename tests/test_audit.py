@@ -11,8 +11,9 @@ import pytest
 from sqlalchemy import func, select, text
 
 from pipeline import audit
-from pipeline.audit import GENESIS, AuditEvent, BrokenLink, append, append_with_retry, audit_key, entries_for, verify
+from pipeline.audit import GENESIS, AuditEvent, BrokenLink, append, append_with_retry, entries_for, verify
 from pipeline.index.models import AuditEntry
+from pipeline.keys import audit_key
 from pipeline.runtime import Runtime
 from pipeline.settings import Settings
 
@@ -177,7 +178,7 @@ def test_dmp_audit_verify_names_the_tampered_entry(tmp_path):
     from sqlalchemy import text
     from typer.testing import CliRunner
 
-    from pipeline.audit import AuditEvent, append, audit_key
+    from pipeline.audit import AuditEvent, append
     from pipeline.cli import app
     from pipeline.runtime import Runtime
 

@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 
 from pipeline.index.models import Feed, FeedChunk, new_id
 from pipeline.ingest.feed import FeedError, csv_header, feed_format, iter_lines, split_lines
-from pipeline.progress import OnProgress
+from pipeline.ingest.intake import OnProgress
 from pipeline.runtime import Runtime
 
 HASH_CHUNK = 1024 * 1024

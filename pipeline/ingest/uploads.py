@@ -23,20 +23,19 @@ from typing import BinaryIO, Protocol
 
 from sqlalchemy import select
 
-from pipeline.inbox import DIRECTORY_BLOCK_BYTES, InboxLocation
+from pipeline.inbox import DIRECTORY_BLOCK_BYTES, STAMP, UPLOADS, InboxLocation
 from pipeline.index.models import BatchItem, new_id
 from pipeline.ingest.archive import ArchiveLimits, check_names
 from pipeline.ingest.batch import MAX_MANIFEST_BYTES, ZipBatch, is_document
 from pipeline.ingest.feed_intake import FeedFile, FeedIntake, feed_hasher, receive_feed
 from pipeline.ingest.intake import IntakeResult, receive_batch
-from pipeline.ingest.manifest import MANIFEST_COLUMNS, MANIFEST_NAME, REQUIRED_COLUMNS, ManifestError, file_name
+from pipeline.ingest.manifest import MANIFEST_COLUMNS, MANIFEST_NAME, REQUIRED_COLUMNS, ManifestError
 from pipeline.ingest.multipart import READ_BYTES, MultipartReader, Part
+from pipeline.ingest.zipnames import file_name
 from pipeline.ingest.zipscan import EntryHeads, KeptEnds
 from pipeline.runtime import Runtime
 from pipeline.storage import ObjectStore
 
-UPLOADS = "inbox/uploads/"
-STAMP = "%Y%m%dT%H%M%S"
 MAX_METADATA_BYTES = 64 * 1024
 METADATA_FIELDS = (*(column for column in MANIFEST_COLUMNS if column != "file"), "announcement_date")
 FEED_NAMES = {"csv": "feed.csv", "ndjson": "feed.ndjson"}
@@ -110,14 +109,6 @@ def upload_prefix(now: dt.datetime | None = None) -> str:
     """Where one upload's objects go; the UTC time in the name lets retention find the ones a killed
     API process left behind (`pipeline.retention.purge_abandoned_uploads`)."""
     return f"{UPLOADS}{(now or dt.datetime.now(dt.UTC)).strftime(STAMP)}-{new_id()}/"
-
-
-def upload_time(key: str) -> dt.datetime | None:
-    """When the upload holding `key` started, from its name (None for a name not made here)."""
-    try:
-        return dt.datetime.strptime(key.removeprefix(UPLOADS).split("-", 1)[0], STAMP).replace(tzinfo=dt.UTC)
-    except ValueError:
-        return None
 
 
 def _discard_unadopted(rt: Runtime, keys: list[str], batch_id: str | None) -> None:

@@ -11,7 +11,7 @@ hospitals name files with accents (`résultat.pdf`), so every way must be read:
   `r├⌐sultat.pdf`); bytes that are valid UTF-8 are taken as UTF-8 (CP437 names of accented
   letters almost never are), the rest stays CP437.
 
-Names are then put in NFC, as the manifest's are (`manifest.file_name`): macOS writes NFD.
+Names are then put in NFC, as the manifest's are (`file_name`, below): macOS writes NFD.
 Only `ZipInfo.filename` changes; `orig_filename` keeps what zipfile read, which it compares
 with each entry's local header when the entry is opened.
 """
@@ -19,14 +19,19 @@ with each entry's local header when the entry is opened.
 from __future__ import annotations
 
 import struct
+import unicodedata
 import zipfile
 import zlib
-
-from pipeline.ingest.manifest import file_name
 
 UNICODE_PATH_EXTRA = 0x7075
 _UTF8_FLAG = 0x800
 _EXTRA_HEADER = struct.Struct("<HH")
+
+
+def file_name(name: str) -> str:
+    """A file name as the manifest and the batch are matched on: in NFC, since macOS writes names
+    decomposed (NFD: `e` + combining accent) and other systems composed, for the same text."""
+    return unicodedata.normalize("NFC", name)
 
 
 def _unicode_path(extra: bytes, raw_name: bytes) -> str | None:

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
-from pipeline.carehistory import DETAILS, LineSealer
 from pipeline.clock import paris_date
 from pipeline.index.models import CareEvent, Feed, FeedChunk, FeedRejection, Outbox, Patient, new_id
 from pipeline.index.repo import Refusal, insert_ignore, lease_held
@@ -23,6 +22,7 @@ from pipeline.ingest.feed import CareLine, LineRejection, check_line, parse_chun
 from pipeline.outage import Interrupted, failure_code, outage_of
 from pipeline.recordkeys import RecordKeys
 from pipeline.runtime import Runtime
+from pipeline.sealedfields import DETAILS, LineSealer
 from pipeline.storage import ObjectNotFound
 
 log = logging.getLogger(__name__)

@@ -25,10 +25,9 @@ from sqlalchemy.exc import IntegrityError
 
 from pipeline.audit import AuditEvent, append
 from pipeline.clock import paris_date
-from pipeline.inbox import still_needed
+from pipeline.inbox import LimitedReader
 from pipeline.index import repo
 from pipeline.index.models import BatchItem, Document
-from pipeline.ingest.batch import LimitedReader
 from pipeline.keys import new_key
 from pipeline.outage import Interrupted, failure_code, outage_of
 from pipeline.reasons import REASONS, Rejected, Transient
@@ -277,7 +276,7 @@ def forget_inbox(rt: Runtime, item_id: str, item: BatchItem | None = None) -> No
         shared = False
         if item.inbox_member is not None:
             with rt.sessions() as session:
-                shared = still_needed(session, item.batch_id, item.inbox_key)
+                shared = repo.still_needed(session, item.batch_id, item.inbox_key)
         if not shared:
             rt.store.delete(item.inbox_key)
     with rt.sessions() as session:

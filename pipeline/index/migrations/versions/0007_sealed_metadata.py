@@ -22,11 +22,12 @@ from collections.abc import Callable, Iterator
 import sqlalchemy as sa
 from alembic import context, op
 
-from pipeline.carehistory import DETAILS, LineSealer
 from pipeline.index.db import KeysRequired
 from pipeline.keys import KeyProvider, WrappedKey, new_key
 from pipeline.recordkeys import record_context
 from pipeline.sealedfields import (
+    DETAILS,
+    LineSealer,
     address_context,
     batch_key_context,
     contact_context,
