@@ -23,7 +23,7 @@ from api.policy import DOCUMENT_ACTIONS, Actor, Decision, DocumentView, Record, 
 from api.problems import ApiProblem, not_found
 from api.records import POLICY_COLUMNS, document_view, load_record, policy_fields
 from pipeline.audit import NO_PATIENT, AuditEvent, append_with_retry, entries_for
-from pipeline.clock import paris_date
+from pipeline.core.clock import paris_date
 from pipeline.index.models import AuditEntry, Document, Outbox, Patient, new_id
 from pipeline.index.repo import insert_ignore
 from pipeline.runtime import Runtime

@@ -22,11 +22,11 @@ import psutil
 from sqlalchemy import func, select
 
 from infra.services import dmp_environment, throwaway_database, throwaway_services
-from pipeline.clock import paris_date
+from pipeline.core.clock import paris_date
+from pipeline.core.sealedfields import DETAILS
 from pipeline.index.models import CareEvent
 from pipeline.runtime import Runtime
 from pipeline.samples.feed import write_feed
-from pipeline.sealedfields import DETAILS
 from pipeline.status import pending_chunks
 from pipeline.workers.feeds import COLUMNS
 

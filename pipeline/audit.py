@@ -29,7 +29,7 @@ from sqlalchemy import ColumnElement, Row, and_, func, insert, not_, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from pipeline.clock import as_utc
+from pipeline.core.clock import as_utc
 from pipeline.index.models import AuditEntry
 
 NO_PATIENT = "-"

@@ -6,7 +6,7 @@ starts on the same calendar day 24 months before today, inclusive; when that day
 (today is 29 February) it starts on 28 February.
 
 What a line says of the care (act code and label, the professional and their profession) is sealed
-under the patient's record key (pipeline/sealedfields.py), and the line's content hash is keyed by
+under the patient's record key (pipeline/core/sealedfields.py), and the line's content hash is keyed by
 it: a dump of the index shows dates and amounts, not what was done nor by whom, and destroying the
 record shreds its care history too.
 """
@@ -21,10 +21,10 @@ from decimal import Decimal
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from pipeline.clock import paris_date
+from pipeline.core.clock import paris_date
+from pipeline.core.sealedfields import DETAILS, LineSealer, SealedFieldError
 from pipeline.index.models import CareEvent
 from pipeline.recordkeys import RecordKeys
-from pipeline.sealedfields import DETAILS, LineSealer, SealedFieldError
 
 log = logging.getLogger(__name__)
 WINDOW_MONTHS = 24

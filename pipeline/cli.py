@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.settings import Settings
+from pipeline.core.settings import Settings
 
 # Tracebacks must never print local variables: they can hold patient data.
 app = typer.Typer(
@@ -95,15 +95,15 @@ def ingest(
         return
     from sqlalchemy.exc import DBAPIError
 
-    from pipeline.home import HomeError
+    from pipeline.core.home import HomeError
+    from pipeline.core.keys import KeyFileError
+    from pipeline.core.outage import outage_of
+    from pipeline.core.reasons import Transient
     from pipeline.index.db import SchemaNotReady, check_schema
     from pipeline.ingest.feed import FeedError
     from pipeline.ingest.feed_intake import receive_feed
     from pipeline.ingest.intake import IntakeInterrupted, ManifestError, receive_batch
-    from pipeline.keys import KeyFileError
-    from pipeline.outage import outage_of
     from pipeline.progress import taking_in
-    from pipeline.reasons import Transient
     from pipeline.sources import SourceError, parse_source
     from pipeline.status import any_status
     from pipeline.workers.wiring import wire
@@ -332,7 +332,7 @@ def samples(
 @app.command()
 def demo(documents: Annotated[int, typer.Option()] = 60, patients: Annotated[int, typer.Option()] = 8) -> None:
     """Generate samples and run the embedded pipeline on them."""
-    from pipeline.home import prepare_home
+    from pipeline.core.home import prepare_home
 
     settings = Settings()
     if not settings.embedded_broker:
@@ -354,9 +354,9 @@ def db_upgrade() -> None:
     Migrations that seal existing rows (0007: titles and addresses) need the master keys, read as
     every command reads them (DMP_KEY_FILE, DMP_KMS_KEY_ID); a fresh index needs none.
     """
-    from pipeline.home import prepare_home
+    from pipeline.core.home import prepare_home
+    from pipeline.core.keys import KeyFileError
     from pipeline.index.db import KeysRequired, make_engine, upgrade
-    from pipeline.keys import KeyFileError
     from pipeline.runtime import key_provider
 
     settings = Settings()
@@ -383,7 +383,7 @@ def retention_run(as_json: Annotated[bool, typer.Option("--json")] = False) -> N
     Safe to run while ingestion and reads go on (short transactions). Schedule it daily, e.g.
     cron `0 3 * * * dmp retention run`, or let the workers do it: `dmp retention schedule`.
     """
-    from pipeline.clock import paris_date
+    from pipeline.core.clock import paris_date
     from pipeline.retention import run_retention
 
     rt = _runtime(Settings())
@@ -552,7 +552,7 @@ def representatives_list(ins: _INS) -> None:
 @keys_app.command("init")
 def keys_init() -> None:
     """Create the key file (mode 0600) if it does not exist; share it with every worker machine."""
-    from pipeline.keys import load_key_file
+    from pipeline.core.keys import load_key_file
 
     path = Settings().resolved_key_file()
     existed = path.exists()
@@ -572,10 +572,10 @@ def keys_rotate(
     """
     from rich.progress import Progress
 
+    from pipeline.core.keys import add_master_key
+    from pipeline.core.sealedfields import batch_key_context, contact_key_context
     from pipeline.index.models import Batch, Contact
-    from pipeline.keys import add_master_key
     from pipeline.recordkeys import rewrap_direct_keys
-    from pipeline.sealedfields import batch_key_context, contact_key_context
 
     settings = Settings()
     if not resume and not settings.kms_key_id:
@@ -586,7 +586,7 @@ def keys_rotate(
     with Progress(disable=not sys.stderr.isatty()) as bar:
         task = bar.add_task("re-wrapping record keys", total=total)
         done = rt.record_keys.rewrap(on_progress=lambda n: bar.advance(task, n))
-    # The keys sealing professionals' addresses and waiting items' titles (pipeline/sealedfields.py).
+    # The keys sealing professionals' addresses and waiting items' titles (pipeline/core/sealedfields.py).
     direct = rewrap_direct_keys(rt.sessions, rt.keys, Contact, contact_key_context)
     direct += rewrap_direct_keys(rt.sessions, rt.keys, Batch, batch_key_context)
     rt.close()
@@ -640,9 +640,9 @@ def main(argv: list[str] | None = None) -> None:
     from pydantic import ValidationError
     from sqlalchemy.exc import DBAPIError
 
-    from pipeline.home import HomeError
+    from pipeline.core.home import HomeError
+    from pipeline.core.keys import KeyFileError, KeyProviderError
     from pipeline.index.db import SchemaNotReady
-    from pipeline.keys import KeyFileError, KeyProviderError
 
     try:
         app(args=argv, standalone_mode=True)

@@ -8,10 +8,10 @@ from collections.abc import Iterator
 
 from sqlalchemy import select
 
+from pipeline.core.keys import KeyProviderError
+from pipeline.core.sealing import data_key, seal_context, unseal
 from pipeline.index.models import Document
-from pipeline.keys import KeyProviderError
 from pipeline.runtime import Runtime
-from pipeline.sealing import data_key, seal_context, unseal
 
 log = logging.getLogger(__name__)
 

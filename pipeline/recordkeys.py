@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from sqlalchemy import Row, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from pipeline.core.keys import KeyProvider, KeyProviderError, WrappedKey, new_key
 from pipeline.index.models import RecordKey, new_id
 from pipeline.index.repo import among, insert_ignore
-from pipeline.keys import KeyProvider, KeyProviderError, WrappedKey, new_key
 
 CACHE_SECONDS = 300.0
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from pipeline.identity import MAX_ACTOR_ID, is_identifier, is_valid_nir, normalize_nir
+from pipeline.core.identity import MAX_ACTOR_ID, is_identifier, is_valid_nir, normalize_nir
 from pipeline.index.models import Patient, RecordRelation, new_id
 from pipeline.index.repo import ensure_patient, insert_ignore
 

@@ -1,4 +1,4 @@
-"""Document titles, sealed at rest (pipeline/sealedfields.py): a waiting item's under its batch key,
+"""Document titles, sealed at rest (pipeline/core/sealedfields.py): a waiting item's under its batch key,
 an indexed document's under its record key."""
 
 from __future__ import annotations
@@ -6,10 +6,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from pipeline.index.models import Batch, BatchItem, Document
-from pipeline.keys import KeyProviderError, WrappedKey
-from pipeline.runtime import Runtime
-from pipeline.sealedfields import (
+from pipeline.core.keys import KeyProviderError, WrappedKey
+from pipeline.core.sealedfields import (
     SealedFieldError,
     Sealer,
     batch_key_context,
@@ -18,6 +16,8 @@ from pipeline.sealedfields import (
     open_text,
     seal_text,
 )
+from pipeline.index.models import Batch, BatchItem, Document
+from pipeline.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.settings import Settings
+from pipeline.core.settings import Settings
 
 # Tests build their Settings explicitly; a developer's DMP_* environment must not leak in.
 for _name in [n for n in os.environ if n.startswith("DMP_") and not n.startswith("DMP_TEST_")]:

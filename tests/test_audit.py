@@ -12,10 +12,10 @@ from sqlalchemy import func, select, text
 
 from pipeline import audit
 from pipeline.audit import GENESIS, AuditEvent, BrokenLink, append, append_with_retry, entries_for, verify
+from pipeline.core.keys import audit_key
+from pipeline.core.settings import Settings
 from pipeline.index.models import AuditEntry
-from pipeline.keys import audit_key
 from pipeline.runtime import Runtime
-from pipeline.settings import Settings
 
 ALICE = "11111111-1111-4111-8111-111111111111"
 BOB = "22222222-2222-4222-8222-222222222222"
@@ -226,8 +226,8 @@ def test_entries_written_before_encoding_version_2_still_verify_after_the_migrat
     from typer.testing import CliRunner
 
     from pipeline.cli import app
+    from pipeline.core.keys import load_key_file
     from pipeline.index.db import make_engine, upgrade
-    from pipeline.keys import load_key_file
 
     settings = Settings(home=tmp_path / "home", database_url=database_url)
     settings.home.mkdir(mode=0o700)

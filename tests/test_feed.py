@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy import func, select
 
 from pipeline.carehistory import care_history, window_start
-from pipeline.clock import paris_date
-from pipeline.identity import with_key
+from pipeline.core.clock import paris_date
+from pipeline.core.identity import with_key
 from pipeline.index.models import CareEvent, FeedRejection, Outbox, Patient
 from pipeline.ingest.feed import ALL_FIELDS, iter_lines
 from pipeline.ingest.feed_intake import FeedFile, receive_feed

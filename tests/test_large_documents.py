@@ -5,7 +5,7 @@ from __future__ import annotations
 import tracemalloc
 import zipfile
 
-from pipeline.identity import with_key
+from pipeline.core.identity import with_key
 from pipeline.ingest.intake import receive_batch
 from pipeline.runtime import Runtime
 from pipeline.workers.process import process_item

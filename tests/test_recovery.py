@@ -8,10 +8,10 @@ import io
 
 from sqlalchemy import update
 
+from pipeline.core.settings import Settings
 from pipeline.index import repo
 from pipeline.index.models import Batch, BatchItem
 from pipeline.ingest.intake import receive_batch
-from pipeline.settings import Settings
 from pipeline.workers.recovery import Recovery, Senders, WorkerState, release_lapsed, renew_leases, reserve_unsent
 from pipeline.workers.wiring import wire
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from pipeline.reasons import Rejected
+from pipeline.core.reasons import Rejected
 from pipeline.workers.sandbox import Limits, SandboxFailed, SandboxTimeout, run_contained
 
 LIMITS = Limits(seconds=2.0, memory_bytes=512 * 1024 * 1024)

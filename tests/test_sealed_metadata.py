@@ -16,19 +16,9 @@ from sqlalchemy import select, update
 
 from api.app import create_app
 from api.auth import mint_token
-from pipeline.clock import paris_date
-from pipeline.documents import destroy_record
-from pipeline.index.models import Batch, BatchItem, CareEvent, Contact, Document, Notification, Patient, RecordKey
-from pipeline.ingest.feed import ALL_FIELDS
-from pipeline.ingest.feed_intake import receive_feed
-from pipeline.ingest.intake import receive_batch
-from pipeline.keys import WrappedKey
-from pipeline.notify.channels import channels_from_settings
-from pipeline.notify.contacts import read_contact, set_contact
-from pipeline.notify.dispatch import dispatch
-from pipeline.runtime import Runtime
-from pipeline.samples import generate_samples
-from pipeline.sealedfields import (
+from pipeline.core.clock import paris_date
+from pipeline.core.keys import WrappedKey
+from pipeline.core.sealedfields import (
     SealedFieldError,
     address_context,
     batch_key_context,
@@ -38,7 +28,17 @@ from pipeline.sealedfields import (
     document_title_context,
     open_text,
 )
-from pipeline.settings import Settings
+from pipeline.core.settings import Settings
+from pipeline.documents import destroy_record
+from pipeline.index.models import Batch, BatchItem, CareEvent, Contact, Document, Notification, Patient, RecordKey
+from pipeline.ingest.feed import ALL_FIELDS
+from pipeline.ingest.feed_intake import receive_feed
+from pipeline.ingest.intake import receive_batch
+from pipeline.notify.channels import channels_from_settings
+from pipeline.notify.contacts import read_contact, set_contact
+from pipeline.notify.dispatch import dispatch
+from pipeline.runtime import Runtime
+from pipeline.samples import generate_samples
 from pipeline.titles import document_titles
 from pipeline.workers.feeds import process_chunk
 from pipeline.workers.process import process_item

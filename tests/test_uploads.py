@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.identity import with_key
+from pipeline.core.identity import with_key
 from pipeline.index import repo
 from pipeline.index.models import BatchItem
 from pipeline.ingest.uploads import UploadRejected, metadata_manifest, receive_document, receive_multipart_batch, receive_zip

@@ -9,8 +9,8 @@ import pytest
 from fpdf import FPDF
 from pypdf import PdfWriter
 
-from pipeline.identity import with_key
-from pipeline.reasons import Rejected
+from pipeline.core.identity import with_key
+from pipeline.core.reasons import Rejected
 from pipeline.workers.classify import classify
 from pipeline.workers.inspect import InspectLimits, inspect_file
 from pipeline.workers.validate import check_metadata

@@ -17,11 +17,11 @@ from api.headers import EXTENSIONS, OCTET_STREAM, content_headers, served_type
 from api.inputs import ClassCodeQuery, FromDateQuery, PageQuery, ToDateQuery, TypeCodeQuery
 from api.problems import PROBLEM_RESPONSES, ApiProblem, not_found
 from api.records import POLICY_COLUMNS
-from pipeline.clock import paris_date
+from pipeline.core.clock import paris_date
+from pipeline.core.envelope import IntegrityError
+from pipeline.core.storage import ObjectNotFound
 from pipeline.documents import DocumentGone, read_document
-from pipeline.envelope import IntegrityError
 from pipeline.index.models import Document
-from pipeline.storage import ObjectNotFound
 from pipeline.titles import document_titles
 
 log = logging.getLogger(__name__)

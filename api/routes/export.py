@@ -14,7 +14,7 @@ from api.access import check, visible
 from api.deps import ActorDep, RuntimeDep
 from api.headers import EXTENSIONS
 from api.problems import PROBLEM_RESPONSES
-from pipeline.clock import paris_date
+from pipeline.core.clock import paris_date
 from pipeline.documents import read_document
 from pipeline.index.models import Document
 from pipeline.runtime import Runtime

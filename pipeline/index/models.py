@@ -29,7 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from pipeline.clock import as_utc
+from pipeline.core.clock import as_utc
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -98,7 +98,7 @@ class Contact(Base):
     __tablename__ = "contacts"
 
     id: Mapped[str] = mapped_column(String(128), primary_key=True)
-    # Sealed (pipeline/sealedfields.py): a patient's under the record key, a professional's under the
+    # Sealed (pipeline/core/sealedfields.py): a patient's under the record key, a professional's under the
     # contact's own key below, wrapped by a master key (a professional belongs to no record).
     email_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
     phone_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
@@ -210,7 +210,7 @@ class Document(Base):
     source: Mapped[str] = mapped_column(String(128))
     source_document_id: Mapped[str] = mapped_column(String(256))
     batch_item_id: Mapped[str] = mapped_column(ForeignKey("batch_items.id"), unique=True)
-    # Sealed under the record key (pipeline/sealedfields.py): destroying the record shreds it too.
+    # Sealed under the record key (pipeline/core/sealedfields.py): destroying the record shreds it too.
     title_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
     class_code: Mapped[str] = mapped_column(String(8))
     type_code: Mapped[str] = mapped_column(String(32))

@@ -11,9 +11,9 @@ from sqlalchemy import ColumnElement, String, any_, bindparam, func, select, upd
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from pipeline.clock import as_utc
+from pipeline.core.clock import as_utc
+from pipeline.core.keys import WrappedKey
 from pipeline.index.models import Batch, BatchItem, Document, Outbox, Patient, new_id
-from pipeline.keys import WrappedKey
 
 FINAL_STATES = ("indexed", "rejected")
 

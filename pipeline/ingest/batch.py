@@ -7,11 +7,11 @@ from contextlib import AbstractContextManager
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Protocol
 
-from pipeline.inbox import InboxLocation
+from pipeline.core.inbox import InboxLocation
+from pipeline.core.zipnames import file_name, open_zip
+from pipeline.core.zipscan import EntryHeads
 from pipeline.ingest.archive import ArchiveLimits, check_archive, check_directory
 from pipeline.ingest.manifest import MANIFEST_NAME, ManifestError
-from pipeline.ingest.zipnames import file_name, open_zip
-from pipeline.ingest.zipscan import EntryHeads
 
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 # The samples' answer key sits next to the documents; it is never a document.

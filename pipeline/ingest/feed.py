@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import BinaryIO, NamedTuple
 
-from pipeline.identity import is_valid_nir, normalize_nir
+from pipeline.core.identity import is_valid_nir, normalize_nir
 from pipeline.index.models import CareEvent, FeedRejection
 
 FIELDS = (

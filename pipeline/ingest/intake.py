@@ -19,17 +19,17 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from pipeline.inbox import ZIP_ENTRY_ERRORS, InboxLocation, LimitedReader
+from pipeline.core.inbox import ZIP_ENTRY_ERRORS, InboxLocation, LimitedReader
+from pipeline.core.keys import new_key
+from pipeline.core.outage import failure_code, outage_of
+from pipeline.core.reasons import REASONS
+from pipeline.core.sealedfields import Sealer, batch_key_context, item_title_context
 from pipeline.index import repo
 from pipeline.index.models import Batch, BatchItem, new_id
 from pipeline.ingest.archive import ArchiveLimits
 from pipeline.ingest.batch import BatchReader, open_batch
 from pipeline.ingest.manifest import Manifest, ManifestError, parse_manifest
-from pipeline.keys import new_key
-from pipeline.outage import failure_code, outage_of
-from pipeline.reasons import REASONS
 from pipeline.runtime import Runtime
-from pipeline.sealedfields import Sealer, batch_key_context, item_title_context
 from pipeline.sources import SourceError, parse_source
 
 log = logging.getLogger(__name__)

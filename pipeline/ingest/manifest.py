@@ -6,8 +6,8 @@ import csv
 import io
 from dataclasses import dataclass
 
+from pipeline.core.zipnames import file_name
 from pipeline.index.models import BatchItem
-from pipeline.ingest.zipnames import file_name
 
 REQUIRED_COLUMNS = (
     "file",

@@ -23,7 +23,10 @@ from typing import BinaryIO, Protocol
 
 from sqlalchemy import select
 
-from pipeline.inbox import DIRECTORY_BLOCK_BYTES, STAMP, UPLOADS, InboxLocation
+from pipeline.core.inbox import DIRECTORY_BLOCK_BYTES, STAMP, UPLOADS, InboxLocation
+from pipeline.core.storage import ObjectStore
+from pipeline.core.zipnames import file_name
+from pipeline.core.zipscan import EntryHeads, KeptEnds
 from pipeline.index.models import BatchItem, new_id
 from pipeline.ingest.archive import ArchiveLimits, check_names
 from pipeline.ingest.batch import MAX_MANIFEST_BYTES, ZipBatch, is_document
@@ -31,10 +34,7 @@ from pipeline.ingest.feed_intake import FeedFile, FeedIntake, feed_hasher, recei
 from pipeline.ingest.intake import IntakeResult, receive_batch
 from pipeline.ingest.manifest import MANIFEST_COLUMNS, MANIFEST_NAME, REQUIRED_COLUMNS, ManifestError
 from pipeline.ingest.multipart import READ_BYTES, MultipartReader, Part
-from pipeline.ingest.zipnames import file_name
-from pipeline.ingest.zipscan import EntryHeads, KeptEnds
 from pipeline.runtime import Runtime
-from pipeline.storage import ObjectStore
 
 MAX_METADATA_BYTES = 64 * 1024
 METADATA_FIELDS = (*(column for column in MANIFEST_COLUMNS if column != "file"), "announcement_date")
@@ -124,9 +124,9 @@ def _discard_unadopted(rt: Runtime, keys: list[str], batch_id: str | None) -> No
 
 def receive_zip(rt: Runtime, body: BinaryIO, source: str, send: Callable[[str], None]) -> IntakeResult:
     """A zip batch in the request body, stored in the inbox as it arrives. Its directory, manifest and
-    the entries' first bytes are caught on the way (pipeline/ingest/zipscan.py), so checking and
+    the entries' first bytes are caught on the way (pipeline/core/zipscan.py), so checking and
     recording it reads nothing back for a batch of ordinary size. The stored zip stays as the
-    documents' inbox bytes: each worker reads its own entry from it (pipeline/inbox.py), so no
+    documents' inbox bytes: each worker reads its own entry from it (pipeline/core/inbox.py), so no
     document is copied before the answer."""
     key = upload_prefix() + "batch.zip"
     batch_id = None

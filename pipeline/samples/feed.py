@@ -8,7 +8,7 @@ import json
 import random
 from pathlib import Path
 
-from pipeline.identity import with_key
+from pipeline.core.identity import with_key
 from pipeline.ingest.feed import ALL_FIELDS
 
 ACTS = [

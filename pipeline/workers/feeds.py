@@ -15,15 +15,15 @@ from dataclasses import dataclass
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
-from pipeline.clock import paris_date
+from pipeline.core.clock import paris_date
+from pipeline.core.outage import Interrupted, failure_code, outage_of
+from pipeline.core.sealedfields import DETAILS, LineSealer
+from pipeline.core.storage import ObjectNotFound
 from pipeline.index.models import CareEvent, Feed, FeedChunk, FeedRejection, Outbox, Patient, new_id
 from pipeline.index.repo import Refusal, insert_ignore, lease_held
 from pipeline.ingest.feed import CareLine, LineRejection, check_line, parse_chunk
-from pipeline.outage import Interrupted, failure_code, outage_of
 from pipeline.recordkeys import RecordKeys
 from pipeline.runtime import Runtime
-from pipeline.sealedfields import DETAILS, LineSealer
-from pipeline.storage import ObjectNotFound
 
 log = logging.getLogger(__name__)
 COLUMNS = (

@@ -16,8 +16,8 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import ParseError, parse
 from pypdf.errors import LimitReachedError
 
-from pipeline.identity import INS_OIDS, is_valid_nir, normalize_nir
-from pipeline.reasons import Rejected
+from pipeline.core.identity import INS_OIDS, is_valid_nir, normalize_nir
+from pipeline.core.reasons import Rejected
 from pipeline.workers import images, pdfscan
 
 CDA_NS = "urn:hl7-org:v3"

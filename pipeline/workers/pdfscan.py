@@ -48,7 +48,7 @@ from pypdf.generic import (
     StreamObject,
 )
 
-from pipeline.reasons import Rejected
+from pipeline.core.reasons import Rejected
 
 EXECUTABLE_SUFFIXES = (".exe", ".dll", ".scr", ".com", ".bat", ".cmd", ".ps1", ".vbs", ".js", ".jse", ".jar", ".msi", ".sh", ".app")
 EXECUTABLE_MAGIC = (b"MZ", b"\x7fELF", b"#!", b"\xca\xfe\xba\xbe", b"\xcf\xfa\xed\xfe")

@@ -24,16 +24,16 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from pipeline.audit import AuditEvent, append
-from pipeline.clock import paris_date
-from pipeline.inbox import LimitedReader
+from pipeline.core.clock import paris_date
+from pipeline.core.inbox import LimitedReader
+from pipeline.core.keys import new_key
+from pipeline.core.outage import Interrupted, failure_code, outage_of
+from pipeline.core.reasons import REASONS, Rejected, Transient
+from pipeline.core.sealing import new_data_key, seal, seal_context
+from pipeline.core.storage import ObjectNotFound
 from pipeline.index import repo
 from pipeline.index.models import BatchItem, Document
-from pipeline.keys import new_key
-from pipeline.outage import Interrupted, failure_code, outage_of
-from pipeline.reasons import REASONS, Rejected, Transient
 from pipeline.runtime import Runtime
-from pipeline.sealing import new_data_key, seal, seal_context
-from pipeline.storage import ObjectNotFound
 from pipeline.titles import item_title, seal_title
 from pipeline.workers.classify import classify, needs_content
 from pipeline.workers.sandbox import anonymous_file, freeze
@@ -91,7 +91,7 @@ def process_item(rt: Runtime, item_id: str, today: dt.date | None = None, resumi
     """Run one attempt on an item; returns its state afterwards. Idempotent: safe to re-run.
 
     An outage met after the claim releases it when the index answers and raises Interrupted
-    (pipeline/outage.py): the caller waits and tries again with `resuming` set to its attempt.
+    (pipeline/core/outage.py): the caller waits and tries again with `resuming` set to its attempt.
     """
     with rt.sessions() as session:
         claim = repo.claim_item(session, item_id, dt.timedelta(seconds=rt.settings.claim_lease_seconds), resuming)
@@ -298,7 +298,7 @@ def send_waiting_items(rt: Runtime, batch_id: str, send: Callable[[str], object]
 
 
 def mark_retries_exhausted(rt: Runtime, item_id: str) -> None:
-    """Called when a failure that is neither bad input nor an outage (those wait: pipeline/outage.py) outlived
+    """Called when a failure that is neither bad input nor an outage (those wait: pipeline/core/outage.py) outlived
     every retry: the item ends rejected; running the same intake again re-opens it."""
     with rt.sessions() as session:
         item = session.get(BatchItem, item_id)

@@ -46,7 +46,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from pipeline.reasons import REASONS, Rejected
+from pipeline.core.reasons import REASONS, Rejected
 from pipeline.workers import confinement
 
 log = logging.getLogger(__name__)

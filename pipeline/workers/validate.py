@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from pipeline.identity import is_valid_nir, normalize_nir
-from pipeline.reasons import Rejected
-from pipeline.settings import Settings
+from pipeline.core.identity import is_valid_nir, normalize_nir
+from pipeline.core.reasons import Rejected
+from pipeline.core.settings import Settings
 from pipeline.workers.inspect import Content, InspectLimits, inspect_file
 from pipeline.workers.sandbox import Limits, SandboxFailed, SandboxTimeout, anonymous_file, descriptor_path, freeze, run_contained
 

@@ -18,11 +18,11 @@ from sqlalchemy import update
 from api.app import create_app
 from api.auth import mint_token
 from pipeline.audit import verify
-from pipeline.clock import paris_date
+from pipeline.core.clock import paris_date
+from pipeline.core.settings import Settings
 from pipeline.index.models import Document, Patient
 from pipeline.representatives import add_representative
 from pipeline.runtime import Runtime
-from pipeline.settings import Settings
 from tests.conftest import index_batch
 
 SOURCE = "hospital:CHU-LOG"

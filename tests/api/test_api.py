@@ -11,11 +11,11 @@ from sqlalchemy import func, select
 from api.app import create_app
 from api.auth import mint_token
 from pipeline.audit import verify
+from pipeline.core.keys import audit_key
+from pipeline.core.settings import Settings
 from pipeline.documents import read_document
 from pipeline.index.models import AuditEntry
-from pipeline.keys import audit_key
 from pipeline.runtime import Runtime
-from pipeline.settings import Settings
 from pipeline.titles import document_titles
 from tests.conftest import index_batch
 

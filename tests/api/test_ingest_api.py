@@ -14,10 +14,10 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.auth import mint_token
-from pipeline.identity import with_key
+from pipeline.core.identity import with_key
+from pipeline.core.settings import Settings
 from pipeline.ingest.feed import ALL_FIELDS
 from pipeline.runtime import Runtime
-from pipeline.settings import Settings
 from pipeline.sources import add_source, revoke_source
 from tests.conftest import read_expected
 from tests.hostile.archives import hostile_archives

@@ -6,13 +6,13 @@ import boto3
 import pytest
 from sqlalchemy import select
 
+from pipeline.core.keys import KeyProviderError
+from pipeline.core.kms import AwsKmsProvider
+from pipeline.core.settings import Settings
 from pipeline.documents import read_document
 from pipeline.index.models import Document, RecordKey
 from pipeline.ingest.intake import receive_batch
-from pipeline.keys import KeyProviderError
-from pipeline.kms import AwsKmsProvider
 from pipeline.runtime import Runtime
-from pipeline.settings import Settings
 from pipeline.workers.process import process_item
 
 pytestmark = pytest.mark.distributed

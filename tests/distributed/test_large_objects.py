@@ -7,8 +7,8 @@ import hashlib
 import pytest
 from sqlalchemy import select
 
+from pipeline.core.identity import with_key
 from pipeline.documents import read_document
-from pipeline.identity import with_key
 from pipeline.index.models import Document
 from pipeline.ingest.intake import receive_batch
 from pipeline.runtime import Runtime

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.reasons import REASONS, Rejected
-from pipeline.settings import Settings
+from pipeline.core.reasons import REASONS, Rejected
+from pipeline.core.settings import Settings
 from pipeline.workers.inspect import inspect_file
 from pipeline.workers.validate import inspect_limits
 

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.reasons import Rejected
-from pipeline.settings import Settings
+from pipeline.core.reasons import Rejected
+from pipeline.core.settings import Settings
 from pipeline.workers.inspect import InspectLimits, inspect_file
 from pipeline.workers.validate import check_content, check_metadata
 

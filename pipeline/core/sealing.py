@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from pipeline.envelope import EncryptingReader, IntegrityError, decrypt
-from pipeline.keys import new_key, open_key, seal_key
-from pipeline.storage import ObjectStore
+from pipeline.core.envelope import EncryptingReader, IntegrityError, decrypt
+from pipeline.core.keys import new_key, open_key, seal_key
+from pipeline.core.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 from urllib.parse import unquote, urlparse
 
-from pipeline.reasons import Transient
-from pipeline.settings import Settings
+from pipeline.core.reasons import Transient
+from pipeline.core.settings import Settings
 
 COPY_CHUNK = 1024 * 1024
 # A ranged reader fetches at least this much per GET: a zip's small header reads share one request.

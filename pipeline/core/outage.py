@@ -27,8 +27,8 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
 
-from pipeline.reasons import Transient
-from pipeline.settings import Settings
+from pipeline.core.reasons import Transient
+from pipeline.core.settings import Settings
 
 log = logging.getLogger(__name__)
 STILL_DOWN_EVERY = 60.0  # seconds between two "still unavailable" lines of a process
@@ -41,7 +41,7 @@ class Service(StrEnum):
     KEYS = "keys"
 
 
-# Transient codes (pipeline.reasons.Transient) that name a service that did not answer.
+# Transient codes (pipeline.core.reasons.Transient) that name a service that did not answer.
 _CODE_PREFIXES = {"database_": Service.DATABASE, "storage_": Service.STORAGE, "broker_": Service.BROKER, "kms_": Service.KEYS}
 
 

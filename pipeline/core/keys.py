@@ -27,7 +27,7 @@ from typing import Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from pipeline.secretfile import is_private, write_private
+from pipeline.core.secretfile import is_private, write_private
 
 _NONCE = 12
 # The label the audit chain key is derived under: the same for entries of every encoding version.

@@ -5,7 +5,7 @@ unwrapped (Decrypt), with an encryption context naming the record by id, which K
 ciphertext and records in its own audit log. Key ids are KMS key ids or ARNs; rotating means
 creating a new KMS key, naming it in DMP_KMS_KEY_ID and running `dmp keys rotate`.
 
-Other services plug in the same way, behind `pipeline.keys.KeyProvider`:
+Other services plug in the same way, behind `pipeline.core.keys.KeyProvider`:
 - HashiCorp Vault transit: `wrap` = POST transit/encrypt/<name> (with `context`), `unwrap` =
   transit/decrypt/<name>; the key version travels inside the `vault:vN:` ciphertext, and
   `transit/keys/<name>/rotate` + `dmp keys rotate` (or transit/rewrap) renews it.
@@ -15,8 +15,8 @@ Other services plug in the same way, behind `pipeline.keys.KeyProvider`:
 
 from __future__ import annotations
 
-from pipeline.keys import KeyProviderError, WrappedKey
-from pipeline.reasons import Transient
+from pipeline.core.keys import KeyProviderError, WrappedKey
+from pipeline.core.reasons import Transient
 
 
 class AwsKmsProvider:

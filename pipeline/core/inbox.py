@@ -24,10 +24,10 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from pipeline.ingest.zipnames import open_zip
-from pipeline.ingest.zipscan import KeptEnds
-from pipeline.reasons import Rejected
-from pipeline.storage import ObjectStore
+from pipeline.core.reasons import Rejected
+from pipeline.core.storage import ObjectStore
+from pipeline.core.zipnames import open_zip
+from pipeline.core.zipscan import KeptEnds
 
 # HTTP uploads' objects: `inbox/uploads/<UTC start time>-<id>/…` (see `upload_time`).
 UPLOADS = "inbox/uploads/"
