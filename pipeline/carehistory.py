@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from pipeline.core.clock import paris_date
 from pipeline.core.sealedfields import DETAILS, LineSealer, SealedFieldError
 from pipeline.index.models import CareEvent
-from pipeline.recordkeys import RecordKeys
+from pipeline.index.recordkeys import RecordKeys
 
 log = logging.getLogger(__name__)
 WINDOW_MONTHS = 24

@@ -575,7 +575,7 @@ def keys_rotate(
     from pipeline.core.keys import add_master_key
     from pipeline.core.sealedfields import batch_key_context, contact_key_context
     from pipeline.index.models import Batch, Contact
-    from pipeline.recordkeys import rewrap_direct_keys
+    from pipeline.index.recordkeys import rewrap_direct_keys
 
     settings = Settings()
     if not resume and not settings.kms_key_id:

@@ -16,7 +16,7 @@ from pipeline.core.sealedfields import KeyCache
 from pipeline.core.settings import Settings
 from pipeline.core.storage import ObjectStore, open_store
 from pipeline.index.db import make_engine, session_factory, upgrade
-from pipeline.recordkeys import RecordKeys
+from pipeline.index.recordkeys import RecordKeys
 
 
 def key_provider(settings: Settings) -> KeyProvider:

@@ -61,8 +61,8 @@ def _index_at_0004(database_url: str, home: Path):  # type: ignore[no-untyped-de
     from pipeline.core.identity import with_key
     from pipeline.core.keys import FileKeyProvider, load_key_file
     from pipeline.index.db import session_factory
+    from pipeline.index.recordkeys import RecordKeys
     from pipeline.ingest.feed import check_line
-    from pipeline.recordkeys import RecordKeys
 
     engine = make_engine(database_url)
     upgrade(engine, "0004")

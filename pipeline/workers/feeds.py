@@ -20,9 +20,9 @@ from pipeline.core.outage import Interrupted, failure_code, outage_of
 from pipeline.core.sealedfields import DETAILS, LineSealer
 from pipeline.core.storage import ObjectNotFound
 from pipeline.index.models import CareEvent, Feed, FeedChunk, FeedRejection, Outbox, Patient, new_id
+from pipeline.index.recordkeys import RecordKeys
 from pipeline.index.repo import Refusal, insert_ignore, lease_held
 from pipeline.ingest.feed import CareLine, LineRejection, check_line, parse_chunk
-from pipeline.recordkeys import RecordKeys
 from pipeline.runtime import Runtime
 
 log = logging.getLogger(__name__)

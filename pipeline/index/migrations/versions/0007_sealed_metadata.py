@@ -36,7 +36,7 @@ from pipeline.core.sealedfields import (
     seal_text,
 )
 from pipeline.index.db import KeysRequired
-from pipeline.recordkeys import record_context
+from pipeline.index.recordkeys import record_context
 
 revision = "0007"
 down_revision = "0006"
