@@ -17,9 +17,9 @@ from sqlalchemy.exc import DBAPIError
 from api import idempotency
 from api.body import RequestBody
 from api.problems import ApiProblem, too_large
+from pipeline.carehistory.feedformat import FeedError
 from pipeline.core.reasons import Transient
 from pipeline.core.settings import Settings
-from pipeline.ingest.feed import FeedError
 from pipeline.ingest.feed_intake import FeedIntake
 from pipeline.ingest.intake import IntakeInterrupted, IntakeResult
 from pipeline.ingest.manifest import ManifestError

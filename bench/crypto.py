@@ -100,11 +100,11 @@ def _pipeline(size: int, workdir: Path) -> dict:
     """One document of `size` bytes through the embedded pipeline and back, in this process."""
     from pipeline.core.identity import with_key
     from pipeline.core.settings import Settings
-    from pipeline.documents import read_document
+    from pipeline.documents.process import process_item
+    from pipeline.documents.stored import read_document
     from pipeline.index.models import Document
     from pipeline.ingest.intake import receive_batch
     from pipeline.runtime import Runtime
-    from pipeline.workers.process import process_item
 
     batch = workdir / "batch"
     batch.mkdir()

@@ -95,12 +95,12 @@ def ingest(
         return
     from sqlalchemy.exc import DBAPIError
 
+    from pipeline.carehistory.feedformat import FeedError
     from pipeline.core.home import HomeError
     from pipeline.core.keys import KeyFileError
     from pipeline.core.outage import outage_of
     from pipeline.core.reasons import Transient
     from pipeline.index.db import SchemaNotReady, check_schema
-    from pipeline.ingest.feed import FeedError
     from pipeline.ingest.feed_intake import receive_feed
     from pipeline.ingest.intake import IntakeInterrupted, ManifestError, receive_batch
     from pipeline.progress import taking_in
@@ -442,7 +442,7 @@ def audit_verify(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Check every audit chain's keyed hashes; report the first broken link of each broken chain (exit 1)."""
-    from pipeline.audit import verify
+    from pipeline.access.audit import verify
 
     rt = _reading_runtime(Settings())
     with rt.sessions() as session:
@@ -509,7 +509,7 @@ _REPRESENTATIVE = Annotated[str, typer.Argument(metavar="ID", help="The represen
 
 def _on_representatives(work, *, reading: bool = False):  # type: ignore[no-untyped-def]
     """Run `work(session)` on the index; a malformed INS or id ends the command with its reason."""
-    from pipeline.representatives import RepresentativeError
+    from pipeline.access.representatives import RepresentativeError
 
     rt = (_reading_runtime if reading else _runtime)(Settings())
     try:
@@ -524,7 +524,7 @@ def _on_representatives(work, *, reading: bool = False):  # type: ignore[no-unty
 @representatives_app.command("add")
 def representatives_add(ins: _INS, actor_id: _REPRESENTATIVE) -> None:
     """Register a legal representative: they read the record as the patient does, except what the patient hides from them."""
-    from pipeline.representatives import add_representative
+    from pipeline.access.representatives import add_representative
 
     patient_id = _on_representatives(lambda session: add_representative(session, ins, actor_id))
     typer.echo(f"{actor_id}: legal representative of record {patient_id}")
@@ -533,7 +533,7 @@ def representatives_add(ins: _INS, actor_id: _REPRESENTATIVE) -> None:
 @representatives_app.command("remove")
 def representatives_remove(ins: _INS, actor_id: _REPRESENTATIVE) -> None:
     """Withdraw a legal representative (exit 1 if they were not registered)."""
-    from pipeline.representatives import remove_representative
+    from pipeline.access.representatives import remove_representative
 
     if not _on_representatives(lambda session: remove_representative(session, ins, actor_id)):
         _fail(f"{actor_id} is not a registered representative of this record", 1)
@@ -543,7 +543,7 @@ def representatives_remove(ins: _INS, actor_id: _REPRESENTATIVE) -> None:
 @representatives_app.command("list")
 def representatives_list(ins: _INS) -> None:
     """The record's legal representatives, one id per line."""
-    from pipeline.representatives import list_representatives
+    from pipeline.access.representatives import list_representatives
 
     for actor_id in _on_representatives(lambda session: list_representatives(session, ins), reading=True):
         typer.echo(actor_id)

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import delete, select, update
 
-from pipeline.carehistory import window_start
+from pipeline.carehistory.history import window_start
 from pipeline.core.clock import PARIS, paris_date
-from pipeline.documents import destroy_record
+from pipeline.documents.stored import destroy_record
 from pipeline.index.models import BatchItem, CareEvent, Contact, Document, IdempotencyRecord, Notification, Outbox, Patient, RecordKey
 from pipeline.runtime import Runtime
 

@@ -10,8 +10,8 @@ import threading
 import pytest
 from sqlalchemy import func, select, text
 
-from pipeline import audit
-from pipeline.audit import GENESIS, AuditEvent, BrokenLink, append, append_with_retry, entries_for, verify
+from pipeline.access import audit
+from pipeline.access.audit import GENESIS, AuditEvent, BrokenLink, append, append_with_retry, entries_for, verify
 from pipeline.core.keys import audit_key
 from pipeline.core.settings import Settings
 from pipeline.index.models import AuditEntry
@@ -178,7 +178,7 @@ def test_dmp_audit_verify_names_the_tampered_entry(tmp_path):
     from sqlalchemy import text
     from typer.testing import CliRunner
 
-    from pipeline.audit import AuditEvent, append
+    from pipeline.access.audit import AuditEvent, append
     from pipeline.cli import app
     from pipeline.runtime import Runtime
 

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.core.settings import Settings
-from pipeline.documents import read_document
+from pipeline.documents.stored import read_document
 from pipeline.index.models import BatchItem, Document, Outbox
 from pipeline.runtime import Runtime
 from tests.conftest import read_expected

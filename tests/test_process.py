@@ -9,11 +9,11 @@ import pytest
 from sqlalchemy import func, select
 
 from pipeline.core.reasons import Transient
+from pipeline.documents.process import mark_retries_exhausted, process_item
 from pipeline.index import repo
 from pipeline.index.models import BatchItem, Document, Outbox
 from pipeline.ingest.intake import receive_batch
 from pipeline.runtime import Runtime
-from pipeline.workers.process import mark_retries_exhausted, process_item
 
 DEAD = dt.timedelta(0)  # the lease of a claim whose worker died: lapsed
 
@@ -144,7 +144,7 @@ def test_retention_removes_quarantine_copies_once_their_days_are_over(received):
 
 
 def test_a_deposit_is_written_to_the_patient_s_access_log_by_its_source(received):
-    from pipeline.audit import entries_for, verify
+    from pipeline.access.audit import entries_for, verify
 
     rt, _, sent = received
     assert process_item(rt, sent[0]) == "indexed"
@@ -195,7 +195,7 @@ def test_the_spooled_document_lives_in_memory_only_and_cannot_be_changed(receive
     import os
     import tempfile
 
-    from pipeline.workers.process import spool
+    from pipeline.documents.process import spool
 
     rt, _, sent = received
     item = _item(rt, sent[0])

@@ -14,7 +14,7 @@ from pipeline.cli import app
 from pipeline.core.envelope import IntegrityError, decrypt
 from pipeline.core.keys import KeyProviderError, add_master_key
 from pipeline.core.sealing import seal_context
-from pipeline.documents import DocumentGone, destroy_record, read_document, shred_document
+from pipeline.documents.stored import DocumentGone, destroy_record, read_document, shred_document
 from pipeline.index.models import Document, RecordKey
 from pipeline.runtime import Runtime
 from tests.conftest import index_batch

@@ -174,7 +174,7 @@ def load_key_file(path: Path, create: bool = False) -> KeyFile:
 
 
 def audit_key(hmac_secret: bytes) -> bytes:
-    """The audit chain key (pipeline/audit.py), derived from the keyed-hash secret so it is used for nothing else."""
+    """The audit chain key (pipeline/access/audit.py), derived from the keyed-hash secret so it is used for nothing else."""
     return hmac.new(hmac_secret, AUDIT_KEY_LABEL, hashlib.sha256).digest()
 
 

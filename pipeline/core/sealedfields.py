@@ -143,7 +143,7 @@ class KeyCache:
         return key
 
 
-# A care history line: what it says of the care, sealed under the patient's record key (pipeline/carehistory.py).
+# A care history line: what it says of the care, sealed under the patient's record key (pipeline/carehistory/history.py).
 # The sealed part of a line, in this order.
 DETAILS = ("act_code", "act_label", "professional_id", "professional_name", "profession")
 

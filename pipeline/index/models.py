@@ -350,7 +350,7 @@ class CareEvent(Base):
     patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id"))
     care_date: Mapped[dt.date] = mapped_column(Date, index=True)
     # act_code, act_label, professional_id, professional_name, profession: sealed under the record key
-    # (pipeline/carehistory.py); no query looks them up.
+    # (pipeline/carehistory/history.py); no query looks them up.
     details_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
     amount_billed: Mapped[Decimal] = mapped_column(Numeric(12, 2))
     amount_reimbursed: Mapped[Decimal] = mapped_column(Numeric(12, 2))
@@ -394,7 +394,7 @@ class AuditEntry(Base):
     emergency: Mapped[bool] = mapped_column(default=False)
     prev_hash: Mapped[str] = mapped_column(String(64))
     entry_hash: Mapped[str] = mapped_column(String(64))
-    # The canonical encoding its hash covers (pipeline/audit.py sets it); entries older than the column are 1.
+    # The canonical encoding its hash covers (pipeline/access/audit.py sets it); entries older than the column are 1.
     version: Mapped[int] = mapped_column(SmallInteger, server_default="1")
     told_reason: Mapped[str | None] = mapped_column(String(64))  # what the actor was answered, when not `reason` (404 not_found)
     justification: Mapped[str | None] = mapped_column(Text)  # the break-glass reason the actor gave

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import httpx
 
+from pipeline.carehistory.feedformat import feed_format
 from pipeline.ingest.batch import is_document
-from pipeline.ingest.feed import feed_format
 from pipeline.ingest.manifest import MANIFEST_NAME, ManifestError
 from pipeline.sources import parse_source
 from pipeline.status import Counts

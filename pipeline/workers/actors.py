@@ -19,10 +19,11 @@ from dataclasses import dataclass
 
 import dramatiq
 
+from pipeline.carehistory import feeds
 from pipeline.core.outage import Interrupted, failure_code, outage_of, wait_out
 from pipeline.core.reasons import Transient
+from pipeline.documents import process
 from pipeline.runtime import Runtime
-from pipeline.workers import feeds, process
 from pipeline.workers.recovery import Kind, WorkerState
 
 log = logging.getLogger(__name__)

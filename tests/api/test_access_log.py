@@ -17,11 +17,11 @@ from sqlalchemy import update
 
 from api.app import create_app
 from api.auth import mint_token
-from pipeline.audit import verify
+from pipeline.access.audit import verify
+from pipeline.access.representatives import add_representative
 from pipeline.core.clock import paris_date
 from pipeline.core.settings import Settings
 from pipeline.index.models import Document, Patient
-from pipeline.representatives import add_representative
 from pipeline.runtime import Runtime
 from tests.conftest import index_batch
 

@@ -14,8 +14,8 @@ import pytest
 
 from pipeline.core.reasons import REASONS, Rejected
 from pipeline.core.settings import Settings
-from pipeline.workers.inspect import inspect_file
-from pipeline.workers.validate import inspect_limits
+from pipeline.documents.inspect import inspect_file
+from pipeline.documents.validate import inspect_limits
 
 from . import public_corpus
 from .corpus import PATIENT_INS

@@ -15,8 +15,8 @@ from typing import BinaryIO
 from pipeline.core.identity import is_valid_nir, normalize_nir
 from pipeline.core.reasons import Rejected
 from pipeline.core.settings import Settings
-from pipeline.workers.inspect import Content, InspectLimits, inspect_file
-from pipeline.workers.sandbox import Limits, SandboxFailed, SandboxTimeout, anonymous_file, descriptor_path, freeze, run_contained
+from pipeline.documents.inspect import Content, InspectLimits, inspect_file
+from pipeline.documents.sandbox import Limits, SandboxFailed, SandboxTimeout, anonymous_file, descriptor_path, freeze, run_contained
 
 
 @dataclass(frozen=True)

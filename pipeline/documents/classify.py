@@ -7,7 +7,7 @@ The order is the domain's (DOMAIN.md, "Document classes and types"):
 2. the manifest's `document_type`: a type code (`manifest_code`, 0.95), or a common name of a type in French or
    English, compared without case, accents or punctuation (`manifest_name`, 0.9);
 3. the content (`content`, at most 0.85): the manifest's title, the file name and the text extracted from the
-   document, scored with the rules of `pipeline/data/classification_rules.csv`;
+   document, scored with the rules of `pipeline/documents/data/classification_rules.csv`;
 4. otherwise class 95 / type "unknown", rule `unclassified`, confidence 0, flagged for review (never dropped).
 
 Both tables are data a domain expert reads and edits: `document_types.csv` lists the types (code, class, names);
@@ -55,7 +55,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-DATA = Path(__file__).resolve().parent.parent / "data"
+DATA = Path(__file__).resolve().parent / "data"
 TABLE = DATA / "document_types.csv"
 RULES = DATA / "classification_rules.csv"
 UNKNOWN_CLASS, UNKNOWN_TYPE = "95", "unknown"

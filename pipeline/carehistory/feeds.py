@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
+from pipeline.carehistory.feedformat import CareLine, LineRejection, check_line, parse_chunk
 from pipeline.core.clock import paris_date
 from pipeline.core.outage import Interrupted, failure_code, outage_of
 from pipeline.core.sealedfields import DETAILS, LineSealer
@@ -22,7 +23,6 @@ from pipeline.core.storage import ObjectNotFound
 from pipeline.index.models import CareEvent, Feed, FeedChunk, FeedRejection, Outbox, Patient, new_id
 from pipeline.index.recordkeys import RecordKeys
 from pipeline.index.repo import Refusal, insert_ignore, lease_held
-from pipeline.ingest.feed import CareLine, LineRejection, check_line, parse_chunk
 from pipeline.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ def _store_generic(session: Session, feed: Feed, lines: list[CareLine], record_k
 
 class _Sealed:
     """A chunk's lines in their stored form: details sealed and content hash keyed under each patient's
-    record key (pipeline/carehistory.py), each computed once."""
+    record key (pipeline/carehistory/history.py), each computed once."""
 
     def __init__(self, record_keys: dict[str, bytes], source: str) -> None:
         self.sealers = {patient_id: LineSealer(key) for patient_id, key in record_keys.items()}

@@ -47,16 +47,16 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from pipeline.core.reasons import REASONS, Rejected
-from pipeline.workers import confinement
+from pipeline.documents import confinement
 
 log = logging.getLogger(__name__)
 
 # Imported by every child before it confines itself (lazy imports still work: Python's own
 # folders stay readable), so the parsers and libmagic's database are loaded while files can be read.
-PRELOAD = ("pipeline.workers.inspect",)
+PRELOAD = ("pipeline.documents.inspect",)
 # Where the classes an answer may contain, besides plain values, are defined (dataclasses and
 # enums of these modules only: never a function, nor a class they import).
-ANSWER_MODULES = ("pipeline.workers.inspect",)
+ANSWER_MODULES = ("pipeline.documents.inspect",)
 ANSWER_MAX_BYTES = 4 * 1024 * 1024
 REQUEST_MAX_BYTES = 16 * 1024 * 1024
 START_SECONDS = 60.0  # an interpreter starting on a loaded machine; not part of a document's time
@@ -64,7 +64,7 @@ CHANNEL_FD = 3
 _HEADER = struct.Struct("!Q")
 _BOOT = (
     "import json, sys; sys.path[:] = json.loads(sys.argv[3]); "
-    "from pipeline.workers.sandbox import _child_main; _child_main(int(sys.argv[1]), int(sys.argv[2]))"
+    "from pipeline.documents.sandbox import _child_main; _child_main(int(sys.argv[1]), int(sys.argv[2]))"
 )
 
 

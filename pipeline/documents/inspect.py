@@ -18,7 +18,7 @@ from pypdf.errors import LimitReachedError
 
 from pipeline.core.identity import INS_OIDS, is_valid_nir, normalize_nir
 from pipeline.core.reasons import Rejected
-from pipeline.workers import images, pdfscan
+from pipeline.documents import images, pdfscan
 
 CDA_NS = "urn:hl7-org:v3"
 SNIFF_BYTES = 8192

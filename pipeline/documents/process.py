@@ -23,7 +23,7 @@ from typing import BinaryIO
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from pipeline.audit import AuditEvent, append
+from pipeline.access.audit import AuditEvent, append
 from pipeline.core.clock import paris_date
 from pipeline.core.inbox import LimitedReader
 from pipeline.core.keys import new_key
@@ -31,13 +31,13 @@ from pipeline.core.outage import Interrupted, failure_code, outage_of
 from pipeline.core.reasons import REASONS, Rejected, Transient
 from pipeline.core.sealing import new_data_key, seal, seal_context
 from pipeline.core.storage import ObjectNotFound
+from pipeline.documents.classify import classify, needs_content
+from pipeline.documents.sandbox import anonymous_file, freeze
+from pipeline.documents.titles import item_title, seal_title
+from pipeline.documents.validate import check_content, check_metadata
 from pipeline.index import repo
 from pipeline.index.models import BatchItem, Document
 from pipeline.runtime import Runtime
-from pipeline.titles import item_title, seal_title
-from pipeline.workers.classify import classify, needs_content
-from pipeline.workers.sandbox import anonymous_file, freeze
-from pipeline.workers.validate import check_content, check_metadata
 
 log = logging.getLogger(__name__)
 SPOOL_CHUNK = 1024 * 1024
