@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from api.policy import DOCUMENT_ACTIONS, Actor, Decision, DocumentView, Record, access_log_scope, decide, knows_of_record
 from api.problems import ApiProblem, not_found
 from api.records import POLICY_COLUMNS, document_view, load_record, policy_fields
-from pipeline.audit import NO_PATIENT, AuditEvent, append_with_retry, entries_for
+from pipeline.audit import NO_PATIENT, AuditEvent, append_with_retry, entries_for, open_justifications
 from pipeline.clock import paris_date
 from pipeline.index.models import AuditEntry, Document, Outbox, Patient, new_id
 from pipeline.index.repo import insert_ignore
@@ -81,7 +81,11 @@ def _record(rt: Runtime, actor: Actor, action: str, judge: Callable[[Session], _
         if verdict.decision.allowed and verdict.chain != NO_PATIENT:
             urgent.append(notify_access(session, actor, verdict.chain, verdict.decision, entry.id))
 
-    append_with_retry(rt.sessions, rt.audit_key, event, also=notify)
+    def record_key(session: Session, patient_id: str) -> bytes | None:
+        # In the entry's transaction; made if the record has none yet (an empty record), None if destroyed.
+        return rt.record_keys.for_patients(session, [patient_id]).get(patient_id)
+
+    append_with_retry(rt.sessions, rt.audit_key, event, also=notify, record_key=record_key)
     if any(urgent):
         rt.wake_notifier()  # an emergency access is told at once, not at the next sweep
     return verdicts[-1]
@@ -249,7 +253,11 @@ def access_log(rt: Runtime, actor: Actor, access: Access, *, limit: int, offset:
             limit=limit,
             offset=offset,
         )
-    return [LogLine(e, _reason_read_back(e, me, hidden), e.justification if scope.justifications else None) for e in entries]
+        justifications: dict[int, str | None] = {}
+        if scope.justifications and any(e.justification_sealed is not None for e in entries):
+            record_key = rt.record_keys.find(session, record.patient_id)  # one unwrap per page at most (then cached)
+            justifications = open_justifications(entries, record_key.key if record_key else None)
+    return [LogLine(e, _reason_read_back(e, me, hidden), justifications.get(e.id)) for e in entries]
 
 
 def _reason_read_back(entry: AuditEntry, reader: tuple[str, str], hidden: frozenset[str]) -> str:
