@@ -21,6 +21,7 @@ from pipeline.audit import verify
 from pipeline.clock import paris_date
 from pipeline.documents import destroy_record
 from pipeline.index.models import AuditEntry, Document, Patient
+from pipeline.keys import KeyProviderError
 from pipeline.representatives import add_representative
 from pipeline.runtime import Runtime
 from pipeline.samples import generate_samples
@@ -269,3 +270,19 @@ def test_reading_the_log_unwraps_the_record_key_once_and_only_for_who_sees_the_j
     assert unwraps == []
     assert _justifications_read_by_the_patient(client, rt, pid) == ["arrêt cardiaque, patient inconscient", "polytraumatisé"]
     assert len(unwraps) == 1
+
+
+def test_an_attempt_is_audited_without_its_justification_when_the_record_key_is_out_of_reach(break_glass, monkeypatch):
+    rt, client, pid = break_glass
+    served: Runtime = client.app.state.runtime
+
+    def unreachable(wrapped, context):  # type: ignore[no-untyped-def]
+        raise KeyProviderError("master key out of reach")
+
+    monkeypatch.setattr(served.keys, "unwrap", unreachable)
+    served.record_keys._cache.clear()
+    bank = {**_headers(rt.settings, "bank-1", "bank"), "X-Emergency-Reason": "prêt immobilier".encode()}
+    assert client.get(f"/v1/patients/{pid}/care-history", headers=bank).status_code == 404
+    with rt.sessions() as session:
+        entry = session.scalars(select(AuditEntry).where(AuditEntry.actor_id == "bank-1")).one()
+    assert (entry.outcome, entry.justification_sealed) == ("denied", None)
