@@ -12,6 +12,7 @@ more than their answer said.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -22,11 +23,14 @@ from sqlalchemy.orm import Session
 from api.policy import DOCUMENT_ACTIONS, Actor, Decision, DocumentView, Record, access_log_scope, decide, knows_of_record
 from api.problems import ApiProblem, not_found
 from api.records import POLICY_COLUMNS, document_view, load_record, policy_fields
-from pipeline.access.audit import NO_PATIENT, AuditEvent, append_with_retry, entries_for
+from pipeline.access.audit import NO_PATIENT, AuditEvent, append_with_retry, entries_for, open_justifications
 from pipeline.core.clock import paris_date
+from pipeline.core.keys import KeyProviderError
 from pipeline.index.models import AuditEntry, Document, Outbox, Patient, new_id
 from pipeline.index.repo import insert_ignore
 from pipeline.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 D = TypeVar("D")
 
@@ -81,10 +85,21 @@ def _record(rt: Runtime, actor: Actor, action: str, judge: Callable[[Session], _
         if verdict.decision.allowed and verdict.chain != NO_PATIENT:
             urgent.append(notify_access(session, actor, verdict.chain, verdict.decision, entry.id))
 
-    append_with_retry(rt.sessions, rt.audit_key, event, also=notify)
+    append_with_retry(rt.sessions, rt.audit_key, event, also=notify, record_key=lambda session, chain: _record_key(rt, session, chain))
     if any(urgent):
         rt.wake_notifier()  # an emergency access is told at once, not at the next sweep
     return verdicts[-1]
+
+
+def _record_key(rt: Runtime, session: Session, patient_id: str) -> bytes | None:
+    """The record key break-glass justifications are sealed under, in the caller's transaction: made if the
+    record has none yet (an empty record); None if it was destroyed or cannot be unwrapped now (a master key
+    out of reach). The attempt is audited either way: an entry without its justification beats no entry."""
+    try:
+        return rt.record_keys.for_patients(session, [patient_id]).get(patient_id)
+    except KeyProviderError as error:
+        log.error("a record key cannot be unwrapped (%s): break-glass justifications neither sealed nor opened", error)
+        return None
 
 
 def audit(rt: Runtime, actor: Actor, action: str, chain: str, document_id: str | None, decision: Decision) -> None:
@@ -249,7 +264,11 @@ def access_log(rt: Runtime, actor: Actor, access: Access, *, limit: int, offset:
             limit=limit,
             offset=offset,
         )
-    return [LogLine(e, _reason_read_back(e, me, hidden), e.justification if scope.justifications else None) for e in entries]
+        justifications: dict[int, str | None] = {}
+        if scope.justifications and any(e.justification_sealed is not None for e in entries):
+            # One record-key unwrap per page at most (then cached), and only for these readers.
+            justifications = open_justifications(entries, _record_key(rt, session, record.patient_id))
+    return [LogLine(e, _reason_read_back(e, me, hidden), justifications.get(e.id)) for e in entries]
 
 
 def _reason_read_back(entry: AuditEntry, reader: tuple[str, str], hidden: frozenset[str]) -> str:

@@ -11,8 +11,18 @@ import pytest
 from sqlalchemy import func, select, text
 
 from pipeline.access import audit
-from pipeline.access.audit import GENESIS, AuditEvent, BrokenLink, append, append_with_retry, entries_for, verify
-from pipeline.core.keys import audit_key
+from pipeline.access.audit import (
+    GENESIS,
+    AuditEvent,
+    BrokenLink,
+    append,
+    append_with_retry,
+    entries_for,
+    open_justifications,
+    verify,
+)
+from pipeline.core.keys import audit_key, new_key
+from pipeline.core.sealedfields import justification_context, seal_text
 from pipeline.core.settings import Settings
 from pipeline.index.models import AuditEntry
 from pipeline.runtime import Runtime
@@ -20,6 +30,7 @@ from pipeline.runtime import Runtime
 ALICE = "11111111-1111-4111-8111-111111111111"
 BOB = "22222222-2222-4222-8222-222222222222"
 T0 = dt.datetime(2026, 11, 23, 9, 30, 0, 123456, tzinfo=dt.UTC)
+RECORD_KEY = new_key()  # stands for the record key of the chain's patient
 
 
 def _event(chain: str = ALICE, actor: str = "10001234567", outcome: str = "allowed", **extra) -> AuditEvent:
@@ -32,7 +43,7 @@ def _event(chain: str = ALICE, actor: str = "10001234567", outcome: str = "allow
 def _append(rt: Runtime, events: list[AuditEvent]) -> list[AuditEntry]:
     key = audit_key(rt.hmac_secret)
     with rt.sessions() as session:
-        entries = [append(session, key, event, at=T0 + dt.timedelta(minutes=i)) for i, event in enumerate(events)]
+        entries = [append(session, key, event, at=T0 + dt.timedelta(minutes=i), record_key=RECORD_KEY) for i, event in enumerate(events)]
         session.commit()
     return entries
 
@@ -203,7 +214,11 @@ def test_dmp_audit_verify_names_the_tampered_entry(tmp_path):
     rt.close()
 
 
-@pytest.mark.parametrize(("column", "forged"), [("justification", "routine check"), ("told_reason", None)])
+# The forged justification is even sealed right (same key, same entry): the hash still tells.
+FORGED_JUSTIFICATION = seal_text(RECORD_KEY, "routine check", justification_context(ALICE, 2))
+
+
+@pytest.mark.parametrize(("column", "forged"), [("justification_sealed", FORGED_JUSTIFICATION), ("told_reason", None)])
 def test_the_justification_and_what_the_actor_was_told_are_covered_by_the_entry_hash(rt, column, forged):
     told = _event(actor="dr-a", outcome="denied", reason="masked", told_reason="not_found")
     emergency = _event(actor="dr-b", reason="emergency_override", emergency=True, justification="unconscious, suspected overdose")
@@ -217,7 +232,43 @@ def test_new_entries_keep_the_justification_and_what_the_actor_was_told(rt):
     _append(rt, [_event(reason="emergency_override", emergency=True, justification="cardiac arrest"), _event(told_reason="not_found")])
     with rt.sessions() as session:
         stored = entries_for(session, ALICE)
-    assert [(e.version, e.justification, e.told_reason) for e in stored] == [(2, "cardiac arrest", None), (2, None, "not_found")]
+    opened = open_justifications(stored, RECORD_KEY)
+    assert [(e.version, opened[e.id], e.told_reason) for e in stored] == [(2, "cardiac arrest", None), (2, None, "not_found")]
+    assert _verify(rt) == []
+
+
+def test_the_justification_is_kept_sealed_under_the_record_key(rt):
+    _append(rt, [_event(reason="emergency_override", emergency=True, justification="cardiac arrest")])
+    with rt.sessions() as session:
+        (entry,) = entries_for(session, ALICE)
+    assert b"cardiac" not in entry.justification_sealed
+    assert open_justifications([entry], RECORD_KEY) == {entry.id: "cardiac arrest"}
+    assert open_justifications([entry], new_key()) == {entry.id: None}
+
+
+def test_a_sealed_justification_copied_to_another_entry_does_not_open_there(rt):
+    _append(rt, [_event(reason="emergency_override", emergency=True, justification="cardiac arrest"), _event(emergency=True)])
+    _sql(rt, "UPDATE audit_entries SET justification_sealed = (SELECT justification_sealed FROM audit_entries WHERE chain = :c"
+         " AND seq = 1) WHERE chain = :c AND seq = 2", c=ALICE)  # fmt: skip
+    with rt.sessions() as session:
+        copied = entries_for(session, ALICE)[1]
+    assert copied.justification_sealed is not None
+    assert open_justifications([copied], RECORD_KEY) == {copied.id: None}
+
+
+def test_entries_with_no_record_keep_no_justification(rt):
+    """The "-" chain is about no record: no key to seal under, nobody to show it to."""
+    (entry,) = _append(rt, [_event(chain=audit.NO_PATIENT, outcome="denied", reason="not_found", justification="cardiac arrest")])
+    assert entry.justification_sealed is None
+    assert _verify(rt) == []
+
+
+def test_an_entry_whose_record_key_is_gone_keeps_no_justification(rt):
+    """A destroyed record: its justification could never be opened, so none is kept."""
+    with rt.sessions() as session:
+        entry = append(session, audit_key(rt.hmac_secret), _event(emergency=True, justification="cardiac arrest"))
+        session.commit()
+    assert entry.justification_sealed is None
     assert _verify(rt) == []
 
 
@@ -249,9 +300,12 @@ def test_entries_written_before_encoding_version_2_still_verify_after_the_migrat
     upgrade(engine)
     engine.dispose()
     runtime = Runtime.from_settings(settings)
-    append_with_retry(runtime.sessions, key, _event(reason="emergency_override", emergency=True, justification="anaphylaxis"))
+    emergency = _event(reason="emergency_override", emergency=True, justification="anaphylaxis")
+    append_with_retry(runtime.sessions, key, emergency, record_key=lambda _session, _patient: RECORD_KEY)
     with runtime.sessions() as session:
-        assert [(e.version, e.justification) for e in entries_for(session, ALICE)] == [(1, None), (1, None), (2, "anaphylaxis")]
+        entries = entries_for(session, ALICE)
+        opened = open_justifications(entries, RECORD_KEY)
+        assert [(e.version, opened[e.id]) for e in entries] == [(1, None), (1, None), (2, "anaphylaxis")]
         assert verify(session, key) == []
     runtime.close()
     env = {"DMP_HOME": str(settings.home), "DMP_DATABASE_URL": database_url}

@@ -4,11 +4,17 @@ Each entry holds `prev_hash` (the previous entry's `entry_hash` in the same chai
 first) and `entry_hash`, an HMAC-SHA-256 under a key derived from the keyed-hash secret over a
 canonical encoding of every field of the entry, including `seq` and `prev_hash`. The encoding has a
 version, stored with each entry (`version`): version 2 adds what the actor was told when it differs
-from the reason (`told_reason`) and the break-glass justification (`justification`); entries written
-under version 1 keep verifying under version 1. Because the hash is
-keyed, someone with write access to the database alone cannot rebuild a valid chain after editing,
-inserting or deleting a row. (Dropping the newest entries of a chain leaves a valid shorter chain:
+from the reason (`told_reason`) and the break-glass justification as sealed (`justification_sealed`);
+entries written under version 1 keep verifying under version 1. Because the hash is keyed, someone
+with write access to the database alone cannot rebuild a valid chain after editing, inserting or
+deleting a row. (Dropping the newest entries of a chain leaves a valid shorter chain:
 detecting that needs the chain heads anchored outside the database.)
+
+The justification is medical content ("arrêt cardiaque, patient inconscient"): it is kept sealed under
+the patient's record key, bound to its entry (pipeline/core/sealedfields.py), and the hash covers the sealed
+bytes, not the text. So verifying needs no record key, and the chain of a destroyed record still
+verifies while its justifications open no more. Entries with no record key to seal under (the "-"
+chain, a destroyed record) keep no justification: nobody could ever read it there.
 
 Chains are per patient (`chain` = patient id, or "-" when no patient is known), so appends for
 different patients never contend, and a patient's chain can be read and verified on its own.
@@ -20,6 +26,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import logging
 import random
 import time
 from collections.abc import Callable, Collection, Iterable
@@ -30,7 +37,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline.core.clock import as_utc
+from pipeline.core.sealedfields import SealedFieldError, Sealer, justification_context, seal_text
 from pipeline.index.models import AuditEntry
+
+log = logging.getLogger(__name__)
 
 NO_PATIENT = "-"
 GENESIS = "0" * 64
@@ -69,7 +79,8 @@ class AuditEvent:
     emergency: bool = False
     # The code the actor was answered when it is not `reason`: a 404 `not_found` that hid the real reason.
     told_reason: str | None = None
-    # The reason the actor gave for a break-glass access (X-Emergency-Reason), as they wrote it.
+    # The reason the actor gave for a break-glass access (X-Emergency-Reason), as they wrote it; sealed
+    # under the record key when appended, not kept where there is none.
     justification: str | None = None
 
 
@@ -103,18 +114,19 @@ def canonical_encoding(
     prev_hash: str,
     version: int = CURRENT_VERSION,
     told_reason: str | None = None,
-    justification: str | None = None,
+    justification_sealed: bytes | None = None,
 ) -> bytes:
     """The bytes an entry's hash covers: a JSON array in a fixed field order, ASCII-only, no spaces.
 
     JSON keeps null apart from "", a boolean apart from a string, and every string delimited, so two
     different entries never encode to the same bytes. The time is UTC with microseconds, so it reads
     back identically from SQLite (naive text) and PostgreSQL (timestamptz in the session's zone).
-    Version 2 appends `told_reason` and `justification`; version 1 has no place for them.
+    Version 2 appends `told_reason` and the sealed justification in hexadecimal (the bytes at rest, so
+    checking needs no record key); version 1 has no place for them.
     """
     if version not in ENCODINGS:
         raise ValueError(f"unknown audit encoding version {version!r}")
-    if version == 1 and (told_reason is not None or justification is not None):
+    if version == 1 and (told_reason is not None or justification_sealed is not None):
         raise ValueError("encoding version 1 holds no told_reason nor justification")
     fields = [
         ENCODINGS[version],
@@ -132,7 +144,7 @@ def canonical_encoding(
         prev_hash,
     ]
     if version >= 2:
-        fields += [told_reason, justification]
+        fields += [told_reason, bytes(justification_sealed).hex() if justification_sealed is not None else None]
     return json.dumps(fields, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
@@ -152,7 +164,7 @@ def _entry_hash(key: bytes, entry: AuditEntry | Row) -> str:
         prev_hash=entry.prev_hash,
         version=entry.version,
         told_reason=entry.told_reason,
-        justification=entry.justification,
+        justification_sealed=entry.justification_sealed,
     )
     return hmac.new(key, encoded, hashlib.sha256).hexdigest()
 
@@ -178,8 +190,13 @@ def _chain_lock_id(chain: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-def append(session: Session, key: bytes, event: AuditEvent, at: dt.datetime | None = None) -> AuditEntry:
+def append(
+    session: Session, key: bytes, event: AuditEvent, at: dt.datetime | None = None, *, record_key: bytes | None = None
+) -> AuditEntry:
     """Append `event` to its chain in the caller's transaction and return the inserted entry (not attached to the session).
+
+    Its justification is sealed under `record_key`, the key of the chain's patient's record; without one
+    (the "-" chain, a destroyed record) none is kept.
 
     On PostgreSQL the chain is locked until the caller's transaction ends: a transaction-scoped advisory
     lock on the chain (which also covers a chain with no entry yet, where there is no row to lock), then
@@ -196,6 +213,9 @@ def append(session: Session, key: bytes, event: AuditEvent, at: dt.datetime | No
         last_query = last_query.with_for_update()
     last = session.execute(last_query).first()
     seq, prev_hash = (last.seq + 1, last.entry_hash) if last else (1, GENESIS)
+    sealed = None
+    if event.justification is not None and record_key is not None and event.chain != NO_PATIENT:
+        sealed = seal_text(record_key, event.justification, justification_context(event.chain, seq))
     entry = AuditEntry(
         chain=event.chain,
         seq=seq,
@@ -211,7 +231,7 @@ def append(session: Session, key: bytes, event: AuditEvent, at: dt.datetime | No
         prev_hash=prev_hash,
         version=CURRENT_VERSION,
         told_reason=event.told_reason,
-        justification=event.justification,
+        justification_sealed=sealed,
     )
     entry.entry_hash = _entry_hash(key, entry)
     # A Core INSERT … RETURNING rather than a unit-of-work flush: this runs on every API request.
@@ -222,7 +242,7 @@ def append(session: Session, key: bytes, event: AuditEvent, at: dt.datetime | No
 
 _INSERTED = (
     "chain", "seq", "at", "actor_id", "actor_kind", "profession", "action", "document_id", "outcome", "reason", "emergency",
-    "prev_hash", "entry_hash", "version", "told_reason", "justification",
+    "prev_hash", "entry_hash", "version", "told_reason", "justification_sealed",
 )  # fmt: skip
 
 
@@ -234,16 +254,20 @@ def append_with_retry(
     *,
     attempts: int = 8,
     also: Callable[[Session, AuditEntry], None] | None = None,
+    record_key: Callable[[Session, str], bytes | None] | None = None,
 ) -> AuditEntry:
     """Append `event` in its own short transaction, retrying when another writer took the same position.
 
     `event` may be a function of the session: it then reads what it needs in the same transaction (one
     connection for the whole access) and runs again on a retry. `also` writes what must commit with the
-    entry (the notifications an access causes)."""
+    entry (the notifications an access causes). `record_key(session, patient_id)` gives the record key
+    a justification is sealed under (None if there is none); it is asked only for an event that has one."""
     for attempt in range(1, attempts + 1):
         with sessions() as session:
             try:
-                entry = append(session, key, event(session) if callable(event) else event, at)
+                happened = event(session) if callable(event) else event
+                sealing = record_key is not None and happened.justification is not None and happened.chain != NO_PATIENT
+                entry = append(session, key, happened, at, record_key=record_key(session, happened.chain) if sealing else None)
                 if also is not None:
                     also(session, entry)
                 session.commit()
@@ -273,7 +297,7 @@ _VERIFY_COLUMNS = (
     AuditEntry.entry_hash,
     AuditEntry.version,
     AuditEntry.told_reason,
-    AuditEntry.justification,
+    AuditEntry.justification_sealed,
 )
 
 
@@ -354,6 +378,23 @@ def entries_for(
         query = query.where(or_(shown, _by(reader)) if reader is not None else shown)
     query = query.order_by(AuditEntry.seq).limit(limit).offset(offset)
     return list(session.scalars(query))
+
+
+def open_justifications(entries: Iterable[AuditEntry], record_key: bytes | None) -> dict[int, str | None]:
+    """The break-glass justifications of entries of one chain, by entry id, opened under the chain's record
+    key. None where there is none, where the record key is gone (a destroyed record), or where the sealed
+    bytes do not open in that entry (moved or altered: `verify` reports the entry)."""
+    sealer = Sealer(record_key) if record_key is not None else None
+    opened: dict[int, str | None] = {}
+    for entry in entries:
+        opened[entry.id] = None
+        if entry.justification_sealed is None or sealer is None:
+            continue
+        try:
+            opened[entry.id] = sealer.open(entry.justification_sealed, justification_context(entry.chain, entry.seq))
+        except SealedFieldError:
+            log.error("the justification of audit entry %s does not open under its record key", entry.id)
+    return opened
 
 
 def _by(actor: tuple[str, str]) -> ColumnElement[bool]:

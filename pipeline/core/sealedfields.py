@@ -11,6 +11,9 @@ or reach a person: a dump of the index must not show them. Each is kept as AES-2
   and is dropped from the item once it is final;
 - a key of its own (wrapped by the master key) for a professional's contact, which belongs to no record.
 
+An audit entry's break-glass justification (`audit_entries.justification_sealed`) is sealed under the
+record key of its chain's patient (pipeline/access/audit.py).
+
 A message's address (`notifications.address_sealed`) is sealed under its recipient's contact key.
 
 The associated data names the field and the row (`document.title|doc:<id>|patient:<id>`): a value
@@ -104,6 +107,11 @@ def contact_context(contact_id: str, field: str) -> str:
 
 def care_details_context(source: str, line_id: str, patient_id: str) -> str:
     return f"care_event.details|source:{source}|line:{line_id}|patient:{patient_id}"
+
+
+def justification_context(chain: str, seq: int) -> str:
+    """An audit entry's break-glass justification: the entry is its position (chain = patient id, seq)."""
+    return f"audit_entry.justification|patient:{chain}|seq:{seq}"
 
 
 def address_context(notification_id: str, recipient_id: str) -> str:

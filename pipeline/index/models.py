@@ -397,7 +397,8 @@ class AuditEntry(Base):
     # The canonical encoding its hash covers (pipeline/access/audit.py sets it); entries older than the column are 1.
     version: Mapped[int] = mapped_column(SmallInteger, server_default="1")
     told_reason: Mapped[str | None] = mapped_column(String(64))  # what the actor was answered, when not `reason` (404 not_found)
-    justification: Mapped[str | None] = mapped_column(Text)  # the break-glass reason the actor gave
+    # The break-glass reason the actor gave, sealed under the record key (pipeline/core/sealedfields.py).
+    justification_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
 class Source(Base):

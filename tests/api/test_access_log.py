@@ -13,21 +13,25 @@ import uuid
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from api.app import create_app
 from api.auth import mint_token
 from pipeline.access.audit import verify
 from pipeline.access.representatives import add_representative
 from pipeline.core.clock import paris_date
+from pipeline.core.keys import KeyProviderError
 from pipeline.core.settings import Settings
-from pipeline.index.models import Document, Patient
+from pipeline.documents.stored import destroy_record
+from pipeline.index.models import AuditEntry, Document, Patient
 from pipeline.runtime import Runtime
-from tests.conftest import index_batch
+from pipeline.samples import generate_samples
+from tests.conftest import index_batch, raw_dump
 
 SOURCE = "hospital:CHU-LOG"
 ATTENDING = "10000000009"
 EMERGENCY = "cardiac arrest in the street"
+RESCUER = "10000000891"
 
 
 @pytest.fixture(scope="module")
@@ -219,3 +223,66 @@ def test_an_emergency_reason_sent_in_utf_8_is_kept_as_written(world):
     assert client.get(f"/v1/patients/{pid}/documents/{documents[pid][1].id}", headers=headers).status_code == 200
     entries = _log(client, pid, _headers(settings, pid, "patient"))
     assert [e["justification"] for e in entries if e["actor_id"] == "10000000890"] == ["arrêt cardiaque, réanimation"]
+
+
+@pytest.fixture
+def break_glass(rt, tmp_path):
+    """One record, on SQLite and on PostgreSQL, read once under break-glass with a telling justification."""
+    generate_samples(tmp_path / "batch", patients=1, documents=2, seed=21, bad=False)
+    document = index_batch(rt, tmp_path / "batch", SOURCE)[0]
+    pid = document.patient_id
+    with TestClient(create_app(rt.settings)) as client:
+        headers = {**_professional(rt.settings, RESCUER), "X-Emergency-Reason": "arrêt cardiaque, patient inconscient".encode()}
+        assert client.get(f"/v1/patients/{pid}/documents/{document.id}", headers=headers).status_code == 200
+        yield rt, client, pid
+
+
+def _justifications_read_by_the_patient(client: TestClient, rt: Runtime, pid: str) -> list[str | None]:
+    return [e["justification"] for e in _log(client, pid, _headers(rt.settings, pid, "patient")) if e["actor_id"] == RESCUER]
+
+
+def test_a_dump_of_the_index_holds_no_break_glass_justification_in_clear(break_glass):
+    rt, client, pid = break_glass
+    assert _justifications_read_by_the_patient(client, rt, pid) == ["arrêt cardiaque, patient inconscient"]  # it is kept
+    dump = raw_dump(rt.engine)
+    assert b"inconscient" not in dump and "arrêt".encode() not in dump
+
+
+def test_a_destroyed_records_chain_still_verifies_and_its_justification_opens_no_more(break_glass):
+    rt, client, pid = break_glass
+    destroy_record(rt, pid)
+    assert _justifications_read_by_the_patient(client, rt, pid) == [None]
+    with rt.sessions() as session:
+        assert verify(session, rt.audit_key, pid) == []  # no record key needed
+        assert session.scalars(select(AuditEntry.justification_sealed).where(AuditEntry.actor_id == RESCUER)).one() is not None
+
+
+def test_reading_the_log_unwraps_the_record_key_once_and_only_for_who_sees_the_justifications(break_glass, monkeypatch):
+    rt, client, pid = break_glass
+    rescuer = {**_professional(rt.settings, RESCUER), "X-Emergency-Reason": "polytraumatisé".encode()}
+    assert client.get(f"/v1/patients/{pid}/documents", headers=rescuer).status_code == 200
+    served: Runtime = client.app.state.runtime
+    unwraps: list[str] = []
+    unwrap = served.keys.unwrap
+    monkeypatch.setattr(served.keys, "unwrap", lambda wrapped, context: unwraps.append(context) or unwrap(wrapped, context))
+    served.record_keys._cache.clear()
+    assert [e["justification"] for e in _log(client, pid, _professional(rt.settings, RESCUER))] == [None, None]
+    assert unwraps == []
+    assert _justifications_read_by_the_patient(client, rt, pid) == ["arrêt cardiaque, patient inconscient", "polytraumatisé"]
+    assert len(unwraps) == 1
+
+
+def test_an_attempt_is_audited_without_its_justification_when_the_record_key_is_out_of_reach(break_glass, monkeypatch):
+    rt, client, pid = break_glass
+    served: Runtime = client.app.state.runtime
+
+    def unreachable(wrapped, context):  # type: ignore[no-untyped-def]
+        raise KeyProviderError("master key out of reach")
+
+    monkeypatch.setattr(served.keys, "unwrap", unreachable)
+    served.record_keys._cache.clear()
+    bank = {**_headers(rt.settings, "bank-1", "bank"), "X-Emergency-Reason": "prêt immobilier".encode()}
+    assert client.get(f"/v1/patients/{pid}/care-history", headers=bank).status_code == 404
+    with rt.sessions() as session:
+        entry = session.scalars(select(AuditEntry).where(AuditEntry.actor_id == "bank-1")).one()
+    assert (entry.outcome, entry.justification_sealed) == ("denied", None)
