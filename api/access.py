@@ -23,11 +23,11 @@ from sqlalchemy.orm import Session
 from api.policy import DOCUMENT_ACTIONS, Actor, Decision, DocumentView, Record, access_log_scope, decide, knows_of_record
 from api.problems import ApiProblem, not_found
 from api.records import POLICY_COLUMNS, document_view, load_record, policy_fields
-from pipeline.audit import NO_PATIENT, AuditEvent, append_with_retry, entries_for, open_justifications
-from pipeline.clock import paris_date
+from pipeline.access.audit import NO_PATIENT, AuditEvent, append_with_retry, entries_for, open_justifications
+from pipeline.core.clock import paris_date
+from pipeline.core.keys import KeyProviderError
 from pipeline.index.models import AuditEntry, Document, Outbox, Patient, new_id
 from pipeline.index.repo import insert_ignore
-from pipeline.keys import KeyProviderError
 from pipeline.runtime import Runtime
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from api.inputs import BodyLimit
 from api.problems import ApiProblem, InternalErrors, http_error_handler, problem_handler, validation_error_handler
 from api.routes import documents, export, ingest, me, record
 from pipeline import __version__
-from pipeline.settings import Settings
+from pipeline.core.settings import Settings
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -4,7 +4,7 @@ Two modes, chosen by `Settings.oidc_jwks_url`:
 
 - embedded (unset): tokens are EdDSA (Ed25519) JWTs signed with a local key file
   (`Settings.resolved_signing_key_file()`, created mode 0600 on first use, refused if group or world
-  can read it, like the master key file in `pipeline.keys`). `mint_token` issues them.
+  can read it, like the master key file in `pipeline.core.keys`). `mint_token` issues them.
 - production (set): tokens come from the identity provider; their keys are fetched from its JWKS
   (RS256, ES256 or EdDSA only), over HTTPS (plain HTTP only to a loopback address, for tests).
 
@@ -33,9 +33,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from api.policy import KINDS, PROFESSIONS, Actor
-from pipeline.identity import MAX_ACTOR_ID, is_identifier
-from pipeline.secretfile import is_private, write_private
-from pipeline.settings import Settings, is_loopback_host
+from pipeline.core.identity import MAX_ACTOR_ID, is_identifier
+from pipeline.core.secretfile import is_private, write_private
+from pipeline.core.settings import Settings, is_loopback_host
 
 ACTOR_KINDS: frozenset[str] = frozenset(
     {

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from sqlalchemy import func, select
 
 from api.auth import mint_token
+from pipeline.core.settings import Settings
 from pipeline.index.models import Document, Notification
 from pipeline.runtime import Runtime
-from pipeline.settings import Settings
 
 PHYSICIAN, BLOCKED, EMERGENCY = "10000000001", "10000000002", "10000000003"
 

@@ -8,7 +8,7 @@ from fastapi import Depends, Header, Request
 
 from api.policy import Actor
 from api.problems import ApiProblem
-from pipeline.audit import MAX_JUSTIFICATION
+from pipeline.access.audit import MAX_JUSTIFICATION
 from pipeline.runtime import Runtime
 from pipeline.sources import SourceIdentity
 

@@ -43,7 +43,7 @@ COMMON = {
     "Cache-Control": "no-store",
 }
 
-# The types the pipeline accepts (pipeline/workers/inspect.py), with the extension of their file name.
+# The types the pipeline accepts (pipeline/documents/inspect.py), with the extension of their file name.
 # A stored type outside this list is served as application/octet-stream.
 EXTENSIONS = {
     "application/pdf": ".pdf",

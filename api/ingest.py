@@ -17,15 +17,15 @@ from sqlalchemy.exc import DBAPIError
 from api import idempotency
 from api.body import RequestBody
 from api.problems import ApiProblem, too_large
-from pipeline.ingest.feed import FeedError
+from pipeline.carehistory.feedformat import FeedError
+from pipeline.core.reasons import Transient
+from pipeline.core.settings import Settings
 from pipeline.ingest.feed_intake import FeedIntake
 from pipeline.ingest.intake import IntakeInterrupted, IntakeResult
 from pipeline.ingest.manifest import ManifestError
 from pipeline.ingest.multipart import MultipartError
 from pipeline.ingest.uploads import TooLarge, UploadRejected
-from pipeline.reasons import Transient
 from pipeline.runtime import Runtime
-from pipeline.settings import Settings
 from pipeline.sources import SourceIdentity
 from pipeline.status import queue_depth
 from pipeline.workers.wiring import Wiring, wire

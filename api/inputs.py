@@ -17,7 +17,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.problems import problem_response, too_large
-from pipeline.identity import MAX_ACTOR_ID, identifier_pattern
+from pipeline.core.identity import MAX_ACTOR_ID, identifier_pattern
 
 
 def _identifier(width: int) -> dict:

@@ -187,7 +187,7 @@ class AccessMatrix:
 
 
 def _known_types() -> frozenset[tuple[str, str]]:
-    table = resources.files("pipeline") / "data" / "document_types.csv"
+    table = resources.files("pipeline.documents") / "data" / "document_types.csv"
     with table.open(encoding="utf-8", newline="") as f:
         return frozenset((row["class_code"], row["type_code"]) for row in csv.DictReader(f)) | EXTRA_TYPES
 

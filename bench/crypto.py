@@ -52,7 +52,7 @@ class _Pattern:
 
 
 def _streaming(size: int, workdir: Path) -> dict:
-    from pipeline.envelope import EncryptingReader, decrypt
+    from pipeline.core.envelope import EncryptingReader, decrypt
 
     baseline = _rss_mib()
     key = os.urandom(32)
@@ -98,13 +98,13 @@ def _one_shot(size: int) -> dict:
 
 def _pipeline(size: int, workdir: Path) -> dict:
     """One document of `size` bytes through the embedded pipeline and back, in this process."""
-    from pipeline.documents import read_document
-    from pipeline.identity import with_key
+    from pipeline.core.identity import with_key
+    from pipeline.core.settings import Settings
+    from pipeline.documents.process import process_item
+    from pipeline.documents.stored import read_document
     from pipeline.index.models import Document
     from pipeline.ingest.intake import receive_batch
     from pipeline.runtime import Runtime
-    from pipeline.settings import Settings
-    from pipeline.workers.process import process_item
 
     batch = workdir / "batch"
     batch.mkdir()

@@ -22,13 +22,13 @@ import psutil
 from sqlalchemy import func, select
 
 from infra.services import dmp_environment, throwaway_database, throwaway_services
-from pipeline.carehistory import DETAILS
-from pipeline.clock import paris_date
+from pipeline.carehistory.feeds import COLUMNS
+from pipeline.core.clock import paris_date
+from pipeline.core.sealedfields import DETAILS
 from pipeline.index.models import CareEvent
 from pipeline.runtime import Runtime
 from pipeline.samples.feed import write_feed
 from pipeline.status import pending_chunks
-from pipeline.workers.feeds import COLUMNS
 
 DMP = str(Path(sys.executable).with_name("dmp"))
 

@@ -21,13 +21,13 @@ import psutil
 from sqlalchemy import select
 
 from infra.services import dmp_environment, throwaway_services
+from pipeline.core.settings import Settings
+from pipeline.documents.process import process_item
 from pipeline.index.models import BatchItem
 from pipeline.ingest.intake import receive_batch
 from pipeline.runtime import Runtime
 from pipeline.samples import generate_samples
-from pipeline.settings import Settings
 from pipeline.status import counts
-from pipeline.workers.process import process_item
 
 DMP = str(Path(sys.executable).with_name("dmp"))
 

@@ -29,14 +29,14 @@ from pathlib import Path
 from sqlalchemy import select
 
 from infra.services import dmp_environment, free_port, throwaway_services, wait_for_port
-from pipeline.clock import paris_date
+from pipeline.core.clock import paris_date
+from pipeline.core.settings import Settings
+from pipeline.documents.process import process_item
+from pipeline.documents.titles import document_titles, seal_title
 from pipeline.index.models import Document
 from pipeline.ingest.intake import receive_batch
 from pipeline.runtime import Runtime
 from pipeline.samples import generate_samples
-from pipeline.settings import Settings
-from pipeline.titles import document_titles, seal_title
-from pipeline.workers.process import process_item
 
 try:
     import httpx2 as httpx

@@ -19,13 +19,13 @@ from pathlib import Path
 import psycopg
 
 from infra.services import throwaway_database
-from pipeline.carehistory import care_history
-from pipeline.clock import paris_date
-from pipeline.keys import load_key_file
+from pipeline.carehistory.feeds import COLUMNS
+from pipeline.carehistory.history import care_history
+from pipeline.core.clock import paris_date
+from pipeline.core.keys import load_key_file
+from pipeline.core.settings import Settings
 from pipeline.retention import prune_care_events
 from pipeline.runtime import Runtime
-from pipeline.settings import Settings
-from pipeline.workers.feeds import COLUMNS
 
 PATIENTS = 50_000
 

@@ -16,11 +16,11 @@ from pathlib import Path
 import magic
 from pypdf import PdfReader
 
-from pipeline.reasons import Rejected
+from pipeline.core.reasons import Rejected
+from pipeline.core.settings import Settings
+from pipeline.documents.classify import classify, needs_content
+from pipeline.documents.validate import check_content
 from pipeline.samples import generate_samples
-from pipeline.settings import Settings
-from pipeline.workers.classify import classify, needs_content
-from pipeline.workers.validate import check_content
 
 
 def _rows(batch: Path) -> list[dict[str, str]]:

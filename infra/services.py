@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pipeline.settings import Settings
+    from pipeline.core.settings import Settings
 
 
 def dmp_environment(settings) -> dict[str, str]:  # type: ignore[no-untyped-def]
@@ -210,7 +210,7 @@ class PostgresCluster:
 
 def distributed_settings(root: Path, redis: RedisServer, s3_endpoint: str, database: PostgresDatabase, **overrides: object):  # type: ignore[no-untyped-def]
     """Settings pointing at throwaway services (benchmarks): Redis, PostgreSQL, an S3 endpoint, keys under `root`."""
-    from pipeline.settings import Settings
+    from pipeline.core.settings import Settings
 
     return Settings(
         home=root / "home",
@@ -255,7 +255,7 @@ class ThrowawayServices:
 def throwaway_services(root: Path, **overrides: object) -> Iterator[ThrowawayServices]:
     """Redis, moto_server and a `throwaway_database` (benchmarks), the `distributed_settings` for them
     with `overrides`, and their key file under `root`; every service stopped on the way out."""
-    from pipeline.keys import load_key_file
+    from pipeline.core.keys import load_key_file
 
     with ExitStack() as stack:
         redis, moto = RedisServer(root / "redis"), MotoServer()

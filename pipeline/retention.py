@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import delete, select, update
 
-from pipeline.carehistory import window_start
-from pipeline.clock import PARIS, paris_date
-from pipeline.documents import destroy_record
+from pipeline.carehistory.history import window_start
+from pipeline.core.clock import PARIS, paris_date
+from pipeline.documents.stored import destroy_record
 from pipeline.index.models import BatchItem, CareEvent, Contact, Document, IdempotencyRecord, Notification, Outbox, Patient, RecordKey
 from pipeline.runtime import Runtime
 
@@ -134,7 +134,7 @@ def purge_abandoned_uploads(rt: Runtime, now: dt.datetime) -> list[str]:
     leaves some, and they hold plaintext documents. An uploaded part adopted by an item waiting
     for a worker is kept, however old.
     """
-    from pipeline.ingest.uploads import UPLOADS, upload_time
+    from pipeline.core.inbox import UPLOADS, upload_time
 
     with rt.sessions() as session:
         waiting = select(BatchItem.inbox_key).where(
@@ -211,7 +211,7 @@ def scheduled_retention(rt: Runtime, reschedule) -> RetentionReport | None:  # t
     recorded does nothing and does not reschedule itself, so duplicate schedules die out instead of
     multiplying; runs are idempotent, so two copies running the same day do no harm.
     """
-    from pipeline.outage import failure_code, outage_of
+    from pipeline.core.outage import failure_code, outage_of
 
     today = paris_date()
     if run_recorded(rt, "retention", today):

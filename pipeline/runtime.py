@@ -9,21 +9,20 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from pipeline.audit import audit_key
-from pipeline.home import prepare_home
-from pipeline.inbox import Inbox
+from pipeline.core.home import prepare_home
+from pipeline.core.inbox import Inbox
+from pipeline.core.keys import FileKeyProvider, KeyProvider, audit_key, keyed_hash, load_key_file
+from pipeline.core.sealedfields import KeyCache
+from pipeline.core.settings import Settings
+from pipeline.core.storage import ObjectStore, open_store
 from pipeline.index.db import make_engine, session_factory, upgrade
-from pipeline.keys import FileKeyProvider, KeyProvider, keyed_hash, load_key_file
-from pipeline.recordkeys import RecordKeys
-from pipeline.sealedfields import KeyCache
-from pipeline.settings import Settings
-from pipeline.storage import ObjectStore, open_store
+from pipeline.index.recordkeys import RecordKeys
 
 
 def key_provider(settings: Settings) -> KeyProvider:
     """The master keys: AWS KMS when DMP_KMS_KEY_ID is set, else the key file."""
     if settings.kms_key_id:
-        from pipeline.kms import AwsKmsProvider
+        from pipeline.core.kms import AwsKmsProvider
 
         return AwsKmsProvider(
             settings.kms_key_id, settings.kms_endpoint, settings.s3_region, settings.s3_access_key, settings.s3_secret_key

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 
@@ -18,8 +19,8 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from pipeline.index.models import Source
-from pipeline.ingest.intake import parse_source
 
+SOURCE = re.compile(r"^(hospital|lab|insurer):([A-Za-z0-9][A-Za-z0-9._-]{0,63})$")
 KEY_PREFIX = "dmpk_"
 MAX_KEY_CHARS = 256
 # What each kind of source may submit (DOMAIN.md: a lab pushes no reimbursement lines, the insurer no documents).
@@ -28,6 +29,10 @@ SCOPES: dict[str, frozenset[str]] = {
     "lab": frozenset({"documents"}),
     "insurer": frozenset({"feeds"}),
 }
+
+
+class SourceError(ValueError):
+    """The --source value is not KIND:ID with a known kind."""
 
 
 class CredentialError(Exception):
@@ -48,6 +53,14 @@ class SourceIdentity:
     def may_submit(self, what: str) -> bool:
         """True when this source may submit `what` ("documents" or "feeds")."""
         return what in SCOPES.get(self.kind, frozenset())
+
+
+def parse_source(value: str) -> tuple[str, str]:
+    """(kind, id) of a source written KIND:ID; SourceError if it is not one."""
+    match = SOURCE.match(value or "")
+    if not match:
+        raise SourceError("--source must be hospital:ID, lab:ID or insurer:ID (ID: letters, digits, . _ -)")
+    return match.group(1), match.group(2)
 
 
 def _credential_key(hmac_secret: bytes) -> bytes:

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from pipeline.index import repo
 from pipeline.index.models import Batch, BatchItem, Feed, FeedChunk, FeedRejection
-from pipeline.progress import Counts
+
+
+@dataclass(frozen=True)
+class Counts:
+    """A batch's items (or a feed's lines) in all, and how many of them are final."""
+
+    total: int
+    indexed: int
+    rejected: int
+
+    @property
+    def done(self) -> int:
+        return self.indexed + self.rejected
 
 
 class UnknownBatch(LookupError):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.settings import Settings
+from pipeline.core.settings import Settings
 
 # Tests build their Settings explicitly; a developer's DMP_* environment must not leak in.
 for _name in [n for n in os.environ if n.startswith("DMP_") and not n.startswith("DMP_TEST_")]:
@@ -62,9 +62,9 @@ def index_batch(rt, batch: Path, source: str) -> list:  # type: ignore[no-untype
     """Receive a batch and process every item in this process (no broker); return the documents."""
     from sqlalchemy import select
 
+    from pipeline.documents.process import process_item
     from pipeline.index.models import Document
     from pipeline.ingest.intake import receive_batch
-    from pipeline.workers.process import process_item
 
     sent: list[str] = []
     receive_batch(rt, batch, source, sent.append)

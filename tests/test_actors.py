@@ -5,9 +5,9 @@ from __future__ import annotations
 import dramatiq
 from sqlalchemy import select
 
+from pipeline.core.reasons import Transient
 from pipeline.index.models import BatchItem
 from pipeline.ingest.intake import receive_batch
-from pipeline.reasons import Transient
 from pipeline.workers.wiring import wire
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from pipeline.core.reasons import REASONS
+from pipeline.core.zipscan import EntryHeads
 from pipeline.ingest.archive import ArchiveLimits, ArchiveRejected, check_archive, check_names
-from pipeline.ingest.zipscan import EntryHeads
-from pipeline.reasons import REASONS
 from tests.hostile.archives import build_zip, encrypted, hostile_archives, symlink_entry
 
 MIB = 1024 * 1024
@@ -126,7 +126,7 @@ def test_dmp_ingest_refuses_a_hostile_zip_with_its_reason(embedded_settings, tmp
 
 
 def test_the_limits_come_from_the_settings():
-    from pipeline.settings import Settings
+    from pipeline.core.settings import Settings
 
     limits = ArchiveLimits.from_settings(Settings(archive_max_uncompressed_bytes=5, archive_max_ratio=7))
     assert (limits.max_uncompressed_bytes, limits.max_ratio) == (5, 7)

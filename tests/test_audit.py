@@ -10,23 +10,22 @@ import threading
 import pytest
 from sqlalchemy import func, select, text
 
-from pipeline import audit
-from pipeline.audit import (
+from pipeline.access import audit
+from pipeline.access.audit import (
     GENESIS,
     AuditEvent,
     BrokenLink,
     append,
     append_with_retry,
-    audit_key,
     entries_for,
     open_justifications,
     verify,
 )
+from pipeline.core.keys import audit_key, new_key
+from pipeline.core.sealedfields import justification_context, seal_text
+from pipeline.core.settings import Settings
 from pipeline.index.models import AuditEntry
-from pipeline.keys import new_key
 from pipeline.runtime import Runtime
-from pipeline.sealedfields import justification_context, seal_text
-from pipeline.settings import Settings
 
 ALICE = "11111111-1111-4111-8111-111111111111"
 BOB = "22222222-2222-4222-8222-222222222222"
@@ -190,7 +189,7 @@ def test_dmp_audit_verify_names_the_tampered_entry(tmp_path):
     from sqlalchemy import text
     from typer.testing import CliRunner
 
-    from pipeline.audit import AuditEvent, append, audit_key
+    from pipeline.access.audit import AuditEvent, append
     from pipeline.cli import app
     from pipeline.runtime import Runtime
 
@@ -278,8 +277,8 @@ def test_entries_written_before_encoding_version_2_still_verify_after_the_migrat
     from typer.testing import CliRunner
 
     from pipeline.cli import app
+    from pipeline.core.keys import load_key_file
     from pipeline.index.db import make_engine, upgrade
-    from pipeline.keys import load_key_file
 
     settings = Settings(home=tmp_path / "home", database_url=database_url)
     settings.home.mkdir(mode=0o700)

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from api.auth import ACTOR_KINDS, AuthError, Claims, SigningKeyError, TokenVerifier, ensure_signing_key, mint_token
 from api.policy import Actor
-from pipeline.settings import Settings
+from pipeline.core.settings import Settings
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 RPPS = "10101010101"

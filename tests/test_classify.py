@@ -11,9 +11,9 @@ import pytest
 from defusedxml import ElementTree
 from pypdf import PdfReader
 
+from pipeline.documents import classify as classify_module
+from pipeline.documents.classify import TEXT_LIMIT, Classification, classify, fold, needs_content, rules, vocabulary
 from pipeline.samples import generate_samples
-from pipeline.workers import classify as classify_module
-from pipeline.workers.classify import TEXT_LIMIT, Classification, classify, fold, needs_content, rules, vocabulary
 
 HL7 = "{urn:hl7-org:v3}"
 NEUTRAL = "Courrier"

@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import create_engine
 
 from pipeline.cli import main
+from pipeline.core.keys import load_key_file
 from pipeline.index.db import upgrade
-from pipeline.keys import load_key_file
 
 
 def _run(capsys, *args: str) -> tuple[int, str]:

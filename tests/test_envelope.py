@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from pipeline.envelope import NONCE_PREFIX, TAG, EncryptingReader, IntegrityError, decrypt, read_header
+from pipeline.core.envelope import NONCE_PREFIX, TAG, EncryptingReader, IntegrityError, decrypt, read_header
 
 KEY = bytes(range(32))
 PREFIX = bytes.fromhex("0102030405060a")

@@ -12,16 +12,16 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from pipeline.carehistory import care_history, window_start
-from pipeline.clock import paris_date
-from pipeline.identity import with_key
+from pipeline.carehistory.feedformat import ALL_FIELDS, iter_lines
+from pipeline.carehistory.feeds import process_chunk
+from pipeline.carehistory.history import care_history, window_start
+from pipeline.core.clock import paris_date
+from pipeline.core.identity import with_key
 from pipeline.index.models import CareEvent, FeedRejection, Outbox, Patient
-from pipeline.ingest.feed import ALL_FIELDS, iter_lines
 from pipeline.ingest.feed_intake import FeedFile, receive_feed
 from pipeline.retention import destroy_expired_records, prune_care_events
 from pipeline.runtime import Runtime
 from pipeline.status import feed_status
-from pipeline.workers.feeds import process_chunk
 
 TODAY = dt.date(2026, 11, 23)
 ALICE = with_key("2850575123456")
@@ -401,7 +401,7 @@ def test_a_feed_read_from_a_stream_ends_like_the_same_file(rt, tmp_path):
 
 
 def test_a_quote_left_open_gives_its_lines_back_one_by_one_after_max_record_lines():
-    from pipeline.ingest.feed import MAX_RECORD_LINES, records
+    from pipeline.carehistory.feedformat import MAX_RECORD_LINES, records
 
     lines = [b'a,"open\n'] + [b"b,c\n"] * (MAX_RECORD_LINES + 20)
     grouped = list(records(lines, quoted=True))

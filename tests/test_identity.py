@@ -2,7 +2,7 @@
 
 import pytest
 
-from pipeline.identity import is_valid_nir, nir_key, with_key
+from pipeline.core.identity import is_valid_nir, nir_key, with_key
 
 
 def test_a_nir_with_its_computed_key_is_valid():

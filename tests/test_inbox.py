@@ -8,9 +8,9 @@ from contextlib import AbstractContextManager
 
 import pytest
 
-from pipeline.inbox import Inbox
-from pipeline.reasons import Rejected
-from pipeline.storage import FileStore, ObjectNotFound
+from pipeline.core.inbox import Inbox
+from pipeline.core.reasons import Rejected
+from pipeline.core.storage import FileStore, ObjectNotFound
 
 ENTRIES = {f"doc-{n}.txt": f"Compte rendu {n} ".encode() * (n + 1) for n in range(5)}
 KEY = "inbox/uploads/20261124T000000-x/batch.zip"

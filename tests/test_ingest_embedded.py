@@ -14,10 +14,10 @@ from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.documents import read_document
+from pipeline.core.settings import Settings
+from pipeline.documents.stored import read_document
 from pipeline.index.models import BatchItem, Document, Outbox
 from pipeline.runtime import Runtime
-from pipeline.settings import Settings
 from tests.conftest import read_expected
 
 runner = CliRunner()
@@ -172,7 +172,7 @@ def test_an_unknown_source_kind_is_refused(embedded_settings, sample_batch):
 
 def _accented_batch(folder: Path) -> Path:
     """A batch whose file names carry accents, as French hospitals name them."""
-    from pipeline.identity import with_key
+    from pipeline.core.identity import with_key
 
     names = ["résultat.txt", "comptes-rendus/lettre de sortie élève.txt"]
     (folder / "comptes-rendus").mkdir(parents=True)
@@ -219,7 +219,7 @@ def test_a_home_open_to_others_is_made_owner_only_with_a_warning(embedded_settin
     (home / "index.sqlite3").chmod(0o644)
     result = runner.invoke(app, ["ingest", str(sample_batch), "--source", "hospital:CHU-TEST"], env={"DMP_HOME": str(home)})
     assert result.exit_code == 0, result.output
-    (warning,) = [r for r in caplog.records if r.name == "pipeline.home"]
+    (warning,) = [r for r in caplog.records if r.name == "pipeline.core.home"]
     assert warning.levelname == "WARNING" and "readable by group or others" in warning.getMessage()
     assert {name: mode for name, mode in _modes(home).items() if mode & 0o077} == {}
 
@@ -278,8 +278,8 @@ def test_rows_and_names_the_index_cannot_hold_are_rejected_alone_on_both_databas
 
 
 def test_an_intake_stopped_by_an_outage_says_how_far_it_got_and_running_it_again_resumes(embedded_settings, sample_batch):
+    from pipeline.core.reasons import Transient
     from pipeline.ingest.intake import IntakeInterrupted, receive_batch
-    from pipeline.reasons import Transient
 
     rt = Runtime.from_settings(embedded_settings.model_copy(update={"intake_retries": 2}), prepare=True)
     sent: list[str] = []

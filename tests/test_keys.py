@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from pipeline.keys import FileKeyProvider, KeyFileError, KeyProviderError, add_master_key, keyed_hash, load_key_file, new_key
+from pipeline.core.keys import FileKeyProvider, KeyFileError, KeyProviderError, add_master_key, keyed_hash, load_key_file, new_key
 
 
 def test_first_run_creates_a_key_file_readable_only_by_its_owner(tmp_path):

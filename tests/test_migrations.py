@@ -58,11 +58,11 @@ def _index_at_0004(database_url: str, home: Path):  # type: ignore[no-untyped-de
     """An index at revision 0004 holding titles and addresses in clear, as main wrote them; returns (engine, keys, ids)."""
     from sqlalchemy import text
 
-    from pipeline.identity import with_key
+    from pipeline.carehistory.feedformat import check_line
+    from pipeline.core.identity import with_key
+    from pipeline.core.keys import FileKeyProvider, load_key_file
     from pipeline.index.db import session_factory
-    from pipeline.ingest.feed import check_line
-    from pipeline.keys import FileKeyProvider, load_key_file
-    from pipeline.recordkeys import RecordKeys
+    from pipeline.index.recordkeys import RecordKeys
 
     engine = make_engine(database_url)
     upgrade(engine, "0004")
@@ -134,13 +134,13 @@ def _index_at_0004(database_url: str, home: Path):  # type: ignore[no-untyped-de
 
 
 def test_migration_0007_seals_existing_titles_and_addresses_and_they_read_back(database_url, tmp_path):
-    from pipeline.carehistory import care_history
+    from pipeline.carehistory.history import care_history
+    from pipeline.core.settings import Settings
+    from pipeline.documents.titles import document_titles, item_title
     from pipeline.index.models import BatchItem, Document, Notification
     from pipeline.notify.contacts import read_contact
     from pipeline.notify.dispatch import _address
     from pipeline.runtime import Runtime
-    from pipeline.settings import Settings
-    from pipeline.titles import document_titles, item_title
 
     engine, keys, ids = _index_at_0004(database_url, tmp_path / "home")
     assert SEALED_BY_0007["document"].encode() in raw_dump(engine)
@@ -171,13 +171,13 @@ def test_migration_0007_seals_existing_titles_and_addresses_and_they_read_back(d
 
 
 def test_migration_0007_keeps_care_lines_recognisable_when_the_insurer_sends_them_again(database_url, tmp_path):
-    from pipeline.identity import with_key
-    from pipeline.ingest.feed import ALL_FIELDS
+    from pipeline.carehistory.feedformat import ALL_FIELDS
+    from pipeline.carehistory.feeds import process_chunk
+    from pipeline.core.identity import with_key
+    from pipeline.core.settings import Settings
     from pipeline.ingest.feed_intake import receive_feed
     from pipeline.runtime import Runtime
-    from pipeline.settings import Settings
     from pipeline.status import feed_status
-    from pipeline.workers.feeds import process_chunk
 
     engine, keys, _ = _index_at_0004(database_url, tmp_path / "home")
     upgrade(engine, keys=keys)

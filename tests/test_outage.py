@@ -1,4 +1,4 @@
-"""Waiting out an outage in place (pipeline/outage.py): tries with backoff until the service answers."""
+"""Waiting out an outage in place (pipeline/core/outage.py): tries with backoff until the service answers."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import threading
 import pytest
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from pipeline.outage import OutageWatch, Service, outage_of, wait_out
-from pipeline.reasons import Transient
-from pipeline.settings import Settings
+from pipeline.core.outage import OutageWatch, Service, outage_of, wait_out
+from pipeline.core.reasons import Transient
+from pipeline.core.settings import Settings
 
 FAST = Settings(min_backoff_ms=1, max_backoff_ms=5)
 DOWN = OperationalError("SELECT 1", {}, ConnectionRefusedError("connection refused"))
@@ -30,7 +30,7 @@ def _failing(times: int, failure: Exception) -> tuple[list[int], object]:
 
 def test_work_that_meets_an_outage_waits_in_place_and_goes_through_once_the_service_answers(caplog):
     tries, work = _failing(5, DOWN)
-    with caplog.at_level(logging.WARNING, logger="pipeline.outage"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.core.outage"):
         assert wait_out(work, FAST, OutageWatch(), threading.Event(), hold=60) == "done"
     assert len(tries) == 6
     said = [record.getMessage() for record in caplog.records]

@@ -8,12 +8,12 @@ import io
 import pytest
 from sqlalchemy import func, select
 
+from pipeline.core.reasons import Transient
+from pipeline.documents.process import mark_retries_exhausted, process_item
 from pipeline.index import repo
 from pipeline.index.models import BatchItem, Document, Outbox
 from pipeline.ingest.intake import receive_batch
-from pipeline.reasons import Transient
 from pipeline.runtime import Runtime
-from pipeline.workers.process import mark_retries_exhausted, process_item
 
 DEAD = dt.timedelta(0)  # the lease of a claim whose worker died: lapsed
 
@@ -144,7 +144,7 @@ def test_retention_removes_quarantine_copies_once_their_days_are_over(received):
 
 
 def test_a_deposit_is_written_to_the_patient_s_access_log_by_its_source(received):
-    from pipeline.audit import entries_for, verify
+    from pipeline.access.audit import entries_for, verify
 
     rt, _, sent = received
     assert process_item(rt, sent[0]) == "indexed"
@@ -161,8 +161,8 @@ def test_a_deposit_is_written_to_the_patient_s_access_log_by_its_source(received
 def test_an_announcement_date_holds_the_document_from_the_patient_and_from_the_deposit_notice(embedded_settings, tmp_path):
     import datetime as dt
 
-    from pipeline.clock import paris_date
-    from pipeline.identity import with_key
+    from pipeline.core.clock import paris_date
+    from pipeline.core.identity import with_key
     from pipeline.index.models import Notification
     from pipeline.notify.dispatch import DispatchReport, compose_due
 
@@ -195,7 +195,7 @@ def test_the_spooled_document_lives_in_memory_only_and_cannot_be_changed(receive
     import os
     import tempfile
 
-    from pipeline.workers.process import spool
+    from pipeline.documents.process import spool
 
     rt, _, sent = received
     item = _item(rt, sent[0])
@@ -230,7 +230,7 @@ def test_an_attempt_an_outage_interrupted_is_taken_back_by_its_message_without_c
 
 
 def test_an_outage_during_processing_leaves_the_item_queued_with_its_bytes(received, monkeypatch):
-    from pipeline.outage import Interrupted, Service
+    from pipeline.core.outage import Interrupted, Service
 
     rt, _, sent = received
 

@@ -11,12 +11,12 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.documents import DocumentGone, destroy_record, read_document, shred_document
-from pipeline.envelope import IntegrityError, decrypt
+from pipeline.core.envelope import IntegrityError, decrypt
+from pipeline.core.keys import KeyProviderError, add_master_key
+from pipeline.core.sealing import seal_context
+from pipeline.documents.stored import DocumentGone, destroy_record, read_document, shred_document
 from pipeline.index.models import Document, RecordKey
-from pipeline.keys import KeyProviderError, add_master_key
 from pipeline.runtime import Runtime
-from pipeline.sealing import seal_context
 from tests.conftest import index_batch
 
 
@@ -154,6 +154,6 @@ def test_a_tampered_object_stops_the_read_with_an_integrity_error_that_is_logged
         data = bytearray(handle.read())
     data[-20] ^= 0x01
     rt.store.put(document.object_key, io.BytesIO(bytes(data)))
-    with caplog.at_level(logging.ERROR, logger="pipeline.sealing"), pytest.raises(IntegrityError):
+    with caplog.at_level(logging.ERROR, logger="pipeline.core.sealing"), pytest.raises(IntegrityError):
         _plain(rt, document)
     assert document.object_key in caplog.text

@@ -8,10 +8,10 @@ import io
 
 from sqlalchemy import update
 
+from pipeline.core.settings import Settings
 from pipeline.index import repo
 from pipeline.index.models import Batch, BatchItem
 from pipeline.ingest.intake import receive_batch
-from pipeline.settings import Settings
 from pipeline.workers.recovery import Recovery, Senders, WorkerState, release_lapsed, renew_leases, reserve_unsent
 from pipeline.workers.wiring import wire
 
@@ -106,7 +106,7 @@ def test_a_worker_process_sends_lost_items_again_only_when_no_message_waits_in_t
 
 
 def test_the_inbox_copy_of_an_item_whose_worker_died_after_its_commit_is_deleted(rt, tmp_path):
-    from pipeline.workers.process import forget_inbox, process_item
+    from pipeline.documents.process import forget_inbox, process_item
     from pipeline.workers.recovery import unforgotten
 
     _, items = _received(rt, tmp_path)

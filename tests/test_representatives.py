@@ -5,7 +5,7 @@ from __future__ import annotations
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.identity import with_key
+from pipeline.core.identity import with_key
 
 CHILD = with_key("2150575123456")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline import retention
-from pipeline.clock import paris_date
+from pipeline.core.clock import paris_date
 
 
 @pytest.fixture

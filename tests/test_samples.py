@@ -12,9 +12,9 @@ import pytest
 from defusedxml import ElementTree
 from pypdf import PdfReader
 
-from pipeline.identity import INS_OID_NIR, is_valid_nir
+from pipeline.core.identity import INS_OID_NIR, is_valid_nir
+from pipeline.core.reasons import REASONS
 from pipeline.ingest.manifest import MANIFEST_COLUMNS
-from pipeline.reasons import REASONS
 from pipeline.samples.batch import EXPECTED_COLUMNS, SampleSummary, generate_samples
 from pipeline.samples.vocabulary import COMMON_TYPE_NAMES, DOC_TYPES, NEUTRAL_TITLE, REFERENCE_DATE
 

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from pipeline.reasons import Rejected
-from pipeline.workers.sandbox import Limits, SandboxFailed, SandboxTimeout, run_contained
+from pipeline.core.reasons import Rejected
+from pipeline.documents.sandbox import Limits, SandboxFailed, SandboxTimeout, run_contained
 
 LIMITS = Limits(seconds=2.0, memory_bytes=512 * 1024 * 1024)
 
@@ -51,7 +51,7 @@ def _die() -> None:
 
 
 def test_the_child_is_reused_between_documents_and_replaced_after_a_failure():
-    from pipeline.workers import sandbox
+    from pipeline.documents import sandbox
 
     run_contained(divmod, (1, 1), LIMITS)
     first = sandbox._local.inspector.process.pid
@@ -87,7 +87,7 @@ def _spin(seconds: float) -> str:
 @pytest.fixture
 def fresh_child():
     """The next run_contained starts a new child (it sees the environment as it is now)."""
-    from pipeline.workers import sandbox
+    from pipeline.documents import sandbox
 
     inspector = getattr(sandbox._local, "inspector", None)
     if inspector is not None:
@@ -204,7 +204,7 @@ def _descriptors_during_a_document(document, null_device: int) -> dict[int, str]
 def test_the_child_holds_no_descriptor_but_its_channel_and_its_document(fresh_child):
     import os
 
-    from pipeline.workers.sandbox import anonymous_file, freeze
+    from pipeline.documents.sandbox import anonymous_file, freeze
 
     null_device = os.stat("/dev/null").st_rdev
     with open("/dev/null", "rb") as decoy:  # a descriptor of the worker's: must not follow
@@ -244,7 +244,7 @@ def _tamper(document) -> str:
 
 
 def test_the_child_cannot_change_the_document_it_inspects():
-    from pipeline.workers.sandbox import anonymous_file, freeze
+    from pipeline.documents.sandbox import anonymous_file, freeze
 
     with anonymous_file() as document:
         document.write(b"%PDF-1.7 original")
@@ -283,7 +283,7 @@ def test_an_answer_cannot_run_code_in_the_worker(tmp_path):
 def test_a_host_without_landlock_or_seccomp_logs_a_warning(monkeypatch, caplog):
     import sys
 
-    from pipeline.workers import confinement, sandbox
+    from pipeline.documents import confinement, sandbox
 
     monkeypatch.setattr(confinement, "_loaded", {})
     monkeypatch.setitem(sys.modules, "landlockpy", None)  # as on a host without the library
@@ -291,7 +291,7 @@ def test_a_host_without_landlock_or_seccomp_logs_a_warning(monkeypatch, caplog):
     enforced = [confinement.apply_landlock([]), confinement.apply_seccomp()]
     assert [(e.mechanism, e.active) for e in enforced] == [("landlock", False), ("seccomp", False)]
     monkeypatch.setattr(sandbox, "_reported", set())
-    with caplog.at_level("WARNING", logger="pipeline.workers.sandbox"):
+    with caplog.at_level("WARNING", logger="pipeline.documents.sandbox"):
         sandbox._report([(e.mechanism, e.active, e.detail) for e in enforced])
     assert [r.levelname for r in caplog.records] == ["WARNING", "WARNING"]
     assert "landlock NOT enforced" in caplog.records[0].getMessage()
@@ -301,8 +301,8 @@ def test_an_answer_may_hold_the_inspections_own_classes_but_not_what_it_imports(
     import io
     import pickle
 
-    from pipeline.workers.inspect import Content
-    from pipeline.workers.sandbox import _AnswerUnpickler
+    from pipeline.documents.inspect import Content
+    from pipeline.documents.sandbox import _AnswerUnpickler
 
     verdict = ("ok", Content("application/pdf", pages=2))
     assert _AnswerUnpickler(io.BytesIO(pickle.dumps(verdict))).load() == verdict

@@ -16,19 +16,11 @@ from sqlalchemy import select, update
 
 from api.app import create_app
 from api.auth import mint_token
-from pipeline.clock import paris_date
-from pipeline.documents import destroy_record
-from pipeline.index.models import Batch, BatchItem, CareEvent, Contact, Document, Notification, Patient, RecordKey
-from pipeline.ingest.feed import ALL_FIELDS
-from pipeline.ingest.feed_intake import receive_feed
-from pipeline.ingest.intake import receive_batch
-from pipeline.keys import WrappedKey
-from pipeline.notify.channels import channels_from_settings
-from pipeline.notify.contacts import read_contact, set_contact
-from pipeline.notify.dispatch import dispatch
-from pipeline.runtime import Runtime
-from pipeline.samples import generate_samples
-from pipeline.sealedfields import (
+from pipeline.carehistory.feedformat import ALL_FIELDS
+from pipeline.carehistory.feeds import process_chunk
+from pipeline.core.clock import paris_date
+from pipeline.core.keys import WrappedKey
+from pipeline.core.sealedfields import (
     SealedFieldError,
     address_context,
     batch_key_context,
@@ -38,10 +30,18 @@ from pipeline.sealedfields import (
     document_title_context,
     open_text,
 )
-from pipeline.settings import Settings
-from pipeline.titles import document_titles
-from pipeline.workers.feeds import process_chunk
-from pipeline.workers.process import process_item
+from pipeline.core.settings import Settings
+from pipeline.documents.process import process_item
+from pipeline.documents.stored import destroy_record
+from pipeline.documents.titles import document_titles
+from pipeline.index.models import Batch, BatchItem, CareEvent, Contact, Document, Notification, Patient, RecordKey
+from pipeline.ingest.feed_intake import receive_feed
+from pipeline.ingest.intake import receive_batch
+from pipeline.notify.channels import channels_from_settings
+from pipeline.notify.contacts import read_contact, set_contact
+from pipeline.notify.dispatch import dispatch
+from pipeline.runtime import Runtime
+from pipeline.samples import generate_samples
 from tests.conftest import index_batch, raw_dump
 
 PATIENT_EMAIL, PATIENT_PHONE = "jeanne.martin@example.org", "+33612345678"
@@ -248,7 +248,7 @@ def test_key_rotation_rewraps_contact_and_batch_keys_and_what_they_seal_still_op
     from typer.testing import CliRunner
 
     from pipeline.cli import app
-    from pipeline.titles import item_title
+    from pipeline.documents.titles import item_title
 
     rt = Runtime.from_settings(embedded_settings, prepare=True)
     batch, titles = _batch(tmp_path, "rotate", seed=15)

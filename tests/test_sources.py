@@ -6,8 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.index.models import Source
-from pipeline.ingest.intake import SourceError
-from pipeline.sources import CredentialError, SourceExists, SourceIdentity, add_source, authenticate, revoke_source
+from pipeline.sources import CredentialError, SourceError, SourceExists, SourceIdentity, add_source, authenticate, revoke_source
 
 
 def _add(rt, source_id: str = "hospital:CHU-NICE") -> str:

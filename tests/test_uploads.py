@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.identity import with_key
+from pipeline.core.identity import with_key
+from pipeline.documents.process import process_item
 from pipeline.index import repo
 from pipeline.index.models import BatchItem
 from pipeline.ingest.uploads import UploadRejected, metadata_manifest, receive_document, receive_multipart_batch, receive_zip
 from pipeline.runtime import Runtime
-from pipeline.workers.process import process_item
 
 SIZE = 48 * 1024 * 1024
 HEADER = b"file,patient_ins,source_document_id,title,document_type,service_date,author_id,author_profession\n"
@@ -273,7 +273,7 @@ def test_retention_removes_what_a_killed_upload_left_but_keeps_what_a_waiting_it
 
 
 def test_admitting_a_batch_sends_each_unfinished_item_once_per_call(runtime):
-    from pipeline.workers.process import send_waiting_items
+    from pipeline.documents.process import send_waiting_items
 
     result = receive_zip(runtime, io.BytesIO(_zip(TWO_DOCUMENTS)), "lab:Z", lambda _item: None)
     items = _items(runtime, result.batch_id)

@@ -9,11 +9,11 @@ import pytest
 from fpdf import FPDF
 from pypdf import PdfWriter
 
-from pipeline.identity import with_key
-from pipeline.reasons import Rejected
-from pipeline.workers.classify import classify
-from pipeline.workers.inspect import InspectLimits, inspect_file
-from pipeline.workers.validate import check_metadata
+from pipeline.core.identity import with_key
+from pipeline.core.reasons import Rejected
+from pipeline.documents.classify import classify
+from pipeline.documents.inspect import InspectLimits, inspect_file
+from pipeline.documents.validate import check_metadata
 from tests.hostile import corpus
 
 NIR = with_key("2900113055123")

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.core.zipnames import UNICODE_PATH_EXTRA, open_zip
 from pipeline.ingest.batch import FolderBatch, ZipBatch
 from pipeline.ingest.manifest import parse_manifest
-from pipeline.ingest.zipnames import UNICODE_PATH_EXTRA, open_zip
 
 NAME = "comptes-rendus/résultat d'analyse.txt"  # what French hospitals write
 NFD = unicodedata.normalize("NFD", NAME)

@@ -9,7 +9,7 @@ import zipfile
 
 import pytest
 
-from pipeline.ingest.zipscan import EntryHeads, KeptEnds
+from pipeline.core.zipscan import EntryHeads, KeptEnds
 
 ENTRIES = {
     "manifest.csv": b"file,patient_ins\n" * 40,
@@ -86,7 +86,7 @@ def test_a_stored_entry_with_its_sizes_after_it_stops_the_scan_and_is_read_back(
 
 
 def test_inflating_a_bomb_to_find_its_end_stops_at_the_bound(monkeypatch):
-    from pipeline.ingest import zipscan
+    from pipeline.core import zipscan
 
     monkeypatch.setattr(zipscan, "INFLATE_MARGIN", 1024 * 1024)
     data = _streamed_zip({"bomb.txt": bytes(32 * 1024 * 1024), "doc.pdf": b"%PDF"}, zipfile.ZIP_DEFLATED)

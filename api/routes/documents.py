@@ -17,12 +17,12 @@ from api.headers import EXTENSIONS, OCTET_STREAM, content_headers, served_type
 from api.inputs import ClassCodeQuery, FromDateQuery, PageQuery, ToDateQuery, TypeCodeQuery
 from api.problems import PROBLEM_RESPONSES, ApiProblem, not_found
 from api.records import POLICY_COLUMNS
-from pipeline.clock import paris_date
-from pipeline.documents import DocumentGone, read_document
-from pipeline.envelope import IntegrityError
+from pipeline.core.clock import paris_date
+from pipeline.core.envelope import IntegrityError
+from pipeline.core.storage import ObjectNotFound
+from pipeline.documents.stored import DocumentGone, read_document
+from pipeline.documents.titles import document_titles
 from pipeline.index.models import Document
-from pipeline.storage import ObjectNotFound
-from pipeline.titles import document_titles
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/patients/{patient_id}/documents", tags=["documents"], responses=PROBLEM_RESPONSES)
@@ -44,7 +44,7 @@ class DocumentOut(BaseModel):
 
     @classmethod
     def of(cls, d: Document, title: str | None) -> DocumentOut:
-        """`title`: opened from the sealed one (pipeline.titles.document_titles)."""
+        """`title`: opened from the sealed one (pipeline.documents.titles.document_titles)."""
         return cls(id=d.id, title=title, class_code=d.class_code, type_code=d.type_code, service_date=d.service_date,
                    mime_type=d.mime_type, size=d.size, source=d.source, author_id=d.author_id,
                    author_profession=d.author_profession, masked=d.masked, deposited_at=d.created_at)  # fmt: skip

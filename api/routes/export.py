@@ -14,11 +14,11 @@ from api.access import check, visible
 from api.deps import ActorDep, RuntimeDep
 from api.headers import EXTENSIONS
 from api.problems import PROBLEM_RESPONSES
-from pipeline.clock import paris_date
-from pipeline.documents import read_document
+from pipeline.core.clock import paris_date
+from pipeline.documents.stored import read_document
+from pipeline.documents.titles import document_titles
 from pipeline.index.models import Document
 from pipeline.runtime import Runtime
-from pipeline.titles import document_titles
 
 router = APIRouter(prefix="/v1/patients/{patient_id}", tags=["record"], responses=PROBLEM_RESPONSES)
 

@@ -13,7 +13,7 @@ from api.access import LogLine, access_log, check
 from api.deps import ActorDep, EmergencyDep, RuntimeDep
 from api.inputs import ActorIdField, ActorIdPath, OffsetQuery, PageQuery, StrictBody
 from api.problems import PROBLEM_RESPONSES
-from pipeline.carehistory import CarePage, care_history
+from pipeline.carehistory.history import CarePage, care_history
 from pipeline.index.models import Document, Patient, RecordRelation, new_id
 from pipeline.index.repo import insert_ignore
 from pipeline.notify.contacts import key_for_saving, read_contact, save_contact

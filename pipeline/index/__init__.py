@@ -1,1 +1,3 @@
-"""The metadata index: SQLAlchemy 2 models, sessions, queries and Alembic migrations."""
+"""The metadata index: SQLAlchemy 2 models, sessions, queries, record keys and Alembic migrations.
+
+It imports only the core."""

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from pipeline.home import create_private_file
+from pipeline.core.home import create_private_file
 
 if TYPE_CHECKING:
-    from pipeline.keys import KeyProvider
+    from pipeline.core.keys import KeyProvider
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 UPGRADE_HINT = "run `dmp db upgrade` (once per database, after installing a new version), then this command again"

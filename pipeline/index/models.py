@@ -29,7 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from pipeline.clock import as_utc
+from pipeline.core.clock import as_utc
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -98,7 +98,7 @@ class Contact(Base):
     __tablename__ = "contacts"
 
     id: Mapped[str] = mapped_column(String(128), primary_key=True)
-    # Sealed (pipeline/sealedfields.py): a patient's under the record key, a professional's under the
+    # Sealed (pipeline/core/sealedfields.py): a patient's under the record key, a professional's under the
     # contact's own key below, wrapped by a master key (a professional belongs to no record).
     email_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
     phone_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
@@ -210,7 +210,7 @@ class Document(Base):
     source: Mapped[str] = mapped_column(String(128))
     source_document_id: Mapped[str] = mapped_column(String(256))
     batch_item_id: Mapped[str] = mapped_column(ForeignKey("batch_items.id"), unique=True)
-    # Sealed under the record key (pipeline/sealedfields.py): destroying the record shreds it too.
+    # Sealed under the record key (pipeline/core/sealedfields.py): destroying the record shreds it too.
     title_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
     class_code: Mapped[str] = mapped_column(String(8))
     type_code: Mapped[str] = mapped_column(String(32))
@@ -350,7 +350,7 @@ class CareEvent(Base):
     patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id"))
     care_date: Mapped[dt.date] = mapped_column(Date, index=True)
     # act_code, act_label, professional_id, professional_name, profession: sealed under the record key
-    # (pipeline/carehistory.py); no query looks them up.
+    # (pipeline/carehistory/history.py); no query looks them up.
     details_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
     amount_billed: Mapped[Decimal] = mapped_column(Numeric(12, 2))
     amount_reimbursed: Mapped[Decimal] = mapped_column(Numeric(12, 2))
@@ -394,10 +394,10 @@ class AuditEntry(Base):
     emergency: Mapped[bool] = mapped_column(default=False)
     prev_hash: Mapped[str] = mapped_column(String(64))
     entry_hash: Mapped[str] = mapped_column(String(64))
-    # The canonical encoding its hash covers (pipeline/audit.py sets it); entries older than the column are 1.
+    # The canonical encoding its hash covers (pipeline/access/audit.py sets it); entries older than the column are 1.
     version: Mapped[int] = mapped_column(SmallInteger, server_default="1")
     told_reason: Mapped[str | None] = mapped_column(String(64))  # what the actor was answered, when not `reason` (404 not_found)
-    # The break-glass reason the actor gave, sealed under the record key (pipeline/sealedfields.py).
+    # The break-glass reason the actor gave, sealed under the record key (pipeline/core/sealedfields.py).
     justification_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 

@@ -11,9 +11,9 @@ from sqlalchemy import ColumnElement, String, any_, bindparam, func, select, upd
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from pipeline.clock import as_utc
+from pipeline.core.clock import as_utc
+from pipeline.core.keys import WrappedKey
 from pipeline.index.models import Batch, BatchItem, Document, Outbox, Patient, new_id
-from pipeline.keys import WrappedKey
 
 FINAL_STATES = ("indexed", "rejected")
 
@@ -250,3 +250,9 @@ def documents_by_id(session: Session, document_ids: Sequence[str]) -> dict[str, 
 
 def batch_source(session: Session, batch_id: str) -> str:
     return session.scalars(select(Batch.source).where(Batch.id == batch_id)).one()
+
+
+def still_needed(session: Session, batch_id: str, key: str) -> bool:
+    """Whether an item of the batch still waits on the shared inbox object `key`."""
+    waiting = select(func.count()).where(BatchItem.batch_id == batch_id, BatchItem.inbox_key == key, BatchItem.state.not_in(FINAL_STATES))
+    return bool(session.scalar(waiting))

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import BinaryIO
 
+from pipeline.core.reasons import REASONS
+from pipeline.core.settings import Settings
+from pipeline.core.zipscan import EntryHeads
 from pipeline.ingest.manifest import ManifestError
-from pipeline.ingest.zipscan import EntryHeads
-from pipeline.reasons import REASONS
-from pipeline.settings import Settings
 
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a member, or an empty archive
 # The end of central directory record, and its ZIP64 locator and record (APPNOTE 4.3.14-16).

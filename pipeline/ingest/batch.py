@@ -7,11 +7,11 @@ from contextlib import AbstractContextManager
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Protocol
 
-from pipeline.inbox import InboxLocation
+from pipeline.core.inbox import InboxLocation
+from pipeline.core.zipnames import file_name, open_zip
+from pipeline.core.zipscan import EntryHeads
 from pipeline.ingest.archive import ArchiveLimits, check_archive, check_directory
-from pipeline.ingest.manifest import MANIFEST_NAME, ManifestError, file_name
-from pipeline.ingest.zipnames import open_zip
-from pipeline.ingest.zipscan import EntryHeads
+from pipeline.ingest.manifest import MANIFEST_NAME, ManifestError
 
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 # The samples' answer key sits next to the documents; it is never a document.
@@ -126,27 +126,3 @@ def open_batch(path: Path, limits: ArchiveLimits | None = None) -> BatchReader:
     if path.is_file() and zipfile.is_zipfile(path):
         return ZipBatch(path, path.name, limits)
     raise ManifestError("batch_unreadable", f"{path} is neither a folder nor a zip file")
-
-
-class LimitedReader:
-    """Wraps a stream and raises TooLarge as soon as more than `limit` bytes have been read."""
-
-    class TooLarge(Exception):
-        pass
-
-    def __init__(self, source: BinaryIO, limit: int) -> None:
-        self.source = source
-        self.limit = limit
-        self.count = 0
-
-    def read(self, size: int = -1) -> bytes:
-        if size < 0:
-            return b"".join(iter(lambda: self.read(1024 * 1024), b""))
-        chunk = self.source.read(size)
-        self.count += len(chunk)
-        if self.count > self.limit:
-            raise LimitedReader.TooLarge()
-        return chunk
-
-    def readable(self) -> bool:
-        return True

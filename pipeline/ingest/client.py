@@ -22,11 +22,11 @@ from pathlib import Path
 
 import httpx
 
+from pipeline.carehistory.feedformat import feed_format
 from pipeline.ingest.batch import is_document
-from pipeline.ingest.feed import feed_format
-from pipeline.ingest.intake import parse_source
 from pipeline.ingest.manifest import MANIFEST_NAME, ManifestError
-from pipeline.progress import Counts
+from pipeline.sources import parse_source
+from pipeline.status import Counts
 
 READ_BYTES = 256 * 1024
 RETRY_STATUSES = (409, 429, 502, 503, 504)

@@ -20,9 +20,9 @@ from typing import BinaryIO
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
+from pipeline.carehistory.feedformat import FeedError, csv_header, feed_format, iter_lines, split_lines
 from pipeline.index.models import Feed, FeedChunk, new_id
-from pipeline.ingest.feed import FeedError, csv_header, feed_format, iter_lines, split_lines
-from pipeline.progress import OnProgress
+from pipeline.ingest.intake import OnProgress
 from pipeline.runtime import Runtime
 
 HASH_CHUNK = 1024 * 1024

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,31 +19,28 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from pipeline.inbox import ZIP_ENTRY_ERRORS, InboxLocation
+from pipeline.core.inbox import ZIP_ENTRY_ERRORS, InboxLocation, LimitedReader
+from pipeline.core.keys import new_key
+from pipeline.core.outage import failure_code, outage_of
+from pipeline.core.reasons import REASONS
+from pipeline.core.sealedfields import Sealer, batch_key_context, item_title_context
 from pipeline.index import repo
 from pipeline.index.models import Batch, BatchItem, new_id
 from pipeline.ingest.archive import ArchiveLimits
-from pipeline.ingest.batch import BatchReader, LimitedReader, open_batch
+from pipeline.ingest.batch import BatchReader, open_batch
 from pipeline.ingest.manifest import Manifest, ManifestError, parse_manifest
-from pipeline.keys import new_key
-from pipeline.outage import failure_code, outage_of
-from pipeline.progress import OnProgress
-from pipeline.reasons import REASONS
 from pipeline.runtime import Runtime
-from pipeline.sealedfields import Sealer, batch_key_context, item_title_context
+from pipeline.sources import SourceError, parse_source
 
 log = logging.getLogger(__name__)
-SOURCE = re.compile(r"^(hospital|lab|insurer):([A-Za-z0-9][A-Za-z0-9._-]{0,63})$")
+# Told (done, total) as work advances: the items of a batch taken in, the lines of a feed.
+OnProgress = Callable[[int, int], None]
 DOCUMENT_SOURCES = ("hospital", "lab")
 # Item columns an intake row may set; every row of one bulk insert carries all of them.
 ITEM_FIELDS = (
     "source_document_id", "patient_ins", "title_sealed", "document_type", "service_date", "author_id", "author_profession",
     "announcement_date", "inbox_key", "inbox_member",
 )  # fmt: skip
-
-
-class SourceError(ValueError):
-    """The --source value is not KIND:ID with a known kind."""
 
 
 class IntakeInterrupted(Exception):
@@ -55,13 +51,6 @@ class IntakeInterrupted(Exception):
         done = f"batch {batch_id}: {taken} of its {total} items handed to the workers" if batch_id else "nothing recorded"
         super().__init__(f"{code}; {done}")
         self.code, self.batch_id, self.taken, self.total = code, batch_id, taken, total
-
-
-def parse_source(value: str) -> tuple[str, str]:
-    match = SOURCE.match(value or "")
-    if not match:
-        raise SourceError("--source must be hospital:ID, lab:ID or insurer:ID (ID: letters, digits, . _ -)")
-    return match.group(1), match.group(2)
 
 
 @dataclass(frozen=True)
@@ -295,4 +284,4 @@ def _mark_sent(rt: Runtime, batch_id: str) -> None:
         repo.mark_sent(session, batch_id)
 
 
-__all__ = ["IntakeInterrupted", "IntakeResult", "ManifestError", "SourceError", "parse_source", "receive_batch"]
+__all__ = ["IntakeInterrupted", "IntakeResult", "ManifestError", "receive_batch"]

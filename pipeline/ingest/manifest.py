@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
-import unicodedata
 from dataclasses import dataclass
 
+from pipeline.core.zipnames import file_name
 from pipeline.index.models import BatchItem
 
 REQUIRED_COLUMNS = (
@@ -73,12 +73,6 @@ class Manifest:
     @property
     def listed_files(self) -> set[str]:
         return {row.file for row in self.rows}
-
-
-def file_name(name: str) -> str:
-    """A file name as the manifest and the batch are matched on: in NFC, since macOS writes names
-    decomposed (NFD: `e` + combining accent) and other systems composed, for the same text."""
-    return unicodedata.normalize("NFC", name)
 
 
 def _dialect(sample: str) -> type[csv.Dialect] | csv.Dialect:

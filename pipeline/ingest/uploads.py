@@ -23,20 +23,19 @@ from typing import BinaryIO, Protocol
 
 from sqlalchemy import select
 
-from pipeline.inbox import DIRECTORY_BLOCK_BYTES, InboxLocation
+from pipeline.core.inbox import DIRECTORY_BLOCK_BYTES, STAMP, UPLOADS, InboxLocation
+from pipeline.core.storage import ObjectStore
+from pipeline.core.zipnames import file_name
+from pipeline.core.zipscan import EntryHeads, KeptEnds
 from pipeline.index.models import BatchItem, new_id
 from pipeline.ingest.archive import ArchiveLimits, check_names
 from pipeline.ingest.batch import MAX_MANIFEST_BYTES, ZipBatch, is_document
 from pipeline.ingest.feed_intake import FeedFile, FeedIntake, feed_hasher, receive_feed
 from pipeline.ingest.intake import IntakeResult, receive_batch
-from pipeline.ingest.manifest import MANIFEST_COLUMNS, MANIFEST_NAME, REQUIRED_COLUMNS, ManifestError, file_name
+from pipeline.ingest.manifest import MANIFEST_COLUMNS, MANIFEST_NAME, REQUIRED_COLUMNS, ManifestError
 from pipeline.ingest.multipart import READ_BYTES, MultipartReader, Part
-from pipeline.ingest.zipscan import EntryHeads, KeptEnds
 from pipeline.runtime import Runtime
-from pipeline.storage import ObjectStore
 
-UPLOADS = "inbox/uploads/"
-STAMP = "%Y%m%dT%H%M%S"
 MAX_METADATA_BYTES = 64 * 1024
 METADATA_FIELDS = (*(column for column in MANIFEST_COLUMNS if column != "file"), "announcement_date")
 FEED_NAMES = {"csv": "feed.csv", "ndjson": "feed.ndjson"}
@@ -112,14 +111,6 @@ def upload_prefix(now: dt.datetime | None = None) -> str:
     return f"{UPLOADS}{(now or dt.datetime.now(dt.UTC)).strftime(STAMP)}-{new_id()}/"
 
 
-def upload_time(key: str) -> dt.datetime | None:
-    """When the upload holding `key` started, from its name (None for a name not made here)."""
-    try:
-        return dt.datetime.strptime(key.removeprefix(UPLOADS).split("-", 1)[0], STAMP).replace(tzinfo=dt.UTC)
-    except ValueError:
-        return None
-
-
 def _discard_unadopted(rt: Runtime, keys: list[str], batch_id: str | None) -> None:
     """Delete the uploaded objects that no item of the batch reads its bytes from."""
     adopted: set[str] = set()
@@ -133,9 +124,9 @@ def _discard_unadopted(rt: Runtime, keys: list[str], batch_id: str | None) -> No
 
 def receive_zip(rt: Runtime, body: BinaryIO, source: str, send: Callable[[str], None]) -> IntakeResult:
     """A zip batch in the request body, stored in the inbox as it arrives. Its directory, manifest and
-    the entries' first bytes are caught on the way (pipeline/ingest/zipscan.py), so checking and
+    the entries' first bytes are caught on the way (pipeline/core/zipscan.py), so checking and
     recording it reads nothing back for a batch of ordinary size. The stored zip stays as the
-    documents' inbox bytes: each worker reads its own entry from it (pipeline/inbox.py), so no
+    documents' inbox bytes: each worker reads its own entry from it (pipeline/core/inbox.py), so no
     document is copied before the answer."""
     key = upload_prefix() + "batch.zip"
     batch_id = None

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import httpx
 
 if TYPE_CHECKING:
-    from pipeline.settings import Settings
+    from pipeline.core.settings import Settings
 
 # Three concatenated SMS of 153 GSM-7 characters each.
 _SMS_MAX_CHARS = 459

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from pipeline.clock import PARIS, as_utc
+from pipeline.core.clock import PARIS, as_utc
 
 PROFESSIONS_FR = {
     "physician": "médecin",

@@ -2,7 +2,7 @@
 
 A patient's email and phone are sealed under the record key, so destroying the record shreds them;
 a professional belongs to no record, so their contact has a key of its own, wrapped by a master key
-and kept in the row (pipeline/sealedfields.py). The same key seals the address copied into each
+and kept in the row (pipeline/core/sealedfields.py). The same key seals the address copied into each
 message for that person (`notifications.address_sealed`).
 """
 
@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
+from pipeline.core.keys import WrappedKey, new_key
+from pipeline.core.sealedfields import SealedFieldError, contact_context, contact_key_context, open_text, seal_text
 from pipeline.index.models import Contact, Patient
-from pipeline.keys import WrappedKey, new_key
 from pipeline.runtime import Runtime
-from pipeline.sealedfields import SealedFieldError, contact_context, contact_key_context, open_text, seal_text
 
 log = logging.getLogger(__name__)
 

@@ -23,13 +23,13 @@ from dataclasses import dataclass
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
-from pipeline.clock import as_utc, paris_date
+from pipeline.core.clock import as_utc, paris_date
+from pipeline.core.sealedfields import SealedFieldError, address_context, open_text, seal_text
 from pipeline.index.models import BatchItem, Contact, Document, Notification, Outbox, Patient, new_id
 from pipeline.notify.channels import Channel, DeliveryError, Message
 from pipeline.notify.compose import Event, compose
 from pipeline.notify.contacts import opening_key, read_contact
 from pipeline.runtime import Runtime
-from pipeline.sealedfields import SealedFieldError, address_context, open_text, seal_text
 
 log = logging.getLogger(__name__)
 

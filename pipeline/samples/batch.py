@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from pipeline.identity import nir_key
+from pipeline.core.identity import nir_key
 from pipeline.ingest.manifest import MANIFEST_COLUMNS
 from pipeline.samples.document import Doc, Section
 from pipeline.samples.people import Author, Patient, make_authors, make_facilities, make_patients

@@ -8,8 +8,8 @@ import json
 import random
 from pathlib import Path
 
-from pipeline.identity import with_key
-from pipeline.ingest.feed import ALL_FIELDS
+from pipeline.carehistory.feedformat import ALL_FIELDS
+from pipeline.core.identity import with_key
 
 ACTS = [
     ("C", "Consultation du medecin generaliste", "physician", "26.50", "18.55"),

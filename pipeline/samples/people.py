@@ -7,7 +7,7 @@ import random
 from dataclasses import dataclass
 from datetime import date
 
-from pipeline.identity import with_key
+from pipeline.core.identity import with_key
 from pipeline.samples.vocabulary import DOC_TYPES
 
 MALE = (

@@ -13,7 +13,7 @@ from xml.sax.saxutils import escape as _xml_escape
 from fpdf import FPDF
 from fpdf.fonts import CORE_FONTS_CHARWIDTHS
 
-from pipeline.identity import INS_OID_NIR
+from pipeline.core.identity import INS_OID_NIR
 from pipeline.samples.document import Doc, Table, d
 from pipeline.samples.vocabulary import DOC_TYPES, LOINC_OID
 

@@ -4,7 +4,7 @@ Nothing that reaches the broker carries patient data: messages hold ids (and an 
 and every exception leaving an actor is re-raised as a `Transient` whose text is a code and ids,
 with its cause suppressed, because dramatiq's Retries middleware stores the traceback in the message.
 
-An outage (pipeline/outage.py) never leaves an actor: the work waits in place and tries again
+An outage (pipeline/core/outage.py) never leaves an actor: the work waits in place and tries again
 until the service answers. After HOLD_SECONDS (under dramatiq's ten-minute time limit) the actor
 lets its message go, sending a fresh copy of it; if the broker is what is down, the recovery
 sweep (recovery.py) sends it again once the broker answers. Only other failures reach dramatiq's
@@ -19,10 +19,11 @@ from dataclasses import dataclass
 
 import dramatiq
 
-from pipeline.outage import Interrupted, failure_code, outage_of, wait_out
-from pipeline.reasons import Transient
+from pipeline.carehistory import feeds
+from pipeline.core.outage import Interrupted, failure_code, outage_of, wait_out
+from pipeline.core.reasons import Transient
+from pipeline.documents import process
 from pipeline.runtime import Runtime
-from pipeline.workers import feeds, process
 from pipeline.workers.recovery import Kind, WorkerState
 
 log = logging.getLogger(__name__)

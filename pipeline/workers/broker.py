@@ -6,7 +6,7 @@ import dramatiq
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import Retries
 
-from pipeline.settings import Settings
+from pipeline.core.settings import Settings
 
 
 def build_broker(settings: Settings) -> dramatiq.Broker:

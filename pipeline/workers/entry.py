@@ -2,8 +2,8 @@
 
 import dramatiq
 
+from pipeline.core.settings import Settings
 from pipeline.notify.sweeper import SweeperMiddleware
-from pipeline.settings import Settings
 from pipeline.workers.recovery import Recovery
 from pipeline.workers.wiring import Wiring, wire
 

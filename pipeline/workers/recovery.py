@@ -46,10 +46,11 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import dq_name
 from sqlalchemy import or_, select, update
 
+from pipeline.carehistory import feeds
+from pipeline.core.outage import OutageWatch, Service, failure_code, outage_of
+from pipeline.documents import process
 from pipeline.index.models import Batch, BatchItem, Feed, FeedChunk, JobRun
-from pipeline.outage import OutageWatch, Service, failure_code, outage_of
 from pipeline.runtime import Runtime
-from pipeline.workers import feeds, process
 
 log = logging.getLogger(__name__)
 SWEEP_LOCK = "dmp:recovery-sweep"

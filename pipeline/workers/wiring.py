@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 
 import dramatiq
 
-from pipeline.reasons import Transient
+from pipeline.core.reasons import Transient
+from pipeline.core.settings import Settings
 from pipeline.runtime import Runtime
-from pipeline.settings import Settings
 from pipeline.workers.actors import Actors, declare_actors, jobs_queue
 from pipeline.workers.broker import build_broker
 from pipeline.workers.recovery import Recovery, Senders, WorkerState

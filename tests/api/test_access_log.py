@@ -17,15 +17,15 @@ from sqlalchemy import select, update
 
 from api.app import create_app
 from api.auth import mint_token
-from pipeline.audit import verify
-from pipeline.clock import paris_date
-from pipeline.documents import destroy_record
+from pipeline.access.audit import verify
+from pipeline.access.representatives import add_representative
+from pipeline.core.clock import paris_date
+from pipeline.core.keys import KeyProviderError
+from pipeline.core.settings import Settings
+from pipeline.documents.stored import destroy_record
 from pipeline.index.models import AuditEntry, Document, Patient
-from pipeline.keys import KeyProviderError
-from pipeline.representatives import add_representative
 from pipeline.runtime import Runtime
 from pipeline.samples import generate_samples
-from pipeline.settings import Settings
 from tests.conftest import index_batch, raw_dump
 
 SOURCE = "hospital:CHU-LOG"

@@ -10,12 +10,13 @@ from sqlalchemy import func, select
 
 from api.app import create_app
 from api.auth import mint_token
-from pipeline.audit import audit_key, verify
-from pipeline.documents import read_document
+from pipeline.access.audit import verify
+from pipeline.core.keys import audit_key
+from pipeline.core.settings import Settings
+from pipeline.documents.stored import read_document
+from pipeline.documents.titles import document_titles
 from pipeline.index.models import AuditEntry
 from pipeline.runtime import Runtime
-from pipeline.settings import Settings
-from pipeline.titles import document_titles
 from tests.conftest import index_batch
 
 DR = "10001234567"  # RPPS of a physician
@@ -104,7 +105,7 @@ def test_a_document_damaged_in_storage_is_refused_with_integrity_error_and_no_by
 
 def test_a_document_shredded_between_the_check_and_the_read_is_404(tmp_path, monkeypatch):
     from api import access
-    from pipeline.documents import shred_document
+    from pipeline.documents.stored import shred_document
     from pipeline.samples import generate_samples
 
     settings = Settings(home=tmp_path / "home")
@@ -295,8 +296,8 @@ def test_a_professional_cannot_export_the_record(world):
 
 
 def test_a_legal_representative_reads_the_record_except_what_the_patient_hid_from_them(world):
+    from pipeline.access.representatives import add_representative
     from pipeline.index.models import Patient
-    from pipeline.representatives import add_representative
 
     settings, rt, client, patients, documents = world
     pid = patients[0]  # the other record is closed by another test of this module

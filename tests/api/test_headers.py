@@ -11,9 +11,9 @@ from sqlalchemy import update
 from api.app import create_app
 from api.auth import mint_token
 from api.headers import content_headers
+from pipeline.core.settings import Settings
 from pipeline.index.models import Document
 from pipeline.runtime import Runtime
-from pipeline.settings import Settings
 from tests.conftest import index_batch
 
 

@@ -14,10 +14,10 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.auth import mint_token
-from pipeline.identity import with_key
-from pipeline.ingest.feed import ALL_FIELDS
+from pipeline.carehistory.feedformat import ALL_FIELDS
+from pipeline.core.identity import with_key
+from pipeline.core.settings import Settings
 from pipeline.runtime import Runtime
-from pipeline.settings import Settings
 from pipeline.sources import add_source, revoke_source
 from tests.conftest import read_expected
 from tests.hostile.archives import hostile_archives
@@ -262,8 +262,8 @@ def test_a_malformed_idempotency_key_is_400(world):
 
 
 def test_a_full_queue_answers_429_with_retry_after_and_accepts_once_drained(world, sample_batch, tmp_path, monkeypatch):
+    from pipeline.documents.process import process_item
     from pipeline.ingest.intake import receive_batch
-    from pipeline.workers.process import process_item
 
     client, keys, rt = world
     monkeypatch.setattr(rt.settings, "ingest_max_queued", 0)  # the app's settings object too

@@ -18,11 +18,11 @@ from typer.testing import CliRunner
 
 from infra.services import dmp_environment, free_port
 from pipeline.cli import app
+from pipeline.core.settings import Settings
 from pipeline.index.models import Batch, BatchItem, Document
 from pipeline.ingest.client import plan, send
 from pipeline.runtime import Runtime
 from pipeline.samples.feed import write_feed
-from pipeline.settings import Settings
 from pipeline.sources import add_source
 from tests.conftest import read_expected
 

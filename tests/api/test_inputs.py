@@ -13,9 +13,9 @@ from sqlalchemy import func, select
 
 from api.app import create_app
 from api.auth import _load_private_key, ensure_signing_key, mint_token
+from pipeline.core.settings import Settings
 from pipeline.index.models import AuditEntry, Contact, Patient, RecordRelation
 from pipeline.runtime import Runtime
-from pipeline.settings import Settings
 from tests.conftest import index_batch
 
 

@@ -27,9 +27,9 @@ from sqlalchemy import select, update
 
 from api.app import create_app
 from api.auth import mint_token
+from pipeline.core.settings import Settings
 from pipeline.index.models import AuditEntry, Batch, BatchItem, Document, Patient, RecordKey, RecordRelation
 from pipeline.runtime import Runtime
-from pipeline.settings import Settings
 
 MATRIX_CSV = Path(__file__).resolve().parents[2] / "api" / "data" / "access_matrix.csv"
 SOURCE = "hospital:H1"

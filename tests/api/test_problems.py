@@ -10,7 +10,7 @@ from sqlalchemy.exc import DataError
 
 from api.app import create_app
 from api.auth import mint_token
-from pipeline.settings import Settings
+from pipeline.core.settings import Settings
 
 PATIENT = "00000000-0000-4000-8000-000000000001"
 SECRET = "185057512345673 Synthèse psychiatrique"  # what an exception text may carry

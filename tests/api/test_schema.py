@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from api.app import create_app
 from api.auth import mint_token
-from pipeline.settings import Settings
+from pipeline.core.settings import Settings
 
 pytest.importorskip("schemathesis")
 

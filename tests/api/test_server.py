@@ -14,8 +14,8 @@ import psutil
 import pytest
 
 from infra.services import dmp_environment, free_port
+from pipeline.core.settings import Settings
 from pipeline.runtime import Runtime
-from pipeline.settings import Settings
 
 DMP = str(Path(sys.executable).with_name("dmp"))
 

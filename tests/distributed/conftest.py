@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from infra.services import MotoServer, PostgresDatabase, RedisServer, dmp_environment
+from pipeline.core.keys import load_key_file
+from pipeline.core.settings import Settings
 from pipeline.index.db import make_engine, upgrade
-from pipeline.keys import load_key_file
 from pipeline.runtime import Runtime
-from pipeline.settings import Settings
 
 DMP = str(Path(sys.executable).with_name("dmp"))
 

@@ -8,7 +8,7 @@ import time
 import pytest
 from sqlalchemy import func, select
 
-from pipeline.clock import paris_date
+from pipeline.core.clock import paris_date
 from pipeline.index.models import CareEvent, Outbox
 from pipeline.runtime import Runtime
 from pipeline.samples.feed import write_feed
@@ -62,6 +62,6 @@ def test_a_feed_is_processed_in_chunks_by_two_workers_and_a_resend_changes_nothi
 
 
 def _a_nir() -> str:
-    from pipeline.identity import with_key
+    from pipeline.core.identity import with_key
 
     return with_key("1850575123456")

@@ -17,10 +17,10 @@ import httpx
 import pytest
 
 from infra.services import dmp_environment, free_port
+from pipeline.core.settings import Settings
 from pipeline.runtime import Runtime
 from pipeline.samples import generate_samples
 from pipeline.samples.feed import write_feed
-from pipeline.settings import Settings
 from pipeline.sources import add_source
 from tests.distributed.conftest import DMP, wait_until_final
 from tests.distributed.test_pipeline_distributed import _assert_exactly_as_expected, _snapshot

@@ -6,14 +6,14 @@ import boto3
 import pytest
 from sqlalchemy import select
 
-from pipeline.documents import read_document
+from pipeline.core.keys import KeyProviderError
+from pipeline.core.kms import AwsKmsProvider
+from pipeline.core.settings import Settings
+from pipeline.documents.process import process_item
+from pipeline.documents.stored import read_document
 from pipeline.index.models import Document, RecordKey
 from pipeline.ingest.intake import receive_batch
-from pipeline.keys import KeyProviderError
-from pipeline.kms import AwsKmsProvider
 from pipeline.runtime import Runtime
-from pipeline.settings import Settings
-from pipeline.workers.process import process_item
 
 pytestmark = pytest.mark.distributed
 CREDENTIALS = {"region_name": "us-east-1", "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}

@@ -7,12 +7,12 @@ import hashlib
 import pytest
 from sqlalchemy import select
 
-from pipeline.documents import read_document
-from pipeline.identity import with_key
+from pipeline.core.identity import with_key
+from pipeline.documents.process import process_item
+from pipeline.documents.stored import read_document
 from pipeline.index.models import Document
 from pipeline.ingest.intake import receive_batch
 from pipeline.runtime import Runtime
-from pipeline.workers.process import process_item
 
 pytestmark = pytest.mark.distributed
 HEADER = "file,patient_ins,source_document_id,title,document_type,service_date,author_id,author_profession\n"

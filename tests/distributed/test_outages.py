@@ -4,7 +4,7 @@ with its own reason, with no operator step.
 The retry budget is cut to one retry within half a second, so each outage below lasts far longer
 than every retry, and the broker's own recovery of a dead worker's messages is turned off (a
 heartbeat timeout of ten minutes, no maintenance pass), so what brings work back is ours: waiting
-out outages in place, claim leases and the recovery sweep (pipeline/outage.py,
+out outages in place, claim leases and the recovery sweep (pipeline/core/outage.py,
 pipeline/workers/recovery.py). Each test runs a real batch through two worker processes, so each
 takes tens of seconds.
 """
@@ -20,9 +20,9 @@ import psutil
 import pytest
 
 from infra.services import PostgresCluster, RedisServer
+from pipeline.core.settings import Settings
 from pipeline.index.db import make_engine, upgrade
 from pipeline.runtime import Runtime
-from pipeline.settings import Settings
 from tests.distributed.conftest import Workers, ingest, wait_until_final
 from tests.distributed.test_pipeline_distributed import _assert_exactly_as_expected
 

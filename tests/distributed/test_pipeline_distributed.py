@@ -13,7 +13,7 @@ import redis
 from sqlalchemy import func, select
 
 from infra.services import dmp_environment, free_port
-from pipeline.documents import read_document
+from pipeline.documents.stored import read_document
 from pipeline.index.models import BatchItem, Document, Outbox
 from pipeline.runtime import Runtime
 from tests.conftest import read_expected

@@ -9,9 +9,9 @@ import zipfile
 
 import pytest
 
+from pipeline.core.settings import Settings
+from pipeline.core.storage import ObjectNotFound, S3Store
 from pipeline.ingest.batch import ZipBatch
-from pipeline.settings import Settings
-from pipeline.storage import ObjectNotFound, S3Store
 
 pytestmark = pytest.mark.distributed
 

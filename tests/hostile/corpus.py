@@ -27,7 +27,7 @@ from PIL import Image
 from pypdf import PdfReader, PdfWriter
 from pypdf.generic import ArrayObject, ByteStringObject, DictionaryObject, NameObject, TextStringObject
 
-from pipeline.identity import INS_OID_NIR, nir_key, with_key
+from pipeline.core.identity import INS_OID_NIR, nir_key, with_key
 from pipeline.ingest.manifest import MANIFEST_COLUMNS
 
 MIB = 1024 * 1024

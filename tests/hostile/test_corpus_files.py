@@ -19,8 +19,8 @@ import pytest
 from PIL import Image
 from pypdf import PdfReader
 
-from pipeline.identity import INS_OID_NIR, is_valid_nir
-from pipeline.reasons import REASONS
+from pipeline.core.identity import INS_OID_NIR, is_valid_nir
+from pipeline.core.reasons import REASONS
 
 from . import corpus
 from .corpus import (

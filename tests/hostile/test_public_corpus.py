@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.reasons import REASONS, Rejected
-from pipeline.settings import Settings
-from pipeline.workers.inspect import inspect_file
-from pipeline.workers.validate import inspect_limits
+from pipeline.core.reasons import REASONS, Rejected
+from pipeline.core.settings import Settings
+from pipeline.documents.inspect import inspect_file
+from pipeline.documents.validate import inspect_limits
 
 from . import public_corpus
 from .corpus import PATIENT_INS

@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.reasons import Rejected
-from pipeline.settings import Settings
-from pipeline.workers.inspect import InspectLimits, inspect_file
-from pipeline.workers.validate import check_content, check_metadata
+from pipeline.core.reasons import Rejected
+from pipeline.core.settings import Settings
+from pipeline.documents.inspect import InspectLimits, inspect_file
+from pipeline.documents.validate import check_content, check_metadata
 
 from .corpus import PAGE_LIMIT, PATIENT_INS, build_hostile_batch, good_pdf_bytes, write_non_utf8_manifest_batch
 

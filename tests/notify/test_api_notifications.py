@@ -9,10 +9,10 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.auth import mint_token
+from pipeline.core.settings import Settings
+from pipeline.documents.titles import document_titles
 from pipeline.runtime import Runtime
 from pipeline.samples import generate_samples
-from pipeline.settings import Settings
-from pipeline.titles import document_titles
 from tests.conftest import index_batch
 
 ATTENDING = "10000000009"

@@ -26,6 +26,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import ValidationError
 
 from infra.services import free_port
+from pipeline.core.settings import Settings
 from pipeline.notify.channels import (
     Channel,
     DeliveryError,
@@ -35,7 +36,6 @@ from pipeline.notify.channels import (
     SmtpChannel,
     channels_from_settings,
 )
-from pipeline.settings import Settings
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -13,14 +13,14 @@ import pytest
 from sqlalchemy import select
 
 from infra.services import dmp_environment
+from pipeline.core.settings import Settings
+from pipeline.documents.titles import document_titles
 from pipeline.index.models import Contact, Notification, Outbox, Patient
 from pipeline.notify.channels import channels_from_settings
 from pipeline.notify.contacts import set_contact
 from pipeline.notify.dispatch import dispatch
 from pipeline.runtime import Runtime
 from pipeline.samples import generate_samples
-from pipeline.settings import Settings
-from pipeline.titles import document_titles
 from tests.conftest import index_batch
 
 DMP = str(Path(sys.executable).with_name("dmp"))

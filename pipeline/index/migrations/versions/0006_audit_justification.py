@@ -1,6 +1,6 @@
 """audit entries: encoding version, what the actor was told, the break-glass justification (sealed)
 
-The justification is kept sealed under the patient's record key (pipeline/sealedfields.py); no
+The justification is kept sealed under the patient's record key (pipeline/core/sealedfields.py); no
 entry before this revision has one, so there is nothing to seal and no key is needed here.
 
 Revision ID: 0006

@@ -3,7 +3,7 @@
 Existing values are sealed here, in the migration's transaction, with the master keys that
 `dmp db upgrade` (and every embedded start) hands to Alembic: under the record key for what belongs
 to a record, a batch key for waiting items, a contact's own key for a professional
-(pipeline/sealedfields.py). Without keys the migration raises KeysRequired if there is anything to
+(pipeline/core/sealedfields.py). Without keys the migration raises KeysRequired if there is anything to
 seal, and nothing is applied. Final items' titles are dropped (their documents keep them). Titles
 of documents whose record key was destroyed are dropped: their record is gone. Care lines' content
 hashes become keyed by the record key; a downgrade cannot un-key them (an old line sent again after
@@ -22,11 +22,10 @@ from collections.abc import Callable, Iterator
 import sqlalchemy as sa
 from alembic import context, op
 
-from pipeline.carehistory import DETAILS, LineSealer
-from pipeline.index.db import KeysRequired
-from pipeline.keys import KeyProvider, WrappedKey, new_key
-from pipeline.recordkeys import record_context
-from pipeline.sealedfields import (
+from pipeline.core.keys import KeyProvider, WrappedKey, new_key
+from pipeline.core.sealedfields import (
+    DETAILS,
+    LineSealer,
     address_context,
     batch_key_context,
     contact_context,
@@ -36,6 +35,8 @@ from pipeline.sealedfields import (
     open_text,
     seal_text,
 )
+from pipeline.index.db import KeysRequired
+from pipeline.index.recordkeys import record_context
 
 revision = "0007"
 down_revision = "0006"

@@ -1,0 +1,402 @@
+"""The access log: every access attempt, allowed or denied, appended to a per-patient hash chain.
+
+Each entry holds `prev_hash` (the previous entry's `entry_hash` in the same chain, 64 zeros for the
+first) and `entry_hash`, an HMAC-SHA-256 under a key derived from the keyed-hash secret over a
+canonical encoding of every field of the entry, including `seq` and `prev_hash`. The encoding has a
+version, stored with each entry (`version`): version 2 adds what the actor was told when it differs
+from the reason (`told_reason`) and the break-glass justification as sealed (`justification_sealed`);
+entries written under version 1 keep verifying under version 1. Because the hash is keyed, someone
+with write access to the database alone cannot rebuild a valid chain after editing, inserting or
+deleting a row. (Dropping the newest entries of a chain leaves a valid shorter chain:
+detecting that needs the chain heads anchored outside the database.)
+
+The justification is medical content ("arrêt cardiaque, patient inconscient"): it is kept sealed under
+the patient's record key, bound to its entry (pipeline/core/sealedfields.py), and the hash covers the sealed
+bytes, not the text. So verifying needs no record key, and the chain of a destroyed record still
+verifies while its justifications open no more. Entries with no record key to seal under (the "-"
+chain, a destroyed record) keep no justification: nobody could ever read it there.
+
+Chains are per patient (`chain` = patient id, or "-" when no patient is known), so appends for
+different patients never contend, and a patient's chain can be read and verified on its own.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import ColumnElement, Row, and_, func, insert, not_, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from pipeline.core.clock import as_utc
+from pipeline.core.sealedfields import SealedFieldError, Sealer, justification_context, seal_text
+from pipeline.index.models import AuditEntry
+
+log = logging.getLogger(__name__)
+
+NO_PATIENT = "-"
+GENESIS = "0" * 64
+OUTCOMES = ("allowed", "denied")
+# Encoding versions: the first field of an entry's canonical encoding, by the `version` stored with it.
+ENCODINGS = {1: "dmp-audit-v1", 2: "dmp-audit-v2"}
+CURRENT_VERSION = 2
+# The longest break-glass justification kept (the API refuses a longer X-Emergency-Reason).
+MAX_JUSTIFICATION = 1000
+# Rows fetched per round trip by verify(): memory stays flat whatever the size of the log.
+VERIFY_BATCH = 2000
+MAX_PAGE = 1000
+
+_REQUIRED = ("chain", "actor_id", "actor_kind", "action")
+_OPTIONAL = ("profession", "document_id", "told_reason", "justification")
+# Column widths of audit_entries: checked here so SQLite (which does not enforce them) and
+# PostgreSQL (which does) accept and refuse the same events.
+_WIDTHS = {
+    "chain": 64, "actor_id": 128, "actor_kind": 32, "profession": 64, "action": 32, "document_id": 36, "reason": 64,
+    "told_reason": 64, "justification": MAX_JUSTIFICATION,
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """What happened: who (actor id, kind, profession) did what (action) to which document, and the outcome."""
+
+    chain: str  # the patient id, or NO_PATIENT
+    actor_id: str
+    actor_kind: str
+    profession: str | None
+    action: str
+    document_id: str | None
+    outcome: str  # allowed | denied
+    reason: str
+    emergency: bool = False
+    # The code the actor was answered when it is not `reason`: a 404 `not_found` that hid the real reason.
+    told_reason: str | None = None
+    # The reason the actor gave for a break-glass access (X-Emergency-Reason), as they wrote it; sealed
+    # under the record key when appended, not kept where there is none.
+    justification: str | None = None
+
+
+@dataclass(frozen=True)
+class BrokenLink:
+    """The first entry of a chain that does not check out.
+
+    problem: "hash_mismatch" (the entry's fields or hash were altered), "seq_gap" (entries before it are
+    missing: it is not the next position in the chain) or "prev_mismatch" (it does not link to the entry before it).
+    """
+
+    chain: str
+    seq: int
+    entry_id: int
+    problem: str
+
+
+def canonical_encoding(
+    *,
+    chain: str,
+    seq: int,
+    at: dt.datetime,
+    actor_id: str,
+    actor_kind: str,
+    profession: str | None,
+    action: str,
+    document_id: str | None,
+    outcome: str,
+    reason: str,
+    emergency: bool,
+    prev_hash: str,
+    version: int = CURRENT_VERSION,
+    told_reason: str | None = None,
+    justification_sealed: bytes | None = None,
+) -> bytes:
+    """The bytes an entry's hash covers: a JSON array in a fixed field order, ASCII-only, no spaces.
+
+    JSON keeps null apart from "", a boolean apart from a string, and every string delimited, so two
+    different entries never encode to the same bytes. The time is UTC with microseconds, so it reads
+    back identically from SQLite (naive text) and PostgreSQL (timestamptz in the session's zone).
+    Version 2 appends `told_reason` and the sealed justification in hexadecimal (the bytes at rest, so
+    checking needs no record key); version 1 has no place for them.
+    """
+    if version not in ENCODINGS:
+        raise ValueError(f"unknown audit encoding version {version!r}")
+    if version == 1 and (told_reason is not None or justification_sealed is not None):
+        raise ValueError("encoding version 1 holds no told_reason nor justification")
+    fields = [
+        ENCODINGS[version],
+        chain,
+        int(seq),
+        as_utc(at).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        actor_id,
+        actor_kind,
+        profession,
+        action,
+        document_id,
+        outcome,
+        reason,
+        bool(emergency),
+        prev_hash,
+    ]
+    if version >= 2:
+        fields += [told_reason, bytes(justification_sealed).hex() if justification_sealed is not None else None]
+    return json.dumps(fields, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
+def _entry_hash(key: bytes, entry: AuditEntry | Row) -> str:
+    encoded = canonical_encoding(
+        chain=entry.chain,
+        seq=entry.seq,
+        at=entry.at,
+        actor_id=entry.actor_id,
+        actor_kind=entry.actor_kind,
+        profession=entry.profession,
+        action=entry.action,
+        document_id=entry.document_id,
+        outcome=entry.outcome,
+        reason=entry.reason,
+        emergency=entry.emergency,
+        prev_hash=entry.prev_hash,
+        version=entry.version,
+        told_reason=entry.told_reason,
+        justification_sealed=entry.justification_sealed,
+    )
+    return hmac.new(key, encoded, hashlib.sha256).hexdigest()
+
+
+def _check(event: AuditEvent) -> None:
+    if event.outcome not in OUTCOMES:
+        raise ValueError(f"outcome must be one of {OUTCOMES}, not {event.outcome!r}")
+    if not isinstance(event.emergency, bool):
+        raise ValueError("emergency must be a bool")
+    for name, width in _WIDTHS.items():
+        value = getattr(event, name)
+        if value is None and name in _OPTIONAL:
+            continue
+        if not isinstance(value, str) or (not value and name in _REQUIRED):
+            raise ValueError(f"{name} must be a {'non-empty ' if name in _REQUIRED else ''}string")
+        if len(value) > width:
+            raise ValueError(f"{name} is longer than {width} characters")
+
+
+def _chain_lock_id(chain: str) -> int:
+    """A signed 64-bit advisory lock id for a chain (a collision only serialises two chains' appends)."""
+    digest = hashlib.sha256(b"dmp-audit-chain\0" + chain.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def append(
+    session: Session, key: bytes, event: AuditEvent, at: dt.datetime | None = None, *, record_key: bytes | None = None
+) -> AuditEntry:
+    """Append `event` to its chain in the caller's transaction and return the inserted entry (not attached to the session).
+
+    Its justification is sealed under `record_key`, the key of the chain's patient's record; without one
+    (the "-" chain, a destroyed record) none is kept.
+
+    On PostgreSQL the chain is locked until the caller's transaction ends: a transaction-scoped advisory
+    lock on the chain (which also covers a chain with no entry yet, where there is no row to lock), then
+    the chain's last entry read with SELECT … FOR UPDATE. Everywhere the unique (chain, seq) constraint
+    is the final word: if another writer took the same position, the flush raises IntegrityError and
+    the caller must roll back and retry (append_with_retry does this).
+    """
+    _check(event)
+    moment = as_utc(at or dt.datetime.now(dt.UTC))
+    last_query = select(AuditEntry.seq, AuditEntry.entry_hash).where(AuditEntry.chain == event.chain)
+    last_query = last_query.order_by(AuditEntry.seq.desc()).limit(1)
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(_chain_lock_id(event.chain))))
+        last_query = last_query.with_for_update()
+    last = session.execute(last_query).first()
+    seq, prev_hash = (last.seq + 1, last.entry_hash) if last else (1, GENESIS)
+    sealed = None
+    if event.justification is not None and record_key is not None and event.chain != NO_PATIENT:
+        sealed = seal_text(record_key, event.justification, justification_context(event.chain, seq))
+    entry = AuditEntry(
+        chain=event.chain,
+        seq=seq,
+        at=moment,
+        actor_id=event.actor_id,
+        actor_kind=event.actor_kind,
+        profession=event.profession,
+        action=event.action,
+        document_id=event.document_id,
+        outcome=event.outcome,
+        reason=event.reason,
+        emergency=event.emergency,
+        prev_hash=prev_hash,
+        version=CURRENT_VERSION,
+        told_reason=event.told_reason,
+        justification_sealed=sealed,
+    )
+    entry.entry_hash = _entry_hash(key, entry)
+    # A Core INSERT … RETURNING rather than a unit-of-work flush: this runs on every API request.
+    values = {column: getattr(entry, column) for column in _INSERTED}
+    entry.id = session.execute(insert(AuditEntry).values(values).returning(AuditEntry.id)).scalar_one()
+    return entry
+
+
+_INSERTED = (
+    "chain", "seq", "at", "actor_id", "actor_kind", "profession", "action", "document_id", "outcome", "reason", "emergency",
+    "prev_hash", "entry_hash", "version", "told_reason", "justification_sealed",
+)  # fmt: skip
+
+
+def append_with_retry(
+    sessions: sessionmaker[Session],
+    key: bytes,
+    event: AuditEvent | Callable[[Session], AuditEvent],
+    at: dt.datetime | None = None,
+    *,
+    attempts: int = 8,
+    also: Callable[[Session, AuditEntry], None] | None = None,
+    record_key: Callable[[Session, str], bytes | None] | None = None,
+) -> AuditEntry:
+    """Append `event` in its own short transaction, retrying when another writer took the same position.
+
+    `event` may be a function of the session: it then reads what it needs in the same transaction (one
+    connection for the whole access) and runs again on a retry. `also` writes what must commit with the
+    entry (the notifications an access causes). `record_key(session, patient_id)` gives the record key
+    a justification is sealed under (None if there is none); it is asked only for an event that has one."""
+    for attempt in range(1, attempts + 1):
+        with sessions() as session:
+            try:
+                happened = event(session) if callable(event) else event
+                sealing = record_key is not None and happened.justification is not None and happened.chain != NO_PATIENT
+                entry = append(session, key, happened, at, record_key=record_key(session, happened.chain) if sealing else None)
+                if also is not None:
+                    also(session, entry)
+                session.commit()
+                return entry
+            except IntegrityError:
+                session.rollback()
+                if attempt == attempts:
+                    raise
+        time.sleep(random.uniform(0, 0.005 * attempt))
+    raise AssertionError("unreachable")
+
+
+_VERIFY_COLUMNS = (
+    AuditEntry.id,
+    AuditEntry.chain,
+    AuditEntry.seq,
+    AuditEntry.at,
+    AuditEntry.actor_id,
+    AuditEntry.actor_kind,
+    AuditEntry.profession,
+    AuditEntry.action,
+    AuditEntry.document_id,
+    AuditEntry.outcome,
+    AuditEntry.reason,
+    AuditEntry.emergency,
+    AuditEntry.prev_hash,
+    AuditEntry.entry_hash,
+    AuditEntry.version,
+    AuditEntry.told_reason,
+    AuditEntry.justification_sealed,
+)
+
+
+def _broken_links(rows: Iterable, key: bytes) -> list[BrokenLink]:
+    broken: list[BrokenLink] = []
+    current: str | None = None
+    expected_seq, expected_prev, skipping = 1, GENESIS, False
+    for row in rows:
+        if row.chain != current:
+            current, expected_seq, expected_prev, skipping = row.chain, 1, GENESIS, False
+        if skipping:
+            continue
+        problem = None
+        if not hmac.compare_digest(_entry_hash(key, row), row.entry_hash or ""):
+            problem = "hash_mismatch"
+        elif row.seq != expected_seq:
+            problem = "seq_gap"
+        elif not hmac.compare_digest(row.prev_hash, expected_prev):
+            problem = "prev_mismatch"
+        if problem:
+            broken.append(BrokenLink(row.chain, row.seq, row.id, problem))
+            skipping = True
+            continue
+        expected_seq, expected_prev = row.seq + 1, row.entry_hash
+    return broken
+
+
+def verify(session: Session, key: bytes, chain: str | None = None) -> list[BrokenLink]:
+    """Check every chain (or only `chain`) and return the first broken link of each broken chain.
+
+    Rows are streamed in (chain, seq) order, VERIFY_BATCH at a time (a server-side cursor on
+    PostgreSQL) as plain rows, not ORM objects, so memory stays flat for millions of entries.
+    A missing entry is reported on the first entry after it (seq_gap).
+    """
+    query = select(*_VERIFY_COLUMNS).order_by(AuditEntry.chain, AuditEntry.seq)
+    if chain is not None:
+        query = query.where(AuditEntry.chain == chain)
+    result = session.execute(query.execution_options(yield_per=VERIFY_BATCH))
+    try:
+        return _broken_links(result, key)
+    finally:
+        result.close()
+
+
+def entries_for(
+    session: Session,
+    chain: str,
+    *,
+    actor_id: str | None = None,
+    actor_kind: str | None = None,
+    hidden_documents: Collection[str] = (),
+    hidden_actor: tuple[str, str] | None = None,
+    reader: tuple[str, str] | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> list[AuditEntry]:
+    """A page of a chain's entries, oldest first, filtered in the query so that pages and counts hold only
+    what is returned. Access control is the caller's: it says what to leave out.
+
+    `actor_id` (and `actor_kind`): only the entries of that actor (a professional reads their own).
+    `hidden_documents`: entries about these documents are left out, except those of `reader` (kind, id).
+    `hidden_actor` (kind, id): entries of that actor are left out.
+    """
+    if not 1 <= limit <= MAX_PAGE:
+        raise ValueError(f"limit must be between 1 and {MAX_PAGE}")
+    if offset < 0:
+        raise ValueError("offset must not be negative")
+    query = select(AuditEntry).where(AuditEntry.chain == chain)
+    if actor_id is not None:
+        query = query.where(AuditEntry.actor_id == actor_id)
+    if actor_kind is not None:
+        query = query.where(AuditEntry.actor_kind == actor_kind)
+    if hidden_actor is not None:
+        query = query.where(not_(_by(hidden_actor)))
+    if hidden_documents:
+        # NOT IN alone would also drop the entries about no document (NULL is never NOT IN anything).
+        shown = or_(AuditEntry.document_id.is_(None), AuditEntry.document_id.not_in(sorted(hidden_documents)))
+        query = query.where(or_(shown, _by(reader)) if reader is not None else shown)
+    query = query.order_by(AuditEntry.seq).limit(limit).offset(offset)
+    return list(session.scalars(query))
+
+
+def open_justifications(entries: Iterable[AuditEntry], record_key: bytes | None) -> dict[int, str | None]:
+    """The break-glass justifications of entries of one chain, by entry id, opened under the chain's record
+    key. None where there is none, where the record key is gone (a destroyed record), or where the sealed
+    bytes do not open in that entry (moved or altered: `verify` reports the entry)."""
+    sealer = Sealer(record_key) if record_key is not None else None
+    opened: dict[int, str | None] = {}
+    for entry in entries:
+        opened[entry.id] = None
+        if entry.justification_sealed is None or sealer is None:
+            continue
+        try:
+            opened[entry.id] = sealer.open(entry.justification_sealed, justification_context(entry.chain, entry.seq))
+        except SealedFieldError:
+            log.error("the justification of audit entry %s does not open under its record key", entry.id)
+    return opened
+
+
+def _by(actor: tuple[str, str]) -> ColumnElement[bool]:
+    kind, actor_id = actor
+    return and_(AuditEntry.actor_kind == kind, AuditEntry.actor_id == actor_id)

@@ -1,0 +1,280 @@
+"""Processing one feed chunk: check each line, write the good ones in bulk, record the rest.
+
+One transaction per chunk: the lines, their rejections, the corrections they make, the
+patients' notifications and the chunk's state commit together, so a retry after a crash starts
+from a clean slate, and re-sending lines that are already stored changes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from pipeline.carehistory.feedformat import CareLine, LineRejection, check_line, parse_chunk
+from pipeline.core.clock import paris_date
+from pipeline.core.outage import Interrupted, failure_code, outage_of
+from pipeline.core.sealedfields import DETAILS, LineSealer
+from pipeline.core.storage import ObjectNotFound
+from pipeline.index.models import CareEvent, Feed, FeedChunk, FeedRejection, Outbox, Patient, new_id
+from pipeline.index.recordkeys import RecordKeys
+from pipeline.index.repo import Refusal, insert_ignore, lease_held
+from pipeline.runtime import Runtime
+
+log = logging.getLogger(__name__)
+COLUMNS = (
+    "source", "line_id", "patient_id", "care_date", "details_sealed", "amount_billed", "amount_reimbursed", "reimbursement_date",
+    "supersedes", "content_hash", "feed_id",
+)  # fmt: skip
+
+
+def _claim(session: Session, chunk_id: str, lease: dt.timedelta, resuming: int | None) -> FeedChunk | Refusal:
+    """Start an attempt on a chunk (see repo.claim_item: a live lease is another attempt's)."""
+    chunk = session.get(FeedChunk, chunk_id, with_for_update=session.get_bind().dialect.name == "postgresql")
+    if chunk is None or chunk.state == "done":
+        session.rollback()
+        return Refusal.FINAL
+    now = dt.datetime.now(dt.UTC)
+    if chunk.state == "processing" and chunk.attempts != resuming and lease_held(chunk.lease_until, now):
+        session.rollback()
+        return Refusal.BUSY
+    chunk.state, chunk.attempts, chunk.lease_until = "processing", chunk.attempts + 1, now + lease
+    session.commit()
+    return chunk
+
+
+def _release(rt: Runtime, chunk: FeedChunk, waiting_for_intake: bool = False) -> None:
+    """The attempt ended without storing the chunk: it waits `queued` again (best effort during an
+    outage: then the lease lapses, or this message's next try takes the chunk back)."""
+    mine = (FeedChunk.id == chunk.id, FeedChunk.state == "processing", FeedChunk.attempts == chunk.attempts)
+    try:
+        with rt.sessions() as session:
+            session.execute(update(FeedChunk).where(*mine).values(state="queued"))
+            if waiting_for_intake:  # the recovery sweep leaves the feed to its intake's next run
+                session.execute(update(Feed).where(Feed.id == chunk.feed_id).values(sent_at=None))
+            session.commit()
+    except Exception as failure:
+        if outage_of(failure) is None:
+            raise
+
+
+def check_chunk(data: bytes, feed: Feed, chunk: FeedChunk, today: dt.date) -> tuple[list[CareLine], list[LineRejection]]:
+    """Parse and check every line of a chunk on its own (no database)."""
+    header = feed.header.split(",") if feed.header else None
+    lines: list[CareLine] = []
+    rejections: list[LineRejection] = []
+    for number, raw in parse_chunk(data, feed.format, header, chunk.first_line):
+        checked = LineRejection(number, None, raw) if isinstance(raw, str) else check_line(number, raw, today)
+        (lines if isinstance(checked, CareLine) else rejections).append(checked)  # type: ignore[arg-type]
+    return lines, rejections
+
+
+@dataclass
+class Written:
+    fresh: list[CareLine]  # stored now
+    rejections: list[LineRejection]  # record closed, or a line_id already stored with other content
+    notify: set[str]  # patients with new lines still to notify (the PostgreSQL path queues its own)
+
+
+def _store_generic(session: Session, feed: Feed, lines: list[CareLine], record_keys: RecordKeys) -> Written:
+    """Any database: look up what is known, then one executemany of the new lines."""
+    insert_ignore(session, Patient, [{"id": new_id(), "ins": ins, "status": "open"} for ins in sorted({x.ins for x in lines})])
+    patients = {p.ins: p for p in session.scalars(select(Patient).where(Patient.ins.in_({x.ins for x in lines})))}
+    closed = [LineRejection(x.line_number, x.line_id, "record_closed") for x in lines if patients[x.ins].status != "open"]
+    open_lines = [x for x in lines if patients[x.ins].status == "open"]
+    sealed = _Sealed(record_keys.for_patients(session, {patients[x.ins].id for x in open_lines}), feed.source)
+    ids = {x.line_id for x in open_lines}
+    known = dict(
+        session.execute(
+            select(CareEvent.line_id, CareEvent.content_hash).where(CareEvent.source == feed.source, CareEvent.line_id.in_(ids))
+        ).all()
+    )
+    fresh, duplicates = _split_known(open_lines, known, lambda x: sealed.hash(patients[x.ins].id, x))
+    if fresh:
+        rows = [_row(feed, patients[x.ins].id, x, sealed) for x in fresh]
+        session.execute(insert(CareEvent), [dict(zip(COLUMNS, row, strict=True)) for row in rows])
+    for line in fresh:
+        if line.supersedes:
+            target = (CareEvent.source == feed.source, CareEvent.line_id == line.supersedes)
+            session.execute(update(CareEvent).where(*target).values(superseded_by=line.line_id))
+    new_ids = [x.line_id for x in fresh]
+    earlier = session.execute(
+        select(CareEvent.supersedes, CareEvent.line_id).where(CareEvent.source == feed.source, CareEvent.supersedes.in_(new_ids))
+    ).all()
+    for target_id, correction in earlier:
+        target = (CareEvent.source == feed.source, CareEvent.line_id == target_id)
+        session.execute(update(CareEvent).where(*target).values(superseded_by=correction))
+    return Written(fresh, closed + duplicates, {patients[x.ins].id for x in fresh})
+
+
+class _Sealed:
+    """A chunk's lines in their stored form: details sealed and content hash keyed under each patient's
+    record key (pipeline/carehistory/history.py), each computed once."""
+
+    def __init__(self, record_keys: dict[str, bytes], source: str) -> None:
+        self.sealers = {patient_id: LineSealer(key) for patient_id, key in record_keys.items()}
+        self.source = source
+        self._hashes: dict[int, str] = {}
+
+    def hash(self, patient_id: str, line: CareLine) -> str:
+        if line.line_number not in self._hashes:
+            self._hashes[line.line_number] = self.sealers[patient_id].line_hash(line.content_hash)
+        return self._hashes[line.line_number]
+
+    def details(self, patient_id: str, line: CareLine) -> bytes:
+        return self.sealers[patient_id].seal(self.source, line.line_id, patient_id, [getattr(line, name) for name in DETAILS])
+
+
+def _split_known(
+    lines: list[CareLine], known: dict[str, str], stored_hash: Callable[[CareLine], str]
+) -> tuple[list[CareLine], list[LineRejection]]:
+    """New lines, and rejections for line_ids known with other content; re-sends vanish."""
+    fresh: list[CareLine] = []
+    duplicates: list[LineRejection] = []
+    for line in lines:
+        seen = known.get(line.line_id)
+        if seen is None:
+            known[line.line_id] = stored_hash(line)
+            fresh.append(line)
+        elif seen != stored_hash(line):
+            duplicates.append(LineRejection(line.line_number, line.line_id, "duplicate_line"))
+    return fresh, duplicates
+
+
+def _store_postgresql(session: Session, feed: Feed, lines: list[CareLine], record_keys: RecordKeys) -> Written:
+    """PostgreSQL: COPY into a staging table, then one INSERT … ON CONFLICT DO NOTHING RETURNING."""
+    cursor = session.connection().connection.driver_connection.cursor()
+    ins_values = sorted({x.ins for x in lines})
+    cursor.execute(
+        "INSERT INTO patients (id, ins, status, created_at) SELECT gen_random_uuid()::text, i, 'open', now()"
+        " FROM unnest(%s::text[]) AS i ON CONFLICT (ins) DO NOTHING",
+        [ins_values],
+    )
+    cursor.execute("SELECT ins, id, status FROM patients WHERE ins = ANY(%s)", [ins_values])
+    patients = {ins: (pid, status) for ins, pid, status in cursor.fetchall()}
+    closed = [LineRejection(x.line_number, x.line_id, "record_closed") for x in lines if patients[x.ins][1] != "open"]
+    open_lines = [x for x in lines if patients[x.ins][1] == "open"]
+    sealed = _Sealed(record_keys.for_patients(session, {patients[x.ins][0] for x in open_lines}), feed.source)
+
+    def stored_hash(line: CareLine) -> str:
+        return sealed.hash(patients[line.ins][0], line)
+
+    candidates, in_chunk = _split_known(open_lines, {}, stored_hash)
+    cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS care_staging AS SELECT {', '.join(COLUMNS)} FROM care_events WITH NO DATA")
+    cursor.execute("TRUNCATE care_staging")
+    with cursor.copy(f"COPY care_staging ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+        for line in candidates:
+            copy.write_row(_row(feed, patients[line.ins][0], line, sealed))
+    columns = ", ".join(COLUMNS)
+    cursor.execute(
+        f"INSERT INTO care_events ({columns}) SELECT {columns} FROM care_staging ON CONFLICT (source, line_id) DO NOTHING RETURNING line_id"
+    )
+    inserted = {row[0] for row in cursor.fetchall()}
+    conflicts = [x for x in candidates if x.line_id not in inserted]
+    duplicates: list[LineRejection] = []
+    if conflicts:
+        cursor.execute(
+            "SELECT line_id, content_hash FROM care_events WHERE source = %s AND line_id = ANY(%s)",
+            [feed.source, [x.line_id for x in conflicts]],
+        )
+        stored = dict(cursor.fetchall())
+        duplicates = [
+            LineRejection(x.line_number, x.line_id, "duplicate_line") for x in conflicts if stored.get(x.line_id) != stored_hash(x)
+        ]
+    new_ids = sorted(inserted)
+    # Corrections stored now supersede their targets; corrections stored earlier supersede lines stored now.
+    cursor.execute(
+        "UPDATE care_events t SET superseded_by = s.line_id FROM care_staging s WHERE s.supersedes IS NOT NULL"
+        " AND s.line_id = ANY(%(new)s) AND t.source = %(src)s AND t.line_id = s.supersedes",
+        {"new": new_ids, "src": feed.source},
+    )
+    cursor.execute(
+        "UPDATE care_events t SET superseded_by = c.line_id FROM care_events c WHERE c.source = %(src)s"
+        " AND c.supersedes = t.line_id AND t.source = %(src)s AND t.line_id = ANY(%(new)s)",
+        {"new": new_ids, "src": feed.source},
+    )
+    fresh = [x for x in candidates if x.line_id in inserted]
+    cursor.execute(
+        "INSERT INTO outbox (id, patient_id, kind, ref_id, source, created_at)"
+        " SELECT gen_random_uuid()::text, p, 'reimbursement_data', %s, %s, now() FROM unnest(%s::text[]) AS p"
+        " ON CONFLICT (patient_id, kind, ref_id) DO NOTHING",
+        [feed.id, feed.source, sorted({patients[x.ins][0] for x in fresh})],
+    )
+    return Written(fresh, closed + duplicates + in_chunk, set())  # notifications already queued
+
+
+def process_chunk(rt: Runtime, chunk_id: str, today: dt.date | None = None, resuming: int | None = None) -> str:
+    """Run one attempt on a feed chunk; idempotent. An outage raises Interrupted (as process_item)."""
+    with rt.sessions() as session:
+        chunk = _claim(session, chunk_id, dt.timedelta(seconds=rt.settings.claim_lease_seconds), resuming)
+    if chunk is Refusal.FINAL:
+        forget_inbox(rt, chunk_id)
+        return "done"
+    if chunk is Refusal.BUSY:
+        return "busy"
+    try:
+        return _store_chunk(rt, chunk, today or paris_date())
+    except Exception as failure:
+        _release(rt, chunk)
+        service = outage_of(failure)
+        if service is None:
+            raise
+        raise Interrupted(service, failure_code(failure), chunk.attempts) from None
+
+
+def _store_chunk(rt: Runtime, chunk: FeedChunk, today: dt.date) -> str:
+    with rt.sessions() as session:
+        feed = session.get(Feed, chunk.feed_id)
+    try:
+        with rt.store.open(chunk.inbox_key or "") as handle:
+            data = handle.read()
+    except ObjectNotFound:
+        log.warning("feed chunk %s has no inbox object; re-send the feed to resume it", chunk.id)
+        _release(rt, chunk, waiting_for_intake=True)
+        return "queued"
+    lines, rejections = check_chunk(data, feed, chunk, today)
+    with rt.sessions() as session:
+        store = _store_postgresql if session.get_bind().dialect.name == "postgresql" else _store_generic
+        written = store(session, feed, lines, rt.record_keys) if lines else Written([], [], set())
+        fresh = written.fresh
+        rejections += written.rejections
+        insert_ignore(session, FeedRejection, [_rejection_row(feed.id, rejection) for rejection in rejections])
+        insert_ignore(session, Outbox, [_outbox_row(feed, patient_id) for patient_id in sorted(written.notify)])
+        current = session.get(FeedChunk, chunk.id)
+        current.state, current.accepted, current.rejected = "done", len(fresh), len(rejections)  # lease: see forget_inbox
+        session.commit()
+    forget_inbox(rt, chunk.id, chunk.inbox_key)
+    return "done"
+
+
+def _rejection_row(feed_id: str, rejection: LineRejection) -> dict:
+    return {"id": new_id(), "feed_id": feed_id, "line_number": rejection.line_number, "line_id": rejection.line_id,
+            "reason": rejection.reason, "message": rejection.message}  # fmt: skip
+
+
+def _outbox_row(feed: Feed, patient_id: str) -> dict:
+    return {"id": new_id(), "patient_id": patient_id, "kind": "reimbursement_data", "ref_id": feed.id, "source": feed.source}
+
+
+def _row(feed: Feed, patient_id: str, line: CareLine, sealed: _Sealed) -> tuple:
+    return (feed.source, line.line_id, patient_id, line.care_date, sealed.details(patient_id, line), line.amount_billed,
+            line.amount_reimbursed, line.reimbursement_date, line.supersedes, sealed.hash(patient_id, line), feed.id)  # fmt: skip
+
+
+def forget_inbox(rt: Runtime, chunk_id: str, inbox_key: str | None = None) -> None:
+    """Remove a done chunk's inbox copy, then clear its lease (kept so that the recovery sweep
+    finishes this if the worker dies in between)."""
+    if inbox_key is None:
+        with rt.sessions() as session:
+            chunk = session.get(FeedChunk, chunk_id)
+            inbox_key = chunk.inbox_key if chunk else None
+    if inbox_key:
+        rt.store.delete(inbox_key)
+    with rt.sessions() as session:
+        done = (FeedChunk.id == chunk_id, FeedChunk.state == "done", FeedChunk.lease_until.is_not(None))
+        session.execute(update(FeedChunk).where(*done).values(lease_until=None))
+        session.commit()

@@ -1,0 +1,354 @@
+"""Running hostile-content parsers in a confined child process with CPU, memory and wall-clock limits.
+
+Why a process: dramatiq's TimeLimit raises an exception in the worker thread, which cannot
+interrupt C code (zlib inflating a bomb, libmagic, a regex in a C extension). A child process can
+be killed whatever it is doing, and its address space can be capped so a bomb ends in a
+MemoryError there instead of the worker being OOM-killed.
+
+Why a fresh interpreter, started with a scrubbed environment: the worker holds every secret
+(storage and SMTP credentials in its environment, the master key in memory). A forked child, or a
+forkserver started from the worker, would inherit them. The child is exec'ed clean, keeps only its
+answer channel and /dev/null as standard streams, imports the parsers, then confines itself
+(`confinement.confine`: resource limits, Landlock, seccomp) before it reads any document.
+
+Each worker thread keeps one child and sends it documents one at a time (starting an interpreter
+costs a few hundred milliseconds; it is paid once per `max_uses` documents). The child is killed
+and replaced when it overruns its time, dies or runs out of memory, and recycled after `max_uses`
+documents so one file's leftovers cannot pile up.
+
+The document travels as a descriptor (SCM_RIGHTS) of a sealed anonymous file: the child never
+learns a name in any filesystem, and nothing it does can change the bytes the worker then seals.
+Its answers are read with an unpickler that builds nothing but plain values and the dataclasses
+and enums defined in ANSWER_MODULES: a child taken over by a hostile file cannot run code in the
+worker through them.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import importlib
+import io
+import json
+import logging
+import math
+import os
+import pickle
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, is_dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from pipeline.core.reasons import REASONS, Rejected
+from pipeline.documents import confinement
+
+log = logging.getLogger(__name__)
+
+# Imported by every child before it confines itself (lazy imports still work: Python's own
+# folders stay readable), so the parsers and libmagic's database are loaded while files can be read.
+PRELOAD = ("pipeline.documents.inspect",)
+# Where the classes an answer may contain, besides plain values, are defined (dataclasses and
+# enums of these modules only: never a function, nor a class they import).
+ANSWER_MODULES = ("pipeline.documents.inspect",)
+ANSWER_MAX_BYTES = 4 * 1024 * 1024
+REQUEST_MAX_BYTES = 16 * 1024 * 1024
+START_SECONDS = 60.0  # an interpreter starting on a loaded machine; not part of a document's time
+CHANNEL_FD = 3
+_HEADER = struct.Struct("!Q")
+_BOOT = (
+    "import json, sys; sys.path[:] = json.loads(sys.argv[3]); "
+    "from pipeline.documents.sandbox import _child_main; _child_main(int(sys.argv[1]), int(sys.argv[2]))"
+)
+
+
+@dataclass(frozen=True)
+class Limits:
+    seconds: float
+    memory_bytes: int
+    max_uses: int = 200
+
+
+class SandboxTimeout(Exception):
+    """The child did not answer within its time limit and was killed."""
+
+
+class SandboxFailed(Exception):
+    """The child died or failed without a verdict (crash, signal, memory exhausted)."""
+
+
+_local = threading.local()
+_reported: set[tuple[str, bool, str]] = set()
+_reported_lock = threading.Lock()
+
+
+# --- the document: a sealed anonymous file ---------------------------------------------------
+
+
+@contextmanager
+def anonymous_file(name: str = "dmp-document") -> Iterator[BinaryIO]:
+    """A writable file that lives in memory only (memfd): no name on any disk, gone with the last
+    descriptor, so a killed process leaves nothing behind. Freeze it before handing it on."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    with open(fd, "w+b") as file:
+        yield file
+
+
+def freeze(file: BinaryIO) -> None:
+    """Seal the file's content for good (no write, grow or shrink, by anyone) and rewind it."""
+    file.flush()
+    seals = fcntl.F_SEAL_WRITE | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_SEAL
+    fcntl.fcntl(file.fileno(), fcntl.F_ADD_SEALS, seals)
+    file.seek(0)
+
+
+def descriptor_path(fd: int) -> Path:
+    """A path that opens the file behind this process's descriptor `fd`, and means nothing in any
+    other process: how the parsers, which take paths, read a document they received as a descriptor."""
+    return Path(f"/proc/self/fd/{fd}")
+
+
+# --- the wire: length-prefixed pickles over a Unix socket, descriptors as SCM_RIGHTS -----------
+
+
+class _AnswerUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        found = getattr(importlib.import_module(module), name, None) if module in ANSWER_MODULES else None
+        if not (isinstance(found, type) and found.__module__ == module and (is_dataclass(found) or issubclass(found, Enum))):
+            raise pickle.UnpicklingError(f"{module}.{name} is not allowed in an answer")
+        return found
+
+
+def _send(sock: socket.socket, payload: bytes, fds: tuple[int, ...] = ()) -> None:
+    header = _HEADER.pack(len(payload))
+    sock.settimeout(None)  # a send never waits for long: the peer reads whole messages
+    if fds:
+        socket.send_fds(sock, [header], list(fds))
+    else:
+        sock.sendall(header)
+    sock.sendall(payload)
+
+
+def _read_exactly(sock: socket.socket, size: int, deadline: float | None) -> bytes:
+    chunks = bytearray()
+    while len(chunks) < size:
+        if deadline is not None:
+            sock.settimeout(max(0.001, deadline - time.monotonic()))
+        chunk = sock.recv(min(size - len(chunks), 1024 * 1024))
+        if not chunk:
+            raise EOFError
+        chunks += chunk
+    return bytes(chunks)
+
+
+def _receive(sock: socket.socket, limit: int, deadline: float | None = None, want_fds: bool = False) -> tuple[bytes, list[int]]:
+    """One message (and the descriptors sent with it); socket.timeout past `deadline`."""
+    fds: list[int] = []
+    if want_fds:
+        head, fds, _flags, _address = socket.recv_fds(sock, _HEADER.size, 1, socket.MSG_CMSG_CLOEXEC)
+        if not head:
+            raise EOFError
+        head += _read_exactly(sock, _HEADER.size - len(head), deadline)
+    else:
+        head = _read_exactly(sock, _HEADER.size, deadline)
+    (size,) = _HEADER.unpack(head)
+    if size > limit:
+        raise EOFError(f"message of {size} bytes, limit {limit}")
+    return _read_exactly(sock, size, deadline), fds
+
+
+# --- the child ---------------------------------------------------------------------------------
+
+
+def _child_main(channel: int, parent: int) -> None:
+    """The child's life: set itself up from the parent's first message, confine itself, then
+    answer one (fn, args) after another. Runs in the fresh interpreter `_BOOT` starts."""
+    _die_with(parent)
+    if channel != CHANNEL_FD:
+        os.dup2(channel, CHANNEL_FD)
+        os.close(channel)
+    os.closerange(CHANNEL_FD + 1, 1024)
+    sock = socket.socket(fileno=CHANNEL_FD)
+    try:
+        config, _ = _receive(sock, REQUEST_MAX_BYTES)
+        limits, modules = pickle.loads(config)
+        for module in modules:
+            importlib.import_module(module)
+        enforced = confinement.confine(limits.memory_bytes)
+    except BaseException as exc:  # noqa: BLE001 - tell the parent why, then stop
+        _send(sock, pickle.dumps(("failed", f"start: {type(exc).__name__}: {exc}")))
+        os._exit(1)
+    _send(sock, pickle.dumps(("ready", [(e.mechanism, e.active, e.detail) for e in enforced])))
+    budget = math.ceil(limits.seconds) + 1
+    while True:
+        try:
+            request, fds = _receive(sock, REQUEST_MAX_BYTES, want_fds=True)
+        except (EOFError, OSError):  # the worker is gone
+            os._exit(0)
+        fn, args = pickle.loads(request)
+        if fds:
+            args = (descriptor_path(fds[0]), *args)
+        confinement.arm_cpu(budget)
+        try:
+            answer: tuple = ("ok", fn(*args))
+        except Rejected as rejection:
+            # Exceptions with custom constructors do not unpickle; send plain values.
+            answer = ("rejected", rejection.reason, rejection.message)
+        except MemoryError:
+            answer = ("failed", "memory")
+        except BaseException as exc:  # noqa: BLE001 - a verdict is owed whatever happened
+            answer = ("failed", type(exc).__name__)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        answer, payload = _encoded(answer)
+        _send(sock, payload)
+        if answer[0] == "failed":
+            os._exit(0)  # its state may be damaged: start afresh
+
+
+def _encoded(answer: tuple) -> tuple[tuple, bytes]:
+    """The answer and its bytes; one that cannot travel (unpicklable, too large) becomes a failure."""
+    try:
+        payload = pickle.dumps(answer)
+    except Exception:  # noqa: BLE001 - whatever the result held
+        answer = ("failed", "unpicklable answer")
+        return answer, pickle.dumps(answer)
+    if len(payload) > ANSWER_MAX_BYTES:
+        answer = ("failed", "answer too large")
+        return answer, pickle.dumps(answer)
+    return answer, payload
+
+
+def _die_with(parent: int) -> None:
+    """Ask the kernel to kill this child when the thread that started it ends (its worker was
+    killed, or the thread exited); stop at once if that already happened."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, 9, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(0)
+
+
+# --- the parent --------------------------------------------------------------------------------
+
+
+class Inspector:
+    """One long-lived confined child, used by one thread."""
+
+    def __init__(self, limits: Limits, modules: frozenset[str]) -> None:
+        self.limits = limits
+        self.modules = modules
+        self.uses = 0
+        self.conn, child_end = socket.socketpair()
+        path = json.dumps([os.path.abspath(entry) for entry in sys.path])  # the child starts in /
+        with child_end:
+            self.process = subprocess.Popen(
+                [sys.executable, "-I", "-c", _BOOT, str(child_end.fileno()), str(os.getpid()), path],
+                env=confinement.scrubbed_environment(os.environ),
+                pass_fds=(child_end.fileno(),),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                cwd="/",
+            )
+        try:
+            _send(self.conn, pickle.dumps((limits, sorted(modules))))
+            answer = self._answer(time.monotonic() + START_SECONDS)
+        except (EOFError, OSError, pickle.UnpicklingError):
+            answer = ("failed", "no answer")
+        if answer[0] != "ready":
+            self.close()
+            # Every document would fail the same way: say why, loudly.
+            log.error("parser sandbox: the child did not start (exit %s): %s", self.process.returncode, answer[1:])
+            raise SandboxFailed("the child did not start")
+        _report(answer[1])
+
+    def _answer(self, deadline: float) -> tuple:
+        payload, _ = _receive(self.conn, ANSWER_MAX_BYTES, deadline)
+        try:
+            answer = _AnswerUnpickler(io.BytesIO(payload)).load()
+        except Exception as exc:  # noqa: BLE001 - whatever the bytes make the unpickler raise
+            log.warning("parser sandbox: refused an answer from the child: %s", type(exc).__name__)
+            raise pickle.UnpicklingError(str(exc)) from None
+        if not isinstance(answer, tuple) or not answer:
+            raise pickle.UnpicklingError("not an answer")
+        return answer
+
+    def run(self, fn: Callable[..., Any], args: tuple, document: int | None = None) -> tuple:
+        self.uses += 1
+        try:
+            _send(self.conn, pickle.dumps((fn, args)), () if document is None else (document,))
+            answer = self._answer(time.monotonic() + self.limits.seconds)
+        except TimeoutError:
+            self.close()
+            raise SandboxTimeout() from None
+        except (EOFError, OSError, pickle.UnpicklingError):
+            self.close()
+            raise SandboxFailed(f"child exited with {self.process.returncode}") from None
+        if answer[0] == "failed" or self.uses >= self.limits.max_uses:
+            self.close()
+        return answer
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None and self.conn.fileno() != -1
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        self.conn.close()
+
+
+def _report(enforced: list[tuple[str, bool, str]]) -> None:
+    """Log each mechanism's state once per worker process: a warning for each one missing."""
+    for mechanism, active, detail in enforced:
+        key = (mechanism, active, detail)
+        with _reported_lock:
+            if key in _reported:
+                continue
+            _reported.add(key)
+        if active:
+            log.info("parser sandbox: %s enforced (%s)", mechanism, detail)
+        else:
+            log.warning("parser sandbox: %s NOT enforced on this host: %s", mechanism, detail)
+
+
+def _modules_for(fn: Callable[..., Any], current: frozenset[str]) -> frozenset[str]:
+    """The modules a child must import before confinement to run `fn`: the parsers, `fn`'s own
+    module, and whatever the current child already has (so alternating callers do not respawn it)."""
+    module = getattr(fn, "__module__", None) or "builtins"
+    return current | set(PRELOAD) | ({module} - set(sys.builtin_module_names))
+
+
+def run_contained(fn: Callable[..., Any], args: tuple, limits: Limits, document: int | None = None) -> Any:
+    """Run `fn(*args)` in this thread's confined child; return its result or re-raise its Rejected.
+
+    With `document` (a descriptor, ideally of a frozen `anonymous_file`), the child receives that
+    descriptor and calls `fn(path_of_it, *args)`. Raises SandboxTimeout past `limits.seconds`,
+    SandboxFailed if the child gives no verdict. `fn` and its arguments must be picklable, `fn` in
+    an importable module; its result may hold plain values and ANSWER_MODULES' dataclasses and enums.
+    """
+    inspector: Inspector | None = getattr(_local, "inspector", None)
+    modules = _modules_for(fn, inspector.modules if inspector else frozenset())
+    if inspector is None or not inspector.alive or inspector.limits != limits or inspector.modules != modules:
+        if inspector is not None:
+            inspector.close()
+        _local.inspector = None
+        inspector = _local.inspector = Inspector(limits, modules)
+    answer = inspector.run(fn, args, document)
+    if answer[0] == "ok" and len(answer) == 2:
+        return answer[1]
+    if answer[0] == "rejected" and len(answer) == 3 and answer[1] in REASONS:
+        rejection = Rejected(answer[1])
+        rejection.message = str(answer[2])
+        raise rejection
+    raise SandboxFailed(str(answer[1:]))

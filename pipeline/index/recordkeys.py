@@ -1,0 +1,189 @@
+"""Record keys: one AES-256 key per patient record, wrapped by a master key, kept in the index.
+
+Every document's data key is wrapped by its record's key, so destroying one record key makes
+the whole record unreadable at once (crypto-shredding), and rotating a master key re-wraps one
+small key per patient, never the objects. Unwrapped record keys are cached briefly per process.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+
+from sqlalchemy import Row, func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from pipeline.core.keys import KeyProvider, KeyProviderError, WrappedKey, new_key
+from pipeline.index.models import RecordKey, new_id
+from pipeline.index.repo import among, insert_ignore
+
+CACHE_SECONDS = 300.0
+
+
+def record_context(record_key_id: str, patient_id: str) -> str:
+    return f"record:{record_key_id}|patient:{patient_id}"
+
+
+@dataclass(frozen=True)
+class OpenRecordKey:
+    id: str
+    key: bytes
+
+
+class RecordKeys:
+    def __init__(self, sessions: sessionmaker[Session], provider: KeyProvider, cache_seconds: float = CACHE_SECONDS) -> None:
+        self.sessions = sessions
+        self.provider = provider
+        self.cache_seconds = cache_seconds
+        self._cache: dict[str, tuple[float, OpenRecordKey]] = {}
+        self._lock = threading.Lock()
+
+    def for_patient(self, patient_id: str) -> OpenRecordKey:
+        """The patient's record key, created (and wrapped by the active master key) on first use."""
+        with self.sessions() as session:
+            row = session.scalars(select(RecordKey).where(RecordKey.patient_id == patient_id)).one_or_none()
+            if row is None:
+                insert_ignore(session, RecordKey, self._new_row(patient_id)[0])  # a concurrent worker may have won: use its key
+                session.commit()
+                row = session.scalars(select(RecordKey).where(RecordKey.patient_id == patient_id)).one()
+        return (self._cached(row.id) if row.wrapped is not None else None) or self._open(row)
+
+    def get(self, record_key_id: str) -> OpenRecordKey:
+        """An existing record key by id; KeyProviderError if it was destroyed."""
+        cached = self._cached(record_key_id)
+        if cached is not None:
+            return cached
+        with self.sessions() as session:
+            row = session.get(RecordKey, record_key_id)
+        if row is None:
+            raise KeyProviderError(f"record key {record_key_id} does not exist")
+        return self._open(row)
+
+    def find(self, session: Session, patient_id: str) -> OpenRecordKey | None:
+        """The patient's record key read in the caller's `session`, or None if the patient has none
+        (never created, or destroyed). Creates nothing, so it is safe inside a writing transaction."""
+        row = session.scalars(select(RecordKey).where(RecordKey.patient_id == patient_id)).one_or_none()
+        if row is None or row.wrapped is None:
+            return None
+        return self._cached(row.id) or self._open(row)
+
+    def for_patients(self, session: Session, patient_ids: Collection[str]) -> dict[str, bytes]:
+        """The record keys of many patients by patient id, made for those who have none, in the caller's
+        transaction (the feed's bulk writes: one query and one bulk insert, not a transaction per patient).
+        A destroyed key is left out."""
+        columns = (RecordKey.id, RecordKey.patient_id, RecordKey.master_key_id, RecordKey.wrapped)
+        wanted = set(patient_ids)
+        rows = list(session.execute(select(*columns).where(among(session, RecordKey.patient_id, wanted)))) if wanted else []
+        made: dict[str, tuple[dict, bytes]] = {}
+        missing = wanted - {row.patient_id for row in rows}
+        if missing:
+            made = {patient_id: self._new_row(patient_id) for patient_id in sorted(missing)}
+            insert_ignore(session, RecordKey.__table__, [values for values, _ in made.values()])  # the first key made wins
+            rows += session.execute(select(*columns).where(among(session, RecordKey.patient_id, missing)))
+        keys: dict[str, bytes] = {}
+        for row in rows:
+            if row.wrapped is None:
+                continue
+            values, key = made.get(row.patient_id, ({}, b""))
+            # A key made here is used as is (not cached: this transaction may yet roll back); others are opened.
+            keys[row.patient_id] = key if values.get("id") == row.id else (self._cached(row.id) or self._open(row)).key
+        return keys
+
+    def _new_row(self, patient_id: str) -> tuple[dict, bytes]:
+        """A new record key's row (a fresh key wrapped by the active master key, bound to its ids) and the key."""
+        key_id, key = new_id(), new_key()
+        wrapped = self.provider.wrap(key, record_context(key_id, patient_id))
+        return {"id": key_id, "patient_id": patient_id, "master_key_id": wrapped.key_id, "wrapped": wrapped.blob}, key
+
+    def _cached(self, record_key_id: str) -> OpenRecordKey | None:
+        with self._lock:
+            cached = self._cache.get(record_key_id)
+        return cached[1] if cached and cached[0] > time.monotonic() else None
+
+    def _open(self, row: RecordKey | Row) -> OpenRecordKey:
+        if row.wrapped is None or row.master_key_id is None:
+            raise KeyProviderError(f"record key {row.id} was destroyed")
+        key = self.provider.unwrap(WrappedKey(row.master_key_id, row.wrapped), record_context(row.id, row.patient_id))
+        opened = OpenRecordKey(row.id, key)
+        with self._lock:
+            self._cache[row.id] = (time.monotonic() + self.cache_seconds, opened)
+        return opened
+
+    def destroy(self, patient_id: str) -> str | None:
+        """Destroy the patient's record key: every document of the record becomes unreadable."""
+        with self.sessions() as session:
+            row = session.scalars(select(RecordKey).where(RecordKey.patient_id == patient_id)).one_or_none()
+            if row is None:
+                return None
+            row.wrapped, row.master_key_id, row.destroyed_at = None, None, dt.datetime.now(dt.UTC)
+            session.commit()
+        with self._lock:
+            self._cache.pop(row.id, None)
+        return row.id
+
+    def pending_rewrap(self) -> int:
+        """Record keys still wrapped by a master key other than the active one."""
+        with self.sessions() as session:
+            return session.scalar(select(func.count()).select_from(RecordKey).where(*self._stale())) or 0
+
+    def _stale(self) -> tuple:
+        return (RecordKey.wrapped.is_not(None), RecordKey.master_key_id != self.provider.active_id)
+
+    def rewrap(self, batch_size: int = 200, on_progress: Callable[[int], None] | None = None) -> int:
+        """Re-wrap every record key under the active master key, in short transactions.
+
+        Resumable (it only picks keys not yet under the active key) and safe while reads and
+        ingestion go on: each row changes key id and wrapped bytes together, and the old
+        master key stays available for unwrapping until every row has moved.
+        """
+        done = 0
+        while True:
+            with self.sessions() as session:
+                rows = session.scalars(select(RecordKey).where(*self._stale()).limit(batch_size)).all()
+                if not rows:
+                    return done
+                for row in rows:
+                    context = record_context(row.id, row.patient_id)
+                    key = self.provider.unwrap(WrappedKey(row.master_key_id or "", row.wrapped or b""), context)
+                    wrapped = self.provider.wrap(key, context)
+                    # Only if nobody changed the row meanwhile (a destroy, another rotation).
+                    session.execute(
+                        update(RecordKey)
+                        .where(RecordKey.id == row.id, RecordKey.master_key_id == row.master_key_id)
+                        .values(master_key_id=wrapped.key_id, wrapped=wrapped.blob)
+                    )
+                session.commit()
+            done += len(rows)
+            if on_progress:
+                on_progress(len(rows))
+
+
+def rewrap_direct_keys(
+    sessions: sessionmaker[Session], provider: KeyProvider, model: type, context: Callable[[str], str], batch_size: int = 200
+) -> int:
+    """Re-wrap the keys a master key wraps directly in `model`'s rows (`master_key_id`, `wrapped_key`:
+    batch keys, professionals' contact keys) under the active master key, in short transactions.
+
+    Resumable and safe while the rows are used, as `RecordKeys.rewrap`: a row changes only if
+    nobody re-keyed it meanwhile. `context(row id)` is the context the key was wrapped in.
+    """
+    stale = (model.wrapped_key.is_not(None), model.master_key_id != provider.active_id)
+    done = 0
+    while True:
+        with sessions() as session:
+            rows = session.execute(select(model.id, model.master_key_id, model.wrapped_key).where(*stale).limit(batch_size)).all()
+            for row in rows:
+                key = provider.unwrap(WrappedKey(row.master_key_id, row.wrapped_key), context(row.id))
+                wrapped = provider.wrap(key, context(row.id))
+                session.execute(
+                    update(model)
+                    .where(model.id == row.id, model.master_key_id == row.master_key_id)
+                    .values(master_key_id=wrapped.key_id, wrapped_key=wrapped.blob)
+                )
+            session.commit()
+        done += len(rows)
+        if len(rows) < batch_size:
+            return done
