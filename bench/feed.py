@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import multiprocessing
 import os
 import subprocess
 import sys
@@ -32,6 +31,7 @@ import psutil
 import psycopg
 from sqlalchemy import func, select
 
+from bench.measure import ProcessTeam
 from infra.services import dmp_environment, throwaway_database, throwaway_services
 from pipeline.carehistory import DETAILS, LineSealer
 from pipeline.clock import paris_date
@@ -124,7 +124,7 @@ def _floor_chunk(connection: psycopg.Connection, lines: list[CareLine], sealers:
     connection.commit()
 
 
-def _floor_process(job: _FloorJob, share: int, ready, go, results) -> None:  # type: ignore[no-untyped-def]
+def _floor_process(job: _FloorJob, share: int, ready, go, results, leave) -> None:  # type: ignore[no-untyped-def]
     with psycopg.connect(job.database_url) as connection:
         ready.set()
         go.wait()
@@ -149,23 +149,15 @@ def _floor_process(job: _FloorJob, share: int, ready, go, results) -> None:  # t
 def _floor(database_url: str, feed: Path, processes: int, chunk_lines: int) -> tuple[float, int]:
     """Seconds from the file to committed rows in `processes` floor processes, and the rows stored."""
     job = _FloorJob(feed, database_url.replace("postgresql+psycopg://", "postgresql://"), processes, chunk_lines, paris_date())
-    context = multiprocessing.get_context("spawn")
-    go, results = context.Event(), context.Queue()
-    readies = [context.Event() for _ in range(processes)]
-    workers = [context.Process(target=_floor_process, args=(job, n, readies[n], go, results)) for n in range(processes)]
-    for worker in workers:
-        worker.start()
+    team = ProcessTeam(_floor_process, [(job, n) for n in range(processes)])
     try:
-        for ready in readies:
-            if not ready.wait(120):
-                raise TimeoutError("a floor process did not start")
+        team.start()
         start = time.perf_counter()
-        go.set()
-        reports = [results.get(timeout=3600) for _ in workers]
+        team.go.set()
+        reports = team.gather()
         seconds = time.perf_counter() - start
     finally:
-        for worker in workers:
-            worker.join(60)
+        team.close()
     return seconds, sum(stored for stored, _ in reports)
 
 

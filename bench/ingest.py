@@ -29,7 +29,6 @@ import hmac
 import io
 import json
 import logging
-import multiprocessing
 import os
 import secrets
 import statistics
@@ -50,7 +49,7 @@ import psutil
 import psycopg
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from bench.measure import CpuMeter, RequestLog, RoundTripProxy, cpu_seconds, reset_statements, statements_by_kind
+from bench.measure import CpuMeter, ProcessTeam, RequestLog, RoundTripProxy, cpu_seconds, reset_statements, statements_by_kind
 from infra.services import MotoServer, PostgresCluster, RedisServer, dmp_environment, free_port
 from pipeline.envelope import EncryptingReader
 from pipeline.index.db import make_engine, upgrade
@@ -361,24 +360,15 @@ def _floor(services: _Services, batch: Path, processes: int, threads: int) -> tu
         processes=processes,
         threads=threads,
     )
-    context = multiprocessing.get_context("spawn")
-    go, leave, results = context.Event(), context.Event(), context.Queue()
-    readies = [context.Event() for _ in range(processes)]
-    workers = [context.Process(target=_floor_process, args=(job, n, readies[n], go, results, leave)) for n in range(processes)]
-    for worker in workers:
-        worker.start()
+    team = ProcessTeam(_floor_process, [(job, n) for n in range(processes)])
     try:
-        for ready in readies:
-            if not ready.wait(120):
-                raise TimeoutError("a floor process did not start")
-        with _measured(services, {f"floor_{n}": w.pid for n, w in enumerate(workers)}, job.bucket) as out:  # type: ignore[misc]
-            go.set()
-            reports = [results.get(timeout=3600) for _ in workers]
+        team.start()
+        with _measured(services, {f"floor_{n}": pid for n, pid in enumerate(team.pids)}, job.bucket) as out:  # type: ignore[misc]
+            team.go.set()
+            reports = team.gather()
             out["documents"] = sum(report[1] for report in reports)
     finally:
-        leave.set()
-        for worker in workers:
-            worker.join(60)
+        team.close()
     return out["phase"], sum(report[2] for report in reports)
 
 

@@ -263,3 +263,65 @@ class RoundTripProxy:
         if self.process.is_alive():
             self.process.terminate()
         self.process.join(10)
+
+
+# ---------------------------------------------------------------------------------------------
+# Floor processes, started together
+
+
+class ProcessTeam:
+    """Spawned processes that get ready, start their work together on `go`, put one result each on
+    `results`, and stay until `leave` (so that their CPU can be read once their work is done).
+
+    `target(*args, ready, go, results, leave)` runs in each, with its own `args`."""
+
+    def __init__(self, target, args: list[tuple]) -> None:  # type: ignore[no-untyped-def]
+        context = multiprocessing.get_context("spawn")
+        self.go, self.leave, self.results = context.Event(), context.Event(), context.Queue()
+        self.ready = [context.Event() for _ in args]
+        self.processes = [
+            context.Process(target=target, args=(*own, self.ready[n], self.go, self.results, self.leave), daemon=True)
+            for n, own in enumerate(args)
+        ]
+
+    @property
+    def pids(self) -> list[int]:
+        return [process.pid for process in self.processes if process.pid is not None]
+
+    def _check_alive(self) -> None:
+        for process in self.processes:
+            if process.exitcode not in (None, 0):
+                raise RuntimeError(f"a floor process ended with exit code {process.exitcode}")
+
+    def start(self, timeout: float = 120) -> None:
+        """Start every process and wait until each is ready."""
+        for process in self.processes:
+            process.start()
+        deadline = time.monotonic() + timeout
+        for ready in self.ready:
+            while not ready.wait(0.2):
+                self._check_alive()
+                if time.monotonic() > deadline:
+                    raise TimeoutError("a floor process did not get ready")
+
+    def gather(self, timeout: float = 3600) -> list:
+        """One result per process, in the order they came; fails as soon as a process dies without one."""
+        import queue
+
+        results: list = []
+        deadline = time.monotonic() + timeout
+        while len(results) < len(self.processes):
+            try:
+                results.append(self.results.get(timeout=0.5))
+            except queue.Empty:
+                self._check_alive()
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the floor processes did not finish") from None
+        return results
+
+    def close(self) -> None:
+        self.leave.set()
+        for process in self.processes:
+            process.join(30)
+            if process.is_alive():
+                process.kill()

@@ -11,7 +11,7 @@ import boto3
 import psycopg
 import pytest
 
-from bench.measure import RequestLog, RoundTripProxy, cpu_seconds, statement_kind
+from bench.measure import ProcessTeam, RequestLog, RoundTripProxy, cpu_seconds, statement_kind
 from infra.services import MotoServer, PostgresDatabase, free_port
 
 
@@ -91,3 +91,34 @@ def test_a_statements_kind_is_its_first_keyword_after_comments():
     assert statement_kind("/* pool */ select 1") == "SELECT"
     assert statement_kind("-- x\nWITH t AS (SELECT 1) UPDATE y SET z = 1") == "WITH"
     assert statement_kind(f"COMMIT -- {uuid.uuid4()}") == "COMMIT"
+
+
+def _doubles(value, ready, go, results, leave) -> None:  # type: ignore[no-untyped-def]
+    ready.set()
+    go.wait()
+    if value < 0:
+        raise ValueError("a floor process that fails")
+    results.put(value * 2)
+    leave.wait()
+
+
+def test_a_process_team_starts_together_and_gathers_one_result_each():
+    team = ProcessTeam(_doubles, [(1,), (2,)])
+    try:
+        team.start()
+        assert team.results.empty()  # nothing before `go`
+        team.go.set()
+        assert sorted(team.gather(timeout=60)) == [2, 4]
+    finally:
+        team.close()
+
+
+def test_a_process_team_fails_as_soon_as_a_process_dies_without_its_result():
+    team = ProcessTeam(_doubles, [(1,), (-1,)])
+    try:
+        team.start()
+        team.go.set()
+        with pytest.raises(RuntimeError, match="exit code"):
+            team.gather(timeout=60)
+    finally:
+        team.close()
