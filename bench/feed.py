@@ -2,35 +2,48 @@
 
 pipeline: `dmp ingest FEED --source insurer:…` plus `dmp worker --processes W` on throwaway
 Redis, moto_server and a fresh PostgreSQL database; from the start of the intake to the last
-chunk committed. floor: a bare `COPY` of the same rows, already parsed, into the same table.
+chunk committed.
+
+floor: the same file to committed rows with the least machinery, on as many processes (W), in a
+second fresh database on the same server, timed from the file: each process reads its share of the
+file (a byte range cut at line ends), cuts it into chunks of DMP_FEED_CHUNK_LINES lines and, per
+chunk, parses and checks every line with our own parser (`parse_chunk`, `check_line`), inserts the
+chunk's new patients, seals each line's details and keys its content hash under the patient's
+record key (kept in memory: no record-key rows), then writes the rows with one COPY and commits.
+No broker, no inbox, no duplicate or correction handling.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import uuid
-from decimal import Decimal
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+import psycopg
 from sqlalchemy import func, select
 
+from bench.measure import ProcessTeam
 from infra.services import dmp_environment, throwaway_database, throwaway_services
+from pipeline.carehistory.feedformat import CareLine, check_line, csv_header, parse_chunk, split_lines
 from pipeline.carehistory.feeds import COLUMNS
 from pipeline.core.clock import paris_date
-from pipeline.core.sealedfields import DETAILS
+from pipeline.core.sealedfields import DETAILS, LineSealer
 from pipeline.index.models import CareEvent
 from pipeline.runtime import Runtime
 from pipeline.samples.feed import write_feed
 from pipeline.status import pending_chunks
 
 DMP = str(Path(sys.executable).with_name("dmp"))
+SOURCE = "insurer:FLOOR"
 
 
 class _PeakRss(threading.Thread):
@@ -53,36 +66,99 @@ class _PeakRss(threading.Thread):
             time.sleep(0.1)
 
 
-def _floor(database_url: str, feed: Path) -> float:
-    """Parse every line first (untimed), then time one COPY of all rows."""
-    import csv
+@dataclass(frozen=True)
+class _FloorJob:
+    feed: Path
+    database_url: str
+    processes: int
+    chunk_lines: int
+    today: dt.date
 
-    import psycopg
 
-    today = paris_date()
-    with psycopg.connect(database_url.replace("postgresql+psycopg://", "postgresql://")) as connection:
-        patient_ids: dict[str, str] = {}
-        rows = []
-        with feed.open(newline="", encoding="utf-8") as handle:
-            for raw in csv.DictReader(handle):
-                pid = patient_ids.setdefault(raw["patient_ins"], str(uuid.uuid4()))
-                details = json.dumps([raw[name] for name in DETAILS], ensure_ascii=False).encode()  # the same bytes, unsealed
-                rows.append((
-                    "insurer:FLOOR", raw["line_id"], pid, dt.date.fromisoformat(raw["care_date"]), details,
-                    Decimal(raw["amount_billed"]), Decimal(raw["amount_reimbursed"]), dt.date.fromisoformat(raw["reimbursement_date"]),
-                    None, "0" * 64, "floor",
-                ))  # fmt: skip
-        assert all(dt.date.fromisoformat(str(r[3])) <= today for r in rows[:10])
-        with connection.cursor() as cursor:
-            cursor.executemany("INSERT INTO patients (id, ins, status, created_at) VALUES (%s, %s, 'open', now())",
-                               [(pid, ins) for ins, pid in patient_ids.items()])  # fmt: skip
-        connection.commit()
+def _share(feed: Path, share: int, shares: int) -> tuple[bytes, int, int]:
+    """The header line, and the byte range [start, end) of the `share`-th part of the data lines, cut at line ends."""
+    size = feed.stat().st_size
+    with feed.open("rb") as handle:
+        header = handle.readline()
+
+        def line_start(position: int) -> int:
+            if position <= len(header):
+                return len(header)
+            if position >= size:
+                return size
+            handle.seek(position - 1)
+            return position - 1 + len(handle.readline())
+
+        body = size - len(header)
+        return header, line_start(len(header) + body * share // shares), line_start(len(header) + body * (share + 1) // shares)
+
+
+def _lines(feed: Path, start: int, end: int) -> Iterator[bytes]:
+    with feed.open("rb") as handle:
+        handle.seek(start)
+        position = start
+        for line in handle:
+            if position >= end:
+                return
+            position += len(line)
+            yield line
+
+
+def _floor_chunk(connection: psycopg.Connection, lines: list[CareLine], sealers: dict[str, tuple[str, LineSealer]]) -> None:
+    new = sorted({line.ins for line in lines} - sealers.keys())
+    if new:
+        connection.execute(
+            "INSERT INTO patients (id, ins, status, created_at) SELECT gen_random_uuid()::text, i, 'open', now()"
+            " FROM unnest(%s::text[]) AS i ON CONFLICT (ins) DO NOTHING",
+            [new],
+        )
+        for ins, pid in connection.execute("SELECT ins, id FROM patients WHERE ins = ANY(%s)", [new]):
+            sealers[ins] = (pid, LineSealer(os.urandom(32)))
+        connection.commit()  # alone: another process inserting the same patient waits for this, not for the COPY
+    with connection.cursor() as cursor, cursor.copy(f"COPY care_events ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+        for line in lines:
+            pid, sealer = sealers[line.ins]
+            details = sealer.seal(SOURCE, line.line_id, pid, [getattr(line, name) for name in DETAILS])
+            copy.write_row((SOURCE, line.line_id, pid, line.care_date, details, line.amount_billed, line.amount_reimbursed,
+                            line.reimbursement_date, line.supersedes, sealer.line_hash(line.content_hash), "floor"))  # fmt: skip
+    connection.commit()
+
+
+def _floor_process(job: _FloorJob, share: int, ready, go, results, leave) -> None:  # type: ignore[no-untyped-def]
+    with psycopg.connect(job.database_url) as connection:
+        ready.set()
+        go.wait()
+        header_line, start, end = _share(job.feed, share, job.processes)
+        header = csv_header(header_line)
+        sealers: dict[str, tuple[str, LineSealer]] = {}
+        stored = rejected = 0
+        for first, data, _ in split_lines(_lines(job.feed, start, end), job.chunk_lines, quoted=True):
+            lines: list[CareLine] = []
+            for number, raw in parse_chunk(data, "csv", header, first):
+                checked = check_line(number, raw, job.today) if isinstance(raw, dict) else None
+                if isinstance(checked, CareLine):
+                    lines.append(checked)
+                else:
+                    rejected += 1
+            if lines:
+                _floor_chunk(connection, lines, sealers)
+            stored += len(lines)
+    results.put((stored, rejected))
+
+
+def _floor(database_url: str, feed: Path, processes: int, chunk_lines: int) -> tuple[float, int]:
+    """Seconds from the file to committed rows in `processes` floor processes, and the rows stored."""
+    job = _FloorJob(feed, database_url.replace("postgresql+psycopg://", "postgresql://"), processes, chunk_lines, paris_date())
+    team = ProcessTeam(_floor_process, [(job, n) for n in range(processes)])
+    try:
+        team.start()
         start = time.perf_counter()
-        with connection.cursor() as cursor, cursor.copy(f"COPY care_events ({', '.join(COLUMNS)}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
-        connection.commit()
-        return time.perf_counter() - start
+        team.go.set()
+        reports = team.gather()
+        seconds = time.perf_counter() - start
+    finally:
+        team.close()
+    return seconds, sum(stored for stored, _ in reports)
 
 
 def _wait_done(rt: Runtime, feed_id: str, timeout: float = 3600) -> None:
@@ -103,7 +179,7 @@ def run(lines: int, workers: int, threads: int, patients: int) -> dict:
             settings = services.settings
             feed = root / "feed.csv"
             write_feed(feed, lines, patients=patients, seed=7, today=paris_date())
-            floor_s = _floor(floor_db.url, feed)
+            floor_s, floor_stored = _floor(floor_db.url, feed, workers, settings.feed_chunk_lines)
 
             env = dmp_environment(settings)
             worker = subprocess.Popen([DMP, "worker", "--processes", str(workers), "--threads", str(threads)], env=env,
@@ -144,6 +220,8 @@ def run(lines: int, workers: int, threads: int, patients: int) -> dict:
         "threads": threads,
         "seconds": round(elapsed, 2),
         "floor_seconds": round(floor_s, 2),
+        "floor_stored": floor_stored,
+        "floor_processes": workers,
         "intake_peak_rss_mb": round(intake_rss.own / 2**20, 1),
         "worker_peak_rss_mb": round(worker_rss.child / 2**20, 1),
     }

@@ -97,10 +97,13 @@ class RedisServer:
 
 @dataclass
 class MotoServer:
-    """moto's S3 HTTP server as its own process (state lives in memory: pause it, do not restart it)."""
+    """moto's S3 HTTP server as its own process (state lives in memory: pause it, do not restart it).
+
+    With `log`, its request log (one line per HTTP request, which benchmarks count) goes to that file."""
 
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
+    log: Path | None = None
 
     @property
     def endpoint(self) -> str:
@@ -109,9 +112,9 @@ class MotoServer:
     def start(self) -> None:
         binary = Path(sys.executable).with_name("moto_server")
         command = [str(binary)] if binary.exists() else [sys.executable, "-m", "moto.server"]
-        self.process = subprocess.Popen(
-            [*command, "-H", "127.0.0.1", "-p", str(self.port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        with ExitStack() as stack:
+            log = stack.enter_context(self.log.open("ab")) if self.log else subprocess.DEVNULL
+            self.process = subprocess.Popen([*command, "-H", "127.0.0.1", "-p", str(self.port)], stdout=subprocess.DEVNULL, stderr=log)
         wait_for_port(self.port)
 
     def pause(self) -> None:
@@ -160,10 +163,15 @@ class PostgresDatabase:
 class PostgresCluster:
     """A PostgreSQL server of its own (initdb and pg_ctl from /usr/lib/postgresql/*/bin) on a free
     loopback port, with one database, `dmp`: stop it and start it again to make an outage of the
-    index alone. Its files live in a folder of their own, removed by `destroy`."""
+    index alone. Its files live in a folder of their own, removed by `destroy`.
+
+    It runs without fsync unless `durable` (benchmarks: commits cost what they cost on a real server);
+    `settings` are more server settings (`-c name=value`), e.g. shared_preload_libraries."""
 
     port: int = field(default_factory=free_port)
     root: Path | None = None
+    durable: bool = False
+    settings: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -191,8 +199,16 @@ class PostgresCluster:
 
     def start(self) -> None:
         assert self.root is not None
-        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
+        if not self.durable:
+            options += " -c fsync=off -c full_page_writes=off"
+        options += "".join(f" -c {name}={value}" for name, value in self.settings.items())
         self._run(self._binary("pg_ctl"), "-D", str(self.root / "data"), "-l", str(self.root / "log"), "-o", options, "-w", "start")
+
+    def postmaster_pid(self) -> int:
+        """The server's main process (its backends and helpers are its children)."""
+        assert self.root is not None
+        return int((self.root / "data" / "postmaster.pid").read_text().split()[0])
 
     def stop(self) -> None:
         """Stop the server at once: open connections are cut, as when it crashes or is restarted."""
