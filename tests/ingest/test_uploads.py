@@ -145,7 +145,7 @@ def test_a_damaged_zip_entry_is_rejected_with_its_reason_and_the_other_documents
 
 
 def test_an_uploaded_zip_with_unmarked_utf8_names_is_read_by_the_worker_under_those_names(runtime):
-    from tests.test_zipnames import unmarked_utf8_zip
+    from tests.core.test_zipnames import unmarked_utf8_zip
 
     accented = {"manifest.csv": HEADER + ROW.replace(b"big.txt", "résultat.txt".encode()), "résultat.txt": b"Compte rendu: " + LINE}
     result = receive_zip(runtime, io.BytesIO(unmarked_utf8_zip(accented)), "lab:Z", lambda _item: None)
