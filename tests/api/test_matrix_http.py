@@ -3,9 +3,9 @@ break-glass; every record-level route for the actors who may not learn that a re
 
 Every actor kind x every document class (a representative type each, plus the types the matrix singles
 out) x masked or not x blocked or not x attending physician or not x record open / closed / opposed x
-emergency opposition, against an expectation written here from DOMAIN.md ("Who may read", "Finding a
-record") and the data of `api/data/access_matrix.csv`, never from `api.policy`. Where DOMAIN.md names a
-profession and a document outright (rule 6's examples, the regulator reading "likewise"), that wins over
+emergency opposition, against an expectation written here from docs/domain.md ("Who may read", its
+"no existence oracle") and the data of `api/data/access_matrix.csv`, never from `api.policy`. Where docs/domain.md names a
+profession and a document outright (rule 7's examples, the regulator reading "likewise"), that wins over
 the matrix file.
 
 The world is built once: one patient per record state, the same documents for each, every relation
@@ -71,7 +71,7 @@ DOC_TYPES = (
 
 
 # ---------------------------------------------------------------------------------------------
-# The expectation, from DOMAIN.md and the matrix data
+# The expectation, from docs/domain.md and the matrix data
 # ---------------------------------------------------------------------------------------------
 
 
@@ -88,15 +88,15 @@ def _load_matrix() -> dict[tuple[str, str, str], bool]:
 MATRIX = _load_matrix()
 
 
-# DOMAIN.md in its own words, whatever the matrix file says. Rule 6: "Physicians read all classes"; "a dentist
+# docs/domain.md in its own words, whatever the matrix file says. Rule 7: "Physicians read every class"; "a dentist
 # does not read advance directives or psychiatric summaries; a podiatrist does not read delivery reports".
-# Rule 4: the SAMU regulator handling a call "may read likewise", as a physician under break-glass.
+# Rule 5: the SAMU regulator handling a call "may read likewise", as a physician under break-glass.
 READS_EVERYTHING = frozenset({"physician", "emergency_regulator"})
 DOMAIN_FORBIDS = frozenset({("dentist", "90", "EXPPAT_3"), ("dentist", "11", "59259-2"), ("podiatrist", "10", "15508-5")})
 
 
 def matrix_reads(subject: str, class_code: str, type_code: str) -> bool:
-    """DOMAIN.md rule 6: a type row is more specific than a class row; no row: the profession does not read it."""
+    """docs/domain.md rule 7: a type row is more specific than a class row; no row: the profession does not read it."""
     if subject in READS_EVERYTHING:
         return True
     if (subject, class_code, type_code) in DOMAIN_FORBIDS:
@@ -180,19 +180,19 @@ RECORD_LEVEL_DOCS = (DOCS[0], DOCS[-1])  # 10/11490-0 unmasked, 95/unknown maske
 def _record_denial(actor: ActorCase, state: RecordState, emergency: bool) -> str | None:
     """The reason the record itself is refused (403), or None. Independent of the document."""
     if actor.kind in FORBIDDEN:
-        return "forbidden_party"  # rule 5, whatever the token says
+        return "forbidden_party"  # rule 6, whatever the token says
     if actor.kind == "administrative":
-        return "administrative_staff"  # rule 5
+        return "administrative_staff"  # rule 6
     if state.status != "open":
         return "record_closed"  # "readable by nobody"
     if actor.kind in ("patient", "legal_representative"):
         if not (actor.own_record or actor.registered):
             return "not_allowed"
-        # Break-glass is a professional's act (rule 4): the patient reads without the header.
+        # Break-glass is a professional's act (rule 5): the patient reads without the header.
         return "not_allowed" if emergency else None
     if emergency:
         if actor.kind not in ("professional", "emergency_regulator"):
-            return "not_allowed"  # rule 4 names professionals and the regulator only
+            return "not_allowed"  # rule 5 names professionals and the regulator only
         if state.emergency_opposed:
             return "emergency_opposed"
         return "blocked" if actor.blocked else None  # Stricter: the block stands under break-glass
@@ -203,27 +203,27 @@ def _record_denial(actor: ActorCase, state: RecordState, emergency: bool) -> str
     if actor.kind == "emergency_regulator":
         return "not_allowed"  # reads only while handling a call (break-glass)
     if actor.blocked:
-        return "blocked"  # rule 2 (Stricter: also for the attending physician)
+        return "blocked"  # rule 3 (Stricter: also for the attending physician)
     if _is_attending_physician(actor):
-        return None  # rule 3 (Stricter: attending powers only for a physician)
+        return None  # rule 4 (Stricter: attending powers only for a physician)
     return None if actor.care_team else "not_in_care_team"
 
 
 def _document_denial(actor: ActorCase, doc: DocCase, emergency: bool) -> str | None:
     """Once the record is open to the actor: the reason this document is refused, or None."""
     if actor.kind in ("patient", "legal_representative"):
-        return None  # rule 1: the whole record, masked documents included
+        return None  # rules 1 and 2: the whole record, masked documents included
     if emergency:
         subject = actor.profession if actor.kind == "professional" else "emergency_regulator"
     elif actor.kind == "occupational_physician":
         subject = "occupational_physician"
     elif _is_attending_physician(actor):
-        return None  # rule 3: everything, masked documents included
+        return None  # rule 4: everything, masked documents included
     else:
         subject = actor.profession or ""
     if not matrix_reads(subject, doc.class_code, doc.type_code):
         return "matrix_forbids"
-    # Masked: visible to the patient, the author or its facility, the attending physician (rules 2 and 3);
+    # Masked: visible to the patient, the author or its facility, the attending physician (rules 3 and 4);
     # Stricter: break-glass is not on that list, but the attending physician is, header or not.
     return "masked" if doc.masked and not _is_attending_physician(actor) else None
 
@@ -233,9 +233,9 @@ def _is_attending_physician(actor: ActorCase) -> bool:
 
 
 def _may_learn_the_record_exists(actor: ActorCase) -> bool:
-    """DOMAIN.md, "Finding a record": to an actor who may not learn it, a record that exists and one that does not
+    """docs/domain.md, "Who may read" (no existence oracle): to an actor who may not learn it, a record that exists and one that does not
     look the same. The patient, their representatives, health professionals (the regulator among them) and an
-    occupational physician the patient consented to may learn it; nobody else (Stricter for rule 5's parties)."""
+    occupational physician the patient consented to may learn it; nobody else (Stricter for rule 6's parties)."""
     if actor.kind in ("patient", "legal_representative", "occupational_physician"):
         return actor.own_record or actor.registered
     return actor.kind in ("professional", "emergency_regulator")
@@ -270,12 +270,12 @@ def _attending_break_glass_on_masked(actor: ActorCase, state: RecordState, emerg
     return emergency and doc.masked and _is_attending_physician(actor) and not actor.blocked
 
 
-# Cases where the API contradicts DOMAIN.md (beyond a documented "Stricter:" reading): xfail when the answer differs.
+# Cases where the API contradicts docs/domain.md (beyond a documented "Stricter:" reading): xfail when the answer differs.
 KNOWN_CONTRADICTIONS: list[tuple[Callable[[ActorCase, RecordState, bool, DocCase], bool], str]] = [
     (
         _attending_break_glass_on_masked,
-        "DOMAIN.md rule 2: 'Masked documents stay visible to the patient, to the professional or facility that deposited"
-        " them, and to the attending physician'; rule 3: 'The attending physician reads everything, masked documents"
+        "docs/domain.md rule 3: 'A masked document stays visible to the patient, to its author and the author's facility,"
+        " and to the attending physician'; rule 4: 'The attending physician [...] reads everything, masked documents"
         " included'. With X-Emergency-Reason the API denies the attending physician a masked document (403 masked):"
         " api/policy.py _emergency's 'Stricter:' note cites that list but does not exempt the attending physician.",
     ),
@@ -404,8 +404,8 @@ def _cases(group: str):
             continue
         for state in STATES:
             for emergency in (False, True):
-                # A refused record is refused before any document is looked at (DOMAIN.md: a closed record is
-                # readable by nobody, rule 5 parties never read...): a masked and an unmasked document suffice.
+                # A refused record is refused before any document is looked at (docs/domain.md: a closed record is
+                # read by nobody, rule 6 parties never read...): a masked and an unmasked document suffice.
                 docs = DOCS if _record_denial(actor, state, emergency) is None else RECORD_LEVEL_DOCS
                 for doc in docs:
                     yield actor, state, emergency, doc
@@ -426,7 +426,7 @@ def _new_audit_entries(world: World, chain: str) -> list[AuditEntry]:
 
 @dataclass
 class Verdicts:
-    """Every row's mismatches, and the rows where the API contradicts DOMAIN.md knowingly (see KNOWN_CONTRADICTIONS)."""
+    """Every row's mismatches, and the rows where the API contradicts docs/domain.md knowingly (see KNOWN_CONTRADICTIONS)."""
 
     rows: int = 0
     mismatches: list[str] = field(default_factory=list)
@@ -454,7 +454,7 @@ def _check_metadata_row(world: World, verdicts: Verdicts, actor: ActorCase, stat
     got = (response.status_code, response.json().get("code") if response.status_code != 200 else None)
     for matches, reason in KNOWN_CONTRADICTIONS:
         if matches(actor, state, emergency, doc) and got != (want.status, want.code):
-            verdicts.known.append(f"{row}: got {got}, DOMAIN.md expects {(want.status, want.code)}. {reason}")
+            verdicts.known.append(f"{row}: got {got}, docs/domain.md expects {(want.status, want.code)}. {reason}")
             return
     if got != (want.status, want.code):
         verdicts.mismatches.append(f"{row}: got {got}, expected {(want.status, want.code)}: {response.text}")
@@ -499,16 +499,16 @@ def expected_care_history(actor: ActorCase, state: RecordState, emergency: bool)
     if denial:
         return _refused(actor, denial)
     if actor.kind in ("patient", "legal_representative"):
-        return Expected(200, None, True, False)  # rule 1: the whole record
+        return Expected(200, None, True, False)  # rules 1 and 2: the whole record
     if emergency:
         subject = actor.profession if actor.kind == "professional" else "emergency_regulator"
     elif actor.kind == "occupational_physician":
         subject = "occupational_physician"
     elif _is_attending_physician(actor):
-        return Expected(200, None, True, False)  # rule 3: everything
+        return Expected(200, None, True, False)  # rule 4: everything
     else:
         subject = actor.profession or ""
-    # DOMAIN.md, "Content": the care history is built from reimbursement data, class 60 of the matrix.
+    # docs/domain.md, "Classes and types": the care history is the reimbursement data, class 60 of the matrix.
     return Expected(200, None, True, emergency) if matrix_reads(subject, "60", "REMB") else _refused(actor, "matrix_forbids")
 
 
