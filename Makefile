@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench services clean
+.PHONY: demo test test-fast lint bench services clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ test: $(STAMP)
 	infra/check-services
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+# The tier a developer runs while working: no servers to start, no PostgreSQL twin, no slow test.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not distributed and not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -15,6 +15,15 @@ for _name in [n for n in os.environ if n.startswith("DMP_") and not n.startswith
     del os.environ[_name]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """`slow` (left out by `make test-fast`): besides the tests marked so, the PostgreSQL twin of every
+    test that runs on both databases; its SQLite twin stays in the fast tier."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("database_url") == "postgresql":
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture
 def embedded_settings(tmp_path: Path) -> Settings:
     return Settings(home=tmp_path / "dmp-home", quarantine_days=7)
