@@ -34,6 +34,7 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at 
 
 for command in (ingest.ingest, ingest.status, worker.worker, samples.samples, samples.demo, server.token, server.api):
     app.command()(command)
+app.command()(jobs.scheduler)
 
 
 def _group(name: str, help_text: str, commands: dict[str, Callable[..., None]]) -> None:
