@@ -45,6 +45,7 @@ def _group(name: str, help_text: str, commands: dict[str, Callable[..., None]]) 
 
 
 _group("db", "Index database.", {"upgrade": db.db_upgrade})
+_group("store", "Object store.", {"init": db.store_init})
 _group("keys", "Master keys.", {"init": keys.keys_init, "rotate": keys.keys_rotate})
 _group("retention", "Retention: delete what must no longer be kept.", {"run": jobs.retention_run, "schedule": jobs.retention_schedule})
 _group("audit", "The access log (audit trail).", {"verify": records.audit_verify})
