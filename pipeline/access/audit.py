@@ -37,6 +37,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline.core.clock import as_utc
+from pipeline.core.metrics import audit_appends
 from pipeline.core.sealedfields import SealedFieldError, Sealer, justification_context, seal_text
 from pipeline.index.models import AuditEntry
 
@@ -237,6 +238,7 @@ def append(
     # A Core INSERT … RETURNING rather than a unit-of-work flush: this runs on every API request.
     values = {column: getattr(entry, column) for column in _INSERTED}
     entry.id = session.execute(insert(AuditEntry).values(values).returning(AuditEntry.id)).scalar_one()
+    audit_appends.labels(event.outcome).inc()  # in the caller's transaction: counts appends made, a rollback included
     return entry
 
 

@@ -19,10 +19,12 @@ def retention_run(as_json: Annotated[bool, typer.Option("--json")] = False) -> N
     cron `0 3 * * * dmp retention run`, or let the workers do it: `dmp retention schedule`.
     """
     from pipeline.core.clock import paris_date
-    from pipeline.retention import run_retention
+    from pipeline.retention import record_run, run_retention
 
     rt = open_runtime(Settings())
-    report = run_retention(rt, paris_date())
+    today = paris_date()
+    report = run_retention(rt, today)
+    record_run(rt, "retention", today)  # the last run's time is a metric: a missed run raises an alert
     rt.close()
     if as_json:
         typer.echo(json.dumps(dataclasses.asdict(report)))

@@ -24,9 +24,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from pipeline.access.audit import AuditEvent, append
+from pipeline.core import metrics
 from pipeline.core.clock import paris_date
 from pipeline.core.inbox import LimitedReader
 from pipeline.core.keys import new_key
+from pipeline.core.metrics import Stage, timed
 from pipeline.core.outage import Interrupted, failure_code, outage_of
 from pipeline.core.reasons import REASONS, Rejected, Transient
 from pipeline.core.sealing import new_data_key, seal, seal_context
@@ -150,12 +152,14 @@ def _accept(rt: Runtime, claim: repo.Claim, today: dt.date) -> str:
     with spool(rt, item) as spooled:
         if spooled.size == 0:
             raise Rejected("empty_file")
-        content = check_content(spooled.file, item.file, meta.ins, rt.settings, want_text=needs_content(item.document_type))
+        with timed(Stage.VALIDATE):
+            content = check_content(spooled.file, item.file, meta.ins, rt.settings, want_text=needs_content(item.document_type))
         manifest_title = item_title(rt, item)
         title = manifest_title or content.title
-        classification = classify(
-            content.cda_code, item.document_type, title, item.file, content.text, cda_code_system=content.cda_code_system
-        )
+        with timed(Stage.CLASSIFY):
+            classification = classify(
+                content.cda_code, item.document_type, title, item.file, content.text, cda_code_system=content.cda_code_system
+            )
         with rt.sessions() as session:
             patient = repo.ensure_patient(session, meta.ins)
             existing = repo.find_document(session, source, meta.source_document_id)
@@ -169,13 +173,15 @@ def _accept(rt: Runtime, claim: repo.Claim, today: dt.date) -> str:
             with rt.sessions() as session:
                 repo.commit_indexed(session, claim, None, existing.id, patient.id, item.batch_id, source)
             forget_inbox(rt, item.id, item)
+            metrics.documents_indexed.labels(metrics.source_kind(source)).inc()
             return "indexed"
         object_key = item.pending_object_key or ""
         record = rt.record_keys.for_patient(patient.id)
         key, wrapped_key = new_data_key(record.key, item.document_id)
         context = seal_context(item.document_id, patient.id)
         spooled.file.seek(0)
-        sealed = seal(rt.store, key, f"record:{record.id}", object_key, context, spooled.file, rt.settings.segment_bytes, rt.hasher())
+        with timed(Stage.SEAL):
+            sealed = seal(rt.store, key, f"record:{record.id}", object_key, context, spooled.file, rt.settings.segment_bytes, rt.hasher())
     document = Document(
         id=item.document_id,
         patient_id=patient.id,
@@ -201,7 +207,7 @@ def _accept(rt: Runtime, claim: repo.Claim, today: dt.date) -> str:
     )
     deposit = deposit_event(document)
     try:
-        with rt.sessions() as session:
+        with timed(Stage.INDEX), rt.sessions() as session:
             committed = repo.commit_indexed(
                 session, claim, document, document.id, patient.id, item.batch_id, source, also=lambda s: append(s, rt.audit_key, deposit)
             )
@@ -213,6 +219,7 @@ def _accept(rt: Runtime, claim: repo.Claim, today: dt.date) -> str:
         rt.store.delete(object_key)  # another attempt owns the item now
         return "superseded"
     forget_inbox(rt, item.id, item)
+    metrics.documents_indexed.labels(metrics.source_kind(source)).inc()
     return "indexed"
 
 
@@ -241,6 +248,7 @@ def _reject(rt: Runtime, item: BatchItem, claim: repo.Claim | None, reason: str,
             rt.store.delete(quarantine.object_key)
         return "superseded"
     forget_inbox(rt, item.id, item)
+    metrics.documents_rejected.labels(metrics.source_kind(_source(rt, item)), reason).inc()
     return "rejected"
 
 
