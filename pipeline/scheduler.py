@@ -10,10 +10,11 @@ schedulers never run a day twice. What this process adds is that nothing dies si
 - the next day's run fires from the cron trigger whatever became of the day before;
 - started after 03:00 on a day with no recorded run (down at 03:00, or a missed retry), it runs at once;
 - `dmp_retention_last_success_timestamp_seconds` is read from `job_runs` when the process starts
-  and set after each success, so an alert on its age sees a run that did not happen; tries are
-  counted by outcome in `dmp_retention_runs_total`.
+  and set after each success, so an alert on its age sees a run that did not happen (the API's
+  `/metrics` reads the same row); each try is counted in `dmp_retention_runs_total{result}`
+  (pipeline/core/metrics.py), and failures in a row in `dmp_retention_consecutive_failures`.
 
-Its metrics live in their own registry (served on `--metrics-port`), apart from the API's.
+`dmp scheduler` serves them on `--metrics-port`.
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Gauge
 from sqlalchemy import func, select
 
 from pipeline.core.clock import PARIS, as_utc, paris_date
+from pipeline.core.metrics import retention_runs
 from pipeline.core.outage import failure_code
 from pipeline.retention import RUN_AT, record_run, resume_delay_ms, run_recorded, run_retention
 from pipeline.runtime import Runtime
@@ -50,21 +52,24 @@ class Job(StrEnum):
 
 
 class Outcome(StrEnum):
-    """What one firing of a daily job did (the `outcome` label of dmp_retention_runs_total)."""
+    """What one firing of a daily job did."""
 
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     ALREADY_DONE = "already_done"
 
 
+# The `result` of dmp_retention_runs_total for the outcomes that are runs.
+_RESULTS = {Outcome.SUCCEEDED: "success", Outcome.FAILED: "failure"}
+
+
 @dataclass
 class SchedulerMetrics:
-    """The scheduler's Prometheus metrics, in a registry of their own."""
+    """The scheduler's own gauges, in `registry` (`dmp scheduler`: the process's default registry)."""
 
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     def __post_init__(self) -> None:
-        self.runs = Counter("dmp_retention_runs_total", "Scheduled retention tries, by outcome.", ["outcome"], registry=self.registry)
         self.last_success = Gauge(
             "dmp_retention_last_success_timestamp_seconds",
             "When retention last ran to the end (Unix time; 0: never). Alert on its age.",
@@ -73,8 +78,8 @@ class SchedulerMetrics:
         self.failures = Gauge(
             "dmp_retention_consecutive_failures", "Failed retention tries since the last success.", registry=self.registry
         )
-        for outcome in Outcome:
-            self.runs.labels(outcome=outcome)  # every series from the start, at 0
+        for result in _RESULTS.values():
+            retention_runs.labels(result)  # every series from the start, at 0
 
 
 def retry_delay(failures: int) -> dt.timedelta:
@@ -116,7 +121,8 @@ class DailyJob:
         """Run today's job unless it is recorded; on failure schedule the next try."""
         with self._lock:  # the cron firing and a retry must not overlap
             outcome = self._run_once()
-        self.metrics.runs.labels(outcome=outcome).inc()
+        if outcome in _RESULTS:
+            retention_runs.labels(_RESULTS[outcome]).inc()
         return outcome
 
     def _run_once(self) -> Outcome:

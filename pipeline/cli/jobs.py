@@ -87,10 +87,10 @@ def scheduler(
         from pipeline.scheduler import Outcome, SchedulerMetrics, new_scheduler, schedule_retention
     except ImportError:
         fail("dmp scheduler needs the scheduler extra: pip install 'dmp[scheduler]'")
-    from prometheus_client import start_http_server
+    from prometheus_client import REGISTRY, start_http_server
 
     rt = open_runtime(Settings())
-    metrics = SchedulerMetrics()
+    metrics = SchedulerMetrics(REGISTRY)
     jobs = new_scheduler()
     daily = schedule_retention(rt, jobs, metrics)
     if once:
