@@ -147,7 +147,7 @@ def test_the_stack_takes_a_zip_over_http_serves_it_to_the_patient_and_reports_it
     stack.run("init")  # a restarted stack runs init again: nothing changes
     key = stack.run("sources", "add", SOURCE).strip()
     api_port, scheduler_port = free_port(), free_port()
-    stack.start("api", "api", "--host", "127.0.0.1", "--port", str(api_port), "--no-access-log")
+    stack.start("api", "api", "--host", "127.0.0.1", "--port", str(api_port), "--workers", "2", "--no-access-log")
     stack.start("worker-1", "worker", "--processes", "1", "--threads", "2")
     stack.start("worker-2", "worker", "--processes", "1", "--threads", "2")
     stack.start("scheduler", "scheduler", "--metrics-port", str(scheduler_port))
