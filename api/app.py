@@ -12,6 +12,7 @@ from api.headers import SecurityHeaders
 from api.inputs import BodyLimit
 from api.metrics import RequestMetrics
 from api.problems import ApiProblem, InternalErrors, http_error_handler, problem_handler, validation_error_handler
+from api.requestid import RequestId
 from api.routes import documents, export, ingest, me, operations, record
 from pipeline import __version__
 from pipeline.core.settings import Settings
@@ -56,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(InternalErrors)
     app.add_middleware(SecurityHeaders, docs_paths=[p for p in (app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url) if p])
     app.add_middleware(RequestMetrics)
+    app.add_middleware(RequestId)  # outermost: a log line of any layer below carries the request's id
     app.include_router(documents.router)
     app.include_router(record.router)
     app.include_router(export.router)

@@ -8,13 +8,13 @@ Settings once and passes them in. Nothing else under `pipeline/` imports this pa
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Callable
 from typing import Annotated
 
 import typer
 
 from pipeline.cli import db, ingest, jobs, keys, records, samples, server, worker
+from pipeline.core.settings import Settings
 
 # Tracebacks must never print local variables: they can hold patient data.
 app = typer.Typer(
@@ -27,9 +27,10 @@ app = typer.Typer(
 
 @app.callback()
 def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO level.")] = False) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    from pipeline.core.logs import configure_logging
+
+    # DMP_LOG_FORMAT: json, text, or auto (text on a terminal, JSON otherwise).
+    configure_logging(Settings().log_format, logging.INFO if verbose else logging.WARNING)
 
 
 for command in (ingest.ingest, ingest.status, worker.worker, samples.samples, samples.demo, server.token, server.api):

@@ -28,6 +28,7 @@ from pipeline.core import metrics
 from pipeline.core.clock import paris_date
 from pipeline.core.inbox import LimitedReader
 from pipeline.core.keys import new_key
+from pipeline.core.logs import bound
 from pipeline.core.metrics import Stage, timed
 from pipeline.core.outage import Interrupted, failure_code, outage_of
 from pipeline.core.reasons import REASONS, Rejected, Transient
@@ -104,7 +105,10 @@ def process_item(rt: Runtime, item_id: str, today: dt.date | None = None, resumi
         log.info("item %s is being processed by a live attempt: this message was a duplicate", item_id)
         return "busy"
     try:
-        return _attempt(rt, claim, today or paris_date())
+        with bound(batch_id=claim.item.batch_id):
+            state = _attempt(rt, claim, today or paris_date())
+            log.info("item %s: %s", item_id, state)
+            return state
     except Exception as failure:
         service = outage_of(failure)
         # An unexpected error counts as a crash (DMP_MAX_ATTEMPTS); a race or an outage does not.

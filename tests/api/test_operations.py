@@ -90,3 +90,15 @@ def test_no_metric_label_carries_an_id_or_an_ins(world):
     assert values, "the scrape has labelled series"
     assert [v for v in values if UUID.search(v) or INS_LIKE.search(v)] == []
     assert not any("CHU-OPS" in v for v in values)  # the source's id: only its kind is a label
+
+
+def test_a_request_id_sent_by_the_caller_is_echoed(world):
+    _, client, _ = world
+    assert client.get("/v1/health", headers={"X-Request-ID": "lb-1234.abc"}).headers["x-request-id"] == "lb-1234.abc"
+
+
+def test_a_request_without_a_usable_id_gets_a_fresh_one(world):
+    _, client, _ = world
+    first = client.get("/v1/health").headers["x-request-id"]
+    replaced = client.get("/v1/health", headers={"X-Request-ID": "DUPONT Jean 1850775123456"}).headers["x-request-id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", first) and re.fullmatch(r"[0-9a-f]{32}", replaced) and first != replaced

@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
 from pipeline.core.storage import open_store
+
+pytestmark = pytest.mark.distributed
 
 
 def test_ready_is_503_naming_the_broker_while_redis_is_stopped_and_200_once_it_is_back(settings, redis_server):
