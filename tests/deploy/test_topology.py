@@ -52,10 +52,10 @@ class Stack:
         assert result.returncode == 0, result.stderr
         return result.stdout
 
-    def start(self, name: str, *args: str) -> None:
+    def start(self, name: str, *args: str, **env: str) -> None:
         log = (self.root / f"{name}.log").open("ab")
         self.processes.append(
-            subprocess.Popen([ENTRYPOINT, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            subprocess.Popen([ENTRYPOINT, *args], env={**self.env, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         )
 
     def stop(self) -> None:
@@ -146,10 +146,10 @@ def test_the_stack_takes_a_zip_over_http_serves_it_to_the_patient_and_reports_it
     stack.run("init")
     stack.run("init")  # a restarted stack runs init again: nothing changes
     key = stack.run("sources", "add", SOURCE).strip()
-    api_port, scheduler_port = free_port(), free_port()
+    api_port, scheduler_port, worker_ports = free_port(), free_port(), [free_port(), free_port()]
     stack.start("api", "api", "--host", "127.0.0.1", "--port", str(api_port), "--workers", "2", "--no-access-log")
-    stack.start("worker-1", "worker", "--processes", "1", "--threads", "2")
-    stack.start("worker-2", "worker", "--processes", "1", "--threads", "2")
+    for number, port in enumerate(worker_ports, 1):
+        stack.start(f"worker-{number}", "worker", "--processes", "1", "--threads", "2", DMP_WORKER_METRICS_PORT=str(port))
     stack.start("scheduler", "scheduler", "--metrics-port", str(scheduler_port))
     base = f"http://127.0.0.1:{api_port}"
     _wait_for(base + "/v1/ready", stack)
@@ -182,6 +182,11 @@ def test_the_stack_takes_a_zip_over_http_serves_it_to_the_patient_and_reports_it
     after = _samples(httpx.get(base + "/metrics", timeout=10).text)
     assert _total(after, "dmp_documents_received_total") >= _total(before, "dmp_documents_received_total") + 3
     assert _total(after, "dmp_api_requests_total") > _total(before, "dmp_api_requests_total")
+    indexed = [
+        _total(_samples(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text), "dmp_documents_indexed_total")
+        for port in worker_ports
+    ]
+    assert sum(indexed) == 3
     # Started after 03:00 Paris with no run recorded today, the scheduler runs retention at once.
     _wait_for(f"http://127.0.0.1:{scheduler_port}/metrics", stack)
     deadline = time.monotonic() + 60
