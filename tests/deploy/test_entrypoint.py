@@ -40,6 +40,12 @@ def test_a_secret_setting_is_read_from_its_file_and_the_file_variable_dropped(ru
     assert "DMP_KEY_FILE=/var/lib/dmp/keys.json\n" in calls  # a path setting, left as it is
 
 
+def test_an_empty_setting_is_left_unset(run):
+    result, calls = run("worker", DMP_S3_ENDPOINT="", DMP_S3_REGION="eu-west-3")
+    assert result.returncode == 0, result.stderr
+    assert "DMP_S3_ENDPOINT" not in calls and "DMP_S3_REGION=eu-west-3\n" in calls
+
+
 def test_an_unreadable_secret_file_stops_the_start_naming_the_variable(run, tmp_path):
     result, calls = run("api", DMP_BROKER_URL_FILE=str(tmp_path / "missing"))
     assert result.returncode == 78
