@@ -1,11 +1,11 @@
 """The access policy: one pure function, `decide`, over the access matrix (`api/data/access_matrix.csv`).
 
-Source of truth: the domain rules (DOMAIN.md), sections "The record", "Who may read", "What the patient controls".
+Source of truth: the domain rules (docs/domain.md), sections "One record per patient", "Who may read", "What the patient controls".
 `decide` does no I/O (the matrix is loaded once, validated at load) and never logs: the caller logs every
 attempt, and logs a decision with `emergency=True` as an emergency override and notifies the patient and
 the attending physician.
 
-Where DOMAIN.md leaves room, the stricter reading for privacy is taken; each such place says "Stricter:".
+Where docs/domain.md leaves room, the stricter reading for privacy is taken; each such place says "Stricter:".
 
 The matrix: rows `profession, specialty, class_code, type_code, effect, note`. For a (profession, specialty,
 class, type) the most specific matching row wins (a type row over a class row, a specialty row over a
@@ -34,7 +34,7 @@ PROFESSIONS = frozenset(
 MATRIX_SUBJECTS = PROFESSIONS | {"occupational_physician", "emergency_regulator"}
 
 CLASSES = frozenset({"10", "11", "31", "42", "43", "44", "45", "52", "60", "90", "95"})
-# Types DOMAIN.md names that document_types.csv does not list (or lists under another class).
+# Types docs/domain.md names that document_types.csv does not list (or lists under another class).
 EXTRA_TYPES = frozenset({("31", "18748-4"), ("60", "REMB"), ("95", "unknown")} | {("90", f"DOCPAT0{n}") for n in range(1, 7)})
 CARE_HISTORY = ("60", "REMB")  # the care history is reimbursement data: the matrix's class 60 decides for professionals
 
@@ -297,7 +297,7 @@ def decide(
         raise ValueError(f"action {action!r} needs a document")
     matrix = matrix or default_matrix()
 
-    # Rule 5: never allowed, whatever the token or the consent says; checked before anything else.
+    # Rule 6: never allowed, whatever the token or the consent says; checked before anything else.
     if actor.kind in FORBIDDEN_KINDS:
         return _deny("forbidden_party")
     if actor.kind == "administrative":
@@ -431,7 +431,7 @@ def _emergency(actor: Actor, record: Record, document: DocumentView | None, matr
         return _deny("matrix_forbids")
     attending = actor.kind == "professional" and actor.profession == "physician" and actor.id == record.attending_physician
     if _masked_for(actor, document) and not attending:
-        # Stricter: masking is the patient's explicit will and DOMAIN.md lists who still sees a masked
+        # Stricter: masking is the patient's explicit will and docs/domain.md lists who still sees a masked
         # document (patient, author or its facility, attending physician); break-glass alone is not on
         # that list. The attending physician is, with or without break-glass.
         return _deny("masked")
@@ -446,11 +446,11 @@ def _emergency(actor: Actor, record: Record, document: DocumentView | None, matr
 def knows_of_record(actor: Actor, record: Record) -> bool:
     """May `actor` learn that `record` exists, and so be told why it is refused to them (403 with a reason)?
 
-    DOMAIN.md, "Finding a record": to an actor who may not learn it, a record that exists and one that does
+    docs/domain.md, "Who may read" (no existence oracle): to an actor who may not learn it, a record that exists and one that does
     not look the same; such an actor is told a record-level denial as the 404 of a record that does not exist.
     The patient, their registered representatives, health professionals (a known profession, the SAMU
     regulator) and an occupational physician with the patient's consent may learn it. Stricter: nobody else,
-    the forbidden parties of rule 5 included (their 403 `forbidden_party` on a record that exists and 404 on
+    the forbidden parties of rule 6 included (their 403 `forbidden_party` on a record that exists and 404 on
     one that does not told them which ids are records).
     """
     if actor.kind == "patient":
@@ -470,8 +470,8 @@ def access_log_scope(decision: Decision) -> LogScope:
     """The part of the access log `decision` (an allowed `read_access_log`) opens.
 
     The patient and the attending physician read the whole chain, break-glass justifications included
-    (DOMAIN.md rule 4 and "Traceability"). A legal representative reads it as the patient does, except the
-    patient's own actions: a minor consults the record in confidence (DOMAIN.md, "Finding a record"); Stricter:
+    (docs/domain.md rule 5 and "Traceability"). A legal representative reads it as the patient does, except the
+    patient's own actions: a minor consults the record in confidence (docs/domain.md rule 2); Stricter:
     whether an access was made in confidence is not recorded, so none of the patient's own actions is shown to
     a representative, minor or not, as documents hidden from representatives stay hidden whatever `is_minor`
     says. Every other reader ("own_entries") reads the entries about their own actions only.

@@ -93,17 +93,3 @@ def test_a_key_is_printable_ascii_quotes_optional():
         with pytest.raises(KeyInvalid):
             parse_key(bad)
 
-
-def test_retention_forgets_keys_after_a_week(rt):
-    from pipeline.retention import prune_idempotency_keys
-
-    for key in ("old", "recent"):
-        assert _claim(rt, key=key) is None
-        _finish(rt, key=key)
-    with rt.sessions() as session:
-        session.execute(
-            update(IdempotencyRecord).where(IdempotencyRecord.key == "old").values(created_at=dt.datetime(2020, 1, 1, tzinfo=dt.UTC))
-        )
-        session.commit()
-    assert prune_idempotency_keys(rt, dt.datetime.now(dt.UTC)) == 1
-    assert _claim(rt, key="old") is None and _claim(rt, key="recent") == Replay(202, ANSWER)

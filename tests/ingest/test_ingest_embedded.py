@@ -185,7 +185,7 @@ def _accented_batch(folder: Path) -> Path:
 
 
 def test_a_zip_made_by_zip_r_with_accented_names_is_ingested_whole(embedded_settings, tmp_path):
-    from tests.test_zipnames import info_zip_zip, unmarked_utf8_zip
+    from tests.core.test_zipnames import info_zip_zip, unmarked_utf8_zip
 
     folder = _accented_batch(tmp_path / "lot")
     archive = tmp_path / "lot.zip"

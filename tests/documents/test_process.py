@@ -128,21 +128,6 @@ def test_one_notification_for_many_documents_of_one_patient(received):
     assert len(rows) == patients
 
 
-def test_retention_removes_quarantine_copies_once_their_days_are_over(received):
-    import datetime as dt
-
-    from pipeline.retention import purge_quarantine
-
-    rt, _, sent = received
-    mark_retries_exhausted(rt, sent[0])
-    item = _item(rt, sent[0])
-    assert rt.store.exists(item.quarantine_key)
-    assert purge_quarantine(rt, item.quarantine_until) == []  # still within its days
-    assert purge_quarantine(rt, item.quarantine_until + dt.timedelta(days=1)) == [item.id]
-    assert not rt.store.exists(item.quarantine_key)
-    assert _item(rt, sent[0]).quarantine_key is None
-
-
 def test_a_deposit_is_written_to_the_patient_s_access_log_by_its_source(received):
     from pipeline.access.audit import entries_for, verify
 

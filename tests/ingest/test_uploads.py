@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import io
 import json
 import tracemalloc
@@ -145,7 +144,7 @@ def test_a_damaged_zip_entry_is_rejected_with_its_reason_and_the_other_documents
 
 
 def test_an_uploaded_zip_with_unmarked_utf8_names_is_read_by_the_worker_under_those_names(runtime):
-    from tests.test_zipnames import unmarked_utf8_zip
+    from tests.core.test_zipnames import unmarked_utf8_zip
 
     accented = {"manifest.csv": HEADER + ROW.replace(b"big.txt", "résultat.txt".encode()), "résultat.txt": b"Compte rendu: " + LINE}
     result = receive_zip(runtime, io.BytesIO(unmarked_utf8_zip(accented)), "lab:Z", lambda _item: None)
@@ -250,26 +249,6 @@ def test_bytes_read_back_are_the_bytes_sent(runtime):
     (key,) = list(runtime.store.list_keys("inbox/"))
     with runtime.store.open(key) as handle:
         assert handle.read() == data
-
-
-def test_retention_removes_what_a_killed_upload_left_but_keeps_what_a_waiting_item_needs(runtime, monkeypatch):
-    from pipeline.ingest import uploads
-    from pipeline.retention import purge_abandoned_uploads
-
-    now = dt.datetime.now(dt.UTC)
-    two_days_ago = now - dt.timedelta(days=2)
-    left = uploads.upload_prefix(two_days_ago) + "batch.zip"  # its API process was killed mid-upload
-    runtime.store.put(left, io.BytesIO(b"PK"))
-    recent = uploads.upload_prefix(now) + "batch.zip"  # an upload running now
-    runtime.store.put(recent, io.BytesIO(b"PK"))
-    original = uploads.upload_prefix
-    monkeypatch.setattr(uploads, "upload_prefix", lambda: original(two_days_ago))
-    body = _multipart(b"B", [("manifest", "manifest.csv", iter([HEADER + ROW])), ("file", "big.txt", iter([b"waiting"]))])
-    result = receive_multipart_batch(runtime, _Stream(body), b"B", "lab:X", lambda _item: None)  # type: ignore[arg-type]
-    with runtime.sessions() as session:
-        (waiting,) = repo.batch_items(session, result.batch_id)
-    assert purge_abandoned_uploads(runtime, now) == [left]
-    assert set(runtime.store.list_keys("inbox/")) == {recent, waiting.inbox_key}
 
 
 def test_admitting_a_batch_sends_each_unfinished_item_once_per_call(runtime):

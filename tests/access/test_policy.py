@@ -1,6 +1,6 @@
-"""The access policy (api/policy.py) against DOMAIN.md, "Who may read" and "What the patient controls".
+"""The access policy (api/policy.py) against docs/domain.md, "Who may read" and "What the patient controls".
 
-The exhaustive test checks `decide` against `expected`, written here from DOMAIN.md and the matrix choices
+The exhaustive test checks `decide` against `expected`, written here from docs/domain.md and the matrix choices
 (READABLE below), without calling the module's helpers or its matrix.
 """
 
@@ -56,9 +56,9 @@ DOCS = {
 }
 ALL = frozenset(DOCS)
 
-# What each matrix subject may read among DOCS: written from DOMAIN.md rule 6 and the documented choices.
-# Rule 6's own examples: a dentist reads no advance directives nor psychiatric summaries, a podiatrist no
-# delivery reports. Rule 4: the SAMU regulator reads "likewise", as a physician under break-glass: everything.
+# What each matrix subject may read among DOCS: written from docs/domain.md rule 7 and the documented choices.
+# Rule 7's own examples: a dentist reads no advance directives nor psychiatric summaries, a podiatrist no
+# delivery reports. Rule 5: the SAMU regulator reads "likewise", as a physician under break-glass: everything.
 READABLE = {
     "physician": ALL,
     "nurse": ALL - {"certificate", "reimbursement", "patient_added", "administrative"},
@@ -89,7 +89,7 @@ ACTOR_CASES = {
 
 
 def expected(name: str, actor: Actor, action: str, doc: str, *, masked, blocked, attending, in_team, status, opposed):
-    """(allowed, reason, emergency) from DOMAIN.md, independently of api.policy."""
+    """(allowed, reason, emergency) from docs/domain.md, independently of api.policy."""
     kind = actor.kind
     if kind in ("employer", "insurer", "mutuelle", "bank"):
         return False, "forbidden_party", False
@@ -111,7 +111,7 @@ def expected(name: str, actor: Actor, action: str, doc: str, *, masked, blocked,
         subject = actor.profession if kind == "professional" else "emergency_regulator"
         if doc not in READABLE[subject]:
             return False, "matrix_forbids", False
-        if masked and not (attending and actor.profession == "physician"):  # DOMAIN rule 3: the attending physician reads masked documents
+        if masked and not (attending and actor.profession == "physician"):  # docs/domain.md rule 4: the attending reads masked documents
             return False, "masked", False
         return True, "emergency_override", True
     if kind == "occupational_physician":

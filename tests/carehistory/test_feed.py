@@ -6,7 +6,6 @@ import contextlib
 import datetime as dt
 import io
 import json
-import threading
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,6 @@ from pipeline.core.clock import paris_date
 from pipeline.core.identity import with_key
 from pipeline.index.models import CareEvent, FeedRejection, Outbox, Patient
 from pipeline.ingest.feed_intake import FeedFile, receive_feed
-from pipeline.retention import destroy_expired_records, prune_care_events
 from pipeline.runtime import Runtime
 from pipeline.status import feed_status
 
@@ -294,69 +292,6 @@ def test_lines_for_a_closed_record_are_rejected(rt, tmp_path):
     feed_id = _feed(rt, _csv(tmp_path / "2.csv", [_line("second")]))
     with rt.sessions() as session:
         assert [r["reason"] for r in feed_status(session, feed_id)["rejections"]] == ["record_closed"]
-
-
-# Retention
-
-
-def test_an_old_line_is_never_shown_even_before_retention_runs_and_retention_deletes_it(rt, tmp_path):
-    _feed(rt, _csv(tmp_path / "f.csv", [_line("old", care="2023-01-01"), _line("new")]))
-    assert _history(rt, ALICE) == ["new"]
-    assert _count(rt, CareEvent) == 2
-    assert prune_care_events(rt, TODAY, batch_size=1) == 1
-    assert _count(rt, CareEvent) == 1
-
-
-def test_pruning_while_reads_run_deletes_in_batches_and_every_read_succeeds(rt, tmp_path):
-    rows = [_line(f"old{i}", care="2023-06-01") for i in range(40)] + [_line(f"new{i}", care="2026-06-01") for i in range(5)]
-    _feed(rt, _csv(tmp_path / "f.csv", rows))
-    seen: list[int] = []
-    errors: list[str] = []
-    stop = threading.Event()
-
-    def read() -> None:
-        while not stop.is_set():
-            try:
-                seen.append(len(_history(rt, ALICE)))
-            except Exception as exc:  # noqa: BLE001 - any failed read fails the test
-                errors.append(type(exc).__name__)
-
-    reader = threading.Thread(target=read)
-    reader.start()
-    try:
-        assert prune_care_events(rt, TODAY, batch_size=4) == 40
-    finally:
-        stop.set()
-        reader.join()
-    assert errors == [] and seen and set(seen) == {5}
-
-
-def test_a_record_closed_more_than_ten_years_ago_is_destroyed_with_all_its_rows(rt, tmp_path):
-    from pipeline.index.models import Contact, Notification, Outbox
-    from pipeline.notify.channels import channels_from_settings
-    from pipeline.notify.contacts import set_contact
-    from pipeline.notify.dispatch import dispatch
-
-    _feed(rt, _csv(tmp_path / "f.csv", [_line("a"), _line("b", ins=BOB)]))
-    with rt.sessions() as session:
-        alice_id = session.scalars(select(Patient.id).where(Patient.ins == ALICE)).one()
-    set_contact(rt, alice_id, "alice@example.org", None)
-    assert dispatch(rt, channels_from_settings(rt.settings), flush=True).sent == 2  # messages and a contact to destroy too
-    with rt.sessions() as session:
-        alice = session.scalars(select(Patient).where(Patient.ins == ALICE)).one()
-        alice.status, alice.closed_at = "closed", dt.datetime(2016, 11, 22, tzinfo=dt.UTC)
-        bob = session.scalars(select(Patient).where(Patient.ins == BOB)).one()
-        bob.status, bob.closed_at = "closed", dt.datetime(2016, 11, 24, tzinfo=dt.UTC)  # not yet 10 years
-        alice_id = alice.id
-        session.commit()
-    assert destroy_expired_records(rt, TODAY) == [alice_id]
-    with rt.sessions() as session:
-        assert session.scalar(select(func.count()).select_from(CareEvent).where(CareEvent.patient_id == alice_id)) == 0
-        assert session.get(Patient, alice_id) is None
-        assert session.get(Contact, alice_id) is None
-        for table in (Notification, Outbox):
-            assert session.scalar(select(func.count()).select_from(table).where(table.patient_id == alice_id)) == 0
-    assert _count(rt, CareEvent) == 1
 
 
 def test_a_chunk_of_thousands_of_bad_lines_is_recorded_in_full(rt, tmp_path):

@@ -23,10 +23,9 @@ def test_a_rejection_in_the_child_is_re_raised_with_its_reason():
 
 
 def test_a_child_that_never_answers_is_killed_at_its_time_limit():
-    start = time.monotonic()
+    # The child would sleep past the test's own timeout: only a kill at the limit lets the call return.
     with pytest.raises(SandboxTimeout):
-        run_contained(time.sleep, (60,), Limits(seconds=1.0, memory_bytes=LIMITS.memory_bytes))
-    assert time.monotonic() - start < 10
+        run_contained(time.sleep, (3600,), Limits(seconds=1.0, memory_bytes=LIMITS.memory_bytes))
 
 
 def test_a_child_that_exhausts_its_memory_limit_fails_cleanly():
