@@ -37,6 +37,7 @@ for command in (ingest.ingest, ingest.status, worker.worker, samples.samples, sa
     app.command()(command)
 for command in (operate.batches, operate.items, operate.requeue, operate.review):  # the operator's (README "Operate")
     app.command()(command)
+app.command()(jobs.scheduler)
 
 
 def _group(name: str, help_text: str, commands: dict[str, Callable[..., None]]) -> None:
@@ -47,6 +48,7 @@ def _group(name: str, help_text: str, commands: dict[str, Callable[..., None]]) 
 
 
 _group("db", "Index database.", {"upgrade": db.db_upgrade})
+_group("store", "Object store.", {"init": db.store_init})
 _group("keys", "Master keys.", {"init": keys.keys_init, "rotate": keys.keys_rotate})
 _group("retention", "Retention: delete what must no longer be kept.", {"run": jobs.retention_run, "schedule": jobs.retention_schedule})
 _group("audit", "The access log (audit trail).", {"verify": records.audit_verify})
