@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli import db, ingest, jobs, keys, records, samples, server, worker
+from pipeline.cli import db, ingest, jobs, keys, operate, records, samples, server, worker
 from pipeline.core.settings import Settings
 
 # Tracebacks must never print local variables: they can hold patient data.
@@ -30,12 +30,14 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at 
     from pipeline.core.logs import configure_logging
 
     # DMP_LOG_FORMAT: json, text, or auto (text on a terminal, JSON otherwise).
-    configure_logging(Settings().log_format, logging.INFO if verbose else logging.WARNING)
+    configure_logging(Settings().log_format, logging.INFO if verbose else logging.WARNING, replace=False)
 
 
 for command in (ingest.ingest, ingest.status, worker.worker, samples.samples, samples.demo, server.token, server.api):
     app.command()(command)
 app.command()(jobs.scheduler)
+for command in (operate.batches, operate.items, operate.requeue, operate.review):  # the operator's (README "Operate")
+    app.command()(command)
 
 
 def _group(name: str, help_text: str, commands: dict[str, Callable[..., None]]) -> None:
@@ -50,7 +52,7 @@ _group("store", "Object store.", {"init": db.store_init})
 _group("keys", "Master keys.", {"init": keys.keys_init, "rotate": keys.keys_rotate})
 _group("retention", "Retention: delete what must no longer be kept.", {"run": jobs.retention_run, "schedule": jobs.retention_schedule})
 _group("audit", "The access log (audit trail).", {"verify": records.audit_verify})
-_group("notify", "Patient notifications (email, SMS, local log sink).", {"run": jobs.notify_run})
+_group("notify", "Patient notifications (email, SMS, local log sink).", {"run": jobs.notify_run, "failed": operate.notify_failed})
 _group(
     "sources",
     "Source credentials: the API keys hospitals, labs and the insurer push with.",

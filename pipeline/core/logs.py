@@ -76,8 +76,14 @@ def formatter(fmt: Literal["json", "text"]) -> logging.Formatter:
     return TextWithIds(TEXT_FORMAT)
 
 
-def configure_logging(fmt: LogFormat = "auto", level: int = logging.WARNING, stream: TextIO | None = None) -> None:
-    """Send the root logger's lines to `stream` (stderr) in `fmt`, at `level`, with the bound ids."""
+def configure_logging(fmt: LogFormat = "auto", level: int = logging.WARNING, stream: TextIO | None = None, *, replace: bool = True) -> None:
+    """Send the root logger's lines to `stream` (stderr) in `fmt`, at `level`, with the bound ids.
+
+    Without `replace`, a process whose logging is already set up (a test runner, an embedding
+    application) keeps it, as `logging.basicConfig` does."""
+    root = logging.getLogger()
+    if root.handlers and not replace:
+        return
     stream = stream or sys.stderr
     handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter(resolve(fmt, stream)))

@@ -43,3 +43,15 @@ def notifications_by_status(session: Session) -> dict[str, int]:
 def last_job_run(session: Session, job: str) -> dt.datetime | None:
     """When `job` last ran to the end (recorded in job_runs), or None."""
     return session.scalar(select(func.max(JobRun.started_at)).where(JobRun.job == job))
+
+
+def record_audit_verdict(session: Session, broken: bool, day: dt.date) -> None:
+    """Keep the verdict of a whole-log `dmp audit verify` (the latest of the day) for the
+    `dmp_audit_chain_broken` metric and its alert."""
+    from sqlalchemy import delete
+
+    from pipeline.index.models import new_id
+
+    session.execute(delete(JobRun).where(JobRun.job.in_((AUDIT_VERIFY_OK, AUDIT_VERIFY_BROKEN)), JobRun.run_date == day))
+    session.add(JobRun(id=new_id(), job=AUDIT_VERIFY_BROKEN if broken else AUDIT_VERIFY_OK, run_date=day))
+    session.commit()
