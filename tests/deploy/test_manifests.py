@@ -78,6 +78,28 @@ def test_the_compose_file_passes_secrets_only_as_files():
             assert key.endswith("_FILE") or not any(word in key for word in secret_words), (name, key)
 
 
+def _secret_file_settings() -> set[str]:
+    """The `DMP_<NAME>_FILE` variables infra/dmp-entrypoint reads."""
+    (line,) = [line for line in (INFRA / "dmp-entrypoint").read_text().splitlines() if line.startswith("for name in DATABASE_URL")]
+    return {f"DMP_{name}_FILE" for name in line.removeprefix("for name in ").removesuffix("; do").split()}
+
+
+def test_every_secret_file_variable_of_the_compose_file_and_the_manifests_is_one_the_entry_point_reads(example):
+    compose = yaml.safe_load((INFRA / "compose.yaml").read_text())
+    named = {key for service in compose["services"].values() for key in service.get("environment") or {} if key.endswith("_FILE")}
+    (config,) = [r for r in example if r["kind"] == "ConfigMap"]
+    named |= {key for key in config["data"] if key.endswith("_FILE")}
+    assert named - {"POSTGRES_PASSWORD_FILE", "DMP_KEY_FILE"} <= _secret_file_settings()
+
+
+def test_the_keda_trigger_watches_the_document_queue():
+    from pipeline.core.settings import Settings
+
+    scaled, _ = yaml.safe_load_all((INFRA / "k8s" / "keda" / "scaledobject.yaml").read_text())
+    (trigger,) = scaled["spec"]["triggers"]
+    assert trigger["metadata"]["listName"] == f"dramatiq:{Settings.model_fields['queue_name'].default}"
+
+
 def test_new_secrets_creates_every_secret_the_compose_file_reads_and_keeps_existing_ones(tmp_path):
     compose = yaml.safe_load((INFRA / "compose.yaml").read_text())
     assert _run("sh", str(INFRA / "new-secrets"), str(tmp_path / "secrets")).returncode == 0
