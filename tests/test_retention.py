@@ -169,6 +169,7 @@ def test_an_old_line_is_never_shown_even_before_retention_runs_and_retention_del
     assert _count(rt, CareEvent) == 1
 
 
+@pytest.mark.slow  # reads in a loop while pruning
 @pytest.mark.usefixtures("small_feed_chunks")
 def test_pruning_while_reads_run_deletes_in_batches_and_every_read_succeeds(rt, tmp_path):
     rows = [_line(f"old{i}", care="2023-06-01") for i in range(40)] + [_line(f"new{i}", care="2026-06-01") for i in range(5)]

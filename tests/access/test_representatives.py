@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
@@ -14,6 +15,7 @@ def _dmp(settings, *args: str):  # type: ignore[no-untyped-def]
     return CliRunner().invoke(app, ["representatives", *args], env={"DMP_HOME": str(settings.home)})
 
 
+@pytest.mark.slow  # several dmp commands on a fresh index
 def test_a_representative_is_registered_listed_and_withdrawn(embedded_settings):
     assert _dmp(embedded_settings, "add", CHILD, "parent-1").exit_code == 0
     assert _dmp(embedded_settings, "add", CHILD, "parent-2").exit_code == 0

@@ -28,6 +28,8 @@ from pipeline.runtime import Runtime
 from pipeline.samples import generate_samples
 from tests.conftest import index_batch, raw_dump
 
+pytestmark = pytest.mark.slow  # seeded records read back through the API
+
 SOURCE = "hospital:CHU-LOG"
 ATTENDING = "10000000009"
 EMERGENCY = "cardiac arrest in the street"

@@ -37,6 +37,8 @@ from pipeline.core.settings import Settings
 from pipeline.index.models import AuditEntry, Batch, BatchItem, Document, Patient, RecordKey, RecordRelation
 from pipeline.runtime import Runtime
 
+pytestmark = pytest.mark.slow  # thousands of HTTP requests (the policy's own test, test_policy.py, is fast)
+
 MATRIX_CSV = Path(__file__).resolve().parents[2] / "api" / "data" / "access_matrix.csv"
 SOURCE = "hospital:H1"
 EMERGENCY = {"X-Emergency-Reason": "unconscious patient, suspected overdose"}

@@ -14,6 +14,8 @@ import pytest
 from bench.measure import ProcessTeam, RequestLog, RoundTripProxy, cpu_seconds, statement_kind
 from infra.services import MotoServer, PostgresDatabase, free_port
 
+pytestmark = pytest.mark.slow  # starts servers and process teams
+
 
 @pytest.fixture
 def proxied_postgres():

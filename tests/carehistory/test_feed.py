@@ -294,6 +294,7 @@ def test_lines_for_a_closed_record_are_rejected(rt, tmp_path):
         assert [r["reason"] for r in feed_status(session, feed_id)["rejections"]] == ["record_closed"]
 
 
+@pytest.mark.slow  # 6,000 lines
 def test_a_chunk_of_thousands_of_bad_lines_is_recorded_in_full(rt, tmp_path):
     path = _csv(tmp_path / "f.csv", [_line(f"bad{i}", care="not a date") for i in range(6000)])
     rt.settings.feed_chunk_lines = 10_000

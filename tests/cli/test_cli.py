@@ -79,6 +79,7 @@ def test_a_mistyped_url_is_one_line_naming_the_setting_not_its_value(monkeypatch
     assert "s3cr3t" not in err
 
 
+@pytest.mark.slow  # runs dmp as a process
 def test_a_dmp_home_that_cannot_be_a_folder_is_one_line_naming_it(monkeypatch, capsys, tmp_path, sample_batch):
     (tmp_path / "home").write_text("a file, not a folder")
     monkeypatch.setenv("DMP_HOME", str(tmp_path / "home"))

@@ -2,11 +2,13 @@
 
 import stat
 
+import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
 
 
+@pytest.mark.slow  # ingests a batch and serves the API over real HTTP
 def test_the_demo_shows_each_step_of_the_scenario(tmp_path):
     result = CliRunner().invoke(app, ["demo", "--documents", "24", "--patients", "3"], env={"DMP_HOME": str(tmp_path / "home")})
     assert result.exit_code == 0, result.output

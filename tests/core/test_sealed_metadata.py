@@ -44,6 +44,8 @@ from pipeline.runtime import Runtime
 from pipeline.samples import generate_samples
 from tests.conftest import index_batch, raw_dump
 
+pytestmark = pytest.mark.slow  # end to end through intake, workers, API and a raw dump
+
 PATIENT_EMAIL, PATIENT_PHONE = "jeanne.martin@example.org", "+33612345678"
 DOCTOR, DOCTOR_EMAIL, DOCTOR_PHONE = "10001234567", "dr.durand@example.org", "+33698765432"
 ACT_CODE, ACT_LABEL, PSYCHIATRIST = "CNPSY", "Consultation psychiatrique", "Dr Sigmund Freud"

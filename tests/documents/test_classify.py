@@ -432,6 +432,7 @@ def _pdf_text(path: Path) -> str:
     return "\n".join(page.extract_text() for page in PdfReader(path).pages[:5])
 
 
+@pytest.mark.slow  # generates and reads a sample corpus
 def test_the_sample_corpus_is_classified_as_expected(tmp_path):
     out = generate_samples(tmp_path / "batch", patients=10, documents=300, seed=5).out
     manifest, expected = _rows(out / "manifest.csv"), _rows(out / "expected.csv")

@@ -5,10 +5,14 @@ from __future__ import annotations
 import tracemalloc
 import zipfile
 
+import pytest
+
 from pipeline.core.identity import with_key
 from pipeline.documents.process import process_item
 from pipeline.ingest.intake import receive_batch
 from pipeline.runtime import Runtime
+
+pytestmark = pytest.mark.slow  # 48 MiB documents
 
 SIZE = 48 * 1024 * 1024
 HEADER = "file,patient_ins,source_document_id,title,document_type,service_date,author_id,author_profession\n"

@@ -15,6 +15,8 @@ from pipeline.index.models import BatchItem, Document, Outbox
 from pipeline.ingest.intake import receive_batch
 from pipeline.runtime import Runtime
 
+pytestmark = pytest.mark.slow  # each test receives and processes a sample batch
+
 DEAD = dt.timedelta(0)  # the lease of a claim whose worker died: lapsed
 
 

@@ -9,6 +9,8 @@ import pytest
 from pipeline.core.reasons import Rejected
 from pipeline.documents.sandbox import Limits, SandboxFailed, SandboxTimeout, run_contained
 
+pytestmark = pytest.mark.slow  # starts confined children, some on purpose past their limits
+
 LIMITS = Limits(seconds=2.0, memory_bytes=512 * 1024 * 1024)
 
 

@@ -215,6 +215,7 @@ def test_abbreviated_filter_names_are_read(tmp_path):
     assert "Compte rendu de biologie" in content.text
 
 
+@pytest.mark.slow  # a PDF past the reader's limits
 def test_a_limit_of_the_pdf_reader_is_named_as_such(tmp_path):
     huge = corpus.stream(corpus.deflated_zeros(80 * 1024 * 1024), b"/Filter /FlateDecode ")  # a form of 80 MB: pypdf stops at 75
     pdf = corpus.page_pdf(resources=b"/XObject << /X1 6 0 R >>", more=[huge])

@@ -13,6 +13,8 @@ from pipeline.index.db import downgrade, make_engine, upgrade
 from pipeline.index.models import Base
 from tests.conftest import raw_dump
 
+pytestmark = pytest.mark.slow  # runs the migrations up and down, many times
+
 DOCTOR = "10001234567"
 
 

@@ -19,6 +19,8 @@ from pipeline.index.models import Document, RecordKey
 from pipeline.runtime import Runtime
 from tests.conftest import index_batch
 
+pytestmark = pytest.mark.slow  # indexes documents, rotates and shreds keys
+
 
 @pytest.fixture
 def stored(embedded_settings, tmp_path):

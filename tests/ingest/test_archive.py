@@ -72,6 +72,7 @@ def test_an_encrypted_entry_is_refused():
     assert _reason(encrypted(_zip([("doc.pdf", b"ciphertext")], zipfile.ZIP_STORED))) == "archive_encrypted"
 
 
+@pytest.mark.slow  # builds each hostile archive at full size
 @pytest.mark.parametrize("reason", sorted(hostile_archives(64 * MIB)))
 def test_each_crafted_hostile_archive_is_refused_for_its_own_reason(reason):
     assert _reason(hostile_archives(64 * MIB)[reason]) == reason
@@ -114,6 +115,7 @@ def test_uploaded_file_names_follow_the_same_rules():
     assert climbing.value.code == "archive_path_traversal"
 
 
+@pytest.mark.slow  # dmp ingest end to end
 def test_dmp_ingest_refuses_a_hostile_zip_with_its_reason(embedded_settings, tmp_path):
     from pipeline.cli import app
 
@@ -174,6 +176,7 @@ def test_a_zip_listing_more_entries_than_allowed_is_refused_before_its_directory
     assert _directory_verdict(_entries(11), limits) == "archive_too_many_entries"
 
 
+@pytest.mark.slow  # writes a zip of 65,536 entries
 def test_the_entry_count_of_a_zip64_directory_is_read_from_its_zip64_record():
     limits = ArchiveLimits(max_uncompressed_bytes=64 * MIB, max_ratio=500, max_entries=0xFFFF)
     assert _directory_verdict(_entries(0xFFFF + 1), limits) == "archive_too_many_entries"  # the plain record says 0xFFFF

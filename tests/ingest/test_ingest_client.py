@@ -26,6 +26,8 @@ from pipeline.samples.feed import write_feed
 from pipeline.sources import add_source
 from tests.conftest import read_expected
 
+pytestmark = pytest.mark.slow  # starts an API server process
+
 DMP = str(Path(sys.executable).with_name("dmp"))
 runner = CliRunner()
 

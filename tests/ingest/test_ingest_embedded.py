@@ -20,6 +20,8 @@ from pipeline.index.models import BatchItem, Document, Outbox
 from pipeline.runtime import Runtime
 from tests.conftest import read_expected
 
+pytestmark = pytest.mark.slow  # whole batches through dmp ingest
+
 runner = CliRunner()
 
 

@@ -81,6 +81,7 @@ def _peak(work) -> int:  # type: ignore[no-untyped-def]
         tracemalloc.stop()
 
 
+@pytest.mark.slow  # 48 MiB through the upload path
 def test_a_zip_upload_goes_through_in_bounded_memory(runtime, tmp_path):
     archive = tmp_path / "big.zip"
     with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
@@ -184,6 +185,7 @@ def test_a_resent_zip_takes_over_when_the_first_one_is_gone(runtime):
         assert entry.read() == TWO_DOCUMENTS["a.txt"]
 
 
+@pytest.mark.slow  # 48 MiB through the upload path
 def test_a_multipart_part_goes_through_in_bounded_memory_and_is_its_item_s_inbox_object(runtime):
     body = _multipart(b"BOUNDARY", [("manifest", "manifest.csv", iter([HEADER + ROW])), ("file", "big.txt", _big_document())])
     sent: list[str] = []

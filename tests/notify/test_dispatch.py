@@ -23,6 +23,8 @@ from pipeline.runtime import Runtime
 from pipeline.samples import generate_samples
 from tests.conftest import index_batch
 
+pytestmark = pytest.mark.slow  # indexes sample batches and delivers through a local SMTP server
+
 DMP = str(Path(sys.executable).with_name("dmp"))
 LATER = dt.timedelta(hours=2)  # past the coalescing window and any retry backoff of these tests
 

@@ -177,6 +177,7 @@ def larger(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Rows, Rows]:
     return out, {r["file"]: r for r in _rows(out / "manifest.csv")}, {r["file"]: r for r in _rows(out / "expected.csv")}
 
 
+@pytest.mark.slow  # generates a larger batch
 def test_a_larger_batch_has_every_way_of_telling_the_type(larger: tuple[Path, Rows, Rows]) -> None:
     out, manifest, expected = larger
     _check_expected_codes(out, manifest, expected)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dramatiq
+import pytest
 from sqlalchemy import select
 
 from pipeline.core.reasons import Transient
 from pipeline.index.models import BatchItem
 from pipeline.ingest.intake import receive_batch
 from pipeline.workers.wiring import wire
+
+pytestmark = pytest.mark.slow  # waits out a storage outage through every retry
 
 
 def test_a_storage_outage_longer_than_every_retry_rejects_no_document(embedded_settings, tmp_path):
