@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from pipeline.index.states import AttemptOutcome
+
 SEGMENT = 256 * 1024  # DMP_SEGMENT_BYTES' default
 CHUNK = 8 * 1024 * 1024  # what the multipart upload reads at a time
 MIB = 1024 * 1024
@@ -167,7 +169,7 @@ def _pipeline(size: int, workdir: Path) -> dict:
     start = time.perf_counter()
     total = sum(len(piece) for piece in read_document(rt, document))
     read_s = time.perf_counter() - start
-    assert state == "indexed" and total == size
+    assert state == AttemptOutcome.INDEXED and total == size
     return {"ingest_s": ingest_s, "read_s": read_s, "rss_above_baseline_mib": _rss_mib() - baseline}
 
 

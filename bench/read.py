@@ -34,6 +34,7 @@ from pipeline.core.settings import Settings
 from pipeline.documents.process import process_item
 from pipeline.documents.titles import document_titles, seal_title
 from pipeline.index.models import Document
+from pipeline.index.states import ItemState, RecordStatus
 from pipeline.ingest.intake import receive_batch
 from pipeline.runtime import Runtime
 from pipeline.samples import generate_samples
@@ -106,7 +107,7 @@ def _fill(rt: Runtime, database_url: str, documents: list[Document], total: int,
             record_key_of[owner] = template.record_key_id  # FK only: these rows are never decrypted
         owner_left -= 1
         doc_id, item_id = str(uuid.uuid4()), str(uuid.uuid4())
-        items.append((item_id, batch_id, f"row:{n + 1}", f"fill-{n}.pdf", "done", 1, 0, doc_id))
+        items.append((item_id, batch_id, f"row:{n + 1}", f"fill-{n}.pdf", ItemState.INDEXED, 1, 0, doc_id))
         rows.append((
             doc_id, owner, "hospital:BENCH-FILL", f"FILL-{n}", item_id,
             seal_title(list_key, title, doc_id, owner) if owner == list_patient else None, template.class_code, template.type_code,
@@ -121,7 +122,7 @@ def _fill(rt: Runtime, database_url: str, documents: list[Document], total: int,
                        (batch_id, secrets.token_hex(32), missing))  # fmt: skip
         with cursor.copy("COPY patients (id, ins, status) FROM STDIN") as copy:
             for pid, ins in patients:
-                copy.write_row((pid, ins, "open"))
+                copy.write_row((pid, ins, RecordStatus.OPEN))
         with cursor.copy("COPY batch_items (id, batch_id, slot, file, state, attempts, crashes, document_id) FROM STDIN") as copy:
             for item in items:
                 copy.write_row(item)

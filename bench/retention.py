@@ -27,6 +27,7 @@ from pipeline.carehistory.history import care_history
 from pipeline.core.clock import paris_date
 from pipeline.core.keys import load_key_file
 from pipeline.core.settings import Settings
+from pipeline.index.states import RecordStatus
 from pipeline.retention import prune_care_events
 from pipeline.runtime import Runtime
 
@@ -41,7 +42,7 @@ def _fill(url: str, rows: int, today: dt.date) -> list[str]:
     with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as connection, connection.cursor() as cursor:
         with cursor.copy("COPY patients (id, ins, status, created_at) FROM STDIN") as copy:
             for number, pid in enumerate(patients):
-                copy.write_row((pid, f"P{number:014d}", "open", dt.datetime.now(dt.UTC)))
+                copy.write_row((pid, f"P{number:014d}", RecordStatus.OPEN, dt.datetime.now(dt.UTC)))
         with cursor.copy(f"COPY care_events ({', '.join(COLUMNS)}) FROM STDIN") as copy:
             for number in range(rows):
                 # Half inside the window, half up to 5 years before it.

@@ -41,12 +41,14 @@ import psutil
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from infra.services import dmp_environment, free_port, throwaway_services
+from pipeline.index.states import ItemState
 from pipeline.ingest.manifest import MANIFEST_NAME
 from pipeline.runtime import Runtime
 from pipeline.samples import generate_samples
 from pipeline.sources import add_source
 
 DMP = str(Path(sys.executable).with_name("dmp"))
+QUEUED = ItemState.QUEUED.value
 SMALL_DOCUMENT_BYTES = 16 * 1024  # below this on average, documents/s is the metric: MB/s would measure almost nothing
 
 
@@ -111,7 +113,7 @@ def _floor_batch(rt: Runtime, connection, broker, data: bytes, number: int) -> N
         for number_in_batch, row in enumerate(rows, start=1):
             item_id, nonce = str(uuid.uuid4()), secrets.token_bytes(12)
             title = nonce + batch_key.encrypt(nonce, row["title"].encode(), f"title:{item_id}".encode())
-            copy.write_row((item_id, batch_id, f"row:{number_in_batch}", row["file"], number_in_batch, "queued", str(uuid.uuid4()), 0, 0,
+            copy.write_row((item_id, batch_id, f"row:{number_in_batch}", row["file"], number_in_batch, QUEUED, str(uuid.uuid4()), 0, 0,
                             row["source_document_id"], row["patient_ins"], title, row["document_type"] or None, row["service_date"],
                             row["author_id"], row["author_profession"], key))  # fmt: skip
     connection.commit()

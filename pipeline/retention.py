@@ -21,9 +21,11 @@ from pipeline.carehistory.history import window_start
 from pipeline.core.clock import PARIS, paris_date
 from pipeline.documents.stored import destroy_record
 from pipeline.index.models import BatchItem, CareEvent, Contact, Document, IdempotencyRecord, Notification, Outbox, Patient, RecordKey
+from pipeline.index.states import ITEM_FINAL, JobName, NotificationStatus, OutboxStatus, RecordStatus
 from pipeline.runtime import Runtime
 
 log = logging.getLogger(__name__)
+NOTIFICATION_FINAL = (NotificationStatus.SENT, NotificationStatus.FAILED)
 RECORD_RETENTION_YEARS = 10
 IDEMPOTENCY_DAYS = 7
 ABANDONED_UPLOAD_AGE = dt.timedelta(days=1)
@@ -65,7 +67,8 @@ def _ten_years_before(today: dt.date) -> dt.datetime:
 def destroy_expired_records(rt: Runtime, today: dt.date) -> list[str]:
     """Destroy records closed more than 10 years ago: keys first, then objects and rows."""
     with rt.sessions() as session:
-        expired = session.scalars(select(Patient.id).where(Patient.status == "closed", Patient.closed_at < _ten_years_before(today))).all()
+        closed_long_ago = (Patient.status == RecordStatus.CLOSED, Patient.closed_at < _ten_years_before(today))
+        expired = session.scalars(select(Patient.id).where(*closed_long_ago)).all()
     for patient_id in expired:
         shredded = destroy_record(rt, patient_id)
         with rt.sessions() as session:
@@ -108,9 +111,9 @@ def prune_notifications(rt: Runtime, today: dt.date) -> int:
     cutoff = dt.datetime.combine(today - dt.timedelta(days=rt.settings.notify_keep_days), dt.time(), tzinfo=dt.UTC)
     with rt.sessions() as session:
         deleted = session.execute(
-            delete(Notification).where(Notification.status.in_(("sent", "failed")), Notification.created_at < cutoff)
+            delete(Notification).where(Notification.status.in_(NOTIFICATION_FINAL), Notification.created_at < cutoff)
         ).rowcount
-        session.execute(delete(Outbox).where(Outbox.status == "composed", Outbox.composed_at < cutoff))
+        session.execute(delete(Outbox).where(Outbox.status == OutboxStatus.COMPOSED, Outbox.composed_at < cutoff))
         session.commit()
     return deleted
 
@@ -138,7 +141,7 @@ def purge_abandoned_uploads(rt: Runtime, now: dt.datetime) -> list[str]:
 
     with rt.sessions() as session:
         waiting = select(BatchItem.inbox_key).where(
-            BatchItem.inbox_key.like(UPLOADS + "%"), BatchItem.state.not_in(("indexed", "rejected"))
+            BatchItem.inbox_key.like(UPLOADS + "%"), BatchItem.state.not_in(ITEM_FINAL)
         )
         needed = set(session.scalars(waiting))
     purged = []
@@ -179,7 +182,7 @@ def next_run_delay_ms(now: dt.datetime) -> int:
 RETRY_AFTER = dt.timedelta(minutes=10)  # a failed run (not an outage: the actor waits those out) tries again
 
 
-def run_recorded(rt: Runtime, job: str, day: dt.date) -> bool:
+def run_recorded(rt: Runtime, job: JobName, day: dt.date) -> bool:
     """Whether `job` already ran to the end for `day`."""
     from pipeline.index.models import JobRun
 
@@ -187,7 +190,7 @@ def run_recorded(rt: Runtime, job: str, day: dt.date) -> bool:
         return session.scalar(select(JobRun.id).where(JobRun.job == job, JobRun.run_date == day)) is not None
 
 
-def record_run(rt: Runtime, job: str, day: dt.date) -> bool:
+def record_run(rt: Runtime, job: JobName, day: dt.date) -> bool:
     """Record that `job` ran to the end for `day`; False if another copy recorded it first."""
     from sqlalchemy.exc import IntegrityError
 
@@ -214,7 +217,7 @@ def scheduled_retention(rt: Runtime, reschedule) -> RetentionReport | None:  # t
     from pipeline.core.outage import failure_code, outage_of
 
     today = paris_date()
-    if run_recorded(rt, "retention", today):
+    if run_recorded(rt, JobName.RETENTION, today):
         return None
     try:
         report = run_retention(rt, today)
@@ -224,7 +227,7 @@ def scheduled_retention(rt: Runtime, reschedule) -> RetentionReport | None:  # t
         log.error("retention run failed (%s); tried again in %s", failure_code(failure), RETRY_AFTER)
         reschedule(int(RETRY_AFTER.total_seconds() * 1000))
         return None
-    if record_run(rt, "retention", today):
+    if record_run(rt, JobName.RETENTION, today):
         reschedule(next_run_delay_ms(dt.datetime.now(dt.UTC)))
     return report
 
@@ -233,5 +236,5 @@ def resume_delay_ms(rt: Runtime, now: dt.datetime) -> int:
     """When a schedule whose message was lost should run: at once if today's run is due and not
     recorded, else at the next 03:00."""
     local = now.astimezone(PARIS)
-    due = local.time() >= RUN_AT and not run_recorded(rt, "retention", local.date())
+    due = local.time() >= RUN_AT and not run_recorded(rt, JobName.RETENTION, local.date())
     return 0 if due else next_run_delay_ms(now)

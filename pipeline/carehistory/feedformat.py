@@ -19,6 +19,7 @@ from typing import BinaryIO, NamedTuple
 
 from pipeline.core.identity import is_valid_nir, normalize_nir
 from pipeline.index.models import CareEvent, FeedRejection
+from pipeline.index.states import FeedFormat
 
 FIELDS = (
     "line_id",
@@ -103,14 +104,14 @@ class CareLine(NamedTuple):
     content_hash: str
 
 
-def feed_format(name: str, head: bytes) -> str:
+def feed_format(name: str, head: bytes) -> FeedFormat:
     """csv or ndjson, from the file name, else from the first byte."""
     lower = name.lower()
     if lower.endswith((".ndjson", ".jsonl", ".json")):
-        return "ndjson"
+        return FeedFormat.NDJSON
     if lower.endswith(".csv"):
-        return "csv"
-    return "ndjson" if head.lstrip()[:1] == b"{" else "csv"
+        return FeedFormat.CSV
+    return FeedFormat.NDJSON if head.lstrip()[:1] == b"{" else FeedFormat.CSV
 
 
 def _amount(text: str) -> Decimal:
@@ -199,11 +200,11 @@ def _utf8(data: bytes) -> str | None:
         return None
 
 
-def parse_chunk(data: bytes, fmt: str, header: list[str] | None, first_line: int) -> Iterator[tuple[int, dict[str, object] | str]]:
+def parse_chunk(data: bytes, fmt: FeedFormat, header: list[str] | None, first_line: int) -> Iterator[tuple[int, dict[str, object] | str]]:
     """Yield (line number, fields) per line of a chunk; for a line that cannot be read, its reason
     instead of fields: `malformed_line`, or `invalid_encoding` for bytes that are not UTF-8 (never
     replaced: a garbled name or label stored as if it were right is data lost)."""
-    if fmt == "ndjson":
+    if fmt == FeedFormat.NDJSON:
         for offset, line in enumerate(data.splitlines()):
             if not line.strip():
                 continue

@@ -13,6 +13,7 @@ import typer
 
 from pipeline.cli.common import fail, reading_runtime
 from pipeline.core.settings import Settings
+from pipeline.index.states import ITEM_FINAL, ItemState, StatusKind
 
 
 def ingest(
@@ -187,7 +188,7 @@ def _run_embedded(wiring, worker, batch_id: str, quiet: bool) -> None:  # type: 
 
 
 def _print_summary(status: dict) -> None:
-    if status["kind"] == "feed":
+    if status["kind"] == StatusKind.FEED:
         counts = status["counts"]
         typer.echo(f"feed {status['feed']} ({status['source']}): {status['total']} lines, {counts['accepted']} stored, "
                    f"{counts['unchanged']} already known, {counts['rejected']} rejected")  # fmt: skip
@@ -195,15 +196,15 @@ def _print_summary(status: dict) -> None:
             typer.echo(f"  rejected line {rejection['line_number']}: {rejection['reason']} - {rejection['message']}")
         return
     items = status["items"]
-    indexed = [i for i in items if i["state"] == "indexed"]
-    rejected = [i for i in items if i["state"] == "rejected"]
+    indexed = [i for i in items if i["state"] == ItemState.INDEXED]
+    rejected = [i for i in items if i["state"] == ItemState.REJECTED]
     typer.echo(f"batch {status['batch']} ({status['source']}): {len(items)} items, {len(indexed)} indexed, {len(rejected)} rejected")
     by_class = Counter((i["class_code"], i["type_code"]) for i in indexed)
     for (class_code, type_code), count in sorted(by_class.items()):
         typer.echo(f"  indexed  class {class_code} type {type_code}: {count}")
     for item in rejected:
         typer.echo(f"  rejected {item['file']}: {item['reason']} - {item['message']}")
-    pending = [i for i in items if i["state"] not in ("indexed", "rejected")]
+    pending = [i for i in items if i["state"] not in ITEM_FINAL]
     if pending:
         typer.echo(f"  {len(pending)} still pending: run `dmp ingest` on the same batch again to resume")
 
@@ -224,13 +225,13 @@ def status(
     if as_json:
         typer.echo(json.dumps(result))
         return
-    if result["kind"] == "feed":
+    if result["kind"] == StatusKind.FEED:
         _print_summary(result)
         return
     for item in result["items"]:
-        if item["state"] == "rejected":
+        if item["state"] == ItemState.REJECTED:
             detail = f"{item['reason']}: {item['message']}"
-        elif item["state"] == "indexed":
+        elif item["state"] == ItemState.INDEXED:
             detail = f"class {item['class_code']} type {item['type_code']}"
         else:
             detail = ""

@@ -14,8 +14,9 @@ from sqlalchemy.orm import Session
 from pipeline.core.clock import as_utc
 from pipeline.core.keys import WrappedKey
 from pipeline.index.models import Batch, BatchItem, Document, Outbox, Patient, new_id
+from pipeline.index.states import ITEM_FINAL, ItemState, RecordStatus
 
-FINAL_STATES = ("indexed", "rejected")
+FINAL_STATES = ITEM_FINAL
 
 
 def _utcnow() -> dt.datetime:
@@ -87,7 +88,7 @@ def claim_item(
         return Refusal.FINAL
     now = _utcnow()
     previous = item.pending_object_key
-    if item.state == "processing" and item.attempts != resuming:
+    if item.state == ItemState.PROCESSING and item.attempts != resuming:
         if lease_held(item.lease_until, now):
             session.rollback()
             return Refusal.BUSY
@@ -95,7 +96,7 @@ def claim_item(
     item.attempts += 1
     item.started_at = now
     item.lease_until = now + lease
-    item.state = "processing"
+    item.state = ItemState.PROCESSING
     item.pending_object_key = f"docs/{item.document_id}.{item.attempts}"
     session.commit()
     return Claim(item, item.attempts, previous)
@@ -103,13 +104,13 @@ def claim_item(
 
 def _still_mine(session: Session, claim: Claim) -> BatchItem | None:
     item = session.get(BatchItem, claim.item.id, with_for_update=session.get_bind().dialect.name == "postgresql")
-    if item is None or item.state != "processing" or item.attempts != claim.attempt:
+    if item is None or item.state != ItemState.PROCESSING or item.attempts != claim.attempt:
         return None
     return item
 
 
 def ensure_patient(session: Session, ins: str) -> Patient:
-    insert_ignore(session, Patient, {"id": new_id(), "ins": ins, "status": "open"})
+    insert_ignore(session, Patient, {"id": new_id(), "ins": ins, "status": RecordStatus.OPEN})
     return session.scalars(select(Patient).where(Patient.ins == ins)).one()
 
 
@@ -157,13 +158,13 @@ def commit_indexed(
 
 
 def commit_rejected(
-    session: Session, claim: Claim | None, item_id: str, reason: str, message: str, quarantine: tuple[str, dt.date] | None
+    session: Session, claim: Claim | None, item_id: str, reason: str, message: str, quarantine: Quarantine | None
 ) -> bool:
     item = _still_mine(session, claim) if claim else session.get(BatchItem, item_id)
     if item is None or item.state in FINAL_STATES:
         session.rollback()
         return False
-    item.state, item.reason, item.message = "rejected", reason, message
+    item.state, item.reason, item.message = ItemState.REJECTED, reason, message
     item.title_sealed = None  # nothing reads a final item's title
     item.finished_at = _utcnow()
     item.pending_object_key = None  # the lease stays until the inbox copy is gone (inbox_forgotten)
@@ -180,8 +181,8 @@ def release_claim(session: Session, item_id: str, attempt: int, crashed: bool = 
     ran the attempt still holds the item (recovery.py)."""
     session.execute(
         update(BatchItem)
-        .where(BatchItem.id == item_id, BatchItem.state == "processing", BatchItem.attempts == attempt)
-        .values(state="queued", crashes=BatchItem.crashes + int(crashed))
+        .where(BatchItem.id == item_id, BatchItem.state == ItemState.PROCESSING, BatchItem.attempts == attempt)
+        .values(state=ItemState.QUEUED, crashes=BatchItem.crashes + int(crashed))
     )
     session.commit()
 
@@ -209,10 +210,10 @@ def reopen_exhausted(session: Session, batch_id: str) -> list[str]:
     """Items of the batch that ended `retries_exhausted` wait `queued` again (the remedy the README
     gives: run the same intake again); returns their ids. No other rejection is re-opened: those
     are verdicts on the document."""
-    exhausted = (BatchItem.batch_id == batch_id, BatchItem.state == "rejected", BatchItem.reason == "retries_exhausted")
+    exhausted = (BatchItem.batch_id == batch_id, BatchItem.state == ItemState.REJECTED, BatchItem.reason == "retries_exhausted")
     ids = list(session.scalars(select(BatchItem.id).where(*exhausted)))
     if ids:
-        reopen = {"state": "queued", "reason": None, "message": None, "finished_at": None, "lease_until": None}
+        reopen = {"state": ItemState.QUEUED, "reason": None, "message": None, "finished_at": None, "lease_until": None}
         session.execute(update(BatchItem).where(BatchItem.id.in_(ids), *exhausted).values(**reopen))
         session.commit()
     return ids
@@ -238,7 +239,7 @@ def batch_items(session: Session, batch_id: str) -> Sequence[BatchItem]:
     ).all()
 
 
-def batch_counts(session: Session, batch_id: str) -> dict[str, int]:
+def batch_counts(session: Session, batch_id: str) -> dict[ItemState, int]:
     rows = session.execute(select(BatchItem.state, func.count()).where(BatchItem.batch_id == batch_id).group_by(BatchItem.state))
     return {state: count for state, count in rows}
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 
 from pipeline.carehistory.feedformat import feed_format
+from pipeline.index.states import FeedFormat, ItemState, StatusKind
 from pipeline.ingest.batch import is_document
 from pipeline.ingest.manifest import MANIFEST_NAME, ManifestError
 from pipeline.sources import parse_source
@@ -30,7 +31,7 @@ from pipeline.status import Counts
 
 READ_BYTES = 256 * 1024
 RETRY_STATUSES = (409, 429, 502, 503, 504)
-FEED_TYPES = {"csv": "text/csv", "ndjson": "application/x-ndjson"}
+FEED_TYPES = {FeedFormat.CSV: "text/csv", FeedFormat.NDJSON: "application/x-ndjson"}
 
 
 class ApiError(Exception):
@@ -206,8 +207,8 @@ def check_source(api: str, key: str, source: str) -> None:
 def status_counts(api: str, key: str, status_url: str) -> Counts:
     """Done/total of a submitted batch or feed, from its status route."""
     status = httpx.get(api.rstrip("/") + status_url, headers={"Authorization": f"Bearer {key}"}, timeout=30).json()
-    if status.get("kind") == "feed":
+    if status.get("kind") == StatusKind.FEED:
         counts = status["counts"]
         return Counts(status["total"], status["total"] - counts["pending_lines"] - counts["rejected"], counts["rejected"])
     states = [item["state"] for item in status["items"]]
-    return Counts(len(states), states.count("indexed"), states.count("rejected"))
+    return Counts(len(states), states.count(ItemState.INDEXED), states.count(ItemState.REJECTED))

@@ -26,6 +26,7 @@ from pipeline.core.reasons import REASONS
 from pipeline.core.sealedfields import Sealer, batch_key_context, item_title_context
 from pipeline.index import repo
 from pipeline.index.models import Batch, BatchItem, new_id
+from pipeline.index.states import ItemState
 from pipeline.ingest.archive import ArchiveLimits
 from pipeline.ingest.batch import BatchReader, open_batch
 from pipeline.ingest.manifest import Manifest, ManifestError, parse_manifest
@@ -107,7 +108,7 @@ def _item_row(batch_id: str, slot: str, file: str, row: int | None, reason: str 
         "slot": _storable(slot, SLOT_WIDTH),
         "file": _storable(file, SLOT_WIDTH),
         "row_number": row,
-        "state": "queued" if reason is None else "rejected",
+        "state": ItemState.QUEUED if reason is None else ItemState.REJECTED,
         "reason": reason,
         "message": None if reason is None else f"{REASONS[reason]} {detail}".strip(),
         "document_id": new_id(),
@@ -265,7 +266,7 @@ def receive_batch(
         if outage_of(failure) is None:
             raise
         raise IntakeInterrupted(failure_code(failure), batch_id, len(sent), len(items) if batch_id else None) from None
-    rejected = sum(1 for item in items if item.state == "rejected")
+    rejected = sum(1 for item in items if item.state == ItemState.REJECTED)
     return IntakeResult(batch_id, len(items), sent, rejected, resumed)
 
 

@@ -28,6 +28,7 @@ from pipeline.core.storage import ObjectStore
 from pipeline.core.zipnames import file_name
 from pipeline.core.zipscan import EntryHeads, KeptEnds
 from pipeline.index.models import BatchItem, new_id
+from pipeline.index.states import FeedFormat
 from pipeline.ingest.archive import ArchiveLimits, check_names
 from pipeline.ingest.batch import MAX_MANIFEST_BYTES, ZipBatch, is_document
 from pipeline.ingest.feed_intake import FeedFile, FeedIntake, feed_hasher, receive_feed
@@ -38,7 +39,7 @@ from pipeline.runtime import Runtime
 
 MAX_METADATA_BYTES = 64 * 1024
 METADATA_FIELDS = (*(column for column in MANIFEST_COLUMNS if column != "file"), "announcement_date")
-FEED_NAMES = {"csv": "feed.csv", "ndjson": "feed.ndjson"}
+FEED_NAMES = {FeedFormat.CSV: "feed.csv", FeedFormat.NDJSON: "feed.ndjson"}
 # An uploaded zip's first and last bytes kept in memory while it streams in: the manifest and the
 # directory of a batch of a few thousand documents, so reading them back needs no GET.
 KEPT_BYTES = 1024 * 1024

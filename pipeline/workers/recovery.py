@@ -50,6 +50,7 @@ from pipeline.carehistory import feeds
 from pipeline.core.outage import OutageWatch, Service, failure_code, outage_of
 from pipeline.documents import process
 from pipeline.index.models import Batch, BatchItem, Feed, FeedChunk, JobRun
+from pipeline.index.states import ITEM_FINAL, ITEM_IN_FLIGHT, ChunkState, ItemState, JobName
 from pipeline.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -93,10 +94,10 @@ def renew_leases(rt: Runtime, items: list[str], chunks: list[str], until: dt.dat
     """Extend the leases of what this process's actors hold."""
     with rt.sessions() as session:
         if items:
-            held = (BatchItem.id.in_(items), BatchItem.state.in_(("queued", "processing")))
+            held = (BatchItem.id.in_(items), BatchItem.state.in_(ITEM_IN_FLIGHT))
             session.execute(update(BatchItem).where(*held).values(lease_until=until))
         if chunks:
-            held = (FeedChunk.id.in_(chunks), FeedChunk.state != "done")
+            held = (FeedChunk.id.in_(chunks), FeedChunk.state != ChunkState.DONE)
             session.execute(update(FeedChunk).where(*held).values(lease_until=until))
         session.commit()
 
@@ -110,11 +111,12 @@ def release_lapsed(rt: Runtime, now: dt.datetime, limit: int = BATCH_LIMIT) -> t
     returns their ids, to be sent again."""
     released: list[list[str]] = []
     with rt.sessions() as session:
-        for model, crash in ((BatchItem, {"crashes": BatchItem.crashes + 1}), (FeedChunk, {})):
-            lapsed = (model.state == "processing", _lapsed(model, now))
+        states = ((BatchItem, ItemState.PROCESSING, ItemState.QUEUED), (FeedChunk, ChunkState.PROCESSING, ChunkState.QUEUED))
+        for (model, processing, queued), crash in zip(states, ({"crashes": BatchItem.crashes + 1}, {}), strict=True):
+            lapsed = (model.state == processing, _lapsed(model, now))
             ids = list(session.scalars(select(model.id).where(*lapsed).limit(limit)))
             if ids:  # the conditions again: a claim renewed or taken over meanwhile keeps its lease
-                statement = update(model).where(model.id.in_(ids), *lapsed).values(state="queued", lease_until=None, **crash)
+                statement = update(model).where(model.id.in_(ids), *lapsed).values(state=queued, lease_until=None, **crash)
                 ids = list(session.scalars(statement.returning(model.id)))
             released.append(ids)
         session.commit()
@@ -128,9 +130,10 @@ def reserve_unsent(rt: Runtime, now: dt.datetime, limit: int = BATCH_LIMIT) -> t
     lease = dt.timedelta(seconds=rt.settings.claim_lease_seconds)
     reserved: list[list[str]] = []
     with rt.sessions() as session:
-        for model, parent, link in ((BatchItem, Batch, BatchItem.batch_id), (FeedChunk, Feed, FeedChunk.feed_id)):
+        kinds = ((BatchItem, Batch, BatchItem.batch_id, ItemState.QUEUED), (FeedChunk, Feed, FeedChunk.feed_id, ChunkState.QUEUED))
+        for model, parent, link, queued in kinds:
             sent = select(parent.id).where(parent.sent_at.is_not(None), parent.sent_at < now - lease)
-            waiting = (model.state == "queued", _lapsed(model, now), link.in_(sent))
+            waiting = (model.state == queued, _lapsed(model, now), link.in_(sent))
             ids = list(session.scalars(select(model.id).where(*waiting).limit(limit)))
             if ids:
                 statement = update(model).where(model.id.in_(ids), *waiting).values(lease_until=now + lease)
@@ -145,16 +148,16 @@ def unforgotten(rt: Runtime, now: dt.datetime, limit: int = BATCH_LIMIT) -> tupl
     worker died between the commit and the delete, and the plaintext is still in the inbox."""
     with rt.sessions() as session:
         items = session.scalars(
-            select(BatchItem.id).where(BatchItem.state.in_(("indexed", "rejected")), BatchItem.lease_until < now).limit(limit)
+            select(BatchItem.id).where(BatchItem.state.in_(ITEM_FINAL), BatchItem.lease_until < now).limit(limit)
         )
-        chunks = session.scalars(select(FeedChunk.id).where(FeedChunk.state == "done", FeedChunk.lease_until < now).limit(limit))
+        chunks = session.scalars(select(FeedChunk.id).where(FeedChunk.state == ChunkState.DONE, FeedChunk.lease_until < now).limit(limit))
         return list(items), list(chunks)
 
 
 def retention_started(rt: Runtime) -> bool:
     """Whether `dmp retention schedule` ever ran here (a scheduled run was recorded)."""
     with rt.sessions() as session:
-        return session.scalar(select(JobRun.id).where(JobRun.job == "retention").limit(1)) is not None
+        return session.scalar(select(JobRun.id).where(JobRun.job == JobName.RETENTION).limit(1)) is not None
 
 
 def messages_held(broker: dramatiq.Broker, queue: str, taken: bool = False) -> int:
