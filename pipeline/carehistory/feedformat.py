@@ -18,7 +18,7 @@ from decimal import Decimal, InvalidOperation
 from typing import BinaryIO, NamedTuple
 
 from pipeline.core.identity import is_valid_nir, normalize_nir
-from pipeline.index.models import CareEvent, FeedRejection
+from pipeline.index.models import CareEvent, FeedRejection, text_widths
 from pipeline.index.states import FeedFormat
 
 FIELDS = (
@@ -55,14 +55,10 @@ LINE_REASONS: dict[str, str] = {
 # here. The details sealed under the record key keep the bounds their columns had: an act code is a code.
 SEALED_FIELD_WIDTHS: dict[str, int] = {"act_code": 32, "professional_id": 64, "profession": 64}
 FIELD_WIDTHS: dict[str, int] = {
-    **{
-        column.name: column.type.length
-        for column in CareEvent.__table__.columns
-        if column.name in ALL_FIELDS and getattr(column.type, "length", None)
-    },
+    **text_widths(CareEvent, ALL_FIELDS),
     **SEALED_FIELD_WIDTHS,
 }
-LINE_ID_WIDTH = FeedRejection.__table__.c.line_id.type.length
+LINE_ID_WIDTH = text_widths(FeedRejection, ["line_id"])["line_id"]
 
 
 # A CSV record (a row whose quoted field spans lines) may not run over more lines than this.
@@ -116,7 +112,8 @@ def feed_format(name: str, head: bytes) -> FeedFormat:
 
 def _amount(text: str) -> Decimal:
     value = Decimal(text.strip().replace(",", "."))
-    if not value.is_finite() or value < 0 or value.as_tuple().exponent < -2 or value >= Decimal("1e10"):
+    exponent = value.as_tuple().exponent  # a letter for NaN and infinities
+    if not isinstance(exponent, int) or value < 0 or exponent < -2 or value >= Decimal("1e10"):
         raise InvalidOperation
     return value
 

@@ -11,6 +11,7 @@ import datetime as dt
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
@@ -22,9 +23,12 @@ from pipeline.core.sealedfields import DETAILS, LineSealer
 from pipeline.core.storage import ObjectNotFound
 from pipeline.index.models import CareEvent, Feed, FeedChunk, FeedRejection, Outbox, Patient, new_id
 from pipeline.index.recordkeys import RecordKeys
-from pipeline.index.repo import Refusal, insert_ignore, lease_held
+from pipeline.index.repo import Refusal, RowValues, insert_ignore, lease_held
 from pipeline.index.states import AttemptOutcome, ChunkState, OutboxKind, RecordStatus
 from pipeline.runtime import Runtime
+
+if TYPE_CHECKING:
+    import psycopg
 
 log = logging.getLogger(__name__)
 COLUMNS = (
@@ -148,7 +152,8 @@ def _split_known(
 
 def _store_postgresql(session: Session, feed: Feed, lines: list[CareLine], record_keys: RecordKeys) -> Written:
     """PostgreSQL: COPY into a staging table, then one INSERT … ON CONFLICT DO NOTHING RETURNING."""
-    cursor = session.connection().connection.driver_connection.cursor()
+    driver = cast("psycopg.Connection[Any]", session.connection().connection.driver_connection)  # the PostgreSQL branch
+    cursor = driver.cursor()
     ins_values = sorted({x.ins for x in lines})
     cursor.execute(
         "INSERT INTO patients (id, ins, status, created_at) SELECT gen_random_uuid()::text, i, 'open', now()"
@@ -229,7 +234,7 @@ def process_chunk(rt: Runtime, chunk_id: str, today: dt.date | None = None, resu
 
 def _store_chunk(rt: Runtime, chunk: FeedChunk, today: dt.date) -> AttemptOutcome:
     with rt.sessions() as session:
-        feed = session.get(Feed, chunk.feed_id)
+        feed = session.get_one(Feed, chunk.feed_id)
     try:
         with rt.store.open(chunk.inbox_key or "") as handle:
             data = handle.read()
@@ -245,23 +250,23 @@ def _store_chunk(rt: Runtime, chunk: FeedChunk, today: dt.date) -> AttemptOutcom
         rejections += written.rejections
         insert_ignore(session, FeedRejection, [_rejection_row(feed.id, rejection) for rejection in rejections])
         insert_ignore(session, Outbox, [_outbox_row(feed, patient_id) for patient_id in sorted(written.notify)])
-        current = session.get(FeedChunk, chunk.id)
+        current = session.get_one(FeedChunk, chunk.id)
         current.state, current.accepted, current.rejected = ChunkState.DONE, len(fresh), len(rejections)  # lease: see forget_inbox
         session.commit()
     forget_inbox(rt, chunk.id, chunk.inbox_key)
     return AttemptOutcome.DONE
 
 
-def _rejection_row(feed_id: str, rejection: LineRejection) -> dict:
+def _rejection_row(feed_id: str, rejection: LineRejection) -> RowValues:
     return {"id": new_id(), "feed_id": feed_id, "line_number": rejection.line_number, "line_id": rejection.line_id,
             "reason": rejection.reason, "message": rejection.message}  # fmt: skip
 
 
-def _outbox_row(feed: Feed, patient_id: str) -> dict:
+def _outbox_row(feed: Feed, patient_id: str) -> RowValues:
     return {"id": new_id(), "patient_id": patient_id, "kind": OutboxKind.REIMBURSEMENT_DATA, "ref_id": feed.id, "source": feed.source}
 
 
-def _row(feed: Feed, patient_id: str, line: CareLine, sealed: _Sealed) -> tuple:
+def _row(feed: Feed, patient_id: str, line: CareLine, sealed: _Sealed) -> tuple[object, ...]:
     return (feed.source, line.line_id, patient_id, line.care_date, sealed.details(patient_id, line), line.amount_billed,
             line.amount_reimbursed, line.reimbursement_date, line.supersedes, sealed.hash(patient_id, line), feed.id)  # fmt: skip
 

@@ -90,6 +90,7 @@ class Inbox:
                 raise Rejected("archive_entry_corrupt") from None
             with archive, entry:
                 try:
+                    # A zip entry reads like a binary file (read, readinto, close) but does not derive from BinaryIO.
                     yield entry  # type: ignore[misc]
                 except ZIP_ENTRY_ERRORS:
                     raise Rejected("archive_entry_corrupt") from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Collection
 from decimal import Decimal
 
 from sqlalchemy import (
@@ -58,7 +59,16 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
-class UtcDateTime(TypeDecorator):
+def text_widths(model: type[Base], names: Collection[str]) -> dict[str, int]:
+    """The declared length of each of `names` among `model`'s string columns (those with one)."""
+    return {
+        column.name: column.type.length
+        for column in model.__table__.columns
+        if column.name in names and isinstance(column.type, String) and column.type.length
+    }
+
+
+class UtcDateTime(TypeDecorator[dt.datetime]):
     """A moment, always read back timezone-aware in UTC, on SQLite (which keeps no zone and returns naive
     times) as on PostgreSQL (which returns them in the session's zone). Written in UTC too: SQLite
     would drop any other offset and shift the moment. A naive value is taken as UTC (what SQLite's

@@ -6,14 +6,15 @@ import datetime as dt
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import ColumnElement, String, any_, bindparam, func, select, update
+from sqlalchemy import ColumnElement, String, Table, any_, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from pipeline.core.clock import as_utc
 from pipeline.core.keys import WrappedKey
-from pipeline.index.models import Batch, BatchItem, Document, Outbox, Patient, new_id
+from pipeline.index.models import Base, Batch, BatchItem, Document, Outbox, Patient, new_id
 from pipeline.index.states import ITEM_FINAL, ItemState, RecordStatus
 
 FINAL_STATES = ITEM_FINAL
@@ -23,7 +24,10 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def insert_ignore(session: Session, model: type, values: dict | list[dict]) -> None:
+RowValues = dict[str, Any]  # a row to insert, by column name
+
+
+def insert_ignore(session: Session, model: type[Base] | Table, values: RowValues | list[RowValues]) -> None:
     """INSERT … ON CONFLICT DO NOTHING (one row, or many as one executemany) on SQLite and PostgreSQL:
     the unique constraint decides, not a check."""
     rows = values if isinstance(values, list) else [values]
@@ -34,7 +38,7 @@ def insert_ignore(session: Session, model: type, values: dict | list[dict]) -> N
     session.execute(dialect.insert(model).on_conflict_do_nothing(), rows)
 
 
-def among(session: Session, column: ColumnElement, values: Collection[str]) -> ColumnElement[bool]:
+def among(session: Session, column: ColumnElement[str] | InstrumentedAttribute[str], values: Collection[str]) -> ColumnElement[bool]:
     """`column IN values`; on PostgreSQL one array parameter (`= ANY(…)`) rather than one per value,
     which thousands of values (a feed chunk's patients) make far cheaper to send and plan."""
     if session.get_bind().dialect.name == "postgresql":
@@ -143,7 +147,7 @@ def commit_indexed(
         session.add(document)
     if also is not None:
         also(session)
-    item.state, item.reason, item.message = "indexed", None, None
+    item.state, item.reason, item.message = ItemState.INDEXED, None, None
     item.title_sealed = None  # the document keeps it, under the record key
     item.finished_at = _utcnow()
     item.document_id = document_id
