@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import delete, select, update
@@ -21,6 +22,7 @@ from pipeline.carehistory.history import window_start
 from pipeline.core.clock import PARIS, paris_date
 from pipeline.documents.stored import destroy_record
 from pipeline.index.models import BatchItem, CareEvent, Contact, Document, IdempotencyRecord, Notification, Outbox, Patient, RecordKey
+from pipeline.index.repo import affected
 from pipeline.index.states import ITEM_FINAL, JobName, NotificationStatus, OutboxStatus, RecordStatus
 from pipeline.runtime import Runtime
 
@@ -110,9 +112,9 @@ def prune_notifications(rt: Runtime, today: dt.date) -> int:
     """Delete messages sent or failed more than DMP_NOTIFY_KEEP_DAYS ago, and the events they reported."""
     cutoff = dt.datetime.combine(today - dt.timedelta(days=rt.settings.notify_keep_days), dt.time(), tzinfo=dt.UTC)
     with rt.sessions() as session:
-        deleted = session.execute(
-            delete(Notification).where(Notification.status.in_(NOTIFICATION_FINAL), Notification.created_at < cutoff)
-        ).rowcount
+        deleted = affected(
+            session.execute(delete(Notification).where(Notification.status.in_(NOTIFICATION_FINAL), Notification.created_at < cutoff))
+        )
         session.execute(delete(Outbox).where(Outbox.status == OutboxStatus.COMPOSED, Outbox.composed_at < cutoff))
         session.commit()
     return deleted
@@ -158,9 +160,11 @@ def prune_idempotency_keys(rt: Runtime, now: dt.datetime) -> int:
     """Forget the idempotency keys (and their stored answers) older than IDEMPOTENCY_DAYS."""
     with rt.sessions() as session:
         cutoff = now - dt.timedelta(days=IDEMPOTENCY_DAYS)
-        deleted = session.execute(
-            delete(IdempotencyRecord).where(IdempotencyRecord.created_at < cutoff), execution_options={"synchronize_session": False}
-        ).rowcount
+        deleted = affected(
+            session.execute(
+                delete(IdempotencyRecord).where(IdempotencyRecord.created_at < cutoff), execution_options={"synchronize_session": False}
+            )
+        )
         session.commit()
     if deleted:
         log.info("idempotency keys: %d older than %d days deleted", deleted, IDEMPOTENCY_DAYS)
@@ -205,7 +209,7 @@ def record_run(rt: Runtime, job: JobName, day: dt.date) -> bool:
     return True
 
 
-def scheduled_retention(rt: Runtime, reschedule) -> RetentionReport | None:  # type: ignore[no-untyped-def]
+def scheduled_retention(rt: Runtime, reschedule: Callable[[int], object]) -> RetentionReport | None:
     """The daily job: run once per Paris day, then schedule the next run at 03:00.
 
     The day is recorded only once its run went through, so a failed run is tried again

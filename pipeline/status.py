@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -29,7 +30,7 @@ class UnknownBatch(LookupError):
     pass
 
 
-def batch_status(session: Session, batch_id: str) -> dict:
+def batch_status(session: Session, batch_id: str) -> dict[str, Any]:
     """The JSON document of `dmp status BATCH --json` (shape fixed in DESIGN.md)."""
     batch = session.get(Batch, batch_id)
     if batch is None:
@@ -67,7 +68,7 @@ def counts(session: Session, batch_id: str) -> Counts:
     return Counts(sum(by_state.values()), by_state.get(ItemState.INDEXED, 0), by_state.get(ItemState.REJECTED, 0))
 
 
-def feed_status(session: Session, feed_id: str) -> dict:
+def feed_status(session: Session, feed_id: str) -> dict[str, Any]:
     """A feed's outcome: lines stored, already known, rejected (with line numbers and reasons)."""
     feed = session.get(Feed, feed_id)
     if feed is None:
@@ -93,7 +94,7 @@ def feed_status(session: Session, feed_id: str) -> dict:
     }
 
 
-def any_status(session: Session, ref: str) -> dict:
+def any_status(session: Session, ref: str) -> dict[str, Any]:
     """The status of a batch or, failing that, of a feed."""
     try:
         return batch_status(session, ref)

@@ -74,7 +74,10 @@ def check_chunk(data: bytes, feed: Feed, chunk: FeedChunk, today: dt.date) -> tu
     rejections: list[LineRejection] = []
     for number, raw in parse_chunk(data, feed.format, header, chunk.first_line):
         checked = LineRejection(number, None, raw) if isinstance(raw, str) else check_line(number, raw, today)
-        (lines if isinstance(checked, CareLine) else rejections).append(checked)  # type: ignore[arg-type]
+        if isinstance(checked, CareLine):
+            lines.append(checked)
+        else:
+            rejections.append(checked)
     return lines, rejections
 
 

@@ -7,13 +7,19 @@ import json
 import threading
 from collections import Counter
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from pipeline.cli.common import fail, reading_runtime
 from pipeline.core.settings import Settings
 from pipeline.index.states import ITEM_FINAL, ItemState, StatusKind
+
+if TYPE_CHECKING:
+    import dramatiq
+
+    from pipeline.status import Counts
+    from pipeline.workers.wiring import Wiring
 
 
 def ingest(
@@ -145,9 +151,9 @@ def _ingest_through_api(path: Path, source: str, api_url: str, key: str | None, 
         fail(str(exc), 3 if exc.code == "api_unavailable" else 2)
     summary = {**answer, "mode": "api"}
     if wait:
-        seen: list = []
+        seen: list[Counts] = []
 
-        def poll():  # type: ignore[no-untyped-def]
+        def poll() -> Counts:
             seen[:] = [status_counts(api_url, key, answer["status_url"])]
             return seen[0]
 
@@ -164,12 +170,18 @@ def _ingest_through_api(path: Path, source: str, api_url: str, key: str | None, 
     typer.echo(f"{'details' if wait else 'follow it'} with: GET {answer['status_url']}")
 
 
-def _run_embedded(wiring, worker, batch_id: str, quiet: bool) -> None:  # type: ignore[no-untyped-def]
+def _run_embedded(wiring: Wiring, worker: dramatiq.Worker, batch_id: str, quiet: bool) -> None:
+    from dramatiq.brokers.stub import StubBroker
+
     from pipeline.cli.progress import watch
-    from pipeline.status import Counts, any_counts
+    from pipeline.status import any_counts
+
+    broker = wiring.broker
+    if not isinstance(broker, StubBroker):
+        raise TypeError("an embedded worker runs on the in-process broker only")
 
     def drain() -> None:
-        wiring.broker.join(wiring.settings.queue_name, fail_fast=False)
+        broker.join(wiring.settings.queue_name, fail_fast=False)
 
     joiner = threading.Thread(target=drain, daemon=True)
     joiner.start()
@@ -187,7 +199,7 @@ def _run_embedded(wiring, worker, batch_id: str, quiet: bool) -> None:  # type: 
     worker.stop()
 
 
-def _print_summary(status: dict) -> None:
+def _print_summary(status: dict[str, Any]) -> None:
     if status["kind"] == StatusKind.FEED:
         counts = status["counts"]
         typer.echo(f"feed {status['feed']} ({status['source']}): {status['total']} lines, {counts['accepted']} stored, "

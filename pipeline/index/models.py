@@ -20,6 +20,7 @@ from sqlalchemy import (
     Numeric,
     SmallInteger,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
@@ -57,6 +58,11 @@ NAMING = {
 
 def new_id() -> str:
     return str(uuid.uuid4())
+
+
+def table_of(model: type[Base]) -> Table:
+    """The model's table, for Core statements (`__table__` is typed as any FROM clause)."""
+    return Base.metadata.tables[model.__tablename__]
 
 
 def text_widths(model: type[Base], names: Collection[str]) -> dict[str, int]:

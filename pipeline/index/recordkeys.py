@@ -17,7 +17,7 @@ from sqlalchemy import ColumnElement, Row, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline.core.keys import KeyProvider, KeyProviderError, WrappedKey, new_key
-from pipeline.index.models import Base, Batch, Contact, RecordKey, new_id
+from pipeline.index.models import Batch, Contact, RecordKey, new_id, table_of
 from pipeline.index.repo import RowValues, among, insert_ignore
 
 CACHE_SECONDS = 300.0
@@ -81,8 +81,7 @@ class RecordKeys:
         missing = wanted - {row.patient_id for row in rows}
         if missing:
             made = {patient_id: self._new_row(patient_id) for patient_id in sorted(missing)}
-            table = Base.metadata.tables[RecordKey.__tablename__]
-            insert_ignore(session, table, [values for values, _ in made.values()])  # the first key made wins
+            insert_ignore(session, table_of(RecordKey), [values for values, _ in made.values()])  # the first key made wins
             rows += session.execute(select(*columns).where(among(session, RecordKey.patient_id, missing)))
         keys: dict[str, bytes] = {}
         for row in rows:

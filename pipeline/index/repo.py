@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, Table, any_, bindparam, func, select, update
+from sqlalchemy import ColumnElement, CursorResult, Result, String, Table, any_, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
@@ -261,3 +261,11 @@ def still_needed(session: Session, batch_id: str, key: str) -> bool:
     """Whether an item of the batch still waits on the shared inbox object `key`."""
     waiting = select(func.count()).where(BatchItem.batch_id == batch_id, BatchItem.inbox_key == key, BatchItem.state.not_in(FINAL_STATES))
     return bool(session.scalar(waiting))
+
+
+def affected(result: Result[Any]) -> int:
+    """The rows an UPDATE or DELETE changed. Session.execute is typed to return any Result; for those
+    statements it is a CursorResult, which holds the count."""
+    if not isinstance(result, CursorResult):
+        raise TypeError(f"not the result of an UPDATE or DELETE: {type(result).__name__}")
+    return result.rowcount

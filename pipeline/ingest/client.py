@@ -19,6 +19,7 @@ import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -144,7 +145,7 @@ def send(
     on_bytes: Callable[[int], None] = lambda _n: None,
     on_restart: Callable[[], None] = lambda: None,
     sleep: Callable[[float], None] = time.sleep,
-) -> dict:
+) -> dict[str, Any]:
     """POST the submission until the API takes it (202: its answer) or refuses it for good (ApiError).
 
     Each retry re-sends the whole body under the same Idempotency-Key.
@@ -168,7 +169,8 @@ def send(
             with contextlib.suppress(httpx.TransportError):  # refused or dropped mid-upload: send it all again
                 response = client.post(url, content=counted(), headers=headers)
             if response is not None and response.status_code == 202:
-                return response.json()
+                answer: dict[str, Any] = response.json()
+                return answer
             if response is not None and response.status_code not in RETRY_STATUSES:
                 problem = _problem(response)
                 raise ApiError(response.status_code, problem.get("code", "http_error"), problem.get("detail", response.text[:200]))
@@ -178,7 +180,7 @@ def send(
     raise ApiError(503, "api_unavailable", f"the API did not take the submission after {attempts} attempts")
 
 
-def _problem(response: httpx.Response) -> dict:
+def _problem(response: httpx.Response) -> dict[str, Any]:
     try:
         body = response.json()
     except ValueError:

@@ -100,7 +100,7 @@ def receive_feed(
     if feed_id is None:
         feed_id = _record(rt, feed, source, digest)
     with rt.sessions() as session:
-        record = session.get(Feed, feed_id)
+        record = session.get_one(Feed, feed_id)
         chunks = session.scalars(select(FeedChunk).where(FeedChunk.feed_id == feed_id).order_by(FeedChunk.number)).all()
     sent: list[str] = []
     with feed.open() as handle:

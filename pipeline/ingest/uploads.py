@@ -25,6 +25,7 @@ from sqlalchemy import select
 
 from pipeline.core.inbox import DIRECTORY_BLOCK_BYTES, STAMP, UPLOADS, InboxLocation
 from pipeline.core.storage import ObjectStore
+from pipeline.core.streams import Readable
 from pipeline.core.zipnames import file_name
 from pipeline.core.zipscan import EntryHeads, KeptEnds
 from pipeline.index.models import BatchItem, new_id
@@ -70,7 +71,7 @@ class Watcher(Protocol):
 class LimitedStream:
     """Passes a stream's bytes through, raising TooLarge past `limit` (if any); feeds `watchers` on the way."""
 
-    def __init__(self, source: BinaryIO | Part, limit: int | None, what: str = "file", watchers: tuple[Watcher, ...] = ()) -> None:
+    def __init__(self, source: Readable, limit: int | None, what: str = "file", watchers: tuple[Watcher, ...] = ()) -> None:
         self.source, self.limit, self.what, self.watchers = source, limit, what, watchers
         self.count = 0
 
@@ -133,7 +134,7 @@ def receive_zip(rt: Runtime, body: BinaryIO, source: str, send: Callable[[str], 
     batch_id = None
     try:
         heads, ends = EntryHeads(), KeptEnds(KEPT_BYTES)  # caught on the way in: no need to read them back
-        rt.store.put(key, LimitedStream(body, None, "request", (heads, ends)))  # type: ignore[arg-type]
+        rt.store.put(key, LimitedStream(body, None, "request", (heads, ends)))
         with ends.reader(lambda: rt.store.open_ranged(key, DIRECTORY_BLOCK_BYTES)) as handle:
             batch = ZipBatch(handle, "the uploaded zip", ArchiveLimits.from_settings(rt.settings), stored_at=key, heads=heads)
             result = receive_batch(rt, batch, source, send)
@@ -173,7 +174,7 @@ def _store_parts(
             check_names([name], names)  # the same rules as a zip's entry names
             key = f"{prefix}{len(stored):06d}"
             stored[name] = key
-            rt.store.put(key, LimitedStream(part, rt.settings.max_file_bytes, "file"))  # type: ignore[arg-type]
+            rt.store.put(key, LimitedStream(part, rt.settings.max_file_bytes, "file"))
         else:
             raise UploadRejected("multipart_invalid", f"unexpected part {part.name!r} (expected: {', '.join(fields)}, file)")
     return values
@@ -181,7 +182,7 @@ def _store_parts(
 
 def receive_multipart_batch(rt: Runtime, body: BinaryIO, boundary: bytes, source: str, send: Callable[[str], None]) -> IntakeResult:
     """A batch as multipart/form-data: a `manifest` part (manifest.csv) and `file` parts named by their filename."""
-    prefix, stored = upload_prefix(), {}
+    prefix, stored = upload_prefix(), dict[str, str]()
     batch_id = None
     try:
         values = _store_parts(rt, body, boundary, ("manifest",), prefix, stored)
@@ -223,7 +224,7 @@ def receive_document(rt: Runtime, body: BinaryIO, boundary: bytes, source: str, 
     It becomes a batch of one, identified like any batch by its manifest: the same metadata sent
     again is the same batch, and the same source document id is never indexed twice.
     """
-    prefix, stored = upload_prefix(), {}
+    prefix, stored = upload_prefix(), dict[str, str]()
     batch_id = None
     try:
         values = _store_parts(rt, body, boundary, ("metadata",), prefix, stored)
@@ -237,12 +238,12 @@ def receive_document(rt: Runtime, body: BinaryIO, boundary: bytes, source: str, 
         _discard_unadopted(rt, list(stored.values()), batch_id)
 
 
-def receive_feed_upload(rt: Runtime, body: BinaryIO, fmt: str, source: str, send: Callable[[str], None]) -> FeedIntake:
+def receive_feed_upload(rt: Runtime, body: BinaryIO, fmt: FeedFormat, source: str, send: Callable[[str], None]) -> FeedIntake:
     """An insurer feed in the request body (`fmt`: csv or ndjson), identified while it streams in."""
     key = upload_prefix() + FEED_NAMES[fmt]
     hasher = feed_hasher(rt, source)
     try:
-        rt.store.put(key, LimitedStream(body, None, watchers=(hasher,)))  # type: ignore[arg-type]
+        rt.store.put(key, LimitedStream(body, None, watchers=(hasher,)))
         return receive_feed(rt, FeedFile(FEED_NAMES[fmt], lambda: rt.store.open(key)), source, send, digest=hasher.hexdigest())
     finally:
         rt.store.delete(key)

@@ -20,12 +20,13 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from pipeline.core.clock import as_utc, paris_date
 from pipeline.core.sealedfields import SealedFieldError, address_context, open_text, seal_text
 from pipeline.index.models import BatchItem, Contact, Document, Notification, Outbox, Patient, new_id
+from pipeline.index.repo import affected
 from pipeline.index.states import ITEM_IN_FLIGHT, ChannelName, NotificationStatus, OutboxKind, OutboxStatus
 from pipeline.notify.channels import Channel, DeliveryError, Message
 from pipeline.notify.compose import Event, compose
@@ -86,17 +87,18 @@ def _compose_patient(rt: Runtime, session: Session, patient_id: str, now: dt.dat
     groups = [[row] for row in rows if row.kind != OutboxKind.DOCUMENTS_ADDED]
     deposits = [row for row in rows if row.kind == OutboxKind.DOCUMENTS_ADDED]
     if deposits:
-        oldest = as_utc(deposits[0].created_at or now)
+        oldest = as_utc(deposits[0].created_at)
         settled = flush or oldest + dt.timedelta(seconds=rt.settings.notify_coalesce_seconds) <= now
         if settled and (flush or not _in_flight(session, patient_id, [row.ref_id for row in deposits])):
             groups.append(deposits)
     for group in groups:
         ids = [row.id for row in group]
-        claimed = session.execute(
+        compose_them = (
             update(Outbox)
             .where(Outbox.id.in_(ids), Outbox.status == OutboxStatus.PENDING)
             .values(status=OutboxStatus.COMPOSED, composed_at=now)
-        ).rowcount
+        )
+        claimed = affected(session.execute(compose_them))
         if claimed != len(ids):
             return False  # another dispatcher composed some of them: leave it all to that one
         messages = _messages_for(rt, session, patient, group, now)
@@ -150,7 +152,7 @@ def _messages_for(rt: Runtime, session: Session, patient: Patient, group: list[O
     count = _documents_added(session, patient.id, [row.ref_id for row in group], paris_date(now)) if added else 1
     if added and count == 0:
         return []  # every document of those batches was rejected or is held: nothing to tell
-    event = Event(first.kind, as_utc(first.created_at or now), tuple(row.source for row in group), first.detail, count)
+    event = Event(first.kind, as_utc(first.created_at), tuple(row.source for row in group), first.detail, count)
     subject, body = compose(event, rt.settings.notify_record_url)
     contact = read_contact(rt, session, recipient)
     wants_email, wants_sms = (True, True) if to_attending else (patient.notify_email, patient.notify_sms)
@@ -186,7 +188,7 @@ def _messages_for(rt: Runtime, session: Session, patient: Patient, group: list[O
 # Deliver
 
 
-def _due(now: dt.datetime):  # type: ignore[no-untyped-def]
+def _due(now: dt.datetime) -> ColumnElement[bool]:
     return or_(
         (Notification.status == NotificationStatus.PENDING) & (Notification.next_attempt_at <= now),
         (Notification.status == NotificationStatus.SENDING) & (Notification.lease_until < now),
@@ -209,7 +211,7 @@ def _deliver_one(
     with rt.sessions() as session:
         claim = update(Notification).where(Notification.id == notification_id, _due(now))
         claimed = claim.values(status=NotificationStatus.SENDING, lease_until=lease, attempts=Notification.attempts + 1)
-        if session.execute(claimed).rowcount != 1:
+        if affected(session.execute(claimed)) != 1:
             return  # another dispatcher has it
         session.commit()
         notification = session.get(Notification, notification_id)
