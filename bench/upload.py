@@ -35,6 +35,7 @@ import time
 import uuid
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import psutil
@@ -46,6 +47,12 @@ from pipeline.ingest.manifest import MANIFEST_NAME
 from pipeline.runtime import Runtime
 from pipeline.samples import generate_samples
 from pipeline.sources import add_source
+
+if TYPE_CHECKING:
+    import psycopg
+    import redis
+
+    from pipeline.core.settings import Settings
 
 DMP = str(Path(sys.executable).with_name("dmp"))
 QUEUED = ItemState.QUEUED.value
@@ -103,7 +110,7 @@ ITEM_COLUMNS = ("id", "batch_id", "slot", "file", "row_number", "state", "docume
                 "patient_ins", "title_sealed", "document_type", "service_date", "author_id", "author_profession", "inbox_key")  # fmt: skip
 
 
-def _floor_batch(rt: Runtime, connection, broker, data: bytes, number: int) -> None:  # type: ignore[no-untyped-def]
+def _floor_batch(rt: Runtime, connection: psycopg.Connection[Any], broker: redis.Redis, data: bytes, number: int) -> None:
     key = f"inbox/floor/{number}.zip"
     rt.store.put(key, io.BytesIO(data))
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
@@ -139,7 +146,7 @@ def _floor(rt: Runtime, database_url: str, redis_url: str, zips: list[tuple[byte
     return seconds
 
 
-def _api(settings, root: Path, server_workers: int) -> tuple[subprocess.Popen, str]:  # type: ignore[no-untyped-def]
+def _api(settings: Settings, root: Path, server_workers: int) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = dmp_environment(settings)
     command = [DMP, "api", "--port", str(port), "--workers", str(server_workers), "--no-access-log"]
@@ -164,7 +171,7 @@ def _upload(base: str, key: str, data: bytes) -> None:
         raise RuntimeError(f"upload refused: {answer.status_code} {answer.text[:200]}")
 
 
-def run(documents: int, clients: int, patients: int, server_workers: int, pad_kib: int = 0) -> dict:
+def run(documents: int, clients: int, patients: int, server_workers: int, pad_kib: int = 0) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="dmp-bench-upload-") as tmp, throwaway_services(Path(tmp), ingest_max_queued=10**9) as services:
         root, settings = Path(tmp), services.settings
         server = None

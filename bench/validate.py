@@ -17,6 +17,7 @@ import logging
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from pipeline.core.reasons import Rejected
 from pipeline.core.settings import Settings
@@ -36,7 +37,7 @@ def _rows(batch: Path) -> list[dict[str, str]]:
 def _expected_ins(row: dict[str, str]) -> str:
     """The INS a CDA's recordTarget must match, as the worker gets it from the checked metadata."""
     try:
-        return check_metadata(row, dt.date.today()).ins  # type: ignore[arg-type]
+        return check_metadata(row, dt.date.today()).ins
     except Rejected:
         return row["patient_ins"]
 
@@ -71,7 +72,7 @@ def _floor(batch: Path, rows: list[dict[str, str]], settings: Settings) -> tuple
     return time.perf_counter() - start, accepted
 
 
-def run(documents: int) -> dict:
+def run(documents: int) -> dict[str, Any]:
     logging.getLogger("pypdf").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory(prefix="dmp-bench-validate-") as tmp:
         batch = Path(tmp) / "batch"
