@@ -33,7 +33,6 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from pipeline.core.clock import as_utc
 from pipeline.index.states import (
-    AuditOutcome,
     ChannelName,
     ChunkState,
     EnumText,
@@ -420,7 +419,8 @@ class AuditEntry(Base):
     profession: Mapped[str | None] = mapped_column(String(64))
     action: Mapped[str] = mapped_column(String(32))
     document_id: Mapped[str | None] = mapped_column(String(36))
-    outcome: Mapped[AuditOutcome] = mapped_column(EnumText(AuditOutcome, 8))
+    # AuditOutcome's values, read back as plain strings: `dmp audit verify` must read a tampered row to report it.
+    outcome: Mapped[str] = mapped_column(String(8))
     reason: Mapped[str] = mapped_column(String(64))
     emergency: Mapped[bool] = mapped_column(default=False)
     prev_hash: Mapped[str] = mapped_column(String(64))
