@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint bench services clean constraints
+.PHONY: demo test test-fast lint typecheck bench services clean constraints
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,7 @@ $(BIN)/promtool: | $(BIN)/python
 test: $(STAMP) $(BIN)/promtool
 	infra/check-services
 	$(BIN)/ruff check .
+	$(MAKE) typecheck
 	$(BIN)/python -m pytest -q
 
 # The tier a developer runs while working: no servers to start, no PostgreSQL twin, no slow test.
@@ -35,6 +36,10 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+# mypy, configured in pyproject.toml ([tool.mypy]: strict, files, overrides).
+typecheck: $(STAMP)
+	$(BIN)/mypy
 
 bench: $(STAMP)
 	infra/check-services

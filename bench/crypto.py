@@ -23,6 +23,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, BinaryIO
+
+from pipeline.index.states import AttemptOutcome
 
 SEGMENT = 256 * 1024  # DMP_SEGMENT_BYTES' default
 CHUNK = 8 * 1024 * 1024  # what the multipart upload reads at a time
@@ -58,19 +61,19 @@ class _Pattern:
         return out
 
 
-def _streaming(size: int, workdir: Path) -> dict:
+def _streaming(size: int, workdir: Path) -> dict[str, Any]:
     from pipeline.core.envelope import EncryptingReader, decrypt
 
     baseline = _rss_mib()
     key = os.urandom(32)
     # Encryption timed alone (output discarded), so the disk is not what is measured.
     start = time.perf_counter()
-    reader = EncryptingReader(_Pattern(size), key, "bench", "doc:bench", SEGMENT)  # type: ignore[arg-type]
+    reader = EncryptingReader(_Pattern(size), key, "bench", "doc:bench", SEGMENT)
     while reader.read(CHUNK):
         pass
     encrypt_s = time.perf_counter() - start
     sealed = workdir / "sealed.bin"
-    reader = EncryptingReader(_Pattern(size), key, "bench", "doc:bench", SEGMENT)  # type: ignore[arg-type]
+    reader = EncryptingReader(_Pattern(size), key, "bench", "doc:bench", SEGMENT)
     with sealed.open("wb") as out:
         while chunk := reader.read(CHUNK):
             out.write(chunk)
@@ -88,7 +91,7 @@ def _streaming(size: int, workdir: Path) -> dict:
     return {"encrypt_s": encrypt_s, "decrypt_s": decrypt_s, "rss_above_baseline_mib": _rss_mib() - baseline, "peak_rss_mib": _rss_mib()}
 
 
-def _segments(size: int, workdir: Path) -> dict:
+def _segments(size: int, workdir: Path) -> dict[str, Any]:
     """The floor: AES-GCM over SEGMENT-sized pieces of the same stream, then back from a file."""
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -98,7 +101,7 @@ def _segments(size: int, workdir: Path) -> dict:
     def nonce(index: int, final: bool) -> bytes:
         return prefix + index.to_bytes(4, "big") + (b"\x01" if final else b"\x00")
 
-    def seal(out) -> None:  # type: ignore[no-untyped-def]
+    def seal(out: BinaryIO | None) -> None:
         source, left, index = _Pattern(size), size, 0
         while True:
             piece = source.read(SEGMENT)
@@ -131,7 +134,7 @@ def _segments(size: int, workdir: Path) -> dict:
     return {"encrypt_s": encrypt_s, "decrypt_s": decrypt_s, "rss_above_baseline_mib": _rss_mib() - baseline, "peak_rss_mib": _rss_mib()}
 
 
-def _pipeline(size: int, workdir: Path) -> dict:
+def _pipeline(size: int, workdir: Path) -> dict[str, Any]:
     """One document of `size` bytes through the embedded pipeline and back, in this process."""
     from pipeline.core.identity import with_key
     from pipeline.core.settings import Settings
@@ -167,18 +170,19 @@ def _pipeline(size: int, workdir: Path) -> dict:
     start = time.perf_counter()
     total = sum(len(piece) for piece in read_document(rt, document))
     read_s = time.perf_counter() - start
-    assert state == "indexed" and total == size
+    assert state == AttemptOutcome.INDEXED and total == size
     return {"ingest_s": ingest_s, "read_s": read_s, "rss_above_baseline_mib": _rss_mib() - baseline}
 
 
-def _child(kind: str, size: int) -> dict:
+def _child(kind: str, size: int) -> dict[str, Any]:
     """Run one measurement in a fresh interpreter and return its JSON."""
     code = f"import json,sys; from bench.crypto import _measure; print(json.dumps(_measure({kind!r}, {size})))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parent.parent)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    figures: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return figures
 
 
-def _measure(kind: str, size: int) -> dict:
+def _measure(kind: str, size: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="dmp-bench-crypto-") as tmp:
         if kind == "streaming":
             return _streaming(size, Path(tmp))
@@ -187,7 +191,7 @@ def _measure(kind: str, size: int) -> dict:
         return _pipeline(size, Path(tmp))
 
 
-def run(size: int, pipeline: bool) -> dict:
+def run(size: int, pipeline: bool) -> dict[str, Any]:
     streaming = _child("streaming", size)
     floor = _child("segments", size)
     gb = size / 1e9

@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import psutil
 import psycopg
@@ -38,9 +39,14 @@ from pipeline.carehistory.feeds import COLUMNS
 from pipeline.core.clock import paris_date
 from pipeline.core.sealedfields import DETAILS, LineSealer
 from pipeline.index.models import CareEvent
+from pipeline.index.states import FeedFormat
 from pipeline.runtime import Runtime
 from pipeline.samples.feed import write_feed
 from pipeline.status import pending_chunks
+
+if TYPE_CHECKING:
+    from multiprocessing.queues import Queue
+    from multiprocessing.synchronize import Event
 
 DMP = str(Path(sys.executable).with_name("dmp"))
 SOURCE = "insurer:FLOOR"
@@ -124,7 +130,7 @@ def _floor_chunk(connection: psycopg.Connection, lines: list[CareLine], sealers:
     connection.commit()
 
 
-def _floor_process(job: _FloorJob, share: int, ready, go, results, leave) -> None:  # type: ignore[no-untyped-def]
+def _floor_process(job: _FloorJob, share: int, ready: Event, go: Event, results: Queue[Any], leave: Event) -> None:
     with psycopg.connect(job.database_url) as connection:
         ready.set()
         go.wait()
@@ -134,7 +140,7 @@ def _floor_process(job: _FloorJob, share: int, ready, go, results, leave) -> Non
         stored = rejected = 0
         for first, data, _ in split_lines(_lines(job.feed, start, end), job.chunk_lines, quoted=True):
             lines: list[CareLine] = []
-            for number, raw in parse_chunk(data, "csv", header, first):
+            for number, raw in parse_chunk(data, FeedFormat.CSV, header, first):
                 checked = check_line(number, raw, job.today) if isinstance(raw, dict) else None
                 if isinstance(checked, CareLine):
                     lines.append(checked)
@@ -172,7 +178,7 @@ def _wait_done(rt: Runtime, feed_id: str, timeout: float = 3600) -> None:
     raise TimeoutError(feed_id)
 
 
-def run(lines: int, workers: int, threads: int, patients: int) -> dict:
+def run(lines: int, workers: int, threads: int, patients: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="dmp-bench-feed-") as tmp:
         root = Path(tmp)
         with throwaway_services(root) as services, throwaway_database() as floor_db:

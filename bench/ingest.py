@@ -44,6 +44,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import psutil
 import psycopg
@@ -61,6 +62,12 @@ from pipeline.documents.validate import check_metadata, inspect_limits
 from pipeline.index.db import make_engine, upgrade
 from pipeline.index.repo import FINAL_STATES
 from pipeline.samples import generate_samples
+
+if TYPE_CHECKING:
+    from multiprocessing.queues import Queue
+    from multiprocessing.synchronize import Event
+
+    from mypy_boto3_s3 import S3Client
 
 DMP = str(Path(sys.executable).with_name("dmp"))
 ROLE = "dmp"  # the role the pipeline and the floor connect as: pg_stat_statements counts it alone
@@ -106,11 +113,12 @@ class _Services:
     postgres: PostgresCluster
     proxy: RoundTripProxy
     requests: RequestLog
-    observer: psycopg.Connection  # the benchmark's own connection: as postgres, straight to the server
+    observer: psycopg.Connection[tuple[Any, ...]]  # the benchmark's own connection: as postgres, straight to the server
     observer_pid: int  # its backend, whose CPU is the benchmark's, not the pipeline's
 
     @property
     def bucket(self) -> str:
+        assert self.settings.storage_url is not None  # distributed_settings sets it
         return self.settings.storage_url.removeprefix("s3://")
 
     def pids(self) -> dict[str, int]:
@@ -123,7 +131,7 @@ class _Services:
             "observer": self.observer_pid,
         }
 
-    def s3(self):  # type: ignore[no-untyped-def]
+    def s3(self) -> S3Client:
         import boto3
 
         return boto3.client("s3", endpoint_url=self.settings.s3_endpoint, aws_access_key_id=self.settings.s3_access_key,
@@ -162,8 +170,10 @@ def _services(root: Path) -> Iterator[_Services]:
             quarantine_days=7,
         )
         load_key_file(settings.resolved_key_file(), create=True)
-        observer_pid = observer.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
-        services = _Services(settings, redis, moto, postgres, proxy, RequestLog(moto.log), observer, observer_pid)  # type: ignore[arg-type]
+        backend = observer.execute("SELECT pg_backend_pid()").fetchone()
+        assert backend is not None  # the query returns one row
+        assert moto.log is not None  # started above
+        services = _Services(settings, redis, moto, postgres, proxy, RequestLog(moto.log), observer, backend[0])
         client = services.s3()
         for bucket in (services.bucket, services.bucket + "-floor"):
             client.create_bucket(Bucket=bucket)
@@ -187,10 +197,10 @@ class _Phase:
 
 
 @contextmanager
-def _measured(services: _Services, own: dict[str, int], bucket: str) -> Iterator[dict]:
+def _measured(services: _Services, own: dict[str, int], bucket: str) -> Iterator[dict[str, Any]]:
     """Measure what happens inside the block; the block fills `out["documents"]` and may add CPU
     seconds of processes that end inside it (`out["cpu"]`). Afterwards `out["phase"]` is a _Phase."""
-    out: dict = {"cpu": {}}
+    out: dict[str, Any] = {"cpu": {}}
     meter = CpuMeter({**own, **services.pids()})
     since = services.requests.mark()
     reset_statements(services.observer)
@@ -210,7 +220,7 @@ def _measured(services: _Services, own: dict[str, int], bucket: str) -> Iterator
     out["phase"] = _Phase(out["documents"], seconds, cpu, window, requests, statements, round_trips, opened)
 
 
-def _parts(phase: _Phase, own: tuple[str, ...]) -> dict:
+def _parts(phase: _Phase, own: tuple[str, ...]) -> dict[str, Any]:
     n = max(phase.documents, 1)
 
     def per_doc(value: float, digits: int = 2) -> float:
@@ -253,7 +263,7 @@ def _parts(phase: _Phase, own: tuple[str, ...]) -> dict:
 class _FloorJob:
     batch: Path
     database_url: str  # psycopg form, through the proxy
-    s3: dict[str, str]
+    s3: dict[str, Any]  # boto3.client keyword arguments
     bucket: str
     hmac_secret: bytes
     segment_bytes: int
@@ -273,10 +283,10 @@ def _seal_small(key: bytes, plain: bytes, context: str) -> bytes:
     return nonce + AESGCM(key).encrypt(nonce, plain, context.encode())
 
 
-def _floor_documents(job: _FloorJob, rows: list[dict[str, str]], client, connection: psycopg.Connection) -> int:  # type: ignore[no-untyped-def]
+def _floor_documents(job: _FloorJob, rows: list[dict[str, str]], client: S3Client, connection: psycopg.Connection[Any]) -> int:
     """The necessary work for each document of `rows`; returns how many were stored."""
     patients: dict[str, tuple[str, str, bytes]] = {}  # INS -> patient id, record key id, record key
-    pending: list[tuple] = []
+    pending: list[tuple[object, ...]] = []
     stored = 0
 
     def flush() -> None:
@@ -289,7 +299,7 @@ def _floor_documents(job: _FloorJob, rows: list[dict[str, str]], client, connect
     for row in rows:
         path = job.batch / row["file"]
         try:
-            meta = check_metadata(row, job.today)  # type: ignore[arg-type]
+            meta = check_metadata(row, job.today)
             content = inspect_file(path, row["file"], meta.ins, job.limits, needs_content(row["document_type"] or None))
         except (Rejected, FileNotFoundError):
             continue
@@ -322,7 +332,7 @@ def _floor_documents(job: _FloorJob, rows: list[dict[str, str]], client, connect
     return stored
 
 
-def _floor_process(job: _FloorJob, share: int, ready, go, results, leave) -> None:  # type: ignore[no-untyped-def]
+def _floor_process(job: _FloorJob, share: int, ready: Event, go: Event, results: Queue[Any], leave: Event) -> None:
     """One floor process: connects, waits for `go`, does its share, reports, waits for `leave`."""
     import boto3
     from botocore.config import Config
@@ -343,9 +353,10 @@ def _floor_process(job: _FloorJob, share: int, ready, go, results, leave) -> Non
 
 def _floor(services: _Services, batch: Path, processes: int, threads: int) -> tuple[_Phase, int]:
     settings = services.settings
+    assert settings.database_url is not None  # distributed_settings sets it
     job = _FloorJob(
         batch=batch,
-        database_url=settings.database_url.replace("postgresql+psycopg://", "postgresql://"),  # type: ignore[union-attr]
+        database_url=settings.database_url.replace("postgresql+psycopg://", "postgresql://"),
         s3={
             "endpoint_url": settings.s3_endpoint,
             "aws_access_key_id": settings.s3_access_key,
@@ -363,7 +374,7 @@ def _floor(services: _Services, batch: Path, processes: int, threads: int) -> tu
     team = ProcessTeam(_floor_process, [(job, n) for n in range(processes)])
     try:
         team.start()
-        with _measured(services, {f"floor_{n}": pid for n, pid in enumerate(team.pids)}, job.bucket) as out:  # type: ignore[misc]
+        with _measured(services, {f"floor_{n}": pid for n, pid in enumerate(team.pids)}, job.bucket) as out:
             team.go.set()
             reports = team.gather()
             out["documents"] = sum(report[1] for report in reports)
@@ -380,7 +391,8 @@ def _progress(services: _Services, batch_id: str) -> tuple[int, int]:
     row = services.observer.execute(
         "SELECT count(*) FILTER (WHERE state = ANY(%s)), count(*) FROM batch_items WHERE batch_id = %s", [list(FINAL_STATES), batch_id]
     ).fetchone()
-    return row[0], row[1]  # type: ignore[index]
+    assert row is not None  # an aggregate returns one row
+    return row[0], row[1]
 
 
 def _wait_final(services: _Services, batch_id: str, timeout: float = 3600) -> int:
@@ -419,7 +431,7 @@ def _run_intake(command: list[str], env: dict[str, str], log: Path) -> tuple[str
     return out.decode(), usage.ru_utime + usage.ru_stime
 
 
-def _pipeline(services: _Services, root: Path, batch: Path, workers: int, threads: int) -> dict:
+def _pipeline(services: _Services, root: Path, batch: Path, workers: int, threads: int) -> dict[str, Any]:
     env = dmp_environment(services.settings)
     with (root / "worker.log").open("wb") as log:
         worker = subprocess.Popen([DMP, "worker", "--processes", str(workers), "--threads", str(threads)], env=env,
@@ -449,7 +461,7 @@ def _pipeline(services: _Services, root: Path, batch: Path, workers: int, thread
     return {"phase": out["phase"], "latencies": [float(x) for x in latencies], "peak_rss": watch.peak, "states": states}
 
 
-def run(documents: int, workers: int, threads: int, patients: int) -> dict:
+def run(documents: int, workers: int, threads: int, patients: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="dmp-bench-") as tmp:
         root = Path(tmp)
         batch = root / "batch"

@@ -16,11 +16,20 @@ import re
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, MutableSequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import psutil
+
+if TYPE_CHECKING:
+    from multiprocessing.synchronize import Event
+
+    import psycopg
+
+# Round trips and connections, shared with the proxy process (a RawArray of two counters).
+Counters = MutableSequence[int]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -123,7 +132,7 @@ def statement_kind(query: str) -> str:
     return words[0].upper() if words else "OTHER"
 
 
-def statements_by_kind(connection, role: str) -> Counter[str]:  # type: ignore[no-untyped-def]
+def statements_by_kind(connection: psycopg.Connection[Any], role: str) -> Counter[str]:
     """Statements executed by `role` in the current database since the last reset, by kind
     (`connection`: a psycopg connection of a superuser, with the extension created)."""
     rows = connection.execute(
@@ -137,7 +146,7 @@ def statements_by_kind(connection, role: str) -> Counter[str]:  # type: ignore[n
     return counts
 
 
-def reset_statements(connection) -> None:  # type: ignore[no-untyped-def]
+def reset_statements(connection: psycopg.Connection[Any]) -> None:
     connection.execute("SELECT pg_stat_statements_reset()")
 
 
@@ -167,14 +176,15 @@ class Turns:
 
 
 class _Downstream(asyncio.Protocol):
-    def __init__(self, upstream_port: int, totals) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, upstream_port: int, totals: Counters) -> None:
         self.upstream_port, self.totals = upstream_port, totals
         self.turns = Turns()
         self.transport: asyncio.Transport | None = None
         self.upstream: asyncio.Transport | None = None
         self.pending: list[bytes] = []
 
-    def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def]
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)  # a TCP server's
         self.transport = transport
         self.totals[1] += 1
         asyncio.get_running_loop().create_task(self._connect())
@@ -219,7 +229,7 @@ class _Upstream(asyncio.Protocol):
             self.downstream.transport.close()
 
 
-def _serve(listen_port: int, upstream_port: int, totals, ready) -> None:  # type: ignore[no-untyped-def]
+def _serve(listen_port: int, upstream_port: int, totals: Counters, ready: Event) -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
@@ -253,11 +263,11 @@ class RoundTripProxy:
 
     @property
     def round_trips(self) -> int:
-        return self._totals[0]
+        return int(self._totals[0])
 
     @property
     def connections(self) -> int:
-        return self._totals[1]
+        return int(self._totals[1])
 
     def stop(self) -> None:
         if self.process.is_alive():
@@ -275,7 +285,7 @@ class ProcessTeam:
 
     `target(*args, ready, go, results, leave)` runs in each, with its own `args`."""
 
-    def __init__(self, target, args: list[tuple]) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, target: Callable[..., None], args: list[tuple[object, ...]]) -> None:
         context = multiprocessing.get_context("spawn")
         self.go, self.leave, self.results = context.Event(), context.Event(), context.Queue()
         self.ready = [context.Event() for _ in args]
@@ -304,11 +314,11 @@ class ProcessTeam:
                 if time.monotonic() > deadline:
                     raise TimeoutError("a floor process did not get ready")
 
-    def gather(self, timeout: float = 3600) -> list:
+    def gather(self, timeout: float = 3600) -> list[Any]:
         """One result per process, in the order they came; fails as soon as a process dies without one."""
         import queue
 
-        results: list = []
+        results: list[Any] = []
         deadline = time.monotonic() + timeout
         while len(results) < len(self.processes):
             try:

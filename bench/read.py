@@ -24,7 +24,9 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 
@@ -34,6 +36,7 @@ from pipeline.core.settings import Settings
 from pipeline.documents.process import process_item
 from pipeline.documents.titles import document_titles, seal_title
 from pipeline.index.models import Document
+from pipeline.index.states import ItemState, RecordStatus
 from pipeline.ingest.intake import receive_batch
 from pipeline.runtime import Runtime
 from pipeline.samples import generate_samples
@@ -41,6 +44,7 @@ from pipeline.samples import generate_samples
 try:
     import httpx2 as httpx
 except ImportError:  # pragma: no cover
+    # httpx2 is a drop-in fork of httpx: the same API under the other name.
     import httpx  # type: ignore[no-redef]
 
 DMP = str(Path(sys.executable).with_name("dmp"))
@@ -59,7 +63,7 @@ def _pct(sorted_ms: list[float], q: float) -> float:
     return sorted_ms[min(len(sorted_ms) - 1, round(q * (len(sorted_ms) - 1)))]
 
 
-def _summary(latencies_s: list[float], wall_s: float) -> dict:
+def _summary(latencies_s: list[float], wall_s: float) -> dict[str, Any]:
     ms = sorted(x * 1000 for x in latencies_s)
     return {"p50": round(_pct(ms, 0.50), 2), "p99": round(_pct(ms, 0.99), 2), "max": round(ms[-1], 2), "rps": round(len(ms) / wall_s, 1)}
 
@@ -93,8 +97,8 @@ def _fill(rt: Runtime, database_url: str, documents: list[Document], total: int,
     record_key_of = {d.patient_id: d.record_key_id for d in documents}
     batch_id = str(uuid.uuid4())
     patients: list[tuple[str, str]] = []
-    rows: list[tuple] = []
-    items: list[tuple] = []
+    rows: list[tuple[object, ...]] = []
+    items: list[tuple[object, ...]] = []
     owner = list_patient
     owner_left = max(0, LIST_PATIENT_DOCUMENTS - on_list_patient)
     start = dt.date(2015, 1, 1)
@@ -106,7 +110,7 @@ def _fill(rt: Runtime, database_url: str, documents: list[Document], total: int,
             record_key_of[owner] = template.record_key_id  # FK only: these rows are never decrypted
         owner_left -= 1
         doc_id, item_id = str(uuid.uuid4()), str(uuid.uuid4())
-        items.append((item_id, batch_id, f"row:{n + 1}", f"fill-{n}.pdf", "done", 1, 0, doc_id))
+        items.append((item_id, batch_id, f"row:{n + 1}", f"fill-{n}.pdf", ItemState.INDEXED, 1, 0, doc_id))
         rows.append((
             doc_id, owner, "hospital:BENCH-FILL", f"FILL-{n}", item_id,
             seal_title(list_key, title, doc_id, owner) if owner == list_patient else None, template.class_code, template.type_code,
@@ -121,7 +125,7 @@ def _fill(rt: Runtime, database_url: str, documents: list[Document], total: int,
                        (batch_id, secrets.token_hex(32), missing))  # fmt: skip
         with cursor.copy("COPY patients (id, ins, status) FROM STDIN") as copy:
             for pid, ins in patients:
-                copy.write_row((pid, ins, "open"))
+                copy.write_row((pid, ins, RecordStatus.OPEN))
         with cursor.copy("COPY batch_items (id, batch_id, slot, file, state, attempts, crashes, document_id) FROM STDIN") as copy:
             for item in items:
                 copy.write_row(item)
@@ -138,7 +142,7 @@ def _fill(rt: Runtime, database_url: str, documents: list[Document], total: int,
 # Measurements
 
 
-async def _drive(base: str, requests: list[tuple[str, dict, int | None]], concurrency: int) -> tuple[list[float], float]:
+async def _drive(base: str, requests: Sequence[tuple[str, Mapping[str, str], int | None]], concurrency: int) -> tuple[list[float], float]:
     """Send every (path, headers, expected length) with `concurrency` in flight; latencies (s) and wall time."""
     latencies: list[float] = []
     errors: list[str] = []
@@ -184,10 +188,10 @@ def _raw_gets(settings: Settings, bucket: str, keys: list[str], concurrency: int
     return latencies, wall
 
 
-def _unsaturated(settings: Settings, bucket: str, keys: list[str], most: int) -> tuple[int, list[dict]]:
+def _unsaturated(settings: Settings, bucket: str, keys: list[str], most: int) -> tuple[int, list[dict[str, Any]]]:
     """The highest concurrency (1, 2, 4… up to `most`) at which the raw GET's median stays within
     FLOOR_QUEUEING × its median at one request in flight; and every probe's summary."""
-    probes: list[dict] = []
+    probes: list[dict[str, Any]] = []
     chosen, concurrency = 1, 1
     while concurrency <= most:
         latencies, wall = _raw_gets(settings, bucket, keys[:PROBE_REQUESTS], concurrency, warmup=min(WARMUP, 4 * concurrency))
@@ -199,7 +203,7 @@ def _unsaturated(settings: Settings, bucket: str, keys: list[str], most: int) ->
     return chosen, probes
 
 
-def _serve(settings: Settings, port: int, workers: int) -> subprocess.Popen:
+def _serve(settings: Settings, port: int, workers: int) -> subprocess.Popen[bytes]:
     env = dmp_environment(settings)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     server = subprocess.Popen(
@@ -219,7 +223,7 @@ def _serve(settings: Settings, port: int, workers: int) -> subprocess.Popen:
     raise TimeoutError("the API did not come up")
 
 
-def run(documents: int, concurrency: int, requests: int = 2000, server_workers: int = 2) -> dict:
+def run(documents: int, concurrency: int, requests: int = 2000, server_workers: int = 2) -> dict[str, Any]:
     from api.auth import mint_token
 
     with tempfile.TemporaryDirectory(prefix="dmp-bench-read-") as tmp, throwaway_services(Path(tmp)) as services:
@@ -247,6 +251,7 @@ def run(documents: int, concurrency: int, requests: int = 2000, server_workers: 
             plan = [reads[i % len(reads)] for i in range(requests)]
             warm = [reads[i % len(reads)] for i in range(WARMUP)]
             keys = [readable[i % len(readable)].object_key for i in range(requests)]
+            assert settings.storage_url is not None  # distributed_settings sets it
             bucket = settings.storage_url.removeprefix("s3://")
             list_call = (f"/v1/patients/{list_patient}/documents", tokens[list_patient], None)
 

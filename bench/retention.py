@@ -18,6 +18,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
@@ -27,8 +28,13 @@ from pipeline.carehistory.history import care_history
 from pipeline.core.clock import paris_date
 from pipeline.core.keys import load_key_file
 from pipeline.core.settings import Settings
+from pipeline.index.states import RecordStatus
 from pipeline.retention import prune_care_events
 from pipeline.runtime import Runtime
+
+if TYPE_CHECKING:
+    from multiprocessing.queues import Queue
+    from multiprocessing.synchronize import Event
 
 PATIENTS = 50_000
 IDLE_SECONDS = 5.0
@@ -41,7 +47,7 @@ def _fill(url: str, rows: int, today: dt.date) -> list[str]:
     with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as connection, connection.cursor() as cursor:
         with cursor.copy("COPY patients (id, ins, status, created_at) FROM STDIN") as copy:
             for number, pid in enumerate(patients):
-                copy.write_row((pid, f"P{number:014d}", "open", dt.datetime.now(dt.UTC)))
+                copy.write_row((pid, f"P{number:014d}", RecordStatus.OPEN, dt.datetime.now(dt.UTC)))
         with cursor.copy(f"COPY care_events ({', '.join(COLUMNS)}) FROM STDIN") as copy:
             for number in range(rows):
                 # Half inside the window, half up to 5 years before it.
@@ -65,7 +71,7 @@ class _ReaderJob:
     today: dt.date
 
 
-def _reader(job: _ReaderJob, ready, stop, results) -> None:  # type: ignore[no-untyped-def]
+def _reader(job: _ReaderJob, ready: Event, stop: Event, results: Queue[Any]) -> None:
     """Read random patients' care history until `stop`; report (start, seconds) per read."""
     rt = Runtime.from_settings(Settings(home=job.home, database_url=job.database_url, key_file=job.key_file))
     rng = random.Random(9)
@@ -90,7 +96,7 @@ def _between(samples: list[tuple[float, float]], start: float, end: float) -> li
     return [seconds for began, seconds in samples if start <= began < end]
 
 
-def run(rows: int) -> dict:
+def run(rows: int) -> dict[str, Any]:
     today = paris_date()
     with tempfile.TemporaryDirectory(prefix="dmp-bench-retention-") as tmp, throwaway_database() as database:
         settings = Settings(home=Path(tmp), database_url=database.url, key_file=Path(tmp) / "keys.json")

@@ -35,18 +35,27 @@ import time
 import uuid
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import psutil
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from infra.services import dmp_environment, free_port, throwaway_services
+from pipeline.index.states import ItemState
 from pipeline.ingest.manifest import MANIFEST_NAME
 from pipeline.runtime import Runtime
 from pipeline.samples import generate_samples
 from pipeline.sources import add_source
 
+if TYPE_CHECKING:
+    import psycopg
+    import redis
+
+    from pipeline.core.settings import Settings
+
 DMP = str(Path(sys.executable).with_name("dmp"))
+QUEUED = ItemState.QUEUED.value
 SMALL_DOCUMENT_BYTES = 16 * 1024  # below this on average, documents/s is the metric: MB/s would measure almost nothing
 
 
@@ -101,7 +110,7 @@ ITEM_COLUMNS = ("id", "batch_id", "slot", "file", "row_number", "state", "docume
                 "patient_ins", "title_sealed", "document_type", "service_date", "author_id", "author_profession", "inbox_key")  # fmt: skip
 
 
-def _floor_batch(rt: Runtime, connection, broker, data: bytes, number: int) -> None:  # type: ignore[no-untyped-def]
+def _floor_batch(rt: Runtime, connection: psycopg.Connection[Any], broker: redis.Redis, data: bytes, number: int) -> None:
     key = f"inbox/floor/{number}.zip"
     rt.store.put(key, io.BytesIO(data))
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
@@ -111,7 +120,7 @@ def _floor_batch(rt: Runtime, connection, broker, data: bytes, number: int) -> N
         for number_in_batch, row in enumerate(rows, start=1):
             item_id, nonce = str(uuid.uuid4()), secrets.token_bytes(12)
             title = nonce + batch_key.encrypt(nonce, row["title"].encode(), f"title:{item_id}".encode())
-            copy.write_row((item_id, batch_id, f"row:{number_in_batch}", row["file"], number_in_batch, "queued", str(uuid.uuid4()), 0, 0,
+            copy.write_row((item_id, batch_id, f"row:{number_in_batch}", row["file"], number_in_batch, QUEUED, str(uuid.uuid4()), 0, 0,
                             row["source_document_id"], row["patient_ins"], title, row["document_type"] or None, row["service_date"],
                             row["author_id"], row["author_profession"], key))  # fmt: skip
     connection.commit()
@@ -137,7 +146,7 @@ def _floor(rt: Runtime, database_url: str, redis_url: str, zips: list[tuple[byte
     return seconds
 
 
-def _api(settings, root: Path, server_workers: int) -> tuple[subprocess.Popen, str]:  # type: ignore[no-untyped-def]
+def _api(settings: Settings, root: Path, server_workers: int) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = dmp_environment(settings)
     command = [DMP, "api", "--port", str(port), "--workers", str(server_workers), "--no-access-log"]
@@ -162,7 +171,7 @@ def _upload(base: str, key: str, data: bytes) -> None:
         raise RuntimeError(f"upload refused: {answer.status_code} {answer.text[:200]}")
 
 
-def run(documents: int, clients: int, patients: int, server_workers: int, pad_kib: int = 0) -> dict:
+def run(documents: int, clients: int, patients: int, server_workers: int, pad_kib: int = 0) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="dmp-bench-upload-") as tmp, throwaway_services(Path(tmp), ingest_max_queued=10**9) as services:
         root, settings = Path(tmp), services.settings
         server = None

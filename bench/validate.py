@@ -19,6 +19,7 @@ import logging
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from pipeline.core.reasons import Rejected
 from pipeline.core.settings import Settings
@@ -39,7 +40,7 @@ def _rows(batch: Path) -> list[dict[str, str]]:
 def _expected_ins(row: dict[str, str]) -> str:
     """The INS a CDA's recordTarget must match, as the worker gets it from the checked metadata."""
     try:
-        return check_metadata(row, dt.date.today()).ins  # type: ignore[arg-type]
+        return check_metadata(row, dt.date.today()).ins
     except Rejected:
         return row["patient_ins"]
 
@@ -97,7 +98,7 @@ def _classify_long(text: str) -> float:
     return (time.perf_counter() - start) / LONG_DOCUMENT_CALLS
 
 
-def run(documents: int) -> dict:
+def run(documents: int) -> dict[str, Any]:
     logging.getLogger("pypdf").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory(prefix="dmp-bench-validate-") as tmp:
         batch = Path(tmp) / "batch"

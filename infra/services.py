@@ -18,13 +18,13 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pipeline.core.settings import Settings
 
 
-def dmp_environment(settings) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def dmp_environment(settings: Settings) -> dict[str, str]:
     """The environment a `dmp` subprocess needs to see `settings` (a pipeline Settings)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DMP_")}
     env.update({f"DMP_{name.upper()}": str(value) for name, value in settings.model_dump().items() if value is not None})
@@ -34,7 +34,8 @@ def dmp_environment(settings) -> dict[str, str]:  # type: ignore[no-untyped-def]
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def wait_for_port(port: int, timeout: float = 20.0) -> None:
@@ -54,7 +55,7 @@ class RedisServer:
 
     workdir: Path
     port: int = field(default_factory=free_port)
-    process: subprocess.Popen | None = None
+    process: subprocess.Popen[bytes] | None = None
     persistent: bool = True
 
     @property
@@ -102,7 +103,7 @@ class MotoServer:
     With `log`, its request log (one line per HTTP request, which benchmarks count) goes to that file."""
 
     port: int = field(default_factory=free_port)
-    process: subprocess.Popen | None = None
+    process: subprocess.Popen[bytes] | None = None
     log: Path | None = None
 
     @property
@@ -224,7 +225,7 @@ class PostgresCluster:
         self.root = None
 
 
-def distributed_settings(root: Path, redis: RedisServer, s3_endpoint: str, database: PostgresDatabase, **overrides: object):  # type: ignore[no-untyped-def]
+def distributed_settings(root: Path, redis: RedisServer, s3_endpoint: str, database: PostgresDatabase, **overrides: Any) -> Settings:
     """Settings pointing at throwaway services (benchmarks): Redis, PostgreSQL, an S3 endpoint, keys under `root`."""
     from pipeline.core.settings import Settings
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import delete, select, update
@@ -22,9 +23,12 @@ from pipeline.core.clock import PARIS, paris_date
 from pipeline.core.metrics import retention_runs
 from pipeline.documents.stored import destroy_record
 from pipeline.index.models import BatchItem, CareEvent, Contact, Document, IdempotencyRecord, Notification, Outbox, Patient, RecordKey
+from pipeline.index.repo import affected
+from pipeline.index.states import ITEM_FINAL, JobName, NotificationStatus, OutboxStatus, RecordStatus
 from pipeline.runtime import Runtime
 
 log = logging.getLogger(__name__)
+NOTIFICATION_FINAL = (NotificationStatus.SENT, NotificationStatus.FAILED)
 RECORD_RETENTION_YEARS = 10
 IDEMPOTENCY_DAYS = 7
 ABANDONED_UPLOAD_AGE = dt.timedelta(days=1)
@@ -66,7 +70,8 @@ def _ten_years_before(today: dt.date) -> dt.datetime:
 def destroy_expired_records(rt: Runtime, today: dt.date) -> list[str]:
     """Destroy records closed more than 10 years ago: keys first, then objects and rows."""
     with rt.sessions() as session:
-        expired = session.scalars(select(Patient.id).where(Patient.status == "closed", Patient.closed_at < _ten_years_before(today))).all()
+        closed_long_ago = (Patient.status == RecordStatus.CLOSED, Patient.closed_at < _ten_years_before(today))
+        expired = session.scalars(select(Patient.id).where(*closed_long_ago)).all()
     for patient_id in expired:
         shredded = destroy_record(rt, patient_id)
         with rt.sessions() as session:
@@ -108,10 +113,10 @@ def prune_notifications(rt: Runtime, today: dt.date) -> int:
     """Delete messages sent or failed more than DMP_NOTIFY_KEEP_DAYS ago, and the events they reported."""
     cutoff = dt.datetime.combine(today - dt.timedelta(days=rt.settings.notify_keep_days), dt.time(), tzinfo=dt.UTC)
     with rt.sessions() as session:
-        deleted = session.execute(
-            delete(Notification).where(Notification.status.in_(("sent", "failed")), Notification.created_at < cutoff)
-        ).rowcount
-        session.execute(delete(Outbox).where(Outbox.status == "composed", Outbox.composed_at < cutoff))
+        deleted = affected(
+            session.execute(delete(Notification).where(Notification.status.in_(NOTIFICATION_FINAL), Notification.created_at < cutoff))
+        )
+        session.execute(delete(Outbox).where(Outbox.status == OutboxStatus.COMPOSED, Outbox.composed_at < cutoff))
         session.commit()
     return deleted
 
@@ -139,7 +144,7 @@ def purge_abandoned_uploads(rt: Runtime, now: dt.datetime) -> list[str]:
 
     with rt.sessions() as session:
         waiting = select(BatchItem.inbox_key).where(
-            BatchItem.inbox_key.like(UPLOADS + "%"), BatchItem.state.not_in(("indexed", "rejected"))
+            BatchItem.inbox_key.like(UPLOADS + "%"), BatchItem.state.not_in(ITEM_FINAL)
         )
         needed = set(session.scalars(waiting))
     purged = []
@@ -156,9 +161,11 @@ def prune_idempotency_keys(rt: Runtime, now: dt.datetime) -> int:
     """Forget the idempotency keys (and their stored answers) older than IDEMPOTENCY_DAYS."""
     with rt.sessions() as session:
         cutoff = now - dt.timedelta(days=IDEMPOTENCY_DAYS)
-        deleted = session.execute(
-            delete(IdempotencyRecord).where(IdempotencyRecord.created_at < cutoff), execution_options={"synchronize_session": False}
-        ).rowcount
+        deleted = affected(
+            session.execute(
+                delete(IdempotencyRecord).where(IdempotencyRecord.created_at < cutoff), execution_options={"synchronize_session": False}
+            )
+        )
         session.commit()
     if deleted:
         log.info("idempotency keys: %d older than %d days deleted", deleted, IDEMPOTENCY_DAYS)
@@ -180,7 +187,7 @@ def next_run_delay_ms(now: dt.datetime) -> int:
 RETRY_AFTER = dt.timedelta(minutes=10)  # a failed run (not an outage: the actor waits those out) tries again
 
 
-def run_recorded(rt: Runtime, job: str, day: dt.date) -> bool:
+def run_recorded(rt: Runtime, job: JobName, day: dt.date) -> bool:
     """Whether `job` already ran to the end for `day`."""
     from pipeline.index.models import JobRun
 
@@ -188,7 +195,7 @@ def run_recorded(rt: Runtime, job: str, day: dt.date) -> bool:
         return session.scalar(select(JobRun.id).where(JobRun.job == job, JobRun.run_date == day)) is not None
 
 
-def record_run(rt: Runtime, job: str, day: dt.date) -> bool:
+def record_run(rt: Runtime, job: JobName, day: dt.date) -> bool:
     """Record that `job` ran to the end for `day`; False if another copy recorded it first."""
     from sqlalchemy.exc import IntegrityError
 
@@ -203,7 +210,7 @@ def record_run(rt: Runtime, job: str, day: dt.date) -> bool:
     return True
 
 
-def scheduled_retention(rt: Runtime, reschedule) -> RetentionReport | None:  # type: ignore[no-untyped-def]
+def scheduled_retention(rt: Runtime, reschedule: Callable[[int], object]) -> RetentionReport | None:
     """The daily job: run once per Paris day, then schedule the next run at 03:00.
 
     The day is recorded only once its run went through, so a failed run is tried again
@@ -215,7 +222,7 @@ def scheduled_retention(rt: Runtime, reschedule) -> RetentionReport | None:  # t
     from pipeline.core.outage import failure_code, outage_of
 
     today = paris_date()
-    if run_recorded(rt, "retention", today):
+    if run_recorded(rt, JobName.RETENTION, today):
         return None
     try:
         report = run_retention(rt, today)
@@ -227,7 +234,7 @@ def scheduled_retention(rt: Runtime, reschedule) -> RetentionReport | None:  # t
         reschedule(int(RETRY_AFTER.total_seconds() * 1000))
         return None
     retention_runs.labels("success").inc()
-    if record_run(rt, "retention", today):
+    if record_run(rt, JobName.RETENTION, today):
         reschedule(next_run_delay_ms(dt.datetime.now(dt.UTC)))
     return report
 
@@ -236,5 +243,5 @@ def resume_delay_ms(rt: Runtime, now: dt.datetime) -> int:
     """When a schedule whose message was lost should run: at once if today's run is due and not
     recorded, else at the next 03:00."""
     local = now.astimezone(PARIS)
-    due = local.time() >= RUN_AT and not run_recorded(rt, "retention", local.date())
+    due = local.time() >= RUN_AT and not run_recorded(rt, JobName.RETENTION, local.date())
     return 0 if due else next_run_delay_ms(now)

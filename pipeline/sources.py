@@ -19,6 +19,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from pipeline.index.models import Source
+from pipeline.index.repo import affected
 
 SOURCE = re.compile(r"^(hospital|lab|insurer):([A-Za-z0-9][A-Za-z0-9._-]{0,63})$")
 KEY_PREFIX = "dmpk_"
@@ -103,7 +104,7 @@ def revoke_source(session: Session, source_id: str) -> bool:
         update(Source).where(Source.id == source_id, Source.revoked_at.is_(None)).values(revoked_at=dt.datetime.now(dt.UTC))
     )
     session.commit()
-    return bool(done.rowcount)
+    return bool(affected(done))
 
 
 def list_sources(session: Session) -> list[Source]:

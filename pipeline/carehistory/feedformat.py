@@ -18,7 +18,8 @@ from decimal import Decimal, InvalidOperation
 from typing import BinaryIO, NamedTuple
 
 from pipeline.core.identity import is_valid_nir, normalize_nir
-from pipeline.index.models import CareEvent, FeedRejection
+from pipeline.index.models import CareEvent, FeedRejection, text_widths
+from pipeline.index.states import FeedFormat
 
 FIELDS = (
     "line_id",
@@ -54,14 +55,10 @@ LINE_REASONS: dict[str, str] = {
 # here. The details sealed under the record key keep the bounds their columns had: an act code is a code.
 SEALED_FIELD_WIDTHS: dict[str, int] = {"act_code": 32, "professional_id": 64, "profession": 64}
 FIELD_WIDTHS: dict[str, int] = {
-    **{
-        column.name: column.type.length
-        for column in CareEvent.__table__.columns
-        if column.name in ALL_FIELDS and getattr(column.type, "length", None)
-    },
+    **text_widths(CareEvent, ALL_FIELDS),
     **SEALED_FIELD_WIDTHS,
 }
-LINE_ID_WIDTH = FeedRejection.__table__.c.line_id.type.length
+LINE_ID_WIDTH = text_widths(FeedRejection, ["line_id"])["line_id"]
 
 
 # A CSV record (a row whose quoted field spans lines) may not run over more lines than this.
@@ -103,19 +100,20 @@ class CareLine(NamedTuple):
     content_hash: str
 
 
-def feed_format(name: str, head: bytes) -> str:
+def feed_format(name: str, head: bytes) -> FeedFormat:
     """csv or ndjson, from the file name, else from the first byte."""
     lower = name.lower()
     if lower.endswith((".ndjson", ".jsonl", ".json")):
-        return "ndjson"
+        return FeedFormat.NDJSON
     if lower.endswith(".csv"):
-        return "csv"
-    return "ndjson" if head.lstrip()[:1] == b"{" else "csv"
+        return FeedFormat.CSV
+    return FeedFormat.NDJSON if head.lstrip()[:1] == b"{" else FeedFormat.CSV
 
 
 def _amount(text: str) -> Decimal:
     value = Decimal(text.strip().replace(",", "."))
-    if not value.is_finite() or value < 0 or value.as_tuple().exponent < -2 or value >= Decimal("1e10"):
+    exponent = value.as_tuple().exponent  # a letter for NaN and infinities
+    if not isinstance(exponent, int) or value < 0 or exponent < -2 or value >= Decimal("1e10"):
         raise InvalidOperation
     return value
 
@@ -199,11 +197,11 @@ def _utf8(data: bytes) -> str | None:
         return None
 
 
-def parse_chunk(data: bytes, fmt: str, header: list[str] | None, first_line: int) -> Iterator[tuple[int, dict[str, object] | str]]:
+def parse_chunk(data: bytes, fmt: FeedFormat, header: list[str] | None, first_line: int) -> Iterator[tuple[int, dict[str, object] | str]]:
     """Yield (line number, fields) per line of a chunk; for a line that cannot be read, its reason
     instead of fields: `malformed_line`, or `invalid_encoding` for bytes that are not UTF-8 (never
     replaced: a garbled name or label stored as if it were right is data lost)."""
-    if fmt == "ndjson":
+    if fmt == FeedFormat.NDJSON:
         for offset, line in enumerate(data.splitlines()):
             if not line.strip():
                 continue

@@ -11,6 +11,7 @@ import datetime as dt
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
@@ -24,8 +25,12 @@ from pipeline.core.sealedfields import DETAILS, LineSealer
 from pipeline.core.storage import ObjectNotFound
 from pipeline.index.models import CareEvent, Feed, FeedChunk, FeedRejection, Outbox, Patient, new_id
 from pipeline.index.recordkeys import RecordKeys
-from pipeline.index.repo import Refusal, insert_ignore, lease_held
+from pipeline.index.repo import Refusal, RowValues, insert_ignore, lease_held
+from pipeline.index.states import AttemptOutcome, ChunkState, OutboxKind, RecordStatus
 from pipeline.runtime import Runtime
+
+if TYPE_CHECKING:
+    import psycopg
 
 log = logging.getLogger(__name__)
 COLUMNS = (
@@ -37,14 +42,14 @@ COLUMNS = (
 def _claim(session: Session, chunk_id: str, lease: dt.timedelta, resuming: int | None) -> FeedChunk | Refusal:
     """Start an attempt on a chunk (see repo.claim_item: a live lease is another attempt's)."""
     chunk = session.get(FeedChunk, chunk_id, with_for_update=session.get_bind().dialect.name == "postgresql")
-    if chunk is None or chunk.state == "done":
+    if chunk is None or chunk.state == ChunkState.DONE:
         session.rollback()
         return Refusal.FINAL
     now = dt.datetime.now(dt.UTC)
-    if chunk.state == "processing" and chunk.attempts != resuming and lease_held(chunk.lease_until, now):
+    if chunk.state == ChunkState.PROCESSING and chunk.attempts != resuming and lease_held(chunk.lease_until, now):
         session.rollback()
         return Refusal.BUSY
-    chunk.state, chunk.attempts, chunk.lease_until = "processing", chunk.attempts + 1, now + lease
+    chunk.state, chunk.attempts, chunk.lease_until = ChunkState.PROCESSING, chunk.attempts + 1, now + lease
     session.commit()
     return chunk
 
@@ -52,10 +57,10 @@ def _claim(session: Session, chunk_id: str, lease: dt.timedelta, resuming: int |
 def _release(rt: Runtime, chunk: FeedChunk, waiting_for_intake: bool = False) -> None:
     """The attempt ended without storing the chunk: it waits `queued` again (best effort during an
     outage: then the lease lapses, or this message's next try takes the chunk back)."""
-    mine = (FeedChunk.id == chunk.id, FeedChunk.state == "processing", FeedChunk.attempts == chunk.attempts)
+    mine = (FeedChunk.id == chunk.id, FeedChunk.state == ChunkState.PROCESSING, FeedChunk.attempts == chunk.attempts)
     try:
         with rt.sessions() as session:
-            session.execute(update(FeedChunk).where(*mine).values(state="queued"))
+            session.execute(update(FeedChunk).where(*mine).values(state=ChunkState.QUEUED))
             if waiting_for_intake:  # the recovery sweep leaves the feed to its intake's next run
                 session.execute(update(Feed).where(Feed.id == chunk.feed_id).values(sent_at=None))
             session.commit()
@@ -71,7 +76,10 @@ def check_chunk(data: bytes, feed: Feed, chunk: FeedChunk, today: dt.date) -> tu
     rejections: list[LineRejection] = []
     for number, raw in parse_chunk(data, feed.format, header, chunk.first_line):
         checked = LineRejection(number, None, raw) if isinstance(raw, str) else check_line(number, raw, today)
-        (lines if isinstance(checked, CareLine) else rejections).append(checked)  # type: ignore[arg-type]
+        if isinstance(checked, CareLine):
+            lines.append(checked)
+        else:
+            rejections.append(checked)
     return lines, rejections
 
 
@@ -84,10 +92,10 @@ class Written:
 
 def _store_generic(session: Session, feed: Feed, lines: list[CareLine], record_keys: RecordKeys) -> Written:
     """Any database: look up what is known, then one executemany of the new lines."""
-    insert_ignore(session, Patient, [{"id": new_id(), "ins": ins, "status": "open"} for ins in sorted({x.ins for x in lines})])
+    insert_ignore(session, Patient, [{"id": new_id(), "ins": ins, "status": RecordStatus.OPEN} for ins in sorted({x.ins for x in lines})])
     patients = {p.ins: p for p in session.scalars(select(Patient).where(Patient.ins.in_({x.ins for x in lines})))}
-    closed = [LineRejection(x.line_number, x.line_id, "record_closed") for x in lines if patients[x.ins].status != "open"]
-    open_lines = [x for x in lines if patients[x.ins].status == "open"]
+    closed = [LineRejection(x.line_number, x.line_id, "record_closed") for x in lines if patients[x.ins].status != RecordStatus.OPEN]
+    open_lines = [x for x in lines if patients[x.ins].status == RecordStatus.OPEN]
     sealed = _Sealed(record_keys.for_patients(session, {patients[x.ins].id for x in open_lines}), feed.source)
     ids = {x.line_id for x in open_lines}
     known = dict(
@@ -149,7 +157,8 @@ def _split_known(
 
 def _store_postgresql(session: Session, feed: Feed, lines: list[CareLine], record_keys: RecordKeys) -> Written:
     """PostgreSQL: COPY into a staging table, then one INSERT … ON CONFLICT DO NOTHING RETURNING."""
-    cursor = session.connection().connection.driver_connection.cursor()
+    driver = cast("psycopg.Connection[Any]", session.connection().connection.driver_connection)  # the PostgreSQL branch
+    cursor = driver.cursor()
     ins_values = sorted({x.ins for x in lines})
     cursor.execute(
         "INSERT INTO patients (id, ins, status, created_at) SELECT gen_random_uuid()::text, i, 'open', now()"
@@ -158,8 +167,8 @@ def _store_postgresql(session: Session, feed: Feed, lines: list[CareLine], recor
     )
     cursor.execute("SELECT ins, id, status FROM patients WHERE ins = ANY(%s)", [ins_values])
     patients = {ins: (pid, status) for ins, pid, status in cursor.fetchall()}
-    closed = [LineRejection(x.line_number, x.line_id, "record_closed") for x in lines if patients[x.ins][1] != "open"]
-    open_lines = [x for x in lines if patients[x.ins][1] == "open"]
+    closed = [LineRejection(x.line_number, x.line_id, "record_closed") for x in lines if patients[x.ins][1] != RecordStatus.OPEN]
+    open_lines = [x for x in lines if patients[x.ins][1] == RecordStatus.OPEN]
     sealed = _Sealed(record_keys.for_patients(session, {patients[x.ins][0] for x in open_lines}), feed.source)
 
     def stored_hash(line: CareLine) -> str:
@@ -209,15 +218,15 @@ def _store_postgresql(session: Session, feed: Feed, lines: list[CareLine], recor
     return Written(fresh, closed + duplicates + in_chunk, set())  # notifications already queued
 
 
-def process_chunk(rt: Runtime, chunk_id: str, today: dt.date | None = None, resuming: int | None = None) -> str:
+def process_chunk(rt: Runtime, chunk_id: str, today: dt.date | None = None, resuming: int | None = None) -> AttemptOutcome:
     """Run one attempt on a feed chunk; idempotent. An outage raises Interrupted (as process_item)."""
     with rt.sessions() as session:
         chunk = _claim(session, chunk_id, dt.timedelta(seconds=rt.settings.claim_lease_seconds), resuming)
     if chunk is Refusal.FINAL:
         forget_inbox(rt, chunk_id)
-        return "done"
+        return AttemptOutcome.DONE
     if chunk is Refusal.BUSY:
-        return "busy"
+        return AttemptOutcome.BUSY
     try:
         return _store_chunk(rt, chunk, today or paris_date())
     except Exception as failure:
@@ -228,16 +237,16 @@ def process_chunk(rt: Runtime, chunk_id: str, today: dt.date | None = None, resu
         raise Interrupted(service, failure_code(failure), chunk.attempts) from None
 
 
-def _store_chunk(rt: Runtime, chunk: FeedChunk, today: dt.date) -> str:
+def _store_chunk(rt: Runtime, chunk: FeedChunk, today: dt.date) -> AttemptOutcome:
     with rt.sessions() as session:
-        feed = session.get(Feed, chunk.feed_id)
+        feed = session.get_one(Feed, chunk.feed_id)
     try:
         with rt.store.open(chunk.inbox_key or "") as handle:
             data = handle.read()
     except ObjectNotFound:
         log.warning("feed chunk %s has no inbox object; re-send the feed to resume it", chunk.id)
         _release(rt, chunk, waiting_for_intake=True)
-        return "queued"
+        return AttemptOutcome.QUEUED
     lines, rejections = check_chunk(data, feed, chunk, today)
     with timed(Stage.FEED_CHUNK), rt.sessions() as session:
         store = _store_postgresql if session.get_bind().dialect.name == "postgresql" else _store_generic
@@ -246,27 +255,27 @@ def _store_chunk(rt: Runtime, chunk: FeedChunk, today: dt.date) -> str:
         rejections += written.rejections
         insert_ignore(session, FeedRejection, [_rejection_row(feed.id, rejection) for rejection in rejections])
         insert_ignore(session, Outbox, [_outbox_row(feed, patient_id) for patient_id in sorted(written.notify)])
-        current = session.get(FeedChunk, chunk.id)
-        current.state, current.accepted, current.rejected = "done", len(fresh), len(rejections)  # lease: see forget_inbox
+        current = session.get_one(FeedChunk, chunk.id)
+        current.state, current.accepted, current.rejected = ChunkState.DONE, len(fresh), len(rejections)  # lease: see forget_inbox
         session.commit()
     kind = metrics.source_kind(feed.source)
     metrics.documents_indexed.labels(kind).inc(len(fresh))
     for rejection in rejections:
         metrics.documents_rejected.labels(kind, rejection.reason).inc()
     forget_inbox(rt, chunk.id, chunk.inbox_key)
-    return "done"
+    return AttemptOutcome.DONE
 
 
-def _rejection_row(feed_id: str, rejection: LineRejection) -> dict:
+def _rejection_row(feed_id: str, rejection: LineRejection) -> RowValues:
     return {"id": new_id(), "feed_id": feed_id, "line_number": rejection.line_number, "line_id": rejection.line_id,
             "reason": rejection.reason, "message": rejection.message}  # fmt: skip
 
 
-def _outbox_row(feed: Feed, patient_id: str) -> dict:
-    return {"id": new_id(), "patient_id": patient_id, "kind": "reimbursement_data", "ref_id": feed.id, "source": feed.source}
+def _outbox_row(feed: Feed, patient_id: str) -> RowValues:
+    return {"id": new_id(), "patient_id": patient_id, "kind": OutboxKind.REIMBURSEMENT_DATA, "ref_id": feed.id, "source": feed.source}
 
 
-def _row(feed: Feed, patient_id: str, line: CareLine, sealed: _Sealed) -> tuple:
+def _row(feed: Feed, patient_id: str, line: CareLine, sealed: _Sealed) -> tuple[object, ...]:
     return (feed.source, line.line_id, patient_id, line.care_date, sealed.details(patient_id, line), line.amount_billed,
             line.amount_reimbursed, line.reimbursement_date, line.supersedes, sealed.hash(patient_id, line), feed.id)  # fmt: skip
 
@@ -281,6 +290,6 @@ def forget_inbox(rt: Runtime, chunk_id: str, inbox_key: str | None = None) -> No
     if inbox_key:
         rt.store.delete(inbox_key)
     with rt.sessions() as session:
-        done = (FeedChunk.id == chunk_id, FeedChunk.state == "done", FeedChunk.lease_until.is_not(None))
+        done = (FeedChunk.id == chunk_id, FeedChunk.state == ChunkState.DONE, FeedChunk.lease_until.is_not(None))
         session.execute(update(FeedChunk).where(*done).values(lease_until=None))
         session.commit()

@@ -18,11 +18,11 @@ import logging
 from dataclasses import dataclass
 from decimal import Decimal
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from pipeline.core.clock import paris_date
-from pipeline.core.sealedfields import DETAILS, LineSealer, SealedFieldError
+from pipeline.core.sealedfields import CareDetails, LineSealer, SealedFieldError
 from pipeline.index.models import CareEvent
 from pipeline.index.recordkeys import RecordKeys
 
@@ -65,7 +65,7 @@ class CarePage:
     as_of: dt.date
 
 
-def _visible(patient_id: str, as_of: dt.date) -> tuple:
+def _visible(patient_id: str, as_of: dt.date) -> tuple[ColumnElement[bool], ...]:
     return (
         CareEvent.patient_id == patient_id,
         CareEvent.care_date >= window_start(as_of),
@@ -98,10 +98,10 @@ def care_history(
     return CarePage(items, total, page, page_size, window_start(as_of), as_of)
 
 
-def _details(sealer: LineSealer | None, row: CareEvent) -> tuple[str, ...]:
+def _details(sealer: LineSealer | None, row: CareEvent) -> CareDetails:
     if sealer is not None and row.details_sealed is not None:
         try:
             return sealer.open(row.source, row.line_id, row.patient_id, row.details_sealed)
         except SealedFieldError:
             log.error("care line %s of %s does not open under its record key", row.line_id, row.source)
-    return ("",) * len(DETAILS)  # its record key is gone: nothing left to show
+    return "", "", "", "", ""  # its record key is gone: nothing left to show

@@ -7,12 +7,19 @@ import json
 import threading
 from collections import Counter
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from pipeline.cli.common import fail, reading_runtime
 from pipeline.core.settings import Settings
+from pipeline.index.states import ITEM_FINAL, ItemState, StatusKind
+
+if TYPE_CHECKING:
+    import dramatiq
+
+    from pipeline.status import Counts
+    from pipeline.workers.wiring import Wiring
 
 
 def ingest(
@@ -144,9 +151,9 @@ def _ingest_through_api(path: Path, source: str, api_url: str, key: str | None, 
         fail(str(exc), 3 if exc.code == "api_unavailable" else 2)
     summary = {**answer, "mode": "api"}
     if wait:
-        seen: list = []
+        seen: list[Counts] = []
 
-        def poll():  # type: ignore[no-untyped-def]
+        def poll() -> Counts:
             seen[:] = [status_counts(api_url, key, answer["status_url"])]
             return seen[0]
 
@@ -163,12 +170,18 @@ def _ingest_through_api(path: Path, source: str, api_url: str, key: str | None, 
     typer.echo(f"{'details' if wait else 'follow it'} with: GET {answer['status_url']}")
 
 
-def _run_embedded(wiring, worker, batch_id: str, quiet: bool) -> None:  # type: ignore[no-untyped-def]
+def _run_embedded(wiring: Wiring, worker: dramatiq.Worker, batch_id: str, quiet: bool) -> None:
+    from dramatiq.brokers.stub import StubBroker
+
     from pipeline.cli.progress import watch
-    from pipeline.status import Counts, any_counts
+    from pipeline.status import any_counts
+
+    broker = wiring.broker
+    if not isinstance(broker, StubBroker):
+        raise TypeError("an embedded worker runs on the in-process broker only")
 
     def drain() -> None:
-        wiring.broker.join(wiring.settings.queue_name, fail_fast=False)
+        broker.join(wiring.settings.queue_name, fail_fast=False)
 
     joiner = threading.Thread(target=drain, daemon=True)
     joiner.start()
@@ -186,8 +199,8 @@ def _run_embedded(wiring, worker, batch_id: str, quiet: bool) -> None:  # type: 
     worker.stop()
 
 
-def _print_summary(status: dict) -> None:
-    if status["kind"] == "feed":
+def _print_summary(status: dict[str, Any]) -> None:
+    if status["kind"] == StatusKind.FEED:
         counts = status["counts"]
         typer.echo(f"feed {status['feed']} ({status['source']}): {status['total']} lines, {counts['accepted']} stored, "
                    f"{counts['unchanged']} already known, {counts['rejected']} rejected")  # fmt: skip
@@ -195,15 +208,15 @@ def _print_summary(status: dict) -> None:
             typer.echo(f"  rejected line {rejection['line_number']}: {rejection['reason']} - {rejection['message']}")
         return
     items = status["items"]
-    indexed = [i for i in items if i["state"] == "indexed"]
-    rejected = [i for i in items if i["state"] == "rejected"]
+    indexed = [i for i in items if i["state"] == ItemState.INDEXED]
+    rejected = [i for i in items if i["state"] == ItemState.REJECTED]
     typer.echo(f"batch {status['batch']} ({status['source']}): {len(items)} items, {len(indexed)} indexed, {len(rejected)} rejected")
     by_class = Counter((i["class_code"], i["type_code"]) for i in indexed)
     for (class_code, type_code), count in sorted(by_class.items()):
         typer.echo(f"  indexed  class {class_code} type {type_code}: {count}")
     for item in rejected:
         typer.echo(f"  rejected {item['file']}: {item['reason']} - {item['message']}")
-    pending = [i for i in items if i["state"] not in ("indexed", "rejected")]
+    pending = [i for i in items if i["state"] not in ITEM_FINAL]
     if pending:
         typer.echo(f"  {len(pending)} still pending: run `dmp ingest` on the same batch again to resume")
 
@@ -224,13 +237,13 @@ def status(
     if as_json:
         typer.echo(json.dumps(result))
         return
-    if result["kind"] == "feed":
+    if result["kind"] == StatusKind.FEED:
         _print_summary(result)
         return
     for item in result["items"]:
-        if item["state"] == "rejected":
+        if item["state"] == ItemState.REJECTED:
             detail = f"{item['reason']}: {item['message']}"
-        elif item["state"] == "indexed":
+        elif item["state"] == ItemState.INDEXED:
             detail = f"class {item['class_code']} type {item['type_code']}"
         else:
             detail = ""

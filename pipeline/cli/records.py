@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Annotated
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
 from pipeline.cli.common import fail, open_runtime, reading_runtime
 from pipeline.core.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+Done = TypeVar("Done")
 
 
 def audit_verify(
@@ -83,7 +89,7 @@ _INS = Annotated[str, typer.Argument(metavar="INS", help="The patient's INS (NIR
 _REPRESENTATIVE = Annotated[str, typer.Argument(metavar="ID", help="The representative's id: the subject of their tokens.")]
 
 
-def _on_representatives(work, *, reading: bool = False):  # type: ignore[no-untyped-def]
+def _on_representatives(work: Callable[[Session], Done], *, reading: bool = False) -> Done:
     """Run `work(session)` on the index; a malformed INS or id ends the command with its reason."""
     from pipeline.access.representatives import RepresentativeError
 

@@ -28,6 +28,8 @@ from typing import BinaryIO, Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from pipeline.core.streams import Readable
+
 MAGIC = b"DMPE"
 VERSION = 1
 TAG = 16
@@ -40,7 +42,11 @@ class IntegrityError(Exception):
 
 
 class Hasher(Protocol):
+    """A running digest of the plaintext (the keyed hash the index keeps)."""
+
     def update(self, data: bytes, /) -> None: ...
+
+    def hexdigest(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -58,7 +64,7 @@ def _nonce(prefix: bytes, index: int, final: bool) -> bytes:
     return prefix + struct.pack(">IB", index, 1 if final else 0)
 
 
-def read_exact(source: BinaryIO, size: int) -> bytes:
+def read_exact(source: Readable, size: int) -> bytes:
     """Read up to `size` bytes, looping over short reads; fewer only at end of stream."""
     parts: list[bytes] = []
     remaining = size
@@ -81,7 +87,7 @@ class EncryptingReader:
 
     def __init__(
         self,
-        source: BinaryIO,
+        source: Readable,
         data_key: bytes,
         key_ref: str,
         context: str,

@@ -26,6 +26,7 @@ from typing import BinaryIO
 
 from pipeline.core.reasons import Rejected
 from pipeline.core.storage import ObjectStore
+from pipeline.core.streams import Readable
 from pipeline.core.zipnames import open_zip
 from pipeline.core.zipscan import KeptEnds
 
@@ -90,6 +91,7 @@ class Inbox:
                 raise Rejected("archive_entry_corrupt") from None
             with archive, entry:
                 try:
+                    # A zip entry reads like a binary file (read, readinto, close) but does not derive from BinaryIO.
                     yield entry  # type: ignore[misc]
                 except ZIP_ENTRY_ERRORS:
                     raise Rejected("archive_entry_corrupt") from None
@@ -130,7 +132,7 @@ class LimitedReader:
     class TooLarge(Exception):
         pass
 
-    def __init__(self, source: BinaryIO, limit: int) -> None:
+    def __init__(self, source: Readable, limit: int) -> None:
         self.source = source
         self.limit = limit
         self.count = 0

@@ -51,7 +51,10 @@ class WrappedKey:
 class KeyProvider(Protocol):
     """Where master keys live. Wraps and unwraps record keys; never hands out a master key."""
 
-    active_id: str
+    @property
+    def active_id(self) -> str:
+        """The master key new wraps use."""
+        ...
 
     def wrap(self, key: bytes, context: str) -> WrappedKey: ...
 

@@ -15,6 +15,8 @@ Other services plug in the same way, behind `pipeline.core.keys.KeyProvider`:
 
 from __future__ import annotations
 
+from types import TracebackType
+
 from pipeline.core.keys import KeyProviderError, WrappedKey
 from pipeline.core.reasons import Transient
 
@@ -63,9 +65,9 @@ class _kms_errors:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind, exc, tb) -> bool:  # type: ignore[no-untyped-def]
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         if exc is None:
-            return False
+            return
         from botocore.exceptions import BotoCoreError, ClientError
 
         if isinstance(exc, ClientError):
@@ -75,4 +77,3 @@ class _kms_errors:
             raise KeyProviderError(f"KMS refused {self.operation}: {exc.response.get('Error', {}).get('Code')}") from None
         if isinstance(exc, BotoCoreError):
             raise Transient(f"kms_{self.operation}_failed") from None
-        return False

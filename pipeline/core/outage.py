@@ -25,7 +25,7 @@ import redis
 from dramatiq.errors import BrokerConnectionError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_delay, stop_when_event_set, wait_random_exponential
 
 from pipeline.core.reasons import Transient
 from pipeline.core.settings import Settings
@@ -117,15 +117,19 @@ def waiting(settings: Settings, watch: OutageWatch, stopping: threading.Event, h
     The last failure is re-raised when the wait ends without the service answering.
     """
 
-    def note(state) -> None:  # type: ignore[no-untyped-def]
-        failure = state.outcome.exception()
-        watch.failed(outage_of(failure) or Service.DATABASE, failure_code(failure))
+    def note(state: RetryCallState) -> None:
+        failure = state.outcome.exception() if state.outcome is not None else None
+        if failure is not None:  # before_sleep runs after a failed attempt: there is one
+            watch.failed(outage_of(failure) or Service.DATABASE, failure_code(failure))
+
+    def sleep(seconds: float) -> None:
+        stopping.wait(seconds)  # a stop request ends the wait at once
 
     return Retrying(
         retry=retry_if_exception(lambda failure: outage_of(failure) is not None),
         wait=wait_random_exponential(multiplier=settings.min_backoff_ms / 1000, max=settings.max_backoff_ms / 1000),
-        stop=stop_after_delay(hold) | (lambda _state: stopping.is_set()),
-        sleep=stopping.wait,
+        stop=stop_after_delay(hold) | stop_when_event_set(stopping),
+        sleep=sleep,
         before_sleep=note,
         reraise=True,
     )
@@ -139,8 +143,9 @@ def wait_out(work: Callable[[], object], settings: Settings, watch: OutageWatch,
         with attempt:
             result = work()
         outcome = attempt.retry_state.outcome
-        if outcome is not None and outcome.failed:
-            waited.add(outage_of(outcome.exception()) or Service.DATABASE)
+        failure = outcome.exception() if outcome is not None else None
+        if failure is not None:
+            waited.add(outage_of(failure) or Service.DATABASE)
     for service in waited:
         watch.answered(service)
     return result

@@ -30,6 +30,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import overload
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -62,6 +63,12 @@ class Sealer:
 
     def __init__(self, key: bytes) -> None:
         self._aead = AESGCM(key)
+
+    @overload
+    def seal(self, text: str, context: str) -> bytes: ...
+
+    @overload
+    def seal(self, text: None, context: str) -> None: ...
 
     def seal(self, text: str | None, context: str) -> bytes | None:
         """`text` encrypted, bound to `context` (ids only, never patient data); None stays None."""
@@ -154,6 +161,7 @@ class KeyCache:
 # A care history line: what it says of the care, sealed under the patient's record key (pipeline/carehistory/history.py).
 # The sealed part of a line, in this order.
 DETAILS = ("act_code", "act_label", "professional_id", "professional_name", "profession")
+CareDetails = tuple[str, str, str, str, str]  # the DETAILS of a line, in that order
 
 
 class LineSealer:
@@ -166,11 +174,15 @@ class LineSealer:
 
     def seal(self, source: str, line_id: str, patient_id: str, details: Sequence[str]) -> bytes:
         """The DETAILS of a line, for `care_events.details_sealed`."""
-        return self._sealer.seal(json.dumps(list(details), ensure_ascii=False), care_details_context(source, line_id, patient_id))  # type: ignore[return-value]
+        return self._sealer.seal(json.dumps(list(details), ensure_ascii=False), care_details_context(source, line_id, patient_id))
 
-    def open(self, source: str, line_id: str, patient_id: str, sealed: bytes) -> tuple[str, ...]:
+    def open(self, source: str, line_id: str, patient_id: str, sealed: bytes) -> CareDetails:
         """The DETAILS `seal` sealed; SealedFieldError if they do not open here."""
-        return tuple(json.loads(self._sealer.open(sealed, care_details_context(source, line_id, patient_id)) or "[]"))
+        details = json.loads(self._sealer.open(sealed, care_details_context(source, line_id, patient_id)) or "[]")
+        if not isinstance(details, list) or len(details) != len(DETAILS):
+            raise SealedFieldError("care details of another shape")
+        act_code, act_label, professional_id, professional_name, profession = details
+        return act_code, act_label, professional_id, professional_name, profession
 
     def line_hash(self, digest: str) -> str:
         """The stored form of a line's content digest: keyed, so a dump cannot confirm a guessed line,

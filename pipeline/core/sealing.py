@@ -9,11 +9,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
 
-from pipeline.core.envelope import EncryptingReader, IntegrityError, decrypt
+from pipeline.core.envelope import EncryptingReader, Hasher, IntegrityError, decrypt
 from pipeline.core.keys import new_key, open_key, seal_key
 from pipeline.core.storage import ObjectStore
+from pipeline.core.streams import Readable
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +41,17 @@ def data_key(wrapping_key: bytes, wrapped: bytes, document_id: str) -> bytes:
 
 
 def seal(
-    store: ObjectStore, key: bytes, key_ref: str, object_key: str, context: str, source: BinaryIO, segment_bytes: int, hasher
-) -> Sealed:  # type: ignore[no-untyped-def]
+    store: ObjectStore, key: bytes, key_ref: str, object_key: str, context: str, source: Readable, segment_bytes: int, hasher: Hasher
+) -> Sealed:
     """Encrypt `source` into `object_key` under `key`, hashing the plaintext on the way."""
     reader = EncryptingReader(source, key, key_ref, context, segment_bytes, hasher)
-    store.put(object_key, reader)  # type: ignore[arg-type]
+    store.put(object_key, reader)
     return Sealed(object_key, reader.size, hasher.hexdigest())
 
 
-def unseal(store: ObjectStore, object_key: str, key: bytes, context: str, hasher, expected_hmac: str | None = None) -> Iterator[bytes]:  # type: ignore[no-untyped-def]
+def unseal(
+    store: ObjectStore, object_key: str, key: bytes, context: str, hasher: Hasher, expected_hmac: str | None = None
+) -> Iterator[bytes]:
     """Stream the plaintext of a sealed object, then check its keyed hash against the index.
 
     Each segment is authenticated before it is yielded; a keyed-hash mismatch at the end raises

@@ -18,10 +18,13 @@ with each entry's local header when the entry is opened.
 
 from __future__ import annotations
 
+import os
 import struct
 import unicodedata
 import zipfile
 import zlib
+
+from pipeline.core.streams import Seekable
 
 UNICODE_PATH_EXTRA = 0x7075
 _UTF8_FLAG = 0x800
@@ -78,6 +81,6 @@ def read_names(archive: zipfile.ZipFile) -> zipfile.ZipFile:
     return archive
 
 
-def open_zip(source: object) -> zipfile.ZipFile:
+def open_zip(source: str | os.PathLike[str] | Seekable) -> zipfile.ZipFile:
     """A zip opened for reading (path or seekable file), its entries named as their sender wrote them."""
-    return read_names(zipfile.ZipFile(source))  # type: ignore[arg-type]
+    return read_names(zipfile.ZipFile(source))

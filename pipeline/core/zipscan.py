@@ -20,7 +20,10 @@ import zipfile
 import zlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 from pipeline.core.storage import SeekableView
 
@@ -101,7 +104,7 @@ class EntryHeads:
         if signature != _LOCAL_SIGNATURE or compressed == _ZIP64_SIZE or (trailing_sizes and method != zipfile.ZIP_DEFLATED):
             self.stopped = True  # the central directory, or an entry only a full read can follow
             return None
-        return _LOCAL_HEADER.size + name_length + extra_length
+        return int(_LOCAL_HEADER.size + name_length + extra_length)
 
     def _descriptor_size(self) -> int:
         """Bytes of the data descriptor after an entry: an optional signature, the CRC, the two sizes."""
@@ -141,7 +144,8 @@ class EntryHeads:
     def _inflate(self, data: memoryview) -> memoryview:
         """Pass entry data whose length is unknown: inflate it (output dropped) until its stream ends."""
         assert self._inflater is not None
-        inflater, tail = self._inflater, data
+        inflater = self._inflater
+        tail: memoryview | bytes = data  # then what the inflater left unconsumed
         while tail and not inflater.eof:
             self._inflated += len(inflater.decompress(tail, _INFLATE_STEP))
             if self._inflated > INFLATE_RATIO * self._seen + INFLATE_MARGIN:
@@ -234,8 +238,10 @@ class _KeptReader(SeekableView):
         self._stack = contextlib.ExitStack()
         self._handle: BinaryIO | None = None
 
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        end = min(self.position + len(buffer), self.ends.size)
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
+        view = memoryview(buffer).cast("B")
+        data: bytes | bytearray
+        end = min(self.position + len(view), self.ends.size)
         if end <= self.position:
             return 0
         tail_start = self.ends.size - len(self.ends.tail)
@@ -245,7 +251,7 @@ class _KeptReader(SeekableView):
             data = self.ends.tail[self.position - tail_start : end - tail_start]
         else:
             data = self._remote_read(end - self.position)
-        memoryview(buffer).cast("B")[: len(data)] = data
+        view[: len(data)] = data
         self.position += len(data)
         return len(data)
 

@@ -101,7 +101,7 @@ def arm_cpu(seconds: int) -> None:
 def apply_landlock(readable: Iterable[Path]) -> Enforced:
     """Read-only access to `readable`, nothing else on any filesystem; no TCP; signals and abstract
     Unix sockets confined to the child (rights the kernel lacks are dropped: best effort)."""
-    landlock = _libraries().get("landlock")
+    landlock = _libraries()["landlock"]
     if isinstance(landlock, str):
         return Enforced("landlock", False, landlock)
     abi = landlock.abi_version()
@@ -117,7 +117,7 @@ def apply_landlock(readable: Iterable[Path]) -> Enforced:
 
 def apply_seccomp() -> Enforced:
     """Refuse (EPERM) the syscalls of DENIED_SYSCALLS, and signals to any process but itself."""
-    seccomp = _libraries().get("seccomp")
+    seccomp = _libraries()["seccomp"]
     if isinstance(seccomp, str):
         return Enforced("seccomp", False, seccomp)
     refuse = seccomp.ERRNO(errno.EPERM)

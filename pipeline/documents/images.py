@@ -23,7 +23,7 @@ def check_image(path: Path, mime: str, max_pixels: int, max_frames: int) -> None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow's bomb warnings (the limit here decides) and its notes on odd tags
             with Image.open(path, formats=[PILLOW_FORMATS[mime]]) as image:
-                frames = image.n_frames if mime == "image/tiff" else 1
+                frames = int(getattr(image, "n_frames", 1)) if mime == "image/tiff" else 1  # only multi-frame formats have it
                 if frames > max_frames:
                     raise Rejected("image_too_large", f"{frames} frames, limit {max_frames}.")
                 for frame in range(frames):

@@ -116,7 +116,7 @@ def _open(data: bytes) -> pdfscan.Reader:
     reader = pdfscan.Reader(data)
     if reader.is_encrypted:
         try:
-            opened = reader.decrypt("")
+            opened = bool(reader.decrypt(""))  # PasswordType.NOT_DECRYPTED is 0
         except Exception:  # noqa: BLE001 - an encryption pypdf cannot undo is one we cannot check
             opened = False
         if not opened:
@@ -128,7 +128,7 @@ class _OutOfTime(Exception):
     pass
 
 
-def _extract_text(reader, limits: InspectLimits) -> str:  # type: ignore[no-untyped-def]
+def _extract_text(reader: pdfscan.Reader, limits: InspectLimits) -> str:
     """Text of the first pages, for classification only: a page whose text cannot be read ends the text, never the document.
 
     A page of nested forms can cost pypdf tens of seconds (each form re-reads its fonts): text
@@ -198,7 +198,7 @@ def check_cda(path: Path, expected_ins: str) -> Content:
         raise Rejected("xml_forbidden_construct") from None
     except (ParseError, UnicodeError, ValueError, LookupError):  # LookupError: an encoding Python does not know
         raise Rejected("xml_malformed") from None
-    if root.tag != f"{{{CDA_NS}}}ClinicalDocument":
+    if root is None or root.tag != f"{{{CDA_NS}}}ClinicalDocument":
         raise Rejected("unsupported_type", "XML documents must be CDA R2 (urn:hl7-org:v3 ClinicalDocument).")
     ns = {"h": CDA_NS}
     code = root.find("h:code", ns)

@@ -219,7 +219,7 @@ def refusing_repeated_keys() -> Iterator[None]:
 def scan(reader: PdfReader, limits: ScanLimits) -> None:
     """Visit every object reachable from the trailer; refuse what the module docstring lists."""
     seen: set[tuple[int, int]] = set()
-    stack: list = [reader.trailer]
+    stack: list[object] = [reader.trailer]
     visited = 0
     decompressed = 0
     max_objects = min(limits.max_objects, max(OBJECTS_FLOOR, limits.file_bytes * OBJECTS_PER_BYTE))

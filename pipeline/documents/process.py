@@ -40,6 +40,7 @@ from pipeline.documents.titles import item_title, seal_title
 from pipeline.documents.validate import check_content, check_metadata
 from pipeline.index import repo
 from pipeline.index.models import BatchItem, Document
+from pipeline.index.states import AttemptOutcome, AuditOutcome, RecordStatus
 from pipeline.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ def _source(rt: Runtime, item: BatchItem) -> str:
         return repo.batch_source(session, item.batch_id)
 
 
-def process_item(rt: Runtime, item_id: str, today: dt.date | None = None, resuming: int | None = None) -> str:
+def process_item(rt: Runtime, item_id: str, today: dt.date | None = None, resuming: int | None = None) -> AttemptOutcome:
     """Run one attempt on an item; returns its state afterwards. Idempotent: safe to re-run.
 
     An outage met after the claim releases it when the index answers and raises Interrupted
@@ -100,10 +101,10 @@ def process_item(rt: Runtime, item_id: str, today: dt.date | None = None, resumi
         claim = repo.claim_item(session, item_id, dt.timedelta(seconds=rt.settings.claim_lease_seconds), resuming)
     if claim is repo.Refusal.FINAL:
         forget_inbox(rt, item_id)
-        return "final"
+        return AttemptOutcome.FINAL
     if claim is repo.Refusal.BUSY:
         log.info("item %s is being processed by a live attempt: this message was a duplicate", item_id)
-        return "busy"
+        return AttemptOutcome.BUSY
     try:
         with bound(batch_id=claim.item.batch_id):
             state = _attempt(rt, claim, today or paris_date())
@@ -129,7 +130,7 @@ def _release(rt: Runtime, claim: repo.Claim, crashed: bool) -> None:
             raise
 
 
-def _attempt(rt: Runtime, claim: repo.Claim, today: dt.date) -> str:
+def _attempt(rt: Runtime, claim: repo.Claim, today: dt.date) -> AttemptOutcome:
     item = claim.item
     if claim.previous_pending_key and claim.previous_pending_key != item.pending_object_key:
         rt.store.delete(claim.previous_pending_key)
@@ -146,10 +147,10 @@ def _attempt(rt: Runtime, claim: repo.Claim, today: dt.date) -> str:
         log.warning("item %s has no inbox object; re-ingest the batch to resume it", item.id)
         with rt.sessions() as session:
             repo.wait_for_intake(session, item.id, claim.attempt)
-        return "queued"
+        return AttemptOutcome.QUEUED
 
 
-def _accept(rt: Runtime, claim: repo.Claim, today: dt.date) -> str:
+def _accept(rt: Runtime, claim: repo.Claim, today: dt.date) -> AttemptOutcome:
     item = claim.item
     meta = check_metadata(_fields(item), today)
     source = _source(rt, item)
@@ -168,7 +169,7 @@ def _accept(rt: Runtime, claim: repo.Claim, today: dt.date) -> str:
             patient = repo.ensure_patient(session, meta.ins)
             existing = repo.find_document(session, source, meta.source_document_id)
             session.commit()
-        if patient.status != "open":
+        if patient.status != RecordStatus.OPEN:
             raise Rejected("record_closed")
         if existing is not None:
             # Same document re-sent (another batch, or a retry after commit): index it once.
@@ -178,7 +179,7 @@ def _accept(rt: Runtime, claim: repo.Claim, today: dt.date) -> str:
                 repo.commit_indexed(session, claim, None, existing.id, patient.id, item.batch_id, source)
             forget_inbox(rt, item.id, item)
             metrics.documents_indexed.labels(metrics.source_kind(source)).inc()
-            return "indexed"
+            return AttemptOutcome.INDEXED
         object_key = item.pending_object_key or ""
         record = rt.record_keys.for_patient(patient.id)
         key, wrapped_key = new_data_key(record.key, item.document_id)
@@ -221,10 +222,10 @@ def _accept(rt: Runtime, claim: repo.Claim, today: dt.date) -> str:
         raise Transient(f"document_race item={item.id}") from None
     if not committed:
         rt.store.delete(object_key)  # another attempt owns the item now
-        return "superseded"
+        return AttemptOutcome.SUPERSEDED
     forget_inbox(rt, item.id, item)
     metrics.documents_indexed.labels(metrics.source_kind(source)).inc()
-    return "indexed"
+    return AttemptOutcome.INDEXED
 
 
 def deposit_event(document: Document) -> AuditEvent:
@@ -236,12 +237,12 @@ def deposit_event(document: Document) -> AuditEvent:
         profession=document.author_profession,
         action="deposit",
         document_id=document.id,
-        outcome="allowed",
+        outcome=AuditOutcome.ALLOWED,
         reason="indexed",
     )
 
 
-def _reject(rt: Runtime, item: BatchItem, claim: repo.Claim | None, reason: str, message: str) -> str:
+def _reject(rt: Runtime, item: BatchItem, claim: repo.Claim | None, reason: str, message: str) -> AttemptOutcome:
     quarantine = _quarantine(rt, item) if rt.settings.quarantine_days > 0 else None
     with rt.sessions() as session:
         committed = repo.commit_rejected(session, claim, item.id, reason, message, quarantine)
@@ -250,10 +251,10 @@ def _reject(rt: Runtime, item: BatchItem, claim: repo.Claim | None, reason: str,
     if not committed:
         if quarantine:
             rt.store.delete(quarantine.object_key)
-        return "superseded"
+        return AttemptOutcome.SUPERSEDED
     forget_inbox(rt, item.id, item)
     metrics.documents_rejected.labels(metrics.source_kind(_source(rt, item)), reason).inc()
-    return "rejected"
+    return AttemptOutcome.REJECTED
 
 
 def _quarantine(rt: Runtime, item: BatchItem) -> repo.Quarantine | None:

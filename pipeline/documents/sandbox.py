@@ -50,6 +50,9 @@ from pipeline.core.reasons import REASONS, Rejected
 from pipeline.documents import confinement
 
 log = logging.getLogger(__name__)
+# What the child answers, across a pickle: ("ok", result) | ("rejected", reason, message) | ("failed", why).
+# Its shape is checked where it is received (run_contained), so the parts stay Any until then.
+Answer = tuple[Any, ...]
 
 # Imported by every child before it confines itself (lazy imports still work: Python's own
 # folders stay readable), so the parsers and libmagic's database are loaded while files can be read.
@@ -196,7 +199,7 @@ def _child_main(channel: int, parent: int) -> None:
             args = (descriptor_path(fds[0]), *args)
         confinement.arm_cpu(budget)
         try:
-            answer: tuple = ("ok", fn(*args))
+            answer: Answer = ("ok", fn(*args))
         except Rejected as rejection:
             # Exceptions with custom constructors do not unpickle; send plain values.
             answer = ("rejected", rejection.reason, rejection.message)
@@ -213,7 +216,7 @@ def _child_main(channel: int, parent: int) -> None:
             os._exit(0)  # its state may be damaged: start afresh
 
 
-def _encoded(answer: tuple) -> tuple[tuple, bytes]:
+def _encoded(answer: Answer) -> tuple[Answer, bytes]:
     """The answer and its bytes; one that cannot travel (unpicklable, too large) becomes a failure."""
     try:
         payload = pickle.dumps(answer)
@@ -271,7 +274,7 @@ class Inspector:
             raise SandboxFailed("the child did not start")
         _report(answer[1])
 
-    def _answer(self, deadline: float) -> tuple:
+    def _answer(self, deadline: float) -> Answer:
         payload, _ = _receive(self.conn, ANSWER_MAX_BYTES, deadline)
         try:
             answer = _AnswerUnpickler(io.BytesIO(payload)).load()
@@ -282,7 +285,7 @@ class Inspector:
             raise pickle.UnpicklingError("not an answer")
         return answer
 
-    def run(self, fn: Callable[..., Any], args: tuple, document: int | None = None) -> tuple:
+    def run(self, fn: Callable[..., Any], args: tuple[object, ...], document: int | None = None) -> Answer:
         self.uses += 1
         try:
             _send(self.conn, pickle.dumps((fn, args)), () if document is None else (document,))
@@ -329,7 +332,7 @@ def _modules_for(fn: Callable[..., Any], current: frozenset[str]) -> frozenset[s
     return current | set(PRELOAD) | ({module} - set(sys.builtin_module_names))
 
 
-def run_contained(fn: Callable[..., Any], args: tuple, limits: Limits, document: int | None = None) -> Any:
+def run_contained(fn: Callable[..., Any], args: tuple[object, ...], limits: Limits, document: int | None = None) -> Any:
     """Run `fn(*args)` in this thread's confined child; return its result or re-raise its Rejected.
 
     With `document` (a descriptor, ideally of a frozen `anonymous_file`), the child receives that

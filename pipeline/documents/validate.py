@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
+from collections.abc import Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ class Metadata:
     hold_until: dt.date | None = None  # the announcement consultation the author holds the document until
 
 
-def check_metadata(fields: dict[str, str | None], today: dt.date) -> Metadata:
+def check_metadata(fields: Mapping[str, str | None], today: dt.date) -> Metadata:
     """The manifest fields of one document: INS (format and key), ids, a past service date."""
     ins = normalize_nir(fields.get("patient_ins") or "")
     if not is_valid_nir(ins):

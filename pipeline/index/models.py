@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Collection
 from decimal import Decimal
 
 from sqlalchemy import (
@@ -19,6 +20,7 @@ from sqlalchemy import (
     Numeric,
     SmallInteger,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
@@ -30,6 +32,19 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from pipeline.core.clock import as_utc
+from pipeline.index.states import (
+    ChannelName,
+    ChunkState,
+    EnumText,
+    FeedFormat,
+    ItemState,
+    JobName,
+    NotificationStatus,
+    OutboxKind,
+    OutboxStatus,
+    RecordStatus,
+    Relation,
+)
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -44,7 +59,21 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
-class UtcDateTime(TypeDecorator):
+def table_of(model: type[Base]) -> Table:
+    """The model's table, for Core statements (`__table__` is typed as any FROM clause)."""
+    return Base.metadata.tables[model.__tablename__]
+
+
+def text_widths(model: type[Base], names: Collection[str]) -> dict[str, int]:
+    """The declared length of each of `names` among `model`'s string columns (those with one)."""
+    return {
+        column.name: column.type.length
+        for column in model.__table__.columns
+        if column.name in names and isinstance(column.type, String) and column.type.length
+    }
+
+
+class UtcDateTime(TypeDecorator[dt.datetime]):
     """A moment, always read back timezone-aware in UTC, on SQLite (which keeps no zone and returns naive
     times) as on PostgreSQL (which returns them in the session's zone). Written in UTC too: SQLite
     would drop any other offset and shift the moment. A naive value is taken as UTC (what SQLite's
@@ -74,7 +103,7 @@ class Patient(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     ins: Mapped[str] = mapped_column(String(15), unique=True)
-    status: Mapped[str] = mapped_column(String(16), default="open")  # open | closed | opposed
+    status: Mapped[RecordStatus] = mapped_column(EnumText(RecordStatus, 16), default=RecordStatus.OPEN)
     closed_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
     # The patient's choices (docs/domain.md, "What the patient controls").
     attending_physician_id: Mapped[str | None] = mapped_column(String(128))
@@ -119,7 +148,7 @@ class RecordRelation(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id"), index=True)
     actor_id: Mapped[str] = mapped_column(String(128))
-    relation: Mapped[str] = mapped_column(String(32))  # authorized | blocked | representative | occupational_consent
+    relation: Mapped[Relation] = mapped_column(EnumText(Relation, 32))
     created_at: Mapped[dt.datetime] = _now()
 
 
@@ -174,7 +203,7 @@ class BatchItem(Base):
     author_profession: Mapped[str | None] = mapped_column(String(64))
     announcement_date: Mapped[str | None] = mapped_column(String(32))
 
-    state: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    state: Mapped[ItemState] = mapped_column(EnumText(ItemState, 16), default=ItemState.QUEUED, index=True)
     reason: Mapped[str | None] = mapped_column(String(64))
     message: Mapped[str | None] = mapped_column(Text)
     # attempts: processing starts; crashes: starts that found the previous one unfinished
@@ -247,13 +276,14 @@ class Outbox(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id"), index=True)
-    # documents_added | reimbursement_data | first_access | access | emergency_access | emergency_access_to_attending
-    kind: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[OutboxKind] = mapped_column(EnumText(OutboxKind, 32))
     ref_id: Mapped[str] = mapped_column(String(36))  # the batch, feed or audit entry that caused it
     source: Mapped[str] = mapped_column(String(128))  # who: the depositing source or "kind:actor id"
     detail: Mapped[str | None] = mapped_column(String(64))  # the actor's profession, when an actor
     created_at: Mapped[dt.datetime] = _now()
-    status: Mapped[str] = mapped_column(String(16), default="pending", server_default="pending")  # pending | composed
+    status: Mapped[OutboxStatus] = mapped_column(
+        EnumText(OutboxStatus, 16), default=OutboxStatus.PENDING, server_default=OutboxStatus.PENDING.value
+    )
     composed_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
 
 
@@ -266,13 +296,13 @@ class Notification(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id"), index=True)
     recipient_id: Mapped[str] = mapped_column(String(128))  # the patient, or the attending physician
-    kind: Mapped[str] = mapped_column(String(32))
-    channel: Mapped[str] = mapped_column(String(8))  # email | sms | log
+    kind: Mapped[OutboxKind] = mapped_column(EnumText(OutboxKind, 32))
+    channel: Mapped[ChannelName] = mapped_column(EnumText(ChannelName, 8))
     address_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)  # under the patient's record key
     subject: Mapped[str] = mapped_column(String(200))
     body: Mapped[str] = mapped_column(Text)
     events: Mapped[int] = mapped_column(Integer, default=1)  # outbox rows it reports
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | sending | sent | failed
+    status: Mapped[NotificationStatus] = mapped_column(EnumText(NotificationStatus, 16), default=NotificationStatus.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
     lease_until: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
@@ -290,7 +320,7 @@ class Feed(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     source: Mapped[str] = mapped_column(String(128))
     digest: Mapped[str] = mapped_column(String(64))
-    format: Mapped[str] = mapped_column(String(8))  # csv | ndjson
+    format: Mapped[FeedFormat] = mapped_column(EnumText(FeedFormat, 8))
     header: Mapped[str | None] = mapped_column(Text)  # CSV: the header's field names, comma-joined
     lines: Mapped[int] = mapped_column(Integer, default=0)
     chunks: Mapped[int] = mapped_column(Integer, default=0)
@@ -307,7 +337,7 @@ class FeedChunk(Base):
     number: Mapped[int] = mapped_column(Integer)
     first_line: Mapped[int] = mapped_column(Integer)  # line number in the file of the chunk's first line
     lines: Mapped[int] = mapped_column(Integer)
-    state: Mapped[str] = mapped_column(String(16), default="queued")  # queued | processing | done
+    state: Mapped[ChunkState] = mapped_column(EnumText(ChunkState, 16), default=ChunkState.QUEUED)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     accepted: Mapped[int] = mapped_column(Integer, default=0)
     rejected: Mapped[int] = mapped_column(Integer, default=0)
@@ -369,7 +399,7 @@ class JobRun(Base):
     __table_args__ = (UniqueConstraint("job", "run_date"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
-    job: Mapped[str] = mapped_column(String(64))
+    job: Mapped[JobName] = mapped_column(EnumText(JobName, 64))
     run_date: Mapped[dt.date] = mapped_column(Date)
     started_at: Mapped[dt.datetime] = _now()
 
@@ -389,7 +419,8 @@ class AuditEntry(Base):
     profession: Mapped[str | None] = mapped_column(String(64))
     action: Mapped[str] = mapped_column(String(32))
     document_id: Mapped[str | None] = mapped_column(String(36))
-    outcome: Mapped[str] = mapped_column(String(8))  # allowed | denied
+    # AuditOutcome's values, read back as plain strings: `dmp audit verify` must read a tampered row to report it.
+    outcome: Mapped[str] = mapped_column(String(8))
     reason: Mapped[str] = mapped_column(String(64))
     emergency: Mapped[bool] = mapped_column(default=False)
     prev_hash: Mapped[str] = mapped_column(String(64))

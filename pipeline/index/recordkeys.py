@@ -13,12 +13,12 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
-from sqlalchemy import Row, func, select, update
+from sqlalchemy import ColumnElement, Row, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline.core.keys import KeyProvider, KeyProviderError, WrappedKey, new_key
-from pipeline.index.models import RecordKey, new_id
-from pipeline.index.repo import among, insert_ignore
+from pipeline.index.models import Batch, Contact, RecordKey, new_id, table_of
+from pipeline.index.repo import RowValues, among, insert_ignore
 
 CACHE_SECONDS = 300.0
 
@@ -77,11 +77,11 @@ class RecordKeys:
         columns = (RecordKey.id, RecordKey.patient_id, RecordKey.master_key_id, RecordKey.wrapped)
         wanted = set(patient_ids)
         rows = list(session.execute(select(*columns).where(among(session, RecordKey.patient_id, wanted)))) if wanted else []
-        made: dict[str, tuple[dict, bytes]] = {}
+        made: dict[str, tuple[RowValues, bytes]] = {}
         missing = wanted - {row.patient_id for row in rows}
         if missing:
             made = {patient_id: self._new_row(patient_id) for patient_id in sorted(missing)}
-            insert_ignore(session, RecordKey.__table__, [values for values, _ in made.values()])  # the first key made wins
+            insert_ignore(session, table_of(RecordKey), [values for values, _ in made.values()])  # the first key made wins
             rows += session.execute(select(*columns).where(among(session, RecordKey.patient_id, missing)))
         keys: dict[str, bytes] = {}
         for row in rows:
@@ -92,7 +92,7 @@ class RecordKeys:
             keys[row.patient_id] = key if values.get("id") == row.id else (self._cached(row.id) or self._open(row)).key
         return keys
 
-    def _new_row(self, patient_id: str) -> tuple[dict, bytes]:
+    def _new_row(self, patient_id: str) -> tuple[RowValues, bytes]:
         """A new record key's row (a fresh key wrapped by the active master key, bound to its ids) and the key."""
         key_id, key = new_id(), new_key()
         wrapped = self.provider.wrap(key, record_context(key_id, patient_id))
@@ -103,7 +103,7 @@ class RecordKeys:
             cached = self._cache.get(record_key_id)
         return cached[1] if cached and cached[0] > time.monotonic() else None
 
-    def _open(self, row: RecordKey | Row) -> OpenRecordKey:
+    def _open(self, row: RecordKey | Row[str, str, str | None, bytes | None]) -> OpenRecordKey:
         if row.wrapped is None or row.master_key_id is None:
             raise KeyProviderError(f"record key {row.id} was destroyed")
         key = self.provider.unwrap(WrappedKey(row.master_key_id, row.wrapped), record_context(row.id, row.patient_id))
@@ -129,7 +129,7 @@ class RecordKeys:
         with self.sessions() as session:
             return session.scalar(select(func.count()).select_from(RecordKey).where(*self._stale())) or 0
 
-    def _stale(self) -> tuple:
+    def _stale(self) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
         return (RecordKey.wrapped.is_not(None), RecordKey.master_key_id != self.provider.active_id)
 
     def rewrap(self, batch_size: int = 200, on_progress: Callable[[int], None] | None = None) -> int:
@@ -162,7 +162,11 @@ class RecordKeys:
 
 
 def rewrap_direct_keys(
-    sessions: sessionmaker[Session], provider: KeyProvider, model: type, context: Callable[[str], str], batch_size: int = 200
+    sessions: sessionmaker[Session],
+    provider: KeyProvider,
+    model: type[Batch] | type[Contact],
+    context: Callable[[str], str],
+    batch_size: int = 200,
 ) -> int:
     """Re-wrap the keys a master key wraps directly in `model`'s rows (`master_key_id`, `wrapped_key`:
     batch keys, professionals' contact keys) under the active master key, in short transactions.

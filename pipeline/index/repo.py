@@ -6,23 +6,28 @@ import datetime as dt
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import ColumnElement, String, any_, bindparam, func, select, update
+from sqlalchemy import ColumnElement, CursorResult, Result, String, Table, any_, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from pipeline.core.clock import as_utc
 from pipeline.core.keys import WrappedKey
-from pipeline.index.models import Batch, BatchItem, Document, Outbox, Patient, new_id
+from pipeline.index.models import Base, Batch, BatchItem, Document, Outbox, Patient, new_id
+from pipeline.index.states import ITEM_FINAL, ItemState, RecordStatus
 
-FINAL_STATES = ("indexed", "rejected")
+FINAL_STATES = ITEM_FINAL
 
 
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def insert_ignore(session: Session, model: type, values: dict | list[dict]) -> None:
+RowValues = dict[str, Any]  # a row to insert, by column name
+
+
+def insert_ignore(session: Session, model: type[Base] | Table, values: RowValues | list[RowValues]) -> None:
     """INSERT … ON CONFLICT DO NOTHING (one row, or many as one executemany) on SQLite and PostgreSQL:
     the unique constraint decides, not a check."""
     rows = values if isinstance(values, list) else [values]
@@ -33,7 +38,7 @@ def insert_ignore(session: Session, model: type, values: dict | list[dict]) -> N
     session.execute(dialect.insert(model).on_conflict_do_nothing(), rows)
 
 
-def among(session: Session, column: ColumnElement, values: Collection[str]) -> ColumnElement[bool]:
+def among(session: Session, column: ColumnElement[str] | InstrumentedAttribute[str], values: Collection[str]) -> ColumnElement[bool]:
     """`column IN values`; on PostgreSQL one array parameter (`= ANY(…)`) rather than one per value,
     which thousands of values (a feed chunk's patients) make far cheaper to send and plan."""
     if session.get_bind().dialect.name == "postgresql":
@@ -87,7 +92,7 @@ def claim_item(
         return Refusal.FINAL
     now = _utcnow()
     previous = item.pending_object_key
-    if item.state == "processing" and item.attempts != resuming:
+    if item.state == ItemState.PROCESSING and item.attempts != resuming:
         if lease_held(item.lease_until, now):
             session.rollback()
             return Refusal.BUSY
@@ -95,7 +100,7 @@ def claim_item(
     item.attempts += 1
     item.started_at = now
     item.lease_until = now + lease
-    item.state = "processing"
+    item.state = ItemState.PROCESSING
     item.pending_object_key = f"docs/{item.document_id}.{item.attempts}"
     session.commit()
     return Claim(item, item.attempts, previous)
@@ -103,13 +108,13 @@ def claim_item(
 
 def _still_mine(session: Session, claim: Claim) -> BatchItem | None:
     item = session.get(BatchItem, claim.item.id, with_for_update=session.get_bind().dialect.name == "postgresql")
-    if item is None or item.state != "processing" or item.attempts != claim.attempt:
+    if item is None or item.state != ItemState.PROCESSING or item.attempts != claim.attempt:
         return None
     return item
 
 
 def ensure_patient(session: Session, ins: str) -> Patient:
-    insert_ignore(session, Patient, {"id": new_id(), "ins": ins, "status": "open"})
+    insert_ignore(session, Patient, {"id": new_id(), "ins": ins, "status": RecordStatus.OPEN})
     return session.scalars(select(Patient).where(Patient.ins == ins)).one()
 
 
@@ -142,7 +147,7 @@ def commit_indexed(
         session.add(document)
     if also is not None:
         also(session)
-    item.state, item.reason, item.message = "indexed", None, None
+    item.state, item.reason, item.message = ItemState.INDEXED, None, None
     item.title_sealed = None  # the document keeps it, under the record key
     item.finished_at = _utcnow()
     item.document_id = document_id
@@ -157,13 +162,13 @@ def commit_indexed(
 
 
 def commit_rejected(
-    session: Session, claim: Claim | None, item_id: str, reason: str, message: str, quarantine: tuple[str, dt.date] | None
+    session: Session, claim: Claim | None, item_id: str, reason: str, message: str, quarantine: Quarantine | None
 ) -> bool:
     item = _still_mine(session, claim) if claim else session.get(BatchItem, item_id)
     if item is None or item.state in FINAL_STATES:
         session.rollback()
         return False
-    item.state, item.reason, item.message = "rejected", reason, message
+    item.state, item.reason, item.message = ItemState.REJECTED, reason, message
     item.title_sealed = None  # nothing reads a final item's title
     item.finished_at = _utcnow()
     item.pending_object_key = None  # the lease stays until the inbox copy is gone (inbox_forgotten)
@@ -180,8 +185,8 @@ def release_claim(session: Session, item_id: str, attempt: int, crashed: bool = 
     ran the attempt still holds the item (recovery.py)."""
     session.execute(
         update(BatchItem)
-        .where(BatchItem.id == item_id, BatchItem.state == "processing", BatchItem.attempts == attempt)
-        .values(state="queued", crashes=BatchItem.crashes + int(crashed))
+        .where(BatchItem.id == item_id, BatchItem.state == ItemState.PROCESSING, BatchItem.attempts == attempt)
+        .values(state=ItemState.QUEUED, crashes=BatchItem.crashes + int(crashed))
     )
     session.commit()
 
@@ -209,10 +214,10 @@ def reopen_exhausted(session: Session, batch_id: str) -> list[str]:
     """Items of the batch that ended `retries_exhausted` wait `queued` again (the remedy the README
     gives: run the same intake again); returns their ids. No other rejection is re-opened: those
     are verdicts on the document."""
-    exhausted = (BatchItem.batch_id == batch_id, BatchItem.state == "rejected", BatchItem.reason == "retries_exhausted")
+    exhausted = (BatchItem.batch_id == batch_id, BatchItem.state == ItemState.REJECTED, BatchItem.reason == "retries_exhausted")
     ids = list(session.scalars(select(BatchItem.id).where(*exhausted)))
     if ids:
-        reopen = {"state": "queued", "reason": None, "message": None, "finished_at": None, "lease_until": None}
+        reopen = {"state": ItemState.QUEUED, "reason": None, "message": None, "finished_at": None, "lease_until": None}
         session.execute(update(BatchItem).where(BatchItem.id.in_(ids), *exhausted).values(**reopen))
         session.commit()
     return ids
@@ -238,7 +243,7 @@ def batch_items(session: Session, batch_id: str) -> Sequence[BatchItem]:
     ).all()
 
 
-def batch_counts(session: Session, batch_id: str) -> dict[str, int]:
+def batch_counts(session: Session, batch_id: str) -> dict[ItemState, int]:
     rows = session.execute(select(BatchItem.state, func.count()).where(BatchItem.batch_id == batch_id).group_by(BatchItem.state))
     return {state: count for state, count in rows}
 
@@ -256,3 +261,11 @@ def still_needed(session: Session, batch_id: str, key: str) -> bool:
     """Whether an item of the batch still waits on the shared inbox object `key`."""
     waiting = select(func.count()).where(BatchItem.batch_id == batch_id, BatchItem.inbox_key == key, BatchItem.state.not_in(FINAL_STATES))
     return bool(session.scalar(waiting))
+
+
+def affected(result: Result[Any]) -> int:
+    """The rows an UPDATE or DELETE changed. Session.execute is typed to return any Result; for those
+    statements it is a CursorResult, which holds the count."""
+    if not isinstance(result, CursorResult):
+        raise TypeError(f"not the result of an UPDATE or DELETE: {type(result).__name__}")
+    return result.rowcount

@@ -19,10 +19,10 @@ import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import BinaryIO
 
 from pipeline.core.reasons import REASONS
 from pipeline.core.settings import Settings
+from pipeline.core.streams import Seekable
 from pipeline.core.zipscan import EntryHeads
 from pipeline.ingest.manifest import ManifestError
 
@@ -102,7 +102,7 @@ def _looks_like_zip(archive: zipfile.ZipFile, info: zipfile.ZipInfo, heads: Entr
 def _inner_zip(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> str | None:
     """The name of a zip inside the zip member `info`, if any (entries read in file order: forward seeks only)."""
     try:
-        with archive.open(info) as member, zipfile.ZipFile(member) as inner:  # type: ignore[arg-type]
+        with archive.open(info) as member, zipfile.ZipFile(member) as inner:
             for entry in sorted(inner.infolist(), key=lambda i: i.header_offset):
                 if not entry.is_dir() and _looks_like_zip(inner, entry):
                     return entry.filename
@@ -119,7 +119,7 @@ def _archive_bytes(archive: zipfile.ZipFile) -> int | None:
         return None
 
 
-def check_directory(handle: BinaryIO, limits: ArchiveLimits) -> None:
+def check_directory(handle: Seekable, limits: ArchiveLimits) -> None:
     """Refuse a zip whose end record announces too many entries or too large a central directory,
     before zipfile reads that directory whole and builds an object per entry (memory and time a
     hostile upload would otherwise choose). A file with no end record is left to zipfile to refuse."""

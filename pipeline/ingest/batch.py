@@ -5,9 +5,10 @@ from __future__ import annotations
 import zipfile
 from contextlib import AbstractContextManager
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Protocol
+from typing import IO, BinaryIO, Protocol
 
 from pipeline.core.inbox import InboxLocation
+from pipeline.core.streams import Seekable
 from pipeline.core.zipnames import file_name, open_zip
 from pipeline.core.zipscan import EntryHeads
 from pipeline.ingest.archive import ArchiveLimits, check_archive, check_directory
@@ -23,7 +24,7 @@ class BatchReader(Protocol):
 
     def document_names(self) -> list[str]: ...
 
-    def open(self, name: str) -> AbstractContextManager[BinaryIO]: ...
+    def open(self, name: str) -> AbstractContextManager[IO[bytes]]: ...
 
     def stored(self, name: str) -> InboxLocation | None:
         """Where this document already waits in the inbox (an HTTP upload's part or zip), or None."""
@@ -70,7 +71,7 @@ class ZipBatch:
 
     def __init__(
         self,
-        source: Path | BinaryIO,
+        source: Path | Seekable,
         name: str = "the batch",
         limits: ArchiveLimits | None = None,
         stored_at: str | None = None,
@@ -102,14 +103,14 @@ class ZipBatch:
     def document_names(self) -> list[str]:
         return sorted(name for name in self._names if is_document(name))
 
-    def open(self, name: str) -> AbstractContextManager[BinaryIO]:
+    def open(self, name: str) -> AbstractContextManager[IO[bytes]]:
         return self.zip.open(self.prefix + name)
 
     def stored(self, name: str) -> InboxLocation | None:
         return None if self.stored_at is None else InboxLocation(self.stored_at, self.prefix + name)
 
 
-def _open_zip(source: Path | BinaryIO, limits: ArchiveLimits) -> zipfile.ZipFile:
+def _open_zip(source: Path | Seekable, limits: ArchiveLimits) -> zipfile.ZipFile:
     """The zip, once its end record shows a directory of a size worth reading (check_directory)."""
     if isinstance(source, Path):
         with source.open("rb") as handle:

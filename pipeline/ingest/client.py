@@ -19,10 +19,12 @@ import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from pipeline.carehistory.feedformat import feed_format
+from pipeline.index.states import FeedFormat, ItemState, StatusKind
 from pipeline.ingest.batch import is_document
 from pipeline.ingest.manifest import MANIFEST_NAME, ManifestError
 from pipeline.sources import parse_source
@@ -30,7 +32,7 @@ from pipeline.status import Counts
 
 READ_BYTES = 256 * 1024
 RETRY_STATUSES = (409, 429, 502, 503, 504)
-FEED_TYPES = {"csv": "text/csv", "ndjson": "application/x-ndjson"}
+FEED_TYPES = {FeedFormat.CSV: "text/csv", FeedFormat.NDJSON: "application/x-ndjson"}
 
 
 class ApiError(Exception):
@@ -143,7 +145,7 @@ def send(
     on_bytes: Callable[[int], None] = lambda _n: None,
     on_restart: Callable[[], None] = lambda: None,
     sleep: Callable[[float], None] = time.sleep,
-) -> dict:
+) -> dict[str, Any]:
     """POST the submission until the API takes it (202: its answer) or refuses it for good (ApiError).
 
     Each retry re-sends the whole body under the same Idempotency-Key.
@@ -167,7 +169,8 @@ def send(
             with contextlib.suppress(httpx.TransportError):  # refused or dropped mid-upload: send it all again
                 response = client.post(url, content=counted(), headers=headers)
             if response is not None and response.status_code == 202:
-                return response.json()
+                answer: dict[str, Any] = response.json()
+                return answer
             if response is not None and response.status_code not in RETRY_STATUSES:
                 problem = _problem(response)
                 raise ApiError(response.status_code, problem.get("code", "http_error"), problem.get("detail", response.text[:200]))
@@ -177,7 +180,7 @@ def send(
     raise ApiError(503, "api_unavailable", f"the API did not take the submission after {attempts} attempts")
 
 
-def _problem(response: httpx.Response) -> dict:
+def _problem(response: httpx.Response) -> dict[str, Any]:
     try:
         body = response.json()
     except ValueError:
@@ -206,8 +209,8 @@ def check_source(api: str, key: str, source: str) -> None:
 def status_counts(api: str, key: str, status_url: str) -> Counts:
     """Done/total of a submitted batch or feed, from its status route."""
     status = httpx.get(api.rstrip("/") + status_url, headers={"Authorization": f"Bearer {key}"}, timeout=30).json()
-    if status.get("kind") == "feed":
+    if status.get("kind") == StatusKind.FEED:
         counts = status["counts"]
         return Counts(status["total"], status["total"] - counts["pending_lines"] - counts["rejected"], counts["rejected"])
     states = [item["state"] for item in status["items"]]
-    return Counts(len(states), states.count("indexed"), states.count("rejected"))
+    return Counts(len(states), states.count(ItemState.INDEXED), states.count(ItemState.REJECTED))

@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from pipeline.carehistory.feedformat import FeedError, csv_header, feed_format, iter_lines, split_lines
 from pipeline.core import metrics
 from pipeline.index.models import Feed, FeedChunk, new_id
+from pipeline.index.states import ChunkState, FeedFormat
 from pipeline.ingest.intake import OnProgress
 from pipeline.runtime import Runtime
 
@@ -65,10 +66,10 @@ def _digest(rt: Runtime, source: str, feed: FeedFile) -> str:
     return mac.hexdigest()
 
 
-def _data_lines(handle: BinaryIO, fmt: str) -> Iterator[bytes]:
+def _data_lines(handle: BinaryIO, fmt: FeedFormat) -> Iterator[bytes]:
     """The lines after the CSV header (every line of NDJSON)."""
     lines = iter_lines(handle)
-    if fmt == "csv":
+    if fmt == FeedFormat.CSV:
         next(lines, None)
     return lines
 
@@ -100,16 +101,16 @@ def receive_feed(
     if feed_id is None:
         feed_id = _record(rt, feed, source, digest)
     with rt.sessions() as session:
-        record = session.get(Feed, feed_id)
+        record = session.get_one(Feed, feed_id)
         chunks = session.scalars(select(FeedChunk).where(FeedChunk.feed_id == feed_id).order_by(FeedChunk.number)).all()
     sent: list[str] = []
     with feed.open() as handle:
         stored = {chunk.number: chunk for chunk in chunks}
-        chunked = split_lines(_data_lines(handle, record.format), rt.settings.feed_chunk_lines, quoted=record.format == "csv")
+        chunked = split_lines(_data_lines(handle, record.format), rt.settings.feed_chunk_lines, quoted=record.format == FeedFormat.CSV)
         taken = 0
         for number, (_, data, lines) in enumerate(chunked):
             chunk = stored[number]
-            if chunk.state != "done":
+            if chunk.state != ChunkState.DONE:
                 if not resumed or not rt.store.exists(chunk.inbox_key or ""):
                     rt.store.put(chunk.inbox_key or "", io.BytesIO(data))
                 send(chunk.id)
@@ -129,10 +130,10 @@ def _record(rt: Runtime, feed: FeedFile, source: str, digest: str) -> str:
         lines = iter_lines(handle)
         head = next(lines, b"")
         fmt = feed_format(feed.name, head[:64])
-        header = ",".join(csv_header(head)) if fmt == "csv" else None
-        first_number = 2 if fmt == "csv" else 1
-        data_lines = lines if fmt == "csv" or not head else itertools.chain([head], lines)
-        chunked = split_lines(data_lines, rt.settings.feed_chunk_lines, quoted=fmt == "csv")
+        header = ",".join(csv_header(head)) if fmt == FeedFormat.CSV else None
+        first_number = 2 if fmt == FeedFormat.CSV else 1
+        data_lines = lines if fmt == FeedFormat.CSV or not head else itertools.chain([head], lines)
+        chunked = split_lines(data_lines, rt.settings.feed_chunk_lines, quoted=fmt == FeedFormat.CSV)
         plan = [(first + first_number - 1, count) for first, _, count in chunked]
     feed_id = new_id()
     with rt.sessions() as session:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from pipeline.core import metrics
 from pipeline.core.inbox import ZIP_ENTRY_ERRORS, InboxLocation, LimitedReader
@@ -26,7 +26,9 @@ from pipeline.core.outage import failure_code, outage_of
 from pipeline.core.reasons import REASONS
 from pipeline.core.sealedfields import Sealer, batch_key_context, item_title_context
 from pipeline.index import repo
-from pipeline.index.models import Batch, BatchItem, new_id
+from pipeline.index.models import Batch, BatchItem, new_id, table_of
+from pipeline.index.repo import RowValues
+from pipeline.index.states import ItemState
 from pipeline.ingest.archive import ArchiveLimits
 from pipeline.ingest.batch import BatchReader, open_batch
 from pipeline.ingest.manifest import Manifest, ManifestError, parse_manifest
@@ -67,10 +69,10 @@ def _manifest_digest(rt: Runtime, source: str, data: bytes) -> str:
     return hmac.new(rt.hmac_secret, source.encode() + b"\0" + data, "sha256").hexdigest()
 
 
-def _plan_items(batch_id: str, manifest: Manifest, present: list[str], reader: BatchReader, titles: Sealer) -> list[dict]:
+def _plan_items(batch_id: str, manifest: Manifest, present: list[str], reader: BatchReader, titles: Sealer) -> list[RowValues]:
     """The batch's item rows: one per manifest row (rejected `missing_file` if absent), one per
     rejected manifest row and one per file the manifest does not list. Titles are sealed with `titles` (the batch key)."""
-    items: list[dict] = []
+    items: list[RowValues] = []
     present_set = set(present)
     for row in manifest.rows:
         item_id = new_id()
@@ -100,7 +102,9 @@ def _plan_items(batch_id: str, manifest: Manifest, present: list[str], reader: B
     return items
 
 
-def _item_row(batch_id: str, slot: str, file: str, row: int | None, reason: str | None, detail: str, item_id: str | None = None) -> dict:
+def _item_row(
+    batch_id: str, slot: str, file: str, row: int | None, reason: str | None, detail: str, item_id: str | None = None
+) -> RowValues:
     """An item row with every column the bulk insert sets: queued, or rejected at intake for `reason`."""
     return dict.fromkeys(ITEM_FIELDS) | {
         "id": item_id or new_id(),
@@ -108,7 +112,7 @@ def _item_row(batch_id: str, slot: str, file: str, row: int | None, reason: str 
         "slot": _storable(slot, SLOT_WIDTH),
         "file": _storable(file, SLOT_WIDTH),
         "row_number": row,
-        "state": "queued" if reason is None else "rejected",
+        "state": ItemState.QUEUED if reason is None else ItemState.REJECTED,
         "reason": reason,
         "message": None if reason is None else f"{REASONS[reason]} {detail}".strip(),
         "document_id": new_id(),
@@ -158,7 +162,7 @@ def _record_batch(rt: Runtime, source: str, digest: str, manifest: Manifest, pre
             )
             session.flush()
             if items:
-                session.execute(insert(BatchItem.__table__), items)  # Core: no ORM bookkeeping per row
+                session.execute(insert(table_of(BatchItem)), items)  # Core: no ORM bookkeeping per row
             session.commit()
         except IntegrityError:  # the same batch recorded concurrently (its row waits on ours, then clashes)
             session.rollback()
@@ -184,10 +188,15 @@ def _retrying(rt: Runtime, action: str) -> Retrying:
         wait=wait_exponential(multiplier=0.5, max=10),
         stop=stop_after_attempt(rt.settings.intake_retries),
         before_sleep=lambda state: log.warning(
-            "%s failed during intake (%s, attempt %d): retrying", action, failure_code(state.outcome.exception()), state.attempt_number
+            "%s failed during intake (%s, attempt %d): retrying", action, _failure_of(state), state.attempt_number
         ),
         reraise=True,
     )
+
+
+def _failure_of(state: RetryCallState) -> str:
+    failure = state.outcome.exception() if state.outcome is not None else None
+    return failure_code(failure) if failure is not None else "none"
 
 
 def _upload(rt: Runtime, reader: BatchReader, item: BatchItem, key: str) -> bool:
@@ -199,7 +208,7 @@ def _upload(rt: Runtime, reader: BatchReader, item: BatchItem, key: str) -> bool
     """
     try:
         with reader.open(item.file) as source:
-            rt.store.put(key, LimitedReader(source, rt.settings.max_file_bytes))  # type: ignore[arg-type]
+            rt.store.put(key, LimitedReader(source, rt.settings.max_file_bytes))
         return True
     except (LimitedReader.TooLarge, *ZIP_ENTRY_ERRORS) as exc:
         rt.store.delete(key)
@@ -275,7 +284,7 @@ def receive_batch(
         if outage_of(failure) is None:
             raise
         raise IntakeInterrupted(failure_code(failure), batch_id, len(sent), len(items) if batch_id else None) from None
-    rejected = sum(1 for item in items if item.state == "rejected")
+    rejected = sum(1 for item in items if item.state == ItemState.REJECTED)
     return IntakeResult(batch_id, len(items), sent, rejected, resumed)
 
 

@@ -7,7 +7,7 @@ import io
 from dataclasses import dataclass
 
 from pipeline.core.zipnames import file_name
-from pipeline.index.models import BatchItem
+from pipeline.index.models import BatchItem, text_widths
 
 REQUIRED_COLUMNS = (
     "file",
@@ -35,11 +35,7 @@ MANIFEST_COLUMNS = (
 MANIFEST_NAME = "manifest.csv"
 # The most characters of each field: the width of the batch_items column it is kept in (SQLite would keep
 # anything, PostgreSQL refuses longer values and fails the whole batch's insert).
-FIELD_WIDTHS: dict[str, int] = {
-    column.name: column.type.length
-    for column in BatchItem.__table__.columns
-    if column.name in REQUIRED_COLUMNS + OPTIONAL_COLUMNS and getattr(column.type, "length", None)
-}
+FIELD_WIDTHS: dict[str, int] = text_widths(BatchItem, REQUIRED_COLUMNS + OPTIONAL_COLUMNS)
 
 
 class ManifestError(Exception):

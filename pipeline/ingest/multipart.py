@@ -101,7 +101,7 @@ class Part:
     def filename(self) -> str | None:
         return self.headers.filename
 
-    def read(self, size: int = -1) -> bytes:
+    def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:
             return b"".join(iter(lambda: self.read(READ_BYTES), b""))
         return self._reader._read_body(self, size)

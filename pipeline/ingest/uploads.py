@@ -25,9 +25,11 @@ from sqlalchemy import select
 
 from pipeline.core.inbox import DIRECTORY_BLOCK_BYTES, STAMP, UPLOADS, InboxLocation
 from pipeline.core.storage import ObjectStore
+from pipeline.core.streams import Readable
 from pipeline.core.zipnames import file_name
 from pipeline.core.zipscan import EntryHeads, KeptEnds
 from pipeline.index.models import BatchItem, new_id
+from pipeline.index.states import FeedFormat
 from pipeline.ingest.archive import ArchiveLimits, check_names
 from pipeline.ingest.batch import MAX_MANIFEST_BYTES, ZipBatch, is_document
 from pipeline.ingest.feed_intake import FeedFile, FeedIntake, feed_hasher, receive_feed
@@ -38,7 +40,7 @@ from pipeline.runtime import Runtime
 
 MAX_METADATA_BYTES = 64 * 1024
 METADATA_FIELDS = (*(column for column in MANIFEST_COLUMNS if column != "file"), "announcement_date")
-FEED_NAMES = {"csv": "feed.csv", "ndjson": "feed.ndjson"}
+FEED_NAMES = {FeedFormat.CSV: "feed.csv", FeedFormat.NDJSON: "feed.ndjson"}
 # An uploaded zip's first and last bytes kept in memory while it streams in: the manifest and the
 # directory of a batch of a few thousand documents, so reading them back needs no GET.
 KEPT_BYTES = 1024 * 1024
@@ -69,7 +71,7 @@ class Watcher(Protocol):
 class LimitedStream:
     """Passes a stream's bytes through, raising TooLarge past `limit` (if any); feeds `watchers` on the way."""
 
-    def __init__(self, source: BinaryIO | Part, limit: int | None, what: str = "file", watchers: tuple[Watcher, ...] = ()) -> None:
+    def __init__(self, source: Readable, limit: int | None, what: str = "file", watchers: tuple[Watcher, ...] = ()) -> None:
         self.source, self.limit, self.what, self.watchers = source, limit, what, watchers
         self.count = 0
 
@@ -132,7 +134,7 @@ def receive_zip(rt: Runtime, body: BinaryIO, source: str, send: Callable[[str], 
     batch_id = None
     try:
         heads, ends = EntryHeads(), KeptEnds(KEPT_BYTES)  # caught on the way in: no need to read them back
-        rt.store.put(key, LimitedStream(body, None, "request", (heads, ends)))  # type: ignore[arg-type]
+        rt.store.put(key, LimitedStream(body, None, "request", (heads, ends)))
         with ends.reader(lambda: rt.store.open_ranged(key, DIRECTORY_BLOCK_BYTES)) as handle:
             batch = ZipBatch(handle, "the uploaded zip", ArchiveLimits.from_settings(rt.settings), stored_at=key, heads=heads)
             result = receive_batch(rt, batch, source, send)
@@ -172,7 +174,7 @@ def _store_parts(
             check_names([name], names)  # the same rules as a zip's entry names
             key = f"{prefix}{len(stored):06d}"
             stored[name] = key
-            rt.store.put(key, LimitedStream(part, rt.settings.max_file_bytes, "file"))  # type: ignore[arg-type]
+            rt.store.put(key, LimitedStream(part, rt.settings.max_file_bytes, "file"))
         else:
             raise UploadRejected("multipart_invalid", f"unexpected part {part.name!r} (expected: {', '.join(fields)}, file)")
     return values
@@ -180,7 +182,7 @@ def _store_parts(
 
 def receive_multipart_batch(rt: Runtime, body: BinaryIO, boundary: bytes, source: str, send: Callable[[str], None]) -> IntakeResult:
     """A batch as multipart/form-data: a `manifest` part (manifest.csv) and `file` parts named by their filename."""
-    prefix, stored = upload_prefix(), {}
+    prefix, stored = upload_prefix(), dict[str, str]()
     batch_id = None
     try:
         values = _store_parts(rt, body, boundary, ("manifest",), prefix, stored)
@@ -222,7 +224,7 @@ def receive_document(rt: Runtime, body: BinaryIO, boundary: bytes, source: str, 
     It becomes a batch of one, identified like any batch by its manifest: the same metadata sent
     again is the same batch, and the same source document id is never indexed twice.
     """
-    prefix, stored = upload_prefix(), {}
+    prefix, stored = upload_prefix(), dict[str, str]()
     batch_id = None
     try:
         values = _store_parts(rt, body, boundary, ("metadata",), prefix, stored)
@@ -236,12 +238,12 @@ def receive_document(rt: Runtime, body: BinaryIO, boundary: bytes, source: str, 
         _discard_unadopted(rt, list(stored.values()), batch_id)
 
 
-def receive_feed_upload(rt: Runtime, body: BinaryIO, fmt: str, source: str, send: Callable[[str], None]) -> FeedIntake:
+def receive_feed_upload(rt: Runtime, body: BinaryIO, fmt: FeedFormat, source: str, send: Callable[[str], None]) -> FeedIntake:
     """An insurer feed in the request body (`fmt`: csv or ndjson), identified while it streams in."""
     key = upload_prefix() + FEED_NAMES[fmt]
     hasher = feed_hasher(rt, source)
     try:
-        rt.store.put(key, LimitedStream(body, None, watchers=(hasher,)))  # type: ignore[arg-type]
+        rt.store.put(key, LimitedStream(body, None, watchers=(hasher,)))
         return receive_feed(rt, FeedFile(FEED_NAMES[fmt], lambda: rt.store.open(key)), source, send, digest=hasher.hexdigest())
     finally:
         rt.store.delete(key)

@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import httpx
 
+from pipeline.index.states import ChannelName
+
 if TYPE_CHECKING:
     from pipeline.core.settings import Settings
 
@@ -94,7 +96,7 @@ class DeliveryError(Exception):
 class Channel(Protocol):
     """A way to reach a patient. `send` returns on success and raises DeliveryError otherwise, never anything else."""
 
-    name: str
+    name: ChannelName
 
     def send(self, message: Message) -> None: ...
 
@@ -107,7 +109,7 @@ class SmtpChannel:
     the TLS settings and trusted certificates (default: the system's, with hostname checking).
     """
 
-    name = "email"
+    name = ChannelName.EMAIL
 
     def __init__(
         self,
@@ -199,7 +201,7 @@ class SmsGatewayChannel:
     setup replace the network layer.
     """
 
-    name = "sms"
+    name = ChannelName.SMS
 
     def __init__(self, url: str, token: str | None, *, timeout: float = 10.0, transport: httpx.BaseTransport | None = None) -> None:
         self.url = url
@@ -237,7 +239,7 @@ class LogSink:
     The channel of last resort when nothing else is configured, and a record a developer can read.
     """
 
-    name = "log"
+    name = ChannelName.LOG
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -272,11 +274,11 @@ class LogSink:
             raise DeliveryError("log_write_failed", permanent=False, detail=f"{type(exc).__name__}: {exc.strerror}") from exc
 
 
-def channels_from_settings(settings: Settings) -> dict[str, Channel]:
+def channels_from_settings(settings: Settings) -> dict[ChannelName, Channel]:
     """The configured channels by name: "email" if smtp_host is set, "sms" if sms_gateway_url is set, and always "log"."""
-    channels: dict[str, Channel] = {}
+    channels: dict[ChannelName, Channel] = {}
     if settings.smtp_host:
-        channels["email"] = SmtpChannel(
+        channels[ChannelName.EMAIL] = SmtpChannel(
             settings.smtp_host,
             settings.smtp_port,
             settings.smtp_sender,
@@ -287,8 +289,9 @@ def channels_from_settings(settings: Settings) -> dict[str, Channel]:
             timeout=settings.smtp_timeout_seconds,
         )
     if settings.sms_gateway_url:
-        channels["sms"] = SmsGatewayChannel(settings.sms_gateway_url, settings.sms_gateway_token, timeout=settings.sms_timeout_seconds)
-    channels["log"] = LogSink(settings.resolved_notify_log_file())
+        gateway = SmsGatewayChannel(settings.sms_gateway_url, settings.sms_gateway_token, timeout=settings.sms_timeout_seconds)
+        channels[ChannelName.SMS] = gateway
+    channels[ChannelName.LOG] = LogSink(settings.resolved_notify_log_file())
     return channels
 
 

@@ -10,6 +10,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from pipeline.core.clock import PARIS, as_utc
+from pipeline.index.states import OutboxKind
 
 PROFESSIONS_FR = {
     "physician": "médecin",
@@ -26,7 +27,7 @@ PROFESSIONS_FR = {
 class Event:
     """What the text is built from: plain values read from the outbox rows."""
 
-    kind: str
+    kind: OutboxKind
     at: dt.datetime  # when it happened (the first event when several are coalesced)
     sources: tuple[str, ...] = ()  # depositing sources ("hospital:CHU-NICE") or "kind:actor id"
     profession: str | None = None
@@ -51,21 +52,21 @@ def compose(event: Event, record_url: str) -> tuple[str, str]:
     when = _when(event.at)
     who = ", ".join(sorted({_who(s, event.profession) for s in event.sources})) or "un établissement"
     link = f"\n\nConsultez votre dossier : {record_url}"
-    if event.kind == "documents_added":
+    if event.kind == OutboxKind.DOCUMENTS_ADDED:
         plural = "nouveaux documents ont été ajoutés" if event.count != 1 else "nouveau document a été ajouté"
         return "Nouveaux documents dans votre dossier", f"{event.count} {plural} à votre dossier par {who} ({when}).{link}"
-    if event.kind == "reimbursement_data":
+    if event.kind == OutboxKind.REIMBURSEMENT_DATA:
         return "Vos remboursements ont été mis à jour", f"Votre historique de soins a été mis à jour par {who} ({when}).{link}"
-    if event.kind == "first_access":
+    if event.kind == OutboxKind.FIRST_ACCESS:
         return "Première consultation de votre dossier", f"Votre dossier a été consulté pour la première fois par {who} ({when}).{link}"
-    if event.kind == "access":
+    if event.kind == OutboxKind.ACCESS:
         return "Consultation de votre dossier", f"Votre dossier a été consulté par {who} ({when}).{link}"
-    if event.kind == "emergency_access":
+    if event.kind == OutboxKind.EMERGENCY_ACCESS:
         return (
             "Accès d'urgence à votre dossier",
             f"Un accès d'urgence à votre dossier a eu lieu {when}, par {who}. L'historique des accès en donne le détail.{link}",
         )
-    if event.kind == "emergency_access_to_attending":
+    if event.kind == OutboxKind.EMERGENCY_ACCESS_TO_ATTENDING:
         return (
             "Accès d'urgence au dossier d'un de vos patients",
             f"Un accès d'urgence a eu lieu {when}, par {who}, au dossier d'un patient dont vous êtes le médecin traitant.{link}",

@@ -20,13 +20,15 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from pipeline.core.clock import as_utc, paris_date
 from pipeline.core.metrics import notifications_sent
 from pipeline.core.sealedfields import SealedFieldError, address_context, open_text, seal_text
 from pipeline.index.models import BatchItem, Contact, Document, Notification, Outbox, Patient, new_id
+from pipeline.index.repo import affected
+from pipeline.index.states import ITEM_IN_FLIGHT, ChannelName, NotificationStatus, OutboxKind, OutboxStatus
 from pipeline.notify.channels import Channel, DeliveryError, Message
 from pipeline.notify.compose import Event, compose
 from pipeline.notify.contacts import opening_key, read_contact
@@ -34,8 +36,8 @@ from pipeline.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-URGENT = frozenset({"emergency_access", "emergency_access_to_attending"})
-ALWAYS = frozenset({"first_access", "emergency_access", "emergency_access_to_attending"})
+URGENT = frozenset({OutboxKind.EMERGENCY_ACCESS, OutboxKind.EMERGENCY_ACCESS_TO_ATTENDING})
+ALWAYS = frozenset({OutboxKind.FIRST_ACCESS, OutboxKind.EMERGENCY_ACCESS, OutboxKind.EMERGENCY_ACCESS_TO_ATTENDING})
 ADDRESS_CODES = frozenset({"smtp_recipient_refused", "sms_number_rejected", "invalid_address"})
 PAGE = 200
 MAX_BACKOFF_SECONDS = 3600
@@ -50,7 +52,9 @@ class DispatchReport:
     failed: int = 0
 
 
-def dispatch(rt: Runtime, channels: Mapping[str, Channel], now: dt.datetime | None = None, *, flush: bool = False) -> DispatchReport:
+def dispatch(
+    rt: Runtime, channels: Mapping[ChannelName, Channel], now: dt.datetime | None = None, *, flush: bool = False
+) -> DispatchReport:
     """One pass: compose what is due, then deliver what is due. `flush` ignores the coalescing wait."""
     now = now or dt.datetime.now(dt.UTC)
     report = DispatchReport()
@@ -65,7 +69,7 @@ def dispatch(rt: Runtime, channels: Mapping[str, Channel], now: dt.datetime | No
 
 def compose_due(rt: Runtime, now: dt.datetime, report: DispatchReport, *, flush: bool = False) -> None:
     with rt.sessions() as session:
-        patients = session.scalars(select(Outbox.patient_id).where(Outbox.status == "pending").distinct().limit(10 * PAGE)).all()
+        patients = session.scalars(select(Outbox.patient_id).where(Outbox.status == OutboxStatus.PENDING).distinct().limit(10 * PAGE)).all()
     for patient_id in patients:
         with rt.sessions() as session:
             if _compose_patient(rt, session, patient_id, now, report, flush):
@@ -77,22 +81,25 @@ def compose_due(rt: Runtime, now: dt.datetime, report: DispatchReport, *, flush:
 def _compose_patient(rt: Runtime, session: Session, patient_id: str, now: dt.datetime, report: DispatchReport, flush: bool) -> bool:
     patient = session.get(Patient, patient_id)
     rows = session.scalars(
-        select(Outbox).where(Outbox.patient_id == patient_id, Outbox.status == "pending").order_by(Outbox.created_at)
+        select(Outbox).where(Outbox.patient_id == patient_id, Outbox.status == OutboxStatus.PENDING).order_by(Outbox.created_at)
     ).all()
     if patient is None or not rows:
         return False
-    groups = [[row] for row in rows if row.kind != "documents_added"]
-    deposits = [row for row in rows if row.kind == "documents_added"]
+    groups = [[row] for row in rows if row.kind != OutboxKind.DOCUMENTS_ADDED]
+    deposits = [row for row in rows if row.kind == OutboxKind.DOCUMENTS_ADDED]
     if deposits:
-        oldest = as_utc(deposits[0].created_at or now)
+        oldest = as_utc(deposits[0].created_at)
         settled = flush or oldest + dt.timedelta(seconds=rt.settings.notify_coalesce_seconds) <= now
         if settled and (flush or not _in_flight(session, patient_id, [row.ref_id for row in deposits])):
             groups.append(deposits)
     for group in groups:
         ids = [row.id for row in group]
-        claimed = session.execute(
-            update(Outbox).where(Outbox.id.in_(ids), Outbox.status == "pending").values(status="composed", composed_at=now)
-        ).rowcount
+        compose_them = (
+            update(Outbox)
+            .where(Outbox.id.in_(ids), Outbox.status == OutboxStatus.PENDING)
+            .values(status=OutboxStatus.COMPOSED, composed_at=now)
+        )
+        claimed = affected(session.execute(compose_them))
         if claimed != len(ids):
             return False  # another dispatcher composed some of them: leave it all to that one
         messages = _messages_for(rt, session, patient, group, now)
@@ -106,7 +113,7 @@ def _compose_patient(rt: Runtime, session: Session, patient_id: str, now: dt.dat
 def _in_flight(session: Session, patient_id: str, batch_ids: list[str]) -> bool:
     """Does any of these batches still have a document being processed? (Then wait: one message per batch.)"""
     busy = (
-        select(func.count()).select_from(BatchItem).where(BatchItem.batch_id.in_(batch_ids), BatchItem.state.in_(("queued", "processing")))
+        select(func.count()).select_from(BatchItem).where(BatchItem.batch_id.in_(batch_ids), BatchItem.state.in_(ITEM_IN_FLIGHT))
     )
     return bool(session.scalar(busy))
 
@@ -124,13 +131,13 @@ def _documents_added(session: Session, patient_id: str, batch_ids: list[str], to
     return int(session.scalar(query) or 0)
 
 
-def _wanted(patient: Patient, kind: str) -> bool:
+def _wanted(patient: Patient, kind: OutboxKind) -> bool:
     if kind in ALWAYS:
         return True
     return {
-        "documents_added": patient.notify_documents,
-        "reimbursement_data": patient.notify_reimbursements,
-        "access": patient.notify_every_access,
+        OutboxKind.DOCUMENTS_ADDED: patient.notify_documents,
+        OutboxKind.REIMBURSEMENT_DATA: patient.notify_reimbursements,
+        OutboxKind.ACCESS: patient.notify_every_access,
     }.get(kind, True)
 
 
@@ -138,25 +145,25 @@ def _messages_for(rt: Runtime, session: Session, patient: Patient, group: list[O
     first = group[0]
     if not _wanted(patient, first.kind):
         return []
-    to_attending = first.kind == "emergency_access_to_attending"
+    to_attending = first.kind == OutboxKind.EMERGENCY_ACCESS_TO_ATTENDING
     recipient = patient.attending_physician_id if to_attending else patient.id
     if recipient is None:
         return []
-    added = first.kind == "documents_added"
+    added = first.kind == OutboxKind.DOCUMENTS_ADDED
     count = _documents_added(session, patient.id, [row.ref_id for row in group], paris_date(now)) if added else 1
     if added and count == 0:
         return []  # every document of those batches was rejected or is held: nothing to tell
-    event = Event(first.kind, as_utc(first.created_at or now), tuple(row.source for row in group), first.detail, count)
+    event = Event(first.kind, as_utc(first.created_at), tuple(row.source for row in group), first.detail, count)
     subject, body = compose(event, rt.settings.notify_record_url)
     contact = read_contact(rt, session, recipient)
     wants_email, wants_sms = (True, True) if to_attending else (patient.notify_email, patient.notify_sms)
-    routes: list[tuple[str, str | None]] = []
+    routes: list[tuple[ChannelName, str | None]] = []
     if wants_email and contact.email and not contact.email_rejected:
-        routes.append(("email", contact.email))
+        routes.append((ChannelName.EMAIL, contact.email))
     if wants_sms and contact.phone and not contact.phone_rejected:
-        routes.append(("sms", contact.phone))
+        routes.append((ChannelName.SMS, contact.phone))
     if not routes:
-        routes.append(("log", None))  # nowhere to send it: keep it visible in the local sink rather than drop it
+        routes.append((ChannelName.LOG, None))  # nowhere to send it: keep it visible in the local sink rather than drop it
     key = opening_key(rt, session, recipient) if any(address for _, address in routes) else None
     ids = [new_id() for _ in routes]
     return [
@@ -170,7 +177,7 @@ def _messages_for(rt: Runtime, session: Session, patient: Patient, group: list[O
             subject=subject,
             body=body,
             events=len(group),
-            status="pending",
+            status=NotificationStatus.PENDING,
             attempts=0,
             next_attempt_at=now,
         )  # fmt: skip
@@ -182,14 +189,14 @@ def _messages_for(rt: Runtime, session: Session, patient: Patient, group: list[O
 # Deliver
 
 
-def _due(now: dt.datetime):  # type: ignore[no-untyped-def]
+def _due(now: dt.datetime) -> ColumnElement[bool]:
     return or_(
-        (Notification.status == "pending") & (Notification.next_attempt_at <= now),
-        (Notification.status == "sending") & (Notification.lease_until < now),
+        (Notification.status == NotificationStatus.PENDING) & (Notification.next_attempt_at <= now),
+        (Notification.status == NotificationStatus.SENDING) & (Notification.lease_until < now),
     )
 
 
-def deliver_due(rt: Runtime, channels: Mapping[str, Channel], now: dt.datetime, report: DispatchReport) -> None:
+def deliver_due(rt: Runtime, channels: Mapping[ChannelName, Channel], now: dt.datetime, report: DispatchReport) -> None:
     """Send every due message once (urgent kinds first)."""
     with rt.sessions() as session:
         urgent_first = Notification.kind.in_(URGENT).desc()
@@ -198,16 +205,19 @@ def deliver_due(rt: Runtime, channels: Mapping[str, Channel], now: dt.datetime, 
         _deliver_one(rt, channels, notification_id, now, report)
 
 
-def _deliver_one(rt: Runtime, channels: Mapping[str, Channel], notification_id: str, now: dt.datetime, report: DispatchReport) -> None:
+def _deliver_one(
+    rt: Runtime, channels: Mapping[ChannelName, Channel], notification_id: str, now: dt.datetime, report: DispatchReport
+) -> None:
     lease = now + dt.timedelta(seconds=rt.settings.notify_lease_seconds)
     with rt.sessions() as session:
         claim = update(Notification).where(Notification.id == notification_id, _due(now))
-        if session.execute(claim.values(status="sending", lease_until=lease, attempts=Notification.attempts + 1)).rowcount != 1:
+        claimed = claim.values(status=NotificationStatus.SENDING, lease_until=lease, attempts=Notification.attempts + 1)
+        if affected(session.execute(claimed)) != 1:
             return  # another dispatcher has it
         session.commit()
         notification = session.get(Notification, notification_id)
         assert notification is not None
-        channel = channels.get(notification.channel) or channels["log"]
+        channel = channels.get(notification.channel) or channels[ChannelName.LOG]
         try:
             address = _address(rt, session, notification)
             channel.send(
@@ -219,7 +229,8 @@ def _deliver_one(rt: Runtime, channels: Mapping[str, Channel], notification_id: 
             log.error("notification %s: unexpected %s", notification_id, type(failure).__name__)
             _failed(rt, session, notification, DeliveryError("unexpected_error", False), now, report)
         else:
-            notification.status, notification.sent_at, notification.lease_until, notification.last_error = "sent", now, None, None
+            notification.status, notification.sent_at = NotificationStatus.SENT, now
+            notification.lease_until, notification.last_error = None, None
             report.sent += 1
             notifications_sent.labels(notification.channel, "sent").inc()
         session.commit()
@@ -243,14 +254,14 @@ def _failed(
 ) -> None:
     notification.last_error, notification.lease_until = failure.code, None
     if failure.permanent or notification.attempts >= rt.settings.notify_max_attempts:
-        notification.status = "failed"
+        notification.status = NotificationStatus.FAILED
         report.failed += 1
         notifications_sent.labels(notification.channel, "failed").inc()
         log.warning("notification %s failed for good: %s", notification.id, failure.code)
         if failure.permanent and failure.code in ADDRESS_CODES:
             _reject_address(rt, session, notification, failure.code)
         return
-    notification.status = "pending"
+    notification.status = NotificationStatus.PENDING
     delay = min(MAX_BACKOFF_SECONDS, 5 * 2 ** (notification.attempts - 1)) * random.uniform(0.8, 1.2)
     notification.next_attempt_at = now + dt.timedelta(seconds=delay)
     report.retrying += 1
@@ -265,7 +276,7 @@ def _reject_address(rt: Runtime, session: Session, notification: Notification, c
         return
     current = read_contact(rt, session, notification.recipient_id)
     refused = _address(rt, session, notification)
-    if notification.channel == "email" and current.email == refused:
+    if notification.channel == ChannelName.EMAIL and current.email == refused:
         contact.email_rejected = code
-    if notification.channel == "sms" and current.phone == refused:
+    if notification.channel == ChannelName.SMS and current.phone == refused:
         contact.phone_rejected = code

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 
 import dramatiq
 
+from pipeline.index.states import ChannelName
 from pipeline.notify.channels import Channel, channels_from_settings
 from pipeline.notify.dispatch import dispatch
 from pipeline.runtime import Runtime
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 class Sweeper:
-    def __init__(self, rt: Runtime, channels: Mapping[str, Channel] | None = None, interval: float | None = None) -> None:
+    def __init__(self, rt: Runtime, channels: Mapping[ChannelName, Channel] | None = None, interval: float | None = None) -> None:
         self.rt = rt
         self.channels = channels if channels is not None else channels_from_settings(rt.settings)
         self.interval = interval if interval is not None else rt.settings.notify_sweep_seconds

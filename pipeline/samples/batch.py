@@ -37,6 +37,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from pipeline.core.identity import nir_key
+from pipeline.index.states import ItemState
 from pipeline.ingest.manifest import MANIFEST_COLUMNS
 from pipeline.samples.document import Doc, Section
 from pipeline.samples.people import Author, Patient, make_authors, make_facilities, make_patients
@@ -270,7 +271,7 @@ def generate_samples(out: Path, patients: int = 20, documents: int = 200, seed: 
 
     _write_csv(out / "manifest.csv", MANIFEST_COLUMNS, manifest_rows)
     _write_csv(out / "expected.csv", EXPECTED_COLUMNS, expected_rows)
-    good = sum(1 for r in expected_rows if r["expected_state"] == "indexed")
+    good = sum(1 for r in expected_rows if r["expected_state"] == ItemState.INDEXED)
     return SampleSummary(
         out=out,
         documents=len(manifest_rows),
@@ -283,7 +284,7 @@ def generate_samples(out: Path, patients: int = 20, documents: int = 200, seed: 
 def _expected(name: str, reason: str, class_code: str = "", type_code: str = "") -> dict[str, str]:
     return {
         "file": name,
-        "expected_state": "rejected" if reason else "indexed",
+        "expected_state": ItemState.REJECTED if reason else ItemState.INDEXED,
         "expected_reason": reason,
         "class_code": class_code,
         "type_code": type_code,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pipeline.carehistory.feedformat import ALL_FIELDS
 from pipeline.core.identity import with_key
+from pipeline.index.states import FeedFormat
 
 ACTS = [
     ("C", "Consultation du medecin generaliste", "physician", "26.50", "18.55"),
@@ -27,13 +28,15 @@ def feed_patients(count: int, seed: int = 0) -> list[str]:
                      f"{rng.randint(1, 999):03d}{rng.randint(1, 999):03d}") for _ in range(count)]  # fmt: skip
 
 
-def write_feed(path: Path, lines: int, patients: int = 100, seed: int = 0, today: dt.date | None = None, fmt: str = "csv") -> list[str]:
+def write_feed(
+    path: Path, lines: int, patients: int = 100, seed: int = 0, today: dt.date | None = None, fmt: FeedFormat = FeedFormat.CSV
+) -> list[str]:
     """Write `lines` valid lines over `patients` NIRs, care dates in the 30 months before `today`."""
     rng = random.Random(seed)
     today = today or dt.date.today()
     nirs = feed_patients(patients, seed)
     with path.open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle) if fmt == "csv" else None
+        writer = csv.writer(handle) if fmt == FeedFormat.CSV else None
         if writer:
             writer.writerow(ALL_FIELDS)
         for number in range(lines):

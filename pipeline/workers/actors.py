@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import dramatiq
 
@@ -29,15 +30,16 @@ from pipeline.workers.recovery import Kind, WorkerState
 
 log = logging.getLogger(__name__)
 HOLD_SECONDS = 300.0
+Task = dramatiq.Actor[..., None]  # the actors return nothing: their work is in the index
 
 
 @dataclass(frozen=True)
 class Actors:
-    process_document: dramatiq.Actor
-    admit_batch: dramatiq.Actor
-    process_feed_chunk: dramatiq.Actor
-    retention: dramatiq.Actor
-    retries_exhausted: dramatiq.Actor
+    process_document: Task
+    admit_batch: Task
+    process_feed_chunk: Task
+    retention: Task
+    retries_exhausted: Task
 
 
 def _guarded(work: Callable[[], object], ref: str, let_go: Callable[[], None]) -> None:
@@ -75,9 +77,9 @@ class _Resumable:
         return wait_out(self.once, self.rt.settings, self.state.watch, self.state.stopping, HOLD_SECONDS)
 
 
-def _send_or_leave(actor: dramatiq.Actor, ref: str, *args: object, **options: object) -> None:
+def _send_or_leave(actor: Task, ref: str, *args: object) -> None:
     try:
-        actor.send_with_options(args=args, **options)
+        actor.send_with_options(args=args)
     except Exception as failure:
         if outage_of(failure) is None:
             raise
@@ -116,16 +118,15 @@ def declare_actors(broker: dramatiq.Broker, queue: str, runtime: Callable[[], Ru
         with bound(job="retention"):
             _guarded(work, "job=retention", lambda: _send_or_leave(retention_actor, "job=retention"))
 
-    def retries_exhausted(message: dict, retry_info: dict) -> None:
+    def retries_exhausted(message: dict[str, Any], retry_info: dict[str, Any]) -> None:
         if message.get("actor_name") != "dmp_process_document":
             return  # chunks stay queued: re-sending the feed resumes them
         item_id = message["args"][0]
         log.warning("item %s: a failure that is not an outage outlived %s retries", item_id, retry_info.get("retries"))
         process.mark_retries_exhausted(runtime(), item_id)
 
-    def declare(fn: Callable, name: str, **options: object) -> dramatiq.Actor:
-        options.setdefault("queue_name", queue)
-        return dramatiq.actor(fn, broker=broker, actor_name=name, **options)
+    def declare(fn: Callable[..., None], name: str, *, queue_name: str = queue, **options: Any) -> Task:
+        return dramatiq.actor(broker=broker, actor_name=name, queue_name=queue_name, **options)(fn)
 
     exhausted = declare(retries_exhausted, "dmp_retries_exhausted")
     documents = declare(process_document, "dmp_process_document", on_retry_exhausted="dmp_retries_exhausted")

@@ -42,14 +42,18 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 import dramatiq
+from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import dq_name
-from sqlalchemy import or_, select, update
+from sqlalchemy import ColumnElement, or_, select, update
+from sqlalchemy.orm import Session
 
 from pipeline.carehistory import feeds
 from pipeline.core.outage import OutageWatch, Service, failure_code, outage_of
 from pipeline.documents import process
 from pipeline.index.models import Batch, BatchItem, Feed, FeedChunk, JobRun
+from pipeline.index.repo import RowValues
+from pipeline.index.states import ITEM_FINAL, ITEM_IN_FLIGHT, ChunkState, ItemState, JobName
 from pipeline.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -93,32 +97,38 @@ def renew_leases(rt: Runtime, items: list[str], chunks: list[str], until: dt.dat
     """Extend the leases of what this process's actors hold."""
     with rt.sessions() as session:
         if items:
-            held = (BatchItem.id.in_(items), BatchItem.state.in_(("queued", "processing")))
-            session.execute(update(BatchItem).where(*held).values(lease_until=until))
+            held_items = (BatchItem.id.in_(items), BatchItem.state.in_(ITEM_IN_FLIGHT))
+            session.execute(update(BatchItem).where(*held_items).values(lease_until=until))
         if chunks:
-            held = (FeedChunk.id.in_(chunks), FeedChunk.state != "done")
-            session.execute(update(FeedChunk).where(*held).values(lease_until=until))
+            held_chunks = (FeedChunk.id.in_(chunks), FeedChunk.state != ChunkState.DONE)
+            session.execute(update(FeedChunk).where(*held_chunks).values(lease_until=until))
         session.commit()
 
 
-def _lapsed(model: type[BatchItem] | type[FeedChunk], now: dt.datetime):  # type: ignore[no-untyped-def]
+def _lapsed(model: type[BatchItem] | type[FeedChunk], now: dt.datetime) -> ColumnElement[bool]:
     return or_(model.lease_until.is_(None), model.lease_until < now)
 
 
 def release_lapsed(rt: Runtime, now: dt.datetime, limit: int = BATCH_LIMIT) -> tuple[list[str], list[str]]:
     """Put back to `queued` the items and chunks whose claim's lease lapsed (a crash for an item);
     returns their ids, to be sent again."""
-    released: list[list[str]] = []
     with rt.sessions() as session:
-        for model, crash in ((BatchItem, {"crashes": BatchItem.crashes + 1}), (FeedChunk, {})):
-            lapsed = (model.state == "processing", _lapsed(model, now))
-            ids = list(session.scalars(select(model.id).where(*lapsed).limit(limit)))
-            if ids:  # the conditions again: a claim renewed or taken over meanwhile keeps its lease
-                statement = update(model).where(model.id.in_(ids), *lapsed).values(state="queued", lease_until=None, **crash)
-                ids = list(session.scalars(statement.returning(model.id)))
-            released.append(ids)
+        lapsed = (BatchItem.state == ItemState.PROCESSING, _lapsed(BatchItem, now))
+        items = _requeue(session, BatchItem, lapsed, {"state": ItemState.QUEUED, "crashes": BatchItem.crashes + 1}, limit)
+        lapsed = (FeedChunk.state == ChunkState.PROCESSING, _lapsed(FeedChunk, now))
+        chunks = _requeue(session, FeedChunk, lapsed, {"state": ChunkState.QUEUED}, limit)
         session.commit()
-    return released[0], released[1]
+    return items, chunks
+
+
+def _requeue(
+    session: Session, model: type[BatchItem] | type[FeedChunk], lapsed: tuple[ColumnElement[bool], ...], values: RowValues, limit: int
+) -> list[str]:
+    ids = list(session.scalars(select(model.id).where(*lapsed).limit(limit)))
+    if ids:  # the conditions again: a claim renewed or taken over meanwhile keeps its lease
+        statement = update(model).where(model.id.in_(ids), *lapsed).values(lease_until=None, **values)
+        ids = list(session.scalars(statement.returning(model.id)))
+    return ids
 
 
 def reserve_unsent(rt: Runtime, now: dt.datetime, limit: int = BATCH_LIMIT) -> tuple[list[str], list[str]]:
@@ -128,9 +138,10 @@ def reserve_unsent(rt: Runtime, now: dt.datetime, limit: int = BATCH_LIMIT) -> t
     lease = dt.timedelta(seconds=rt.settings.claim_lease_seconds)
     reserved: list[list[str]] = []
     with rt.sessions() as session:
-        for model, parent, link in ((BatchItem, Batch, BatchItem.batch_id), (FeedChunk, Feed, FeedChunk.feed_id)):
+        kinds = ((BatchItem, Batch, BatchItem.batch_id, ItemState.QUEUED), (FeedChunk, Feed, FeedChunk.feed_id, ChunkState.QUEUED))
+        for model, parent, link, queued in kinds:
             sent = select(parent.id).where(parent.sent_at.is_not(None), parent.sent_at < now - lease)
-            waiting = (model.state == "queued", _lapsed(model, now), link.in_(sent))
+            waiting = (model.state == queued, _lapsed(model, now), link.in_(sent))
             ids = list(session.scalars(select(model.id).where(*waiting).limit(limit)))
             if ids:
                 statement = update(model).where(model.id.in_(ids), *waiting).values(lease_until=now + lease)
@@ -145,16 +156,16 @@ def unforgotten(rt: Runtime, now: dt.datetime, limit: int = BATCH_LIMIT) -> tupl
     worker died between the commit and the delete, and the plaintext is still in the inbox."""
     with rt.sessions() as session:
         items = session.scalars(
-            select(BatchItem.id).where(BatchItem.state.in_(("indexed", "rejected")), BatchItem.lease_until < now).limit(limit)
+            select(BatchItem.id).where(BatchItem.state.in_(ITEM_FINAL), BatchItem.lease_until < now).limit(limit)
         )
-        chunks = session.scalars(select(FeedChunk.id).where(FeedChunk.state == "done", FeedChunk.lease_until < now).limit(limit))
+        chunks = session.scalars(select(FeedChunk.id).where(FeedChunk.state == ChunkState.DONE, FeedChunk.lease_until < now).limit(limit))
         return list(items), list(chunks)
 
 
 def retention_started(rt: Runtime) -> bool:
     """Whether `dmp retention schedule` ever ran here (a scheduled run was recorded)."""
     with rt.sessions() as session:
-        return session.scalar(select(JobRun.id).where(JobRun.job == "retention").limit(1)) is not None
+        return session.scalar(select(JobRun.id).where(JobRun.job == JobName.RETENTION).limit(1)) is not None
 
 
 def messages_held(broker: dramatiq.Broker, queue: str, taken: bool = False) -> int:
@@ -162,11 +173,13 @@ def messages_held(broker: dramatiq.Broker, queue: str, taken: bool = False) -> i
     delayed or that a worker took and has not acknowledged (a dead worker's stay until the broker's
     maintenance). Without it, what workers took is not counted: the index says if they claimed it."""
     if isinstance(broker, StubBroker):
-        return broker.queues[queue].qsize() + (broker.queues[dq_name(queue)].qsize() if taken else 0)
+        return int(broker.queues[queue].qsize() + (broker.queues[dq_name(queue)].qsize() if taken else 0))
     # dramatiq's Redis layout (dramatiq/brokers/redis/dispatch.lua): the list "<namespace>:<queue>"
     # holds the ids of waiting messages; the hashes "<namespace>:<queue>.msgs" and "….DQ.msgs" hold
     # every message until it is acknowledged.
-    client, namespace = broker.client, broker.namespace  # type: ignore[attr-defined]
+    if not isinstance(broker, RedisBroker):
+        raise TypeError(f"no message count for a {type(broker).__name__}")
+    client, namespace = broker.client, broker.namespace
     if not taken:
         return client.llen(f"{namespace}:{queue}")
     return client.hlen(f"{namespace}:{queue}.msgs") + client.hlen(f"{namespace}:{dq_name(queue)}.msgs")

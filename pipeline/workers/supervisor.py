@@ -30,7 +30,7 @@ class Slot:
     """One of the N worker processes: the current child in it and its restart delay."""
 
     number: int
-    process: subprocess.Popen | None = None
+    process: subprocess.Popen[bytes] | None = None
     started: float = 0.0
     delay: float = 0.0
     restart_at: float | None = None

@@ -10,7 +10,7 @@ import dramatiq
 from pipeline.core.reasons import Transient
 from pipeline.core.settings import Settings
 from pipeline.runtime import Runtime
-from pipeline.workers.actors import Actors, declare_actors, jobs_queue
+from pipeline.workers.actors import Actors, Task, declare_actors, jobs_queue
 from pipeline.workers.broker import build_broker
 from pipeline.workers.recovery import Recovery, Senders, WorkerState
 
@@ -40,7 +40,7 @@ class Wiring:
         """One message for a whole batch: a worker sends its waiting items (see process.send_waiting_items)."""
         self._send(self.actors.admit_batch, batch_id)
 
-    def _send(self, actor: dramatiq.Actor, ref: str) -> None:
+    def _send(self, actor: Task, ref: str) -> None:
         import redis
 
         try:

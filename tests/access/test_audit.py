@@ -91,6 +91,12 @@ def test_chains_are_per_patient_and_interleaved_chains_each_verify(rt, monkeypat
     assert _verify(rt, BOB) == []
 
 
+def test_an_outcome_rewritten_outside_the_vocabulary_is_a_hash_mismatch_not_a_crash(rt):
+    _append(rt, [_event(outcome="denied", reason="not_in_care_team") for _ in range(2)])
+    _sql(rt, "UPDATE audit_entries SET outcome = 'maybe' WHERE chain = :c AND seq = 2", c=ALICE)
+    assert _verify(rt) == [BrokenLink(ALICE, 2, _ids(rt, ALICE)[2], "hash_mismatch")]
+
+
 def test_an_altered_row_is_a_hash_mismatch_at_its_position(rt):
     _append(rt, [_event(outcome="denied", reason="not_in_care_team") for _ in range(5)] + [_event(chain=BOB)])
     _sql(rt, "UPDATE audit_entries SET outcome = 'allowed' WHERE chain = :c AND seq = 3", c=ALICE)

@@ -354,7 +354,7 @@ def world(tmp_path_factory):
                     session.add(RecordRelation(patient_id=patient.id, actor_id=actor.subject(patient.id), relation=relation))
             for m, doc in enumerate(DOCS):
                 slot = f"row:{n * 100 + m}"
-                item = BatchItem(batch_id=batch.id, slot=slot, file=f"{slot}.pdf", state="done")
+                item = BatchItem(batch_id=batch.id, slot=slot, file=f"{slot}.pdf", state="indexed")
                 session.add(item)
                 session.flush()
                 document_id = str(uuid.uuid4())

@@ -58,7 +58,7 @@ _PANELS: dict[str, tuple[tuple[str, str, float, float, int], ...]] = {
 
 def lab_table(rng: random.Random, k: int, panel: str | None = None) -> Table:
     analytes = _PANELS[panel] if panel else tuple(a for rows in _PANELS.values() for a in rows)
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for name, unit, low, high, dec in rng.sample(list(analytes), min(k, len(analytes))):
         span = high - low
         value = rng.uniform(low - 0.3 * span, high + 0.3 * span) if rng.random() < 0.25 else rng.uniform(low, high)

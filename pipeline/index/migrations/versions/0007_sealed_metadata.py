@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import context, op
@@ -43,6 +44,8 @@ down_revision = "0006"
 branch_labels = None
 depends_on = None
 
+AnyRow = sa.Row[*tuple[Any, ...]]  # the tables are this revision's own, not the models
+Values = dict[str, Any]  # new column values by name
 CHUNK = 1000
 FINAL = ("indexed", "rejected")
 # (table, clear column, sealed column)
@@ -151,7 +154,7 @@ class _Keys:
         return self._contact[person_id]
 
 
-def _rows(bind: sa.Connection, table: sa.TableClause, where: sa.ColumnElement[bool]) -> Iterator[sa.Row]:
+def _rows(bind: sa.Connection, table: sa.TableClause, where: sa.ColumnElement[bool]) -> Iterator[AnyRow]:
     """Every row of `table` matching `where`, by id, CHUNK rows per round trip (memory stays flat)."""
     last = None
     while True:
@@ -163,14 +166,15 @@ def _rows(bind: sa.Connection, table: sa.TableClause, where: sa.ColumnElement[bo
         last = rows[-1].id
 
 
-def _update(bind: sa.Connection, table: sa.TableClause, changes: list[dict]) -> None:
+def _update(bind: sa.Connection, table: sa.TableClause, changes: list[Values]) -> None:
     if changes:
-        values = {name.removeprefix("new_"): sa.bindparam(name) for name in changes[0] if name != "row_id"}
+        names = [name for name in changes[0] if name != "row_id"]
+        values: dict[str, sa.BindParameter[Any]] = {name.removeprefix("new_"): sa.bindparam(name) for name in names}
         bind.execute(sa.update(table).where(table.c.id == sa.bindparam("row_id")).values(**values), changes)
 
 
-def _changes(rows: Iterator[sa.Row], change) -> Iterator[list[dict]]:  # type: ignore[no-untyped-def]
-    batch: list[dict] = []
+def _changes(rows: Iterator[AnyRow], change: Callable[[AnyRow], Values]) -> Iterator[list[Values]]:
+    batch: list[Values] = []
     for row in rows:
         values = change(row)
         batch.append({"row_id": row.id} | {f"new_{name}": value for name, value in values.items()})
@@ -181,31 +185,31 @@ def _changes(rows: Iterator[sa.Row], change) -> Iterator[list[dict]]:  # type: i
         yield batch
 
 
-Work = list[tuple[sa.TableClause, sa.ColumnElement[bool], Callable[[sa.Row], dict]]]
+Work = list[tuple[sa.TableClause, sa.ColumnElement[bool], Callable[[AnyRow], Values]]]
 
 
 def _sealing(keys: _Keys) -> Work:
     """(table, rows to change, their new values) to seal the clear columns."""
 
-    def document(row: sa.Row) -> dict:
+    def document(row: AnyRow) -> Values:
         key = keys.record(row.patient_id, create=False)
         return {"title_sealed": seal_text(key, row.title, document_title_context(row.id, row.patient_id)) if key else None}
 
-    def item(row: sa.Row) -> dict:
+    def item(row: AnyRow) -> Values:
         return {"title_sealed": seal_text(keys.batch(row.batch_id), row.title, item_title_context(row.id))}
 
-    def contact(row: sa.Row) -> dict:
+    def contact(row: AnyRow) -> Values:
         key = keys.contact(row.id, create=True)
         return {
             "email_sealed": seal_text(key, row.email, contact_context(row.id, "email")) if key else None,
             "phone_sealed": seal_text(key, row.phone, contact_context(row.id, "phone")) if key else None,
         }
 
-    def notification(row: sa.Row) -> dict:
+    def notification(row: AnyRow) -> Values:
         key = keys.contact(row.recipient_id, create=True)
         return {"address_sealed": seal_text(key, row.address, address_context(row.id, row.recipient_id)) if key else None}
 
-    def care(row: sa.Row) -> dict:
+    def care(row: AnyRow) -> Values:
         key = keys.record(row.patient_id, create=True)
         if key is None:  # its record is destroyed: the line goes with it
             return {"details_sealed": None, "content_hash": row.content_hash}
@@ -227,25 +231,25 @@ def _sealing(keys: _Keys) -> Work:
 def _opening(keys: _Keys) -> Work:
     """(table, rows to change, their new values) to restore the clear columns."""
 
-    def document(row: sa.Row) -> dict:
+    def document(row: AnyRow) -> Values:
         key = keys.record(row.patient_id, create=False)
         return {"title": open_text(key, row.title_sealed, document_title_context(row.id, row.patient_id)) if key else None}
 
-    def item(row: sa.Row) -> dict:
+    def item(row: AnyRow) -> Values:
         return {"title": open_text(keys.batch(row.batch_id), row.title_sealed, item_title_context(row.id))}
 
-    def contact(row: sa.Row) -> dict:
+    def contact(row: AnyRow) -> Values:
         key = keys.contact(row.id, create=False)
         return {
             "email": open_text(key, row.email_sealed, contact_context(row.id, "email")) if key else None,
             "phone": open_text(key, row.phone_sealed, contact_context(row.id, "phone")) if key else None,
         }
 
-    def notification(row: sa.Row) -> dict:
+    def notification(row: AnyRow) -> Values:
         key = keys.contact(row.recipient_id, create=False)
         return {"address": open_text(key, row.address_sealed, address_context(row.id, row.recipient_id)) if key else None}
 
-    def care(row: sa.Row) -> dict:
+    def care(row: AnyRow) -> Values:
         key = keys.record(row.patient_id, create=False)
         details = LineSealer(key).open(row.source, row.line_id, row.patient_id, row.details_sealed) if key else (None,) * len(DETAILS)
         return dict(zip(DETAILS, details, strict=True))
