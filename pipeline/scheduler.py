@@ -36,6 +36,7 @@ from sqlalchemy import func, select
 from pipeline.core.clock import PARIS, as_utc, paris_date
 from pipeline.core.metrics import retention_runs
 from pipeline.core.outage import failure_code
+from pipeline.index.states import JobName
 from pipeline.retention import RUN_AT, record_run, resume_delay_ms, run_recorded, run_retention
 from pipeline.runtime import Runtime
 
@@ -43,12 +44,6 @@ log = logging.getLogger(__name__)
 
 RETRY_FIRST = dt.timedelta(minutes=1)
 RETRY_MAX = dt.timedelta(hours=1)
-
-
-class Job(StrEnum):
-    """The scheduled jobs, by the name `job_runs` records them under."""
-
-    RETENTION = "retention"
 
 
 class Outcome(StrEnum):
@@ -84,10 +79,11 @@ class SchedulerMetrics:
 
 def retry_delay(failures: int) -> dt.timedelta:
     """The wait before the next try after `failures` failures in a row: RETRY_FIRST, doubled each time, at most RETRY_MAX."""
-    return min(RETRY_FIRST * 2 ** max(0, failures - 1), RETRY_MAX)
+    doublings = min(max(0, failures - 1), 16)  # bounded: a long failing streak must not overflow timedelta
+    return min(RETRY_FIRST * (1 << doublings), RETRY_MAX)
 
 
-def last_success(rt: Runtime, job: Job) -> dt.datetime | None:
+def last_success(rt: Runtime, job: JobName) -> dt.datetime | None:
     """When `job` last ran to the end (its latest `job_runs` row), or None if it never did."""
     from pipeline.index.models import JobRun
 
@@ -105,7 +101,7 @@ class DailyJob:
     """One job run once per Paris day, retried with backoff until it succeeds (module docstring)."""
 
     rt: Runtime
-    job: Job
+    job: JobName
     work: Callable[[Runtime, dt.date], object]
     scheduler: BaseScheduler
     metrics: SchedulerMetrics
@@ -152,12 +148,12 @@ def schedule_retention(
 ) -> DailyJob:
     """Add daily retention to `scheduler` (cron at RUN_AT Europe/Paris, plus an immediate run when
     today's is due and not recorded) and set the last-success gauge from the index."""
-    daily = DailyJob(rt, Job.RETENTION, lambda runtime, today: run_retention(runtime, today), scheduler, metrics, clock)
-    previous = last_success(rt, Job.RETENTION)
+    daily = DailyJob(rt, JobName.RETENTION, lambda runtime, today: run_retention(runtime, today), scheduler, metrics, clock)
+    previous = last_success(rt, JobName.RETENTION)
     metrics.last_success.set(previous.timestamp() if previous else 0)
     trigger = CronTrigger(hour=RUN_AT.hour, minute=RUN_AT.minute, timezone=PARIS)
     # misfire_grace_time: a firing delayed by a busy or paused process still runs (the day check makes it safe).
-    scheduler.add_job(daily.run, trigger, id=str(Job.RETENTION), coalesce=True, misfire_grace_time=6 * 3600, max_instances=1)
+    scheduler.add_job(daily.run, trigger, id=str(JobName.RETENTION), coalesce=True, misfire_grace_time=6 * 3600, max_instances=1)
     now = clock()
     if resume_delay_ms(rt, now) == 0:
         scheduler.add_job(daily.run, "date", run_date=now, id=daily.retry_id, replace_existing=True, misfire_grace_time=None)

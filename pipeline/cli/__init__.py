@@ -35,8 +35,8 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at 
 
 for command in (ingest.ingest, ingest.status, worker.worker, samples.samples, samples.demo, server.token, server.api):
     app.command()(command)
-for command in (operate.batches, operate.items, operate.requeue, operate.review):  # the operator's (README "Operate")
-    app.command()(command)
+for operator_command in (operate.batches, operate.items, operate.requeue, operate.review):  # README "Operate"
+    app.command()(operator_command)
 app.command()(jobs.scheduler)
 
 

@@ -19,12 +19,13 @@ def retention_run(as_json: Annotated[bool, typer.Option("--json")] = False) -> N
     cron `0 3 * * * dmp retention run`, or let the workers do it: `dmp retention schedule`.
     """
     from pipeline.core.clock import paris_date
+    from pipeline.index.states import JobName
     from pipeline.retention import record_run, run_retention
 
     rt = open_runtime(Settings())
     today = paris_date()
     report = run_retention(rt, today)
-    record_run(rt, "retention", today)  # the last run's time is a metric: a missed run raises an alert
+    record_run(rt, JobName.RETENTION, today)  # the last run's time is a metric: a missed run raises an alert
     rt.close()
     if as_json:
         typer.echo(json.dumps(dataclasses.asdict(report)))

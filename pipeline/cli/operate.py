@@ -78,21 +78,19 @@ def items(
     older_than = dt.timedelta(minutes=stuck_for) if stuck_for is not None else dt.timedelta(seconds=settings.stuck_after_seconds)
     rt = reading_runtime(settings)
     with rt.sessions() as session:
-        result = {
-            "stuck_after_seconds": older_than.total_seconds(),
-            "stuck": stuck_items(session, older_than, limit=limit),
-            "rejected_by_reason": rejected_by_reason(session),
-            "rejected": rejected_items(session, reason=reason, limit=limit),
-        }
+        stuck = stuck_items(session, older_than, limit=limit)
+        by_reason = rejected_by_reason(session)
+        rejected = rejected_items(session, reason=reason, limit=limit)
     rt.close()
     if as_json:
-        _echo_json(result)
+        seconds = older_than.total_seconds()
+        _echo_json({"stuck_after_seconds": seconds, "stuck": stuck, "rejected_by_reason": by_reason, "rejected": rejected})
         return
-    typer.echo(f"stuck (processing for more than {older_than}): {len(result['stuck'])}")
-    for row in result["stuck"]:
+    typer.echo(f"stuck (processing for more than {older_than}): {len(stuck)}")
+    for row in stuck:
         typer.echo(f"  {row['item']} batch {row['batch']} {row['file']} since {row['started_at']} (attempts {row['attempts']})")
-    typer.echo("rejected by reason: " + (", ".join(f"{r} {n}" for r, n in sorted(result["rejected_by_reason"].items())) or "none"))
-    for row in result["rejected"]:
+    typer.echo("rejected by reason: " + (", ".join(f"{r} {n}" for r, n in sorted(by_reason.items())) or "none"))
+    for row in rejected:
         typer.echo(f"  {row['item']} batch {row['batch']} {row['file']}: {row['reason']}")
 
 
@@ -132,11 +130,13 @@ def requeue(
     worker = None
     if settings.embedded_broker:
         from dramatiq import Worker
+        from dramatiq.brokers.stub import StubBroker
 
         worker = Worker(wiring.broker, worker_threads=2)
         worker.start()
     report = requeue_items(wiring.runtime(), chosen, wiring.send_item)
     if worker is not None:
+        assert isinstance(wiring.broker, StubBroker)  # an embedded worker runs on the in-process broker
         wiring.broker.join(settings.queue_name, fail_fast=False)
         worker.join()
         worker.stop()

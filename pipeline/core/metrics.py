@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from enum import StrEnum
 
 from prometheus_client import Counter, Histogram
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 # Latency buckets for HTTP requests and pipeline stages: a few ms up to a large document's minute.
 SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -62,18 +64,18 @@ def timed(stage: Stage) -> Iterator[None]:
         stage_duration.labels(stage.value).observe(time.perf_counter() - started)
 
 
-class _Together:
+class _Together(Collector):
     """Several collectors (or registries) exposed as one."""
 
-    def __init__(self, sources: list) -> None:  # type: ignore[type-arg]
+    def __init__(self, sources: list[Collector]) -> None:
         self.sources = sources
 
-    def collect(self):  # type: ignore[no-untyped-def]
+    def collect(self) -> Iterator[Metric]:
         for source in self.sources:
             yield from source.collect()
 
 
-def exposition(*extra: object) -> tuple[bytes, str]:
+def exposition(*extra: Collector) -> tuple[bytes, str]:
     """The Prometheus text of this process's metrics (of every process sharing PROMETHEUS_MULTIPROC_DIR
     when it is set) followed by the `extra` collectors'; with its content type."""
     import os
@@ -83,7 +85,7 @@ def exposition(*extra: object) -> tuple[bytes, str]:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        sources: list = [registry, *extra]
+        sources: list[Collector] = [registry, *extra]
     else:
         sources = [REGISTRY, *extra]
-    return generate_latest(_Together(sources)), CONTENT_TYPE_LATEST  # type: ignore[arg-type]
+    return generate_latest(_Together(sources)), CONTENT_TYPE_LATEST

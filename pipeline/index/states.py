@@ -101,6 +101,9 @@ class JobName(StrEnum):
     """A scheduled job that runs once a day (`job_runs.job`)."""
 
     RETENTION = "retention"
+    # `dmp audit verify` records its last verdict as a run under one of these (one row per day).
+    AUDIT_VERIFY_OK = "audit_verify_ok"
+    AUDIT_VERIFY_BROKEN = "audit_verify_broken"
 
 
 class AttemptOutcome(StrEnum):

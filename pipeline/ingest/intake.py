@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
@@ -172,7 +173,7 @@ def _record_batch(rt: Runtime, source: str, digest: str, manifest: Manifest, pre
     return batch_id, False
 
 
-def _count_received(source: str, items: list[dict]) -> None:
+def _count_received(source: str, items: list[dict[str, Any]]) -> None:
     kind = metrics.source_kind(source)
     metrics.documents_received.labels(kind).inc(len(items))
     for item in items:

@@ -9,23 +9,23 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from pipeline.index.models import BatchItem, JobRun, Notification, Outbox
+from pipeline.index.states import ITEM_FINAL, ItemState, JobName
 
-RETENTION_JOB = "retention"
-# `dmp audit verify` records its last verdict as a job run under one of these names (one row per day).
-AUDIT_VERIFY_OK = "audit_verify_ok"
-AUDIT_VERIFY_BROKEN = "audit_verify_broken"
+RETENTION_JOB = JobName.RETENTION
+AUDIT_VERIFY_OK = JobName.AUDIT_VERIFY_OK
+AUDIT_VERIFY_BROKEN = JobName.AUDIT_VERIFY_BROKEN
 
 
 def unfinished_items(session: Session) -> dict[str, int]:
     """Batch items not yet final, counted by state (`queued`, `processing`)."""
-    query = select(BatchItem.state, func.count()).where(BatchItem.state.not_in(("indexed", "rejected"))).group_by(BatchItem.state)
+    query = select(BatchItem.state, func.count()).where(BatchItem.state.not_in(ITEM_FINAL)).group_by(BatchItem.state)
     return {state: count for state, count in session.execute(query)}
 
 
 def stuck_items_count(session: Session, older_than: dt.timedelta, now: dt.datetime | None = None) -> int:
     """Items in `processing` whose latest attempt started more than `older_than` ago."""
     since = (now or dt.datetime.now(dt.UTC)) - older_than
-    query = select(func.count()).select_from(BatchItem).where(BatchItem.state == "processing", BatchItem.started_at < since)
+    query = select(func.count()).select_from(BatchItem).where(BatchItem.state == ItemState.PROCESSING, BatchItem.started_at < since)
     return session.scalar(query) or 0
 
 

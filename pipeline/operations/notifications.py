@@ -10,16 +10,20 @@ person changes their address.
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from sqlalchemy import select, update
 
 from pipeline.index.models import Notification
+from pipeline.index.states import NotificationStatus
 from pipeline.runtime import Runtime
 
+failed = Notification.status == NotificationStatus.FAILED
 
-def failed_notifications(rt: Runtime, limit: int = 1000) -> list[dict]:
+
+def failed_notifications(rt: Runtime, limit: int = 1000) -> list[dict[str, Any]]:
     """Notifications in `failed`, newest first."""
-    query = select(Notification).where(Notification.status == "failed").order_by(Notification.created_at.desc()).limit(limit)
+    query = select(Notification).where(failed).order_by(Notification.created_at.desc()).limit(limit)
     with rt.sessions() as session:
         rows = session.scalars(query).all()
     return [
@@ -29,7 +33,7 @@ def failed_notifications(rt: Runtime, limit: int = 1000) -> list[dict]:
             "channel": n.channel,
             "attempts": n.attempts,
             "last_error": n.last_error,
-            "created_at": n.created_at.isoformat() if n.created_at else None,
+            "created_at": n.created_at.isoformat(),
         }
         for n in rows
     ]
@@ -38,13 +42,13 @@ def failed_notifications(rt: Runtime, limit: int = 1000) -> list[dict]:
 def retry_failed(rt: Runtime, notification_ids: list[str] | None = None, now: dt.datetime | None = None) -> list[str]:
     """Put the failed notifications (all, or those of `notification_ids`) back in line; returns their ids."""
     now = now or dt.datetime.now(dt.UTC)
-    chosen = Notification.status == "failed"
+    chosen = failed
     if notification_ids is not None:
         chosen = chosen & Notification.id.in_(notification_ids)
     with rt.sessions() as session:
         ids = list(session.scalars(select(Notification.id).where(chosen)))
         if ids:
-            again = {"status": "pending", "attempts": 0, "next_attempt_at": now, "lease_until": None}
-            session.execute(update(Notification).where(Notification.id.in_(ids), Notification.status == "failed").values(**again))
+            again = {"status": NotificationStatus.PENDING, "attempts": 0, "next_attempt_at": now, "lease_until": None}
+            session.execute(update(Notification).where(Notification.id.in_(ids), failed).values(**again))
             session.commit()
     return ids

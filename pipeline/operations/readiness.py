@@ -54,7 +54,7 @@ class ReadinessProbe:
     def __init__(self, rt: Runtime, timeout: float = CHECK_SECONDS) -> None:
         self.rt, self.timeout = rt, timeout
         self._redis = None
-        if not rt.settings.embedded_broker:
+        if rt.settings.broker_url:  # else the in-process broker, always there
             import redis
 
             # Its own client with short timeouts: the broker's client waits minutes on purpose.

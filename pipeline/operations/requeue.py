@@ -25,6 +25,8 @@ from sqlalchemy import select, update
 from pipeline.core.keys import WrappedKey
 from pipeline.core.sealing import unseal
 from pipeline.index.models import BatchItem
+from pipeline.index.repo import affected
+from pipeline.index.states import ItemState
 from pipeline.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -60,13 +62,13 @@ def candidates(
     batch_id: str | None = None,
 ) -> list[str]:
     """Ids of the items rejected for one of `reasons`, and of those processing for longer than `stuck_after`."""
-    rejected = (BatchItem.state == "rejected", BatchItem.reason.in_([r.value for r in reasons]))
+    rejected = (BatchItem.state == ItemState.REJECTED, BatchItem.reason.in_([r.value for r in reasons]))
     scope = (BatchItem.batch_id == batch_id,) if batch_id else ()
     with rt.sessions() as session:
         ids = list(session.scalars(select(BatchItem.id).where(*rejected, *scope))) if reasons else []
         if stuck_after is not None:
             since = dt.datetime.now(dt.UTC) - stuck_after
-            stuck = (BatchItem.state == "processing", BatchItem.started_at < since)
+            stuck = (BatchItem.state == ItemState.PROCESSING, BatchItem.started_at < since)
             ids += list(session.scalars(select(BatchItem.id).where(*stuck, *scope)))
     return ids
 
@@ -90,18 +92,18 @@ def _reopen(rt: Runtime, item_id: str) -> Skipped | None:
         item = session.get(BatchItem, item_id)
     if item is None:
         return Skipped.UNKNOWN
-    if item.state == "processing":
+    if item.state == ItemState.PROCESSING:
         return _release_stuck(rt, item)
-    if item.state == "queued":
+    if item.state == ItemState.QUEUED:
         return None  # waiting already: a fresh message does no harm (an item is claimed once)
-    if item.state != "rejected" or item.reason not in set(Requeueable):
+    if item.state != ItemState.REJECTED or item.reason not in set(Requeueable):
         return Skipped.NOT_REQUEUEABLE
     location = _bytes_back(rt, item)
     if location is None:
         return Skipped.BYTES_GONE
     inbox_key, member = location
     reopen = {
-        "state": "queued",
+        "state": ItemState.QUEUED,
         "reason": None,
         "message": None,
         "finished_at": None,
@@ -111,16 +113,16 @@ def _reopen(rt: Runtime, item_id: str) -> Skipped | None:
         "inbox_member": member,
     }
     with rt.sessions() as session:
-        still = (BatchItem.id == item_id, BatchItem.state == "rejected", BatchItem.reason == item.reason)
-        changed = session.execute(update(BatchItem).where(*still).values(**reopen)).rowcount
+        still = (BatchItem.id == item_id, BatchItem.state == ItemState.REJECTED, BatchItem.reason == item.reason)
+        changed = affected(session.execute(update(BatchItem).where(*still).values(**reopen)))
         session.commit()
     return None if changed == 1 else Skipped.CHANGED
 
 
 def _release_stuck(rt: Runtime, item: BatchItem) -> Skipped | None:
     with rt.sessions() as session:
-        mine = (BatchItem.id == item.id, BatchItem.state == "processing", BatchItem.attempts == item.attempts)
-        changed = session.execute(update(BatchItem).where(*mine).values(lease_until=None)).rowcount
+        mine = (BatchItem.id == item.id, BatchItem.state == ItemState.PROCESSING, BatchItem.attempts == item.attempts)
+        changed = affected(session.execute(update(BatchItem).where(*mine).values(lease_until=None)))
         session.commit()
     return None if changed == 1 else Skipped.CHANGED
 
@@ -136,7 +138,7 @@ def _bytes_back(rt: Runtime, item: BatchItem) -> tuple[str, str | None] | None:
     key = rt.keys.unwrap(WrappedKey(item.quarantine_master_key_id, item.quarantine_wrapped_key), context)
     inbox_key = f"inbox/requeued/{item.id}"
     plaintext = unseal(rt.store, item.quarantine_key, key, context, rt.hasher())
-    rt.store.put(inbox_key, io.BufferedReader(_ChunkReader(plaintext), buffer_size=1024 * 1024))  # type: ignore[arg-type]
+    rt.store.put(inbox_key, io.BufferedReader(_ChunkReader(plaintext), buffer_size=1024 * 1024))
     return inbox_key, None
 
 

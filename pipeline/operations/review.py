@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 
@@ -27,7 +28,7 @@ class ReviewError(ValueError):
     """The change cannot be made: unknown document or type, or a class that is not the type's."""
 
 
-def review_queue(rt: Runtime, limit: int = 1000) -> list[dict]:
+def review_queue(rt: Runtime, limit: int = 1000) -> list[dict[str, Any]]:
     """Documents waiting for a person to confirm their type (oldest first)."""
     query = (
         select(Document).where(Document.needs_review.is_(True), Document.shredded_at.is_(None)).order_by(Document.created_at).limit(limit)
@@ -43,7 +44,7 @@ def review_queue(rt: Runtime, limit: int = 1000) -> list[dict]:
             "classified_by": d.classified_by,
             "confidence": d.confidence,
             "mime_type": d.mime_type,
-            "received_at": d.created_at.isoformat() if d.created_at else None,
+            "received_at": d.created_at.isoformat(),
         }
         for d in documents
     ]

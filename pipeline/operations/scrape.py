@@ -19,6 +19,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from pipeline.index.states import ItemState, NotificationStatus
 from pipeline.operations import backlog
 
 if TYPE_CHECKING:
@@ -101,13 +102,13 @@ class ScrapeCollector(Collector):
             verified_ok = backlog.last_job_run(session, backlog.AUDIT_VERIFY_OK)
             verified_broken = backlog.last_job_run(session, backlog.AUDIT_VERIFY_BROKEN)
         items = GaugeMetricFamily("dmp_items", "Batch items not yet final, by state.", labels=["state"])
-        for state in ("queued", "processing"):
+        for state in (ItemState.QUEUED, ItemState.PROCESSING):
             items.add_metric([state], unfinished.get(state, 0))
         yield items
         yield GaugeMetricFamily("dmp_items_stuck", "Items processing for longer than DMP_STUCK_AFTER_SECONDS.", value=stuck)
         yield GaugeMetricFamily("dmp_outbox_pending", "Notification events not yet composed into messages.", value=outbox)
         by_status = GaugeMetricFamily("dmp_notifications", "Notifications kept, by status.", labels=["status"])
-        for status in ("pending", "sending", "sent", "failed"):
+        for status in NotificationStatus:
             by_status.add_metric([status], notifications.get(status, 0))
         yield by_status
         yield GaugeMetricFamily(

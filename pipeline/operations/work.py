@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import datetime as dt
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from pipeline.index.models import Batch, BatchItem, Feed, FeedChunk
+from pipeline.index.states import ITEM_FINAL, ItemState
 
-FINAL = ("indexed", "rejected")
+FINAL = ITEM_FINAL
+
+
+Row = dict[str, Any]  # one JSON-ready line of a listing
 
 
 class WorkState(StrEnum):
@@ -34,7 +39,7 @@ def list_batches(
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,
     limit: int = 100,
-) -> list[dict]:
+) -> list[Row]:
     """Batches and feeds received between `since` and `until` (newest first), from `source`, in `state`."""
     rows = [*_batches(session, source, since, until, limit), *_feeds(session, source, since, until, limit)]
     if state is not None:
@@ -42,7 +47,7 @@ def list_batches(
     return sorted(rows, key=lambda row: row["received_at"] or "", reverse=True)[:limit]
 
 
-def _batches(session: Session, source: str | None, since: dt.datetime | None, until: dt.datetime | None, limit: int) -> list[dict]:
+def _batches(session: Session, source: str | None, since: dt.datetime | None, until: dt.datetime | None, limit: int) -> list[Row]:
     query = select(Batch).order_by(Batch.created_at.desc()).limit(limit)
     if source:
         query = query.where(Batch.source == source)
@@ -74,7 +79,7 @@ def _batches(session: Session, source: str | None, since: dt.datetime | None, un
     return rows
 
 
-def _feeds(session: Session, source: str | None, since: dt.datetime | None, until: dt.datetime | None, limit: int) -> list[dict]:
+def _feeds(session: Session, source: str | None, since: dt.datetime | None, until: dt.datetime | None, limit: int) -> list[Row]:
     query = select(Feed).order_by(Feed.created_at.desc()).limit(limit)
     if source:
         query = query.where(Feed.source == source)
@@ -111,7 +116,7 @@ def _feeds(session: Session, source: str | None, since: dt.datetime | None, unti
     return rows
 
 
-def _item_row(item: BatchItem, source: str) -> dict:
+def _item_row(item: BatchItem, source: str) -> Row:
     return {
         "item": item.id,
         "batch": item.batch_id,
@@ -126,22 +131,22 @@ def _item_row(item: BatchItem, source: str) -> dict:
     }
 
 
-def stuck_items(session: Session, older_than: dt.timedelta, now: dt.datetime | None = None, limit: int = 1000) -> list[dict]:
+def stuck_items(session: Session, older_than: dt.timedelta, now: dt.datetime | None = None, limit: int = 1000) -> list[Row]:
     """Items in `processing` whose latest attempt started more than `older_than` ago (oldest first)."""
     since = (now or dt.datetime.now(dt.UTC)) - older_than
     query = (
         select(BatchItem, Batch.source)
         .join(Batch, Batch.id == BatchItem.batch_id)
-        .where(BatchItem.state == "processing", BatchItem.started_at < since)
+        .where(BatchItem.state == ItemState.PROCESSING, BatchItem.started_at < since)
         .order_by(BatchItem.started_at)
         .limit(limit)
     )
     return [_item_row(item, source) for item, source in session.execute(query)]
 
 
-def rejected_items(session: Session, *, reason: str | None = None, since: dt.datetime | None = None, limit: int = 1000) -> list[dict]:
+def rejected_items(session: Session, *, reason: str | None = None, since: dt.datetime | None = None, limit: int = 1000) -> list[Row]:
     """Rejected items (newest first), of one `reason` code if given, finished after `since`."""
-    query = select(BatchItem, Batch.source).join(Batch, Batch.id == BatchItem.batch_id).where(BatchItem.state == "rejected")
+    query = select(BatchItem, Batch.source).join(Batch, Batch.id == BatchItem.batch_id).where(BatchItem.state == ItemState.REJECTED)
     if reason:
         query = query.where(BatchItem.reason == reason)
     if since:
@@ -152,5 +157,5 @@ def rejected_items(session: Session, *, reason: str | None = None, since: dt.dat
 
 def rejected_by_reason(session: Session) -> dict[str, int]:
     """How many items are rejected, per reason code."""
-    query = select(BatchItem.reason, func.count()).where(BatchItem.state == "rejected").group_by(BatchItem.reason)
+    query = select(BatchItem.reason, func.count()).where(BatchItem.state == ItemState.REJECTED).group_by(BatchItem.reason)
     return {reason or "unknown": count for reason, count in session.execute(query)}
