@@ -23,9 +23,10 @@ from sqlalchemy.orm import Session
 from api.policy import DOCUMENT_ACTIONS, Actor, Decision, DocumentView, Record, access_log_scope, decide, knows_of_record
 from api.problems import ApiProblem, not_found
 from api.records import POLICY_COLUMNS, document_view, load_record, policy_fields
-from pipeline.access.audit import NO_PATIENT, AuditEvent, append_with_retry, entries_for, open_justifications
+from pipeline.access.audit import NO_PATIENT, AuditEvent, append_looking_up_key, entries_for, open_justifications
 from pipeline.core.clock import paris_date
 from pipeline.core.keys import KeyProviderError
+from pipeline.index.db import transact
 from pipeline.index.models import AuditEntry, Document, Outbox, Patient, new_id
 from pipeline.index.repo import insert_ignore
 from pipeline.runtime import Runtime
@@ -33,6 +34,8 @@ from pipeline.runtime import Runtime
 log = logging.getLogger(__name__)
 
 D = TypeVar("D")
+# An access's audit entry races other appends to the same chain: so many tries (as append_with_retry).
+APPEND_RETRIES = 7
 
 
 @dataclass(frozen=True)
@@ -72,23 +75,20 @@ def _event(verdict: _Verdict, actor: Actor, action: str, justification: str | No
 
 def _record(rt: Runtime, actor: Actor, action: str, judge: Callable[[Session], _Verdict], justification: str | None = None) -> _Verdict:
     """Judge the attempt and append its audit entry (and the notifications it causes) in one transaction."""
-    verdicts: list[_Verdict] = []
 
-    def event(session: Session) -> AuditEvent:
-        verdicts.append(judge(session))
-        return _event(verdicts[-1], actor, action, justification)
+    def attempt(session: Session) -> tuple[_Verdict, bool]:
+        verdict = judge(session)
+        entry = append_looking_up_key(
+            session, rt.audit_key, _event(verdict, actor, action, justification), record_key=lambda s, chain: _record_key(rt, s, chain)
+        )
+        if not verdict.decision.allowed or verdict.chain == NO_PATIENT:
+            return verdict, False
+        return verdict, notify_access(session, actor, verdict.chain, verdict.decision, entry.id)
 
-    urgent: list[bool] = []
-
-    def notify(session: Session, entry: AuditEntry) -> None:
-        verdict = verdicts[-1]
-        if verdict.decision.allowed and verdict.chain != NO_PATIENT:
-            urgent.append(notify_access(session, actor, verdict.chain, verdict.decision, entry.id))
-
-    append_with_retry(rt.sessions, rt.audit_key, event, also=notify, record_key=lambda session, chain: _record_key(rt, session, chain))
-    if any(urgent):
+    verdict, urgent = transact(rt.sessions, attempt, retries=APPEND_RETRIES)
+    if urgent:
         rt.wake_notifier()  # an emergency access is told at once, not at the next sweep
-    return verdicts[-1]
+    return verdict
 
 
 def _record_key(rt: Runtime, session: Session, patient_id: str) -> bytes | None:
