@@ -24,8 +24,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
         import anyio
 
-        from api.auth import TokenVerifier
         from api.ingest import Intake
+        from pipeline.access.tokens import TokenVerifier
         from pipeline.notify.sweeper import Sweeper
         from pipeline.runtime import Runtime
 

@@ -10,11 +10,10 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 
-from sqlalchemy import func, select
-
-from api.auth import mint_token
+from pipeline.access.tokens import mint_token
 from pipeline.core.settings import Settings
-from pipeline.index.models import Document, Notification
+from pipeline.index.models import Notification
+from pipeline.index.queries import fullest_record, notifications_of, sent_notification
 from pipeline.runtime import Runtime
 
 PHYSICIAN, BLOCKED, EMERGENCY = "10000000001", "10000000002", "10000000003"
@@ -48,9 +47,7 @@ def _wait_for_sent(rt: Runtime, patient_id: str, kind: str, timeout: float = 10)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with rt.sessions() as session:
-            sent = session.scalars(
-                select(Notification).where(Notification.patient_id == patient_id, Notification.kind == kind, Notification.status == "sent")
-            ).first()
+            sent = sent_notification(session, patient_id, kind)
         if sent is not None:
             return sent
         time.sleep(0.1)
@@ -65,7 +62,7 @@ def _show_notifications(rt: Runtime, settings: Settings, patient_id: str, echo: 
     report = dispatch(rt, channels_from_settings(settings), flush=True)
     echo(f"\nNotifications: {report.composed} more composed, {report.sent} sent (one per patient per event, deposits coalesced)")
     with rt.sessions() as session:
-        mine = session.scalars(select(Notification).where(Notification.patient_id == patient_id).order_by(Notification.created_at)).all()
+        mine = notifications_of(session, patient_id)
     for n in mine:
         echo(f"  to {n.recipient_id[:12]:<12} via {n.channel:<5} {n.subject}: {n.body.splitlines()[0]}")
     echo(f"  (no email or SMS channel configured: messages are in the local log sink {settings.resolved_notify_log_file()})")
@@ -87,9 +84,10 @@ def run_api_demo(settings: Settings, echo: Callable[[str], None]) -> None:
     rt = Runtime.from_settings(settings)
     try:
         with rt.sessions() as session:
-            patient_id, count = session.execute(
-                select(Document.patient_id, func.count()).group_by(Document.patient_id).order_by(func.count().desc())
-            ).first()
+            fullest = fullest_record(session)
+        if fullest is None:
+            raise RuntimeError("the demo needs an indexed document")
+        patient_id, count = fullest
         token = lambda sub, kind, **claims: mint_token(settings, sub, kind, **claims)  # noqa: E731
         patient = token(patient_id, "patient")
         doctor = lambda rpps: token(rpps, "professional", profession="physician", rpps=rpps)  # noqa: E731

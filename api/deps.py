@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
-from api.policy import Actor
 from api.problems import ApiProblem
 from pipeline.access.audit import MAX_JUSTIFICATION
+from pipeline.access.policy import Actor
 from pipeline.runtime import Runtime
 from pipeline.sources import SourceIdentity
 
@@ -19,7 +19,7 @@ def runtime(request: Request) -> Runtime:
 
 def current_actor(request: Request, authorization: Annotated[str | None, Header()] = None) -> Actor:
     """The actor named by a valid bearer token; 401 with a stable code otherwise."""
-    from api.auth import AuthError
+    from pipeline.access.tokens import AuthError
 
     try:
         return request.app.state.verifier.verify(authorization).actor()

@@ -14,12 +14,12 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 
-from api import idempotency
 from api.body import RequestBody
 from api.problems import ApiProblem, too_large
 from pipeline.carehistory.feedformat import FeedError
 from pipeline.core.reasons import Transient
 from pipeline.core.settings import Settings
+from pipeline.ingest import idempotency
 from pipeline.ingest.feed_intake import FeedIntake
 from pipeline.ingest.intake import IntakeInterrupted, IntakeResult
 from pipeline.ingest.manifest import ManifestError

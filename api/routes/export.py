@@ -8,16 +8,17 @@ from collections.abc import Iterator
 
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
-from sqlalchemy import select
 
 from api.access import check, visible
 from api.deps import ActorDep, RuntimeDep
 from api.headers import EXTENSIONS
 from api.problems import PROBLEM_RESPONSES
+from pipeline.access.policy import Action
 from pipeline.core.clock import paris_date
 from pipeline.documents.stored import read_document
 from pipeline.documents.titles import document_titles
 from pipeline.index.models import Document
+from pipeline.index.queries import live_documents
 from pipeline.runtime import Runtime
 
 router = APIRouter(prefix="/v1/patients/{patient_id}", tags=["record"], responses=PROBLEM_RESPONSES)
@@ -67,15 +68,9 @@ def _zip_stream(rt: Runtime, documents: list[Document]) -> Iterator[bytes]:
 @router.get("/export", response_class=StreamingResponse, responses={200: {"content": {"application/zip": {}}}})
 def export_record(patient_id: str, rt: RuntimeDep, actor: ActorDep) -> StreamingResponse:
     """A full copy of the record for the patient: every document they may read, decrypted, plus index.json."""
-    access = check(rt, actor, "export", patient_id)
+    access = check(rt, actor, Action.EXPORT, patient_id)
     with rt.sessions() as session:
-        documents = list(
-            session.scalars(
-                select(Document)
-                .where(Document.patient_id == patient_id, Document.wrapped_key.is_not(None))
-                .order_by(Document.service_date, Document.id)
-            )
-        )
-    shown = visible(actor, "read_content", access.record, documents, paris_date(), None)
+        documents = live_documents(session, patient_id)
+    shown = visible(actor, Action.READ_CONTENT, access.record, documents, paris_date(), None)
     headers = {"Content-Disposition": 'attachment; filename="dossier.zip"', "Cache-Control": "no-store"}
     return StreamingResponse(_zip_stream(rt, shown), media_type="application/zip", headers=headers)

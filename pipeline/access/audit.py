@@ -29,6 +29,7 @@ import json
 import logging
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import ColumnElement, Row, and_, func, insert, not_, or_, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -146,7 +147,7 @@ def canonical_encoding(
     return json.dumps(fields, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
-def _entry_hash(key: bytes, entry: AuditEntry | Row) -> str:
+def _entry_hash(key: bytes, entry: AuditEntry | Row[*tuple[Any, ...]]) -> str:
     encoded = canonical_encoding(
         chain=entry.chain,
         seq=entry.seq,
@@ -294,7 +295,7 @@ _VERIFY_COLUMNS = (
 )
 
 
-def _broken_links(rows: Iterable, key: bytes) -> list[BrokenLink]:
+def _broken_links(rows: Iterable[Row[*tuple[Any, ...]]], key: bytes) -> list[BrokenLink]:
     broken: list[BrokenLink] = []
     current: str | None = None
     expected_seq, expected_prev, skipping = 1, GENESIS, False

@@ -4,7 +4,7 @@ break-glass; every record-level route for the actors who may not learn that a re
 Every actor kind x every document class (a representative type each, plus the types the matrix singles
 out) x masked or not x blocked or not x attending physician or not x record open / closed / opposed x
 emergency opposition, against an expectation written here from DOMAIN.md ("Who may read", "Finding a
-record") and the data of `api/data/access_matrix.csv`, never from `api.policy`. Where DOMAIN.md names a
+record") and the data of `pipeline/access/data/access_matrix.csv`, never from `pipeline.access.policy`. Where DOMAIN.md names a
 profession and a document outright (rule 6's examples, the regulator reading "likewise"), that wins over
 the matrix file.
 
@@ -19,6 +19,7 @@ import csv
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -26,12 +27,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 from api.app import create_app
-from api.auth import mint_token
+from pipeline.access.tokens import mint_token
 from pipeline.core.settings import Settings
 from pipeline.index.models import AuditEntry, Batch, BatchItem, Document, Patient, RecordKey, RecordRelation
 from pipeline.runtime import Runtime
 
-MATRIX_CSV = Path(__file__).resolve().parents[2] / "api" / "data" / "access_matrix.csv"
+MATRIX_CSV = Path(str(resources.files("pipeline.access") / "data" / "access_matrix.csv"))
 SOURCE = "hospital:H1"
 EMERGENCY = {"X-Emergency-Reason": "unconscious patient, suspected overdose"}
 OTHER_ATTENDING = "pro-attending-someone-else"
@@ -271,7 +272,7 @@ KNOWN_CONTRADICTIONS: list[tuple[Callable[[ActorCase, RecordState, bool, DocCase
         "DOMAIN.md rule 2: 'Masked documents stay visible to the patient, to the professional or facility that deposited"
         " them, and to the attending physician'; rule 3: 'The attending physician reads everything, masked documents"
         " included'. With X-Emergency-Reason the API denies the attending physician a masked document (403 masked):"
-        " api/policy.py _emergency's 'Stricter:' note cites that list but does not exempt the attending physician.",
+        " pipeline/access/policy.py _emergency's 'Stricter:' note cites that list but does not exempt the attending physician.",
     ),
 ]
 
