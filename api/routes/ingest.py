@@ -16,7 +16,7 @@ from api.deps import RuntimeDep, SourceDep
 from api.ingest import batch_work, feed_work, require_scope, submit
 from api.inputs import BatchIdPath
 from api.problems import PROBLEM_RESPONSES, ApiProblem, not_found, problem_doc
-from pipeline.index.models import Batch, Feed
+from pipeline.index.queries import batch_of_source, feed_of_source
 from pipeline.ingest.multipart import MultipartError, boundary_of
 from pipeline.ingest.uploads import METADATA_FIELDS, receive_document, receive_feed_upload, receive_multipart_batch, receive_zip
 from pipeline.sources import SCOPES
@@ -183,8 +183,7 @@ def read_batch_status(batch_id: BatchId, rt: RuntimeDep, source: SourceDep) -> d
     """Per document: state, class and type once indexed, reason and message if rejected (as `dmp status --json`).
     A source sees its own batches only."""
     with rt.sessions() as session:
-        batch = session.get(Batch, batch_id)
-        if batch is None or batch.source != source.id:
+        if batch_of_source(session, batch_id, source.id) is None:
             raise not_found()
         return batch_status(session, batch_id)
 
@@ -193,7 +192,6 @@ def read_batch_status(batch_id: BatchId, rt: RuntimeDep, source: SourceDep) -> d
 def read_feed_status(feed_id: BatchId, rt: RuntimeDep, source: SourceDep) -> dict:
     """Lines stored, already known and rejected (with line numbers and reasons). A source sees its own feeds only."""
     with rt.sessions() as session:
-        feed = session.get(Feed, feed_id)
-        if feed is None or feed.source != source.id:
+        if feed_of_source(session, feed_id, source.id) is None:
             raise not_found()
         return feed_status(session, feed_id)

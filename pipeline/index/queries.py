@@ -11,10 +11,13 @@ from collections.abc import Sequence
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from pipeline.index.models import Document, Notification, Patient
+from pipeline.index.models import Batch, Document, Feed, Notification, Patient
 from pipeline.index.repo import documents_by_id
 
-__all__ = ["documents_by_id", "fullest_record", "live_documents", "notifications_of", "patient", "sent_notification"]
+__all__ = [
+    "batch_of_source", "documents_by_id", "feed_of_source", "fullest_record", "live_documents", "notifications_of", "patient",
+    "sent_notification",
+]  # fmt: skip
 
 
 def live_documents(session: Session, patient_id: str) -> list[Document]:
@@ -44,3 +47,15 @@ def sent_notification(session: Session, patient_id: str, kind: str) -> Notificat
 def notifications_of(session: Session, patient_id: str) -> Sequence[Notification]:
     """The patient's messages, oldest first."""
     return session.scalars(select(Notification).where(Notification.patient_id == patient_id).order_by(Notification.created_at)).all()
+
+
+def batch_of_source(session: Session, batch_id: str, source: str) -> Batch | None:
+    """The batch, if `source` sent it: a source sees its own batches only."""
+    batch = session.get(Batch, batch_id)
+    return batch if batch is not None and batch.source == source else None
+
+
+def feed_of_source(session: Session, feed_id: str, source: str) -> Feed | None:
+    """The feed, if `source` sent it: a source sees its own feeds only."""
+    feed = session.get(Feed, feed_id)
+    return feed if feed is not None and feed.source == source else None
