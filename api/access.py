@@ -24,6 +24,7 @@ def check(
     actor: Actor,
     action: Action | str,
     patient_id: str,
+    *,
     document_id: str | None = None,
     emergency_reason: str | None = None,
     today: dt.date | None = None,

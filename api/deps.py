@@ -14,7 +14,8 @@ from pipeline.sources import SourceIdentity
 
 
 def runtime(request: Request) -> Runtime:
-    return request.app.state.runtime
+    rt: Runtime = request.app.state.runtime
+    return rt
 
 
 def current_actor(request: Request, authorization: Annotated[str | None, Header()] = None) -> Actor:
@@ -22,7 +23,8 @@ def current_actor(request: Request, authorization: Annotated[str | None, Header(
     from pipeline.access.tokens import AuthError
 
     try:
-        return request.app.state.verifier.verify(authorization).actor()
+        actor: Actor = request.app.state.verifier.verify(authorization).actor()
+        return actor
     except AuthError as failure:
         if failure.code == "verifier_unavailable":
             raise ApiProblem(503, failure.code, "Service unavailable", "Token keys cannot be fetched; retry later.") from None

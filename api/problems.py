@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import traceback
 import uuid
+from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
@@ -28,7 +29,14 @@ class Problem(BaseModel):
 
 class ApiProblem(Exception):
     def __init__(
-        self, status: int, code: str, title: str, detail: str = "", *, extra: dict | None = None, headers: dict[str, str] | None = None
+        self,
+        status: int,
+        code: str,
+        title: str,
+        detail: str = "",
+        *,
+        extra: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         self.status, self.code, self.title, self.detail = status, code, title, detail or title
         self.extra, self.headers = extra or {}, headers or {}
@@ -58,13 +66,13 @@ async def problem_handler(_request: Request, exc: ApiProblem) -> JSONResponse:
     return problem_response(exc)
 
 
-def problem_doc(description: str) -> dict:
+def problem_doc(description: str) -> dict[str, Any]:
     """An OpenAPI response entry for a problem document."""
     return {"model": Problem, "description": description, "content": {"application/problem+json": {}}}
 
 
 # Declared on every router so the OpenAPI document tells clients what errors look like.
-PROBLEM_RESPONSES: dict[int | str, dict] = {
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: problem_doc("The request cannot be read (malformed body)."),
     422: problem_doc("A parameter or the body is invalid; `detail` says which."),
     401: problem_doc("Missing, invalid or expired bearer token."),

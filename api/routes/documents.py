@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response, StreamingResponse
@@ -81,7 +82,7 @@ def list_documents(
     # Decide on narrow rows (what the policy reads), then load whole rows for the requested page only.
     with rt.sessions() as session:
         rows = policy_rows(session, patient_id, class_code=class_code, type_code=type_code, served_from=date_from, served_to=date_to)
-        shown = visible(actor, action, access.record, rows, paris_date(), emergency)
+        shown = visible(actor, action, access.record, rows, today=paris_date(), emergency_reason=emergency)
         start = (page - 1) * page_size
         page_ids = [row.id for row in shown[start : start + page_size]]
         by_id = documents_by_id(session, page_ids)
@@ -92,7 +93,7 @@ def list_documents(
 
 @router.get("/{document_id}", response_model=DocumentOut)
 def document_metadata(patient_id: str, document_id: str, rt: RuntimeDep, actor: ActorDep, emergency: EmergencyDep) -> DocumentOut:
-    access = check(rt, actor, _action(emergency, Action.READ_METADATA), patient_id, document_id, emergency)
+    access = check(rt, actor, _action(emergency, Action.READ_METADATA), patient_id, document_id=document_id, emergency_reason=emergency)
     document = access.document
     assert document is not None
     return DocumentOut.of(document, document_titles(rt, [document])[document.id])
@@ -103,14 +104,14 @@ def document_metadata(patient_id: str, document_id: str, rt: RuntimeDep, actor: 
 WHOLE_BODY_LIMIT = 1 << 20
 
 
-SERVED_TYPES = {200: {"content": {kind: {} for kind in (*EXTENSIONS, OCTET_STREAM)}}}
+SERVED_TYPES: dict[int | str, dict[str, Any]] = {200: {"content": {kind: {} for kind in (*EXTENSIONS, OCTET_STREAM)}}}
 
 
 @router.get("/{document_id}/content", response_class=StreamingResponse, responses=SERVED_TYPES)
 def document_content(patient_id: str, document_id: str, rt: RuntimeDep, actor: ActorDep, emergency: EmergencyDep) -> Response:
     """The decrypted bytes, integrity-checked. Large documents are streamed: an integrity failure then aborts
     the stream, so corrupted bytes are never served whole."""
-    access = check(rt, actor, _action(emergency, Action.READ_CONTENT), patient_id, document_id, emergency)
+    access = check(rt, actor, _action(emergency, Action.READ_CONTENT), patient_id, document_id=document_id, emergency_reason=emergency)
     document = access.document
     assert document is not None
     # Never the stored type as it is, never a page: see api/headers.py.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import zipfile
 from collections.abc import Iterator
+from typing import IO, cast
 
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
@@ -51,7 +52,9 @@ def _zip_stream(rt: Runtime, documents: list[Document]) -> Iterator[bytes]:
     spout = _Spout()
     index = []
     titles = document_titles(rt, documents)
-    with zipfile.ZipFile(spout, "w", compression=zipfile.ZIP_DEFLATED) as archive:  # type: ignore[arg-type]
+    with zipfile.ZipFile(
+        cast(IO[bytes], spout), "w", compression=zipfile.ZIP_DEFLATED
+    ) as archive:  # write, tell, flush: all a zip writer needs
         for number, document in enumerate(documents, start=1):
             name = f"{number:05d}-{document.class_code}-{document.type_code}{EXTENSIONS.get(document.mime_type, '.txt')}"
             with archive.open(name, "w", force_zip64=True) as member:
@@ -71,6 +74,6 @@ def export_record(patient_id: str, rt: RuntimeDep, actor: ActorDep) -> Streaming
     access = check(rt, actor, Action.EXPORT, patient_id)
     with rt.sessions() as session:
         documents = live_documents(session, patient_id)
-    shown = visible(actor, Action.READ_CONTENT, access.record, documents, paris_date(), None)
+    shown = visible(actor, Action.READ_CONTENT, access.record, documents, today=paris_date(), emergency_reason=None)
     headers = {"Content-Disposition": 'attachment; filename="dossier.zip"', "Cache-Control": "no-store"}
     return StreamingResponse(_zip_stream(rt, shown), media_type="application/zip", headers=headers)

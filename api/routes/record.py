@@ -80,14 +80,14 @@ class Done(BaseModel):
 @router.post("/documents/{document_id}/mask", response_model=Done)
 def mask_document(patient_id: str, document_id: str, rt: RuntimeDep, actor: ActorDep) -> Done:
     """Hide a document from professionals (the patient, its author and the attending physician still see it)."""
-    check(rt, actor, Action.MASK, patient_id, document_id)
+    check(rt, actor, Action.MASK, patient_id, document_id=document_id)
     controls.set_masked(rt, document_id, True)
     return Done()
 
 
 @router.post("/documents/{document_id}/unmask", response_model=Done)
 def unmask_document(patient_id: str, document_id: str, rt: RuntimeDep, actor: ActorDep) -> Done:
-    check(rt, actor, Action.UNMASK, patient_id, document_id)
+    check(rt, actor, Action.UNMASK, patient_id, document_id=document_id)
     controls.set_masked(rt, document_id, False)
     return Done()
 
@@ -95,7 +95,7 @@ def unmask_document(patient_id: str, document_id: str, rt: RuntimeDep, actor: Ac
 @router.post("/documents/{document_id}/hide-from-representatives", response_model=Done)
 def hide_from_representatives(patient_id: str, document_id: str, rt: RuntimeDep, actor: ActorDep) -> Done:
     """The patient (a minor) hides a document from their legal representatives; the patient only."""
-    check(rt, actor, Action.HIDE_FROM_REPRESENTATIVES, patient_id, document_id)
+    check(rt, actor, Action.HIDE_FROM_REPRESENTATIVES, patient_id, document_id=document_id)
     controls.set_hidden_from_representatives(rt, document_id, True)
     return Done()
 
@@ -103,7 +103,7 @@ def hide_from_representatives(patient_id: str, document_id: str, rt: RuntimeDep,
 @router.post("/documents/{document_id}/show-to-representatives", response_model=Done)
 def show_to_representatives(patient_id: str, document_id: str, rt: RuntimeDep, actor: ActorDep) -> Done:
     """Undo `hide-from-representatives`; the patient only."""
-    check(rt, actor, Action.SHOW_TO_REPRESENTATIVES, patient_id, document_id)
+    check(rt, actor, Action.SHOW_TO_REPRESENTATIVES, patient_id, document_id=document_id)
     controls.set_hidden_from_representatives(rt, document_id, False)
     return Done()
 

@@ -37,7 +37,7 @@ def access_log(rt: Runtime, actor: Actor, access: Access, *, limit: int, offset:
     record, me = access.record, (actor.kind, actor.id)
     with rt.sessions() as session:
         rows = all_policy_rows(session, record.patient_id)
-        shown = {row.id for row in visible(actor, Action.READ_METADATA, record, rows, today or paris_date(), None)}
+        shown = {row.id for row in visible(actor, Action.READ_METADATA, record, rows, today=today or paris_date(), emergency_reason=None)}
         hidden = frozenset(row.id for row in rows) - shown
         entries = entries_for(
             session,

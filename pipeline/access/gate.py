@@ -238,7 +238,7 @@ def _plausible(identifier: str) -> bool:
 
 
 def visible(
-    actor: Actor, action: Action | str, record: Record, documents: Sequence[D], today: dt.date, emergency_reason: str | None
+    actor: Actor, action: Action | str, record: Record, documents: Sequence[D], *, today: dt.date, emergency_reason: str | None
 ) -> list[D]:
     """The documents of a list the actor may see (the list itself is audited once by the caller).
 
