@@ -10,8 +10,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.headers import SecurityHeaders
 from api.inputs import BodyLimit
+from api.metrics import RequestMetrics
 from api.problems import ApiProblem, InternalErrors, http_error_handler, problem_handler, validation_error_handler
-from api.routes import documents, export, ingest, me, record
+from api.requestid import RequestId
+from api.routes import documents, export, ingest, me, operations, record
 from pipeline import __version__
 from pipeline.core.settings import Settings
 
@@ -36,7 +38,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.verifier = TokenVerifier(settings)
         app.state.intake = Intake(settings, app.state.runtime)
         sweeper = Sweeper(app.state.runtime).start() if settings.notify_in_api else None
+        app.state.readiness, app.state.scrape = _operations(app.state.runtime)
         yield
+        app.state.readiness.close()
+        if app.state.scrape.broker is not None:
+            app.state.scrape.broker.close()
         if sweeper is not None:
             sweeper.stop()
         app.state.intake.close()
@@ -50,11 +56,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Added last, so outermost: a 500 from InternalErrors gets the security headers too.
     app.add_middleware(InternalErrors)
     app.add_middleware(SecurityHeaders, docs_paths=[p for p in (app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url) if p])
+    app.add_middleware(RequestMetrics)
+    app.add_middleware(RequestId)  # outermost: a log line of any layer below carries the request's id
     app.include_router(documents.router)
     app.include_router(record.router)
     app.include_router(export.router)
     app.include_router(me.router)
     app.include_router(ingest.router)
+    app.include_router(operations.router)
 
     @app.get("/v1/health")
     def health() -> dict[str, str]:
@@ -62,3 +71,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"status": "ok"}
 
     return app
+
+
+def _operations(rt):  # type: ignore[no-untyped-def]
+    """The readiness probe and the scrape-time metrics collector of this process."""
+    from pipeline.operations.readiness import ReadinessProbe
+    from pipeline.operations.scrape import ScrapeCollector, broker_reader
+    from pipeline.workers.actors import jobs_queue
+
+    queues = [rt.settings.queue_name, jobs_queue(rt.settings.queue_name)]
+    return ReadinessProbe(rt), ScrapeCollector(rt, broker_reader(rt, queues))

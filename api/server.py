@@ -11,6 +11,7 @@ response written as headers then body waits about 40 ms for the client's delayed
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
 import signal
 import socket
@@ -46,7 +47,12 @@ def _listening_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
 def _run_worker(host: str, port: int, access_log: bool, reuse_port: bool) -> None:
     import uvicorn
 
-    config = uvicorn.Config("api.app:create_app", factory=True, http=HTTP_PROTOCOL, access_log=access_log)
+    from pipeline.core.logs import configure_logging
+    from pipeline.core.settings import Settings
+
+    # Our log set-up (DMP_LOG_FORMAT, request ids) rather than uvicorn's own: its lines go through the root logger.
+    configure_logging(Settings().log_format, logging.INFO)
+    config = uvicorn.Config("api.app:create_app", factory=True, http=HTTP_PROTOCOL, access_log=access_log, log_config=None)
     uvicorn.Server(config).run(sockets=[_listening_socket(host, port, reuse_port)])
 
 

@@ -19,6 +19,7 @@ from sqlalchemy import delete, select, update
 
 from pipeline.carehistory.history import window_start
 from pipeline.core.clock import PARIS, paris_date
+from pipeline.core.metrics import retention_runs
 from pipeline.documents.stored import destroy_record
 from pipeline.index.models import BatchItem, CareEvent, Contact, Document, IdempotencyRecord, Notification, Outbox, Patient, RecordKey
 from pipeline.runtime import Runtime
@@ -222,8 +223,10 @@ def scheduled_retention(rt: Runtime, reschedule) -> RetentionReport | None:  # t
         if outage_of(failure) is not None:
             raise
         log.error("retention run failed (%s); tried again in %s", failure_code(failure), RETRY_AFTER)
+        retention_runs.labels("failure").inc()
         reschedule(int(RETRY_AFTER.total_seconds() * 1000))
         return None
+    retention_runs.labels("success").inc()
     if record_run(rt, "retention", today):
         reschedule(next_run_delay_ms(dt.datetime.now(dt.UTC)))
     return report

@@ -23,7 +23,7 @@ from pipeline.index.models import Source
 SOURCE = re.compile(r"^(hospital|lab|insurer):([A-Za-z0-9][A-Za-z0-9._-]{0,63})$")
 KEY_PREFIX = "dmpk_"
 MAX_KEY_CHARS = 256
-# What each kind of source may submit (DOMAIN.md: a lab pushes no reimbursement lines, the insurer no documents).
+# What each kind of source may submit (docs/domain.md: a lab pushes no reimbursement lines, the insurer no documents).
 SCOPES: dict[str, frozenset[str]] = {
     "hospital": frozenset({"documents"}),
     "lab": frozenset({"documents"}),

@@ -29,7 +29,7 @@ class UnknownBatch(LookupError):
 
 
 def batch_status(session: Session, batch_id: str) -> dict:
-    """The JSON document of `dmp status BATCH --json` (shape fixed in DESIGN.md)."""
+    """The JSON document of `dmp status BATCH --json` (a public shape: scripts read it)."""
     batch = session.get(Batch, batch_id)
     if batch is None:
         raise UnknownBatch(batch_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,15 @@ from pipeline.core.settings import Settings
 # Tests build their Settings explicitly; a developer's DMP_* environment must not leak in.
 for _name in [n for n in os.environ if n.startswith("DMP_") and not n.startswith("DMP_TEST_")]:
     del os.environ[_name]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """`slow` (left out by `make test-fast`): besides the tests marked so, the PostgreSQL twin of every
+    test that runs on both databases; its SQLite twin stays in the fast tier."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and "postgresql" in callspec.params.values():
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture
@@ -48,11 +58,24 @@ def database_url(request, tmp_path: Path):
     database.stop()
 
 
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty SQLite index at the current schema, made once: migrating is most of a small test's time."""
+    from pipeline.runtime import Runtime
+
+    folder = tmp_path_factory.mktemp("migrated")
+    Runtime.from_settings(Settings(home=folder / "home", database_url=f"sqlite:///{folder / 'index.sqlite3'}"), prepare=True).close()
+    return folder / "index.sqlite3"
+
+
 @pytest.fixture
-def rt(database_url: str, tmp_path: Path):
+def rt(database_url: str, tmp_path: Path, request: pytest.FixtureRequest):
     """An embedded-style Runtime (file store, key file) on the database of `database_url`."""
     from pipeline.runtime import Runtime
 
+    if database_url.startswith("sqlite:///"):
+        # A copy of the migrated empty index: `prepare` then finds it at the current schema.
+        shutil.copyfile(request.getfixturevalue("migrated_sqlite"), database_url.removeprefix("sqlite:///"))
     runtime = Runtime.from_settings(Settings(home=tmp_path / "home", database_url=database_url), prepare=True)
     yield runtime
     runtime.close()

@@ -35,6 +35,7 @@ from sqlalchemy import ColumnElement, Row, and_, func, insert, not_, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline.core.clock import as_utc
+from pipeline.core.metrics import audit_appends
 from pipeline.core.sealedfields import SealedFieldError, Sealer, justification_context, seal_text
 from pipeline.index.db import transact
 from pipeline.index.models import AuditEntry
@@ -236,6 +237,7 @@ def append(
     # A Core INSERT … RETURNING rather than a unit-of-work flush: this runs on every API request.
     values = {column: getattr(entry, column) for column in _INSERTED}
     entry.id = session.execute(insert(AuditEntry).values(values).returning(AuditEntry.id)).scalar_one()
+    audit_appends.labels(event.outcome).inc()  # in the caller's transaction: counts appends made, a rollback included
     return entry
 
 

@@ -73,7 +73,7 @@ def _update_patient(rt: Runtime, patient_id: str, **values: object) -> None:
 
 @dataclass(frozen=True)
 class NotificationChoices:
-    """Channels, events, and where to send (DOMAIN.md, "Notifications")."""
+    """Channels, events, and where to send (docs/domain.md, "Notifications")."""
 
     email: bool
     sms: bool

@@ -140,7 +140,7 @@ def audit(rt: Runtime, actor: Actor, action: Action | str, chain: str, document_
 
 
 def notify_access(session: Session, actor: Actor, patient_id: str, decision: Decision, entry_id: int) -> bool:
-    """Queue the patient's notifications about an access (DOMAIN.md, "Notifications"), in the audit
+    """Queue the patient's notifications about an access (docs/domain.md, "Notifications"), in the audit
     entry's transaction; True when one of them is urgent.
 
     Always for an emergency access (the patient and the attending physician) and for a
@@ -192,7 +192,7 @@ def check(
     def judge(session: Session) -> _Judged:
         return _judge(session, actor, action, patient_id, document_id, emergency_reason, day)
 
-    # The break-glass justification goes into the chain with the attempt it justifies (DOMAIN.md rule 4).
+    # The break-glass justification goes into the chain with the attempt it justifies (docs/domain.md rule 5).
     verdict = _record(rt, actor, action, judge, emergency_reason).verdict
     assert verdict is not None  # every judgement has one
     return verdict

@@ -27,7 +27,7 @@ PROFESSIONS = frozenset(
 MATRIX_SUBJECTS = PROFESSIONS | {"occupational_physician", "emergency_regulator"}
 
 CLASSES = frozenset({"10", "11", "31", "42", "43", "44", "45", "52", "60", "90", "95"})
-# Types DOMAIN.md names that document_types.csv does not list (or lists under another class).
+# Types docs/domain.md names that document_types.csv does not list (or lists under another class).
 EXTRA_TYPES = frozenset({("31", "18748-4"), ("60", "REMB"), ("95", "unknown")} | {("90", f"DOCPAT0{n}") for n in range(1, 7)})
 CARE_HISTORY = ("60", "REMB")  # the care history is reimbursement data: the matrix's class 60 decides for professionals
 

@@ -1,11 +1,11 @@
 """The access policy: one pure function, `decide`, over the access matrix (`pipeline/access/matrix.py`).
 
-Source of truth: the domain rules (docs/domain.md), sections "The record", "Who may read", "What the patient
-controls". `decide` does no I/O (the matrix is loaded once, validated at load) and never logs: the caller
+Source of truth: the domain rules (docs/domain.md), sections "One record per patient", "Who may read", "What the
+patient controls". `decide` does no I/O (the matrix is loaded once, validated at load) and never logs: the caller
 (`pipeline/access/gate.py`) logs every attempt, and logs a decision with `emergency=True` as an emergency
 override and notifies the patient and the attending physician.
 
-Where DOMAIN.md leaves room, the stricter reading for privacy is taken; each such place says "Stricter:".
+Where docs/domain.md leaves room, the stricter reading for privacy is taken; each such place says "Stricter:".
 """
 
 from __future__ import annotations
@@ -187,7 +187,7 @@ def _decide(
 ) -> Decision:
     if action in DOCUMENT_ACTIONS and document is None:
         raise ValueError(f"action {action.value!r} needs a document")
-    # Rule 5: never allowed, whatever the token or the consent says; checked before anything else.
+    # Rule 6: never allowed, whatever the token or the consent says; checked before anything else.
     if actor.kind in FORBIDDEN_KINDS:
         return _deny(Reason.FORBIDDEN_PARTY)
     if actor.kind == ActorKind.ADMINISTRATIVE:
@@ -321,7 +321,7 @@ def _emergency(actor: Actor, record: Record, document: DocumentView | None, matr
         return _deny(Reason.MATRIX_FORBIDS)
     attending = actor.kind == ActorKind.PROFESSIONAL and actor.profession == "physician" and actor.id == record.attending_physician
     if _masked_for(actor, document) and not attending:
-        # Stricter: masking is the patient's explicit will and DOMAIN.md lists who still sees a masked
+        # Stricter: masking is the patient's explicit will and docs/domain.md lists who still sees a masked
         # document (patient, author or its facility, attending physician); break-glass alone is not on
         # that list. The attending physician is, with or without break-glass.
         return _deny(Reason.MASKED)
@@ -336,11 +336,11 @@ def _emergency(actor: Actor, record: Record, document: DocumentView | None, matr
 def knows_of_record(actor: Actor, record: Record) -> bool:
     """May `actor` learn that `record` exists, and so be told why it is refused to them (403 with a reason)?
 
-    DOMAIN.md, "Finding a record": to an actor who may not learn it, a record that exists and one that does
+    docs/domain.md, "Who may read" (no existence oracle): to an actor who may not learn it, a record that exists and one that does
     not look the same; such an actor is told a record-level denial as the 404 of a record that does not exist.
     The patient, their registered representatives, health professionals (a known profession, the SAMU
     regulator) and an occupational physician with the patient's consent may learn it. Stricter: nobody else,
-    the forbidden parties of rule 5 included (their 403 `forbidden_party` on a record that exists and 404 on
+    the forbidden parties of rule 6 included (their 403 `forbidden_party` on a record that exists and 404 on
     one that does not told them which ids are records).
     """
     if actor.kind == ActorKind.PATIENT:
@@ -360,8 +360,8 @@ def access_log_scope(decision: Decision) -> LogScope:
     """The part of the access log `decision` (an allowed `read_access_log`) opens.
 
     The patient and the attending physician read the whole chain, break-glass justifications included
-    (DOMAIN.md rule 4 and "Traceability"). A legal representative reads it as the patient does, except the
-    patient's own actions: a minor consults the record in confidence (DOMAIN.md, "Finding a record"); Stricter:
+    (docs/domain.md rule 5 and "Traceability"). A legal representative reads it as the patient does, except the
+    patient's own actions: a minor consults the record in confidence (docs/domain.md rule 2); Stricter:
     whether an access was made in confidence is not recorded, so none of the patient's own actions is shown to
     a representative, minor or not, as documents hidden from representatives stay hidden whatever `is_minor`
     says. Every other reader ("own_entries") reads the entries about their own actions only.

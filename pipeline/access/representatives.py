@@ -1,6 +1,6 @@
 """Legal representatives of a record (a minor's parents, an adult's guardian): registered by the
 operator from the civil-status or court documents, never by the represented patient or by the
-representative. A representative reads the record as the patient does (DOMAIN.md, rule 1), except
+representative. A representative reads the record as the patient does (docs/domain.md, rule 2), except
 what the patient asked to hide from them (`POST …/documents/{id}/hide-from-representatives`).
 """
 

@@ -20,7 +20,7 @@ class ActorKind(StrEnum):
     EMERGENCY_REGULATOR = "emergency_regulator"  # the SAMU regulator
     ADMINISTRATIVE = "administrative"
     OCCUPATIONAL_PHYSICIAN = "occupational_physician"
-    # Rule 5: never allowed, whatever the token or the consent says.
+    # Rule 6: never allowed, whatever the token or the consent says.
     EMPLOYER = "employer"
     INSURER = "insurer"
     MUTUELLE = "mutuelle"

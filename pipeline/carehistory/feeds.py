@@ -16,7 +16,9 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from pipeline.carehistory.feedformat import CareLine, LineRejection, check_line, parse_chunk
+from pipeline.core import metrics
 from pipeline.core.clock import paris_date
+from pipeline.core.metrics import Stage, timed
 from pipeline.core.outage import Interrupted, failure_code, outage_of
 from pipeline.core.sealedfields import DETAILS, LineSealer
 from pipeline.core.storage import ObjectNotFound
@@ -237,7 +239,7 @@ def _store_chunk(rt: Runtime, chunk: FeedChunk, today: dt.date) -> str:
         _release(rt, chunk, waiting_for_intake=True)
         return "queued"
     lines, rejections = check_chunk(data, feed, chunk, today)
-    with rt.sessions() as session:
+    with timed(Stage.FEED_CHUNK), rt.sessions() as session:
         store = _store_postgresql if session.get_bind().dialect.name == "postgresql" else _store_generic
         written = store(session, feed, lines, rt.record_keys) if lines else Written([], [], set())
         fresh = written.fresh
@@ -247,6 +249,10 @@ def _store_chunk(rt: Runtime, chunk: FeedChunk, today: dt.date) -> str:
         current = session.get(FeedChunk, chunk.id)
         current.state, current.accepted, current.rejected = "done", len(fresh), len(rejections)  # lease: see forget_inbox
         session.commit()
+    kind = metrics.source_kind(feed.source)
+    metrics.documents_indexed.labels(kind).inc(len(fresh))
+    for rejection in rejections:
+        metrics.documents_rejected.labels(kind, rejection.reason).inc()
     forget_inbox(rt, chunk.id, chunk.inbox_key)
     return "done"
 

@@ -8,13 +8,13 @@ Settings once and passes them in. Nothing else under `pipeline/` imports this pa
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Callable
 from typing import Annotated
 
 import typer
 
-from pipeline.cli import db, ingest, jobs, keys, records, samples, server, worker
+from pipeline.cli import db, ingest, jobs, keys, operate, records, samples, server, worker
+from pipeline.core.settings import Settings
 
 # Tracebacks must never print local variables: they can hold patient data.
 app = typer.Typer(
@@ -27,13 +27,17 @@ app = typer.Typer(
 
 @app.callback()
 def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO level.")] = False) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    from pipeline.core.logs import configure_logging
+
+    # DMP_LOG_FORMAT: json, text, or auto (text on a terminal, JSON otherwise).
+    configure_logging(Settings().log_format, logging.INFO if verbose else logging.WARNING, replace=False)
 
 
 for command in (ingest.ingest, ingest.status, worker.worker, samples.samples, samples.demo, server.token, server.api):
     app.command()(command)
+for command in (operate.batches, operate.items, operate.requeue, operate.review):  # the operator's (README "Operate")
+    app.command()(command)
+app.command()(jobs.scheduler)
 
 
 def _group(name: str, help_text: str, commands: dict[str, Callable[..., None]]) -> None:
@@ -44,10 +48,11 @@ def _group(name: str, help_text: str, commands: dict[str, Callable[..., None]]) 
 
 
 _group("db", "Index database.", {"upgrade": db.db_upgrade})
+_group("store", "Object store.", {"init": db.store_init})
 _group("keys", "Master keys.", {"init": keys.keys_init, "rotate": keys.keys_rotate})
 _group("retention", "Retention: delete what must no longer be kept.", {"run": jobs.retention_run, "schedule": jobs.retention_schedule})
 _group("audit", "The access log (audit trail).", {"verify": records.audit_verify})
-_group("notify", "Patient notifications (email, SMS, local log sink).", {"run": jobs.notify_run})
+_group("notify", "Patient notifications (email, SMS, local log sink).", {"run": jobs.notify_run, "failed": operate.notify_failed})
 _group(
     "sources",
     "Source credentials: the API keys hospitals, labs and the insurer push with.",

@@ -34,3 +34,14 @@ def db_upgrade() -> None:
     finally:
         engine.dispose()
     typer.echo("index schema is up to date")
+
+
+def store_init() -> None:
+    """Create the bucket (or folder) documents are stored in, if it does not exist yet.
+
+    A deployment's init step runs it with `db upgrade`, so readiness (`/v1/ready`) finds the store
+    before the first upload."""
+    from pipeline.core.storage import open_store
+
+    open_store(Settings()).ensure_ready()
+    typer.echo("object store is ready")

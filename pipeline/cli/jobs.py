@@ -19,10 +19,12 @@ def retention_run(as_json: Annotated[bool, typer.Option("--json")] = False) -> N
     cron `0 3 * * * dmp retention run`, or let the workers do it: `dmp retention schedule`.
     """
     from pipeline.core.clock import paris_date
-    from pipeline.retention import run_retention
+    from pipeline.retention import record_run, run_retention
 
     rt = open_runtime(Settings())
-    report = run_retention(rt, paris_date())
+    today = paris_date()
+    report = run_retention(rt, today)
+    record_run(rt, "retention", today)  # the last run's time is a metric: a missed run raises an alert
     rt.close()
     if as_json:
         typer.echo(json.dumps(dataclasses.asdict(report)))
@@ -67,3 +69,40 @@ def notify_run(
         typer.echo(json.dumps(dataclasses.asdict(report)))
         return
     typer.echo(f"notifications: {report.composed} composed, {report.sent} sent, {report.retrying} to retry, {report.failed} failed")
+
+
+def scheduler(
+    metrics_port: Annotated[int, typer.Option(help="Port of the Prometheus metrics (/metrics); 0: none.")] = 9300,
+    metrics_host: Annotated[str, typer.Option(help="Address the metrics listen on (0.0.0.0 in a container).")] = "127.0.0.1",
+    once: Annotated[bool, typer.Option("--once", help="Run today's due jobs once; exit 1 if one failed (a CronJob).")] = False,
+) -> None:
+    """Run the periodic jobs: retention daily at 03:00 Europe/Paris, a failed run retried with backoff.
+
+    Needs the `scheduler` extra (pip install 'dmp[scheduler]'). One run per day is recorded in the
+    index, so it can run beside `dmp retention schedule` or a second scheduler without doubling runs.
+    """
+    import signal
+
+    try:
+        from pipeline.scheduler import Outcome, SchedulerMetrics, new_scheduler, schedule_retention
+    except ImportError:
+        fail("dmp scheduler needs the scheduler extra: pip install 'dmp[scheduler]'")
+    from prometheus_client import REGISTRY, start_http_server
+
+    rt = open_runtime(Settings())
+    metrics = SchedulerMetrics(REGISTRY)
+    jobs = new_scheduler()
+    daily = schedule_retention(rt, jobs, metrics)
+    if once:
+        outcome = daily.run()
+        rt.close()
+        typer.echo(f"retention: {outcome}")
+        raise typer.Exit(1 if outcome == Outcome.FAILED else 0)
+    if metrics_port:
+        start_http_server(metrics_port, addr=metrics_host, registry=metrics.registry)
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: jobs.shutdown(wait=False))
+    typer.echo(f"scheduler: retention daily at 03:00 Europe/Paris; metrics on {metrics_host}:{metrics_port}/metrics")
+    try:
+        jobs.start()
+    finally:
+        rt.close()

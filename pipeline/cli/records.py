@@ -18,10 +18,14 @@ def audit_verify(
 ) -> None:
     """Check every audit chain's keyed hashes; report the first broken link of each broken chain (exit 1)."""
     from pipeline.access.audit import verify
+    from pipeline.core.clock import paris_date
+    from pipeline.operations.backlog import record_audit_verdict
 
     rt = reading_runtime(Settings())
     with rt.sessions() as session:
         broken = verify(session, rt.audit_key, chain)
+        if chain is None:  # a verdict on the whole log: the metric dmp_audit_chain_broken and its alert
+            record_audit_verdict(session, bool(broken), paris_date())
     rt.close()
     if as_json:
         typer.echo(json.dumps({"ok": not broken, "broken": [dataclasses.asdict(link) for link in broken]}))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
@@ -81,6 +81,11 @@ class Settings(BaseSettings):
     )
     broker_maintenance_chance: int = Field(default=1000, description="Broker commands out of a million that run dead-worker maintenance.")
     queue_name: str = "dmp.documents"
+    # Operations (pipeline/operations, README "Operate").
+    stuck_after_seconds: float = Field(default=1800.0, gt=0, description="An item processing longer than this counts as stuck.")
+    worker_metrics_port: int | None = Field(default=None, description="`dmp worker` serves its processes' /metrics on this port.")
+    worker_metrics_host: str = Field(default="127.0.0.1", description="Address of the workers' /metrics (0.0.0.0 in a container).")
+    log_format: Literal["json", "text", "auto"] = Field(default="auto", description="Log lines as JSON, text, or text on a terminal only.")
     feed_chunk_lines: int = Field(default=10_000, description="Feed lines per chunk (one worker message each).")
 
     # Notifications (pipeline/notify). No channel configured: messages go to the local log sink.

@@ -1,6 +1,6 @@
 """Classification: the class and type of a document, from its own code, then the manifest, then its content.
 
-The order is the domain's (DOMAIN.md, "Document classes and types"):
+The order is the domain's (docs/domain.md, "Classes and types"):
 
 1. `cda_code`: a CDA R2 document's own `ClinicalDocument/code`, when it is a type we know given in that type's code
    system (`CODE_SYSTEM_OIDS`: a LOINC code under the SNOMED OID is not that LOINC code) (confidence 1.0);

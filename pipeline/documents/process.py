@@ -25,9 +25,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from pipeline.access.audit import AuditEvent, append
+from pipeline.core import metrics
 from pipeline.core.clock import paris_date
 from pipeline.core.inbox import LimitedReader
 from pipeline.core.keys import new_key
+from pipeline.core.logs import bound
+from pipeline.core.metrics import Stage, timed
 from pipeline.core.outage import Interrupted, failure_code, outage_of
 from pipeline.core.reasons import REASONS, Rejected, Transient
 from pipeline.core.sealing import new_data_key, seal, seal_context
@@ -104,7 +107,10 @@ def process_item(rt: Runtime, item_id: str, today: dt.date | None = None, resumi
         log.info("item %s is being processed by a live attempt: this message was a duplicate", item_id)
         return "busy"
     try:
-        return _attempt(rt, claim, today or paris_date())
+        with bound(batch_id=claim.item.batch_id):
+            state = _attempt(rt, claim, today or paris_date())
+            log.info("item %s: %s", item_id, state)
+            return state
     except Exception as failure:
         service = outage_of(failure)
         # An unexpected error counts as a crash (DMP_MAX_ATTEMPTS); a race or an outage does not.
@@ -152,12 +158,14 @@ def _accept(rt: Runtime, claim: repo.Claim, today: dt.date) -> str:
     with spool(rt, item) as spooled:
         if spooled.size == 0:
             raise Rejected("empty_file")
-        content = check_content(spooled.file, item.file, meta.ins, rt.settings, want_text=needs_content(item.document_type))
+        with timed(Stage.VALIDATE):
+            content = check_content(spooled.file, item.file, meta.ins, rt.settings, want_text=needs_content(item.document_type))
         manifest_title = item_title(rt, item)
         title = manifest_title or content.title
-        classification = classify(
-            content.cda_code, item.document_type, title, item.file, content.text, cda_code_system=content.cda_code_system
-        )
+        with timed(Stage.CLASSIFY):
+            classification = classify(
+                content.cda_code, item.document_type, title, item.file, content.text, cda_code_system=content.cda_code_system
+            )
         with rt.sessions() as session:
             patient = repo.ensure_patient(session, meta.ins)
             existing = repo.find_document(session, source, meta.source_document_id)
@@ -175,13 +183,15 @@ def _accept(rt: Runtime, claim: repo.Claim, today: dt.date) -> str:
                 ),
             )
             forget_inbox(rt, item.id, item)
+            metrics.documents_indexed.labels(metrics.source_kind(source)).inc()
             return "indexed"
         object_key = item.pending_object_key or ""
         record = rt.record_keys.for_patient(patient.id)
         key, wrapped_key = new_data_key(record.key, item.document_id)
         context = seal_context(item.document_id, patient.id)
         spooled.file.seek(0)
-        sealed = seal(rt.store, key, f"record:{record.id}", object_key, context, spooled.file, rt.settings.segment_bytes, rt.hasher())
+        with timed(Stage.SEAL):
+            sealed = seal(rt.store, key, f"record:{record.id}", object_key, context, spooled.file, rt.settings.segment_bytes, rt.hasher())
     document = Document(
         id=item.document_id,
         patient_id=patient.id,
@@ -219,7 +229,8 @@ def _accept(rt: Runtime, claim: repo.Claim, today: dt.date) -> str:
     try:
         # No retry here: a conflict is most likely the same source document indexed by another item, which
         # the message's own retry finds and links (below).
-        committed = transact(rt.sessions, index)
+        with timed(Stage.INDEX):
+            committed = transact(rt.sessions, index)
     except IntegrityError:
         # Another item indexed the same source document meanwhile; the retry finds and links it.
         rt.store.delete(object_key)
@@ -228,6 +239,7 @@ def _accept(rt: Runtime, claim: repo.Claim, today: dt.date) -> str:
         rt.store.delete(object_key)  # another attempt owns the item now
         return "superseded"
     forget_inbox(rt, item.id, item)
+    metrics.documents_indexed.labels(metrics.source_kind(source)).inc()
     return "indexed"
 
 
@@ -256,6 +268,7 @@ def _reject(rt: Runtime, item: BatchItem, claim: repo.Claim | None, reason: str,
             rt.store.delete(quarantine.object_key)
         return "superseded"
     forget_inbox(rt, item.id, item)
+    metrics.documents_rejected.labels(metrics.source_kind(_source(rt, item)), reason).inc()
     return "rejected"
 
 

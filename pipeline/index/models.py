@@ -78,7 +78,7 @@ class Patient(Base):
     ins: Mapped[str] = mapped_column(String(15), unique=True)
     status: Mapped[str] = mapped_column(String(16), default="open")  # open | closed | opposed
     closed_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
-    # The patient's choices (DOMAIN.md, "What the patient controls").
+    # The patient's choices (docs/domain.md, "What the patient controls").
     attending_physician_id: Mapped[str | None] = mapped_column(String(128))
     emergency_opposed: Mapped[bool] = mapped_column(default=False, server_default=false())
     is_minor: Mapped[bool] = mapped_column(default=False, server_default=false())

@@ -21,6 +21,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from pipeline.carehistory.feedformat import FeedError, csv_header, feed_format, iter_lines, split_lines
+from pipeline.core import metrics
 from pipeline.index.models import Feed, FeedChunk, new_id
 from pipeline.ingest.intake import OnProgress
 from pipeline.runtime import Runtime
@@ -159,4 +160,5 @@ def _record(rt: Runtime, feed: FeedFile, source: str, digest: str) -> str:
         except IntegrityError:  # the same feed recorded concurrently
             session.rollback()
             return _existing(rt, source, digest) or feed_id
+    metrics.documents_received.labels(metrics.source_kind(source)).inc(sum(c for _, c in plan))
     return feed_id

@@ -19,6 +19,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from pipeline.core import metrics
 from pipeline.core.inbox import ZIP_ENTRY_ERRORS, InboxLocation, LimitedReader
 from pipeline.core.keys import new_key
 from pipeline.core.outage import failure_code, outage_of
@@ -163,7 +164,16 @@ def _record_batch(rt: Runtime, source: str, digest: str, manifest: Manifest, pre
             session.rollback()
             found = session.scalars(select(Batch.id).where(Batch.source == source, Batch.manifest_digest == digest)).one()
             return found, True
-        return batch_id, False
+    _count_received(source, items)
+    return batch_id, False
+
+
+def _count_received(source: str, items: list[dict]) -> None:
+    kind = metrics.source_kind(source)
+    metrics.documents_received.labels(kind).inc(len(items))
+    for item in items:
+        if item["reason"] is not None:
+            metrics.documents_rejected.labels(kind, item["reason"]).inc()
 
 
 def _retrying(rt: Runtime, action: str) -> Retrying:

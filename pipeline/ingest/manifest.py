@@ -1,4 +1,4 @@
-"""The batch manifest (`manifest.csv`): one row per document, columns named in DESIGN.md."""
+"""The batch manifest (`manifest.csv`): one row per document, columns documented in README, "Using it"."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ REQUIRED_COLUMNS = (
     "author_profession",
 )
 # announcement_date: the author holds the document from the patient until the announcement consultation
-# (DOMAIN.md rule 1; at most one month after the deposit).
+# (docs/domain.md rule 1; at most one month after the deposit).
 OPTIONAL_COLUMNS = ("document_type", "announcement_date")
-# The documented column order (DESIGN.md), used when writing manifests.
+# The documented column order (README, "Using it"), used when writing manifests.
 MANIFEST_COLUMNS = (
     "file",
     "patient_ins",

@@ -1,7 +1,7 @@
 """The words of a notification: what happened, when, by whom, and a link. Never medical content.
 
 No title, type, class or care detail of any document ever reaches these texts: the patient's
-mailbox and phone are not a secure channel (DOMAIN.md, "Notifications").
+mailbox and phone are not a secure channel (docs/domain.md, "Notifications").
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from pipeline.core.clock import as_utc, paris_date
+from pipeline.core.metrics import notifications_sent
 from pipeline.core.sealedfields import SealedFieldError, address_context, open_text, seal_text
 from pipeline.index.models import BatchItem, Contact, Document, Notification, Outbox, Patient, new_id
 from pipeline.notify.channels import Channel, DeliveryError, Message
@@ -220,6 +221,7 @@ def _deliver_one(rt: Runtime, channels: Mapping[str, Channel], notification_id: 
         else:
             notification.status, notification.sent_at, notification.lease_until, notification.last_error = "sent", now, None, None
             report.sent += 1
+            notifications_sent.labels(notification.channel, "sent").inc()
         session.commit()
 
 
@@ -243,6 +245,7 @@ def _failed(
     if failure.permanent or notification.attempts >= rt.settings.notify_max_attempts:
         notification.status = "failed"
         report.failed += 1
+        notifications_sent.labels(notification.channel, "failed").inc()
         log.warning("notification %s failed for good: %s", notification.id, failure.code)
         if failure.permanent and failure.code in ADDRESS_CODES:
             _reject_address(rt, session, notification, failure.code)
@@ -251,6 +254,7 @@ def _failed(
     delay = min(MAX_BACKOFF_SECONDS, 5 * 2 ** (notification.attempts - 1)) * random.uniform(0.8, 1.2)
     notification.next_attempt_at = now + dt.timedelta(seconds=delay)
     report.retrying += 1
+    notifications_sent.labels(notification.channel, "retrying").inc()
 
 
 def _reject_address(rt: Runtime, session: Session, notification: Notification, code: str) -> None:

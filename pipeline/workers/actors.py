@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import dramatiq
 
 from pipeline.carehistory import feeds
+from pipeline.core.logs import bound
 from pipeline.core.outage import Interrupted, failure_code, outage_of, wait_out
 from pipeline.core.reasons import Transient
 from pipeline.documents import process
@@ -91,18 +92,19 @@ def declare_actors(broker: dramatiq.Broker, queue: str, runtime: Callable[[], Ru
     def process_document(item_id: str, resuming: int | None = None) -> None:
         rt = runtime()
         work = _Resumable(rt, state, lambda attempt: process.process_item(rt, item_id, resuming=attempt), resuming)
-        with state.holding(Kind.ITEM, item_id):
+        with state.holding(Kind.ITEM, item_id), bound(item_id=item_id):
             _guarded(work, f"item={item_id}", lambda: _send_or_leave(documents, f"item={item_id}", item_id, work.resuming))
 
     def admit_batch(batch_id: str) -> None:
         rt = runtime()
         work = _Resumable(rt, state, lambda _: process.send_waiting_items(rt, batch_id, documents.send), None)
-        _guarded(work, f"batch={batch_id}", lambda: _send_or_leave(admit, f"batch={batch_id}", batch_id))
+        with bound(batch_id=batch_id):
+            _guarded(work, f"batch={batch_id}", lambda: _send_or_leave(admit, f"batch={batch_id}", batch_id))
 
     def process_feed_chunk(chunk_id: str, resuming: int | None = None) -> None:
         rt = runtime()
         work = _Resumable(rt, state, lambda attempt: feeds.process_chunk(rt, chunk_id, resuming=attempt), resuming)
-        with state.holding(Kind.CHUNK, chunk_id):
+        with state.holding(Kind.CHUNK, chunk_id), bound(chunk_id=chunk_id):
             _guarded(work, f"chunk={chunk_id}", lambda: _send_or_leave(chunks, f"chunk={chunk_id}", chunk_id, work.resuming))
 
     def retention() -> None:
@@ -111,7 +113,8 @@ def declare_actors(broker: dramatiq.Broker, queue: str, runtime: Callable[[], Ru
         rt = runtime()
         later = lambda delay: retention_actor.send_with_options(delay=delay)  # noqa: E731
         work = _Resumable(rt, state, lambda _: scheduled_retention(rt, later), None)
-        _guarded(work, "job=retention", lambda: _send_or_leave(retention_actor, "job=retention"))
+        with bound(job="retention"):
+            _guarded(work, "job=retention", lambda: _send_or_leave(retention_actor, "job=retention"))
 
     def retries_exhausted(message: dict, retry_info: dict) -> None:
         if message.get("actor_name") != "dmp_process_document":

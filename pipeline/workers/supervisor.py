@@ -15,13 +15,11 @@ from __future__ import annotations
 import logging
 import signal
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
 
 log = logging.getLogger("pipeline.workers.supervisor")
-LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 STABLE_AFTER = 10.0  # a child that lived this long died of something else than its start: replaced at once
 MAX_RESTART_DELAY = 60.0
 STOP_TIMEOUT = 60.0  # seconds a stopping child gets to finish what it holds
@@ -108,11 +106,18 @@ class Supervisor:
                 process.wait()
 
 
+def _configure_logging() -> None:
+    from pipeline.core.logs import configure_logging
+    from pipeline.core.settings import Settings
+
+    configure_logging(Settings().log_format, logging.INFO)
+
+
 def run_child(threads: int) -> int:
     """One worker process: the dramatiq Worker over `pipeline.workers.entry`'s broker, until SIGTERM."""
     import dramatiq
 
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr, force=True)
+    _configure_logging()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C reaches the parent, which stops us
@@ -131,6 +136,6 @@ def run_child(threads: int) -> int:
 def supervise(processes: int, threads: int, child: list[str]) -> int:
     """Run `processes` worker processes of `threads` threads each, started by the command `child`
     (to which `--threads` is added), until SIGTERM/SIGINT; returns the exit code."""
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr, force=True)
+    _configure_logging()
     log.info("starting %d worker processes of %d threads", processes, threads)
     return Supervisor(processes, [*child, "--threads", str(threads)]).run()

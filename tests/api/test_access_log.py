@@ -1,6 +1,6 @@
 """The access log (`GET /v1/patients/{id}/access-log`): each reader sees only the entries about what they may see.
 
-DOMAIN.md, "Traceability" and "Finding a record": documents hidden from a reader (held until their announcement,
+docs/domain.md, "Traceability" and "Who may read" (no existence oracle): documents hidden from a reader (held until their announcement,
 hidden from the representatives, masked, outside the matrix) leave no trace for them, neither entry nor page; a
 denied reader reads back no more than their 404 said; a minor's own accesses are invisible to the
 representatives; the break-glass justification is for the patient and the attending physician.
@@ -27,6 +27,8 @@ from pipeline.index.models import AuditEntry, Document, Patient
 from pipeline.runtime import Runtime
 from pipeline.samples import generate_samples
 from tests.conftest import index_batch, raw_dump
+
+pytestmark = pytest.mark.slow  # seeded records read back through the API
 
 SOURCE = "hospital:CHU-LOG"
 ATTENDING = "10000000009"
@@ -147,7 +149,7 @@ def test_the_patient_sees_no_deposit_of_a_result_held_until_its_announcement_bef
     ("profession", "hide"),
     [
         ("physician", {"masked": True}),
-        ("dentist", {"class_code": "90", "type_code": "EXPPAT_3"}),  # DOMAIN.md rule 6: no advance directives for a dentist
+        ("dentist", {"class_code": "90", "type_code": "EXPPAT_3"}),  # docs/domain.md rule 7: no advance directives for a dentist
     ],
     ids=["masked", "outside-the-matrix"],
 )

@@ -22,6 +22,8 @@ from pipeline.sources import add_source, revoke_source
 from tests.conftest import read_expected
 from tests.hostile.archives import hostile_archives
 
+pytestmark = pytest.mark.slow  # whole submissions through the API and the workers
+
 LIMIT = 4 * 1024 * 1024
 FILE_LIMIT = 1024 * 1024
 ARCHIVE_LIMIT = 8 * 1024 * 1024

@@ -11,6 +11,8 @@ from api.app import create_app
 from pipeline.access.tokens import mint_token
 from pipeline.core.settings import Settings
 
+pytestmark = pytest.mark.slow  # property-based runs over the whole OpenAPI document
+
 pytest.importorskip("schemathesis")
 
 _home = None

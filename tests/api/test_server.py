@@ -17,6 +17,8 @@ from infra.services import dmp_environment, free_port
 from pipeline.core.settings import Settings
 from pipeline.runtime import Runtime
 
+pytestmark = pytest.mark.slow  # starts dmp api processes
+
 DMP = str(Path(sys.executable).with_name("dmp"))
 
 

@@ -27,7 +27,7 @@ from tests.distributed.conftest import Workers, ingest, wait_until_final
 from tests.distributed.test_pipeline_distributed import _assert_exactly_as_expected
 
 pytestmark = pytest.mark.distributed
-OUTAGE_SECONDS = 8  # the whole retry budget is under a second
+OUTAGE_SECONDS = 4  # the whole retry budget is under a second
 
 
 @pytest.fixture(scope="module")

@@ -31,6 +31,17 @@ def big_batch(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory) -> Path:
+    """For the faults mid-batch, where the size is not the point: each fault still strikes after 30 or
+    40 documents are final, with about 50 still to go."""
+    from pipeline.samples import generate_samples
+
+    out = tmp_path_factory.mktemp("dist") / "batch"
+    generate_samples(out, patients=12, documents=90, seed=11)
+    return out
+
+
 @pytest.fixture
 def runtime(settings):
     rt = Runtime.from_settings(settings)
@@ -93,8 +104,8 @@ def test_a_batch_of_220_documents_is_processed_by_two_worker_processes(settings,
     assert _snapshot(runtime) == before
 
 
-def test_a_worker_killed_mid_batch_is_replaced_and_every_document_ends_once(settings, runtime, workers, big_batch):
-    summary = ingest(settings, big_batch)
+def test_a_worker_killed_mid_batch_is_replaced_and_every_document_ends_once(settings, runtime, workers, batch):
+    summary = ingest(settings, batch)
     workers.start(processes=2, threads=2)
     wait_until_final(runtime, summary["batch"], timeout=120, at_least=40)
     workers.kill()  # SIGKILL the whole worker group mid-batch
@@ -102,21 +113,21 @@ def test_a_worker_killed_mid_batch_is_replaced_and_every_document_ends_once(sett
         in_flight = session.scalar(select(func.count()).select_from(BatchItem).where(BatchItem.state == "processing"))
     workers.start(processes=2, threads=2)
     wait_until_final(runtime, summary["batch"], timeout=240)
-    _assert_exactly_as_expected(runtime, summary["batch"], big_batch)
+    _assert_exactly_as_expected(runtime, summary["batch"], batch)
     with runtime.sessions() as session:
         retried = session.scalar(select(func.count()).select_from(BatchItem).where(BatchItem.attempts > 1))
     assert retried >= in_flight
 
 
-def test_the_batch_completes_when_redis_is_killed_and_restarted_mid_batch(settings, runtime, workers, redis_server, big_batch):
-    summary = ingest(settings, big_batch)
+def test_the_batch_completes_when_redis_is_killed_and_restarted_mid_batch(settings, runtime, workers, redis_server, batch):
+    summary = ingest(settings, batch)
     workers.start(processes=2, threads=2)
     wait_until_final(runtime, summary["batch"], timeout=120, at_least=30)
     redis_server.kill()
     time.sleep(3)
     redis_server.start()
     wait_until_final(runtime, summary["batch"], timeout=240)
-    _assert_exactly_as_expected(runtime, summary["batch"], big_batch)
+    _assert_exactly_as_expected(runtime, summary["batch"], batch)
 
 
 def _redis_dump(url: str) -> bytes:
@@ -141,42 +152,42 @@ def _patient_data(batch: Path) -> set[bytes]:
     return {row["patient_ins"].encode() for row in rows} | {row["title"].encode() for row in rows if len(row["title"]) > 8}
 
 
-def test_the_batch_completes_when_the_storage_endpoint_stalls_mid_batch(settings, runtime, workers, moto, big_batch):
-    summary = ingest(settings, big_batch)
+def test_the_batch_completes_when_the_storage_endpoint_stalls_mid_batch(settings, runtime, workers, moto, batch):
+    summary = ingest(settings, batch)
     workers.start(processes=2, threads=2)
     wait_until_final(runtime, summary["batch"], timeout=120, at_least=30)
     moto.pause()
     try:
-        time.sleep(12)  # well past the S3 timeouts: attempts fail and are retried with backoff
+        time.sleep(6)  # three S3 timeouts (2 s): attempts fail and are retried with backoff
         broker_during_outage = _redis_dump(settings.broker_url)
     finally:
         moto.resume()
     wait_until_final(runtime, summary["batch"], timeout=240)
-    _assert_exactly_as_expected(runtime, summary["batch"], big_batch)
+    _assert_exactly_as_expected(runtime, summary["batch"], batch)
 
     # What reached the broker and the logs while retrying holds ids and codes, no patient data.
     assert b"dmp_process_document" in broker_during_outage
-    leaked_to_broker = {value for value in _patient_data(big_batch) if value in broker_during_outage}
+    leaked_to_broker = {value for value in _patient_data(batch) if value in broker_during_outage}
     assert not leaked_to_broker
     log = workers.log.read_bytes()
     assert b"storage_" in log or b"Retrying" in log
-    assert not {value for value in _patient_data(big_batch) if value in log}
+    assert not {value for value in _patient_data(batch) if value in log}
 
 
-def test_an_intake_that_cannot_reach_the_broker_stops_cleanly_and_a_rerun_resumes(settings, runtime, workers, big_batch):
+def test_an_intake_that_cannot_reach_the_broker_stops_cleanly_and_a_rerun_resumes(settings, runtime, workers, batch):
     unreachable = settings.model_copy(update={"broker_url": f"redis://127.0.0.1:{free_port()}/0", "intake_retries": 2})
     failed = subprocess.run(
-        [DMP, "ingest", str(big_batch), "--source", "hospital:CHU-DIST", "--json"],
+        [DMP, "ingest", str(batch), "--source", "hospital:CHU-DIST", "--json"],
         env=dmp_environment(unreachable),
         capture_output=True,
         text=True,
     )
     assert failed.returncode == 3
     assert "run the same command again" in failed.stderr
-    assert not _patient_data(big_batch) & {line.encode() for line in failed.stderr.split()}
+    assert not _patient_data(batch) & {line.encode() for line in failed.stderr.split()}
 
-    resumed = ingest(settings, big_batch)
+    resumed = ingest(settings, batch)
     assert resumed["resumed"] is True
     workers.start(processes=2, threads=2)
     wait_until_final(runtime, resumed["batch"], timeout=240)
-    _assert_exactly_as_expected(runtime, resumed["batch"], big_batch)
+    _assert_exactly_as_expected(runtime, resumed["batch"], batch)

@@ -27,7 +27,7 @@ def batch(tmp_path) -> Path:
     from pipeline.samples import generate_samples
 
     out = tmp_path / "batch"
-    generate_samples(out, patients=12, documents=160, seed=23)
+    generate_samples(out, patients=12, documents=100, seed=23)  # a kill every 10 documents
     return out
 
 

@@ -40,6 +40,8 @@ from .corpus import (
     write_non_utf8_manifest_batch,
 )
 
+pytestmark = pytest.mark.slow  # builds decompression bombs and a hostile corpus
+
 REPO = Path(__file__).resolve().parents[2]
 MAX_FILE_BYTES = 2 * MIB  # smaller than the default, so huge.txt stays small
 CDA = "{urn:hl7-org:v3}"

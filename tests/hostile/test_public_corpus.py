@@ -20,6 +20,8 @@ from pipeline.documents.validate import inspect_limits
 from . import public_corpus
 from .corpus import PATIENT_INS
 
+pytestmark = pytest.mark.slow  # downloads and checks real-world PDFs
+
 ENTRIES = public_corpus.entries()
 LIMITS = inspect_limits(Settings())  # the defaults a deployment runs with
 

@@ -20,6 +20,8 @@ from pipeline.documents.validate import check_content, check_metadata
 
 from .corpus import PAGE_LIMIT, PATIENT_INS, build_hostile_batch, good_pdf_bytes, write_non_utf8_manifest_batch
 
+pytestmark = pytest.mark.slow  # every hostile file through the sandbox
+
 MAX_FILE = 2 * 1024 * 1024
 TODAY = dt.date(2026, 1, 15)
 

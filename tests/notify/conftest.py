@@ -94,7 +94,7 @@ def sms_gateway():
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     gateway.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield gateway
     server.shutdown()

@@ -15,6 +15,8 @@ from pipeline.runtime import Runtime
 from pipeline.samples import generate_samples
 from tests.conftest import index_batch
 
+pytestmark = pytest.mark.slow  # a seeded record served by the API with a sweeper
+
 ATTENDING = "10000000009"
 EMERGENCY_DOCTOR = "10000000888"
 

@@ -23,6 +23,8 @@ from pipeline.runtime import Runtime
 from pipeline.samples import generate_samples
 from tests.conftest import index_batch
 
+pytestmark = pytest.mark.slow  # indexes sample batches and delivers through a local SMTP server
+
 DMP = str(Path(sys.executable).with_name("dmp"))
 LATER = dt.timedelta(hours=2)  # past the coalescing window and any retry backoff of these tests
 
@@ -201,19 +203,3 @@ def test_a_sender_killed_between_send_and_mark_loses_nothing_and_the_gateway_sen
     assert _notifications(rt)[0].status == "sent"
     rt.close()
 
-
-def test_retention_deletes_messages_sent_long_ago_and_keeps_recent_and_pending_ones(tmp_path):
-    from pipeline.retention import prune_notifications
-
-    settings = _settings(tmp_path, notify_keep_days=90)
-    rt = _runtime(settings)
-    patient_id, _ = _one_patient_batch(rt, tmp_path, 2)
-    old = dt.datetime.now(dt.UTC) - dt.timedelta(days=120)
-    with rt.sessions() as session:
-        for status, created in (("sent", old), ("failed", old), ("pending", old), ("sent", dt.datetime.now(dt.UTC))):
-            session.add(Notification(patient_id=patient_id, recipient_id=patient_id, kind="access", channel="log", subject="s",
-                                     body="b", status=status, attempts=1, next_attempt_at=created, created_at=created))  # fmt: skip
-        session.commit()
-    assert prune_notifications(rt, dt.date.today()) == 2
-    assert sorted(n.status for n in _notifications(rt)) == ["pending", "sent"]
-    rt.close()

@@ -1,0 +1,28 @@
+"""`dmp demo` walks through ingestion and the consented-reads scenario over real HTTP."""
+
+import stat
+
+import pytest
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+
+
+@pytest.mark.slow  # ingests a batch and serves the API over real HTTP
+def test_the_demo_shows_each_step_of_the_scenario(tmp_path):
+    result = CliRunner().invoke(app, ["demo", "--documents", "24", "--patients", "3"], env={"DMP_HOME": str(tmp_path / "home")})
+    assert result.exit_code == 0, result.output
+    for line in (
+        "patient lists the record: 200",
+        "authorized physician 10000000001 reads a document: 200",
+        "blocked professional 10000000002: 403 blocked",
+        "an insurer (never allowed, not even to learn the record exists): 404 not_found",
+        "emergency access by 10000000003",
+        "the patient is told at once (log): Accès d'urgence à votre dossier",
+        "patient reads the access log: 200",
+        "emergency_read     allowed emergency_override EMERGENCY: patient unconscious after a road accident",
+        "Nouveaux documents dans votre dossier",
+        "local log sink",
+    ):
+        assert line in result.output
+    assert stat.S_IMODE((tmp_path / "home").stat().st_mode) == 0o700  # it holds the demo's index: owner only

@@ -1,0 +1,312 @@
+"""The sandbox: a verdict, a timeout or a failure, never a stuck or dead worker."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from pipeline.core.reasons import Rejected
+from pipeline.documents.sandbox import Limits, SandboxFailed, SandboxTimeout, run_contained
+
+pytestmark = pytest.mark.slow  # starts confined children, some on purpose past their limits
+
+LIMITS = Limits(seconds=2.0, memory_bytes=512 * 1024 * 1024)
+
+
+def test_a_result_comes_back_from_the_child():
+    assert run_contained(divmod, (17, 5), LIMITS) == (3, 2)
+
+
+def test_a_rejection_in_the_child_is_re_raised_with_its_reason():
+    with pytest.raises(Rejected) as caught:
+        run_contained(_reject, (), LIMITS)
+    assert caught.value.reason == "pdf_corrupt"
+
+
+def test_a_child_that_never_answers_is_killed_at_its_time_limit():
+    # The child would sleep past the test's own timeout: only a kill at the limit lets the call return.
+    with pytest.raises(SandboxTimeout):
+        run_contained(time.sleep, (3600,), Limits(seconds=1.0, memory_bytes=LIMITS.memory_bytes))
+
+
+def test_a_child_that_exhausts_its_memory_limit_fails_cleanly():
+    with pytest.raises(SandboxFailed, match="memory"):
+        run_contained(bytearray, (2 * 1024 * 1024 * 1024,), LIMITS)
+
+
+def test_a_child_killed_by_a_signal_fails_cleanly():
+    with pytest.raises(SandboxFailed):
+        run_contained(_die, (), LIMITS)
+
+
+def _reject() -> None:
+    raise Rejected("pdf_corrupt")
+
+
+def _die() -> None:
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def test_the_child_is_reused_between_documents_and_replaced_after_a_failure():
+    from pipeline.documents import sandbox
+
+    run_contained(divmod, (1, 1), LIMITS)
+    first = sandbox._local.inspector.process.pid
+    run_contained(divmod, (2, 1), LIMITS)
+    assert sandbox._local.inspector.process.pid == first
+    with pytest.raises(SandboxFailed):
+        run_contained(_die, (), LIMITS)
+    assert run_contained(divmod, (7, 2), LIMITS) == (3, 1)
+    assert sandbox._local.inspector.process.pid != first
+
+
+def test_the_cpu_limit_applies_to_each_document_not_the_childs_whole_life():
+    budget = Limits(seconds=2.0, memory_bytes=LIMITS.memory_bytes)
+    # 18 x 0.25 s of CPU in one child: more than one budget (3 s, plus up to 1 s of rounding) in
+    # total. Each document leaves room for a loaded machine (8 busy processes per core): 0.25 s of
+    # CPU within its 2 s of wall time.
+    for _ in range(18):
+        assert run_contained(_spin, (0.25,), budget) == "done"
+
+
+def _spin(seconds: float) -> str:
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+    return "done"
+
+
+# --- what a parser taken over by a hostile file could reach from inside the child -------------
+#
+# Each probe runs in the child and reports "allowed" or the error that refused it.
+
+
+@pytest.fixture
+def fresh_child():
+    """The next run_contained starts a new child (it sees the environment as it is now)."""
+    from pipeline.documents import sandbox
+
+    inspector = getattr(sandbox._local, "inspector", None)
+    if inspector is not None:
+        inspector.close()
+        sandbox._local.inspector = None
+
+
+def _attempt(action, *args) -> str:
+    try:
+        action(*args)
+    except OSError as exc:
+        return f"refused: {type(exc).__name__}"
+    return "allowed"
+
+
+def _environment() -> dict:
+    import os
+
+    return dict(os.environ)
+
+
+def _read(path) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def _write(path) -> None:
+    with open(path, "wb") as handle:
+        handle.write(b"exfiltrated")
+
+
+def _connect(port: int) -> None:
+    import socket
+
+    socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+def _fork() -> None:
+    import os
+
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+
+
+def _exec() -> None:
+    import os
+
+    os.execv("/bin/true", ["true"])  # if allowed, the child becomes /bin/true and never answers
+
+
+def test_the_child_does_not_inherit_the_workers_secrets(monkeypatch, fresh_child):
+    monkeypatch.setenv("DMP_S3_SECRET_KEY", "s3-secret-value")
+    monkeypatch.setenv("DMP_SMTP_PASSWORD", "smtp-secret-value")
+    seen = run_contained(_environment, (), LIMITS)
+    assert not {name for name in seen if name.startswith(("DMP_", "AWS_"))}
+    assert not [value for value in seen.values() if "secret-value" in value]
+    assert run_contained(_attempt, (_read, "/proc/self/environ"), LIMITS).startswith("refused")
+
+
+def test_the_child_cannot_read_the_master_key_file(tmp_path):
+    key_file = tmp_path / "keys.json"
+    key_file.write_text('{"master": "not for parsers"}')
+    assert run_contained(_attempt, (_read, str(key_file)), LIMITS) == "refused: PermissionError"
+    assert run_contained(_attempt, (_read, "/etc/passwd"), LIMITS) == "refused: PermissionError"
+
+
+def test_the_child_cannot_open_a_socket_nor_reach_loopback():
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(0.5)
+        port = listener.getsockname()[1]
+        assert run_contained(_attempt, (_connect, port), LIMITS) == "refused: PermissionError"
+        with pytest.raises(TimeoutError):
+            listener.accept()  # nothing got through
+
+
+def test_the_child_cannot_write_a_file(tmp_path):
+    target = tmp_path / "dropped.txt"
+    assert run_contained(_attempt, (_write, str(target)), LIMITS).startswith("refused")
+    assert not target.exists()
+
+
+def test_the_child_cannot_start_a_process():
+    assert run_contained(_attempt, (_fork,), LIMITS) == "refused: PermissionError"
+    assert run_contained(_attempt, (_exec,), LIMITS) == "refused: PermissionError"
+
+
+def _descriptors(null_device: int) -> dict[int, str]:
+    import os
+    import stat
+
+    found = {}
+    for fd in range(1024):
+        try:
+            info = os.fstat(fd)
+        except OSError:
+            continue
+        if stat.S_ISCHR(info.st_mode) and info.st_rdev == null_device:
+            found[fd] = "null"
+        elif stat.S_ISSOCK(info.st_mode):
+            found[fd] = "socket"
+        else:
+            found[fd] = os.readlink(f"/proc/self/fd/{fd}")
+    return found
+
+
+def _descriptors_during_a_document(document, null_device: int) -> dict[int, str]:
+    return _descriptors(null_device)
+
+
+def test_the_child_holds_no_descriptor_but_its_channel_and_its_document(fresh_child):
+    import os
+
+    from pipeline.documents.sandbox import anonymous_file, freeze
+
+    null_device = os.stat("/dev/null").st_rdev
+    with open("/dev/null", "rb") as decoy:  # a descriptor of the worker's: must not follow
+        os.set_inheritable(decoy.fileno(), True)
+        assert run_contained(_descriptors, (null_device,), LIMITS) == {0: "null", 1: "null", 2: "null", 3: "socket"}
+        with anonymous_file() as document:
+            document.write(b"%PDF-1.7")
+            freeze(document)
+            seen = run_contained(_descriptors_during_a_document, (null_device,), LIMITS, document=document.fileno())
+    assert set(seen) == {0, 1, 2, 3, 4} and seen[4].startswith("/memfd:")
+
+
+def _limits() -> dict[str, tuple[int, int]]:
+    import resource
+
+    names = ("RLIMIT_AS", "RLIMIT_FSIZE", "RLIMIT_NPROC", "RLIMIT_NOFILE", "RLIMIT_CORE")
+    return {name: resource.getrlimit(getattr(resource, name)) for name in names}
+
+
+def test_the_child_runs_under_resource_limits():
+    limits = run_contained(_limits, (), LIMITS)
+    assert limits["RLIMIT_AS"] == (LIMITS.memory_bytes, LIMITS.memory_bytes)
+    assert limits["RLIMIT_FSIZE"] == (0, 0)
+    assert limits["RLIMIT_NPROC"] == (0, 0)
+    assert limits["RLIMIT_CORE"] == (0, 0)
+    assert limits["RLIMIT_NOFILE"][1] <= 64
+
+
+def _tamper(document) -> str:
+    import os
+
+    handle = os.open(document, os.O_RDWR)
+    try:
+        return _attempt(os.write, handle, b"X")
+    finally:
+        os.close(handle)
+
+
+def test_the_child_cannot_change_the_document_it_inspects():
+    from pipeline.documents.sandbox import anonymous_file, freeze
+
+    with anonymous_file() as document:
+        document.write(b"%PDF-1.7 original")
+        freeze(document)
+        assert run_contained(_tamper, (), LIMITS, document=document.fileno()).startswith("refused")
+        assert document.read() == b"%PDF-1.7 original"
+
+
+class _Payload:
+    """An answer whose unpickling would call a function of the worker's choosing."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (_plant, (self.marker,))
+
+
+def _plant(marker: str) -> None:
+    from pathlib import Path
+
+    Path(marker).write_text("code ran in the worker")
+
+
+def _hostile_answer(marker: str) -> _Payload:
+    return _Payload(marker)
+
+
+def test_an_answer_cannot_run_code_in_the_worker(tmp_path):
+    marker = tmp_path / "planted"
+    with pytest.raises(SandboxFailed):
+        run_contained(_hostile_answer, (str(marker),), LIMITS)
+    assert not marker.exists()
+
+
+def test_a_host_without_landlock_or_seccomp_logs_a_warning(monkeypatch, caplog):
+    import sys
+
+    from pipeline.documents import confinement, sandbox
+
+    monkeypatch.setattr(confinement, "_loaded", {})
+    monkeypatch.setitem(sys.modules, "landlockpy", None)  # as on a host without the library
+    monkeypatch.setitem(sys.modules, "pyseccomp", None)
+    enforced = [confinement.apply_landlock([]), confinement.apply_seccomp()]
+    assert [(e.mechanism, e.active) for e in enforced] == [("landlock", False), ("seccomp", False)]
+    monkeypatch.setattr(sandbox, "_reported", set())
+    with caplog.at_level("WARNING", logger="pipeline.documents.sandbox"):
+        sandbox._report([(e.mechanism, e.active, e.detail) for e in enforced])
+    assert [r.levelname for r in caplog.records] == ["WARNING", "WARNING"]
+    assert "landlock NOT enforced" in caplog.records[0].getMessage()
+
+
+def test_an_answer_may_hold_the_inspections_own_classes_but_not_what_it_imports():
+    import io
+    import pickle
+
+    from pipeline.documents.inspect import Content
+    from pipeline.documents.sandbox import _AnswerUnpickler
+
+    verdict = ("ok", Content("application/pdf", pages=2))
+    assert _AnswerUnpickler(io.BytesIO(pickle.dumps(verdict))).load() == verdict
+    for name in (b"PdfReader", b"inspect_file", b"magic"):  # imported there, or not a class
+        with pytest.raises(pickle.UnpicklingError, match="not allowed"):
+            _AnswerUnpickler(io.BytesIO(b"cpipeline.workers.inspect\n" + name + b"\n.")).load()
