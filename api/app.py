@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -16,6 +18,11 @@ from api.requestid import RequestId
 from api.routes import documents, export, ingest, me, operations, record
 from pipeline import __version__
 from pipeline.core.settings import Settings
+from pipeline.operations.readiness import ReadinessProbe
+from pipeline.operations.scrape import ScrapeCollector, broker_reader
+
+if TYPE_CHECKING:
+    from pipeline.runtime import Runtime
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -23,11 +30,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         import anyio
 
-        from api.auth import TokenVerifier
         from api.ingest import Intake
+        from pipeline.access.tokens import TokenVerifier
         from pipeline.notify.sweeper import Sweeper
         from pipeline.runtime import Runtime
 
@@ -49,7 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.runtime.close()
 
     app = FastAPI(title="DMP", version=__version__, lifespan=lifespan)
-    app.add_exception_handler(ApiProblem, problem_handler)  # type: ignore[arg-type]
+    app.add_exception_handler(ApiProblem, problem_handler)  # type: ignore[arg-type]  # Starlette types handlers as taking any Exception
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_middleware(BodyLimit)
@@ -73,10 +80,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def _operations(rt):  # type: ignore[no-untyped-def]
+def _operations(rt: Runtime) -> tuple[ReadinessProbe, ScrapeCollector]:
     """The readiness probe and the scrape-time metrics collector of this process."""
-    from pipeline.operations.readiness import ReadinessProbe
-    from pipeline.operations.scrape import ScrapeCollector, broker_reader
     from pipeline.workers.actors import jobs_queue
 
     queues = [rt.settings.queue_name, jobs_queue(rt.settings.queue_name)]

@@ -38,7 +38,7 @@ class RequestBody:
                 break
         return bytes(collected)
 
-    def read(self, size: int = -1) -> bytes:
+    def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:
             size = self.limit + 1  # "everything" is never more than the limit allows
         while len(self._buffer) < size and not self._eof:

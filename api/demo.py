@@ -9,12 +9,12 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from typing import Any
 
-from sqlalchemy import func, select
-
-from api.auth import mint_token
+from pipeline.access.tokens import mint_token
 from pipeline.core.settings import Settings
-from pipeline.index.models import Document, Notification
+from pipeline.index.models import Notification
+from pipeline.index.queries import fullest_record, notifications_of, sent_notification
 from pipeline.runtime import Runtime
 
 PHYSICIAN, BLOCKED, EMERGENCY = "10000000001", "10000000002", "10000000003"
@@ -23,10 +23,13 @@ PHYSICIAN, BLOCKED, EMERGENCY = "10000000001", "10000000002", "10000000003"
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
-def _call(base: str, method: str, path: str, token: str, body: dict | None = None, headers: dict | None = None) -> tuple[int, object]:
+def _call(
+    base: str, method: str, path: str, token: str, body: dict[str, Any] | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(base + path, data=data, method=method)
     request.add_header("Authorization", f"Bearer {token}")
@@ -48,9 +51,7 @@ def _wait_for_sent(rt: Runtime, patient_id: str, kind: str, timeout: float = 10)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with rt.sessions() as session:
-            sent = session.scalars(
-                select(Notification).where(Notification.patient_id == patient_id, Notification.kind == kind, Notification.status == "sent")
-            ).first()
+            sent = sent_notification(session, patient_id, kind)
         if sent is not None:
             return sent
         time.sleep(0.1)
@@ -65,7 +66,7 @@ def _show_notifications(rt: Runtime, settings: Settings, patient_id: str, echo: 
     report = dispatch(rt, channels_from_settings(settings), flush=True)
     echo(f"\nNotifications: {report.composed} more composed, {report.sent} sent (one per patient per event, deposits coalesced)")
     with rt.sessions() as session:
-        mine = session.scalars(select(Notification).where(Notification.patient_id == patient_id).order_by(Notification.created_at)).all()
+        mine = notifications_of(session, patient_id)
     for n in mine:
         echo(f"  to {n.recipient_id[:12]:<12} via {n.channel:<5} {n.subject}: {n.body.splitlines()[0]}")
     echo(f"  (no email or SMS channel configured: messages are in the local log sink {settings.resolved_notify_log_file()})")
@@ -87,26 +88,32 @@ def run_api_demo(settings: Settings, echo: Callable[[str], None]) -> None:
     rt = Runtime.from_settings(settings)
     try:
         with rt.sessions() as session:
-            patient_id, count = session.execute(
-                select(Document.patient_id, func.count()).group_by(Document.patient_id).order_by(func.count().desc())
-            ).first()
-        token = lambda sub, kind, **claims: mint_token(settings, sub, kind, **claims)  # noqa: E731
+            fullest = fullest_record(session)
+        if fullest is None:
+            raise RuntimeError("the demo needs an indexed document")
+        patient_id, count = fullest
+
+        def token(sub: str, kind: str, profession: str | None = None, rpps: str | None = None) -> str:
+            return mint_token(settings, sub, kind, profession=profession, rpps=rpps)
+
+        def doctor(rpps: str) -> str:
+            return token(rpps, "professional", profession="physician", rpps=rpps)
+
         patient = token(patient_id, "patient")
-        doctor = lambda rpps: token(rpps, "professional", profession="physician", rpps=rpps)  # noqa: E731
         record = f"/v1/patients/{patient_id}"
 
         echo(f"\nAPI on {base} — patient {patient_id} ({count} documents)")
         status, listing = _call(base, "GET", f"{record}/documents", patient)
-        echo(f"  patient lists the record: {status}, {listing['total']} documents")  # type: ignore[index]
-        first = listing["items"][0]["id"]  # type: ignore[index]
+        echo(f"  patient lists the record: {status}, {listing['total']} documents")
+        first = listing["items"][0]["id"]
         _call(base, "POST", f"{record}/professionals/{PHYSICIAN}/authorize", patient)
         status, body = _call(base, "GET", f"{record}/documents/{first}/content", doctor(PHYSICIAN))
-        echo(f"  authorized physician {PHYSICIAN} reads a document: {status}, {len(body)} bytes")  # type: ignore[arg-type]
+        echo(f"  authorized physician {PHYSICIAN} reads a document: {status}, {len(body)} bytes")
         _call(base, "POST", f"{record}/professionals/{BLOCKED}/block", patient)
         status, body = _call(base, "GET", f"{record}/documents/{first}", doctor(BLOCKED))
-        echo(f"  blocked professional {BLOCKED}: {status} {body.get('code')}")  # type: ignore[union-attr]
+        echo(f"  blocked professional {BLOCKED}: {status} {body.get('code')}")
         status, body = _call(base, "GET", f"{record}/documents", token("CPAM-75", "insurer"))
-        echo(f"  an insurer (never allowed, not even to learn the record exists): {status} {body.get('code')}")  # type: ignore[union-attr]
+        echo(f"  an insurer (never allowed, not even to learn the record exists): {status} {body.get('code')}")
         reason = "patient unconscious after a road accident"
         status, _ = _call(base, "GET", f"{record}/documents/{first}", doctor(EMERGENCY), headers={"X-Emergency-Reason": reason})
         echo(f"  emergency access by {EMERGENCY} ('{reason}'): {status}")
@@ -114,8 +121,8 @@ def run_api_demo(settings: Settings, echo: Callable[[str], None]) -> None:
         if told is not None:
             echo(f"  the patient is told at once ({told.channel}): {told.subject} — {told.body.splitlines()[0]}")
         status, log = _call(base, "GET", f"{record}/access-log?limit=1000", patient)
-        echo(f"  patient reads the access log: {status}, {len(log)} entries; the latest:")  # type: ignore[arg-type]
-        for entry in log[-6:]:  # type: ignore[index]
+        echo(f"  patient reads the access log: {status}, {len(log)} entries; the latest:")
+        for entry in log[-6:]:
             flag = f" EMERGENCY: {entry['justification']}" if entry["emergency"] else ""
             who = f"{entry['actor_kind']:<12} {entry['actor_id']:<36}"
             echo(f"    {entry['at'][:19]} {who} {entry['action']:<18} {entry['outcome']:<7} {entry['reason']}{flag}")

@@ -6,23 +6,25 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
-from api.policy import Actor
 from api.problems import ApiProblem
 from pipeline.access.audit import MAX_JUSTIFICATION
+from pipeline.access.policy import Actor
 from pipeline.runtime import Runtime
 from pipeline.sources import SourceIdentity
 
 
 def runtime(request: Request) -> Runtime:
-    return request.app.state.runtime
+    rt: Runtime = request.app.state.runtime
+    return rt
 
 
 def current_actor(request: Request, authorization: Annotated[str | None, Header()] = None) -> Actor:
     """The actor named by a valid bearer token; 401 with a stable code otherwise."""
-    from api.auth import AuthError
+    from pipeline.access.tokens import AuthError
 
     try:
-        return request.app.state.verifier.verify(authorization).actor()
+        actor: Actor = request.app.state.verifier.verify(authorization).actor()
+        return actor
     except AuthError as failure:
         if failure.code == "verifier_unavailable":
             raise ApiProblem(503, failure.code, "Service unavailable", "Token keys cannot be fetched; retry later.") from None

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import anyio
 import anyio.to_thread
@@ -14,12 +14,12 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 
-from api import idempotency
 from api.body import RequestBody
 from api.problems import ApiProblem, too_large
 from pipeline.carehistory.feedformat import FeedError
 from pipeline.core.reasons import Transient
 from pipeline.core.settings import Settings
+from pipeline.ingest import idempotency
 from pipeline.ingest.feed_intake import FeedIntake
 from pipeline.ingest.intake import IntakeInterrupted, IntakeResult
 from pipeline.ingest.manifest import ManifestError
@@ -30,11 +30,14 @@ from pipeline.sources import SourceIdentity
 from pipeline.status import queue_depth
 from pipeline.workers.wiring import Wiring, wire
 
+if TYPE_CHECKING:
+    from dramatiq import Worker
+
 BATCH_STATUS = "/v1/ingest/batches/{}"
 FEED_STATUS = "/v1/ingest/feeds/{}"
 UNAVAILABLE_RETRY_SECONDS = 10
 # The work of one submission, run in a worker thread: (runtime, body, broker side) -> the 202 answer.
-Work = Callable[[Runtime, BinaryIO, Wiring], dict]
+Work = Callable[[Runtime, BinaryIO, Wiring], dict[str, Any]]
 
 
 UPLOAD_THREADS = 32
@@ -51,7 +54,7 @@ class Intake:
         self.upload_threads = anyio.CapacityLimiter(UPLOAD_THREADS)
         self._lock = threading.Lock()
         self._wiring: Wiring | None = None
-        self._worker = None
+        self._worker: Worker | None = None
 
     def wiring(self) -> Wiring:
         with self._lock:
@@ -87,7 +90,7 @@ def batch_work(receive: Callable[..., IntakeResult], *args: object) -> Work:
     broker round trip instead of N before its answer.
     """
 
-    def work(rt: Runtime, body: BinaryIO, wiring: Wiring) -> dict:
+    def work(rt: Runtime, body: BinaryIO, wiring: Wiring) -> dict[str, Any]:
         ready: list[str] = []
         result = receive(rt, body, *args, ready.append)
         if ready:
@@ -100,17 +103,17 @@ def batch_work(receive: Callable[..., IntakeResult], *args: object) -> Work:
 def feed_work(receive: Callable[..., FeedIntake], *args: object) -> Work:
     """The work of a feed submission: `receive(rt, body, *args, send_chunk)`, answered."""
 
-    def work(rt: Runtime, body: BinaryIO, wiring: Wiring) -> dict:
+    def work(rt: Runtime, body: BinaryIO, wiring: Wiring) -> dict[str, Any]:
         return feed_answer(receive(rt, body, *args, wiring.send_chunk))
 
     return work
 
 
-def batch_answer(result: IntakeResult) -> dict:
+def batch_answer(result: IntakeResult) -> dict[str, Any]:
     return {"batch": result.batch_id, "status_url": BATCH_STATUS.format(result.batch_id), "total": result.total, "resumed": result.resumed}
 
 
-def feed_answer(result: FeedIntake) -> dict:
+def feed_answer(result: FeedIntake) -> dict[str, Any]:
     url = FEED_STATUS.format(result.feed_id)
     return {"batch": result.feed_id, "feed": result.feed_id, "status_url": url, "total": result.lines, "resumed": result.resumed}
 
@@ -129,7 +132,7 @@ def _claim(rt: Runtime, source: str, key: str, route: str, length: int | None) -
         return idempotency.claim(session, source, key, route, length)
 
 
-def _settle(rt: Runtime, source: str, key: str, answer: dict | None) -> None:
+def _settle(rt: Runtime, source: str, key: str, answer: dict[str, Any] | None) -> None:
     with rt.sessions() as session:
         if answer is None:
             idempotency.release(session, source, key)
@@ -206,10 +209,10 @@ async def _replay_or_claim(rt: Runtime, source: str, key: str, route: str, lengt
         raise ApiProblem(422, "idempotency_key_reused", "Unprocessable submission", detail) from None
 
 
-async def _run(request: Request, rt: Runtime, limit: int, work: Work) -> dict:
+async def _run(request: Request, rt: Runtime, limit: int, work: Work) -> dict[str, Any]:
     """The upload itself, every failure turned into its problem document."""
     wiring = await anyio.to_thread.run_sync(request.app.state.intake.wiring)
-    body = RequestBody(request.stream(), limit)
+    body = cast(BinaryIO, RequestBody(request.stream(), limit))  # read() is all the upload functions ask of it
     try:
         return await anyio.to_thread.run_sync(work, rt, body, wiring, limiter=request.app.state.intake.upload_threads)
     except TooLarge as exc:

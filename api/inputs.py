@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Path, Query
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
@@ -20,7 +20,7 @@ from api.problems import problem_response, too_large
 from pipeline.core.identity import MAX_ACTOR_ID, identifier_pattern
 
 
-def _identifier(width: int) -> dict:
+def _identifier(width: int) -> dict[str, Any]:
     return {"min_length": 1, "max_length": width, "pattern": identifier_pattern(width)}
 
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 import logging
 import traceback
 import uuid
+from typing import Any
 
 from fastapi import Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 PROBLEM_TYPE = "https://dmp.example/problems/"
@@ -28,7 +31,14 @@ class Problem(BaseModel):
 
 class ApiProblem(Exception):
     def __init__(
-        self, status: int, code: str, title: str, detail: str = "", *, extra: dict | None = None, headers: dict[str, str] | None = None
+        self,
+        status: int,
+        code: str,
+        title: str,
+        detail: str = "",
+        *,
+        extra: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         self.status, self.code, self.title, self.detail = status, code, title, detail or title
         self.extra, self.headers = extra or {}, headers or {}
@@ -58,13 +68,13 @@ async def problem_handler(_request: Request, exc: ApiProblem) -> JSONResponse:
     return problem_response(exc)
 
 
-def problem_doc(description: str) -> dict:
+def problem_doc(description: str) -> dict[str, Any]:
     """An OpenAPI response entry for a problem document."""
     return {"model": Problem, "description": description, "content": {"application/problem+json": {}}}
 
 
 # Declared on every router so the OpenAPI document tells clients what errors look like.
-PROBLEM_RESPONSES: dict[int | str, dict] = {
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: problem_doc("The request cannot be read (malformed body)."),
     422: problem_doc("A parameter or the body is invalid; `detail` says which."),
     401: problem_doc("Missing, invalid or expired bearer token."),
@@ -76,8 +86,9 @@ PROBLEM_RESPONSES: dict[int | str, dict] = {
 }
 
 
-async def http_error_handler(request: Request, exc) -> JSONResponse:  # type: ignore[no-untyped-def]
+async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
     """Starlette's own errors (bad body, unknown route, wrong method) as problem details too."""
+    assert isinstance(exc, StarletteHTTPException)  # registered for that class only; Starlette types it Exception
     code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
     response = await problem_handler(request, ApiProblem(exc.status_code, code, str(exc.detail) if exc.status_code != 404 else "Not found"))
     response.headers.update(getattr(exc, "headers", None) or {})
@@ -98,7 +109,8 @@ def _allowed_methods(request: Request) -> list[str]:
     return sorted(methods)
 
 
-async def validation_error_handler(_request: Request, exc) -> JSONResponse:  # type: ignore[no-untyped-def]
+async def validation_error_handler(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)  # registered for that class only
     # Name the fields, never echo their values (they can carry patient data).
     fields = sorted({".".join(str(p) for p in error.get("loc", ())) for error in exc.errors()})
     return await problem_handler(_request, ApiProblem(422, "invalid_request", "Invalid request", "Invalid: " + ", ".join(fields)))

@@ -224,7 +224,7 @@ def _serve(settings: Settings, port: int, workers: int) -> subprocess.Popen[byte
 
 
 def run(documents: int, concurrency: int, requests: int = 2000, server_workers: int = 2) -> dict[str, Any]:
-    from api.auth import mint_token
+    from pipeline.access.tokens import mint_token
 
     with tempfile.TemporaryDirectory(prefix="dmp-bench-read-") as tmp, throwaway_services(Path(tmp)) as services:
         root, settings = Path(tmp), services.settings
@@ -234,7 +234,7 @@ def run(documents: int, concurrency: int, requests: int = 2000, server_workers: 
             setup = time.monotonic()
             _seal_real(rt, root, min(REAL_DOCUMENTS, documents), REAL_PATIENTS)
             with rt.sessions() as session:
-                real = list(session.scalars(select(Document).where(Document.wrapped_key.is_not(None)).order_by(Document.id)))
+                real = list(session.scalars(select(Document).where(Document.live).order_by(Document.id)))
             if not real:
                 raise RuntimeError("no document was sealed")
             by_patient: dict[str, int] = {}

@@ -12,13 +12,13 @@ import threading
 import pytest
 from sqlalchemy import func, select, update
 
-from api.idempotency import Replay
 from pipeline import retention
 from pipeline.core.clock import paris_date
 from pipeline.documents.process import mark_retries_exhausted
 from pipeline.index import repo
 from pipeline.index.models import CareEvent, Contact, IdempotencyRecord, Notification, Outbox, Patient
 from pipeline.ingest import uploads
+from pipeline.ingest.idempotency import Replay
 from pipeline.ingest.uploads import receive_multipart_batch
 from pipeline.notify.channels import channels_from_settings
 from pipeline.notify.contacts import set_contact

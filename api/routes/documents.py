@@ -5,24 +5,26 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
-from sqlalchemy import select
 
 from api.access import check, visible
 from api.deps import ActorDep, EmergencyDep, RuntimeDep
 from api.headers import EXTENSIONS, OCTET_STREAM, content_headers, served_type
 from api.inputs import ClassCodeQuery, FromDateQuery, PageQuery, ToDateQuery, TypeCodeQuery
 from api.problems import PROBLEM_RESPONSES, ApiProblem, not_found
-from api.records import POLICY_COLUMNS
+from pipeline.access.policy import Action
+from pipeline.access.recordview import policy_rows
 from pipeline.core.clock import paris_date
 from pipeline.core.envelope import IntegrityError
 from pipeline.core.storage import ObjectNotFound
 from pipeline.documents.stored import DocumentGone, read_document
 from pipeline.documents.titles import document_titles
 from pipeline.index.models import Document
+from pipeline.index.queries import documents_by_id
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/patients/{patient_id}/documents", tags=["documents"], responses=PROBLEM_RESPONSES)
@@ -57,8 +59,8 @@ class DocumentPage(BaseModel):
     total: int
 
 
-def _action(emergency: str | None, action: str) -> str:
-    return "emergency_read" if emergency else action
+def _action(emergency: str | None, action: Action) -> Action:
+    return Action.EMERGENCY_READ if emergency else action
 
 
 @router.get("", response_model=DocumentPage)
@@ -75,24 +77,15 @@ def list_documents(
     page_size: int = Query(default=50, ge=1, le=200),
 ) -> DocumentPage:
     """The documents this actor may see, newest service date first; filters by class, type and date."""
-    action = _action(emergency, "list")
+    action = _action(emergency, Action.LIST)
     access = check(rt, actor, action, patient_id, emergency_reason=emergency)
     # Decide on narrow rows (what the policy reads), then load whole rows for the requested page only.
-    query = select(*POLICY_COLUMNS).where(Document.patient_id == patient_id, Document.wrapped_key.is_not(None))
-    if class_code:
-        query = query.where(Document.class_code == class_code)
-    if type_code:
-        query = query.where(Document.type_code == type_code)
-    if date_from:
-        query = query.where(Document.service_date >= date_from)
-    if date_to:
-        query = query.where(Document.service_date <= date_to)
     with rt.sessions() as session:
-        rows = session.execute(query.order_by(Document.service_date.desc(), Document.id)).all()
-        shown = visible(actor, action, access.record, rows, paris_date(), emergency)
+        rows = policy_rows(session, patient_id, class_code=class_code, type_code=type_code, served_from=date_from, served_to=date_to)
+        shown = visible(actor, action, access.record, rows, today=paris_date(), emergency_reason=emergency)
         start = (page - 1) * page_size
         page_ids = [row.id for row in shown[start : start + page_size]]
-        by_id = {d.id: d for d in session.scalars(select(Document).where(Document.id.in_(page_ids)))} if page_ids else {}
+        by_id = documents_by_id(session, page_ids)
     titles = document_titles(rt, by_id.values())  # one record key for the page, not one per row
     items = [DocumentOut.of(by_id[document_id], titles[document_id]) for document_id in page_ids]
     return DocumentPage(items=items, page=page, page_size=page_size, total=len(shown))
@@ -100,7 +93,7 @@ def list_documents(
 
 @router.get("/{document_id}", response_model=DocumentOut)
 def document_metadata(patient_id: str, document_id: str, rt: RuntimeDep, actor: ActorDep, emergency: EmergencyDep) -> DocumentOut:
-    access = check(rt, actor, _action(emergency, "read_metadata"), patient_id, document_id, emergency)
+    access = check(rt, actor, _action(emergency, Action.READ_METADATA), patient_id, document_id=document_id, emergency_reason=emergency)
     document = access.document
     assert document is not None
     return DocumentOut.of(document, document_titles(rt, [document])[document.id])
@@ -111,14 +104,14 @@ def document_metadata(patient_id: str, document_id: str, rt: RuntimeDep, actor: 
 WHOLE_BODY_LIMIT = 1 << 20
 
 
-SERVED_TYPES = {200: {"content": {kind: {} for kind in (*EXTENSIONS, OCTET_STREAM)}}}
+SERVED_TYPES: dict[int | str, dict[str, Any]] = {200: {"content": {kind: {} for kind in (*EXTENSIONS, OCTET_STREAM)}}}
 
 
 @router.get("/{document_id}/content", response_class=StreamingResponse, responses=SERVED_TYPES)
 def document_content(patient_id: str, document_id: str, rt: RuntimeDep, actor: ActorDep, emergency: EmergencyDep) -> Response:
     """The decrypted bytes, integrity-checked. Large documents are streamed: an integrity failure then aborts
     the stream, so corrupted bytes are never served whole."""
-    access = check(rt, actor, _action(emergency, "read_content"), patient_id, document_id, emergency)
+    access = check(rt, actor, _action(emergency, Action.READ_CONTENT), patient_id, document_id=document_id, emergency_reason=emergency)
     document = access.document
     assert document is not None
     # Never the stored type as it is, never a page: see api/headers.py.

@@ -5,19 +5,21 @@ from __future__ import annotations
 import json
 import zipfile
 from collections.abc import Iterator
+from typing import IO, cast
 
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
-from sqlalchemy import select
 
 from api.access import check, visible
 from api.deps import ActorDep, RuntimeDep
 from api.headers import EXTENSIONS
 from api.problems import PROBLEM_RESPONSES
+from pipeline.access.policy import Action
 from pipeline.core.clock import paris_date
 from pipeline.documents.stored import read_document
 from pipeline.documents.titles import document_titles
 from pipeline.index.models import Document
+from pipeline.index.queries import live_documents
 from pipeline.runtime import Runtime
 
 router = APIRouter(prefix="/v1/patients/{patient_id}", tags=["record"], responses=PROBLEM_RESPONSES)
@@ -50,7 +52,9 @@ def _zip_stream(rt: Runtime, documents: list[Document]) -> Iterator[bytes]:
     spout = _Spout()
     index = []
     titles = document_titles(rt, documents)
-    with zipfile.ZipFile(spout, "w", compression=zipfile.ZIP_DEFLATED) as archive:  # type: ignore[arg-type]
+    with zipfile.ZipFile(
+        cast(IO[bytes], spout), "w", compression=zipfile.ZIP_DEFLATED
+    ) as archive:  # write, tell, flush: all a zip writer needs
         for number, document in enumerate(documents, start=1):
             name = f"{number:05d}-{document.class_code}-{document.type_code}{EXTENSIONS.get(document.mime_type, '.txt')}"
             with archive.open(name, "w", force_zip64=True) as member:
@@ -67,15 +71,9 @@ def _zip_stream(rt: Runtime, documents: list[Document]) -> Iterator[bytes]:
 @router.get("/export", response_class=StreamingResponse, responses={200: {"content": {"application/zip": {}}}})
 def export_record(patient_id: str, rt: RuntimeDep, actor: ActorDep) -> StreamingResponse:
     """A full copy of the record for the patient: every document they may read, decrypted, plus index.json."""
-    access = check(rt, actor, "export", patient_id)
+    access = check(rt, actor, Action.EXPORT, patient_id)
     with rt.sessions() as session:
-        documents = list(
-            session.scalars(
-                select(Document)
-                .where(Document.patient_id == patient_id, Document.wrapped_key.is_not(None))
-                .order_by(Document.service_date, Document.id)
-            )
-        )
-    shown = visible(actor, "read_content", access.record, documents, paris_date(), None)
+        documents = live_documents(session, patient_id)
+    shown = visible(actor, Action.READ_CONTENT, access.record, documents, today=paris_date(), emergency_reason=None)
     headers = {"Content-Disposition": 'attachment; filename="dossier.zip"', "Cache-Control": "no-store"}
     return StreamingResponse(_zip_stream(rt, shown), media_type="application/zip", headers=headers)

@@ -6,7 +6,7 @@ Submissions answer 202 with the batch id and its status URL; the body streams in
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
@@ -16,13 +16,13 @@ from api.deps import RuntimeDep, SourceDep
 from api.ingest import batch_work, feed_work, require_scope, submit
 from api.inputs import BatchIdPath
 from api.problems import PROBLEM_RESPONSES, ApiProblem, not_found, problem_doc
-from pipeline.index.models import Batch, Feed
+from pipeline.index.queries import batch_of_source, feed_of_source
 from pipeline.ingest.multipart import MultipartError, boundary_of
 from pipeline.ingest.uploads import METADATA_FIELDS, receive_document, receive_feed_upload, receive_multipart_batch, receive_zip
 from pipeline.sources import SCOPES
 from pipeline.status import batch_status, feed_status
 
-INGEST_PROBLEMS: dict[int | str, dict] = {
+INGEST_PROBLEMS: dict[int | str, dict[str, Any]] = {
     **{code: answer for code, answer in PROBLEM_RESPONSES.items() if code != 503},
     400: problem_doc("The body is not well-formed (multipart syntax, Content-Length, Idempotency-Key)."),
     401: problem_doc("Missing, unknown or revoked source API key (`invalid_credentials`)."),
@@ -53,7 +53,7 @@ DOCUMENT_BODY = {"type": "object", "required": ["metadata", "file"], "properties
 BATCH_PARTS = {"type": "object", "required": ["manifest", "file"], "properties": {"manifest": _BINARY, "file": _FILES}}
 
 
-def _body(content: dict[str, dict]) -> dict:
+def _body(content: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {kind: {"schema": schema} for kind, schema in content.items()}}}
 
 
@@ -172,28 +172,26 @@ async def submit_feed(request: Request, source: SourceDep, idempotency_key: Idem
 
 
 @router.get("/source", response_model=SourceInfo)
-def read_source(source: SourceDep) -> dict:
+def read_source(source: SourceDep) -> dict[str, Any]:
     """The source this API key belongs to and what it may submit (`dmp ingest --api` checks its
     `--source` against it before sending anything)."""
     return {"source": source.id, "may_submit": sorted(SCOPES.get(source.kind, ()))}
 
 
 @router.get("/batches/{batch_id}", response_model=BatchStatus)
-def read_batch_status(batch_id: BatchId, rt: RuntimeDep, source: SourceDep) -> dict:
+def read_batch_status(batch_id: BatchId, rt: RuntimeDep, source: SourceDep) -> dict[str, Any]:
     """Per document: state, class and type once indexed, reason and message if rejected (as `dmp status --json`).
     A source sees its own batches only."""
     with rt.sessions() as session:
-        batch = session.get(Batch, batch_id)
-        if batch is None or batch.source != source.id:
+        if batch_of_source(session, batch_id, source.id) is None:
             raise not_found()
         return batch_status(session, batch_id)
 
 
 @router.get("/feeds/{feed_id}", response_model=FeedStatus)
-def read_feed_status(feed_id: BatchId, rt: RuntimeDep, source: SourceDep) -> dict:
+def read_feed_status(feed_id: BatchId, rt: RuntimeDep, source: SourceDep) -> dict[str, Any]:
     """Lines stored, already known and rejected (with line numbers and reasons). A source sees its own feeds only."""
     with rt.sessions() as session:
-        feed = session.get(Feed, feed_id)
-        if feed is None or feed.source != source.id:
+        if feed_of_source(session, feed_id, source.id) is None:
             raise not_found()
         return feed_status(session, feed_id)

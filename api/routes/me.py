@@ -8,11 +8,12 @@ from api.deps import ActorDep, RuntimeDep
 from api.inputs import StrictBody
 from api.problems import PROBLEM_RESPONSES, ApiProblem
 from api.routes.record import Email, Phone
+from pipeline.access.gate import PROFESSIONAL_KINDS
 from pipeline.notify import contacts
 from pipeline.notify.contacts import Addresses
 
 router = APIRouter(prefix="/v1/me", tags=["me"], responses=PROBLEM_RESPONSES)
-CONTACT_KINDS = frozenset({"professional", "emergency_regulator", "occupational_physician"})
+CONTACT_KINDS = PROFESSIONAL_KINDS
 
 
 class ContactIn(StrictBody):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
@@ -12,7 +14,7 @@ router = APIRouter(tags=["operations"])
 
 
 @router.get("/v1/ready", responses={503: problem_doc("A dependency does not answer: `failing` names it (database, broker, store, keys).")})
-def ready(request: Request) -> dict:
+def ready(request: Request) -> dict[str, Any]:
     """Readiness: the database, the broker, the object store and the key provider answer (each within 2 s)."""
     result = request.app.state.readiness.check()
     checks = {dependency.value: outcome.value for dependency, outcome in result.checks.items()}

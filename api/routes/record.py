@@ -7,16 +7,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
-from sqlalchemy import update
 
 from api.access import LogLine, access_log, check
 from api.deps import ActorDep, EmergencyDep, RuntimeDep
 from api.inputs import ActorIdField, ActorIdPath, OffsetQuery, PageQuery, StrictBody
 from api.problems import PROBLEM_RESPONSES
+from pipeline.access import controls
+from pipeline.access.policy import Action
 from pipeline.carehistory.history import CarePage, care_history
-from pipeline.index.models import Document, Patient, RecordRelation, new_id
-from pipeline.index.repo import insert_ignore
-from pipeline.notify.contacts import key_for_saving, read_contact, save_contact
+from pipeline.index.queries import patient as find_patient
+from pipeline.notify.contacts import read_contact
 
 router = APIRouter(prefix="/v1/patients/{patient_id}", tags=["record"], responses=PROBLEM_RESPONSES)
 
@@ -32,7 +32,7 @@ def read_care_history(
 ) -> CarePage:
     """Reimbursed care of the last 24 months (Europe/Paris calendar), newest first. With `X-Emergency-Reason`, a
     break-glass read of this reimbursement data (class 60 of the access matrix), audited as an emergency override."""
-    check(rt, actor, "read_care_history", patient_id, emergency_reason=emergency)
+    check(rt, actor, Action.READ_CARE_HISTORY, patient_id, emergency_reason=emergency)
     with rt.sessions() as session:
         return care_history(session, patient_id, page=page, page_size=page_size, record_keys=rt.record_keys)
 
@@ -62,7 +62,7 @@ def read_access_log(
 ) -> list[AccessLogEntry]:
     """Who did what on the record, as far as this reader may see: a professional only the entries about their own
     actions; nobody the entries about a document hidden from them; a legal representative not the patient's own."""
-    access = check(rt, actor, "read_access_log", patient_id)
+    access = check(rt, actor, Action.READ_ACCESS_LOG, patient_id)
     return [_log_entry(line) for line in access_log(rt, actor, access, limit=limit, offset=offset)]
 
 
@@ -77,56 +77,51 @@ class Done(BaseModel):
     ok: bool = True
 
 
-def _set_document(rt, actor, patient_id: str, document_id: str, action: str, **values: bool) -> Done:  # type: ignore[no-untyped-def]
-    check(rt, actor, action, patient_id, document_id)
-    with rt.sessions() as session:
-        session.execute(update(Document).where(Document.id == document_id).values(**values))
-        session.commit()
-    return Done()
-
-
 @router.post("/documents/{document_id}/mask", response_model=Done)
 def mask_document(patient_id: str, document_id: str, rt: RuntimeDep, actor: ActorDep) -> Done:
     """Hide a document from professionals (the patient, its author and the attending physician still see it)."""
-    return _set_document(rt, actor, patient_id, document_id, "mask", masked=True)
+    check(rt, actor, Action.MASK, patient_id, document_id=document_id)
+    controls.set_masked(rt, document_id, True)
+    return Done()
 
 
 @router.post("/documents/{document_id}/unmask", response_model=Done)
 def unmask_document(patient_id: str, document_id: str, rt: RuntimeDep, actor: ActorDep) -> Done:
-    return _set_document(rt, actor, patient_id, document_id, "unmask", masked=False)
+    check(rt, actor, Action.UNMASK, patient_id, document_id=document_id)
+    controls.set_masked(rt, document_id, False)
+    return Done()
 
 
 @router.post("/documents/{document_id}/hide-from-representatives", response_model=Done)
 def hide_from_representatives(patient_id: str, document_id: str, rt: RuntimeDep, actor: ActorDep) -> Done:
     """The patient (a minor) hides a document from their legal representatives; the patient only."""
-    return _set_document(rt, actor, patient_id, document_id, "hide_from_representatives", hidden_from_representatives=True)
+    check(rt, actor, Action.HIDE_FROM_REPRESENTATIVES, patient_id, document_id=document_id)
+    controls.set_hidden_from_representatives(rt, document_id, True)
+    return Done()
 
 
 @router.post("/documents/{document_id}/show-to-representatives", response_model=Done)
 def show_to_representatives(patient_id: str, document_id: str, rt: RuntimeDep, actor: ActorDep) -> Done:
     """Undo `hide-from-representatives`; the patient only."""
-    return _set_document(rt, actor, patient_id, document_id, "show_to_representatives", hidden_from_representatives=False)
-
-
-def _relate(rt, actor, patient_id: str, professional_id: str, action: str, add: str, remove: str) -> Done:  # type: ignore[no-untyped-def]
-    check(rt, actor, action, patient_id)
-    with rt.sessions() as session:
-        session.query(RecordRelation).filter_by(patient_id=patient_id, actor_id=professional_id, relation=remove).delete()
-        insert_ignore(session, RecordRelation, {"id": new_id(), "patient_id": patient_id, "actor_id": professional_id, "relation": add})
-        session.commit()
+    check(rt, actor, Action.SHOW_TO_REPRESENTATIVES, patient_id, document_id=document_id)
+    controls.set_hidden_from_representatives(rt, document_id, False)
     return Done()
 
 
 @router.post("/professionals/{professional_id}/authorize", response_model=Done)
 def authorize_professional(patient_id: str, professional_id: ActorIdPath, rt: RuntimeDep, actor: ActorDep) -> Done:
     """Put a professional in the care team (and lift a block)."""
-    return _relate(rt, actor, patient_id, professional_id, "authorize_professional", "authorized", "blocked")
+    check(rt, actor, Action.AUTHORIZE_PROFESSIONAL, patient_id)
+    controls.set_standing(rt, patient_id, professional_id, "authorized")
+    return Done()
 
 
 @router.post("/professionals/{professional_id}/block", response_model=Done)
 def block_professional(patient_id: str, professional_id: ActorIdPath, rt: RuntimeDep, actor: ActorDep) -> Done:
     """Block a professional (and take them out of the care team)."""
-    return _relate(rt, actor, patient_id, professional_id, "block_professional", "blocked", "authorized")
+    check(rt, actor, Action.BLOCK_PROFESSIONAL, patient_id)
+    controls.set_standing(rt, patient_id, professional_id, "blocked")
+    return Done()
 
 
 class AttendingIn(StrictBody):
@@ -162,31 +157,27 @@ class NotificationsOut(NotificationsIn):
     phone_rejected: str | None = Field(description="Why the phone number was refused for good.")
 
 
-def _set_patient(rt, actor, patient_id: str, action: str, **values: object) -> Done:  # type: ignore[no-untyped-def]
-    check(rt, actor, action, patient_id)
-    with rt.sessions() as session:
-        session.execute(update(Patient).where(Patient.id == patient_id).values(**values))
-        session.commit()
-    return Done()
-
-
 @router.put("/attending-physician", response_model=Done)
 def set_attending_physician(patient_id: str, body: AttendingIn, rt: RuntimeDep, actor: ActorDep) -> Done:
-    return _set_patient(rt, actor, patient_id, "set_attending_physician", attending_physician_id=body.physician_id)
+    check(rt, actor, Action.SET_ATTENDING_PHYSICIAN, patient_id)
+    controls.set_attending_physician(rt, patient_id, body.physician_id)
+    return Done()
 
 
 @router.put("/emergency-opposition", response_model=Done)
 def oppose_emergency(patient_id: str, body: OppositionIn, rt: RuntimeDep, actor: ActorDep) -> Done:
     """Oppose (or stop opposing) emergency access to the record."""
-    return _set_patient(rt, actor, patient_id, "oppose_emergency", emergency_opposed=body.opposed)
+    check(rt, actor, Action.OPPOSE_EMERGENCY, patient_id)
+    controls.set_emergency_opposition(rt, patient_id, body.opposed)
+    return Done()
 
 
 @router.get("/notifications", response_model=NotificationsOut)
 def read_notifications(patient_id: str, rt: RuntimeDep, actor: ActorDep) -> NotificationsOut:
     """The patient's notification settings, and any address a channel refused."""
-    check(rt, actor, "read_notifications", patient_id)
+    check(rt, actor, Action.READ_NOTIFICATIONS, patient_id)
     with rt.sessions() as session:
-        patient = session.get(Patient, patient_id)
+        patient = find_patient(session, patient_id)
         contact = read_contact(rt, session, patient_id)
     assert patient is not None  # check() answered 404 otherwise
     return NotificationsOut(
@@ -198,21 +189,18 @@ def read_notifications(patient_id: str, rt: RuntimeDep, actor: ActorDep) -> Noti
 
 @router.put("/notifications", response_model=Done)
 def set_notifications(patient_id: str, body: NotificationsIn, rt: RuntimeDep, actor: ActorDep) -> Done:
-    check(rt, actor, "set_notifications", patient_id)
-    key = key_for_saving(rt, patient_id)
-    with rt.sessions() as session:
-        session.execute(
-            update(Patient).where(Patient.id == patient_id).values(
-                notify_email=body.email, notify_sms=body.sms, notify_every_access=body.every_access,
-                notify_documents=body.documents, notify_reimbursements=body.reimbursements,
-            )
-        )  # fmt: skip
-        save_contact(rt, session, key, patient_id, body.email_address, body.phone)
-        session.commit()
+    check(rt, actor, Action.SET_NOTIFICATIONS, patient_id)
+    choices = controls.NotificationChoices(
+        email=body.email, sms=body.sms, every_access=body.every_access, documents=body.documents,
+        reimbursements=body.reimbursements, email_address=body.email_address, phone=body.phone,
+    )  # fmt: skip
+    controls.set_notifications(rt, patient_id, choices)
     return Done()
 
 
 @router.post("/close", response_model=Done)
 def close_record(patient_id: str, rt: RuntimeDep, actor: ActorDep) -> Done:
     """Close the record: it accepts nothing more, nobody reads it, it is destroyed 10 years later."""
-    return _set_patient(rt, actor, patient_id, "close_record", status="closed", closed_at=dt.datetime.now(dt.UTC))
+    check(rt, actor, Action.CLOSE_RECORD, patient_id)
+    controls.close_record(rt, patient_id)
+    return Done()

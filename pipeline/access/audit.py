@@ -27,18 +27,17 @@ import hashlib
 import hmac
 import json
 import logging
-import random
-import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import ColumnElement, Row, and_, func, insert, not_, or_, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline.core.clock import as_utc
 from pipeline.core.metrics import audit_appends
 from pipeline.core.sealedfields import SealedFieldError, Sealer, justification_context, seal_text
+from pipeline.index.db import transact
 from pipeline.index.models import AuditEntry
 
 log = logging.getLogger(__name__)
@@ -149,7 +148,7 @@ def canonical_encoding(
     return json.dumps(fields, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
-def _entry_hash(key: bytes, entry: AuditEntry | Row) -> str:
+def _entry_hash(key: bytes, entry: AuditEntry | Row[*tuple[Any, ...]]) -> str:
     encoded = canonical_encoding(
         chain=entry.chain,
         seq=entry.seq,
@@ -203,7 +202,7 @@ def append(
     lock on the chain (which also covers a chain with no entry yet, where there is no row to lock), then
     the chain's last entry read with SELECT … FOR UPDATE. Everywhere the unique (chain, seq) constraint
     is the final word: if another writer took the same position, the flush raises IntegrityError and
-    the caller must roll back and retry (append_with_retry does this).
+    the caller must roll back and retry (`transact` does this, as append_with_retry).
     """
     _check(event)
     moment = as_utc(at or dt.datetime.now(dt.UTC))
@@ -248,38 +247,33 @@ _INSERTED = (
 )  # fmt: skip
 
 
+# The record key of a chain's patient, read in the appending transaction (None if there is none).
+RecordKeyLookup = Callable[[Session, str], bytes | None]
+
+
+def append_looking_up_key(
+    session: Session, key: bytes, event: AuditEvent, at: dt.datetime | None = None, *, record_key: RecordKeyLookup | None = None
+) -> AuditEntry:
+    """`append`, the record key asked of `record_key(session, patient_id)` only for an event with a justification to seal."""
+    sealing = record_key is not None and event.justification is not None and event.chain != NO_PATIENT
+    return append(session, key, event, at, record_key=record_key(session, event.chain) if record_key is not None and sealing else None)
+
+
 def append_with_retry(
     sessions: sessionmaker[Session],
     key: bytes,
-    event: AuditEvent | Callable[[Session], AuditEvent],
+    event: AuditEvent,
     at: dt.datetime | None = None,
     *,
     attempts: int = 8,
-    also: Callable[[Session, AuditEntry], None] | None = None,
-    record_key: Callable[[Session, str], bytes | None] | None = None,
+    record_key: RecordKeyLookup | None = None,
 ) -> AuditEntry:
     """Append `event` in its own short transaction, retrying when another writer took the same position.
 
-    `event` may be a function of the session: it then reads what it needs in the same transaction (one
-    connection for the whole access) and runs again on a retry. `also` writes what must commit with the
-    entry (the notifications an access causes). `record_key(session, patient_id)` gives the record key
-    a justification is sealed under (None if there is none); it is asked only for an event that has one."""
-    for attempt in range(1, attempts + 1):
-        with sessions() as session:
-            try:
-                happened = event(session) if callable(event) else event
-                sealing = record_key is not None and happened.justification is not None and happened.chain != NO_PATIENT
-                entry = append(session, key, happened, at, record_key=record_key(session, happened.chain) if sealing else None)
-                if also is not None:
-                    also(session, entry)
-                session.commit()
-                return entry
-            except IntegrityError:
-                session.rollback()
-                if attempt == attempts:
-                    raise
-        time.sleep(random.uniform(0, 0.005 * attempt))
-    raise AssertionError("unreachable")
+    `record_key(session, patient_id)` gives the record key a justification is sealed under (None if there is
+    none); it is asked only for an event that has one. To append with other writes in one transaction, run
+    `append_looking_up_key` in a unit of work of `pipeline.index.db.transact`."""
+    return transact(sessions, lambda session: append_looking_up_key(session, key, event, at, record_key=record_key), retries=attempts - 1)
 
 
 _VERIFY_COLUMNS = (
@@ -303,7 +297,7 @@ _VERIFY_COLUMNS = (
 )
 
 
-def _broken_links(rows: Iterable, key: bytes) -> list[BrokenLink]:
+def _broken_links(rows: Iterable[Row[*tuple[Any, ...]]], key: bytes) -> list[BrokenLink]:
     broken: list[BrokenLink] = []
     current: str | None = None
     expected_seq, expected_prev, skipping = 1, GENESIS, False

@@ -6,7 +6,9 @@ what the patient asked to hide from them (`POST …/documents/{id}/hide-from-rep
 
 from __future__ import annotations
 
-from sqlalchemy import delete, select
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, delete, select
 from sqlalchemy.orm import Session
 
 from pipeline.core.identity import MAX_ACTOR_ID, is_identifier, is_valid_nir, normalize_nir
@@ -46,11 +48,10 @@ def remove_representative(session: Session, ins: str, actor_id: str) -> bool:
     patient_id = session.scalar(select(Patient.id).where(Patient.ins == _ins(ins)))
     if patient_id is None:
         return False
-    gone = session.execute(
-        delete(RecordRelation).where(
-            RecordRelation.patient_id == patient_id, RecordRelation.actor_id == actor_id, RecordRelation.relation == RELATION
-        )
-    ).rowcount
+    withdraw = delete(RecordRelation).where(
+        RecordRelation.patient_id == patient_id, RecordRelation.actor_id == actor_id, RecordRelation.relation == RELATION
+    )
+    gone = cast(CursorResult[Any], session.execute(withdraw)).rowcount  # a DELETE's result is a cursor's
     session.commit()
     return bool(gone)
 

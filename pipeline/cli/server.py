@@ -20,7 +20,7 @@ def token(
     ttl: Annotated[int, typer.Option(help="Lifetime in seconds.")] = 3600,
 ) -> None:
     """Mint a bearer token with the embedded signing key, for trying the API out (not for production)."""
-    from api.auth import AuthError, mint_token
+    from pipeline.access.tokens import AuthError, mint_token
 
     settings = Settings()
     if kind == "professional" and rpps is None:

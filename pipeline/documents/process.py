@@ -22,6 +22,7 @@ from typing import BinaryIO
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from pipeline.access.audit import AuditEvent, append
 from pipeline.core import metrics
@@ -39,6 +40,7 @@ from pipeline.documents.sandbox import anonymous_file, freeze
 from pipeline.documents.titles import item_title, seal_title
 from pipeline.documents.validate import check_content, check_metadata
 from pipeline.index import repo
+from pipeline.index.db import transact
 from pipeline.index.models import BatchItem, Document
 from pipeline.index.states import AttemptOutcome, AuditOutcome, RecordStatus
 from pipeline.runtime import Runtime
@@ -175,8 +177,12 @@ def _accept(rt: Runtime, claim: repo.Claim, today: dt.date) -> AttemptOutcome:
             # Same document re-sent (another batch, or a retry after commit): index it once.
             if existing.content_hmac != spooled.content_hmac:
                 raise Rejected("duplicate_conflict")
-            with rt.sessions() as session:
-                repo.commit_indexed(session, claim, None, existing.id, patient.id, item.batch_id, source)
+            transact(
+                rt.sessions,
+                lambda session: repo.mark_indexed(
+                    session, claim, document=None, document_id=existing.id, patient_id=patient.id, batch_id=item.batch_id, source=source
+                ),
+            )
             forget_inbox(rt, item.id, item)
             metrics.documents_indexed.labels(metrics.source_kind(source)).inc()
             return AttemptOutcome.INDEXED
@@ -211,11 +217,21 @@ def _accept(rt: Runtime, claim: repo.Claim, today: dt.date) -> AttemptOutcome:
         wrapped_key=wrapped_key,
     )
     deposit = deposit_event(document)
+
+    def index(session: Session) -> bool:
+        """The document, the item indexed, the notification and the deposit's audit entry: all or nothing."""
+        indexed = repo.mark_indexed(
+            session, claim, document=document, document_id=document.id, patient_id=patient.id, batch_id=item.batch_id, source=source
+        )
+        if indexed:
+            append(session, rt.audit_key, deposit)
+        return indexed
+
     try:
-        with timed(Stage.INDEX), rt.sessions() as session:
-            committed = repo.commit_indexed(
-                session, claim, document, document.id, patient.id, item.batch_id, source, also=lambda s: append(s, rt.audit_key, deposit)
-            )
+        # No retry here: a conflict is most likely the same source document indexed by another item, which
+        # the message's own retry finds and links (below).
+        with timed(Stage.INDEX):
+            committed = transact(rt.sessions, index)
     except IntegrityError:
         # Another item indexed the same source document meanwhile; the retry finds and links it.
         rt.store.delete(object_key)

@@ -40,7 +40,7 @@ def shred_document(rt: Runtime, document_id: str) -> bool:
     """
     with rt.sessions() as session:
         document = session.get(Document, document_id)
-        if document is None or document.wrapped_key is None:
+        if document is None or not document.live:
             return False
         document.wrapped_key, document.shredded_at = None, dt.datetime.now(dt.UTC)
         object_key = document.object_key
@@ -55,5 +55,5 @@ def destroy_record(rt: Runtime, patient_id: str) -> int:
     documents' wrapped keys and objects. Returns how many documents were removed."""
     rt.record_keys.destroy(patient_id)
     with rt.sessions() as session:
-        ids = session.scalars(select(Document.id).where(Document.patient_id == patient_id, Document.wrapped_key.is_not(None))).all()
+        ids = session.scalars(select(Document.id).where(Document.patient_id == patient_id, Document.live)).all()
     return sum(shred_document(rt, document_id) for document_id in ids)

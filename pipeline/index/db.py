@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import random
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
 from pipeline.core.home import create_private_file
 
@@ -61,6 +64,35 @@ def make_engine(url: str, pool_size: int = 16) -> Engine:
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+T = TypeVar("T")
+# The conflicts a unit of work may meet and win on a second try: another writer took the same unique position
+# (an audit chain's next entry, a row inserted concurrently). The unit runs again from the start, reading afresh.
+RETRIABLE: tuple[type[Exception], ...] = (IntegrityError,)
+
+
+def _jitter(state: RetryCallState) -> float:
+    # A few milliseconds, growing with each attempt, random so that the writers that clashed do not clash again.
+    return random.uniform(0, 0.005 * state.attempt_number)
+
+
+def transact(
+    sessions: sessionmaker[Session], work: Callable[[Session], T], *, retries: int = 0, retry_on: tuple[type[Exception], ...] = RETRIABLE
+) -> T:
+    """Run `work` in a session of its own, commit, and return what it returned: one unit of work, one transaction.
+
+    On a conflict in `retry_on` (a unique constraint another writer won) the transaction is rolled back and
+    `work` runs again in a new session, up to `retries` more times; the last conflict is raised. `work` must
+    therefore only write through its session (it may run more than once). A unit that decides to write
+    nothing rolls back itself; the commit then has nothing to do.
+    """
+    for attempt in Retrying(stop=stop_after_attempt(retries + 1), retry=retry_if_exception_type(retry_on), wait=_jitter, reraise=True):
+        with attempt, sessions() as session:
+            result = work(session)
+            session.commit()
+            return result
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def upgrade(engine: Engine, revision: str = "head", keys: KeyProvider | None = None) -> None:

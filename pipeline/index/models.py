@@ -10,6 +10,7 @@ from decimal import Decimal
 
 from sqlalchemy import (
     BigInteger,
+    ColumnElement,
     Date,
     DateTime,
     ForeignKey,
@@ -29,6 +30,7 @@ from sqlalchemy import (
     text,
     true,
 )
+from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from pipeline.core.clock import as_utc
@@ -261,6 +263,17 @@ class Document(Base):
     wrapped_key: Mapped[bytes | None] = mapped_column(LargeBinary)
     shredded_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
     created_at: Mapped[dt.datetime] = _now()
+
+    @hybrid_property
+    def live(self) -> bool:
+        """The document is part of the record: not shredded (its data key is still wrapped). Decided here
+        only: every read of a record's documents filters on `Document.live`."""
+        return self.wrapped_key is not None
+
+    @live.inplace.expression
+    @classmethod
+    def _live_expression(cls) -> ColumnElement[bool]:
+        return cls.wrapped_key.is_not(None)
 
 
 class Outbox(Base):

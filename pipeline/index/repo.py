@@ -1,9 +1,10 @@
-"""Queries and state transitions on the index. Every transition is one short transaction."""
+"""Queries and state transitions on the index. Every transition is one short transaction (mark_indexed's is
+the caller's unit of work, which adds the deposit's audit entry)."""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -124,18 +125,19 @@ def find_document(session: Session, source: str, source_document_id: str) -> Doc
     ).one_or_none()
 
 
-def commit_indexed(
+def mark_indexed(
     session: Session,
     claim: Claim,
+    *,
     document: Document | None,
     document_id: str,
     patient_id: str,
     batch_id: str,
     source: str,
-    also: Callable[[Session], object] | None = None,
 ) -> bool:
-    """Record the document, mark the item indexed and queue the patient's notification, atomically;
-    `also` writes what must commit with them (the deposit's audit entry).
+    """Record the document (None: an existing one, `document_id`), mark the item indexed and queue the
+    patient's notification, in the caller's unit of work (`pipeline.index.db.transact`), which commits them
+    with whatever else it writes (the deposit's audit entry).
 
     Returns False (and writes nothing) when another attempt has taken the item over.
     """
@@ -145,8 +147,6 @@ def commit_indexed(
         return False
     if document is not None:
         session.add(document)
-    if also is not None:
-        also(session)
     item.state, item.reason, item.message = ItemState.INDEXED, None, None
     item.title_sealed = None  # the document keeps it, under the record key
     item.finished_at = _utcnow()
@@ -157,7 +157,6 @@ def commit_indexed(
         Outbox,
         {"id": new_id(), "patient_id": patient_id, "kind": "documents_added", "ref_id": batch_id, "source": source},
     )
-    session.commit()
     return True
 
 

@@ -1,4 +1,4 @@
-"""The access policy (api/policy.py) against docs/domain.md, "Who may read" and "What the patient controls".
+"""The access policy (pipeline/access/policy.py) against docs/domain.md, "Who may read" and "What the patient controls".
 
 The exhaustive test checks `decide` against `expected`, written here from docs/domain.md and the matrix choices
 (READABLE below), without calling the module's helpers or its matrix.
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from api.policy import (
+from pipeline.access.policy import (
     ACTIONS,
     CONTROL_ACTIONS,
     DOCUMENT_ACTIONS,
@@ -89,7 +89,7 @@ ACTOR_CASES = {
 
 
 def expected(name: str, actor: Actor, action: str, doc: str, *, masked, blocked, attending, in_team, status, opposed):
-    """(allowed, reason, emergency) from docs/domain.md, independently of api.policy."""
+    """(allowed, reason, emergency) from docs/domain.md, independently of pipeline.access.policy."""
     kind = actor.kind
     if kind in ("employer", "insurer", "mutuelle", "bank"):
         return False, "forbidden_party", False

@@ -16,9 +16,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 from api.app import create_app
-from api.auth import mint_token
 from pipeline.access.audit import verify
 from pipeline.access.representatives import add_representative
+from pipeline.access.tokens import mint_token
 from pipeline.core.clock import paris_date
 from pipeline.core.keys import KeyProviderError
 from pipeline.core.settings import Settings

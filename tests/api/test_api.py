@@ -9,8 +9,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from api.app import create_app
-from api.auth import mint_token
 from pipeline.access.audit import verify
+from pipeline.access.tokens import mint_token
 from pipeline.core.keys import audit_key
 from pipeline.core.settings import Settings
 from pipeline.documents.stored import read_document

@@ -1,4 +1,4 @@
-"""api.auth: embedded EdDSA tokens, JWKS-verified tokens, and every way a token is refused."""
+"""pipeline.access.tokens: embedded EdDSA tokens, JWKS-verified tokens, and every way a token is refused."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from api.auth import ACTOR_KINDS, AuthError, Claims, SigningKeyError, TokenVerifier, ensure_signing_key, mint_token
-from api.policy import KINDS, Actor
+from pipeline.access.policy import KINDS, Actor
+from pipeline.access.tokens import ACTOR_KINDS, AuthError, Claims, SigningKeyError, TokenVerifier, ensure_signing_key, mint_token
 from pipeline.core.settings import Settings
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)

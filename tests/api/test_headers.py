@@ -9,8 +9,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from api.app import create_app
-from api.auth import mint_token
 from api.headers import content_headers
+from pipeline.access.tokens import mint_token
 from pipeline.core.settings import Settings
 from pipeline.index.models import Document
 from pipeline.runtime import Runtime

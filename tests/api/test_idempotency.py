@@ -7,9 +7,9 @@ import datetime as dt
 import pytest
 from sqlalchemy import update
 
-from api import idempotency
-from api.idempotency import KeyInUse, KeyInvalid, KeyReused, Replay, claim, finish, parse_key, release
 from pipeline.index.models import IdempotencyRecord
+from pipeline.ingest import idempotency
+from pipeline.ingest.idempotency import KeyInUse, KeyInvalid, KeyReused, Replay, claim, finish, parse_key, release
 
 ANSWER = {"batch": "b1", "status_url": "/v1/ingest/batches/b1", "total": 3, "resumed": False}
 

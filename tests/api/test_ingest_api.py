@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.auth import mint_token
+from pipeline.access.tokens import mint_token
 from pipeline.carehistory.feedformat import ALL_FIELDS
 from pipeline.core.identity import with_key
 from pipeline.core.settings import Settings

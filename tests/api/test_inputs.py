@@ -1,4 +1,4 @@
-"""Bounded input (api/inputs.py, and the token claims of api/auth.py): what a request carries into the
+"""Bounded input (api/inputs.py, and the token claims of pipeline/access/tokens.py): what a request carries into the
 index is refused with a reason (401 for a token, 422 for a path, query or body) before it gets there,
 alike on SQLite (which would store anything) and PostgreSQL (which would fail with a 500)."""
 
@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from api.app import create_app
-from api.auth import _load_private_key, ensure_signing_key, mint_token
+from pipeline.access.tokens import _load_private_key, ensure_signing_key, mint_token
 from pipeline.core.settings import Settings
 from pipeline.index.models import AuditEntry, Contact, Patient, RecordRelation
 from pipeline.runtime import Runtime

@@ -4,9 +4,9 @@ break-glass; every record-level route for the actors who may not learn that a re
 Every actor kind x every document class (a representative type each, plus the types the matrix singles
 out) x masked or not x blocked or not x attending physician or not x record open / closed / opposed x
 emergency opposition, against an expectation written here from docs/domain.md ("Who may read", its
-"no existence oracle") and the data of `api/data/access_matrix.csv`, never from `api.policy`. Where docs/domain.md names a
-profession and a document outright (rule 7's examples, the regulator reading "likewise"), that wins over
-the matrix file.
+"no existence oracle") and the data of `pipeline/access/data/access_matrix.csv`, never from
+`pipeline.access.policy`. Where docs/domain.md names a profession and a document outright (rule 7's
+examples, the regulator reading "likewise"), that wins over the matrix file.
 
 The world is built once: one patient per record state, the same documents for each, every relation
 (authorized, blocked, representative, occupational consent) under its own actor id. Only the attending
@@ -25,6 +25,7 @@ import tempfile
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -32,14 +33,14 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 from api.app import create_app
-from api.auth import mint_token
+from pipeline.access.tokens import mint_token
 from pipeline.core.settings import Settings
 from pipeline.index.models import AuditEntry, Batch, BatchItem, Document, Patient, RecordKey, RecordRelation
 from pipeline.runtime import Runtime
 
 pytestmark = pytest.mark.slow  # thousands of HTTP requests (the policy's own test, test_policy.py, is fast)
 
-MATRIX_CSV = Path(__file__).resolve().parents[2] / "api" / "data" / "access_matrix.csv"
+MATRIX_CSV = Path(str(resources.files("pipeline.access") / "data" / "access_matrix.csv"))
 SOURCE = "hospital:H1"
 EMERGENCY = {"X-Emergency-Reason": "unconscious patient, suspected overdose"}
 OTHER_ATTENDING = "pro-attending-someone-else"
@@ -279,7 +280,7 @@ KNOWN_CONTRADICTIONS: list[tuple[Callable[[ActorCase, RecordState, bool, DocCase
         "docs/domain.md rule 3: 'A masked document stays visible to the patient, to its author and the author's facility,"
         " and to the attending physician'; rule 4: 'The attending physician [...] reads everything, masked documents"
         " included'. With X-Emergency-Reason the API denies the attending physician a masked document (403 masked):"
-        " api/policy.py _emergency's 'Stricter:' note cites that list but does not exempt the attending physician.",
+        " pipeline/access/policy.py _emergency's 'Stricter:' note cites that list but does not exempt the attending physician.",
     ),
 ]
 

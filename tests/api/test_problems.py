@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.exc import DataError
 
 from api.app import create_app
-from api.auth import mint_token
+from pipeline.access.tokens import mint_token
 from pipeline.core.settings import Settings
 
 PATIENT = "00000000-0000-4000-8000-000000000001"

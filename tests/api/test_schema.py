@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from api.app import create_app
-from api.auth import mint_token
+from pipeline.access.tokens import mint_token
 from pipeline.core.settings import Settings
 
 pytestmark = pytest.mark.slow  # property-based runs over the whole OpenAPI document

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 from api.app import create_app
-from api.auth import mint_token
+from pipeline.access.tokens import mint_token
 from pipeline.carehistory.feedformat import ALL_FIELDS
 from pipeline.carehistory.feeds import process_chunk
 from pipeline.core.clock import paris_date

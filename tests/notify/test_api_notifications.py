@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.auth import mint_token
+from pipeline.access.tokens import mint_token
 from pipeline.core.settings import Settings
 from pipeline.documents.titles import document_titles
 from pipeline.runtime import Runtime

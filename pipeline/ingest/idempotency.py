@@ -16,8 +16,9 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, cast
 
-from sqlalchemy import delete, update
+from sqlalchemy import ColumnElement, CursorResult, delete, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -47,7 +48,7 @@ class KeyReused(Exception):
 @dataclass(frozen=True)
 class Replay:
     status: int
-    body: dict
+    body: dict[str, Any]
 
 
 def _now() -> dt.datetime:
@@ -86,13 +87,14 @@ def claim(session: Session, source: str, key: str, route: str, content_length: i
     if row.status is not None:
         return Replay(row.status, json.loads(row.body or "{}"))
     # A running first request, unless its lease ran out (its API process died): then take it over.
-    taken = session.execute(
+    take_over = (
         update(IdempotencyRecord)
         .where(IdempotencyRecord.source == source, IdempotencyRecord.key == key)
         .where(IdempotencyRecord.status.is_(None), IdempotencyRecord.lease_until < now)
         .values(lease_until=now + _lease(), content_length=content_length)
         .execution_options(synchronize_session=False)
-    ).rowcount
+    )
+    taken = cast(CursorResult[Any], session.execute(take_over)).rowcount  # an UPDATE's result is a cursor's
     session.commit()
     if not taken:
         raise KeyInUse(key)
@@ -103,11 +105,11 @@ def _lease() -> dt.timedelta:
     return dt.timedelta(seconds=LEASE_SECONDS)
 
 
-def _pending(source: str, key: str):  # type: ignore[no-untyped-def]
+def _pending(source: str, key: str) -> tuple[ColumnElement[bool], ...]:
     return (IdempotencyRecord.source == source, IdempotencyRecord.key == key, IdempotencyRecord.status.is_(None))
 
 
-def finish(session: Session, source: str, key: str, status: int, body: dict) -> None:
+def finish(session: Session, source: str, key: str, status: int, body: dict[str, Any]) -> None:
     """Keep the answer: every retry with this key gets it."""
     values = {"status": status, "body": json.dumps(body), "lease_until": None}
     session.execute(update(IdempotencyRecord).where(*_pending(source, key)).values(**values), execution_options=_NO_SYNC)

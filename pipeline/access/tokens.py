@@ -1,4 +1,4 @@
-"""Bearer-token authentication: who is calling, as an `api.policy.Actor`.
+"""Bearer tokens: who is calling, as a `pipeline.access.policy.Actor` (the API checks one on every request).
 
 Two modes, chosen by `Settings.oidc_jwks_url`:
 
@@ -32,26 +32,12 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from api.policy import KINDS, PROFESSIONS, Actor
+from pipeline.access.policy import KINDS, PROFESSIONS, Actor, ActorKind
 from pipeline.core.identity import MAX_ACTOR_ID, is_identifier
 from pipeline.core.secretfile import is_private, write_private
 from pipeline.core.settings import Settings, is_loopback_host
 
-ACTOR_KINDS: frozenset[str] = frozenset(
-    {
-        "patient",
-        "legal_representative",
-        "professional",
-        "emergency_regulator",
-        "administrative",
-        "employer",
-        "insurer",
-        "mutuelle",
-        "bank",
-        "occupational_physician",
-    }
-)
-assert ACTOR_KINDS == KINDS, "api.auth.ACTOR_KINDS and api.policy.KINDS disagree"
+ACTOR_KINDS: frozenset[str] = KINDS  # the `kind` claim names one of the policy's actor kinds
 
 ERROR_CODES = frozenset(
     {"missing_token", "invalid_token", "expired_token", "wrong_audience", "wrong_issuer", "invalid_claims", "verifier_unavailable"}
@@ -97,7 +83,9 @@ class Claims:
     facility_id: str | None = None
 
     def actor(self) -> Actor:
-        return Actor(id=self.subject, kind=self.kind, profession=self.profession, specialty=self.specialty, facility_id=self.facility_id)
+        return Actor(
+            id=self.subject, kind=ActorKind(self.kind), profession=self.profession, specialty=self.specialty, facility_id=self.facility_id
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,7 +176,7 @@ def mint_token(
     production mode (tokens then come from the identity provider) or for a bad key file."""
     if settings.oidc_jwks_url:
         raise SigningKeyError("tokens are issued by the identity provider when oidc_jwks_url is set")
-    if isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, int) or ttl_seconds <= 0:
+    if type(ttl_seconds) is not int or ttl_seconds <= 0:  # a bool is an int to isinstance
         raise ValueError("ttl_seconds must be a positive integer")
     optional = {"profession": profession, "specialty": specialty, "rpps": rpps, "facility": facility_id}
     _check_claims(subject, kind, optional)
@@ -271,7 +259,7 @@ class TokenVerifier:
         # Signature checks already passed, by token: a client sends the same token with every request.
         # Times and claims are still checked on every use; an entry lives VERIFIED_TTL_SECONDS at most, so a
         # key withdrawn from the JWKS stops being honoured within that time.
-        self._verified: dict[str, tuple[float, dict]] = {}
+        self._verified: dict[str, tuple[float, dict[str, Any]]] = {}
 
     def _key_for(self, token: str) -> tuple[Any, list[str]]:
         if self._jwks is None:
@@ -286,7 +274,7 @@ class TokenVerifier:
             raise AuthError("invalid_token", "the signing key's algorithm is not accepted")
         return jwk.key, [jwk.algorithm_name]
 
-    def _decode(self, token: str) -> dict:
+    def _decode(self, token: str) -> dict[str, Any]:
         """Signature, issuer and audience checked; AuthError otherwise."""
         key, algorithms = self._key_for(token)
         try:

@@ -1,108 +1,60 @@
-"""The access policy: one pure function, `decide`, over the access matrix (`api/data/access_matrix.csv`).
+"""The access policy: one pure function, `decide`, over the access matrix (`pipeline/access/matrix.py`).
 
-Source of truth: the domain rules (docs/domain.md), sections "One record per patient", "Who may read", "What the patient controls".
-`decide` does no I/O (the matrix is loaded once, validated at load) and never logs: the caller logs every
-attempt, and logs a decision with `emergency=True` as an emergency override and notifies the patient and
-the attending physician.
+Source of truth: the domain rules (docs/domain.md), sections "One record per patient", "Who may read", "What the
+patient controls". `decide` does no I/O (the matrix is loaded once, validated at load) and never logs: the caller
+(`pipeline/access/gate.py`) logs every attempt, and logs a decision with `emergency=True` as an emergency
+override and notifies the patient and the attending physician.
 
 Where docs/domain.md leaves room, the stricter reading for privacy is taken; each such place says "Stricter:".
-
-The matrix: rows `profession, specialty, class_code, type_code, effect, note`. For a (profession, specialty,
-class, type) the most specific matching row wins (a type row over a class row, a specialty row over a
-profession-wide row); no matching row means deny. Professions not listed in the table read nothing.
 """
 
 from __future__ import annotations
 
 import calendar
-import csv
-import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
-from functools import lru_cache
-from importlib import resources
-from pathlib import Path
-from types import MappingProxyType
 
-MATRIX_PATH = Path(__file__).resolve().parent / "data" / "access_matrix.csv"
+from pipeline.access.matrix import CARE_HISTORY, MATRIX_PATH, PROFESSIONS, AccessMatrix, default_matrix, load_matrix
+from pipeline.access.vocabulary import Action, ActorKind, NotFound, Reason
 
-PROFESSIONS = frozenset(
-    {"physician", "pharmacist", "nurse", "physiotherapist", "dentist", "midwife", "podiatrist", "lab_biologist", "radiographer"}
-)
-# Matrix rows may also name these two actor kinds: what they read once `decide` lets them in at all.
-MATRIX_SUBJECTS = PROFESSIONS | {"occupational_physician", "emergency_regulator"}
+__all__ = [
+    "ACTIONS", "CONTROL_ACTIONS", "DOCUMENT_ACTIONS", "FORBIDDEN_KINDS", "KINDS", "MATRIX_PATH", "PATIENT_ONLY_ACTIONS", "PROFESSIONS",
+    "READ_ACTIONS", "REASON_CODES", "AccessMatrix", "Action", "Actor", "ActorKind", "Decision", "DocumentView", "LogScope", "Reason",
+    "Record", "access_log_scope", "decide", "default_matrix", "hidden_from_patient", "knows_of_record", "load_matrix",
+]  # fmt: skip
 
-CLASSES = frozenset({"10", "11", "31", "42", "43", "44", "45", "52", "60", "90", "95"})
-# Types docs/domain.md names that document_types.csv does not list (or lists under another class).
-EXTRA_TYPES = frozenset({("31", "18748-4"), ("60", "REMB"), ("95", "unknown")} | {("90", f"DOCPAT0{n}") for n in range(1, 7)})
-CARE_HISTORY = ("60", "REMB")  # the care history is reimbursement data: the matrix's class 60 decides for professionals
+FORBIDDEN_KINDS = frozenset({ActorKind.EMPLOYER, ActorKind.INSURER, ActorKind.MUTUELLE, ActorKind.BANK})
+KINDS = frozenset(ActorKind)
 
-FORBIDDEN_KINDS = frozenset({"employer", "insurer", "mutuelle", "bank"})
-KINDS = FORBIDDEN_KINDS | {
-    "patient",
-    "legal_representative",
-    "professional",
-    "emergency_regulator",
-    "administrative",
-    "occupational_physician",
-}
-
-READ_ACTIONS = frozenset({"list", "read_metadata", "read_content"})
+READ_ACTIONS = frozenset({Action.LIST, Action.READ_METADATA, Action.READ_CONTENT})
 CONTROL_ACTIONS = frozenset(
     {
-        "mask",
-        "unmask",
-        "authorize_professional",
-        "block_professional",
-        "set_attending_physician",
-        "oppose_emergency",
-        "close_record",
-        "export",
-        "set_notifications",
-        "read_notifications",
+        Action.MASK,
+        Action.UNMASK,
+        Action.AUTHORIZE_PROFESSIONAL,
+        Action.BLOCK_PROFESSIONAL,
+        Action.SET_ATTENDING_PHYSICIAN,
+        Action.OPPOSE_EMERGENCY,
+        Action.CLOSE_RECORD,
+        Action.EXPORT,
+        Action.SET_NOTIFICATIONS,
+        Action.READ_NOTIFICATIONS,
     }
 )
 # The minor's own request to hide a document from their legal representatives (and to undo it): the
 # patient's alone, never a representative's.
-PATIENT_ONLY_ACTIONS = frozenset({"hide_from_representatives", "show_to_representatives"})
-ACTIONS = READ_ACTIONS | CONTROL_ACTIONS | PATIENT_ONLY_ACTIONS | {"read_care_history", "read_access_log", "emergency_read"}
+PATIENT_ONLY_ACTIONS = frozenset({Action.HIDE_FROM_REPRESENTATIVES, Action.SHOW_TO_REPRESENTATIVES})
+ACTIONS = frozenset(Action)
 # These need a document; the read actions accept None (record level).
-DOCUMENT_ACTIONS = frozenset({"mask", "unmask"}) | PATIENT_ONLY_ACTIONS
+DOCUMENT_ACTIONS = frozenset({Action.MASK, Action.UNMASK}) | PATIENT_ONLY_ACTIONS
 
-REASON_CODES = frozenset(
-    {
-        # allowed
-        "patient",
-        "legal_representative",
-        "attending_physician",
-        "care_team",
-        "occupational_consent",
-        "emergency_override",
-        "own_entries",
-        # denied
-        "record_closed",
-        "forbidden_party",
-        "administrative_staff",
-        "no_consent",
-        "not_allowed",
-        "unknown_action",
-        "hidden_until_announcement",
-        "hidden_from_representative",
-        "blocked",
-        "not_in_care_team",
-        "matrix_forbids",
-        "masked",
-        "emergency_opposed",
-        "emergency_requires_reason",
-    }
-)
+REASON_CODES = frozenset(Reason)
 
 
 @dataclass(frozen=True)
 class Actor:
     id: str
-    kind: str  # one of KINDS
+    kind: ActorKind  # a kind outside ActorKind (a value not checked on the way in) is denied `not_allowed`
     profession: str | None = None  # for professionals: one of PROFESSIONS
     specialty: str | None = None  # e.g. psychiatry, general_practice
     facility_id: str | None = None
@@ -137,7 +89,7 @@ class DocumentView:
 @dataclass(frozen=True)
 class Decision:
     allowed: bool
-    reason: str  # one of REASON_CODES
+    reason: Reason | NotFound  # NOT_FOUND only from the access gate (no such record or document), never from `decide`
     emergency: bool = False  # allowed only through break-glass: log as an emergency override and notify
 
 
@@ -156,78 +108,6 @@ class LogScope:
     own_only: bool  # only the entries about the reader's own actions
     hides_patient: bool  # the patient's own actions are left out
     justifications: bool  # the break-glass justifications are shown
-
-
-# ---------------------------------------------------------------------------------------------
-# The matrix
-# ---------------------------------------------------------------------------------------------
-
-_HEADER = ["profession", "specialty", "class_code", "type_code", "effect", "note"]
-_SPECIALTY = re.compile(r"^[a-z][a-z0-9_]*$")
-_Key = tuple[str, str, str, str]  # profession, specialty ("" = any), class, type ("" = any)
-
-
-@dataclass(frozen=True)
-class AccessMatrix:
-    rules: Mapping[_Key, bool]
-
-    @property
-    def subjects(self) -> frozenset[str]:
-        return frozenset(key[0] for key in self.rules)
-
-    def allows(self, profession: str | None, specialty: str | None, class_code: str, type_code: str) -> bool:
-        """The most specific matching row decides (type over class, then specialty over any); no row: deny."""
-        if not profession:
-            return False
-        for spec, typ in ((specialty or "", type_code), ("", type_code), (specialty or "", ""), ("", "")):
-            effect = self.rules.get((profession, spec, class_code, typ))
-            if effect is not None:
-                return effect
-        return False
-
-
-def _known_types() -> frozenset[tuple[str, str]]:
-    table = resources.files("pipeline.documents") / "data" / "document_types.csv"
-    with table.open(encoding="utf-8", newline="") as f:
-        return frozenset((row["class_code"], row["type_code"]) for row in csv.DictReader(f)) | EXTRA_TYPES
-
-
-def load_matrix(path: Path | str = MATRIX_PATH) -> AccessMatrix:
-    """Read and validate the matrix; any bad row raises ValueError naming the file and line."""
-    known_types = _known_types()
-    rules: dict[_Key, bool] = {}
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header != _HEADER:
-            raise ValueError(f"{path}:1: header must be {','.join(_HEADER)}, got {header}")
-        for row in reader:
-            line = reader.line_num
-            if not any(cell.strip() for cell in row):
-                continue
-            if len(row) != len(_HEADER):
-                raise ValueError(f"{path}:{line}: expected {len(_HEADER)} columns, got {len(row)}")
-            profession, specialty, class_code, type_code, effect, _note = (cell.strip() for cell in row)
-            if profession not in MATRIX_SUBJECTS:
-                raise ValueError(f"{path}:{line}: unknown profession {profession!r}")
-            if specialty and not _SPECIALTY.match(specialty):
-                raise ValueError(f"{path}:{line}: specialty must be snake_case, got {specialty!r}")
-            if class_code not in CLASSES:
-                raise ValueError(f"{path}:{line}: unknown class {class_code!r}")
-            if type_code and (class_code, type_code) not in known_types:
-                raise ValueError(f"{path}:{line}: unknown type {type_code!r} for class {class_code}")
-            if effect not in ("allow", "deny"):
-                raise ValueError(f"{path}:{line}: effect must be allow or deny, got {effect!r}")
-            key = (profession, specialty, class_code, type_code)
-            if key in rules:
-                raise ValueError(f"{path}:{line}: duplicate row for {key}")
-            rules[key] = effect == "allow"
-    return AccessMatrix(MappingProxyType(rules))
-
-
-@lru_cache(maxsize=1)
-def default_matrix() -> AccessMatrix:
-    return load_matrix(MATRIX_PATH)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,11 +131,11 @@ def hidden_from_patient(document: DocumentView, today: date) -> bool:
     return today < release
 
 
-def _deny(reason: str) -> Decision:
+def _deny(reason: Reason) -> Decision:
     return Decision(False, reason)
 
 
-def _allow(reason: str, emergency: bool = False) -> Decision:
+def _allow(reason: Reason, emergency: bool = False) -> Decision:
     return Decision(True, reason, emergency)
 
 
@@ -281,7 +161,7 @@ def _masked_for(actor: Actor, document: DocumentView | None) -> bool:
 
 def decide(
     actor: Actor,
-    action: str,
+    action: Action | str,
     record: Record,
     document: DocumentView | None,
     *,
@@ -292,64 +172,74 @@ def decide(
     """May `actor` do `action` on `record` (and `document`, None for record-level actions)? Pure; never raises
     for a policy reason (only for a programming error: mask/unmask without a document)."""
     if action not in ACTIONS:
-        return _deny("unknown_action")  # Stricter: an action nobody wrote a rule for is denied, not guessed.
-    if action in DOCUMENT_ACTIONS and document is None:
-        raise ValueError(f"action {action!r} needs a document")
-    matrix = matrix or default_matrix()
+        return _deny(Reason.UNKNOWN_ACTION)  # Stricter: an action nobody wrote a rule for is denied, not guessed.
+    return _decide(actor, Action(action), record, document, today, emergency_reason, matrix or default_matrix())
 
+
+def _decide(
+    actor: Actor,
+    action: Action,
+    record: Record,
+    document: DocumentView | None,
+    today: date,
+    emergency_reason: str | None,
+    matrix: AccessMatrix,
+) -> Decision:
+    if action in DOCUMENT_ACTIONS and document is None:
+        raise ValueError(f"action {action.value!r} needs a document")
     # Rule 6: never allowed, whatever the token or the consent says; checked before anything else.
     if actor.kind in FORBIDDEN_KINDS:
-        return _deny("forbidden_party")
-    if actor.kind == "administrative":
-        return _deny("administrative_staff")
+        return _deny(Reason.FORBIDDEN_PARTY)
+    if actor.kind == ActorKind.ADMINISTRATIVE:
+        return _deny(Reason.ADMINISTRATIVE_STAFF)
     if actor.kind not in KINDS:
-        return _deny("not_allowed")
+        return _deny(Reason.NOT_ALLOWED)
 
     # A closed or opposed record accepts nothing and is readable by nobody, the patient included: not even
     # the export or the access log (Stricter: reopening or a copy is a request handled outside this policy).
     if record.status != "open":
-        return _deny("record_closed")
-    if action == "read_care_history" and emergency_reason and emergency_reason.strip():
+        return _deny(Reason.RECORD_CLOSED)
+    if action == Action.READ_CARE_HISTORY and emergency_reason and emergency_reason.strip():
         # Break-glass on the care history, as on the documents: an emergency read of the reimbursement data
         # (class 60), decided below like any emergency read.
-        action, document = "emergency_read", CARE_HISTORY_VIEW
-    if action in PATIENT_ONLY_ACTIONS and actor.kind != "patient":
-        return _deny("not_allowed")
+        action, document = Action.EMERGENCY_READ, CARE_HISTORY_VIEW
+    if action in PATIENT_ONLY_ACTIONS and actor.kind != ActorKind.PATIENT:
+        return _deny(Reason.NOT_ALLOWED)
 
-    if actor.kind == "patient":
+    if actor.kind == ActorKind.PATIENT:
         if actor.id != record.patient_id:
-            return _deny("not_allowed")
-        return _patient_or_representative(action, document, today, "patient")
-    if actor.kind == "legal_representative":
+            return _deny(Reason.NOT_ALLOWED)
+        return _patient_or_representative(action, document, today, Reason.PATIENT)
+    if actor.kind == ActorKind.LEGAL_REPRESENTATIVE:
         if actor.id not in record.representatives:
-            return _deny("not_allowed")
+            return _deny(Reason.NOT_ALLOWED)
         if document is not None and document.hidden_from_representatives:
             # Applied whatever `is_minor` says (Stricter: the request stays honoured after a status change).
-            return _deny("hidden_from_representative")
-        return _patient_or_representative(action, document, today, "legal_representative")
+            return _deny(Reason.HIDDEN_FROM_REPRESENTATIVE)
+        return _patient_or_representative(action, document, today, Reason.LEGAL_REPRESENTATIVE)
 
-    if action == "emergency_read":
+    if action == Action.EMERGENCY_READ:
         return _emergency(actor, record, document, matrix, emergency_reason)
 
-    if actor.kind == "occupational_physician":
+    if actor.kind == ActorKind.OCCUPATIONAL_PHYSICIAN:
         if actor.id not in record.occupational_consent:
-            return _deny("no_consent")
+            return _deny(Reason.NO_CONSENT)
         return _occupational(actor, action, record, document, matrix)
-    if actor.kind == "emergency_regulator":
+    if actor.kind == ActorKind.EMERGENCY_REGULATOR:
         # The regulator reads only through break-glass while handling a call; it may read its own log entries.
-        return _allow("own_entries") if action == "read_access_log" else _deny("not_allowed")
+        return _allow(Reason.OWN_ENTRIES) if action == Action.READ_ACCESS_LOG else _deny(Reason.NOT_ALLOWED)
     return _professional(actor, action, record, document, matrix)
 
 
-def _patient_or_representative(action: str, document: DocumentView | None, today: date, reason: str) -> Decision:
-    if action == "emergency_read":
+def _patient_or_representative(action: Action, document: DocumentView | None, today: date, reason: Reason) -> Decision:
+    if action == Action.EMERGENCY_READ:
         # Break-glass is a professional's act; the patient reads through read_content (and a break-glass by
         # the patient would wrongly be logged and notified as an emergency override).
-        return _deny("not_allowed")
+        return _deny(Reason.NOT_ALLOWED)
     if document is not None and hidden_from_patient(document, today):
         # Stricter: hidden completely (listing and metadata too: a title can announce the diagnosis), and a
         # document the patient cannot see cannot be masked, unmasked or exported by them either.
-        return _deny("hidden_until_announcement")
+        return _deny(Reason.HIDDEN_UNTIL_ANNOUNCEMENT)
     return _allow(reason)  # masked documents stay visible to the patient and the representatives
 
 
@@ -359,83 +249,83 @@ def _is_attending(actor: Actor, record: Record) -> bool:
     return record.attending_physician is not None and actor.id == record.attending_physician and actor.profession == "physician"
 
 
-def _professional(actor: Actor, action: str, record: Record, document: DocumentView | None, matrix: AccessMatrix) -> Decision:
-    if action == "read_access_log":
+def _professional(actor: Actor, action: Action, record: Record, document: DocumentView | None, matrix: AccessMatrix) -> Decision:
+    if action == Action.READ_ACCESS_LOG:
         if _is_attending(actor, record) and actor.id not in record.blocked:
-            return _allow("attending_physician")
+            return _allow(Reason.ATTENDING_PHYSICIAN)
         # The professional concerned reads the entries about their own actions, in or out of the care team.
-        return _allow("own_entries")
+        return _allow(Reason.OWN_ENTRIES)
     if actor.id in record.blocked:
         # Stricter: the attending physician is not blockable by design (the patient changes the attending
         # physician instead), but if a record says both, the block wins.
-        return _deny("blocked")
+        return _deny(Reason.BLOCKED)
     if _is_attending(actor, record):
-        if action in READ_ACTIONS or action in ("read_care_history", "block_professional"):
-            return _allow("attending_physician")  # everything, masked documents included
-        return _deny("not_allowed")
+        if action in READ_ACTIONS or action in (Action.READ_CARE_HISTORY, Action.BLOCK_PROFESSIONAL):
+            return _allow(Reason.ATTENDING_PHYSICIAN)  # everything, masked documents included
+        return _deny(Reason.NOT_ALLOWED)
     if action in CONTROL_ACTIONS:
-        return _deny("not_allowed")  # only the patient or a representative (and the attending physician for blocks)
+        return _deny(Reason.NOT_ALLOWED)  # only the patient or a representative (and the attending physician for blocks)
     if actor.id not in record.care_team:
-        return _deny("not_in_care_team")
+        return _deny(Reason.NOT_IN_CARE_TEAM)
     if actor.profession not in PROFESSIONS:
-        return _deny("matrix_forbids")
-    if action == "read_care_history":
+        return _deny(Reason.MATRIX_FORBIDS)
+    if action == Action.READ_CARE_HISTORY:
         ok = matrix.allows(actor.profession, actor.specialty, *CARE_HISTORY)
-        return _allow("care_team") if ok else _deny("matrix_forbids")
+        return _allow(Reason.CARE_TEAM) if ok else _deny(Reason.MATRIX_FORBIDS)
     if not _matrix_allows(matrix, actor.profession, actor.specialty, document):
-        return _deny("matrix_forbids")
+        return _deny(Reason.MATRIX_FORBIDS)
     if _masked_for(actor, document):
-        return _deny("masked")
-    return _allow("care_team")
+        return _deny(Reason.MASKED)
+    return _allow(Reason.CARE_TEAM)
 
 
-def _occupational(actor: Actor, action: str, record: Record, document: DocumentView | None, matrix: AccessMatrix) -> Decision:
+def _occupational(actor: Actor, action: Action, record: Record, document: DocumentView | None, matrix: AccessMatrix) -> Decision:
     """With express consent: reads what the matrix's occupational_physician rows allow; nothing else.
 
     Stricter: the consent stands in for care-team membership only; the block, the matrix and masking still
     apply, and the occupational physician has no control actions and no break-glass.
     """
-    if action == "read_access_log":
-        return _allow("own_entries")
+    if action == Action.READ_ACCESS_LOG:
+        return _allow(Reason.OWN_ENTRIES)
     if actor.id in record.blocked:
-        return _deny("blocked")
-    if action == "read_care_history":
-        ok = matrix.allows("occupational_physician", actor.specialty, *CARE_HISTORY)
-        return _allow("occupational_consent") if ok else _deny("matrix_forbids")
+        return _deny(Reason.BLOCKED)
+    if action == Action.READ_CARE_HISTORY:
+        ok = matrix.allows(ActorKind.OCCUPATIONAL_PHYSICIAN, actor.specialty, *CARE_HISTORY)
+        return _allow(Reason.OCCUPATIONAL_CONSENT) if ok else _deny(Reason.MATRIX_FORBIDS)
     if action not in READ_ACTIONS:
-        return _deny("not_allowed")
-    if not _matrix_allows(matrix, "occupational_physician", actor.specialty, document):
-        return _deny("matrix_forbids")
+        return _deny(Reason.NOT_ALLOWED)
+    if not _matrix_allows(matrix, ActorKind.OCCUPATIONAL_PHYSICIAN, actor.specialty, document):
+        return _deny(Reason.MATRIX_FORBIDS)
     if _masked_for(actor, document):
-        return _deny("masked")
-    return _allow("occupational_consent")
+        return _deny(Reason.MASKED)
+    return _allow(Reason.OCCUPATIONAL_CONSENT)
 
 
 def _emergency(actor: Actor, record: Record, document: DocumentView | None, matrix: AccessMatrix, emergency_reason: str | None) -> Decision:
-    if actor.kind == "professional":
+    if actor.kind == ActorKind.PROFESSIONAL:
         if actor.profession not in PROFESSIONS:
-            return _deny("not_allowed")
+            return _deny(Reason.NOT_ALLOWED)
         subject = actor.profession
-    elif actor.kind == "emergency_regulator":
-        subject = "emergency_regulator"
+    elif actor.kind == ActorKind.EMERGENCY_REGULATOR:
+        subject = ActorKind.EMERGENCY_REGULATOR
     else:
-        return _deny("not_allowed")  # occupational physicians have no break-glass
+        return _deny(Reason.NOT_ALLOWED)  # occupational physicians have no break-glass
     if not (emergency_reason and emergency_reason.strip()):
-        return _deny("emergency_requires_reason")
+        return _deny(Reason.EMERGENCY_REQUIRES_REASON)
     if record.emergency_opposed:
-        return _deny("emergency_opposed")
+        return _deny(Reason.EMERGENCY_OPPOSED)
     if actor.id in record.blocked:
         # Stricter: break-glass replaces a missing authorization, not the patient's explicit block.
-        return _deny("blocked")
+        return _deny(Reason.BLOCKED)
     if not _matrix_allows(matrix, subject, actor.specialty, document):
-        return _deny("matrix_forbids")
-    attending = actor.kind == "professional" and actor.profession == "physician" and actor.id == record.attending_physician
+        return _deny(Reason.MATRIX_FORBIDS)
+    attending = actor.kind == ActorKind.PROFESSIONAL and actor.profession == "physician" and actor.id == record.attending_physician
     if _masked_for(actor, document) and not attending:
         # Stricter: masking is the patient's explicit will and docs/domain.md lists who still sees a masked
         # document (patient, author or its facility, attending physician); break-glass alone is not on
         # that list. The attending physician is, with or without break-glass.
-        return _deny("masked")
-    return _allow("emergency_override", emergency=True)
+        return _deny(Reason.MASKED)
+    return _allow(Reason.EMERGENCY_OVERRIDE, emergency=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -453,15 +343,15 @@ def knows_of_record(actor: Actor, record: Record) -> bool:
     the forbidden parties of rule 6 included (their 403 `forbidden_party` on a record that exists and 404 on
     one that does not told them which ids are records).
     """
-    if actor.kind == "patient":
+    if actor.kind == ActorKind.PATIENT:
         return actor.id == record.patient_id
-    if actor.kind == "legal_representative":
+    if actor.kind == ActorKind.LEGAL_REPRESENTATIVE:
         return actor.id in record.representatives
-    if actor.kind == "professional":
+    if actor.kind == ActorKind.PROFESSIONAL:
         return actor.profession in PROFESSIONS
-    if actor.kind == "emergency_regulator":
+    if actor.kind == ActorKind.EMERGENCY_REGULATOR:
         return True
-    if actor.kind == "occupational_physician":
+    if actor.kind == ActorKind.OCCUPATIONAL_PHYSICIAN:
         return actor.id in record.occupational_consent
     return False
 
@@ -479,7 +369,7 @@ def access_log_scope(decision: Decision) -> LogScope:
     if not decision.allowed:
         raise ValueError("the access log is not open to this reader")
     return LogScope(
-        own_only=decision.reason == "own_entries",
-        hides_patient=decision.reason == "legal_representative",
-        justifications=decision.reason in ("patient", "attending_physician"),
+        own_only=decision.reason == Reason.OWN_ENTRIES,
+        hides_patient=decision.reason == Reason.LEGAL_REPRESENTATIVE,
+        justifications=decision.reason in (Reason.PATIENT, Reason.ATTENDING_PHYSICIAN),
     )

@@ -1,0 +1,132 @@
+"""The record and its documents as the access policy sees them, read from the index.
+
+`decide` reads plain values (`Record`, `DocumentView`); these queries fetch them, and no more, in one round
+trip each. Only live documents (`Document.live`) are part of a record.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from pipeline.access.policy import DocumentView, Record
+from pipeline.index.models import Document, Patient, RecordRelation
+
+if TYPE_CHECKING:
+    from sqlalchemy import Row
+
+    # A narrow row of POLICY_COLUMNS (Row is variadic from SQLAlchemy 2.1: spelled for the type checker only).
+    PolicyColumnsRow: TypeAlias = Row[*tuple[Any, ...]]
+    # A document as the policy reads it: a whole Document, or a narrow row.
+    PolicyRow: TypeAlias = Document | PolicyColumnsRow
+
+
+_RECORD_COLUMNS = (
+    Patient.id,
+    Patient.status,
+    Patient.is_minor,
+    Patient.attending_physician_id,
+    Patient.emergency_opposed,
+    RecordRelation.actor_id,
+    RecordRelation.relation,
+)
+
+
+def load_record(session: Session, patient_id: str) -> Record | None:
+    """The record as the policy sees it, or None when there is no such patient (one round trip)."""
+    rows = session.execute(
+        select(*_RECORD_COLUMNS).outerjoin(RecordRelation, RecordRelation.patient_id == Patient.id).where(Patient.id == patient_id)
+    ).all()
+    if not rows:
+        return None
+    relations: dict[str, set[str]] = {}
+    for row in rows:
+        if row.relation is not None:
+            relations.setdefault(row.relation, set()).add(row.actor_id)
+    patient = rows[0]
+    return Record(
+        patient_id=patient.id,
+        status=patient.status,
+        is_minor=patient.is_minor,
+        representatives=frozenset(relations.get("representative", ())),
+        care_team=frozenset(relations.get("authorized", ())),
+        blocked=frozenset(relations.get("blocked", ())),
+        attending_physician=patient.attending_physician_id,
+        emergency_opposed=patient.emergency_opposed,
+        occupational_consent=frozenset(relations.get("occupational_consent", ())),
+    )
+
+
+# The index columns the policy reads, in the order of DocumentView's fields after `id`.
+POLICY_COLUMNS = (
+    Document.id,
+    Document.class_code,
+    Document.type_code,
+    Document.masked,
+    Document.hidden_from_patient_until,
+    Document.created_at,
+    Document.author_id,
+    Document.source,
+    Document.hidden_from_representatives,
+)
+# What the policy knows of a document besides its id, in the order of DocumentView's fields.
+PolicyFields = tuple[str, str, bool, dt.date | None, dt.date | None, str | None, str, bool]
+
+
+def policy_fields(document: PolicyRow) -> PolicyFields:
+    """What the policy knows of a document besides its id (a Document or a row of POLICY_COLUMNS)."""
+    return (
+        document.class_code,
+        document.type_code,
+        document.masked,
+        document.hidden_from_patient_until,
+        document.created_at.date() if document.created_at else None,
+        document.author_id,
+        document.source,  # the depositing facility: its professionals still see a masked document
+        document.hidden_from_representatives,
+    )
+
+
+def document_view(document: PolicyRow) -> DocumentView:
+    return DocumentView(document.id, *policy_fields(document))
+
+
+def live_document(session: Session, patient_id: str, document_id: str) -> Document | None:
+    """The record's document `document_id`, or None: no such document, another patient's, or shredded."""
+    document = session.get(Document, document_id)
+    if document is None or document.patient_id != patient_id or not document.live:
+        return None
+    return document
+
+
+def policy_rows(
+    session: Session,
+    patient_id: str,
+    *,
+    class_code: str | None = None,
+    type_code: str | None = None,
+    served_from: dt.date | None = None,
+    served_to: dt.date | None = None,
+) -> Sequence[PolicyColumnsRow]:
+    """The record's live documents as narrow rows of POLICY_COLUMNS, newest service date first, filtered by
+    class, type and service dates: what a listing decides on before it loads whole rows for one page."""
+    query = select(*POLICY_COLUMNS).where(Document.patient_id == patient_id, Document.live)
+    if class_code:
+        query = query.where(Document.class_code == class_code)
+    if type_code:
+        query = query.where(Document.type_code == type_code)
+    if served_from:
+        query = query.where(Document.service_date >= served_from)
+    if served_to:
+        query = query.where(Document.service_date <= served_to)
+    return session.execute(query.order_by(Document.service_date.desc(), Document.id)).all()
+
+
+def all_policy_rows(session: Session, patient_id: str) -> Sequence[PolicyColumnsRow]:
+    """Every document of the record as narrow rows of POLICY_COLUMNS, shredded ones included: the access log
+    names documents that may be gone since, and hides them by the same rules."""
+    return session.execute(select(*POLICY_COLUMNS).where(Document.patient_id == patient_id)).all()
