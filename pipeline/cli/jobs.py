@@ -1,4 +1,4 @@
-"""`dmp retention run|schedule` and `dmp notify run`: the periodic jobs, run once or scheduled on the workers."""
+"""`dmp retention run|schedule`, `dmp notify run` and `dmp scheduler`: the periodic jobs, run once or scheduled."""
 
 from __future__ import annotations
 
@@ -77,15 +77,17 @@ def scheduler(
     metrics_host: Annotated[str, typer.Option(help="Address the metrics listen on (0.0.0.0 in a container).")] = "127.0.0.1",
     once: Annotated[bool, typer.Option("--once", help="Run today's due jobs once; exit 1 if one failed (a CronJob).")] = False,
 ) -> None:
-    """Run the periodic jobs: retention daily at 03:00 Europe/Paris, a failed run retried with backoff.
+    """Run the periodic jobs, a failed run retried with backoff: retention daily at 03:00 Europe/Paris,
+    then the whole-log audit verification (`dmp audit verify`, its verdict recorded) at 04:00.
 
     Needs the `scheduler` extra (pip install 'dmp[scheduler]'). One run per day is recorded in the
     index, so it can run beside `dmp retention schedule` or a second scheduler without doubling runs.
+    `--once` runs each job not yet recorded today, in that order, whatever the hour.
     """
     import signal
 
     try:
-        from pipeline.scheduler import Outcome, SchedulerMetrics, new_scheduler, schedule_retention
+        from pipeline.scheduler import Outcome, SchedulerMetrics, new_scheduler, schedule_all
     except ImportError:
         fail("dmp scheduler needs the scheduler extra: pip install 'dmp[scheduler]'")
     from prometheus_client import REGISTRY, start_http_server
@@ -93,16 +95,19 @@ def scheduler(
     rt = open_runtime(Settings())
     metrics = SchedulerMetrics(REGISTRY)
     jobs = new_scheduler()
-    daily = schedule_retention(rt, jobs, metrics)
+    daily = schedule_all(rt, jobs, metrics)
     if once:
-        outcome = daily.run()
+        outcomes = [(job.job, job.run()) for job in daily]  # a failed job does not keep the next one from running
         rt.close()
-        typer.echo(f"retention: {outcome}")
-        raise typer.Exit(1 if outcome == Outcome.FAILED else 0)
+        for name, outcome in outcomes:
+            typer.echo(f"{name}: {outcome}")
+        raise typer.Exit(1 if any(outcome == Outcome.FAILED for _, outcome in outcomes) else 0)
     if metrics_port:
         start_http_server(metrics_port, addr=metrics_host, registry=metrics.registry)
     signal.signal(signal.SIGTERM, lambda _signum, _frame: jobs.shutdown(wait=False))
-    typer.echo(f"scheduler: retention daily at 03:00 Europe/Paris; metrics on {metrics_host}:{metrics_port}/metrics")
+    typer.echo(
+        f"scheduler: retention daily at 03:00, audit verification at 04:00 Europe/Paris; metrics on {metrics_host}:{metrics_port}/metrics"
+    )
     try:
         jobs.start()
     finally:

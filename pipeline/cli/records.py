@@ -25,13 +25,12 @@ def audit_verify(
     """Check every audit chain's keyed hashes; report the first broken link of each broken chain (exit 1)."""
     from pipeline.access.audit import verify
     from pipeline.core.clock import paris_date
-    from pipeline.operations.backlog import record_audit_verdict
+    from pipeline.operations.backlog import verify_audit_log
 
     rt = reading_runtime(Settings())
     with rt.sessions() as session:
-        broken = verify(session, rt.audit_key, chain)
-        if chain is None:  # a verdict on the whole log: the metric dmp_audit_chain_broken and its alert
-            record_audit_verdict(session, bool(broken), paris_date())
+        # A verdict on the whole log is recorded: the metric dmp_audit_chain_broken and its alert.
+        broken = verify_audit_log(session, rt.audit_key, paris_date()) if chain is None else verify(session, rt.audit_key, chain)
     rt.close()
     if as_json:
         typer.echo(json.dumps({"ok": not broken, "broken": [dataclasses.asdict(link) for link in broken]}))

@@ -47,6 +47,8 @@ stage_duration = Histogram("dmp_stage_duration_seconds", "Time spent in a pipeli
 audit_appends = Counter("dmp_audit_appends", "Entries appended to the audit chain, by outcome.", ["outcome"])
 notifications_sent = Counter("dmp_notifications_sent", "Notification send attempts, by channel and result.", ["channel", "result"])
 retention_runs = Counter("dmp_retention_runs", "Retention runs, by result (`success` or `failure`).", ["result"])
+# `success`: a verdict recorded, intact or broken (dmp_audit_chain_broken says which); `failure`: none.
+audit_verify_runs = Counter("dmp_audit_verify_runs", "Scheduled whole-log audit verifications, by result.", ["result"])
 
 
 def source_kind(source: str) -> str:

@@ -101,6 +101,8 @@ class JobName(StrEnum):
     """A scheduled job that runs once a day (`job_runs.job`)."""
 
     RETENTION = "retention"
+    # The scheduler's daily `dmp audit verify`; never a row itself: its runs are recorded as their verdict.
+    AUDIT_VERIFY = "audit_verify"
     # `dmp audit verify` records its last verdict as a run under one of these (one row per day).
     AUDIT_VERIFY_OK = "audit_verify_ok"
     AUDIT_VERIFY_BROKEN = "audit_verify_broken"

@@ -8,6 +8,7 @@ import datetime as dt
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from pipeline.access.audit import BrokenLink, verify
 from pipeline.index.models import BatchItem, JobRun, Notification, Outbox
 from pipeline.index.states import ITEM_FINAL, ItemState, JobName
 
@@ -55,3 +56,11 @@ def record_audit_verdict(session: Session, broken: bool, day: dt.date) -> None:
     session.execute(delete(JobRun).where(JobRun.job.in_((AUDIT_VERIFY_OK, AUDIT_VERIFY_BROKEN)), JobRun.run_date == day))
     session.add(JobRun(id=new_id(), job=AUDIT_VERIFY_BROKEN if broken else AUDIT_VERIFY_OK, run_date=day))
     session.commit()
+
+
+def verify_audit_log(session: Session, key: bytes, day: dt.date) -> list[BrokenLink]:
+    """Check the whole audit log and record the verdict for `day` (`dmp audit verify`, the scheduler's
+    daily run): the first broken link of each broken chain, empty when every chain is intact."""
+    broken = verify(session, key)
+    record_audit_verdict(session, bool(broken), day)
+    return broken

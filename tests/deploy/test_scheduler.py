@@ -1,5 +1,6 @@
-"""`dmp scheduler` (pipeline/scheduler.py): retention fired daily by APScheduler, a failed run
-retried with backoff, the next day's run still happening, and a missed run visible in metrics.
+"""`dmp scheduler` (pipeline/scheduler.py): retention and the whole-log audit verification fired daily
+by APScheduler, a failed run retried with backoff, the next day's run still happening, and a missed
+run visible in metrics.
 
 The scheduler is started paused (it never fires by itself): each test fires the jobs it registered
 by hand, on a clock the test moves."""
@@ -12,15 +13,18 @@ from dataclasses import dataclass
 
 import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, CollectorRegistry
 
 from pipeline import scheduler as periodic
 from pipeline.core.clock import PARIS
+from pipeline.index.states import JobName
+from pipeline.operations.scrape import ScrapeCollector
 from pipeline.retention import record_run, run_recorded
-from pipeline.scheduler import Outcome, SchedulerMetrics, retry_delay, schedule_retention
+from pipeline.scheduler import Outcome, SchedulerMetrics, retry_delay, schedule_all, schedule_retention
 
 # 03:00 in Paris on 10 March 2026 (CET, UTC+1).
 FIRST_RUN = dt.datetime(2026, 3, 10, 2, 0, tzinfo=dt.UTC)
+FIRST_VERIFY = FIRST_RUN + dt.timedelta(hours=1)
 
 
 @dataclass
@@ -104,3 +108,65 @@ def test_a_restarted_scheduler_reports_the_last_success_recorded_in_the_index(rt
 def test_retries_wait_twice_as_long_each_time_up_to_an_hour():
     assert [retry_delay(n) for n in (1, 2, 3)] == [periodic.RETRY_FIRST, 2 * periodic.RETRY_FIRST, 4 * periodic.RETRY_FIRST]
     assert retry_delay(30) == periodic.RETRY_MAX
+
+
+@pytest.fixture
+def verify_failing_once(monkeypatch) -> list[dt.date]:
+    days: list[dt.date] = []
+    real = periodic.verify_audit_log
+
+    def verify(session, key, today):  # noqa: ANN001
+        days.append(today)
+        if len(days) == 1:
+            raise ConnectionError("the database did not answer")
+        return real(session, key, today)
+
+    monkeypatch.setattr(periodic, "verify_audit_log", verify)
+    return days
+
+
+def test_the_audit_log_is_verified_daily_at_4am_after_retention(rt, jobs):
+    schedule_all(rt, jobs, SchedulerMetrics(), Clock(FIRST_RUN - dt.timedelta(hours=1)))
+    verify = jobs.get_job("audit_verify")
+    assert verify.trigger.get_next_fire_time(None, FIRST_RUN) == dt.datetime(2026, 3, 10, 4, 0, tzinfo=PARIS)
+    after_first = FIRST_VERIFY + dt.timedelta(seconds=1)
+    assert verify.trigger.get_next_fire_time(None, after_first) == dt.datetime(2026, 3, 11, 4, 0, tzinfo=PARIS)
+
+
+def test_a_verification_that_fails_once_is_retried_and_the_next_day_s_still_happens(rt, jobs, verify_failing_once):
+    clock = Clock(FIRST_VERIFY)
+    schedule_all(rt, jobs, SchedulerMetrics(), clock)
+    daily = jobs.get_job("audit_verify")
+
+    assert daily.func() == Outcome.FAILED
+    retry = jobs.get_job("audit_verify-retry")
+    clock.now = retry.trigger.run_date
+    assert retry.func() == Outcome.SUCCEEDED
+    assert run_recorded(rt, JobName.AUDIT_VERIFY_OK, dt.date(2026, 3, 10))
+
+    clock.now = daily.trigger.get_next_fire_time(None, clock.now)
+    assert daily.func() == Outcome.SUCCEEDED
+    assert verify_failing_once == [dt.date(2026, 3, 10), dt.date(2026, 3, 10), dt.date(2026, 3, 11)]
+    assert run_recorded(rt, JobName.AUDIT_VERIFY_OK, dt.date(2026, 3, 11))
+
+
+def test_a_scheduled_verification_moves_the_metric_of_the_last_verdict(rt, jobs):
+    scraped = CollectorRegistry()
+    scraped.register(ScrapeCollector(rt, None))  # what the API's /metrics reads from the index
+
+    def last_verified() -> float | None:
+        return scraped.get_sample_value("dmp_audit_verify_last_timestamp_seconds")
+
+    assert last_verified() == 0
+    schedule_all(rt, jobs, SchedulerMetrics(), Clock(FIRST_VERIFY))
+    assert jobs.get_job("audit_verify").func() == Outcome.SUCCEEDED
+    assert last_verified() > 0
+
+
+def test_a_broken_chain_is_a_verdict_recorded_not_a_run_to_retry(rt, jobs, monkeypatch):
+    from pipeline.operations import backlog
+
+    monkeypatch.setattr(backlog, "verify", lambda session, key: [object()])
+    schedule_all(rt, jobs, SchedulerMetrics(), Clock(FIRST_VERIFY))
+    assert jobs.get_job("audit_verify").func() == Outcome.SUCCEEDED
+    assert run_recorded(rt, JobName.AUDIT_VERIFY_BROKEN, dt.date(2026, 3, 10))
