@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench services clean
+.PHONY: demo test test-fast lint bench services clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,6 @@ test: $(STAMP)
 
 # The tier a developer runs while working: no servers to start, no PostgreSQL twin, no slow test.
 # test_schema.py (slow as a whole) is not even imported: it builds its cases at import.
-.PHONY: test-fast
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not distributed and not slow" --ignore=tests/api/test_schema.py
 

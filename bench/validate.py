@@ -74,6 +74,29 @@ def _floor(batch: Path, rows: list[dict[str, str]], settings: Settings) -> tuple
     return time.perf_counter() - start, accepted
 
 
+def _long_text(batch: Path, rows: list[dict[str, str]], settings: Settings) -> str:
+    """The corpus's extracted texts joined, repeated until the document is longer than `TEXT_LIMIT`."""
+    limits = inspect_limits(settings)
+    texts: list[str] = []
+    for row in rows[:50]:
+        try:
+            content = inspect_file(batch / row["file"], row["file"], _expected_ins(row), limits, True)
+        except Rejected:
+            continue
+        if content.text:
+            texts.append(content.text)
+    text = " ".join(texts) or "Compte rendu. "
+    return text * (TEXT_LIMIT // len(text) + 2)
+
+
+def _classify_long(text: str) -> float:
+    """Seconds per `classify` call on `text`, as a scanned letter (no code, neutral title) reaches it."""
+    start = time.perf_counter()
+    for _ in range(LONG_DOCUMENT_CALLS):
+        classify(None, "", "Courrier", "scan.pdf", text)
+    return (time.perf_counter() - start) / LONG_DOCUMENT_CALLS
+
+
 def run(documents: int) -> dict:
     logging.getLogger("pypdf").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory(prefix="dmp-bench-validate-") as tmp:
@@ -114,26 +137,3 @@ def run(documents: int) -> dict:
         "long_document_chars": len(long_text),
         "long_document_classify_ms": round(long_classify * 1000, 3),
     }
-
-
-def _long_text(batch: Path, rows: list[dict[str, str]], settings: Settings) -> str:
-    """The corpus's extracted texts joined, repeated until the document is longer than `TEXT_LIMIT`."""
-    limits = inspect_limits(settings)
-    texts: list[str] = []
-    for row in rows[:50]:
-        try:
-            content = inspect_file(batch / row["file"], row["file"], _expected_ins(row), limits, True)
-        except Rejected:
-            continue
-        if content.text:
-            texts.append(content.text)
-    text = " ".join(texts) or "Compte rendu. "
-    return text * (TEXT_LIMIT // len(text) + 2)
-
-
-def _classify_long(text: str) -> float:
-    """Seconds per `classify` call on `text`, as a scanned letter (no code, neutral title) reaches it."""
-    start = time.perf_counter()
-    for _ in range(LONG_DOCUMENT_CALLS):
-        classify(None, "", "Courrier", "scan.pdf", text)
-    return (time.perf_counter() - start) / LONG_DOCUMENT_CALLS

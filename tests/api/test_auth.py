@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from api.auth import ACTOR_KINDS, AuthError, Claims, SigningKeyError, TokenVerifier, ensure_signing_key, mint_token
-from api.policy import Actor
+from api.policy import KINDS, Actor
 from pipeline.core.settings import Settings
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -73,12 +73,12 @@ def verifier(settings: Settings) -> TokenVerifier:
 
 
 def test_actor_kinds_are_the_policy_kinds(settings: Settings, verifier: TokenVerifier) -> None:
-    # Every kind a token may carry (the policy's kinds: api.auth checks they agree when it loads)
-    # is minted and comes back as that kind.
-    for kind in sorted(ACTOR_KINDS):
+    # Every kind the policy decides on can be carried by a token and comes back as that kind.
+    for kind in sorted(KINDS):
         professional = {"profession": "physician", "rpps": RPPS} if kind == "professional" else {}
         token = mint_token(settings, f"{kind}-1", kind, now=NOW, **professional)
         assert verifier.verify(f"Bearer {token}", now=NOW).kind == kind
+    assert ACTOR_KINDS == KINDS
 
 
 def test_mint_then_verify_gives_claims_and_actor(settings: Settings, verifier: TokenVerifier) -> None:

@@ -24,7 +24,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -37,12 +37,12 @@ from pipeline.core.settings import Settings
 from pipeline.index.models import AuditEntry, Batch, BatchItem, Document, Patient, RecordKey, RecordRelation
 from pipeline.runtime import Runtime
 
+pytestmark = pytest.mark.slow  # thousands of HTTP requests (the policy's own test, test_policy.py, is fast)
+
 MATRIX_CSV = Path(__file__).resolve().parents[2] / "api" / "data" / "access_matrix.csv"
 SOURCE = "hospital:H1"
 EMERGENCY = {"X-Emergency-Reason": "unconscious patient, suspected overdose"}
 OTHER_ATTENDING = "pro-attending-someone-else"
-
-pytestmark = pytest.mark.slow  # thousands of HTTP requests (the policy's own test, test_policy.py, is fast)
 
 PROFESSIONS = ("physician", "pharmacist", "nurse", "physiotherapist", "dentist", "midwife", "podiatrist", "lab_biologist", "radiographer")
 FORBIDDEN = ("employer", "insurer", "mutuelle", "bank")
@@ -426,13 +426,13 @@ def _new_audit_entries(world: World, chain: str) -> list[AuditEntry]:
     return entries
 
 
+@dataclass
 class Verdicts:
     """Every row's mismatches, and the rows where the API contradicts docs/domain.md knowingly (see KNOWN_CONTRADICTIONS)."""
 
-    def __init__(self) -> None:
-        self.rows = 0
-        self.mismatches: list[str] = []
-        self.known: list[str] = []
+    rows: int = 0
+    mismatches: list[str] = field(default_factory=list)
+    known: list[str] = field(default_factory=list)
 
     def conclude(self) -> None:
         """Fail naming every mismatching row; else xfail naming the known contradictions met, if any."""
