@@ -105,6 +105,8 @@ def test_a_batch_of_220_documents_is_processed_by_two_worker_processes(settings,
 
 
 def test_a_worker_killed_mid_batch_is_replaced_and_every_document_ends_once(settings, runtime, workers, batch):
+    # The dead group's claims come back once their lease lapses: a short lease, a short wait.
+    workers.settings = settings = settings.model_copy(update={"claim_lease_seconds": 3.0})
     summary = ingest(settings, batch)
     workers.start(processes=2, threads=2)
     wait_until_final(runtime, summary["batch"], timeout=120, at_least=40)

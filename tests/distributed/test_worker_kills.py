@@ -79,6 +79,8 @@ def _files_left(folder: Path) -> list[Path]:
 
 
 def test_repeated_kills_of_a_worker_process_lose_no_document_and_leave_no_plaintext(settings, runtime, workers, batch):
+    # A killed process's claims come back once their lease lapses: a short lease keeps eight kills quick.
+    workers.settings = settings = settings.model_copy(update={"claim_lease_seconds": 3.0})
     summary = ingest(settings, batch)
     workers.start(processes=2, threads=2)
     for kill in range(1, KILLS + 1):
