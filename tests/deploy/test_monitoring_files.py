@@ -18,7 +18,7 @@ from pipeline.core.settings import Settings
 from pipeline.operations.scrape import ScrapeCollector
 from pipeline.runtime import Runtime
 
-INFRA = Path(__file__).resolve().parent.parent / "infra"
+INFRA = Path(__file__).resolve().parents[2] / "infra"
 ALERTS = INFRA / "prometheus" / "alerts.yaml"
 ALERT_TESTS = INFRA / "prometheus" / "alerts_test.yaml"
 DASHBOARD = INFRA / "grafana" / "dmp.json"
