@@ -18,13 +18,14 @@ import datetime as dt
 import logging
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pipeline.core.reasons import Rejected
 from pipeline.core.settings import Settings
 from pipeline.documents.classify import TEXT_LIMIT, classify, needs_content
-from pipeline.documents.inspect import inspect_file
+from pipeline.documents.inspect import Content, inspect_file
 from pipeline.documents.validate import check_content, check_metadata, inspect_limits
 from pipeline.samples import generate_samples
 
@@ -45,34 +46,36 @@ def _expected_ins(row: dict[str, str]) -> str:
         return row["patient_ins"]
 
 
-def _pipeline(batch: Path, rows: list[dict[str, str]], settings: Settings) -> tuple[float, int]:
+def _timed(rows: list[dict[str, str]], read: Callable[[dict[str, str]], Content]) -> tuple[float, int]:
+    """Seconds to `read` (check) then classify each row, one at a time, and how many were accepted."""
     start = time.perf_counter()
     accepted = 0
     for row in rows:
         try:
-            want_text = needs_content(row["document_type"])
-            content = check_content(batch / row["file"], row["file"], _expected_ins(row), settings, want_text=want_text)
+            content = read(row)
         except Rejected:
             continue
         classify(content.cda_code, row["document_type"], row["title"] or content.title, row["file"], content.text,
                  cda_code_system=content.cda_code_system)  # fmt: skip
         accepted += 1
     return time.perf_counter() - start, accepted
+
+
+def _pipeline(batch: Path, rows: list[dict[str, str]], settings: Settings) -> tuple[float, int]:
+    def read(row: dict[str, str]) -> Content:
+        want_text = needs_content(row["document_type"])
+        return check_content(batch / row["file"], row["file"], _expected_ins(row), settings, want_text=want_text)
+
+    return _timed(rows, read)
 
 
 def _floor(batch: Path, rows: list[dict[str, str]], settings: Settings) -> tuple[float, int]:
     limits = inspect_limits(settings)
-    start = time.perf_counter()
-    accepted = 0
-    for row in rows:
-        try:
-            content = inspect_file(batch / row["file"], row["file"], _expected_ins(row), limits, needs_content(row["document_type"]))
-        except Rejected:
-            continue
-        classify(content.cda_code, row["document_type"], row["title"] or content.title, row["file"], content.text,
-                 cda_code_system=content.cda_code_system)  # fmt: skip
-        accepted += 1
-    return time.perf_counter() - start, accepted
+
+    def read(row: dict[str, str]) -> Content:
+        return inspect_file(batch / row["file"], row["file"], _expected_ins(row), limits, needs_content(row["document_type"]))
+
+    return _timed(rows, read)
 
 
 def _long_text(batch: Path, rows: list[dict[str, str]], settings: Settings) -> str:

@@ -235,32 +235,9 @@ def _fold_pattern(pattern: str) -> str:
     return re.sub(" +", " ", folded)
 
 
-def _branches(pattern: str) -> list[str]:
-    """Split on the top-level `|` (not inside a group or a character class)."""
-    out, depth, start, i, in_class = [], 0, 0, 0, False
-    while i < len(pattern):
-        c = pattern[i]
-        if c == "\\":
-            i += 2
-            continue
-        if in_class:
-            in_class = c != "]"
-        elif c == "[":
-            in_class = True
-        elif c == "(":
-            depth += 1
-        elif c == ")":
-            depth -= 1
-        elif c == "|" and depth == 0:
-            out.append(pattern[start:i])
-            start = i + 1
-        i += 1
-    out.append(pattern[start:])
-    return out
-
-
-def _group_end(pattern: str, start: int) -> int:
-    """Index of the `)` closing the group opened at `start`, or -1."""
+def _structure(pattern: str, start: int = 0) -> Iterator[tuple[int, str, int]]:
+    """Each character from `start` that is neither escaped nor inside a character class, with the
+    group depth once it is read (one walk for `_branches` and `_group_end`, so they agree on what a group is)."""
     depth, i, in_class = 0, start, False
     while i < len(pattern):
         c = pattern[i]
@@ -271,13 +248,28 @@ def _group_end(pattern: str, start: int) -> int:
             in_class = c != "]"
         elif c == "[":
             in_class = True
-        elif c == "(":
-            depth += 1
-        elif c == ")":
-            depth -= 1
-            if depth == 0:
-                return i
+        else:
+            depth += (c == "(") - (c == ")")
+            yield i, c, depth
         i += 1
+
+
+def _branches(pattern: str) -> list[str]:
+    """Split on the top-level `|` (not inside a group or a character class)."""
+    out, start = [], 0
+    for i, c, depth in _structure(pattern):
+        if c == "|" and depth == 0:
+            out.append(pattern[start:i])
+            start = i + 1
+    out.append(pattern[start:])
+    return out
+
+
+def _group_end(pattern: str, start: int) -> int:
+    """Index of the `)` closing the group opened at `start`, or -1."""
+    for i, c, depth in _structure(pattern, start):
+        if c == ")" and depth == 0:
+            return i
     return -1
 
 

@@ -146,19 +146,31 @@ class RecordKeys:
                 if not rows:
                     return done
                 for row in rows:
-                    context = record_context(row.id, row.patient_id)
-                    key = self.provider.unwrap(WrappedKey(row.master_key_id or "", row.wrapped or b""), context)
-                    wrapped = self.provider.wrap(key, context)
-                    # Only if nobody changed the row meanwhile (a destroy, another rotation).
-                    session.execute(
-                        update(RecordKey)
-                        .where(RecordKey.id == row.id, RecordKey.master_key_id == row.master_key_id)
-                        .values(master_key_id=wrapped.key_id, wrapped=wrapped.blob)
-                    )
+                    old = WrappedKey(row.master_key_id or "", row.wrapped or b"")
+                    _rewrap_row(session, self.provider, RecordKey, "wrapped", row.id, old, record_context(row.id, row.patient_id))
                 session.commit()
             done += len(rows)
             if on_progress:
                 on_progress(len(rows))
+
+
+def _rewrap_row(
+    session: Session,
+    provider: KeyProvider,
+    model: type[RecordKey] | type[Batch] | type[Contact],
+    wrapped_column: str,
+    row_id: str,
+    old: WrappedKey,
+    context: str,
+) -> None:
+    """Re-wrap one row's key under the active master key (`wrapped_column` holds the wrapped bytes)."""
+    wrapped = provider.wrap(provider.unwrap(old, context), context)
+    # Only if nobody changed the row meanwhile (a destroy, another rotation).
+    session.execute(
+        update(model)
+        .where(model.id == row_id, model.master_key_id == old.key_id)
+        .values({"master_key_id": wrapped.key_id, wrapped_column: wrapped.blob})
+    )
 
 
 def rewrap_direct_keys(
@@ -180,13 +192,8 @@ def rewrap_direct_keys(
         with sessions() as session:
             rows = session.execute(select(model.id, model.master_key_id, model.wrapped_key).where(*stale).limit(batch_size)).all()
             for row in rows:
-                key = provider.unwrap(WrappedKey(row.master_key_id, row.wrapped_key), context(row.id))
-                wrapped = provider.wrap(key, context(row.id))
-                session.execute(
-                    update(model)
-                    .where(model.id == row.id, model.master_key_id == row.master_key_id)
-                    .values(master_key_id=wrapped.key_id, wrapped_key=wrapped.blob)
-                )
+                old = WrappedKey(row.master_key_id, row.wrapped_key)
+                _rewrap_row(session, provider, model, "wrapped_key", row.id, old, context(row.id))
             session.commit()
         done += len(rows)
         if len(rows) < batch_size:

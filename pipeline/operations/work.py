@@ -5,8 +5,9 @@ file names and counts: never an INS, a title or content)."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -25,6 +26,9 @@ class WorkState(StrEnum):
 
     IN_PROGRESS = "in_progress"
     DONE = "done"
+
+
+_Received = TypeVar("_Received", Batch, Feed)
 
 
 def _when(moment: dt.datetime | None) -> str | None:
@@ -47,15 +51,34 @@ def list_batches(
     return sorted(rows, key=lambda row: row["received_at"] or "", reverse=True)[:limit]
 
 
-def _batches(session: Session, source: str | None, since: dt.datetime | None, until: dt.datetime | None, limit: int) -> list[Row]:
-    query = select(Batch).order_by(Batch.created_at.desc()).limit(limit)
+def _received(
+    session: Session, model: type[_Received], source: str | None, since: dt.datetime | None, until: dt.datetime | None, limit: int
+) -> Sequence[_Received]:
+    """The newest `limit` batches or feeds (`model`) from `source` received in [since, until)."""
+    query = select(model).order_by(model.created_at.desc()).limit(limit)
     if source:
-        query = query.where(Batch.source == source)
+        query = query.where(model.source == source)
     if since:
-        query = query.where(Batch.created_at >= since)
+        query = query.where(model.created_at >= since)
     if until:
-        query = query.where(Batch.created_at < until)
-    batches = session.scalars(query).all()
+        query = query.where(model.created_at < until)
+    return session.scalars(query).all()
+
+
+def _work_row(kind: Literal["batch", "feed"], work: Batch | Feed, *, waiting: int, total: int, counts: dict[str, int]) -> Row:
+    return {
+        "kind": kind,
+        "id": work.id,
+        "source": work.source,
+        "received_at": _when(work.created_at),
+        "state": WorkState.IN_PROGRESS if waiting else WorkState.DONE,
+        "total": total,
+        "counts": counts,
+    }
+
+
+def _batches(session: Session, source: str | None, since: dt.datetime | None, until: dt.datetime | None, limit: int) -> list[Row]:
+    batches = _received(session, Batch, source, since, until, limit)
     counts: dict[str, dict[str, int]] = {}
     if batches:
         by_state = select(BatchItem.batch_id, BatchItem.state, func.count()).where(BatchItem.batch_id.in_([b.id for b in batches]))
@@ -65,29 +88,12 @@ def _batches(session: Session, source: str | None, since: dt.datetime | None, un
     for batch in batches:
         mine = counts.get(batch.id, {})
         waiting = sum(n for s, n in mine.items() if s not in FINAL)
-        rows.append(
-            {
-                "kind": "batch",
-                "id": batch.id,
-                "source": batch.source,
-                "received_at": _when(batch.created_at),
-                "state": WorkState.IN_PROGRESS if waiting else WorkState.DONE,
-                "total": batch.total,
-                "counts": mine,
-            }
-        )
+        rows.append(_work_row("batch", batch, waiting=waiting, total=batch.total, counts=mine))
     return rows
 
 
 def _feeds(session: Session, source: str | None, since: dt.datetime | None, until: dt.datetime | None, limit: int) -> list[Row]:
-    query = select(Feed).order_by(Feed.created_at.desc()).limit(limit)
-    if source:
-        query = query.where(Feed.source == source)
-    if since:
-        query = query.where(Feed.created_at >= since)
-    if until:
-        query = query.where(Feed.created_at < until)
-    feeds = session.scalars(query).all()
+    feeds = _received(session, Feed, source, since, until, limit)
     if not feeds:
         return []
     chunks: dict[str, dict[str, int]] = {}
@@ -102,17 +108,7 @@ def _feeds(session: Session, source: str | None, since: dt.datetime | None, unti
     for feed in feeds:
         mine = chunks.get(feed.id, {})
         waiting = sum(n for key, n in mine.items() if key.startswith("chunks_") and key != "chunks_done")
-        rows.append(
-            {
-                "kind": "feed",
-                "id": feed.id,
-                "source": feed.source,
-                "received_at": _when(feed.created_at),
-                "state": WorkState.IN_PROGRESS if waiting else WorkState.DONE,
-                "total": feed.lines,
-                "counts": mine,
-            }
-        )
+        rows.append(_work_row("feed", feed, waiting=waiting, total=feed.lines, counts=mine))
     return rows
 
 
