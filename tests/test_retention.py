@@ -31,7 +31,7 @@ from pipeline.retention import (
     purge_abandoned_uploads,
     purge_quarantine,
 )
-from tests.api.test_idempotency import ANSWER, _claim, _finish
+from tests.ingest.test_idempotency import ANSWER, _claim, _finish
 from tests.carehistory.test_feed import ALICE, BOB, TODAY, _count, _csv, _feed, _history, _line
 from tests.documents import test_process
 from tests.documents.test_process import _item
