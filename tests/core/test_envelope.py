@@ -188,3 +188,8 @@ def test_the_hasher_sees_every_plaintext_byte_once():
     while reader.read(100):
         pass
     assert hasher.hexdigest() == hashlib.sha256(plaintext).hexdigest() and reader.size == len(plaintext)
+
+
+def test_a_read_far_larger_than_the_object_returns_the_object_without_a_buffer_that_size():
+    reader = EncryptingReader(io.BytesIO(b"Compte rendu de sortie"), KEY, "record:r1", CONTEXT, SEGMENT, nonce_prefix=PREFIX)
+    assert reader.read(1 << 50) == _by_the_spec(b"Compte rendu de sortie")
