@@ -131,9 +131,11 @@ class EncryptingReader:
             chunk: Plain = read_exact(self._source, self.header.segment_size)
         else:
             buffer, self._turn = self._plain[self._turn], 1 - self._turn
-            filled = 0
+            filled, got = 0, None
             while filled < len(buffer) and (got := self._readinto(buffer[filled:])):
                 filled += got
+            if got is None and filled < len(buffer):  # a non-blocking source with nothing ready: never a short document
+                raise BlockingIOError("source has no data ready")
             chunk = buffer[:filled]
         if chunk and self._hasher is not None:
             self._hasher.update(chunk)

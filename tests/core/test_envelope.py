@@ -193,3 +193,18 @@ def test_the_hasher_sees_every_plaintext_byte_once():
 def test_a_read_far_larger_than_the_object_returns_the_object_without_a_buffer_that_size():
     reader = EncryptingReader(io.BytesIO(b"Compte rendu de sortie"), KEY, "record:r1", CONTEXT, SEGMENT, nonce_prefix=PREFIX)
     assert reader.read(1 << 50) == _by_the_spec(b"Compte rendu de sortie")
+
+
+class _NothingReady(io.RawIOBase):
+    """A non-blocking source with no data ready yet: readinto returns None, not 0 (the end)."""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer):
+        return None
+
+
+def test_a_source_with_nothing_ready_is_refused_rather_than_sealed_as_a_short_document():
+    with pytest.raises(BlockingIOError):
+        EncryptingReader(_NothingReady(), KEY, "r", "c", SEGMENT).read()
