@@ -287,7 +287,7 @@ def _quarantine(rt: Runtime, item: BatchItem) -> repo.Quarantine | None:
     key = new_key()
     try:
         with rt.inbox.open(item.inbox_key, item.inbox_member) as raw:
-            seal(rt.store, key, "master", object_key, context, raw, rt.settings.segment_bytes, rt.hasher())
+            seal(rt.store, key, "master", object_key, context, raw, rt.settings.segment_bytes, None)  # no index row wants its hash
     except (ObjectNotFound, Rejected):  # gone, or an unreadable zip entry: nothing to keep
         return None
     until = paris_date() + dt.timedelta(days=rt.settings.quarantine_days)
