@@ -20,6 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     crypto = sub.add_parser("crypto", help="streaming envelope encryption vs bare AES-GCM over the same segments")
     crypto.add_argument("--size", default="1GiB", help="document size, e.g. 1GiB, 256MiB")
     crypto.add_argument("--pipeline", action="store_true", help="also one document of that size through ingest and read")
+    crypto.add_argument("--rounds", type=int, default=3, help="interleaved envelope/floor pairs; each part keeps its best")
     feed = sub.add_parser("feed", help="insurer feed: file to committed rows vs our parse + COPY from the file (PostgreSQL)")
     feed.add_argument("--lines", type=int, default=1_000_000)
     feed.add_argument("--workers", type=int, default=2)
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         from bench.crypto import parse_size
         from bench.crypto import run as run_crypto
 
-        result = run_crypto(parse_size(args.size), args.pipeline)
+        result = run_crypto(parse_size(args.size), args.pipeline, args.rounds)
     elif args.name == "feed":
         from bench.feed import run as run_feed
 

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 class Sealed:
     object_key: str
     size: int
-    content_hmac: str
+    content_hmac: str | None  # None when sealed without a hasher
 
 
 def seal_context(document_id: str, patient_id: str) -> str:
@@ -41,12 +41,20 @@ def data_key(wrapping_key: bytes, wrapped: bytes, document_id: str) -> bytes:
 
 
 def seal(
-    store: ObjectStore, key: bytes, key_ref: str, object_key: str, context: str, source: Readable, segment_bytes: int, hasher: Hasher
+    store: ObjectStore,
+    key: bytes,
+    key_ref: str,
+    object_key: str,
+    context: str,
+    source: Readable,
+    segment_bytes: int,
+    hasher: Hasher | None,
 ) -> Sealed:
-    """Encrypt `source` into `object_key` under `key`, hashing the plaintext on the way."""
+    """Encrypt `source` into `object_key` under `key`, hashing the plaintext on the way if `hasher`
+    is given (None when the caller already holds the keyed hash of these exact bytes)."""
     reader = EncryptingReader(source, key, key_ref, context, segment_bytes, hasher)
     store.put(object_key, reader)
-    return Sealed(object_key, reader.size, hasher.hexdigest())
+    return Sealed(object_key, reader.size, hasher.hexdigest() if hasher is not None else None)
 
 
 def unseal(

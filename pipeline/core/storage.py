@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -19,7 +18,7 @@ from urllib.parse import unquote, urlparse
 
 from pipeline.core.reasons import Transient
 from pipeline.core.settings import Settings
-from pipeline.core.streams import Readable
+from pipeline.core.streams import Readable, copy_stream
 
 if TYPE_CHECKING:
     import urllib3
@@ -78,7 +77,7 @@ class FileStore:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
         try:
             with os.fdopen(fd, "wb") as out:
-                shutil.copyfileobj(source, out, COPY_CHUNK)
+                copy_stream(source, out.write, COPY_CHUNK)
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(tmp, path)

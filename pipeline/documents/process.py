@@ -192,7 +192,9 @@ def _accept(rt: Runtime, claim: repo.Claim, today: dt.date) -> AttemptOutcome:
         context = seal_context(item.document_id, patient.id)
         spooled.file.seek(0)
         with timed(Stage.SEAL):
-            sealed = seal(rt.store, key, f"record:{record.id}", object_key, context, spooled.file, rt.settings.segment_bytes, rt.hasher())
+            # No second keyed hash: the spool is frozen (no write, grow or shrink), so the bytes
+            # sealed are the bytes spool() hashed.
+            sealed = seal(rt.store, key, f"record:{record.id}", object_key, context, spooled.file, rt.settings.segment_bytes, None)
     document = Document(
         id=item.document_id,
         patient_id=patient.id,
@@ -211,7 +213,7 @@ def _accept(rt: Runtime, claim: repo.Claim, today: dt.date) -> AttemptOutcome:
         author_profession=item.author_profession,
         mime_type=content.mime_type,
         size=sealed.size,
-        content_hmac=sealed.content_hmac,
+        content_hmac=spooled.content_hmac,
         object_key=sealed.object_key,
         record_key_id=record.id,
         wrapped_key=wrapped_key,
@@ -285,7 +287,7 @@ def _quarantine(rt: Runtime, item: BatchItem) -> repo.Quarantine | None:
     key = new_key()
     try:
         with rt.inbox.open(item.inbox_key, item.inbox_member) as raw:
-            seal(rt.store, key, "master", object_key, context, raw, rt.settings.segment_bytes, rt.hasher())
+            seal(rt.store, key, "master", object_key, context, raw, rt.settings.segment_bytes, None)  # no index row wants its hash
     except (ObjectNotFound, Rejected):  # gone, or an unreadable zip entry: nothing to keep
         return None
     until = paris_date() + dt.timedelta(days=rt.settings.quarantine_days)

@@ -150,3 +150,61 @@ def test_small_reads_stream_without_buffering_the_whole_input():
         chunks.append(chunk)
         assert reader.buffered <= SEGMENT + TAG + 100  # one sealed segment plus the request
     assert _open(b"".join(chunks), context="c") == b"a" * 10_000
+
+
+class _ReadOnly:
+    """A source offering only `read`, in short pieces (a socket, an upload's part)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def read(self, size: int = -1) -> bytes:
+        return self._data.read(min(size, 7) if size >= 0 else 7)
+
+
+@pytest.mark.parametrize("size", [0, 1, 63, 64, 65, 640, 1000])
+def test_a_source_without_readinto_seals_to_the_same_object(size):
+    plaintext = (bytes(range(256)) * 4)[:size]
+    reader = EncryptingReader(_ReadOnly(plaintext), KEY, "record:r1", CONTEXT, SEGMENT, nonce_prefix=PREFIX)
+    assert reader.read() == _by_the_spec(plaintext)
+
+
+@pytest.mark.parametrize("request_size", [1, 15, 80, 81, 1000])
+def test_readinto_fills_the_callers_buffer_whole_until_the_end(request_size):
+    plaintext = bytes(range(256)) * 3
+    reader = EncryptingReader(io.BytesIO(plaintext), KEY, "record:r1", CONTEXT, SEGMENT, nonce_prefix=PREFIX)
+    buffer, out = bytearray(request_size), b""
+    while filled := reader.readinto(buffer):
+        out += buffer[:filled]
+        if len(out) < len(_by_the_spec(plaintext)):
+            assert filled == request_size
+    assert out == _by_the_spec(plaintext)
+
+
+def test_the_hasher_sees_every_plaintext_byte_once():
+    plaintext = bytes(range(256)) * 3
+    hasher = hashlib.sha256()
+    reader = EncryptingReader(io.BytesIO(plaintext), KEY, "r", "c", SEGMENT, hasher=hasher)
+    while reader.read(100):
+        pass
+    assert hasher.hexdigest() == hashlib.sha256(plaintext).hexdigest() and reader.size == len(plaintext)
+
+
+def test_a_read_far_larger_than_the_object_returns_the_object_without_a_buffer_that_size():
+    reader = EncryptingReader(io.BytesIO(b"Compte rendu de sortie"), KEY, "record:r1", CONTEXT, SEGMENT, nonce_prefix=PREFIX)
+    assert reader.read(1 << 50) == _by_the_spec(b"Compte rendu de sortie")
+
+
+class _NothingReady(io.RawIOBase):
+    """A non-blocking source with no data ready yet: readinto returns None, not 0 (the end)."""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer):
+        return None
+
+
+def test_a_source_with_nothing_ready_is_refused_rather_than_sealed_as_a_short_document():
+    with pytest.raises(BlockingIOError):
+        EncryptingReader(_NothingReady(), KEY, "r", "c", SEGMENT).read()
