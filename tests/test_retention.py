@@ -31,11 +31,11 @@ from pipeline.retention import (
     purge_abandoned_uploads,
     purge_quarantine,
 )
-from tests.ingest.test_idempotency import ANSWER, _claim, _finish
 from tests.carehistory.test_feed import ALICE, BOB, TODAY, _count, _csv, _feed, _history, _line
 from tests.documents import test_process
 from tests.documents.test_process import _item
 from tests.ingest import test_uploads
+from tests.ingest.test_idempotency import ANSWER, _claim, _finish
 from tests.ingest.test_uploads import HEADER, ROW, _multipart, _Stream
 from tests.notify.test_dispatch import _notifications, _one_patient_batch, _runtime, _settings
 
