@@ -10,6 +10,7 @@ import uuid
 import pytest
 from sqlalchemy import select
 
+from pipeline.access.accesslog import hidden_documents
 from pipeline.access.gate import Decisions, visible
 from pipeline.access.listing import DocumentFilters, visible_page
 from pipeline.access.policy import Action, Actor, ActorKind, Record
@@ -150,3 +151,21 @@ def test_the_fields_the_query_groups_by_are_those_the_policy_reads_of_each_row(r
         rows = session.execute(select(Document.id, *POLICY_FIELD_COLUMNS).where(Document.patient_id == record.patient_id)).all()
         documents = {d.id: d for d in session.scalars(select(Document).where(Document.patient_id == record.patient_id))}
     assert rows and all(tuple(row[1:]) == policy_fields(documents[row.id]) for row in rows)
+
+
+@pytest.mark.parametrize("actor", [PATIENT, REPRESENTATIVE, DOCTOR, PHARMACIST], ids=lambda a: a.id)
+def test_the_access_log_hides_the_entries_of_exactly_the_documents_the_policy_hides(rt, record, actor):
+    actor = _as(actor, record)
+    decisions = Decisions(actor, Action.READ_METADATA, record, today=TODAY, emergency_reason=None)
+    with rt.sessions() as session:
+        every = session.scalars(select(Document).where(Document.patient_id == record.patient_id)).all()  # shredded too
+        hidden = hidden_documents(session, decisions, record.patient_id)
+    assert hidden == {d.id for d in every if not decisions.allows(policy_fields(d))}
+
+
+def test_the_access_log_of_a_reader_who_sees_everything_hides_nothing(rt, record):
+    attending = Actor("attending", ActorKind.PROFESSIONAL, profession="physician")
+    decisions = Decisions(attending, Action.READ_METADATA, Record(record.patient_id, attending_physician="attending"), today=TODAY,
+                          emergency_reason=None)  # fmt: skip
+    with rt.sessions() as session:
+        assert hidden_documents(session, decisions, record.patient_id) == frozenset()
