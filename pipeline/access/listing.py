@@ -108,9 +108,12 @@ def _skipping(
     query = select(*POLICY_COLUMNS).where(*where).order_by(*ORDER)
     if hidden is not None:
         query = query.limit(start + page_size + hidden)
+    if hidden is None or start + page_size + hidden > chunk:
+        # A server-side cursor costs round trips of its own (declare, fetch, close): only past one chunk.
+        query = query.execution_options(yield_per=chunk)
     page_ids: list[str] = []
     shown = 0
-    rows = session.execute(query.execution_options(yield_per=chunk))
+    rows = session.execute(query)
     try:
         for row in rows:
             if not decisions.allows(policy_fields(row)):
