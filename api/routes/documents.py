@@ -11,20 +11,20 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 
-from api.access import check, visible
+from api.access import check
 from api.deps import ActorDep, EmergencyDep, RuntimeDep
 from api.headers import EXTENSIONS, OCTET_STREAM, content_headers, served_type
 from api.inputs import ClassCodeQuery, FromDateQuery, PageQuery, ToDateQuery, TypeCodeQuery
 from api.problems import PROBLEM_RESPONSES, ApiProblem, not_found
+from pipeline.access.gate import Decisions
+from pipeline.access.listing import DocumentFilters, visible_page
 from pipeline.access.policy import Action
-from pipeline.access.recordview import policy_rows
 from pipeline.core.clock import paris_date
 from pipeline.core.envelope import IntegrityError
 from pipeline.core.storage import ObjectNotFound
 from pipeline.documents.stored import DocumentGone, read_document
 from pipeline.documents.titles import document_titles
 from pipeline.index.models import Document
-from pipeline.index.queries import documents_by_id
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/patients/{patient_id}/documents", tags=["documents"], responses=PROBLEM_RESPONSES)
@@ -79,16 +79,13 @@ def list_documents(
     """The documents this actor may see, newest service date first; filters by class, type and date."""
     action = _action(emergency, Action.LIST)
     access = check(rt, actor, action, patient_id, emergency_reason=emergency)
-    # Decide on narrow rows (what the policy reads), then load whole rows for the requested page only.
+    decisions = Decisions(actor, action, access.record, today=paris_date(), emergency_reason=emergency)
+    filters = DocumentFilters(class_code=class_code, type_code=type_code, served_from=date_from, served_to=date_to)
     with rt.sessions() as session:
-        rows = policy_rows(session, patient_id, class_code=class_code, type_code=type_code, served_from=date_from, served_to=date_to)
-        shown = visible(actor, action, access.record, rows, today=paris_date(), emergency_reason=emergency)
-        start = (page - 1) * page_size
-        page_ids = [row.id for row in shown[start : start + page_size]]
-        by_id = documents_by_id(session, page_ids)
-    titles = document_titles(rt, by_id.values())  # one record key for the page, not one per row
-    items = [DocumentOut.of(by_id[document_id], titles[document_id]) for document_id in page_ids]
-    return DocumentPage(items=items, page=page, page_size=page_size, total=len(shown))
+        shown = visible_page(session, decisions, patient_id, filters, page=page, page_size=page_size)
+    titles = document_titles(rt, shown.documents)  # one record key for the page, not one per row
+    items = [DocumentOut.of(document, titles[document.id]) for document in shown.documents]
+    return DocumentPage(items=items, page=page, page_size=page_size, total=shown.total)
 
 
 @router.get("/{document_id}", response_model=DocumentOut)

@@ -5,13 +5,16 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
 from pipeline.access.audit import entries_for, open_justifications
-from pipeline.access.gate import Access, record_key, visible
+from pipeline.access.gate import Access, Decisions, record_key
 from pipeline.access.policy import Action, Actor, ActorKind, access_log_scope
-from pipeline.access.recordview import all_policy_rows
+from pipeline.access.recordview import POLICY_FIELD_COLUMNS, PolicyFields, all_policy_rows, policy_fields
 from pipeline.access.vocabulary import NOT_FOUND
 from pipeline.core.clock import paris_date
-from pipeline.index.models import AuditEntry
+from pipeline.index.models import AuditEntry, Document
 from pipeline.runtime import Runtime
 
 
@@ -36,9 +39,8 @@ def access_log(rt: Runtime, actor: Actor, access: Access, *, limit: int, offset:
     scope = access_log_scope(access.decision)
     record, me = access.record, (actor.kind, actor.id)
     with rt.sessions() as session:
-        rows = all_policy_rows(session, record.patient_id)
-        shown = {row.id for row in visible(actor, Action.READ_METADATA, record, rows, today=today or paris_date(), emergency_reason=None)}
-        hidden = frozenset(row.id for row in rows) - shown
+        decisions = Decisions(actor, Action.READ_METADATA, record, today=today or paris_date(), emergency_reason=None)
+        hidden = hidden_documents(session, decisions, record.patient_id)
         entries = entries_for(
             session,
             record.patient_id,
@@ -55,6 +57,20 @@ def access_log(rt: Runtime, actor: Actor, access: Access, *, limit: int, offset:
             # One record-key unwrap per page at most (then cached), and only for these readers.
             justifications = open_justifications(entries, record_key(rt, session, record.patient_id))
     return [LogLine(e, _reason_read_back(e, me, hidden), justifications.get(e.id)) for e in entries]
+
+
+def hidden_documents(session: Session, decisions: Decisions, patient_id: str) -> frozenset[str]:
+    """The ids of the record's documents, shredded ones included, that `decisions` does not allow.
+
+    Decided per group of documents alike in every field the policy reads (one row each from the index); the
+    documents themselves are read only when some group is denied, so a reader who may see the whole record
+    costs one small query, not one row per document.
+    """
+    groups = session.execute(select(*POLICY_FIELD_COLUMNS).where(Document.patient_id == patient_id).distinct()).all()
+    fields: list[PolicyFields] = [tuple(group) for group in groups]  # type: ignore[misc]
+    if all(decisions.allows(group) for group in fields):
+        return frozenset()
+    return frozenset(row.id for row in all_policy_rows(session, patient_id) if not decisions.allows(policy_fields(row)))
 
 
 def _reason_read_back(entry: AuditEntry, reader: tuple[str, str], hidden: frozenset[str]) -> str:

@@ -237,22 +237,31 @@ def _plausible(identifier: str) -> bool:
     return 0 < len(identifier) <= 36 and identifier.isascii() and identifier.isprintable()
 
 
-def visible(
-    actor: Actor, action: Action | str, record: Record, documents: Sequence[D], *, today: dt.date, emergency_reason: str | None
-) -> list[D]:
-    """The documents of a list the actor may see (the list itself is audited once by the caller).
+class Decisions:
+    """The policy's answer for one actor, action and record, per document, remembered per `PolicyFields`.
 
     `decide` is pure and never looks at a document's id, so documents alike in every other field the
     policy reads share one decision: a list of a thousand documents costs a few dozen decisions.
     """
-    allowed: dict[PolicyFields, bool] = {}
-    shown = []
-    for document in documents:
-        fields = policy_fields(document)
-        verdict = allowed.get(fields)
+
+    def __init__(self, actor: Actor, action: Action | str, record: Record, *, today: dt.date, emergency_reason: str | None) -> None:
+        self._actor, self._action, self._record = actor, action, record
+        self._today, self._emergency_reason = today, emergency_reason
+        self._allowed: dict[PolicyFields, bool] = {}
+
+    def allows(self, fields: PolicyFields) -> bool:
+        """Whether the actor may do the action on a document the policy knows as `fields`."""
+        verdict = self._allowed.get(fields)
         if verdict is None:
             view = DocumentView("", *fields)
-            verdict = allowed[fields] = decide(actor, action, record, view, today=today, emergency_reason=emergency_reason).allowed
-        if verdict:
-            shown.append(document)
-    return shown
+            decision = decide(self._actor, self._action, self._record, view, today=self._today, emergency_reason=self._emergency_reason)
+            verdict = self._allowed[fields] = decision.allowed
+        return verdict
+
+
+def visible(
+    actor: Actor, action: Action | str, record: Record, documents: Sequence[D], *, today: dt.date, emergency_reason: str | None
+) -> list[D]:
+    """The documents of a list the actor may see (the list itself is audited once by the caller)."""
+    decisions = Decisions(actor, action, record, today=today, emergency_reason=emergency_reason)
+    return [document for document in documents if decisions.allows(policy_fields(document))]

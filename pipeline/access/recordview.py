@@ -10,8 +10,11 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from sqlalchemy import select
+from sqlalchemy import Date, select
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 from pipeline.access.policy import DocumentView, Record
 from pipeline.index.models import Document, Patient, RecordRelation
@@ -77,6 +80,38 @@ POLICY_COLUMNS = (
 PolicyFields = tuple[str, str, bool, dt.date | None, dt.date | None, str | None, str, bool]
 
 
+class _utc_date(FunctionElement[dt.date]):
+    """The UTC calendar date of a UtcDateTime column: what `.date()` gives of the moment Python reads back."""
+
+    type = Date()
+    inherit_cache = True
+    name = "utc_date"
+
+
+@compiles(_utc_date, "postgresql")
+def _utc_date_postgresql(element: _utc_date, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"CAST(timezone('UTC', {compiler.process(element.clauses, **kw)}) AS DATE)"
+
+
+@compiles(_utc_date, "sqlite")
+def _utc_date_sqlite(element: _utc_date, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"date({compiler.process(element.clauses, **kw)})"  # stored as UTC text: its date part
+
+
+# `policy_fields` as SQL expressions, in the same order: the policy's inputs computed in the query, so that
+# documents alike in all of them are counted, and decided, as one group.
+POLICY_FIELD_COLUMNS = (
+    Document.class_code,
+    Document.type_code,
+    Document.masked,
+    Document.hidden_from_patient_until,
+    _utc_date(Document.created_at),
+    Document.author_id,
+    Document.source,
+    Document.hidden_from_representatives,
+)
+
+
 def policy_fields(document: PolicyRow) -> PolicyFields:
     """What the policy knows of a document besides its id (a Document or a row of POLICY_COLUMNS)."""
     return (
@@ -101,29 +136,6 @@ def live_document(session: Session, patient_id: str, document_id: str) -> Docume
     if document is None or document.patient_id != patient_id or not document.live:
         return None
     return document
-
-
-def policy_rows(
-    session: Session,
-    patient_id: str,
-    *,
-    class_code: str | None = None,
-    type_code: str | None = None,
-    served_from: dt.date | None = None,
-    served_to: dt.date | None = None,
-) -> Sequence[PolicyColumnsRow]:
-    """The record's live documents as narrow rows of POLICY_COLUMNS, newest service date first, filtered by
-    class, type and service dates: what a listing decides on before it loads whole rows for one page."""
-    query = select(*POLICY_COLUMNS).where(Document.patient_id == patient_id, Document.live)
-    if class_code:
-        query = query.where(Document.class_code == class_code)
-    if type_code:
-        query = query.where(Document.type_code == type_code)
-    if served_from:
-        query = query.where(Document.service_date >= served_from)
-    if served_to:
-        query = query.where(Document.service_date <= served_to)
-    return session.execute(query.order_by(Document.service_date.desc(), Document.id)).all()
 
 
 def all_policy_rows(session: Session, patient_id: str) -> Sequence[PolicyColumnsRow]:

@@ -276,6 +276,10 @@ class Document(Base):
         return cls.wrapped_key.is_not(None)
 
 
+# A record's listing (pipeline/access/listing.py) in its order: a page without sorting the record.
+Index("ix_documents_patient_listing", Document.patient_id, Document.service_date.desc(), Document.id)
+
+
 class Outbox(Base):
     """Events to tell the patient about, written in the transaction of the change they report.
 

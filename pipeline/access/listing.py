@@ -1,0 +1,131 @@
+"""A page of a record's documents as an actor may see them, read from the index a page at a time.
+
+The policy (`decide`, through `Decisions`) stays the one judge of what is shown; the query narrows only by
+what is exact and cheap (the record, `Document.live`, the listing's filters, its order). Documents alike in
+every field the policy reads (`POLICY_FIELD_COLUMNS`) get one decision, so:
+
+- the count of what the actor may see (`total`) comes from one grouped query: a row per group, decided once;
+- when the actor may see every document the filters keep (the common case), the page is an OFFSET/LIMIT on
+  the ordered index (ix_documents_patient_listing);
+- otherwise narrow rows (`POLICY_COLUMNS`) are read in order from one cursor, in bounded chunks, and kept
+  or skipped by their decision until the page is full: O(offset + page + hidden) rows, never the record.
+
+Every document returned is decided again on the very row returned: a document masked, or deposited, between
+two of these statements is never shown on the strength of another row's decision.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from sqlalchemy import SQLColumnExpression, func, select
+from sqlalchemy.orm import Session
+
+from pipeline.access.gate import Decisions
+from pipeline.access.recordview import POLICY_COLUMNS, POLICY_FIELD_COLUMNS, PolicyFields, policy_fields
+from pipeline.index.models import Document
+from pipeline.index.repo import documents_by_id
+
+# Narrow rows fetched per round trip when hidden documents are skipped in Python.
+CHUNK = 200
+# The listing's order: newest service date first (the dialect's own place for a missing date), then id.
+ORDER = (Document.service_date.desc(), Document.id)
+
+
+@dataclass(frozen=True)
+class DocumentFilters:
+    """What a listing asks for besides the record: class, type, service dates (bounds included)."""
+
+    class_code: str | None = None
+    type_code: str | None = None
+    served_from: dt.date | None = None
+    served_to: dt.date | None = None
+
+
+@dataclass(frozen=True)
+class VisiblePage:
+    """One page of what the actor may see, in order, and how many documents they may see in all."""
+
+    documents: list[Document]
+    total: int
+
+
+def _where(patient_id: str, filters: DocumentFilters) -> list[SQLColumnExpression[bool]]:
+    where = [Document.patient_id == patient_id, Document.live]
+    if filters.class_code:
+        where.append(Document.class_code == filters.class_code)
+    if filters.type_code:
+        where.append(Document.type_code == filters.type_code)
+    if filters.served_from:
+        where.append(Document.service_date >= filters.served_from)
+    if filters.served_to:
+        where.append(Document.service_date <= filters.served_to)
+    return where
+
+
+def visible_page(
+    session: Session,
+    decisions: Decisions,
+    patient_id: str,
+    filters: DocumentFilters,
+    *,
+    page: int,
+    page_size: int,
+    chunk: int = CHUNK,
+) -> VisiblePage:
+    """Page `page` (from 1) of the record's live documents that `decisions` allows, `page_size` a page,
+    newest service date first, filtered by `filters`; and the count of all it allows."""
+    where = _where(patient_id, filters)
+    grouped = session.execute(select(*POLICY_FIELD_COLUMNS, func.count()).where(*where).group_by(*POLICY_FIELD_COLUMNS)).all()
+    counts: list[tuple[PolicyFields, int]] = [(tuple(row[:-1]), row[-1]) for row in grouped]  # type: ignore[misc]
+    total = sum(count for fields, count in counts if decisions.allows(fields))
+    hidden = sum(count for _, count in counts) - total
+    start = (page - 1) * page_size
+    if start >= total:
+        return VisiblePage([], total)
+    if hidden == 0:
+        query = select(Document).where(*where).order_by(*ORDER).offset(start).limit(page_size)
+        documents = list(session.scalars(query))
+        if all(decisions.allows(policy_fields(document)) for document in documents):
+            return VisiblePage(documents, total)
+        # A document changed (or came) since the count: page the slow way, every row decided, no bound.
+        return VisiblePage(_skipping(session, decisions, where, start, page_size, None, chunk), total)
+    return VisiblePage(_skipping(session, decisions, where, start, page_size, hidden, chunk), total)
+
+
+def _skipping(
+    session: Session,
+    decisions: Decisions,
+    where: list[SQLColumnExpression[bool]],
+    start: int,
+    page_size: int,
+    hidden: int | None,
+    chunk: int,
+) -> list[Document]:
+    """The page read from narrow rows in order, hidden ones skipped: at most `start + page_size + hidden` rows
+    (the hidden ones may all come first), fetched `chunk` at a time and no further than the page's end."""
+    query = select(*POLICY_COLUMNS).where(*where).order_by(*ORDER)
+    if hidden is not None:
+        query = query.limit(start + page_size + hidden)
+    if hidden is None or start + page_size + hidden > chunk:
+        # A server-side cursor costs round trips of its own (declare, fetch, close): only past one chunk.
+        query = query.execution_options(yield_per=chunk)
+    page_ids: list[str] = []
+    shown = 0
+    rows = session.execute(query)
+    try:
+        for row in rows:
+            if not decisions.allows(policy_fields(row)):
+                continue
+            if shown >= start:
+                page_ids.append(row.id)
+                if len(page_ids) == page_size:
+                    break
+            shown += 1
+    finally:
+        rows.close()
+    by_id = documents_by_id(session, page_ids)
+    # Loaded whole in another statement: decided again on what is returned (masked or shredded since: left out).
+    loaded = (by_id.get(document_id) for document_id in page_ids)
+    return [d for d in loaded if d is not None and d.live and decisions.allows(policy_fields(d))]
