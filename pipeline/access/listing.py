@@ -17,6 +17,7 @@ two of these statements is never shown on the strength of another row's decision
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import SQLColumnExpression, func, select
@@ -64,6 +65,19 @@ def _where(patient_id: str, filters: DocumentFilters) -> list[SQLColumnExpressio
     return where
 
 
+def policy_groups(session: Session, where: Sequence[SQLColumnExpression[bool]]) -> list[tuple[PolicyFields, int]]:
+    """The documents `where` keeps, counted per group alike in every field the policy reads: one round trip,
+    a row per group, each group decided once by the caller (`Decisions.allows`). `where` must name the record
+    and `Document.live`: this narrows by nothing itself."""
+    grouped = session.execute(select(*POLICY_FIELD_COLUMNS, func.count()).where(*where).group_by(*POLICY_FIELD_COLUMNS)).all()
+    return [(tuple(row[:-1]), row[-1]) for row in grouped]  # type: ignore[misc]
+
+
+def visible_count(session: Session, decisions: Decisions, where: Sequence[SQLColumnExpression[bool]]) -> int:
+    """How many of the documents `where` keeps `decisions` allows (see `policy_groups`)."""
+    return sum(count for fields, count in policy_groups(session, where) if decisions.allows(fields))
+
+
 def visible_page(
     session: Session,
     decisions: Decisions,
@@ -77,8 +91,7 @@ def visible_page(
     """Page `page` (from 1) of the record's live documents that `decisions` allows, `page_size` a page,
     newest service date first, filtered by `filters`; and the count of all it allows."""
     where = _where(patient_id, filters)
-    grouped = session.execute(select(*POLICY_FIELD_COLUMNS, func.count()).where(*where).group_by(*POLICY_FIELD_COLUMNS)).all()
-    counts: list[tuple[PolicyFields, int]] = [(tuple(row[:-1]), row[-1]) for row in grouped]  # type: ignore[misc]
+    counts = policy_groups(session, where)
     total = sum(count for fields, count in counts if decisions.allows(fields))
     hidden = sum(count for _, count in counts) - total
     start = (page - 1) * page_size

@@ -23,6 +23,10 @@ from dataclasses import dataclass
 from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from pipeline.access.gate import Decisions
+from pipeline.access.listing import visible_count
+from pipeline.access.policy import Action, Actor, ActorKind
+from pipeline.access.recordview import load_record
 from pipeline.core.clock import as_utc, paris_date
 from pipeline.core.metrics import notifications_sent
 from pipeline.core.sealedfields import SealedFieldError, address_context, open_text, seal_text
@@ -119,16 +123,17 @@ def _in_flight(session: Session, patient_id: str, batch_ids: list[str]) -> bool:
 
 
 def _documents_added(session: Session, patient_id: str, batch_ids: list[str], today: dt.date) -> int:
-    """The patient's documents those batches added, less those their author holds until an
-    announcement: telling of one would announce it."""
-    shown = or_(Document.hidden_from_patient_until.is_(None), Document.hidden_from_patient_until <= today)
-    query = (
-        select(func.count())
-        .select_from(Document)
-        .join(BatchItem, BatchItem.id == Document.batch_item_id)
-        .where(Document.patient_id == patient_id, BatchItem.batch_id.in_(batch_ids), shown)
-    )
-    return int(session.scalar(query) or 0)
+    """The patient's documents those batches added that the patient may see today, as the access policy
+    decides: telling of a document their author still holds until an announcement would announce it, and
+    a shredded one is no longer part of the record. One grouped query, each group decided once."""
+    record = load_record(session, patient_id)
+    if record is None:
+        return 0
+    patient = Actor(patient_id, ActorKind.PATIENT)
+    decisions = Decisions(patient, Action.READ_METADATA, record, today=today, emergency_reason=None)
+    added = select(BatchItem.id).where(BatchItem.batch_id.in_(batch_ids))
+    where = [Document.patient_id == patient_id, Document.live, Document.batch_item_id.in_(added)]
+    return visible_count(session, decisions, where)
 
 
 def _wanted(patient: Patient, kind: OutboxKind) -> bool:
@@ -152,7 +157,7 @@ def _messages_for(rt: Runtime, session: Session, patient: Patient, group: list[O
     added = first.kind == OutboxKind.DOCUMENTS_ADDED
     count = _documents_added(session, patient.id, [row.ref_id for row in group], paris_date(now)) if added else 1
     if added and count == 0:
-        return []  # every document of those batches was rejected or is held: nothing to tell
+        return []  # every document of those batches was rejected, is held or shredded: nothing to tell
     event = Event(first.kind, as_utc(first.created_at), tuple(row.source for row in group), first.detail, count)
     subject, body = compose(event, rt.settings.notify_record_url)
     contact = read_contact(rt, session, recipient)

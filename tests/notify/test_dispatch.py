@@ -14,8 +14,9 @@ from sqlalchemy import select
 
 from infra.services import dmp_environment
 from pipeline.core.settings import Settings
+from pipeline.documents.stored import shred_document
 from pipeline.documents.titles import document_titles
-from pipeline.index.models import Contact, Notification, Outbox, Patient
+from pipeline.index.models import Contact, Document, Notification, Outbox, Patient
 from pipeline.notify.channels import channels_from_settings
 from pipeline.notify.contacts import set_contact
 from pipeline.notify.dispatch import dispatch
@@ -139,6 +140,48 @@ def test_a_patient_who_turned_off_deposit_notifications_gets_none(tmp_path):
     assert (report.composed, report.skipped) == (0, 1)
     with rt.sessions() as session:
         assert session.scalar(select(Outbox.status)) == "composed"  # the event is settled, not left pending
+    rt.close()
+
+
+def _hold(rt: Runtime, document_id: str, months: int) -> None:
+    """The author holds the document until an announcement consultation `months` months after its deposit."""
+    with rt.sessions() as session:
+        document = session.get(Document, document_id)
+        document.hidden_from_patient_until = document.created_at.date() + dt.timedelta(days=31 * months)
+        session.commit()
+
+
+def _deposit_message(rt: Runtime, settings: Settings, now: dt.datetime) -> str:
+    dispatch(rt, channels_from_settings(settings), now)
+    (notification,) = _notifications(rt)
+    return notification.body
+
+
+def test_a_document_held_for_an_announcement_is_not_counted_while_the_patient_may_not_see_it(tmp_path):
+    settings = _settings(tmp_path)
+    rt = _runtime(settings)
+    _, indexed = _one_patient_batch(rt, tmp_path, 2)
+    _hold(rt, indexed[0].id, months=3)
+    assert "1 nouveau document a été ajouté" in _deposit_message(rt, settings, dt.datetime.now(dt.UTC) + LATER)
+    rt.close()
+
+
+def test_a_document_held_more_than_a_month_is_counted_once_the_policy_releases_it_a_month_after_deposit(tmp_path):
+    settings = _settings(tmp_path)
+    rt = _runtime(settings)
+    _, indexed = _one_patient_batch(rt, tmp_path, 2)
+    _hold(rt, indexed[0].id, months=3)  # announcement planned in three months: visible to the patient after one
+    composed_after_the_month = dt.datetime.now(dt.UTC) + dt.timedelta(days=40)
+    assert "2 nouveaux documents" in _deposit_message(rt, settings, composed_after_the_month)
+    rt.close()
+
+
+def test_a_document_shredded_before_the_message_is_composed_is_not_counted(tmp_path):
+    settings = _settings(tmp_path)
+    rt = _runtime(settings)
+    _, indexed = _one_patient_batch(rt, tmp_path, 3)
+    assert shred_document(rt, indexed[0].id)
+    assert "2 nouveaux documents" in _deposit_message(rt, settings, dt.datetime.now(dt.UTC) + LATER)
     rt.close()
 
 
