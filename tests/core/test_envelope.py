@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import struct
+import tracemalloc
 
 import pytest
 
@@ -193,6 +194,20 @@ def test_the_hasher_sees_every_plaintext_byte_once():
 def test_a_read_far_larger_than_the_object_returns_the_object_without_a_buffer_that_size():
     reader = EncryptingReader(io.BytesIO(b"Compte rendu de sortie"), KEY, "record:r1", CONTEXT, SEGMENT, nonce_prefix=PREFIX)
     assert reader.read(1 << 50) == _by_the_spec(b"Compte rendu de sortie")
+
+
+def test_a_part_sized_read_of_a_small_document_allocates_no_part_sized_buffer():
+    # boto3 first reads its multipart threshold (8 MiB) from the reader, whatever the document's size.
+    # One segment holds the whole document, as the 256 KiB segments hold a usual report.
+    reader = EncryptingReader(io.BytesIO(b"x" * 2048), KEY, "record:r1", CONTEXT, 4096, nonce_prefix=PREFIX)
+    tracemalloc.start()
+    try:
+        sealed = reader.read(8 * 1024 * 1024)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert _open(sealed) == b"x" * 2048
+    assert peak < 64 * 1024
 
 
 class _NothingReady(io.RawIOBase):
