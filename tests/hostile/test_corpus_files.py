@@ -22,16 +22,14 @@ from pypdf import PdfReader
 from pipeline.core.identity import INS_OID_NIR, is_valid_nir
 from pipeline.core.reasons import REASONS
 
-from . import corpus
+from . import corpus, images, rawpdf
 from .corpus import (
     BAD_PATIENT_INS,
     DOCUMENT_TYPE,
     EXPECTED_COLUMNS,
-    FLATE_BOMB_BYTES,
     FUTURE_DATE,
     MANIFEST_COLUMNS,
     MANY_PAGES,
-    MIB,
     OTHER_PATIENT_INS,
     PATIENT_INS,
     SEED,
@@ -39,6 +37,7 @@ from .corpus import (
     good_pdf_bytes,
     write_non_utf8_manifest_batch,
 )
+from .rawpdf import FLATE_BOMB_BYTES, MIB
 
 pytestmark = pytest.mark.slow  # builds decompression bombs and a hostile corpus
 
@@ -228,9 +227,9 @@ def test_small_files_are_reproducible(built: Built) -> None:
         "encrypted.pdf": corpus._encrypted_pdf(),
         "javascript.pdf": corpus._javascript_pdf(),
         "embedded_exe.pdf": corpus._embedded_exe_pdf(),
-        "image.png": corpus.png_bytes(),
-        "photo.jpg": corpus.jpeg_bytes(),
-        "scan.tiff": corpus.tiff_bytes(),
+        "image.png": images.png_bytes(),
+        "photo.jpg": images.jpeg_bytes(),
+        "scan.tiff": images.tiff_bytes(),
         "zip_as_document.zip": corpus.small_zip_bytes(),
     }
     for name, data in rebuilt.items():
@@ -469,20 +468,20 @@ def test_polyglot_is_a_pdf_and_a_zip_with_an_executable(built: Built) -> None:
 def test_huge_png_announces_400_million_pixels_in_a_small_file(built: Built) -> None:
     data = built.path("huge.png").read_bytes()
     assert len(data) < 200 * 1024
-    assert data[12:16] == b"IHDR" and struct.unpack(">II", data[16:24]) == (corpus.HUGE_PNG_SIDE, corpus.HUGE_PNG_SIDE)
+    assert data[12:16] == b"IHDR" and struct.unpack(">II", data[16:24]) == (images.HUGE_PNG_SIDE, images.HUGE_PNG_SIDE)
     assert zlib.crc32(data[12:29]) == struct.unpack(">I", data[29:33])[0]
 
 
 def test_missing_objects_are_cited_but_never_defined(built: Built) -> None:
     data = built.path("missing_objects.pdf").read_bytes()
-    assert data.count(b" 0 R") > corpus.MISSING_OBJECTS and data.count(b" 0 obj") == 6
+    assert data.count(b" 0 R") > rawpdf.MISSING_OBJECTS and data.count(b" 0 obj") == 6
 
 
 def test_object_stream_flood_is_tiny_and_inflates(built: Built) -> None:
     path = built.path("object_stream_flood.pdf")
     assert path.stat().st_size < 8 * 1024
     extra = _pdf(built, "object_stream_flood.pdf").trailer["/Root"]["/Extra"]
-    assert [len(array.get_object()) for array in extra] == [corpus.FLOOD_LENGTH] * corpus.FLOOD_ARRAYS
+    assert [len(array.get_object()) for array in extra] == [rawpdf.FLOOD_LENGTH] * rawpdf.FLOOD_ARRAYS
 
 
 def test_cda_loinc_code_under_the_snomed_oid(built: Built) -> None:
