@@ -26,6 +26,8 @@ from collections.abc import Iterable
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.middleware import HttpMiddleware
+
 API_POLICY = "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'; sandbox"
 # What FastAPI's Swagger UI and ReDoc pages load: their bundles and styles from jsDelivr, an inline
 # start-up script, ReDoc's fonts and web worker, the favicon, and the OpenAPI document from here.
@@ -73,17 +75,14 @@ def content_headers(document_id: str, mime_type: str) -> dict[str, str]:
     return {"Content-Disposition": f'{disposition}; filename="{name}{EXTENSIONS.get(kind, ".bin")}"'}
 
 
-class SecurityHeaders:
+class SecurityHeaders(HttpMiddleware):
     """ASGI middleware adding the headers above to every response that does not set its own."""
 
     def __init__(self, app: ASGIApp, docs_paths: Iterable[str] = ()) -> None:
-        self.app = app
+        super().__init__(app)
         self.docs_paths = frozenset(docs_paths)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         policy = DOCS_POLICY if scope["path"] in self.docs_paths else API_POLICY
 
         async def stamped(message: Message) -> None:

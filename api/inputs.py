@@ -16,6 +16,7 @@ from fastapi import Path, Query
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.middleware import HttpMiddleware
 from api.problems import problem_response, too_large
 from pipeline.core.identity import MAX_ACTOR_ID, identifier_pattern
 
@@ -68,18 +69,19 @@ MAX_JSON_BODY_BYTES = 64 * 1024
 STREAMED_PREFIX = "/v1/ingest/"
 
 
-class BodyLimit:
+class BodyLimit(HttpMiddleware):
     """ASGI middleware: `413 payload_too_large` for a body over MAX_JSON_BODY_BYTES on any route but the
     submissions, from Content-Length before a byte is read, else as soon as the stream passes it. The
     body is gathered here (never more than the limit) and handed on whole."""
 
     def __init__(self, app: ASGIApp, limit: int = MAX_JSON_BODY_BYTES) -> None:
-        self.app, self.limit = app, limit
+        super().__init__(app)
+        self.limit = limit
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(STREAMED_PREFIX):
-            await self.app(scope, receive, send)
-            return
+    def applies_to(self, scope: Scope) -> bool:
+        return not scope["path"].startswith(STREAMED_PREFIX)  # submissions stream their bodies
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         refusal = problem_response(too_large(self.limit, "request body"))
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.limit:

@@ -12,7 +12,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
+
+from api.middleware import HttpMiddleware
 
 PROBLEM_TYPE = "https://dmp.example/problems/"
 log = logging.getLogger(__name__)
@@ -127,7 +129,7 @@ class ResponseAborted(Exception):
     """A failure after the answer had started: the connection is cut (a short body, never a false whole one)."""
 
 
-class InternalErrors:
+class InternalErrors(HttpMiddleware):
     """ASGI middleware: any exception a route lets out becomes `500 internal_error` as a problem document.
 
     Exception texts can hold anything (a database error quotes the statement's values), so neither the
@@ -135,13 +137,7 @@ class InternalErrors:
     and where in the code it was raised; the answer only the incident (`instance`), for the operator.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = False
 
         async def watched(message: Message) -> None:

@@ -6,8 +6,9 @@ from __future__ import annotations
 import re
 import uuid
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
+from api.middleware import HttpMiddleware
 from pipeline.core.logs import bound
 
 HEADER = b"x-request-id"
@@ -15,14 +16,8 @@ HEADER = b"x-request-id"
 PLAUSIBLE = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 
 
-class RequestId:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+class RequestId(HttpMiddleware):
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         given = next((value for name, value in scope["headers"] if name == HEADER), b"")
         request_id = given.decode() if PLAUSIBLE.fullmatch(given) else uuid.uuid4().hex
 
