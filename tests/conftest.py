@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
 import shutil
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -37,6 +39,16 @@ def sample_batch(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("samples") / "batch"
     generate_samples(out, patients=6, documents=40, seed=7)
     return out
+
+
+def zip_folder(folder: Path, only: list[str] | None = None) -> bytes:
+    """The files of `folder` (or those named in `only`) as a zip, as a hospital would send the batch."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(folder.iterdir()):
+            if only is None or path.name in only:
+                archive.write(path, path.name)
+    return out.getvalue()
 
 
 def read_expected(batch: Path) -> dict[str, dict[str, str]]:

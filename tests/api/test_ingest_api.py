@@ -19,7 +19,7 @@ from pipeline.core.identity import with_key
 from pipeline.core.settings import Settings
 from pipeline.runtime import Runtime
 from pipeline.sources import add_source, revoke_source
-from tests.conftest import read_expected
+from tests.conftest import read_expected, zip_folder
 from tests.hostile.archives import hostile_archives
 
 pytestmark = pytest.mark.slow  # whole submissions through the API and the workers
@@ -46,15 +46,6 @@ def world(tmp_path_factory, sample_batch):
     with TestClient(create_app(settings)) as client:
         yield client, keys, rt
     rt.close()
-
-
-def _zip(folder: Path, only: list[str] | None = None) -> bytes:
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
-        for path in sorted(folder.iterdir()):
-            if only is None or path.name in only:
-                zf.write(path, path.name)
-    return out.getvalue()
 
 
 def _wait_final(client: TestClient, url: str, headers: dict, timeout: float = 120) -> dict:
@@ -110,7 +101,7 @@ def _feed_csv(line_ids: list[str]) -> bytes:
 def test_a_zip_batch_is_accepted_and_every_document_ends_as_expected(world, sample_batch):
     client, keys, rt = world
     answer = client.post(
-        "/v1/ingest/batches", content=_zip(sample_batch), headers={**keys["hospital:CHU-API"], "Content-Type": "application/zip"}
+        "/v1/ingest/batches", content=zip_folder(sample_batch), headers={**keys["hospital:CHU-API"], "Content-Type": "application/zip"}
     )
     assert answer.status_code == 202, answer.text
     body = answer.json()
@@ -166,7 +157,7 @@ def test_a_zip_without_manifest_is_422_manifest_missing(world, sample_batch):
     client, keys, rt = world
     answer = client.post(
         "/v1/ingest/batches",
-        content=_zip(sample_batch, only=["doc-000001.pdf"]),
+        content=zip_folder(sample_batch, only=["doc-000001.pdf"]),
         headers={**keys["hospital:CHU-API"], "Content-Type": "application/zip"},
     )
     assert (answer.status_code, answer.json()["code"]) == (422, "manifest_missing")
@@ -247,7 +238,7 @@ def test_an_idempotency_key_used_on_another_route_is_422(world, sample_batch):
 def test_a_key_whose_first_request_failed_serves_the_retry(world, sample_batch):
     client, keys, _ = world
     headers = {**keys["hospital:CHU-API"], "Content-Type": "application/zip", "Idempotency-Key": "fix-and-retry"}
-    failed = client.post("/v1/ingest/batches", content=_zip(sample_batch, only=["doc-000001.pdf"]), headers=headers)
+    failed = client.post("/v1/ingest/batches", content=zip_folder(sample_batch, only=["doc-000001.pdf"]), headers=headers)
     assert failed.status_code == 422
     retried = client.post("/v1/ingest/batches", content=_fresh_zip(sample_batch, b"#fixed"), headers=headers)
     assert retried.status_code == 202 and "idempotent-replayed" not in retried.headers
@@ -338,7 +329,7 @@ def test_the_insurer_pushing_documents_is_403(world, route):
 def test_a_source_reads_only_its_own_batches(world, sample_batch):
     client, keys, _ = world
     answer = client.post(
-        "/v1/ingest/batches", content=_zip(sample_batch), headers={**keys["hospital:CHU-API"], "Content-Type": "application/zip"}
+        "/v1/ingest/batches", content=zip_folder(sample_batch), headers={**keys["hospital:CHU-API"], "Content-Type": "application/zip"}
     )
     url = answer.json()["status_url"]
     assert client.get(url, headers=keys["hospital:CHU-API"]).status_code == 200

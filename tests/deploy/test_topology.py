@@ -8,14 +8,12 @@ and `/v1/ready` turns 503 naming the broker while Redis is stopped, 200 once it 
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import signal
 import subprocess
 import sys
 import time
 import uuid
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +28,7 @@ from pipeline.core.settings import Settings
 from pipeline.index.models import Document
 from pipeline.runtime import Runtime
 from pipeline.samples import generate_samples
+from tests.conftest import zip_folder
 from tests.distributed.conftest import wait_until_final
 
 pytestmark = pytest.mark.distributed
@@ -122,14 +121,6 @@ def _wait_for(url: str, stack: Stack, timeout: float = 60) -> None:
     raise TimeoutError(f"{url} did not answer 200")
 
 
-def _zip(folder: Path) -> bytes:
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
-        for path in sorted(folder.iterdir()):
-            archive.write(path, path.name)
-    return out.getvalue()
-
-
 def _samples(metrics_text: str) -> dict[tuple[str, frozenset], float]:
     return {
         (sample.name, frozenset(sample.labels.items())): sample.value
@@ -159,7 +150,7 @@ def test_the_stack_takes_a_zip_over_http_serves_it_to_the_patient_and_reports_it
     sent = {hashlib.sha256(p.read_bytes()).hexdigest() for p in (tmp_path / "batch").iterdir() if p.suffix != ".csv"}
     answer = httpx.post(
         base + "/v1/ingest/batches",
-        content=_zip(tmp_path / "batch"),
+        content=zip_folder(tmp_path / "batch"),
         headers={"Authorization": f"Bearer {key}", "Content-Type": "application/zip"},
         timeout=60,
     )

@@ -3,13 +3,11 @@ the S3 endpoint, with `dmp worker` processes doing the rest."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal
 import subprocess
 import time
-import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from pipeline.runtime import Runtime
 from pipeline.samples import generate_samples
 from pipeline.samples.feed import write_feed
 from pipeline.sources import add_source
+from tests.conftest import zip_folder
 from tests.distributed.conftest import DMP, wait_until_final
 from tests.distributed.test_pipeline_distributed import _assert_exactly_as_expected, _snapshot
 from tests.hostile.archives import hostile_archives
@@ -35,14 +34,6 @@ def batch_500(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("http") / "batch"
     generate_samples(out, patients=20, documents=500, seed=8)
     return out
-
-
-def _zip(folder: Path) -> bytes:
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
-        for path in sorted(folder.iterdir()):
-            archive.write(path, path.name)
-    return out.getvalue()
 
 
 @pytest.fixture
@@ -103,7 +94,7 @@ def test_a_hospital_uploads_500_documents_and_a_retry_with_its_key_creates_nothi
     base = api()
     headers = {**_key(settings, "hospital:CHU-HTTP"), "Idempotency-Key": "chu-http-batch-1"}
     workers.start(processes=2, threads=2)
-    data = _zip(batch_500)
+    data = zip_folder(batch_500)
     answer = _post_zip(base, data, headers)
     assert answer.status_code == 202, answer.text
     batch_id = answer.json()["batch"]
@@ -149,15 +140,15 @@ def test_a_full_queue_answers_429_and_the_upload_succeeds_after_waiting(settings
     first, second = tmp_path / "first", tmp_path / "second"
     generate_samples(first, patients=4, documents=30, seed=31)
     generate_samples(second, patients=4, documents=30, seed=32)
-    assert _post_zip(base, _zip(first), headers).status_code == 202  # no worker yet: 30 documents wait
-    busy = _post_zip(base, _zip(second), {**headers, "Idempotency-Key": "second-batch"})
+    assert _post_zip(base, zip_folder(first), headers).status_code == 202  # no worker yet: 30 documents wait
+    busy = _post_zip(base, zip_folder(second), {**headers, "Idempotency-Key": "second-batch"})
     assert (busy.status_code, busy.json()["code"], busy.headers["retry-after"]) == (429, "queue_full", "1")
 
     workers.start(processes=2, threads=2)
     deadline = time.monotonic() + 180
     while busy.status_code == 429 and time.monotonic() < deadline:
         time.sleep(int(busy.headers["retry-after"]))
-        busy = _post_zip(base, _zip(second), {**headers, "Idempotency-Key": "second-batch"})
+        busy = _post_zip(base, zip_folder(second), {**headers, "Idempotency-Key": "second-batch"})
     assert busy.status_code == 202, busy.text
     wait_until_final(runtime, busy.json()["batch"], timeout=180)
 
