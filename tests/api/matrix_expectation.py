@@ -5,7 +5,6 @@ actors, record states and documents of the matrix, and the answer each combinati
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -234,19 +233,3 @@ def expected(actor: ActorCase, state: RecordState, doc: DocCase, emergency: bool
     # A reason about a document only to an actor who may see that document's metadata otherwise.
     may_know = record_denial(actor, state, False) is None and document_denial(actor, doc, False) is None
     return Expected(403, denial, False, False) if may_know else Expected(404, "not_found", False, False)
-
-
-def attending_break_glass_on_masked(actor: ActorCase, state: RecordState, emergency: bool, doc: DocCase) -> bool:
-    return emergency and doc.masked and is_attending_physician(actor) and not actor.blocked
-
-
-# Cases where the API contradicts docs/domain.md (beyond a documented "Stricter:" reading): xfail when the answer differs.
-KNOWN_CONTRADICTIONS: list[tuple[Callable[[ActorCase, RecordState, bool, DocCase], bool], str]] = [
-    (
-        attending_break_glass_on_masked,
-        "docs/domain.md rule 3: 'A masked document stays visible to the patient, to its author and the author's facility,"
-        " and to the attending physician'; rule 4: 'The attending physician [...] reads everything, masked documents"
-        " included'. With X-Emergency-Reason the API denies the attending physician a masked document (403 masked):"
-        " pipeline/access/policy.py _emergency's 'Stricter:' note cites that list but does not exempt the attending physician.",
-    ),
-]

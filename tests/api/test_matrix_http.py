@@ -38,7 +38,6 @@ from tests.api.matrix_expectation import (
     ACTORS,
     DOCS,
     FORBIDDEN,
-    KNOWN_CONTRADICTIONS,
     RECORD_LEVEL_DOCS,
     STATES,
     ActorCase,
@@ -203,17 +202,14 @@ def _new_audit_entries(world: World, chain: str) -> list[AuditEntry]:
 
 @dataclass
 class Verdicts:
-    """Every row's mismatches, and the rows where the API contradicts docs/domain.md knowingly (see KNOWN_CONTRADICTIONS)."""
+    """Every row's mismatches."""
 
     rows: int = 0
     mismatches: list[str] = field(default_factory=list)
-    known: list[str] = field(default_factory=list)
 
     def conclude(self) -> None:
-        """Fail naming every mismatching row; else xfail naming the known contradictions met, if any."""
+        """Fail naming every mismatching row."""
         assert not self.mismatches, f"{len(self.mismatches)} of {self.rows} rows break the rules:\n" + "\n".join(self.mismatches)
-        if self.known:
-            pytest.xfail(f"{len(self.known)} of {self.rows} rows meet a known contradiction:\n" + "\n".join(self.known))
 
 
 def _check_metadata_row(world: World, verdicts: Verdicts, actor: ActorCase, state: RecordState, emergency: bool, doc: DocCase) -> None:
@@ -229,10 +225,6 @@ def _check_metadata_row(world: World, verdicts: Verdicts, actor: ActorCase, stat
     entries = _new_audit_entries(world, pid)
 
     got = (response.status_code, response.json().get("code") if response.status_code != 200 else None)
-    for matches, reason in KNOWN_CONTRADICTIONS:
-        if matches(actor, state, emergency, doc) and got != (want.status, want.code):
-            verdicts.known.append(f"{row}: got {got}, docs/domain.md expects {(want.status, want.code)}. {reason}")
-            return
     if got != (want.status, want.code):
         verdicts.mismatches.append(f"{row}: got {got}, expected {(want.status, want.code)}: {response.text}")
     elif want.status == 200 and response.json()["id"] != document_id:
