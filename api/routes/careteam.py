@@ -11,11 +11,11 @@ import datetime as dt
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
 from api.access import check
 from api.deps import ActorDep, RuntimeDep
-from api.inputs import ActorIdField, ActorIdPath, StrictBody
+from api.inputs import ActorIdField, ActorIdPath, StrictBody, UntilField
 from api.problems import PROBLEM_RESPONSES, ApiProblem
 from pipeline.access import careteam
 from pipeline.access.membership import FINESS_PATTERN
@@ -23,8 +23,6 @@ from pipeline.access.policy import Action
 
 router = APIRouter(prefix="/v1/patients/{patient_id}", tags=["care team"], responses=PROBLEM_RESPONSES)
 
-# A moment with its offset (RFC 3339); a moment without one would be read in an unknown zone.
-Until = Annotated[AwareDatetime, Field(strict=False, description="When it ends (RFC 3339, with its offset); in force strictly before.")]
 FinessPath = Annotated[str, Path(pattern=FINESS_PATTERN, description="The facility's FINESS number (9 characters).")]
 CONFLICT: dict[int | str, dict[str, Any]] = {409: {"description": "`no_transfer_pending`, `not_in_care_team`: no handover."}}
 
@@ -34,11 +32,11 @@ class Done(BaseModel):
 
 
 class ConsentIn(StrictBody):
-    until: Until | None = None
+    until: UntilField | None = None
 
 
 class FacilityIn(StrictBody):
-    until: Until
+    until: UntilField
 
 
 class TransferIn(StrictBody):

@@ -6,11 +6,11 @@ import datetime as dt
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
 from api.access import LogLine, access_log, check
 from api.deps import ActorDep, EmergencyDep, RuntimeDep
-from api.inputs import ActorIdField, ActorIdPath, OffsetQuery, PageQuery, StrictBody
+from api.inputs import ActorIdField, ActorIdPath, OffsetQuery, PageQuery, StrictBody, UntilField
 from api.problems import PROBLEM_RESPONSES
 from pipeline.access import controls
 from pipeline.access.policy import Action
@@ -109,7 +109,7 @@ def show_to_representatives(patient_id: str, document_id: str, rt: RuntimeDep, a
 
 
 class AuthorizeIn(StrictBody):
-    until: Annotated[AwareDatetime | None, Field(strict=False, description="When it ends (RFC 3339); none: until revoked.")] = None
+    until: UntilField | None = None
 
 
 @router.post("/professionals/{professional_id}/authorize", response_model=Done)

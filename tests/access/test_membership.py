@@ -42,9 +42,9 @@ def test_the_facility_claim_names_a_finess_alone_or_after_its_kind(claim, finess
 )
 def test_each_ground_of_the_care_team_gives_its_reason(fields, reason) -> None:
     record = Record("p", as_of=END - timedelta(hours=1), **fields)
-    assert care_team_basis(DR, record) == reason
+    assert care_team_basis(DR.id, DR.facility_id, record) == reason
 
 
 def test_the_patients_own_authorization_wins_over_authorship() -> None:
     record = Record("p", care_team=frozenset({"rpps-1"}), authors=frozenset({"rpps-1"}))
-    assert care_team_basis(DR, record) == "care_team"
+    assert care_team_basis(DR.id, DR.facility_id, record) == "care_team"
