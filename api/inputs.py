@@ -47,6 +47,13 @@ def _calendar_date(value: object) -> object:
 FromDateQuery = Annotated[dt.date | None, BeforeValidator(_calendar_date), Query(alias="from")]
 ToDateQuery = Annotated[dt.date | None, BeforeValidator(_calendar_date), Query(alias="to")]
 
+def _rfc3339(value: object) -> object:
+    """Only a string is a moment here: pydantic would also read `0` or `1700000000` as a Unix time."""
+    if not isinstance(value, str):
+        raise ValueError("a moment is an RFC 3339 string with its offset")
+    return value
+
+
 def _in_utc(value: dt.datetime) -> dt.datetime:
     """The moment in UTC; one that UTC cannot hold (year 9999 at a negative offset) is refused, not a 500."""
     try:
@@ -59,7 +66,7 @@ def _in_utc(value: dt.datetime) -> dt.datetime:
 # without one would be read in an unknown zone); in force strictly before it.
 UntilField = Annotated[
     AwareDatetime, Field(strict=False, description="When it ends (RFC 3339, with its offset); in force strictly before."),
-    AfterValidator(_in_utc),
+    BeforeValidator(_rfc3339), AfterValidator(_in_utc),
 ]  # fmt: skip
 
 

@@ -4,7 +4,7 @@ the body, never in a URL (URLs are logged)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
@@ -20,11 +20,13 @@ from pipeline.access.lookup import InsError, lookup_record
 router = APIRouter(prefix="/v1/records", tags=["records"], responses=PROBLEM_RESPONSES)
 
 
+# The OIDs the domain lists (pipeline.core.identity.INS_OIDS), declared in the OpenAPI document.
+InsOid = Literal["1.2.250.1.213.1.4.8", "1.2.250.1.213.1.4.9", "1.2.250.1.213.1.4.10"]
+
+
 class InsIn(StrictBody):
     ins: str = Field(max_length=32, description="The patient's INS matricule (NIR, 15 characters; spaces allowed).")
-    oid: str | None = Field(
-        default=None, max_length=64, description="The INS's OID: 1.2.250.1.213.1.4.8 (NIR, the default), .9 (NIA) or .10 (test)."
-    )
+    oid: InsOid | None = Field(default=None, description="The INS's OID: 1.2.250.1.213.1.4.8 (NIR, the default), .9 (NIA) or .10 (test).")
 
 
 class LookupIn(InsIn):

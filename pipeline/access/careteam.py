@@ -18,7 +18,7 @@ from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.orm import Session
 
 from pipeline.access.policy import may_become_attending
-from pipeline.access.recordview import load_record
+from pipeline.access.recordview import load_record, record_authors
 from pipeline.index.db import transact
 from pipeline.index.models import Patient, RecordRelation, new_id
 from pipeline.index.states import RecordStatus, Relation
@@ -93,7 +93,7 @@ def propose_transfer(rt: Runtime, patient_id: str, attending_id: str, successor_
     Raises TransferError(`not_in_care_team`) when the successor is not already authorized (or is blocked)."""
 
     def work(session: Session) -> None:
-        record = load_record(session, patient_id, now=now)
+        record = load_record(session, patient_id, now=now, for_actor=successor_id)
         if record is None or not may_become_attending(record, successor_id):
             raise TransferError("not_in_care_team", "the successor must be a physician already in the patient's care team")
         _delete(session, patient_id, None, Relation.ATTENDING_PROPOSAL)  # one proposal at a time: the latest
@@ -113,7 +113,7 @@ def accept_transfer(rt: Runtime, patient_id: str, *, now: dt.datetime | None = N
         proposal = session.scalars(
             select(RecordRelation).where(RecordRelation.patient_id == patient_id, RecordRelation.relation == Relation.ATTENDING_PROPOSAL)
         ).first()
-        record = load_record(session, patient_id, now=now)
+        record = load_record(session, patient_id, now=now, for_actor=proposal.actor_id if proposal else None)
         if proposal is None or record is None or proposal.granted_by != record.attending_physician:
             raise TransferError("no_transfer_pending", "no handover of the attending physician is waiting for the patient")
         if not may_become_attending(record, proposal.actor_id):
@@ -158,6 +158,6 @@ def care_team(rt: Runtime, patient_id: str, *, now: dt.datetime | None = None) -
             .where(RecordRelation.patient_id == patient_id, RecordRelation.relation.in_(LISTED))
             .order_by(RecordRelation.created_at, RecordRelation.actor_id)
         ).all()
-        record = load_record(session, patient_id, now=moment)
+        authors = record_authors(session, patient_id)
         team = [TeamRow(r.actor_id, r.relation, r.created_at, r.until, r.granted_by, r.until is None or moment < r.until) for r in rows]
-    return CareTeam(team, sorted(record.authors) if record is not None else [])
+    return CareTeam(team, authors)

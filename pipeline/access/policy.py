@@ -89,7 +89,9 @@ class Record:
     emergency_opposed: bool = False
     occupational_consent: frozenset[str] = frozenset()  # occupational physicians with express consent
     grants: tuple[Grant, ...] = ()  # authorizations that may end, declared consents, facilities authorized for a stay
-    authors: frozenset[str] = frozenset()  # professionals who authored a live document of the record (treated the patient)
+    # Professionals who authored a live document of the record (treated the patient); read from the index for the
+    # actor decided for only (recordview.load_record), so a Record decides for that actor.
+    authors: frozenset[str] = frozenset()
     as_of: datetime | None = None  # the moment the record was read: a grant is in force strictly before its end
 
 

@@ -150,7 +150,7 @@ def test_a_facility_authorization_needs_an_end_and_a_finess(api, record):
 def test_an_end_without_an_offset_or_beyond_what_utc_holds_is_422(api, record):
     pid, _, _ = record
     path = f"/v1/patients/{pid}/facilities/{FINESS}"
-    for until in ("2030-01-01T00:00:00", "9999-12-31T23:59:59-23:59"):
+    for until in ("2030-01-01T00:00:00", "9999-12-31T23:59:59-23:59", 0, 1900000000):
         response = api.client.put(path, headers=api.patient(pid), json={"until": until})
         assert (response.status_code, response.json()["code"]) == (422, "invalid_request"), until
 
