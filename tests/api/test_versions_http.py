@@ -104,6 +104,25 @@ def test_a_withdrawn_document_is_gone_for_everyone_its_audit_entries_stay_and_th
     assert {"deposit", "withdraw"} <= {e["action"] for e in log if e["document_id"] == document_id}
 
 
+def test_the_patient_is_told_of_a_withdrawal_by_whom_and_when_never_what(world: World) -> None:
+    import datetime as dt
+
+    from pipeline.index.models import Notification
+    from pipeline.notify.dispatch import DispatchReport, compose_due
+
+    ins, sdid = new_ins(), f"CR-{uuid.uuid4()}"
+    world.deposit(ins, sdid, b"Serologie VIH positive.\n", title="Sérologie VIH")
+    patient_id = patient_of(world, ins)
+    compose_due(world.rt, dt.datetime.now(dt.UTC), DispatchReport(), flush=True)  # the deposit's own message first
+    world.client.post("/v1/ingest/documents/withdraw", json={"source_document_id": sdid}, headers=world.keys[HOSPITAL])
+    compose_due(world.rt, dt.datetime.now(dt.UTC), DispatchReport(), flush=True)
+    with world.rt.sessions() as session:
+        told = session.scalars(
+            select(Notification).where(Notification.patient_id == patient_id, Notification.kind == "document_withdrawn")
+        ).all()
+    assert told and all("CHU-LIFE" in n.body and "VIH" not in n.subject + n.body and "11488" not in n.body for n in told)
+
+
 def test_a_withdrawn_document_takes_no_new_version(world: World) -> None:
     ins, _, _, sdid = _record(world)
     world.client.post("/v1/ingest/documents/withdraw", json={"source_document_id": sdid}, headers=world.keys[HOSPITAL])
