@@ -30,8 +30,9 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("status_changed_at", sa.DateTime(timezone=True), nullable=True))
         batch_op.drop_constraint("uq_documents_source", type_="unique")
         batch_op.create_unique_constraint("uq_documents_source_version", ["source", "source_document_id", "version"])
-    with op.batch_alter_table("batch_items", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("version_action", sa.String(length=16), nullable=True))
+    # Plain ADD/DROP COLUMN (SQLite has both): batch mode would rebuild `batch_items`, which `documents`
+    # references, and SQLite refuses that with foreign keys on. Nothing references `documents`.
+    op.add_column("batch_items", sa.Column("version_action", sa.String(length=16), nullable=True))
     op.create_table(
         "patient_sections",
         sa.Column("id", sa.String(length=36), nullable=False),
@@ -49,8 +50,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index(op.f("ix_patient_sections_patient_id"), table_name="patient_sections")
     op.drop_table("patient_sections")
-    with op.batch_alter_table("batch_items", schema=None) as batch_op:
-        batch_op.drop_column("version_action")
+    op.drop_column("batch_items", "version_action")
     with op.batch_alter_table("documents", schema=None) as batch_op:
         batch_op.drop_constraint("uq_documents_source_version", type_="unique")
         batch_op.create_unique_constraint("uq_documents_source", ["source", "source_document_id"])
