@@ -59,6 +59,14 @@ def test_the_patient_adds_advance_directives_through_the_same_pipeline_as_any_de
         assert DIRECTIVES not in sealed.read()  # encrypted at rest like any document
 
 
+def test_a_patients_upload_streams_past_the_json_body_limit(world: World) -> None:
+    patient_id = _patient(world)
+    scan = DIRECTIVES * 2000  # ~180 KB: over the 64 KiB a JSON body may have
+    status, answer = _upload(world, patient_id, scan)
+    (item,) = world.wait(answer["status_url"], world.patient(patient_id))["items"]
+    assert (status, item["state"]) == (202, "indexed")
+
+
 def test_a_patients_upload_is_validated_like_any_deposit(world: World) -> None:
     patient_id = _patient(world)
     status, answer = _upload(world, patient_id, b"")

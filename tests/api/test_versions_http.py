@@ -154,3 +154,9 @@ def test_a_source_route_on_documents_wants_a_source_key(world: World) -> None:
     _, patient_id, _, sdid = _record(world)
     answer = world.client.post("/v1/ingest/documents/withdraw", json={"source_document_id": sdid}, headers=world.patient(patient_id))
     assert answer.status_code == 401
+
+
+def test_a_sources_json_request_on_its_documents_is_bounded_like_any_json_body(world: World) -> None:
+    huge = {"source_document_id": "x" * 200, "padding": "y" * 70_000}
+    answer = world.client.post("/v1/ingest/documents/deprecate", json=huge, headers=world.keys[HOSPITAL])
+    assert (answer.status_code, answer.json()["code"]) == (413, "payload_too_large")
