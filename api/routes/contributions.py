@@ -20,7 +20,7 @@ from api.deps import ActorDep, EmergencyDep, RuntimeDep
 from api.ingest import batch_work, submit
 from api.inputs import BatchIdPath, StrictBody
 from api.problems import PROBLEM_RESPONSES, not_found
-from api.routes.ingest import DOCUMENT_BODY, IdempotencyKey, _body, _boundary
+from api.routes.ingest import DOCUMENT_BODY, INGEST_PROBLEMS, IdempotencyKey, _body, _boundary
 from pipeline.access.policy import Action, Actor
 from pipeline.documents.contributed import PATIENT_TYPES, patient_source
 from pipeline.index.queries import batch_of_source
@@ -56,7 +56,11 @@ def _ins(rt: Runtime, patient_id: str) -> str:
 
 
 @router.post(
-    "/documents", status_code=202, response_model=ContributionAccepted, openapi_extra=_body({"multipart/form-data": CONTRIBUTION_BODY})
+    "/documents",
+    status_code=202,
+    response_model=ContributionAccepted,
+    responses=INGEST_PROBLEMS,
+    openapi_extra=_body({"multipart/form-data": CONTRIBUTION_BODY}),
 )
 async def add_document(
     patient_id: str, request: Request, rt: RuntimeDep, actor: ActorDep, idempotency_key: IdempotencyKey = None

@@ -107,30 +107,31 @@ def deprecate(rt: Runtime, source: str, source_document_id: str) -> Document | N
 
 
 def withdraw(rt: Runtime, source: str, source_document_id: str) -> list[str]:
-    """The source withdraws a document sent in error: every version crypto-shredded and marked
-    entered-in-error, an audit entry each, the patient told (no medical content). Returns the ids withdrawn
-    (empty: no such document of this source, or withdrawn already). Keys first, in one transaction; objects
-    deleted after, so a crash between leaves ciphertext no key opens (a retry deletes it)."""
+    """The source withdraws a document sent in error: every version crypto-shredded and marked entered-in-error,
+    an audit entry each, the patient told (no medical content). Returns the ids of the withdrawn versions (empty:
+    the source has no such document). Idempotent: withdrawing again appends nothing and tells nobody, and deletes
+    the objects a crash may have left. Keys first, in one transaction; objects deleted after, so a crash between
+    leaves ciphertext no key opens."""
     now = dt.datetime.now(dt.UTC)
 
     def work(session: Session) -> list[Document]:
-        gone = [d for d in repo.document_versions(session, source, source_document_id) if d.live]
-        for document in gone:
+        every = repo.document_versions(session, source, source_document_id)
+        live = [d for d in every if d.live]
+        for document in live:
             document.wrapped_key, document.shredded_at = None, now
             document.status, document.status_changed_at = DocumentStatus.ENTERED_IN_ERROR, now
             append(session, rt.audit_key, _source_event(document, "withdraw", "entered_in_error"))
-        if gone:
-            latest = gone[-1]
+        if live:
+            latest = live[-1]
             row = {"id": new_id(), "patient_id": latest.patient_id, "kind": OutboxKind.DOCUMENT_WITHDRAWN, "ref_id": latest.id,
                    "source": source}  # fmt: skip
             repo.insert_ignore(session, Outbox, row)
-        return gone
+            log.info("%d version(s) of a document withdrawn by %s", len(live), source)
+        return [d for d in every if d.status == DocumentStatus.ENTERED_IN_ERROR]
 
     gone = transact(rt.sessions, work, retries=3)
     for document in gone:
         rt.store.delete(document.object_key)
-    if gone:
-        log.info("%d version(s) of a document withdrawn by %s", len(gone), source)
     return [document.id for document in gone]
 
 

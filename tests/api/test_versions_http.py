@@ -123,6 +123,13 @@ def test_the_patient_is_told_of_a_withdrawal_by_whom_and_when_never_what(world: 
     assert told and all("CHU-LIFE" in n.body and "VIH" not in n.subject + n.body and "11488" not in n.body for n in told)
 
 
+def test_withdrawing_again_answers_the_same(world: World) -> None:
+    _, _, document_id, sdid = _record(world)
+    for _ in range(2):
+        answer = world.client.post("/v1/ingest/documents/withdraw", json={"source_document_id": sdid}, headers=world.keys[HOSPITAL])
+        assert (answer.status_code, answer.json()) == (200, {"withdrawn": [document_id]})
+
+
 def test_a_withdrawn_document_takes_no_new_version(world: World) -> None:
     ins, _, _, sdid = _record(world)
     world.client.post("/v1/ingest/documents/withdraw", json={"source_document_id": sdid}, headers=world.keys[HOSPITAL])

@@ -78,10 +78,24 @@ def test_a_withdrawn_document_cannot_be_decrypted_from_a_saved_copy_of_its_objec
     assert wrapped_before is not None and wrapped_before not in raw_dump(rt.engine)  # no copy of its key left in the index
 
 
-def test_withdrawing_twice_withdraws_once(rt, tmp_path: Path) -> None:
+def test_withdrawing_again_audits_and_tells_nothing_more_and_deletes_a_left_over_object(rt, tmp_path: Path) -> None:
+    from pipeline.index.models import AuditEntry, Outbox
+
     _deposit(rt, _batch(tmp_path / "v1", b"x\n", "CR"))
-    assert len(versions.withdraw(rt, SOURCE, "CR-7")) == 1
-    assert versions.withdraw(rt, SOURCE, "CR-7") == []
+    (document,) = _documents(rt)
+    withdrawn = versions.withdraw(rt, SOURCE, "CR-7")
+    rt.store.put(document.object_key, io.BytesIO(b"ciphertext a crash left behind"))
+    assert versions.withdraw(rt, SOURCE, "CR-7") == withdrawn == [document.id]
+    assert not rt.store.exists(document.object_key)
+    with rt.sessions() as session:
+        assert len(session.scalars(select(AuditEntry).where(AuditEntry.action == "withdraw")).all()) == 1
+        assert len(session.scalars(select(Outbox).where(Outbox.kind == "document_withdrawn")).all()) == 1
+
+
+def test_a_source_withdraws_nothing_of_a_document_it_does_not_have(rt, tmp_path: Path) -> None:
+    _deposit(rt, _batch(tmp_path / "v1", b"x\n", "CR"))
+    assert versions.withdraw(rt, "hospital:OTHER", "CR-7") == []
+    assert _documents(rt)[0].live
 
 
 def test_a_bad_version_action_is_rejected_as_invalid_metadata(rt, tmp_path: Path) -> None:
