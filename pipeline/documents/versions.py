@@ -9,7 +9,7 @@ A source:
 - deprecates it (`deprecate`): the current version becomes `superseded` with no successor;
 - withdraws one sent in error (`withdraw`): every version is crypto-shredded (its wrapped data key destroyed
   first, then its object deleted) and marked `entered-in-error`; the audit entries stay, and the patient is
-  told, without medical content (an outbox row of kind `document_withdrawn`);
+  told, without medical content (an outbox row of kind `document_withdrawn`), if they could see it;
 - updates the visibility it decides as the author (`set_hold`): the hold from the patient until the
   announcement consultation (the policy still releases it one month after the deposit).
 
@@ -26,6 +26,9 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from pipeline.access.audit import AuditEvent, append
+from pipeline.access.policy import Action, Actor, ActorKind, decide
+from pipeline.access.recordview import document_view, load_record
+from pipeline.core.clock import paris_date
 from pipeline.core.reasons import Rejected, Transient
 from pipeline.index import repo
 from pipeline.index.db import transact
@@ -34,6 +37,9 @@ from pipeline.index.states import AuditOutcome, DocumentStatus, OutboxKind, Vers
 from pipeline.runtime import Runtime
 
 log = logging.getLogger(__name__)
+# Passes of a withdrawal: the last finds nothing left to shred (a replacement racing it is then rejected
+# `document_withdrawn`, its predecessor being no longer live).
+WITHDRAW_PASSES = 3
 
 
 class VersionRace(Transient):
@@ -108,31 +114,48 @@ def deprecate(rt: Runtime, source: str, source_document_id: str) -> Document | N
 
 def withdraw(rt: Runtime, source: str, source_document_id: str) -> list[str]:
     """The source withdraws a document sent in error: every version crypto-shredded and marked entered-in-error,
-    an audit entry each, the patient told (no medical content). Returns the ids of the withdrawn versions (empty:
-    the source has no such document). Idempotent: withdrawing again appends nothing and tells nobody, and deletes
-    the objects a crash may have left. Keys first, in one transaction; objects deleted after, so a crash between
-    leaves ciphertext no key opens."""
+    an audit entry each, the patient told (no medical content) if they could see it. Returns the ids of the
+    withdrawn versions (empty: the source has no such document). Idempotent: withdrawing again appends nothing
+    and tells nobody, and deletes the objects a crash may have left. Keys first, in one transaction; objects
+    deleted after, so a crash between leaves ciphertext no key opens."""
     now = dt.datetime.now(dt.UTC)
 
-    def work(session: Session) -> list[Document]:
+    def work(session: Session) -> tuple[list[Document], bool]:
         every = repo.document_versions(session, source, source_document_id)
         live = [d for d in every if d.live]
+        seen = bool(live) and _patient_sees(session, live, paris_date())
         for document in live:
             document.wrapped_key, document.shredded_at = None, now
             document.status, document.status_changed_at = DocumentStatus.ENTERED_IN_ERROR, now
             append(session, rt.audit_key, _source_event(document, "withdraw", "entered_in_error"))
-        if live:
+        if live and seen:
+            # Told only of what they could see: a document still held from them (until its announcement) was
+            # never announced, and its withdrawal must not announce it either.
             latest = live[-1]
             row = {"id": new_id(), "patient_id": latest.patient_id, "kind": OutboxKind.DOCUMENT_WITHDRAWN, "ref_id": latest.id,
                    "source": source}  # fmt: skip
             repo.insert_ignore(session, Outbox, row)
+        if live:
             log.info("%d version(s) of a document withdrawn by %s", len(live), source)
-        return [d for d in every if d.status == DocumentStatus.ENTERED_IN_ERROR]
+        return [d for d in every if d.status == DocumentStatus.ENTERED_IN_ERROR], bool(live)
 
-    gone = transact(rt.sessions, work, retries=3)
+    for _ in range(WITHDRAW_PASSES):
+        # A replacement committing while a pass runs adds a version the pass did not see: the next pass takes it.
+        gone, changed = transact(rt.sessions, work, retries=3)
+        if not changed:
+            break
     for document in gone:
         rt.store.delete(document.object_key)
     return [document.id for document in gone]
+
+
+def _patient_sees(session: Session, documents: list[Document], today: dt.date) -> bool:
+    """Whether the patient may read the metadata of one of `documents` today, as the access policy decides."""
+    record = load_record(session, documents[0].patient_id)
+    if record is None:
+        return False
+    patient = Actor(record.patient_id, ActorKind.PATIENT)
+    return any(decide(patient, Action.READ_METADATA, record, document_view(d), today=today).allowed for d in documents)
 
 
 def set_hold(rt: Runtime, source: str, source_document_id: str, until: dt.date | None) -> Document | None:

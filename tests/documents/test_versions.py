@@ -103,3 +103,12 @@ def test_a_bad_version_action_is_rejected_as_invalid_metadata(rt, tmp_path: Path
     with rt.sessions() as session:
         item = session.get(BatchItem, item_id)
         assert item is not None and (item.state, item.reason) == ("rejected", "invalid_metadata")
+
+
+def test_a_document_still_held_from_the_patient_is_withdrawn_without_telling_them(rt, tmp_path: Path) -> None:
+    from pipeline.index.models import Outbox
+
+    _deposit(rt, _batch(tmp_path / "v1", b"resultat a annoncer\n", "CR", announcement_date="2099-01-01"))
+    assert len(versions.withdraw(rt, SOURCE, "CR-7")) == 1
+    with rt.sessions() as session:
+        assert session.scalars(select(Outbox).where(Outbox.kind == "document_withdrawn")).all() == []
