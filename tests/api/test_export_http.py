@@ -96,3 +96,12 @@ def test_a_representatives_export_leaves_out_the_patients_own_actions_from_the_l
     entries = json.loads(archive.read("access_log.json"))["entries"]
     assert entries and patient_id not in {e["actor_id"] for e in entries}
     assert ("parent-1", "export") in {(e["actor_id"], e["action"]) for e in entries}
+
+
+def test_the_export_holds_every_version_the_reader_may_read_with_its_status(world: World) -> None:
+    ins, sdid = new_ins(), f"CR-{uuid.uuid4()}"
+    first = world.deposit(ins, sdid, b"v1\n")["document_id"]
+    second = world.deposit(ins, sdid, b"v2\n", version_action="replace", title="v2")["document_id"]
+    patient_id = patient_of(world, ins)
+    index = json.loads(_export(world, patient_id, world.patient(patient_id)).read("index.json"))["documents"]
+    assert sorted((d["id"], d["status"], d["version"]) for d in index) == sorted([(first, "superseded", 1), (second, "current", 2)])
