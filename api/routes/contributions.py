@@ -38,6 +38,8 @@ _METADATA = {
     "type": "string",
     "description": f"JSON object: {', '.join(CONTRIBUTION_FIELDS)}; title and document_type ({', '.join(PATIENT_TYPES)}) required",
 }
+# As a source's submission, but authenticated and refused as any record route.
+UPLOAD_PROBLEMS = {**INGEST_PROBLEMS, 401: PROBLEM_RESPONSES[401], 403: PROBLEM_RESPONSES[403], 404: PROBLEM_RESPONSES[404]}
 CONTRIBUTION_BODY = DOCUMENT_BODY | {"properties": {"metadata": _METADATA, "file": {"type": "string", "format": "binary"}}}
 
 
@@ -59,7 +61,7 @@ def _ins(rt: Runtime, patient_id: str) -> str:
     "/documents",
     status_code=202,
     response_model=ContributionAccepted,
-    responses=INGEST_PROBLEMS,
+    responses=UPLOAD_PROBLEMS,
     openapi_extra=_body({"multipart/form-data": CONTRIBUTION_BODY}),
 )
 async def add_document(

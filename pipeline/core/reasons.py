@@ -47,6 +47,7 @@ REASONS: dict[str, str] = {
     "duplicate_conflict": (
         "A different document was already received under this source document id (send version_action=replace to replace it)."
     ),
+    "version_patient_mismatch": "A new version must be for the patient of the version it replaces; withdraw a document sent in error.",
     "document_withdrawn": "The source withdrew the document of this source document id (entered in error); it takes no new version.",
     # processing
     "processing_crashed": "Processing this document failed repeatedly (worker crashed); it was set aside.",

@@ -178,7 +178,7 @@ def _accept(rt: Runtime, claim: repo.Claim, today: dt.date) -> AttemptOutcome:
         if patient.status != RecordStatus.OPEN:
             raise Rejected("record_closed")
         # A new version when the source says so (pipeline/documents/versions.py); changed bytes otherwise are rejected.
-        replaced = versions.replacement(existing, spooled.content_hmac, item.version_action)
+        replaced = versions.replacement(existing, spooled.content_hmac, item.version_action, patient.id)
         if existing is not None and replaced is None:
             # Same document re-sent (another batch, or a retry after commit): index it once.
             transact(

@@ -55,11 +55,12 @@ class Replacement:
     previous_current: bool
 
 
-def replacement(existing: Document | None, content_hmac: str, version_action: str | None) -> Replacement | None:
+def replacement(existing: Document | None, content_hmac: str, version_action: str | None, patient_id: str) -> Replacement | None:
     """What a deposit of `content_hmac` under the id of `existing` (the latest version, or None) is:
     None for a new document or a re-send of the latest version (indexed once), a Replacement when the
     source asked for one; Rejected `duplicate_conflict` for changed bytes it did not, `document_withdrawn`
-    for a document its source withdrew."""
+    for a document its source withdrew, `version_patient_mismatch` for a new version of another patient's
+    document (a document sent to the wrong patient is withdrawn, not replaced)."""
     if existing is None:
         return None
     if existing.status == DocumentStatus.ENTERED_IN_ERROR or not existing.live:
@@ -68,6 +69,8 @@ def replacement(existing: Document | None, content_hmac: str, version_action: st
         return None
     if version_action != VersionAction.REPLACE:
         raise Rejected("duplicate_conflict")
+    if existing.patient_id != patient_id:
+        raise Rejected("version_patient_mismatch")
     return Replacement(existing.id, existing.version + 1, existing.status == DocumentStatus.CURRENT)
 
 

@@ -167,3 +167,10 @@ def test_a_sources_json_request_on_its_documents_is_bounded_like_any_json_body(w
     huge = {"source_document_id": "x" * 200, "padding": "y" * 70_000}
     answer = world.client.post("/v1/ingest/documents/deprecate", json=huge, headers=world.keys[HOSPITAL])
     assert (answer.status_code, answer.json()["code"]) == (413, "payload_too_large")
+
+
+def test_a_new_version_for_another_patient_is_refused(world: World) -> None:
+    _, patient_id, first, sdid = _record(world)
+    item = world.deposit(new_ins(), sdid, b"Pour un autre patient.\n", version_action="replace", title="autre")
+    assert (item["state"], item["reason"]) == ("rejected", "version_patient_mismatch")
+    assert _listed(world, patient_id, world.patient(patient_id)) == [first]
