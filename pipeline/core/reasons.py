@@ -47,7 +47,10 @@ REASONS: dict[str, str] = {
     "duplicate_conflict": (
         "A different document was already received under this source document id (send version_action=replace to replace it)."
     ),
-    "version_patient_mismatch": "A new version must be for the patient of the version it replaces; withdraw a document sent in error.",
+    "other_patients_document": (
+        "This source document id is a document of another patient's record: a document sent to the wrong patient is withdrawn,"
+        " then sent under a new source document id."
+    ),
     "document_withdrawn": "The source withdrew the document of this source document id (entered in error); it takes no new version.",
     # processing
     "processing_crashed": "Processing this document failed repeatedly (worker crashed); it was set aside.",

@@ -59,18 +59,19 @@ def replacement(existing: Document | None, content_hmac: str, version_action: st
     """What a deposit of `content_hmac` under the id of `existing` (the latest version, or None) is:
     None for a new document or a re-send of the latest version (indexed once), a Replacement when the
     source asked for one; Rejected `duplicate_conflict` for changed bytes it did not, `document_withdrawn`
-    for a document its source withdrew, `version_patient_mismatch` for a new version of another patient's
-    document (a document sent to the wrong patient is withdrawn, not replaced)."""
+    for a document its source withdrew, `other_patients_document` for a deposit (a re-send or a new version)
+    under the id of another patient's document (a document sent to the wrong patient is withdrawn, not moved)."""
     if existing is None:
         return None
     if existing.status == DocumentStatus.ENTERED_IN_ERROR or not existing.live:
         raise Rejected("document_withdrawn")
+    if existing.patient_id != patient_id:
+        # Neither linked nor replaced across records: the source believes it deposits for this patient.
+        raise Rejected("other_patients_document")
     if existing.content_hmac == content_hmac:
         return None
     if version_action != VersionAction.REPLACE:
         raise Rejected("duplicate_conflict")
-    if existing.patient_id != patient_id:
-        raise Rejected("version_patient_mismatch")
     return Replacement(existing.id, existing.version + 1, existing.status == DocumentStatus.CURRENT)
 
 

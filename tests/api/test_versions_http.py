@@ -172,5 +172,11 @@ def test_a_sources_json_request_on_its_documents_is_bounded_like_any_json_body(w
 def test_a_new_version_for_another_patient_is_refused(world: World) -> None:
     _, patient_id, first, sdid = _record(world)
     item = world.deposit(new_ins(), sdid, b"Pour un autre patient.\n", version_action="replace", title="autre")
-    assert (item["state"], item["reason"]) == ("rejected", "version_patient_mismatch")
+    assert (item["state"], item["reason"]) == ("rejected", "other_patients_document")
     assert _listed(world, patient_id, world.patient(patient_id)) == [first]
+
+
+def test_the_same_document_sent_again_for_another_patient_is_not_linked_across_records(world: World) -> None:
+    _, _, _, sdid = _record(world)
+    item = world.deposit(new_ins(), sdid, b"Compte rendu, premiere version.\n", title="Compte rendu bis")
+    assert (item["state"], item["reason"]) == ("rejected", "other_patients_document")
