@@ -15,7 +15,7 @@ from api.inputs import BodyLimit
 from api.metrics import RequestMetrics
 from api.problems import ApiProblem, InternalErrors, http_error_handler, problem_handler, validation_error_handler
 from api.requestid import RequestId
-from api.routes import careteam, documents, export, ingest, me, operations, record, records
+from api.routes import careteam, contributions, documents, export, ingest, me, operations, record, records, versions
 from pipeline import __version__
 from pipeline.core.settings import Settings
 from pipeline.operations.readiness import ReadinessProbe
@@ -66,12 +66,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestMetrics)
     app.add_middleware(RequestId)  # outermost: a log line of any layer below carries the request's id
     app.include_router(documents.router)
+    app.include_router(versions.records)
+    app.include_router(contributions.router)
     app.include_router(record.router)
     app.include_router(records.router)
     app.include_router(careteam.router)
     app.include_router(export.router)
     app.include_router(me.router)
     app.include_router(ingest.router)
+    app.include_router(versions.sources)
     app.include_router(operations.router)
 
     @app.get("/v1/health")

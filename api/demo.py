@@ -131,6 +131,7 @@ def run_api_demo(settings: Settings, echo: Callable[[str], None]) -> None:
             flag = f" EMERGENCY: {entry['justification']}" if entry["emergency"] else ""
             who = f"{entry['actor_kind']:<12} {entry['actor_id']:<36}"
             echo(f"    {entry['at'][:19]} {who} {entry['action']:<18} {entry['outcome']:<7} {entry['reason']}{flag}")
+        show_record_over_time(base, rt, settings, patient_id, echo)
         _show_notifications(rt, settings, patient_id, echo)
     finally:
         server.should_exit = True
@@ -156,3 +157,93 @@ def _lookup_scene(rt: Runtime, base: str, patient_id: str, physician: str, insur
     _, nobody = _call(base, "POST", "/v1/records/lookup", insurer, {"ins": with_key("2991299123456")})  # no such record
     same = "the same" if by_insurer == nobody else "NOT the same"
     echo(f"  an insurer looking the same INS up gets {by_insurer}: {same} as for an INS without a record")
+
+
+# ---------------------------------------------------------------------------------------------
+# Documents over time and the patient's contributions (issue 16)
+
+
+def _multipart(metadata: dict[str, str], name: str, content: bytes) -> tuple[bytes, str]:
+    """A `metadata` JSON part and a `file` part, as /v1/ingest/documents and the patient's upload take them."""
+    boundary = f"dmp-demo-{time.time_ns()}"
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="metadata"\r\nContent-Type: application/json\r\n\r\n'.encode()
+        + json.dumps(metadata).encode(),
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\nContent-Type: text/plain\r\n\r\n'.encode()
+        + content,
+    ]
+    return b"\r\n".join(parts) + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def _upload(base: str, path: str, credential: str, metadata: dict[str, str], name: str, content: bytes) -> tuple[int, Any]:
+    body, kind = _multipart(metadata, name, content)
+    request = urllib.request.Request(base + path, data=body, method="POST")
+    request.add_header("Authorization", f"Bearer {credential}")
+    request.add_header("Content-Type", kind)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+def _final_item(base: str, url: str, credential: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        _, status = _call(base, "GET", url, credential)
+        items = status.get("items") or [{}]
+        if items[0].get("state") in ("indexed", "rejected") or time.monotonic() > deadline:
+            return items[0]  # type: ignore[no-any-return]
+        time.sleep(0.2)
+
+
+def _source_key(rt: Runtime, source: str) -> str:
+    """A fresh API key for the demo's hospital (a re-run revokes the previous one)."""
+    from pipeline.sources import SourceExists, add_source, revoke_source
+
+    with rt.sessions() as session:
+        try:
+            return add_source(session, rt.hmac_secret, source)
+        except SourceExists:
+            revoke_source(session, source)
+            return add_source(session, rt.hmac_secret, source)
+
+
+def show_record_over_time(base: str, rt: Runtime, settings: Settings, patient_id: str, echo: Callable[[str], None]) -> None:
+    """The hospital replaces one of its reports (the old version stays in the history), then the patient adds
+    advance directives and a medical profile, which the physician in the care team reads."""
+    from pipeline.index.queries import source_reference
+
+    patient = mint_token(settings, patient_id, "patient")
+    physician = mint_token(settings, PHYSICIAN, "professional", profession="physician", rpps=PHYSICIAN)
+    record = f"/v1/patients/{patient_id}"
+    _, listing = _call(base, "GET", f"{record}/documents?page_size=200", patient)
+    report = next((d for d in listing["items"] if d["source"].startswith("hospital:")), None)
+    with rt.sessions() as session:
+        reference = source_reference(session, report["id"]) if report else None
+    if report is None or reference is None:
+        echo("\n(no hospital report to replace in this record)")
+        return
+    source, source_document_id, ins = reference
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    key = _source_key(rt, source)
+    metadata = {"patient_ins": ins, "source_document_id": source_document_id, "title": f"Compte rendu corrigé ({stamp})",
+                "document_type": report["type_code"], "service_date": report["service_date"] or time.strftime("%Y-%m-%d"),
+                "author_id": PHYSICIAN, "author_profession": "physician", "version_action": "replace"}  # fmt: skip
+    status, answer = _upload(base, "/v1/ingest/documents", key, metadata, "corrige.txt", f"Compte rendu corrigé le {stamp}.\n".encode())
+    item = _final_item(base, answer["status_url"], key) if status == 202 else {}
+    echo(f"\n{source} replaces its report {source_document_id} (version_action=replace): {status}, {item.get('state')}")
+    if item.get("state") == "indexed":
+        _, history = _call(base, "GET", f"{record}/documents/{item['document_id']}/history", patient)
+        for version in history:
+            echo(f"  version {version['version']}: {version['status']:<10} {version['id']}")
+    directives = {"title": "Mes directives anticipées", "document_type": "EXPPAT_3"}
+    text = f"Je soussigné(e) refuse tout acharnement thérapeutique ({stamp}).\n".encode()
+    status, answer = _upload(base, f"{record}/documents", patient, directives, "directives.txt", text)
+    item = _final_item(base, answer["status_url"], patient) if status == 202 else {}
+    echo(f"the patient adds advance directives: {status}, {item.get('state')} as class {item.get('class_code')} {item.get('type_code')}")
+    profile = {"allergies": ["pénicilline"], "blood_group": "O-", "organ_donation": "yes"}
+    status, _ = _call(base, "PUT", f"{record}/medical-profile", patient, profile)
+    read, seen = _call(base, "GET", f"{record}/medical-profile", physician)
+    echo(f"the patient writes a medical profile: {status}")
+    echo(f"  physician {PHYSICIAN} in the care team reads it: {read}, blood group {seen.get('blood_group')}")

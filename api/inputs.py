@@ -90,6 +90,9 @@ class StrictBody(BaseModel):
 MAX_JSON_BODY_BYTES = 64 * 1024
 # Submissions stream their bodies under their own limits (DMP_UPLOAD_MAX_REQUEST_BYTES, api/ingest.py).
 STREAMED_PREFIX = "/v1/ingest/"
+# The patient's own document upload streams too (api/routes/contributions.py), under the same limits.
+SOURCE_JSON_PREFIX = "/v1/ingest/documents/"
+STREAMED_UPLOAD = re.compile(r"^/v1/patients/[^/]+/documents$")
 
 
 class BodyLimit(HttpMiddleware):
@@ -102,7 +105,11 @@ class BodyLimit(HttpMiddleware):
         self.limit = limit
 
     def applies_to(self, scope: Scope) -> bool:
-        return not scope["path"].startswith(STREAMED_PREFIX)  # submissions stream their bodies
+        path = scope["path"]
+        uploading = scope.get("method") == "POST" and STREAMED_UPLOAD.match(path) is not None
+        # Submissions stream their bodies; a source's JSON requests on its documents (deprecate, withdraw…) do not.
+        streamed = path.startswith(STREAMED_PREFIX) and not path.startswith(SOURCE_JSON_PREFIX)
+        return not (streamed or uploading)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         refusal = problem_response(too_large(self.limit, "request body"))

@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response, StreamingResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from api.access import check
 from api.deps import ActorDep, EmergencyDep, RuntimeDep
@@ -43,13 +43,18 @@ class DocumentOut(BaseModel):
     author_profession: str | None
     masked: bool
     deposited_at: dt.datetime
+    status: str = Field(description="current, superseded or entered-in-error (FHIR DocumentReference.status); see /history.")
+    version: int
+    supersedes: str | None
+    superseded_by: str | None
 
     @classmethod
     def of(cls, d: Document, title: str | None) -> DocumentOut:
         """`title`: opened from the sealed one (pipeline.documents.titles.document_titles)."""
         return cls(id=d.id, title=title, class_code=d.class_code, type_code=d.type_code, service_date=d.service_date,
                    mime_type=d.mime_type, size=d.size, source=d.source, author_id=d.author_id,
-                   author_profession=d.author_profession, masked=d.masked, deposited_at=d.created_at)  # fmt: skip
+                   author_profession=d.author_profession, masked=d.masked, deposited_at=d.created_at, status=d.status,
+                   version=d.version, supersedes=d.supersedes_id, superseded_by=d.superseded_by_id)  # fmt: skip
 
 
 class DocumentPage(BaseModel):
@@ -75,12 +80,16 @@ def list_documents(
     date_to: ToDateQuery = None,
     page: PageQuery = 1,
     page_size: int = Query(default=50, ge=1, le=200),
+    include_superseded: bool = Query(default=False, description="Superseded versions too (by default current versions only)."),
 ) -> DocumentPage:
-    """The documents this actor may see, newest service date first; filters by class, type and date."""
+    """The documents this actor may see, newest service date first; filters by class, type and date. Current
+    versions only, unless `include_superseded`."""
     action = _action(emergency, Action.LIST)
     access = check(rt, actor, action, patient_id, emergency_reason=emergency)
     decisions = Decisions(actor, action, access.record, today=paris_date(), emergency_reason=emergency)
-    filters = DocumentFilters(class_code=class_code, type_code=type_code, served_from=date_from, served_to=date_to)
+    filters = DocumentFilters(
+        class_code=class_code, type_code=type_code, served_from=date_from, served_to=date_to, include_superseded=include_superseded
+    )
     with rt.sessions() as session:
         shown = visible_page(session, decisions, patient_id, filters, page=page, page_size=page_size)
     titles = document_titles(rt, shown.documents)  # one record key for the page, not one per row

@@ -1,4 +1,4 @@
-"""The whole record as a zip (the decrypted documents and an index file), streamed."""
+"""The whole record as a zip (the decrypted documents and an index file, the care history and the access log), streamed."""
 
 from __future__ import annotations
 
@@ -15,11 +15,13 @@ from api.deps import ActorDep, RuntimeDep
 from api.headers import EXTENSIONS
 from api.problems import PROBLEM_RESPONSES
 from pipeline.access.policy import Action
+from pipeline.carehistory.history import WINDOW_MONTHS
 from pipeline.core.clock import paris_date
 from pipeline.documents.stored import read_document
 from pipeline.documents.titles import document_titles
 from pipeline.index.models import Document
 from pipeline.index.queries import live_documents
+from pipeline.record import copy
 from pipeline.runtime import Runtime
 
 router = APIRouter(prefix="/v1/patients/{patient_id}", tags=["record"], responses=PROBLEM_RESPONSES)
@@ -48,7 +50,7 @@ class _Spout:
         return out
 
 
-def _zip_stream(rt: Runtime, documents: list[Document]) -> Iterator[bytes]:
+def _zip_stream(rt: Runtime, documents: list[Document], extras: dict[str, bytes]) -> Iterator[bytes]:
     spout = _Spout()
     index = []
     titles = document_titles(rt, documents)
@@ -63,17 +65,30 @@ def _zip_stream(rt: Runtime, documents: list[Document]) -> Iterator[bytes]:
                     yield spout.drain()
             index.append({"file": name, "id": document.id, "title": titles[document.id], "class_code": document.class_code,
                           "type_code": document.type_code, "service_date": str(document.service_date), "source": document.source,
-                          "author_id": document.author_id, "mime_type": document.mime_type, "size": document.size})  # fmt: skip
+                          "author_id": document.author_id, "mime_type": document.mime_type, "size": document.size,
+                          "status": document.status, "version": document.version})  # fmt: skip
         archive.writestr("index.json", json.dumps({"documents": index}, ensure_ascii=False, indent=2))
+        for name, data in extras.items():
+            archive.writestr(name, data)
     yield spout.drain()
 
 
 @router.get("/export", response_class=StreamingResponse, responses={200: {"content": {"application/zip": {}}}})
 def export_record(patient_id: str, rt: RuntimeDep, actor: ActorDep) -> StreamingResponse:
-    """A full copy of the record for the patient: every document they may read, decrypted, plus index.json."""
+    """A full copy of the record for the patient: every document they may read (superseded versions included),
+    decrypted, plus index.json; the care history of the 24-month window (care_history.csv, .json) and the access
+    log as this reader may read it (access_log.csv, .json)."""
     access = check(rt, actor, Action.EXPORT, patient_id)
+    log_access = check(rt, actor, Action.READ_ACCESS_LOG, patient_id)
     with rt.sessions() as session:
         documents = live_documents(session, patient_id)
     shown = visible(actor, Action.READ_CONTENT, access.record, documents, today=paris_date(), emergency_reason=None)
+    care, log = copy.care_rows(rt, patient_id), copy.log_rows(rt, actor, log_access)
+    extras = {
+        "care_history.csv": copy.as_csv(care, copy.CARE_COLUMNS),
+        "care_history.json": copy.as_json(care, "lines", window_months=WINDOW_MONTHS),
+        "access_log.csv": copy.as_csv(log, copy.LOG_COLUMNS),
+        "access_log.json": copy.as_json(log, "entries"),
+    }
     headers = {"Content-Disposition": 'attachment; filename="dossier.zip"', "Cache-Control": "no-store"}
-    return StreamingResponse(_zip_stream(rt, shown), media_type="application/zip", headers=headers)
+    return StreamingResponse(_zip_stream(rt, shown, extras), media_type="application/zip", headers=headers)

@@ -1,7 +1,8 @@
 """A page of a record's documents as an actor may see them, read from the index a page at a time.
 
 The policy (`decide`, through `Decisions`) stays the one judge of what is shown; the query narrows only by
-what is exact and cheap (the record, `Document.live`, the listing's filters, its order). Documents alike in
+what is exact and cheap (the record, `Document.live`, current versions unless asked, the listing's filters, its
+order). Documents alike in
 every field the policy reads (`POLICY_FIELD_COLUMNS`) get one decision, so:
 
 - the count of what the actor may see (`total`) comes from one grouped query: a row per group, decided once;
@@ -27,6 +28,7 @@ from pipeline.access.gate import Decisions
 from pipeline.access.recordview import POLICY_COLUMNS, POLICY_FIELD_COLUMNS, PolicyFields, policy_fields
 from pipeline.index.models import Document
 from pipeline.index.repo import documents_by_id
+from pipeline.index.states import DocumentStatus
 
 # Narrow rows fetched per round trip when hidden documents are skipped in Python.
 CHUNK = 200
@@ -42,6 +44,8 @@ class DocumentFilters:
     type_code: str | None = None
     served_from: dt.date | None = None
     served_to: dt.date | None = None
+    # Current versions only unless asked: a superseded version is read through its document's history.
+    include_superseded: bool = False
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,8 @@ class VisiblePage:
 
 def _where(patient_id: str, filters: DocumentFilters) -> list[SQLColumnExpression[bool]]:
     where = [Document.patient_id == patient_id, Document.live]
+    if not filters.include_superseded:
+        where.append(Document.status == DocumentStatus.CURRENT)
     if filters.class_code:
         where.append(Document.class_code == filters.class_code)
     if filters.type_code:

@@ -21,8 +21,8 @@ from pipeline.access.vocabulary import Action, ActorKind, NotFound, Reason
 __all__ = [
     "ACTIONS", "CONTROL_ACTIONS", "DOCUMENT_ACTIONS", "FORBIDDEN_KINDS", "KINDS", "MATRIX_PATH", "PATIENT_ONLY_ACTIONS", "PROFESSIONS",
     "READ_ACTIONS", "REASON_CODES", "AccessMatrix", "Action", "Actor", "ActorKind", "Decision", "DocumentView", "Grant", "GrantBasis",
-    "LogScope", "Reason", "Record", "access_log_scope", "decide", "default_matrix", "hidden_from_patient", "is_attending",
-    "knows_of_record", "load_matrix", "may_become_attending",
+    "LogScope", "Reason", "Record", "SECTION_VIEWS", "access_log_scope", "decide", "default_matrix", "hidden_from_patient",
+    "is_attending", "knows_of_record", "load_matrix", "may_become_attending",
 ]  # fmt: skip
 
 FORBIDDEN_KINDS = frozenset({ActorKind.EMPLOYER, ActorKind.INSURER, ActorKind.MUTUELLE, ActorKind.BANK})
@@ -50,6 +50,7 @@ CONTROL_ACTIONS = frozenset(
         Action.OPPOSE_RECORD,
         Action.LIFT_OPPOSITION,
         Action.SET_OCCUPATIONAL_CONSENT,
+        Action.CONTRIBUTE,
     }
 )
 # A professional's own acts on the care team: never the patient's nor a representative's.
@@ -130,6 +131,14 @@ class LogScope:
     own_only: bool  # only the entries about the reader's own actions
     hides_patient: bool  # the patient's own actions are left out
     justifications: bool  # the break-glass justifications are shown
+
+
+# What the patient writes besides documents, as the policy sees it: a document they added (class 90), read under
+# the same rules (docs/domain.md, "Documents over time"): the matrix's class-90 rows decide for professionals.
+SECTION_VIEWS = {
+    Action.READ_MEDICAL_PROFILE: DocumentView("medical-profile", "90", "medical_profile"),
+    Action.READ_EMERGENCY_CONTACTS: DocumentView("emergency-contacts", "90", "emergency_contacts"),
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -232,6 +241,10 @@ def _decide(
         # Break-glass on the care history, as on the documents: an emergency read of the reimbursement data
         # (class 60), decided below like any emergency read.
         action, document = Action.EMERGENCY_READ, CARE_HISTORY_VIEW
+    if action in SECTION_VIEWS:
+        # The medical profile and the emergency contacts: read as the class-90 document they stand for.
+        document = SECTION_VIEWS[action]
+        action = Action.EMERGENCY_READ if emergency_reason and emergency_reason.strip() else Action.READ_CONTENT
     if action in PATIENT_ONLY_ACTIONS and actor.kind != ActorKind.PATIENT:
         return _deny(Reason.NOT_ALLOWED)
     if action in PROFESSIONAL_ACTIONS and actor.kind != ActorKind.PROFESSIONAL:

@@ -51,6 +51,11 @@ class Action(StrEnum):
     # the minor's own request to hide a document from their legal representatives (and to undo it)
     HIDE_FROM_REPRESENTATIVES = "hide_from_representatives"
     SHOW_TO_REPRESENTATIVES = "show_to_representatives"
+    # the patient's own contributions: add a document, write the medical profile or the emergency contacts
+    CONTRIBUTE = "contribute"
+    # reading what the patient wrote besides documents, each decided as a class-90 document (policy.SECTION_VIEWS)
+    READ_MEDICAL_PROFILE = "read_medical_profile"
+    READ_EMERGENCY_CONTACTS = "read_emergency_contacts"
     # the rest
     READ_CARE_HISTORY = "read_care_history"
     READ_ACCESS_LOG = "read_access_log"

@@ -44,7 +44,14 @@ REASONS: dict[str, str] = {
     "invalid_ins": "The patient INS (NIR) is malformed or its control key is wrong.",
     "record_closed": "The patient's record is closed or was opposed; it accepts no document.",
     "invalid_metadata": "A metadata field is invalid (unparsable or future date, bad value).",
-    "duplicate_conflict": "A different document was already received under this source document id.",
+    "duplicate_conflict": (
+        "A different document was already received under this source document id (send version_action=replace to replace it)."
+    ),
+    "other_patients_document": (
+        "This source document id is a document of another patient's record: a document sent to the wrong patient is withdrawn,"
+        " then sent under a new source document id."
+    ),
+    "document_withdrawn": "The source withdrew the document of this source document id (entered in error); it takes no new version.",
     # processing
     "processing_crashed": "Processing this document failed repeatedly (worker crashed); it was set aside.",
     "retries_exhausted": "Processing failed with an unexpected error through every retry; run the same intake again to resume it.",

@@ -5,7 +5,8 @@ or reach a person: a dump of the index must not show them. Each is kept as AES-2
 (`nonce || ciphertext || tag`) under:
 
 - the patient's record key for what belongs to a record (document titles, the care history's acts
-  and professionals, the patient's contact): destroying the record key shreds them with the record;
+  and professionals, the patient's contact, the medical profile and emergency contacts the patient
+  wrote): destroying the record key shreds them with the record;
 - a batch key (one per batch, wrapped by the master key) for the titles of items waiting in the queue,
   whose patient may not exist yet; the title moves under the record key when the item is indexed
   and is dropped from the item once it is final;
@@ -114,6 +115,11 @@ def contact_context(contact_id: str, field: str) -> str:
 
 def care_details_context(source: str, line_id: str, patient_id: str) -> str:
     return f"care_event.details|source:{source}|line:{line_id}|patient:{patient_id}"
+
+
+def section_context(kind: str, patient_id: str) -> str:
+    """What the patient wrote besides documents (medical profile, emergency contacts): one per record and kind."""
+    return f"patient_section.content|kind:{kind}|patient:{patient_id}"
 
 
 def justification_context(chain: str, seq: int) -> str:

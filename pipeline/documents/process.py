@@ -35,7 +35,9 @@ from pipeline.core.outage import Interrupted, failure_code, outage_of
 from pipeline.core.reasons import REASONS, Rejected, Transient
 from pipeline.core.sealing import new_data_key, seal, seal_context
 from pipeline.core.storage import ObjectNotFound
+from pipeline.documents import versions
 from pipeline.documents.classify import classify, needs_content
+from pipeline.documents.contributed import contributed_classification
 from pipeline.documents.sandbox import anonymous_file, freeze
 from pipeline.documents.titles import item_title, seal_title
 from pipeline.documents.validate import check_content, check_metadata
@@ -85,6 +87,7 @@ def _fields(item: BatchItem) -> dict[str, str | None]:
         "author_id": item.author_id,
         "author_profession": item.author_profession,
         "announcement_date": item.announcement_date,
+        "version_action": item.version_action,
     }
 
 
@@ -167,16 +170,17 @@ def _accept(rt: Runtime, claim: repo.Claim, today: dt.date) -> AttemptOutcome:
             classification = classify(
                 content.cda_code, item.document_type, title, item.file, content.text, cda_code_system=content.cda_code_system
             )
+        classification = contributed_classification(source, item.document_type) or classification
         with rt.sessions() as session:
             patient = repo.ensure_patient(session, meta.ins)
             existing = repo.find_document(session, source, meta.source_document_id)
             session.commit()
         if patient.status != RecordStatus.OPEN:
             raise Rejected("record_closed")
-        if existing is not None:
+        # A new version when the source says so (pipeline/documents/versions.py); changed bytes otherwise are rejected.
+        replaced = versions.replacement(existing, spooled.content_hmac, item.version_action, patient.id)
+        if existing is not None and replaced is None:
             # Same document re-sent (another batch, or a retry after commit): index it once.
-            if existing.content_hmac != spooled.content_hmac:
-                raise Rejected("duplicate_conflict")
             transact(
                 rt.sessions,
                 lambda session: repo.mark_indexed(
@@ -211,6 +215,8 @@ def _accept(rt: Runtime, claim: repo.Claim, today: dt.date) -> AttemptOutcome:
         hidden_from_patient_until=meta.hold_until,
         author_id=item.author_id,
         author_profession=item.author_profession,
+        version=replaced.version if replaced else 1,
+        supersedes_id=replaced.previous_id if replaced else None,
         mime_type=content.mime_type,
         size=sealed.size,
         content_hmac=spooled.content_hmac,
@@ -226,6 +232,8 @@ def _accept(rt: Runtime, claim: repo.Claim, today: dt.date) -> AttemptOutcome:
             session, claim, document=document, document_id=document.id, patient_id=patient.id, batch_id=item.batch_id, source=source
         )
         if indexed:
+            if replaced is not None:
+                versions.link_replacement(session, replaced, document.id)
             append(session, rt.audit_key, deposit)
         return indexed
 
@@ -234,8 +242,8 @@ def _accept(rt: Runtime, claim: repo.Claim, today: dt.date) -> AttemptOutcome:
         # the message's own retry finds and links (below).
         with timed(Stage.INDEX):
             committed = transact(rt.sessions, index)
-    except IntegrityError:
-        # Another item indexed the same source document meanwhile; the retry finds and links it.
+    except (IntegrityError, versions.VersionRace):
+        # Another item indexed (or replaced) the same source document meanwhile; the retry finds and links it.
         rt.store.delete(object_key)
         raise Transient(f"document_race item={item.id}") from None
     if not committed:

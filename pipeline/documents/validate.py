@@ -45,6 +45,8 @@ def check_metadata(fields: Mapping[str, str | None], today: dt.date) -> Metadata
         raise Rejected("invalid_metadata", "service_date is not an ISO date (YYYY-MM-DD).") from None
     if service_date > today:
         raise Rejected("invalid_metadata", "service_date is in the future.")
+    if (fields.get("version_action") or "").strip() not in ("", "replace"):
+        raise Rejected("invalid_metadata", "version_action is neither empty nor 'replace'.")
     hold = (fields.get("announcement_date") or "").strip()
     try:
         hold_until = dt.date.fromisoformat(hold) if hold else None

@@ -37,6 +37,7 @@ from pipeline.core.clock import as_utc
 from pipeline.index.states import (
     ChannelName,
     ChunkState,
+    DocumentStatus,
     EnumText,
     FeedFormat,
     ItemState,
@@ -44,6 +45,7 @@ from pipeline.index.states import (
     NotificationStatus,
     OutboxKind,
     OutboxStatus,
+    PatientSection,
     RecordStatus,
     Relation,
 )
@@ -209,6 +211,8 @@ class BatchItem(Base):
     author_id: Mapped[str | None] = mapped_column(String(64))
     author_profession: Mapped[str | None] = mapped_column(String(64))
     announcement_date: Mapped[str | None] = mapped_column(String(32))
+    # VersionAction's value ("replace") or None: what the deposit does to the source's earlier document.
+    version_action: Mapped[str | None] = mapped_column(String(16))
 
     state: Mapped[ItemState] = mapped_column(EnumText(ItemState, 16), default=ItemState.QUEUED, index=True)
     reason: Mapped[str | None] = mapped_column(String(64))
@@ -238,8 +242,11 @@ class BatchItem(Base):
 
 
 class Document(Base):
+    """One version of a source's document. Versions of one document share (source, source_document_id) and
+    are numbered from 1; the newest not withdrawn nor deprecated is `current` (pipeline/documents/versions.py)."""
+
     __tablename__ = "documents"
-    __table_args__ = (UniqueConstraint("source", "source_document_id"),)
+    __table_args__ = (UniqueConstraint("source", "source_document_id", "version", name="uq_documents_source_version"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id"), index=True)
@@ -268,6 +275,13 @@ class Document(Base):
     wrapped_key: Mapped[bytes | None] = mapped_column(LargeBinary)
     shredded_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
     created_at: Mapped[dt.datetime] = _now()
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    status: Mapped[DocumentStatus] = mapped_column(
+        EnumText(DocumentStatus, 24), default=DocumentStatus.CURRENT, server_default=DocumentStatus.CURRENT.value
+    )
+    supersedes_id: Mapped[str | None] = mapped_column(String(36))  # the version this one replaced
+    superseded_by_id: Mapped[str | None] = mapped_column(String(36))  # the version that replaced this one
+    status_changed_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
 
     @hybrid_property
     def live(self) -> bool:
@@ -285,6 +299,23 @@ class Document(Base):
 Index("ix_documents_patient_listing", Document.patient_id, Document.service_date.desc(), Document.id)
 # Whether the actor of a request authored a document of the record (has treated the patient): one probe per access.
 Index("ix_documents_patient_author", Document.patient_id, Document.author_id)
+
+
+class PatientSectionRow(Base):
+    """What the patient wrote into the record besides documents: the medical profile, the emergency contacts.
+
+    One row per record and section, its content JSON sealed under the record key (pipeline/core/sealedfields.py):
+    destroying the record shreds it with the rest. Read under the policy as a class-90 document
+    (pipeline/record/sections.py)."""
+
+    __tablename__ = "patient_sections"
+    __table_args__ = (UniqueConstraint("patient_id", "kind"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id"), index=True)
+    kind: Mapped[PatientSection] = mapped_column(EnumText(PatientSection, 32))
+    content_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), server_default=func.now(), onupdate=func.now())
 
 
 class Outbox(Base):

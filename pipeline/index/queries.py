@@ -16,7 +16,7 @@ from pipeline.index.repo import documents_by_id
 
 __all__ = [
     "batch_of_source", "documents_by_id", "feed_of_source", "fullest_record", "live_documents", "notifications_of", "patient",
-    "sent_notification",
+    "sent_notification", "source_reference",
 ]  # fmt: skip
 
 
@@ -59,3 +59,13 @@ def feed_of_source(session: Session, feed_id: str, source: str) -> Feed | None:
     """The feed, if `source` sent it: a source sees its own feeds only."""
     feed = session.get(Feed, feed_id)
     return feed if feed is not None and feed.source == source else None
+
+
+def source_reference(session: Session, document_id: str) -> tuple[str, str, str] | None:
+    """How the document's source names it, and whose it is: (source, source_document_id, patient INS), or None."""
+    row = session.execute(
+        select(Document.source, Document.source_document_id, Patient.ins)
+        .join(Patient, Patient.id == Document.patient_id)
+        .where(Document.id == document_id)
+    ).first()
+    return None if row is None else (row[0], row[1], row[2])

@@ -16,7 +16,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from pipeline.core.clock import as_utc
 from pipeline.core.keys import WrappedKey
 from pipeline.index.models import Base, Batch, BatchItem, Document, Outbox, Patient, new_id
-from pipeline.index.states import ITEM_FINAL, ItemState, RecordStatus
+from pipeline.index.states import ITEM_FINAL, DocumentStatus, ItemState, RecordStatus
 
 FINAL_STATES = ITEM_FINAL
 
@@ -120,9 +120,29 @@ def ensure_patient(session: Session, ins: str) -> Patient:
 
 
 def find_document(session: Session, source: str, source_document_id: str) -> Document | None:
+    """The source's document of that id: its latest version (whatever its status), or None."""
     return session.scalars(
-        select(Document).where(Document.source == source, Document.source_document_id == source_document_id)
-    ).one_or_none()
+        select(Document)
+        .where(Document.source == source, Document.source_document_id == source_document_id)
+        .order_by(Document.version.desc())
+        .limit(1)
+    ).first()
+
+
+def document_versions(session: Session, source: str, source_document_id: str) -> list[Document]:
+    """Every version of the source's document, oldest first."""
+    query = select(Document).where(Document.source == source, Document.source_document_id == source_document_id)
+    return list(session.scalars(query.order_by(Document.version)))
+
+
+def supersede(session: Session, document_id: str, successor_id: str | None) -> bool:
+    """Mark a current version superseded (by `successor_id`, or None: deprecated by its source), in the
+    caller's unit of work. False when it is no longer current (another writer got there first)."""
+    values = {"status": DocumentStatus.SUPERSEDED, "superseded_by_id": successor_id, "status_changed_at": _utcnow()}
+    changed = session.execute(
+        update(Document).where(Document.id == document_id, Document.status == DocumentStatus.CURRENT, Document.live).values(**values)
+    )
+    return affected(changed) == 1
 
 
 def mark_indexed(

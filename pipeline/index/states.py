@@ -59,10 +59,36 @@ class Relation(StrEnum):
     ATTENDING_PROPOSAL = "attending_proposal"  # the successor the attending physician named (granted_by: them)
 
 
+class DocumentStatus(StrEnum):
+    """A document version's standing in its record (docs/domain.md, "Documents over time"). The values are
+    FHIR DocumentReference.status's (IHE MHD): `current` is listed; `superseded` (replaced by a newer
+    version, or deprecated by its source) stays readable through the document's history; `entered-in-error`
+    (withdrawn by its source: sent in error) is crypto-shredded."""
+
+    CURRENT = "current"
+    SUPERSEDED = "superseded"
+    ENTERED_IN_ERROR = "entered-in-error"
+
+
+class VersionAction(StrEnum):
+    """What a deposit says it does to the source's document of the same `source_document_id` (manifest
+    column `version_action`): nothing said, a changed document is a `duplicate_conflict`."""
+
+    REPLACE = "replace"
+
+
+class PatientSection(StrEnum):
+    """What the patient writes into their record besides documents (`patient_sections.kind`)."""
+
+    MEDICAL_PROFILE = "medical_profile"
+    EMERGENCY_CONTACTS = "emergency_contacts"
+
+
 class OutboxKind(StrEnum):
     """An event to tell the patient (or their attending physician) about; also the notification's kind."""
 
     DOCUMENTS_ADDED = "documents_added"
+    DOCUMENT_WITHDRAWN = "document_withdrawn"
     REIMBURSEMENT_DATA = "reimbursement_data"
     FIRST_ACCESS = "first_access"
     ACCESS = "access"

@@ -26,6 +26,7 @@ from pipeline.core.keys import new_key
 from pipeline.core.outage import failure_code, outage_of
 from pipeline.core.reasons import REASONS
 from pipeline.core.sealedfields import Sealer, batch_key_context, item_title_context
+from pipeline.documents.contributed import is_patient_source
 from pipeline.index import repo
 from pipeline.index.models import Batch, BatchItem, new_id, table_of
 from pipeline.index.repo import RowValues
@@ -43,7 +44,7 @@ DOCUMENT_SOURCES = ("hospital", "lab")
 # Item columns an intake row may set; every row of one bulk insert carries all of them.
 ITEM_FIELDS = (
     "source_document_id", "patient_ins", "title_sealed", "document_type", "service_date", "author_id", "author_profession",
-    "announcement_date", "inbox_key", "inbox_member",
+    "announcement_date", "version_action", "inbox_key", "inbox_member",
 )  # fmt: skip
 
 
@@ -92,6 +93,7 @@ def _plan_items(batch_id: str, manifest: Manifest, present: list[str], reader: B
                 "author_id": fields.get("author_id"),
                 "author_profession": fields.get("author_profession"),
                 "announcement_date": fields.get("announcement_date") or None,
+                "version_action": fields.get("version_action") or None,
                 "inbox_key": (stored.key if stored else f"inbox/{item_id}") if found else None,
                 "inbox_member": stored.member if stored else None,
             }
@@ -257,9 +259,10 @@ def receive_batch(
     whole, IntakeInterrupted if a service stayed unavailable through the retries (run it again: it
     resumes). Resuming a batch re-opens its items that ended `retries_exhausted` and processes them again.
     """
-    kind, _ = parse_source(source)
-    if kind not in DOCUMENT_SOURCES:
-        raise SourceError("document batches come from hospital:ID or lab:ID sources")
+    if not is_patient_source(source):  # the patient's own uploads (pipeline/documents/contributed.py) come through here too
+        kind, _ = parse_source(source)
+        if kind not in DOCUMENT_SOURCES:
+            raise SourceError("document batches come from hospital:ID or lab:ID sources")
     reader = open_batch(batch, ArchiveLimits.from_settings(rt.settings)) if isinstance(batch, Path) else batch
     data = reader.manifest_bytes()
     manifest = parse_manifest(data)

@@ -20,7 +20,9 @@ REQUIRED_COLUMNS = (
 )
 # announcement_date: the author holds the document from the patient until the announcement consultation
 # (docs/domain.md rule 1; at most one month after the deposit).
-OPTIONAL_COLUMNS = ("document_type", "announcement_date")
+# version_action: "replace" makes changed bytes under a known source_document_id its new version
+# (pipeline/documents/versions.py); empty, they are a duplicate_conflict.
+OPTIONAL_COLUMNS = ("document_type", "announcement_date", "version_action")
 # The documented column order (README, "Using it"), used when writing manifests.
 MANIFEST_COLUMNS = (
     "file",

@@ -39,7 +39,9 @@ from pipeline.ingest.multipart import READ_BYTES, MultipartReader, Part
 from pipeline.runtime import Runtime
 
 MAX_METADATA_BYTES = 64 * 1024
-METADATA_FIELDS = (*(column for column in MANIFEST_COLUMNS if column != "file"), "announcement_date")
+METADATA_FIELDS = (*(column for column in MANIFEST_COLUMNS if column != "file"), "announcement_date", "version_action")
+# Optional fields written into the one-row manifest only when given: the same document sent as before keeps its identity.
+OPTIONAL_METADATA = ("announcement_date", "version_action")
 FEED_NAMES = {FeedFormat.CSV: "feed.csv", FeedFormat.NDJSON: "feed.ndjson"}
 # An uploaded zip's first and last bytes kept in memory while it streams in: the manifest and the
 # directory of a batch of a few thousand documents, so reading them back needs no GET.
@@ -210,7 +212,7 @@ def metadata_manifest(metadata: bytes, file_name: str) -> bytes:
     if not all(isinstance(value, str) or value is None for value in fields.values()):
         raise UploadRejected("metadata_invalid", "metadata values must be strings")
     # The optional hold only when given: the same document sent as before keeps the same identity.
-    columns = (*MANIFEST_COLUMNS, "announcement_date") if fields.get("announcement_date") else MANIFEST_COLUMNS
+    columns = (*MANIFEST_COLUMNS, *(name for name in OPTIONAL_METADATA if fields.get(name)))
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(columns)
@@ -218,11 +220,19 @@ def metadata_manifest(metadata: bytes, file_name: str) -> bytes:
     return out.getvalue().encode("utf-8")
 
 
-def receive_document(rt: Runtime, body: BinaryIO, boundary: bytes, source: str, send: Callable[[str], None]) -> IntakeResult:
+def receive_document(
+    rt: Runtime,
+    body: BinaryIO,
+    boundary: bytes,
+    source: str,
+    send: Callable[[str], None],
+    manifest_of: Callable[[bytes, str], bytes] = metadata_manifest,
+) -> IntakeResult:
     """One document: a `metadata` part (JSON with the manifest's fields) and one `file` part.
 
     It becomes a batch of one, identified like any batch by its manifest: the same metadata sent
-    again is the same batch, and the same source document id is never indexed twice.
+    again is the same batch, and the same source document id is never indexed twice. `manifest_of`
+    makes the manifest of the metadata (the patient's uploads complete theirs: pipeline/ingest/contributions.py).
     """
     prefix, stored = upload_prefix(), dict[str, str]()
     batch_id = None
@@ -231,7 +241,7 @@ def receive_document(rt: Runtime, body: BinaryIO, boundary: bytes, source: str, 
         if "metadata" not in values or len(stored) != 1:
             raise UploadRejected("multipart_invalid", "send exactly one metadata part and one file part")
         (file_name,) = stored
-        result = receive_batch(rt, StoredBatch(rt.store, metadata_manifest(values["metadata"], file_name), stored), source, send)
+        result = receive_batch(rt, StoredBatch(rt.store, manifest_of(values["metadata"], file_name), stored), source, send)
         batch_id = result.batch_id
         return result
     finally:

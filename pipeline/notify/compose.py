@@ -43,6 +43,8 @@ def _who(source: str, profession: str | None) -> str:
     kind, _, ident = source.partition(":")
     if kind in ("hospital", "lab", "insurer"):
         return ident or source
+    if kind == "patient":
+        return "vous-même"  # a document the patient added (pipeline/documents/contributed.py)
     label = PROFESSIONS_FR.get(profession or kind, "professionnel de santé")
     return f"un {label} (identifiant {ident or source})"
 
@@ -55,6 +57,12 @@ def compose(event: Event, record_url: str) -> tuple[str, str]:
     if event.kind == OutboxKind.DOCUMENTS_ADDED:
         plural = "nouveaux documents ont été ajoutés" if event.count != 1 else "nouveau document a été ajouté"
         return "Nouveaux documents dans votre dossier", f"{event.count} {plural} à votre dossier par {who} ({when}).{link}"
+    if event.kind == OutboxKind.DOCUMENT_WITHDRAWN:
+        # What happened and by whom, never which document: its title or type could be the very error.
+        return (
+            "Un document a été retiré de votre dossier",
+            f"Un document déposé par erreur dans votre dossier en a été retiré par {who} ({when}) ; il a été effacé.{link}",
+        )
     if event.kind == OutboxKind.REIMBURSEMENT_DATA:
         return "Vos remboursements ont été mis à jour", f"Votre historique de soins a été mis à jour par {who} ({when}).{link}"
     if event.kind == OutboxKind.FIRST_ACCESS:

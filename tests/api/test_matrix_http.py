@@ -336,13 +336,69 @@ def test_care_history_access_follows_the_domain_rules(world, group):
 
 
 # ---------------------------------------------------------------------------------------------
+# What the patient wrote besides documents (medical profile, emergency contacts), with and without break-glass
+# ---------------------------------------------------------------------------------------------
+
+# docs/domain.md, "Documents over time": "read under the same rules as any document of the record"; they are what
+# the patient added, class 90 of the matrix (no advance directive: the class row decides).
+SECTIONS = {
+    "/medical-profile": ("read_medical_profile", "medical_profile"),
+    "/emergency-contacts": ("read_emergency_contacts", "emergency_contacts"),
+}
+
+
+def expected_section(actor: ActorCase, state: RecordState, emergency: bool, type_code: str) -> Expected:
+    denial = record_denial(actor, state, emergency)
+    if denial:
+        return refused(actor, denial)
+    if actor.kind in ("patient", "legal_representative"):
+        return Expected(200, None, True, False)  # rules 1 and 2: the whole record
+    if emergency:
+        subject = actor.profession if actor.kind == "professional" else "emergency_regulator"
+    elif actor.kind == "occupational_physician":
+        subject = "occupational_physician"
+    elif is_attending_physician(actor):
+        return Expected(200, None, True, False)  # rule 4: everything
+    else:
+        subject = actor.profession or ""
+    return Expected(200, None, True, emergency) if matrix_reads(subject, "90", type_code) else refused(actor, "matrix_forbids")
+
+
+@pytest.mark.parametrize("path", SECTIONS)
+@pytest.mark.parametrize("group", GROUPS)
+def test_the_patients_sections_are_read_as_a_class_90_document(world, group, path):
+    action, type_code = SECTIONS[path]
+    verdicts = Verdicts()
+    for actor in (actor for actor in ACTORS if _group(actor) == group):
+        for state in STATES:
+            for emergency in (False, True):
+                verdicts.rows += 1
+                pid = world.patients[state.name]
+                world.set_attending(pid, actor.subject(pid) if actor.attending else OTHER_ATTENDING)
+                want = expected_section(actor, state, emergency, type_code)
+                headers = world.headers(actor, pid)
+                response = world.client.get(f"/v1/patients/{pid}{path}", headers={**headers, **EMERGENCY} if emergency else headers)
+                entries = _new_audit_entries(world, pid)
+                row = _row_id(actor, state, emergency)
+                got = (response.status_code, response.json().get("code") if response.status_code != 200 else None)
+                if got != (want.status, want.code):
+                    verdicts.mismatches.append(f"{row}: got {got}, expected {(want.status, want.code)}: {response.text}")
+                got_entries = [(e.actor_id, e.action, e.outcome, e.emergency) for e in entries]
+                wanted_entries = [(actor.subject(pid), action, "allowed" if want.allowed else "denied", want.emergency)]
+                if got_entries != wanted_entries:
+                    verdicts.mismatches.append(f"{row}: audit entries {got_entries}, expected {wanted_entries}")
+    verdicts.conclude()
+
+
+# ---------------------------------------------------------------------------------------------
 # No record-existence oracle: one answer whether the record exists (in any state) or not
 # ---------------------------------------------------------------------------------------------
 
 BODIES = {"/notifications": {"email": True, "sms": False}, "/attending-physician": {"physician_id": "pro-x"},
-          "/emergency-opposition": {"opposed": True}, "/consent": {}, "/facilities/{finess}": {"until": "2099-01-01T00:00:00Z"},
-          "/attending-physician/transfer": {"physician_id": "pro-x"}, "/opposition": {"opposed": True},
-          "/occupational-physicians/{professional_id}/consent": {"consent": True}}  # fmt: skip
+           "/emergency-opposition": {"opposed": True}, "/consent": {}, "/facilities/{finess}": {"until": "2099-01-01T00:00:00Z"},
+           "/attending-physician/transfer": {"physician_id": "pro-x"}, "/opposition": {"opposed": True},
+           "/occupational-physicians/{professional_id}/consent": {"consent": True}, "/medical-profile": {"blood_group": "O-"},
+           "/emergency-contacts": {"contacts": []}}  # fmt: skip
 RECORD_ROUTES = (
     ("GET", "/documents"),
     ("GET", "/documents/{document_id}"),
@@ -370,7 +426,16 @@ RECORD_ROUTES = (
     ("POST", "/attending-physician/transfer/accept"),
     ("PUT", "/opposition"),
     ("PUT", "/occupational-physicians/{professional_id}/consent"),
+    # documents over time and the patient's contributions (issue 16)
+    ("GET", "/documents/{document_id}/history"),
+    ("POST", "/documents"),
+    ("GET", "/contributions/{batch_id}"),
+    ("GET", "/medical-profile"),
+    ("PUT", "/medical-profile"),
+    ("GET", "/emergency-contacts"),
+    ("PUT", "/emergency-contacts"),
 )
+BATCH_ID = str(uuid.uuid4())  # an upload of the patient's: none, in this world
 # The route's own names for its path parameters, where they are not the ones above.
 PATH_NAMES = {"/occupational-physicians/{physician_id}/consent": "/occupational-physicians/{professional_id}/consent"}
 KEPT_IN_THE_DARK = [actor for actor in ACTORS if not may_learn_the_record_exists(actor)]
@@ -385,7 +450,8 @@ def test_every_route_of_a_record_is_checked_for_the_existence_oracle(world):
 
 
 def _ask(world: World, actor: ActorCase, method: str, path: str, patient_id: str, document_id: str, emergency: bool):
-    url = "/v1/patients/" + patient_id + path.format(document_id=document_id, professional_id="pro-x", finess=FINESS_STAY)
+    names = {"document_id": document_id, "professional_id": "pro-x", "finess": FINESS_STAY, "batch_id": BATCH_ID}
+    url = "/v1/patients/" + patient_id + path.format(**names)
     headers = {**world.headers(actor, patient_id), **(EMERGENCY if emergency else {})}
     response = world.client.request(method, url, headers=headers, json=BODIES.get(path))
     return response.status_code, response.headers.get("content-type"), response.content

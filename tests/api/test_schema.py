@@ -67,8 +67,10 @@ def test_the_api_honours_its_own_openapi_document(case, client):
     case.call_and_validate(headers=headers, excluded_checks=_semantic_checks(case))
 
 
-# Closing (or opposing) the record would turn every later request into a 403 before any query ran.
-@schema.exclude(path_regex=r"/(close|opposition)$").parametrize()
+# Closing (or opposing) the record would turn every later request into a 403 before any query ran. The patient's
+# upload takes a `metadata` part whose JSON the schema can only call a string (any other string is a 422 there): its
+# bodies are built by tests/api/test_contributions_http.py instead.
+@schema.exclude(path_regex=r"/(close|opposition)$").exclude(method="POST", path="/v1/patients/{patient_id}/documents").parametrize()
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 def test_the_api_honours_its_openapi_document_for_the_patient_of_a_real_record(case, client, record):
     """As the record's patient, on its real ids: the generated parameters reach the queries (a stranger's

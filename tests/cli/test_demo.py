@@ -25,6 +25,12 @@ def test_the_demo_shows_each_step_of_the_scenario(tmp_path):
         "the patient is told at once (log): Accès d'urgence à votre dossier",
         "patient reads the access log: 200",
         "emergency_read     allowed emergency_override EMERGENCY: patient unconscious after a road accident",
+        "replaces its report",
+        "(version_action=replace): 202, indexed",
+        "version 1: superseded",
+        "version 2: current",
+        "the patient adds advance directives: 202, indexed as class 90 EXPPAT_3",
+        "reads it: 200, blood group O-",
         "Nouveaux documents dans votre dossier",
         "local log sink",
     ):

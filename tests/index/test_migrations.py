@@ -248,3 +248,14 @@ def test_dmp_db_upgrade_away_from_the_key_file_exits_2_and_names_it(tmp_path):
     assert "DMP_KEY_FILE" in result.output and "nothing was changed" in result.output
     result = CliRunner().invoke(app, ["db", "upgrade"], env={**env, "DMP_KEY_FILE": str(tmp_path / "home" / "keys.json")})
     assert result.exit_code == 0, result.output
+
+
+def test_migration_0010_makes_every_existing_document_its_first_current_version(database_url, tmp_path):
+    from sqlalchemy import text
+
+    engine, keys, ids = _index_at_0004(database_url, tmp_path / "home")
+    upgrade(engine, keys=keys)
+    with engine.connect() as connection:
+        row = connection.execute(text("SELECT version, status, supersedes_id FROM documents WHERE id = :id"), {"id": ids["d1"]}).one()
+    assert tuple(row) == (1, "current", None)
+    engine.dispose()
