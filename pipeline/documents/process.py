@@ -44,6 +44,7 @@ from pipeline.index.db import transact
 from pipeline.index.models import BatchItem, Document
 from pipeline.index.states import AttemptOutcome, AuditOutcome, RecordStatus
 from pipeline.runtime import Runtime
+from pipeline.sharing.metadata import store_sharing
 
 log = logging.getLogger(__name__)
 SPOOL_CHUNK = 1024 * 1024
@@ -226,6 +227,7 @@ def _accept(rt: Runtime, claim: repo.Claim, today: dt.date) -> AttemptOutcome:
             session, claim, document=document, document_id=document.id, patient_id=patient.id, batch_id=item.batch_id, source=source
         )
         if indexed:
+            store_sharing(session, document.id, item.sharing, content.header)
             append(session, rt.audit_key, deposit)
         return indexed
 

@@ -37,9 +37,10 @@ from pipeline.ingest.intake import IntakeResult, receive_batch
 from pipeline.ingest.manifest import MANIFEST_COLUMNS, MANIFEST_NAME, REQUIRED_COLUMNS, ManifestError
 from pipeline.ingest.multipart import READ_BYTES, MultipartReader, Part
 from pipeline.runtime import Runtime
+from pipeline.sharing.metadata import SHARING_COLUMNS
 
 MAX_METADATA_BYTES = 64 * 1024
-METADATA_FIELDS = (*(column for column in MANIFEST_COLUMNS if column != "file"), "announcement_date")
+METADATA_FIELDS = (*(column for column in MANIFEST_COLUMNS if column != "file"), "announcement_date", *SHARING_COLUMNS)
 FEED_NAMES = {FeedFormat.CSV: "feed.csv", FeedFormat.NDJSON: "feed.ndjson"}
 # An uploaded zip's first and last bytes kept in memory while it streams in: the manifest and the
 # directory of a batch of a few thousand documents, so reading them back needs no GET.
@@ -210,7 +211,7 @@ def metadata_manifest(metadata: bytes, file_name: str) -> bytes:
     if not all(isinstance(value, str) or value is None for value in fields.values()):
         raise UploadRejected("metadata_invalid", "metadata values must be strings")
     # The optional hold only when given: the same document sent as before keeps the same identity.
-    columns = (*MANIFEST_COLUMNS, "announcement_date") if fields.get("announcement_date") else MANIFEST_COLUMNS
+    columns = (*MANIFEST_COLUMNS, *(name for name in ("announcement_date", *SHARING_COLUMNS) if fields.get(name)))
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(columns)
