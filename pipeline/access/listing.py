@@ -42,6 +42,8 @@ class DocumentFilters:
     type_code: str | None = None
     served_from: dt.date | None = None
     served_to: dt.date | None = None
+    # Further exact conditions on the documents (FHIR search parameters, pipeline/sharing/search.py).
+    more: tuple[SQLColumnExpression[bool], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ def _where(patient_id: str, filters: DocumentFilters) -> list[SQLColumnExpressio
         where.append(Document.service_date >= filters.served_from)
     if filters.served_to:
         where.append(Document.service_date <= filters.served_to)
+    where.extend(filters.more)
     return where
 
 

@@ -59,3 +59,25 @@ def find(name: ValueSetName, system: str | None, code: str | None) -> Code | Non
     if entry is None or (system and system != entry.system):
         return None
     return entry
+
+
+def type_system(type_code: str) -> str:
+    """The FHIR system of one of our document type codes (pipeline/documents/data/document_types.csv)."""
+    from pipeline.documents.classify import CODE_SYSTEM_OIDS, vocabulary
+
+    oid = vocabulary().by_system.get(type_code, "")
+    name = next((name for name, known in CODE_SYSTEM_OIDS.items() if known and known == oid), "local")
+    entry = lookup(ValueSetName.TYPE_SYSTEMS, name)
+    assert entry is not None, f"type_systems.csv lacks {name}"
+    return entry.system
+
+
+def is_type_coding(system: str | None, code: str | None) -> bool:
+    """Whether a coding names one of our document types, in its own system (or with none given)."""
+    from pipeline.documents.classify import vocabulary
+
+    known = vocabulary()
+    if not code or code not in known.by_code:
+        return False
+    oid = known.by_system.get(code, "")
+    return system is None or system == type_system(code) or (bool(oid) and system == f"urn:oid:{oid}")
