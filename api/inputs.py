@@ -67,6 +67,8 @@ class StrictBody(BaseModel):
 MAX_JSON_BODY_BYTES = 64 * 1024
 # Submissions stream their bodies under their own limits (DMP_UPLOAD_MAX_REQUEST_BYTES, api/ingest.py).
 STREAMED_PREFIX = "/v1/ingest/"
+# ITI-65 Bundles (POST /fhir) are read under their own limit too (api/fhir.py MAX_BUNDLE_BYTES).
+FHIR_TRANSACTION = "/fhir"
 
 
 class BodyLimit(HttpMiddleware):
@@ -79,7 +81,7 @@ class BodyLimit(HttpMiddleware):
         self.limit = limit
 
     def applies_to(self, scope: Scope) -> bool:
-        return not scope["path"].startswith(STREAMED_PREFIX)  # submissions stream their bodies
+        return not scope["path"].startswith(STREAMED_PREFIX) and scope["path"] != FHIR_TRANSACTION  # submissions: their own limits
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         refusal = problem_response(too_large(self.limit, "request body"))
