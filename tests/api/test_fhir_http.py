@@ -235,3 +235,36 @@ def test_the_patient_reads_the_access_log_as_balp_audit_events(world):
     events = _search(world, "/fhir/AuditEvent")
     actions = {entry.resource.subtype[1].code for entry in events.entry}
     assert {"deposit", "list", "read_content"} <= actions
+
+
+def _professional(world, rpps: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {mint_token(world['settings'], rpps, 'professional', profession='physician', rpps=rpps)}"}
+
+
+def test_a_break_glass_search_reads_back_to_the_attending_physician_as_a_btg_audit_event(world):
+    client, attending, stranger = world["client"], "10000000777", "10000000888"
+    with world["rt"].sessions() as session:
+        patient_id = session.scalars(select(Patient.id).where(Patient.ins == NIR)).one()
+    assert (
+        client.put(f"/v1/patients/{patient_id}/attending-physician", json={"physician_id": attending}, headers=world["patient"]).status_code
+        == 200
+    )
+    params = {"patient.identifier": f"{INS_SYSTEM}|{NIR}"}
+    emergency = {**_professional(world, stranger), "X-Emergency-Reason": "patient inconscient"}
+    assert client.get("/fhir/DocumentReference", params=params, headers=emergency).status_code == 200
+    answer = client.get("/fhir/AuditEvent", params=params, headers=_professional(world, attending))
+    assert answer.status_code == 200, answer.text
+    events = [entry.resource for entry in Bundle.model_validate_json(answer.content).entry]
+    (glass,) = [event for event in events if event.agent[0].who.identifier.value == stranger]
+    assert [c.code for c in glass.purposeOfEvent[0].coding] == ["BTG"]
+    assert glass.purposeOfEvent[0].text == "patient inconscient"
+    assert glass.entity[0].what.identifier.value == NIR
+    assert all(event.purposeOfEvent is None for event in events if event.agent[0].who.identifier.value != stranger)
+
+
+def test_a_professional_who_is_not_the_attending_physician_reads_only_their_own_audit_events(world):
+    params, other = {"patient.identifier": f"{INS_SYSTEM}|{NIR}"}, "10000000999"
+    world["client"].get("/fhir/DocumentReference", params=params, headers=_professional(world, other))
+    answer = world["client"].get("/fhir/AuditEvent", params=params, headers=_professional(world, other))
+    events = [entry.resource for entry in Bundle.model_validate_json(answer.content).entry]
+    assert events and {event.agent[0].who.identifier.value for event in events} == {other}
