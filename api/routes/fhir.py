@@ -42,7 +42,8 @@ from pipeline.sharing.resources import (
 )
 from pipeline.sharing.search import SearchError, document_filters, ins_of, paging, patient_id_of, sharing_of, submission_sets_of
 
-router = APIRouter(prefix="/fhir", tags=["fhir"])
+# Described by its CapabilityStatement (/fhir/metadata), the FHIR way, not by /openapi.json: its bodies are FHIR resources.
+router = APIRouter(prefix="/fhir", tags=["fhir"], include_in_schema=False)
 # A patient id no record has: an unknown INS goes through the gate as a record that does not exist (audited alike).
 NO_RECORD = "-"
 
