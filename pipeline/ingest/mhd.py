@@ -1,16 +1,17 @@
 """ITI-65 Provide Document Bundle taken in by the same intake as /v1/ingest: inbox, item rows, one message per document.
 
 The Bundle (already whole in memory, bounded by the route) is read and checked by
-`pipeline.sharing.provide.read_submission`; its documents' bytes go to the inbox as uploaded parts and its
-DocumentReferences become the rows of a manifest, so the batch is recorded, sent, validated, classified,
-sealed and indexed like any other. A SubmissionSet whose unique id this source already sent is not taken in
-again: its first batch is answered (`replayed`).
+`pipeline.sharing.provide.read_submission`; its DocumentReferences become the rows of a manifest and the
+manifest and documents one zip, taken in as an uploaded zip is (one inbox object, one PUT), so the batch
+is recorded, sent, validated, classified, sealed and indexed like any other. A SubmissionSet whose unique
+id this source already sent is not taken in again: its first batch is answered (`replayed`).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,9 +20,8 @@ from sqlalchemy.orm import Session
 
 from pipeline.index.models import BatchItem, SubmissionSet, new_id
 from pipeline.index.repo import insert_ignore
-from pipeline.ingest.intake import receive_batch
-from pipeline.ingest.manifest import MANIFEST_COLUMNS
-from pipeline.ingest.uploads import StoredBatch, discard_unadopted, upload_prefix
+from pipeline.ingest.manifest import MANIFEST_COLUMNS, MANIFEST_NAME
+from pipeline.ingest.uploads import receive_zip
 from pipeline.runtime import Runtime
 from pipeline.sharing.metadata import SHARING_COLUMNS
 from pipeline.sharing.provide import Submission, read_submission
@@ -59,6 +59,17 @@ def manifest_of(submission: Submission) -> bytes:
     return out.getvalue().encode("utf-8")
 
 
+def archive_of(submission: Submission) -> bytes:
+    """The submission as a zip batch (entries stored, not compressed): one inbox object for all its documents,
+    read back by the workers entry by entry, exactly as an uploaded zip (pipeline/ingest/uploads.py `receive_zip`)."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr(MANIFEST_NAME, manifest_of(submission))
+        for document in submission.documents:
+            archive.writestr(document.row["file"], document.content)
+    return out.getvalue()
+
+
 def _known(session: Session, source: str, unique_id: str) -> SubmissionSet | None:
     return session.scalars(select(SubmissionSet).where(SubmissionSet.source == source, SubmissionSet.unique_id == unique_id)).first()
 
@@ -82,17 +93,7 @@ def provide(rt: Runtime, data: bytes, source: str, send: Callable[[str], None]) 
         known = _known(session, source, submission.unique_id)
     if known is not None:
         return Provided(submission, known.id, known.batch_id, _items(rt, submission, known.batch_id), replayed=True)
-    prefix, stored = upload_prefix(), dict[str, str]()
-    batch_id = None
-    try:
-        for number, document in enumerate(submission.documents):
-            key = f"{prefix}{number:06d}"
-            rt.store.put(key, io.BytesIO(document.content))
-            stored[document.row["file"]] = key
-        result = receive_batch(rt, StoredBatch(rt.store, manifest_of(submission), stored), source, send)
-        batch_id = result.batch_id
-    finally:
-        discard_unadopted(rt, list(stored.values()), batch_id)
+    batch_id = receive_zip(rt, io.BytesIO(archive_of(submission)), source, send).batch_id
     with rt.sessions() as session:
         insert_ignore(session, SubmissionSet, {"id": new_id(), "source": source, "unique_id": submission.unique_id, "batch_id": batch_id})
         session.commit()

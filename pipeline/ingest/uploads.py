@@ -114,7 +114,7 @@ def upload_prefix(now: dt.datetime | None = None) -> str:
     return f"{UPLOADS}{(now or dt.datetime.now(dt.UTC)).strftime(STAMP)}-{new_id()}/"
 
 
-def discard_unadopted(rt: Runtime, keys: list[str], batch_id: str | None) -> None:
+def _discard_unadopted(rt: Runtime, keys: list[str], batch_id: str | None) -> None:
     """Delete the uploaded objects that no item of the batch reads its bytes from."""
     adopted: set[str] = set()
     if batch_id is not None and keys:
@@ -142,7 +142,7 @@ def receive_zip(rt: Runtime, body: BinaryIO, source: str, send: Callable[[str], 
         batch_id = result.batch_id
         return result
     finally:
-        discard_unadopted(rt, [key], batch_id)
+        _discard_unadopted(rt, [key], batch_id)
 
 
 def _read_small(part: Part, limit: int, what: str) -> bytes:
@@ -193,7 +193,7 @@ def receive_multipart_batch(rt: Runtime, body: BinaryIO, boundary: bytes, source
         batch_id = result.batch_id
         return result
     finally:
-        discard_unadopted(rt, list(stored.values()), batch_id)
+        _discard_unadopted(rt, list(stored.values()), batch_id)
 
 
 def metadata_manifest(metadata: bytes, file_name: str) -> bytes:
@@ -236,7 +236,7 @@ def receive_document(rt: Runtime, body: BinaryIO, boundary: bytes, source: str, 
         batch_id = result.batch_id
         return result
     finally:
-        discard_unadopted(rt, list(stored.values()), batch_id)
+        _discard_unadopted(rt, list(stored.values()), batch_id)
 
 
 def receive_feed_upload(rt: Runtime, body: BinaryIO, fmt: FeedFormat, source: str, send: Callable[[str], None]) -> FeedIntake:

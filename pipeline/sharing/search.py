@@ -20,7 +20,7 @@ from pipeline.sharing.metadata import CURRENT
 
 MAX_COUNT = 200
 MAX_INS = 15
-DEFAULT_COUNT = 50
+DEFAULT_COUNT = 20  # as common FHIR servers; a page is built and serialized by the model library, which costs
 # FHIR date prefixes the date parameters accept; a bare date means `eq`.
 PREFIXES = ("eq", "ge", "le", "gt", "lt")
 

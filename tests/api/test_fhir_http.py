@@ -232,7 +232,7 @@ def test_an_unsupported_search_parameter_is_refused(world):
 
 
 def test_the_patient_reads_the_access_log_as_balp_audit_events(world):
-    events = _search(world, "/fhir/AuditEvent")
+    events = _search(world, "/fhir/AuditEvent", _count="200")
     actions = {entry.resource.subtype[1].code for entry in events.entry}
     assert {"deposit", "list", "read_content"} <= actions
 
@@ -252,7 +252,7 @@ def test_a_break_glass_search_reads_back_to_the_attending_physician_as_a_btg_aud
     params = {"patient.identifier": f"{INS_SYSTEM}|{NIR}"}
     emergency = {**_professional(world, stranger), "X-Emergency-Reason": "patient inconscient"}
     assert client.get("/fhir/DocumentReference", params=params, headers=emergency).status_code == 200
-    answer = client.get("/fhir/AuditEvent", params=params, headers=_professional(world, attending))
+    answer = client.get("/fhir/AuditEvent", params={**params, "_count": "200"}, headers=_professional(world, attending))
     assert answer.status_code == 200, answer.text
     events = [entry.resource for entry in Bundle.model_validate_json(answer.content).entry]
     (glass,) = [event for event in events if event.agent[0].who.identifier.value == stranger]
