@@ -6,10 +6,11 @@ every search and retrieve is decided and audited through the gate; `total` count
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from sqlalchemy import select
 
 from api.access import access_log, check
@@ -43,6 +44,8 @@ from pipeline.sharing.resources import (
 from pipeline.sharing.search import SearchError, document_filters, ins_of, paging, patient_id_of, sharing_of, submission_sets_of
 
 # Described by its CapabilityStatement (/fhir/metadata), the FHIR way, not by /openapi.json: its bodies are FHIR resources.
+# Documents up to this size are decrypted and checked whole before the first byte is sent (as /v1's).
+WHOLE_BODY_LIMIT = 1 << 20
 router = APIRouter(prefix="/fhir", tags=["fhir"], include_in_schema=False)
 # A patient id no record has: an unknown INS goes through the gate as a record that does not exist (audited alike).
 NO_RECORD = "-"
@@ -161,14 +164,17 @@ def retrieve_document(document_id: str, rt: RuntimeDep, actor: ActorDep, emergen
     if isinstance(verdict, Refused) or verdict.document is None:
         raise not_found()
     document = verdict.document
+    # As /v1's content route: never the stored type as it is, never a page (api/headers.py).
+    headers = {"Content-Length": str(document.size), "Cache-Control": "no-store", **content_headers(document.id, document.mime_type)}
     try:
-        body = b"".join(read_document(rt, document))
+        chunks: Iterator[bytes] = read_document(rt, document)
+        if document.size > WHOLE_BODY_LIMIT:  # streamed: an integrity failure then cuts the stream, never a false whole
+            return StreamingResponse(chunks, media_type=served_type(document.mime_type), headers=headers)
+        body = b"".join(chunks)
     except (DocumentGone, ObjectNotFound):
         raise not_found() from None
     except IntegrityError:
         raise ApiProblem(500, "integrity_error", "Internal error", "The stored document failed its integrity check.") from None
-    # As /v1's content route: never the stored type as it is, never a page (api/headers.py).
-    headers = {"Cache-Control": "no-store", **content_headers(document.id, document.mime_type)}
     return Response(body, media_type=served_type(document.mime_type), headers=headers)
 
 

@@ -268,3 +268,12 @@ def test_a_professional_who_is_not_the_attending_physician_reads_only_their_own_
     answer = world["client"].get("/fhir/AuditEvent", params=params, headers=_professional(world, other))
     events = [entry.resource for entry in Bundle.model_validate_json(answer.content).entry]
     assert events and {event.agent[0].who.identifier.value for event in events} == {other}
+
+
+def test_a_document_past_the_whole_body_limit_is_streamed_byte_identical(world, monkeypatch):
+    from api.routes import fhir as routes
+
+    monkeypatch.setattr(routes, "WHOLE_BODY_LIMIT", 0)
+    (entry,) = _search(world, "/fhir/DocumentReference", type="11502-2").entry
+    answer = world["client"].get(str(entry.resource.content[0].attachment.url), headers=world["patient"])
+    assert (answer.status_code, answer.content) == (200, world["cda"])
