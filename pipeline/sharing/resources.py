@@ -23,14 +23,11 @@ from fhir.resources.R4B.capabilitystatement import (
 from fhir.resources.R4B.codeableconcept import CodeableConcept
 from fhir.resources.R4B.coding import Coding
 from fhir.resources.R4B.documentreference import DocumentReference, DocumentReferenceContent, DocumentReferenceContext
-from fhir.resources.R4B.humanname import HumanName
 from fhir.resources.R4B.identifier import Identifier
 from fhir.resources.R4B.list import List as FhirList
 from fhir.resources.R4B.list import ListEntry
 from fhir.resources.R4B.operationoutcome import OperationOutcome, OperationOutcomeIssue
-from fhir.resources.R4B.organization import Organization
 from fhir.resources.R4B.period import Period
-from fhir.resources.R4B.practitioner import Practitioner
 from fhir.resources.R4B.practitionerrole import PractitionerRole
 from fhir.resources.R4B.reference import Reference
 from fhir.resources.R4B.resource import Resource
@@ -83,24 +80,22 @@ def outcome(status: int, code: str, detail: str) -> OperationOutcome:
 
 
 def _author(document: Document, sharing: DocumentSharing | None) -> tuple[list[Resource], list[Reference]]:
-    """The contained author: a Practitioner (RPPS, name), its PractitionerRole (profession, facility)."""
+    """The contained author: a PractitionerRole (profession; facility by name) whose practitioner is a logical
+    reference (RPPS, name). One contained resource rather than three: the model library serializes every
+    element of every resource in Python, and a page of documents pays it per document."""
     if not document.author_id:
         return [], []
-    name = None
-    if sharing is not None and (sharing.author_family or sharing.author_given):
-        name = [HumanName(family=sharing.author_family or None, given=(sharing.author_given or "").split() or None)]
-    practitioner = Practitioner(id="author", identifier=[Identifier(system=RPPS_SYSTEM, value=document.author_id)], name=name)
-    contained: list[Resource] = [practitioner]
-    organization = None
-    if sharing is not None and sharing.author_facility:
-        contained.append(Organization(id="author-facility", name=sharing.author_facility))
-        organization = Reference(reference="#author-facility")
+    name = " ".join(filter(None, (sharing.author_given, sharing.author_family))) if sharing is not None else ""
+    practitioner = Reference(type="Practitioner", identifier=Identifier(system=RPPS_SYSTEM, value=document.author_id), display=name or None)
+    facility = sharing.author_facility if sharing is not None else None
     profession = concept(ValueSetName.PROFESSIONS, document.author_profession)
     role = PractitionerRole(
-        id="author-role", practitioner=Reference(reference="#author"), code=[profession] if profession else None, organization=organization
+        id="author",
+        practitioner=practitioner,
+        code=[profession] if profession else None,
+        organization=Reference(type="Organization", display=facility) if facility else None,
     )
-    contained.append(role)
-    return contained, [Reference(reference="#author-role")]
+    return [role], [Reference(reference="#author")]
 
 
 def binary_url(base: str, document_id: str) -> str:
