@@ -13,7 +13,7 @@ from fastapi.responses import Response
 from fhir.resources.R4B.resource import Resource
 from sqlalchemy.exc import DBAPIError
 
-from api.ingest import UNAVAILABLE_RETRY_SECONDS, refuse_when_queue_full
+from api.ingest import BATCH_STATUS, UNAVAILABLE_RETRY_SECONDS, refuse_when_queue_full
 from api.problems import ApiProblem, too_large
 from pipeline.core.reasons import Transient
 from pipeline.ingest.intake import IntakeInterrupted
@@ -112,5 +112,8 @@ async def provide_bundle(request: Request, source: SourceIdentity) -> Response:
         retry = {"Retry-After": str(UNAVAILABLE_RETRY_SECONDS)}
         detail = "Storage, broker or index unreachable; send it again."
         raise ApiProblem(503, "service_unavailable", "Service unavailable", detail, headers=retry) from None
-    headers: dict[str, Any] = {"Idempotent-Replayed": "true"} if provided.replayed else {}
+    # The batch status (GET /v1/ingest/batches/{id}, same key): the workers index or reject the documents after this answer.
+    headers: dict[str, Any] = {"Location": BATCH_STATUS.format(provided.batch_id)}
+    if provided.replayed:
+        headers["Idempotent-Replayed"] = "true"
     return fhir_response(transaction_response(answer(provided)), 200, headers)

@@ -102,6 +102,11 @@ def test_the_transaction_response_names_what_was_created_in_bundle_order(world):
     assert all(entry.response.status == "201 Created" for entry in answer.entry)
 
 
+def test_the_answer_points_at_the_batch_status_where_each_document_reads_indexed(world):
+    status = world["client"].get(world["answer"].headers["location"], headers=world["keys"]["hospital:CHU-FHIR"]).json()
+    assert [(item["state"], item["type_code"]) for item in status["items"]] == [("indexed", "57833-6"), ("indexed", "11502-2")]
+
+
 def test_the_provided_documents_are_found_by_the_patient_identifier(world):
     assert _types(_search(world, "/fhir/DocumentReference")) == ["11502-2", "57833-6"]
 
