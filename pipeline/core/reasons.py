@@ -52,6 +52,7 @@ REASONS: dict[str, str] = {
     "size_mismatch": "A DocumentReference's attachment size differs from the size of its bytes.",
     "hash_mismatch": "A DocumentReference's attachment hash (SHA-1) differs from the hash of its bytes.",
     "bundle_too_large": "The Bundle holds more documents than allowed.",
+    "replacement_not_supported": "Replacing a document, or providing one other than current, is not supported yet (relatesTo, status).",
     "patient_identifier_invalid": "The patient is not identified by an INS with its OID (urn:oid:1.2.250.1.213.1.4.8, .9 or .10).",
     # processing
     "processing_crashed": "Processing this document failed repeatedly (worker crashed); it was set aside.",

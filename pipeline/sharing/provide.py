@@ -176,6 +176,10 @@ def _row(number: int, document: DocumentReference, ins: str, content_type: str) 
     if _ins(document.subject) != ins:
         raise SubmissionRefused("bundle_invalid", "Every DocumentReference must be about the SubmissionSet's patient.")
     _check_category(document)
+    if document.relatesTo or document.status != "current":
+        # Replacements and status changes map onto document versions (pipeline/sharing/metadata.py `status_of`), which the
+        # record does not keep yet: refused rather than taken as a new document beside the one it replaces.
+        raise SubmissionRefused("replacement_not_supported")
     context, content = document.context, document.content[0]
     row = {
         "file": f"document-{number:04d}{EXTENSIONS.get(content_type.split(';')[0].strip().lower(), '.bin')}",

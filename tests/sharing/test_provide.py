@@ -84,3 +84,18 @@ def test_a_document_about_another_patient_than_the_submission_set_is_refused():
     from tests.sharing.bundles import OTHER_NIR
 
     assert _refusal(body(bundle([Doc(pdf_bytes(), ins=OTHER_NIR)]))) == "bundle_invalid"
+
+
+def test_a_replacement_is_refused_until_the_record_keeps_versions():
+    from fhir.resources.R4B.documentreference import DocumentReferenceRelatesTo
+    from fhir.resources.R4B.reference import Reference
+
+    value = bundle([Doc(pdf_bytes())])
+    value.entry[1].resource.relatesTo = [DocumentReferenceRelatesTo(code="replaces", target=Reference(reference="DocumentReference/x"))]
+    assert _refusal(body(value)) == "replacement_not_supported"
+
+
+def test_a_document_provided_entered_in_error_is_refused():
+    value = bundle([Doc(pdf_bytes())])
+    value.entry[1].resource.status = "entered-in-error"
+    assert _refusal(body(value)) == "replacement_not_supported"
