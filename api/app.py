@@ -15,7 +15,7 @@ from api.inputs import BodyLimit
 from api.metrics import RequestMetrics
 from api.problems import ApiProblem, InternalErrors, http_error_handler, problem_handler, validation_error_handler
 from api.requestid import RequestId
-from api.routes import careteam, contributions, documents, export, ingest, me, operations, record, records, versions
+from api.routes import careteam, contributions, documents, export, fhir, ingest, me, operations, record, records, versions
 from pipeline import __version__
 from pipeline.core.settings import Settings
 from pipeline.operations.readiness import ReadinessProbe
@@ -76,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ingest.router)
     app.include_router(versions.sources)
     app.include_router(operations.router)
+    app.include_router(fhir.router)
 
     @app.get("/v1/health")
     def health() -> dict[str, str]:

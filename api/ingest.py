@@ -159,7 +159,7 @@ async def submit(request: Request, source: SourceIdentity, route: str, idempoten
             return JSONResponse(replay.body, status_code=replay.status, headers=headers)
     answer = None
     try:
-        await _refuse_when_queue_full(rt)
+        await refuse_when_queue_full(rt)
         if key is None:
             answer = await _run(request, rt, limit, work)
         else:
@@ -177,7 +177,7 @@ def _depth(rt: Runtime) -> int:
         return queue_depth(session)
 
 
-async def _refuse_when_queue_full(rt: Runtime) -> None:
+async def refuse_when_queue_full(rt: Runtime) -> None:
     """Back-pressure: 429 with Retry-After while more than DMP_INGEST_MAX_QUEUED items wait for a worker.
 
     Checked when a submission starts, so concurrent ones may overshoot the bound by a batch each.

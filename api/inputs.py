@@ -93,6 +93,8 @@ STREAMED_PREFIX = "/v1/ingest/"
 # The patient's own document upload streams too (api/routes/contributions.py), under the same limits.
 SOURCE_JSON_PREFIX = "/v1/ingest/documents/"
 STREAMED_UPLOAD = re.compile(r"^/v1/patients/[^/]+/documents$")
+# ITI-65 Bundles (POST /fhir) are read under their own limit too (api/fhir.py MAX_BUNDLE_BYTES).
+FHIR_TRANSACTION = "/fhir"
 
 
 class BodyLimit(HttpMiddleware):
@@ -109,7 +111,7 @@ class BodyLimit(HttpMiddleware):
         uploading = scope.get("method") == "POST" and STREAMED_UPLOAD.match(path) is not None
         # Submissions stream their bodies; a source's JSON requests on its documents (deprecate, withdraw…) do not.
         streamed = path.startswith(STREAMED_PREFIX) and not path.startswith(SOURCE_JSON_PREFIX)
-        return not (streamed or uploading)
+        return not (streamed or uploading or path == FHIR_TRANSACTION)  # submissions: their own limits
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         refusal = problem_response(too_large(self.limit, "request body"))

@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Message, Receive, Scope, Send
@@ -66,8 +66,11 @@ def problem_response(exc: ApiProblem) -> JSONResponse:
     return JSONResponse(content, status_code=exc.status, media_type="application/problem+json", headers=headers or None)
 
 
-async def problem_handler(_request: Request, exc: ApiProblem) -> JSONResponse:
-    return problem_response(exc)
+async def problem_handler(request: Request, exc: ApiProblem) -> Response:
+    """The problem document; under /fhir the same problem as an OperationOutcome (api/fhir.py)."""
+    from api.fhir import is_fhir, outcome_response
+
+    return outcome_response(exc) if is_fhir(request) else problem_response(exc)
 
 
 def problem_doc(description: str) -> dict[str, Any]:
@@ -88,7 +91,7 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
+async def http_error_handler(request: Request, exc: Exception) -> Response:
     """Starlette's own errors (bad body, unknown route, wrong method) as problem details too."""
     assert isinstance(exc, StarletteHTTPException)  # registered for that class only; Starlette types it Exception
     code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
@@ -111,7 +114,7 @@ def _allowed_methods(request: Request) -> list[str]:
     return sorted(methods)
 
 
-async def validation_error_handler(_request: Request, exc: Exception) -> JSONResponse:
+async def validation_error_handler(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)  # registered for that class only
     # Name the fields, never echo their values (they can carry patient data).
     fields = sorted({".".join(str(p) for p in error.get("loc", ())) for error in exc.errors()})

@@ -39,6 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     upload.add_argument("--patients", type=int, default=50)
     upload.add_argument("--server-workers", type=int, default=1)
     upload.add_argument("--pad-kib", type=int, default=0, help="random bytes added to each document (real PDFs are 50 KiB and more)")
+    fhir = sub.add_parser("fhir", help="ITI-65 deposits vs the same documents as zips through /v1/ingest; ITI-67 search p99")
+    fhir.add_argument("--documents", type=int, default=2000)
+    fhir.add_argument("--patients", type=int, default=50, help="one Bundle (and one zip) per patient")
+    fhir.add_argument("--clients", type=int, default=8)
+    fhir.add_argument("--index-documents", type=int, default=100_000)
     args = parser.parse_args(argv)
 
     if args.name == "ingest":
@@ -74,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         result = run_upload(
             documents=args.documents, clients=args.clients, patients=args.patients, server_workers=args.server_workers, pad_kib=args.pad_kib
         )
+    elif args.name == "fhir":
+        from bench.fhir import run as run_fhir
+
+        result = run_fhir(documents=args.documents, patients=args.patients, clients=args.clients, index_documents=args.index_documents)
     print(json.dumps(result))
     return 0
 

@@ -143,9 +143,7 @@ def purge_abandoned_uploads(rt: Runtime, now: dt.datetime) -> list[str]:
     from pipeline.core.inbox import UPLOADS, upload_time
 
     with rt.sessions() as session:
-        waiting = select(BatchItem.inbox_key).where(
-            BatchItem.inbox_key.like(UPLOADS + "%"), BatchItem.state.not_in(ITEM_FINAL)
-        )
+        waiting = select(BatchItem.inbox_key).where(BatchItem.inbox_key.like(UPLOADS + "%"), BatchItem.state.not_in(ITEM_FINAL))
         needed = set(session.scalars(waiting))
     purged = []
     for key in rt.store.list_keys(UPLOADS):

@@ -46,6 +46,8 @@ class DocumentFilters:
     served_to: dt.date | None = None
     # Current versions only unless asked: a superseded version is read through its document's history.
     include_superseded: bool = False
+    # Further exact conditions on the documents (FHIR search parameters, pipeline/sharing/search.py).
+    more: tuple[SQLColumnExpression[bool], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ def _where(patient_id: str, filters: DocumentFilters) -> list[SQLColumnExpressio
         where.append(Document.service_date >= filters.served_from)
     if filters.served_to:
         where.append(Document.service_date <= filters.served_to)
+    where.extend(filters.more)
     return where
 
 

@@ -28,6 +28,8 @@ from pipeline.index.recordkeys import RecordKeys
 
 log = logging.getLogger(__name__)
 WINDOW_MONTHS = 24
+
+
 def window_start(as_of: dt.date) -> dt.date:
     """The first care date inside the window that ends on `as_of`."""
     months = as_of.year * 12 + (as_of.month - 1) - WINDOW_MONTHS

@@ -90,4 +90,3 @@ def main(argv: list[str] | None = None) -> None:
         # The driver's text can quote the URL or row values: name the failure only.
         typer.echo(f"error: database unavailable ({type(exc.orig).__name__}); check DMP_DATABASE_URL", err=True)
         raise SystemExit(3) from None
-

@@ -52,6 +52,15 @@ REASONS: dict[str, str] = {
         " then sent under a new source document id."
     ),
     "document_withdrawn": "The source withdrew the document of this source document id (entered in error); it takes no new version.",
+    "unknown_code": "A code is not in its value set (type, class, confidentiality, facility type, practice setting, format, language).",
+    # FHIR MHD submissions (ITI-65): the whole Bundle is refused, nothing is recorded
+    "bundle_invalid": "The Bundle is not a valid FHIR R4 MHD transaction (structure, missing SubmissionSet or DocumentReference).",
+    "binary_missing": "A DocumentReference's attachment points at no Binary in the Bundle and carries no data.",
+    "size_mismatch": "A DocumentReference's attachment size differs from the size of its bytes.",
+    "hash_mismatch": "A DocumentReference's attachment hash (SHA-1) differs from the hash of its bytes.",
+    "bundle_too_large": "The Bundle holds more documents than allowed.",
+    "replacement_not_supported": "Replacing a document, or providing one other than current, is not supported yet (relatesTo, status).",
+    "patient_identifier_invalid": "The patient is not identified by an INS with its OID (urn:oid:1.2.250.1.213.1.4.8, .9 or .10).",
     # processing
     "processing_crashed": "Processing this document failed repeatedly (worker crashed); it was set aside.",
     "retries_exhausted": "Processing failed with an unexpected error through every retry; run the same intake again to resume it.",

@@ -10,6 +10,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from xml.etree.ElementTree import Element
 
 import magic
 from defusedxml import DefusedXmlException
@@ -76,6 +77,8 @@ class Content:
     cda_ins: str | None = None
     title: str | None = None
     text: str | None = None  # for classification only: kept in memory, never stored
+    # A CDA R2 header's document-sharing fields (see `sharing_header`), read as given: pipeline/sharing checks them.
+    header: dict[str, str] | None = None
 
 
 def sniff(path: Path, filename: str) -> str:
@@ -216,7 +219,43 @@ def check_cda(path: Path, expected_ins: str) -> Content:
         cda_code_system=code.get("codeSystem") if code is not None else None,
         cda_ins=ins,
         title=title,
+        header=sharing_header(root),
     )
+
+
+# Where a CDA R2 header (French CI-SIS profile) gives the document-sharing metadata (XDS mapping).
+_HEADER_PATHS = {
+    "confidentiality": ("h:confidentialityCode", "code"),
+    "language": ("h:languageCode", "code"),
+    "practice_setting": (
+        "h:documentationOf/h:serviceEvent/h:performer/h:assignedEntity/h:representedOrganization/h:standardIndustryClassCode",
+        "code",
+    ),
+    "facility_type": ("h:componentOf/h:encompassingEncounter/h:location/h:healthCareFacility/h:code", "code"),
+    "author_facility": ("h:author/h:assignedAuthor/h:representedOrganization/h:name", ""),
+    "author_given": ("h:author/h:assignedAuthor/h:assignedPerson/h:name/h:given", ""),
+    "author_family": ("h:author/h:assignedAuthor/h:assignedPerson/h:name/h:family", ""),
+}
+
+
+def sharing_header(root: Element) -> dict[str, str]:
+    """The header's confidentiality, language, practice setting, facility type, author, unique id and event
+    codes, as strings (absent ones left out)."""
+    ns = {"h": CDA_NS}
+    found: dict[str, str] = {}
+    for name, (path, attribute) in _HEADER_PATHS.items():
+        node = root.find(path, ns)
+        value = (node.get(attribute) if attribute else node.text) if node is not None else None
+        if value and value.strip():
+            found[name] = value.strip()
+    document_id = root.find("h:id", ns)
+    if document_id is not None and document_id.get("root"):
+        extension = document_id.get("extension")
+        found["unique_id"] = f"{document_id.get('root')}^{extension}" if extension else str(document_id.get("root"))
+    events = [code.get("code") for code in root.findall("h:documentationOf/h:serviceEvent/h:code", ns)]
+    if any(events):
+        found["event_codes"] = " ".join(code for code in events if code)
+    return found
 
 
 def read_text(path: Path, limits: InspectLimits) -> str:

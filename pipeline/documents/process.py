@@ -46,6 +46,7 @@ from pipeline.index.db import transact
 from pipeline.index.models import BatchItem, Document
 from pipeline.index.states import AttemptOutcome, AuditOutcome, RecordStatus
 from pipeline.runtime import Runtime
+from pipeline.sharing.metadata import store_sharing
 
 log = logging.getLogger(__name__)
 SPOOL_CHUNK = 1024 * 1024
@@ -234,6 +235,7 @@ def _accept(rt: Runtime, claim: repo.Claim, today: dt.date) -> AttemptOutcome:
         if indexed:
             if replaced is not None:
                 versions.link_replacement(session, replaced, document.id)
+            store_sharing(session, document.id, item.sharing, content.header)
             append(session, rt.audit_key, deposit)
         return indexed
 

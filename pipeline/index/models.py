@@ -213,6 +213,9 @@ class BatchItem(Base):
     announcement_date: Mapped[str | None] = mapped_column(String(32))
     # VersionAction's value ("replace") or None: what the deposit does to the source's earlier document.
     version_action: Mapped[str | None] = mapped_column(String(16))
+    # The document-sharing metadata given with the item (manifest's optional columns, MHD): JSON, copied
+    # to `document_sharing` when the document is indexed (pipeline/sharing/metadata.py).
+    sharing: Mapped[str | None] = mapped_column(Text)
 
     state: Mapped[ItemState] = mapped_column(EnumText(ItemState, 16), default=ItemState.QUEUED, index=True)
     reason: Mapped[str | None] = mapped_column(String(64))
@@ -316,6 +319,41 @@ class PatientSectionRow(Base):
     kind: Mapped[PatientSection] = mapped_column(EnumText(PatientSection, 32))
     content_sealed: Mapped[bytes] = mapped_column(LargeBinary)
     updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), server_default=func.now(), onupdate=func.now())
+
+
+class DocumentSharing(Base):
+    """A document's document-sharing metadata (IHE XDS/MHD, French PDSm) that the documents table lacks.
+
+    One row per document that has any; codes only, from the value sets of pipeline/sharing/data. The
+    status and version are not here: they are the document's life (pipeline/sharing/metadata.py `status_of`).
+    """
+
+    __tablename__ = "document_sharing"
+
+    document_id: Mapped[str] = mapped_column(ForeignKey("documents.id"), primary_key=True)
+    unique_id: Mapped[str | None] = mapped_column(String(256))
+    confidentiality: Mapped[str | None] = mapped_column(String(16))
+    practice_setting: Mapped[str | None] = mapped_column(String(64))
+    facility_type: Mapped[str | None] = mapped_column(String(64))
+    format_code: Mapped[str | None] = mapped_column(String(128))
+    language: Mapped[str | None] = mapped_column(String(16))
+    event_codes: Mapped[str | None] = mapped_column(String(512))  # space-separated codes
+    author_given: Mapped[str | None] = mapped_column(String(128))
+    author_family: Mapped[str | None] = mapped_column(String(128))
+    author_facility: Mapped[str | None] = mapped_column(String(256))
+
+
+class SubmissionSet(Base):
+    """An MHD submission (ITI-65) by its SubmissionSet unique id, per source: a replay finds its batch."""
+
+    __tablename__ = "submission_sets"
+    __table_args__ = (UniqueConstraint("source", "unique_id"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    source: Mapped[str] = mapped_column(String(128))
+    unique_id: Mapped[str] = mapped_column(String(256))
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id"), index=True)
+    created_at: Mapped[dt.datetime] = _now()
 
 
 class Outbox(Base):

@@ -180,9 +180,7 @@ def mark_indexed(
     return True
 
 
-def commit_rejected(
-    session: Session, claim: Claim | None, item_id: str, reason: str, message: str, quarantine: Quarantine | None
-) -> bool:
+def commit_rejected(session: Session, claim: Claim | None, item_id: str, reason: str, message: str, quarantine: Quarantine | None) -> bool:
     item = _still_mine(session, claim) if claim else session.get(BatchItem, item_id)
     if item is None or item.state in FINAL_STATES:
         session.rollback()

@@ -35,6 +35,7 @@ from pipeline.ingest.archive import ArchiveLimits
 from pipeline.ingest.batch import BatchReader, open_batch
 from pipeline.ingest.manifest import Manifest, ManifestError, parse_manifest
 from pipeline.runtime import Runtime
+from pipeline.sharing.metadata import sharing_json
 from pipeline.sources import SourceError, parse_source
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ DOCUMENT_SOURCES = ("hospital", "lab")
 # Item columns an intake row may set; every row of one bulk insert carries all of them.
 ITEM_FIELDS = (
     "source_document_id", "patient_ins", "title_sealed", "document_type", "service_date", "author_id", "author_profession",
-    "announcement_date", "version_action", "inbox_key", "inbox_member",
+    "announcement_date", "version_action", "inbox_key", "inbox_member", "sharing",
 )  # fmt: skip
 
 
@@ -96,6 +97,7 @@ def _plan_items(batch_id: str, manifest: Manifest, present: list[str], reader: B
                 "version_action": fields.get("version_action") or None,
                 "inbox_key": (stored.key if stored else f"inbox/{item_id}") if found else None,
                 "inbox_member": stored.member if stored else None,
+                "sharing": sharing_json(fields),
             }
         )
     for problem in manifest.problems:

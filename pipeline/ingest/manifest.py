@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from pipeline.core.zipnames import file_name
 from pipeline.index.models import BatchItem, text_widths
+from pipeline.sharing.metadata import SHARING_COLUMNS, problem_of
 
 REQUIRED_COLUMNS = (
     "file",
@@ -22,7 +23,8 @@ REQUIRED_COLUMNS = (
 # (docs/domain.md rule 1; at most one month after the deposit).
 # version_action: "replace" makes changed bytes under a known source_document_id its new version
 # (pipeline/documents/versions.py); empty, they are a duplicate_conflict.
-OPTIONAL_COLUMNS = ("document_type", "announcement_date", "version_action")
+# The document-sharing columns (pipeline/sharing/metadata.py) are optional too: codes from pipeline/sharing/data.
+OPTIONAL_COLUMNS = ("document_type", "announcement_date", "version_action", *SHARING_COLUMNS)
 # The documented column order (README, "Using it"), used when writing manifests.
 MANIFEST_COLUMNS = (
     "file",
@@ -128,4 +130,4 @@ def _unstorable(fields: dict[str, str]) -> tuple[str, str] | None:
         if "\x00" in value or (width is not None and len(value) > width):
             reason = "invalid_manifest_row" if name == "file" else "invalid_metadata"
             return reason, f"{name} holds a NUL character" if "\x00" in value else f"{name} is longer than {width} characters"
-    return None
+    return problem_of(fields)

@@ -37,11 +37,12 @@ from pipeline.ingest.intake import IntakeResult, receive_batch
 from pipeline.ingest.manifest import MANIFEST_COLUMNS, MANIFEST_NAME, REQUIRED_COLUMNS, ManifestError
 from pipeline.ingest.multipart import READ_BYTES, MultipartReader, Part
 from pipeline.runtime import Runtime
+from pipeline.sharing.metadata import SHARING_COLUMNS
 
 MAX_METADATA_BYTES = 64 * 1024
-METADATA_FIELDS = (*(column for column in MANIFEST_COLUMNS if column != "file"), "announcement_date", "version_action")
+METADATA_FIELDS = (*(column for column in MANIFEST_COLUMNS if column != "file"), "announcement_date", "version_action", *SHARING_COLUMNS)
 # Optional fields written into the one-row manifest only when given: the same document sent as before keeps its identity.
-OPTIONAL_METADATA = ("announcement_date", "version_action")
+OPTIONAL_METADATA = ("announcement_date", "version_action", *SHARING_COLUMNS)
 FEED_NAMES = {FeedFormat.CSV: "feed.csv", FeedFormat.NDJSON: "feed.ndjson"}
 # An uploaded zip's first and last bytes kept in memory while it streams in: the manifest and the
 # directory of a batch of a few thousand documents, so reading them back needs no GET.

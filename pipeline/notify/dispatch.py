@@ -116,9 +116,7 @@ def _compose_patient(rt: Runtime, session: Session, patient_id: str, now: dt.dat
 
 def _in_flight(session: Session, patient_id: str, batch_ids: list[str]) -> bool:
     """Does any of these batches still have a document being processed? (Then wait: one message per batch.)"""
-    busy = (
-        select(func.count()).select_from(BatchItem).where(BatchItem.batch_id.in_(batch_ids), BatchItem.state.in_(ITEM_IN_FLIGHT))
-    )
+    busy = select(func.count()).select_from(BatchItem).where(BatchItem.batch_id.in_(batch_ids), BatchItem.state.in_(ITEM_IN_FLIGHT))
     return bool(session.scalar(busy))
 
 

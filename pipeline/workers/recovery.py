@@ -155,9 +155,7 @@ def unforgotten(rt: Runtime, now: dt.datetime, limit: int = BATCH_LIMIT) -> tupl
     """Final items and done chunks whose lease lapsed before their inbox copy was deleted: their
     worker died between the commit and the delete, and the plaintext is still in the inbox."""
     with rt.sessions() as session:
-        items = session.scalars(
-            select(BatchItem.id).where(BatchItem.state.in_(ITEM_FINAL), BatchItem.lease_until < now).limit(limit)
-        )
+        items = session.scalars(select(BatchItem.id).where(BatchItem.state.in_(ITEM_FINAL), BatchItem.lease_until < now).limit(limit))
         chunks = session.scalars(select(FeedChunk.id).where(FeedChunk.state == ChunkState.DONE, FeedChunk.lease_until < now).limit(limit))
         return list(items), list(chunks)
 

@@ -1,0 +1,103 @@
+"""ITI-65 Provide Document Bundle taken in by the same intake as /v1/ingest: inbox, item rows, one message per document.
+
+The Bundle (already whole in memory, bounded by the route) is read and checked by
+`pipeline.sharing.provide.read_submission`; its DocumentReferences become the rows of a manifest and the
+manifest and documents one zip, taken in as an uploaded zip is (one inbox object, one PUT), so the batch
+is recorded, sent, validated, classified, sealed and indexed like any other. A SubmissionSet whose unique
+id this source already sent is not taken in again: its first batch is answered (`replayed`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from pipeline.index.models import BatchItem, SubmissionSet, new_id
+from pipeline.index.repo import insert_ignore
+from pipeline.ingest.manifest import MANIFEST_COLUMNS, MANIFEST_NAME
+from pipeline.ingest.uploads import receive_zip
+from pipeline.runtime import Runtime
+from pipeline.sharing.metadata import SHARING_COLUMNS
+from pipeline.sharing.provide import Submission, read_submission
+
+COLUMNS = (*MANIFEST_COLUMNS, *SHARING_COLUMNS)
+
+
+@dataclass(frozen=True)
+class ProvidedItem:
+    """What became of one DocumentReference: its document id (as it will be indexed), state and reason."""
+
+    document_id: str
+    state: str
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class Provided:
+    """The answer to an ITI-65 submission: the SubmissionSet's id, the batch, each document's item in Bundle order."""
+
+    submission: Submission
+    submission_set_id: str
+    batch_id: str
+    items: list[ProvidedItem]
+    replayed: bool
+
+
+def manifest_of(submission: Submission) -> bytes:
+    """The manifest.csv the submission's DocumentReferences make (README's columns plus the sharing ones)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for document in submission.documents:
+        writer.writerow([document.row.get(column, "") for column in COLUMNS])
+    return out.getvalue().encode("utf-8")
+
+
+def archive_of(submission: Submission) -> bytes:
+    """The submission as a zip batch (entries stored, not compressed): one inbox object for all its documents,
+    read back by the workers entry by entry, exactly as an uploaded zip (pipeline/ingest/uploads.py `receive_zip`)."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr(MANIFEST_NAME, manifest_of(submission))
+        for document in submission.documents:
+            archive.writestr(document.row["file"], document.content)
+    return out.getvalue()
+
+
+def _known(session: Session, source: str, unique_id: str) -> SubmissionSet | None:
+    return session.scalars(select(SubmissionSet).where(SubmissionSet.source == source, SubmissionSet.unique_id == unique_id)).first()
+
+
+def _items(rt: Runtime, submission: Submission, batch_id: str) -> list[ProvidedItem]:
+    with rt.sessions() as session:
+        rows = session.execute(
+            select(BatchItem.row_number, BatchItem.document_id, BatchItem.state, BatchItem.reason).where(BatchItem.batch_id == batch_id)
+        ).all()
+    by_row = {row.row_number: ProvidedItem(row.document_id, str(row.state), row.reason) for row in rows}
+    return [by_row[number] for number in range(1, len(submission.documents) + 1)]
+
+
+def provide(rt: Runtime, data: bytes, source: str, send: Callable[[str], None]) -> Provided:
+    """Take in one ITI-65 Bundle from `source` (checked by the caller for its scope); `send` each item id.
+
+    Raises SubmissionRefused (nothing recorded) or what `receive_batch` raises.
+    """
+    submission = read_submission(data)
+    with rt.sessions() as session:
+        known = _known(session, source, submission.unique_id)
+    if known is not None:
+        return Provided(submission, known.id, known.batch_id, _items(rt, submission, known.batch_id), replayed=True)
+    batch_id = receive_zip(rt, io.BytesIO(archive_of(submission)), source, send).batch_id
+    with rt.sessions() as session:
+        insert_ignore(session, SubmissionSet, {"id": new_id(), "source": source, "unique_id": submission.unique_id, "batch_id": batch_id})
+        session.commit()
+        known = _known(session, source, submission.unique_id)
+    assert known is not None
+    # Sent concurrently twice: both batches are the same manifest, hence the same batch; one row names it.
+    return Provided(submission, known.id, known.batch_id, _items(rt, submission, known.batch_id), replayed=known.batch_id != batch_id)
