@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint typecheck bench services clean constraints
+.PHONY: demo test test-fast lint typecheck bench services clean constraints messages
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,12 @@ bench: $(STAMP)
 
 clean:
 	rm -rf .dmp
+
+# The portal's messages: extract them from the code and the templates, merge them into each catalog (.po, committed;
+# compiled in memory when the app starts). Then translate the new empty entries.
+messages: $(STAMP)
+	$(BIN)/pybabel extract -F babel.cfg -k N_ --no-location --sort-output -o api/portal/locale/portal.pot .
+	$(BIN)/pybabel update -D portal -i api/portal/locale/portal.pot -d api/portal/locale --no-location
 
 # The image's pinned dependencies (infra/Dockerfile), resolved in a clean venv from pyproject's
 # ranges; pyproject itself stays unpinned. Run with the image's Python (3.11) on Debian bookworm.
