@@ -48,9 +48,11 @@ class Listing:
     pages: int
 
 
-def list_documents(visit: Visit, patient_id: str, filters: DocumentFilters, number: int, size: int = PAGE_SIZE,
-                   emergency: str | None = None) -> Listing:  # fmt: skip
+def list_documents(
+    visit: Visit, patient_id: str, filters: DocumentFilters, number: int, size: int | None = None, emergency: str | None = None
+) -> Listing:
     """GET /v1/patients/{id}/documents."""
+    size = size or PAGE_SIZE
     action = Action.EMERGENCY_READ if emergency else Action.LIST
     access = allowed(visit, action, patient_id, emergency=emergency)
     decisions = Decisions(visit.actor, action, access.record, today=paris_date(), emergency_reason=emergency)
