@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint typecheck bench services clean constraints messages
+.PHONY: demo test test-fast lint typecheck bench services clean constraints messages browser screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,11 +23,19 @@ $(BIN)/promtool: | $(BIN)/python
 	-@command -v apt-get >/dev/null && tmp=$$(mktemp -d) && (cd $$tmp && apt-get download -qq prometheus 2>/dev/null \
 	  && dpkg -x prometheus_*.deb x && cp x/usr/bin/promtool $(CURDIR)/$(BIN)/promtool); rm -rf $$tmp
 
-test: $(STAMP) $(BIN)/promtool
+# The browser tests (tests/browser) drive Debian's Chromium through Playwright, never a browser Playwright downloads.
+# Installed here when missing and apt-get can (as root); otherwise `make test` stops and says what to install.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	  || { echo "make test: the browser tests need Chromium at $(CHROMIUM): apt-get install chromium (Debian/Ubuntu), or CHROMIUM=/path make test"; exit 1; }
+
+test: $(STAMP) $(BIN)/promtool browser
 	infra/check-services
 	$(BIN)/ruff check .
 	$(MAKE) typecheck
-	$(BIN)/python -m pytest -q
+	DMP_TEST_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q
 
 # The tier a developer runs while working: no servers to start, no PostgreSQL twin, no slow test.
 # test_schema.py (slow as a whole) is not even imported: it builds its cases at import.
@@ -40,6 +48,10 @@ lint: $(STAMP)
 # mypy, configured in pyproject.toml ([tool.mypy]: strict, files, overrides).
 typecheck: $(STAMP)
 	$(BIN)/mypy
+
+# The README's screenshots of the portal (docs/screenshots), taken by the browser tests.
+screenshots: $(STAMP) browser
+	DMP_TEST_SCREENSHOTS=1 DMP_TEST_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q tests/browser
 
 bench: $(STAMP)
 	infra/check-services

@@ -42,6 +42,7 @@ ACTION_LABELS = {
     "read_care_history": N_("a consulté l'historique des soins"),
     "read_access_log": N_("a consulté l'historique des accès"),
     "emergency_read": N_("accès d'urgence (bris de glace)"),
+    "deposit": N_("a déposé un document"),
 }
 
 # Why a request was refused, in the words shown to the visitor (only where the API tells the reason too).
@@ -64,6 +65,7 @@ REASON_LABELS = {
 }
 
 KIND_LABELS = {
+    "source": N_("Source"),
     "patient": N_("Patient"),
     "legal_representative": N_("Représentant légal"),
     "professional": N_("Professionnel de santé"),

@@ -16,8 +16,9 @@ from pipeline.access.audit import MAX_JUSTIFICATION
 from pipeline.access.vocabulary import Reason
 
 router = APIRouter(prefix="/pro", include_in_schema=False)
-# Denials break-glass can lift: the professional may then be offered it (never opposition or a closed record).
-GLASS_BREAKABLE = frozenset({Reason.NOT_IN_CARE_TEAM, Reason.BLOCKED, Reason.NO_CONSENT, Reason.MASKED, Reason.MATRIX_FORBIDS})
+# Denials break-glass can lift (a missing authorization), so the page offers it; never a block, an opposition or a
+# closed record (pipeline/access/policy.py `_emergency`).
+GLASS_BREAKABLE = frozenset({Reason.NOT_IN_CARE_TEAM, Reason.NO_CONSENT})
 
 
 @router.get("")

@@ -63,9 +63,9 @@ def list_documents(
 
 
 def read_log(visit: Visit, patient_id: str, limit: int, offset: int = 0) -> list[LogLine]:
-    """GET /v1/patients/{id}/access-log."""
+    """GET /v1/patients/{id}/access-log, newest first."""
     access = allowed(visit, Action.READ_ACCESS_LOG, patient_id)
-    return access_log(visit.rt, visit.actor, access, limit=limit, offset=offset)
+    return access_log(visit.rt, visit.actor, access, limit=limit, offset=offset, newest_first=True)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,9 @@ class LogLine:
     justification: str | None  # the break-glass justification, for the patient and the attending physician only
 
 
-def access_log(rt: Runtime, actor: Actor, access: Access, *, limit: int, offset: int, today: dt.date | None = None) -> list[LogLine]:
+def access_log(
+    rt: Runtime, actor: Actor, access: Access, *, limit: int, offset: int, today: dt.date | None = None, newest_first: bool = False
+) -> list[LogLine]:
     """A page of the record's access log as `actor` (allowed `read_access_log` by `access`) may read it.
 
     An entry about a document is shown only to a reader whom `decide` lets read that document's metadata
@@ -51,6 +53,7 @@ def access_log(rt: Runtime, actor: Actor, access: Access, *, limit: int, offset:
             reader=me,
             limit=limit,
             offset=offset,
+            newest_first=newest_first,
         )
         justifications: dict[int, str | None] = {}
         if scope.justifications and any(e.justification_sealed is not None for e in entries):

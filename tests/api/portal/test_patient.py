@@ -76,6 +76,15 @@ def test_the_care_history_page_is_audited_as_the_care_history_read(world):
     assert last_entries(rt, patients[0])[0].action == "read_care_history"
 
 
+def test_the_access_log_page_shows_the_newest_entries_first(world):
+    client = _patient(world)
+    client.get("/patient/care")
+    page = client.get("/patient/access-log").text
+    rows = page.split("<tbody>")[1].split("</tr>")
+    assert "a consulté l&#39;historique des soins" in rows[0] or "historique des soins" in rows[1]  # the log read itself may come first
+    assert "a déposé un document" in page.split("<tbody>")[1].split("</tbody>")[0]
+
+
 def test_the_access_log_marks_emergency_accesses(world):
     from pipeline.access.gate import check
     from pipeline.access.policy import Action, Actor, ActorKind

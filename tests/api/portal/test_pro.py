@@ -55,13 +55,19 @@ def test_an_unknown_ins_and_a_malformed_one(world):
     assert post_form(client, "/pro", "/pro/lookup", {"ins": "1850175123456 00"}).status_code == 422
 
 
-def test_a_blocked_professional_is_refused_with_the_reason_and_offered_break_glass(world):
+def test_a_blocked_professional_is_refused_with_the_reason_and_not_offered_break_glass(world):
     _, _, _, patients, _, _ = world
     _block(world, "10000000002")
     client = _doctor(world, "10000000002")
     page = client.get(f"/pro/records/{patients[0]}")
     assert page.status_code == 403 and "bloqué" in page.text
-    assert f'href="/pro/records/{patients[0]}/emergency"' in page.text
+    assert "/emergency" not in page.text  # break-glass does not lift the patient's block
+
+
+def test_a_professional_outside_the_care_team_is_offered_break_glass(world):
+    _, _, _, patients, _, _ = world
+    page = _doctor(world, "10000000003").get(f"/pro/records/{patients[0]}")
+    assert page.status_code == 403 and f'href="/pro/records/{patients[0]}/emergency"' in page.text
 
 
 def test_break_glass_needs_a_reason_then_reads_audited_as_an_emergency(world):
