@@ -28,7 +28,8 @@ def demo_enabled(request: Request) -> bool:
     rt: Runtime = request.app.state.runtime
     settings = rt.settings
     client = request.client.host if request.client else ""
-    return not settings.oidc_jwks_url and settings.embedded_broker and is_loopback_host(client)
+    no_provider = not settings.oidc_jwks_url and not settings.portal_oidc_issuer
+    return no_provider and settings.embedded_broker and is_loopback_host(client)
 
 
 def demo_identities(rt: Runtime) -> list[DemoIdentity]:

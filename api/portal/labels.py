@@ -58,6 +58,7 @@ REASON_LABELS = {
     "emergency_opposed": N_("Le patient s'est opposé à l'accès d'urgence."),
     "emergency_requires_reason": N_("L'accès d'urgence exige un motif."),
     "not_allowed": N_("Action non autorisée."),
+    "sign_in_failed": N_("La connexion a échoué. Recommencez."),
     "invalid_professional": N_("L'identifiant du professionnel (RPPS) n'est pas valide."),
     "invalid_address": N_("L'adresse e-mail ou le numéro de téléphone n'est pas valide (téléphone au format +33612345678)."),
     "forbidden_party": N_("Action non autorisée."),
