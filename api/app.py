@@ -16,7 +16,7 @@ from api.metrics import RequestMetrics
 from api.portal import mount_portal
 from api.problems import ApiProblem, InternalErrors, http_error_handler, problem_handler, validation_error_handler
 from api.requestid import RequestId
-from api.routes import documents, export, ingest, me, operations, record
+from api.routes import documents, export, ingest, me, operations, record, records
 from pipeline import __version__
 from pipeline.core.settings import Settings
 from pipeline.operations.readiness import ReadinessProbe
@@ -69,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestId)  # outermost: a log line of any layer below carries the request's id
     app.include_router(documents.router)
     app.include_router(record.router)
+    app.include_router(records.router)
     app.include_router(export.router)
     app.include_router(me.router)
     app.include_router(ingest.router)

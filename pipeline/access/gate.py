@@ -181,16 +181,18 @@ def check(
     document_id: str | None = None,
     emergency_reason: str | None = None,
     today: dt.date | None = None,
+    now: dt.datetime | None = None,
 ) -> Verdict:
-    """Decide and audit one attempt: the access, or what the refused actor is told."""
-    day = today or paris_date()
+    """Decide and audit one attempt: the access, or what the refused actor is told. `now` is the moment the
+    record is read at (the clock by default): grants with an end are in force strictly before it."""
+    day = today or paris_date(now)
     if not _plausible(patient_id) or (document_id is not None and not _plausible(document_id)):
         # Ids that cannot exist are not written raw into the audit (they could be anything).
         audit(rt, actor, action, NO_PATIENT, None, Decision(False, NOT_FOUND))
         return Refused(NOT_FOUND)
 
     def judge(session: Session) -> _Judged:
-        return _judge(session, actor, action, patient_id, document_id, emergency_reason, day)
+        return _judge(session, actor, action, patient_id, document_id, emergency_reason, day, now)
 
     # The break-glass justification goes into the chain with the attempt it justifies (docs/domain.md rule 5).
     verdict = _record(rt, actor, action, judge, emergency_reason).verdict
@@ -206,8 +208,9 @@ def _judge(
     document_id: str | None,
     emergency_reason: str | None,
     today: dt.date,
+    now: dt.datetime | None,
 ) -> _Judged:
-    record = load_record(session, patient_id)
+    record = load_record(session, patient_id, now=now)
     if record is None:
         return _Judged(NO_PATIENT, document_id, Decision(False, NOT_FOUND), Refused(NOT_FOUND))
     # Actions on one document (mask, hide from representatives…) first ask whether the actor may see the record's documents at all.

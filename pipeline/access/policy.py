@@ -12,21 +12,24 @@ from __future__ import annotations
 
 import calendar
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 
 from pipeline.access.matrix import CARE_HISTORY, MATRIX_PATH, PROFESSIONS, AccessMatrix, default_matrix, load_matrix
+from pipeline.access.membership import Grant, GrantBasis, care_team_basis
 from pipeline.access.vocabulary import Action, ActorKind, NotFound, Reason
 
 __all__ = [
     "ACTIONS", "CONTROL_ACTIONS", "DOCUMENT_ACTIONS", "FORBIDDEN_KINDS", "KINDS", "MATRIX_PATH", "PATIENT_ONLY_ACTIONS", "PROFESSIONS",
-    "READ_ACTIONS", "REASON_CODES", "AccessMatrix", "Action", "Actor", "ActorKind", "Decision", "DocumentView", "LogScope", "Reason",
-    "Record", "access_log_scope", "decide", "default_matrix", "hidden_from_patient", "knows_of_record", "load_matrix",
+    "READ_ACTIONS", "REASON_CODES", "AccessMatrix", "Action", "Actor", "ActorKind", "Decision", "DocumentView", "Grant", "GrantBasis",
+    "LogScope", "Reason", "Record", "access_log_scope", "decide", "default_matrix", "hidden_from_patient", "is_attending",
+    "knows_of_record", "load_matrix", "may_become_attending",
 ]  # fmt: skip
 
 FORBIDDEN_KINDS = frozenset({ActorKind.EMPLOYER, ActorKind.INSURER, ActorKind.MUTUELLE, ActorKind.BANK})
 KINDS = frozenset(ActorKind)
 
-READ_ACTIONS = frozenset({Action.LIST, Action.READ_METADATA, Action.READ_CONTENT})
+# LOOKUP (finding the record by INS) answers whether the actor may read it: decided as a record-level list.
+READ_ACTIONS = frozenset({Action.LIST, Action.READ_METADATA, Action.READ_CONTENT, Action.LOOKUP})
 CONTROL_ACTIONS = frozenset(
     {
         Action.MASK,
@@ -39,8 +42,22 @@ CONTROL_ACTIONS = frozenset(
         Action.EXPORT,
         Action.SET_NOTIFICATIONS,
         Action.READ_NOTIFICATIONS,
+        Action.REVOKE_CONSENT,
+        Action.AUTHORIZE_FACILITY,
+        Action.REVOKE_FACILITY,
+        Action.READ_CARE_TEAM,
+        Action.ACCEPT_ATTENDING_TRANSFER,
+        Action.OPPOSE_RECORD,
+        Action.LIFT_OPPOSITION,
+        Action.SET_OCCUPATIONAL_CONSENT,
     }
 )
+# A professional's own acts on the care team: never the patient's nor a representative's.
+PROFESSIONAL_ACTIONS = frozenset({Action.DECLARE_CONSENT, Action.PROPOSE_ATTENDING_TRANSFER})
+# The operator's, from civil-status or court documents; the operator reads nothing of the record.
+OPERATOR_ACTIONS = frozenset({Action.SET_MINOR, Action.SET_REPRESENTATIVE})
+# What the patient (or a representative) may still do on a record they opposed: lift the opposition, or close it.
+OPPOSED_RECORD_ACTIONS = frozenset({Action.LIFT_OPPOSITION, Action.CLOSE_RECORD})
 # The minor's own request to hide a document from their legal representatives (and to undo it): the
 # patient's alone, never a representative's.
 PATIENT_ONLY_ACTIONS = frozenset({Action.HIDE_FROM_REPRESENTATIVES, Action.SHOW_TO_REPRESENTATIVES})
@@ -66,11 +83,14 @@ class Record:
     status: str = "open"  # open | closed | opposed
     is_minor: bool = False
     representatives: frozenset[str] = frozenset()  # actor ids of legal representatives
-    care_team: frozenset[str] = frozenset()  # authorized by, or treated and not objected by, the patient
+    care_team: frozenset[str] = frozenset()  # authorized by the patient, until revoked
     blocked: frozenset[str] = frozenset()  # professionals the patient blocked
     attending_physician: str | None = None  # actor id (médecin traitant)
     emergency_opposed: bool = False
     occupational_consent: frozenset[str] = frozenset()  # occupational physicians with express consent
+    grants: tuple[Grant, ...] = ()  # authorizations that may end, declared consents, facilities authorized for a stay
+    authors: frozenset[str] = frozenset()  # professionals who authored a live document of the record (treated the patient)
+    as_of: datetime | None = None  # the moment the record was read: a grant is in force strictly before its end
 
 
 @dataclass(frozen=True)
@@ -197,13 +217,22 @@ def _decide(
 
     # A closed or opposed record accepts nothing and is readable by nobody, the patient included: not even
     # the export or the access log (Stricter: reopening or a copy is a request handled outside this policy).
-    if record.status != "open":
+    # On a record they opposed the patient (or a representative) may only lift the opposition or close it.
+    if record.status == "opposed" and action not in OPPOSED_RECORD_ACTIONS:
+        return _deny(Reason.RECORD_OPPOSED)
+    if record.status not in ("open", "opposed"):
         return _deny(Reason.RECORD_CLOSED)
+    if actor.kind == ActorKind.OPERATOR:
+        return _allow(Reason.OPERATOR) if action in OPERATOR_ACTIONS else _deny(Reason.NOT_ALLOWED)
+    if action in OPERATOR_ACTIONS:
+        return _deny(Reason.NOT_ALLOWED)
     if action == Action.READ_CARE_HISTORY and emergency_reason and emergency_reason.strip():
         # Break-glass on the care history, as on the documents: an emergency read of the reimbursement data
         # (class 60), decided below like any emergency read.
         action, document = Action.EMERGENCY_READ, CARE_HISTORY_VIEW
     if action in PATIENT_ONLY_ACTIONS and actor.kind != ActorKind.PATIENT:
+        return _deny(Reason.NOT_ALLOWED)
+    if action in PROFESSIONAL_ACTIONS and actor.kind != ActorKind.PROFESSIONAL:
         return _deny(Reason.NOT_ALLOWED)
 
     if actor.kind == ActorKind.PATIENT:
@@ -217,6 +246,8 @@ def _decide(
             # Applied whatever `is_minor` says (Stricter: the request stays honoured after a status change).
             return _deny(Reason.HIDDEN_FROM_REPRESENTATIVE)
         return _patient_or_representative(action, document, today, Reason.LEGAL_REPRESENTATIVE)
+    if record.status != "open":
+        return _deny(Reason.RECORD_OPPOSED)  # lifting or closing is the patient's
 
     if action == Action.EMERGENCY_READ:
         return _emergency(actor, record, document, matrix, emergency_reason)
@@ -243,7 +274,8 @@ def _patient_or_representative(action: Action, document: DocumentView | None, to
     return _allow(reason)  # masked documents stay visible to the patient and the representatives
 
 
-def _is_attending(actor: Actor, record: Record) -> bool:
+def is_attending(actor: Actor, record: Record) -> bool:
+    """Whether `actor` is the record's attending physician (médecin traitant)."""
     # Stricter: attending powers only for a physician (the médecin traitant is one); any other profession
     # named attending is an ordinary professional.
     return record.attending_physician is not None and actor.id == record.attending_physician and actor.profession == "physician"
@@ -251,7 +283,7 @@ def _is_attending(actor: Actor, record: Record) -> bool:
 
 def _professional(actor: Actor, action: Action, record: Record, document: DocumentView | None, matrix: AccessMatrix) -> Decision:
     if action == Action.READ_ACCESS_LOG:
-        if _is_attending(actor, record) and actor.id not in record.blocked:
+        if is_attending(actor, record) and actor.id not in record.blocked:
             return _allow(Reason.ATTENDING_PHYSICIAN)
         # The professional concerned reads the entries about their own actions, in or out of the care team.
         return _allow(Reason.OWN_ENTRIES)
@@ -259,24 +291,39 @@ def _professional(actor: Actor, action: Action, record: Record, document: Docume
         # Stricter: the attending physician is not blockable by design (the patient changes the attending
         # physician instead), but if a record says both, the block wins.
         return _deny(Reason.BLOCKED)
-    if _is_attending(actor, record):
-        if action in READ_ACTIONS or action in (Action.READ_CARE_HISTORY, Action.BLOCK_PROFESSIONAL):
+    attending_acts = (Action.READ_CARE_HISTORY, Action.BLOCK_PROFESSIONAL, Action.PROPOSE_ATTENDING_TRANSFER, Action.DECLARE_CONSENT)
+    if is_attending(actor, record):
+        if action in READ_ACTIONS or action in attending_acts:
             return _allow(Reason.ATTENDING_PHYSICIAN)  # everything, masked documents included
         return _deny(Reason.NOT_ALLOWED)
-    if action in CONTROL_ACTIONS:
+    if action in CONTROL_ACTIONS or action == Action.PROPOSE_ATTENDING_TRANSFER:
         return _deny(Reason.NOT_ALLOWED)  # only the patient or a representative (and the attending physician for blocks)
-    if actor.id not in record.care_team:
+    if action == Action.DECLARE_CONSENT:
+        # A professional of a known profession, the patient present: the declaration is what lets them in.
+        return _allow(Reason.DECLARED_CONSENT) if actor.profession in PROFESSIONS else _deny(Reason.NOT_ALLOWED)
+    basis = care_team_basis(actor, record)
+    if basis is None:
         return _deny(Reason.NOT_IN_CARE_TEAM)
     if actor.profession not in PROFESSIONS:
         return _deny(Reason.MATRIX_FORBIDS)
     if action == Action.READ_CARE_HISTORY:
         ok = matrix.allows(actor.profession, actor.specialty, *CARE_HISTORY)
-        return _allow(Reason.CARE_TEAM) if ok else _deny(Reason.MATRIX_FORBIDS)
+        return _allow(basis) if ok else _deny(Reason.MATRIX_FORBIDS)
     if not _matrix_allows(matrix, actor.profession, actor.specialty, document):
         return _deny(Reason.MATRIX_FORBIDS)
     if _masked_for(actor, document):
         return _deny(Reason.MASKED)
-    return _allow(Reason.CARE_TEAM)
+    return _allow(basis)
+
+
+def may_become_attending(record: Record, physician_id: str) -> bool:
+    """Whether the attending physician may hand the status to `physician_id`: already in the care team as a
+    person (authorized, declared consent, or an author of the record; a facility's authorization names no
+    one), and not blocked. Whether they are a physician only their own token says: attending powers follow it."""
+    if physician_id in record.blocked or physician_id == record.attending_physician:
+        return False
+    candidate = Actor(physician_id, ActorKind.PROFESSIONAL, "physician")
+    return care_team_basis(candidate, record) is not None
 
 
 def _occupational(actor: Actor, action: Action, record: Record, document: DocumentView | None, matrix: AccessMatrix) -> Decision:
@@ -353,7 +400,7 @@ def knows_of_record(actor: Actor, record: Record) -> bool:
         return True
     if actor.kind == ActorKind.OCCUPATIONAL_PHYSICIAN:
         return actor.id in record.occupational_consent
-    return False
+    return False  # Stricter: the operator too (it works from the INS it was given, never from a record id)
 
 
 def access_log_scope(decision: Decision) -> LogScope:

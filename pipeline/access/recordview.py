@@ -16,8 +16,10 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
+from pipeline.access.membership import Grant, GrantBasis
 from pipeline.access.policy import DocumentView, Record
 from pipeline.index.models import Document, Patient, RecordRelation
+from pipeline.index.states import Relation
 
 if TYPE_CHECKING:
     from sqlalchemy import Row
@@ -36,20 +38,37 @@ _RECORD_COLUMNS = (
     Patient.emergency_opposed,
     RecordRelation.actor_id,
     RecordRelation.relation,
+    RecordRelation.until,
 )
+# The relations that put someone in the care team, and may end.
+_GRANTS = {Relation.AUTHORIZED: GrantBasis.AUTHORIZED, Relation.DECLARED_CONSENT: GrantBasis.DECLARED_CONSENT,
+           Relation.FACILITY: GrantBasis.FACILITY}  # fmt: skip
 
 
-def load_record(session: Session, patient_id: str) -> Record | None:
-    """The record as the policy sees it, or None when there is no such patient (one round trip)."""
+def load_record(session: Session, patient_id: str, *, now: dt.datetime | None = None) -> Record | None:
+    """The record as the policy sees it at `now` (the clock by default), or None when there is no such patient.
+
+    Two round trips: the patient and its relations, then the authors of its live documents (who treated the patient).
+    """
     rows = session.execute(
         select(*_RECORD_COLUMNS).outerjoin(RecordRelation, RecordRelation.patient_id == Patient.id).where(Patient.id == patient_id)
     ).all()
     if not rows:
         return None
     relations: dict[str, set[str]] = {}
+    grants: list[Grant] = []
     for row in rows:
-        if row.relation is not None:
+        if row.relation is None:
+            continue
+        if row.relation in _GRANTS and row.until is not None:
+            grants.append(Grant(row.actor_id, _GRANTS[row.relation], row.until))  # ends: decided at `as_of`
+        elif row.relation in _GRANTS and row.relation != Relation.AUTHORIZED:
+            grants.append(Grant(row.actor_id, _GRANTS[row.relation]))
+        else:
             relations.setdefault(row.relation, set()).add(row.actor_id)
+    authors = session.scalars(
+        select(Document.author_id).where(Document.patient_id == patient_id, Document.live, Document.author_id.is_not(None)).distinct()
+    )
     patient = rows[0]
     return Record(
         patient_id=patient.id,
@@ -61,7 +80,15 @@ def load_record(session: Session, patient_id: str) -> Record | None:
         attending_physician=patient.attending_physician_id,
         emergency_opposed=patient.emergency_opposed,
         occupational_consent=frozenset(relations.get("occupational_consent", ())),
+        grants=tuple(sorted(grants, key=lambda grant: (grant.basis, grant.subject))),
+        authors=frozenset(author for author in authors if author),
+        as_of=now or dt.datetime.now(dt.UTC),
     )
+
+
+def patient_id_for_ins(session: Session, ins: str) -> str | None:
+    """The id of the record keyed by this INS (a normalized, checked NIR), or None."""
+    return session.scalar(select(Patient.id).where(Patient.ins == ins))
 
 
 # The index columns the policy reads, in the order of DocumentView's fields after `id`.

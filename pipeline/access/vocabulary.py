@@ -20,6 +20,9 @@ class ActorKind(StrEnum):
     EMERGENCY_REGULATOR = "emergency_regulator"  # the SAMU regulator
     ADMINISTRATIVE = "administrative"
     OCCUPATIONAL_PHYSICIAN = "occupational_physician"
+    # The platform's operator (registration desk): sets a record's minor status and its legal representatives
+    # from civil-status or court documents; reads nothing of the record.
+    OPERATOR = "operator"
     # Rule 6: never allowed, whatever the token or the consent says.
     EMPLOYER = "employer"
     INSURER = "insurer"
@@ -52,6 +55,23 @@ class Action(StrEnum):
     READ_CARE_HISTORY = "read_care_history"
     READ_ACCESS_LOG = "read_access_log"
     EMERGENCY_READ = "emergency_read"  # break-glass
+    # finding a record by the patient's INS (POST /v1/records/lookup): decided as a record-level read
+    LOOKUP = "lookup"
+    # the care team over time (docs/domain.md, "Finding a record, and the care team over time")
+    DECLARE_CONSENT = "declare_consent"  # a professional declares that the patient present consents
+    REVOKE_CONSENT = "revoke_consent"  # the patient revokes a declared consent
+    AUTHORIZE_FACILITY = "authorize_facility"  # the patient authorizes a facility (FINESS) for a stay
+    REVOKE_FACILITY = "revoke_facility"
+    READ_CARE_TEAM = "read_care_team"  # the patient reads who is in the care team, and why
+    PROPOSE_ATTENDING_TRANSFER = "propose_attending_transfer"  # the attending physician names a successor
+    ACCEPT_ATTENDING_TRANSFER = "accept_attending_transfer"  # the patient agrees to it
+    # the record itself
+    OPPOSE_RECORD = "oppose_record"
+    LIFT_OPPOSITION = "lift_opposition"
+    SET_OCCUPATIONAL_CONSENT = "set_occupational_consent"  # the patient's express consent to an occupational physician
+    # the operator's
+    SET_MINOR = "set_minor"
+    SET_REPRESENTATIVE = "set_representative"
 
 
 class Reason(StrEnum):
@@ -65,8 +85,13 @@ class Reason(StrEnum):
     OCCUPATIONAL_CONSENT = "occupational_consent"
     EMERGENCY_OVERRIDE = "emergency_override"
     OWN_ENTRIES = "own_entries"
+    TREATED_PATIENT = "treated_patient"  # the professional authored a document of the record
+    DECLARED_CONSENT = "declared_consent"  # the professional declared the patient's consent
+    FACILITY_AUTHORIZED = "facility_authorized"  # the professional's facility is authorized for a stay
+    OPERATOR = "operator"
     # denied
     RECORD_CLOSED = "record_closed"
+    RECORD_OPPOSED = "record_opposed"
     FORBIDDEN_PARTY = "forbidden_party"
     ADMINISTRATIVE_STAFF = "administrative_staff"
     NO_CONSENT = "no_consent"

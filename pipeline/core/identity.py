@@ -50,6 +50,25 @@ def is_valid_nir(value: str) -> bool:
     return nir_key(nir[:13]) == int(nir[13:])
 
 
+class InsError(ValueError):
+    """An INS that cannot name a record: `code` is `invalid_ins` (malformed, wrong key) or `unknown_ins_oid`."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def parse_ins(value: str, oid: str | None = None) -> str:
+    """The normalized NIR of an INS given with one of INS_OIDS (the NIR's by default: NIA and test identities
+    have the same format and key). Raises InsError."""
+    if oid is not None and oid not in INS_OIDS:
+        raise InsError("unknown_ins_oid", f"the INS OID must be one of {', '.join(sorted(INS_OIDS))}")
+    nir = normalize_nir(value)
+    if not is_valid_nir(nir):
+        raise InsError("invalid_ins", "the patient INS (NIR) is malformed or its control key is wrong")
+    return nir
+
+
 def with_key(body13: str) -> str:
     """Append the control key to a 13-character NIR body (used to build valid test NIRs)."""
     return f"{body13}{nir_key(body13):02d}"

@@ -142,7 +142,8 @@ class Contact(Base):
 
 class RecordRelation(Base):
     """Who stands in which relation to a record: authorized or blocked professional, legal
-    representative, occupational physician with express consent."""
+    representative, occupational physician with express consent, declared consent, facility authorized for
+    a stay (actor_id: its FINESS), the attending physician's proposed successor."""
 
     __tablename__ = "record_relations"
     __table_args__ = (UniqueConstraint("patient_id", "actor_id", "relation"),)
@@ -152,6 +153,10 @@ class RecordRelation(Base):
     actor_id: Mapped[str] = mapped_column(String(128))
     relation: Mapped[Relation] = mapped_column(EnumText(Relation, 32))
     created_at: Mapped[dt.datetime] = _now()
+    # An authorization, declared consent or facility authorization ends at this moment (None: until revoked).
+    until: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
+    # Who set it when it is not the patient: the professional declaring consent, the physician proposing a successor.
+    granted_by: Mapped[str | None] = mapped_column(String(128))
 
 
 class RecordKey(Base):

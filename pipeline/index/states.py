@@ -48,12 +48,15 @@ class RecordStatus(StrEnum):
 
 
 class Relation(StrEnum):
-    """How a person stands to a record (`record_relations.relation`)."""
+    """How a person (or a facility) stands to a record (`record_relations.relation`)."""
 
     AUTHORIZED = "authorized"
     BLOCKED = "blocked"
     REPRESENTATIVE = "representative"
     OCCUPATIONAL_CONSENT = "occupational_consent"
+    DECLARED_CONSENT = "declared_consent"  # a professional declared the patient present consents (actor: the professional)
+    FACILITY = "facility"  # a facility authorized for a stay (actor: its FINESS number)
+    ATTENDING_PROPOSAL = "attending_proposal"  # the successor the attending physician named (granted_by: them)
 
 
 class OutboxKind(StrEnum):

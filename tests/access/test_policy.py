@@ -7,7 +7,7 @@ The exhaustive test checks `decide` against `expected`, written here from docs/d
 from __future__ import annotations
 
 import itertools
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,8 @@ from pipeline.access.policy import (
     Actor,
     Decision,
     DocumentView,
+    Grant,
+    GrantBasis,
     LogScope,
     Record,
     access_log_scope,
@@ -68,14 +70,18 @@ READABLE = {
     "occupational_physician": frozenset({"operative", "stay", "patient_summary", "episode_summary", "imaging", "vaccination"}),
 }
 
+FINESS = "750000001"
+FACILITY = f"hospital:{FINESS}"  # the professionals' facility claim: a source naming its FINESS
+AS_OF = datetime(2024, 6, 15, 10, 30, tzinfo=UTC)  # the moment the record is read
+
 ACTOR_CASES = {
     "patient": Actor(PATIENT, "patient"),
     "legal_representative": Actor(REP, "legal_representative"),
-    "physician": Actor("rpps-gp", "professional", "physician", "general_practice", "fac-a"),
-    "nurse": Actor("rpps-nurse", "professional", "nurse", None, "fac-a"),
-    "dentist": Actor("rpps-dentist", "professional", "dentist", None, "fac-a"),
-    "pharmacist": Actor("rpps-pharma", "professional", "pharmacist", None, "fac-a"),
-    "podiatrist": Actor("rpps-podo", "professional", "podiatrist", None, "fac-a"),
+    "physician": Actor("rpps-gp", "professional", "physician", "general_practice", FACILITY),
+    "nurse": Actor("rpps-nurse", "professional", "nurse", None, FACILITY),
+    "dentist": Actor("rpps-dentist", "professional", "dentist", None, FACILITY),
+    "pharmacist": Actor("rpps-pharma", "professional", "pharmacist", None, FACILITY),
+    "podiatrist": Actor("rpps-podo", "professional", "podiatrist", None, FACILITY),
     "emergency_regulator": Actor("samu-1", "emergency_regulator", None, None, "samu"),
     "administrative": Actor("clerk", "administrative", None, None, "fac-a"),
     "employer": Actor("acme", "employer"),
@@ -87,13 +93,36 @@ ACTOR_CASES = {
 }
 
 
-def expected(name: str, actor: Actor, action: str, doc: str, *, masked, blocked, attending, in_team, status, opposed):
+# How a professional stands in the care team (docs/domain.md, "Finding a record, and the care team over time"), and
+# the reason a read on that ground is allowed with. "expired": an authorization, a declared consent and a facility
+# authorization that all ended at the very moment the record is read.
+TEAM_WAYS = {"none": None, "authorized": "care_team", "authored": "treated_patient", "declared": "declared_consent",
+             "facility": "facility_authorized", "expired": None}  # fmt: skip
+
+
+def record_for(actor: Actor, team: str, **fields) -> Record:
+    later, ended = AS_OF + timedelta(microseconds=1), AS_OF
+    ways = {
+        "none": {},
+        "authorized": {"care_team": frozenset({actor.id})},
+        "authored": {"authors": frozenset({actor.id})},
+        "declared": {"grants": (Grant(actor.id, GrantBasis.DECLARED_CONSENT, later),)},
+        "facility": {"grants": (Grant(FINESS, GrantBasis.FACILITY, later),)},
+        "expired": {"grants": (Grant(actor.id, GrantBasis.AUTHORIZED, ended), Grant(actor.id, GrantBasis.DECLARED_CONSENT, ended),
+                               Grant(FINESS, GrantBasis.FACILITY, ended))},
+    }  # fmt: skip
+    return Record(PATIENT, as_of=AS_OF, **ways[team], **fields)
+
+
+def expected(name: str, actor: Actor, action: str, doc: str, *, masked, blocked, attending, team, status, opposed):
     """(allowed, reason, emergency) from docs/domain.md, independently of pipeline.access.policy."""
     kind = actor.kind
     if kind in ("employer", "insurer", "mutuelle", "bank"):
         return False, "forbidden_party", False
     if kind == "administrative":
         return False, "administrative_staff", False
+    if status == "opposed":
+        return False, "record_opposed", False  # the record exists unless the patient opposed it
     if status != "open":
         return False, "record_closed", False
     if kind in ("patient", "legal_representative"):
@@ -127,29 +156,31 @@ def expected(name: str, actor: Actor, action: str, doc: str, *, masked, blocked,
         return False, "blocked", False
     if attending and actor.profession == "physician":
         return True, "attending_physician", False
-    if not in_team:
+    if TEAM_WAYS[team] is None:
         return False, "not_in_care_team", False
     if doc not in READABLE[actor.profession]:
         return False, "matrix_forbids", False
     if masked:
         return False, "masked", False
-    return True, "care_team", False
+    return True, TEAM_WAYS[team], False
 
 
 @pytest.mark.parametrize("name", list(ACTOR_CASES))
 def test_decisions_match_domain_rules_for_every_combination(name: str) -> None:
     actor = ACTOR_CASES[name]
     mismatches = []
-    flags = itertools.product([False, True], repeat=5)
-    for doc, (masked, blocked, attending, in_team, opposed), status, action in itertools.product(
-        DOCS, flags, ["open", "closed", "opposed"], ["read_content", "read_metadata", "list", "emergency_read"]
+    flags = itertools.product([False, True], repeat=4)
+    # The ways into the care team matter to professionals only: the others are tried in and out of it.
+    ways = list(TEAM_WAYS) if actor.kind == "professional" else ["none", "authorized"]
+    for doc, (masked, blocked, attending, opposed), team, status, action in itertools.product(
+        DOCS, flags, ways, ["open", "closed", "opposed"], ["read_content", "read_metadata", "list", "emergency_read"]
     ):
         class_code, type_code = DOCS[doc]
-        record = Record(
-            PATIENT,
+        record = record_for(
+            actor,
+            team,
             status=status,
             representatives=frozenset({REP}),
-            care_team=frozenset({actor.id}) if in_team else frozenset(),
             blocked=frozenset({actor.id}) if blocked else frozenset(),
             attending_physician=actor.id if attending else "someone-else",
             emergency_opposed=opposed,
@@ -158,10 +189,10 @@ def test_decisions_match_domain_rules_for_every_combination(name: str) -> None:
         document = DocumentView("d1", class_code, type_code, masked=masked, author_id="author", author_facility_id="fac-z")
         got = decide(actor, action, record, document, today=TODAY, emergency_reason=REASON)
         want = expected(
-            name, actor, action, doc, masked=masked, blocked=blocked, attending=attending, in_team=in_team, status=status, opposed=opposed
+            name, actor, action, doc, masked=masked, blocked=blocked, attending=attending, team=team, status=status, opposed=opposed
         )
         if (got.allowed, got.reason, got.emergency) != want:
-            mismatches.append((doc, masked, blocked, attending, in_team, opposed, status, action, got, want))
+            mismatches.append((doc, masked, blocked, attending, team, opposed, status, action, got, want))
     assert mismatches == []
 
 
@@ -458,11 +489,30 @@ def test_control_actions_are_denied_to_everyone_else(action: str) -> None:
         assert decide(actor, action, record, REPORT, today=TODAY) == Decision(False, "not_allowed"), actor
 
 
-@pytest.mark.parametrize("status", ["closed", "opposed"])
-def test_closed_record_is_closed_even_to_the_patient(status: str) -> None:
-    record = Record(PATIENT, status=status)
-    for action in ("read_content", "export", "read_access_log", "close_record"):
+def test_closed_record_is_closed_even_to_the_patient() -> None:
+    record = Record(PATIENT, status="closed")
+    for action in ("read_content", "export", "read_access_log", "close_record", "lift_opposition"):
         assert decide(ACTOR_CASES["patient"], action, record, REPORT, today=TODAY) == Decision(False, "record_closed")
+
+
+def test_an_opposed_record_is_read_by_nobody_the_patient_included() -> None:
+    record = Record(PATIENT, status="opposed", representatives=frozenset({REP}))
+    for actor in (ACTOR_CASES["patient"], ACTOR_CASES["legal_representative"]):
+        for action in ("read_content", "export", "read_access_log", "oppose_record", "authorize_professional"):
+            assert decide(actor, action, record, REPORT, today=TODAY) == Decision(False, "record_opposed")
+
+
+@pytest.mark.parametrize("action", ["lift_opposition", "close_record"])
+def test_the_patient_or_a_representative_may_lift_the_opposition_or_close_an_opposed_record(action: str) -> None:
+    record = Record(PATIENT, status="opposed", representatives=frozenset({REP}))
+    assert decide(ACTOR_CASES["patient"], action, record, None, today=TODAY).allowed
+    assert decide(ACTOR_CASES["legal_representative"], action, record, None, today=TODAY).allowed
+
+
+def test_nobody_else_may_lift_an_opposition() -> None:
+    record = Record(PATIENT, status="opposed", care_team=frozenset({GP.id}), attending_physician=GP.id)
+    for name in ("physician", "emergency_regulator", "occupational_consented"):
+        assert decide(ACTOR_CASES[name], "lift_opposition", record, None, today=TODAY) == Decision(False, "record_opposed")
 
 
 def test_patient_has_no_break_glass() -> None:

@@ -152,6 +152,8 @@ def record_denial(actor: ActorCase, state: RecordState, emergency: bool) -> str 
         return "forbidden_party"  # rule 6, whatever the token says
     if actor.kind == "administrative":
         return "administrative_staff"  # rule 6
+    if state.status == "opposed":
+        return "record_opposed"  # "the record exists unless the patient opposed it": nobody reads it
     if state.status != "open":
         return "record_closed"  # "readable by nobody"
     if actor.kind in ("patient", "legal_representative"):
