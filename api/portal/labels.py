@@ -43,6 +43,7 @@ ACTION_LABELS = {
     "read_access_log": N_("a consulté l'historique des accès"),
     "emergency_read": N_("accès d'urgence (bris de glace)"),
     "deposit": N_("a déposé un document"),
+    "lookup": N_("a recherché le dossier par INS"),
 }
 
 # Why a request was refused, in the words shown to the visitor (only where the API tells the reason too).
@@ -50,6 +51,7 @@ REASON_LABELS = {
     "not_found": N_("Introuvable."),
     "csrf_failed": N_("Le formulaire a expiré ou ne vient pas de ce site. Rechargez la page et recommencez."),
     "record_closed": N_("Ce dossier est fermé."),
+    "record_opposed": N_("Le patient s'est opposé à la création de ce dossier."),
     "blocked": N_("Le patient vous a bloqué : vous ne pouvez pas lire ce dossier."),
     "not_in_care_team": N_("Vous ne faites pas partie de l'équipe de soins de ce patient."),
     "no_consent": N_("Le patient n'a pas donné son consentement."),

@@ -9,10 +9,10 @@ from starlette.responses import Response
 
 from api.portal import reading
 from api.portal.labels import CLASS_LABELS
-from api.portal.lookup import lookup_record
 from api.portal.sessions import EMERGENCY_SECONDS
 from api.portal.web import FormDep, PageRefused, ProfessionalDep, Visit, page, redirect
 from pipeline.access.audit import MAX_JUSTIFICATION
+from pipeline.access.lookup import InsError, lookup_record
 from pipeline.access.vocabulary import Reason
 
 router = APIRouter(prefix="/pro", include_in_schema=False)
@@ -30,8 +30,11 @@ def search(visit: ProfessionalDep) -> Response:
 def lookup(visit: ProfessionalDep, form: FormDep) -> Response:
     """Find a record by INS (POST /v1/records/lookup); traced whatever the answer."""
     ins = str(form.get("ins", "")).strip()[:32]
-    answer = lookup_record(visit.rt, visit.actor, ins)
-    return page(visit, "pro/search.html", status=200 if answer else 422, answer=answer, ins=ins, invalid=answer is None)
+    try:
+        answer = lookup_record(visit.rt, visit.actor, ins)
+    except InsError:
+        return page(visit, "pro/search.html", status=422, answer=None, ins=ins, invalid=True)
+    return page(visit, "pro/search.html", answer=answer, ins=ins, invalid=False)
 
 
 def _emergency(visit: Visit, patient_id: str) -> str | None:

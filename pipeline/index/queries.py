@@ -17,7 +17,7 @@ from pipeline.index.states import RecordStatus
 
 __all__ = [
     "batch_of_source", "demo_patients", "documents_by_id", "feed_of_source", "fullest_record", "live_documents", "notifications_of",
-    "patient", "patient_by_ins", "sent_notification",
+    "patient", "sent_notification",
 ]  # fmt: skip
 
 
@@ -29,11 +29,6 @@ def live_documents(session: Session, patient_id: str) -> list[Document]:
 
 def patient(session: Session, patient_id: str) -> Patient | None:
     return session.get(Patient, patient_id)
-
-
-def patient_by_ins(session: Session, ins: str) -> Patient | None:
-    """The record of this INS (already normalized), if there is one."""
-    return session.scalars(select(Patient).where(Patient.ins == ins)).first()
 
 
 def fullest_record(session: Session) -> tuple[str, int] | None:
