@@ -14,8 +14,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# The scenario, then the web portal served on this machine (its URL and demo identities printed) until Ctrl-C.
 demo: $(STAMP)
-	$(BIN)/dmp demo
+	$(BIN)/dmp demo --portal
 
 # promtool checks the alert rules; taken from Debian's prometheus package without installing it.
 # Where apt cannot fetch it, the two promtool tests say they were skipped and why.

@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     upload.add_argument("--patients", type=int, default=50)
     upload.add_argument("--server-workers", type=int, default=1)
     upload.add_argument("--pad-kib", type=int, default=0, help="random bytes added to each document (real PDFs are 50 KiB and more)")
+    portal = sub.add_parser("portal", help="the portal's document list and document page vs the same through the JSON API")
+    portal.add_argument("--documents", type=int, default=100_000)
+    portal.add_argument("--requests", type=int, default=300)
     args = parser.parse_args(argv)
 
     if args.name == "ingest":
@@ -74,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         result = run_upload(
             documents=args.documents, clients=args.clients, patients=args.patients, server_workers=args.server_workers, pad_kib=args.pad_kib
         )
+    elif args.name == "portal":
+        from bench.portal import run as run_portal
+
+        result = run_portal(documents=args.documents, requests=args.requests)
     print(json.dumps(result))
     return 0
 
