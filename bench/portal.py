@@ -113,7 +113,7 @@ def run(documents: int = 100_000, requests: int = 300) -> dict[str, Any]:
             assert csrf is not None
             client.post("/signin/demo", data={"csrf": csrf.group(1), "identity": f"patient:{patient}"})
             bearer = {"Authorization": f"Bearer {mint_token(settings, patient, 'patient')}"}
-            pairs = {
+            pairs: dict[str, tuple[tuple[str, dict[str, str]], tuple[str, dict[str, str]]]] = {
                 "list": (("/patient/documents", {}), (f"/v1/patients/{patient}/documents?page_size={PAGE_SIZE}", bearer)),
                 "document": ((f"/patient/documents/{document.id}", {}), (f"/v1/patients/{patient}/documents/{document.id}", bearer)),
             }
