@@ -24,7 +24,7 @@ def world(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("portal")
     settings = Settings(home=root / "home")
-    generate_samples(root / "batch", patients=2, documents=10, seed=21, bad=False)
+    generate_samples(root / "batch", patients=2, documents=20, seed=21, bad=False)  # 20: one of them a CDA
     rt = Runtime.from_settings(settings, prepare=True)
     documents = index_batch(rt, root / "batch", "hospital:CHU-PORTAL")
     with rt.sessions() as session:

@@ -117,3 +117,13 @@ def test_a_professional_is_not_shown_the_patient_pages(world):
     client = client_of(app)
     sign_in(client, "professional:10000000001")
     assert client.get("/patient/documents").status_code == 404
+
+
+def test_a_cda_document_page_shows_its_sections_as_text(world):
+    _, rt, app, _, documents, _ = world
+    cda = next(d for d in documents if d.mime_type == "application/xml")
+    client = client_of(app)
+    sign_in(client, f"patient:{cda.patient_id}")
+    page = client.get(f"/patient/documents/{cda.id}")
+    assert page.status_code == 200 and '<article class="cda">' in page.text and "<ClinicalDocument" not in page.text
+    assert [e.action for e in last_entries(rt, cda.patient_id, 2)] == ["read_content", "read_metadata"]
