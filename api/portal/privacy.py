@@ -12,14 +12,14 @@ from starlette.responses import Response, StreamingResponse
 
 from api.portal import reading
 from api.portal.web import FormDep, PageRefused, PatientDep, page, redirect
-from api.routes.export import _zip_stream
+from api.routes.export import zip_stream
 from api.routes.record import EMAIL_PATTERN, PHONE_PATTERN
 from pipeline.access import controls
 from pipeline.access.gate import visible
 from pipeline.access.policy import Action
 from pipeline.core.clock import paris_date
 from pipeline.core.identity import MAX_ACTOR_ID, is_identifier
-from pipeline.index.queries import live_documents
+from pipeline.index.queries import live_documents, notifications_of
 from pipeline.index.queries import patient as find_patient
 from pipeline.notify.contacts import read_contact
 
@@ -108,8 +108,6 @@ def close(visit: PatientDep, form: FormDep) -> Response:
 @router.get("/notifications")
 def notifications(visit: PatientDep) -> Response:
     """GET …/notifications, and the messages sent to the patient."""
-    from pipeline.index.queries import notifications_of
-
     me = visit.actor.id
     reading.allowed(visit, Action.READ_NOTIFICATIONS, me)
     with visit.rt.sessions() as session:
@@ -144,4 +142,4 @@ def export(visit: PatientDep) -> Response:
         documents = live_documents(session, visit.actor.id)
     shown = visible(visit.actor, Action.READ_CONTENT, access.record, documents, today=paris_date(), emergency_reason=None)
     headers = {"Content-Disposition": 'attachment; filename="dossier.zip"', "Cache-Control": "no-store"}
-    return StreamingResponse(_zip_stream(visit.rt, shown), media_type="application/zip", headers=headers)
+    return StreamingResponse(zip_stream(visit.rt, shown), media_type="application/zip", headers=headers)

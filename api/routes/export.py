@@ -48,7 +48,8 @@ class _Spout:
         return out
 
 
-def _zip_stream(rt: Runtime, documents: list[Document]) -> Iterator[bytes]:
+def zip_stream(rt: Runtime, documents: list[Document]) -> Iterator[bytes]:
+    """The zip of `documents` (decrypted) and their index.json, in pieces as they are written (the API and the portal)."""
     spout = _Spout()
     index = []
     titles = document_titles(rt, documents)
@@ -76,4 +77,4 @@ def export_record(patient_id: str, rt: RuntimeDep, actor: ActorDep) -> Streaming
         documents = live_documents(session, patient_id)
     shown = visible(actor, Action.READ_CONTENT, access.record, documents, today=paris_date(), emergency_reason=None)
     headers = {"Content-Disposition": 'attachment; filename="dossier.zip"', "Cache-Control": "no-store"}
-    return StreamingResponse(_zip_stream(rt, shown), media_type="application/zip", headers=headers)
+    return StreamingResponse(zip_stream(rt, shown), media_type="application/zip", headers=headers)
