@@ -7,11 +7,14 @@ strings again (pybabel, babel.cfg) and merges them into the catalogs.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import gettext
 import io
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
+from babel.dates import format_date, format_datetime
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from starlette.requests import Request
@@ -20,6 +23,7 @@ LOCALE_DIR = Path(__file__).parent / "locale"
 DEFAULT = "fr"
 LANGUAGES = ("fr", "en")
 LANG_COOKIE = "dmp_lang"
+PARIS = ZoneInfo("Europe/Paris")  # the record's calendar (docs/domain.md): times are shown there
 
 
 @functools.cache
@@ -46,3 +50,13 @@ def language_of(request: Request) -> str:
         if tag in LANGUAGES:
             return tag
     return DEFAULT
+
+
+def day(value: dt.date, language: str) -> str:
+    """A calendar date in the language's short form (27/11/2026, 11/27/26)."""
+    return format_date(value, format="short" if language != DEFAULT else "dd/MM/yyyy", locale=language)
+
+
+def moment(value: dt.datetime, language: str) -> str:
+    """An instant as a date and time in Paris, in the language's form."""
+    return format_datetime(value, format="short", tzinfo=PARIS, locale=language)

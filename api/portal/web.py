@@ -15,7 +15,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.datastructures import FormData
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from api.portal.i18n import LANG_COOKIE, LANGUAGES, language_of, translations
+from api.portal.i18n import LANG_COOKIE, LANGUAGES, day, language_of, moment, translations
 from api.portal.labels import ACTION_LABELS, CLASS_LABELS, KIND_LABELS, REASON_LABELS
 from api.portal.sessions import PortalSession, SessionStore, session_of, set_cookie
 from pipeline.access.gate import PROFESSIONAL_KINDS
@@ -113,7 +113,8 @@ def render(request: Request, template: str, session: PortalSession | None, statu
     actor = session.claims.actor() if session is not None and session.claims is not None else None
     html = _env.get_template(template).render(
         _=texts.gettext, ngettext=texts.ngettext, lang=language, languages=LANGUAGES, actor=actor,
-        csrf=session.csrf if session is not None else "", path=request.url.path, **context,
+        csrf=session.csrf if session is not None else "", path=request.url.path,
+        day=lambda value: day(value, language), moment=lambda value: moment(value, language), **context,
     )  # fmt: skip
     response = HTMLResponse(html, status_code=status, headers={**PAGE_HEADERS, "Content-Language": language})
     if request.query_params.get("lang") in LANGUAGES:

@@ -30,3 +30,14 @@ def test_every_message_of_the_portal_has_an_english_translation():
 def test_french_is_the_source_text_itself():
     assert translations("fr").gettext("Connexion") == "Connexion"
     assert translations("en").gettext("Connexion") == "Sign in"
+
+
+def test_times_are_shown_in_paris_and_in_the_visitors_language():
+    import datetime as dt
+
+    from api.portal.i18n import day, moment
+
+    instant = dt.datetime(2026, 7, 1, 22, 30, tzinfo=dt.UTC)  # already 2 July in Paris (UTC+2)
+    assert moment(instant, "fr") == "02/07/2026 00:30"
+    assert moment(instant, "en") == "7/2/26, 12:30\u202fAM"
+    assert (day(dt.date(2026, 7, 2), "fr"), day(dt.date(2026, 7, 2), "en")) == ("02/07/2026", "7/2/26")
