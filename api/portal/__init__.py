@@ -12,10 +12,10 @@ from fastapi import FastAPI, Request
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import Response
 
-from api.portal import auth, docs, patient, privacy, pro
+from api.portal import auth, docs, patient, privacy, pro, represent
 from api.portal.oidc import PortalOidc
 from api.portal.sessions import SessionStore
-from api.portal.web import PageRefused, SignInRequired, redirect, refused_page
+from api.portal.web import PageRefused, RecordChoiceRequired, SignInRequired, redirect, refused_page
 from pipeline.core.settings import Settings
 
 STATIC = Path(__file__).parent / "static"
@@ -25,7 +25,7 @@ def mount_portal(app: FastAPI, settings: Settings) -> None:
     """Add the portal's pages, its static files and the self-hosted /docs to `app`."""
     app.state.portal_sessions = SessionStore()
     app.state.portal_oidc = PortalOidc.from_settings(settings)
-    for module in (auth, patient, privacy, pro, docs):
+    for module in (auth, represent, patient, privacy, pro, docs):
         app.include_router(module.router)
     if app.state.portal_oidc is not None:
         app.include_router(app.state.portal_oidc.router)
@@ -35,9 +35,13 @@ def mount_portal(app: FastAPI, settings: Settings) -> None:
     async def to_sign_in(request: Request, _: Exception) -> Response:
         return redirect("/")
 
+    async def to_record_choice(request: Request, _: Exception) -> Response:
+        return redirect("/patient/records")
+
     async def refused(request: Request, refusal: Exception) -> Response:
         assert isinstance(refusal, PageRefused)
         return refused_page(request, refusal)
 
     app.add_exception_handler(SignInRequired, to_sign_in)
+    app.add_exception_handler(RecordChoiceRequired, to_record_choice)
     app.add_exception_handler(PageRefused, refused)

@@ -18,6 +18,8 @@ router = APIRouter(include_in_schema=False)
 def home_of(actor: Actor) -> str:
     if actor.kind == ActorKind.PATIENT:
         return "/patient"
+    if actor.kind == ActorKind.LEGAL_REPRESENTATIVE:
+        return "/patient/records"
     return "/pro" if actor.kind in PROFESSIONAL_KINDS else "/"
 
 

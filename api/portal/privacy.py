@@ -38,7 +38,7 @@ def change_document(document_id: str, change: str, visit: PatientDep, form: Form
     if change not in DOCUMENT_ACTIONS:
         raise PageRefused("not_found")
     action, apply, value = DOCUMENT_ACTIONS[change]
-    reading.allowed(visit, action, visit.actor.id, document_id)
+    reading.allowed(visit, action, visit.record, document_id)
     apply(visit.rt, document_id, value)
     return redirect(f"/patient/documents/{document_id}?done={change}")
 
@@ -46,7 +46,7 @@ def change_document(document_id: str, change: str, visit: PatientDep, form: Form
 @router.get("/privacy")
 def privacy(visit: PatientDep) -> Response:
     """The record's settings: the care team, blocked professionals, the attending physician, emergency opposition."""
-    record = reading.allowed(visit, Action.READ_NOTIFICATIONS, visit.actor.id).record
+    record = reading.allowed(visit, Action.READ_NOTIFICATIONS, visit.record).record
     done = visit.request.query_params.get("done", "")
     return page(visit, "patient/privacy.html", record=record, done=done if done.replace("_", "").isalpha() else "")
 
@@ -66,8 +66,8 @@ def professional(visit: PatientDep, form: FormDep) -> Response:
     if standing not in ("authorized", "blocked"):
         raise PageRefused("not_found")
     action = Action.AUTHORIZE_PROFESSIONAL if standing == "authorized" else Action.BLOCK_PROFESSIONAL
-    reading.allowed(visit, action, visit.actor.id)
-    controls.set_standing(visit.rt, visit.actor.id, rpps, "authorized" if standing == "authorized" else "blocked")
+    reading.allowed(visit, action, visit.record)
+    controls.set_standing(visit.rt, visit.record, rpps, "authorized" if standing == "authorized" else "blocked")
     return redirect(f"/patient/privacy?done={standing}")
 
 
@@ -75,23 +75,23 @@ def professional(visit: PatientDep, form: FormDep) -> Response:
 def attending_physician(visit: PatientDep, form: FormDep) -> Response:
     """PUT …/attending-physician (an empty field: none)."""
     chosen = _professional(form, "physician_id") if str(form.get("physician_id", "")).strip() else None
-    reading.allowed(visit, Action.SET_ATTENDING_PHYSICIAN, visit.actor.id)
-    controls.set_attending_physician(visit.rt, visit.actor.id, chosen)
+    reading.allowed(visit, Action.SET_ATTENDING_PHYSICIAN, visit.record)
+    controls.set_attending_physician(visit.rt, visit.record, chosen)
     return redirect("/patient/privacy?done=attending")
 
 
 @router.post("/emergency-opposition")
 def emergency_opposition(visit: PatientDep, form: FormDep) -> Response:
     """PUT …/emergency-opposition."""
-    reading.allowed(visit, Action.OPPOSE_EMERGENCY, visit.actor.id)
-    controls.set_emergency_opposition(visit.rt, visit.actor.id, form.get("opposed") == "yes")
+    reading.allowed(visit, Action.OPPOSE_EMERGENCY, visit.record)
+    controls.set_emergency_opposition(visit.rt, visit.record, form.get("opposed") == "yes")
     return redirect("/patient/privacy?done=opposition")
 
 
 @router.get("/close")
 def close_confirmation(visit: PatientDep) -> Response:
     """What closing means, and the confirmation asked for (a checked box and the button)."""
-    reading.allowed(visit, Action.READ_NOTIFICATIONS, visit.actor.id)
+    reading.allowed(visit, Action.READ_NOTIFICATIONS, visit.record)
     return page(visit, "patient/close.html", error=False)
 
 
@@ -100,15 +100,15 @@ def close(visit: PatientDep, form: FormDep) -> Response:
     """POST …/close, once the patient ticked the confirmation; then the session ends (the record reads no more)."""
     if form.get("confirm") != "yes":
         return page(visit, "patient/close.html", status=422, error=True)
-    reading.allowed(visit, Action.CLOSE_RECORD, visit.actor.id)
-    controls.close_record(visit.rt, visit.actor.id)
+    reading.allowed(visit, Action.CLOSE_RECORD, visit.record)
+    controls.close_record(visit.rt, visit.record)
     return page(visit, "patient/closed.html")
 
 
 @router.get("/notifications")
 def notifications(visit: PatientDep) -> Response:
     """GET …/notifications, and the messages sent to the patient."""
-    me = visit.actor.id
+    me = visit.record
     reading.allowed(visit, Action.READ_NOTIFICATIONS, me)
     with visit.rt.sessions() as session:
         patient = find_patient(session, me)
@@ -124,22 +124,22 @@ def set_notifications(visit: PatientDep, form: FormDep) -> Response:
     phone = str(form.get("phone", "")).strip() or None
     if (email and not re.fullmatch(EMAIL_PATTERN, email)) or (phone and not re.fullmatch(PHONE_PATTERN, phone)):
         raise PageRefused("invalid_address", 422)
-    reading.allowed(visit, Action.SET_NOTIFICATIONS, visit.actor.id)
+    reading.allowed(visit, Action.SET_NOTIFICATIONS, visit.record)
     choices = controls.NotificationChoices(
         email=form.get("email") == "yes", sms=form.get("sms") == "yes", every_access=form.get("every_access") == "yes",
         documents=form.get("documents") == "yes", reimbursements=form.get("reimbursements") == "yes",
         email_address=email, phone=phone,
     )  # fmt: skip
-    controls.set_notifications(visit.rt, visit.actor.id, choices)
+    controls.set_notifications(visit.rt, visit.record, choices)
     return redirect("/patient/notifications?done=1")
 
 
 @router.get("/export")
 def export(visit: PatientDep) -> Response:
     """GET …/export: the whole record as a zip."""
-    access = reading.allowed(visit, Action.EXPORT, visit.actor.id)
+    access = reading.allowed(visit, Action.EXPORT, visit.record)
     with visit.rt.sessions() as session:
-        documents = live_documents(session, visit.actor.id)
+        documents = live_documents(session, visit.record)
     shown = visible(visit.actor, Action.READ_CONTENT, access.record, documents, today=paris_date(), emergency_reason=None)
     headers = {"Content-Disposition": 'attachment; filename="dossier.zip"', "Cache-Control": "no-store"}
     return StreamingResponse(zip_stream(visit.rt, shown), media_type="application/zip", headers=headers)

@@ -36,6 +36,7 @@ class PortalSession:
     created: float
     seen: float
     claims: Claims | None = None
+    record: str | None = None  # a legal representative's chosen record (patient id)
     # patient id -> (reason, until): the break-glass reason a professional gave for that record.
     emergency: dict[str, tuple[str, float]] = field(default_factory=dict)
     # What the OpenID Connect flow under way remembers: state, nonce, PKCE verifier.

@@ -38,6 +38,10 @@ class SignInRequired(Exception):
     """The page needs a signed-in visitor (of the right kind): answered by the sign-in page."""
 
 
+class RecordChoiceRequired(Exception):
+    """A legal representative has not chosen whose record to read yet: answered by the choice page."""
+
+
 class PageRefused(Exception):
     """A refusal told as a page: 404 for what the visitor may not learn exists, 403 with the policy's reason."""
 
@@ -54,6 +58,11 @@ class Visit:
     request: Request
     session: PortalSession
     actor: Actor
+
+    @property
+    def record(self) -> str:
+        """The record the patient's pages are about: the patient's own, or the one a legal representative chose."""
+        return self.session.record or self.actor.id
 
     @property
     def rt(self) -> Runtime:
@@ -82,9 +91,21 @@ def visit(request: Request) -> Visit:
 
 
 def patient_visit(request: Request) -> Visit:
-    """A signed-in patient: their own record is the one whose id is their subject."""
+    """A signed-in patient (their own record is the one whose id is their subject), or a legal representative
+    who chose the record of a patient they represent (the policy decides what they may read of it)."""
     current = visit(request)
+    if current.actor.kind == ActorKind.LEGAL_REPRESENTATIVE:
+        if current.session.record is None:
+            raise RecordChoiceRequired
+        return current
     if current.actor.kind != ActorKind.PATIENT:
+        raise PageRefused(NOT_FOUND)
+    return current
+
+
+def representative_visit(request: Request) -> Visit:
+    current = visit(request)
+    if current.actor.kind != ActorKind.LEGAL_REPRESENTATIVE:
         raise PageRefused(NOT_FOUND)
     return current
 
@@ -141,5 +162,6 @@ def refused_page(request: Request, refusal: PageRefused) -> Response:
 
 VisitDep = Annotated[Visit, Depends(visit)]
 PatientDep = Annotated[Visit, Depends(patient_visit)]
+RepresentativeDep = Annotated[Visit, Depends(representative_visit)]
 ProfessionalDep = Annotated[Visit, Depends(professional_visit)]
 FormDep = Annotated[FormData, Depends(checked_form)]

@@ -35,6 +35,7 @@ class Portal:
     patients: list[str]
     ins: dict[str, str]
     documents: list = field(default_factory=list)  # type: ignore[type-arg]
+    app: object = None
 
 
 def _free_port() -> int:
@@ -61,12 +62,13 @@ def portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Portal]:
         ins = {p.id: p.ins for p in session.scalars(select(Patient))}
     patients = sorted(ins, key=lambda pid: (-sum(d.patient_id == pid for d in documents), pid))
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    app = create_app(settings)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
         time.sleep(0.05)
-    yield Portal(f"http://127.0.0.1:{port}", rt, patients, ins, documents)
+    yield Portal(f"http://127.0.0.1:{port}", rt, patients, ins, documents, app)
     server.should_exit = True
     thread.join(timeout=10)
     rt.close()

@@ -138,7 +138,26 @@ def test_axe_finds_no_serious_violation_on_any_page(portal, browser):
     pro.page.get_by_role("button", name="Rechercher").click()
     problems["/pro/lookup (invalid)"] = _axe_problems(pro)
     pro.close()
+    representative = _representative(portal, browser, patient_id)
+    assert representative.page.url.endswith("/patient/records")
+    problems["/patient/records"] = _axe_problems(representative)
+    representative.close()
     assert {path: found for path, found in problems.items() if found} == {}
+
+
+def _representative(portal, browser, patient_id: str) -> Watched:  # type: ignore[no-untyped-def]
+    """A legal representative of `patient_id` (signed in as the identity provider would: a session of that kind)."""
+    from api.portal.sessions import COOKIE
+    from pipeline.access.representatives import add_representative
+    from pipeline.access.tokens import Claims
+
+    with portal.rt.sessions() as session:
+        add_representative(session, portal.ins[patient_id], "REP-BROWSER")
+    session_id = portal.app.state.portal_sessions.new(Claims(subject="REP-BROWSER", kind="legal_representative")).id
+    visitor = Watched(browser, portal.base)
+    visitor.context.add_cookies([{"name": COOKIE, "value": session_id, "url": portal.base}])
+    visitor.go("/patient/records")
+    return visitor
 
 
 def test_the_pages_run_no_script_even_one_injected_into_a_document(portal, browser):
