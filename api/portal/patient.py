@@ -22,7 +22,7 @@ def home(visit: PatientDep) -> Response:
     """The latest documents and the latest accesses to the record."""
     me = visit.record
     latest = reading.list_documents(visit, me, DocumentFilters(), 1, HOME_ITEMS)
-    accesses = reading.read_log(visit, me, HOME_ITEMS)
+    accesses = reading.read_log(visit, me, HOME_ITEMS, others_only=True)  # who else came: not the visitor's own views
     return page(visit, "patient/home.html", listing=latest, log=accesses, classes=CLASS_LABELS)
 
 

@@ -62,10 +62,10 @@ def list_documents(
     return Listing(shown, document_titles(visit.rt, shown.documents), number, pages)
 
 
-def read_log(visit: Visit, patient_id: str, limit: int, offset: int = 0) -> list[LogLine]:
-    """GET /v1/patients/{id}/access-log, newest first."""
+def read_log(visit: Visit, patient_id: str, limit: int, offset: int = 0, others_only: bool = False) -> list[LogLine]:
+    """GET /v1/patients/{id}/access-log, newest first (`others_only`: without the reader's own entries)."""
     access = allowed(visit, Action.READ_ACCESS_LOG, patient_id)
-    return access_log(visit.rt, visit.actor, access, limit=limit, offset=offset, newest_first=True)
+    return access_log(visit.rt, visit.actor, access, limit=limit, offset=offset, newest_first=True, others_only=others_only)
 
 
 @dataclass(frozen=True)

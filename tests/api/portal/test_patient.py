@@ -20,6 +20,14 @@ def test_the_home_page_shows_the_latest_documents_and_accesses(world):
     assert [e.action for e in last_entries(rt, patients[0], 2)] == ["read_access_log", "list"]
 
 
+def test_the_home_page_shows_others_accesses_not_the_patients_own_views(world):
+    _, _, _, patients, _, _ = world
+    client = _patient(world)
+    client.get("/patient/documents")
+    latest = client.get("/patient").text.split('id="latest-accesses"')[1]
+    assert "a déposé un document" in latest and "a consulté la liste des documents" not in latest
+
+
 def test_the_document_list_is_audited_like_the_api_list(world):
     _, rt, _, patients, _, _ = world
     client = _patient(world)
