@@ -44,6 +44,7 @@ ACTION_LABELS = {
     "emergency_read": N_("accès d'urgence (bris de glace)"),
     "deposit": N_("a déposé un document"),
     "lookup": N_("a recherché le dossier par INS"),
+    "read_care_team": N_("a consulté l'équipe de soins"),
 }
 
 # Why a request was refused, in the words shown to the visitor (only where the API tells the reason too).

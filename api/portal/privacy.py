@@ -45,8 +45,9 @@ def change_document(document_id: str, change: str, visit: PatientDep, form: Form
 
 @router.get("/privacy")
 def privacy(visit: PatientDep) -> Response:
-    """The record's settings: the care team, blocked professionals, the attending physician, emergency opposition."""
-    record = reading.allowed(visit, Action.READ_NOTIFICATIONS, visit.record).record
+    """The record's settings: the care team, blocked professionals, the attending physician, emergency opposition
+    (decided and audited as reading the care team)."""
+    record = reading.allowed(visit, Action.READ_CARE_TEAM, visit.record).record
     done = visit.request.query_params.get("done", "")
     return page(visit, "patient/privacy.html", record=record, done=done if done.replace("_", "").isalpha() else "")
 
@@ -90,8 +91,8 @@ def emergency_opposition(visit: PatientDep, form: FormDep) -> Response:
 
 @router.get("/close")
 def close_confirmation(visit: PatientDep) -> Response:
-    """What closing means, and the confirmation asked for (a checked box and the button)."""
-    reading.allowed(visit, Action.READ_NOTIFICATIONS, visit.record)
+    """What closing means, and the confirmation asked for (a checked box and the button). Nothing of the record is
+    read here, so nothing is audited: the closing itself is, when confirmed."""
     return page(visit, "patient/close.html", error=False)
 
 

@@ -65,6 +65,12 @@ def test_authorizing_then_blocking_a_professional(world):
     assert f"RPPS {DOCTOR}" in client.get("/patient/privacy").text
 
 
+def test_the_privacy_page_is_audited_as_reading_the_care_team(world):
+    _, rt, _, patients, _, _ = world
+    assert _patient(world).get("/patient/privacy").status_code == 200
+    assert last_entries(rt, patients[0])[0].action == "read_care_team"
+
+
 def test_a_malformed_professional_id_is_refused(world):
     client = _patient(world)
     response = post_form(client, "/patient/privacy", "/patient/professionals", {"professional_id": "a b\u00e9", "standing": "blocked"})
