@@ -2,7 +2,8 @@
 
 Server-side, so signing out ends the session for good: a copied cookie is worthless once its session is gone.
 The store is this process's memory (bounded, idle and absolute lifetimes), which fits the embedded mode and a
-single API process; several API processes behind one name need sticky sessions.
+single API process; several API processes behind one name need sticky sessions (a shared store, a table of the
+index with the state sealed, is the next step).
 
 Every session, signed in or not, has a CSRF token (the synchronizer-token pattern): each form carries it in a
 hidden field and a POST without the session's token is refused (api/portal/web.py `checked_form`).
