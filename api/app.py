@@ -16,7 +16,7 @@ from api.metrics import RequestMetrics
 from api.portal import mount_portal
 from api.problems import ApiProblem, InternalErrors, http_error_handler, problem_handler, validation_error_handler
 from api.requestid import RequestId
-from api.routes import documents, export, ingest, me, operations, record, records
+from api.routes import careteam, documents, export, ingest, me, operations, record, records
 from pipeline import __version__
 from pipeline.core.settings import Settings
 from pipeline.operations.readiness import ReadinessProbe
@@ -70,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(documents.router)
     app.include_router(record.router)
     app.include_router(records.router)
+    app.include_router(careteam.router)
     app.include_router(export.router)
     app.include_router(me.router)
     app.include_router(ingest.router)

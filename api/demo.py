@@ -12,9 +12,11 @@ from collections.abc import Callable
 from typing import Any
 
 from pipeline.access.tokens import mint_token
+from pipeline.core.identity import with_key
 from pipeline.core.settings import Settings
 from pipeline.index.models import Notification
 from pipeline.index.queries import fullest_record, notifications_of, sent_notification
+from pipeline.index.queries import patient as find_patient
 from pipeline.runtime import Runtime
 
 PHYSICIAN, BLOCKED, EMERGENCY = "10000000001", "10000000002", "10000000003"
@@ -120,7 +122,10 @@ def run_api_demo(settings: Settings, echo: Callable[[str], None], serve_portal: 
         status, listing = _call(base, "GET", f"{record}/documents", patient)
         echo(f"  patient lists the record: {status}, {listing['total']} documents")
         first = listing["items"][0]["id"]
+        _lookup_scene(rt, base, patient_id, doctor(PHYSICIAN), token("CPAM-75", "insurer"), echo)
         _call(base, "POST", f"{record}/professionals/{PHYSICIAN}/authorize", patient)
+        _, found = _call(base, "POST", "/v1/records/lookup", doctor(PHYSICIAN), {"ins": _ins_of(rt, patient_id)})
+        echo(f"  the patient authorizes {PHYSICIAN}; the same lookup now answers: access {found['access']}")
         status, body = _call(base, "GET", f"{record}/documents/{first}/content", doctor(PHYSICIAN))
         echo(f"  authorized physician {PHYSICIAN} reads a document: {status}, {len(body)} bytes")
         _call(base, "POST", f"{record}/professionals/{BLOCKED}/block", patient)
@@ -153,3 +158,23 @@ def run_api_demo(settings: Settings, echo: Callable[[str], None], serve_portal: 
         server.should_exit = True
         thread.join(timeout=10)
         rt.close()
+
+
+def _ins_of(rt: Runtime, patient_id: str) -> str:
+    with rt.sessions() as session:
+        found = find_patient(session, patient_id)
+    assert found is not None
+    return found.ins
+
+
+def _lookup_scene(rt: Runtime, base: str, patient_id: str, physician: str, insurer: str, echo: Callable[[str], None]) -> None:
+    """A professional finds the record by the patient's INS (POST /v1/records/lookup); an insurer learns nothing."""
+    ins = _ins_of(rt, patient_id)
+    masked = f"{ins[:5]}…{ins[-2:]}"
+    status, found = _call(base, "POST", "/v1/records/lookup", physician, {"ins": ins})
+    echo(f"  physician {PHYSICIAN} looks the record up by INS {masked}: {status} record {found['record']}, {found['status']}, "
+         f"access {found['access']}, attending physician: {found['attending_physician']}")  # fmt: skip
+    _, by_insurer = _call(base, "POST", "/v1/records/lookup", insurer, {"ins": ins})
+    _, nobody = _call(base, "POST", "/v1/records/lookup", insurer, {"ins": with_key("2991299123456")})  # no such record
+    same = "the same" if by_insurer == nobody else "NOT the same"
+    echo(f"  an insurer looking the same INS up gets {by_insurer}: {same} as for an INS without a record")

@@ -13,7 +13,7 @@ import re
 from typing import Annotated, Any
 
 from fastapi import Path, Query
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.middleware import HttpMiddleware
@@ -46,6 +46,29 @@ def _calendar_date(value: object) -> object:
 # only when the Query is inside the Annotated, hence the two).
 FromDateQuery = Annotated[dt.date | None, BeforeValidator(_calendar_date), Query(alias="from")]
 ToDateQuery = Annotated[dt.date | None, BeforeValidator(_calendar_date), Query(alias="to")]
+
+def _rfc3339(value: object) -> object:
+    """Only a string is a moment here: pydantic would also read `0` or `1700000000` as a Unix time."""
+    if not isinstance(value, str):
+        raise ValueError("a moment is an RFC 3339 string with its offset")
+    return value
+
+
+def _in_utc(value: dt.datetime) -> dt.datetime:
+    """The moment in UTC; one that UTC cannot hold (year 9999 at a negative offset) is refused, not a 500."""
+    try:
+        return value.astimezone(dt.UTC)
+    except OverflowError:
+        raise ValueError("the moment is out of range") from None
+
+
+# When a grant ends (an authorization, a declared consent, a facility's stay): RFC 3339 with its offset (a moment
+# without one would be read in an unknown zone); in force strictly before it.
+UntilField = Annotated[
+    AwareDatetime, Field(strict=False, description="When it ends (RFC 3339, with its offset); in force strictly before."),
+    BeforeValidator(_rfc3339), AfterValidator(_in_utc),
+]  # fmt: skip
+
 
 # Far beyond any real record (a million pages of documents or care lines) and well inside the 64-bit
 # integers the database's OFFSET takes, whatever the page size.

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from api.access import LogLine, access_log, check
 from api.deps import ActorDep, EmergencyDep, RuntimeDep
-from api.inputs import ActorIdField, ActorIdPath, OffsetQuery, PageQuery, StrictBody
+from api.inputs import ActorIdField, ActorIdPath, OffsetQuery, PageQuery, StrictBody, UntilField
 from api.problems import PROBLEM_RESPONSES
 from pipeline.access import controls
 from pipeline.access.policy import Action
@@ -108,17 +108,23 @@ def show_to_representatives(patient_id: str, document_id: str, rt: RuntimeDep, a
     return Done()
 
 
+class AuthorizeIn(StrictBody):
+    until: UntilField | None = None
+
+
 @router.post("/professionals/{professional_id}/authorize", response_model=Done)
-def authorize_professional(patient_id: str, professional_id: ActorIdPath, rt: RuntimeDep, actor: ActorDep) -> Done:
-    """Put a professional in the care team (and lift a block)."""
+def authorize_professional(
+    patient_id: str, professional_id: ActorIdPath, rt: RuntimeDep, actor: ActorDep, body: AuthorizeIn | None = None
+) -> Done:
+    """Put a professional in the care team (and lift a block), until `until` (in force strictly before) or until revoked."""
     check(rt, actor, Action.AUTHORIZE_PROFESSIONAL, patient_id)
-    controls.set_standing(rt, patient_id, professional_id, "authorized")
+    controls.set_standing(rt, patient_id, professional_id, "authorized", body.until if body else None)
     return Done()
 
 
 @router.post("/professionals/{professional_id}/block", response_model=Done)
 def block_professional(patient_id: str, professional_id: ActorIdPath, rt: RuntimeDep, actor: ActorDep) -> Done:
-    """Block a professional (and take them out of the care team)."""
+    """Block a professional (and take them out of the care team: an authorization or a declared consent ends)."""
     check(rt, actor, Action.BLOCK_PROFESSIONAL, patient_id)
     controls.set_standing(rt, patient_id, professional_id, "blocked")
     return Done()

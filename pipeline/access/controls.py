@@ -37,17 +37,20 @@ def _update_document(rt: Runtime, document_id: str, **values: bool) -> None:
     transact(rt.sessions, lambda session: session.execute(update(Document).where(Document.id == document_id).values(**values)))
 
 
-def set_standing(rt: Runtime, patient_id: str, professional_id: str, standing: Standing) -> None:
-    """Put a professional in the care team (lifting a block), or block them (taking them out of it)."""
-    other: Standing = "blocked" if standing == "authorized" else "authorized"
+def set_standing(rt: Runtime, patient_id: str, professional_id: str, standing: Standing, until: dt.datetime | None = None) -> None:
+    """Put a professional in the care team (lifting a block), until `until` or until revoked; or block them
+    (taking them out of it, a declared consent included)."""
+    # Blocking ends every way in the patient gave or a professional declared; authorizing lifts the block.
+    others = ("blocked",) if standing == "authorized" else ("authorized", "declared_consent")
 
     def work(session: Session) -> None:
         session.execute(
             delete(RecordRelation).where(
-                RecordRelation.patient_id == patient_id, RecordRelation.actor_id == professional_id, RecordRelation.relation == other
+                RecordRelation.patient_id == patient_id, RecordRelation.actor_id == professional_id,
+                RecordRelation.relation.in_((*others, standing)),
             )
-        )
-        row = {"id": new_id(), "patient_id": patient_id, "actor_id": professional_id, "relation": standing}
+        )  # fmt: skip
+        row = {"id": new_id(), "patient_id": patient_id, "actor_id": professional_id, "relation": standing, "until": until}
         insert_ignore(session, RecordRelation, row)
 
     transact(rt.sessions, work)

@@ -210,7 +210,7 @@ def _judge(
     today: dt.date,
     now: dt.datetime | None,
 ) -> _Judged:
-    record = load_record(session, patient_id, now=now)
+    record = load_record(session, patient_id, now=now, for_actor=actor.id)
     if record is None:
         return _Judged(NO_PATIENT, document_id, Decision(False, NOT_FOUND), Refused(NOT_FOUND))
     # Actions on one document (mask, hide from representatives…) first ask whether the actor may see the record's documents at all.

@@ -60,7 +60,7 @@ def lookup_record(rt: Runtime, actor: Actor, ins: str, *, oid: str | None = None
 
     def work(session: Session) -> LookupAnswer:
         patient_id = patient_id_for_ins(session, nir)
-        record = load_record(session, patient_id, now=moment) if patient_id is not None else None
+        record = load_record(session, patient_id, now=moment, for_actor=actor.id) if patient_id is not None else None
         if record is None:
             _append(rt, session, actor, NO_PATIENT, Decision(False, NOT_FOUND), None)
             return UNKNOWN

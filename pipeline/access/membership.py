@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from pipeline.access.vocabulary import Reason
 
 if TYPE_CHECKING:
-    from pipeline.access.policy import Actor, Record
+    from pipeline.access.policy import Record
 
 # A FINESS number: two characters of département (2A / 2B for Corsica) and seven digits.
 FINESS_PATTERN = r"^(?:[0-9]{2}|2A|2B)[0-9]{7}$"
@@ -66,15 +66,16 @@ def in_force(grant: Grant, as_of: dt.datetime | None) -> bool:
     return grant.until is None or (as_of is not None and as_of < grant.until)
 
 
-def care_team_basis(actor: Actor, record: Record) -> Reason | None:
-    """The ground on which `actor` is in the record's care team (a `Reason` to allow with), or None.
+def care_team_basis(actor_id: str, facility: str | None, record: Record) -> Reason | None:
+    """The ground on which the professional `actor_id` (of `facility`, their token's claim) is in the record's care
+    team (a `Reason` to allow with), or None.
 
     The patient's own authorization first, then a declared consent, a facility's authorization, and last having
     authored a document. The block is not looked at here: the policy denies a blocked professional before.
     """
-    if actor.id in record.care_team:
+    if actor_id in record.care_team:
         return Reason.CARE_TEAM
-    finess = facility_finess(actor.facility_id)
+    finess = facility_finess(facility)
     found: list[Reason] = []
     for grant in record.grants:
         if not in_force(grant, record.as_of):
@@ -82,9 +83,19 @@ def care_team_basis(actor: Actor, record: Record) -> Reason | None:
         if grant.basis == GrantBasis.FACILITY:
             if finess is not None and grant.subject == finess:
                 found.append(_REASONS[grant.basis])
-        elif grant.subject == actor.id:
+        elif grant.subject == actor_id:
             found.append(_REASONS[grant.basis])
     for reason in (Reason.CARE_TEAM, Reason.DECLARED_CONSENT, Reason.FACILITY_AUTHORIZED):
         if reason in found:
             return reason
-    return Reason.TREATED_PATIENT if actor.id in record.authors else None
+    return Reason.TREATED_PATIENT if actor_id in record.authors else None
+
+
+def may_become_attending(record: Record, physician_id: str) -> bool:
+    """Whether the attending physician may hand the status to `physician_id`: already in the care team as a
+    person (authorized, declared consent, or an author of the record; a facility's authorization names no
+    one), not blocked, not attending already. Whether they are a physician only their own token says: the
+    policy gives attending powers to a physician only."""
+    if physician_id in record.blocked or physician_id == record.attending_physician:
+        return False
+    return care_team_basis(physician_id, None, record) is not None

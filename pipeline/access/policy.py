@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 
 from pipeline.access.matrix import CARE_HISTORY, MATRIX_PATH, PROFESSIONS, AccessMatrix, default_matrix, load_matrix
-from pipeline.access.membership import Grant, GrantBasis, care_team_basis
+from pipeline.access.membership import Grant, GrantBasis, care_team_basis, may_become_attending
 from pipeline.access.vocabulary import Action, ActorKind, NotFound, Reason
 
 __all__ = [
@@ -89,7 +89,9 @@ class Record:
     emergency_opposed: bool = False
     occupational_consent: frozenset[str] = frozenset()  # occupational physicians with express consent
     grants: tuple[Grant, ...] = ()  # authorizations that may end, declared consents, facilities authorized for a stay
-    authors: frozenset[str] = frozenset()  # professionals who authored a live document of the record (treated the patient)
+    # Professionals who authored a live document of the record (treated the patient); read from the index for the
+    # actor decided for only (recordview.load_record), so a Record decides for that actor.
+    authors: frozenset[str] = frozenset()
     as_of: datetime | None = None  # the moment the record was read: a grant is in force strictly before its end
 
 
@@ -301,7 +303,7 @@ def _professional(actor: Actor, action: Action, record: Record, document: Docume
     if action == Action.DECLARE_CONSENT:
         # A professional of a known profession, the patient present: the declaration is what lets them in.
         return _allow(Reason.DECLARED_CONSENT) if actor.profession in PROFESSIONS else _deny(Reason.NOT_ALLOWED)
-    basis = care_team_basis(actor, record)
+    basis = care_team_basis(actor.id, actor.facility_id, record)
     if basis is None:
         return _deny(Reason.NOT_IN_CARE_TEAM)
     if actor.profession not in PROFESSIONS:
@@ -314,16 +316,6 @@ def _professional(actor: Actor, action: Action, record: Record, document: Docume
     if _masked_for(actor, document):
         return _deny(Reason.MASKED)
     return _allow(basis)
-
-
-def may_become_attending(record: Record, physician_id: str) -> bool:
-    """Whether the attending physician may hand the status to `physician_id`: already in the care team as a
-    person (authorized, declared consent, or an author of the record; a facility's authorization names no
-    one), and not blocked. Whether they are a physician only their own token says: attending powers follow it."""
-    if physician_id in record.blocked or physician_id == record.attending_physician:
-        return False
-    candidate = Actor(physician_id, ActorKind.PROFESSIONAL, "physician")
-    return care_team_basis(candidate, record) is not None
 
 
 def _occupational(actor: Actor, action: Action, record: Record, document: DocumentView | None, matrix: AccessMatrix) -> Decision:

@@ -45,10 +45,12 @@ _GRANTS = {Relation.AUTHORIZED: GrantBasis.AUTHORIZED, Relation.DECLARED_CONSENT
            Relation.FACILITY: GrantBasis.FACILITY}  # fmt: skip
 
 
-def load_record(session: Session, patient_id: str, *, now: dt.datetime | None = None) -> Record | None:
+def load_record(session: Session, patient_id: str, *, now: dt.datetime | None = None, for_actor: str | None = None) -> Record | None:
     """The record as the policy sees it at `now` (the clock by default), or None when there is no such patient.
 
-    Two round trips: the patient and its relations, then the authors of its live documents (who treated the patient).
+    Authorship is looked up for `for_actor` only (the one actor a request decides for): `Record.authors` holds them
+    if they authored a live document of the record, one index probe rather than every author of a large record.
+    One round trip for the patient and its relations, one more when there is an actor to look up.
     """
     rows = session.execute(
         select(*_RECORD_COLUMNS).outerjoin(RecordRelation, RecordRelation.patient_id == Patient.id).where(Patient.id == patient_id)
@@ -66,9 +68,7 @@ def load_record(session: Session, patient_id: str, *, now: dt.datetime | None = 
             grants.append(Grant(row.actor_id, _GRANTS[row.relation]))
         else:
             relations.setdefault(row.relation, set()).add(row.actor_id)
-    authors = session.scalars(
-        select(Document.author_id).where(Document.patient_id == patient_id, Document.live, Document.author_id.is_not(None)).distinct()
-    )
+    authors = frozenset({for_actor}) if for_actor is not None and authored(session, patient_id, for_actor) else frozenset()
     patient = rows[0]
     return Record(
         patient_id=patient.id,
@@ -81,9 +81,21 @@ def load_record(session: Session, patient_id: str, *, now: dt.datetime | None = 
         emergency_opposed=patient.emergency_opposed,
         occupational_consent=frozenset(relations.get("occupational_consent", ())),
         grants=tuple(sorted(grants, key=lambda grant: (grant.basis, grant.subject))),
-        authors=frozenset(author for author in authors if author),
+        authors=authors,
         as_of=now or dt.datetime.now(dt.UTC),
     )
+
+
+def authored(session: Session, patient_id: str, actor_id: str) -> bool:
+    """Whether `actor_id` authored a live document of the record (ix_documents_patient_author)."""
+    query = select(Document.id).where(Document.patient_id == patient_id, Document.author_id == actor_id, Document.live).limit(1)
+    return session.scalar(query) is not None
+
+
+def record_authors(session: Session, patient_id: str) -> list[str]:
+    """Every professional who authored a live document of the record, sorted."""
+    query = select(Document.author_id).where(Document.patient_id == patient_id, Document.live, Document.author_id.is_not(None))
+    return sorted({author for author in session.scalars(query.distinct()) if author})
 
 
 def patient_id_for_ins(session: Session, ins: str) -> str | None:

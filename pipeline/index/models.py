@@ -283,6 +283,8 @@ class Document(Base):
 
 # A record's listing (pipeline/access/listing.py) in its order: a page without sorting the record.
 Index("ix_documents_patient_listing", Document.patient_id, Document.service_date.desc(), Document.id)
+# Whether the actor of a request authored a document of the record (has treated the patient): one probe per access.
+Index("ix_documents_patient_author", Document.patient_id, Document.author_id)
 
 
 class Outbox(Base):

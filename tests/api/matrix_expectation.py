@@ -86,6 +86,10 @@ class ActorCase:
     attending: bool = False  # the patient's attending physician
     registered: bool = False  # representative relation / occupational consent
     own_record: bool = False  # a patient reading their own record
+    # Another way into the care team (docs/domain.md, "Finding a record, and the care team over time"): "author" (wrote a
+    # document of the record), "declared" (declared the patient's consent), "facility" (their facility is authorized
+    # for a stay that has not ended), "expired" (an authorization, and their facility's, that ended a minute ago).
+    ground: str | None = None
 
     def subject(self, patient_id: str) -> str:
         return patient_id if self.own_record else f"actor-{self.name}"
@@ -130,8 +134,21 @@ def all_actors() -> list[ActorCase]:
         ActorCase("occupational-consent", "occupational_physician", registered=True),
         ActorCase("occupational-consent-blocked", "occupational_physician", registered=True, blocked=True),
         ActorCase("occupational-no-consent", "occupational_physician"),
+        ActorCase("operator", "operator"),
     ]
+    # The other ways into the care team, for a profession that reads everything and one the matrix limits; the
+    # patient's block stands against each (the author "unless the patient blocked them").
+    for profession in ("physician", "dentist"):
+        for ground in GROUNDS:
+            for blocked in (False, True):
+                actors.append(ActorCase(f"{profession}-{ground}{'-blocked' if blocked else ''}", "professional", profession,
+                                        blocked=blocked, ground=ground))  # fmt: skip
     return actors
+
+
+GROUNDS = ("author", "declared", "facility", "expired")
+# Grounds that put a professional in the care team today ("expired" ended before the test's requests).
+IN_THE_TEAM = frozenset({"author", "declared", "facility"})
 
 
 ACTORS = all_actors()
@@ -156,6 +173,8 @@ def record_denial(actor: ActorCase, state: RecordState, emergency: bool) -> str 
         return "record_opposed"  # "the record exists unless the patient opposed it": nobody reads it
     if state.status != "open":
         return "record_closed"  # "readable by nobody"
+    if actor.kind == "operator":
+        return "not_allowed"  # the operator sets a minor's status and representatives; it reads nothing
     if actor.kind in ("patient", "legal_representative"):
         if not (actor.own_record or actor.registered):
             return "not_allowed"
@@ -177,7 +196,7 @@ def record_denial(actor: ActorCase, state: RecordState, emergency: bool) -> str 
         return "blocked"  # rule 3 (Stricter: also for the attending physician)
     if is_attending_physician(actor):
         return None  # rule 4 (Stricter: attending powers only for a physician)
-    return None if actor.care_team else "not_in_care_team"
+    return None if actor.care_team or actor.ground in IN_THE_TEAM else "not_in_care_team"
 
 
 def document_denial(actor: ActorCase, doc: DocCase, emergency: bool) -> str | None:

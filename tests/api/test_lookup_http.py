@@ -77,9 +77,9 @@ def test_the_ins_is_accepted_under_every_oid_the_domain_lists_and_with_spaces(ap
     assert body["record"] == pid
 
 
-def test_an_unknown_oid_is_422_unknown_ins_oid(api):
+def test_an_oid_the_domain_does_not_list_is_422(api):
     response = _lookup(api, api.pro(DR), new_ins(7), oid="1.2.3.4")
-    assert (response.status_code, response.json()["code"]) == (422, "unknown_ins_oid")
+    assert (response.status_code, response.json()["code"]) == (422, "invalid_request")
 
 
 @pytest.mark.parametrize("ins", ["180017500000100", "not-an-ins", ""])

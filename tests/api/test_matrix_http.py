@@ -19,6 +19,7 @@ but they count as a few dozen tests.
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import tempfile
 import uuid
@@ -31,6 +32,7 @@ from sqlalchemy import select, update
 
 from api.app import create_app
 from pipeline.access.tokens import mint_token
+from pipeline.core.identity import with_key
 from pipeline.core.settings import Settings
 from pipeline.index.models import AuditEntry, Batch, BatchItem, Document, Patient, RecordKey, RecordRelation
 from pipeline.runtime import Runtime
@@ -57,6 +59,13 @@ pytestmark = pytest.mark.slow  # thousands of HTTP requests (the policy's own te
 SOURCE = "hospital:H1"
 EMERGENCY = {"X-Emergency-Reason": "unconscious patient, suspected overdose"}
 OTHER_ATTENDING = "pro-attending-someone-else"
+# The facilities of the "facility" and "expired" grounds: one authorized for a stay still running, one whose stay ended.
+FINESS_STAY, FINESS_ENDED = "750000001", "750000002"
+FACILITIES = {"facility": FINESS_STAY, "expired": FINESS_ENDED}
+
+
+def ins_of(n: int) -> str:
+    return with_key(f"1800175{n:06d}")
 
 # ---------------------------------------------------------------------------------------------
 # The world
@@ -78,6 +87,8 @@ class World:
         subject = actor.subject(patient_id)
         if subject not in self.tokens:
             claims = {"profession": actor.profession, "rpps": subject} if actor.kind == "professional" else {}
+            if actor.ground in FACILITIES:
+                claims["facility_id"] = f"hospital:{FACILITIES[actor.ground]}"
             token = mint_token(self.settings, subject, actor.kind, **claims)
             self.tokens[subject] = {"Authorization": f"Bearer {token}"}
         return self.tokens[subject]
@@ -90,15 +101,29 @@ class World:
         self.attending[patient_id] = physician_id
 
 
-def _relations(actor: ActorCase) -> list[str]:
+def _relations(actor: ActorCase, patient_id: str) -> list[RecordRelation]:
+    subject = actor.subject(patient_id)
     relations = []
     if actor.care_team:
-        relations.append("authorized")
+        relations.append(RecordRelation(actor_id=subject, relation="authorized"))
     if actor.blocked:
-        relations.append("blocked")
+        relations.append(RecordRelation(actor_id=subject, relation="blocked"))
     if actor.registered:
-        relations.append("representative" if actor.kind == "legal_representative" else "occupational_consent")
+        relation = "representative" if actor.kind == "legal_representative" else "occupational_consent"
+        relations.append(RecordRelation(actor_id=subject, relation=relation))
+    if actor.ground == "declared":
+        relations.append(RecordRelation(actor_id=subject, relation="declared_consent", granted_by=subject))
+    if actor.ground == "expired":
+        ended = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+        relations.append(RecordRelation(actor_id=subject, relation="authorized", until=ended))
     return relations
+
+
+def _facilities() -> list[RecordRelation]:
+    """Every record: FINESS_STAY authorized for a stay ending in a day, FINESS_ENDED for one that ended a minute ago."""
+    now = dt.datetime.now(dt.UTC)
+    return [RecordRelation(actor_id=FINESS_STAY, relation="facility", until=now + dt.timedelta(days=1)),
+            RecordRelation(actor_id=FINESS_ENDED, relation="facility", until=now - dt.timedelta(minutes=1))]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -116,17 +141,20 @@ def world(tmp_path_factory):
         session.add(batch)
         session.flush()
         for n, state in enumerate(STATES):
-            patient = Patient(ins=f"1800175{n:08d}", status=state.status, emergency_opposed=state.emergency_opposed)
+            patient = Patient(ins=ins_of(n), status=state.status, emergency_opposed=state.emergency_opposed)
             session.add(patient)
             session.flush()
             patients[state.name] = patient.id
             key = RecordKey(patient_id=patient.id, master_key_id="test-master", wrapped=b"wrapped-record-key")
             session.add(key)
             session.flush()
-            for actor in ACTORS:
-                for relation in _relations(actor):
-                    session.add(RecordRelation(patient_id=patient.id, actor_id=actor.subject(patient.id), relation=relation))
-            for m, doc in enumerate(DOCS):
+            for relation in [*_facilities(), *(r for actor in ACTORS for r in _relations(actor, patient.id))]:
+                relation.patient_id = patient.id
+                session.add(relation)
+            # The "author" actors treated the patient: each wrote a document of the record, not one of DOCS.
+            authored = [(f"authored-{actor.name}", DocCase("11", "60591-5", False), actor.subject(patient.id))
+                        for actor in ACTORS if actor.ground == "author"]  # fmt: skip
+            for m, (name, doc, author) in enumerate([*((d.name, d, "pro-author") for d in DOCS), *authored]):
                 slot = f"row:{n * 100 + m}"
                 item = BatchItem(batch_id=batch.id, slot=slot, file=f"{slot}.pdf", state="indexed")
                 session.add(item)
@@ -137,13 +165,13 @@ def world(tmp_path_factory):
                         id=document_id,
                         patient_id=patient.id,
                         source=SOURCE,
-                        source_document_id=f"{state.name}-{doc.name}",
+                        source_document_id=f"{state.name}-{name}",
                         batch_item_id=item.id,
                         class_code=doc.class_code,
                         type_code=doc.type_code,
                         classified_by="test",
                         masked=doc.masked,
-                        author_id="pro-author",
+                        author_id=author,
                         author_profession="physician",
                         mime_type="application/pdf",
                         size=10,
@@ -153,7 +181,7 @@ def world(tmp_path_factory):
                         wrapped_key=b"wrapped-data-key",
                     )
                 )
-                documents[(state.name, doc.name)] = document_id
+                documents[(state.name, name)] = document_id
     with TestClient(create_app(settings)) as client:
         yield World(settings, rt, client, patients, documents, {}, {}, {})
     rt.close()
@@ -312,7 +340,9 @@ def test_care_history_access_follows_the_domain_rules(world, group):
 # ---------------------------------------------------------------------------------------------
 
 BODIES = {"/notifications": {"email": True, "sms": False}, "/attending-physician": {"physician_id": "pro-x"},
-          "/emergency-opposition": {"opposed": True}}  # fmt: skip
+          "/emergency-opposition": {"opposed": True}, "/consent": {}, "/facilities/{finess}": {"until": "2099-01-01T00:00:00Z"},
+          "/attending-physician/transfer": {"physician_id": "pro-x"}, "/opposition": {"opposed": True},
+          "/occupational-physicians/{professional_id}/consent": {"consent": True}}  # fmt: skip
 RECORD_ROUTES = (
     ("GET", "/documents"),
     ("GET", "/documents/{document_id}"),
@@ -331,19 +361,31 @@ RECORD_ROUTES = (
     ("PUT", "/attending-physician"),
     ("PUT", "/emergency-opposition"),
     ("POST", "/close"),
+    ("POST", "/consent"),
+    ("DELETE", "/consents/{professional_id}"),
+    ("PUT", "/facilities/{finess}"),
+    ("DELETE", "/facilities/{finess}"),
+    ("GET", "/care-team"),
+    ("POST", "/attending-physician/transfer"),
+    ("POST", "/attending-physician/transfer/accept"),
+    ("PUT", "/opposition"),
+    ("PUT", "/occupational-physicians/{professional_id}/consent"),
 )
+# The route's own names for its path parameters, where they are not the ones above.
+PATH_NAMES = {"/occupational-physicians/{physician_id}/consent": "/occupational-physicians/{professional_id}/consent"}
 KEPT_IN_THE_DARK = [actor for actor in ACTORS if not may_learn_the_record_exists(actor)]
 
 
 def test_every_route_of_a_record_is_checked_for_the_existence_oracle(world):
     prefix = "/v1/patients/{patient_id}"
     paths = world.client.get("/openapi.json").json()["paths"]
-    routes = {(method.upper(), path.removeprefix(prefix)) for path, ops in paths.items() if path.startswith(prefix) for method in ops}
+    routes = {(method.upper(), PATH_NAMES.get(path.removeprefix(prefix), path.removeprefix(prefix)))
+              for path, ops in paths.items() if path.startswith(prefix) for method in ops}  # fmt: skip
     assert routes == set(RECORD_ROUTES)
 
 
 def _ask(world: World, actor: ActorCase, method: str, path: str, patient_id: str, document_id: str, emergency: bool):
-    url = "/v1/patients/" + patient_id + path.format(document_id=document_id, professional_id="pro-x")
+    url = "/v1/patients/" + patient_id + path.format(document_id=document_id, professional_id="pro-x", finess=FINESS_STAY)
     headers = {**world.headers(actor, patient_id), **(EMERGENCY if emergency else {})}
     response = world.client.request(method, url, headers=headers, json=BODIES.get(path))
     return response.status_code, response.headers.get("content-type"), response.content
@@ -371,3 +413,44 @@ def test_the_chain_keeps_the_real_reason_of_a_refusal_told_as_not_found(world, k
     _new_audit_entries(world, pid)
     assert world.client.get(f"/v1/patients/{pid}/documents", headers=world.headers(actor, pid)).status_code == 404
     assert [(e.reason, e.told_reason) for e in _new_audit_entries(world, pid)] == [("forbidden_party", "not_found")]
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding a record by INS (POST /v1/records/lookup): the answer each actor gets, and no existence oracle
+# ---------------------------------------------------------------------------------------------
+
+UNKNOWN = {"record": None, "status": None, "access": {"allowed": False, "reason": "not_found"}, "attending_physician": False}
+
+
+def expected_lookup(actor: ActorCase, state: RecordState, patient_id: str) -> dict[str, object]:
+    """docs/domain.md: whether a record is open, whether this actor may read it (and why not), whether they are the
+    attending physician; to an actor who may not learn it, the answer for no record."""
+    if not may_learn_the_record_exists(actor):
+        return UNKNOWN
+    denial = record_denial(actor, state, False)
+    return {"record": patient_id, "status": state.status, "access": {"allowed": denial is None, "reason": denial},
+            "attending_physician": is_attending_physician(actor)}  # fmt: skip
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_lookup_by_ins_follows_the_domain_rules(world, group):
+    verdicts = Verdicts()
+    for actor in (actor for actor in ACTORS if _group(actor) == group):
+        for n, state in enumerate(STATES):
+            verdicts.rows += 1
+            pid = world.patients[state.name]
+            world.set_attending(pid, actor.subject(pid) if actor.attending else OTHER_ATTENDING)
+            _new_audit_entries(world, pid)  # skip what earlier requests wrote there
+            response = world.client.post("/v1/records/lookup", headers=world.headers(actor, pid), json={"ins": ins_of(n)})
+            entries = _new_audit_entries(world, pid)
+            want = expected_lookup(actor, state, pid)
+            row = _row_id(actor, state, False)
+            if (response.status_code, response.json()) != (200, want):
+                verdicts.mismatches.append(f"{row}: got {response.status_code} {response.json()}, expected {want}")
+            if [(e.actor_id, e.action) for e in entries] != [(actor.subject(pid), "lookup")]:
+                verdicts.mismatches.append(f"{row}: audit entries {[(e.actor_id, e.action) for e in entries]}, expected one lookup")
+        if not may_learn_the_record_exists(actor):
+            missing = world.client.post("/v1/records/lookup", headers=world.headers(actor, "missing"), json={"ins": ins_of(99)})
+            if (missing.status_code, missing.json()) != (200, UNKNOWN):
+                verdicts.mismatches.append(f"{actor.name}-missing: got {missing.status_code} {missing.json()}")
+    verdicts.conclude()

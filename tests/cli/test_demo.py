@@ -14,6 +14,10 @@ def test_the_demo_shows_each_step_of_the_scenario(tmp_path):
     assert result.exit_code == 0, result.output
     for line in (
         "patient lists the record: 200",
+        "physician 10000000001 looks the record up by INS",
+        "open, access {'allowed': False, 'reason': 'not_in_care_team'}, attending physician: False",
+        "the same lookup now answers: access {'allowed': True, 'reason': None}",
+        "the same as for an INS without a record",
         "authorized physician 10000000001 reads a document: 200",
         "blocked professional 10000000002: 403 blocked",
         "an insurer (never allowed, not even to learn the record exists): 404 not_found",
