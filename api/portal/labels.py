@@ -45,6 +45,8 @@ ACTION_LABELS = {
     "deposit": N_("a déposé un document"),
     "lookup": N_("a recherché le dossier par INS"),
     "read_care_team": N_("a consulté l'équipe de soins"),
+    "declare_consent": N_("a déclaré votre consentement à son accès"),
+    "revoke_consent": N_("a retiré un consentement déclaré"),
 }
 
 # Why a request was refused, in the words shown to the visitor (only where the API tells the reason too).
@@ -75,4 +77,14 @@ KIND_LABELS = {
     "professional": N_("Professionnel de santé"),
     "emergency_regulator": N_("Régulation (SAMU)"),
     "occupational_physician": N_("Médecin du travail"),
+}
+
+# How a professional (or a facility) stands to the record (pipeline/index/states.py Relation).
+RELATION_LABELS = {
+    "authorized": N_("autorisé par vous"),
+    "blocked": N_("bloqué"),
+    "declared_consent": N_("consentement déclaré par le professionnel"),
+    "facility": N_("établissement autorisé pour un séjour"),
+    "occupational_consent": N_("médecin du travail, avec votre consentement"),
+    "attending_proposal": N_("proposé comme médecin traitant"),
 }

@@ -14,7 +14,7 @@ from api.portal import reading
 from api.portal.web import FormDep, PageRefused, PatientDep, page, redirect
 from api.routes.export import zip_stream
 from api.routes.record import EMAIL_PATTERN, PHONE_PATTERN
-from pipeline.access import controls
+from pipeline.access import careteam, controls
 from pipeline.access.gate import visible
 from pipeline.access.policy import Action
 from pipeline.core.clock import paris_date
@@ -47,9 +47,10 @@ def change_document(document_id: str, change: str, visit: PatientDep, form: Form
 def privacy(visit: PatientDep) -> Response:
     """The record's settings: the care team, blocked professionals, the attending physician, emergency opposition
     (decided and audited as reading the care team)."""
-    record = reading.allowed(visit, Action.READ_CARE_TEAM, visit.record).record
+    record = reading.allowed(visit, Action.READ_CARE_TEAM, visit.record).record  # GET …/care-team
+    team = careteam.care_team(visit.rt, visit.record)
     done = visit.request.query_params.get("done", "")
-    return page(visit, "patient/privacy.html", record=record, done=done if done.replace("_", "").isalpha() else "")
+    return page(visit, "patient/privacy.html", record=record, team=team, done=done if done.replace("_", "").isalpha() else "")
 
 
 def _professional(form: FormDep, name: str = "professional_id") -> str:
@@ -70,6 +71,15 @@ def professional(visit: PatientDep, form: FormDep) -> Response:
     reading.allowed(visit, action, visit.record)
     controls.set_standing(visit.rt, visit.record, rpps, "authorized" if standing == "authorized" else "blocked")
     return redirect(f"/patient/privacy?done={standing}")
+
+
+@router.post("/consents/revoke")
+def revoke_consent(visit: PatientDep, form: FormDep) -> Response:
+    """DELETE …/consents/{rpps}: the patient withdraws the consent a professional declared."""
+    rpps = _professional(form)
+    reading.allowed(visit, Action.REVOKE_CONSENT, visit.record)
+    careteam.revoke_consent(visit.rt, visit.record, rpps)
+    return redirect("/patient/privacy?done=revoked")
 
 
 @router.post("/attending-physician")

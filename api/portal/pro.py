@@ -11,8 +11,10 @@ from api.portal import reading
 from api.portal.labels import CLASS_LABELS
 from api.portal.sessions import EMERGENCY_SECONDS
 from api.portal.web import FormDep, PageRefused, ProfessionalDep, Visit, page, redirect
+from pipeline.access import careteam
 from pipeline.access.audit import MAX_JUSTIFICATION
 from pipeline.access.lookup import InsError, lookup_record
+from pipeline.access.policy import Action
 from pipeline.access.vocabulary import Reason
 
 router = APIRouter(prefix="/pro", include_in_schema=False)
@@ -82,6 +84,15 @@ def emergency(patient_id: str, visit: ProfessionalDep, form: FormDep) -> Respons
     if not reason or len(reason) > MAX_JUSTIFICATION:
         return page(visit, "pro/emergency.html", status=422, patient_id=patient_id, error=True, limit=MAX_JUSTIFICATION)
     visit.session.emergency[patient_id] = (reason, time.monotonic() + EMERGENCY_SECONDS)
+    return redirect(f"/pro/records/{patient_id}")
+
+
+@router.post("/records/{patient_id}/consent")
+def declare_consent(patient_id: str, visit: ProfessionalDep, form: FormDep) -> Response:
+    """POST …/consent: the patient, present, consents to this professional's access (traced, shown to the patient,
+    who can revoke it); the policy decides whether this professional may declare it (never one the patient blocked)."""
+    reading.allowed(visit, Action.DECLARE_CONSENT, patient_id)
+    careteam.declare_consent(visit.rt, patient_id, visit.actor.id)
     return redirect(f"/pro/records/{patient_id}")
 
 

@@ -16,7 +16,7 @@ from starlette.datastructures import FormData
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from api.portal.i18n import LANG_COOKIE, LANGUAGES, day, language_of, moment, translations
-from api.portal.labels import ACTION_LABELS, CLASS_LABELS, KIND_LABELS, REASON_LABELS
+from api.portal.labels import ACTION_LABELS, CLASS_LABELS, KIND_LABELS, REASON_LABELS, RELATION_LABELS
 from api.portal.sessions import PortalSession, SessionStore, session_of, set_cookie
 from pipeline.access.gate import PROFESSIONAL_KINDS
 from pipeline.access.policy import Actor, ActorKind
@@ -31,7 +31,13 @@ PORTAL_POLICY = (
 PAGE_HEADERS = {"Content-Security-Policy": PORTAL_POLICY, "Cache-Control": "no-store", "X-Frame-Options": "DENY"}
 TEMPLATES = Path(__file__).parent / "templates"
 _env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(default=True), auto_reload=False)
-_env.globals.update(CLASS_LABELS=CLASS_LABELS, ACTION_LABELS=ACTION_LABELS, REASON_LABELS=REASON_LABELS, KIND_LABELS=KIND_LABELS)
+_env.globals.update(
+    CLASS_LABELS=CLASS_LABELS,
+    ACTION_LABELS=ACTION_LABELS,
+    REASON_LABELS=REASON_LABELS,
+    KIND_LABELS=KIND_LABELS,
+    RELATION_LABELS=RELATION_LABELS,
+)
 
 
 class SignInRequired(Exception):

@@ -108,7 +108,21 @@ def test_the_export_is_a_zip_of_the_documents(world):
     assert "index.json" in names and len(names) == 1 + sum(d.patient_id == patients[0] for d in documents)
 
 
-def test_closing_needs_the_confirmation_then_nobody_reads_the_record(world):
+def test_the_patient_sees_a_declared_consent_and_withdraws_it(world):
+    from pipeline.access import careteam
+
+    _, rt, _, patients, _, _ = world
+    careteam.declare_consent(rt, patients[0], "10000000009")
+    client = _patient(world)
+    page = client.get("/patient/privacy").text
+    assert "RPPS 10000000009 — consentement déclaré par le professionnel" in page
+    response = post_form(client, "/patient/privacy", "/patient/consents/revoke", {"professional_id": "10000000009"})
+    assert response.status_code == 303
+    assert last_entries(rt, patients[0])[0].action == "revoke_consent"
+    assert all(row.relation != "declared_consent" for row in careteam.care_team(rt, patients[0]).rows)
+
+
+def test_closing_needs_the_confirmation_then_nobody_reads_the_record(world):  # last: the record stays closed
     _, rt, _, patients, _, _ = world
     client = _patient(world)
     unconfirmed = post_form(client, "/patient/close", "/patient/close", {})

@@ -5,6 +5,7 @@ from __future__ import annotations
 from tests.api.portal.conftest import client_of, last_entries, post_form, sign_in
 
 DOCTOR = "10000000001"
+EMERGENCY_DOCTOR = "10000000003"  # in no care team
 
 
 def _nir(first13: str) -> str:
@@ -98,3 +99,14 @@ def test_a_patient_is_not_shown_the_professional_pages(world):
     client = client_of(app)
     sign_in(client, f"patient:{patients[0]}")
     assert client.get("/pro").status_code == 404
+
+
+def test_a_professional_declares_the_present_patients_consent_then_reads(world):
+    _, rt, _, patients, documents, _ = world
+    client = _doctor(world, EMERGENCY_DOCTOR)
+    refused = client.get(f"/pro/records/{patients[1]}")
+    assert refused.status_code == 403 and f'action="/pro/records/{patients[1]}/consent"' in refused.text
+    assert post_form(client, f"/pro/records/{patients[1]}", f"/pro/records/{patients[1]}/consent", {}).status_code == 303
+    assert last_entries(rt, patients[1])[0].action == "declare_consent"
+    listed = client.get(f"/pro/records/{patients[1]}")
+    assert listed.status_code == 200 and any(d.id in listed.text for d in documents if d.patient_id == patients[1])
