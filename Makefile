@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint typecheck bench services clean constraints
+.PHONY: demo test test-fast lint typecheck bench services clean constraints messages browser screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,8 +14,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# The scenario, then the web portal served on this machine (its URL and demo identities printed) until Ctrl-C.
 demo: $(STAMP)
-	$(BIN)/dmp demo
+	$(BIN)/dmp demo --portal
 
 # promtool checks the alert rules; taken from Debian's prometheus package without installing it.
 # Where apt cannot fetch it, the two promtool tests say they were skipped and why.
@@ -23,11 +24,19 @@ $(BIN)/promtool: | $(BIN)/python
 	-@command -v apt-get >/dev/null && tmp=$$(mktemp -d) && (cd $$tmp && apt-get download -qq prometheus 2>/dev/null \
 	  && dpkg -x prometheus_*.deb x && cp x/usr/bin/promtool $(CURDIR)/$(BIN)/promtool); rm -rf $$tmp
 
-test: $(STAMP) $(BIN)/promtool
+# The browser tests (tests/browser) drive Debian's Chromium through Playwright, never a browser Playwright downloads.
+# Installed here when missing and apt-get can (as root); otherwise `make test` stops and says what to install.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	  || { echo "make test: the browser tests need Chromium at $(CHROMIUM): apt-get install chromium (Debian/Ubuntu), or CHROMIUM=/path make test"; exit 1; }
+
+test: $(STAMP) $(BIN)/promtool browser
 	infra/check-services
 	$(BIN)/ruff check .
 	$(MAKE) typecheck
-	$(BIN)/python -m pytest -q
+	DMP_TEST_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q
 
 # The tier a developer runs while working: no servers to start, no PostgreSQL twin, no slow test.
 # test_schema.py (slow as a whole) is not even imported: it builds its cases at import.
@@ -40,6 +49,10 @@ lint: $(STAMP)
 # mypy, configured in pyproject.toml ([tool.mypy]: strict, files, overrides).
 typecheck: $(STAMP)
 	$(BIN)/mypy
+
+# The README's screenshots of the portal (docs/screenshots), taken by the browser tests.
+screenshots: $(STAMP) browser
+	DMP_TEST_SCREENSHOTS=1 DMP_TEST_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q tests/browser
 
 bench: $(STAMP)
 	infra/check-services
@@ -54,6 +67,12 @@ bench: $(STAMP)
 
 clean:
 	rm -rf .dmp
+
+# The portal's messages: extract them from the code and the templates, merge them into each catalog (.po, committed;
+# compiled in memory when the app starts). Then translate the new empty entries.
+messages: $(STAMP)
+	$(BIN)/pybabel extract -F babel.cfg -k N_ --no-location --sort-output -o api/portal/locale/portal.pot .
+	$(BIN)/pybabel update -D portal -i api/portal/locale/portal.pot -d api/portal/locale --no-location
 
 # The image's pinned dependencies (infra/Dockerfile), resolved in a clean venv from pyproject's
 # ranges; pyproject itself stays unpinned. Run with the image's Python (3.11) on Debian bookworm.

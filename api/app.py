@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api.headers import SecurityHeaders
 from api.inputs import BodyLimit
 from api.metrics import RequestMetrics
+from api.portal import mount_portal
 from api.problems import ApiProblem, InternalErrors, http_error_handler, problem_handler, validation_error_handler
 from api.requestid import RequestId
 from api.routes import careteam, contributions, documents, export, fhir, ingest, me, operations, record, records, versions
@@ -55,14 +56,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.intake.close()
         app.state.runtime.close()
 
-    app = FastAPI(title="DMP", version=__version__, lifespan=lifespan)
+    # /docs is the portal's self-hosted Swagger UI (api/portal/docs.py); no ReDoc (it needs other hosts).
+    app = FastAPI(title="DMP", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.add_exception_handler(ApiProblem, problem_handler)  # type: ignore[arg-type]  # Starlette types handlers as taking any Exception
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_middleware(BodyLimit)
     # Added last, so outermost: a 500 from InternalErrors gets the security headers too.
     app.add_middleware(InternalErrors)
-    app.add_middleware(SecurityHeaders, docs_paths=[p for p in (app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url) if p])
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestMetrics)
     app.add_middleware(RequestId)  # outermost: a log line of any layer below carries the request's id
     app.include_router(documents.router)
@@ -77,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(versions.sources)
     app.include_router(operations.router)
     app.include_router(fhir.router)
+    mount_portal(app, settings)
 
     @app.get("/v1/health")
     def health() -> dict[str, str]:

@@ -74,8 +74,22 @@ def _show_notifications(rt: Runtime, settings: Settings, patient_id: str, echo: 
     echo(f"  (no email or SMS channel configured: messages are in the local log sink {settings.resolved_notify_log_file()})")
 
 
-def run_api_demo(settings: Settings, echo: Callable[[str], None]) -> None:
-    """Serve the API, then walk through the consented-reads scenario and print what happens."""
+def _show_portal(rt: Runtime, base: str, echo: Callable[[str], None], serving: bool) -> None:
+    """The portal's address and the identities its sign-in page offers on this machine."""
+    from api.portal.demo import demo_identities
+
+    echo(f"\nPortal: {base}/  (sign in with one of these demo identities, offered on this machine only)")
+    for identity in demo_identities(rt):
+        claims = identity.claims
+        who = f"patient {claims.subject}  INS {identity.ins}" if claims.kind == "patient" else f"{claims.profession} RPPS {claims.rpps}"
+        echo(f"  {who}")
+    if not serving:
+        echo("  (it stopped with this demo: `dmp demo --portal` keeps it up, or serve it with `dmp api`)")
+
+
+def run_api_demo(settings: Settings, echo: Callable[[str], None], serve_portal: bool = False) -> None:
+    """Serve the API, then walk through the consented-reads scenario and print what happens; with
+    `serve_portal`, keep serving the portal afterwards until interrupted."""
     import uvicorn
 
     from api.app import create_app
@@ -133,6 +147,14 @@ def run_api_demo(settings: Settings, echo: Callable[[str], None]) -> None:
             echo(f"    {entry['at'][:19]} {who} {entry['action']:<18} {entry['outcome']:<7} {entry['reason']}{flag}")
         show_record_over_time(base, rt, settings, patient_id, echo)
         _show_notifications(rt, settings, patient_id, echo)
+        _show_portal(rt, base, echo, serve_portal)
+        if serve_portal:
+            echo("Serving the portal until Ctrl-C.")
+            try:
+                while thread.is_alive():
+                    thread.join(timeout=0.5)
+            except KeyboardInterrupt:
+                pass
     finally:
         server.should_exit = True
         thread.join(timeout=10)

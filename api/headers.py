@@ -11,8 +11,8 @@ Every response gets:
 - `Cache-Control: no-store`: nothing about a patient is kept by a browser or a proxy;
 - `Referrer-Policy: no-referrer`, `Cross-Origin-Resource-Policy: same-origin`.
 
-The interactive documentation pages (`/docs`, `/redoc`) are the one exception to the policy: they
-run the documentation viewers from their CDN, under a policy that allows exactly that.
+Pages (the portal, api/portal/, and the self-hosted `/docs`) set their own policy, which this one then
+leaves alone: scripts, styles and images from this origin only, nothing from another host.
 
 Document content (`content_headers`) is served with its stored type only when it is a type the
 pipeline accepts, as an attachment unless it is one a browser shows inertly (images, plain text),
@@ -21,22 +21,12 @@ under a file name made of the document id: never the title, never a name from th
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from starlette.datastructures import MutableHeaders
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from api.middleware import HttpMiddleware
 
 API_POLICY = "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'; sandbox"
-# What FastAPI's Swagger UI and ReDoc pages load: their bundles and styles from jsDelivr, an inline
-# start-up script, ReDoc's fonts and web worker, the favicon, and the OpenAPI document from here.
-DOCS_POLICY = (
-    "default-src 'none'; script-src 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "style-src 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; font-src https://fonts.gstatic.com; "
-    "img-src data: https://fastapi.tiangolo.com https://cdn.redoc.ly; worker-src blob:; connect-src 'self'; "
-    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-)
 COMMON = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
@@ -78,19 +68,14 @@ def content_headers(document_id: str, mime_type: str) -> dict[str, str]:
 class SecurityHeaders(HttpMiddleware):
     """ASGI middleware adding the headers above to every response that does not set its own."""
 
-    def __init__(self, app: ASGIApp, docs_paths: Iterable[str] = ()) -> None:
-        super().__init__(app)
-        self.docs_paths = frozenset(docs_paths)
-
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        policy = DOCS_POLICY if scope["path"] in self.docs_paths else API_POLICY
 
         async def stamped(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
                 for name, value in COMMON.items():
                     headers.setdefault(name, value)
-                headers.setdefault("Content-Security-Policy", policy)
+                headers.setdefault("Content-Security-Policy", API_POLICY)
             await send(message)
 
         await self.app(scope, receive, stamped)

@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     fhir.add_argument("--patients", type=int, default=50, help="one Bundle (and one zip) per patient")
     fhir.add_argument("--clients", type=int, default=8)
     fhir.add_argument("--index-documents", type=int, default=100_000)
+    portal = sub.add_parser("portal", help="the portal's document list and document page vs the same through the JSON API")
+    portal.add_argument("--documents", type=int, default=100_000)
+    portal.add_argument("--requests", type=int, default=300)
     args = parser.parse_args(argv)
 
     if args.name == "ingest":
@@ -83,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench.fhir import run as run_fhir
 
         result = run_fhir(documents=args.documents, patients=args.patients, clients=args.clients, index_documents=args.index_documents)
+    elif args.name == "portal":
+        from bench.portal import run as run_portal
+
+        result = run_portal(documents=args.documents, requests=args.requests)
     print(json.dumps(result))
     return 0
 

@@ -14,7 +14,8 @@ from api.access import check, visible
 from api.deps import ActorDep, RuntimeDep
 from api.headers import EXTENSIONS
 from api.problems import PROBLEM_RESPONSES
-from pipeline.access.policy import Action
+from pipeline.access.gate import Access
+from pipeline.access.policy import Action, Actor
 from pipeline.carehistory.history import WINDOW_MONTHS
 from pipeline.core.clock import paris_date
 from pipeline.documents.stored import read_document
@@ -50,7 +51,8 @@ class _Spout:
         return out
 
 
-def _zip_stream(rt: Runtime, documents: list[Document], extras: dict[str, bytes]) -> Iterator[bytes]:
+def zip_stream(rt: Runtime, documents: list[Document], extras: dict[str, bytes]) -> Iterator[bytes]:
+    """The zip of `documents` (decrypted), their index.json and the `extras` files, in pieces as they are written."""
     spout = _Spout()
     index = []
     titles = document_titles(rt, documents)
@@ -80,15 +82,23 @@ def export_record(patient_id: str, rt: RuntimeDep, actor: ActorDep) -> Streaming
     log as this reader may read it (access_log.csv, .json)."""
     access = check(rt, actor, Action.EXPORT, patient_id)
     log_access = check(rt, actor, Action.READ_ACCESS_LOG, patient_id)
+    headers = {"Content-Disposition": 'attachment; filename="dossier.zip"', "Cache-Control": "no-store"}
+    return StreamingResponse(record_copy(rt, actor, access, log_access), media_type="application/zip", headers=headers)
+
+
+def record_copy(rt: Runtime, actor: Actor, access: Access, log_access: Access) -> Iterator[bytes]:
+    """The copy of the record `actor` may take (the API's route and the portal's page alike), as zip pieces:
+    every document they may read, decrypted, index.json, the care history of the window and the access log as
+    `log_access` lets them read it. `access` and `log_access` are the gate's decisions for EXPORT and
+    READ_ACCESS_LOG on the record."""
     with rt.sessions() as session:
-        documents = live_documents(session, patient_id)
+        documents = live_documents(session, access.record.patient_id)
     shown = visible(actor, Action.READ_CONTENT, access.record, documents, today=paris_date(), emergency_reason=None)
-    care, log = copy.care_rows(rt, patient_id), copy.log_rows(rt, actor, log_access)
+    care, log = copy.care_rows(rt, access.record.patient_id), copy.log_rows(rt, actor, log_access)
     extras = {
         "care_history.csv": copy.as_csv(care, copy.CARE_COLUMNS),
         "care_history.json": copy.as_json(care, "lines", window_months=WINDOW_MONTHS),
         "access_log.csv": copy.as_csv(log, copy.LOG_COLUMNS),
         "access_log.json": copy.as_json(log, "entries"),
     }
-    headers = {"Content-Disposition": 'attachment; filename="dossier.zip"', "Cache-Control": "no-store"}
-    return StreamingResponse(_zip_stream(rt, shown, extras), media_type="application/zip", headers=headers)
+    return zip_stream(rt, shown, extras)

@@ -27,7 +27,17 @@ class LogLine:
     justification: str | None  # the break-glass justification, for the patient and the attending physician only
 
 
-def access_log(rt: Runtime, actor: Actor, access: Access, *, limit: int, offset: int, today: dt.date | None = None) -> list[LogLine]:
+def access_log(
+    rt: Runtime,
+    actor: Actor,
+    access: Access,
+    *,
+    limit: int,
+    offset: int,
+    today: dt.date | None = None,
+    newest_first: bool = False,
+    others_only: bool = False,
+) -> list[LogLine]:
     """A page of the record's access log as `actor` (allowed `read_access_log` by `access`) may read it.
 
     An entry about a document is shown only to a reader whom `decide` lets read that document's metadata
@@ -35,6 +45,7 @@ def access_log(rt: Runtime, actor: Actor, access: Access, *, limit: int, offset:
     outside their matrix) leaves no trace: no entry, no count, no page. Their own entries are always shown
     (they know what they asked), with the answer they got instead of a reason it hid. The rest is
     `access_log_scope`'s: own entries only, the patient's own actions left out, justifications shown.
+    `others_only` leaves the reader's own entries out too (the portal's home page: who else came).
     """
     scope = access_log_scope(access.decision)
     record, me = access.record, (actor.kind, actor.id)
@@ -47,10 +58,11 @@ def access_log(rt: Runtime, actor: Actor, access: Access, *, limit: int, offset:
             actor_id=actor.id if scope.own_only else None,
             actor_kind=actor.kind if scope.own_only else None,
             hidden_documents=() if scope.own_only else hidden,  # only their own entries anyway
-            hidden_actor=(ActorKind.PATIENT, record.patient_id) if scope.hides_patient else None,
+            hidden_actor=(ActorKind.PATIENT, record.patient_id) if scope.hides_patient else (me if others_only else None),
             reader=me,
             limit=limit,
             offset=offset,
+            newest_first=newest_first,
         )
         justifications: dict[int, str | None] = {}
         if scope.justifications and any(e.justification_sealed is not None for e in entries):

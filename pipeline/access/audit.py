@@ -349,9 +349,10 @@ def entries_for(
     reader: tuple[str, str] | None = None,
     limit: int = 100,
     offset: int = 0,
+    newest_first: bool = False,
 ) -> list[AuditEntry]:
-    """A page of a chain's entries, oldest first, filtered in the query so that pages and counts hold only
-    what is returned. Access control is the caller's: it says what to leave out.
+    """A page of a chain's entries, oldest first (newest first if asked: the portal's pages), filtered in the query
+    so that pages and counts hold only what is returned. Access control is the caller's: it says what to leave out.
 
     `actor_id` (and `actor_kind`): only the entries of that actor (a professional reads their own).
     `hidden_documents`: entries about these documents are left out, except those of `reader` (kind, id).
@@ -372,7 +373,7 @@ def entries_for(
         # NOT IN alone would also drop the entries about no document (NULL is never NOT IN anything).
         shown = or_(AuditEntry.document_id.is_(None), AuditEntry.document_id.not_in(sorted(hidden_documents)))
         query = query.where(or_(shown, _by(reader)) if reader is not None else shown)
-    query = query.order_by(AuditEntry.seq).limit(limit).offset(offset)
+    query = query.order_by(AuditEntry.seq.desc() if newest_first else AuditEntry.seq).limit(limit).offset(offset)
     return list(session.scalars(query))
 
 

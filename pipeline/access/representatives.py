@@ -64,3 +64,14 @@ def list_representatives(session: Session, ins: str) -> list[str]:
         .order_by(RecordRelation.actor_id)
     )
     return list(session.scalars(query))
+
+
+def represented_records(session: Session, actor_id: str) -> list[tuple[str, str]]:
+    """(patient id, INS) of the records `actor_id` is a legal representative of (the portal lets them choose one)."""
+    query = (
+        select(Patient.id, Patient.ins)
+        .join(RecordRelation, RecordRelation.patient_id == Patient.id)
+        .where(RecordRelation.actor_id == actor_id, RecordRelation.relation == RELATION)
+        .order_by(Patient.ins)
+    )
+    return [(row[0], row[1]) for row in session.execute(query)]

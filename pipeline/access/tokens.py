@@ -318,12 +318,19 @@ class TokenVerifier:
                 self._verified.clear()  # crude but bounded: the next requests re-verify
             self._verified[token] = (time.monotonic(), payload)
         _check_times(payload, _timestamp(now))
-        _check_claims(payload.get("sub"), payload.get("kind"), payload)
-        return Claims(
-            subject=payload["sub"],
-            kind=payload["kind"],
-            profession=payload.get("profession"),
-            specialty=payload.get("specialty"),
-            rpps=payload.get("rpps"),
-            facility_id=payload.get("facility"),
-        )
+        return claims_of(payload)
+
+
+def claims_of(payload: Mapping[str, Any]) -> Claims:
+    """The identity of a verified token's payload: `sub`, `kind`, and for a professional `profession` and `rpps`
+    (`specialty`, `facility` optional). The same mapping for the API's bearer tokens and the portal's OpenID
+    Connect ID tokens (api/portal/oidc.py). AuthError("invalid_claims") when they are missing or malformed."""
+    _check_claims(payload.get("sub"), payload.get("kind"), payload)
+    return Claims(
+        subject=payload["sub"],
+        kind=payload["kind"],
+        profession=payload.get("profession"),
+        specialty=payload.get("specialty"),
+        rpps=payload.get("rpps"),
+        facility_id=payload.get("facility"),
+    )

@@ -30,8 +30,12 @@ def samples(
     typer.echo(f"expected: {summary.good} indexed, {summary.bad} rejected (see {out / 'expected.csv'})")
 
 
-def demo(documents: Annotated[int, typer.Option()] = 60, patients: Annotated[int, typer.Option()] = 8) -> None:
-    """Generate samples and run the embedded pipeline on them."""
+def demo(
+    documents: Annotated[int, typer.Option()] = 60,
+    patients: Annotated[int, typer.Option()] = 8,
+    portal: Annotated[bool, typer.Option(help="Keep serving the web portal after the scenario, until Ctrl-C.")] = False,
+) -> None:
+    """Generate samples and run the embedded pipeline on them, then the API scenario; prints the portal's URL."""
     from pipeline.core.home import prepare_home
 
     settings = Settings()
@@ -44,4 +48,4 @@ def demo(documents: Annotated[int, typer.Option()] = 60, patients: Annotated[int
     run_ingest(settings, out, "hospital:DEMO-CHU", "hospital", as_json=False, threads=2)
     from api.demo import run_api_demo
 
-    run_api_demo(settings, typer.echo)
+    run_api_demo(settings, typer.echo, serve_portal=portal)

@@ -46,6 +46,11 @@ class Settings(BaseSettings):
     jwt_audience: str = Field(default="dmp-api", description="Expected `aud` of API tokens.")
     oidc_jwks_url: str | None = Field(default=None, description="JWKS URL of the identity provider; unset = embedded signing key.")
     jwt_signing_key_file: Path | None = Field(default=None, description="Embedded Ed25519 signing key; unset = home/jwt-signing.pem.")
+    # The web portal's sign-in (api/portal/oidc.py): OpenID Connect authorization code with PKCE. Unset issuer = no
+    # provider; then, in embedded mode and to a visitor on this machine only, the demo identities.
+    portal_oidc_issuer: str | None = Field(default=None, description="OpenID provider (its /.well-known/openid-configuration).")
+    portal_oidc_client_id: str = Field(default="dmp-portal", description="The portal's client id at the provider.")
+    portal_oidc_client_secret: str | None = Field(default=None, description="The portal's client secret (unset: a public client).")
     max_file_bytes: int = Field(default=200 * 1024 * 1024, description="Largest accepted document.")
     archive_max_uncompressed_bytes: int = Field(default=4 * 1024**3, ge=0, description="Largest total uncompressed size of a batch zip.")
     archive_max_entries: int = Field(default=100_000, ge=1, description="Most entries a batch zip may list.")

@@ -13,10 +13,11 @@ from sqlalchemy.orm import Session
 
 from pipeline.index.models import Batch, Document, Feed, Notification, Patient
 from pipeline.index.repo import documents_by_id
+from pipeline.index.states import RecordStatus
 
 __all__ = [
-    "batch_of_source", "documents_by_id", "feed_of_source", "fullest_record", "live_documents", "notifications_of", "patient",
-    "sent_notification", "source_reference",
+    "batch_of_source", "demo_patients", "documents_by_id", "feed_of_source", "fullest_record", "live_documents", "notifications_of",
+    "patient", "sent_notification", "source_reference",
 ]  # fmt: skip
 
 
@@ -36,6 +37,16 @@ def fullest_record(session: Session) -> tuple[str, int] | None:
         select(Document.patient_id, func.count()).group_by(Document.patient_id).order_by(func.count().desc()).limit(1)
     ).first()
     return None if row is None else (row[0], row[1])
+
+
+def demo_patients(session: Session, limit: int) -> list[tuple[str, str]]:
+    """(patient id, INS) of the open records with the most documents: the identities the embedded portal's demo sign-in offers."""
+    counts = select(Document.patient_id, func.count().label("n")).group_by(Document.patient_id).subquery()
+    rows = session.execute(
+        select(Patient.id, Patient.ins).join(counts, counts.c.patient_id == Patient.id)
+        .where(Patient.status == RecordStatus.OPEN).order_by(counts.c.n.desc(), Patient.id).limit(limit)
+    ).all()  # fmt: skip
+    return [(row[0], row[1]) for row in rows]
 
 
 def sent_notification(session: Session, patient_id: str, kind: str) -> Notification | None:

@@ -31,3 +31,14 @@ def test_a_malformed_ins_or_id_is_refused_with_its_reason(embedded_settings):
     assert bad_ins.exit_code == 2 and "INS" in bad_ins.output
     bad_id = _dmp(embedded_settings, "add", CHILD, "parent\n1")
     assert bad_id.exit_code == 2 and "representative id" in bad_id.output
+
+
+def test_a_representative_finds_the_records_they_represent_and_no_other(rt):
+    from pipeline.access.representatives import add_representative, represented_records
+
+    other = with_key("1850575123456")
+    with rt.sessions() as session:
+        child = add_representative(session, CHILD, "parent-1")
+        add_representative(session, other, "parent-2")
+        assert represented_records(session, "parent-1") == [(child, CHILD)]
+        assert represented_records(session, "nobody") == []

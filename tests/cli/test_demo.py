@@ -33,6 +33,8 @@ def test_the_demo_shows_each_step_of_the_scenario(tmp_path):
         "reads it: 200, blood group O-",
         "Nouveaux documents dans votre dossier",
         "local log sink",
+        "Portal: http://127.0.0.1:",
+        "physician RPPS 10000000002",
     ):
         assert line in result.output
     assert stat.S_IMODE((tmp_path / "home").stat().st_mode) == 0o700  # it holds the demo's index: owner only
