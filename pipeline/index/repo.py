@@ -15,7 +15,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from pipeline.core.clock import as_utc
 from pipeline.core.keys import WrappedKey
-from pipeline.index.models import Base, Batch, BatchItem, Document, Outbox, Patient, new_id
+from pipeline.index.models import Base, Batch, BatchItem, Document, Outbox, Patient, new_id, table_of
 from pipeline.index.states import ITEM_FINAL, ItemState, RecordStatus
 
 FINAL_STATES = ITEM_FINAL
@@ -289,6 +289,20 @@ def relocate_inbox(session: Session, item_id: str, key: str, member: str | None)
     session.commit()
 
 
+def relocate_many(session: Session, moves: list[tuple[str, str, str | None]]) -> None:
+    """`relocate_inbox` for many items (item id, key, member) in one executemany and one commit."""
+    if not moves:
+        return
+    table = table_of(BatchItem)
+    statement = (
+        update(table)
+        .where(table.c.id == bindparam("item"), table.c.state.not_in(FINAL_STATES))
+        .values(inbox_key=bindparam("key"), inbox_member=bindparam("member"))
+    )
+    session.execute(statement, [{"item": item, "key": key, "member": member} for item, key, member in moves])
+    session.commit()
+
+
 def batch_items(session: Session, batch_id: str) -> Sequence[BatchItem]:
     return session.scalars(
         select(BatchItem).where(BatchItem.batch_id == batch_id).order_by(BatchItem.row_number.nulls_last(), BatchItem.file)
@@ -327,7 +341,7 @@ def still_waited_on(session: Session, batch_ids: Collection[str], keys: Collecti
 
 def batch_sources(session: Session, batch_ids: Collection[str]) -> dict[str, str]:
     """The source of each batch, by id (one query)."""
-    return dict(session.execute(select(Batch.id, Batch.source).where(among(session, Batch.id, batch_ids))).tuples().all())
+    return {row.id: row.source for row in session.execute(select(Batch.id, Batch.source).where(among(session, Batch.id, batch_ids)))}
 
 
 def affected(result: Result[Any]) -> int:
