@@ -296,7 +296,7 @@ def relocate_many(session: Session, moves: list[tuple[str, str, str | None]]) ->
     table = table_of(BatchItem)
     statement = (
         update(table)
-        .where(table.c.id == bindparam("item"), table.c.state.not_in(FINAL_STATES))
+        .where(table.c.id == bindparam("item"), *(table.c.state != state for state in sorted(FINAL_STATES)))  # no IN: executemany
         .values(inbox_key=bindparam("key"), inbox_member=bindparam("member"))
     )
     session.execute(statement, [{"item": item, "key": key, "member": member} for item, key, member in moves])
