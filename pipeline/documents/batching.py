@@ -102,6 +102,8 @@ def process_items(
     """
     with rt.sessions() as session:
         answers = repo.claim_items(session, item_ids, dt.timedelta(seconds=rt.settings.claim_lease_seconds), resuming)
+        claimed = [answer.item.batch_id for answer in answers.values() if isinstance(answer, repo.Claim)]
+        sources = repo.batch_sources(session, set(claimed)) if claimed else {}
     run = _Run()
     for item_id, answer in answers.items():
         if answer is repo.Refusal.FINAL:
@@ -114,7 +116,7 @@ def process_items(
             run.open[item_id] = answer
     if run.open:
         try:
-            _attempt(rt, run, today or paris_date())
+            _attempt(rt, run, sources, today or paris_date())
         except Exception as failure:
             service = outage_of(failure)
             crashed = service is None and not isinstance(failure, Transient)
@@ -150,9 +152,7 @@ def _fail_alone(rt: Runtime, run: _Run, work: _Item, failure: Exception) -> None
     run.failures.append((work.id, failure))
 
 
-def _attempt(rt: Runtime, run: _Run, today: dt.date) -> None:
-    with rt.sessions() as session:
-        sources = repo.batch_sources(session, {claim.item.batch_id for claim in run.open.values()})
+def _attempt(rt: Runtime, run: _Run, sources: dict[str, str], today: dt.date) -> None:
     items = [_Item(claim, sources[claim.item.batch_id]) for claim in run.open.values()]
     stale = [i.claim.previous_pending_key for i in items if i.claim.previous_pending_key not in (None, i.claim.item.pending_object_key)]
     if stale:
@@ -307,10 +307,9 @@ def _settle(rt: Runtime, run: _Run, items: list[_Item], outcomes: dict[str, Atte
     shared = {key for work in final if work.claim.item.inbox_member is not None and (key := work.claim.item.inbox_key)}
     with rt.sessions() as session:
         waited_on = repo.still_waited_on(session, {work.claim.item.batch_id for work in final}, shared) if shared else set()
-    gone = sorted(key for key in keys if key and key not in waited_on)
-    if gone or leftovers:
-        rt.store.delete_many([*gone, *leftovers])
-    with rt.sessions() as session:
+        gone = sorted(key for key in keys if key and key not in waited_on)
+        if gone or leftovers:
+            rt.store.delete_many([*gone, *leftovers])
         repo.inbox_forgotten(session, [work.id for work in final])
     for work in items:
         outcome = outcomes[work.id]
