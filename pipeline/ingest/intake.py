@@ -282,6 +282,8 @@ def receive_batch(
         items = _retrying(rt, "read")(_open_items, rt, batch_id, resumed)
         exists: dict[str, bool] = {}
         packer = Packer(rt, reader, send_many) if send_many is not None else None
+        if packer is not None:
+            packer.spread_over(sum(1 for item in items if item.state not in repo.FINAL_STATES))
         for done, item in enumerate(items, start=1):
             if item.state not in repo.FINAL_STATES:
                 waiting = _retrying(rt, "check")(_waiting, rt, reader, item, resumed, exists)

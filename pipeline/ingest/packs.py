@@ -30,6 +30,9 @@ from pipeline.runtime import Runtime
 PACK_MEMBER_BYTES = 1024 * 1024
 # Room kept in a pack for the zip's own headers and directory (about 150 bytes per entry).
 PACK_OVERHEAD = 64 * 1024
+# A batch goes out in at least this many messages when it can, so that a small one still reaches
+# every worker thread (and its progress, and a killed worker's loss, stay in small steps).
+MIN_MESSAGES = 16
 
 
 @dataclass
@@ -42,6 +45,11 @@ class Packer:
     members: list[tuple[str, bytes]] = field(default_factory=list)  # item id, bytes
     size: int = 0
     key: str = ""  # the current pack's, chosen with its first document: a retried flush reuses it
+    per_pack: int = PACK_DOCUMENTS
+
+    def spread_over(self, documents: int) -> None:
+        """Size the packs for a batch of `documents`: up to PACK_DOCUMENTS each, in MIN_MESSAGES packs at least."""
+        self.per_pack = max(1, min(PACK_DOCUMENTS, documents // MIN_MESSAGES))
 
     def read_small(self, item: BatchItem) -> bytes | bool:
         """The document's bytes if it is small enough for a pack; True if it is not (store it alone);
@@ -59,7 +67,7 @@ class Packer:
 
     def fits(self, size: int) -> bool:
         """Whether a document of `size` bytes still goes in the current pack."""
-        return len(self.members) < PACK_DOCUMENTS and self.size + size <= PACK_BYTES - PACK_OVERHEAD
+        return len(self.members) < self.per_pack and self.size + size <= PACK_BYTES - PACK_OVERHEAD
 
     def add(self, item_id: str, data: bytes) -> None:
         self.key = self.key or f"{PACK_PREFIX}{new_id()}"
@@ -68,7 +76,7 @@ class Packer:
 
     @property
     def full(self) -> bool:
-        return len(self.members) >= PACK_DOCUMENTS
+        return len(self.members) >= self.per_pack
 
     def flush(self) -> list[str]:
         """Store the pack and send its message; returns its item ids. Safe to call again after a

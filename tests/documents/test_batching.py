@@ -15,6 +15,7 @@ from pipeline.core.reasons import Transient
 from pipeline.documents import batching
 from pipeline.documents.batching import process_items
 from pipeline.index.models import BatchItem, Document, Outbox
+from pipeline.ingest import packs
 from pipeline.ingest.intake import receive_batch
 from pipeline.runtime import Runtime
 
@@ -32,6 +33,11 @@ def _batch(folder: Path, rows: list[tuple[str, str]]) -> Path:
 
 
 ANNE, BRUNO = with_key("2850575123456"), with_key("1790275123456")
+
+
+@pytest.fixture(autouse=True)
+def one_pack_per_batch(monkeypatch):
+    monkeypatch.setattr(packs, "MIN_MESSAGES", 1)  # these batches are small: one pack holds each
 
 
 @pytest.fixture
@@ -120,6 +126,15 @@ def test_an_outage_interrupts_the_whole_micro_batch_and_its_retry_takes_every_cl
     monkeypatch.undo()
     process_items(rt, message, resuming=stopped.value.attempt)
     assert {(item.state, item.crashes) for item in _items(rt).values()} == {("indexed", 0), ("rejected", 0)}
+
+
+def test_a_small_batch_is_spread_over_several_packs(rt, tmp_path, monkeypatch):
+    monkeypatch.setattr(packs, "MIN_MESSAGES", 2)
+    messages: list[list[str]] = []
+    rows = [(f"d{n}", ANNE) for n in range(5)]
+    receive_batch(rt, _batch(tmp_path / "batch", rows), "hospital:T", lambda item: messages.append([item]), send_many=messages.append)
+    assert [len(message) for message in messages] == [2, 2, 1]
+    assert len(list(rt.store.list_keys(PACK_PREFIX))) == 3
 
 
 def test_an_intake_that_died_before_storing_a_pack_packs_its_items_again_when_run_again(rt, tmp_path):
