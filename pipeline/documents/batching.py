@@ -30,7 +30,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from pipeline.access.audit import append_many
+from pipeline.access.audit import AuditEvent, append_many
 from pipeline.core import metrics
 from pipeline.core.clock import paris_date
 from pipeline.core.inbox import PACK_PREFIX
@@ -55,6 +55,7 @@ from pipeline.index import repo
 from pipeline.index.db import transact
 from pipeline.index.models import Document, Patient, new_id
 from pipeline.index.recordkeys import OpenRecordKey
+from pipeline.index.repo import RowValues
 from pipeline.index.states import AttemptOutcome, RecordStatus
 from pipeline.runtime import Runtime
 
@@ -220,8 +221,11 @@ def _records(rt: Runtime, ready: list[_Item]) -> _Records:
     with rt.sessions() as session:
         prepared = [work.prepared for work in ready if work.prepared is not None]
         ins = sorted({p.meta.ins for p in prepared})
-        repo.insert_ignore(session, Patient, [{"id": new_id(), "ins": value, "status": RecordStatus.OPEN} for value in ins])
         patients = {p.ins: p for p in session.scalars(select(Patient).where(repo.among(session, Patient.ins, ins)))}
+        missing = [value for value in ins if value not in patients]
+        if missing:  # new patients: a concurrent worker may make the same one, the unique INS decides
+            repo.insert_ignore(session, Patient, [{"id": new_id(), "ins": value, "status": RecordStatus.OPEN} for value in missing])
+            patients |= {p.ins: p for p in session.scalars(select(Patient).where(repo.among(session, Patient.ins, missing)))}
         wanted = {(work.source, work.prepared.meta.source_document_id) for work in ready if work.prepared is not None}
         found = session.scalars(
             select(Document).where(
@@ -260,7 +264,8 @@ def _write_outcomes(rt: Runtime, session: Session, items: list[_Item]) -> dict[s
     notifications, deposits' audit entries. An item another attempt took over is left alone (SUPERSEDED)."""
     mine = repo.still_mine(session, [work.claim for work in items])
     outcomes: dict[str, AttemptOutcome] = {}
-    notices, deposits = [], []
+    notices: list[RowValues] = []
+    deposits: list[AuditEvent] = []
     for work in items:
         item = mine.get(work.id)
         if item is None:
@@ -270,7 +275,8 @@ def _write_outcomes(rt: Runtime, session: Session, items: list[_Item]) -> dict[s
             outcomes[work.id] = AttemptOutcome.REJECTED
         elif work.patient_id is not None and (work.document is not None or work.existing_id is not None):
             repo.indexed(session, item, work.document, work.document.id if work.document else work.existing_id or "")
-            notices.append(repo.notification(work.patient_id, item.batch_id, work.source))
+            if (work.patient_id, item.batch_id) not in {(n["patient_id"], n["ref_id"]) for n in notices}:
+                notices.append(repo.notification(work.patient_id, item.batch_id, work.source))
             if work.document is not None:
                 deposits.append(deposit_event(work.document))
             outcomes[work.id] = AttemptOutcome.INDEXED
