@@ -280,7 +280,8 @@ def _write_outcomes(rt: Runtime, session: Session, items: list[_Item]) -> dict[s
             if work.document is not None:
                 deposits.append(deposit_event(work.document))
             outcomes[work.id] = AttemptOutcome.INDEXED
-    repo.queue_notifications(session, notices)
+    # In one order for every writer: two messages inserting the same patients' rows cannot deadlock.
+    repo.queue_notifications(session, sorted(notices, key=lambda row: (row["patient_id"], row["ref_id"])))
     append_many(session, rt.audit_key, deposits)
     return outcomes
 
