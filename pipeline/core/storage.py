@@ -274,11 +274,13 @@ class _Prefixed:
         self.head, self.rest = memoryview(head), rest
 
     def read(self, size: int = -1) -> bytes:
-        if self.head:
-            taken = self.head if size < 0 else self.head[:size]
-            self.head = self.head[len(taken) :]
-            return bytes(taken) + (self.rest.read() if size < 0 else b"")
-        return self.rest.read(size)
+        """Up to `size` bytes, fewer only at the end (a multipart upload's parts must be whole)."""
+        if size < 0:
+            rest, self.head = bytes(self.head) + self.rest.read(), memoryview(b"")
+            return rest
+        taken = bytes(self.head[:size])
+        self.head = self.head[len(taken) :]
+        return taken + _read_up_to(self.rest, size - len(taken))
 
 
 class SeekableView(io.RawIOBase):
