@@ -255,10 +255,12 @@ def send_waiting_items(rt: Runtime, batch_id: str, send: Callable[[str], object]
     return len(waiting)
 
 
-def mark_retries_exhausted(rt: Runtime, item_id: str) -> None:
+def mark_retries_exhausted(rt: Runtime, item_id: str) -> bool:
     """Called when a failure that is neither bad input nor an outage (those wait: pipeline/core/outage.py) outlived
-    every retry: the item ends rejected; running the same intake again re-opens it."""
+    every retry: the item ends rejected (True; False if it was final already); running the same intake again
+    re-opens it."""
     with rt.sessions() as session:
         item = session.get(BatchItem, item_id)
-    if item is not None and item.state not in repo.FINAL_STATES:
-        _reject(rt, item, None, "retries_exhausted", REASONS["retries_exhausted"])
+    if item is None or item.state in repo.FINAL_STATES:
+        return False
+    return _reject(rt, item, None, "retries_exhausted", REASONS["retries_exhausted"]) == AttemptOutcome.REJECTED

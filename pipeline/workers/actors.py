@@ -137,8 +137,8 @@ def declare_actors(broker: dramatiq.Broker, queue: str, runtime: Callable[[], Ru
             return  # chunks stay queued: re-sending the feed resumes them
         first = message["args"][0]
         for item_id in [first] if isinstance(first, str) else first:  # a micro-batch's: those not final end
-            log.warning("item %s: a failure that is not an outage outlived %s retries", item_id, retry_info.get("retries"))
-            process.mark_retries_exhausted(runtime(), item_id)
+            if process.mark_retries_exhausted(runtime(), item_id):
+                log.warning("item %s: a failure that is not an outage outlived %s retries", item_id, retry_info.get("retries"))
 
     def declare(fn: Callable[..., None], name: str, *, queue_name: str = queue, **options: Any) -> Task:
         return dramatiq.actor(broker=broker, actor_name=name, queue_name=queue_name, **options)(fn)
