@@ -145,7 +145,8 @@ def _release(rt: Runtime, claims: list[repo.Claim], crashed: bool) -> None:
 def _fail_alone(rt: Runtime, run: _Run, work: _Item, failure: Exception) -> None:
     """One item's failure that is neither a verdict nor an outage: it is released (a crash if
     unexpected), its object removed; the message's retry runs it again."""
-    log.warning("item %s failed: %s", work.id, failure_code(failure))
+    with bound(batch_id=work.claim.item.batch_id, item_id=work.id):
+        log.warning("item %s failed: %s", work.id, failure_code(failure))
     for key in work.uploaded:
         rt.store.delete(key)
     _release(rt, [work.claim], crashed=not isinstance(failure, Transient))
@@ -322,7 +323,8 @@ def _settle(rt: Runtime, run: _Run, items: list[_Item], outcomes: dict[str, Atte
         outcome = outcomes[work.id]
         run.open.pop(work.id, None)
         run.outcomes[work.id] = outcome
-        log.info("item %s: %s", work.id, outcome)
+        with bound(batch_id=work.claim.item.batch_id, item_id=work.id):
+            log.info("item %s: %s", work.id, outcome)
         kind = metrics.source_kind(work.source)
         if outcome == AttemptOutcome.INDEXED:
             metrics.documents_indexed.labels(kind).inc()
