@@ -147,8 +147,9 @@ def _fail_alone(rt: Runtime, run: _Run, work: _Item, failure: Exception) -> None
     unexpected), its object removed; the message's retry runs it again."""
     with bound(batch_id=work.claim.item.batch_id, item_id=work.id):
         log.warning("item %s failed: %s", work.id, failure_code(failure))
-    for key in work.uploaded:
-        rt.store.delete(key)
+    leftovers = [*work.uploaded, *([work.quarantine.object_key] if work.quarantine else [])]
+    if leftovers:
+        rt.store.delete_many(leftovers)
     _release(rt, [work.claim], crashed=not isinstance(failure, Transient))
     run.open.pop(work.id, None)
     run.failures.append((work.id, failure))
