@@ -32,6 +32,9 @@ from pipeline.workers.recovery import Kind, WorkerState
 
 log = logging.getLogger(__name__)
 HOLD_SECONDS = 300.0
+# A micro-batch's time limit (dramatiq's default is ten minutes a message): its sixteen documents may
+# each take the whole validation time (DMP_VALIDATION_TIMEOUT_SECONDS, 30 s) besides an outage's hold.
+BATCH_TIME_LIMIT_MS = 30 * 60 * 1000
 Task = dramatiq.Actor[..., None]  # the actors return nothing: their work is in the index
 
 
@@ -145,7 +148,7 @@ def declare_actors(broker: dramatiq.Broker, queue: str, runtime: Callable[[], Ru
 
     exhausted = declare(retries_exhausted, "dmp_retries_exhausted")
     documents = declare(process_document, "dmp_process_document", on_retry_exhausted="dmp_retries_exhausted")
-    many = declare(process_documents, "dmp_process_documents", on_retry_exhausted="dmp_retries_exhausted")
+    many = declare(process_documents, "dmp_process_documents", on_retry_exhausted="dmp_retries_exhausted", time_limit=BATCH_TIME_LIMIT_MS)
     admit = declare(admit_batch, "dmp_admit_batch")
     chunks = declare(process_feed_chunk, "dmp_process_feed_chunk", on_retry_exhausted="dmp_retries_exhausted")
     # Its own queue: the next run waits there for days, and recovery.py reads an empty document queue
