@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
@@ -163,42 +163,44 @@ def _attempt(rt: Runtime, run: _Run, sources: dict[str, str], today: dt.date) ->
     packs = {i.claim.item.inbox_key for i in items if i.claim.item.inbox_key and i.claim.item.inbox_key.startswith(PACK_PREFIX)}
     with ExitStack() as spools, rt.inbox.holding(key for key in packs if key):
         for work in items:
-            with bound(batch_id=work.claim.item.batch_id, item_id=work.id):
-                _prepare(rt, run, work, today, spools)
+            _alone(rt, run, work, lambda work: _prepare(rt, run, work, today, spools))
         ready = [work for work in items if work.prepared is not None and work.id in run.open]
         records = _records(rt, ready)
         for work in ready:
-            with bound(batch_id=work.claim.item.batch_id, item_id=work.id):
-                try:
-                    _seal(rt, work, records)
-                except Rejected as rejection:
-                    work.rejection = (rejection.reason, rejection.message)
-                except ObjectNotFound:
-                    raise  # not expected past the spool: the store lost an object it just had
-                except Exception as failure:
-                    if outage_of(failure) is not None:
-                        raise
-                    _fail_alone(rt, run, work, failure)
+            _alone(rt, run, work, lambda work: _seal(rt, work, records))
         for work in items:
             if work.rejection is not None and work.id in run.open and rt.settings.quarantine_days > 0:
-                work.quarantine = quarantine(rt, work.claim.item)
+                _alone(rt, run, work, lambda work: setattr(work, "quarantine", quarantine(rt, work.claim.item)))
     _index(rt, run, [work for work in items if work.id in run.open])
 
 
+def _alone(rt: Runtime, run: _Run, work: _Item, stage: Callable[[_Item], object]) -> None:
+    """Run one item's stage: a rejection is its verdict, an outage stops the whole message, any other
+    failure is this item's alone (`_fail_alone`)."""
+    if work.id not in run.open:
+        return
+    with bound(batch_id=work.claim.item.batch_id, item_id=work.id):
+        try:
+            stage(work)
+        except Rejected as rejection:
+            log.info("item %s rejected: %s", work.id, rejection.reason)
+            work.rejection = (rejection.reason, rejection.message)
+        except Exception as failure:
+            if outage_of(failure) is not None:
+                raise
+            _fail_alone(rt, run, work, failure)
+
+
 def _prepare(rt: Runtime, run: _Run, work: _Item, today: dt.date, spools: ExitStack) -> None:
-    """Metadata, spool, validate, classify; a rejection or a missing inbox object is this item's alone."""
+    """Metadata, spool, validate, classify (raises Rejected); a missing inbox object sends this item back to wait."""
     item = work.claim.item
+    if item.crashes >= rt.settings.max_attempts:
+        log.warning("item %s set aside after %d crashed attempts", item.id, item.crashes)
+        work.rejection = ("processing_crashed", REASONS["processing_crashed"])
+        return
+    meta = check_metadata(item_fields(item), today)
     try:
-        if item.crashes >= rt.settings.max_attempts:
-            log.warning("item %s set aside after %d crashed attempts", item.id, item.crashes)
-            work.rejection = ("processing_crashed", REASONS["processing_crashed"])
-            return
-        meta = check_metadata(item_fields(item), today)
         work.spooled = spools.enter_context(spool(rt, item))
-        work.prepared = validate_and_classify(rt, item, meta, work.spooled)
-    except Rejected as rejection:
-        log.info("item %s rejected: %s", item.id, rejection.reason)
-        work.rejection = (rejection.reason, rejection.message)
     except ObjectNotFound:
         # The intake died before uploading this file: re-ingesting the batch uploads and re-sends it.
         log.warning("item %s has no inbox object; re-ingest the batch to resume it", item.id)
@@ -206,6 +208,8 @@ def _prepare(rt: Runtime, run: _Run, work: _Item, today: dt.date, spools: ExitSt
             repo.wait_for_intake(session, item.id, work.claim.attempt)
         run.open.pop(item.id)
         run.outcomes[item.id] = AttemptOutcome.QUEUED
+        return
+    work.prepared = validate_and_classify(rt, item, meta, work.spooled)
 
 
 @dataclass(frozen=True)
