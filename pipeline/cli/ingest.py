@@ -85,7 +85,7 @@ def run_ingest(settings: Settings, path: Path, source: str, kind: str, *, as_jso
                 feed = receive_feed(rt, path, source, wiring.send_chunk, progress=progress)
                 ref, total, sent, resumed = feed.feed_id, feed.lines, len(feed.sent), feed.resumed
             else:
-                batch = receive_batch(rt, path, source, wiring.send_item, progress=progress)
+                batch = receive_batch(rt, path, source, wiring.send_item, progress=progress, send_many=wiring.send_items)
                 ref, total, sent, resumed = batch.batch_id, batch.total, len(batch.sent), batch.resumed
     except (ManifestError, SourceError, KeyFileError, FeedError, SchemaNotReady, HomeError) as exc:
         if worker is not None:

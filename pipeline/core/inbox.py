@@ -19,13 +19,13 @@ import threading
 import zipfile
 import zlib
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from pipeline.core.reasons import Rejected
-from pipeline.core.storage import ObjectStore
+from pipeline.core.storage import ObjectNotFound, ObjectStore
 from pipeline.core.streams import Readable
 from pipeline.core.zipnames import open_zip
 from pipeline.core.zipscan import KeptEnds
@@ -43,6 +43,11 @@ LOCAL_HEADER_BYTES = 30 + 1024
 DIRECTORY_BLOCK_BYTES = 64 * 1024
 # Central directories kept per process: the uploads a worker's threads are on at once.
 KEPT_DIRECTORIES = 16
+# The intake's packs (`inbox/packs/<id>`): a zip of small documents that one message's items share,
+# read by the worker in one GET (`Inbox.holding`). What a pack may hold at most:
+PACK_PREFIX = "inbox/packs/"
+PACK_DOCUMENTS = 16
+PACK_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,28 @@ class Inbox:
         self.store, self.keep_directories = store, keep_directories
         self._directories: OrderedDict[str, KeptEnds] = OrderedDict()
         self._lock = threading.Lock()
+        self._held = threading.local()  # this thread's objects read whole (`holding`): key -> bytes
+
+    @contextmanager
+    def holding(self, keys: Iterable[str]) -> Iterator[None]:
+        """While inside, the objects `keys` (the intake's packs) are read whole from memory by this thread:
+        each is fetched by one GET on entry (a missing one is left to `open`, which says so). The
+        plaintext stays in this process's memory, never on disk, and is dropped on exit."""
+        held: dict[str, bytes] = {}
+        for key in sorted(set(keys)):
+            try:
+                with self.store.open(key) as handle:
+                    data = handle.read(PACK_BYTES + 1)
+            except ObjectNotFound:
+                continue
+            if len(data) <= PACK_BYTES:  # a larger one is not a pack: read by ranges as any zip
+                held[key] = data
+        previous = getattr(self._held, "objects", None)
+        self._held.objects = held
+        try:
+            yield
+        finally:
+            self._held.objects = previous
 
     def open(self, key: str, member: str | None = None) -> AbstractContextManager[BinaryIO]:
         """The raw bytes of an item: the object at `key`, or its entry `member` of the zip at `key`.
@@ -73,7 +100,26 @@ class Inbox:
         Raises ObjectNotFound when the object is gone; Rejected(`archive_entry_corrupt`) when the
         entry cannot be read back (bad CRC, damaged or unsupported compression).
         """
+        held: dict[str, bytes] | None = getattr(self._held, "objects", None)
+        if held is not None and key in held:
+            return self._open_held(held[key], member)
         return self.store.open(key) if member is None else self._open_entry(key, member)
+
+    @contextmanager
+    def _open_held(self, data: bytes, member: str | None) -> Iterator[BinaryIO]:
+        if member is None:
+            yield io.BytesIO(data)
+            return
+        try:
+            archive = open_zip(io.BytesIO(data))
+            entry = archive.open(archive.getinfo(member))
+        except (*ZIP_ENTRY_ERRORS, KeyError, NotImplementedError):
+            raise Rejected("archive_entry_corrupt") from None
+        with archive, entry:
+            try:
+                yield entry  # type: ignore[misc]
+            except ZIP_ENTRY_ERRORS:
+                raise Rejected("archive_entry_corrupt") from None
 
     @contextmanager
     def _open_entry(self, key: str, member: str) -> Iterator[BinaryIO]:

@@ -47,9 +47,10 @@ _CODE_PREFIXES = {"database_": Service.DATABASE, "storage_": Service.STORAGE, "b
 
 class Interrupted(Exception):
     """An outage stopped an attempt after it claimed its work: `attempt` may still hold the claim,
-    and the next try of the same message takes it back without counting a crash."""
+    and the next try of the same message takes it back without counting a crash. A message of
+    several items (a micro-batch) holds one attempt per item: `attempt` maps item ids to them."""
 
-    def __init__(self, service: Service, code: str, attempt: int) -> None:
+    def __init__(self, service: Service, code: str, attempt: int | dict[str, int]) -> None:
         super().__init__(f"{service}_unavailable:{code} attempt={attempt}")
         self.service, self.code, self.attempt = service, code, attempt
 

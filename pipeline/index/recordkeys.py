@@ -74,6 +74,10 @@ class RecordKeys:
         """The record keys of many patients by patient id, made for those who have none, in the caller's
         transaction (the feed's bulk writes: one query and one bulk insert, not a transaction per patient).
         A destroyed key is left out."""
+        return {patient_id: opened.key for patient_id, opened in self.open_for_patients(session, patient_ids).items()}
+
+    def open_for_patients(self, session: Session, patient_ids: Collection[str]) -> dict[str, OpenRecordKey]:
+        """`for_patients` with each key's id (a worker's micro-batch seals documents under them)."""
         columns = (RecordKey.id, RecordKey.patient_id, RecordKey.master_key_id, RecordKey.wrapped)
         wanted = set(patient_ids)
         rows = list(session.execute(select(*columns).where(among(session, RecordKey.patient_id, wanted)))) if wanted else []
@@ -83,13 +87,13 @@ class RecordKeys:
             made = {patient_id: self._new_row(patient_id) for patient_id in sorted(missing)}
             insert_ignore(session, table_of(RecordKey), [values for values, _ in made.values()])  # the first key made wins
             rows += session.execute(select(*columns).where(among(session, RecordKey.patient_id, missing)))
-        keys: dict[str, bytes] = {}
+        keys: dict[str, OpenRecordKey] = {}
         for row in rows:
             if row.wrapped is None:
                 continue
             values, key = made.get(row.patient_id, ({}, b""))
             # A key made here is used as is (not cached: this transaction may yet roll back); others are opened.
-            keys[row.patient_id] = key if values.get("id") == row.id else (self._cached(row.id) or self._open(row)).key
+            keys[row.patient_id] = OpenRecordKey(row.id, key) if values.get("id") == row.id else (self._cached(row.id) or self._open(row))
         return keys
 
     def _new_row(self, patient_id: str) -> tuple[RowValues, bytes]:

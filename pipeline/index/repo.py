@@ -4,7 +4,7 @@ the caller's unit of work, which adds the deposit's audit entry)."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -15,7 +15,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from pipeline.core.clock import as_utc
 from pipeline.core.keys import WrappedKey
-from pipeline.index.models import Base, Batch, BatchItem, Document, Outbox, Patient, new_id
+from pipeline.index.models import Base, Batch, BatchItem, Document, Outbox, Patient, new_id, table_of
 from pipeline.index.states import ITEM_FINAL, DocumentStatus, ItemState, RecordStatus
 
 FINAL_STATES = ITEM_FINAL
@@ -39,7 +39,9 @@ def insert_ignore(session: Session, model: type[Base] | Table, values: RowValues
     session.execute(dialect.insert(model).on_conflict_do_nothing(), rows)
 
 
-def among(session: Session, column: ColumnElement[str] | InstrumentedAttribute[str], values: Collection[str]) -> ColumnElement[bool]:
+def among(
+    session: Session, column: ColumnElement[str] | InstrumentedAttribute[str] | InstrumentedAttribute[str | None], values: Collection[str]
+) -> ColumnElement[bool]:
     """`column IN values`; on PostgreSQL one array parameter (`= ANY(…)`) rather than one per value,
     which thousands of values (a feed chunk's patients) make far cheaper to send and plan."""
     if session.get_bind().dialect.name == "postgresql":
@@ -87,31 +89,62 @@ def claim_item(
     live attempt's (BUSY); under a lapsed lease its worker died, and this start counts a crash,
     unless the attempt was `resuming`'s: this message's own attempt, which an outage interrupted.
     """
-    item = session.get(BatchItem, item_id, with_for_update=session.get_bind().dialect.name == "postgresql")
-    if item is None or item.state in FINAL_STATES:
-        session.rollback()
-        return Refusal.FINAL
+    return claim_items(session, [item_id], lease, {} if resuming is None else {item_id: resuming})[item_id]
+
+
+def claim_items(
+    session: Session, item_ids: Collection[str], lease: dt.timedelta, resuming: Mapping[str, int] | None = None
+) -> dict[str, Claim | Refusal]:
+    """`claim_item` for every item of a message, in one transaction: the rows are read and locked
+    by one SELECT (in id order, so two messages sharing items cannot deadlock) and the claims
+    written by one batched UPDATE. `resuming` gives, by item, the attempt this message's own try
+    held when an outage interrupted it."""
+    ids = sorted(set(item_ids))
+    query = select(BatchItem).where(among(session, BatchItem.id, ids)).order_by(BatchItem.id)
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    found = {item.id: item for item in session.scalars(query)}
     now = _utcnow()
-    previous = item.pending_object_key
-    if item.state == ItemState.PROCESSING and item.attempts != resuming:
-        if lease_held(item.lease_until, now):
-            session.rollback()
-            return Refusal.BUSY
-        item.crashes += 1
-    item.attempts += 1
-    item.started_at = now
-    item.lease_until = now + lease
-    item.state = ItemState.PROCESSING
-    item.pending_object_key = f"docs/{item.document_id}.{item.attempts}"
+    answers: dict[str, Claim | Refusal] = {}
+    for item_id in ids:
+        item = found.get(item_id)
+        if item is None or item.state in FINAL_STATES:
+            answers[item_id] = Refusal.FINAL
+            continue
+        previous = item.pending_object_key
+        if item.state == ItemState.PROCESSING and item.attempts != (resuming or {}).get(item_id):
+            if lease_held(item.lease_until, now):
+                answers[item_id] = Refusal.BUSY
+                continue
+            item.crashes += 1
+        item.attempts += 1
+        item.started_at = now
+        item.lease_until = now + lease
+        item.state = ItemState.PROCESSING
+        item.pending_object_key = f"docs/{item.document_id}.{item.attempts}"
+        answers[item_id] = Claim(item, item.attempts, previous)
     session.commit()
-    return Claim(item, item.attempts, previous)
+    return answers
 
 
 def _still_mine(session: Session, claim: Claim) -> BatchItem | None:
-    item = session.get(BatchItem, claim.item.id, with_for_update=session.get_bind().dialect.name == "postgresql")
-    if item is None or item.state != ItemState.PROCESSING or item.attempts != claim.attempt:
-        return None
-    return item
+    return still_mine(session, [claim]).get(claim.item.id)
+
+
+def still_mine(session: Session, claims: Collection[Claim]) -> dict[str, BatchItem]:
+    """The items whose claim is still the given one, locked (one SELECT), by id; an item another
+    attempt took over (or that ended meanwhile) is left out."""
+    attempts = {claim.item.id: claim.attempt for claim in claims}
+    if not attempts:
+        return {}
+    query = select(BatchItem).where(among(session, BatchItem.id, attempts)).order_by(BatchItem.id)
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    return {
+        item.id: item
+        for item in session.scalars(query.execution_options(populate_existing=True))
+        if item.state == ItemState.PROCESSING and item.attempts == attempts[item.id]
+    }
 
 
 def ensure_patient(session: Session, ins: str) -> Patient:
@@ -165,6 +198,14 @@ def mark_indexed(
     if item is None:
         session.rollback()
         return False
+    indexed(session, item, document, document_id)
+    queue_notifications(session, [notification(patient_id, batch_id, source)])
+    return True
+
+
+def indexed(session: Session, item: BatchItem, document: Document | None, document_id: str) -> None:
+    """Mark a locked item (`still_mine`) indexed, adding its new `document` (None: an existing one,
+    `document_id`), in the caller's transaction."""
     if document is not None:
         session.add(document)
     item.state, item.reason, item.message = ItemState.INDEXED, None, None
@@ -172,12 +213,16 @@ def mark_indexed(
     item.finished_at = _utcnow()
     item.document_id = document_id
     item.pending_object_key = None  # the lease stays until the inbox copy is gone (inbox_forgotten)
-    insert_ignore(
-        session,
-        Outbox,
-        {"id": new_id(), "patient_id": patient_id, "kind": "documents_added", "ref_id": batch_id, "source": source},
-    )
-    return True
+
+
+def notification(patient_id: str, batch_id: str, source: str) -> RowValues:
+    """The outbox row of a deposit: one per patient and batch (the unique constraint merges the rest)."""
+    return {"id": new_id(), "patient_id": patient_id, "kind": "documents_added", "ref_id": batch_id, "source": source}
+
+
+def queue_notifications(session: Session, rows: list[RowValues]) -> None:
+    """Insert the outbox rows not there yet (one statement), in the caller's transaction."""
+    insert_ignore(session, Outbox, rows)
 
 
 def commit_rejected(session: Session, claim: Claim | None, item_id: str, reason: str, message: str, quarantine: Quarantine | None) -> bool:
@@ -185,6 +230,13 @@ def commit_rejected(session: Session, claim: Claim | None, item_id: str, reason:
     if item is None or item.state in FINAL_STATES:
         session.rollback()
         return False
+    rejected(item, reason, message, quarantine)
+    session.commit()
+    return True
+
+
+def rejected(item: BatchItem, reason: str, message: str, quarantine: Quarantine | None) -> None:
+    """Mark a locked item rejected for `reason`, in the caller's transaction."""
     item.state, item.reason, item.message = ItemState.REJECTED, reason, message
     item.title_sealed = None  # nothing reads a final item's title
     item.finished_at = _utcnow()
@@ -192,8 +244,6 @@ def commit_rejected(session: Session, claim: Claim | None, item_id: str, reason:
     if quarantine:
         item.quarantine_key, item.quarantine_until = quarantine.object_key, quarantine.until
         item.quarantine_master_key_id, item.quarantine_wrapped_key = quarantine.wrapped.key_id, quarantine.wrapped.blob
-    session.commit()
-    return True
 
 
 def release_claim(session: Session, item_id: str, attempt: int, crashed: bool = False) -> None:
@@ -217,11 +267,14 @@ def wait_for_intake(session: Session, item_id: str, attempt: int) -> None:
     release_claim(session, item_id, attempt)
 
 
-def inbox_forgotten(session: Session, item_id: str) -> None:
-    """A final item's inbox copy is gone: its lease, kept until then, is cleared."""
+def inbox_forgotten(session: Session, item_id: str | Collection[str]) -> None:
+    """Final items' inbox copies are gone: their leases, kept until then, are cleared (one UPDATE)."""
+    ids = [item_id] if isinstance(item_id, str) else list(item_id)
+    if not ids:
+        return
     session.execute(
         update(BatchItem)
-        .where(BatchItem.id == item_id, BatchItem.state.in_(FINAL_STATES), BatchItem.lease_until.is_not(None))
+        .where(among(session, BatchItem.id, ids), BatchItem.state.in_(FINAL_STATES), BatchItem.lease_until.is_not(None))
         .values(lease_until=None)
     )
     session.commit()
@@ -254,6 +307,20 @@ def relocate_inbox(session: Session, item_id: str, key: str, member: str | None)
     session.commit()
 
 
+def relocate_many(session: Session, moves: list[tuple[str, str, str | None]]) -> None:
+    """`relocate_inbox` for many items (item id, key, member) in one executemany and one commit."""
+    if not moves:
+        return
+    table = table_of(BatchItem)
+    statement = (
+        update(table)
+        .where(table.c.id == bindparam("item"), *(table.c.state != state for state in sorted(FINAL_STATES)))  # no IN: executemany
+        .values(inbox_key=bindparam("key"), inbox_member=bindparam("member"))
+    )
+    session.execute(statement, [{"item": item, "key": key, "member": member} for item, key, member in moves])
+    session.commit()
+
+
 def batch_items(session: Session, batch_id: str) -> Sequence[BatchItem]:
     return session.scalars(
         select(BatchItem).where(BatchItem.batch_id == batch_id).order_by(BatchItem.row_number.nulls_last(), BatchItem.file)
@@ -278,6 +345,21 @@ def still_needed(session: Session, batch_id: str, key: str) -> bool:
     """Whether an item of the batch still waits on the shared inbox object `key`."""
     waiting = select(func.count()).where(BatchItem.batch_id == batch_id, BatchItem.inbox_key == key, BatchItem.state.not_in(FINAL_STATES))
     return bool(session.scalar(waiting))
+
+
+def still_waited_on(session: Session, batch_ids: Collection[str], keys: Collection[str]) -> set[str]:
+    """Which of the inbox objects `keys` (of the batches `batch_ids`) an unfinished item still waits on (one query)."""
+    if not keys:
+        return set()
+    waiting = select(BatchItem.inbox_key).where(
+        among(session, BatchItem.batch_id, batch_ids), among(session, BatchItem.inbox_key, keys), BatchItem.state.not_in(FINAL_STATES)
+    )
+    return {key for key in session.scalars(waiting.distinct()) if key is not None}
+
+
+def batch_sources(session: Session, batch_ids: Collection[str]) -> dict[str, str]:
+    """The source of each batch, by id (one query)."""
+    return {row.id: row.source for row in session.execute(select(Batch.id, Batch.source).where(among(session, Batch.id, batch_ids)))}
 
 
 def affected(result: Result[Any]) -> int:

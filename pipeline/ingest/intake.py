@@ -34,6 +34,7 @@ from pipeline.index.states import ItemState
 from pipeline.ingest.archive import ArchiveLimits
 from pipeline.ingest.batch import BatchReader, open_batch
 from pipeline.ingest.manifest import Manifest, ManifestError, parse_manifest
+from pipeline.ingest.packs import Packer
 from pipeline.runtime import Runtime
 from pipeline.sharing.metadata import sharing_json
 from pipeline.sources import SourceError, parse_source
@@ -251,7 +252,13 @@ def _place(rt: Runtime, reader: BatchReader, item: BatchItem) -> bool:
 
 
 def receive_batch(
-    rt: Runtime, batch: Path | BatchReader, source: str, send: Callable[[str], None], progress: OnProgress | None = None
+    rt: Runtime,
+    batch: Path | BatchReader,
+    source: str,
+    send: Callable[[str], None],
+    progress: OnProgress | None = None,
+    *,
+    send_many: Callable[[list[str]], None] | None = None,
 ) -> IntakeResult:
     """Record a dropped batch, put each document in the inbox and `send` its item id right after.
 
@@ -260,6 +267,8 @@ def receive_batch(
     `progress(done, total)` is told after each item. Raises ManifestError if the batch is unusable as a
     whole, IntakeInterrupted if a service stayed unavailable through the retries (run it again: it
     resumes). Resuming a batch re-opens its items that ended `retries_exhausted` and processes them again.
+    With `send_many`, the small documents that are not in the inbox yet go in packs (pipeline/ingest/packs.py),
+    each sent as one message of its item ids.
     """
     if not is_patient_source(source):  # the patient's own uploads (pipeline/documents/contributed.py) come through here too
         kind, _ = parse_source(source)
@@ -277,14 +286,27 @@ def receive_batch(
         batch_id, resumed = _retrying(rt, "record")(_record_batch, rt, source, digest, manifest, present, reader)
         items = _retrying(rt, "read")(_open_items, rt, batch_id, resumed)
         exists: dict[str, bool] = {}
+        packer = Packer(rt, reader, send_many) if send_many is not None else None
+        if packer is not None:
+            packer.spread_over(sum(1 for item in items if item.state not in repo.FINAL_STATES))
         for done, item in enumerate(items, start=1):
             if item.state not in repo.FINAL_STATES:
                 waiting = _retrying(rt, "check")(_waiting, rt, reader, item, resumed, exists)
-                if waiting or _retrying(rt, "upload")(_place, rt, reader, item):
+                packable = packer is not None and not waiting and reader.stored(item.file) is None
+                small = _retrying(rt, "read")(packer.read_small, item) if packer is not None and packable else True
+                if isinstance(small, bytes) and packer is not None:
+                    if not packer.fits(len(small)):
+                        sent += _retrying(rt, "upload")(packer.flush)
+                    packer.add(item.id, small)
+                    if packer.full:
+                        sent += _retrying(rt, "upload")(packer.flush)
+                elif small and (waiting or _retrying(rt, "upload")(_place, rt, reader, item)):
                     _retrying(rt, "send")(send, item.id)
                     sent.append(item.id)
             if progress is not None:
                 progress(done, len(items))
+        if packer is not None:
+            sent += _retrying(rt, "upload")(packer.flush)
         _retrying(rt, "record")(_mark_sent, rt, batch_id)
     except Exception as failure:
         if outage_of(failure) is None:

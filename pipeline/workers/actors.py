@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,11 +26,15 @@ from pipeline.core.logs import bound
 from pipeline.core.outage import Interrupted, failure_code, outage_of, wait_out
 from pipeline.core.reasons import Transient
 from pipeline.documents import process
+from pipeline.documents.batching import process_items
 from pipeline.runtime import Runtime
 from pipeline.workers.recovery import Kind, WorkerState
 
 log = logging.getLogger(__name__)
 HOLD_SECONDS = 300.0
+# A micro-batch's time limit (dramatiq's default is ten minutes a message): its sixteen documents may
+# each take the whole validation time (DMP_VALIDATION_TIMEOUT_SECONDS, 30 s) besides an outage's hold.
+BATCH_TIME_LIMIT_MS = 30 * 60 * 1000
 Task = dramatiq.Actor[..., None]  # the actors return nothing: their work is in the index
 
 
@@ -40,6 +45,7 @@ class Actors:
     process_feed_chunk: Task
     retention: Task
     retries_exhausted: Task
+    process_documents: Task
 
 
 def _guarded(work: Callable[[], object], ref: str, let_go: Callable[[], None]) -> None:
@@ -61,9 +67,10 @@ def _guarded(work: Callable[[], object], ref: str, let_go: Callable[[], None]) -
 
 class _Resumable:
     """One message's work through outages: an interrupted attempt's number is handed to the next
-    try (and to the copy sent when the message is let go), so taking the claim back is no crash."""
+    try (and to the copy sent when the message is let go), so taking the claim back is no crash.
+    For a message of several items, the numbers by item id."""
 
-    def __init__(self, rt: Runtime, state: WorkerState, run: Callable[[int | None], object], resuming: int | None) -> None:
+    def __init__(self, rt: Runtime, state: WorkerState, run: Callable[[Any], object], resuming: Any) -> None:
         self.rt, self.state, self.run, self.resuming = rt, state, run, resuming
 
     def once(self) -> object:
@@ -97,6 +104,16 @@ def declare_actors(broker: dramatiq.Broker, queue: str, runtime: Callable[[], Ru
         with state.holding(Kind.ITEM, item_id), bound(item_id=item_id):
             _guarded(work, f"item={item_id}", lambda: _send_or_leave(documents, f"item={item_id}", item_id, work.resuming))
 
+    def process_documents(item_ids: list[str], resuming: dict[str, int] | None = None) -> None:
+        """A micro-batch: the items of one intake pack (pipeline/documents/batching.py)."""
+        rt = runtime()
+        work = _Resumable(rt, state, lambda attempts: process_items(rt, item_ids, resuming=attempts), resuming)
+        ref = f"items={item_ids[0]}+{len(item_ids) - 1}"
+        with ExitStack() as held:
+            for item_id in item_ids:
+                held.enter_context(state.holding(Kind.ITEM, item_id))
+            _guarded(work, ref, lambda: _send_or_leave(many, ref, item_ids, work.resuming))
+
     def admit_batch(batch_id: str) -> None:
         rt = runtime()
         work = _Resumable(rt, state, lambda _: process.send_waiting_items(rt, batch_id, documents.send), None)
@@ -119,23 +136,25 @@ def declare_actors(broker: dramatiq.Broker, queue: str, runtime: Callable[[], Ru
             _guarded(work, "job=retention", lambda: _send_or_leave(retention_actor, "job=retention"))
 
     def retries_exhausted(message: dict[str, Any], retry_info: dict[str, Any]) -> None:
-        if message.get("actor_name") != "dmp_process_document":
+        if message.get("actor_name") not in ("dmp_process_document", "dmp_process_documents"):
             return  # chunks stay queued: re-sending the feed resumes them
-        item_id = message["args"][0]
-        log.warning("item %s: a failure that is not an outage outlived %s retries", item_id, retry_info.get("retries"))
-        process.mark_retries_exhausted(runtime(), item_id)
+        first = message["args"][0]
+        for item_id in [first] if isinstance(first, str) else first:  # a micro-batch's: those not final end
+            if process.mark_retries_exhausted(runtime(), item_id):
+                log.warning("item %s: a failure that is not an outage outlived %s retries", item_id, retry_info.get("retries"))
 
     def declare(fn: Callable[..., None], name: str, *, queue_name: str = queue, **options: Any) -> Task:
         return dramatiq.actor(broker=broker, actor_name=name, queue_name=queue_name, **options)(fn)
 
     exhausted = declare(retries_exhausted, "dmp_retries_exhausted")
     documents = declare(process_document, "dmp_process_document", on_retry_exhausted="dmp_retries_exhausted")
+    many = declare(process_documents, "dmp_process_documents", on_retry_exhausted="dmp_retries_exhausted", time_limit=BATCH_TIME_LIMIT_MS)
     admit = declare(admit_batch, "dmp_admit_batch")
     chunks = declare(process_feed_chunk, "dmp_process_feed_chunk", on_retry_exhausted="dmp_retries_exhausted")
     # Its own queue: the next run waits there for days, and recovery.py reads an empty document queue
     # as "every message of it is lost". A failed run re-sends itself (pipeline/retention.py).
     retention_actor = declare(retention, "dmp_retention", queue_name=jobs_queue(queue), max_retries=0)
-    return Actors(documents, admit, chunks, retention_actor, exhausted)
+    return Actors(documents, admit, chunks, retention_actor, exhausted, many)
 
 
 def jobs_queue(queue: str) -> str:

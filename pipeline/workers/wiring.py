@@ -36,17 +36,24 @@ class Wiring:
         """Enqueue one batch item; a broker that cannot be reached is a Transient failure."""
         self._send(self.actors.process_document, item_id)
 
+    def send_items(self, item_ids: list[str]) -> None:
+        """Enqueue the items of one intake pack as one message (a worker's micro-batch)."""
+        if len(item_ids) == 1:
+            self._send(self.actors.process_document, item_ids[0])
+        else:
+            self._send(self.actors.process_documents, item_ids, f"{item_ids[0]}+{len(item_ids) - 1}")
+
     def admit_batch(self, batch_id: str) -> None:
         """One message for a whole batch: a worker sends its waiting items (see process.send_waiting_items)."""
         self._send(self.actors.admit_batch, batch_id)
 
-    def _send(self, actor: Task, ref: str) -> None:
+    def _send(self, actor: Task, arg: str | list[str], ref: str | None = None) -> None:
         import redis
 
         try:
-            actor.send(ref)
+            actor.send(arg)
         except (dramatiq.errors.ConnectionError, redis.exceptions.ConnectionError, OSError):
-            raise Transient(f"broker_unavailable ref={ref}") from None
+            raise Transient(f"broker_unavailable ref={ref or arg}") from None
 
     def send_chunk(self, chunk_id: str) -> None:
         """Enqueue one feed chunk; a broker that cannot be reached is a Transient failure."""

@@ -24,6 +24,7 @@ from pipeline.access.audit import (
 from pipeline.core.keys import audit_key, new_key
 from pipeline.core.sealedfields import justification_context, seal_text
 from pipeline.core.settings import Settings
+from pipeline.index.db import transact
 from pipeline.index.models import AuditEntry
 from pipeline.runtime import Runtime
 
@@ -89,6 +90,49 @@ def test_chains_are_per_patient_and_interleaved_chains_each_verify(rt, monkeypat
     assert by_chain == {ALICE: [1, 2, 3, 4], BOB: [1, 2, 3], "-": [1, 2, 3]}
     assert _verify(rt) == []
     assert _verify(rt, BOB) == []
+
+
+def test_entries_appended_many_at_once_continue_each_chain_and_verify(rt):
+    _append(rt, [_event(chain=ALICE), _event(chain=BOB)])
+    with rt.sessions() as session:
+        audit.append_many(session, audit_key(rt.hmac_secret), [_event(chain=c) for c in (ALICE, BOB, ALICE, audit.NO_PATIENT)], at=T0)
+        session.commit()
+    with rt.sessions() as session:
+        rows = session.execute(select(AuditEntry.chain, AuditEntry.seq).order_by(AuditEntry.id)).all()
+    assert [tuple(row) for row in rows] == [(ALICE, 1), (BOB, 1), (ALICE, 2), (BOB, 2), (ALICE, 3), ("-", 1)]
+    assert _verify(rt) == []
+
+
+def test_concurrent_batched_and_single_appends_never_fork_a_chain(rt):
+    key = audit_key(rt.hmac_secret)
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def batched() -> None:
+        for _ in range(5):
+            transact(rt.sessions, lambda s: audit.append_many(s, key, [_event(chain=BOB), _event(chain=ALICE)]), retries=49)
+
+    def single() -> None:
+        for _ in range(5):
+            append_with_retry(rt.sessions, key, _event(chain=ALICE), attempts=50)
+
+    def run(work) -> None:  # noqa: ANN001
+        try:
+            start.wait()
+            work()
+        except BaseException as error:  # reported by the assertion below
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(work,)) for work in (batched, batched, single, single)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    with rt.sessions() as session:
+        seqs = session.scalars(select(AuditEntry.seq).where(AuditEntry.chain == ALICE).order_by(AuditEntry.seq)).all()
+    assert seqs == list(range(1, 21))
+    assert _verify(rt) == []
 
 
 def test_an_outcome_rewritten_outside_the_vocabulary_is_a_hash_mismatch_not_a_crash(rt):

@@ -43,3 +43,38 @@ def test_a_storage_outage_longer_than_every_retry_rejects_no_document(embedded_s
     with rt.sessions() as session:
         states = {(item.state, item.reason) for item in session.scalars(select(BatchItem))}
     assert states == {("indexed", None)}
+
+
+def test_a_pack_whose_one_document_keeps_failing_ends_that_one_alone_after_the_retries(embedded_settings, tmp_path, monkeypatch):
+    from pipeline.documents import batching
+    from pipeline.ingest import packs
+    from pipeline.samples import generate_samples
+
+    batch = tmp_path / "batch"
+    generate_samples(batch, patients=2, documents=6, seed=4, bad=False)
+    monkeypatch.setattr(packs, "MIN_MESSAGES", 1)  # the six documents in one pack, one message
+    settings = embedded_settings.model_copy(update={"max_retries": 1, "min_backoff_ms": 5, "max_backoff_ms": 50})
+    wiring = wire(settings, prepare=True)
+    rt = wiring.runtime()
+    messages: list[list[str]] = []
+    receive_batch(rt, batch, "hospital:T", wiring.send_item, send_many=lambda ids: (messages.append(ids), wiring.send_items(ids)))
+    (message,) = messages
+    seal_document = batching.seal_document
+
+    def broken_for_one(rt, item, *args):  # noqa: ANN001, ANN202
+        if item.id == message[2]:
+            raise RuntimeError("a bug met by this document only")
+        return seal_document(rt, item, *args)
+
+    monkeypatch.setattr(batching, "seal_document", broken_for_one)
+    worker = dramatiq.Worker(wiring.broker, worker_threads=1)
+    worker.start()
+    try:
+        wiring.broker.join(settings.queue_name, timeout=60_000, fail_fast=False)  # the message ends dead-lettered
+    finally:
+        worker.stop()
+        wiring.close()
+    with rt.sessions() as session:
+        states = {item.id: (item.state, item.reason) for item in session.scalars(select(BatchItem))}
+    assert states.pop(message[2]) == ("rejected", "retries_exhausted")
+    assert set(states.values()) == {("indexed", None)}
