@@ -81,7 +81,7 @@ def list_documents(
     access = check(rt, actor, action, patient_id, emergency_reason=emergency)
     decisions = Decisions(actor, action, access.record, today=paris_date(), emergency_reason=emergency)
     filters = DocumentFilters(class_code=class_code, type_code=type_code, served_from=date_from, served_to=date_to)
-    with rt.sessions() as session:
+    with rt.reads() as session:  # reads only: autocommit, no BEGIN nor ROLLBACK around them
         shown = visible_page(session, decisions, patient_id, filters, page=page, page_size=page_size)
     titles = document_titles(rt, shown.documents)  # one record key for the page, not one per row
     items = [DocumentOut.of(document, titles[document.id]) for document in shown.documents]

@@ -190,8 +190,22 @@ def _chain_lock_id(chain: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
+def chain_lock(chain: str) -> ColumnElement[Any]:
+    """The PostgreSQL expression that takes `chain`'s append lock until the transaction ends, to be selected
+    by the first statement of a transaction that will `append` to it (then `append(..., chain_locked=True)`):
+    the lock rides on a statement the caller sends anyway instead of a round trip of its own. The statement
+    must run before `append` reads the chain's last entry, which then sees every append that held the lock."""
+    return func.pg_advisory_xact_lock(_chain_lock_id(chain))
+
+
 def append(
-    session: Session, key: bytes, event: AuditEvent, at: dt.datetime | None = None, *, record_key: bytes | None = None
+    session: Session,
+    key: bytes,
+    event: AuditEvent,
+    at: dt.datetime | None = None,
+    *,
+    record_key: bytes | None = None,
+    chain_locked: bool = False,
 ) -> AuditEntry:
     """Append `event` to its chain in the caller's transaction and return the inserted entry (not attached to the session).
 
@@ -202,14 +216,16 @@ def append(
     lock on the chain (which also covers a chain with no entry yet, where there is no row to lock), then
     the chain's last entry read with SELECT … FOR UPDATE. Everywhere the unique (chain, seq) constraint
     is the final word: if another writer took the same position, the flush raises IntegrityError and
-    the caller must roll back and retry (`transact` does this, as append_with_retry).
+    the caller must roll back and retry (`transact` does this, as append_with_retry). `chain_locked`: the
+    caller's transaction already selected `chain_lock(event.chain)` (PostgreSQL), so it is not taken again.
     """
     _check(event)
     moment = as_utc(at or dt.datetime.now(dt.UTC))
     last_query = select(AuditEntry.seq, AuditEntry.entry_hash).where(AuditEntry.chain == event.chain)
     last_query = last_query.order_by(AuditEntry.seq.desc()).limit(1)
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(select(func.pg_advisory_xact_lock(_chain_lock_id(event.chain))))
+        if not chain_locked:
+            session.execute(select(chain_lock(event.chain)))
         last_query = last_query.with_for_update()
     last = session.execute(last_query).first()
     seq, prev_hash = (last.seq + 1, last.entry_hash) if last else (1, GENESIS)
@@ -252,11 +268,18 @@ RecordKeyLookup = Callable[[Session, str], bytes | None]
 
 
 def append_looking_up_key(
-    session: Session, key: bytes, event: AuditEvent, at: dt.datetime | None = None, *, record_key: RecordKeyLookup | None = None
+    session: Session,
+    key: bytes,
+    event: AuditEvent,
+    at: dt.datetime | None = None,
+    *,
+    record_key: RecordKeyLookup | None = None,
+    chain_locked: bool = False,
 ) -> AuditEntry:
     """`append`, the record key asked of `record_key(session, patient_id)` only for an event with a justification to seal."""
     sealing = record_key is not None and event.justification is not None and event.chain != NO_PATIENT
-    return append(session, key, event, at, record_key=record_key(session, event.chain) if record_key is not None and sealing else None)
+    sealing_key = record_key(session, event.chain) if record_key is not None and sealing else None
+    return append(session, key, event, at, record_key=sealing_key, chain_locked=chain_locked)
 
 
 def append_with_retry(

@@ -7,8 +7,8 @@ every field the policy reads (`POLICY_FIELD_COLUMNS`) get one decision, so:
 - the count of what the actor may see (`total`) comes from one grouped query: a row per group, decided once;
 - when the actor may see every document the filters keep (the common case), the page is an OFFSET/LIMIT on
   the ordered index (ix_documents_patient_listing);
-- otherwise narrow rows (`POLICY_COLUMNS`) are read in order from one cursor, in bounded chunks, and kept
-  or skipped by their decision until the page is full: O(offset + page + hidden) rows, never the record.
+- otherwise narrow rows (`POLICY_COLUMNS`) are read in order, in bounded chunks (an indexed OFFSET each), and
+  kept or skipped by their decision until the page is full: O(offset + page + hidden) rows, never the record.
 
 Every document returned is decided again on the very row returned: a document masked, or deposited, between
 two of these statements is never shown on the strength of another row's decision.
@@ -29,7 +29,7 @@ from pipeline.index.models import Document
 from pipeline.index.repo import documents_by_id
 
 # Narrow rows fetched per round trip when hidden documents are skipped in Python.
-CHUNK = 200
+CHUNK = 500
 # The listing's order: newest service date first (the dialect's own place for a missing date), then id.
 ORDER = (Document.service_date.desc(), Document.id)
 
@@ -117,27 +117,31 @@ def _skipping(
     chunk: int,
 ) -> list[Document]:
     """The page read from narrow rows in order, hidden ones skipped: at most `start + page_size + hidden` rows
-    (the hidden ones may all come first), fetched `chunk` at a time and no further than the page's end."""
+    (the hidden ones may all come first), `chunk` at a time by an indexed OFFSET and no further than the page's
+    end. Plain statements, no server-side cursor: they run in an autocommit session too (`Runtime.reads`).
+
+    Between two chunks a deposit or a shredding may shift the rows by one: a row read twice is kept once, and
+    every row kept is decided again on the document returned (see `visible_page`)."""
+    bound = start + page_size + hidden if hidden is not None else None
     query = select(*POLICY_COLUMNS).where(*where).order_by(*ORDER)
-    if hidden is not None:
-        query = query.limit(start + page_size + hidden)
-    if hidden is None or start + page_size + hidden > chunk:
-        # A server-side cursor costs round trips of its own (declare, fetch, close): only past one chunk.
-        query = query.execution_options(yield_per=chunk)
     page_ids: list[str] = []
-    shown = 0
-    rows = session.execute(query)
-    try:
+    seen: set[str] = set()
+    shown = read = 0
+    while len(page_ids) < page_size and (bound is None or read < bound):
+        size = chunk if bound is None else min(chunk, bound - read)
+        rows = session.execute(query.offset(read).limit(size)).all()
+        read += len(rows)
         for row in rows:
-            if not decisions.allows(policy_fields(row)):
+            if row.id in seen or not decisions.allows(policy_fields(row)):
                 continue
+            seen.add(row.id)
             if shown >= start:
                 page_ids.append(row.id)
                 if len(page_ids) == page_size:
                     break
             shown += 1
-    finally:
-        rows.close()
+        if len(rows) < size:
+            break
     by_id = documents_by_id(session, page_ids)
     # Loaded whole in another statement: decided again on what is returned (masked or shredded since: left out).
     loaded = (by_id.get(document_id) for document_id in page_ids)

@@ -10,7 +10,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from sqlalchemy import Date, select
+from sqlalchemy import ColumnElement, Date, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -39,10 +39,14 @@ _RECORD_COLUMNS = (
 )
 
 
-def load_record(session: Session, patient_id: str) -> Record | None:
-    """The record as the policy sees it, or None when there is no such patient (one round trip)."""
+def load_record(session: Session, patient_id: str, *, also: ColumnElement[Any] | None = None) -> Record | None:
+    """The record as the policy sees it, or None when there is no such patient (one round trip).
+
+    `also`: an expression evaluated by the same statement when the patient exists (the audit chain's lock,
+    `pipeline.access.audit.chain_lock`), its value unused: it saves the round trip a statement of its own costs."""
+    columns = (*_RECORD_COLUMNS, also) if also is not None else _RECORD_COLUMNS
     rows = session.execute(
-        select(*_RECORD_COLUMNS).outerjoin(RecordRelation, RecordRelation.patient_id == Patient.id).where(Patient.id == patient_id)
+        select(*columns).outerjoin(RecordRelation, RecordRelation.patient_id == Patient.id).where(Patient.id == patient_id)
     ).all()
     if not rows:
         return None
