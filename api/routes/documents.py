@@ -75,7 +75,7 @@ def list_documents(
     date_to: ToDateQuery = None,
     page: PageQuery = 1,
     page_size: int = Query(default=50, ge=1, le=200),
-) -> DocumentPage:
+) -> Response:
     """The documents this actor may see, newest service date first; filters by class, type and date."""
     action = _action(emergency, Action.LIST)
     access = check(rt, actor, action, patient_id, emergency_reason=emergency)
@@ -85,7 +85,10 @@ def list_documents(
         shown = visible_page(session, decisions, patient_id, filters, page=page, page_size=page_size)
     titles = document_titles(rt, shown.documents)  # one record key for the page, not one per row
     items = [DocumentOut.of(document, titles[document.id]) for document in shown.documents]
-    return DocumentPage(items=items, page=page, page_size=page_size, total=shown.total)
+    page_out = DocumentPage(items=items, page=page, page_size=page_size, total=shown.total)
+    # Serialized here, in the request's thread, as `response_model` documents it: FastAPI would validate the
+    # page again in a second trip through the thread pool before serializing it.
+    return Response(page_out.model_dump_json(), media_type="application/json")
 
 
 @router.get("/{document_id}", response_model=DocumentOut)

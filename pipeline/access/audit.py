@@ -29,9 +29,9 @@ import json
 import logging
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Row, and_, func, insert, not_, or_, select
+from sqlalchemy import BigInteger, ColumnElement, Row, Table, and_, bindparam, func, insert, not_, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline.core.clock import as_utc
@@ -190,12 +190,16 @@ def _chain_lock_id(chain: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-def chain_lock(chain: str) -> ColumnElement[Any]:
-    """The PostgreSQL expression that takes `chain`'s append lock until the transaction ends, to be selected
-    by the first statement of a transaction that will `append` to it (then `append(..., chain_locked=True)`):
-    the lock rides on a statement the caller sends anyway instead of a round trip of its own. The statement
-    must run before `append` reads the chain's last entry, which then sees every append that held the lock."""
-    return func.pg_advisory_xact_lock(_chain_lock_id(chain))
+# The PostgreSQL expression that takes a chain's append lock until the transaction ends, its lock id bound as
+# `chain_lock_params(chain)`. Selected by the first statement of a transaction that will `append` to the chain
+# (then `append(..., chain_locked=True)`), the lock rides on a statement the caller sends anyway instead of a
+# round trip of its own. That statement must run before `append` reads the chain's last entry, which then sees
+# every append that held the lock.
+CHAIN_LOCK = func.pg_advisory_xact_lock(bindparam("chain_lock_id", type_=BigInteger))
+
+
+def chain_lock_params(chain: str) -> dict[str, int]:
+    return {"chain_lock_id": _chain_lock_id(chain)}
 
 
 def append(
@@ -217,17 +221,16 @@ def append(
     the chain's last entry read with SELECT … FOR UPDATE. Everywhere the unique (chain, seq) constraint
     is the final word: if another writer took the same position, the flush raises IntegrityError and
     the caller must roll back and retry (`transact` does this, as append_with_retry). `chain_locked`: the
-    caller's transaction already selected `chain_lock(event.chain)` (PostgreSQL), so it is not taken again.
+    caller's transaction already selected `CHAIN_LOCK` for this chain (PostgreSQL), so it is not taken again.
     """
     _check(event)
     moment = as_utc(at or dt.datetime.now(dt.UTC))
-    last_query = select(AuditEntry.seq, AuditEntry.entry_hash).where(AuditEntry.chain == event.chain)
-    last_query = last_query.order_by(AuditEntry.seq.desc()).limit(1)
     if session.get_bind().dialect.name == "postgresql":
         if not chain_locked:
-            session.execute(select(chain_lock(event.chain)))
-        last_query = last_query.with_for_update()
-    last = session.execute(last_query).first()
+            session.execute(_LOCK, chain_lock_params(event.chain))
+        last = session.execute(_LAST_LOCKED, {"chain": event.chain}).first()
+    else:
+        last = session.execute(_LAST, {"chain": event.chain}).first()
     seq, prev_hash = (last.seq + 1, last.entry_hash) if last else (1, GENESIS)
     sealed = None
     if event.justification is not None and record_key is not None and event.chain != NO_PATIENT:
@@ -250,9 +253,8 @@ def append(
         justification_sealed=sealed,
     )
     entry.entry_hash = _entry_hash(key, entry)
-    # A Core INSERT … RETURNING rather than a unit-of-work flush: this runs on every API request.
     values = {column: getattr(entry, column) for column in _INSERTED}
-    entry.id = session.execute(insert(AuditEntry).values(values).returning(AuditEntry.id)).scalar_one()
+    entry.id = session.execute(_INSERT, values).scalar_one()
     audit_appends.labels(event.outcome).inc()  # in the caller's transaction: counts appends made, a rollback included
     return entry
 
@@ -261,6 +263,15 @@ _INSERTED = (
     "chain", "seq", "at", "actor_id", "actor_kind", "profession", "action", "document_id", "outcome", "reason", "emergency",
     "prev_hash", "entry_hash", "version", "told_reason", "justification_sealed",
 )  # fmt: skip
+# Built once: this runs on every API request, and a statement object built anew costs its construction and
+# its cache key each time (the compiled form is cached either way). Core, not ORM-enabled: no ORM compile step.
+_TABLE = cast(Table, AuditEntry.__table__)
+_LAST = (
+    select(_TABLE.c.seq, _TABLE.c.entry_hash).where(_TABLE.c.chain == bindparam("chain")).order_by(_TABLE.c.seq.desc()).limit(1)
+)
+_LAST_LOCKED = _LAST.with_for_update()
+_LOCK = select(CHAIN_LOCK)
+_INSERT = insert(_TABLE).values({name: bindparam(name) for name in _INSERTED}).returning(_TABLE.c.id)
 
 
 # The record key of a chain's patient, read in the appending transaction (None if there is none).

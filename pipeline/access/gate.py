@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy.orm import Session
 
-from pipeline.access.audit import NO_PATIENT, AuditEvent, append_looking_up_key, chain_lock
+from pipeline.access.audit import NO_PATIENT, AuditEvent, append_looking_up_key
 from pipeline.access.policy import (
     DOCUMENT_ACTIONS,
     Action,
@@ -85,7 +85,7 @@ class _Judged:
     document_id: str | None
     decision: Decision
     verdict: Verdict | None
-    chain_locked: bool = False  # the judging statement took the chain's append lock (audit.chain_lock)
+    chain_locked: bool = False  # the judging statement took the chain's append lock (audit.CHAIN_LOCK)
 
 
 def _event(judged: _Judged, actor: Actor, action: Action | str, justification: str | None) -> AuditEvent:
@@ -213,7 +213,7 @@ def _judge(
 ) -> _Judged:
     # On PostgreSQL the record's read also takes its audit chain's lock: one round trip fewer per access.
     locking = session.get_bind().dialect.name == "postgresql"
-    record = load_record(session, patient_id, also=chain_lock(patient_id) if locking else None)
+    record = load_record(session, patient_id, lock_chain=locking)
     if record is None:
         return _Judged(NO_PATIENT, document_id, Decision(False, NOT_FOUND), Refused(NOT_FOUND))
     judged = _judge_record(session, actor, action, record, document_id, emergency_reason, today)

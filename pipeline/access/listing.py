@@ -17,10 +17,11 @@ two of these statements is never shown on the strength of another row's decision
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import SQLColumnExpression, func, select
+from sqlalchemy import Executable, SQLColumnExpression, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from pipeline.access.gate import Decisions
@@ -65,6 +66,34 @@ def _where(patient_id: str, filters: DocumentFilters) -> list[SQLColumnExpressio
     return where
 
 
+# Which of DocumentFilters' fields a listing sets: its statements are built once per shape (see `_statements`).
+_Shape = tuple[bool, bool, bool, bool]
+
+
+def _shape_and_params(patient_id: str, filters: DocumentFilters) -> tuple[_Shape, dict[str, object]]:
+    values = {"class_code": filters.class_code, "type_code": filters.type_code,
+              "served_from": filters.served_from, "served_to": filters.served_to}  # fmt: skip
+    shape = (bool(filters.class_code), bool(filters.type_code), bool(filters.served_from), bool(filters.served_to))
+    return shape, {"patient_id": patient_id} | {name: value for name, value in values.items() if value}
+
+
+@functools.cache
+def _statements(shape: _Shape) -> tuple[Executable, Executable]:
+    """The grouped count and the page query of a listing of this shape, the values bound at execution: built
+    once, they cost neither their construction nor their cache key on each request."""
+    where: list[SQLColumnExpression[bool]] = [Document.patient_id == bindparam("patient_id"), Document.live]
+    bounds = (
+        Document.class_code == bindparam("class_code"),
+        Document.type_code == bindparam("type_code"),
+        Document.service_date >= bindparam("served_from"),
+        Document.service_date <= bindparam("served_to"),
+    )
+    where += [bound for bound, used in zip(bounds, shape, strict=True) if used]
+    groups = select(*POLICY_FIELD_COLUMNS, func.count()).where(*where).group_by(*POLICY_FIELD_COLUMNS)
+    page = select(Document).where(*where).order_by(*ORDER).offset(bindparam("offset")).limit(bindparam("limit"))
+    return groups, page
+
+
 def policy_groups(session: Session, where: Sequence[SQLColumnExpression[bool]]) -> list[tuple[PolicyFields, int]]:
     """The documents `where` keeps, counted per group alike in every field the policy reads: one round trip,
     a row per group, each group decided once by the caller (`Decisions.allows`). `where` must name the record
@@ -90,16 +119,17 @@ def visible_page(
 ) -> VisiblePage:
     """Page `page` (from 1) of the record's live documents that `decisions` allows, `page_size` a page,
     newest service date first, filtered by `filters`; and the count of all it allows."""
-    where = _where(patient_id, filters)
-    counts = policy_groups(session, where)
+    shape, params = _shape_and_params(patient_id, filters)
+    groups_query, page_query = _statements(shape)
+    counts = [(tuple(row[:-1]), row[-1]) for row in session.execute(groups_query, params)]
     total = sum(count for fields, count in counts if decisions.allows(fields))
     hidden = sum(count for _, count in counts) - total
     start = (page - 1) * page_size
     if start >= total:
         return VisiblePage([], total)
+    where = _where(patient_id, filters)
     if hidden == 0:
-        query = select(Document).where(*where).order_by(*ORDER).offset(start).limit(page_size)
-        documents = list(session.scalars(query))
+        documents: list[Document] = list(session.scalars(page_query, params | {"offset": start, "limit": page_size}))
         if all(decisions.allows(policy_fields(document)) for document in documents):
             return VisiblePage(documents, total)
         # A document changed (or came) since the count: page the slow way, every row decided, no bound.
