@@ -25,6 +25,7 @@ worker through them.
 
 from __future__ import annotations
 
+import concurrent.futures
 import fcntl
 import importlib
 import io
@@ -346,8 +347,10 @@ def run_contained(fn: Callable[..., Any], args: tuple[object, ...], limits: Limi
         if inspector is not None:
             inspector.close()
         _local.inspector = None
-        inspector = _local.inspector = Inspector(limits, modules)
+        inspector = _local.inspector = _next_inspector(limits, modules)
     answer = inspector.run(fn, args, document)
+    if inspector.alive and inspector.uses >= limits.max_uses - SPARE_AHEAD:
+        _prepare_spare(limits, modules)
     if answer[0] == "ok" and len(answer) == 2:
         return answer[1]
     if answer[0] == "rejected" and len(answer) == 3 and answer[1] in REASONS:
@@ -355,3 +358,34 @@ def run_contained(fn: Callable[..., Any], args: tuple[object, ...], limits: Limi
         rejection.message = str(answer[2])
         raise rejection
     raise SandboxFailed(str(answer[1:]))
+
+
+# A child recycled after `max_uses` documents is replaced by a spare started this many documents before, in the
+# background: the interpreter's start (a few hundred milliseconds) is then not paid by a document in the thread.
+SPARE_AHEAD = 20
+# Spares are started by one long-lived thread of the process (the kernel kills a child when the thread that
+# started it ends: see `_die_with`), and handed to the worker thread that asked.
+_spawner = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="dmp-sandbox-spawner")
+
+
+def _prepare_spare(limits: Limits, modules: frozenset[str]) -> None:
+    spare: concurrent.futures.Future[Inspector] | None = getattr(_local, "spare", None)
+    if spare is None:
+        _local.spare = _spawner.submit(Inspector, limits, modules)
+
+
+def _next_inspector(limits: Limits, modules: frozenset[str]) -> Inspector:
+    """This thread's spare if one was started for the same limits and modules (waiting for it if it is still
+    starting), else a child started now."""
+    spare: concurrent.futures.Future[Inspector] | None = getattr(_local, "spare", None)
+    _local.spare = None
+    if spare is not None:
+        try:
+            ready = spare.result()
+        except SandboxFailed:
+            ready = None
+        if ready is not None and ready.alive and ready.limits == limits and ready.modules == modules:
+            return ready
+        if ready is not None:
+            ready.close()
+    return Inspector(limits, modules)
