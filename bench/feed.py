@@ -33,6 +33,7 @@ import psycopg
 from sqlalchemy import func, select
 
 from bench.measure import ProcessTeam
+from bench.report import print_parts
 from infra.services import dmp_environment, throwaway_database, throwaway_services
 from pipeline.carehistory.feedformat import CareLine, check_line, csv_header, parse_chunk, split_lines
 from pipeline.carehistory.feeds import COLUMNS
@@ -213,6 +214,12 @@ def run(lines: int, workers: int, threads: int, patients: int) -> dict[str, Any]
                 worker.wait(timeout=30)
                 rt.close()
     value, floor = lines / elapsed, lines / floor_s
+    print_parts("feed", {
+        "pipeline (dmp ingest + workers)": f"{value:.0f} lines/s ({lines} lines in {elapsed:.2f} s, {stored} stored)",
+        "floor (own parse + COPY)": f"{floor:.0f} lines/s ({floor_s:.2f} s, {floor_stored} stored, {workers} processes)",
+        "ratio": f"{value / floor:.3f}",
+        "peak RSS": f"intake {intake_rss.own / 2**20:.1f} MiB, a worker {worker_rss.child / 2**20:.1f} MiB",
+    })  # fmt: skip
     return {
         "bench": "feed",
         "metric": "lines_per_second",
