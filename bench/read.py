@@ -30,6 +30,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from bench.report import print_parts
 from infra.services import dmp_environment, free_port, throwaway_services, wait_for_port
 from pipeline.core.clock import paris_date
 from pipeline.core.settings import Settings
@@ -283,6 +284,16 @@ def run(documents: int, concurrency: int, requests: int = 2000, server_workers: 
     floor = _summary(floor_lat, floor_wall)
     seq = _summary(list_lat, list_wall)
     conc = _summary(list_conc_lat, list_conc_wall)
+    print_parts("read", {
+        "list (1,000 documents)": f"p50 {seq['p50']} ms, p99 {seq['p99']} ms sequential; p99 {conc['p99']} ms at {concurrency} in flight "
+                                  f"({conc['rps']} requests/s)",
+        "content": f"p50 {content['p50']} ms, p99 {content['p99']} ms at {floor_concurrency} in flight",
+        "floor (raw S3 GET)": f"p50 {floor['p50']} ms, p99 {floor['p99']} ms at {floor_concurrency} in flight: the highest of "
+                              f"{[p['concurrency'] for p in probes]} whose median stays within {FLOOR_QUEUEING}x one request's",
+        "ratio": f"{content['p99'] / floor['p99']:.3f} (target <= 2); list p99 target <= 10 ms",
+        f"at {concurrency} in flight": f"content p99 {loaded['p99']} ms ({loaded['rps']}/s), floor p99 {loaded_floor['p99']} ms "
+                                       f"({loaded_floor['rps']}/s)",
+    })  # fmt: skip
     return {
         "bench": "read",
         "metric": "content_read_p99_ms",
