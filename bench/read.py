@@ -5,7 +5,7 @@ value: p99 latency of `GET /v1/patients/{p}/documents/{d}/content` through the r
 check, audit append), driven by httpx at `concurrency` requests in flight. floor: p99 of a raw
 boto3 `get_object` + body read of the same objects, same count, `concurrency` threads.
 ratio = value / floor (target ≤ 2). Also: the p99 of the document LIST of a patient holding 1,000
-documents in an index of `documents` rows (target ≤ 20 ms), sequential and at `concurrency`.
+documents in an index of `documents` rows (target ≤ 10 ms), sequential and at `concurrency`.
 
 A few hundred real small documents are sealed through the pipeline's stage functions; the index
 is then filled up to `documents` rows with COPY: rows pointing at object keys that do not exist
