@@ -78,6 +78,26 @@ def test_a_child_recycled_after_its_uses_is_replaced_by_a_spare_started_before_i
     assert sandbox._local.inspector is spare and sandbox._local.inspector.uses == 1
 
 
+_HOARD: list[bytes] = []
+
+
+def _hoard(size: int) -> int:
+    _HOARD.append(b"x" * size)  # kept by the child after the document: leftovers
+    return len(_HOARD)
+
+
+def test_a_child_whose_memory_grew_past_a_quarter_of_its_limit_is_recycled_after_the_document():
+    from pipeline.documents import sandbox
+
+    assert run_contained(_hoard, (1024,), LIMITS) == 1
+    first = sandbox._local.inspector
+    assert first.alive
+    assert run_contained(_hoard, (LIMITS.memory_bytes // 4 + 16 * 1024 * 1024,), LIMITS) == 2  # the answer still comes back
+    assert not first.alive
+    assert run_contained(_hoard, (1024,), LIMITS) == 1  # a fresh child: nothing left over
+    assert sandbox._local.inspector.process.pid != first.process.pid
+
+
 def test_the_cpu_limit_applies_to_each_document_not_the_childs_whole_life():
     budget = Limits(seconds=2.0, memory_bytes=LIMITS.memory_bytes)
     # 18 x 0.25 s of CPU in one child: more than one budget (3 s, plus up to 1 s of rounding) in
