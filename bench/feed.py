@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -32,7 +33,7 @@ import psutil
 import psycopg
 from sqlalchemy import func, select
 
-from bench.measure import ProcessTeam
+from bench.measure import CpuMeter, ProcessTeam, cpu_seconds
 from bench.report import print_parts
 from infra.services import dmp_environment, throwaway_database, throwaway_services
 from pipeline.carehistory.feedformat import CareLine, check_line, csv_header, parse_chunk, split_lines
@@ -153,19 +154,23 @@ def _floor_process(job: _FloorJob, share: int, ready: Event, go: Event, results:
     results.put((stored, rejected))
 
 
-def _floor(database_url: str, feed: Path, processes: int, chunk_lines: int) -> tuple[float, int]:
-    """Seconds from the file to committed rows in `processes` floor processes, and the rows stored."""
+def _floor(database_url: str, feed: Path, processes: int, chunk_lines: int) -> tuple[float, int, float]:
+    """Seconds from the file to committed rows in `processes` floor processes, the rows stored, and the CPU
+    seconds those processes spent meanwhile."""
     job = _FloorJob(feed, database_url.replace("postgresql+psycopg://", "postgresql://"), processes, chunk_lines, paris_date())
     team = ProcessTeam(_floor_process, [(job, n) for n in range(processes)])
     try:
         team.start()
+        cpu = CpuMeter({f"floor{n}": pid for n, pid in enumerate(team.pids)})
+        cpu.start()
         start = time.perf_counter()
         team.go.set()
         reports = team.gather()
         seconds = time.perf_counter() - start
+        spent = cpu.stop()
     finally:
         team.close()
-    return seconds, sum(stored for stored, _ in reports)
+    return seconds, sum(stored for stored, _ in reports), sum(v for k, v in spent.items() if k != "machine")
 
 
 def _wait_done(rt: Runtime, feed_id: str, timeout: float = 3600) -> None:
@@ -186,7 +191,7 @@ def run(lines: int, workers: int, threads: int, patients: int) -> dict[str, Any]
             settings = services.settings
             feed = root / "feed.csv"
             write_feed(feed, lines, patients=patients, seed=7, today=paris_date())
-            floor_s, floor_stored = _floor(floor_db.url, feed, workers, settings.feed_chunk_lines)
+            floor_s, floor_stored, floor_cpu = _floor(floor_db.url, feed, workers, settings.feed_chunk_lines)
 
             env = dmp_environment(settings)
             worker = subprocess.Popen([DMP, "worker", "--processes", str(workers), "--threads", str(threads)], env=env,
@@ -195,17 +200,26 @@ def run(lines: int, workers: int, threads: int, patients: int) -> dict[str, Any]
             worker_rss.start()
             time.sleep(3)  # let the workers boot before the clock starts
             rt = Runtime.from_settings(settings)
+            services_cpu = CpuMeter({"redis": services.redis.process.pid, "moto": services.moto.process.pid})  # type: ignore[union-attr]
+            worker_cpu = cpu_seconds(worker.pid)
+            services_cpu.start()
             try:
                 start = time.monotonic()
                 intake = subprocess.Popen([DMP, "ingest", str(feed), "--source", "insurer:BENCH", "--json"], env=env,
                                           stdout=subprocess.PIPE, text=True)  # fmt: skip
                 intake_rss = _PeakRss(intake.pid)
                 intake_rss.start()
+                reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
                 out, _ = intake.communicate()
+                # The only child reaped meanwhile (the workers run on): the intake's whole CPU, its own children's too.
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                intake_cpu = after.ru_utime + after.ru_stime - reaped.ru_utime - reaped.ru_stime
                 intake_rss.running = False
                 feed_id = json.loads(out.strip().splitlines()[-1])["batch"]
                 _wait_done(rt, feed_id)
                 elapsed = time.monotonic() - start
+                worker_cpu = cpu_seconds(worker.pid) - worker_cpu
+                services_spent = services_cpu.stop()
                 with rt.sessions() as session:
                     stored = session.scalar(select(func.count()).select_from(CareEvent))
             finally:
@@ -214,9 +228,16 @@ def run(lines: int, workers: int, threads: int, patients: int) -> dict[str, Any]
                 worker.wait(timeout=30)
                 rt.close()
     value, floor = lines / elapsed, lines / floor_s
+    per_k = 1000 / lines  # CPU seconds per 1,000 lines, as ms per line
+
+    def ms(seconds: float) -> str:
+        return f"{seconds * per_k * 1000:.3f}"
+
     print_parts("feed", {
         "pipeline (dmp ingest + workers)": f"{value:.0f} lines/s ({lines} lines in {elapsed:.2f} s, {stored} stored)",
         "floor (own parse + COPY)": f"{floor:.0f} lines/s ({floor_s:.2f} s, {floor_stored} stored, {workers} processes)",
+        "our CPU, ms per line": f"intake {ms(intake_cpu)}, workers {ms(worker_cpu)}; floor {ms(floor_cpu)}",
+        "services' CPU, ms per line": f"redis {ms(services_spent['redis'])}, moto {ms(services_spent['moto'])} (PostgreSQL: shared server)",
         "ratio": f"{value / floor:.3f}",
         "peak RSS": f"intake {intake_rss.own / 2**20:.1f} MiB, a worker {worker_rss.child / 2**20:.1f} MiB",
     })  # fmt: skip
@@ -235,6 +256,11 @@ def run(lines: int, workers: int, threads: int, patients: int) -> dict[str, Any]
         "floor_seconds": round(floor_s, 2),
         "floor_stored": floor_stored,
         "floor_processes": workers,
+        "intake_cpu_ms_per_line": round(intake_cpu / lines * 1000, 4),
+        "worker_cpu_ms_per_line": round(worker_cpu / lines * 1000, 4),
+        "floor_cpu_ms_per_line": round(floor_cpu / lines * 1000, 4),
+        "redis_cpu_ms_per_line": round(services_spent["redis"] / lines * 1000, 4),
+        "moto_cpu_ms_per_line": round(services_spent["moto"] / lines * 1000, 4),
         "intake_peak_rss_mb": round(intake_rss.own / 2**20, 1),
         "worker_peak_rss_mb": round(worker_rss.child / 2**20, 1),
     }
