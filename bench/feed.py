@@ -199,6 +199,9 @@ def run(lines: int, workers: int, threads: int, patients: int) -> dict[str, Any]
             worker_rss = _PeakRss(worker.pid)
             worker_rss.start()
             time.sleep(3)  # let the workers boot before the clock starts
+            idle_from = cpu_seconds(worker.pid)
+            time.sleep(2)
+            worker_idle = (cpu_seconds(worker.pid) - idle_from) / 2  # CPU seconds per second with nothing to do
             rt = Runtime.from_settings(settings)
             services_cpu = CpuMeter({"redis": services.redis.process.pid, "moto": services.moto.process.pid})  # type: ignore[union-attr]
             worker_cpu = cpu_seconds(worker.pid)
@@ -236,8 +239,9 @@ def run(lines: int, workers: int, threads: int, patients: int) -> dict[str, Any]
     print_parts("feed", {
         "pipeline (dmp ingest + workers)": f"{value:.0f} lines/s ({lines} lines in {elapsed:.2f} s, {stored} stored)",
         "floor (own parse + COPY)": f"{floor:.0f} lines/s ({floor_s:.2f} s, {floor_stored} stored, {workers} processes)",
-        "our CPU, ms per line": f"intake {ms(intake_cpu)}, workers {ms(worker_cpu)}; floor {ms(floor_cpu)}",
-        "services' CPU, ms per line": f"redis {ms(services_spent['redis'])}, moto {ms(services_spent['moto'])} (PostgreSQL: shared server)",
+        "our CPU, µs per line": f"intake {ms(intake_cpu)}, workers {ms(worker_cpu)}; floor {ms(floor_cpu)}",
+        "workers idle": f"{worker_idle * 1000:.1f} ms of CPU per second with nothing to do ({ms(worker_idle * elapsed)} µs per line of this run)",
+        "services' CPU, µs per line": f"redis {ms(services_spent['redis'])}, moto {ms(services_spent['moto'])} (PostgreSQL: shared server)",
         "ratio": f"{value / floor:.3f}",
         "peak RSS": f"intake {intake_rss.own / 2**20:.1f} MiB, a worker {worker_rss.child / 2**20:.1f} MiB",
     })  # fmt: skip
@@ -258,6 +262,7 @@ def run(lines: int, workers: int, threads: int, patients: int) -> dict[str, Any]
         "floor_processes": workers,
         "intake_cpu_ms_per_line": round(intake_cpu / lines * 1000, 4),
         "worker_cpu_ms_per_line": round(worker_cpu / lines * 1000, 4),
+        "worker_idle_cpu_ms_per_s": round(worker_idle * 1000, 1),
         "floor_cpu_ms_per_line": round(floor_cpu / lines * 1000, 4),
         "redis_cpu_ms_per_line": round(services_spent["redis"] / lines * 1000, 4),
         "moto_cpu_ms_per_line": round(services_spent["moto"] / lines * 1000, 4),
