@@ -240,7 +240,7 @@ def run(lines: int, workers: int, threads: int, patients: int) -> dict[str, Any]
         "pipeline (dmp ingest + workers)": f"{value:.0f} lines/s ({lines} lines in {elapsed:.2f} s, {stored} stored)",
         "floor (own parse + COPY)": f"{floor:.0f} lines/s ({floor_s:.2f} s, {floor_stored} stored, {workers} processes)",
         "our CPU, µs per line": f"intake {ms(intake_cpu)}, workers {ms(worker_cpu)}; floor {ms(floor_cpu)}",
-        "workers idle": f"{worker_idle * 1000:.1f} ms of CPU per second with nothing to do ({ms(worker_idle * elapsed)} µs per line of this run)",
+        "workers idle": f"{worker_idle * 1000:.1f} ms of CPU per second doing nothing ({ms(worker_idle * elapsed)} µs per line here)",
         "services' CPU, µs per line": f"redis {ms(services_spent['redis'])}, moto {ms(services_spent['moto'])} (PostgreSQL: shared server)",
         "ratio": f"{value / floor:.3f}",
         "peak RSS": f"intake {intake_rss.own / 2**20:.1f} MiB, a worker {worker_rss.child / 2**20:.1f} MiB",
