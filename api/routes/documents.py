@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response, StreamingResponse
@@ -24,7 +24,9 @@ from pipeline.core.envelope import IntegrityError
 from pipeline.core.storage import ObjectNotFound
 from pipeline.documents.stored import DocumentGone, read_document
 from pipeline.documents.titles import document_titles
-from pipeline.index.models import Document
+
+if TYPE_CHECKING:
+    from pipeline.access.recordview import PolicyRow
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/patients/{patient_id}/documents", tags=["documents"], responses=PROBLEM_RESPONSES)
@@ -45,8 +47,8 @@ class DocumentOut(BaseModel):
     deposited_at: dt.datetime
 
     @classmethod
-    def of(cls, d: Document, title: str | None) -> DocumentOut:
-        """`title`: opened from the sealed one (pipeline.documents.titles.document_titles)."""
+    def of(cls, d: PolicyRow, title: str | None) -> DocumentOut:
+        """`d`: a Document or a row of its columns; `title`: opened from the sealed one (pipeline.documents.titles.document_titles)."""
         return cls(id=d.id, title=title, class_code=d.class_code, type_code=d.type_code, service_date=d.service_date,
                    mime_type=d.mime_type, size=d.size, source=d.source, author_id=d.author_id,
                    author_profession=d.author_profession, masked=d.masked, deposited_at=d.created_at)  # fmt: skip
