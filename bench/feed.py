@@ -8,8 +8,10 @@ floor: the same file to committed rows with the least machinery, on as many proc
 second fresh database on the same server, timed from the file: each process reads its share of the
 file (a byte range cut at line ends), cuts it into chunks of DMP_FEED_CHUNK_LINES lines and, per
 chunk, parses and checks every line with our own parser (`parse_chunk`, `check_line`), inserts the
-chunk's new patients, seals each line's details and keys its content hash under the patient's
-record key (kept in memory: no record-key rows), then writes the rows with one COPY and commits.
+chunk's new patients and their record keys (made, wrapped under the master key, their rows stored
+with one COPY: sealed details are worth nothing without them), seals each line's details and keys
+its content hash under the patient's record key, writes the rows with one COPY, queues each
+patient's notification (one outbox row per patient and feed, as the pipeline does) and commits.
 No broker, no inbox, no duplicate or correction handling.
 """
 
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -39,8 +40,10 @@ from infra.services import dmp_environment, throwaway_database, throwaway_servic
 from pipeline.carehistory.feedformat import CareLine, check_line, csv_header, parse_chunk, split_lines
 from pipeline.carehistory.feeds import COLUMNS
 from pipeline.core.clock import paris_date
+from pipeline.core.keys import FileKeyProvider, new_key
 from pipeline.core.sealedfields import DETAILS, LineSealer
-from pipeline.index.models import CareEvent
+from pipeline.index.models import CareEvent, new_id
+from pipeline.index.recordkeys import record_context
 from pipeline.index.states import FeedFormat
 from pipeline.runtime import Runtime
 from pipeline.samples.feed import write_feed
@@ -81,6 +84,7 @@ class _FloorJob:
     processes: int
     chunk_lines: int
     today: dt.date
+    key_file: Path
 
 
 def _share(feed: Path, share: int, shares: int) -> tuple[bytes, int, int]:
@@ -112,7 +116,9 @@ def _lines(feed: Path, start: int, end: int) -> Iterator[bytes]:
             yield line
 
 
-def _floor_chunk(connection: psycopg.Connection, lines: list[CareLine], sealers: dict[str, tuple[str, LineSealer]]) -> None:
+def _floor_chunk(
+    connection: psycopg.Connection, lines: list[CareLine], sealers: dict[str, tuple[str, LineSealer]], keys: FileKeyProvider, feed_id: str
+) -> None:
     new = sorted({line.ins for line in lines} - sealers.keys())
     if new:
         connection.execute(
@@ -120,19 +126,38 @@ def _floor_chunk(connection: psycopg.Connection, lines: list[CareLine], sealers:
             " FROM unnest(%s::text[]) AS i ON CONFLICT (ins) DO NOTHING",
             [new],
         )
+        # Each new patient's record key, made and wrapped under the master key, its row stored: the sealed details
+        # are worth nothing without it (kept in memory afterwards; another process's patients get their own).
+        made: list[tuple[object, ...]] = []
+        now = dt.datetime.now(dt.UTC)
         for ins, pid in connection.execute("SELECT ins, id FROM patients WHERE ins = ANY(%s)", [new]):
-            sealers[ins] = (pid, LineSealer(os.urandom(32)))
+            key_id, key = new_id(), new_key()
+            wrapped = keys.wrap(key, record_context(key_id, pid))
+            made.append((key_id, pid, wrapped.key_id, wrapped.blob, now))
+            sealers[ins] = (pid, LineSealer(key))
+        copying = "COPY record_keys (id, patient_id, master_key_id, wrapped, created_at) FROM STDIN"
+        with connection.cursor() as cursor, cursor.copy(copying) as copy:
+            for row in made:
+                copy.write_row(row)
         connection.commit()  # alone: another process inserting the same patient waits for this, not for the COPY
     with connection.cursor() as cursor, cursor.copy(f"COPY care_events ({', '.join(COLUMNS)}) FROM STDIN") as copy:
         for line in lines:
             pid, sealer = sealers[line.ins]
             details = sealer.seal(SOURCE, line.line_id, pid, [getattr(line, name) for name in DETAILS])
             copy.write_row((SOURCE, line.line_id, pid, line.care_date, details, line.amount_billed, line.amount_reimbursed,
-                            line.reimbursement_date, line.supersedes, sealer.line_hash(line.content_hash), "floor"))  # fmt: skip
+                            line.reimbursement_date, line.supersedes, sealer.line_hash(line.content_hash), feed_id))  # fmt: skip
+    # The patients' "new reimbursement data" notifications, one per patient and feed, as the pipeline queues them.
+    connection.execute(
+        "INSERT INTO outbox (id, patient_id, kind, ref_id, source, created_at)"
+        " SELECT gen_random_uuid()::text, p, 'reimbursement_data', %s, %s, now() FROM unnest(%s::text[]) AS p"
+        " ON CONFLICT (patient_id, kind, ref_id) DO NOTHING",
+        [feed_id, SOURCE, sorted({sealers[line.ins][0] for line in lines})],
+    )
     connection.commit()
 
 
 def _floor_process(job: _FloorJob, share: int, ready: Event, go: Event, results: Queue[Any], leave: Event) -> None:
+    keys = FileKeyProvider(job.key_file)
     with psycopg.connect(job.database_url) as connection:
         ready.set()
         go.wait()
@@ -149,15 +174,15 @@ def _floor_process(job: _FloorJob, share: int, ready: Event, go: Event, results:
                 else:
                     rejected += 1
             if lines:
-                _floor_chunk(connection, lines, sealers)
+                _floor_chunk(connection, lines, sealers, keys, "floor")
             stored += len(lines)
     results.put((stored, rejected))
 
 
-def _floor(database_url: str, feed: Path, processes: int, chunk_lines: int) -> tuple[float, int, float]:
+def _floor(database_url: str, feed: Path, processes: int, chunk_lines: int, key_file: Path) -> tuple[float, int, float]:
     """Seconds from the file to committed rows in `processes` floor processes, the rows stored, and the CPU
     seconds those processes spent meanwhile."""
-    job = _FloorJob(feed, database_url.replace("postgresql+psycopg://", "postgresql://"), processes, chunk_lines, paris_date())
+    job = _FloorJob(feed, database_url.replace("postgresql+psycopg://", "postgresql://"), processes, chunk_lines, paris_date(), key_file)
     team = ProcessTeam(_floor_process, [(job, n) for n in range(processes)])
     try:
         team.start()
@@ -191,7 +216,7 @@ def run(lines: int, workers: int, threads: int, patients: int) -> dict[str, Any]
             settings = services.settings
             feed = root / "feed.csv"
             write_feed(feed, lines, patients=patients, seed=7, today=paris_date())
-            floor_s, floor_stored, floor_cpu = _floor(floor_db.url, feed, workers, settings.feed_chunk_lines)
+            floor_s, floor_stored, floor_cpu = _floor(floor_db.url, feed, workers, settings.feed_chunk_lines, settings.resolved_key_file())
 
             env = dmp_environment(settings)
             worker = subprocess.Popen([DMP, "worker", "--processes", str(workers), "--threads", str(threads)], env=env,
