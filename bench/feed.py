@@ -40,7 +40,7 @@ from infra.services import dmp_environment, throwaway_database, throwaway_servic
 from pipeline.carehistory.feedformat import CareLine, check_line, csv_header, parse_chunk, split_lines
 from pipeline.carehistory.feeds import COLUMNS
 from pipeline.core.clock import paris_date
-from pipeline.core.keys import FileKeyProvider, new_key
+from pipeline.core.keys import FileKeyProvider, WrappedKey, new_key
 from pipeline.core.sealedfields import DETAILS, LineSealer
 from pipeline.index.models import CareEvent, new_id
 from pipeline.index.recordkeys import record_context
@@ -127,18 +127,28 @@ def _floor_chunk(
             [new],
         )
         # Each new patient's record key, made and wrapped under the master key, its row stored: the sealed details
-        # are worth nothing without it (kept in memory afterwards; another process's patients get their own).
-        made: list[tuple[object, ...]] = []
+        # are worth nothing without it. The other process may make one for the same patient first: its key wins,
+        # opened from its row (as the pipeline's `RecordKeys.for_patients` does).
+        made: dict[str, tuple[str, bytes]] = {}
+        rows: list[tuple[object, ...]] = []
         now = dt.datetime.now(dt.UTC)
         for ins, pid in connection.execute("SELECT ins, id FROM patients WHERE ins = ANY(%s)", [new]):
             key_id, key = new_id(), new_key()
             wrapped = keys.wrap(key, record_context(key_id, pid))
-            made.append((key_id, pid, wrapped.key_id, wrapped.blob, now))
+            made[pid] = (ins, key)
+            rows.append((key_id, pid, wrapped.key_id, wrapped.blob, now))
+        connection.cursor().executemany(
+            "INSERT INTO record_keys (id, patient_id, master_key_id, wrapped, created_at) VALUES (%s, %s, %s, %s, %s)"
+            " ON CONFLICT (patient_id) DO NOTHING",
+            rows,
+        )
+        for key_id, pid, master_key_id, blob in connection.execute(
+            "SELECT id, patient_id, master_key_id, wrapped FROM record_keys WHERE patient_id = ANY(%s) AND id <> ALL(%s)",
+            [sorted(made), [row[0] for row in rows]],
+        ):
+            made[pid] = (made[pid][0], keys.unwrap(WrappedKey(master_key_id, blob), record_context(key_id, pid)))
+        for pid, (ins, key) in made.items():
             sealers[ins] = (pid, LineSealer(key))
-        copying = "COPY record_keys (id, patient_id, master_key_id, wrapped, created_at) FROM STDIN"
-        with connection.cursor() as cursor, cursor.copy(copying) as copy:
-            for row in made:
-                copy.write_row(row)
         connection.commit()  # alone: another process inserting the same patient waits for this, not for the COPY
     with connection.cursor() as cursor, cursor.copy(f"COPY care_events ({', '.join(COLUMNS)}) FROM STDIN") as copy:
         for line in lines:
