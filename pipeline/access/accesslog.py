@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, SQLColumnExpression, and_, exists, or_, select
 from sqlalchemy.orm import Session
 
-from pipeline.access.audit import MAX_PAGE, entries_for, open_justifications
+from pipeline.access.auditread import MAX_PAGE, entries_for, open_justifications
 from pipeline.access.gate import Access, Decisions, record_key
 from pipeline.access.policy import Action, Actor, ActorKind, access_log_scope
 from pipeline.access.recordview import POLICY_COLUMNS, POLICY_FIELD_COLUMNS, PolicyFields, policy_fields
