@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
@@ -47,6 +48,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.intake = Intake(settings, app.state.runtime)
         sweeper = Sweeper(app.state.runtime).start() if settings.notify_in_api else None
         app.state.readiness, app.state.scrape = _operations(app.state.runtime)
+        # What start-up built (modules, the ORM's mappers, the schema, the routes) lives as long as the process:
+        # moved out of the collector's generations, a full collection no longer walks it in the middle of a
+        # request (hundreds of thousands of objects: the slowest reads of `bench read` waited on it).
+        gc.freeze()
         yield
         app.state.readiness.close()
         if app.state.scrape.broker is not None:

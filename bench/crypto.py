@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from bench.report import print_parts
+
 SEGMENT = 256 * 1024  # DMP_SEGMENT_BYTES' default
 CHUNK = 8 * 1024 * 1024  # what the multipart upload reads at a time
 MIB = 1024 * 1024
@@ -244,6 +246,14 @@ def run(size: int, pipeline: bool, rounds: int = 3) -> dict[str, Any]:
         "floor_peak_rss_mib": round(floor["peak_rss_mib"], 1),
         "floor_peak_rss_above_baseline_mib": round(floor["rss_above_baseline_mib"], 1),
     }
+    r = result
+    print_parts("crypto", {
+        "envelope": f"{value:.2f} GB/s (encrypt {r['encrypt_gb_s']}, decrypt {r['decrypt_gb_s']} GB/s)",
+        "floor (AES-GCM, 256 KiB)": f"{floor_value:.2f} GB/s (encrypt {r['floor_encrypt_gb_s']}, decrypt {r['floor_decrypt_gb_s']})",
+        "ratio": f"{r['ratio']} wall, {r['cpu_ratio']} CPU (encrypt {r['encrypt_ratio']}, decrypt {r['decrypt_ratio']})",
+        "peak RSS": f"{r['peak_rss_mib']} MiB ({r['peak_rss_above_baseline_mib']} above its baseline); floor {r['floor_peak_rss_mib']} MiB",
+        "rounds": f"{rounds} interleaved, best time of each part kept",
+    })  # fmt: skip
     if pipeline:
         end_to_end = _child("pipeline", size)
         result.update(

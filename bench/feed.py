@@ -8,8 +8,10 @@ floor: the same file to committed rows with the least machinery, on as many proc
 second fresh database on the same server, timed from the file: each process reads its share of the
 file (a byte range cut at line ends), cuts it into chunks of DMP_FEED_CHUNK_LINES lines and, per
 chunk, parses and checks every line with our own parser (`parse_chunk`, `check_line`), inserts the
-chunk's new patients, seals each line's details and keys its content hash under the patient's
-record key (kept in memory: no record-key rows), then writes the rows with one COPY and commits.
+chunk's new patients and their record keys (made, wrapped under the master key, their rows stored
+with one COPY: sealed details are worth nothing without them), seals each line's details and keys
+its content hash under the patient's record key, writes the rows with one COPY, queues each
+patient's notification (one outbox row per patient and feed, as the pipeline does) and commits.
 No broker, no inbox, no duplicate or correction handling.
 """
 
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -32,13 +34,16 @@ import psutil
 import psycopg
 from sqlalchemy import func, select
 
-from bench.measure import ProcessTeam
+from bench.measure import CpuMeter, ProcessTeam, cpu_seconds
+from bench.report import print_parts
 from infra.services import dmp_environment, throwaway_database, throwaway_services
 from pipeline.carehistory.feedformat import CareLine, check_line, csv_header, parse_chunk, split_lines
 from pipeline.carehistory.feeds import COLUMNS
 from pipeline.core.clock import paris_date
+from pipeline.core.keys import FileKeyProvider, WrappedKey, new_key
 from pipeline.core.sealedfields import DETAILS, LineSealer
-from pipeline.index.models import CareEvent
+from pipeline.index.models import CareEvent, new_id
+from pipeline.index.recordkeys import record_context
 from pipeline.index.states import FeedFormat
 from pipeline.runtime import Runtime
 from pipeline.samples.feed import write_feed
@@ -79,6 +84,7 @@ class _FloorJob:
     processes: int
     chunk_lines: int
     today: dt.date
+    key_file: Path
 
 
 def _share(feed: Path, share: int, shares: int) -> tuple[bytes, int, int]:
@@ -110,7 +116,9 @@ def _lines(feed: Path, start: int, end: int) -> Iterator[bytes]:
             yield line
 
 
-def _floor_chunk(connection: psycopg.Connection, lines: list[CareLine], sealers: dict[str, tuple[str, LineSealer]]) -> None:
+def _floor_chunk(
+    connection: psycopg.Connection, lines: list[CareLine], sealers: dict[str, tuple[str, LineSealer]], keys: FileKeyProvider, feed_id: str
+) -> None:
     new = sorted({line.ins for line in lines} - sealers.keys())
     if new:
         connection.execute(
@@ -118,19 +126,48 @@ def _floor_chunk(connection: psycopg.Connection, lines: list[CareLine], sealers:
             " FROM unnest(%s::text[]) AS i ON CONFLICT (ins) DO NOTHING",
             [new],
         )
+        # Each new patient's record key, made and wrapped under the master key, its row stored: the sealed details
+        # are worth nothing without it. The other process may make one for the same patient first: its key wins,
+        # opened from its row (as the pipeline's `RecordKeys.for_patients` does).
+        made: dict[str, tuple[str, bytes]] = {}
+        rows: list[tuple[object, ...]] = []
+        now = dt.datetime.now(dt.UTC)
         for ins, pid in connection.execute("SELECT ins, id FROM patients WHERE ins = ANY(%s)", [new]):
-            sealers[ins] = (pid, LineSealer(os.urandom(32)))
+            key_id, key = new_id(), new_key()
+            wrapped = keys.wrap(key, record_context(key_id, pid))
+            made[pid] = (ins, key)
+            rows.append((key_id, pid, wrapped.key_id, wrapped.blob, now))
+        connection.cursor().executemany(
+            "INSERT INTO record_keys (id, patient_id, master_key_id, wrapped, created_at) VALUES (%s, %s, %s, %s, %s)"
+            " ON CONFLICT (patient_id) DO NOTHING",
+            rows,
+        )
+        for key_id, pid, master_key_id, blob in connection.execute(
+            "SELECT id, patient_id, master_key_id, wrapped FROM record_keys WHERE patient_id = ANY(%s) AND id <> ALL(%s)",
+            [sorted(made), [row[0] for row in rows]],
+        ):
+            made[pid] = (made[pid][0], keys.unwrap(WrappedKey(master_key_id, blob), record_context(key_id, pid)))
+        for pid, (ins, key) in made.items():
+            sealers[ins] = (pid, LineSealer(key))
         connection.commit()  # alone: another process inserting the same patient waits for this, not for the COPY
     with connection.cursor() as cursor, cursor.copy(f"COPY care_events ({', '.join(COLUMNS)}) FROM STDIN") as copy:
         for line in lines:
             pid, sealer = sealers[line.ins]
             details = sealer.seal(SOURCE, line.line_id, pid, [getattr(line, name) for name in DETAILS])
             copy.write_row((SOURCE, line.line_id, pid, line.care_date, details, line.amount_billed, line.amount_reimbursed,
-                            line.reimbursement_date, line.supersedes, sealer.line_hash(line.content_hash), "floor"))  # fmt: skip
+                            line.reimbursement_date, line.supersedes, sealer.line_hash(line.content_hash), feed_id))  # fmt: skip
+    # The patients' "new reimbursement data" notifications, one per patient and feed, as the pipeline queues them.
+    connection.execute(
+        "INSERT INTO outbox (id, patient_id, kind, ref_id, source, created_at)"
+        " SELECT gen_random_uuid()::text, p, 'reimbursement_data', %s, %s, now() FROM unnest(%s::text[]) AS p"
+        " ON CONFLICT (patient_id, kind, ref_id) DO NOTHING",
+        [feed_id, SOURCE, sorted({sealers[line.ins][0] for line in lines})],
+    )
     connection.commit()
 
 
 def _floor_process(job: _FloorJob, share: int, ready: Event, go: Event, results: Queue[Any], leave: Event) -> None:
+    keys = FileKeyProvider(job.key_file)
     with psycopg.connect(job.database_url) as connection:
         ready.set()
         go.wait()
@@ -147,24 +184,28 @@ def _floor_process(job: _FloorJob, share: int, ready: Event, go: Event, results:
                 else:
                     rejected += 1
             if lines:
-                _floor_chunk(connection, lines, sealers)
+                _floor_chunk(connection, lines, sealers, keys, "floor")
             stored += len(lines)
     results.put((stored, rejected))
 
 
-def _floor(database_url: str, feed: Path, processes: int, chunk_lines: int) -> tuple[float, int]:
-    """Seconds from the file to committed rows in `processes` floor processes, and the rows stored."""
-    job = _FloorJob(feed, database_url.replace("postgresql+psycopg://", "postgresql://"), processes, chunk_lines, paris_date())
+def _floor(database_url: str, feed: Path, processes: int, chunk_lines: int, key_file: Path) -> tuple[float, int, float]:
+    """Seconds from the file to committed rows in `processes` floor processes, the rows stored, and the CPU
+    seconds those processes spent meanwhile."""
+    job = _FloorJob(feed, database_url.replace("postgresql+psycopg://", "postgresql://"), processes, chunk_lines, paris_date(), key_file)
     team = ProcessTeam(_floor_process, [(job, n) for n in range(processes)])
     try:
         team.start()
+        cpu = CpuMeter({f"floor{n}": pid for n, pid in enumerate(team.pids)})
+        cpu.start()
         start = time.perf_counter()
         team.go.set()
         reports = team.gather()
         seconds = time.perf_counter() - start
+        spent = cpu.stop()
     finally:
         team.close()
-    return seconds, sum(stored for stored, _ in reports)
+    return seconds, sum(stored for stored, _ in reports), sum(v for k, v in spent.items() if k != "machine")
 
 
 def _wait_done(rt: Runtime, feed_id: str, timeout: float = 3600) -> None:
@@ -185,7 +226,7 @@ def run(lines: int, workers: int, threads: int, patients: int) -> dict[str, Any]
             settings = services.settings
             feed = root / "feed.csv"
             write_feed(feed, lines, patients=patients, seed=7, today=paris_date())
-            floor_s, floor_stored = _floor(floor_db.url, feed, workers, settings.feed_chunk_lines)
+            floor_s, floor_stored, floor_cpu = _floor(floor_db.url, feed, workers, settings.feed_chunk_lines, settings.resolved_key_file())
 
             env = dmp_environment(settings)
             worker = subprocess.Popen([DMP, "worker", "--processes", str(workers), "--threads", str(threads)], env=env,
@@ -193,18 +234,30 @@ def run(lines: int, workers: int, threads: int, patients: int) -> dict[str, Any]
             worker_rss = _PeakRss(worker.pid)
             worker_rss.start()
             time.sleep(3)  # let the workers boot before the clock starts
+            idle_from = cpu_seconds(worker.pid)
+            time.sleep(2)
+            worker_idle = (cpu_seconds(worker.pid) - idle_from) / 2  # CPU seconds per second with nothing to do
             rt = Runtime.from_settings(settings)
+            services_cpu = CpuMeter({"redis": services.redis.process.pid, "moto": services.moto.process.pid})  # type: ignore[union-attr]
+            worker_cpu = cpu_seconds(worker.pid)
+            services_cpu.start()
             try:
                 start = time.monotonic()
                 intake = subprocess.Popen([DMP, "ingest", str(feed), "--source", "insurer:BENCH", "--json"], env=env,
                                           stdout=subprocess.PIPE, text=True)  # fmt: skip
                 intake_rss = _PeakRss(intake.pid)
                 intake_rss.start()
+                reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
                 out, _ = intake.communicate()
+                # The only child reaped meanwhile (the workers run on): the intake's whole CPU, its own children's too.
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                intake_cpu = after.ru_utime + after.ru_stime - reaped.ru_utime - reaped.ru_stime
                 intake_rss.running = False
                 feed_id = json.loads(out.strip().splitlines()[-1])["batch"]
                 _wait_done(rt, feed_id)
                 elapsed = time.monotonic() - start
+                worker_cpu = cpu_seconds(worker.pid) - worker_cpu
+                services_spent = services_cpu.stop()
                 with rt.sessions() as session:
                     stored = session.scalar(select(func.count()).select_from(CareEvent))
             finally:
@@ -213,6 +266,20 @@ def run(lines: int, workers: int, threads: int, patients: int) -> dict[str, Any]
                 worker.wait(timeout=30)
                 rt.close()
     value, floor = lines / elapsed, lines / floor_s
+    per_k = 1000 / lines  # CPU seconds per 1,000 lines, as ms per line
+
+    def ms(seconds: float) -> str:
+        return f"{seconds * per_k * 1000:.3f}"
+
+    print_parts("feed", {
+        "pipeline (dmp ingest + workers)": f"{value:.0f} lines/s ({lines} lines in {elapsed:.2f} s, {stored} stored)",
+        "floor (own parse + COPY)": f"{floor:.0f} lines/s ({floor_s:.2f} s, {floor_stored} stored, {workers} processes)",
+        "our CPU, µs per line": f"intake {ms(intake_cpu)}, workers {ms(worker_cpu)}; floor {ms(floor_cpu)}",
+        "workers idle": f"{worker_idle * 1000:.1f} ms of CPU per second doing nothing ({ms(worker_idle * elapsed)} µs per line here)",
+        "services' CPU, µs per line": f"redis {ms(services_spent['redis'])}, moto {ms(services_spent['moto'])} (PostgreSQL: shared server)",
+        "ratio": f"{value / floor:.3f}",
+        "peak RSS": f"intake {intake_rss.own / 2**20:.1f} MiB, a worker {worker_rss.child / 2**20:.1f} MiB",
+    })  # fmt: skip
     return {
         "bench": "feed",
         "metric": "lines_per_second",
@@ -228,6 +295,12 @@ def run(lines: int, workers: int, threads: int, patients: int) -> dict[str, Any]
         "floor_seconds": round(floor_s, 2),
         "floor_stored": floor_stored,
         "floor_processes": workers,
+        "intake_cpu_ms_per_line": round(intake_cpu / lines * 1000, 4),
+        "worker_cpu_ms_per_line": round(worker_cpu / lines * 1000, 4),
+        "worker_idle_cpu_ms_per_s": round(worker_idle * 1000, 1),
+        "floor_cpu_ms_per_line": round(floor_cpu / lines * 1000, 4),
+        "redis_cpu_ms_per_line": round(services_spent["redis"] / lines * 1000, 4),
+        "moto_cpu_ms_per_line": round(services_spent["moto"] / lines * 1000, 4),
         "intake_peak_rss_mb": round(intake_rss.own / 2**20, 1),
         "worker_peak_rss_mb": round(worker_rss.child / 2**20, 1),
     }

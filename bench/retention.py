@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
+from bench.report import print_parts
 from infra.services import throwaway_database
 from pipeline.carehistory.feeds import COLUMNS
 from pipeline.carehistory.history import care_history
@@ -127,6 +128,13 @@ def run(rows: int) -> dict[str, Any]:
     def p99(values: list[float]) -> float:
         return sorted(values)[int(0.99 * (len(values) - 1))] * 1000
 
+    print_parts("retention", {
+        "reader (own process)": f"p99 {p99(during):.2f} ms during the prune ({len(during)} reads), {p99(idle):.2f} idle ({len(idle)})",
+        "medians": f"{statistics.median(during) * 1000:.2f} ms during, {statistics.median(idle) * 1000:.2f} ms idle",
+        "worst": f"{max(during) * 1000:.1f} ms during, {max(idle) * 1000:.1f} ms idle",
+        "prune": f"{deleted} rows in {prune_s:.1f} s ({deleted / prune_s:.0f} rows/s)",
+        "ratio": f"{p99(during) / p99(idle):.2f} (target <= 3)",
+    })  # fmt: skip
     return {
         "bench": "retention",
         "metric": "p99_read_latency_during_prune",

@@ -44,10 +44,17 @@ class Runtime:
     inbox: Inbox = field(init=False, repr=False)
     # Unwrapped batch keys (the titles of items waiting in the queue), by batch id.
     batch_keys: KeyCache = field(init=False, repr=False)
+    # Sessions for reads that write nothing (see `reads`).
+    reads: sessionmaker[Session] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.inbox = Inbox(self.store)
         self.batch_keys = KeyCache()
+        # Autocommit: each statement runs alone, with no BEGIN before it nor ROLLBACK when the session ends (two
+        # round trips of a short read's four), and the driver keeps its prepared statements (a ROLLBACK drops
+        # them). Under READ COMMITTED every statement sees its own snapshot anyway: a transaction adds no
+        # consistency to a series of reads. For reads only: a write through these sessions commits at once.
+        self.reads = session_factory(self.engine.execution_options(isolation_level="AUTOCOMMIT"))
 
     @classmethod
     def from_settings(cls, settings: Settings, *, prepare: bool = False) -> Runtime:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response, StreamingResponse
@@ -24,7 +24,9 @@ from pipeline.core.envelope import IntegrityError
 from pipeline.core.storage import ObjectNotFound
 from pipeline.documents.stored import DocumentGone, read_document
 from pipeline.documents.titles import document_titles
-from pipeline.index.models import Document
+
+if TYPE_CHECKING:
+    from pipeline.access.recordview import PolicyRow
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/patients/{patient_id}/documents", tags=["documents"], responses=PROBLEM_RESPONSES)
@@ -49,8 +51,8 @@ class DocumentOut(BaseModel):
     superseded_by: str | None
 
     @classmethod
-    def of(cls, d: Document, title: str | None) -> DocumentOut:
-        """`title`: opened from the sealed one (pipeline.documents.titles.document_titles)."""
+    def of(cls, d: PolicyRow, title: str | None) -> DocumentOut:
+        """`d`: a Document or a row of its columns; `title`: opened from the sealed one (pipeline.documents.titles.document_titles)."""
         return cls(id=d.id, title=title, class_code=d.class_code, type_code=d.type_code, service_date=d.service_date,
                    mime_type=d.mime_type, size=d.size, source=d.source, author_id=d.author_id,
                    author_profession=d.author_profession, masked=d.masked, deposited_at=d.created_at, status=d.status,
@@ -81,7 +83,7 @@ def list_documents(
     page: PageQuery = 1,
     page_size: int = Query(default=50, ge=1, le=200),
     include_superseded: bool = Query(default=False, description="Superseded versions too (by default current versions only)."),
-) -> DocumentPage:
+) -> Response:
     """The documents this actor may see, newest service date first; filters by class, type and date. Current
     versions only, unless `include_superseded`."""
     action = _action(emergency, Action.LIST)
@@ -90,11 +92,14 @@ def list_documents(
     filters = DocumentFilters(
         class_code=class_code, type_code=type_code, served_from=date_from, served_to=date_to, include_superseded=include_superseded
     )
-    with rt.sessions() as session:
+    with rt.reads() as session:  # reads only: autocommit, no BEGIN nor ROLLBACK around them
         shown = visible_page(session, decisions, patient_id, filters, page=page, page_size=page_size)
     titles = document_titles(rt, shown.documents)  # one record key for the page, not one per row
     items = [DocumentOut.of(document, titles[document.id]) for document in shown.documents]
-    return DocumentPage(items=items, page=page, page_size=page_size, total=shown.total)
+    page_out = DocumentPage(items=items, page=page, page_size=page_size, total=shown.total)
+    # Serialized here, in the request's thread, as `response_model` documents it: FastAPI would validate the
+    # page again in a second trip through the thread pool before serializing it.
+    return Response(page_out.model_dump_json(), media_type="application/json")
 
 
 @router.get("/{document_id}", response_model=DocumentOut)

@@ -27,20 +27,23 @@ import hashlib
 import hmac
 import json
 import logging
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Row, and_, func, insert, not_, or_, select, text
+from sqlalchemy import BigInteger, Row, Table, bindparam, func, insert, select, text
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
+from pipeline.access.auditread import MAX_PAGE, entries_for, open_justifications
 from pipeline.core.clock import as_utc
 from pipeline.core.metrics import audit_appends
-from pipeline.core.sealedfields import SealedFieldError, Sealer, justification_context, seal_text
+from pipeline.core.sealedfields import justification_context, seal_text
 from pipeline.index.db import transact
 from pipeline.index.models import AuditEntry
 
 log = logging.getLogger(__name__)
+# Reading chains back lives in pipeline/access/auditread.py; its names are also this module's.
+__all__ = ["MAX_PAGE", "entries_for", "open_justifications"]
 
 NO_PATIENT = "-"
 GENESIS = "0" * 64
@@ -52,7 +55,6 @@ CURRENT_VERSION = 2
 MAX_JUSTIFICATION = 1000
 # Rows fetched per round trip by verify(): memory stays flat whatever the size of the log.
 VERIFY_BATCH = 2000
-MAX_PAGE = 1000
 
 _REQUIRED = ("chain", "actor_id", "actor_kind", "action")
 _OPTIONAL = ("profession", "document_id", "told_reason", "justification")
@@ -190,8 +192,26 @@ def _chain_lock_id(chain: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
+# The PostgreSQL expression that takes a chain's append lock until the transaction ends, its lock id bound as
+# `chain_lock_params(chain)`. Selected by the first statement of a transaction that will `append` to the chain
+# (then `append(..., chain_locked=True)`), the lock rides on a statement the caller sends anyway instead of a
+# round trip of its own. That statement must run before `append` reads the chain's last entry, which then sees
+# every append that held the lock.
+CHAIN_LOCK = func.pg_advisory_xact_lock(bindparam("chain_lock_id", type_=BigInteger))
+
+
+def chain_lock_params(chain: str) -> dict[str, int]:
+    return {"chain_lock_id": _chain_lock_id(chain)}
+
+
 def append(
-    session: Session, key: bytes, event: AuditEvent, at: dt.datetime | None = None, *, record_key: bytes | None = None
+    session: Session,
+    key: bytes,
+    event: AuditEvent,
+    at: dt.datetime | None = None,
+    *,
+    record_key: bytes | None = None,
+    chain_locked: bool = False,
 ) -> AuditEntry:
     """Append `event` to its chain in the caller's transaction and return the inserted entry (not attached to the session).
 
@@ -202,16 +222,17 @@ def append(
     lock on the chain (which also covers a chain with no entry yet, where there is no row to lock), then
     the chain's last entry read with SELECT … FOR UPDATE. Everywhere the unique (chain, seq) constraint
     is the final word: if another writer took the same position, the flush raises IntegrityError and
-    the caller must roll back and retry (`transact` does this, as append_with_retry).
+    the caller must roll back and retry (`transact` does this, as append_with_retry). `chain_locked`: the
+    caller's transaction already selected `CHAIN_LOCK` for this chain (PostgreSQL), so it is not taken again.
     """
     _check(event)
     moment = as_utc(at or dt.datetime.now(dt.UTC))
-    last_query = select(AuditEntry.seq, AuditEntry.entry_hash).where(AuditEntry.chain == event.chain)
-    last_query = last_query.order_by(AuditEntry.seq.desc()).limit(1)
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(select(func.pg_advisory_xact_lock(_chain_lock_id(event.chain))))
-        last_query = last_query.with_for_update()
-    last = session.execute(last_query).first()
+        if not chain_locked:
+            session.execute(_LOCK, chain_lock_params(event.chain))
+        last = session.execute(_LAST_LOCKED, {"chain": event.chain}).first()
+    else:
+        last = session.execute(_LAST, {"chain": event.chain}).first()
     seq, prev_hash = (last.seq + 1, last.entry_hash) if last else (1, GENESIS)
     sealed = None
     if event.justification is not None and record_key is not None and event.chain != NO_PATIENT:
@@ -234,9 +255,8 @@ def append(
         justification_sealed=sealed,
     )
     entry.entry_hash = _entry_hash(key, entry)
-    # A Core INSERT … RETURNING rather than a unit-of-work flush: this runs on every API request.
     values = {column: getattr(entry, column) for column in _INSERTED}
-    entry.id = session.execute(insert(AuditEntry).values(values).returning(AuditEntry.id)).scalar_one()
+    entry.id = session.execute(_INSERT, values).scalar_one()
     audit_appends.labels(event.outcome).inc()  # in the caller's transaction: counts appends made, a rollback included
     return entry
 
@@ -288,6 +308,15 @@ _INSERTED = (
     "chain", "seq", "at", "actor_id", "actor_kind", "profession", "action", "document_id", "outcome", "reason", "emergency",
     "prev_hash", "entry_hash", "version", "told_reason", "justification_sealed",
 )  # fmt: skip
+# Built once: this runs on every API request, and a statement object built anew costs its construction and
+# its cache key each time (the compiled form is cached either way). Core, not ORM-enabled: no ORM compile step.
+_TABLE = cast(Table, AuditEntry.__table__)
+_LAST = (
+    select(_TABLE.c.seq, _TABLE.c.entry_hash).where(_TABLE.c.chain == bindparam("chain")).order_by(_TABLE.c.seq.desc()).limit(1)
+)
+_LAST_LOCKED = _LAST.with_for_update()
+_LOCK = select(CHAIN_LOCK)
+_INSERT = insert(_TABLE).values({name: bindparam(name) for name in _INSERTED}).returning(_TABLE.c.id)
 
 
 # The record key of a chain's patient, read in the appending transaction (None if there is none).
@@ -295,11 +324,18 @@ RecordKeyLookup = Callable[[Session, str], bytes | None]
 
 
 def append_looking_up_key(
-    session: Session, key: bytes, event: AuditEvent, at: dt.datetime | None = None, *, record_key: RecordKeyLookup | None = None
+    session: Session,
+    key: bytes,
+    event: AuditEvent,
+    at: dt.datetime | None = None,
+    *,
+    record_key: RecordKeyLookup | None = None,
+    chain_locked: bool = False,
 ) -> AuditEntry:
     """`append`, the record key asked of `record_key(session, patient_id)` only for an event with a justification to seal."""
     sealing = record_key is not None and event.justification is not None and event.chain != NO_PATIENT
-    return append(session, key, event, at, record_key=record_key(session, event.chain) if record_key is not None and sealing else None)
+    sealing_key = record_key(session, event.chain) if record_key is not None and sealing else None
+    return append(session, key, event, at, record_key=sealing_key, chain_locked=chain_locked)
 
 
 def append_with_retry(
@@ -379,64 +415,3 @@ def verify(session: Session, key: bytes, chain: str | None = None) -> list[Broke
         return _broken_links(result, key)
     finally:
         result.close()
-
-
-def entries_for(
-    session: Session,
-    chain: str,
-    *,
-    actor_id: str | None = None,
-    actor_kind: str | None = None,
-    hidden_documents: Collection[str] = (),
-    hidden_actor: tuple[str, str] | None = None,
-    reader: tuple[str, str] | None = None,
-    limit: int = 100,
-    offset: int = 0,
-    newest_first: bool = False,
-) -> list[AuditEntry]:
-    """A page of a chain's entries, oldest first (newest first if asked: the portal's pages), filtered in the query
-    so that pages and counts hold only what is returned. Access control is the caller's: it says what to leave out.
-
-    `actor_id` (and `actor_kind`): only the entries of that actor (a professional reads their own).
-    `hidden_documents`: entries about these documents are left out, except those of `reader` (kind, id).
-    `hidden_actor` (kind, id): entries of that actor are left out.
-    """
-    if not 1 <= limit <= MAX_PAGE:
-        raise ValueError(f"limit must be between 1 and {MAX_PAGE}")
-    if offset < 0:
-        raise ValueError("offset must not be negative")
-    query = select(AuditEntry).where(AuditEntry.chain == chain)
-    if actor_id is not None:
-        query = query.where(AuditEntry.actor_id == actor_id)
-    if actor_kind is not None:
-        query = query.where(AuditEntry.actor_kind == actor_kind)
-    if hidden_actor is not None:
-        query = query.where(not_(_by(hidden_actor)))
-    if hidden_documents:
-        # NOT IN alone would also drop the entries about no document (NULL is never NOT IN anything).
-        shown = or_(AuditEntry.document_id.is_(None), AuditEntry.document_id.not_in(sorted(hidden_documents)))
-        query = query.where(or_(shown, _by(reader)) if reader is not None else shown)
-    query = query.order_by(AuditEntry.seq.desc() if newest_first else AuditEntry.seq).limit(limit).offset(offset)
-    return list(session.scalars(query))
-
-
-def open_justifications(entries: Iterable[AuditEntry], record_key: bytes | None) -> dict[int, str | None]:
-    """The break-glass justifications of entries of one chain, by entry id, opened under the chain's record
-    key. None where there is none, where the record key is gone (a destroyed record), or where the sealed
-    bytes do not open in that entry (moved or altered: `verify` reports the entry)."""
-    sealer = Sealer(record_key) if record_key is not None else None
-    opened: dict[int, str | None] = {}
-    for entry in entries:
-        opened[entry.id] = None
-        if entry.justification_sealed is None or sealer is None:
-            continue
-        try:
-            opened[entry.id] = sealer.open(entry.justification_sealed, justification_context(entry.chain, entry.seq))
-        except SealedFieldError:
-            log.error("the justification of audit entry %s does not open under its record key", entry.id)
-    return opened
-
-
-def _by(actor: tuple[str, str]) -> ColumnElement[bool]:
-    kind, actor_id = actor
-    return and_(AuditEntry.actor_kind == kind, AuditEntry.actor_id == actor_id)

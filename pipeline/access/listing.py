@@ -8,8 +8,8 @@ every field the policy reads (`POLICY_FIELD_COLUMNS`) get one decision, so:
 - the count of what the actor may see (`total`) comes from one grouped query: a row per group, decided once;
 - when the actor may see every document the filters keep (the common case), the page is an OFFSET/LIMIT on
   the ordered index (ix_documents_patient_listing);
-- otherwise narrow rows (`POLICY_COLUMNS`) are read in order from one cursor, in bounded chunks, and kept
-  or skipped by their decision until the page is full: O(offset + page + hidden) rows, never the record.
+- otherwise narrow rows (`POLICY_COLUMNS`) are read in order, in bounded chunks (an indexed OFFSET each), and
+  kept or skipped by their decision until the page is full: O(offset + page + hidden) rows, never the record.
 
 Every document returned is decided again on the very row returned: a document masked, or deposited, between
 two of these statements is never shown on the strength of another row's decision.
@@ -18,10 +18,12 @@ two of these statements is never shown on the strength of another row's decision
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
-from sqlalchemy import SQLColumnExpression, func, select
+from sqlalchemy import Executable, SQLColumnExpression, Table, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from pipeline.access.gate import Decisions
@@ -30,8 +32,12 @@ from pipeline.index.models import Document
 from pipeline.index.repo import documents_by_id
 from pipeline.index.states import DocumentStatus
 
+if TYPE_CHECKING:
+    from pipeline.access.recordview import PolicyRow
+
+_DOCUMENTS = cast(Table, Document.__table__)
 # Narrow rows fetched per round trip when hidden documents are skipped in Python.
-CHUNK = 200
+CHUNK = 500
 # The listing's order: newest service date first (the dialect's own place for a missing date), then id.
 ORDER = (Document.service_date.desc(), Document.id)
 
@@ -52,9 +58,10 @@ class DocumentFilters:
 
 @dataclass(frozen=True)
 class VisiblePage:
-    """One page of what the actor may see, in order, and how many documents they may see in all."""
+    """One page of what the actor may see, in order, and how many documents they may see in all: each a row
+    of every column of `documents` (or a Document, read the slow way), attributes named as the model's."""
 
-    documents: list[Document]
+    documents: list[PolicyRow]
     total: int
 
 
@@ -72,6 +79,53 @@ def _where(patient_id: str, filters: DocumentFilters) -> list[SQLColumnExpressio
         where.append(Document.service_date <= filters.served_to)
     where.extend(filters.more)
     return where
+
+
+# Which of DocumentFilters' fields a listing sets (and whether superseded versions are in): its statements are
+# built once per shape (see `_statements`).
+_Shape = tuple[bool, bool, bool, bool, bool]
+
+
+def _shape_and_params(patient_id: str, filters: DocumentFilters) -> tuple[_Shape, dict[str, object]]:
+    values = {"class_code": filters.class_code, "type_code": filters.type_code,
+              "served_from": filters.served_from, "served_to": filters.served_to}  # fmt: skip
+    shape = (bool(filters.class_code), bool(filters.type_code), bool(filters.served_from), bool(filters.served_to),
+             filters.include_superseded)  # fmt: skip
+    return shape, {"patient_id": patient_id} | {name: value for name, value in values.items() if value}
+
+
+def _grouped_and_paged(where: Sequence[SQLColumnExpression[bool]]) -> tuple[Executable, Executable]:
+    groups = select(*POLICY_FIELD_COLUMNS, func.count()).where(*where).group_by(*POLICY_FIELD_COLUMNS)
+    # Plain rows of every column, not ORM objects: a page of 50 costs no identity map nor instrumented attributes.
+    page = select(*_DOCUMENTS.c).where(*where).order_by(*ORDER).offset(bindparam("offset")).limit(bindparam("limit"))
+    return groups, page
+
+
+def _queries(patient_id: str, filters: DocumentFilters) -> tuple[Executable, Executable, dict[str, object]]:
+    """The grouped count and the page query of this listing, and their parameters. Conditions beyond the
+    listing's own filters (`filters.more`: FHIR search parameters) make statements for this request only."""
+    if filters.more:
+        return *_grouped_and_paged(_where(patient_id, filters)), {}
+    shape, params = _shape_and_params(patient_id, filters)
+    return *_statements(shape), params
+
+
+@functools.cache
+def _statements(shape: _Shape) -> tuple[Executable, Executable]:
+    """The grouped count and the page query of a listing of this shape, the values bound at execution: built
+    once, they cost neither their construction nor their cache key on each request."""
+    where: list[SQLColumnExpression[bool]] = [Document.patient_id == bindparam("patient_id"), Document.live]
+    bounds = (
+        Document.class_code == bindparam("class_code"),
+        Document.type_code == bindparam("type_code"),
+        Document.service_date >= bindparam("served_from"),
+        Document.service_date <= bindparam("served_to"),
+    )
+    *used, include_superseded = shape
+    where += [bound for bound, wanted in zip(bounds, used, strict=True) if wanted]
+    if not include_superseded:
+        where.append(Document.status == DocumentStatus.CURRENT)
+    return _grouped_and_paged(where)
 
 
 def policy_groups(session: Session, where: Sequence[SQLColumnExpression[bool]]) -> list[tuple[PolicyFields, int]]:
@@ -99,16 +153,16 @@ def visible_page(
 ) -> VisiblePage:
     """Page `page` (from 1) of the record's live documents that `decisions` allows, `page_size` a page,
     newest service date first, filtered by `filters`; and the count of all it allows."""
-    where = _where(patient_id, filters)
-    counts = policy_groups(session, where)
+    groups_query, page_query, params = _queries(patient_id, filters)
+    counts = [(tuple(row[:-1]), row[-1]) for row in session.execute(groups_query, params)]
     total = sum(count for fields, count in counts if decisions.allows(fields))
     hidden = sum(count for _, count in counts) - total
     start = (page - 1) * page_size
     if start >= total:
         return VisiblePage([], total)
+    where = _where(patient_id, filters)
     if hidden == 0:
-        query = select(Document).where(*where).order_by(*ORDER).offset(start).limit(page_size)
-        documents = list(session.scalars(query))
+        documents: list[PolicyRow] = list(session.execute(page_query, params | {"offset": start, "limit": page_size}))
         if all(decisions.allows(policy_fields(document)) for document in documents):
             return VisiblePage(documents, total)
         # A document changed (or came) since the count: page the slow way, every row decided, no bound.
@@ -124,29 +178,33 @@ def _skipping(
     page_size: int,
     hidden: int | None,
     chunk: int,
-) -> list[Document]:
+) -> list[PolicyRow]:
     """The page read from narrow rows in order, hidden ones skipped: at most `start + page_size + hidden` rows
-    (the hidden ones may all come first), fetched `chunk` at a time and no further than the page's end."""
+    (the hidden ones may all come first), `chunk` at a time by an indexed OFFSET and no further than the page's
+    end. Plain statements, no server-side cursor: they run in an autocommit session too (`Runtime.reads`).
+
+    Between two chunks a deposit or a shredding may shift the rows by one: a row read twice is kept once, and
+    every row kept is decided again on the document returned (see `visible_page`)."""
+    bound = start + page_size + hidden if hidden is not None else None
     query = select(*POLICY_COLUMNS).where(*where).order_by(*ORDER)
-    if hidden is not None:
-        query = query.limit(start + page_size + hidden)
-    if hidden is None or start + page_size + hidden > chunk:
-        # A server-side cursor costs round trips of its own (declare, fetch, close): only past one chunk.
-        query = query.execution_options(yield_per=chunk)
     page_ids: list[str] = []
-    shown = 0
-    rows = session.execute(query)
-    try:
+    seen: set[str] = set()
+    shown = read = 0
+    while len(page_ids) < page_size and (bound is None or read < bound):
+        size = chunk if bound is None else min(chunk, bound - read)
+        rows = session.execute(query.offset(read).limit(size)).all()
+        read += len(rows)
         for row in rows:
-            if not decisions.allows(policy_fields(row)):
+            if row.id in seen or not decisions.allows(policy_fields(row)):
                 continue
+            seen.add(row.id)
             if shown >= start:
                 page_ids.append(row.id)
                 if len(page_ids) == page_size:
                     break
             shown += 1
-    finally:
-        rows.close()
+        if len(rows) < size:
+            break
     by_id = documents_by_id(session, page_ids)
     # Loaded whole in another statement: decided again on what is returned (masked or shredded since: left out).
     loaded = (by_id.get(document_id) for document_id in page_ids)

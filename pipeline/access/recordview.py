@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
-from sqlalchemy import Date, select
+from sqlalchemy import Date, Table, bindparam, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
+from pipeline.access.audit import CHAIN_LOCK, chain_lock_params
 from pipeline.access.membership import Grant, GrantBasis
 from pipeline.access.policy import DocumentView, Record
 from pipeline.index.models import Document, Patient, RecordRelation
@@ -30,31 +31,41 @@ if TYPE_CHECKING:
     PolicyRow: TypeAlias = Document | PolicyColumnsRow
 
 
+_PATIENTS = cast(Table, Patient.__table__)
+_RELATIONS = cast(Table, RecordRelation.__table__)
 _RECORD_COLUMNS = (
-    Patient.id,
-    Patient.status,
-    Patient.is_minor,
-    Patient.attending_physician_id,
-    Patient.emergency_opposed,
-    RecordRelation.actor_id,
-    RecordRelation.relation,
-    RecordRelation.until,
+    _PATIENTS.c.id,
+    _PATIENTS.c.status,
+    _PATIENTS.c.is_minor,
+    _PATIENTS.c.attending_physician_id,
+    _PATIENTS.c.emergency_opposed,
+    _RELATIONS.c.actor_id,
+    _RELATIONS.c.relation,
+    _RELATIONS.c.until,
 )
 # The relations that put someone in the care team, and may end.
 _GRANTS = {Relation.AUTHORIZED: GrantBasis.AUTHORIZED, Relation.DECLARED_CONSENT: GrantBasis.DECLARED_CONSENT,
            Relation.FACILITY: GrantBasis.FACILITY}  # fmt: skip
+# Built once (this runs on every access): Core statements, the patient bound at execution.
+_RECORD_FROM = _PATIENTS.outerjoin(_RELATIONS, _RELATIONS.c.patient_id == _PATIENTS.c.id)
+_RECORD = select(*_RECORD_COLUMNS).select_from(_RECORD_FROM).where(_PATIENTS.c.id == bindparam("patient_id"))
+_RECORD_LOCKING = select(*_RECORD_COLUMNS, CHAIN_LOCK).select_from(_RECORD_FROM).where(_PATIENTS.c.id == bindparam("patient_id"))
 
 
-def load_record(session: Session, patient_id: str, *, now: dt.datetime | None = None, for_actor: str | None = None) -> Record | None:
+def load_record(
+    session: Session, patient_id: str, *, now: dt.datetime | None = None, for_actor: str | None = None, lock_chain: bool = False
+) -> Record | None:
     """The record as the policy sees it at `now` (the clock by default), or None when there is no such patient.
 
     Authorship is looked up for `for_actor` only (the one actor a request decides for): `Record.authors` holds them
     if they authored a live document of the record, one index probe rather than every author of a large record.
     One round trip for the patient and its relations, one more when there is an actor to look up.
+    `lock_chain` (PostgreSQL): the same statement takes the record's audit chain lock when the patient exists
+    (`pipeline.access.audit.CHAIN_LOCK`), saving the round trip a statement of its own costs.
     """
-    rows = session.execute(
-        select(*_RECORD_COLUMNS).outerjoin(RecordRelation, RecordRelation.patient_id == Patient.id).where(Patient.id == patient_id)
-    ).all()
+    statement = _RECORD_LOCKING if lock_chain else _RECORD
+    params = {"patient_id": patient_id, **chain_lock_params(patient_id)} if lock_chain else {"patient_id": patient_id}
+    rows = session.execute(statement, params).all()
     if not rows:
         return None
     relations: dict[str, set[str]] = {}

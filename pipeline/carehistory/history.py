@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, func, select, tuple_
 from sqlalchemy.orm import Session
 
 from pipeline.core.clock import paris_date
@@ -92,12 +93,54 @@ def care_history(
         .offset((page - 1) * page_size)
         .limit(page_size)
     ).all()
+    return CarePage(_items(session, patient_id, rows, record_keys), total, page, page_size, window_start(as_of), as_of)
+
+
+def care_history_after(
+    session: Session,
+    patient_id: str,
+    after: tuple[dt.date, int] | None,
+    limit: int = 500,
+    as_of: dt.date | None = None,
+    *,
+    record_keys: RecordKeys,
+) -> list[CareItem]:
+    """Up to `limit` lines of the care history (as `care_history` shows them, newest first) that come after
+    `after`, the (care date, row id) of the last line of the previous page, or from the first when None:
+    keyset paging, each page an index range scan however deep it is. See `iter_care_history`."""
+    rows = _rows_after(session, patient_id, after, max(1, limit), as_of or paris_date())
+    return _items(session, patient_id, rows, record_keys)
+
+
+def iter_care_history(
+    session: Session, patient_id: str, as_of: dt.date | None = None, page_size: int = 500, *, record_keys: RecordKeys
+) -> Iterator[CareItem]:
+    """Every line of the care history inside the window (as `care_history` shows them, newest first), read
+    `page_size` at a time by keyset: for an export, whatever its length."""
+    as_of = as_of or paris_date()
+    after: tuple[dt.date, int] | None = None
+    while True:
+        rows = _rows_after(session, patient_id, after, page_size, as_of)
+        yield from _items(session, patient_id, rows, record_keys)
+        if len(rows) < page_size:
+            return
+        after = (rows[-1].care_date, rows[-1].id)
+
+
+def _rows_after(session: Session, patient_id: str, after: tuple[dt.date, int] | None, limit: int, as_of: dt.date) -> Sequence[CareEvent]:
+    where = _visible(patient_id, as_of)
+    if after is not None:  # the order is (care date, id) descending: what comes after is below the last pair
+        where += (tuple_(CareEvent.care_date, CareEvent.id) < tuple_(*after),)
+    return session.scalars(select(CareEvent).where(*where).order_by(CareEvent.care_date.desc(), CareEvent.id.desc()).limit(limit)).all()
+
+
+def _items(session: Session, patient_id: str, rows: Sequence[CareEvent], record_keys: RecordKeys) -> list[CareItem]:
+    """The lines as shown, their details opened with the record key (one per page, cached per process)."""
     record = record_keys.find(session, patient_id) if rows else None
     sealer = LineSealer(record.key) if record else None
-    items = [
+    return [
         CareItem(r.line_id, r.care_date, *_details(sealer, r), r.amount_billed, r.amount_reimbursed, r.reimbursement_date) for r in rows
     ]
-    return CarePage(items, total, page, page_size, window_start(as_of), as_of)
 
 
 def _details(sealer: LineSealer | None, row: CareEvent) -> CareDetails:

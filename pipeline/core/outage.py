@@ -9,8 +9,9 @@ service that is down is thus one try per busy worker thread per backoff, whateve
 holds. Each process says once that a service is down, every minute that it still is, and once
 that it answers again.
 
-The PostgreSQL pool checks a connection before handing it out (`pool_pre_ping`), so the first
-try after an outage does not fail on a connection the server closed meanwhile.
+The PostgreSQL pool checks a connection that idled for a second or more before handing it out
+(pipeline/index/db.py), so the first try after an outage does not fail on a connection the server
+closed meanwhile.
 """
 
 from __future__ import annotations

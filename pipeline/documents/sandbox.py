@@ -12,9 +12,10 @@ answer channel and /dev/null as standard streams, imports the parsers, then conf
 (`confinement.confine`: resource limits, Landlock, seccomp) before it reads any document.
 
 Each worker thread keeps one child and sends it documents one at a time (starting an interpreter
-costs a few hundred milliseconds; it is paid once per `max_uses` documents). The child is killed
-and replaced when it overruns its time, dies or runs out of memory, and recycled after `max_uses`
-documents so one file's leftovers cannot pile up.
+costs a few hundred milliseconds of CPU; it is paid once per `max_uses` documents). The child is
+killed and replaced when it overruns its time, dies or runs out of memory, and recycled as soon as
+its resident memory passes a quarter of its limit, or after `max_uses` documents, so one file's
+leftovers cannot pile up (a recycled child's replacement is started ahead, in the background).
 
 The document travels as a descriptor (SCM_RIGHTS) of a sealed anonymous file: the child never
 learns a name in any filesystem, and nothing it does can change the bytes the worker then seals.
@@ -25,6 +26,7 @@ worker through them.
 
 from __future__ import annotations
 
+import concurrent.futures
 import fcntl
 import importlib
 import io
@@ -75,7 +77,10 @@ _BOOT = (
 class Limits:
     seconds: float
     memory_bytes: int
-    max_uses: int = 200
+    # 2,000: the start of an interpreter (~300 ms of CPU) is then 0.15 ms per document, against 1.5 at 200,
+    # more than the inspection of a small document itself (`bench validate`); leftovers are bounded by
+    # the memory check after each document (`Inspector.grown`), not by this count.
+    max_uses: int = 2000
 
 
 class SandboxTimeout(Exception):
@@ -296,9 +301,19 @@ class Inspector:
         except (EOFError, OSError, pickle.UnpicklingError):
             self.close()
             raise SandboxFailed(f"child exited with {self.process.returncode}") from None
-        if answer[0] == "failed" or self.uses >= self.limits.max_uses:
+        if answer[0] == "failed" or self.uses >= self.limits.max_uses or self.grown():
             self.close()
         return answer
+
+    def grown(self) -> bool:
+        """Whether the child's resident memory passed a quarter of its limit: what documents left behind
+        (caches, fragments) is dropped with the child before it could make a good document fail for memory."""
+        try:
+            with open(f"/proc/{self.process.pid}/statm", "rb") as statm:
+                resident = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            return True  # gone, or unreadable: start afresh
+        return resident > self.limits.memory_bytes // 4
 
     @property
     def alive(self) -> bool:
@@ -346,8 +361,10 @@ def run_contained(fn: Callable[..., Any], args: tuple[object, ...], limits: Limi
         if inspector is not None:
             inspector.close()
         _local.inspector = None
-        inspector = _local.inspector = Inspector(limits, modules)
+        inspector = _local.inspector = _next_inspector(limits, modules)
     answer = inspector.run(fn, args, document)
+    if inspector.alive and inspector.uses >= limits.max_uses - SPARE_AHEAD:
+        _prepare_spare(limits, modules)
     if answer[0] == "ok" and len(answer) == 2:
         return answer[1]
     if answer[0] == "rejected" and len(answer) == 3 and answer[1] in REASONS:
@@ -355,3 +372,34 @@ def run_contained(fn: Callable[..., Any], args: tuple[object, ...], limits: Limi
         rejection.message = str(answer[2])
         raise rejection
     raise SandboxFailed(str(answer[1:]))
+
+
+# A child recycled after `max_uses` documents is replaced by a spare started this many documents before, in the
+# background: the interpreter's start (a few hundred milliseconds) is then not paid by a document in the thread.
+SPARE_AHEAD = 20
+# Spares are started by one long-lived thread of the process (the kernel kills a child when the thread that
+# started it ends: see `_die_with`), and handed to the worker thread that asked.
+_spawner = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="dmp-sandbox-spawner")
+
+
+def _prepare_spare(limits: Limits, modules: frozenset[str]) -> None:
+    spare: concurrent.futures.Future[Inspector] | None = getattr(_local, "spare", None)
+    if spare is None:
+        _local.spare = _spawner.submit(Inspector, limits, modules)
+
+
+def _next_inspector(limits: Limits, modules: frozenset[str]) -> Inspector:
+    """This thread's spare if one was started for the same limits and modules (waiting for it if it is still
+    starting), else a child started now."""
+    spare: concurrent.futures.Future[Inspector] | None = getattr(_local, "spare", None)
+    _local.spare = None
+    if spare is not None:
+        try:
+            ready = spare.result()
+        except SandboxFailed:
+            ready = None
+        if ready is not None and ready.alive and ready.limits == limits and ready.modules == modules:
+            return ready
+        if ready is not None:
+            ready.close()
+    return Inspector(limits, modules)

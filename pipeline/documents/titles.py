@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from pipeline.core.keys import KeyProviderError, WrappedKey
 from pipeline.core.sealedfields import (
@@ -18,6 +19,9 @@ from pipeline.core.sealedfields import (
 )
 from pipeline.index.models import Batch, BatchItem, Document
 from pipeline.runtime import Runtime
+
+if TYPE_CHECKING:
+    from sqlalchemy import Row
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +46,9 @@ def seal_title(record_key: bytes, title: str | None, document_id: str, patient_i
     return seal_text(record_key, title, document_title_context(document_id, patient_id))
 
 
-def document_titles(rt: Runtime, documents: Iterable[Document]) -> dict[str, str | None]:
-    """The titles of `documents` by id, each record key unwrapped once (one per patient, cached per process).
+def document_titles(rt: Runtime, documents: Iterable[Document | Row[*tuple[Any, ...]]]) -> dict[str, str | None]:
+    """The titles of `documents` (Documents, or rows with their columns) by id, each record key unwrapped once
+    (one per patient, cached per process).
 
     A title whose record key was destroyed, or that does not open, is None: it is gone with its record.
     """

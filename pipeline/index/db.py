@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import functools
 import random
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar, cast
 
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DisconnectionError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
 from pipeline.core.home import create_private_file
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine.interfaces import DBAPIConnection, Dialect
+    from sqlalchemy.pool import ConnectionPoolEntry
+
     from pipeline.core.keys import KeyProvider
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -55,11 +60,40 @@ def make_engine(url: str, pool_size: int = 16) -> Engine:
             cursor.close()
 
         return engine
-    # Through an outage: a pooled connection is checked before use (pool_pre_ping); connecting to a
-    # server that does not answer gives up after 10 s, and a connection whose server vanished without
-    # a word is found dead by TCP keepalives within a minute instead of hanging its thread.
+    # Through an outage: a pooled connection idle for a while is checked before use (`_ping_if_idle`);
+    # connecting to a server that does not answer gives up after 10 s, and a connection whose server
+    # vanished without a word is found dead by TCP keepalives within a minute instead of hanging its thread.
     liveness = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
-    return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size, connect_args=liveness)
+    # LIFO: the connection just returned is the next handed out, so under load the same few stay hot and
+    # skip the ping, and the others idle (and are pinged when they are needed again).
+    engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_use_lifo=True, connect_args=liveness)
+    event.listen(engine, "checkin", _returned)
+    event.listen(engine, "checkout", functools.partial(_ping_if_idle, engine.dialect))
+    return engine
+
+
+# A pooled connection returned less than this long ago is handed out without a ping. A ping is a round
+# trip of its own (a third of a short request's), and a connection that just worked is alive but for a
+# server that died in that second: then its first statement fails as any statement in flight would (an
+# outage the caller waits out), and SQLAlchemy drops every older connection of the pool with it.
+PING_IDLE_SECONDS = 1.0
+
+
+def _returned(_dbapi_connection: object, record: ConnectionPoolEntry) -> None:
+    record.info["returned_at"] = time.monotonic()
+
+
+def _ping_if_idle(dialect: Dialect, dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry, _proxy: object) -> None:
+    """Check a connection that idled in the pool with the dialect's own ping (what `pool_pre_ping` does, an
+    empty query outside any transaction): a dead one raises DisconnectionError, and the pool hands out a
+    fresh connection instead."""
+    returned_at = record.info.get("returned_at")
+    if returned_at is None or time.monotonic() - returned_at < PING_IDLE_SECONDS:
+        return  # just connected, or just used
+    try:
+        dialect.do_ping(dbapi_connection)
+    except Exception as error:  # the driver's own errors: whatever they are, the connection is not usable
+        raise DisconnectionError(f"a pooled connection failed its ping: {error}") from error
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

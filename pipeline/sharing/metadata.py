@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
-from pipeline.index.models import Document, DocumentSharing, text_widths
+from pipeline.index.models import DocumentSharing, text_widths
 from pipeline.index.repo import insert_ignore
 from pipeline.sharing.valuesets import ValueSetName, lookup
+
+if TYPE_CHECKING:
+    from pipeline.access.recordview import PolicyRow  # a Document, or a row of its columns (the listing's page)
 
 # The manifest's optional sharing columns, named as the document_sharing columns they fill.
 SHARING_COLUMNS = (
@@ -37,7 +41,7 @@ WIDTHS: dict[str, int] = text_widths(DocumentSharing, SHARING_COLUMNS)
 CURRENT = "current"
 
 
-def status_of(document: Document) -> str:
+def status_of(document: PolicyRow) -> str:
     """The document's DocumentReference.status (current | superseded | entered-in-error).
 
     Every indexed live document is `current` today. The record-life issue's versions hook in here (and in

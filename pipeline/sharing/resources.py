@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from fhir.resources.R4B.attachment import Attachment
 from fhir.resources.R4B.bundle import Bundle, BundleEntry, BundleEntryResponse, BundleEntrySearch, BundleLink
@@ -34,9 +35,12 @@ from fhir.resources.R4B.resource import Resource
 
 from pipeline import __version__
 from pipeline.core.identity import INS_OID_NIR
-from pipeline.index.models import Document, DocumentSharing
+from pipeline.index.models import DocumentSharing
 from pipeline.sharing.metadata import status_of
 from pipeline.sharing.valuesets import Code, ValueSetName, lookup, type_system
+
+if TYPE_CHECKING:
+    from pipeline.access.recordview import PolicyRow  # a Document, or a row of its columns (the listing's page)
 
 FHIR_VERSION = "4.0.1"
 RPPS_SYSTEM = "urn:oid:1.2.250.1.71.4.2.1"
@@ -79,7 +83,7 @@ def outcome(status: int, code: str, detail: str) -> OperationOutcome:
     return OperationOutcome(issue=[issue])
 
 
-def _author(document: Document, sharing: DocumentSharing | None) -> tuple[list[Resource], list[Reference]]:
+def _author(document: PolicyRow, sharing: DocumentSharing | None) -> tuple[list[Resource], list[Reference]]:
     """The contained author: a PractitionerRole (profession; facility by name) whose practitioner is a logical
     reference (RPPS, name). One contained resource rather than three: the model library serializes every
     element of every resource in Python, and a page of documents pays it per document."""
@@ -103,7 +107,7 @@ def binary_url(base: str, document_id: str) -> str:
     return f"{base}/Binary/{document_id}"
 
 
-def document_reference(base: str, document: Document, sharing: DocumentSharing | None, ins: str, title: str | None) -> DocumentReference:
+def document_reference(base: str, document: PolicyRow, sharing: DocumentSharing | None, ins: str, title: str | None) -> DocumentReference:
     """The DocumentReference of an indexed document (ITI-67's answer, MHD Minimal/Comprehensive metadata)."""
     contained, authors = _author(document, sharing)
     type_code = Code(document.type_code, type_system(document.type_code), document.type_code)

@@ -64,6 +64,40 @@ def test_the_child_is_reused_between_documents_and_replaced_after_a_failure():
     assert sandbox._local.inspector.process.pid != first
 
 
+def test_a_child_recycled_after_its_uses_is_replaced_by_a_spare_started_before_it():
+    from pipeline.documents import sandbox
+
+    limits = Limits(seconds=2.0, memory_bytes=LIMITS.memory_bytes, max_uses=sandbox.SPARE_AHEAD + 2)
+    run_contained(divmod, (1, 1), limits)
+    first = sandbox._local.inspector.process.pid
+    for n in range(limits.max_uses - 1):  # the last of these recycles the first child
+        run_contained(divmod, (n, 1), limits)
+    spare = sandbox._local.spare.result(timeout=60)  # started in the background before the recycling
+    assert not sandbox._local.inspector.alive and spare.alive and spare.process.pid != first
+    assert run_contained(divmod, (7, 2), limits) == (3, 1)
+    assert sandbox._local.inspector is spare and sandbox._local.inspector.uses == 1
+
+
+_HOARD: list[bytes] = []
+
+
+def _hoard(size: int) -> int:
+    _HOARD.append(b"x" * size)  # kept by the child after the document: leftovers
+    return len(_HOARD)
+
+
+def test_a_child_whose_memory_grew_past_a_quarter_of_its_limit_is_recycled_after_the_document():
+    from pipeline.documents import sandbox
+
+    assert run_contained(_hoard, (1024,), LIMITS) == 1
+    first = sandbox._local.inspector
+    assert first.alive
+    assert run_contained(_hoard, (LIMITS.memory_bytes // 4 + 16 * 1024 * 1024,), LIMITS) == 2  # the answer still comes back
+    assert not first.alive
+    assert run_contained(_hoard, (1024,), LIMITS) == 1  # a fresh child: nothing left over
+    assert sandbox._local.inspector.process.pid != first.process.pid
+
+
 def test_the_cpu_limit_applies_to_each_document_not_the_childs_whole_life():
     budget = Limits(seconds=2.0, memory_bytes=LIMITS.memory_bytes)
     # 18 x 0.25 s of CPU in one child: more than one budget (3 s, plus up to 1 s of rounding) in
