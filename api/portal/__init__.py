@@ -23,7 +23,7 @@ STATIC = Path(__file__).parent / "static"
 
 def mount_portal(app: FastAPI, settings: Settings) -> None:
     """Add the portal's pages, its static files and the self-hosted /docs to `app`."""
-    app.state.portal_sessions = SessionStore()
+    app.state.portal_sessions = SessionStore(app.state)
     app.state.portal_oidc = PortalOidc.from_settings(settings)
     for module in (auth, represent, patient, privacy, pro, docs):
         app.include_router(module.router)

@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from api.portal import reading
 from api.portal.labels import CLASS_LABELS
-from api.portal.sessions import EMERGENCY_SECONDS
+from api.portal.sessions import EMERGENCY_SECONDS, save
 from api.portal.web import FormDep, PageRefused, ProfessionalDep, Visit, page, redirect
 from pipeline.access import careteam
 from pipeline.access.audit import MAX_JUSTIFICATION
@@ -83,7 +83,8 @@ def emergency(patient_id: str, visit: ProfessionalDep, form: FormDep) -> Respons
     reason = " ".join(str(form.get("reason", "")).split())
     if not reason or len(reason) > MAX_JUSTIFICATION:
         return page(visit, "pro/emergency.html", status=422, patient_id=patient_id, error=True, limit=MAX_JUSTIFICATION)
-    visit.session.emergency[patient_id] = (reason, time.monotonic() + EMERGENCY_SECONDS)
+    visit.session.emergency[patient_id] = (reason, time.time() + EMERGENCY_SECONDS)
+    save(visit.request, visit.session)
     return redirect(f"/pro/records/{patient_id}")
 
 
