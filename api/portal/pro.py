@@ -66,6 +66,14 @@ def document(patient_id: str, document_id: str, visit: ProfessionalDep) -> Respo
     return page(visit, "document.html", shown=shown, classes=CLASS_LABELS, base=base, patient_view=False, patient_id=patient_id)
 
 
+@router.get("/records/{patient_id}/documents/{document_id}/history")
+def history(patient_id: str, document_id: str, visit: ProfessionalDep) -> Response:
+    """The versions of the document this professional may see (GET …/documents/{id}/history)."""
+    versions = reading.history(visit, patient_id, document_id, _emergency(visit, patient_id))
+    base = f"/pro/records/{patient_id}/documents"
+    return page(visit, "history.html", listing=versions, document_id=document_id, base=base, patient_id=patient_id)
+
+
 @router.get("/records/{patient_id}/documents/{document_id}/content")
 def content(patient_id: str, document_id: str, visit: ProfessionalDep) -> Response:
     return reading.document_content(visit, patient_id, document_id, _emergency(visit, patient_id))
