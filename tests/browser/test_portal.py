@@ -114,7 +114,8 @@ def test_the_story_of_the_issue(portal, browser):
 
 
 PATIENT_PAGES = ["/patient", "/patient/documents", "/patient/care", "/patient/access-log", "/patient/privacy",
-                 "/patient/notifications", "/patient/close"]  # fmt: skip
+                 "/patient/notifications", "/patient/close", "/patient/contribute", "/patient/profile", "/patient/profile/edit",
+                 "/patient/contacts/edit"]  # fmt: skip
 
 
 def test_axe_finds_no_serious_violation_on_any_page(portal, browser):
@@ -124,13 +125,13 @@ def test_axe_finds_no_serious_violation_on_any_page(portal, browser):
     problems = {"/": _axe_problems(visitor)}
     sign_in(visitor, portal.ins[patient_id])
     document = next(d for d in portal.documents if d.patient_id == patient_id)
-    for path in [*PATIENT_PAGES, f"/patient/documents/{document.id}"]:
+    for path in [*PATIENT_PAGES, f"/patient/documents/{document.id}", f"/patient/documents/{document.id}/history"]:
         visitor.go(path)
         problems[path] = _axe_problems(visitor)
     visitor.close()
     pro = Watched(browser, portal.base)
     sign_in(pro, f"RPPS {EMERGENCY}")
-    for path in ["/pro", f"/pro/records/{patient_id}", f"/pro/records/{patient_id}/emergency"]:
+    for path in ["/pro", f"/pro/records/{patient_id}", f"/pro/records/{patient_id}/emergency", f"/pro/records/{patient_id}/profile"]:
         pro.go(path)
         problems[path] = _axe_problems(pro)
     pro.go("/pro")
