@@ -12,15 +12,17 @@ import uuid
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from api.app import create_app
 from api.portal.sessions import COOKIE
 from pipeline.access.tokens import Claims
 from pipeline.core.identity import with_key
 from pipeline.documents.contributed import patient_source
 from pipeline.index.models import Batch, Document, Patient
 from pipeline.ingest.manifest import MANIFEST_COLUMNS
-from tests.api.portal.conftest import client_of, csrf_of, last_entries, post_form, sign_in
+from tests.api.portal.conftest import LOOPBACK, client_of, csrf_of, last_entries, post_form, sign_in
 from tests.conftest import index_batch
 
 SOURCE = "hospital:CHU-PORTAL"
@@ -168,3 +170,27 @@ def test_a_document_page_shows_its_version_and_its_history_keeps_the_superseded_
     assert f"/patient/documents/{first.id}" in history and "Remplacée par une version plus récente" in history
     old = client.get(f"/patient/documents/{first.id}")
     assert old.status_code == 200 and "premiere version" in old.text
+
+
+def test_an_upload_over_the_apis_request_limit_is_refused_with_the_same_limit(world, record) -> None:
+    settings, rt, _, _, _, _ = world
+    small = create_app(settings.model_copy(update={"upload_max_request_bytes": 4096}))
+    with TestClient(small, client=LOOPBACK, follow_redirects=False) as client:
+        client.cookies.set(COOKIE, small.state.portal_sessions.new(Claims(subject=record, kind="patient")).id)
+        token = csrf_of(client.get("/patient/contribute").text)
+        answer = _upload(client, {"csrf": token, "title": "Scan", "document_type": "DOCPAT01"}, DIRECTIVES * 200)
+    assert answer.status_code == 413 and "Le fichier est trop volumineux." in answer.text
+    assert _batches(rt, record) == 0
+
+
+def test_a_professional_of_the_care_team_reads_a_documents_history(world, record, tmp_path) -> None:
+    _, _, app, _, _, _ = world
+    patient = _patient(app, record)
+    post_form(patient, "/patient/privacy", "/patient/professionals", {"professional_id": DOCTOR, "standing": "authorized"})
+    with world[1].sessions() as session:
+        (document_id,) = session.scalars(select(Document.id).where(Document.patient_id == record))
+    doctor = client_of(app)
+    sign_in(doctor, f"professional:{DOCTOR}")
+    history = doctor.get(f"/pro/records/{record}/documents/{document_id}/history")
+    assert history.status_code == 200 and f"/pro/records/{record}/documents/{document_id}" in history.text
+    assert "Version en vigueur" in history.text
