@@ -207,6 +207,7 @@ def test_a_patient_adds_advance_directives_and_a_medical_profile_through_the_for
     p.get_by_label("Titre").fill("Mes directives anticipées")
     p.get_by_label("Type de document").select_option("EXPPAT_3")
     p.get_by_label("Fichier (PDF, image, texte)").set_input_files(str(tmp_path / "directives.txt"))
+    screenshot(visitor, "patient-contribute")
     p.get_by_role("button", name="Envoyer").click()
     assert "/patient/contributions/" in p.url
     problems = {"status": _axe_problems(visitor)}
@@ -223,5 +224,6 @@ def test_a_patient_adds_advance_directives_and_a_medical_profile_through_the_for
     p.get_by_label("Favorable").check()
     p.get_by_role("button", name="Enregistrer").click()
     assert p.get_by_text("Pénicilline").is_visible() and p.get_by_role("status").is_visible()
+    screenshot(visitor, "patient-profile")
     assert problems == {"status": []} and visitor.hosts == {portal.base}
     visitor.close()
