@@ -72,7 +72,7 @@ clean:
 # compiled in memory when the app starts). Then translate the new empty entries.
 messages: $(STAMP)
 	$(BIN)/pybabel extract -F babel.cfg -k N_ --no-location --sort-output -o api/portal/locale/portal.pot .
-	$(BIN)/pybabel update -D portal -i api/portal/locale/portal.pot -d api/portal/locale --no-location
+	$(BIN)/pybabel update -D portal -i api/portal/locale/portal.pot -d api/portal/locale
 
 # The image's pinned dependencies (infra/Dockerfile), resolved in a clean venv from pyproject's
 # ranges; pyproject itself stays unpinned. Run with the image's Python (3.11) on Debian bookworm.

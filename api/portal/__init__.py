@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import Response
 
-from api.portal import auth, docs, patient, privacy, pro, represent
+from api.portal import auth, contributions, docs, patient, privacy, pro, represent
 from api.portal.oidc import PortalOidc
 from api.portal.sessions import SessionStore
 from api.portal.web import PageRefused, RecordChoiceRequired, SignInRequired, redirect, refused_page
@@ -23,9 +23,9 @@ STATIC = Path(__file__).parent / "static"
 
 def mount_portal(app: FastAPI, settings: Settings) -> None:
     """Add the portal's pages, its static files and the self-hosted /docs to `app`."""
-    app.state.portal_sessions = SessionStore()
+    app.state.portal_sessions = SessionStore(app.state)
     app.state.portal_oidc = PortalOidc.from_settings(settings)
-    for module in (auth, represent, patient, privacy, pro, docs):
+    for module in (auth, represent, patient, contributions, privacy, pro, docs):
         app.include_router(module.router)
     if app.state.portal_oidc is not None:
         app.include_router(app.state.portal_oidc.router)

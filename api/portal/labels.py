@@ -88,3 +88,38 @@ RELATION_LABELS = {
     "occupational_consent": N_("médecin du travail, avec votre consentement"),
     "attending_proposal": N_("proposé comme médecin traitant"),
 }
+
+# The types a patient gives their own documents (class 90, pipeline/documents/contributed.py).
+PATIENT_TYPE_LABELS = {
+    "DOCPAT01": N_("Document personnel (DOCPAT01)"),
+    "DOCPAT02": N_("Document personnel (DOCPAT02)"),
+    "DOCPAT03": N_("Document personnel (DOCPAT03)"),
+    "DOCPAT04": N_("Document personnel (DOCPAT04)"),
+    "DOCPAT05": N_("Document personnel (DOCPAT05)"),
+    "DOCPAT06": N_("Document personnel (DOCPAT06)"),
+    "EXPPAT_3": N_("Directives anticipées"),
+}
+
+# A version's status (pipeline/index/states.py DocumentStatus).
+STATUS_LABELS = {
+    "current": N_("Version en vigueur"),
+    "superseded": N_("Remplacée par une version plus récente"),
+    "entered-in-error": N_("Retirée (envoyée par erreur)"),
+}
+
+# Where one document of the patient's upload stands (pipeline/index/states.py ItemState).
+ITEM_STATE_LABELS = {
+    "queued": N_("En file d'attente"),
+    "processing": N_("En cours de traitement"),
+    "indexed": N_("Ajouté à votre dossier"),
+    "rejected": N_("Refusé"),
+}
+
+# Why the portal's upload form refused a file (the API's problem codes).
+UPLOAD_ERROR_LABELS = {
+    "payload_too_large": N_("Le fichier est trop volumineux."),
+    "metadata_invalid": N_("Le titre et le type du document sont obligatoires."),
+    "multipart_invalid": N_("Choisissez un fichier à envoyer."),
+    "queue_full": N_("Trop d'envois en attente : réessayez dans quelques minutes."),
+    "service_unavailable": N_("Le service est momentanément indisponible : réessayez."),
+}

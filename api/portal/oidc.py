@@ -23,7 +23,7 @@ from authlib.integrations.httpx_client import OAuth2Client
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from api.portal.sessions import set_cookie
+from api.portal.sessions import save, set_cookie
 from api.portal.web import PageRefused, ensure_session, redirect
 from pipeline.access.tokens import JWKS_ALGORITHMS, LEEWAY_SECONDS, AuthError, claims_of
 from pipeline.core.settings import Settings, is_loopback_host
@@ -77,6 +77,7 @@ class PortalOidc:
         with self._client(request) as client:
             url, state = client.create_authorization_url(self.metadata["authorization_endpoint"], nonce=nonce, code_verifier=verifier)
         session.oidc = {"state": state, "nonce": nonce, "verifier": verifier}
+        save(request, session)
         response = redirect(url)
         if new:
             set_cookie(request, response, session)
@@ -88,6 +89,7 @@ class PortalOidc:
 
         session, _ = ensure_session(request)
         expected, session.oidc = session.oidc, {}  # used once, whatever happens next
+        save(request, session)
         state, code = request.query_params.get("state", ""), request.query_params.get("code", "")
         if not expected or not code or not secrets.compare_digest(state, expected["state"]):
             raise PageRefused("sign_in_failed", 400)

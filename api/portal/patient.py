@@ -39,6 +39,13 @@ def document(document_id: str, visit: PatientDep) -> Response:
     return page(visit, "document.html", shown=shown, classes=CLASS_LABELS, base="/patient/documents", patient_view=True)
 
 
+@router.get("/documents/{document_id}/history")
+def history(document_id: str, visit: PatientDep) -> Response:
+    """The document's versions (GET …/documents/{id}/history); a superseded one opens as any document."""
+    versions = reading.history(visit, visit.record, document_id)
+    return page(visit, "history.html", listing=versions, document_id=document_id, base="/patient/documents")
+
+
 @router.get("/documents/{document_id}/content")
 def content(document_id: str, visit: PatientDep) -> Response:
     return reading.document_content(visit, visit.record, document_id)

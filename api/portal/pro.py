@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from api.portal import reading
 from api.portal.labels import CLASS_LABELS
-from api.portal.sessions import EMERGENCY_SECONDS
+from api.portal.sessions import EMERGENCY_SECONDS, save
 from api.portal.web import FormDep, PageRefused, ProfessionalDep, Visit, page, redirect
 from pipeline.access import careteam
 from pipeline.access.audit import MAX_JUSTIFICATION
@@ -66,6 +66,14 @@ def document(patient_id: str, document_id: str, visit: ProfessionalDep) -> Respo
     return page(visit, "document.html", shown=shown, classes=CLASS_LABELS, base=base, patient_view=False, patient_id=patient_id)
 
 
+@router.get("/records/{patient_id}/documents/{document_id}/history")
+def history(patient_id: str, document_id: str, visit: ProfessionalDep) -> Response:
+    """The versions of the document this professional may see (GET …/documents/{id}/history)."""
+    versions = reading.history(visit, patient_id, document_id, _emergency(visit, patient_id))
+    base = f"/pro/records/{patient_id}/documents"
+    return page(visit, "history.html", listing=versions, document_id=document_id, base=base, patient_id=patient_id)
+
+
 @router.get("/records/{patient_id}/documents/{document_id}/content")
 def content(patient_id: str, document_id: str, visit: ProfessionalDep) -> Response:
     return reading.document_content(visit, patient_id, document_id, _emergency(visit, patient_id))
@@ -83,7 +91,8 @@ def emergency(patient_id: str, visit: ProfessionalDep, form: FormDep) -> Respons
     reason = " ".join(str(form.get("reason", "")).split())
     if not reason or len(reason) > MAX_JUSTIFICATION:
         return page(visit, "pro/emergency.html", status=422, patient_id=patient_id, error=True, limit=MAX_JUSTIFICATION)
-    visit.session.emergency[patient_id] = (reason, time.monotonic() + EMERGENCY_SECONDS)
+    visit.session.emergency[patient_id] = (reason, time.time() + EMERGENCY_SECONDS)
+    save(visit.request, visit.session)
     return redirect(f"/pro/records/{patient_id}")
 
 

@@ -17,10 +17,11 @@ from api.headers import EXTENSIONS, content_headers, served_type
 from api.portal.cda import CdaView, render_cda
 from api.portal.web import PageRefused, Visit
 from pipeline.access.accesslog import LogLine, access_log
-from pipeline.access.gate import Access, Decisions, Refused, check
+from pipeline.access.gate import Access, Decisions, Refused, check, visible
 from pipeline.access.listing import DocumentFilters, VisiblePage, visible_page
 from pipeline.access.policy import Action
 from pipeline.core.clock import paris_date
+from pipeline.documents import versions
 from pipeline.documents.stored import DocumentGone, read_document
 from pipeline.documents.titles import document_titles
 from pipeline.index.models import Document
@@ -92,6 +93,17 @@ def show_document(visit: Visit, patient_id: str, document_id: str, emergency: st
         cda = render_cda(data)
         return Shown(document, title, "cda" if cda else "download", cda=cda)
     return Shown(document, title, kind)
+
+
+def history(visit: Visit, patient_id: str, document_id: str, emergency: str | None = None) -> Listing:
+    """GET …/documents/{id}/history: every version this visitor may see, oldest first, each decided on its own."""
+    action = Action.EMERGENCY_READ if emergency else Action.READ_METADATA
+    access = allowed(visit, action, patient_id, document_id, emergency)
+    assert access.document is not None
+    with visit.rt.sessions() as session:
+        chain = versions.chain_of(session, access.document)
+    shown = visible(visit.actor, action, access.record, chain, today=paris_date(), emergency_reason=emergency)
+    return Listing(VisiblePage(shown, len(shown)), document_titles(visit.rt, shown), 1, 1)
 
 
 def _bytes(visit: Visit, document: Document) -> bytes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from starlette.responses import Response
 
+from api.portal.sessions import save
 from api.portal.web import FormDep, PageRefused, RepresentativeDep, page, redirect
 from pipeline.access.representatives import represented_records
 
@@ -27,4 +28,5 @@ def chosen(visit: RepresentativeDep, form: FormDep) -> Response:
     if record not in mine:
         raise PageRefused("not_found")
     visit.session.record = record
+    save(visit.request, visit.session)
     return redirect("/patient")

@@ -16,7 +16,17 @@ from starlette.datastructures import FormData
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from api.portal.i18n import LANG_COOKIE, LANGUAGES, day, language_of, moment, translations
-from api.portal.labels import ACTION_LABELS, CLASS_LABELS, KIND_LABELS, REASON_LABELS, RELATION_LABELS
+from api.portal.labels import (
+    ACTION_LABELS,
+    CLASS_LABELS,
+    ITEM_STATE_LABELS,
+    KIND_LABELS,
+    PATIENT_TYPE_LABELS,
+    REASON_LABELS,
+    RELATION_LABELS,
+    STATUS_LABELS,
+    UPLOAD_ERROR_LABELS,
+)
 from api.portal.sessions import PortalSession, SessionStore, session_of, set_cookie
 from pipeline.access.gate import PROFESSIONAL_KINDS
 from pipeline.access.policy import Actor, ActorKind
@@ -37,6 +47,10 @@ _env.globals.update(
     REASON_LABELS=REASON_LABELS,
     KIND_LABELS=KIND_LABELS,
     RELATION_LABELS=RELATION_LABELS,
+    PATIENT_TYPE_LABELS=PATIENT_TYPE_LABELS,
+    STATUS_LABELS=STATUS_LABELS,
+    ITEM_STATE_LABELS=ITEM_STATE_LABELS,
+    UPLOAD_ERROR_LABELS=UPLOAD_ERROR_LABELS,
 )
 
 

@@ -558,3 +558,20 @@ class IdempotencyRecord(Base):
     body: Mapped[str | None] = mapped_column(Text)
     lease_until: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
     created_at: Mapped[dt.datetime] = _now()
+
+
+class PortalSessionRow(Base):
+    """A web portal session, shared by every API process (api/portal/sessions.py).
+
+    The session id (the cookie's value) is stored only as a keyed hash, so a dump of the index cannot
+    sign anyone in; the content (CSRF token, claims, choices) is sealed. `expires_at` is the earlier of
+    the idle and the absolute limit; sign-out deletes the row; expired rows are purged as sessions are made.
+    """
+
+    __tablename__ = "portal_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    content_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    seen_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    expires_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), index=True)

@@ -59,3 +59,35 @@ def receive_contribution(
     """One document of the patient's (multipart `metadata` + `file`) into the intake, as `receive_document` takes a source's."""
     manifest_of = partial(contribution_manifest, ins=ins, author_id=author_id, author_kind=author_kind)
     return receive_document(rt, body, boundary, patient_source(patient_id), send, manifest_of=manifest_of)
+
+
+FORM_FIELDS = ("csrf", "title", "document_type", "service_date")
+
+
+def receive_contribution_form(
+    rt: Runtime,
+    body: BinaryIO,
+    boundary: bytes,
+    patient_id: str,
+    ins: str,
+    author_id: str,
+    author_kind: str,
+    admit: Callable[[str], bool],
+    send: Callable[[str], None],
+) -> IntakeResult:
+    """The same upload from the portal's HTML form: fields (csrf, title, document_type, service_date) then `file`.
+
+    The fields become the metadata a `metadata` part would carry, checked by the same rules; `admit` checks the
+    form's CSRF token before a byte of the file is stored (UploadRejected `csrf_failed` otherwise)."""
+
+    def admitted(values: dict[str, bytes]) -> None:
+        if not admit(values.get("csrf", b"").decode("utf-8", errors="replace")):
+            raise UploadRejected("csrf_failed", "the form's token does not match the session")
+
+    def metadata_of(values: dict[str, bytes]) -> bytes:
+        texts = {name: values[name].decode("utf-8", errors="replace").strip() for name in FORM_FIELDS[1:] if name in values}
+        return json.dumps({name: text for name, text in texts.items() if text}).encode()
+
+    manifest_of = partial(contribution_manifest, ins=ins, author_id=author_id, author_kind=author_kind)
+    form = (FORM_FIELDS, metadata_of, admitted)
+    return receive_document(rt, body, boundary, patient_source(patient_id), send, manifest_of=manifest_of, form=form)

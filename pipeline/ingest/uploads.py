@@ -159,13 +159,24 @@ def _read_small(part: Part, limit: int, what: str) -> bytes:
 
 
 def _store_parts(
-    rt: Runtime, body: BinaryIO, boundary: bytes, fields: tuple[str, ...], prefix: str, stored: dict[str, str]
+    rt: Runtime,
+    body: BinaryIO,
+    boundary: bytes,
+    fields: tuple[str, ...],
+    prefix: str,
+    stored: dict[str, str],
+    admit: Callable[[dict[str, bytes]], None] | None = None,
 ) -> dict[str, bytes]:
-    """Store every file part under `prefix` as it arrives (name -> key in `stored`); return the small fields."""
+    """Store every file part under `prefix` as it arrives (name -> key in `stored`); return the small fields.
+
+    `admit` sees the fields sent before the first file and may refuse (raise) before a byte of it is stored."""
     reader = MultipartReader(body, boundary)
     values: dict[str, bytes] = {}
     names: set[str] = set()
     while (part := reader.next_part()) is not None:
+        if admit is not None and part.name not in fields:
+            admit(values)
+            admit = None
         # manifest.csv may come as its own `manifest` part or among the files.
         field = "manifest" if "manifest" in fields and (part.name == "manifest" or part.filename == MANIFEST_NAME) else part.name
         if field in fields:
@@ -228,21 +239,27 @@ def receive_document(
     source: str,
     send: Callable[[str], None],
     manifest_of: Callable[[bytes, str], bytes] = metadata_manifest,
+    form: tuple[tuple[str, ...], Callable[[dict[str, bytes]], bytes], Callable[[dict[str, bytes]], None]] | None = None,
 ) -> IntakeResult:
     """One document: a `metadata` part (JSON with the manifest's fields) and one `file` part.
 
     It becomes a batch of one, identified like any batch by its manifest: the same metadata sent
     again is the same batch, and the same source document id is never indexed twice. `manifest_of`
     makes the manifest of the metadata (the patient's uploads complete theirs: pipeline/ingest/contributions.py).
+    An HTML form sends fields instead of a metadata part: `form` names them, makes the metadata of them, and
+    admits them (a CSRF token) before the file is stored.
     """
     prefix, stored = upload_prefix(), dict[str, str]()
     batch_id = None
+    fields, metadata_of, admit = form or (("metadata",), lambda values: values["metadata"], None)
     try:
-        values = _store_parts(rt, body, boundary, ("metadata",), prefix, stored)
-        if "metadata" not in values or len(stored) != 1:
+        values = _store_parts(rt, body, boundary, fields, prefix, stored, admit)
+        if admit is not None and not stored:
+            admit(values)  # a form without its file is still refused as a form first
+        if (form is None and "metadata" not in values) or len(stored) != 1:
             raise UploadRejected("multipart_invalid", "send exactly one metadata part and one file part")
         (file_name,) = stored
-        result = receive_batch(rt, StoredBatch(rt.store, manifest_of(values["metadata"], file_name), stored), source, send)
+        result = receive_batch(rt, StoredBatch(rt.store, manifest_of(metadata_of(values), file_name), stored), source, send)
         batch_id = result.batch_id
         return result
     finally:

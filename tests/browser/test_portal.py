@@ -114,7 +114,8 @@ def test_the_story_of_the_issue(portal, browser):
 
 
 PATIENT_PAGES = ["/patient", "/patient/documents", "/patient/care", "/patient/access-log", "/patient/privacy",
-                 "/patient/notifications", "/patient/close"]  # fmt: skip
+                 "/patient/notifications", "/patient/close", "/patient/contribute", "/patient/profile", "/patient/profile/edit",
+                 "/patient/contacts/edit"]  # fmt: skip
 
 
 def test_axe_finds_no_serious_violation_on_any_page(portal, browser):
@@ -124,13 +125,13 @@ def test_axe_finds_no_serious_violation_on_any_page(portal, browser):
     problems = {"/": _axe_problems(visitor)}
     sign_in(visitor, portal.ins[patient_id])
     document = next(d for d in portal.documents if d.patient_id == patient_id)
-    for path in [*PATIENT_PAGES, f"/patient/documents/{document.id}"]:
+    for path in [*PATIENT_PAGES, f"/patient/documents/{document.id}", f"/patient/documents/{document.id}/history"]:
         visitor.go(path)
         problems[path] = _axe_problems(visitor)
     visitor.close()
     pro = Watched(browser, portal.base)
     sign_in(pro, f"RPPS {EMERGENCY}")
-    for path in ["/pro", f"/pro/records/{patient_id}", f"/pro/records/{patient_id}/emergency"]:
+    for path in ["/pro", f"/pro/records/{patient_id}", f"/pro/records/{patient_id}/emergency", f"/pro/records/{patient_id}/profile"]:
         pro.go(path)
         problems[path] = _axe_problems(pro)
     pro.go("/pro")
@@ -193,4 +194,36 @@ def test_the_keyboard_reaches_the_skip_link_first_and_the_content_after_it(porta
     assert visitor.page.evaluate("() => document.activeElement.textContent") == "Aller au contenu"
     visitor.page.keyboard.press("Enter")
     assert visitor.page.url.endswith("#main")
+    visitor.close()
+
+
+def test_a_patient_adds_advance_directives_and_a_medical_profile_through_the_forms(portal, browser, tmp_path):
+    """The browser's own multipart form (the token first, then the file) goes through the API's upload."""
+    visitor = Watched(browser, portal.base)
+    p = visitor.page
+    sign_in(visitor, portal.ins[portal.patients[1]])
+    p.get_by_role("link", name="Ajouter un document").click()
+    (tmp_path / "directives.txt").write_bytes(b"Je refuse tout acharnement therapeutique.\n")
+    p.get_by_label("Titre").fill("Mes directives anticipées")
+    p.get_by_label("Type de document").select_option("EXPPAT_3")
+    p.get_by_label("Fichier (PDF, image, texte)").set_input_files(str(tmp_path / "directives.txt"))
+    screenshot(visitor, "patient-contribute")
+    p.get_by_role("button", name="Envoyer").click()
+    assert "/patient/contributions/" in p.url
+    problems = {"status": _axe_problems(visitor)}
+    deadline = time.monotonic() + 30
+    while not p.get_by_role("link", name="Voir le document").count() and time.monotonic() < deadline:
+        time.sleep(0.3)
+        p.reload()
+    p.get_by_role("link", name="Voir le document").click()
+    assert p.get_by_role("heading", name="Mes directives anticipées").is_visible()
+    p.get_by_role("link", name="Profil médical", exact=True).click()
+    p.get_by_role("link", name="Modifier mon profil médical").click()
+    p.get_by_label("Allergies").fill("Pénicilline")
+    p.get_by_label("Groupe sanguin").select_option("O-")
+    p.get_by_label("Favorable").check()
+    p.get_by_role("button", name="Enregistrer").click()
+    assert p.get_by_text("Pénicilline").is_visible() and p.get_by_role("status").is_visible()
+    screenshot(visitor, "patient-profile")
+    assert problems == {"status": []} and visitor.hosts == {portal.base}
     visitor.close()
