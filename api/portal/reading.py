@@ -103,7 +103,7 @@ def history(visit: Visit, patient_id: str, document_id: str, emergency: str | No
     with visit.rt.sessions() as session:
         chain = versions.chain_of(session, access.document)
     shown = visible(visit.actor, action, access.record, chain, today=paris_date(), emergency_reason=emergency)
-    return Listing(VisiblePage(shown, len(shown)), document_titles(visit.rt, shown), 1, 1)
+    return Listing(VisiblePage(list(shown), len(shown)), document_titles(visit.rt, shown), 1, 1)
 
 
 def _bytes(visit: Visit, document: Document) -> bytes:
