@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -33,7 +34,9 @@ def samples(
 def demo(
     documents: Annotated[int, typer.Option()] = 60,
     patients: Annotated[int, typer.Option()] = 8,
-    portal: Annotated[bool, typer.Option(help="Keep serving the web portal after the scenario, until Ctrl-C.")] = False,
+    portal: Annotated[
+        bool, typer.Option(help="Keep serving the web portal after the scenario, until Ctrl-C (on a terminal only).")
+    ] = False,
 ) -> None:
     """Generate samples and run the embedded pipeline on them, then the API scenario; prints the portal's URL."""
     from pipeline.core.home import prepare_home
@@ -48,4 +51,8 @@ def demo(
     run_ingest(settings, out, "hospital:DEMO-CHU", "hospital", as_json=False, threads=2)
     from api.demo import run_api_demo
 
-    run_api_demo(settings, typer.echo, serve_portal=portal)
+    # Served only to someone at a terminal: a script or a CI job running `make demo` gets the scenario and its exit.
+    interactive = sys.stdin.isatty()
+    if portal and not interactive:
+        typer.echo("(not on a terminal: the portal is not kept up after the scenario; `dmp api` serves it)")
+    run_api_demo(settings, typer.echo, serve_portal=portal and interactive)
