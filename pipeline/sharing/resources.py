@@ -22,7 +22,12 @@ from fhir.resources.R4B.capabilitystatement import (
 )
 from fhir.resources.R4B.codeableconcept import CodeableConcept
 from fhir.resources.R4B.coding import Coding
-from fhir.resources.R4B.documentreference import DocumentReference, DocumentReferenceContent, DocumentReferenceContext
+from fhir.resources.R4B.documentreference import (
+    DocumentReference,
+    DocumentReferenceContent,
+    DocumentReferenceContext,
+    DocumentReferenceRelatesTo,
+)
 from fhir.resources.R4B.identifier import Identifier
 from fhir.resources.R4B.list import List as FhirList
 from fhir.resources.R4B.list import ListEntry
@@ -134,6 +139,10 @@ def document_reference(base: str, document: Document, sharing: DocumentSharing |
         masterIdentifier=Identifier(system="urn:ietf:rfc:3986", value=_urn(unique_id)),
         identifier=[Identifier(use="official", system="urn:ietf:rfc:3986", value=f"urn:uuid:{document.id}")],
         status=status_of(document),
+        # The version it replaced (R4 has no document version element: the version is the chain of relatesTo).
+        relatesTo=[DocumentReferenceRelatesTo(code="replaces", target=Reference(reference=f"DocumentReference/{document.supersedes_id}"))]
+        if document.supersedes_id
+        else None,
         type=CodeableConcept(coding=[coding(type_code)]),
         category=[c] if (c := concept(ValueSetName.CLASSES, document.class_code)) else None,
         subject=patient_reference(ins),
