@@ -1,6 +1,10 @@
 """The FHIR R4 resources the server emits, built with the model library (fhir.resources, R4B models).
 
 Nothing here reads the index or decides anything: the callers pass what the policy let them show.
+A search page's DocumentReferences (and their parts) are built with `model_construct` (`built`): from values
+the index already holds valid, without validating each element again (most of a page's time otherwise); the
+tests validate every resource the server emits with the library (tests/sharing/test_resources.py and the
+HTTP tests parse every answer).
 `base` is the server's FHIR base URL as the client reached it (e.g. `https://dmp.example/fhir`).
 """
 
@@ -8,6 +12,8 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from functools import cache
+from typing import Any, TypeVar
 
 from fhir.resources.R4B.attachment import Attachment
 from fhir.resources.R4B.bundle import Bundle, BundleEntry, BundleEntryResponse, BundleEntrySearch, BundleLink
@@ -31,6 +37,7 @@ from fhir.resources.R4B.documentreference import (
 from fhir.resources.R4B.identifier import Identifier
 from fhir.resources.R4B.list import List as FhirList
 from fhir.resources.R4B.list import ListEntry
+from fhir.resources.R4B.meta import Meta
 from fhir.resources.R4B.operationoutcome import OperationOutcome, OperationOutcomeIssue
 from fhir.resources.R4B.period import Period
 from fhir.resources.R4B.practitionerrole import PractitionerRole
@@ -60,21 +67,29 @@ SEVERITY = {400: "error", 401: "error", 403: "error", 404: "error", 409: "error"
 ISSUE_TYPE = {400: "structure", 401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported", 409: "conflict",
               413: "too-costly", 415: "not-supported", 422: "processing", 429: "throttled", 500: "exception", 503: "transient"}  # fmt: skip
 REASON_SYSTEM = "https://dmp.example/fhir/CodeSystem/reason"
+E = TypeVar("E")
+
+
+def built(cls: type[E], **values: Any) -> E:
+    """A model element from values already valid (the index's, the value sets'), not validated again."""
+    return cls.model_construct(**values)  # type: ignore[attr-defined,no-any-return]
 
 
 def coding(code: Code) -> Coding:
-    return Coding(system=code.system, code=code.code, display=code.display)
+    return built(Coding, system=code.system, code=code.code, display=code.display)
 
 
+@cache
 def concept(name: ValueSetName, code: str | None) -> CodeableConcept | None:
-    """A CodeableConcept from a value set's table; None when `code` is absent or unknown."""
+    """A CodeableConcept from a value set's table; None when `code` is absent or unknown. Shared between
+    resources (never changed after it is built)."""
     entry = lookup(name, code)
-    return CodeableConcept(coding=[coding(entry)]) if entry is not None else None
+    return built(CodeableConcept, coding=[coding(entry)]) if entry is not None else None
 
 
 def patient_reference(ins: str) -> Reference:
     """The patient as MHD names it across systems: a logical reference by INS, with its OID."""
-    return Reference(identifier=Identifier(system=f"urn:oid:{INS_OID_NIR}", value=ins), type="Patient")
+    return built(Reference, identifier=built(Identifier, system=f"urn:oid:{INS_OID_NIR}", value=ins), type="Patient")
 
 
 def outcome(status: int, code: str, detail: str) -> OperationOutcome:
@@ -91,16 +106,18 @@ def _author(document: Document, sharing: DocumentSharing | None) -> tuple[list[R
     if not document.author_id:
         return [], []
     name = " ".join(filter(None, (sharing.author_given, sharing.author_family))) if sharing is not None else ""
-    practitioner = Reference(type="Practitioner", identifier=Identifier(system=RPPS_SYSTEM, value=document.author_id), display=name or None)
+    rpps = built(Identifier, system=RPPS_SYSTEM, value=document.author_id)
+    practitioner = built(Reference, type="Practitioner", identifier=rpps, display=name or None)
     facility = sharing.author_facility if sharing is not None else None
     profession = concept(ValueSetName.PROFESSIONS, document.author_profession)
-    role = PractitionerRole(
+    role = built(
+        PractitionerRole,
         id="author",
         practitioner=practitioner,
         code=[profession] if profession else None,
-        organization=Reference(type="Organization", display=facility) if facility else None,
+        organization=built(Reference, type="Organization", display=facility) if facility else None,
     )
-    return [role], [Reference(reference="#author")]
+    return [role], [built(Reference, reference="#author")]
 
 
 def binary_url(base: str, document_id: str) -> str:
@@ -112,9 +129,11 @@ def document_reference(base: str, document: Document, sharing: DocumentSharing |
     """The DocumentReference of an indexed document (ITI-67's answer, MHD Minimal/Comprehensive metadata)."""
     contained, authors = _author(document, sharing)
     type_code = Code(document.type_code, type_system(document.type_code), document.type_code)
-    events = [CodeableConcept(coding=[Coding(code=code)]) for code in ((sharing.event_codes if sharing else None) or "").split()]
-    context = DocumentReferenceContext(
-        period=Period(start=document.service_date.isoformat()) if document.service_date else None,
+    event_codes = ((sharing.event_codes if sharing else None) or "").split()
+    events = [built(CodeableConcept, coding=[built(Coding, code=code)]) for code in event_codes]
+    context = built(
+        DocumentReferenceContext,
+        period=built(Period, start=document.service_date.isoformat()) if document.service_date else None,
         facilityType=concept(ValueSetName.FACILITY_TYPES, sharing.facility_type) if sharing else None,
         practiceSetting=concept(ValueSetName.PRACTICE_SETTINGS, sharing.practice_setting) if sharing else None,
         event=events or None,
@@ -122,37 +141,41 @@ def document_reference(base: str, document: Document, sharing: DocumentSharing |
     format_code = lookup(ValueSetName.FORMATS, sharing.format_code if sharing else None) or lookup(
         ValueSetName.FORMATS, "urn:ihe:iti:xds:2017:mimeTypeSufficient"
     )
-    attachment = Attachment(
+    attachment = built(
+        Attachment,
         contentType=document.mime_type,
         url=binary_url(base, document.id),
         size=document.size,
         title=title or None,
         language=sharing.language if sharing and sharing.language else None,
-        creation=document.created_at.isoformat(),
+        creation=document.created_at,
     )
     unique_id = (sharing.unique_id if sharing else None) or document.source_document_id
     confidentiality = concept(ValueSetName.CONFIDENTIALITY, (sharing.confidentiality if sharing else None) or "N")
-    return DocumentReference(
+    replaced = built(Reference, reference=f"DocumentReference/{document.supersedes_id}") if document.supersedes_id else None
+    return built(
+        DocumentReference,
         id=document.id,
-        meta={"profile": [MHD_PROFILE]},
+        meta=_MHD_META,
         contained=contained or None,
-        masterIdentifier=Identifier(system="urn:ietf:rfc:3986", value=_urn(unique_id)),
-        identifier=[Identifier(use="official", system="urn:ietf:rfc:3986", value=f"urn:uuid:{document.id}")],
+        masterIdentifier=built(Identifier, system="urn:ietf:rfc:3986", value=_urn(unique_id)),
+        identifier=[built(Identifier, use="official", system="urn:ietf:rfc:3986", value=f"urn:uuid:{document.id}")],
         status=status_of(document),
-        # The version it replaced (R4 has no document version element: the version is the chain of relatesTo).
-        relatesTo=[DocumentReferenceRelatesTo(code="replaces", target=Reference(reference=f"DocumentReference/{document.supersedes_id}"))]
-        if document.supersedes_id
-        else None,
-        type=CodeableConcept(coding=[coding(type_code)]),
+        # The version it replaced (R4 has no document version element: the versions are the chain of relatesTo).
+        relatesTo=[built(DocumentReferenceRelatesTo, code="replaces", target=replaced)] if replaced else None,
+        type=built(CodeableConcept, coding=[coding(type_code)]),
         category=[c] if (c := concept(ValueSetName.CLASSES, document.class_code)) else None,
         subject=patient_reference(ins),
-        date=document.created_at.isoformat(),
+        date=document.created_at,
         author=authors or None,
         description=title or None,
         securityLabel=[confidentiality] if confidentiality else None,
-        content=[DocumentReferenceContent(attachment=attachment, format=coding(format_code) if format_code else None)],
+        content=[built(DocumentReferenceContent, attachment=attachment, format=coding(format_code) if format_code else None)],
         context=context,
     )
+
+
+_MHD_META = Meta(profile=[MHD_PROFILE])
 
 
 def _urn(value: str) -> str:
@@ -188,7 +211,7 @@ def searchset(base: str, resources: Sequence[Resource], total: int | None, self_
     links = [BundleLink(relation="self", url=self_url)] + ([BundleLink(relation="next", url=next_url)] if next_url else [])
     match = BundleEntrySearch(mode="match")
     entries = [
-        BundleEntry(fullUrl=f"{base}/{resource.get_resource_type()}/{resource.id}", resource=resource, search=match)
+        built(BundleEntry, fullUrl=f"{base}/{resource.get_resource_type()}/{resource.id}", resource=resource, search=match)
         for resource in resources
     ]
     return Bundle(type="searchset", total=total, link=links, entry=entries or None)
