@@ -43,6 +43,7 @@ from fhir.resources.R4B.period import Period
 from fhir.resources.R4B.practitionerrole import PractitionerRole
 from fhir.resources.R4B.reference import Reference
 from fhir.resources.R4B.resource import Resource
+from pydantic import BaseModel
 
 from pipeline import __version__
 from pipeline.core.identity import INS_OID_NIR
@@ -67,12 +68,25 @@ SEVERITY = {400: "error", 401: "error", 403: "error", 404: "error", 409: "error"
 ISSUE_TYPE = {400: "structure", 401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported", 409: "conflict",
               413: "too-costly", 415: "not-supported", 422: "processing", 429: "throttled", 500: "exception", 503: "transient"}  # fmt: skip
 REASON_SYSTEM = "https://dmp.example/fhir/CodeSystem/reason"
-E = TypeVar("E")
+E = TypeVar("E", bound=BaseModel)
+
+
+@cache
+def _blank(cls: type[Any]) -> dict[str, Any]:
+    """Every field of a FHIR model unset (FHIR elements have no defaults: each is absent until given)."""
+    return dict.fromkeys(cls.model_fields)
 
 
 def built(cls: type[E], **values: Any) -> E:
-    """A model element from values already valid (the index's, the value sets'), not validated again."""
-    return cls.model_construct(**values)  # type: ignore[attr-defined,no-any-return]
+    """A model element from values already valid (the index's, the value sets'), not validated again: what
+    pydantic's `model_construct` makes, at a fraction of its cost (it resolves every field's alias and default
+    on each call, a third of a search page's time)."""
+    model = cls.__new__(cls)
+    object.__setattr__(model, "__dict__", {**_blank(cls), **values})
+    object.__setattr__(model, "__pydantic_fields_set__", set(values))
+    object.__setattr__(model, "__pydantic_extra__", None)
+    object.__setattr__(model, "__pydantic_private__", None)
+    return model
 
 
 def coding(code: Code) -> Coding:

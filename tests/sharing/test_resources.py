@@ -59,3 +59,12 @@ def test_a_replacement_relates_to_the_version_it_replaced() -> None:
     previous = str(uuid.uuid4())
     resource = DocumentReference.model_validate_json(dumps(document_reference(BASE, _document(supersedes_id=previous), None, INS, None)))
     assert [(r.code, r.target.reference) for r in resource.relatesTo] == [("replaces", f"DocumentReference/{previous}")]
+
+
+def test_built_makes_what_model_construct_makes() -> None:
+    from fhir.resources.R4B.reference import Reference
+
+    from pipeline.sharing.resources import built
+
+    mine, theirs = built(Reference, reference="#author", display="x"), Reference.model_construct(reference="#author", display="x")
+    assert (dict(mine), mine.model_fields_set, dumps(mine)) == (dict(theirs), theirs.model_fields_set, dumps(theirs))
