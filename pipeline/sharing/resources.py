@@ -235,7 +235,7 @@ def transaction_response(entries: Sequence[tuple[str, str | None]]) -> Bundle:
     """The answer to an ITI-65 transaction: per request entry (status line, location)."""
     return Bundle(
         type="transaction-response",
-        entry=[BundleEntry(response=BundleEntryResponse(status=status, location=location)) for status, location in entries],
+        entry=[built(BundleEntry, response=built(BundleEntryResponse, status=status, location=location)) for status, location in entries],
     )
 
 
@@ -254,7 +254,9 @@ def capability_statement(base: str) -> CapabilityStatement:
 
     rest = CapabilityStatementRest(
         mode="server",
-        documentation="IHE MHD: ITI-65 as a transaction Bundle POSTed to the base; bearer tokens (sources: API keys) as /v1.",
+        documentation="IHE MHD: ITI-65 as a transaction Bundle POSTed to the base (relatesTo replaces: a new version of the "
+        "source's own document; status current only); bearer tokens (sources: API keys) as /v1. DocumentReference status "
+        "search: current (default), superseded; entered-in-error documents are shown nowhere.",
         interaction=[CapabilityStatementRestInteraction(code="transaction")],
         resource=[
             resource("DocumentReference", ["search-type"], DOCUMENT_SEARCH),
