@@ -222,13 +222,13 @@ def submission_list(list_id: str, unique_id: str, created: dt.datetime, ins: str
 
 def searchset(base: str, resources: Sequence[Resource], total: int | None, self_url: str, next_url: str | None) -> Bundle:
     """A search's answer: `total` counts only what the caller may see (None: not counted)."""
-    links = [BundleLink(relation="self", url=self_url)] + ([BundleLink(relation="next", url=next_url)] if next_url else [])
-    match = BundleEntrySearch(mode="match")
+    links = [built(BundleLink, relation="self", url=self_url)] + ([built(BundleLink, relation="next", url=next_url)] if next_url else [])
+    match = built(BundleEntrySearch, mode="match")
     entries = [
         built(BundleEntry, fullUrl=f"{base}/{resource.get_resource_type()}/{resource.id}", resource=resource, search=match)
         for resource in resources
     ]
-    return Bundle(type="searchset", total=total, link=links, entry=entries or None)
+    return built(Bundle, type="searchset", total=total, link=links, entry=entries or None)
 
 
 def transaction_response(entries: Sequence[tuple[str, str | None]]) -> Bundle:
