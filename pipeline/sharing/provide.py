@@ -258,7 +258,7 @@ def _bundle(data: bytes) -> tuple[Bundle, list[Any]]:
             raise ValueError("not a Bundle with entries")
         bundle = Bundle.model_validate({**raw, "entry": [{k: v for k, v in e.items() if k != "resource"} for e in entries] or None})
         resources = [_resource(index, entry.get("resource")) for index, entry in enumerate(entries)]
-    except (ValidationError, ValueError) as failure:
+    except (ValidationError, ValueError, RecursionError) as failure:  # RecursionError: JSON nested past the parser's depth
         raise SubmissionRefused("bundle_invalid", f"Not a FHIR R4 Bundle ({type(failure).__name__}).") from None
     return bundle, resources
 

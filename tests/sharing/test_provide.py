@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from pipeline.sharing import provide
@@ -111,3 +113,14 @@ def test_a_document_provided_entered_in_error_is_refused():
     value = bundle([Doc(pdf_bytes())])
     value.entry[1].resource.status = "entered-in-error"
     assert _refusal(body(value)) == "replacement_not_supported"
+
+
+def test_json_nested_past_the_parser_depth_is_refused_bundle_invalid():
+    nested = b'{"resourceType": "Bundle", "type": "transaction", "entry": [{"resource": ' + b"[" * 100_000 + b"]" * 100_000 + b"}]}"
+    assert _refusal(nested) == "bundle_invalid"
+
+
+def test_an_entry_without_a_resource_is_refused_bundle_invalid():
+    value = json.loads(body(bundle([Doc(pdf_bytes())])))
+    del value["entry"][2]["resource"]
+    assert _refusal(json.dumps(value).encode()) == "bundle_invalid"
