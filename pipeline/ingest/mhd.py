@@ -5,6 +5,11 @@ The Bundle (already whole in memory, bounded by the route) is read and checked b
 manifest and documents one zip, taken in as an uploaded zip is (one inbox object, one PUT), so the batch
 is recorded, sent, validated, classified, sealed and indexed like any other. A SubmissionSet whose unique
 id this source already sent is not taken in again: its first batch is answered (`replayed`).
+
+A DocumentReference that replaces another (relatesTo `replaces`) is taken in under the replaced document's
+`source_document_id` with `version_action` = `replace`: a new version, as a manifest row asking for it. The
+replaced document must be this source's own: another source's and a missing one are the same refusal
+(`replaced_document_not_found`, nothing recorded).
 """
 
 from __future__ import annotations
@@ -13,20 +18,20 @@ import csv
 import io
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from pipeline.index.models import BatchItem, SubmissionSet, new_id
+from pipeline.index.models import BatchItem, Document, DocumentSharing, SubmissionSet, new_id
 from pipeline.index.repo import insert_ignore
 from pipeline.ingest.manifest import MANIFEST_COLUMNS, MANIFEST_NAME
 from pipeline.ingest.uploads import receive_zip
 from pipeline.runtime import Runtime
 from pipeline.sharing.metadata import SHARING_COLUMNS
-from pipeline.sharing.provide import Submission, read_submission
+from pipeline.sharing.provide import Replaced, Submission, SubmissionRefused, read_submission
 
-COLUMNS = (*MANIFEST_COLUMNS, *SHARING_COLUMNS)
+COLUMNS = (*MANIFEST_COLUMNS, "version_action", *SHARING_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,31 @@ def _items(rt: Runtime, submission: Submission, batch_id: str) -> list[ProvidedI
     return [by_row[number] for number in range(1, len(submission.documents) + 1)]
 
 
+def _replaced_id(session: Session, source: str, target: Replaced) -> str | None:
+    """The source_document_id of this source's document `target` names (by server id, or by unique id), or None."""
+    query = select(Document.source_document_id).where(Document.source == source)
+    if target.document_id is not None:
+        query = query.where(Document.id == target.document_id)
+    else:
+        by_unique_id = select(DocumentSharing.document_id).where(DocumentSharing.unique_id == target.unique_id)
+        query = query.where(or_(Document.source_document_id == target.unique_id, Document.id.in_(by_unique_id)))
+    return session.scalars(query.limit(1)).first()
+
+
+def with_replacements(session: Session, submission: Submission, source: str) -> Submission:
+    """The submission with each replacement under its target's source_document_id; SubmissionRefused
+    `replaced_document_not_found` when a target is not this source's document."""
+    documents = []
+    for document in submission.documents:
+        if document.replaces is not None:
+            source_document_id = _replaced_id(session, source, document.replaces)
+            if source_document_id is None:
+                raise SubmissionRefused("replaced_document_not_found")
+            document = replace(document, row={**document.row, "source_document_id": source_document_id})
+        documents.append(document)
+    return replace(submission, documents=documents)
+
+
 def provide(rt: Runtime, data: bytes, source: str, send: Callable[[str], None]) -> Provided:
     """Take in one ITI-65 Bundle from `source` (checked by the caller for its scope); `send` each item id.
 
@@ -91,6 +121,8 @@ def provide(rt: Runtime, data: bytes, source: str, send: Callable[[str], None]) 
     submission = read_submission(data)
     with rt.sessions() as session:
         known = _known(session, source, submission.unique_id)
+        if known is None and any(document.replaces for document in submission.documents):
+            submission = with_replacements(session, submission, source)
     if known is not None:
         return Provided(submission, known.id, known.batch_id, _items(rt, submission, known.batch_id), replayed=True)
     batch_id = receive_zip(rt, io.BytesIO(archive_of(submission)), source, send).batch_id

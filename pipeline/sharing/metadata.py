@@ -38,17 +38,13 @@ CODED = {
     "language": ValueSetName.LANGUAGES,
 }
 WIDTHS: dict[str, int] = text_widths(DocumentSharing, SHARING_COLUMNS)
-CURRENT = "current"
 
 
 def status_of(document: PolicyRow) -> str:
-    """The document's DocumentReference.status (current | superseded | entered-in-error).
-
-    Every indexed live document is `current` today. The record-life issue's versions hook in here (and in
-    the search's `status` filter, pipeline/sharing/search.py `status_filter`): a replaced document reads
-    `superseded`, a withdrawn one `entered-in-error`.
-    """
-    return CURRENT
+    """The document's DocumentReference.status (current | superseded | entered-in-error): its version's standing
+    (pipeline/documents/versions.py). A replaced or deprecated version reads `superseded`; a withdrawn one
+    `entered-in-error`, though no search shows it (pipeline/sharing/search.py `status_filter`)."""
+    return str(document.status)
 
 
 def problem_of(fields: Mapping[str, str]) -> tuple[str, str] | None:

@@ -5,11 +5,17 @@ all or nothing): a refusal raises `SubmissionRefused` with a stable reason code 
 The patient is matched by INS only, given with its OID (`urn:oid:1.2.250.1.213.1.4.8|NIR`, as a logical
 reference or a conditional `Patient?identifier=` reference); size and SHA-1 hash of each attachment are
 checked against its bytes; every code against its value set.
+
+A DocumentReference with `relatesTo` `replaces` (its target `DocumentReference/<id>` or the target's unique id
+as an identifier) is a new version of the target: its row says `version_action` = `replace` and names the
+target in `ProvidedDocument.replaces`; the intake (pipeline/ingest/mhd.py) puts it under the target's
+`source_document_id`, as a manifest row would be (pipeline/documents/versions.py).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +39,8 @@ MAX_DOCUMENTS = 200
 EXTENSIONS = {"application/pdf": ".pdf", "application/xml": ".xml", "text/xml": ".xml", "application/hl7-v3+xml": ".xml",
               "image/jpeg": ".jpg", "image/png": ".png", "image/tiff": ".tif", "text/plain": ".txt"}  # fmt: skip
 USUAL = "usual"  # the identifier use MHD gives a SubmissionSet's and a DocumentReference's unique id
+# The resources an ITI-65 Bundle holds, each validated by its own model.
+ENTRY_MODELS: dict[str, type[Any]] = {"List": FhirList, "DocumentReference": DocumentReference, "Binary": Binary}
 
 
 class SubmissionRefused(Exception):
@@ -44,6 +52,14 @@ class SubmissionRefused(Exception):
 
 
 @dataclass(frozen=True)
+class Replaced:
+    """The document a DocumentReference replaces, as named in its relatesTo: by server id or by unique id."""
+
+    document_id: str | None = None
+    unique_id: str | None = None
+
+
+@dataclass(frozen=True)
 class ProvidedDocument:
     """One DocumentReference: its manifest row (README's columns), its bytes and where it sat in the Bundle."""
 
@@ -51,6 +67,7 @@ class ProvidedDocument:
     content: bytes
     entry: int  # index of the DocumentReference's entry
     binary_entry: int | None  # index of its Binary's entry, when it came as one
+    replaces: Replaced | None = None  # the document it is a new version of (relatesTo replaces)
 
 
 @dataclass(frozen=True)
@@ -169,23 +186,41 @@ def _content(document: DocumentReference, binaries: dict[str, tuple[int, bytes, 
     return data, entry, attachment.contentType or binary_type or "application/octet-stream"
 
 
-def _row(number: int, document: DocumentReference, ins: str, content_type: str) -> dict[str, str]:
+def replaced_of(document: DocumentReference) -> Replaced | None:
+    """The document a provided DocumentReference replaces (None: a new document). A document is provided
+    `current`; one relation at most, `replaces`: the other relations (appends, transforms, signs) and status
+    changes through ITI-65 are refused `replacement_not_supported` (a source deprecates or withdraws its
+    document through /v1/ingest/documents/deprecate and /withdraw)."""
+    if document.status != "current":
+        raise SubmissionRefused("replacement_not_supported", "A DocumentReference is provided with status current.")
+    relations = document.relatesTo or []
+    if not relations:
+        return None
+    if len(relations) != 1 or relations[0].code != "replaces":
+        raise SubmissionRefused("replacement_not_supported", "One relatesTo at most, of code replaces.")
+    target = relations[0].target
+    kind, _, server_id = (target.reference or "").partition("/")
+    if kind == "DocumentReference" and server_id:
+        return Replaced(document_id=server_id)
+    if target.identifier is not None and target.identifier.value:
+        return Replaced(unique_id=target.identifier.value)
+    raise SubmissionRefused("bundle_invalid", "relatesTo.target names a DocumentReference: DocumentReference/<id> or its identifier.")
+
+
+def _row(number: int, document: DocumentReference, ins: str, content_type: str, replaces: Replaced | None) -> dict[str, str]:
     unique_id = document.masterIdentifier.value if document.masterIdentifier is not None else None
     if not unique_id:
         raise SubmissionRefused("bundle_invalid", "A DocumentReference has no masterIdentifier (its unique id).")
     if _ins(document.subject) != ins:
         raise SubmissionRefused("bundle_invalid", "Every DocumentReference must be about the SubmissionSet's patient.")
     _check_category(document)
-    if document.relatesTo or document.status != "current":
-        # Replacements and status changes map onto document versions (pipeline/sharing/metadata.py `status_of`), which the
-        # record does not keep yet: refused rather than taken as a new document beside the one it replaces.
-        raise SubmissionRefused("replacement_not_supported")
     context, content = document.context, document.content[0]
     row = {
         "file": f"document-{number:04d}{EXTENSIONS.get(content_type.split(';')[0].strip().lower(), '.bin')}",
         "patient_ins": ins,
-        "source_document_id": unique_id,
+        "source_document_id": unique_id,  # a replacement's: its target's, set by the intake
         "unique_id": unique_id,
+        "version_action": "replace" if replaces is not None else "",
         "title": document.description or content.attachment.title or "",
         "document_type": _type_code(document),
         "service_date": _service_date(document),
@@ -203,29 +238,46 @@ def _row(number: int, document: DocumentReference, ins: str, content_type: str) 
     return row
 
 
+def _resource(index: int, value: Any) -> Any:
+    """An entry's resource, validated by its own model (List, DocumentReference, Binary); anything else is refused."""
+    kind = value.get("resourceType") if isinstance(value, dict) else None
+    model = ENTRY_MODELS.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        raise SubmissionRefused("bundle_invalid", f"Unexpected entry {index} ({kind}).")
+    return model.model_validate(value)
+
+
+def _bundle(data: bytes) -> tuple[Bundle, list[Any]]:
+    """The Bundle and its entries' resources, every one validated by the model library. Each resource is
+    validated by its own model rather than through the Bundle's union of every resource type, which costs
+    half again as much per entry."""
+    try:
+        raw = json.loads(data)
+        entries = raw.get("entry") if isinstance(raw, dict) else None
+        if not isinstance(raw, dict) or not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise ValueError("not a Bundle with entries")
+        bundle = Bundle.model_validate({**raw, "entry": [{k: v for k, v in e.items() if k != "resource"} for e in entries] or None})
+        resources = [_resource(index, entry.get("resource")) for index, entry in enumerate(entries)]
+    except (ValidationError, ValueError, RecursionError) as failure:  # RecursionError: JSON nested past the parser's depth
+        raise SubmissionRefused("bundle_invalid", f"Not a FHIR R4 Bundle ({type(failure).__name__}).") from None
+    return bundle, resources
+
+
 def read_submission(data: bytes) -> Submission:
     """The submission an ITI-65 Bundle (JSON) makes, every check passed; SubmissionRefused otherwise."""
-    try:
-        bundle = Bundle.model_validate_json(data)
-    except (ValidationError, ValueError) as failure:
-        raise SubmissionRefused("bundle_invalid", f"Not a FHIR R4 Bundle ({type(failure).__name__}).") from None
+    bundle, resources = _bundle(data)
     if bundle.type != "transaction" or not bundle.entry:
         raise SubmissionRefused("bundle_invalid", "Send a transaction Bundle.")
     lists: list[tuple[int, FhirList]] = []
     references: list[tuple[int, DocumentReference]] = []
     binaries: dict[str, tuple[int, bytes, str | None]] = {}
-    for index, entry in enumerate(bundle.entry):
-        resource = entry.resource
+    for index, (entry, resource) in enumerate(zip(bundle.entry, resources, strict=True)):
         if isinstance(resource, FhirList):
             lists.append((index, resource))
         elif isinstance(resource, DocumentReference):
             references.append((index, resource))
-        elif isinstance(resource, Binary):
-            if entry.fullUrl and resource.data is not None:
-                binaries[str(entry.fullUrl)] = (index, resource.data, resource.contentType)
-        else:
-            kind = resource.get_resource_type() if resource is not None else None
-            raise SubmissionRefused("bundle_invalid", f"Unexpected entry {index} ({kind}).")
+        elif isinstance(resource, Binary) and entry.fullUrl and resource.data is not None:
+            binaries[str(entry.fullUrl)] = (index, resource.data, resource.contentType)
     if len(lists) != 1 or not references:
         raise SubmissionRefused("bundle_invalid", "Send one SubmissionSet List and at least one DocumentReference.")
     if len(references) > MAX_DOCUMENTS:
@@ -240,5 +292,6 @@ def read_submission(data: bytes) -> Submission:
         if not document.content:
             raise SubmissionRefused("binary_missing", "A DocumentReference has no content.")
         content, binary_entry, content_type = _content(document, binaries)
-        documents.append(ProvidedDocument(_row(number, document, ins, content_type), content, index, binary_entry))
+        replaces = replaced_of(document)
+        documents.append(ProvidedDocument(_row(number, document, ins, content_type, replaces), content, index, binary_entry, replaces))
     return Submission(unique_id, list_entry, documents, len(bundle.entry))

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from pipeline.access.listing import DocumentFilters
 from pipeline.core.identity import INS_OIDS, normalize_nir
 from pipeline.index.models import BatchItem, Document, DocumentSharing, Patient, SubmissionSet
-from pipeline.sharing.metadata import CURRENT
+from pipeline.index.states import DocumentStatus
 
 MAX_COUNT = 200
 MAX_INS = 15
@@ -111,9 +111,12 @@ def document_filters(params: Mapping[str, Sequence[str]]) -> DocumentFilters | N
         return values[-1] if values else None
 
     statuses = {_code(v) for value in params.get("status", []) for v in value.split(",")}
-    if statuses and not status_filter(statuses):
+    shown = status_filter(statuses) if statuses else {DocumentStatus.CURRENT}
+    if not shown:
         return None
     more: list[ColumnElement[bool]] = []
+    if shown != {DocumentStatus.CURRENT}:
+        more.append(Document.status.in_(sorted(shown)))
     category, type_code = one("category"), one("type")
     for name, column in (("facility", DocumentSharing.facility_type), ("setting", DocumentSharing.practice_setting),
                          ("security-label", DocumentSharing.confidentiality), ("format", DocumentSharing.format_code),
@@ -138,14 +141,16 @@ def document_filters(params: Mapping[str, Sequence[str]]) -> DocumentFilters | N
         type_code=_code(type_code) if type_code else None,
         served_from=served_from,
         served_to=served_to,
+        include_superseded=shown != {DocumentStatus.CURRENT},
         more=tuple(more),
     )
 
 
-def status_filter(statuses: set[str]) -> bool:
-    """Whether a search for these statuses can match a live document. Every live document is `current` today
-    (pipeline/sharing/metadata.py `status_of`); with the record-life issue's versions this becomes a condition."""
-    return CURRENT in statuses
+def status_filter(statuses: set[str]) -> set[DocumentStatus]:
+    """The statuses a search for `statuses` can find, as /v1's listing: `current` and `superseded` (a replaced or
+    deprecated version, still readable). Never `entered-in-error`: a withdrawn document is crypto-shredded, out of
+    the record (`Document.live`), and shown nowhere, not even as metadata; a search for it alone finds nothing."""
+    return {DocumentStatus(s) for s in statuses if s in (DocumentStatus.CURRENT, DocumentStatus.SUPERSEDED)}
 
 
 @dataclass(frozen=True)

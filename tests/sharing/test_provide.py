@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from pipeline.sharing import provide
@@ -86,12 +88,24 @@ def test_a_document_about_another_patient_than_the_submission_set_is_refused():
     assert _refusal(body(bundle([Doc(pdf_bytes(), ins=OTHER_NIR)]))) == "bundle_invalid"
 
 
-def test_a_replacement_is_refused_until_the_record_keeps_versions():
+def test_a_document_reference_that_replaces_another_asks_for_a_new_version_of_it():
+    from fhir.resources.R4B.documentreference import DocumentReferenceRelatesTo
+    from fhir.resources.R4B.reference import Reference
+
+    from pipeline.sharing.provide import Replaced, read_submission
+
+    value = bundle([Doc(pdf_bytes())])
+    value.entry[1].resource.relatesTo = [DocumentReferenceRelatesTo(code="replaces", target=Reference(reference="DocumentReference/x"))]
+    (document,) = read_submission(body(value)).documents
+    assert (document.replaces, document.row["version_action"]) == (Replaced(document_id="x"), "replace")
+
+
+def test_a_relation_other_than_replaces_is_refused_replacement_not_supported():
     from fhir.resources.R4B.documentreference import DocumentReferenceRelatesTo
     from fhir.resources.R4B.reference import Reference
 
     value = bundle([Doc(pdf_bytes())])
-    value.entry[1].resource.relatesTo = [DocumentReferenceRelatesTo(code="replaces", target=Reference(reference="DocumentReference/x"))]
+    value.entry[1].resource.relatesTo = [DocumentReferenceRelatesTo(code="appends", target=Reference(reference="DocumentReference/x"))]
     assert _refusal(body(value)) == "replacement_not_supported"
 
 
@@ -99,3 +113,14 @@ def test_a_document_provided_entered_in_error_is_refused():
     value = bundle([Doc(pdf_bytes())])
     value.entry[1].resource.status = "entered-in-error"
     assert _refusal(body(value)) == "replacement_not_supported"
+
+
+def test_json_nested_past_the_parser_depth_is_refused_bundle_invalid():
+    nested = b'{"resourceType": "Bundle", "type": "transaction", "entry": [{"resource": ' + b"[" * 100_000 + b"]" * 100_000 + b"}]}"
+    assert _refusal(nested) == "bundle_invalid"
+
+
+def test_an_entry_without_a_resource_is_refused_bundle_invalid():
+    value = json.loads(body(bundle([Doc(pdf_bytes())])))
+    del value["entry"][2]["resource"]
+    assert _refusal(json.dumps(value).encode()) == "bundle_invalid"

@@ -1,0 +1,115 @@
+"""Document versions through FHIR MHD over HTTP, on SQLite and PostgreSQL: a DocumentReference that replaces
+another (ITI-65 relatesTo) is its new version; ITI-67 finds versions by status as /v1 lists them; ITI-68 reads a
+superseded version and answers a withdrawn one as missing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fhir.resources.R4B.bundle import Bundle
+from fhir.resources.R4B.documentreference import DocumentReferenceRelatesTo
+from fhir.resources.R4B.identifier import Identifier
+from fhir.resources.R4B.operationoutcome import OperationOutcome
+from fhir.resources.R4B.reference import Reference
+
+from tests.api.life import DR, HOSPITAL, OTHER, World, new_ins, patient_of, world
+from tests.sharing.bundles import INS_SYSTEM, Doc, body, bundle, pdf_bytes
+
+pytestmark = pytest.mark.slow  # documents through the API and its in-process workers
+__all__ = ["world"]
+FHIR = {"Content-Type": "application/fhir+json"}
+
+
+def _provide(world: World, doc: Doc, replaces: Reference | None = None, source: str = HOSPITAL) -> Any:
+    value = bundle([doc], ins=doc.ins)
+    if replaces is not None:
+        value.entry[1].resource.relatesTo = [DocumentReferenceRelatesTo(code="replaces", target=replaces)]
+    return world.client.post("/fhir", content=body(value), headers={**world.keys[source], **FHIR})
+
+
+def _provided(world: World, doc: Doc, replaces: Reference | None = None) -> dict[str, Any]:
+    """One document provided by HOSPITAL through ITI-65 and processed: its item's final status."""
+    answer = _provide(world, doc, replaces)
+    assert answer.status_code == 200, answer.text
+    (item,) = world.wait(answer.headers["location"], world.keys[HOSPITAL])["items"]
+    assert item["state"] == "indexed", item
+    return item  # type: ignore[no-any-return]
+
+
+def _replaced(world: World) -> tuple[str, str, str, Doc]:
+    """A new patient's report provided, then replaced through ITI-65: (patient id, first id, second id, the first Doc)."""
+    first_doc = Doc(pdf_bytes("Compte rendu v1"), ins=new_ins(), rpps=DR)
+    first = _provided(world, first_doc)["document_id"]
+    second_doc = Doc(pdf_bytes("Compte rendu v2"), ins=first_doc.ins, rpps=DR)
+    second = _provided(world, second_doc, Reference(reference=f"DocumentReference/{first}"))["document_id"]
+    return patient_of(world, first_doc.ins), first, second, first_doc
+
+
+def _search(world: World, ins: str, patient_id: str, **params: str) -> Bundle:
+    answer = world.client.get("/fhir/DocumentReference", params={"patient.identifier": f"{INS_SYSTEM}|{ins}", **params},
+                              headers=world.patient(patient_id))  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    return Bundle.model_validate_json(answer.content)
+
+
+def _found(found: Bundle) -> list[tuple[str, str]]:
+    return sorted((entry.resource.id, entry.resource.status) for entry in found.entry or [])
+
+
+def test_a_document_reference_that_replaces_another_is_its_new_version_and_the_old_one_superseded(world: World) -> None:
+    patient_id, first, second, doc = _replaced(world)
+    found = _search(world, doc.ins, patient_id)
+    assert (found.total, _found(found)) == (1, [(second, "current")])
+    (relation,) = found.entry[0].resource.relatesTo
+    assert (relation.code, relation.target.reference) == ("replaces", f"DocumentReference/{first}")
+    history = world.client.get(f"/v1/patients/{patient_id}/documents/{second}/history", headers=world.patient(patient_id)).json()
+    assert [(d["id"], d["status"], d["version"]) for d in history] == [(first, "superseded", 1), (second, "current", 2)]
+
+
+def test_a_search_by_status_finds_superseded_versions_as_asked(world: World) -> None:
+    patient_id, first, second, doc = _replaced(world)
+    assert _found(_search(world, doc.ins, patient_id, status="superseded")) == [(first, "superseded")]
+    both = _search(world, doc.ins, patient_id, status="current,superseded")
+    assert (both.total, _found(both)) == (2, sorted([(first, "superseded"), (second, "current")]))
+
+
+def test_a_replacement_may_name_the_replaced_document_by_its_unique_id(world: World) -> None:
+    first_doc = Doc(pdf_bytes("Compte rendu v1"), ins=new_ins(), rpps=DR)
+    first = _provided(world, first_doc)["document_id"]
+    target = Reference(identifier=Identifier(system="urn:ietf:rfc:3986", value=first_doc.unique_id))
+    second = _provided(world, Doc(pdf_bytes("v2"), ins=first_doc.ins, rpps=DR), target)["document_id"]
+    patient_id = patient_of(world, first_doc.ins)
+    history = world.client.get(f"/v1/patients/{patient_id}/documents/{second}/history", headers=world.patient(patient_id)).json()
+    assert [d["id"] for d in history] == [first, second]
+
+
+def test_a_superseded_version_is_retrieved_as_the_history_reads_it(world: World) -> None:
+    patient_id, first, _, doc = _replaced(world)
+    answer = world.client.get(f"/fhir/Binary/{first}", headers=world.patient(patient_id))
+    assert (answer.status_code, answer.content) == (200, doc.content)
+
+
+def test_a_withdrawn_document_is_found_by_no_search_and_retrieved_as_missing(world: World) -> None:
+    doc = Doc(pdf_bytes("Envoye par erreur"), ins=new_ins(), rpps=DR)
+    document_id = _provided(world, doc)["document_id"]
+    patient_id = patient_of(world, doc.ins)
+    withdrawn = world.client.post("/v1/ingest/documents/withdraw", json={"source_document_id": doc.unique_id}, headers=world.keys[HOSPITAL])
+    assert withdrawn.status_code == 200, withdrawn.text
+    for status in ("current", "superseded", "entered-in-error", "current,superseded,entered-in-error"):
+        assert _search(world, doc.ins, patient_id, status=status).total == 0
+    missing = world.client.get(f"/fhir/Binary/{document_id}-x", headers=world.patient(patient_id))
+    answer = world.client.get(f"/fhir/Binary/{document_id}", headers=world.patient(patient_id))
+    assert (answer.status_code, answer.content) == (404, missing.content)
+
+
+def test_replacing_another_sources_document_is_refused_as_replacing_a_missing_one(world: World) -> None:
+    doc = Doc(pdf_bytes("Compte rendu"), ins=new_ins(), rpps=DR)
+    first = _provided(world, doc)["document_id"]
+    again = Doc(pdf_bytes("Autre"), ins=doc.ins, rpps=DR)
+    theirs = _provide(world, again, Reference(reference=f"DocumentReference/{first}"), source=OTHER)
+    missing = _provide(world, again, Reference(reference="DocumentReference/no-such-document"), source=OTHER)
+    assert theirs.status_code == missing.status_code == 422
+    codes = [OperationOutcome.model_validate_json(a.content).issue[0].details.coding[0].code for a in (theirs, missing)]
+    assert codes == ["replaced_document_not_found"] * 2
+    assert theirs.json() == missing.json()
