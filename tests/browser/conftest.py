@@ -114,7 +114,8 @@ def sign_in(watched: Watched, label_part: str) -> None:
     page = watched.page
     watched.go("/")
     page.get_by_label(label_part).check()
-    page.get_by_role("button", name="Se connecter").click()
+    with page.expect_navigation():  # the form's POST and its redirect, not the sign-in page still showing
+        page.get_by_role("button", name="Se connecter").click()
     page.wait_for_load_state()
 
 
