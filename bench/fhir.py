@@ -31,6 +31,7 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
+from bench.measure import cpu_seconds
 from bench.read import _drive, _fill, _seal_real, _summary
 from bench.upload import _api
 from infra.services import throwaway_services
@@ -108,12 +109,18 @@ def _deposits(documents: int, patients: int, clients: int) -> dict[str, Any]:
             server, base = _api(settings, root, 1)
             _post(base, "/fhir", fhir_key, bundles[0], "application/fhir+json", 200)  # warm: imports, pools, models
             _post(base, "/v1/ingest/batches", zip_key, zips[0], "application/zip", 202)
+            # The server's own CPU per door (its process tree's kernel counters): stable when the machine is loaded.
+            cpu = cpu_seconds(server.pid)
             fhir_seconds = _deposit(base, "/fhir", fhir_key, bundles[1:], "application/fhir+json", 200, clients)
+            fhir_cpu = cpu_seconds(server.pid) - cpu
+            cpu = cpu_seconds(server.pid)
             zip_seconds = _deposit(base, "/v1/ingest/batches", zip_key, zips[1:], "application/zip", 202, clients)
+            zip_cpu = cpu_seconds(server.pid) - cpu
         finally:
             _stop(server)
     measured = count - (count // len(bundles) if bundles else 0)
     return {"documents": count, "measured_documents": measured, "fhir_seconds": fhir_seconds, "zip_seconds": zip_seconds,
+            "fhir_cpu_ms": round(fhir_cpu * 1000 / measured, 3), "zip_cpu_ms": round(zip_cpu * 1000 / measured, 3),
             "bundles": len(bundles), "bundle_mean_bytes": round(sum(map(len, bundles)) / len(bundles))}  # fmt: skip
 
 
@@ -161,6 +168,7 @@ def run(documents: int, patients: int, clients: int, index_documents: int) -> di
         "unit": "docs/s",
         "floor": round(floor, 1),
         "ratio": round(value / floor, 3),
+        "server_cpu_ms_per_document": {"iti65": deposits["fhir_cpu_ms"], "zip": deposits["zip_cpu_ms"]},
         "search_p50_ms": searches["search"]["p50"],
         "search_p99_ms": searches["search"]["p99"],
         "search_total": searches["total"],
