@@ -73,19 +73,22 @@ def _provide(request: Request, rt: Runtime, data: bytes, source: str) -> Provide
     wiring = request.app.state.intake.wiring()
     ready: list[str] = []
     provided = provide(rt, data, source, ready.append)
-    if ready:
+    if ready and provided.batch_id is not None:
         wiring.admit_batch(provided.batch_id)
     return provided
 
 
 def answer(provided: Provided) -> list[tuple[str, str | None]]:
     """Per request entry of the Bundle, in its order: the status line and location of what it created."""
-    entries: dict[int, tuple[str, str | None]] = {provided.submission.list_entry: ("201 Created", f"List/{provided.submission_set_id}")}
+    listed = ("201 Created", f"List/{provided.submission_set_id}") if provided.submission_set_id else ("200 OK", None)
+    entries: dict[int, tuple[str, str | None]] = {provided.submission.list_entry: listed}
     for document, item in zip(provided.submission.documents, provided.items, strict=True):
         status = "422 Unprocessable Entity" if item.state == "rejected" and item.reason else "201 Created"
         entries[document.entry] = (status, f"DocumentReference/{item.document_id}")
         if document.binary_entry is not None:
             entries[document.binary_entry] = (status, f"Binary/{item.document_id}")
+    for entry, document_id in provided.changed.items():  # a status change: the version it changed
+        entries[entry] = ("200 OK", f"DocumentReference/{document_id}")
     return [entries.get(index, ("200 OK", None)) for index in range(provided.submission.entries)]
 
 
@@ -114,7 +117,7 @@ async def provide_bundle(request: Request, source: SourceIdentity) -> Response:
         detail = "Storage, broker or index unreachable; send it again."
         raise ApiProblem(503, "service_unavailable", "Service unavailable", detail, headers=retry) from None
     # The batch status (GET /v1/ingest/batches/{id}, same key): the workers index or reject the documents after this answer.
-    headers: dict[str, Any] = {"Location": BATCH_STATUS.format(provided.batch_id)}
+    headers: dict[str, Any] = {"Location": BATCH_STATUS.format(provided.batch_id)} if provided.batch_id else {}
     if provided.replayed:
         headers["Idempotent-Replayed"] = "true"
     return fhir_response(transaction_response(answer(provided)), 200, headers)

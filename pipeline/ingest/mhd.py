@@ -10,6 +10,13 @@ A DocumentReference that replaces another (relatesTo `replaces`) is taken in und
 `source_document_id` with `version_action` = `replace`: a new version, as a manifest row asking for it. The
 replaced document must be this source's own: another source's and a missing one are the same refusal
 (`replaced_document_not_found`, nothing recorded).
+
+A DocumentReference of status `entered-in-error` or `superseded` (no relatesTo, no bytes) changes the status of
+this source's document its masterIdentifier names: `withdraw` and `deprecate` (pipeline/documents/versions.py),
+with their audit entries and the patient's notice. Every target is checked before anything is recorded (another
+source's, a missing one, and for a deprecation a withdrawn one: `replaced_document_not_found`); the changes are
+applied once the Bundle's documents are taken in. A replayed SubmissionSet changes nothing again; a Bundle of
+status changes only records no batch and is answered the same when sent again (both changes are idempotent).
 """
 
 from __future__ import annotations
@@ -18,18 +25,20 @@ import csv
 import io
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from pipeline.documents.versions import deprecate, withdraw
+from pipeline.index import repo
 from pipeline.index.models import BatchItem, Document, DocumentSharing, SubmissionSet, new_id
 from pipeline.index.repo import insert_ignore
 from pipeline.ingest.manifest import MANIFEST_COLUMNS, MANIFEST_NAME
 from pipeline.ingest.uploads import receive_zip
 from pipeline.runtime import Runtime
 from pipeline.sharing.metadata import SHARING_COLUMNS
-from pipeline.sharing.provide import Replaced, Submission, SubmissionRefused, read_submission
+from pipeline.sharing.provide import Replaced, StatusChange, Submission, SubmissionRefused, read_submission
 
 COLUMNS = (*MANIFEST_COLUMNS, "version_action", *SHARING_COLUMNS)
 
@@ -48,10 +57,11 @@ class Provided:
     """The answer to an ITI-65 submission: the SubmissionSet's id, the batch, each document's item in Bundle order."""
 
     submission: Submission
-    submission_set_id: str
-    batch_id: str
+    submission_set_id: str | None  # None: a Bundle of status changes only (no batch)
+    batch_id: str | None
     items: list[ProvidedItem]
     replayed: bool
+    changed: dict[int, str] = field(default_factory=dict)  # a status change's entry -> the document version it changed
 
 
 def manifest_of(submission: Submission) -> bytes:
@@ -113,6 +123,34 @@ def with_replacements(session: Session, submission: Submission, source: str) -> 
     return replace(submission, documents=documents)
 
 
+def change_targets(session: Session, submission: Submission, source: str) -> list[tuple[StatusChange, str]]:
+    """Each status change with its target's source_document_id; SubmissionRefused `replaced_document_not_found`
+    when the target is not this source's document, or is withdrawn and asked to be deprecated."""
+    targets = []
+    for change in submission.changes:
+        source_document_id = _replaced_id(session, source, Replaced(unique_id=change.unique_id))
+        latest = repo.find_document(session, source, source_document_id) if source_document_id is not None else None
+        if source_document_id is None or latest is None or (change.action == "deprecate" and not latest.live):
+            raise SubmissionRefused("replaced_document_not_found")
+        targets.append((change, source_document_id))
+    return targets
+
+
+def apply_changes(rt: Runtime, source: str, targets: list[tuple[StatusChange, str]]) -> dict[int, str]:
+    """The status changes applied, in Bundle order: each entry's changed version (the latest one)."""
+    changed: dict[int, str] = {}
+    for change, source_document_id in targets:
+        if change.action == "withdraw":
+            withdrawn = withdraw(rt, source, source_document_id)
+            if withdrawn:
+                changed[change.entry] = withdrawn[-1]
+        else:
+            deprecated = deprecate(rt, source, source_document_id)
+            if deprecated is not None:
+                changed[change.entry] = deprecated.id
+    return changed
+
+
 def provide(rt: Runtime, data: bytes, source: str, send: Callable[[str], None]) -> Provided:
     """Take in one ITI-65 Bundle from `source` (checked by the caller for its scope); `send` each item id.
 
@@ -120,11 +158,15 @@ def provide(rt: Runtime, data: bytes, source: str, send: Callable[[str], None]) 
     """
     submission = read_submission(data)
     with rt.sessions() as session:
-        known = _known(session, source, submission.unique_id)
+        known = _known(session, source, submission.unique_id) if submission.documents else None
         if known is None and any(document.replaces for document in submission.documents):
             submission = with_replacements(session, submission, source)
+        targets = change_targets(session, submission, source)
     if known is not None:
-        return Provided(submission, known.id, known.batch_id, _items(rt, submission, known.batch_id), replayed=True)
+        changed = dict(_current_ids(rt, source, targets))
+        return Provided(submission, known.id, known.batch_id, _items(rt, submission, known.batch_id), replayed=True, changed=changed)
+    if not submission.documents:
+        return Provided(submission, None, None, [], replayed=False, changed=apply_changes(rt, source, targets))
     batch_id = receive_zip(rt, io.BytesIO(archive_of(submission)), source, send).batch_id
     with rt.sessions() as session:
         insert_ignore(session, SubmissionSet, {"id": new_id(), "source": source, "unique_id": submission.unique_id, "batch_id": batch_id})
@@ -132,4 +174,13 @@ def provide(rt: Runtime, data: bytes, source: str, send: Callable[[str], None]) 
         known = _known(session, source, submission.unique_id)
     assert known is not None
     # Sent concurrently twice: both batches are the same manifest, hence the same batch; one row names it.
-    return Provided(submission, known.id, known.batch_id, _items(rt, submission, known.batch_id), replayed=known.batch_id != batch_id)
+    replayed = known.batch_id != batch_id
+    changed = dict(_current_ids(rt, source, targets)) if replayed else apply_changes(rt, source, targets)
+    return Provided(submission, known.id, known.batch_id, _items(rt, submission, known.batch_id), replayed=replayed, changed=changed)
+
+
+def _current_ids(rt: Runtime, source: str, targets: list[tuple[StatusChange, str]]) -> list[tuple[int, str]]:
+    """A replay's answer for its status changes: each target's latest version, changed nothing."""
+    with rt.sessions() as session:
+        latest = [(change.entry, repo.find_document(session, source, target)) for change, target in targets]
+    return [(entry, document.id) for entry, document in latest if document is not None]

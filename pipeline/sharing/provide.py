@@ -76,11 +76,23 @@ class ProvidedDocument:
 
 
 @dataclass(frozen=True)
+class StatusChange:
+    """A DocumentReference that changes the status of the source's existing document (no bytes): named by its
+    masterIdentifier (the document's unique id); `action` is `withdraw` (entered-in-error) or `deprecate`
+    (superseded, no successor)."""
+
+    unique_id: str
+    action: str
+    entry: int
+
+
+@dataclass(frozen=True)
 class Submission:
     unique_id: str  # the SubmissionSet's unique id: a replay of it is the same submission
     list_entry: int
     documents: list[ProvidedDocument] = field(default_factory=list)
     entries: int = 0
+    changes: list[StatusChange] = field(default_factory=list)
 
 
 def _ins(reference: Reference | None) -> str:
@@ -194,10 +206,9 @@ def _content(document: DocumentReference, binaries: dict[str, tuple[int, bytes, 
 def replaced_of(document: DocumentReference) -> Replaced | None:
     """The document a provided DocumentReference replaces (None: a new document). A document is provided
     `current`; one relation at most, `replaces`: the other relations (appends, transforms, signs) and status
-    changes through ITI-65 are refused `replacement_not_supported` (a source deprecates or withdraws its
-    document through /v1/ingest/documents/deprecate and /withdraw)."""
+    other than those `status_change` reads are refused `replacement_not_supported`."""
     if document.status != "current":
-        raise SubmissionRefused("replacement_not_supported", "A DocumentReference is provided with status current.")
+        raise SubmissionRefused("replacement_not_supported", "A new document is provided with status current.")
     relations = document.relatesTo or []
     if not relations:
         return None
@@ -210,6 +221,26 @@ def replaced_of(document: DocumentReference) -> Replaced | None:
     if target.identifier is not None and target.identifier.value:
         return Replaced(unique_id=target.identifier.value)
     raise SubmissionRefused("bundle_invalid", "relatesTo.target names a DocumentReference: DocumentReference/<id> or its identifier.")
+
+
+STATUS_ACTIONS = {"entered-in-error": "withdraw", "superseded": "deprecate"}
+
+
+def status_change(index: int, document: DocumentReference, ins: str) -> StatusChange | None:
+    """The status change a DocumentReference asks for (None: it provides a document). `entered-in-error`
+    withdraws and `superseded` with no relatesTo deprecates the source's document its masterIdentifier names;
+    any other status, or a superseded one naming a successor, is refused `replacement_not_supported`."""
+    if document.status == "current":
+        return None
+    action = STATUS_ACTIONS.get(str(document.status))
+    if action is None or document.relatesTo:
+        raise SubmissionRefused("replacement_not_supported", "A status change is entered-in-error or superseded, with no relatesTo.")
+    unique_id = document.masterIdentifier.value if document.masterIdentifier is not None else None
+    if not unique_id:
+        raise SubmissionRefused("bundle_invalid", "A status change names its document by masterIdentifier (its unique id).")
+    if _ins(document.subject) != ins:
+        raise SubmissionRefused("bundle_invalid", "Every DocumentReference must be about the SubmissionSet's patient.")
+    return StatusChange(unique_id, action, index)
 
 
 def _row(number: int, document: DocumentReference, ins: str, content_type: str, replaces: Replaced | None) -> dict[str, str]:
@@ -302,11 +333,17 @@ def read_submission(data: bytes) -> Submission:
     if not unique_id:
         raise SubmissionRefused("bundle_invalid", "The SubmissionSet has no identifier (its unique id).")
     ins = _ins(submission_set.subject)
-    documents = []
-    for number, (index, document) in enumerate(references, start=1):
+    documents: list[ProvidedDocument] = []
+    changes: list[StatusChange] = []
+    for index, document in references:
+        change = status_change(index, document, ins)
+        if change is not None:
+            changes.append(change)
+            continue
+        number = len(documents) + 1
         if not document.content:
             raise SubmissionRefused("binary_missing", "A DocumentReference has no content.")
         content, binary_entry, content_type = _content(document, binaries)
         replaces = replaced_of(document)
         documents.append(ProvidedDocument(_row(number, document, ins, content_type, replaces), content, index, binary_entry, replaces))
-    return Submission(unique_id, list_entry, documents, len(bundle.entry))
+    return Submission(unique_id, list_entry, documents, len(bundle.entry), changes)

@@ -1,9 +1,11 @@
 """Document versions through FHIR MHD over HTTP, on SQLite and PostgreSQL: a DocumentReference that replaces
 another (ITI-65 relatesTo) is its new version; ITI-67 finds versions by status as /v1 lists them; ITI-68 reads a
-superseded version and answers a withdrawn one as missing."""
+superseded version and answers a withdrawn one as missing; a DocumentReference entered-in-error or superseded
+withdraws or deprecates the source's document it names."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
@@ -12,7 +14,9 @@ from fhir.resources.R4B.documentreference import DocumentReferenceRelatesTo
 from fhir.resources.R4B.identifier import Identifier
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 from fhir.resources.R4B.reference import Reference
+from sqlalchemy import select
 
+from pipeline.index.models import Outbox
 from tests.api.life import DR, HOSPITAL, OTHER, World, new_ins, patient_of, world
 from tests.sharing.bundles import INS_SYSTEM, Doc, body, bundle, pdf_bytes
 
@@ -25,6 +29,13 @@ def _provide(world: World, doc: Doc, replaces: Reference | None = None, source: 
     value = bundle([doc], ins=doc.ins)
     if replaces is not None:
         value.entry[1].resource.relatesTo = [DocumentReferenceRelatesTo(code="replaces", target=replaces)]
+    return world.client.post("/fhir", content=body(value), headers={**world.keys[source], **FHIR})
+
+
+def _change(world: World, doc: Doc, status: str, source: str = HOSPITAL, submission_id: str | None = None) -> Any:
+    """An ITI-65 Bundle whose one DocumentReference changes the status of the document `doc` names."""
+    value = bundle([doc], submission_id=submission_id, ins=doc.ins)
+    value.entry[1].resource.status = status
     return world.client.post("/fhir", content=body(value), headers={**world.keys[source], **FHIR})
 
 
@@ -113,3 +124,64 @@ def test_replacing_another_sources_document_is_refused_as_replacing_a_missing_on
     codes = [OperationOutcome.model_validate_json(a.content).issue[0].details.coding[0].code for a in (theirs, missing)]
     assert codes == ["replaced_document_not_found"] * 2
     assert theirs.json() == missing.json()
+
+
+def _entry_locations(answer: Any) -> list[tuple[str, str | None]]:
+    return [(e.response.status, e.response.location) for e in Bundle.model_validate_json(answer.content).entry]
+
+
+def test_a_document_reference_entered_in_error_withdraws_the_document_and_tells_the_patient(world: World) -> None:
+    doc = Doc(pdf_bytes("Envoye par erreur"), ins=new_ins(), rpps=DR)
+    document_id = _provided(world, doc)["document_id"]
+    patient_id = patient_of(world, doc.ins)
+    answer = _change(world, doc, "entered-in-error")
+    assert answer.status_code == 200, answer.text
+    assert ("200 OK", f"DocumentReference/{document_id}") in _entry_locations(answer)
+    assert _search(world, doc.ins, patient_id).total == 0
+    missing = world.client.get(f"/fhir/Binary/{document_id}-x", headers=world.patient(patient_id))
+    gone = world.client.get(f"/fhir/Binary/{document_id}", headers=world.patient(patient_id))
+    assert (gone.status_code, gone.content) == (404, missing.content)
+    with world.rt.sessions() as session:
+        told = session.scalars(select(Outbox).where(Outbox.patient_id == patient_id, Outbox.kind == "document_withdrawn")).all()
+    assert [(row.ref_id, row.source) for row in told] == [(document_id, HOSPITAL)]
+
+
+def test_a_document_reference_superseded_deprecates_the_document_kept_in_its_history(world: World) -> None:
+    doc = Doc(pdf_bytes("Compte rendu"), ins=new_ins(), rpps=DR)
+    document_id = _provided(world, doc)["document_id"]
+    patient_id = patient_of(world, doc.ins)
+    answer = _change(world, doc, "superseded")
+    assert answer.status_code == 200, answer.text
+    assert ("200 OK", f"DocumentReference/{document_id}") in _entry_locations(answer)
+    assert _found(_search(world, doc.ins, patient_id, status="superseded")) == [(document_id, "superseded")]
+    history = world.client.get(f"/v1/patients/{patient_id}/documents/{document_id}/history", headers=world.patient(patient_id)).json()
+    assert [(d["id"], d["status"]) for d in history] == [(document_id, "superseded")]
+
+
+def test_a_status_change_sent_again_is_answered_the_same_and_tells_the_patient_once(world: World) -> None:
+    doc = Doc(pdf_bytes("Envoye par erreur"), ins=new_ins(), rpps=DR)
+    document_id = _provided(world, doc)["document_id"]
+    patient_id = patient_of(world, doc.ins)
+    replay_id = f"urn:uuid:{uuid.uuid4()}"
+    first = _change(world, doc, "entered-in-error", submission_id=replay_id)
+    again = _change(world, doc, "entered-in-error", submission_id=replay_id)
+    assert (first.status_code, again.status_code) == (200, 200)
+    assert _entry_locations(first) == _entry_locations(again)
+    with world.rt.sessions() as session:
+        told = session.scalars(select(Outbox.ref_id).where(Outbox.patient_id == patient_id, Outbox.kind == "document_withdrawn")).all()
+    assert list(told) == [document_id]
+
+
+def test_changing_the_status_of_another_sources_document_is_refused_as_a_missing_one(world: World) -> None:
+    doc = Doc(pdf_bytes("Compte rendu"), ins=new_ins(), rpps=DR)
+    _provided(world, doc)
+    nobody = Doc(pdf_bytes("Compte rendu"), ins=doc.ins, rpps=DR)
+    for status in ("entered-in-error", "superseded"):
+        theirs = _change(world, doc, status, source=OTHER)
+        missing = _change(world, nobody, status, source=OTHER)
+        assert theirs.status_code == missing.status_code == 422
+        code = OperationOutcome.model_validate_json(theirs.content).issue[0].details.coding[0].code
+        assert code == "replaced_document_not_found"
+        assert theirs.json() == missing.json()
+    patient_id = patient_of(world, doc.ins)
+    assert _search(world, doc.ins, patient_id).total == 1

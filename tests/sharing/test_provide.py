@@ -109,9 +109,28 @@ def test_a_relation_other_than_replaces_is_refused_replacement_not_supported():
     assert _refusal(body(value)) == "replacement_not_supported"
 
 
-def test_a_document_provided_entered_in_error_is_refused():
-    value = bundle([Doc(pdf_bytes())])
+def test_a_document_reference_entered_in_error_is_a_withdrawal_of_the_document_it_names():
+    doc = Doc(pdf_bytes())
+    value = bundle([doc])
     value.entry[1].resource.status = "entered-in-error"
+    submission = read_submission(body(value))
+    assert (submission.documents, submission.changes) == ([], [provide.StatusChange(doc.unique_id, "withdraw", 1)])
+
+
+def test_a_document_reference_superseded_without_successor_is_a_deprecation():
+    doc = Doc(pdf_bytes())
+    value = bundle([doc])
+    value.entry[1].resource.status = "superseded"
+    assert read_submission(body(value)).changes == [provide.StatusChange(doc.unique_id, "deprecate", 1)]
+
+
+def test_a_status_change_naming_a_successor_is_refused_replacement_not_supported():
+    from fhir.resources.R4B.documentreference import DocumentReferenceRelatesTo
+    from fhir.resources.R4B.reference import Reference
+
+    value = bundle([Doc(pdf_bytes())])
+    value.entry[1].resource.status = "superseded"
+    value.entry[1].resource.relatesTo = [DocumentReferenceRelatesTo(code="replaces", target=Reference(reference="DocumentReference/x"))]
     assert _refusal(body(value)) == "replacement_not_supported"
 
 
