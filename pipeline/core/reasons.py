@@ -60,9 +60,9 @@ REASONS: dict[str, str] = {
     "hash_mismatch": "A DocumentReference's attachment hash (SHA-1) differs from the hash of its bytes.",
     "bundle_too_large": "The Bundle holds more documents than allowed.",
     "replacement_not_supported": (
-        "Only relatesTo replaces is supported, and a document is provided current (deprecate or withdraw it through /v1/ingest/documents)."
+        "Only relatesTo replaces is supported; a document is provided current, or changed entered-in-error or superseded (no relatesTo)."
     ),
-    "replaced_document_not_found": "The document a relatesTo replaces is not one of this source's documents.",
+    "replaced_document_not_found": "The document a relatesTo replaces, or a status change names, is not one of this source's documents.",
     "patient_identifier_invalid": "The patient is not identified by an INS with its OID (urn:oid:1.2.250.1.213.1.4.8, .9 or .10).",
     # processing
     "processing_crashed": "Processing this document failed repeatedly (worker crashed); it was set aside.",

@@ -256,7 +256,8 @@ def capability_statement(base: str) -> CapabilityStatement:
     rest = CapabilityStatementRest(
         mode="server",
         documentation="IHE MHD: ITI-65 as a transaction Bundle POSTed to the base (relatesTo replaces: a new version of the "
-        "source's own document; status current only); bearer tokens (sources: API keys) as /v1. DocumentReference status "
+        "source's own document; status entered-in-error withdraws and superseded deprecates the source's own document its "
+        "masterIdentifier names); bearer tokens (sources: API keys) as /v1. DocumentReference status "
         "search: current (default), superseded; entered-in-error documents are shown nowhere.",
         interaction=[CapabilityStatementRestInteraction(code="transaction")],
         resource=[
