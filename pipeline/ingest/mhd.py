@@ -21,10 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from sqlalchemy import or_, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from pipeline.index.models import BatchItem, Document, DocumentSharing, SubmissionSet, new_id
-from pipeline.index.repo import insert_ignore
 from pipeline.ingest.manifest import MANIFEST_COLUMNS, MANIFEST_NAME
 from pipeline.ingest.uploads import receive_zip
 from pipeline.runtime import Runtime
@@ -79,11 +79,32 @@ def _known(session: Session, source: str, unique_id: str) -> SubmissionSet | Non
     return session.scalars(select(SubmissionSet).where(SubmissionSet.source == source, SubmissionSet.unique_id == unique_id)).first()
 
 
-def _items(rt: Runtime, submission: Submission, batch_id: str) -> list[ProvidedItem]:
-    with rt.sessions() as session:
-        rows = session.execute(
-            select(BatchItem.row_number, BatchItem.document_id, BatchItem.state, BatchItem.reason).where(BatchItem.batch_id == batch_id)
-        ).all()
+def _recorded(session: Session, source: str, unique_id: str, batch_id: str) -> SubmissionSet:
+    """The SubmissionSet row naming `batch_id`, or the one a concurrent replay recorded first (the unique
+    id decides): INSERT … ON CONFLICT DO NOTHING RETURNING, so the usual case is one statement, not two."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    row_id = new_id()
+    inserted = session.scalars(
+        dialect.insert(SubmissionSet)
+        .values(id=row_id, source=source, unique_id=unique_id, batch_id=batch_id)
+        .on_conflict_do_nothing()
+        .returning(SubmissionSet.id)
+    ).first()
+    session.commit()
+    if inserted is not None:
+        return SubmissionSet(id=row_id, source=source, unique_id=unique_id, batch_id=batch_id)
+    known = _known(session, source, unique_id)
+    assert known is not None
+    return known
+
+
+def _items(rt: Runtime, submission: Submission, batch_id: str, session: Session | None = None) -> list[ProvidedItem]:
+    if session is None:
+        with rt.sessions() as own:
+            return _items(rt, submission, batch_id, own)
+    rows = session.execute(
+        select(BatchItem.row_number, BatchItem.document_id, BatchItem.state, BatchItem.reason).where(BatchItem.batch_id == batch_id)
+    ).all()
     by_row = {row.row_number: ProvidedItem(row.document_id, str(row.state), row.reason) for row in rows}
     return [by_row[number] for number in range(1, len(submission.documents) + 1)]
 
@@ -127,9 +148,7 @@ def provide(rt: Runtime, data: bytes, source: str, send: Callable[[str], None]) 
         return Provided(submission, known.id, known.batch_id, _items(rt, submission, known.batch_id), replayed=True)
     batch_id = receive_zip(rt, io.BytesIO(archive_of(submission)), source, send).batch_id
     with rt.sessions() as session:
-        insert_ignore(session, SubmissionSet, {"id": new_id(), "source": source, "unique_id": submission.unique_id, "batch_id": batch_id})
-        session.commit()
-        known = _known(session, source, submission.unique_id)
-    assert known is not None
+        known = _recorded(session, source, submission.unique_id, batch_id)
+        items = _items(rt, submission, known.batch_id, session)
     # Sent concurrently twice: both batches are the same manifest, hence the same batch; one row names it.
-    return Provided(submission, known.id, known.batch_id, _items(rt, submission, known.batch_id), replayed=known.batch_id != batch_id)
+    return Provided(submission, known.id, known.batch_id, items, replayed=known.batch_id != batch_id)
