@@ -28,12 +28,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from sqlalchemy import or_, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from pipeline.documents.versions import deprecate, withdraw
 from pipeline.index import repo
 from pipeline.index.models import BatchItem, Document, DocumentSharing, SubmissionSet, new_id
-from pipeline.index.repo import insert_ignore
 from pipeline.ingest.manifest import MANIFEST_COLUMNS, MANIFEST_NAME
 from pipeline.ingest.uploads import receive_zip
 from pipeline.runtime import Runtime
@@ -89,11 +89,32 @@ def _known(session: Session, source: str, unique_id: str) -> SubmissionSet | Non
     return session.scalars(select(SubmissionSet).where(SubmissionSet.source == source, SubmissionSet.unique_id == unique_id)).first()
 
 
-def _items(rt: Runtime, submission: Submission, batch_id: str) -> list[ProvidedItem]:
-    with rt.sessions() as session:
-        rows = session.execute(
-            select(BatchItem.row_number, BatchItem.document_id, BatchItem.state, BatchItem.reason).where(BatchItem.batch_id == batch_id)
-        ).all()
+def _recorded(session: Session, source: str, unique_id: str, batch_id: str) -> SubmissionSet:
+    """The SubmissionSet row naming `batch_id`, or the one a concurrent replay recorded first (the unique
+    id decides): INSERT … ON CONFLICT DO NOTHING RETURNING, so the usual case is one statement, not two."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    row_id = new_id()
+    inserted = session.scalars(
+        dialect.insert(SubmissionSet)
+        .values(id=row_id, source=source, unique_id=unique_id, batch_id=batch_id)
+        .on_conflict_do_nothing()
+        .returning(SubmissionSet.id)
+    ).first()
+    session.commit()
+    if inserted is not None:
+        return SubmissionSet(id=row_id, source=source, unique_id=unique_id, batch_id=batch_id)
+    known = _known(session, source, unique_id)
+    assert known is not None
+    return known
+
+
+def _items(rt: Runtime, submission: Submission, batch_id: str, session: Session | None = None) -> list[ProvidedItem]:
+    if session is None:
+        with rt.sessions() as own:
+            return _items(rt, submission, batch_id, own)
+    rows = session.execute(
+        select(BatchItem.row_number, BatchItem.document_id, BatchItem.state, BatchItem.reason).where(BatchItem.batch_id == batch_id)
+    ).all()
     by_row = {row.row_number: ProvidedItem(row.document_id, str(row.state), row.reason) for row in rows}
     return [by_row[number] for number in range(1, len(submission.documents) + 1)]
 
@@ -169,14 +190,12 @@ def provide(rt: Runtime, data: bytes, source: str, send: Callable[[str], None]) 
         return Provided(submission, None, None, [], replayed=False, changed=apply_changes(rt, source, targets))
     batch_id = receive_zip(rt, io.BytesIO(archive_of(submission)), source, send).batch_id
     with rt.sessions() as session:
-        insert_ignore(session, SubmissionSet, {"id": new_id(), "source": source, "unique_id": submission.unique_id, "batch_id": batch_id})
-        session.commit()
-        known = _known(session, source, submission.unique_id)
-    assert known is not None
+        known = _recorded(session, source, submission.unique_id, batch_id)
+        items = _items(rt, submission, known.batch_id, session)
     # Sent concurrently twice: both batches are the same manifest, hence the same batch; one row names it.
     replayed = known.batch_id != batch_id
     changed = dict(_current_ids(rt, source, targets)) if replayed else apply_changes(rt, source, targets)
-    return Provided(submission, known.id, known.batch_id, _items(rt, submission, known.batch_id), replayed=replayed, changed=changed)
+    return Provided(submission, known.id, known.batch_id, items, replayed=replayed, changed=changed)
 
 
 def _current_ids(rt: Runtime, source: str, targets: list[tuple[StatusChange, str]]) -> list[tuple[int, str]]:
