@@ -1,5 +1,5 @@
-"""Queries and state transitions on the index. Every transition is one short transaction (mark_indexed's is
-the caller's unit of work, which adds the deposit's audit entry)."""
+"""Queries and state transitions on the index. Every transition is one short transaction (a document's outcome
+is the caller's unit of work, pipeline/documents/batching.py, which adds the deposit's audit entry)."""
 
 from __future__ import annotations
 
@@ -176,31 +176,6 @@ def supersede(session: Session, document_id: str, successor_id: str | None) -> b
         update(Document).where(Document.id == document_id, Document.status == DocumentStatus.CURRENT, Document.live).values(**values)
     )
     return affected(changed) == 1
-
-
-def mark_indexed(
-    session: Session,
-    claim: Claim,
-    *,
-    document: Document | None,
-    document_id: str,
-    patient_id: str,
-    batch_id: str,
-    source: str,
-) -> bool:
-    """Record the document (None: an existing one, `document_id`), mark the item indexed and queue the
-    patient's notification, in the caller's unit of work (`pipeline.index.db.transact`), which commits them
-    with whatever else it writes (the deposit's audit entry).
-
-    Returns False (and writes nothing) when another attempt has taken the item over.
-    """
-    item = _still_mine(session, claim)
-    if item is None:
-        session.rollback()
-        return False
-    indexed(session, item, document, document_id)
-    queue_notifications(session, [notification(patient_id, batch_id, source)])
-    return True
 
 
 def indexed(session: Session, item: BatchItem, document: Document | None, document_id: str) -> None:
