@@ -32,6 +32,7 @@ from pydantic import ValidationError
 from pipeline.core.identity import INS_OIDS, is_valid_nir, normalize_nir
 from pipeline.core.reasons import REASONS
 from pipeline.sharing.metadata import problem_of
+from pipeline.sharing.validation import Elements
 from pipeline.sharing.valuesets import ValueSetName, find, is_type_coding, lookup
 
 # More DocumentReferences than this in one Bundle is refused (`bundle_too_large`); bytes are bounded by the route.
@@ -274,23 +275,13 @@ def _row(number: int, document: DocumentReference, ins: str, content_type: str, 
     return row
 
 
-def _resource(index: int, value: Any) -> Any:
+def _resource(elements: Elements, index: int, value: Any) -> Any:
     """An entry's resource, validated by its own model (List, DocumentReference, Binary); anything else is refused."""
     kind = value.get("resourceType") if isinstance(value, dict) else None
     model = ENTRY_MODELS.get(kind) if isinstance(kind, str) else None
     if model is None:
         raise SubmissionRefused("bundle_invalid", f"Unexpected entry {index} ({kind}).")
-    contained = value.get("contained")
-    if isinstance(contained, list):
-        value = {**value, "contained": [_contained(resource) for resource in contained]}
-    return model.model_validate(value)
-
-
-def _contained(value: Any) -> Any:
-    """A contained resource validated by its own model when it is one of an author's (CONTAINED_MODELS), else as given."""
-    kind = value.get("resourceType") if isinstance(value, dict) else None
-    model = CONTAINED_MODELS.get(kind) if isinstance(kind, str) else None
-    return model.model_validate(value) if model is not None else value
+    return elements.resource(model, value)
 
 
 def _bundle(data: bytes) -> tuple[Bundle, list[Any]]:
@@ -302,9 +293,12 @@ def _bundle(data: bytes) -> tuple[Bundle, list[Any]]:
         entries = raw.get("entry") if isinstance(raw, dict) else None
         if not isinstance(raw, dict) or not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
             raise ValueError("not a Bundle with entries")
-        bundle = Bundle.model_validate({**raw, "entry": [{k: v for k, v in e.items() if k != "resource"} for e in entries] or None})
-        resources = [_resource(index, entry.get("resource")) for index, entry in enumerate(entries)]
-    except (ValidationError, ValueError, RecursionError) as failure:  # RecursionError: JSON nested past the parser's depth
+        elements = Elements(CONTAINED_MODELS)  # each distinct element validated once (pipeline/sharing/validation.py)
+        bundle = elements.resource(Bundle, {**raw, "entry": [{k: v for k, v in e.items() if k != "resource"} for e in entries] or None})
+        resources = [_resource(elements, index, entry.get("resource")) for index, entry in enumerate(entries)]
+    # RecursionError: JSON nested past the parser's depth; TypeError: the library's own failure on some shapes
+    # (a contained resource whose resourceType is not a string).
+    except (ValidationError, ValueError, TypeError, RecursionError) as failure:
         raise SubmissionRefused("bundle_invalid", f"Not a FHIR R4 Bundle ({type(failure).__name__}).") from None
     return bundle, resources
 

@@ -143,3 +143,11 @@ def test_an_entry_without_a_resource_is_refused_bundle_invalid():
     value = json.loads(body(bundle([Doc(pdf_bytes())])))
     del value["entry"][2]["resource"]
     assert _refusal(json.dumps(value).encode()) == "bundle_invalid"
+
+
+def test_a_contained_resource_whose_type_is_not_a_string_is_refused_bundle_invalid():
+    raw = json.loads(body(bundle([Doc(pdf_bytes())])))
+    for entry in raw["entry"]:
+        if entry["resource"]["resourceType"] == "DocumentReference":
+            entry["resource"]["contained"] = [{"resourceType": ["Practitioner"]}]
+    assert _refusal(json.dumps(raw).encode()) == "bundle_invalid"
