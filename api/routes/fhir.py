@@ -47,6 +47,7 @@ from pipeline.sharing.search import SearchError, document_filters, ins_of, pagin
 # Documents up to this size are decrypted and checked whole before the first byte is sent (as /v1's).
 WHOLE_BODY_LIMIT = 1 << 20
 router = APIRouter(prefix="/fhir", tags=["fhir"], include_in_schema=False)
+# Every query of these routes only reads: autocommit sessions (`Runtime.reads`), no BEGIN nor ROLLBACK around them.
 # A patient id no record has: an unknown INS goes through the gate as a record that does not exist (audited alike).
 NO_RECORD = "-"
 
@@ -71,7 +72,7 @@ def _record(rt: Runtime, actor: Actor, action: Action, params: dict[str, list[st
         ins = ins_of(_first(params, "patient.identifier"))
     except SearchError as error:
         raise search_problem(error) from None
-    with rt.sessions() as session:
+    with rt.reads() as session:
         patient_id = patient_id_of(session, ins)
     verdict = gate_check(rt, actor, action, patient_id or NO_RECORD, emergency_reason=emergency)
     if isinstance(verdict, Refused):
@@ -114,7 +115,7 @@ def find_document_references(request: Request, rt: RuntimeDep, actor: ActorDep, 
     if access is None or filters is None:
         return fhir_response(searchset(base, [], 0, _links(request, page.offset, page.count, False)[0], None))
     decisions = Decisions(actor, action, access.record, today=paris_date(), emergency_reason=emergency)
-    with rt.sessions() as session:
+    with rt.reads() as session:
         shown = visible_page(session, decisions, access.record.patient_id, filters, page=page.page, page_size=page.count)
         sharing = sharing_of(session, [d.id for d in shown.documents])
     titles = document_titles(rt, shown.documents)
@@ -139,7 +140,7 @@ def find_document_lists(request: Request, rt: RuntimeDep, actor: ActorDep, emerg
     if access is None or not wanted:
         return fhir_response(searchset(base, [], 0, _links(request, page.offset, page.count, False)[0], None))
     decisions = Decisions(actor, action, access.record, today=paris_date(), emergency_reason=emergency)
-    with rt.sessions() as session:
+    with rt.reads() as session:
         sets = submission_sets_of(session, access.record.patient_id)
         ids = [document_id for _, documents in sets for document_id in documents]
         rows = {d.id: d for d in session.scalars(select(Document).where(Document.id.in_(ids)))} if ids else {}
@@ -157,7 +158,7 @@ def find_document_lists(request: Request, rt: RuntimeDep, actor: ActorDep, emerg
 def retrieve_document(document_id: str, rt: RuntimeDep, actor: ActorDep, emergency: EmergencyDep) -> Response:
     """ITI-68 Retrieve Document: the decrypted bytes, integrity-checked, byte-identical to what was provided.
     Any refusal is the one 404: the id alone must not tell whether a document exists."""
-    with rt.sessions() as session:
+    with rt.reads() as session:
         owner = session.scalars(select(Document.patient_id).where(Document.id == document_id)).first()
     action = Action.EMERGENCY_READ if emergency else Action.READ_CONTENT
     verdict = gate_check(rt, actor, action, owner or NO_RECORD, document_id=document_id, emergency_reason=emergency)
@@ -187,7 +188,7 @@ def find_audit_events(request: Request, rt: RuntimeDep, actor: ActorDep) -> Resp
         ins = ins_of(_first(params, "patient.identifier"))
     except SearchError as error:
         raise search_problem(error) from None
-    with rt.sessions() as session:
+    with rt.reads() as session:
         patient_id = patient_id_of(session, ins)
     access = check(rt, actor, Action.READ_ACCESS_LOG, patient_id or NO_RECORD)
     lines = access_log(rt, actor, access, limit=page.count + 1, offset=page.offset)
