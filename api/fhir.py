@@ -48,7 +48,9 @@ def outcome_response(problem: ApiProblem) -> Response:
     """A problem (the product's stable code, its status and headers) as an OperationOutcome."""
     headers = {"WWW-Authenticate": "Bearer"} if problem.status == 401 else {}
     headers.update(problem.headers)
-    return fhir_response(outcome(problem.status, problem.code, problem.detail), problem.status, headers)
+    incident = problem.extra.get("instance")  # an unexpected failure's, for the operator
+    issue = outcome(problem.status, problem.code, problem.detail, str(incident) if incident else None)
+    return fhir_response(issue, problem.status, headers)
 
 
 def base_url(request: Request) -> str:

@@ -66,11 +66,16 @@ def problem_response(exc: ApiProblem) -> JSONResponse:
     return JSONResponse(content, status_code=exc.status, media_type="application/problem+json", headers=headers or None)
 
 
-async def problem_handler(request: Request, exc: ApiProblem) -> Response:
+def answer_problem(request: Request, exc: ApiProblem) -> Response:
     """The problem document; under /fhir the same problem as an OperationOutcome (api/fhir.py)."""
     from api.fhir import is_fhir, outcome_response
 
     return outcome_response(exc) if is_fhir(request) else problem_response(exc)
+
+
+async def problem_handler(request: Request, exc: ApiProblem) -> Response:
+    """The exception handler for ApiProblem: `answer_problem`."""
+    return answer_problem(request, exc)
 
 
 def problem_doc(description: str) -> dict[str, Any]:
@@ -133,7 +138,8 @@ class ResponseAborted(Exception):
 
 
 class InternalErrors(HttpMiddleware):
-    """ASGI middleware: any exception a route lets out becomes `500 internal_error` as a problem document.
+    """ASGI middleware: any exception a route lets out becomes `500 internal_error` as a problem document
+    (an OperationOutcome under /fhir).
 
     Exception texts can hold anything (a database error quotes the statement's values), so neither the
     answer nor the log carries one: the log line names the incident, the exception's class, the route
@@ -159,4 +165,4 @@ class InternalErrors(HttpMiddleware):
             problem = ApiProblem(
                 500, "internal_error", "Internal error", "The server failed to answer.", extra={"instance": f"urn:uuid:{incident}"}
             )
-            await problem_response(problem)(scope, receive, send)
+            await answer_problem(Request(scope), problem)(scope, receive, send)

@@ -11,7 +11,6 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
-from sqlalchemy import select
 
 from api.access import access_log, check
 from api.deps import ActorDep, EmergencyDep, RuntimeDep, SourceDep
@@ -41,7 +40,17 @@ from pipeline.sharing.resources import (
     searchset,
     submission_list,
 )
-from pipeline.sharing.search import SearchError, document_filters, ins_of, paging, patient_id_of, sharing_of, submission_sets_of
+from pipeline.sharing.search import (
+    SearchError,
+    document_filters,
+    documents_by_id,
+    ins_of,
+    owner_of,
+    paging,
+    patient_id_of,
+    sharing_of,
+    submission_sets_of,
+)
 
 # Described by its CapabilityStatement (/fhir/metadata), the FHIR way, not by /openapi.json: its bodies are FHIR resources.
 # Documents up to this size are decrypted and checked whole before the first byte is sent (as /v1's).
@@ -143,7 +152,7 @@ def find_document_lists(request: Request, rt: RuntimeDep, actor: ActorDep, emerg
     with rt.reads() as session:
         sets = submission_sets_of(session, access.record.patient_id)
         ids = [document_id for _, documents in sets for document_id in documents]
-        rows = {d.id: d for d in session.scalars(select(Document).where(Document.id.in_(ids)))} if ids else {}
+        rows = documents_by_id(session, ids)
     lists = []
     for row, documents in sets:
         seen = [d for d in documents if d in rows and decisions.allows(policy_fields(rows[d]))]
@@ -154,17 +163,33 @@ def find_document_lists(request: Request, rt: RuntimeDep, actor: ActorDep, emerg
     return fhir_response(searchset(base, shown, len(lists), self_url, next_url))
 
 
+def _document(rt: Runtime, actor: Actor, action: Action, document_id: str, emergency: str | None) -> tuple[Document, str]:
+    """The document `document_id` and its patient's INS, as the gate allows it; any refusal is the one 404 (the
+    id alone must not tell whether a document exists), audited by the gate as any attempt."""
+    with rt.reads() as session:
+        owner = owner_of(session, document_id)
+    action = Action.EMERGENCY_READ if emergency else action
+    verdict = gate_check(rt, actor, action, owner[0] if owner else NO_RECORD, document_id=document_id, emergency_reason=emergency)
+    if owner is None or isinstance(verdict, Refused) or verdict.document is None:
+        raise not_found()
+    return verdict.document, owner[1]
+
+
+@router.get("/DocumentReference/{document_id}")
+def read_document_reference(request: Request, document_id: str, rt: RuntimeDep, actor: ActorDep, emergency: EmergencyDep) -> Response:
+    """A DocumentReference by its id (the read beside ITI-67's search): as the search shows it, to whom it shows it."""
+    document, ins = _document(rt, actor, Action.READ_METADATA, document_id, emergency)
+    with rt.reads() as session:
+        sharing = sharing_of(session, [document.id])
+    title = document_titles(rt, [document])[document.id]
+    return fhir_response(document_reference(base_url(request), document, sharing.get(document.id), ins, title))
+
+
 @router.get("/Binary/{document_id}")
 def retrieve_document(document_id: str, rt: RuntimeDep, actor: ActorDep, emergency: EmergencyDep) -> Response:
     """ITI-68 Retrieve Document: the decrypted bytes, integrity-checked, byte-identical to what was provided.
     Any refusal is the one 404: the id alone must not tell whether a document exists."""
-    with rt.reads() as session:
-        owner = session.scalars(select(Document.patient_id).where(Document.id == document_id)).first()
-    action = Action.EMERGENCY_READ if emergency else Action.READ_CONTENT
-    verdict = gate_check(rt, actor, action, owner or NO_RECORD, document_id=document_id, emergency_reason=emergency)
-    if isinstance(verdict, Refused) or verdict.document is None:
-        raise not_found()
-    document = verdict.document
+    document, _ = _document(rt, actor, Action.READ_CONTENT, document_id, emergency)
     # As /v1's content route: never the stored type as it is, never a page (api/headers.py).
     headers = {"Content-Length": str(document.size), "Cache-Control": "no-store", **content_headers(document.id, document.mime_type)}
     try:

@@ -109,10 +109,13 @@ def patient_reference(ins: str) -> Reference:
     return built(Reference, identifier=built(Identifier, system=f"urn:oid:{INS_OID_NIR}", value=ins), type="Patient")
 
 
-def outcome(status: int, code: str, detail: str) -> OperationOutcome:
-    """An error as an OperationOutcome: the product's stable reason code as the issue's details."""
+def outcome(status: int, code: str, detail: str, incident: str | None = None) -> OperationOutcome:
+    """An error as an OperationOutcome: the product's stable reason code as the issue's details; an unexpected
+    failure's incident (to quote to the operator) as its diagnostics."""
     details = CodeableConcept(coding=[Coding(system=REASON_SYSTEM, code=code)], text=detail)
-    issue = OperationOutcomeIssue(severity=SEVERITY.get(status, "error"), code=ISSUE_TYPE.get(status, "processing"), details=details)
+    issue = OperationOutcomeIssue(
+        severity=SEVERITY.get(status, "error"), code=ISSUE_TYPE.get(status, "processing"), details=details, diagnostics=incident
+    )
     return OperationOutcome(issue=[issue])
 
 
@@ -261,7 +264,7 @@ def capability_statement(base: str) -> CapabilityStatement:
         "search: current (default), superseded; entered-in-error documents are shown nowhere.",
         interaction=[CapabilityStatementRestInteraction(code="transaction")],
         resource=[
-            resource("DocumentReference", ["search-type"], DOCUMENT_SEARCH),
+            resource("DocumentReference", ["read", "search-type"], DOCUMENT_SEARCH),
             resource("List", ["search-type"], LIST_SEARCH),
             resource("Binary", ["read"]),
             resource("AuditEvent", ["search-type"], AUDIT_SEARCH),

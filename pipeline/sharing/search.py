@@ -57,6 +57,15 @@ def patient_id_of(session: Session, ins: str | None) -> str | None:
     return session.scalars(select(Patient.id).where(Patient.ins == ins)).first() if ins else None
 
 
+def owner_of(session: Session, document_id: str) -> tuple[str, str] | None:
+    """The patient id and INS of the record holding `document_id` (None: no such document). For the gate only:
+    what the caller learns is the gate's answer."""
+    row = session.execute(
+        select(Patient.id, Patient.ins).join(Document, Document.patient_id == Patient.id).where(Document.id == document_id)
+    ).first()
+    return (row[0], row[1]) if row is not None else None
+
+
 def paging(params: Mapping[str, str]) -> Paging:
     try:
         count = int(params.get("_count") or DEFAULT_COUNT)
@@ -177,6 +186,12 @@ def submission_sets_of(session: Session, patient_id: str) -> list[tuple[Submissi
         entry = sets.setdefault(row[0], (SubmissionRow(*row[:5]), []))
         entry[1].append(row[5])
     return list(sets.values())
+
+
+def documents_by_id(session: Session, document_ids: Sequence[str]) -> dict[str, Document]:
+    if not document_ids:
+        return {}
+    return {row.id: row for row in session.scalars(select(Document).where(Document.id.in_(document_ids)))}
 
 
 def sharing_of(session: Session, document_ids: Sequence[str]) -> dict[str, DocumentSharing]:

@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.capabilitystatement import CapabilityStatement
+from fhir.resources.R4B.documentreference import DocumentReference
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 from sqlalchemy import func, select
 
@@ -92,6 +93,7 @@ def test_the_capability_statement_states_the_mhd_transactions(world):
     assert set(kinds) == {"DocumentReference", "List", "Binary", "AuditEvent"}
     wanted = {"patient.identifier", "status", "category", "type", "date", "period", "author.identifier", "facility", "setting", "event"}
     assert {p.name for p in kinds["DocumentReference"].searchParam} >= wanted
+    assert {i.code for i in kinds["DocumentReference"].interaction} == {"read", "search-type"}
 
 
 def test_the_transaction_response_names_what_was_created_in_bundle_order(world):
@@ -163,6 +165,23 @@ def test_each_document_is_retrieved_byte_identical_at_its_attachment_url(world):
         assert answer.status_code == 200
         retrieved[attachment.contentType] = answer.content
     assert retrieved == {"application/pdf": world["pdf"], "application/xml": world["cda"]}
+
+
+def test_each_document_reference_is_read_by_its_id_as_the_search_shows_it(world):
+    found = _search(world, "/fhir/DocumentReference")
+    for entry in found.entry:
+        answer = world["client"].get(f"/fhir/DocumentReference/{entry.resource.id}", headers=world["patient"])
+        assert answer.status_code == 200 and answer.headers["content-type"].startswith("application/fhir+json")
+        assert DocumentReference.model_validate_json(answer.content) == entry.resource
+
+
+def test_a_document_reference_read_refused_is_the_unknown_id_s_404(world):
+    found = _search(world, "/fhir/DocumentReference")
+    stranger = _professional(world, "10009999999")
+    refused = world["client"].get(f"/fhir/DocumentReference/{found.entry[0].resource.id}", headers=stranger)
+    unknown = world["client"].get("/fhir/DocumentReference/00000000-0000-4000-8000-000000000000", headers=stranger)
+    assert (refused.status_code, refused.content) == (unknown.status_code, unknown.content)
+    assert refused.status_code == 404 and _outcome_code(refused) == "not_found"
 
 
 def test_the_submission_set_is_found_as_a_list_of_its_documents(world):

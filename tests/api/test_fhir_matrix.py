@@ -93,7 +93,8 @@ def test_document_reference_search_shows_what_the_domain_rules_let_each_actor_se
 
 
 @pytest.mark.parametrize("group", GROUPS)
-def test_retrieve_refuses_with_the_one_404_and_audits_the_real_decision(world, group):
+def test_retrieve_and_read_refuse_with_the_one_404_and_audit_the_real_decision(world, group):
+    """ITI-68 (Binary) and the DocumentReference read: the same expectations, the unknown id's 404 for any refusal."""
     verdicts = Verdicts()
     for actor in (actor for actor in ACTORS if _group(actor) == group):
         for state in STATES:
@@ -102,17 +103,21 @@ def test_retrieve_refuses_with_the_one_404_and_audits_the_real_decision(world, g
                 world.set_attending(pid, actor.subject(pid) if actor.attending else OTHER_ATTENDING)
                 headers = world.headers(actor, pid)
                 headers = {**headers, **EMERGENCY} if emergency else headers
-                missing = world.client.get(f"/fhir/Binary/{uuid.uuid4()}", headers=headers)
-                for doc in DOCS[:4]:
-                    verdicts.rows += 1
-                    row = _row_id(actor, state, emergency, doc)
-                    want = expected(actor, state, doc, emergency)
-                    document_id = world.documents[(state.name, doc.name)]
-                    answer = world.client.get(f"/fhir/Binary/{document_id}", headers=headers)
-                    entries = _new_audit_entries(world, pid)
-                    if not want.allowed and (answer.status_code, answer.content) != (404, missing.content):
-                        verdicts.mismatches.append(f"{row}: got {answer.status_code}, expected the missing document's 404")
-                    outcomes = [e.outcome for e in entries]
-                    if outcomes != ["allowed" if want.allowed else "denied"]:
-                        verdicts.mismatches.append(f"{row}: audit {outcomes}, expected one {'allowed' if want.allowed else 'denied'}")
+                for kind in ("Binary", "DocumentReference"):
+                    missing = world.client.get(f"/fhir/{kind}/{uuid.uuid4()}", headers=headers)
+                    for doc in DOCS[:4]:
+                        verdicts.rows += 1
+                        row = f"{kind} {_row_id(actor, state, emergency, doc)}"
+                        want = expected(actor, state, doc, emergency)
+                        document_id = world.documents[(state.name, doc.name)]
+                        answer = world.client.get(f"/fhir/{kind}/{document_id}", headers=headers)
+                        entries = _new_audit_entries(world, pid)
+                        if not want.allowed and (answer.status_code, answer.content) != (404, missing.content):
+                            verdicts.mismatches.append(f"{row}: got {answer.status_code}, expected the missing document's 404")
+                        # (The matrix world's documents are index rows without stored bytes: a Binary allowed is audited so.)
+                        if want.allowed and kind == "DocumentReference" and answer.status_code != 200:
+                            verdicts.mismatches.append(f"{row}: got {answer.status_code}, expected 200")
+                        outcomes = [e.outcome for e in entries]
+                        if outcomes != ["allowed" if want.allowed else "denied"]:
+                            verdicts.mismatches.append(f"{row}: audit {outcomes}, expected one {'allowed' if want.allowed else 'denied'}")
     verdicts.conclude()

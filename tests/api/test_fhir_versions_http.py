@@ -109,9 +109,10 @@ def test_a_withdrawn_document_is_found_by_no_search_and_retrieved_as_missing(wor
     assert withdrawn.status_code == 200, withdrawn.text
     for status in ("current", "superseded", "entered-in-error", "current,superseded,entered-in-error"):
         assert _search(world, doc.ins, patient_id, status=status).total == 0
-    missing = world.client.get(f"/fhir/Binary/{document_id}-x", headers=world.patient(patient_id))
-    answer = world.client.get(f"/fhir/Binary/{document_id}", headers=world.patient(patient_id))
-    assert (answer.status_code, answer.content) == (404, missing.content)
+    for kind in ("Binary", "DocumentReference"):
+        missing = world.client.get(f"/fhir/{kind}/{document_id}-x", headers=world.patient(patient_id))
+        answer = world.client.get(f"/fhir/{kind}/{document_id}", headers=world.patient(patient_id))
+        assert (answer.status_code, answer.content) == (404, missing.content)
 
 
 def test_replacing_another_sources_document_is_refused_as_replacing_a_missing_one(world: World) -> None:
@@ -156,6 +157,22 @@ def test_a_document_reference_superseded_deprecates_the_document_kept_in_its_his
     assert _found(_search(world, doc.ins, patient_id, status="superseded")) == [(document_id, "superseded")]
     history = world.client.get(f"/v1/patients/{patient_id}/documents/{document_id}/history", headers=world.patient(patient_id)).json()
     assert [(d["id"], d["status"]) for d in history] == [(document_id, "superseded")]
+
+
+def test_a_bundle_may_provide_a_new_document_and_withdraw_another_at_once(world: World) -> None:
+    wrong = Doc(pdf_bytes("Envoye par erreur"), ins=new_ins(), rpps=DR)
+    wrong_id = _provided(world, wrong)["document_id"]
+    patient_id = patient_of(world, wrong.ins)
+    value = bundle([Doc(pdf_bytes("Le bon compte rendu"), ins=wrong.ins, rpps=DR), wrong], ins=wrong.ins)
+    value.entry[3].resource.status = "entered-in-error"  # List, new DocumentReference, its Binary, then the withdrawal
+    answer = world.client.post("/fhir", content=body(value), headers={**world.keys[HOSPITAL], **FHIR})
+    assert answer.status_code == 200, answer.text
+    (item,) = world.wait(answer.headers["location"], world.keys[HOSPITAL])["items"]
+    assert item["state"] == "indexed"
+    locations = _entry_locations(answer)
+    assert locations[1] == ("201 Created", f"DocumentReference/{item['document_id']}")
+    assert locations[3] == ("200 OK", f"DocumentReference/{wrong_id}")
+    assert _found(_search(world, wrong.ins, patient_id)) == [(item["document_id"], "current")]
 
 
 def test_a_status_change_sent_again_is_answered_the_same_and_tells_the_patient_once(world: World) -> None:

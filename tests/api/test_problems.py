@@ -46,3 +46,15 @@ def test_an_unexpected_failure_is_a_500_problem_document_that_tells_nothing_of_i
     logged = "\n".join(record.getMessage() + (record.exc_text or "") for record in caplog.records)
     assert incident in logged and "/v1/patients/{patient_id}/care-history" in logged
     assert "185057512345673" not in logged and "Synth" not in logged
+
+
+def test_an_unexpected_failure_under_fhir_is_a_500_operation_outcome_that_tells_nothing_of_its_cause(settings, client, monkeypatch):
+    monkeypatch.setattr("api.routes.fhir.capability_statement", _failing)
+    response = client.get("/fhir/metadata")
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/fhir+json"
+    outcome = response.json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert outcome["issue"][0]["details"]["coding"][0]["code"] == "internal_error"
+    assert outcome["issue"][0]["diagnostics"].startswith("urn:uuid:")  # the incident, for the operator
+    assert "185057512345673" not in response.text and "DataError" not in response.text
