@@ -344,7 +344,8 @@ class DocumentSharing(Base):
 
 
 class SubmissionSet(Base):
-    """An MHD submission (ITI-65) by its SubmissionSet unique id, per source: a replay finds its batch."""
+    """An MHD submission (ITI-65) by its SubmissionSet unique id, per source: a replay finds its batch and the
+    versions its status changes changed."""
 
     __tablename__ = "submission_sets"
     __table_args__ = (UniqueConstraint("source", "unique_id"),)
@@ -352,7 +353,9 @@ class SubmissionSet(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     source: Mapped[str] = mapped_column(String(128))
     unique_id: Mapped[str] = mapped_column(String(256))
-    batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id"), index=True)
+    batch_id: Mapped[str | None] = mapped_column(ForeignKey("batches.id"), index=True)  # None: status changes only
+    # JSON {Bundle entry: the document version its status change changed}, once applied (None: none to apply).
+    changes: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = _now()
 
 

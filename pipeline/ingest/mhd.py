@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -89,23 +90,31 @@ def _known(session: Session, source: str, unique_id: str) -> SubmissionSet | Non
     return session.scalars(select(SubmissionSet).where(SubmissionSet.source == source, SubmissionSet.unique_id == unique_id)).first()
 
 
-def _recorded(session: Session, source: str, unique_id: str, batch_id: str) -> SubmissionSet:
-    """The SubmissionSet row naming `batch_id`, or the one a concurrent replay recorded first (the unique
-    id decides): INSERT … ON CONFLICT DO NOTHING RETURNING, so the usual case is one statement, not two."""
+def _recorded(session: Session, source: str, unique_id: str, batch_id: str | None, changes: dict[int, str]) -> tuple[SubmissionSet, bool]:
+    """The SubmissionSet row naming `batch_id` (None: status changes only) and the `changes` applied, and True; or
+    the row a concurrent sending recorded first (the unique id decides), and False. INSERT … ON CONFLICT DO
+    NOTHING RETURNING: the usual case is one statement, not two."""
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    row_id = new_id()
-    inserted = session.scalars(
-        dialect.insert(SubmissionSet)
-        .values(id=row_id, source=source, unique_id=unique_id, batch_id=batch_id)
-        .on_conflict_do_nothing()
-        .returning(SubmissionSet.id)
-    ).first()
+    row = {"id": new_id(), "source": source, "unique_id": unique_id, "batch_id": batch_id, "changes": _changes_json(changes)}
+    inserted = session.scalars(dialect.insert(SubmissionSet).values(**row).on_conflict_do_nothing().returning(SubmissionSet.id)).first()
     session.commit()
     if inserted is not None:
-        return SubmissionSet(id=row_id, source=source, unique_id=unique_id, batch_id=batch_id)
+        return SubmissionSet(**row), True
     known = _known(session, source, unique_id)
     assert known is not None
-    return known
+    return known, False
+
+
+def _changes_json(changes: dict[int, str] | None) -> str | None:
+    return json.dumps({str(entry): version for entry, version in changes.items()}) if changes else None
+
+
+def _replayed_changes(rt: Runtime, known: SubmissionSet, source: str, targets: list[tuple[StatusChange, str]]) -> dict[int, str]:
+    """A replay's answer for its status changes, changing nothing: the versions the first sending changed, as
+    recorded (each target's latest version for a submission recorded before they were)."""
+    if known.changes:
+        return {int(entry): version for entry, version in json.loads(known.changes).items()}
+    return dict(_current_ids(rt, source, targets))
 
 
 def _items(rt: Runtime, submission: Submission, batch_id: str, session: Session | None = None) -> list[ProvidedItem]:
@@ -179,23 +188,27 @@ def provide(rt: Runtime, data: bytes, source: str, send: Callable[[str], None]) 
     """
     submission = read_submission(data)
     with rt.sessions() as session:
-        known = _known(session, source, submission.unique_id) if submission.documents else None
+        known = _known(session, source, submission.unique_id)
         if known is None and any(document.replaces for document in submission.documents):
             submission = with_replacements(session, submission, source)
-        targets = change_targets(session, submission, source)
+        targets = change_targets(session, submission, source) if known is None else []
     if known is not None:
-        changed = dict(_current_ids(rt, source, targets))
-        return Provided(submission, known.id, known.batch_id, _items(rt, submission, known.batch_id), replayed=True, changed=changed)
-    if not submission.documents:
-        return Provided(submission, None, None, [], replayed=False, changed=apply_changes(rt, source, targets))
-    batch_id = receive_zip(rt, io.BytesIO(archive_of(submission)), source, send).batch_id
+        changed = _replayed_changes(rt, known, source, targets)
+        items = _items(rt, submission, known.batch_id) if known.batch_id is not None else []
+        set_id = known.id if known.batch_id is not None else None
+        return Provided(submission, set_id, known.batch_id, items, replayed=True, changed=changed)
+    # Taken in, changed, then recorded: a failure before the record leaves the submission unrecorded, and sending
+    # it again takes in the same batch (the same manifest) and applies the changes again (both are idempotent);
+    # recorded first, a failure would leave it answered as a replay but never applied.
+    batch_id = receive_zip(rt, io.BytesIO(archive_of(submission)), source, send).batch_id if submission.documents else None
+    changed = apply_changes(rt, source, targets)
     with rt.sessions() as session:
-        known = _recorded(session, source, submission.unique_id, batch_id)
-        items = _items(rt, submission, known.batch_id, session)
-    # Sent concurrently twice: both batches are the same manifest, hence the same batch; one row names it.
-    replayed = known.batch_id != batch_id
-    changed = dict(_current_ids(rt, source, targets)) if replayed else apply_changes(rt, source, targets)
-    return Provided(submission, known.id, known.batch_id, items, replayed=replayed, changed=changed)
+        known, inserted = _recorded(session, source, submission.unique_id, batch_id, changed)
+        items = _items(rt, submission, known.batch_id, session) if known.batch_id is not None else []
+    if not inserted:  # sent concurrently twice: answered as the sending recorded first
+        changed = _replayed_changes(rt, known, source, targets)
+    set_id = known.id if known.batch_id is not None else None
+    return Provided(submission, set_id, known.batch_id, items, replayed=not inserted, changed=changed)
 
 
 def _current_ids(rt: Runtime, source: str, targets: list[tuple[StatusChange, str]]) -> list[tuple[int, str]]:

@@ -189,6 +189,20 @@ def test_a_status_change_sent_again_is_answered_the_same_and_tells_the_patient_o
     assert list(told) == [document_id]
 
 
+def test_a_status_change_sent_again_after_a_newer_version_changes_nothing(world: World) -> None:
+    doc = Doc(pdf_bytes("Compte rendu v1"), ins=new_ins(), rpps=DR)
+    first = _provided(world, doc)["document_id"]
+    replay_id = f"urn:uuid:{uuid.uuid4()}"
+    deprecated = _change(world, doc, "superseded", submission_id=replay_id)
+    assert deprecated.status_code == 200, deprecated.text
+    newer = _provided(world, Doc(pdf_bytes("Compte rendu v2"), ins=doc.ins, rpps=DR), Reference(reference=f"DocumentReference/{first}"))
+    again = _change(world, doc, "superseded", submission_id=replay_id)
+    assert (again.status_code, again.headers.get("idempotent-replayed")) == (200, "true")
+    assert _entry_locations(again) == _entry_locations(deprecated)  # the version changed then, not the newer one
+    patient_id = patient_of(world, doc.ins)
+    assert _found(_search(world, doc.ins, patient_id)) == [(newer["document_id"], "current")]
+
+
 def test_changing_the_status_of_another_sources_document_is_refused_as_a_missing_one(world: World) -> None:
     doc = Doc(pdf_bytes("Compte rendu"), ins=new_ins(), rpps=DR)
     _provided(world, doc)
