@@ -29,6 +29,7 @@ from __future__ import annotations
 import array
 import concurrent.futures
 import fcntl
+import functools
 import importlib
 import io
 import json
@@ -124,7 +125,8 @@ def freeze(file: BinaryIO) -> None:
 @contextmanager
 def frozen_copy(path: Path, name: str = "dmp-document") -> Iterator[int]:
     """The descriptor of a frozen anonymous file holding a copy of `path`'s bytes, copied by the
-    kernel (sendfile): what `anonymous_file` and `freeze` make, without the bytes passing through Python."""
+    kernel (sendfile): what `anonymous_file` and `freeze` make, without the bytes passing through
+    Python. Its offset is left at the end: read it through `descriptor_path`, as the parsers do."""
     fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     try:
         source = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -134,12 +136,12 @@ def frozen_copy(path: Path, name: str = "dmp-document") -> Iterator[int]:
         finally:
             os.close(source)
         fcntl.fcntl(fd, fcntl.F_ADD_SEALS, SEALS)
-        os.lseek(fd, 0, os.SEEK_SET)
         yield fd
     finally:
         os.close(fd)
 
 
+@functools.cache  # a child gets its documents as the same few descriptors: a Path costs microseconds to build
 def descriptor_path(fd: int) -> Path:
     """A path that opens the file behind this process's descriptor `fd`, and means nothing in any
     other process: how the parsers, which take paths, read a document they received as a descriptor."""
