@@ -6,9 +6,12 @@ in-process on the same files (the real `inspect_file`: sniff, PDF object walk an
 text extraction, CDA parse; then classification), with no sandbox and no copy. ratio = value /
 floor, so it shows what the sandbox and the pipeline's handling cost. Also reported: the production
 path with the sandbox off (`DMP_VALIDATION_SANDBOX=0`), splitting that cost into the sandbox's and
-the rest. Each is the best of 3 interleaved rounds. Last, `classify` alone on one long document (the
-corpus's extracted texts joined past `TEXT_LIMIT`), per call: the classification's worst case, which
-the rules keep at about a millisecond by reading only the first `TEXT_LIMIT` characters.
+the rest. Each round runs the three over the corpus in blocks of `BLOCK` documents, taking turns
+(the order rotating from block to block), so that all three see the same load on a shared machine
+(whole passes one after the other met loads that differed by half); each side keeps its best of 3
+rounds. Last, `classify` alone on one long document (the corpus's extracted texts joined past
+`TEXT_LIMIT`), per call: the classification's worst case, which the rules keep at about a
+millisecond by reading only the first `TEXT_LIMIT` characters.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from pipeline.documents.validate import check_content, check_metadata, inspect_l
 from pipeline.samples import generate_samples
 
 ROUNDS = 3
+BLOCK = 50  # documents per turn: small enough that the load does not change within one, large enough to keep caches warm
 LONG_DOCUMENT_CALLS = 200
 
 
@@ -49,7 +53,10 @@ def _expected_ins(row: dict[str, str]) -> str:
         return row["patient_ins"]
 
 
-def _timed(rows: list[dict[str, str]], read: Callable[[dict[str, str]], Content]) -> tuple[float, int, float]:
+Reader = Callable[[dict[str, str]], Content]
+
+
+def _timed(rows: list[dict[str, str]], read: Reader) -> tuple[float, int, float]:
     """Seconds to `read` (check) then classify each row, one at a time, how many were accepted, and the CPU
     seconds this process and its children (the sandbox's child, a spare starting) spent meanwhile."""
     cpu = cpu_seconds(os.getpid())
@@ -66,21 +73,33 @@ def _timed(rows: list[dict[str, str]], read: Callable[[dict[str, str]], Content]
     return time.perf_counter() - start, accepted, cpu_seconds(os.getpid()) - cpu
 
 
-def _pipeline(batch: Path, rows: list[dict[str, str]], settings: Settings) -> tuple[float, int, float]:
+def _pipeline(batch: Path, settings: Settings) -> Reader:
     def read(row: dict[str, str]) -> Content:
         want_text = needs_content(row["document_type"])
         return check_content(batch / row["file"], row["file"], _expected_ins(row), settings, want_text=want_text)
 
-    return _timed(rows, read)
+    return read
 
 
-def _floor(batch: Path, rows: list[dict[str, str]], settings: Settings) -> tuple[float, int, float]:
+def _floor(batch: Path, settings: Settings) -> Reader:
     limits = inspect_limits(settings)
 
     def read(row: dict[str, str]) -> Content:
         return inspect_file(batch / row["file"], row["file"], _expected_ins(row), limits, needs_content(row["document_type"]))
 
-    return _timed(rows, read)
+    return read
+
+
+def _round(rows: list[dict[str, str]], readers: dict[str, Reader]) -> dict[str, tuple[float, int, float]]:
+    """Each reader's seconds, accepted documents and CPU seconds over `rows`, the readers taking turns by block."""
+    totals = {name: (0.0, 0, 0.0) for name in readers}
+    names = list(readers)
+    for turn, start in enumerate(range(0, len(rows), BLOCK)):
+        for name in names[turn % len(names) :] + names[: turn % len(names)]:
+            wall, accepted, cpu = _timed(rows[start : start + BLOCK], readers[name])
+            total = totals[name]
+            totals[name] = (total[0] + wall, total[1] + accepted, total[2] + cpu)
+    return totals
 
 
 def _long_text(batch: Path, rows: list[dict[str, str]], settings: Settings) -> str:
@@ -114,15 +133,12 @@ def run(documents: int) -> dict[str, Any]:
         rows = _rows(batch)
         settings = Settings(home=Path(tmp) / "home")
         unconfined = settings.model_copy(update={"validation_sandbox": False})
+        readers = {"floor": _floor(batch, settings), "contained": _pipeline(batch, settings), "in_process": _pipeline(batch, unconfined)}
         # Outside the clock: the sandbox child started, libmagic, pypdf and the classification rules loaded.
-        _pipeline(batch, rows[:5], settings)
-        _floor(batch, rows[:5], settings)
-        # Interleaved rounds, the best of each kept: on a shared machine, noise only ever adds time.
-        floors, contained_runs, in_process_runs = [], [], []
-        for _ in range(ROUNDS):
-            floors.append(_floor(batch, rows, settings))
-            contained_runs.append(_pipeline(batch, rows, settings))
-            in_process_runs.append(_pipeline(batch, rows, unconfined))
+        _round(rows[:5], readers)
+        # The best round of each kept: on a shared machine, noise only ever adds time.
+        rounds = [_round(rows, readers) for _ in range(ROUNDS)]
+        floors, contained_runs, in_process_runs = ([r[name] for r in rounds] for name in readers)
         (floor, floor_accepted, floor_cpu), (contained, accepted, contained_cpu) = min(floors), min(contained_runs)
         in_process = min(in_process_runs)[0]
         # The CPU of each side's best round: with the machine shared, waiting for a core is not the sandbox's cost.

@@ -26,8 +26,10 @@ worker through them.
 
 from __future__ import annotations
 
+import array
 import concurrent.futures
 import fcntl
+import functools
 import importlib
 import io
 import json
@@ -35,6 +37,7 @@ import logging
 import math
 import os
 import pickle
+import select
 import socket
 import struct
 import subprocess
@@ -42,7 +45,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, is_dataclass
 from enum import Enum
 from pathlib import Path
@@ -64,9 +67,13 @@ PRELOAD = ("pipeline.documents.inspect",)
 ANSWER_MODULES = ("pipeline.documents.inspect",)
 ANSWER_MAX_BYTES = 4 * 1024 * 1024
 REQUEST_MAX_BYTES = 16 * 1024 * 1024
+RECEIVE_BYTES = 64 * 1024  # read at once: a request, and most answers (below malloc's mmap threshold)
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 START_SECONDS = 60.0  # an interpreter starting on a loaded machine; not part of a document's time
 CHANNEL_FD = 3
 _HEADER = struct.Struct("!Q")
+SEALS = fcntl.F_SEAL_WRITE | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_SEAL  # no write, grow or shrink, by anyone
+COPY_BYTES = 16 * 1024 * 1024  # per sendfile call
 _BOOT = (
     "import json, sys; sys.path[:] = json.loads(sys.argv[3]); "
     "from pipeline.documents.sandbox import _child_main; _child_main(int(sys.argv[1]), int(sys.argv[2]))"
@@ -111,11 +118,30 @@ def anonymous_file(name: str = "dmp-document") -> Iterator[BinaryIO]:
 def freeze(file: BinaryIO) -> None:
     """Seal the file's content for good (no write, grow or shrink, by anyone) and rewind it."""
     file.flush()
-    seals = fcntl.F_SEAL_WRITE | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_SEAL
-    fcntl.fcntl(file.fileno(), fcntl.F_ADD_SEALS, seals)
+    fcntl.fcntl(file.fileno(), fcntl.F_ADD_SEALS, SEALS)
     file.seek(0)
 
 
+@contextmanager
+def frozen_copy(path: Path, name: str = "dmp-document") -> Iterator[int]:
+    """The descriptor of a frozen anonymous file holding a copy of `path`'s bytes, copied by the
+    kernel (sendfile): what `anonymous_file` and `freeze` make, without the bytes passing through
+    Python. Its offset is left at the end: read it through `descriptor_path`, as the parsers do."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        source = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            while os.sendfile(fd, source, None, COPY_BYTES):
+                pass
+        finally:
+            os.close(source)
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, SEALS)
+        yield fd
+    finally:
+        os.close(fd)
+
+
+@functools.cache  # a child gets its documents as the same few descriptors: a Path costs microseconds to build
 def descriptor_path(fd: int) -> Path:
     """A path that opens the file behind this process's descriptor `fd`, and means nothing in any
     other process: how the parsers, which take paths, read a document they received as a descriptor."""
@@ -123,6 +149,11 @@ def descriptor_path(fd: int) -> Path:
 
 
 # --- the wire: length-prefixed pickles over a Unix socket, descriptors as SCM_RIGHTS -----------
+#
+# A message is written by one sendmsg (length, bytes and descriptors together) and, when it fits
+# RECEIVE_BYTES, read by one recvmsg: the peer wakes once per message, and no socket changes mode
+# (the parent waits with poll, against its deadline, before reading from a blocking socket). On
+# this kind of host each process switch and system call costs more than the exchange's own work.
 
 
 class _AnswerUnpickler(pickle.Unpickler):
@@ -134,41 +165,54 @@ class _AnswerUnpickler(pickle.Unpickler):
 
 
 def _send(sock: socket.socket, payload: bytes, fds: tuple[int, ...] = ()) -> None:
-    header = _HEADER.pack(len(payload))
-    sock.settimeout(None)  # a send never waits for long: the peer reads whole messages
-    if fds:
-        socket.send_fds(sock, [header], list(fds))
-    else:
-        sock.sendall(header)
-    sock.sendall(payload)
+    """One message, in one system call unless the socket's buffer is full (the peer reads whole messages)."""
+    data = _HEADER.pack(len(payload)) + payload
+    rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+    sent = sock.sendmsg([data], rights)
+    if sent < len(data):
+        sock.sendall(memoryview(data)[sent:])
 
 
-def _read_exactly(sock: socket.socket, size: int, deadline: float | None) -> bytes:
-    chunks = bytearray()
-    while len(chunks) < size:
-        if deadline is not None:
-            sock.settimeout(max(0.001, deadline - time.monotonic()))
-        chunk = sock.recv(min(size - len(chunks), 1024 * 1024))
-        if not chunk:
-            raise EOFError
-        chunks += chunk
-    return bytes(chunks)
+def _wait(poller: select.poll | None, deadline: float | None) -> None:
+    """Until the socket `poller` watches can be read; TimeoutError past `deadline` (no deadline: the read blocks)."""
+    if poller is None or deadline is None:
+        return
+    if not poller.poll(max(1, math.ceil((deadline - time.monotonic()) * 1000))):
+        raise TimeoutError
 
 
-def _receive(sock: socket.socket, limit: int, deadline: float | None = None, want_fds: bool = False) -> tuple[bytes, list[int]]:
-    """One message (and the descriptors sent with it); socket.timeout past `deadline`."""
+def _receive(
+    sock: socket.socket, limit: int, deadline: float | None = None, poller: select.poll | None = None, want_fds: bool = False
+) -> tuple[bytes, list[int]]:
+    """One message (and the descriptors sent with it); TimeoutError past `deadline`, EOFError if the
+    peer left or broke the framing (a message announced past `limit`, or bytes beyond the message)."""
+    _wait(poller, deadline)
     fds: list[int] = []
     if want_fds:
-        head, fds, _flags, _address = socket.recv_fds(sock, _HEADER.size, 1, socket.MSG_CMSG_CLOEXEC)
-        if not head:
-            raise EOFError
-        head += _read_exactly(sock, _HEADER.size - len(head), deadline)
+        data, fds, _flags, _address = socket.recv_fds(sock, RECEIVE_BYTES, 1, socket.MSG_CMSG_CLOEXEC)
     else:
-        head = _read_exactly(sock, _HEADER.size, deadline)
-    (size,) = _HEADER.unpack(head)
+        data = sock.recv(RECEIVE_BYTES)
+    message = bytearray(data)
+    while len(message) < _HEADER.size:
+        message += _more(sock, _HEADER.size - len(message), deadline, poller)
+    (size,) = _HEADER.unpack_from(message)
     if size > limit:
         raise EOFError(f"message of {size} bytes, limit {limit}")
-    return _read_exactly(sock, size, deadline), fds
+    end = _HEADER.size + size
+    while len(message) < end:
+        message += _more(sock, min(end - len(message), RECEIVE_BYTES), deadline, poller)
+    if len(message) > end:
+        raise EOFError("bytes beyond the message")  # one request, one answer: nothing may follow it
+    return bytes(memoryview(message)[_HEADER.size :]), fds
+
+
+def _more(sock: socket.socket, size: int, deadline: float | None, poller: select.poll | None) -> bytes:
+    """The next bytes of a message read in pieces (it did not fit one read, or arrived in parts)."""
+    _wait(poller, deadline)
+    data = sock.recv(size)
+    if not data:
+        raise EOFError
+    return data
 
 
 # --- the child ---------------------------------------------------------------------------------
@@ -255,7 +299,10 @@ class Inspector:
         self.limits = limits
         self.modules = modules
         self.uses = 0
+        self.statm = -1
         self.conn, child_end = socket.socketpair()
+        self.poller = select.poll()
+        self.poller.register(self.conn, select.POLLIN)
         path = json.dumps([os.path.abspath(entry) for entry in sys.path])  # the child starts in /
         with child_end:
             self.process = subprocess.Popen(
@@ -278,9 +325,12 @@ class Inspector:
             log.error("parser sandbox: the child did not start (exit %s): %s", self.process.returncode, answer[1:])
             raise SandboxFailed("the child did not start")
         _report(answer[1])
+        # Kept open: the child's memory is read after each document with one pread (unreadable: `grown`).
+        with suppress(OSError):
+            self.statm = os.open(f"/proc/{self.process.pid}/statm", os.O_RDONLY | os.O_CLOEXEC)
 
     def _answer(self, deadline: float) -> Answer:
-        payload, _ = _receive(self.conn, ANSWER_MAX_BYTES, deadline)
+        payload, _ = _receive(self.conn, ANSWER_MAX_BYTES, deadline, self.poller)
         try:
             answer = _AnswerUnpickler(io.BytesIO(payload)).load()
         except Exception as exc:  # noqa: BLE001 - whatever the bytes make the unpickler raise
@@ -309,8 +359,7 @@ class Inspector:
         """Whether the child's resident memory passed a quarter of its limit: what documents left behind
         (caches, fragments) is dropped with the child before it could make a good document fail for memory."""
         try:
-            with open(f"/proc/{self.process.pid}/statm", "rb") as statm:
-                resident = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            resident = int(os.pread(self.statm, 256, 0).split()[1]) * PAGE_BYTES
         except (OSError, ValueError, IndexError):
             return True  # gone, or unreadable: start afresh
         return resident > self.limits.memory_bytes // 4
@@ -324,6 +373,9 @@ class Inspector:
             self.process.kill()
         self.process.wait()
         self.conn.close()
+        if self.statm >= 0:
+            os.close(self.statm)
+            self.statm = -1
 
 
 def _report(enforced: list[tuple[str, bool, str]]) -> None:
@@ -363,7 +415,7 @@ def run_contained(fn: Callable[..., Any], args: tuple[object, ...], limits: Limi
         _local.inspector = None
         inspector = _local.inspector = _next_inspector(limits, modules)
     answer = inspector.run(fn, args, document)
-    if inspector.alive and inspector.uses >= limits.max_uses - SPARE_AHEAD:
+    if inspector.uses >= limits.max_uses - SPARE_AHEAD and inspector.alive:
         _prepare_spare(limits, modules)
     if answer[0] == "ok" and len(answer) == 2:
         return answer[1]

@@ -6,9 +6,8 @@ Plain functions raising `Rejected(reason)`; no broker, no database.
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 from collections.abc import Mapping
-from contextlib import ExitStack
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -17,7 +16,7 @@ from pipeline.core.identity import is_valid_nir, normalize_nir
 from pipeline.core.reasons import Rejected
 from pipeline.core.settings import Settings
 from pipeline.documents.inspect import Content, InspectLimits, inspect_file
-from pipeline.documents.sandbox import Limits, SandboxFailed, SandboxTimeout, anonymous_file, descriptor_path, freeze, run_contained
+from pipeline.documents.sandbox import Limits, SandboxFailed, SandboxTimeout, descriptor_path, frozen_copy, run_contained
 
 
 @dataclass(frozen=True)
@@ -67,20 +66,15 @@ def check_content(document: Path | BinaryIO, filename: str, expected_ins: str, s
     """Inspect a document's bytes in the sandbox (or in-process when DMP_VALIDATION_SANDBOX is off).
 
     `document` is the worker's frozen `anonymous_file` (its descriptor is what the child gets), or a
-    path, first copied into one: the child cannot open paths.
+    path, first copied into one (`frozen_copy`): the child cannot open paths.
     """
-    with ExitStack() as stack:
-        if isinstance(document, Path):
-            source = stack.enter_context(document.open("rb"))
-            document = stack.enter_context(anonymous_file())
-            shutil.copyfileobj(source, document)
-            freeze(document)
+    with frozen_copy(document) if isinstance(document, Path) else nullcontext(document.fileno()) as fd:
         args = (filename, expected_ins, inspect_limits(settings), want_text)
         if not settings.validation_sandbox:
-            return inspect_file(descriptor_path(document.fileno()), *args)
+            return inspect_file(descriptor_path(fd), *args)
         limits = Limits(seconds=settings.validation_timeout_seconds, memory_bytes=settings.validation_memory_bytes)
         try:
-            content = run_contained(inspect_file, args, limits, document=document.fileno())
+            content = run_contained(inspect_file, args, limits, document=fd)
         except SandboxTimeout:
             raise Rejected("validation_timeout", f"No verdict within {settings.validation_timeout_seconds:g} s.") from None
         except SandboxFailed:
