@@ -98,7 +98,8 @@ def _due_rows(rt: Runtime, now: dt.datetime, flush: bool) -> list[ColumnElement[
 
 def _compose_patient(rt: Runtime, session: Session, patient_id: str, now: dt.datetime, report: DispatchReport, flush: bool) -> bool:
     patient = session.get(Patient, patient_id)
-    rows = session.scalars(select(Outbox).where(Outbox.patient_id == patient_id, *_due_rows(rt, now, flush)).order_by(Outbox.created_at)).all()
+    due = select(Outbox).where(Outbox.patient_id == patient_id, *_due_rows(rt, now, flush))
+    rows = session.scalars(due.order_by(Outbox.created_at)).all()
     if patient is None or not rows:
         return False
     groups = [[row] for row in rows if row.kind != OutboxKind.DOCUMENTS_ADDED]

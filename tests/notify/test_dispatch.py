@@ -279,4 +279,3 @@ def test_a_sender_killed_between_send_and_mark_loses_nothing_and_the_gateway_sen
     assert sms_gateway.requests[0]["auth"] == "Bearer t0ken"
     assert _notifications(rt)[0].status == "sent"
     rt.close()
-
