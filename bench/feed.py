@@ -34,7 +34,7 @@ import psutil
 import psycopg
 from sqlalchemy import func, select
 
-from bench.measure import CpuMeter, ProcessTeam, cpu_seconds
+from bench.measure import CpuMeter, ProcessTeam, cpu_seconds, wait_idle
 from bench.report import print_parts
 from infra.services import dmp_environment, throwaway_database, throwaway_services
 from pipeline.carehistory.feedformat import CareLine, check_line, csv_header, parse_chunk, split_lines
@@ -233,7 +233,7 @@ def run(lines: int, workers: int, threads: int, patients: int) -> dict[str, Any]
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
             worker_rss = _PeakRss(worker.pid)
             worker_rss.start()
-            time.sleep(3)  # let the workers boot before the clock starts
+            wait_idle(worker.pid)  # the workers boot before the clock starts (3 s was not enough on a busy machine)
             idle_from = cpu_seconds(worker.pid)
             time.sleep(2)
             worker_idle = (cpu_seconds(worker.pid) - idle_from) / 2  # CPU seconds per second with nothing to do
