@@ -187,6 +187,7 @@ def _floor_process(job: _FloorJob, share: int, ready: Event, go: Event, results:
                 _floor_chunk(connection, lines, sealers, keys, "floor")
             stored += len(lines)
     results.put((stored, rejected))
+    leave.wait()  # alive until the CPU meter has read this process (an ended process reads as 0: its CPU went uncounted)
 
 
 def _floor(database_url: str, feed: Path, processes: int, chunk_lines: int, key_file: Path) -> tuple[float, int, float]:

@@ -11,6 +11,7 @@ import datetime as dt
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import insert, select, update
@@ -24,7 +25,6 @@ from pipeline.core.outage import Interrupted, failure_code, outage_of
 from pipeline.core.sealedfields import DETAILS, LineSealer
 from pipeline.core.storage import ObjectNotFound
 from pipeline.index.models import CareEvent, Feed, FeedChunk, FeedRejection, Outbox, Patient, new_id
-from pipeline.index.recordkeys import RecordKeys
 from pipeline.index.repo import Refusal, RowValues, insert_ignore, lease_held
 from pipeline.index.states import AttemptOutcome, ChunkState, OutboxKind, RecordStatus
 from pipeline.runtime import Runtime
@@ -90,13 +90,13 @@ class Written:
     notify: set[str]  # patients with new lines still to notify (the PostgreSQL path queues its own)
 
 
-def _store_generic(session: Session, feed: Feed, lines: list[CareLine], record_keys: RecordKeys) -> Written:
+def _store_generic(session: Session, feed: Feed, lines: list[CareLine], rt: Runtime) -> Written:
     """Any database: look up what is known, then one executemany of the new lines."""
     insert_ignore(session, Patient, [{"id": new_id(), "ins": ins, "status": RecordStatus.OPEN} for ins in sorted({x.ins for x in lines})])
     patients = {p.ins: p for p in session.scalars(select(Patient).where(Patient.ins.in_({x.ins for x in lines})))}
     closed = [LineRejection(x.line_number, x.line_id, "record_closed") for x in lines if patients[x.ins].status != RecordStatus.OPEN]
     open_lines = [x for x in lines if patients[x.ins].status == RecordStatus.OPEN]
-    sealed = _Sealed(record_keys.for_patients(session, {patients[x.ins].id for x in open_lines}), feed.source)
+    sealed = _Sealed(rt, session, {patients[x.ins].id for x in open_lines}, feed.source)
     ids = {x.line_id for x in open_lines}
     known = dict(
         session.execute(
@@ -125,8 +125,9 @@ class _Sealed:
     """A chunk's lines in their stored form: details sealed and content hash keyed under each patient's
     record key (pipeline/carehistory/history.py), each computed once."""
 
-    def __init__(self, record_keys: dict[str, bytes], source: str) -> None:
-        self.sealers = {patient_id: LineSealer(key) for patient_id, key in record_keys.items()}
+    def __init__(self, rt: Runtime, session: Session, patient_ids: set[str], source: str) -> None:
+        opened = rt.record_keys.open_for_patients(session, patient_ids)
+        self.sealers = {patient_id: rt.line_sealers.get(key.id, partial(LineSealer, key.key)) for patient_id, key in opened.items()}
         self.source = source
         self._hashes: dict[int, str] = {}
 
@@ -155,7 +156,7 @@ def _split_known(
     return fresh, duplicates
 
 
-def _store_postgresql(session: Session, feed: Feed, lines: list[CareLine], record_keys: RecordKeys) -> Written:
+def _store_postgresql(session: Session, feed: Feed, lines: list[CareLine], rt: Runtime) -> Written:
     """PostgreSQL: COPY into a staging table, then one INSERT … ON CONFLICT DO NOTHING RETURNING."""
     driver = cast("psycopg.Connection[Any]", session.connection().connection.driver_connection)  # the PostgreSQL branch
     cursor = driver.cursor()
@@ -169,7 +170,7 @@ def _store_postgresql(session: Session, feed: Feed, lines: list[CareLine], recor
     patients = {ins: (pid, status) for ins, pid, status in cursor.fetchall()}
     closed = [LineRejection(x.line_number, x.line_id, "record_closed") for x in lines if patients[x.ins][1] != RecordStatus.OPEN]
     open_lines = [x for x in lines if patients[x.ins][1] == RecordStatus.OPEN]
-    sealed = _Sealed(record_keys.for_patients(session, {patients[x.ins][0] for x in open_lines}), feed.source)
+    sealed = _Sealed(rt, session, {patients[x.ins][0] for x in open_lines}, feed.source)
 
     def stored_hash(line: CareLine) -> str:
         return sealed.hash(patients[line.ins][0], line)
@@ -250,7 +251,7 @@ def _store_chunk(rt: Runtime, chunk: FeedChunk, today: dt.date) -> AttemptOutcom
     lines, rejections = check_chunk(data, feed, chunk, today)
     with timed(Stage.FEED_CHUNK), rt.sessions() as session:
         store = _store_postgresql if session.get_bind().dialect.name == "postgresql" else _store_generic
-        written = store(session, feed, lines, rt.record_keys) if lines else Written([], [], set())
+        written = store(session, feed, lines, rt) if lines else Written([], [], set())
         fresh = written.fresh
         rejections += written.rejections
         insert_ignore(session, FeedRejection, [_rejection_row(feed.id, rejection) for rejection in rejections])
