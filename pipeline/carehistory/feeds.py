@@ -198,18 +198,19 @@ def _store_postgresql(session: Session, feed: Feed, lines: list[CareLine], rt: R
             LineRejection(x.line_number, x.line_id, "duplicate_line") for x in conflicts if stored.get(x.line_id) != stored_hash(x)
         ]
     new_ids = sorted(inserted)
+    fresh = [x for x in candidates if x.line_id in inserted]
     # Corrections stored now supersede their targets; corrections stored earlier supersede lines stored now.
-    cursor.execute(
-        "UPDATE care_events t SET superseded_by = s.line_id FROM care_staging s WHERE s.supersedes IS NOT NULL"
-        " AND s.line_id = ANY(%(new)s) AND t.source = %(src)s AND t.line_id = s.supersedes",
-        {"new": new_ids, "src": feed.source},
-    )
+    if any(x.supersedes for x in fresh):
+        cursor.execute(
+            "UPDATE care_events t SET superseded_by = s.line_id FROM care_staging s WHERE s.supersedes IS NOT NULL"
+            " AND s.line_id = ANY(%(new)s) AND t.source = %(src)s AND t.line_id = s.supersedes",
+            {"new": new_ids, "src": feed.source},
+        )
     cursor.execute(
         "UPDATE care_events t SET superseded_by = c.line_id FROM care_events c WHERE c.source = %(src)s"
         " AND c.supersedes = t.line_id AND t.source = %(src)s AND t.line_id = ANY(%(new)s)",
         {"new": new_ids, "src": feed.source},
     )
-    fresh = [x for x in candidates if x.line_id in inserted]
     cursor.execute(
         "INSERT INTO outbox (id, patient_id, kind, ref_id, source, created_at)"
         " SELECT gen_random_uuid()::text, p, 'reimbursement_data', %s, %s, now() FROM unnest(%s::text[]) AS p"
