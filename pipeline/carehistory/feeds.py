@@ -156,18 +156,29 @@ def _split_known(
     return fresh, duplicates
 
 
+def _patients(rt: Runtime, cursor: psycopg.Cursor[Any], ins_values: list[str]) -> dict[str, tuple[str, str]]:
+    """(id, status) of the patients of these INS; those not known yet are inserted first, in a transaction
+    of their own (as a document's patient is): the other workers' chunks of the same feed, which share
+    most patients, then wait for that short commit, not for this whole chunk's. A patient so made whose
+    chunk then fails is an open record with nothing in it yet, as a retry finds it."""
+    select_them = "SELECT ins, id, status FROM patients WHERE ins = ANY(%s)"
+    cursor.execute(select_them, [ins_values])
+    patients = {ins: (pid, status) for ins, pid, status in cursor.fetchall()}
+    missing = [ins for ins in ins_values if ins not in patients]
+    if missing:
+        with rt.sessions() as own:
+            insert_ignore(own, Patient, [{"id": new_id(), "ins": ins, "status": RecordStatus.OPEN} for ins in missing])
+            own.commit()
+        cursor.execute(select_them, [missing])
+        patients.update((ins, (pid, status)) for ins, pid, status in cursor.fetchall())
+    return patients
+
+
 def _store_postgresql(session: Session, feed: Feed, lines: list[CareLine], rt: Runtime) -> Written:
     """PostgreSQL: COPY into a staging table, then one INSERT … ON CONFLICT DO NOTHING RETURNING."""
     driver = cast("psycopg.Connection[Any]", session.connection().connection.driver_connection)  # the PostgreSQL branch
     cursor = driver.cursor()
-    ins_values = sorted({x.ins for x in lines})
-    cursor.execute(
-        "INSERT INTO patients (id, ins, status, created_at) SELECT gen_random_uuid()::text, i, 'open', now()"
-        " FROM unnest(%s::text[]) AS i ON CONFLICT (ins) DO NOTHING",
-        [ins_values],
-    )
-    cursor.execute("SELECT ins, id, status FROM patients WHERE ins = ANY(%s)", [ins_values])
-    patients = {ins: (pid, status) for ins, pid, status in cursor.fetchall()}
+    patients = _patients(rt, cursor, sorted({x.ins for x in lines}))
     closed = [LineRejection(x.line_number, x.line_id, "record_closed") for x in lines if patients[x.ins][1] != RecordStatus.OPEN]
     open_lines = [x for x in lines if patients[x.ins][1] == RecordStatus.OPEN]
     sealed = _Sealed(rt, session, {patients[x.ins][0] for x in open_lines}, feed.source)
