@@ -152,6 +152,7 @@ class KeyCache(Generic[Opened]):
     def __init__(self, seconds: float = KEY_CACHE_SECONDS) -> None:
         self.seconds = seconds
         self._keys: dict[str, tuple[float, Opened]] = {}
+        self._prune_above = 10_000
         self._lock = threading.Lock()
 
     def get(self, key_id: str, unwrap: Callable[[], Opened]) -> Opened:
@@ -161,9 +162,12 @@ class KeyCache(Generic[Opened]):
             return cached[1]
         key = unwrap()
         with self._lock:
-            if len(self._keys) > 10_000:  # a long-running worker sees many batches: drop the expired ones
+            if len(self._keys) > self._prune_above:  # a long-running worker sees many batches: drop the expired ones
                 now = time.monotonic()
                 self._keys = {k: v for k, v in self._keys.items() if v[0] > now}
+                # Not again before the live ones have doubled: a feed's 20,000 patients' sealers, all live, made a
+                # pass over them per key added past 10,000.
+                self._prune_above = max(10_000, 2 * len(self._keys))
             self._keys[key_id] = (time.monotonic() + self.seconds, key)
         return key
 
