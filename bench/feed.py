@@ -34,7 +34,7 @@ import psutil
 import psycopg
 from sqlalchemy import func, select
 
-from bench.measure import CpuMeter, ProcessTeam, cpu_seconds
+from bench.measure import CpuMeter, ProcessTeam, cpu_seconds, wait_idle
 from bench.report import print_parts
 from infra.services import dmp_environment, throwaway_database, throwaway_services
 from pipeline.carehistory.feedformat import CareLine, check_line, csv_header, parse_chunk, split_lines
@@ -187,6 +187,7 @@ def _floor_process(job: _FloorJob, share: int, ready: Event, go: Event, results:
                 _floor_chunk(connection, lines, sealers, keys, "floor")
             stored += len(lines)
     results.put((stored, rejected))
+    leave.wait()  # alive until the CPU meter has read this process (an ended process reads as 0: its CPU went uncounted)
 
 
 def _floor(database_url: str, feed: Path, processes: int, chunk_lines: int, key_file: Path) -> tuple[float, int, float]:
@@ -233,7 +234,7 @@ def run(lines: int, workers: int, threads: int, patients: int) -> dict[str, Any]
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
             worker_rss = _PeakRss(worker.pid)
             worker_rss.start()
-            time.sleep(3)  # let the workers boot before the clock starts
+            wait_idle(worker.pid)  # the workers boot before the clock starts (3 s was not enough on a busy machine)
             idle_from = cpu_seconds(worker.pid)
             time.sleep(2)
             worker_idle = (cpu_seconds(worker.pid) - idle_from) / 2  # CPU seconds per second with nothing to do

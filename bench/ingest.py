@@ -50,7 +50,7 @@ import psutil
 import psycopg
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from bench.measure import CpuMeter, ProcessTeam, RequestLog, RoundTripProxy, cpu_seconds, reset_statements, statements_by_kind
+from bench.measure import CpuMeter, ProcessTeam, RequestLog, RoundTripProxy, reset_statements, statements_by_kind, wait_idle
 from infra.services import MotoServer, PostgresCluster, RedisServer, dmp_environment, free_port
 from pipeline.core.envelope import EncryptingReader
 from pipeline.core.keys import load_key_file
@@ -405,19 +405,6 @@ def _wait_final(services: _Services, batch_id: str, timeout: float = 3600) -> in
     raise TimeoutError(f"batch {batch_id} unfinished after {timeout}s")
 
 
-def _wait_idle(pid: int, timeout: float = 60) -> None:
-    """Until a booting process tree stops spending CPU (its imports and connections are done)."""
-    deadline = time.monotonic() + timeout
-    last = cpu_seconds(pid)
-    time.sleep(2)
-    while time.monotonic() < deadline:
-        time.sleep(0.5)
-        now = cpu_seconds(pid)
-        if now - last < 0.05:
-            return
-        last = now
-
-
 def _run_intake(command: list[str], env: dict[str, str], log: Path) -> tuple[str, float]:
     """Run the intake to its end; its stdout and the CPU seconds it and its children spent (wait4)."""
     with log.open("wb") as errors:
@@ -438,7 +425,7 @@ def _pipeline(services: _Services, root: Path, batch: Path, workers: int, thread
                                   stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)  # fmt: skip
     watch = _RssWatch(worker.pid)
     watch.start()
-    _wait_idle(worker.pid)  # the workers boot before the clock starts
+    wait_idle(worker.pid)  # the workers boot before the clock starts
     try:
         with _measured(services, {"workers": worker.pid}, services.bucket) as out:
             command = [DMP, "ingest", str(batch), "--source", "hospital:BENCH-PIPE", "--json"]

@@ -49,6 +49,19 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def wait_idle(pid: int, timeout: float = 60) -> None:
+    """Until a booting process tree stops spending CPU (its imports and connections are done)."""
+    deadline = time.monotonic() + timeout
+    last = cpu_seconds(pid)
+    time.sleep(2)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = cpu_seconds(pid)
+        if now - last < 0.05:
+            return
+        last = now
+
+
 def machine_busy_seconds() -> float:
     """CPU seconds the whole machine spent busy (every core, every process, ours or not)."""
     times = psutil.cpu_times()

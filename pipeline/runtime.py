@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from pipeline.core.home import prepare_home
 from pipeline.core.inbox import Inbox
 from pipeline.core.keys import FileKeyProvider, KeyProvider, audit_key, keyed_hash, load_key_file
-from pipeline.core.sealedfields import KeyCache
+from pipeline.core.sealedfields import KeyCache, LineSealer
 from pipeline.core.settings import Settings
 from pipeline.core.storage import ObjectStore, open_store
 from pipeline.index.db import make_engine, session_factory, upgrade
@@ -43,13 +43,16 @@ class Runtime:
     wake_notifier: Callable[[], None] = field(default=lambda: None, repr=False)
     inbox: Inbox = field(init=False, repr=False)
     # Unwrapped batch keys (the titles of items waiting in the queue), by batch id.
-    batch_keys: KeyCache = field(init=False, repr=False)
+    batch_keys: KeyCache[bytes] = field(init=False, repr=False)
+    # Care-line sealers (pipeline/carehistory/feeds.py), by record key id: a feed's chunks share most patients.
+    line_sealers: KeyCache[LineSealer] = field(init=False, repr=False)
     # Sessions for reads that write nothing (see `reads`).
     reads: sessionmaker[Session] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.inbox = Inbox(self.store)
         self.batch_keys = KeyCache()
+        self.line_sealers = KeyCache()
         # Autocommit: each statement runs alone, with no BEGIN before it nor ROLLBACK when the session ends (two
         # round trips of a short read's four), and the driver keeps its prepared statements (a ROLLBACK drops
         # them). Under READ COMMITTED every statement sees its own snapshot anyway: a transaction adds no

@@ -11,6 +11,7 @@ import datetime as dt
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import insert, select, update
@@ -24,7 +25,6 @@ from pipeline.core.outage import Interrupted, failure_code, outage_of
 from pipeline.core.sealedfields import DETAILS, LineSealer
 from pipeline.core.storage import ObjectNotFound
 from pipeline.index.models import CareEvent, Feed, FeedChunk, FeedRejection, Outbox, Patient, new_id
-from pipeline.index.recordkeys import RecordKeys
 from pipeline.index.repo import Refusal, RowValues, insert_ignore, lease_held
 from pipeline.index.states import AttemptOutcome, ChunkState, OutboxKind, RecordStatus
 from pipeline.runtime import Runtime
@@ -90,13 +90,13 @@ class Written:
     notify: set[str]  # patients with new lines still to notify (the PostgreSQL path queues its own)
 
 
-def _store_generic(session: Session, feed: Feed, lines: list[CareLine], record_keys: RecordKeys) -> Written:
+def _store_generic(session: Session, feed: Feed, lines: list[CareLine], rt: Runtime) -> Written:
     """Any database: look up what is known, then one executemany of the new lines."""
     insert_ignore(session, Patient, [{"id": new_id(), "ins": ins, "status": RecordStatus.OPEN} for ins in sorted({x.ins for x in lines})])
     patients = {p.ins: p for p in session.scalars(select(Patient).where(Patient.ins.in_({x.ins for x in lines})))}
     closed = [LineRejection(x.line_number, x.line_id, "record_closed") for x in lines if patients[x.ins].status != RecordStatus.OPEN]
     open_lines = [x for x in lines if patients[x.ins].status == RecordStatus.OPEN]
-    sealed = _Sealed(record_keys.for_patients(session, {patients[x.ins].id for x in open_lines}), feed.source)
+    sealed = _Sealed(rt, session, {patients[x.ins].id for x in open_lines}, feed.source)
     ids = {x.line_id for x in open_lines}
     known = dict(
         session.execute(
@@ -125,8 +125,9 @@ class _Sealed:
     """A chunk's lines in their stored form: details sealed and content hash keyed under each patient's
     record key (pipeline/carehistory/history.py), each computed once."""
 
-    def __init__(self, record_keys: dict[str, bytes], source: str) -> None:
-        self.sealers = {patient_id: LineSealer(key) for patient_id, key in record_keys.items()}
+    def __init__(self, rt: Runtime, session: Session, patient_ids: set[str], source: str) -> None:
+        opened = rt.record_keys.open_for_patients(session, patient_ids)
+        self.sealers = {patient_id: rt.line_sealers.get(key.id, partial(LineSealer, key.key)) for patient_id, key in opened.items()}
         self.source = source
         self._hashes: dict[int, str] = {}
 
@@ -155,21 +156,32 @@ def _split_known(
     return fresh, duplicates
 
 
-def _store_postgresql(session: Session, feed: Feed, lines: list[CareLine], record_keys: RecordKeys) -> Written:
+def _patients(rt: Runtime, cursor: psycopg.Cursor[Any], ins_values: list[str]) -> dict[str, tuple[str, str]]:
+    """(id, status) of the patients of these INS; those not known yet are inserted first, in a transaction
+    of their own (as a document's patient is): the other workers' chunks of the same feed, which share
+    most patients, then wait for that short commit, not for this whole chunk's. A patient so made whose
+    chunk then fails is an open record with nothing in it yet, as a retry finds it."""
+    select_them = "SELECT ins, id, status FROM patients WHERE ins = ANY(%s)"
+    cursor.execute(select_them, [ins_values])
+    patients = {ins: (pid, status) for ins, pid, status in cursor.fetchall()}
+    missing = [ins for ins in ins_values if ins not in patients]
+    if missing:
+        with rt.sessions() as own:
+            insert_ignore(own, Patient, [{"id": new_id(), "ins": ins, "status": RecordStatus.OPEN} for ins in missing])
+            own.commit()
+        cursor.execute(select_them, [missing])
+        patients.update((ins, (pid, status)) for ins, pid, status in cursor.fetchall())
+    return patients
+
+
+def _store_postgresql(session: Session, feed: Feed, lines: list[CareLine], rt: Runtime) -> Written:
     """PostgreSQL: COPY into a staging table, then one INSERT … ON CONFLICT DO NOTHING RETURNING."""
     driver = cast("psycopg.Connection[Any]", session.connection().connection.driver_connection)  # the PostgreSQL branch
     cursor = driver.cursor()
-    ins_values = sorted({x.ins for x in lines})
-    cursor.execute(
-        "INSERT INTO patients (id, ins, status, created_at) SELECT gen_random_uuid()::text, i, 'open', now()"
-        " FROM unnest(%s::text[]) AS i ON CONFLICT (ins) DO NOTHING",
-        [ins_values],
-    )
-    cursor.execute("SELECT ins, id, status FROM patients WHERE ins = ANY(%s)", [ins_values])
-    patients = {ins: (pid, status) for ins, pid, status in cursor.fetchall()}
+    patients = _patients(rt, cursor, sorted({x.ins for x in lines}))
     closed = [LineRejection(x.line_number, x.line_id, "record_closed") for x in lines if patients[x.ins][1] != RecordStatus.OPEN]
     open_lines = [x for x in lines if patients[x.ins][1] == RecordStatus.OPEN]
-    sealed = _Sealed(record_keys.for_patients(session, {patients[x.ins][0] for x in open_lines}), feed.source)
+    sealed = _Sealed(rt, session, {patients[x.ins][0] for x in open_lines}, feed.source)
 
     def stored_hash(line: CareLine) -> str:
         return sealed.hash(patients[line.ins][0], line)
@@ -197,18 +209,19 @@ def _store_postgresql(session: Session, feed: Feed, lines: list[CareLine], recor
             LineRejection(x.line_number, x.line_id, "duplicate_line") for x in conflicts if stored.get(x.line_id) != stored_hash(x)
         ]
     new_ids = sorted(inserted)
+    fresh = [x for x in candidates if x.line_id in inserted]
     # Corrections stored now supersede their targets; corrections stored earlier supersede lines stored now.
-    cursor.execute(
-        "UPDATE care_events t SET superseded_by = s.line_id FROM care_staging s WHERE s.supersedes IS NOT NULL"
-        " AND s.line_id = ANY(%(new)s) AND t.source = %(src)s AND t.line_id = s.supersedes",
-        {"new": new_ids, "src": feed.source},
-    )
+    if any(x.supersedes for x in fresh):
+        cursor.execute(
+            "UPDATE care_events t SET superseded_by = s.line_id FROM care_staging s WHERE s.supersedes IS NOT NULL"
+            " AND s.line_id = ANY(%(new)s) AND t.source = %(src)s AND t.line_id = s.supersedes",
+            {"new": new_ids, "src": feed.source},
+        )
     cursor.execute(
         "UPDATE care_events t SET superseded_by = c.line_id FROM care_events c WHERE c.source = %(src)s"
         " AND c.supersedes = t.line_id AND t.source = %(src)s AND t.line_id = ANY(%(new)s)",
         {"new": new_ids, "src": feed.source},
     )
-    fresh = [x for x in candidates if x.line_id in inserted]
     cursor.execute(
         "INSERT INTO outbox (id, patient_id, kind, ref_id, source, created_at)"
         " SELECT gen_random_uuid()::text, p, 'reimbursement_data', %s, %s, now() FROM unnest(%s::text[]) AS p"
@@ -250,7 +263,7 @@ def _store_chunk(rt: Runtime, chunk: FeedChunk, today: dt.date) -> AttemptOutcom
     lines, rejections = check_chunk(data, feed, chunk, today)
     with timed(Stage.FEED_CHUNK), rt.sessions() as session:
         store = _store_postgresql if session.get_bind().dialect.name == "postgresql" else _store_generic
-        written = store(session, feed, lines, rt.record_keys) if lines else Written([], [], set())
+        written = store(session, feed, lines, rt) if lines else Written([], [], set())
         fresh = written.fresh
         rejections += written.rejections
         insert_ignore(session, FeedRejection, [_rejection_row(feed.id, rejection) for rejection in rejections])

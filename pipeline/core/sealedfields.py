@@ -31,7 +31,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import overload
+from typing import Generic, TypeVar, overload
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -142,24 +142,32 @@ def contact_key_context(contact_id: str) -> str:
     return f"contact:{contact_id}"
 
 
-class KeyCache:
-    """Unwrapped keys by id for a few minutes, so a worker unwraps a batch's key once, not per item."""
+Opened = TypeVar("Opened")
+
+
+class KeyCache(Generic[Opened]):
+    """Unwrapped keys by id for a few minutes, so a worker unwraps a batch's key once, not per item (or what is
+    set up from a key: a record key's LineSealer, made once per feed worker, not per chunk)."""
 
     def __init__(self, seconds: float = KEY_CACHE_SECONDS) -> None:
         self.seconds = seconds
-        self._keys: dict[str, tuple[float, bytes]] = {}
+        self._keys: dict[str, tuple[float, Opened]] = {}
+        self._prune_above = 10_000
         self._lock = threading.Lock()
 
-    def get(self, key_id: str, unwrap: Callable[[], bytes]) -> bytes:
+    def get(self, key_id: str, unwrap: Callable[[], Opened]) -> Opened:
         with self._lock:
             cached = self._keys.get(key_id)
         if cached and cached[0] > time.monotonic():
             return cached[1]
         key = unwrap()
         with self._lock:
-            if len(self._keys) > 10_000:  # a long-running worker sees many batches: drop the expired ones
+            if len(self._keys) > self._prune_above:  # a long-running worker sees many batches: drop the expired ones
                 now = time.monotonic()
                 self._keys = {k: v for k, v in self._keys.items() if v[0] > now}
+                # Not again before the live ones have doubled: a feed's 20,000 patients' sealers, all live, made a
+                # pass over them per key added past 10,000.
+                self._prune_above = max(10_000, 2 * len(self._keys))
             self._keys[key_id] = (time.monotonic() + self.seconds, key)
         return key
 

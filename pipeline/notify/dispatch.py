@@ -20,7 +20,7 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, func, or_, select, update
+from sqlalchemy import ColumnElement, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from pipeline.access.gate import Decisions
@@ -30,9 +30,9 @@ from pipeline.access.recordview import load_record
 from pipeline.core.clock import as_utc, paris_date
 from pipeline.core.metrics import notifications_sent
 from pipeline.core.sealedfields import SealedFieldError, address_context, open_text, seal_text
-from pipeline.index.models import BatchItem, Contact, Document, Notification, Outbox, Patient, new_id
+from pipeline.index.models import BatchItem, Contact, Document, Feed, FeedChunk, Notification, Outbox, Patient, new_id
 from pipeline.index.repo import affected
-from pipeline.index.states import ITEM_IN_FLIGHT, ChannelName, NotificationStatus, OutboxKind, OutboxStatus
+from pipeline.index.states import ITEM_IN_FLIGHT, ChannelName, ChunkState, NotificationStatus, OutboxKind, OutboxStatus
 from pipeline.notify.channels import Channel, DeliveryError, Message
 from pipeline.notify.compose import Event, compose
 from pipeline.notify.contacts import opening_key, read_contact
@@ -72,8 +72,9 @@ def dispatch(
 
 
 def compose_due(rt: Runtime, now: dt.datetime, report: DispatchReport, *, flush: bool = False) -> None:
+    due = _due_rows(rt, now, flush)
     with rt.sessions() as session:
-        patients = session.scalars(select(Outbox.patient_id).where(Outbox.status == OutboxStatus.PENDING).distinct().limit(10 * PAGE)).all()
+        patients = session.scalars(select(Outbox.patient_id).where(*due).distinct().limit(10 * PAGE)).all()
     for patient_id in patients:
         with rt.sessions() as session:
             if _compose_patient(rt, session, patient_id, now, report, flush):
@@ -82,11 +83,23 @@ def compose_due(rt: Runtime, now: dt.datetime, report: DispatchReport, *, flush:
                 session.rollback()
 
 
+def _due_rows(rt: Runtime, now: dt.datetime, flush: bool) -> list[ColumnElement[bool]]:
+    """Pending outbox rows, less the feeds' that wait: a feed's "new reimbursement data" is told once its
+    lines are all stored (intake done, no chunk left to store), not while its chunks go in, or once the
+    coalescing window has passed (a feed whose intake must re-send some chunks holds no message for ever)."""
+    if flush:
+        return [Outbox.status == OutboxStatus.PENDING]
+    unfinished = exists().where(FeedChunk.feed_id == Feed.id, FeedChunk.state != ChunkState.DONE)
+    feed_open = exists().where(Feed.id == Outbox.ref_id, or_(Feed.sent_at.is_(None), unfinished))
+    window = now - dt.timedelta(seconds=rt.settings.notify_coalesce_seconds)
+    waits = (Outbox.kind == OutboxKind.REIMBURSEMENT_DATA) & (Outbox.created_at > window) & feed_open
+    return [Outbox.status == OutboxStatus.PENDING, ~waits]
+
+
 def _compose_patient(rt: Runtime, session: Session, patient_id: str, now: dt.datetime, report: DispatchReport, flush: bool) -> bool:
     patient = session.get(Patient, patient_id)
-    rows = session.scalars(
-        select(Outbox).where(Outbox.patient_id == patient_id, Outbox.status == OutboxStatus.PENDING).order_by(Outbox.created_at)
-    ).all()
+    due = select(Outbox).where(Outbox.patient_id == patient_id, *_due_rows(rt, now, flush))
+    rows = session.scalars(due.order_by(Outbox.created_at)).all()
     if patient is None or not rows:
         return False
     groups = [[row] for row in rows if row.kind != OutboxKind.DOCUMENTS_ADDED]

@@ -118,6 +118,40 @@ def test_a_deposit_waits_while_its_batch_still_has_documents_in_flight(tmp_path)
     rt.close()
 
 
+def test_a_feeds_reimbursement_message_waits_until_its_chunks_are_stored(tmp_path):
+    from pipeline.carehistory.feeds import process_chunk
+    from pipeline.ingest.feed_intake import receive_feed
+    from pipeline.samples.feed import write_feed
+
+    settings = _settings(tmp_path, feed_chunk_lines=2)
+    rt = _runtime(settings)
+    write_feed(tmp_path / "f.csv", 4, patients=1, seed=3)
+    chunks: list[str] = []
+    receive_feed(rt, tmp_path / "f.csv", "insurer:CNAM", chunks.append)
+    process_chunk(rt, chunks[0])  # the patient's lines and its outbox row, one chunk still to store
+    channels = channels_from_settings(settings)
+    assert dispatch(rt, channels).composed == 0
+    assert dispatch(rt, channels, dt.datetime.now(dt.UTC) + LATER).composed == 1  # past the window, it waits no more
+    rt.close()
+
+
+def test_a_feeds_reimbursement_message_is_composed_once_the_feed_is_stored(tmp_path):
+    from pipeline.carehistory.feeds import process_chunk
+    from pipeline.ingest.feed_intake import receive_feed
+    from pipeline.samples.feed import write_feed
+
+    settings = _settings(tmp_path, feed_chunk_lines=2)
+    rt = _runtime(settings)
+    write_feed(tmp_path / "f.csv", 4, patients=1, seed=3)
+    chunks: list[str] = []
+    receive_feed(rt, tmp_path / "f.csv", "insurer:CNAM", chunks.append)
+    for chunk_id in chunks:
+        process_chunk(rt, chunk_id)
+    assert dispatch(rt, channels_from_settings(settings)).composed == 1
+    assert [n.kind for n in _notifications(rt)] == ["reimbursement_data"]
+    rt.close()
+
+
 def test_without_a_configured_channel_the_message_goes_to_the_local_log_sink(tmp_path):
     import json
 
@@ -245,4 +279,3 @@ def test_a_sender_killed_between_send_and_mark_loses_nothing_and_the_gateway_sen
     assert sms_gateway.requests[0]["auth"] == "Bearer t0ken"
     assert _notifications(rt)[0].status == "sent"
     rt.close()
-
