@@ -1,10 +1,15 @@
-"""FastAPI dependencies: the process Runtime, the authenticated actor, the emergency reason."""
+"""FastAPI dependencies: the process Runtime, the authenticated actor, the emergency reason.
+
+A dependency that neither blocks nor computes much is `async def`: FastAPI runs it in the event loop, where a plain
+`def` costs a trip through the thread pool (a thread woken, the GIL passed back and forth) on every request.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
+from starlette.concurrency import run_in_threadpool
 
 from api.problems import ApiProblem
 from pipeline.access.audit import MAX_JUSTIFICATION
@@ -13,17 +18,21 @@ from pipeline.runtime import Runtime
 from pipeline.sources import SourceIdentity
 
 
-def runtime(request: Request) -> Runtime:
+async def runtime(request: Request) -> Runtime:
     rt: Runtime = request.app.state.runtime
     return rt
 
 
-def current_actor(request: Request, authorization: Annotated[str | None, Header()] = None) -> Actor:
-    """The actor named by a valid bearer token; 401 with a stable code otherwise."""
+async def current_actor(request: Request, authorization: Annotated[str | None, Header()] = None) -> Actor:
+    """The actor named by a valid bearer token; 401 with a stable code otherwise. A token seen within the
+    verifier's cache time is decided here; any other is verified in the thread pool, since with an identity
+    provider that may fetch its keys over the network."""
     from pipeline.access.tokens import AuthError
 
+    verifier = request.app.state.verifier
     try:
-        actor: Actor = request.app.state.verifier.verify(authorization).actor()
+        claims = verifier.verify_known(authorization) or await run_in_threadpool(verifier.verify, authorization)
+        actor: Actor = claims.actor()
         return actor
     except AuthError as failure:
         if failure.code == "verifier_unavailable":
@@ -47,7 +56,7 @@ def current_source(request: Request, authorization: Annotated[str | None, Header
         raise ApiProblem(401, "invalid_credentials", "Unauthorized", "A valid source API key is required (Bearer dmpk_…).") from None
 
 
-def emergency_reason(x_emergency_reason: Annotated[str | None, Header(max_length=MAX_JUSTIFICATION)] = None) -> str | None:
+async def emergency_reason(x_emergency_reason: Annotated[str | None, Header(max_length=MAX_JUSTIFICATION)] = None) -> str | None:
     """Break-glass: a professional facing an immediate risk states the reason in this header (kept in the audit
     chain as the access's justification; longer than MAX_JUSTIFICATION characters is 422). Its bytes are read
     as UTF-8 when they are UTF-8 ("arrêt cardiaque"), else as Latin-1, the header's own charset."""

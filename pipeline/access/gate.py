@@ -3,8 +3,9 @@
 Order matters for privacy: the record-level question is asked first, without looking at the
 document, so a denial there (refused with its reason) says nothing about whether a document exists;
 to an actor who may not learn that the record exists, that denial is told as a record that does not
-exist (NOT_FOUND). Only then is the document looked up; a missing document, another patient's, or one
-the policy hides from this actor are all told NOT_FOUND. The audit entry keeps the real reason, and
+exist (NOT_FOUND). Only then is the document looked at (it is read with the record, in the same statement,
+whatever the decision); a missing document, another patient's, or one the policy hides from this actor are all
+told NOT_FOUND. The audit entry keeps the real reason, and
 what the actor was told when it differs (`told_reason`), so the access log can read back to each actor
 no more than their answer said.
 
@@ -36,7 +37,7 @@ from pipeline.access.policy import (
     decide,
     knows_of_record,
 )
-from pipeline.access.recordview import PolicyFields, document_view, live_document, load_record, policy_fields
+from pipeline.access.recordview import PolicyFields, document_view, policy_fields, read_record
 from pipeline.access.vocabulary import NOT_FOUND, NotFound
 from pipeline.core.clock import paris_date
 from pipeline.core.keys import KeyProviderError
@@ -214,24 +215,27 @@ def _judge(
     today: dt.date,
     now: dt.datetime | None,
 ) -> _Judged:
-    # On PostgreSQL the record's read also takes its audit chain's lock: one round trip fewer per access.
+    # One statement reads the record, its document if one is named, and on PostgreSQL takes the record's audit chain
+    # lock: the round trips of an access are that statement, the chain's head, the entry's insert and the commit.
     locking = session.get_bind().dialect.name == "postgresql"
-    record = load_record(session, patient_id, now=now, for_actor=actor.id, lock_chain=locking)
-    if record is None:
+    found = read_record(session, patient_id, now=now, for_actor=actor.id, lock_chain=locking, document_id=document_id)
+    if found is None:
         return _Judged(NO_PATIENT, document_id, Decision(False, NOT_FOUND), Refused(NOT_FOUND))
-    judged = _judge_record(session, actor, action, record, document_id, emergency_reason, today)
+    record, document = found
+    judged = _judge_record(actor, action, record, document_id, document, emergency_reason, today)
     return dataclasses.replace(judged, chain_locked=locking)
 
 
 def _judge_record(
-    session: Session,
     actor: Actor,
     action: Action | str,
     record: Record,
     document_id: str | None,
+    document: Document | None,
     emergency_reason: str | None,
     today: dt.date,
 ) -> _Judged:
+    """`document`: the record's live document `document_id`, or None (read with the record, looked at only here)."""
     patient_id = record.patient_id
     # Actions on one document (mask, hide from representatives…) first ask whether the actor may see the record's documents at all.
     record_action = Action.LIST if action in DOCUMENT_ACTIONS else action
@@ -242,8 +246,7 @@ def _judge_record(
         return _Judged(patient_id, document_id, record_level, Refused(told))
     if document_id is None:
         return _Judged(patient_id, None, record_level, Access(record, None, record_level))
-    # Looked up only now: a record-level denial says nothing about whether a document exists.
-    document = live_document(session, patient_id, document_id)
+    # Looked at only now: a record-level denial says nothing about whether a document exists.
     if document is None:
         return _Judged(patient_id, document_id, Decision(False, NOT_FOUND), Refused(NOT_FOUND))
     view = document_view(document)

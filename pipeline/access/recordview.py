@@ -7,12 +7,13 @@ trip each. Only live documents (`Document.live`) are part of a record.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
-from sqlalchemy import Date, Table, bindparam, select
+from sqlalchemy import Date, Select, Table, and_, bindparam, exists, select
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 
 _PATIENTS = cast(Table, Patient.__table__)
 _RELATIONS = cast(Table, RecordRelation.__table__)
+_DOCUMENTS = cast(Table, Document.__table__)
 _RECORD_COLUMNS = (
     _PATIENTS.c.id,
     _PATIENTS.c.status,
@@ -46,10 +48,31 @@ _RECORD_COLUMNS = (
 # The relations that put someone in the care team, and may end.
 _GRANTS = {Relation.AUTHORIZED: GrantBasis.AUTHORIZED, Relation.DECLARED_CONSENT: GrantBasis.DECLARED_CONSENT,
            Relation.FACILITY: GrantBasis.FACILITY}  # fmt: skip
-# Built once (this runs on every access): Core statements, the patient bound at execution.
 _RECORD_FROM = _PATIENTS.outerjoin(_RELATIONS, _RELATIONS.c.patient_id == _PATIENTS.c.id)
-_RECORD = select(*_RECORD_COLUMNS).select_from(_RECORD_FROM).where(_PATIENTS.c.id == bindparam("patient_id"))
-_RECORD_LOCKING = select(*_RECORD_COLUMNS, CHAIN_LOCK).select_from(_RECORD_FROM).where(_PATIENTS.c.id == bindparam("patient_id"))
+# The documents probed for authorship: an alias, so that probe never correlates with the document read alongside.
+_AUTHORED = aliased(Document, name="authored_documents")
+
+
+@functools.cache
+def _record_statement(lock_chain: bool, for_actor: bool, with_document: bool) -> Select[Any]:
+    """The one statement that reads a record for the policy, built once per shape (this runs on every access),
+    the values bound at execution: the patient and its relations (a row per relation), and as it is asked,
+    whether `actor_id` authored a live document of the record (ix_documents_patient_author, evaluated once),
+    the record's live document `document_id` (a whole Document, None when there is no such live document of
+    this patient) and the record's audit chain lock (`pipeline.access.audit.CHAIN_LOCK`, taken when the
+    patient exists)."""
+    columns: list[Any] = [*_RECORD_COLUMNS]
+    if for_actor:
+        by_actor = (_AUTHORED.patient_id == bindparam("patient_id"), _AUTHORED.author_id == bindparam("actor_id"), _AUTHORED.live)
+        columns.append(exists().where(*by_actor).label("authored"))
+    if lock_chain:
+        columns.append(CHAIN_LOCK)
+    source = _RECORD_FROM
+    if with_document:
+        # Joined on the patient too: another patient's document id finds nothing here, as a missing one does.
+        document = and_(_DOCUMENTS.c.id == bindparam("document_id"), _DOCUMENTS.c.patient_id == _PATIENTS.c.id, Document.live)
+        source, columns = source.outerjoin(_DOCUMENTS, document), [Document, *columns]
+    return select(*columns).select_from(source).where(_PATIENTS.c.id == bindparam("patient_id"))
 
 
 def load_record(
@@ -59,12 +82,37 @@ def load_record(
 
     Authorship is looked up for `for_actor` only (the one actor a request decides for): `Record.authors` holds them
     if they authored a live document of the record, one index probe rather than every author of a large record.
-    One round trip for the patient and its relations, one more when there is an actor to look up.
+    One round trip (see `read_record`).
     `lock_chain` (PostgreSQL): the same statement takes the record's audit chain lock when the patient exists
     (`pipeline.access.audit.CHAIN_LOCK`), saving the round trip a statement of its own costs.
     """
-    statement = _RECORD_LOCKING if lock_chain else _RECORD
-    params = {"patient_id": patient_id, **chain_lock_params(patient_id)} if lock_chain else {"patient_id": patient_id}
+    found = read_record(session, patient_id, now=now, for_actor=for_actor, lock_chain=lock_chain)
+    return found[0] if found is not None else None
+
+
+def read_record(
+    session: Session,
+    patient_id: str,
+    *,
+    now: dt.datetime | None = None,
+    for_actor: str | None = None,
+    lock_chain: bool = False,
+    document_id: str | None = None,
+) -> tuple[Record, Document | None] | None:
+    """`load_record`, and with `document_id` the record's live document of that id (None: no such document,
+    another patient's, or shredded), all in one round trip; None when there is no such patient.
+
+    The document is read with the record, not after a record-level decision: the caller decides on the record
+    first and looks at the document only if that allows it, so what an actor is told depends on the decisions
+    alone, and a denial costs the same statement whether or not the document exists."""
+    params: dict[str, Any] = {"patient_id": patient_id}
+    if for_actor is not None:
+        params["actor_id"] = for_actor
+    if lock_chain:
+        params |= chain_lock_params(patient_id)
+    if document_id is not None:
+        params["document_id"] = document_id
+    statement = _record_statement(lock_chain, for_actor is not None, document_id is not None)
     rows = session.execute(statement, params).all()
     if not rows:
         return None
@@ -79,9 +127,9 @@ def load_record(
             grants.append(Grant(row.actor_id, _GRANTS[row.relation]))
         else:
             relations.setdefault(row.relation, set()).add(row.actor_id)
-    authors = frozenset({for_actor}) if for_actor is not None and authored(session, patient_id, for_actor) else frozenset()
     patient = rows[0]
-    return Record(
+    authors = frozenset({for_actor}) if for_actor is not None and patient.authored else frozenset()
+    record = Record(
         patient_id=patient.id,
         status=patient.status,
         is_minor=patient.is_minor,
@@ -95,12 +143,7 @@ def load_record(
         authors=authors,
         as_of=now or dt.datetime.now(dt.UTC),
     )
-
-
-def authored(session: Session, patient_id: str, actor_id: str) -> bool:
-    """Whether `actor_id` authored a live document of the record (ix_documents_patient_author)."""
-    query = select(Document.id).where(Document.patient_id == patient_id, Document.author_id == actor_id, Document.live).limit(1)
-    return session.scalar(query) is not None
+    return record, (patient.Document if document_id is not None else None)
 
 
 def record_authors(session: Session, patient_id: str) -> list[str]:
@@ -178,14 +221,6 @@ def policy_fields(document: PolicyRow) -> PolicyFields:
 
 def document_view(document: PolicyRow) -> DocumentView:
     return DocumentView(document.id, *policy_fields(document))
-
-
-def live_document(session: Session, patient_id: str, document_id: str) -> Document | None:
-    """The record's document `document_id`, or None: no such document, another patient's, or shredded."""
-    document = session.get(Document, document_id)
-    if document is None or document.patient_id != patient_id or not document.live:
-        return None
-    return document
 
 
 def all_policy_rows(session: Session, patient_id: str) -> Sequence[PolicyColumnsRow]:

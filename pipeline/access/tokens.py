@@ -309,16 +309,28 @@ class TokenVerifier:
     def verify(self, authorization_header: str | None, now: datetime | None = None) -> Claims:
         """The caller's claims from an `Authorization: Bearer <token>` header, or AuthError."""
         token = _bearer_token(authorization_header)
-        cached = self._verified.get(token)
-        if cached is not None and time.monotonic() - cached[0] < VERIFIED_TTL_SECONDS:
-            payload = cached[1]
-        else:
+        payload = self._known(token)
+        if payload is None:
             payload = self._decode(token)
             if len(self._verified) >= VERIFIED_MAX:
                 self._verified.clear()  # crude but bounded: the next requests re-verify
             self._verified[token] = (time.monotonic(), payload)
         _check_times(payload, _timestamp(now))
         return claims_of(payload)
+
+    def verify_known(self, authorization_header: str | None, now: datetime | None = None) -> Claims | None:
+        """`verify` for a token whose signature passed within VERIFIED_TTL_SECONDS, None for any other: nothing
+        fetched nor signature checked, so nothing that blocks (the API calls it in its event loop and leaves
+        the other tokens to `verify` in a thread). AuthError as `verify` for a malformed header or expired token."""
+        payload = self._known(_bearer_token(authorization_header))
+        if payload is None:
+            return None
+        _check_times(payload, _timestamp(now))
+        return claims_of(payload)
+
+    def _known(self, token: str) -> dict[str, Any] | None:
+        cached = self._verified.get(token)
+        return cached[1] if cached is not None and time.monotonic() - cached[0] < VERIFIED_TTL_SECONDS else None
 
 
 def claims_of(payload: Mapping[str, Any]) -> Claims:

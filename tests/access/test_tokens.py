@@ -113,6 +113,16 @@ def test_a_token_accepted_once_is_still_refused_once_expired(settings: Settings,
     assert _code(verifier, f"Bearer {token}", now=NOW + timedelta(seconds=60 + 31)) == "expired_token"
 
 
+def test_only_a_token_verified_before_is_known_without_its_signature_checked(settings: Settings, verifier: TokenVerifier) -> None:
+    token = mint_token(settings, "p-1", "patient", ttl_seconds=60, now=NOW)
+    assert verifier.verify_known(f"Bearer {token}", now=NOW) is None  # never verified: left to verify()
+    assert verifier.verify(f"Bearer {token}", now=NOW).subject == "p-1"
+    assert verifier.verify_known(f"Bearer {token}", now=NOW) == verifier.verify(f"Bearer {token}", now=NOW)
+    with pytest.raises(AuthError) as refused:  # known, and still checked for its times
+        verifier.verify_known(f"Bearer {token}", now=NOW + timedelta(seconds=60 + 31))
+    assert refused.value.code == "expired_token"
+
+
 def test_expired_token_is_refused(settings: Settings, verifier: TokenVerifier) -> None:
     token = mint_token(settings, "p-1", "patient", ttl_seconds=60, now=NOW)
     assert _code(verifier, f"Bearer {token}", now=NOW + timedelta(seconds=60 + 31)) == "expired_token"
