@@ -32,11 +32,16 @@ browser:
 	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
 	  || { echo "make test: the browser tests need Chromium at $(CHROMIUM): apt-get install chromium (Debian/Ubuntu), or CHROMIUM=/path make test"; exit 1; }
 
+# The suite runs on every core, up to 4 (pytest-xdist; a module's tests stay on one process, so its fixtures start
+# once). The schema tests run apart, in one process: schemathesis gives each API operation the same test id, and
+# xdist, which tells tests apart by id, would run one operation of each test and drop the rest without a word.
+TEST_PROCESSES ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
 test: $(STAMP) $(BIN)/promtool browser
 	infra/check-services
 	$(BIN)/ruff check .
 	$(MAKE) typecheck
-	DMP_TEST_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q
+	DMP_TEST_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q -n $(TEST_PROCESSES) --dist loadscope --ignore=tests/api/test_schema.py
+	$(BIN)/python -m pytest -q tests/api/test_schema.py
 
 # The tier a developer runs while working: no servers to start, no PostgreSQL twin, no slow test.
 # test_schema.py (slow as a whole) is not even imported: it builds its cases at import.

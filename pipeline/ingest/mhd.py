@@ -109,12 +109,21 @@ def _changes_json(changes: dict[int, str] | None) -> str | None:
     return json.dumps({str(entry): version for entry, version in changes.items()}) if changes else None
 
 
-def _replayed_changes(rt: Runtime, known: SubmissionSet, source: str, targets: list[tuple[StatusChange, str]]) -> dict[int, str]:
+def _replayed_changes(rt: Runtime, known: SubmissionSet, source: str, submission: Submission) -> dict[int, str]:
     """A replay's answer for its status changes, changing nothing: the versions the first sending changed, as
-    recorded (each target's latest version for a submission recorded before they were)."""
+    recorded; for a submission recorded before its changes were (migration 0017), each target's latest version."""
     if known.changes:
         return {int(entry): version for entry, version in json.loads(known.changes).items()}
-    return dict(_current_ids(rt, source, targets))
+    if not submission.changes:
+        return {}
+    with rt.sessions() as session:
+        latest = {}
+        for change in submission.changes:
+            target = _replaced_id(session, source, Replaced(unique_id=change.unique_id))
+            document = repo.find_document(session, source, target) if target is not None else None
+            if document is not None:
+                latest[change.entry] = document.id
+    return latest
 
 
 def _items(rt: Runtime, submission: Submission, batch_id: str, session: Session | None = None) -> list[ProvidedItem]:
@@ -193,7 +202,7 @@ def provide(rt: Runtime, data: bytes, source: str, send: Callable[[str], None]) 
             submission = with_replacements(session, submission, source)
         targets = change_targets(session, submission, source) if known is None else []
     if known is not None:
-        changed = _replayed_changes(rt, known, source, targets)
+        changed = _replayed_changes(rt, known, source, submission)
         items = _items(rt, submission, known.batch_id) if known.batch_id is not None else []
         set_id = known.id if known.batch_id is not None else None
         return Provided(submission, set_id, known.batch_id, items, replayed=True, changed=changed)
@@ -206,13 +215,7 @@ def provide(rt: Runtime, data: bytes, source: str, send: Callable[[str], None]) 
         known, inserted = _recorded(session, source, submission.unique_id, batch_id, changed)
         items = _items(rt, submission, known.batch_id, session) if known.batch_id is not None else []
     if not inserted:  # sent concurrently twice: answered as the sending recorded first
-        changed = _replayed_changes(rt, known, source, targets)
+        changed = _replayed_changes(rt, known, source, submission)
     set_id = known.id if known.batch_id is not None else None
     return Provided(submission, set_id, known.batch_id, items, replayed=not inserted, changed=changed)
 
-
-def _current_ids(rt: Runtime, source: str, targets: list[tuple[StatusChange, str]]) -> list[tuple[int, str]]:
-    """A replay's answer for its status changes: each target's latest version, changed nothing."""
-    with rt.sessions() as session:
-        latest = [(change.entry, repo.find_document(session, source, target)) for change, target in targets]
-    return [(entry, document.id) for entry, document in latest if document is not None]

@@ -268,7 +268,12 @@ def test_dmp_audit_verify_names_the_tampered_entry(tmp_path):
 FORGED_JUSTIFICATION = seal_text(RECORD_KEY, "routine check", justification_context(ALICE, 2))
 
 
-@pytest.mark.parametrize(("column", "forged"), [("justification_sealed", FORGED_JUSTIFICATION), ("told_reason", None)])
+# Ids by name: a bytes value's repr differs from run to run, and pytest-xdist's processes must collect the same ids.
+@pytest.mark.parametrize(
+    ("column", "forged"),
+    [("justification_sealed", FORGED_JUSTIFICATION), ("told_reason", None)],
+    ids=["justification_sealed", "told_reason"],
+)
 def test_the_justification_and_what_the_actor_was_told_are_covered_by_the_entry_hash(rt, column, forged):
     told = _event(actor="dr-a", outcome="denied", reason="masked", told_reason="not_found")
     emergency = _event(actor="dr-b", reason="emergency_override", emergency=True, justification="unconscious, suspected overdose")

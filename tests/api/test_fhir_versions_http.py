@@ -14,9 +14,9 @@ from fhir.resources.R4B.documentreference import DocumentReferenceRelatesTo
 from fhir.resources.R4B.identifier import Identifier
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 from fhir.resources.R4B.reference import Reference
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from pipeline.index.models import Outbox
+from pipeline.index.models import Outbox, SubmissionSet
 from tests.api.life import DR, HOSPITAL, OTHER, World, new_ins, patient_of, world
 from tests.sharing.bundles import INS_SYSTEM, Doc, body, bundle, pdf_bytes
 
@@ -201,6 +201,20 @@ def test_a_status_change_sent_again_after_a_newer_version_changes_nothing(world:
     assert _entry_locations(again) == _entry_locations(deprecated)  # the version changed then, not the newer one
     patient_id = patient_of(world, doc.ins)
     assert _found(_search(world, doc.ins, patient_id)) == [(newer["document_id"], "current")]
+
+
+def test_a_status_change_recorded_before_its_changed_versions_were_is_answered_with_its_targets_latest_version(world: World) -> None:
+    doc = Doc(pdf_bytes("Compte rendu"), ins=new_ins(), rpps=DR)
+    _provided(world, doc)
+    replay_id = f"urn:uuid:{uuid.uuid4()}"
+    deprecated = _change(world, doc, "superseded", submission_id=replay_id)
+    assert deprecated.status_code == 200, deprecated.text
+    with world.rt.sessions() as session:  # as a row written before migration 0017 recorded the changed versions
+        session.execute(update(SubmissionSet).where(SubmissionSet.unique_id == replay_id).values(changes=None))
+        session.commit()
+    again = _change(world, doc, "superseded", submission_id=replay_id)
+    assert (again.status_code, again.headers.get("idempotent-replayed")) == (200, "true")
+    assert _entry_locations(again) == _entry_locations(deprecated)
 
 
 def test_changing_the_status_of_another_sources_document_is_refused_as_a_missing_one(world: World) -> None:

@@ -43,7 +43,7 @@ def _id(entry: public_corpus.Entry) -> str:
     return f"{entry.archive.split('-')[0]}/{Path(entry.member).name}"
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(120, func_only=True)  # the first test's setup may download the corpus (pip has its own limit)
 @pytest.mark.parametrize("entry", ENTRIES, ids=_id)
 def test_each_public_pdf_gets_its_expected_verdict(corpus_files: dict[public_corpus.Entry, Path], entry: public_corpus.Entry) -> None:
     try:
