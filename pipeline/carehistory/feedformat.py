@@ -12,7 +12,7 @@ import datetime as dt
 import hashlib
 import io
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import BinaryIO, NamedTuple
@@ -248,20 +248,20 @@ def _csv_rows(data: bytes, first_line: int) -> Iterator[tuple[int, list[str] | s
         yield first_line + offset, rows[0] if len(rows) == 1 else ("malformed_line" if rows else [])
 
 
-def iter_lines(handle: BinaryIO, block: int = 1024 * 1024) -> Iterator[bytes]:
+def iter_lines(handle: BinaryIO, block: int = 1024 * 1024, watch: Callable[[bytes], object] | None = None) -> Iterator[bytes]:
     """The lines of a byte stream, each with its b"\\n" (the last may lack it), from any `.read()`:
-    a local file, or an S3 body, whose own iteration yields fixed-size pieces, not lines."""
-    if isinstance(handle, io.BufferedReader | io.BytesIO):
+    a local file, or an S3 body, whose own iteration yields fixed-size pieces, not lines. `watch` is
+    given every byte read, block by block (the feed's keyed hash, taken in the same read)."""
+    if watch is None and isinstance(handle, io.BufferedReader | io.BytesIO):
         yield from handle  # a real file: its own (C) line iteration
         return
     pending = b""
     while chunk := handle.read(block):
-        pending += chunk
-        start = 0
-        while (end := pending.find(b"\n", start)) >= 0:
-            yield pending[start : end + 1]
-            start = end + 1
-        pending = pending[start:]
+        if watch is not None:
+            watch(chunk)
+        lines = (pending + chunk).split(b"\n")
+        pending = lines.pop()
+        yield from [line + b"\n" for line in lines]
     if pending:
         yield pending
 
@@ -310,3 +310,19 @@ def split_lines(source: Iterable[bytes], chunk_records: int, quoted: bool = Fals
             buffer, count = [], 0
     if buffer:
         yield first, b"".join(buffer), count
+
+
+def plan_chunks(source: Iterable[bytes], chunk_records: int, quoted: bool = False) -> Iterator[tuple[int, int, int]]:
+    """`split_lines` without the bytes: (first line number, byte length, record count) per chunk, so that a
+    chunk is read later as a byte range, without cutting lines again."""
+    first, size, count = 1, 0, 0
+    for offset, record in records(source, quoted):
+        if not count:
+            first = offset + 1
+        size += sum(len(line) for line in record)
+        count += 1
+        if count >= chunk_records:
+            yield first, size, count
+            size, count = 0, 0
+    if count:
+        yield first, size, count
