@@ -46,7 +46,7 @@ test: $(STAMP) $(BIN)/promtool browser
 # The tier a developer runs while working: no servers to start, no PostgreSQL twin, no slow test.
 # test_schema.py (slow as a whole) is not even imported: it builds its cases at import.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not distributed and not slow" --ignore=tests/api/test_schema.py
+	$(BIN)/python -m pytest -q -n $(TEST_PROCESSES) --dist loadscope -m "not distributed and not slow" --ignore=tests/api/test_schema.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -95,9 +95,11 @@ def _store_generic(session: Session, feed: Feed, lines: list[CareLine], rt: Runt
     """Any database: look up what is known, then one executemany of the new lines."""
     insert_ignore(session, Patient, [{"id": new_id(), "ins": ins, "status": RecordStatus.OPEN} for ins in sorted({x.ins for x in lines})])
     patients = {p.ins: p for p in session.scalars(select(Patient).where(Patient.ins.in_({x.ins for x in lines})))}
-    closed = [LineRejection(x.line_number, x.line_id, "record_closed") for x in lines if patients[x.ins].status != RecordStatus.OPEN]
-    open_lines = [x for x in lines if patients[x.ins].status == RecordStatus.OPEN]
-    sealed = _Sealed.of_patients(rt, session, {patients[x.ins].id for x in open_lines}, feed.source)
+    opened = {p.id for p in patients.values() if p.status == RecordStatus.OPEN}
+    # An open record whose key was destroyed has no sealer: nothing can go in, as for a closed one.
+    sealed = _Sealed.of_patients(rt, session, opened, feed.source)
+    closed = [LineRejection(x.line_number, x.line_id, "record_closed") for x in lines if patients[x.ins].id not in sealed.sealers]
+    open_lines = [x for x in lines if patients[x.ins].id in sealed.sealers]
     ids = {x.line_id for x in open_lines}
     known = dict(
         session.execute(

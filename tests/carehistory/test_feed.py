@@ -294,6 +294,15 @@ def test_lines_for_a_closed_record_are_rejected(rt, tmp_path):
         assert [r["reason"] for r in feed_status(session, feed_id)["rejections"]] == ["record_closed"]
 
 
+def test_lines_for_an_open_record_whose_key_was_destroyed_are_rejected_as_for_a_closed_one(rt, tmp_path):
+    _feed(rt, _csv(tmp_path / "1.csv", [_line("first"), _line("other", ins=BOB)]))
+    rt.record_keys.destroy(_patient_id(rt, ALICE))
+    feed_id = _feed(rt, _csv(tmp_path / "2.csv", [_line("second"), _line("next", ins=BOB)]))
+    with rt.sessions() as session:
+        assert [(r["line_id"], r["reason"]) for r in feed_status(session, feed_id)["rejections"]] == [("second", "record_closed")]
+    assert "next" in _history(rt, BOB)
+
+
 @pytest.mark.slow  # 6,000 lines
 def test_a_chunk_of_thousands_of_bad_lines_is_recorded_in_full(rt, tmp_path):
     path = _csv(tmp_path / "f.csv", [_line(f"bad{i}", care="not a date") for i in range(6000)])
