@@ -385,6 +385,13 @@ class Inspector:
         from the previous answer. Stops after a document that ends the child (its verdict: the timeout,
         the failure) or after which the child is recycled; the rest get no verdict from this child."""
         requests = [(pickle.dumps((fn, call.args)), call.descriptors) for call in calls[: max(1, self.limits.max_uses - self.uses)]]
+        try:
+            return self._exchange(requests)
+        except BaseException:
+            self.close()  # interrupted mid-exchange (a time limit of the thread's): its answers must not serve the next call
+            raise
+
+    def _exchange(self, requests: list[tuple[bytes, tuple[int, ...]]]) -> list[Answer | SandboxTimeout | SandboxFailed]:
         verdicts: list[Answer | SandboxTimeout | SandboxFailed] = []
         sent = 0
         while len(verdicts) < len(requests):

@@ -453,3 +453,17 @@ def test_a_batchs_requests_are_written_ahead_without_waiting_for_the_answers(mon
     calls = [sandbox.Call((n, 1)) for n in range(16)]
     assert [outcome.result() for outcome in sandbox.run_contained_many(divmod, calls, LIMITS)] == [(n, 0) for n in range(16)]
     assert len(waited) == 1  # only the first: the child was idle
+
+
+def test_a_batch_interrupted_in_the_worker_leaves_no_answer_for_the_next_call(monkeypatch):
+    from pipeline.documents import sandbox
+
+    sandbox.run_contained(divmod, (1, 1), LIMITS)
+    first = sandbox._local.inspector
+    answer = first._answer
+    monkeypatch.setattr(first, "_answer", lambda deadline: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):  # as a time limit raised in the worker thread
+        sandbox.run_contained_many(divmod, [sandbox.Call((n, 1)) for n in range(4)], LIMITS)
+    monkeypatch.setattr(first, "_answer", answer)
+    assert first.process.poll() is not None  # killed at once, whether or not its answers had arrived
+    assert sandbox.run_contained(divmod, (7, 2), LIMITS) == (3, 1)  # a fresh child's answer, not a stale one
