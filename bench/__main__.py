@@ -17,6 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     ingest.add_argument("--patients", type=int, default=50)
     validate = sub.add_parser("validate", help="validate + classify in the sandbox vs the same checks in-process")
     validate.add_argument("--documents", type=int, default=1000)
+    validate.add_argument("--pack", type=int, default=16, help="documents per message, as the worker gets them (1: one at a time)")
     crypto = sub.add_parser("crypto", help="streaming envelope encryption vs bare AES-GCM over the same segments")
     crypto.add_argument("--size", default="1GiB", help="document size, e.g. 1GiB, 256MiB")
     crypto.add_argument("--pipeline", action="store_true", help="also one document of that size through ingest and read")
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.name == "validate":
         from bench.validate import run as run_validate
 
-        result = run_validate(documents=args.documents)
+        result = run_validate(documents=args.documents, pack=args.pack)
     elif args.name == "crypto":
         from bench.crypto import parse_size
         from bench.crypto import run as run_crypto

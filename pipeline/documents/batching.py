@@ -6,6 +6,8 @@ same order, with per message rather than per document:
 
 - one transaction claiming every item (one locking SELECT, one batched UPDATE);
 - one GET for the pack (Inbox.holding), never one per document;
+- one exchange with the sandbox's confined child for the documents' inspection (validate_all: each
+  document still has its own limits and verdict, those after a failure go to a fresh child);
 - one transaction for the patients, the existing documents and the record keys;
 - one PUT per document (its sealed object: the one request a document cannot share);
 - one transaction for every outcome: document rows, items indexed or rejected, the patients'
@@ -21,8 +23,9 @@ the whole message: each claim is released and the next try takes it back (`resum
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
@@ -40,18 +43,20 @@ from pipeline.core.outage import Interrupted, failure_code, outage_of
 from pipeline.core.reasons import REASONS, Rejected, Transient
 from pipeline.core.storage import ObjectNotFound
 from pipeline.documents import versions
+from pipeline.documents.inspect import Content
 from pipeline.documents.process import (
     Prepared,
     Spooled,
+    classify_content,
     deposit_event,
     forget_inbox,
     item_fields,
     quarantine,
     seal_document,
     spool,
-    validate_and_classify,
+    validate_all,
 )
-from pipeline.documents.validate import check_metadata
+from pipeline.documents.validate import Metadata, check_metadata
 from pipeline.index import repo
 from pipeline.index.db import transact
 from pipeline.index.models import Document, Patient, new_id
@@ -70,6 +75,7 @@ class _Item:
 
     claim: repo.Claim
     source: str
+    meta: Metadata | None = None  # set once spooled, for the validation
     prepared: Prepared | None = None
     spooled: Spooled | None = None
     document: Document | None = None  # a new document, sealed
@@ -166,7 +172,8 @@ def _attempt(rt: Runtime, run: _Run, sources: dict[str, str], today: dt.date) ->
     packs = {i.claim.item.inbox_key for i in items if i.claim.item.inbox_key and i.claim.item.inbox_key.startswith(PACK_PREFIX)}
     with ExitStack() as spools, rt.inbox.holding(key for key in packs if key):
         for work in items:
-            _alone(rt, run, work, lambda work: _prepare(rt, run, work, today, spools))
+            _alone(rt, run, work, lambda work: _spool(rt, run, work, today, spools))
+        _validate(rt, run, [work for work in items if work.meta is not None and work.id in run.open])
         ready = [work for work in items if work.prepared is not None and work.id in run.open]
         records = _records(rt, ready)
         for work in ready:
@@ -194,8 +201,8 @@ def _alone(rt: Runtime, run: _Run, work: _Item, stage: Callable[[_Item], object]
             _fail_alone(rt, run, work, failure)
 
 
-def _prepare(rt: Runtime, run: _Run, work: _Item, today: dt.date, spools: ExitStack) -> None:
-    """Metadata, spool, validate, classify (raises Rejected); a missing inbox object sends this item back to wait."""
+def _spool(rt: Runtime, run: _Run, work: _Item, today: dt.date, spools: ExitStack) -> None:
+    """Metadata, then spool (raises Rejected); a missing inbox object sends this item back to wait."""
     item = work.claim.item
     if item.crashes >= rt.settings.max_attempts:
         log.warning("item %s set aside after %d crashed attempts", item.id, item.crashes)
@@ -212,7 +219,29 @@ def _prepare(rt: Runtime, run: _Run, work: _Item, today: dt.date, spools: ExitSt
         run.open.pop(item.id)
         run.outcomes[item.id] = AttemptOutcome.QUEUED
         return
-    work.prepared = validate_and_classify(rt, item, work.source, meta, work.spooled)
+    if work.spooled.size == 0:
+        raise Rejected("empty_file")
+    work.meta = meta
+
+
+def _validate(rt: Runtime, run: _Run, spooled: list[_Item]) -> None:
+    """Validate the spooled items' documents in one exchange with the sandbox (`validate_all`), then
+    classify each: a document's rejection is its own verdict, as one at a time."""
+    documents = [(work.claim.item, work.meta, work.spooled) for work in spooled if work.meta is not None and work.spooled is not None]
+    assert len(documents) == len(spooled)  # an item gets its metadata once spooled
+    try:
+        verdicts: Sequence[Content | Exception] = validate_all(rt, documents)
+    except Exception as failure:  # noqa: BLE001 - no verdict for any of them: each fails alone (`_alone`)
+        verdicts = [failure] * len(spooled)
+    for work, verdict in zip(spooled, verdicts, strict=True):
+        _alone(rt, run, work, functools.partial(_classify, rt, verdict))
+
+
+def _classify(rt: Runtime, verdict: Content | Exception, work: _Item) -> None:
+    if isinstance(verdict, Exception):
+        raise verdict
+    assert work.meta is not None  # only spooled items are validated
+    work.prepared = classify_content(rt, work.claim.item, work.source, work.meta, verdict)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -29,7 +30,7 @@ from pipeline.core import metrics
 from pipeline.core.clock import paris_date
 from pipeline.core.inbox import LimitedReader
 from pipeline.core.keys import new_key
-from pipeline.core.metrics import Stage, timed
+from pipeline.core.metrics import Stage, observe_each, timed
 from pipeline.core.outage import Interrupted
 from pipeline.core.reasons import REASONS, Rejected
 from pipeline.core.sealing import new_data_key, seal, seal_context
@@ -40,7 +41,7 @@ from pipeline.documents.contributed import contributed_classification
 from pipeline.documents.inspect import Content
 from pipeline.documents.sandbox import anonymous_file, freeze
 from pipeline.documents.titles import item_title, seal_title
-from pipeline.documents.validate import Metadata, check_content
+from pipeline.documents.validate import ContentCheck, Metadata, check_contents
 from pipeline.index import repo
 from pipeline.index.models import BatchItem, Document
 from pipeline.index.recordkeys import OpenRecordKey
@@ -122,13 +123,22 @@ class Prepared:
     classification: Classification
 
 
-def validate_and_classify(rt: Runtime, item: BatchItem, source: str, meta: Metadata, spooled: Spooled) -> Prepared:
-    """The validate and classify stages on a spooled document; raises Rejected. A patient's own document is
-    class 90 of its declared type whatever its content says (pipeline/documents/contributed.py)."""
-    if spooled.size == 0:
-        raise Rejected("empty_file")
-    with timed(Stage.VALIDATE):
-        content = check_content(spooled.file, item.file, meta.ins, rt.settings, want_text=needs_content(item.document_type))
+def validate_all(rt: Runtime, documents: Sequence[tuple[BatchItem, Metadata, Spooled]]) -> list[Content | Rejected]:
+    """The validate stage on a message's spooled documents, in one exchange with the sandbox's child
+    (`check_contents`): each document keeps its own limits and gets its own verdict, its Content or
+    its rejection."""
+    if not documents:
+        return []
+    checks = [ContentCheck(spooled.file, item.file, meta.ins, needs_content(item.document_type)) for item, meta, spooled in documents]
+    started = time.perf_counter()
+    verdicts = check_contents(checks, rt.settings)
+    observe_each(Stage.VALIDATE, (time.perf_counter() - started) / len(documents), len(documents))
+    return verdicts
+
+
+def classify_content(rt: Runtime, item: BatchItem, source: str, meta: Metadata, content: Content) -> Prepared:
+    """The classify stage on a validated document. A patient's own document is class 90 of its declared
+    type whatever its content says (pipeline/documents/contributed.py)."""
     manifest_title = item_title(rt, item)
     title = manifest_title or content.title
     with timed(Stage.CLASSIFY):

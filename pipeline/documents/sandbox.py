@@ -11,11 +11,20 @@ forkserver started from the worker, would inherit them. The child is exec'ed cle
 answer channel and /dev/null as standard streams, imports the parsers, then confines itself
 (`confinement.confine`: resource limits, Landlock, seccomp) before it reads any document.
 
-Each worker thread keeps one child and sends it documents one at a time (starting an interpreter
-costs a few hundred milliseconds of CPU; it is paid once per `max_uses` documents). The child is
-killed and replaced when it overruns its time, dies or runs out of memory, and recycled as soon as
-its resident memory passes a quarter of its limit, or after `max_uses` documents, so one file's
-leftovers cannot pile up (a recycled child's replacement is started ahead, in the background).
+Each worker thread keeps one child (starting an interpreter costs a few hundred milliseconds of
+CPU; it is paid once per `max_uses` documents) and sends it a message's documents in one exchange
+(`run_contained_many`): the requests written at once, each answer sent back as soon as its document
+is done, so that each document keeps its own time limit (counted from the previous answer), CPU
+budget and verdict, and the child's process switches are paid once per message rather than twice per
+document. The child is killed and replaced when it overruns its time, dies or runs out of memory,
+and recycled as soon as its resident memory passes a quarter of its limit, or after `max_uses`
+documents, so one file's leftovers cannot pile up (a recycled child's replacement is started ahead,
+in the background); the documents after any of these go to the fresh child.
+
+The child reads one request at a time, as before: the next documents' descriptors wait in the
+socket, not in the child (whose descriptor limit stays the same). A child taken over by a hostile
+file could read them from there, as it would receive them one at a time had it stayed alive: the
+documents a hostile file can reach are the same, those after it until its child is replaced.
 
 The document travels as a descriptor (SCM_RIGHTS) of a sealed anonymous file: the child never
 learns a name in any filesystem, and nothing it does can change the bytes the worker then seals.
@@ -44,7 +53,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, is_dataclass
 from enum import Enum
@@ -67,6 +76,9 @@ PRELOAD = ("pipeline.documents.inspect",)
 ANSWER_MODULES = ("pipeline.documents.inspect",)
 ANSWER_MAX_BYTES = 4 * 1024 * 1024
 REQUEST_MAX_BYTES = 16 * 1024 * 1024
+# The largest request written ahead of the child's reading (the next documents of a batch): below the smallest
+# buffer a Unix socket may have, so the kernel takes it whole or not at all. An inspection's request is ~300 bytes.
+AHEAD_BYTES = 2048
 RECEIVE_BYTES = 64 * 1024  # read at once: a request, and most answers (below malloc's mmap threshold)
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 START_SECONDS = 60.0  # an interpreter starting on a loaded machine; not part of a document's time
@@ -164,13 +176,34 @@ class _AnswerUnpickler(pickle.Unpickler):
         return found
 
 
+def _framed(payload: bytes, fds: tuple[int, ...] = ()) -> tuple[bytes, list[tuple[int, int, array.array[int]]]]:
+    """A message's bytes (its length, then its payload) and its descriptors, as sendmsg takes them."""
+    rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+    return _HEADER.pack(len(payload)) + payload, rights
+
+
 def _send(sock: socket.socket, payload: bytes, fds: tuple[int, ...] = ()) -> None:
     """One message, in one system call unless the socket's buffer is full (the peer reads whole messages)."""
-    data = _HEADER.pack(len(payload)) + payload
-    rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+    data, rights = _framed(payload, fds)
     sent = sock.sendmsg([data], rights)
     if sent < len(data):
         sock.sendall(memoryview(data)[sent:])
+
+
+def _send_now(sock: socket.socket, payload: bytes, fds: tuple[int, ...] = ()) -> bool:
+    """Send one message only if the socket takes it at once: whether it did. A message of at most
+    AHEAD_BYTES is one buffer of the kernel's, even with the smallest socket buffer it allows, so it is
+    written whole or not at all."""
+    data, rights = _framed(payload, fds)
+    if len(data) > AHEAD_BYTES:
+        return False
+    try:
+        sent = sock.sendmsg([data], rights, socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return False
+    if sent < len(data):
+        raise BrokenPipeError("a message written in part")  # not expected (see above): the framing would be lost
+    return True
 
 
 def _wait(poller: select.poll | None, deadline: float | None) -> None:
@@ -181,38 +214,41 @@ def _wait(poller: select.poll | None, deadline: float | None) -> None:
         raise TimeoutError
 
 
-def _receive(
-    sock: socket.socket, limit: int, deadline: float | None = None, poller: select.poll | None = None, want_fds: bool = False
-) -> tuple[bytes, list[int]]:
-    """One message (and the descriptors sent with it); TimeoutError past `deadline`, EOFError if the
-    peer left or broke the framing (a message announced past `limit`, or bytes beyond the message)."""
-    _wait(poller, deadline)
-    fds: list[int] = []
-    if want_fds:
-        data, fds, _flags, _address = socket.recv_fds(sock, RECEIVE_BYTES, 1, socket.MSG_CMSG_CLOEXEC)
-    else:
-        data = sock.recv(RECEIVE_BYTES)
-    message = bytearray(data)
-    while len(message) < _HEADER.size:
-        message += _more(sock, _HEADER.size - len(message), deadline, poller)
-    (size,) = _HEADER.unpack_from(message)
-    if size > limit:
-        raise EOFError(f"message of {size} bytes, limit {limit}")
-    end = _HEADER.size + size
-    while len(message) < end:
-        message += _more(sock, min(end - len(message), RECEIVE_BYTES), deadline, poller)
-    if len(message) > end:
-        raise EOFError("bytes beyond the message")  # one request, one answer: nothing may follow it
-    return bytes(memoryview(message)[_HEADER.size :]), fds
+class _Reader:
+    """The messages arriving on one socket, in order. Several may come in one read (the worker writes a
+    batch's requests back to back, the child streams its answers): the bytes past one message are
+    the start of the next, kept for it. A message's descriptors come with its first bytes: the kernel
+    ends a read after the part of a stream that carried descriptors, and never appends one to bytes
+    already read, so the descriptors read while a message is assembled are that message's."""
 
+    def __init__(self, sock: socket.socket, poller: select.poll | None = None) -> None:
+        self.sock = sock
+        self.poller = poller
+        self.pending = bytearray()
 
-def _more(sock: socket.socket, size: int, deadline: float | None, poller: select.poll | None) -> bytes:
-    """The next bytes of a message read in pieces (it did not fit one read, or arrived in parts)."""
-    _wait(poller, deadline)
-    data = sock.recv(size)
-    if not data:
-        raise EOFError
-    return data
+    def receive(self, limit: int, deadline: float | None = None, want_fds: bool = False) -> tuple[bytes, list[int]]:
+        """One message (and the descriptors sent with it); TimeoutError past `deadline`, EOFError if the
+        peer left or broke the framing (a message announced past `limit`)."""
+        fds: list[int] = []
+        while True:
+            if len(self.pending) >= _HEADER.size:
+                (size,) = _HEADER.unpack_from(self.pending)
+                if size > limit:
+                    raise EOFError(f"message of {size} bytes, limit {limit}")
+                end = _HEADER.size + size
+                if len(self.pending) >= end:
+                    message = bytes(memoryview(self.pending)[_HEADER.size : end])
+                    del self.pending[:end]
+                    return message, fds
+            _wait(self.poller, deadline)
+            if want_fds:
+                data, got, _flags, _address = socket.recv_fds(self.sock, RECEIVE_BYTES, 1, socket.MSG_CMSG_CLOEXEC)
+                fds += got
+            else:
+                data = self.sock.recv(RECEIVE_BYTES)
+            if not data:
+                raise EOFError
+            self.pending += data
 
 
 # --- the child ---------------------------------------------------------------------------------
@@ -220,15 +256,17 @@ def _more(sock: socket.socket, size: int, deadline: float | None, poller: select
 
 def _child_main(channel: int, parent: int) -> None:
     """The child's life: set itself up from the parent's first message, confine itself, then
-    answer one (fn, args) after another. Runs in the fresh interpreter `_BOOT` starts."""
+    answer one (fn, args) after another, each as soon as it is done (the next requests of a batch
+    may already be waiting). Runs in the fresh interpreter `_BOOT` starts."""
     _die_with(parent)
     if channel != CHANNEL_FD:
         os.dup2(channel, CHANNEL_FD)
         os.close(channel)
     os.closerange(CHANNEL_FD + 1, 1024)
     sock = socket.socket(fileno=CHANNEL_FD)
+    requests = _Reader(sock)
     try:
-        config, _ = _receive(sock, REQUEST_MAX_BYTES)
+        config, _ = requests.receive(REQUEST_MAX_BYTES)
         limits, modules = pickle.loads(config)
         for module in modules:
             importlib.import_module(module)
@@ -240,7 +278,7 @@ def _child_main(channel: int, parent: int) -> None:
     budget = math.ceil(limits.seconds) + 1
     while True:
         try:
-            request, fds = _receive(sock, REQUEST_MAX_BYTES, want_fds=True)
+            request, fds = requests.receive(REQUEST_MAX_BYTES, want_fds=True)
         except (EOFError, OSError):  # the worker is gone
             os._exit(0)
         fn, args = pickle.loads(request)
@@ -303,6 +341,7 @@ class Inspector:
         self.conn, child_end = socket.socketpair()
         self.poller = select.poll()
         self.poller.register(self.conn, select.POLLIN)
+        self.answers = _Reader(self.conn, self.poller)
         path = json.dumps([os.path.abspath(entry) for entry in sys.path])  # the child starts in /
         with child_end:
             self.process = subprocess.Popen(
@@ -330,7 +369,7 @@ class Inspector:
             self.statm = os.open(f"/proc/{self.process.pid}/statm", os.O_RDONLY | os.O_CLOEXEC)
 
     def _answer(self, deadline: float) -> Answer:
-        payload, _ = _receive(self.conn, ANSWER_MAX_BYTES, deadline, self.poller)
+        payload, _ = self.answers.receive(ANSWER_MAX_BYTES, deadline)
         try:
             answer = _AnswerUnpickler(io.BytesIO(payload)).load()
         except Exception as exc:  # noqa: BLE001 - whatever the bytes make the unpickler raise
@@ -340,20 +379,53 @@ class Inspector:
             raise pickle.UnpicklingError("not an answer")
         return answer
 
-    def run(self, fn: Callable[..., Any], args: tuple[object, ...], document: int | None = None) -> Answer:
-        self.uses += 1
+    def run(self, fn: Callable[..., Any], calls: Sequence[Call]) -> list[Answer | SandboxTimeout | SandboxFailed]:
+        """The verdicts of the first of `calls`, in order (at least one). The requests are written
+        ahead, the child answers each as soon as it is done, and each document has `limits.seconds`
+        from the previous answer. Stops after a document that ends the child (its verdict: the timeout,
+        the failure) or after which the child is recycled; the rest get no verdict from this child."""
+        requests = [(pickle.dumps((fn, call.args)), call.descriptors) for call in calls[: max(1, self.limits.max_uses - self.uses)]]
         try:
-            _send(self.conn, pickle.dumps((fn, args)), () if document is None else (document,))
-            answer = self._answer(time.monotonic() + self.limits.seconds)
-        except TimeoutError:
-            self.close()
-            raise SandboxTimeout() from None
-        except (EOFError, OSError, pickle.UnpicklingError):
-            self.close()
-            raise SandboxFailed(f"child exited with {self.process.returncode}") from None
-        if answer[0] == "failed" or self.uses >= self.limits.max_uses or self.grown():
-            self.close()
-        return answer
+            return self._exchange(requests)
+        except BaseException:
+            self.close()  # interrupted mid-exchange (a time limit of the thread's): its answers must not serve the next call
+            raise
+
+    def _exchange(self, requests: list[tuple[bytes, tuple[int, ...]]]) -> list[Answer | SandboxTimeout | SandboxFailed]:
+        verdicts: list[Answer | SandboxTimeout | SandboxFailed] = []
+        sent = 0
+        while len(verdicts) < len(requests):
+            try:
+                sent = self._send_ahead(requests, sent, len(verdicts))
+                answer = self._answer(time.monotonic() + self.limits.seconds)
+            except TimeoutError:
+                self.close()
+                return [*verdicts, SandboxTimeout()]
+            except (EOFError, OSError, pickle.UnpicklingError):
+                self.close()
+                return [*verdicts, SandboxFailed(f"child exited with {self.process.returncode}")]
+            self.uses += 1
+            verdicts.append(answer)
+            # Memory is read while the child may already work on the next document, so the reading may
+            # include it: the child is then replaced all the same, and that document, whose answer is
+            # dropped, is inspected again by a fresh child, as it would have been one at a time.
+            if answer[0] == "failed" or self.grown():
+                self.close()
+                return verdicts
+        if self.uses >= self.limits.max_uses or self.answers.pending:
+            self.close()  # worn out, or it sent more than it was asked for
+        return verdicts
+
+    def _send_ahead(self, requests: list[tuple[bytes, tuple[int, ...]]], sent: int, answered: int) -> int:
+        """Send the next requests without ever waiting on a busy child (it may hang: only the deadline of
+        the answer awaited may stop it): the next one if the child has nothing left to do, then as many
+        as the socket takes at once (`_send_now`). Returns how many are sent."""
+        if sent == answered and sent < len(requests):
+            _send(self.conn, *requests[sent])
+            sent += 1
+        while sent < len(requests) and _send_now(self.conn, *requests[sent]):
+            sent += 1
+        return sent
 
     def grown(self) -> bool:
         """Whether the child's resident memory passed a quarter of its limit: what documents left behind
@@ -366,7 +438,8 @@ class Inspector:
 
     @property
     def alive(self) -> bool:
-        return self.process.poll() is None and self.conn.fileno() != -1
+        """Running, and with nothing to read: a child that left, or sent what nobody asked for, is not used again."""
+        return self.process.poll() is None and self.conn.fileno() != -1 and not self.answers.pending and not self.poller.poll(0)
 
     def close(self) -> None:
         if self.process.poll() is None:
@@ -399,6 +472,32 @@ def _modules_for(fn: Callable[..., Any], current: frozenset[str]) -> frozenset[s
     return current | set(PRELOAD) | ({module} - set(sys.builtin_module_names))
 
 
+@dataclass(frozen=True)
+class Call:
+    """One document's request: `fn(*args)`, or with `document` (a descriptor, ideally of a frozen
+    `anonymous_file`) `fn(path_of_it, *args)` in the child, which receives that descriptor."""
+
+    args: tuple[object, ...]
+    document: int | None = None
+
+    @property
+    def descriptors(self) -> tuple[int, ...]:
+        return () if self.document is None else (self.document,)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One call's verdict: its result, or the exception `run_contained` raises for it."""
+
+    value: Any = None
+    error: Exception | None = None
+
+    def result(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
 def run_contained(fn: Callable[..., Any], args: tuple[object, ...], limits: Limits, document: int | None = None) -> Any:
     """Run `fn(*args)` in this thread's confined child; return its result or re-raise its Rejected.
 
@@ -407,6 +506,30 @@ def run_contained(fn: Callable[..., Any], args: tuple[object, ...], limits: Limi
     SandboxFailed if the child gives no verdict. `fn` and its arguments must be picklable, `fn` in
     an importable module; its result may hold plain values and ANSWER_MODULES' dataclasses and enums.
     """
+    return run_contained_many(fn, [Call(args, document)], limits)[0].result()
+
+
+def run_contained_many(fn: Callable[..., Any], calls: Sequence[Call], limits: Limits) -> list[Outcome]:
+    """`run_contained` for each of `calls`, in one exchange with this thread's confined child: the
+    requests written at once, the answers read as the child finishes each one. Each call keeps its own
+    limits (its time counted from the previous answer, its CPU budget, the child's memory limit) and
+    gets its own verdict; a call that kills, hangs or overruns the child fails alone, and the calls
+    after it, like those after a recycling, go to a fresh child."""
+    outcomes: list[Outcome] = []
+    while len(outcomes) < len(calls):
+        try:
+            inspector = _inspector_for(fn, limits)
+        except SandboxFailed as failure:  # the child did not start: this call's verdict, as one at a time
+            outcomes.append(Outcome(error=failure))
+            continue
+        outcomes += [_outcome(answer) for answer in inspector.run(fn, calls[len(outcomes) :])]
+        if inspector.uses >= limits.max_uses - SPARE_AHEAD and inspector.alive:
+            _prepare_spare(limits, inspector.modules)
+    return outcomes
+
+
+def _inspector_for(fn: Callable[..., Any], limits: Limits) -> Inspector:
+    """This thread's child if it can run `fn` under `limits`, else a new one (a spare if one is ready)."""
     inspector: Inspector | None = getattr(_local, "inspector", None)
     modules = _modules_for(fn, inspector.modules if inspector else frozenset())
     if inspector is None or not inspector.alive or inspector.limits != limits or inspector.modules != modules:
@@ -414,16 +537,19 @@ def run_contained(fn: Callable[..., Any], args: tuple[object, ...], limits: Limi
             inspector.close()
         _local.inspector = None
         inspector = _local.inspector = _next_inspector(limits, modules)
-    answer = inspector.run(fn, args, document)
-    if inspector.uses >= limits.max_uses - SPARE_AHEAD and inspector.alive:
-        _prepare_spare(limits, modules)
+    return inspector
+
+
+def _outcome(answer: Answer | SandboxTimeout | SandboxFailed) -> Outcome:
+    if isinstance(answer, Exception):
+        return Outcome(error=answer)
     if answer[0] == "ok" and len(answer) == 2:
-        return answer[1]
+        return Outcome(answer[1])
     if answer[0] == "rejected" and len(answer) == 3 and answer[1] in REASONS:
         rejection = Rejected(answer[1])
         rejection.message = str(answer[2])
-        raise rejection
-    raise SandboxFailed(str(answer[1:]))
+        return Outcome(error=rejection)
+    return Outcome(error=SandboxFailed(str(answer[1:])))
 
 
 # A child recycled after `max_uses` documents is replaced by a spare started this many documents before, in the

@@ -6,8 +6,8 @@ Plain functions raising `Rejected(reason)`; no broker, no database.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
-from contextlib import nullcontext
+from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -16,7 +16,16 @@ from pipeline.core.identity import is_valid_nir, normalize_nir
 from pipeline.core.reasons import Rejected
 from pipeline.core.settings import Settings
 from pipeline.documents.inspect import Content, InspectLimits, inspect_file
-from pipeline.documents.sandbox import Limits, SandboxFailed, SandboxTimeout, descriptor_path, frozen_copy, run_contained
+from pipeline.documents.sandbox import (
+    Call,
+    Limits,
+    Outcome,
+    SandboxFailed,
+    SandboxTimeout,
+    descriptor_path,
+    frozen_copy,
+    run_contained_many,
+)
 
 
 @dataclass(frozen=True)
@@ -62,23 +71,54 @@ def inspect_limits(settings: Settings) -> InspectLimits:
     )
 
 
-def check_content(document: Path | BinaryIO, filename: str, expected_ins: str, settings: Settings, want_text: bool) -> Content:
-    """Inspect a document's bytes in the sandbox (or in-process when DMP_VALIDATION_SANDBOX is off).
+@dataclass(frozen=True)
+class ContentCheck:
+    """One document to inspect: its bytes (the worker's frozen `anonymous_file`, or a path, first copied
+    into one by `frozen_copy`: the child cannot open paths) and what its verdict depends on."""
 
-    `document` is the worker's frozen `anonymous_file` (its descriptor is what the child gets), or a
-    path, first copied into one (`frozen_copy`): the child cannot open paths.
-    """
-    with frozen_copy(document) if isinstance(document, Path) else nullcontext(document.fileno()) as fd:
-        args = (filename, expected_ins, inspect_limits(settings), want_text)
+    document: Path | BinaryIO
+    filename: str
+    expected_ins: str
+    want_text: bool
+
+
+def check_content(document: Path | BinaryIO, filename: str, expected_ins: str, settings: Settings, want_text: bool) -> Content:
+    """Inspect a document's bytes in the sandbox (or in-process when DMP_VALIDATION_SANDBOX is off); raises Rejected."""
+    verdict = check_contents([ContentCheck(document, filename, expected_ins, want_text)], settings)[0]
+    if isinstance(verdict, Rejected):
+        raise verdict
+    return verdict
+
+
+def check_contents(checks: Sequence[ContentCheck], settings: Settings) -> list[Content | Rejected]:
+    """`check_content` for each of a message's documents, in one exchange with the sandbox's child
+    (`run_contained_many`): each keeps its own time and memory limits and its own verdict, the same
+    as one at a time. A verdict is the document's Content or the Rejected it would raise."""
+    limits = inspect_limits(settings)
+    with ExitStack() as copies:
+        fds = [copies.enter_context(frozen_copy(c.document)) if isinstance(c.document, Path) else c.document.fileno() for c in checks]
         if not settings.validation_sandbox:
-            return inspect_file(descriptor_path(fd), *args)
-        limits = Limits(seconds=settings.validation_timeout_seconds, memory_bytes=settings.validation_memory_bytes)
-        try:
-            content = run_contained(inspect_file, args, limits, document=fd)
-        except SandboxTimeout:
-            raise Rejected("validation_timeout", f"No verdict within {settings.validation_timeout_seconds:g} s.") from None
-        except SandboxFailed:
-            raise Rejected("validation_failed") from None
-    if not isinstance(content, Content):
-        raise Rejected("validation_failed")
-    return content
+            return [_in_process(fd, check, limits) for fd, check in zip(fds, checks, strict=True)]
+        calls = [Call((c.filename, c.expected_ins, limits, c.want_text), fd) for fd, c in zip(fds, checks, strict=True)]
+        sandbox = Limits(seconds=settings.validation_timeout_seconds, memory_bytes=settings.validation_memory_bytes)
+        outcomes = run_contained_many(inspect_file, calls, sandbox)
+    return [_verdict(outcome, settings) for outcome in outcomes]
+
+
+def _in_process(fd: int, check: ContentCheck, limits: InspectLimits) -> Content | Rejected:
+    try:
+        return inspect_file(descriptor_path(fd), check.filename, check.expected_ins, limits, check.want_text)
+    except Rejected as rejection:
+        return rejection
+
+
+def _verdict(outcome: Outcome, settings: Settings) -> Content | Rejected:
+    try:
+        content = outcome.result()
+    except Rejected as rejection:
+        return rejection
+    except SandboxTimeout:
+        return Rejected("validation_timeout", f"No verdict within {settings.validation_timeout_seconds:g} s.")
+    except SandboxFailed:
+        return Rejected("validation_failed")
+    return content if isinstance(content, Content) else Rejected("validation_failed")

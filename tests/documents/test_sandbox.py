@@ -344,3 +344,126 @@ def test_an_answer_may_hold_the_inspections_own_classes_but_not_what_it_imports(
     for name in (b"PdfReader", b"inspect_file", b"magic"):  # imported there, or not a class
         with pytest.raises(pickle.UnpicklingError, match="not allowed"):
             _AnswerUnpickler(io.BytesIO(b"cpipeline.workers.inspect\n" + name + b"\n.")).load()
+
+
+# --- a batch: one exchange, each call with its own limits and verdict ---------------------------
+
+
+def _pid(_: int) -> int:
+    import os
+
+    return os.getpid()
+
+
+def _verdicts(outcomes) -> list:
+    """Each outcome as its result, or its exception's type and reason (when it has one)."""
+    seen = []
+    for outcome in outcomes:
+        try:
+            seen.append(outcome.result())
+        except Exception as exc:  # noqa: BLE001 - the verdict is the exception
+            seen.append((type(exc).__name__, getattr(exc, "reason", None)))
+    return seen
+
+
+def test_a_batch_gives_each_call_the_verdict_it_gets_alone():
+    from pipeline.documents.sandbox import Call, run_contained_many
+
+    calls = [((17, 5), divmod), ((), _reject), ((9, 3), divmod), ((40,), _spin_to)]
+    batch = _verdicts(run_contained_many(_dispatch, [Call((fn, args)) for args, fn in calls], LIMITS))
+    alone = _verdicts(run_contained_many(_dispatch, [Call((fn, args))], LIMITS)[0] for args, fn in calls)
+    assert batch == alone == [(3, 2), ("Rejected", "pdf_corrupt"), (3, 0), "done"]
+
+
+def _dispatch(fn, args):
+    return fn(*args)
+
+
+def _spin_to(milliseconds: int) -> str:
+    return _spin(milliseconds / 1000)
+
+
+def test_a_call_that_hangs_times_out_alone_and_the_calls_after_it_go_to_a_fresh_child():
+    from pipeline.documents.sandbox import Call, run_contained_many
+
+    calls = [Call((_pid, (0,))), Call((_pid, (1,))), Call((time.sleep, (3600,))), Call((_pid, (3,))), Call((_pid, (4,)))]
+    outcomes = _verdicts(run_contained_many(_dispatch, calls, Limits(seconds=1.0, memory_bytes=LIMITS.memory_bytes)))
+    first, second, hung, after, last = outcomes
+    assert first == second and hung == ("SandboxTimeout", None)
+    assert after == last and after != first  # a fresh child, never the one that hung
+
+
+@pytest.mark.parametrize(("poison", "failure"), [((_die, ()), "SandboxFailed"), ((bytearray, (2 * 1024**3,)), "SandboxFailed")])
+def test_a_call_that_kills_the_child_or_exhausts_its_memory_fails_alone(poison, failure):
+    from pipeline.documents.sandbox import Call, run_contained_many
+
+    calls = [Call((_pid, (0,))), Call(poison), Call((_pid, (2,))), Call((_pid, (3,)))]
+    before, poisoned, after, last = _verdicts(run_contained_many(_dispatch, calls, LIMITS))
+    assert poisoned[0] == failure
+    assert after == last and after != before
+
+
+def test_each_call_of_a_batch_has_its_time_counted_from_the_previous_answer():
+    from pipeline.documents.sandbox import Call, run_contained_many
+
+    # Four calls of 0.6 s each: 2.4 s in all, past the 1.5 s limit, which each one is within.
+    calls = [Call((time.sleep, (0.6,))) for _ in range(4)]
+    outcomes = run_contained_many(_dispatch, calls, Limits(seconds=1.5, memory_bytes=LIMITS.memory_bytes))
+    assert _verdicts(outcomes) == [None] * 4
+
+
+def test_a_child_whose_memory_grew_is_replaced_within_a_batch_and_the_next_call_gets_a_fresh_one():
+    from pipeline.documents.sandbox import Call, run_contained_many
+
+    calls = [Call((_hoard, (1024,))), Call((_hoard, (LIMITS.memory_bytes // 4 + 16 * 1024 * 1024,))), Call((_hoard, (1024,)))]
+    assert _verdicts(run_contained_many(_dispatch, calls, LIMITS)) == [1, 2, 1]
+
+
+def test_a_batch_longer_than_a_childs_uses_is_shared_between_children():
+    from pipeline.documents.sandbox import Call, run_contained_many
+
+    limits = Limits(seconds=2.0, memory_bytes=LIMITS.memory_bytes, max_uses=3)
+    pids = _verdicts(run_contained_many(_dispatch, [Call((_pid, (n,))) for n in range(7)], limits))
+    assert [len(set(pids[start : start + 3])) for start in (0, 3, 6)] == [1, 1, 1]
+    assert len(set(pids)) == 3
+
+
+def test_during_a_batch_the_child_holds_only_the_document_it_inspects(fresh_child):
+    import os
+
+    from pipeline.documents.sandbox import Call, anonymous_file, freeze, run_contained_many
+
+    null_device = os.stat("/dev/null").st_rdev
+    with anonymous_file() as one, anonymous_file() as two, anonymous_file() as three:
+        for document in (one, two, three):
+            document.write(b"%PDF-1.7")
+            freeze(document)
+        calls = [Call((null_device,), document.fileno()) for document in (one, two, three)]
+        seen = _verdicts(run_contained_many(_descriptors_during_a_document, calls, LIMITS))
+    assert [set(each) for each in seen] == [{0, 1, 2, 3, 4}] * 3
+
+
+def test_a_batchs_requests_are_written_ahead_without_waiting_for_the_answers(monkeypatch):
+    from pipeline.documents import sandbox
+
+    sandbox.run_contained(divmod, (1, 1), LIMITS)  # the child started outside the count
+    waited = []
+    send = sandbox._send
+    monkeypatch.setattr(sandbox, "_send", lambda *args: waited.append(1) or send(*args))
+    calls = [sandbox.Call((n, 1)) for n in range(16)]
+    assert [outcome.result() for outcome in sandbox.run_contained_many(divmod, calls, LIMITS)] == [(n, 0) for n in range(16)]
+    assert len(waited) == 1  # only the first: the child was idle
+
+
+def test_a_batch_interrupted_in_the_worker_leaves_no_answer_for_the_next_call(monkeypatch):
+    from pipeline.documents import sandbox
+
+    sandbox.run_contained(divmod, (1, 1), LIMITS)
+    first = sandbox._local.inspector
+    answer = first._answer
+    monkeypatch.setattr(first, "_answer", lambda deadline: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):  # as a time limit raised in the worker thread
+        sandbox.run_contained_many(divmod, [sandbox.Call((n, 1)) for n in range(4)], LIMITS)
+    monkeypatch.setattr(first, "_answer", answer)
+    assert first.process.poll() is not None  # killed at once, whether or not its answers had arrived
+    assert sandbox.run_contained(divmod, (7, 2), LIMITS) == (3, 1)  # a fresh child's answer, not a stale one

@@ -148,3 +148,17 @@ def test_a_file_that_outlasts_the_time_limit_ends_validation_timeout_and_the_nex
     # The killed inspector is replaced: the next document gets its verdict.
     normal = slow.model_copy(update={"validation_timeout_seconds": 20})
     assert check_content(batch / "good.pdf", "good.pdf", PATIENT_INS, normal, want_text=False).pages == 1
+
+
+def test_hostile_files_in_batches_get_the_verdicts_each_gets_alone(corpus, tmp_path):
+    from pipeline.documents.validate import ContentCheck
+    from tests.documents.test_content_batches import verdict_alone, verdicts_in_batches
+
+    batch, cases = corpus
+    settings = Settings(home=tmp_path, pdf_max_pages=PAGE_LIMIT, max_file_bytes=MAX_FILE, validation_timeout_seconds=20)
+    # Within the size limit (the spool stops the others), good files between them: each hostile file's
+    # neighbours must keep their own verdicts, whatever it did to the child.
+    hostile = [case.file for case in cases if (batch / case.file).stat().st_size <= MAX_FILE]
+    files = [name for pair in zip(hostile, ["good.pdf"] * len(hostile), strict=True) for name in pair]
+    checks = [ContentCheck(batch / name, name, PATIENT_INS, True) for name in files]
+    assert verdicts_in_batches(checks, settings) == [verdict_alone(check, settings) for check in checks]
