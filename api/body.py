@@ -14,7 +14,7 @@ import anyio.from_thread
 
 from pipeline.ingest.uploads import TooLarge
 
-# Pieces are gathered on the loop up to this much per hop to the thread (uvicorn hands out 64 KiB).
+# Pieces are gathered on the loop up to this much per hop to the thread (uvicorn hands out what each socket read gives).
 PULL_BYTES = 1024 * 1024
 
 
