@@ -295,34 +295,31 @@ def records(lines: Iterable[bytes], quoted: bool) -> Iterator[tuple[int, list[by
         yield from ((start + n, [held]) for n, held in enumerate(pending)) if inside else [(start, pending)]
 
 
-def split_lines(source: Iterable[bytes], chunk_records: int, quoted: bool = False) -> Iterator[tuple[int, bytes, int]]:
-    """Cut a feed's lines into chunks of whole records (see `records`): (first line number, bytes,
-    record count). Line numbers count physical lines from 1."""
-    buffer: list[bytes] = []
+def _grouped(source: Iterable[bytes], chunk_records: int, quoted: bool) -> Iterator[tuple[int, list[bytes], int]]:
+    """A feed's whole records (see `records`) grouped `chunk_records` at a time: (first line number, their
+    lines, record count). Line numbers count physical lines from 1."""
+    lines: list[bytes] = []
     first, count = 1, 0
     for offset, record in records(source, quoted):
-        if not buffer:
+        if not count:
             first = offset + 1
-        buffer.extend(record)
+        lines.extend(record)
         count += 1
         if count >= chunk_records:
-            yield first, b"".join(buffer), count
-            buffer, count = [], 0
-    if buffer:
-        yield first, b"".join(buffer), count
+            yield first, lines, count
+            lines, count = [], 0
+    if count:
+        yield first, lines, count
+
+
+def split_lines(source: Iterable[bytes], chunk_records: int, quoted: bool = False) -> Iterator[tuple[int, bytes, int]]:
+    """Cut a feed's lines into chunks of whole records: (first line number, bytes, record count)."""
+    for first, lines, count in _grouped(source, chunk_records, quoted):
+        yield first, b"".join(lines), count
 
 
 def plan_chunks(source: Iterable[bytes], chunk_records: int, quoted: bool = False) -> Iterator[tuple[int, int, int]]:
     """`split_lines` without the bytes: (first line number, byte length, record count) per chunk, so that a
     chunk is read later as a byte range, without cutting lines again."""
-    first, size, count = 1, 0, 0
-    for offset, record in records(source, quoted):
-        if not count:
-            first = offset + 1
-        size += sum(len(line) for line in record)
-        count += 1
-        if count >= chunk_records:
-            yield first, size, count
-            size, count = 0, 0
-    if count:
-        yield first, size, count
+    for first, lines, count in _grouped(source, chunk_records, quoted):
+        yield first, sum(map(len, lines)), count

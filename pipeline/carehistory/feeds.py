@@ -26,7 +26,7 @@ from pipeline.core.outage import Interrupted, failure_code, outage_of
 from pipeline.core.sealedfields import DETAILS, LineSealer
 from pipeline.core.storage import ObjectNotFound
 from pipeline.index.models import CareEvent, Feed, FeedChunk, FeedRejection, Outbox, Patient, new_id
-from pipeline.index.repo import Refusal, RowValues, insert_ignore, lease_held
+from pipeline.index.repo import Refusal, RowValues, among, insert_ignore, lease_held
 from pipeline.index.states import AttemptOutcome, ChunkState, OutboxKind, RecordStatus
 from pipeline.runtime import Runtime
 
@@ -218,43 +218,16 @@ def _make_records(rt: Runtime, ins_values: list[str]) -> None:
     """The patients of these INS not known yet, then the record keys of the open ones that have none, each in a short
     transaction of its own (as a document's patient and key are): the other workers' chunks of the same feed, which
     share most patients, then wait for these short commits, not for this whole chunk's. A patient or key so made whose
-    chunk then fails is an open record with nothing in it yet, as a retry finds it. The first key made wins; a key
-    made here is kept as its sealer (it is committed), so it is never unwrapped again in this worker."""
-    with rt.sessions() as own:  # a cursor per transaction: a commit gives the connection back to the pool
-        _cursor(own).execute(
-            "INSERT INTO patients (id, ins, status, created_at) SELECT gen_random_uuid()::text, i, %s, now()"
-            " FROM json_array_elements_text(%s::json) AS i ON CONFLICT (ins) DO NOTHING",
-            [RecordStatus.OPEN.value, _texts(ins_values)],
-        )
+    chunk then fails is an open record with nothing in it yet, as a retry finds it. The first key made wins; the keys
+    are kept as their sealers once committed, so a key made here is never unwrapped again in this worker."""
+    with rt.sessions() as own:
+        insert_ignore(own, Patient, [{"id": new_id(), "ins": ins, "status": RecordStatus.OPEN} for ins in ins_values])
         own.commit()
-        cursor = _cursor(own)
-        cursor.execute(
-            "SELECT p.id FROM patients p WHERE p.ins IN (SELECT json_array_elements_text(%s::json)) AND p.status = %s"
-            " AND NOT EXISTS (SELECT 1 FROM record_keys k WHERE k.patient_id = p.id)",
-            [_texts(ins_values), RecordStatus.OPEN.value],
-        )
-        keyless = [pid for (pid,) in cursor.fetchall()]
-        own.rollback()  # nothing held while the keys are made
-        if not keyless:
-            return
-        made = [rt.record_keys.new_row(pid) for pid in keyless]
-        rows = [
-            {"id": v["id"], "patient_id": v["patient_id"], "master_key_id": v["master_key_id"], "wrapped": v["wrapped"].hex()}
-            for v, _ in made
-        ]
-        cursor = _cursor(own)
-        cursor.execute(
-            "INSERT INTO record_keys (id, patient_id, master_key_id, wrapped, created_at)"
-            " SELECT r.id, r.patient_id, r.master_key_id, decode(r.wrapped, 'hex'), now()"
-            " FROM json_to_recordset(%s::json) AS r(id text, patient_id text, master_key_id text, wrapped text)"
-            " ON CONFLICT (patient_id) DO NOTHING RETURNING id",
-            [json.dumps(rows)],
-        )
-        stored = {key_id for (key_id,) in cursor.fetchall()}
+        open_ids = own.scalars(select(Patient.id).where(among(own, Patient.ins, ins_values), Patient.status == RecordStatus.OPEN)).all()
+        keys = rt.record_keys.open_for_patients(own, open_ids)  # makes the missing ones (destroyed ones stay out)
         own.commit()
-    for values, key in made:
-        if values["id"] in stored:
-            rt.line_sealers.get(values["id"], partial(LineSealer, key))
+    for key in keys.values():
+        rt.line_sealers.get(key.id, partial(LineSealer, key.key))
 
 
 def _store_postgresql(session: Session, feed: Feed, lines: list[CareLine], rt: Runtime) -> Written:

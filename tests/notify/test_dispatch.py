@@ -118,8 +118,8 @@ def test_a_deposit_waits_while_its_batch_still_has_documents_in_flight(tmp_path)
     rt.close()
 
 
-def test_a_feeds_reimbursement_message_waits_until_its_chunks_are_stored(tmp_path):
-    from pipeline.carehistory.feeds import process_chunk
+def _received_feed(tmp_path):
+    """One patient's feed of 4 lines received in chunks of 2, none stored yet: (settings, runtime, chunk ids)."""
     from pipeline.ingest.feed_intake import receive_feed
     from pipeline.samples.feed import write_feed
 
@@ -128,6 +128,13 @@ def test_a_feeds_reimbursement_message_waits_until_its_chunks_are_stored(tmp_pat
     write_feed(tmp_path / "f.csv", 4, patients=1, seed=3)
     chunks: list[str] = []
     receive_feed(rt, tmp_path / "f.csv", "insurer:CNAM", chunks.append)
+    return settings, rt, chunks
+
+
+def test_a_feeds_reimbursement_message_waits_until_its_chunks_are_stored(tmp_path):
+    from pipeline.carehistory.feeds import process_chunk
+
+    settings, rt, chunks = _received_feed(tmp_path)
     process_chunk(rt, chunks[0])  # the patient's lines and its outbox row, one chunk still to store
     channels = channels_from_settings(settings)
     assert dispatch(rt, channels).composed == 0
@@ -137,14 +144,8 @@ def test_a_feeds_reimbursement_message_waits_until_its_chunks_are_stored(tmp_pat
 
 def test_a_feeds_reimbursement_message_is_composed_once_the_feed_is_stored(tmp_path):
     from pipeline.carehistory.feeds import process_chunk
-    from pipeline.ingest.feed_intake import receive_feed
-    from pipeline.samples.feed import write_feed
 
-    settings = _settings(tmp_path, feed_chunk_lines=2)
-    rt = _runtime(settings)
-    write_feed(tmp_path / "f.csv", 4, patients=1, seed=3)
-    chunks: list[str] = []
-    receive_feed(rt, tmp_path / "f.csv", "insurer:CNAM", chunks.append)
+    settings, rt, chunks = _received_feed(tmp_path)
     for chunk_id in chunks:
         process_chunk(rt, chunk_id)
     assert dispatch(rt, channels_from_settings(settings)).composed == 1
