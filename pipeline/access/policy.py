@@ -21,7 +21,7 @@ from pipeline.access.vocabulary import Action, ActorKind, NotFound, Reason
 __all__ = [
     "ACTIONS", "CONTROL_ACTIONS", "DOCUMENT_ACTIONS", "FORBIDDEN_KINDS", "KINDS", "MATRIX_PATH", "PATIENT_ONLY_ACTIONS", "PROFESSIONS",
     "READ_ACTIONS", "REASON_CODES", "AccessMatrix", "Action", "Actor", "ActorKind", "Decision", "DocumentView", "Grant", "GrantBasis",
-    "LogScope", "Reason", "Record", "SECTION_VIEWS", "access_log_scope", "decide", "default_matrix", "hidden_from_patient",
+    "LogScope", "Reason", "Record", "SECTION_VIEWS", "access_log_scope", "decide", "default_matrix", "hidden_from_patient", "hold_release",
     "is_attending", "knows_of_record", "load_matrix", "may_become_attending",
 ]  # fmt: skip
 
@@ -152,14 +152,21 @@ def _plus_one_month(day: date) -> date:
     return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
 
 
-def hidden_from_patient(document: DocumentView, today: date) -> bool:
-    """Held by its author until an announcement, and neither that date nor one month after deposit has come."""
+def hold_release(document: DocumentView) -> date | None:
+    """The day a document its author holds until an announcement is shown to the patient: that date, or one
+    month after its deposit if sooner. None when it is not held."""
     if document.hidden_from_patient_until is None:
-        return False
+        return None
     release = document.hidden_from_patient_until
     if document.deposited_on is not None:
         release = min(release, _plus_one_month(document.deposited_on))
-    return today < release
+    return release
+
+
+def hidden_from_patient(document: DocumentView, today: date) -> bool:
+    """Held by its author until an announcement, and neither that date nor one month after deposit has come."""
+    release = hold_release(document)
+    return release is not None and today < release
 
 
 def _deny(reason: Reason) -> Decision:

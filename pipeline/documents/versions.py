@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from pipeline.access.audit import AuditEvent, append
-from pipeline.access.policy import Action, Actor, ActorKind, decide
+from pipeline.access.policy import Action, Actor, ActorKind, decide, hidden_from_patient
 from pipeline.access.recordview import document_view, load_record
 from pipeline.core.clock import paris_date
 from pipeline.core.reasons import Rejected, Transient
@@ -34,6 +34,7 @@ from pipeline.index import repo
 from pipeline.index.db import transact
 from pipeline.index.models import Document, Outbox, new_id
 from pipeline.index.states import AuditOutcome, DocumentStatus, OutboxKind, VersionAction
+from pipeline.notify.releases import Held, released_event
 from pipeline.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -170,8 +171,13 @@ def set_hold(rt: Runtime, source: str, source_document_id: str, until: dt.date |
         latest = repo.find_document(session, source, source_document_id)
         if latest is None or not latest.live:
             return None
+        now = dt.datetime.now(dt.UTC)
+        was_held = hidden_from_patient(document_view(latest), paris_date(now))
         latest.hidden_from_patient_until = until
         append(session, rt.audit_key, _source_event(latest, "set_visibility", "held" if until else "released"))
+        if was_held and until is None:
+            # Shown from today: told now, as a hold that ends on its date is (pipeline/notify/releases.py).
+            repo.insert_ignore(session, Outbox, released_event(session, Held.of(session, latest), now, now))
         return latest
 
     return transact(rt.sessions, work, retries=3)

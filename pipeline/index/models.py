@@ -302,6 +302,10 @@ class Document(Base):
 Index("ix_documents_patient_listing", Document.patient_id, Document.service_date.desc(), Document.id)
 # Whether the actor of a request authored a document of the record (has treated the patient): one probe per access.
 Index("ix_documents_patient_author", Document.patient_id, Document.author_id)
+# The documents held from their patient until an announcement, few among all: each notification pass looks
+# for those whose hold has just ended (pipeline/notify/releases.py).
+_HELD = Document.hidden_from_patient_until.is_not(None)
+Index("ix_documents_held", Document.hidden_from_patient_until, Document.created_at, postgresql_where=_HELD, sqlite_where=_HELD)
 
 
 class PatientSectionRow(Base):

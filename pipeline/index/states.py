@@ -88,6 +88,7 @@ class OutboxKind(StrEnum):
     """An event to tell the patient (or their attending physician) about; also the notification's kind."""
 
     DOCUMENTS_ADDED = "documents_added"
+    DOCUMENTS_RELEASED = "documents_released"  # held from the patient until an announcement, shown now
     DOCUMENT_WITHDRAWN = "document_withdrawn"
     REIMBURSEMENT_DATA = "reimbursement_data"
     FIRST_ACCESS = "first_access"

@@ -31,7 +31,7 @@ class Event:
     at: dt.datetime  # when it happened (the first event when several are coalesced)
     sources: tuple[str, ...] = ()  # depositing sources ("hospital:CHU-NICE") or "kind:actor id"
     profession: str | None = None
-    count: int = 1  # documents added, for documents_added
+    count: int = 1  # documents added (documents_added) or shown (documents_released)
 
 
 def _when(at: dt.datetime) -> str:
@@ -57,6 +57,14 @@ def compose(event: Event, record_url: str) -> tuple[str, str]:
     if event.kind == OutboxKind.DOCUMENTS_ADDED:
         plural = "nouveaux documents ont été ajoutés" if event.count != 1 else "nouveau document a été ajouté"
         return "Nouveaux documents dans votre dossier", f"{event.count} {plural} à votre dossier par {who} ({when}).{link}"
+    if event.kind == OutboxKind.DOCUMENTS_RELEASED:
+        # "Available now", not "added": they were deposited earlier, held until their announcement.
+        shown = (
+            "documents déposés par {} sont désormais consultables"
+            if event.count != 1
+            else "document déposé par {} est désormais consultable"
+        )
+        return "Nouveaux documents dans votre dossier", f"{event.count} {shown.format(who)} dans votre dossier ({when}).{link}"
     if event.kind == OutboxKind.DOCUMENT_WITHDRAWN:
         # What happened and by whom, never which document: its title or type could be the very error.
         return (

@@ -36,12 +36,15 @@ from pipeline.index.states import ITEM_IN_FLIGHT, ChannelName, ChunkState, Notif
 from pipeline.notify.channels import Channel, DeliveryError, Message
 from pipeline.notify.compose import Event, compose
 from pipeline.notify.contacts import opening_key, read_contact
+from pipeline.notify.releases import queue_releases
 from pipeline.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 URGENT = frozenset({OutboxKind.EMERGENCY_ACCESS, OutboxKind.EMERGENCY_ACCESS_TO_ATTENDING})
 ALWAYS = frozenset({OutboxKind.FIRST_ACCESS, OutboxKind.EMERGENCY_ACCESS, OutboxKind.EMERGENCY_ACCESS_TO_ATTENDING})
+# Events about documents: their message gives how many the patient may see, and none is sent for none.
+COUNTED = frozenset({OutboxKind.DOCUMENTS_ADDED, OutboxKind.DOCUMENTS_RELEASED})
 ADDRESS_CODES = frozenset({"smtp_recipient_refused", "sms_number_rejected", "invalid_address"})
 PAGE = 200
 MAX_BACKOFF_SECONDS = 3600
@@ -59,9 +62,11 @@ class DispatchReport:
 def dispatch(
     rt: Runtime, channels: Mapping[ChannelName, Channel], now: dt.datetime | None = None, *, flush: bool = False
 ) -> DispatchReport:
-    """One pass: compose what is due, then deliver what is due. `flush` ignores the coalescing wait."""
+    """One pass: queue the events of documents whose hold has ended (pipeline/notify/releases.py), compose
+    what is due, then deliver what is due. `flush` ignores the coalescing wait."""
     now = now or dt.datetime.now(dt.UTC)
     report = DispatchReport()
+    queue_releases(rt, now)
     compose_due(rt, now, report, flush=flush)
     deliver_due(rt, channels, now, report)
     return report
@@ -102,7 +107,9 @@ def _compose_patient(rt: Runtime, session: Session, patient_id: str, now: dt.dat
     rows = session.scalars(due.order_by(Outbox.created_at)).all()
     if patient is None or not rows:
         return False
-    groups = [[row] for row in rows if row.kind != OutboxKind.DOCUMENTS_ADDED]
+    groups = [[row] for row in rows if row.kind not in COUNTED]
+    if released := [row for row in rows if row.kind == OutboxKind.DOCUMENTS_RELEASED]:
+        groups.append(released)  # released together (at midnight, mostly): one message
     deposits = [row for row in rows if row.kind == OutboxKind.DOCUMENTS_ADDED]
     if deposits:
         oldest = as_utc(deposits[0].created_at)
@@ -133,18 +140,22 @@ def _in_flight(session: Session, patient_id: str, batch_ids: list[str]) -> bool:
     return bool(session.scalar(busy))
 
 
-def _documents_added(session: Session, patient_id: str, batch_ids: list[str], today: dt.date) -> int:
-    """The patient's documents those batches added that the patient may see today, as the access policy
-    decides: telling of a document their author still holds until an announcement would announce it, and
-    a shredded one is no longer part of the record. One grouped query, each group decided once."""
+def _documents_told(session: Session, patient_id: str, group: list[Outbox], today: dt.date) -> int:
+    """The documents the group's events are about (those their batches added, or those released) that the
+    patient may see today, as the access policy decides: telling of a document their author still holds until
+    an announcement would announce it, and a shredded one is no longer part of the record. One grouped
+    query, each group decided once."""
     record = load_record(session, patient_id)
     if record is None:
         return 0
     patient = Actor(patient_id, ActorKind.PATIENT)
     decisions = Decisions(patient, Action.READ_METADATA, record, today=today, emergency_reason=None)
-    added = select(BatchItem.id).where(BatchItem.batch_id.in_(batch_ids))
-    where = [Document.patient_id == patient_id, Document.live, Document.batch_item_id.in_(added)]
-    return visible_count(session, decisions, where)
+    refs = [row.ref_id for row in group]
+    if group[0].kind == OutboxKind.DOCUMENTS_RELEASED:
+        about = Document.id.in_(refs)
+    else:
+        about = Document.batch_item_id.in_(select(BatchItem.id).where(BatchItem.batch_id.in_(refs)))
+    return visible_count(session, decisions, [Document.patient_id == patient_id, Document.live, about])
 
 
 def _wanted(patient: Patient, kind: OutboxKind) -> bool:
@@ -152,6 +163,7 @@ def _wanted(patient: Patient, kind: OutboxKind) -> bool:
         return True
     return {
         OutboxKind.DOCUMENTS_ADDED: patient.notify_documents,
+        OutboxKind.DOCUMENTS_RELEASED: patient.notify_documents,
         OutboxKind.REIMBURSEMENT_DATA: patient.notify_reimbursements,
         OutboxKind.ACCESS: patient.notify_every_access,
     }.get(kind, True)
@@ -165,9 +177,9 @@ def _messages_for(rt: Runtime, session: Session, patient: Patient, group: list[O
     recipient = patient.attending_physician_id if to_attending else patient.id
     if recipient is None:
         return []
-    added = first.kind == OutboxKind.DOCUMENTS_ADDED
-    count = _documents_added(session, patient.id, [row.ref_id for row in group], paris_date(now)) if added else 1
-    if added and count == 0:
+    counted = first.kind in COUNTED
+    count = _documents_told(session, patient.id, group, paris_date(now)) if counted else 1
+    if counted and count == 0:
         return []  # every document of those batches was rejected, is held or shredded: nothing to tell
     event = Event(first.kind, as_utc(first.created_at), tuple(row.source for row in group), first.detail, count)
     subject, body = compose(event, rt.settings.notify_record_url)

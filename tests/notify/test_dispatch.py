@@ -13,9 +13,11 @@ import pytest
 from sqlalchemy import select
 
 from infra.services import dmp_environment
+from pipeline.core.clock import PARIS, paris_date
 from pipeline.core.settings import Settings
 from pipeline.documents.stored import shred_document
 from pipeline.documents.titles import document_titles
+from pipeline.documents.versions import set_hold
 from pipeline.index.models import Contact, Document, Notification, Outbox, Patient
 from pipeline.notify.channels import channels_from_settings
 from pipeline.notify.contacts import set_contact
@@ -217,6 +219,103 @@ def test_a_document_shredded_before_the_message_is_composed_is_not_counted(tmp_p
     _, indexed = _one_patient_batch(rt, tmp_path, 3)
     assert shred_document(rt, indexed[0].id)
     assert "2 nouveaux documents" in _deposit_message(rt, settings, dt.datetime.now(dt.UTC) + LATER)
+    rt.close()
+
+
+def _hold_until(rt: Runtime, document_id: str, day: dt.date) -> None:
+    with rt.sessions() as session:
+        session.get(Document, document_id).hidden_from_patient_until = day
+        session.commit()
+
+
+def _noon(day: dt.date) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(12), PARIS)
+
+
+def _bodies(rt: Runtime) -> list[str]:
+    return [notification.body for notification in _notifications(rt)]
+
+
+SHOWN = "1 document déposé par CHU-NICE est désormais consultable"
+
+
+def test_a_held_document_is_told_to_the_patient_once_on_the_day_its_hold_ends(rt, tmp_path):
+    channels = channels_from_settings(rt.settings)
+    _, indexed = _one_patient_batch(rt, tmp_path, 2)
+    release = paris_date() + dt.timedelta(days=5)
+    _hold_until(rt, indexed[0].id, release)
+    dispatch(rt, channels, dt.datetime.now(dt.UTC) + LATER)  # the deposit's message: the other document only
+    dispatch(rt, channels, _noon(release - dt.timedelta(days=1)))
+    assert len(_bodies(rt)) == 1
+    on_the_day, later = dispatch(rt, channels, _noon(release)), dispatch(rt, channels, _noon(release) + LATER)
+    first, shown = _bodies(rt)
+    assert "1 nouveau document a été ajouté" in first and SHOWN in shown
+    assert (on_the_day.composed, later.composed) == (1, 0)
+
+
+def test_a_document_held_past_a_month_is_told_when_the_policy_shows_it_a_month_after_deposit(tmp_path):
+    settings = _settings(tmp_path)
+    rt, channels = _runtime(settings), channels_from_settings(settings)
+    _, indexed = _one_patient_batch(rt, tmp_path, 2)
+    _hold(rt, indexed[0].id, months=3)
+    now = dt.datetime.now(dt.UTC)
+    dispatch(rt, channels, now + LATER)
+    dispatch(rt, channels, now + dt.timedelta(days=27))
+    assert len(_bodies(rt)) == 1
+    dispatch(rt, channels, now + dt.timedelta(days=33))
+    assert SHOWN in _bodies(rt)[-1]
+    rt.close()
+
+
+def test_a_hold_that_ends_before_the_deposit_is_told_is_counted_in_the_deposits_message_alone(tmp_path):
+    settings = _settings(tmp_path)
+    rt, channels = _runtime(settings), channels_from_settings(settings)
+    _, indexed = _one_patient_batch(rt, tmp_path, 2)
+    release = paris_date() + dt.timedelta(days=1)
+    _hold_until(rt, indexed[0].id, release)
+    dispatch(rt, channels, _noon(release))  # the deposit told only now: both documents are shown
+    dispatch(rt, channels, _noon(release) + LATER)
+    (message,) = _bodies(rt)
+    assert "2 nouveaux documents" in message
+    rt.close()
+
+
+def test_a_document_its_author_releases_is_told_at_the_next_pass(tmp_path):
+    settings = _settings(tmp_path)
+    rt, channels = _runtime(settings), channels_from_settings(settings)
+    _, indexed = _one_patient_batch(rt, tmp_path, 2)
+    _hold_until(rt, indexed[0].id, paris_date() + dt.timedelta(days=20))
+    dispatch(rt, channels, flush=True)  # the deposit's message, now, while the document is held
+    assert set_hold(rt, indexed[0].source, indexed[0].source_document_id, None) is not None
+    dispatch(rt, channels, dt.datetime.now(dt.UTC) + LATER)
+    first, shown = _bodies(rt)
+    assert "1 nouveau document a été ajouté" in first and SHOWN in shown
+    rt.close()
+
+
+def test_a_held_document_withdrawn_before_its_release_is_never_told(tmp_path):
+    settings = _settings(tmp_path)
+    rt, channels = _runtime(settings), channels_from_settings(settings)
+    _, indexed = _one_patient_batch(rt, tmp_path, 2)
+    release = paris_date() + dt.timedelta(days=3)
+    _hold_until(rt, indexed[0].id, release)
+    dispatch(rt, channels, dt.datetime.now(dt.UTC) + LATER)
+    assert shred_document(rt, indexed[0].id)
+    dispatch(rt, channels, _noon(release))
+    assert len(_bodies(rt)) == 1
+    rt.close()
+
+
+def test_a_release_older_than_a_week_is_not_told(tmp_path):
+    """Every sweeper stopped for longer than that: stale news, and retention may have deleted its trace."""
+    settings = _settings(tmp_path)
+    rt, channels = _runtime(settings), channels_from_settings(settings)
+    _, indexed = _one_patient_batch(rt, tmp_path, 2)
+    release = paris_date() + dt.timedelta(days=3)
+    _hold_until(rt, indexed[0].id, release)
+    dispatch(rt, channels, dt.datetime.now(dt.UTC) + LATER)
+    dispatch(rt, channels, _noon(release + dt.timedelta(days=8)))
+    assert len(_bodies(rt)) == 1
     rt.close()
 
 
