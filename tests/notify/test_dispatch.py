@@ -228,6 +228,21 @@ def _hold_until(rt: Runtime, document_id: str, day: dt.date) -> None:
         session.commit()
 
 
+def _held_deposit(rt: Runtime, tmp_path: Path, days: int) -> tuple[Document, dt.date]:
+    """A deposit of two documents, the first held until `days` days from today: (it, that day)."""
+    _, indexed = _one_patient_batch(rt, tmp_path, 2)
+    release = paris_date() + dt.timedelta(days=days)
+    _hold_until(rt, indexed[0].id, release)
+    return indexed[0], release
+
+
+@pytest.fixture
+def sqlite_rt(tmp_path):
+    rt = _runtime(_settings(tmp_path))
+    yield rt
+    rt.close()
+
+
 def _noon(day: dt.date) -> dt.datetime:
     return dt.datetime.combine(day, dt.time(12), PARIS)
 
@@ -241,9 +256,7 @@ SHOWN = "1 document déposé par CHU-NICE est désormais consultable"
 
 def test_a_held_document_is_told_to_the_patient_once_on_the_day_its_hold_ends(rt, tmp_path):
     channels = channels_from_settings(rt.settings)
-    _, indexed = _one_patient_batch(rt, tmp_path, 2)
-    release = paris_date() + dt.timedelta(days=5)
-    _hold_until(rt, indexed[0].id, release)
+    _, release = _held_deposit(rt, tmp_path, days=5)
     dispatch(rt, channels, dt.datetime.now(dt.UTC) + LATER)  # the deposit's message: the other document only
     dispatch(rt, channels, _noon(release - dt.timedelta(days=1)))
     assert len(_bodies(rt)) == 1
@@ -253,70 +266,52 @@ def test_a_held_document_is_told_to_the_patient_once_on_the_day_its_hold_ends(rt
     assert (on_the_day.composed, later.composed) == (1, 0)
 
 
-def test_a_document_held_past_a_month_is_told_when_the_policy_shows_it_a_month_after_deposit(tmp_path):
-    settings = _settings(tmp_path)
-    rt, channels = _runtime(settings), channels_from_settings(settings)
-    _, indexed = _one_patient_batch(rt, tmp_path, 2)
-    _hold(rt, indexed[0].id, months=3)
+def test_a_document_held_past_a_month_is_told_when_the_policy_shows_it_a_month_after_deposit(sqlite_rt, tmp_path):
+    rt, channels = sqlite_rt, channels_from_settings(sqlite_rt.settings)
+    _held_deposit(rt, tmp_path, days=93)  # an announcement planned in three months: shown after one
     now = dt.datetime.now(dt.UTC)
     dispatch(rt, channels, now + LATER)
     dispatch(rt, channels, now + dt.timedelta(days=27))
     assert len(_bodies(rt)) == 1
     dispatch(rt, channels, now + dt.timedelta(days=33))
     assert SHOWN in _bodies(rt)[-1]
-    rt.close()
 
 
-def test_a_hold_that_ends_before_the_deposit_is_told_is_counted_in_the_deposits_message_alone(tmp_path):
-    settings = _settings(tmp_path)
-    rt, channels = _runtime(settings), channels_from_settings(settings)
-    _, indexed = _one_patient_batch(rt, tmp_path, 2)
-    release = paris_date() + dt.timedelta(days=1)
-    _hold_until(rt, indexed[0].id, release)
+def test_a_hold_that_ends_before_the_deposit_is_told_is_counted_in_the_deposits_message_alone(sqlite_rt, tmp_path):
+    rt, channels = sqlite_rt, channels_from_settings(sqlite_rt.settings)
+    _, release = _held_deposit(rt, tmp_path, days=1)
     dispatch(rt, channels, _noon(release))  # the deposit told only now: both documents are shown
     dispatch(rt, channels, _noon(release) + LATER)
     (message,) = _bodies(rt)
     assert "2 nouveaux documents" in message
-    rt.close()
 
 
-def test_a_document_its_author_releases_is_told_at_the_next_pass(tmp_path):
-    settings = _settings(tmp_path)
-    rt, channels = _runtime(settings), channels_from_settings(settings)
-    _, indexed = _one_patient_batch(rt, tmp_path, 2)
-    _hold_until(rt, indexed[0].id, paris_date() + dt.timedelta(days=20))
+def test_a_document_its_author_releases_is_told_at_the_next_pass(sqlite_rt, tmp_path):
+    rt, channels = sqlite_rt, channels_from_settings(sqlite_rt.settings)
+    held, _ = _held_deposit(rt, tmp_path, days=20)
     dispatch(rt, channels, flush=True)  # the deposit's message, now, while the document is held
-    assert set_hold(rt, indexed[0].source, indexed[0].source_document_id, None) is not None
+    assert set_hold(rt, held.source, held.source_document_id, None) is not None
     dispatch(rt, channels, dt.datetime.now(dt.UTC) + LATER)
     first, shown = _bodies(rt)
     assert "1 nouveau document a été ajouté" in first and SHOWN in shown
-    rt.close()
 
 
-def test_a_held_document_withdrawn_before_its_release_is_never_told(tmp_path):
-    settings = _settings(tmp_path)
-    rt, channels = _runtime(settings), channels_from_settings(settings)
-    _, indexed = _one_patient_batch(rt, tmp_path, 2)
-    release = paris_date() + dt.timedelta(days=3)
-    _hold_until(rt, indexed[0].id, release)
+def test_a_held_document_withdrawn_before_its_release_is_never_told(sqlite_rt, tmp_path):
+    rt, channels = sqlite_rt, channels_from_settings(sqlite_rt.settings)
+    held, release = _held_deposit(rt, tmp_path, days=3)
     dispatch(rt, channels, dt.datetime.now(dt.UTC) + LATER)
-    assert shred_document(rt, indexed[0].id)
+    assert shred_document(rt, held.id)
     dispatch(rt, channels, _noon(release))
     assert len(_bodies(rt)) == 1
-    rt.close()
 
 
-def test_a_release_older_than_a_week_is_not_told(tmp_path):
+def test_a_release_older_than_a_week_is_not_told(sqlite_rt, tmp_path):
     """Every sweeper stopped for longer than that: stale news, and retention may have deleted its trace."""
-    settings = _settings(tmp_path)
-    rt, channels = _runtime(settings), channels_from_settings(settings)
-    _, indexed = _one_patient_batch(rt, tmp_path, 2)
-    release = paris_date() + dt.timedelta(days=3)
-    _hold_until(rt, indexed[0].id, release)
+    rt, channels = sqlite_rt, channels_from_settings(sqlite_rt.settings)
+    _, release = _held_deposit(rt, tmp_path, days=3)
     dispatch(rt, channels, dt.datetime.now(dt.UTC) + LATER)
     dispatch(rt, channels, _noon(release + dt.timedelta(days=8)))
     assert len(_bodies(rt)) == 1
-    rt.close()
 
 
 def test_smtp_down_for_a_while_then_up_delivers_every_message_once(tmp_path, smtp_server):
