@@ -1,4 +1,4 @@
-"""FHIR R4 / IHE MHD at /fhir: CapabilityStatement, ITI-65 (POST /fhir), ITI-66 (List), ITI-67 (DocumentReference),
+"""FHIR R4 / IHE MHD at /fhir: CapabilityStatement, ITI-65 (POST /fhir), ITI-66 (List, and its read), ITI-67 (DocumentReference),
 ITI-68 (Binary, the attachment URL) and the access log as AuditEvents. The same policy, listing and audit as /v1:
 every search and retrieve is decided and audited through the gate; `total` counts only what the caller may see.
 """
@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
+from fhir.resources.R4B.list import List as FhirList
 
 from api.access import access_log, check
 from api.deps import ActorDep, EmergencyDep, RuntimeDep, SourceDep
@@ -45,6 +46,7 @@ from pipeline.sharing.search import (
     document_filters,
     documents_by_id,
     ins_of,
+    list_owner_of,
     owner_of,
     paging,
     patient_id_of,
@@ -149,18 +151,41 @@ def find_document_lists(request: Request, rt: RuntimeDep, actor: ActorDep, emerg
     if access is None or not wanted:
         return fhir_response(searchset(base, [], 0, _links(request, page.offset, page.count, False)[0], None))
     decisions = Decisions(actor, action, access.record, today=paris_date(), emergency_reason=emergency)
-    with rt.reads() as session:
-        sets = submission_sets_of(session, access.record.patient_id)
-        ids = [document_id for _, documents in sets for document_id in documents]
-        rows = documents_by_id(session, ids)
-    lists = []
-    for row, documents in sets:
-        seen = [d for d in documents if d in rows and decisions.allows(policy_fields(rows[d]))]
-        if seen:  # a submission whose every document is hidden from the caller is not shown at all
-            lists.append(submission_list(row.id, row.unique_id, row.created_at, ins, row.source, seen))
+    lists = _visible_lists(rt, decisions, access.record.patient_id, ins)
     shown = lists[page.offset : page.offset + page.count]
     self_url, next_url = _links(request, page.offset, page.count, page.offset + page.count < len(lists))
     return fhir_response(searchset(base, shown, len(lists), self_url, next_url))
+
+
+def _visible_lists(rt: Runtime, decisions: Decisions, patient_id: str, ins: str, list_id: str | None = None) -> list[FhirList]:
+    """The record's SubmissionSets (or the one `list_id` names) as Lists of the documents `decisions` allows; a
+    submission whose every document is hidden from the caller is not shown at all."""
+    with rt.reads() as session:
+        sets = submission_sets_of(session, patient_id, list_id)
+        rows = documents_by_id(session, [document_id for _, documents in sets for document_id in documents])
+    lists = []
+    for row, documents in sets:
+        if seen := [d for d in documents if d in rows and decisions.allows(policy_fields(rows[d]))]:
+            lists.append(submission_list(row.id, row.unique_id, row.created_at, ins, row.source, seen))
+    return lists
+
+
+@router.get("/List/{list_id}")
+def read_document_list(list_id: str, rt: RuntimeDep, actor: ActorDep, emergency: EmergencyDep) -> Response:
+    """A SubmissionSet List by its id (the read beside ITI-66's search, the location ITI-65 answered): as the
+    search shows it, to whom it shows it. Any refusal, or a List none of whose documents the caller may see, is
+    the one 404, audited by the gate as any attempt."""
+    with rt.reads() as session:
+        owner = list_owner_of(session, list_id)
+    action = Action.EMERGENCY_READ if emergency else Action.LIST
+    verdict = gate_check(rt, actor, action, owner[0] if owner else NO_RECORD, emergency_reason=emergency)
+    if owner is None or isinstance(verdict, Refused):
+        raise not_found()
+    decisions = Decisions(actor, action, verdict.record, today=paris_date(), emergency_reason=emergency)
+    found = _visible_lists(rt, decisions, owner[0], owner[1], list_id)
+    if not found:
+        raise not_found()
+    return fhir_response(found[0])
 
 
 def _document(rt: Runtime, actor: Actor, action: Action, document_id: str, emergency: str | None) -> tuple[Document, str]:

@@ -265,7 +265,7 @@ def capability_statement(base: str) -> CapabilityStatement:
         interaction=[CapabilityStatementRestInteraction(code="transaction")],
         resource=[
             resource("DocumentReference", ["read", "search-type"], DOCUMENT_SEARCH),
-            resource("List", ["search-type"], LIST_SEARCH),
+            resource("List", ["read", "search-type"], LIST_SEARCH),
             resource("Binary", ["read"]),
             resource("AuditEvent", ["search-type"], AUDIT_SEARCH),
         ],

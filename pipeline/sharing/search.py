@@ -171,16 +171,32 @@ class SubmissionRow:
     batch_id: str
 
 
-def submission_sets_of(session: Session, patient_id: str) -> list[tuple[SubmissionRow, list[str]]]:
-    """The SubmissionSets that brought live documents to this record, newest first, with those documents' ids."""
-    rows = session.execute(
+def list_owner_of(session: Session, list_id: str) -> tuple[str, str] | None:
+    """The patient id and INS of the record a SubmissionSet brought documents to (None: no such List, or one that
+    brought none). For the gate only, as `owner_of`."""
+    row = session.execute(
+        select(Patient.id, Patient.ins)
+        .join(Document, Document.patient_id == Patient.id)
+        .join(BatchItem, BatchItem.id == Document.batch_item_id)
+        .join(SubmissionSet, SubmissionSet.batch_id == BatchItem.batch_id)
+        .where(SubmissionSet.id == list_id)
+        .limit(1)
+    ).first()
+    return (row[0], row[1]) if row is not None else None
+
+
+def submission_sets_of(session: Session, patient_id: str, list_id: str | None = None) -> list[tuple[SubmissionRow, list[str]]]:
+    """The SubmissionSets that brought live documents to this record (or the one `list_id` names), newest first,
+    with those documents' ids."""
+    query = (
         select(SubmissionSet.id, SubmissionSet.unique_id, SubmissionSet.source, SubmissionSet.created_at, SubmissionSet.batch_id)
         .add_columns(Document.id)
         .join(BatchItem, BatchItem.batch_id == SubmissionSet.batch_id)
         .join(Document, Document.batch_item_id == BatchItem.id)
         .where(Document.patient_id == patient_id, Document.live)
         .order_by(SubmissionSet.created_at.desc(), SubmissionSet.id, BatchItem.row_number)
-    ).all()
+    )
+    rows = session.execute(query if list_id is None else query.where(SubmissionSet.id == list_id)).all()
     sets: dict[str, tuple[SubmissionRow, list[str]]] = {}
     for row in rows:
         entry = sets.setdefault(row[0], (SubmissionRow(*row[:5]), []))

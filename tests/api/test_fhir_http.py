@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 from fhir.resources.R4B.documentreference import DocumentReference
+from fhir.resources.R4B.list import List as FhirList
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 from sqlalchemy import func, select
 
@@ -94,6 +95,7 @@ def test_the_capability_statement_states_the_mhd_transactions(world):
     wanted = {"patient.identifier", "status", "category", "type", "date", "period", "author.identifier", "facility", "setting", "event"}
     assert {p.name for p in kinds["DocumentReference"].searchParam} >= wanted
     assert {i.code for i in kinds["DocumentReference"].interaction} == {"read", "search-type"}
+    assert {i.code for i in kinds["List"].interaction} == {"read", "search-type"}
 
 
 def test_the_transaction_response_names_what_was_created_in_bundle_order(world):
@@ -190,6 +192,23 @@ def test_the_submission_set_is_found_as_a_list_of_its_documents(world):
     assert found.identifier[0].value == "urn:oid:1.2.250.1.999.9.1"
     documents = {entry.resource.id for entry in _search(world, "/fhir/DocumentReference").entry}
     assert {item.item.reference.removeprefix("DocumentReference/") for item in found.entry} == documents
+
+
+def test_the_list_the_transaction_answered_is_read_at_its_location_as_the_search_shows_it(world):
+    location = Bundle.model_validate_json(world["answer"].content).entry[0].response.location
+    answer = world["client"].get(f"/fhir/{location}", headers=world["patient"])
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("application/fhir+json")
+    (searched,) = [entry.resource for entry in _search(world, "/fhir/List").entry]
+    assert FhirList.model_validate_json(answer.content) == searched
+
+
+def test_a_list_read_by_a_stranger_is_the_same_404_as_an_unknown_list(world):
+    location = Bundle.model_validate_json(world["answer"].content).entry[0].response.location
+    stranger = _professional(world, "10009999998")
+    refused = world["client"].get(f"/fhir/{location}", headers=stranger)
+    unknown = world["client"].get("/fhir/List/00000000-0000-4000-8000-000000000000", headers=stranger)
+    assert (refused.status_code, refused.content) == (unknown.status_code, unknown.content)
+    assert refused.status_code == 404 and _outcome_code(refused) == "not_found"
 
 
 def test_a_replayed_submission_is_answered_the_same_and_adds_no_document(world):
