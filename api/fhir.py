@@ -1,10 +1,11 @@
-"""FHIR in HTTP terms: resources answered as `application/fhir+json`, problems as OperationOutcome, the
-ITI-65 body read (bounded) and handed to the MHD intake in a worker thread. Routes: api/routes/fhir.py.
+"""FHIR in HTTP terms: resources answered as `application/fhir+json` or `application/fhir+xml` (as the client asks),
+problems as OperationOutcome, the ITI-65 body (JSON or XML) read (bounded) and handed to the MHD intake in a worker
+thread. Routes: api/routes/fhir.py.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import anyio.to_thread
@@ -21,16 +22,23 @@ from pipeline.ingest.manifest import ManifestError
 from pipeline.ingest.mhd import Provided, provide
 from pipeline.runtime import Runtime
 from pipeline.sharing.fhirjson import dumps
+from pipeline.sharing.fhirxml import bundle_json_from_xml, xml_bytes
 from pipeline.sharing.provide import SubmissionRefused
 from pipeline.sharing.resources import outcome, transaction_response
 from pipeline.sharing.search import SearchError
 from pipeline.sources import SourceIdentity
 
 FHIR_JSON = "application/fhir+json"
+FHIR_XML = "application/fhir+xml"
 PREFIX = "/fhir"
-# A Bundle is read whole (its documents are base64 inside the JSON): at most this much, whatever DMP_UPLOAD_MAX_REQUEST_BYTES says.
+# A Bundle is read whole (its documents are base64 inside it): at most this much, whatever DMP_UPLOAD_MAX_REQUEST_BYTES says.
 MAX_BUNDLE_BYTES = 64 * 1024 * 1024
-JSON_TYPES = (FHIR_JSON, "application/json", "application/json+fhir")
+Encoding = Literal["json", "xml"]
+# The media types (and `_format` words) of each encoding, as FHIR R4 names them, older spellings included.
+ENCODINGS: dict[str, Encoding] = {
+    **dict.fromkeys(("json", FHIR_JSON, "application/json", "application/json+fhir"), "json"),
+    **dict.fromkeys(("xml", FHIR_XML, "application/xml", "text/xml", "application/xml+fhir"), "xml"),
+}  # fmt: skip
 
 
 def is_fhir(request: Request) -> bool:
@@ -39,18 +47,63 @@ def is_fhir(request: Request) -> bool:
     return path == PREFIX or path.startswith(PREFIX + "/")
 
 
-def fhir_response(resource: Resource, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    """A resource as the answer, as the model library writes it (pipeline/sharing/fhirjson.py: the same JSON, faster)."""
-    return Response(dumps(resource), status_code=status, media_type=FHIR_JSON, headers=headers)
+def _encoding(media: str) -> Encoding | None:
+    # In a query string an unencoded "+" reads as a space: "application/fhir xml" is "application/fhir+xml".
+    return ENCODINGS.get(media.split(";")[0].strip().lower().replace(" ", "+"))
 
 
-def outcome_response(problem: ApiProblem) -> Response:
+def _quality(parameters: list[str]) -> float:
+    for parameter in parameters:
+        name, _, value = parameter.strip().partition("=")
+        if name == "q":
+            try:
+                return float(value)
+            except ValueError:
+                return 0.0
+    return 1.0
+
+
+def answer_encoding(request: Request, *, strict: bool = True) -> Encoding:
+    """How to write the answer, FHIR's way: `_format` first, then the Accept header (the best quality it
+    names among ours), then the encoding of the body sent (an ITI-65 Bundle), JSON otherwise. An unknown
+    `_format` is a 406 `unsupported_format` when `strict` (an error's own answer falls back to JSON)."""
+    asked = request.query_params.get("_format")
+    if asked is not None:
+        if (encoding := _encoding(asked)) is None and strict:
+            raise ApiProblem(
+                406, "unsupported_format", "Not acceptable", "_format: json or xml (application/fhir+json, application/fhir+xml)."
+            )
+        return encoding or "json"
+    best: tuple[float, Encoding] | None = None
+    for part in request.headers.get("accept", "").split(","):
+        media, *parameters = part.split(";")
+        if (encoding := _encoding(media)) is not None and (quality := _quality(parameters)) > (best[0] if best else 0):
+            best = (quality, encoding)
+    if best is not None:
+        return best[1]
+    return _encoding(request.headers.get("content-type", "")) or "json"
+
+
+def fhir_response(request: Request, resource: Resource, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """A resource as the answer, in the encoding the client asked for: JSON as the model library writes it
+    (pipeline/sharing/fhirjson.py: the same JSON, faster), or XML (pipeline/sharing/fhirxml.py)."""
+    return _written(resource, answer_encoding(request), status, headers)
+
+
+def _written(resource: Resource, encoding: Encoding, status: int, headers: dict[str, str] | None) -> Response:
+    vary = {"Vary": "Accept", **(headers or {})}
+    if encoding == "xml":
+        return Response(xml_bytes(resource), status_code=status, media_type=FHIR_XML, headers=vary)
+    return Response(dumps(resource), status_code=status, media_type=FHIR_JSON, headers=vary)
+
+
+def outcome_response(request: Request, problem: ApiProblem) -> Response:
     """A problem (the product's stable code, its status and headers) as an OperationOutcome."""
     headers = {"WWW-Authenticate": "Bearer"} if problem.status == 401 else {}
     headers.update(problem.headers)
     incident = problem.extra.get("instance")  # an unexpected failure's, for the operator
     issue = outcome(problem.status, problem.code, problem.detail, str(incident) if incident else None)
-    return fhir_response(issue, problem.status, headers)
+    return _written(issue, answer_encoding(request, strict=False), problem.status, headers)
 
 
 def base_url(request: Request) -> str:
@@ -98,9 +151,10 @@ async def provide_bundle(request: Request, source: SourceIdentity) -> Response:
     """ITI-65: read the Bundle (bounded), take it in, answer the transaction-response Bundle (200)."""
     if not source.may_submit("documents"):
         raise ApiProblem(403, "source_not_allowed", "Forbidden", f"A {source.kind} source may not submit documents.")
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media not in JSON_TYPES:
-        raise ApiProblem(415, "unsupported_media_type", "Unsupported media type", f"Send {FHIR_JSON}.")
+    sent = _encoding(request.headers.get("content-type", ""))
+    if sent is None:
+        raise ApiProblem(415, "unsupported_media_type", "Unsupported media type", f"Send {FHIR_JSON} or {FHIR_XML}.")
+    answer_encoding(request)  # an unknown _format is refused before anything is read
     rt: Runtime = request.app.state.runtime
     limit = min(rt.settings.upload_max_request_bytes, MAX_BUNDLE_BYTES)
     length = request.headers.get("content-length")
@@ -109,6 +163,8 @@ async def provide_bundle(request: Request, source: SourceIdentity) -> Response:
     await refuse_when_queue_full(rt)
     data = await _read_body(request, limit)
     try:
+        if sent == "xml":
+            data = await anyio.to_thread.run_sync(bundle_json_from_xml, data, limiter=request.app.state.intake.upload_threads)
         provided = await anyio.to_thread.run_sync(_provide, request, rt, data, source.id, limiter=request.app.state.intake.upload_threads)
     except SubmissionRefused as refused:
         raise ApiProblem(422, refused.code, "Unprocessable submission", str(refused)) from None
@@ -122,4 +178,4 @@ async def provide_bundle(request: Request, source: SourceIdentity) -> Response:
     headers: dict[str, Any] = {"Location": BATCH_STATUS.format(provided.batch_id)} if provided.batch_id else {}
     if provided.replayed:
         headers["Idempotent-Replayed"] = "true"
-    return fhir_response(transaction_response(answer(provided)), 200, headers)
+    return fhir_response(request, transaction_response(answer(provided)), 200, headers)

@@ -70,7 +70,7 @@ def answer_problem(request: Request, exc: ApiProblem) -> Response:
     """The problem document; under /fhir the same problem as an OperationOutcome (api/fhir.py)."""
     from api.fhir import is_fhir, outcome_response
 
-    return outcome_response(exc) if is_fhir(request) else problem_response(exc)
+    return outcome_response(request, exc) if is_fhir(request) else problem_response(exc)
 
 
 async def problem_handler(request: Request, exc: ApiProblem) -> Response:

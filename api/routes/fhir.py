@@ -15,7 +15,7 @@ from fhir.resources.R4B.list import List as FhirList
 
 from api.access import access_log, check
 from api.deps import ActorDep, EmergencyDep, RuntimeDep, SourceDep
-from api.fhir import base_url, fhir_response, provide_bundle, search_problem
+from api.fhir import answer_encoding, base_url, fhir_response, provide_bundle, search_problem
 from api.headers import content_headers, served_type
 from api.problems import ApiProblem, not_found
 from pipeline.access.gate import Access, Decisions, Refused
@@ -64,8 +64,11 @@ NO_RECORD = "-"
 
 
 def _params(request: Request, supported: dict[str, str]) -> dict[str, list[str]]:
+    answer_encoding(request)  # an unknown _format: 406 before any query
     params: dict[str, list[str]] = defaultdict(list)
     for name, value in request.query_params.multi_items():
+        if name == "_format":
+            continue  # how to answer, not what to find
         if name not in supported:
             raise ApiProblem(400, "unsupported_search_parameter", "Invalid search", f"Unsupported search parameter: {name}.")
         params[name].append(value)
@@ -103,7 +106,7 @@ def _links(request: Request, offset: int, count: int, more: bool) -> tuple[str, 
 @router.get("/metadata")
 def metadata(request: Request) -> Response:
     """The CapabilityStatement: exactly what this server supports."""
-    return fhir_response(capability_statement(base_url(request)))
+    return fhir_response(request, capability_statement(base_url(request)))
 
 
 @router.post("")
@@ -124,7 +127,7 @@ def find_document_references(request: Request, rt: RuntimeDep, actor: ActorDep, 
     access, ins = _record(rt, actor, action, params, emergency)
     base = base_url(request)
     if access is None or filters is None:
-        return fhir_response(searchset(base, [], 0, _links(request, page.offset, page.count, False)[0], None))
+        return fhir_response(request, searchset(base, [], 0, _links(request, page.offset, page.count, False)[0], None))
     decisions = Decisions(actor, action, access.record, today=paris_date(), emergency_reason=emergency)
     with rt.reads() as session:
         shown = visible_page(session, decisions, access.record.patient_id, filters, page=page.page, page_size=page.count)
@@ -132,7 +135,7 @@ def find_document_references(request: Request, rt: RuntimeDep, actor: ActorDep, 
     titles = document_titles(rt, shown.documents)
     resources = [document_reference(base, d, sharing.get(d.id), ins, titles[d.id]) for d in shown.documents]
     self_url, next_url = _links(request, page.offset, page.count, page.offset + page.count < shown.total)
-    return fhir_response(searchset(base, resources, shown.total, self_url, next_url))
+    return fhir_response(request, searchset(base, resources, shown.total, self_url, next_url))
 
 
 @router.get("/List")
@@ -149,12 +152,12 @@ def find_document_lists(request: Request, rt: RuntimeDep, actor: ActorDep, emerg
     base = base_url(request)
     wanted = (code is None or code.endswith("submissionset")) and (status is None or status.endswith("current"))
     if access is None or not wanted:
-        return fhir_response(searchset(base, [], 0, _links(request, page.offset, page.count, False)[0], None))
+        return fhir_response(request, searchset(base, [], 0, _links(request, page.offset, page.count, False)[0], None))
     decisions = Decisions(actor, action, access.record, today=paris_date(), emergency_reason=emergency)
     lists = _visible_lists(rt, decisions, access.record.patient_id, ins)
     shown = lists[page.offset : page.offset + page.count]
     self_url, next_url = _links(request, page.offset, page.count, page.offset + page.count < len(lists))
-    return fhir_response(searchset(base, shown, len(lists), self_url, next_url))
+    return fhir_response(request, searchset(base, shown, len(lists), self_url, next_url))
 
 
 def _visible_lists(rt: Runtime, decisions: Decisions, patient_id: str, ins: str, list_id: str | None = None) -> list[FhirList]:
@@ -171,7 +174,7 @@ def _visible_lists(rt: Runtime, decisions: Decisions, patient_id: str, ins: str,
 
 
 @router.get("/List/{list_id}")
-def read_document_list(list_id: str, rt: RuntimeDep, actor: ActorDep, emergency: EmergencyDep) -> Response:
+def read_document_list(request: Request, list_id: str, rt: RuntimeDep, actor: ActorDep, emergency: EmergencyDep) -> Response:
     """A SubmissionSet List by its id (the read beside ITI-66's search, the location ITI-65 answered): as the
     search shows it, to whom it shows it. Any refusal, or a List none of whose documents the caller may see, is
     the one 404, audited by the gate as any attempt."""
@@ -185,7 +188,7 @@ def read_document_list(list_id: str, rt: RuntimeDep, actor: ActorDep, emergency:
     found = _visible_lists(rt, decisions, owner[0], owner[1], list_id)
     if not found:
         raise not_found()
-    return fhir_response(found[0])
+    return fhir_response(request, found[0])
 
 
 def _document(rt: Runtime, actor: Actor, action: Action, document_id: str, emergency: str | None) -> tuple[Document, str]:
@@ -207,7 +210,7 @@ def read_document_reference(request: Request, document_id: str, rt: RuntimeDep, 
     with rt.reads() as session:
         sharing = sharing_of(session, [document.id])
     title = document_titles(rt, [document])[document.id]
-    return fhir_response(document_reference(base_url(request), document, sharing.get(document.id), ins, title))
+    return fhir_response(request, document_reference(base_url(request), document, sharing.get(document.id), ins, title))
 
 
 @router.get("/Binary/{document_id}")
@@ -244,4 +247,4 @@ def find_audit_events(request: Request, rt: RuntimeDep, actor: ActorDep) -> Resp
     lines = access_log(rt, actor, access, limit=page.count + 1, offset=page.offset)
     events = [audit_event(line, ins or "") for line in lines[: page.count]]
     self_url, next_url = _links(request, page.offset, page.count, len(lines) > page.count)
-    return fhir_response(searchset(base_url(request), events, None, self_url, next_url))  # no total: the log is paged only
+    return fhir_response(request, searchset(base_url(request), events, None, self_url, next_url))  # no total: the log is paged only

@@ -277,7 +277,7 @@ def capability_statement(base: str) -> CapabilityStatement:
         software=CapabilityStatementSoftware(name="DMP", version=__version__),
         implementation={"description": "DMP FHIR R4 / IHE MHD", "url": base},
         fhirVersion=FHIR_VERSION,
-        format=["application/fhir+json"],
+        format=["application/fhir+json", "application/fhir+xml"],
         instantiates=[
             "https://profiles.ihe.net/ITI/MHD/CapabilityStatement/IHE.MHD.DocumentRecipient",
             "https://profiles.ihe.net/ITI/MHD/CapabilityStatement/IHE.MHD.DocumentResponder",

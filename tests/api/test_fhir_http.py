@@ -211,6 +211,77 @@ def test_a_list_read_by_a_stranger_is_the_same_404_as_an_unknown_list(world):
     assert refused.status_code == 404 and _outcome_code(refused) == "not_found"
 
 
+XML = {"Accept": "application/fhir+xml"}
+
+
+def _search_answer(world, path: str, headers: dict[str, str] | None = None, **params: str):
+    query = {"patient.identifier": f"{INS_SYSTEM}|{NIR}", **params}
+    return world["client"].get(path, params=query, headers={**world["patient"], **(headers or {})})
+
+
+@pytest.mark.parametrize("asked", [{"params": {"_format": "xml"}}, {"params": {"_format": "application/fhir+xml"}}, {"headers": XML}])
+def test_a_search_asked_in_xml_answers_the_same_bundle_in_fhir_xml(world, asked):
+    answer = _search_answer(world, "/fhir/DocumentReference", asked.get("headers"), **asked.get("params", {}))
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("application/fhir+xml")
+    in_json = _search(world, "/fhir/DocumentReference")
+    in_xml = Bundle.model_validate_xml(answer.content)
+    assert in_xml.total == in_json.total and in_xml.entry == in_json.entry  # its links keep the _format asked
+
+
+def test_an_unencoded_plus_in_format_still_names_fhir_xml(world):
+    answer = world["client"].get("/fhir/metadata?_format=application/fhir+xml")
+    assert answer.headers["content-type"].startswith("application/fhir+xml")
+    assert CapabilityStatement.model_validate_xml(answer.content).format == ["application/fhir+json", "application/fhir+xml"]
+
+
+def test_an_unknown_format_is_refused_not_acceptable(world):
+    answer = _search_answer(world, "/fhir/DocumentReference", _format="yaml")
+    assert (answer.status_code, _outcome_code(answer)) == (406, "unsupported_format")
+
+
+def test_a_refusal_asked_in_xml_is_an_operation_outcome_in_xml(world):
+    answer = world["client"].get("/fhir/List/00000000-0000-4000-8000-000000000000", headers={**world["patient"], **XML})
+    assert answer.status_code == 404 and answer.headers["content-type"].startswith("application/fhir+xml")
+    assert OperationOutcome.model_validate_xml(answer.content).issue[0].details.coding[0].code == "not_found"
+
+
+def test_a_bundle_sent_in_xml_is_taken_in_and_answered_in_xml(world):
+    client, rt, key = world["client"], world["rt"], world["keys"]["hospital:CHU-FHIR"]
+    sent = bundle([Doc(pdf_bytes("Compte rendu en XML"), type_code="11488-4")], "urn:oid:1.2.250.1.999.9.77").model_dump_xml()
+    answer = client.post("/fhir", content=sent, headers={**key, "Content-Type": "application/fhir+xml"})
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"].startswith("application/fhir+xml")
+    created = Bundle.model_validate_xml(answer.content)
+    assert [entry.response.status for entry in created.entry] == ["201 Created"] * 3
+    _wait_indexed(rt)
+    status = client.get(answer.headers["location"], headers=key).json()
+    assert [item["state"] for item in status["items"]] == ["indexed"]
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        b'<?xml version="1.0"?><!DOCTYPE Bundle [<!ENTITY x SYSTEM "file:///etc/passwd">]><Bundle xmlns="http://hl7.org/fhir">&x;</Bundle>',
+        b'<?xml version="1.0"?><!DOCTYPE b [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]><Bundle>&b;</Bundle>',
+        b"<Bundle xmlns='http://hl7.org/fhir'><type value='transaction'/>",
+        b"<Patient xmlns='http://hl7.org/fhir'><id value='x'/></Patient>",
+    ],
+    ids=["external-entity", "entity-expansion", "not-well-formed", "not-a-bundle"],
+)
+def test_a_hostile_or_broken_xml_bundle_is_refused_bundle_invalid_and_records_nothing(world, hostile):
+    client, rt, key = world["client"], world["rt"], world["keys"]["hospital:CHU-FHIR"]
+    with rt.sessions() as session:
+        before = session.scalar(select(func.count()).select_from(BatchItem))
+    answer = client.post("/fhir", content=hostile, headers={**key, "Content-Type": "application/fhir+xml"})
+    assert (answer.status_code, OperationOutcome.model_validate_xml(answer.content).issue[0].details.coding[0].code) == (
+        422,
+        "bundle_invalid",
+    )
+    assert b"root:" not in answer.content
+    with rt.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(BatchItem)) == before
+
+
 def test_a_replayed_submission_is_answered_the_same_and_adds_no_document(world):
     client, rt, key = world["client"], world["rt"], world["keys"]["hospital:CHU-FHIR"]
     with rt.sessions() as session:
