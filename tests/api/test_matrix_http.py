@@ -67,6 +67,7 @@ FACILITIES = {"facility": FINESS_STAY, "expired": FINESS_ENDED}
 def ins_of(n: int) -> str:
     return with_key(f"1800175{n:06d}")
 
+
 # ---------------------------------------------------------------------------------------------
 # The world
 # ---------------------------------------------------------------------------------------------
@@ -291,7 +292,8 @@ def test_an_unknown_patient_is_404_and_audited_in_the_no_patient_chain(world):
 # ---------------------------------------------------------------------------------------------
 
 
-def expected_care_history(actor: ActorCase, state: RecordState, emergency: bool) -> Expected:
+def expected_record_read(actor: ActorCase, state: RecordState, emergency: bool, class_code: str, type_code: str) -> Expected:
+    """A record-level read of what stands for a document of `class_code` / `type_code` in the matrix."""
     denial = record_denial(actor, state, emergency)
     if denial:
         return refused(actor, denial)
@@ -305,12 +307,12 @@ def expected_care_history(actor: ActorCase, state: RecordState, emergency: bool)
         return Expected(200, None, True, False)  # rule 4: everything
     else:
         subject = actor.profession or ""
-    # docs/domain.md, "Classes and types": the care history is the reimbursement data, class 60 of the matrix.
-    return Expected(200, None, True, emergency) if matrix_reads(subject, "60", "REMB") else refused(actor, "matrix_forbids")
+    return Expected(200, None, True, emergency) if matrix_reads(subject, class_code, type_code) else refused(actor, "matrix_forbids")
 
 
-@pytest.mark.parametrize("group", GROUPS)
-def test_care_history_access_follows_the_domain_rules(world, group):
+def _record_read_verdicts(world, group: str, path: str, action: str, class_code: str, type_code: str) -> Verdicts:
+    """GET /v1/patients/{pid}`path` by every actor of `group`, on every record state, with and without
+    break-glass: its answer and its one audit entry against `expected_record_read`."""
     verdicts = Verdicts()
     for actor in (actor for actor in ACTORS if _group(actor) == group):
         for state in STATES:
@@ -318,21 +320,25 @@ def test_care_history_access_follows_the_domain_rules(world, group):
                 verdicts.rows += 1
                 pid = world.patients[state.name]
                 world.set_attending(pid, actor.subject(pid) if actor.attending else OTHER_ATTENDING)
-                want = expected_care_history(actor, state, emergency)
-
+                want = expected_record_read(actor, state, emergency, class_code, type_code)
                 headers = world.headers(actor, pid)
-                response = world.client.get(f"/v1/patients/{pid}/care-history", headers={**headers, **EMERGENCY} if emergency else headers)
+                response = world.client.get(f"/v1/patients/{pid}{path}", headers={**headers, **EMERGENCY} if emergency else headers)
                 entries = _new_audit_entries(world, pid)
-
                 row = _row_id(actor, state, emergency)
                 got = (response.status_code, response.json().get("code") if response.status_code != 200 else None)
                 if got != (want.status, want.code):
                     verdicts.mismatches.append(f"{row}: got {got}, expected {(want.status, want.code)}: {response.text}")
                 got_entries = [(e.actor_id, e.action, e.outcome, e.emergency) for e in entries]
-                wanted_entries = [(actor.subject(pid), "read_care_history", "allowed" if want.allowed else "denied", want.emergency)]
+                wanted_entries = [(actor.subject(pid), action, "allowed" if want.allowed else "denied", want.emergency)]
                 if got_entries != wanted_entries:
                     verdicts.mismatches.append(f"{row}: audit entries {got_entries}, expected {wanted_entries}")
-    verdicts.conclude()
+    return verdicts
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_care_history_access_follows_the_domain_rules(world, group):
+    # docs/domain.md, "Classes and types": the care history is the reimbursement data, class 60 of the matrix.
+    _record_read_verdicts(world, group, "/care-history", "read_care_history", "60", "REMB").conclude()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -347,47 +353,11 @@ SECTIONS = {
 }
 
 
-def expected_section(actor: ActorCase, state: RecordState, emergency: bool, type_code: str) -> Expected:
-    denial = record_denial(actor, state, emergency)
-    if denial:
-        return refused(actor, denial)
-    if actor.kind in ("patient", "legal_representative"):
-        return Expected(200, None, True, False)  # rules 1 and 2: the whole record
-    if emergency:
-        subject = actor.profession if actor.kind == "professional" else "emergency_regulator"
-    elif actor.kind == "occupational_physician":
-        subject = "occupational_physician"
-    elif is_attending_physician(actor):
-        return Expected(200, None, True, False)  # rule 4: everything
-    else:
-        subject = actor.profession or ""
-    return Expected(200, None, True, emergency) if matrix_reads(subject, "90", type_code) else refused(actor, "matrix_forbids")
-
-
 @pytest.mark.parametrize("path", SECTIONS)
 @pytest.mark.parametrize("group", GROUPS)
 def test_the_patients_sections_are_read_as_a_class_90_document(world, group, path):
     action, type_code = SECTIONS[path]
-    verdicts = Verdicts()
-    for actor in (actor for actor in ACTORS if _group(actor) == group):
-        for state in STATES:
-            for emergency in (False, True):
-                verdicts.rows += 1
-                pid = world.patients[state.name]
-                world.set_attending(pid, actor.subject(pid) if actor.attending else OTHER_ATTENDING)
-                want = expected_section(actor, state, emergency, type_code)
-                headers = world.headers(actor, pid)
-                response = world.client.get(f"/v1/patients/{pid}{path}", headers={**headers, **EMERGENCY} if emergency else headers)
-                entries = _new_audit_entries(world, pid)
-                row = _row_id(actor, state, emergency)
-                got = (response.status_code, response.json().get("code") if response.status_code != 200 else None)
-                if got != (want.status, want.code):
-                    verdicts.mismatches.append(f"{row}: got {got}, expected {(want.status, want.code)}: {response.text}")
-                got_entries = [(e.actor_id, e.action, e.outcome, e.emergency) for e in entries]
-                wanted_entries = [(actor.subject(pid), action, "allowed" if want.allowed else "denied", want.emergency)]
-                if got_entries != wanted_entries:
-                    verdicts.mismatches.append(f"{row}: audit entries {got_entries}, expected {wanted_entries}")
-    verdicts.conclude()
+    _record_read_verdicts(world, group, path, action, "90", type_code).conclude()
 
 
 # ---------------------------------------------------------------------------------------------
