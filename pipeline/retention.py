@@ -43,6 +43,7 @@ class RetentionReport:
     notifications_deleted: int = 0
     idempotency_keys_deleted: int = 0
     uploads_purged: list[str] = field(default_factory=list)
+    interrupted_writes_purged: int = 0
 
 
 # Care lines deleted per transaction, and the pause after each batch as a share of the batch's own time: the
@@ -144,7 +145,18 @@ def run_retention(rt: Runtime, today: dt.date) -> RetentionReport:
     report.notifications_deleted = prune_notifications(rt, today)
     report.idempotency_keys_deleted = prune_idempotency_keys(rt, dt.datetime.now(dt.UTC))
     report.uploads_purged = purge_abandoned_uploads(rt, dt.datetime.now(dt.UTC))
+    report.interrupted_writes_purged = purge_interrupted_writes(rt, dt.datetime.now(dt.UTC))
     return report
+
+
+def purge_interrupted_writes(rt: Runtime, now: dt.datetime) -> int:
+    """Remove what object writes killed more than ABANDONED_UPLOAD_AGE ago left in the store, out of every
+    listing: a file store's temporary files, an S3 bucket's multipart uploads never completed. They may hold an
+    inbox's plaintext; a write still going on is younger than that."""
+    purged = rt.store.purge_interrupted(now - ABANDONED_UPLOAD_AGE)
+    if purged:
+        log.info("%d interrupted object writes removed", purged)
+    return purged
 
 
 def purge_abandoned_uploads(rt: Runtime, now: dt.datetime) -> list[str]:

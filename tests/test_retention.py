@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import os
 import threading
 
 import pytest
@@ -120,6 +121,18 @@ def test_retention_removes_what_a_killed_upload_left_but_keeps_what_a_waiting_it
         (waiting,) = repo.batch_items(session, result.batch_id)
     assert purge_abandoned_uploads(runtime, now) == [left]
     assert set(runtime.store.list_keys("inbox/")) == {recent, waiting.inbox_key}
+
+
+def test_retention_removes_the_temporary_file_a_killed_write_left_but_not_one_being_written(runtime):
+    root = runtime.store.root / "inbox"
+    root.mkdir(parents=True, exist_ok=True)
+    killed, writing = root / ".part-killed", root / ".part-writing"
+    for path in (killed, writing):
+        path.write_bytes(b"%PDF-1.4 plaintext")
+    two_days_ago = (dt.datetime.now(dt.UTC) - dt.timedelta(days=2)).timestamp()
+    os.utime(killed, (two_days_ago, two_days_ago))
+    assert retention.purge_interrupted_writes(runtime, dt.datetime.now(dt.UTC)) == 1
+    assert not killed.exists() and writing.exists()
 
 
 # ---------------------------------------------------------------------------------------------

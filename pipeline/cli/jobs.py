@@ -39,6 +39,7 @@ def retention_run(as_json: Annotated[bool, typer.Option("--json")] = False) -> N
     typer.echo(f"idempotency keys: {report.idempotency_keys_deleted} older than a week forgotten")
     for key in report.uploads_purged:
         typer.echo(f"abandoned upload removed: {key}")
+    typer.echo(f"interrupted writes: {report.interrupted_writes_purged} left in the object store removed")
 
 
 def retention_schedule() -> None:

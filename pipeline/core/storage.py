@@ -7,6 +7,7 @@ Writes are streamed and atomic: a reader never sees half an object.
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import os
 import tempfile
@@ -62,6 +63,10 @@ class ObjectStore(Protocol):
     def exists(self, key: str) -> bool: ...
 
     def list_keys(self, prefix: str = "") -> Iterator[str]: ...
+
+    def purge_interrupted(self, before: dt.datetime) -> int:
+        """Remove what writes interrupted before `before` left behind (they may hold plaintext); how many."""
+        ...
 
 
 class FileStore:
@@ -123,6 +128,15 @@ class FileStore:
                 key = path.relative_to(self.root).as_posix()
                 if key.startswith(prefix):
                     yield key
+
+    def purge_interrupted(self, before: dt.datetime) -> int:
+        """The temporary files of writes killed before their rename (a `put` cleans up after any failure it lives through)."""
+        if not self.root.exists():
+            return 0
+        stale = [path for path in self.root.rglob(".part-*") if path.stat().st_mtime < before.timestamp()]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return len(stale)
 
 
 class S3Store:
@@ -255,6 +269,18 @@ class S3Store:
             for page in pages:
                 for entry in page.get("Contents", []):
                     yield entry["Key"]
+
+    def purge_interrupted(self, before: dt.datetime) -> int:
+        """Abort the multipart uploads started before `before` and never completed: their parts are stored (and
+        billed) until aborted, out of every listing. A bucket lifecycle rule may do the same; this does not rely on one."""
+        aborted = 0
+        with _s3_errors("list"):
+            for page in self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket):
+                for upload in page.get("Uploads", []):
+                    if upload["Initiated"] < before:
+                        self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                        aborted += 1
+        return aborted
 
 
 def _read_up_to(source: Readable, limit: int) -> bytes:

@@ -1,7 +1,9 @@
-"""Reading an object back by ranged GETs, seekable like a local file: how a zip upload is opened."""
+"""The S3 store against a real endpoint: reading an object back by ranged GETs, seekable like a local file (how a
+zip upload is opened), and what interrupted writes leave behind."""
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import os
 import uuid
@@ -59,3 +61,14 @@ def test_a_zip_kept_in_the_store_is_read_without_a_local_copy(store):
 def test_a_missing_object_is_object_not_found(store):
     with pytest.raises(ObjectNotFound), store.open_ranged("inbox/nothing"):
         pass
+
+
+def test_a_multipart_upload_never_completed_is_aborted_once_older_than_the_cut(store):
+    started = store.client.create_multipart_upload(Bucket=store.bucket, Key="inbox/killed-mid-upload")
+    part = {"Bucket": store.bucket, "Key": "inbox/killed-mid-upload", "UploadId": started["UploadId"], "PartNumber": 1}
+    store.client.upload_part(**part, Body=b"%PDF-1.4 plaintext" * 1000)
+    # The time the store itself gives the upload (moto_server gives every upload a fixed date of its own).
+    (upload,) = store.client.list_multipart_uploads(Bucket=store.bucket)["Uploads"]
+    assert store.purge_interrupted(upload["Initiated"]) == 0  # not older than the cut: maybe still going on
+    assert store.purge_interrupted(upload["Initiated"] + dt.timedelta(seconds=1)) == 1
+    assert store.client.list_multipart_uploads(Bucket=store.bucket).get("Uploads", []) == []
