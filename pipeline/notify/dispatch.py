@@ -247,7 +247,8 @@ def _deliver_one(
         assert notification is not None
         channel = channels.get(notification.channel) or channels[ChannelName.LOG]
         try:
-            address = _address(rt, session, notification)
+            # The local log sink is a file on disk: it names the recipient, never their address (sealed at rest).
+            address = _address(rt, session, notification) if channel.name != ChannelName.LOG else None
             channel.send(
                 Message(notification.id, address or f"recipient:{notification.recipient_id}", notification.subject, notification.body)
             )

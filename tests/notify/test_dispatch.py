@@ -163,8 +163,10 @@ def test_without_a_configured_channel_the_message_goes_to_the_local_log_sink(tmp
     patient_id, _ = _one_patient_batch(rt, tmp_path, 2)
     _set_contact(rt, patient_id, email="patient@example.org")  # wants email, but no SMTP server is configured
     dispatch(rt, channels_from_settings(settings), dt.datetime.now(dt.UTC) + LATER)
-    lines = [json.loads(line) for line in settings.resolved_notify_log_file().read_text().splitlines()]
+    logged = settings.resolved_notify_log_file().read_text()
+    lines = [json.loads(line) for line in logged.splitlines()]
     assert len(lines) == 1 and "2 nouveaux documents" in lines[0]["body"]
+    assert lines[0]["to"] == f"recipient:{patient_id}" and "patient@example.org" not in logged  # the address stays sealed
     rt.close()
 
 
