@@ -25,7 +25,7 @@ def keys_rotate(
     resume: Annotated[bool, typer.Option("--resume", help="Only re-wrap what an interrupted rotation left.")] = False,
 ) -> None:
     """Add a new master key and re-wrap every record key under it (objects are not rewritten), and the
-    keys it wraps directly: professionals' contact keys and batch keys.
+    keys it wraps directly: professionals' contact keys, batch keys and quarantine copies' keys.
 
     Resumable: run it again (or with --resume) after an interruption. Safe while reads and
     ingestion go on: old master keys stay in the key file for unwrapping.
@@ -33,8 +33,8 @@ def keys_rotate(
     from rich.progress import Progress
 
     from pipeline.core.keys import add_master_key
-    from pipeline.core.sealedfields import batch_key_context, contact_key_context
-    from pipeline.index.models import Batch, Contact
+    from pipeline.core.sealedfields import batch_key_context, contact_key_context, quarantine_key_context
+    from pipeline.index.models import Batch, BatchItem, Contact
     from pipeline.index.recordkeys import rewrap_direct_keys
 
     settings = Settings()
@@ -49,5 +49,9 @@ def keys_rotate(
     # The keys sealing professionals' addresses and waiting items' titles (pipeline/core/sealedfields.py).
     direct = rewrap_direct_keys(rt.sessions, rt.keys, Contact, contact_key_context)
     direct += rewrap_direct_keys(rt.sessions, rt.keys, Batch, batch_key_context)
+    # Rejected items' quarantine copies, whose data keys a master key wraps directly (their patient may be unknown).
+    direct += rewrap_direct_keys(
+        rt.sessions, rt.keys, BatchItem, quarantine_key_context, columns=("quarantine_master_key_id", "quarantine_wrapped_key")
+    )
     rt.close()
-    typer.echo(f"{done} record keys and {direct} contact and batch keys re-wrapped under master key {rt.keys.active_id}")
+    typer.echo(f"{done} record keys and {direct} contact, batch and quarantine keys re-wrapped under master key {rt.keys.active_id}")

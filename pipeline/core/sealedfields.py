@@ -142,6 +142,11 @@ def contact_key_context(contact_id: str) -> str:
     return f"contact:{contact_id}"
 
 
+def quarantine_key_context(item_id: str) -> str:
+    """The context a rejected item's quarantine copy is sealed in, its data key wrapped by a master key."""
+    return f"quarantine:{item_id}"
+
+
 Opened = TypeVar("Opened")
 
 

@@ -33,6 +33,7 @@ from pipeline.core.keys import new_key
 from pipeline.core.metrics import Stage, observe_each, timed
 from pipeline.core.outage import Interrupted
 from pipeline.core.reasons import REASONS, Rejected
+from pipeline.core.sealedfields import quarantine_key_context
 from pipeline.core.sealing import new_data_key, seal, seal_context
 from pipeline.core.storage import ObjectNotFound
 from pipeline.documents import versions
@@ -234,7 +235,7 @@ def quarantine(rt: Runtime, item: BatchItem) -> repo.Quarantine | None:
     if not item.inbox_key:
         return None
     object_key = f"quarantine/{item.id}"
-    context = f"quarantine:{item.id}"
+    context = quarantine_key_context(item.id)
     key = new_key()
     try:
         with rt.inbox.open(item.inbox_key, item.inbox_member) as raw:

@@ -17,7 +17,7 @@ from sqlalchemy import ColumnElement, Row, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline.core.keys import KeyProvider, KeyProviderError, WrappedKey, new_key
-from pipeline.index.models import Batch, Contact, RecordKey, new_id, table_of
+from pipeline.index.models import Batch, BatchItem, Contact, RecordKey, new_id, table_of
 from pipeline.index.repo import RowValues, among, insert_ignore
 
 CACHE_SECONDS = 300.0
@@ -163,7 +163,8 @@ class RecordKeys:
                     return done
                 for row in rows:
                     old = WrappedKey(row.master_key_id or "", row.wrapped or b"")
-                    _rewrap_row(session, self.provider, RecordKey, "wrapped", row.id, old, record_context(row.id, row.patient_id))
+                    context = record_context(row.id, row.patient_id)
+                    _rewrap_row(session, self.provider, RecordKey, ("master_key_id", "wrapped"), row.id, old, context)
                 session.commit()
             done += len(rows)
             if on_progress:
@@ -173,43 +174,44 @@ class RecordKeys:
 def _rewrap_row(
     session: Session,
     provider: KeyProvider,
-    model: type[RecordKey] | type[Batch] | type[Contact],
-    wrapped_column: str,
+    model: type[RecordKey] | type[Batch] | type[Contact] | type[BatchItem],
+    columns: tuple[str, str],
     row_id: str,
     old: WrappedKey,
     context: str,
 ) -> None:
-    """Re-wrap one row's key under the active master key (`wrapped_column` holds the wrapped bytes)."""
+    """Re-wrap one row's key under the active master key (`columns`: the master key id's, the wrapped bytes')."""
     wrapped = provider.wrap(provider.unwrap(old, context), context)
+    key_id, blob = columns
     # Only if nobody changed the row meanwhile (a destroy, another rotation).
     session.execute(
-        update(model)
-        .where(model.id == row_id, model.master_key_id == old.key_id)
-        .values({"master_key_id": wrapped.key_id, wrapped_column: wrapped.blob})
+        update(model).where(model.id == row_id, getattr(model, key_id) == old.key_id).values({key_id: wrapped.key_id, blob: wrapped.blob})
     )
 
 
 def rewrap_direct_keys(
     sessions: sessionmaker[Session],
     provider: KeyProvider,
-    model: type[Batch] | type[Contact],
+    model: type[Batch] | type[Contact] | type[BatchItem],
     context: Callable[[str], str],
     batch_size: int = 200,
+    columns: tuple[str, str] = ("master_key_id", "wrapped_key"),
 ) -> int:
-    """Re-wrap the keys a master key wraps directly in `model`'s rows (`master_key_id`, `wrapped_key`:
-    batch keys, professionals' contact keys) under the active master key, in short transactions.
+    """Re-wrap the keys a master key wraps directly in `model`'s rows (`columns`: the master key id's and the
+    wrapped key's; batch keys, professionals' contact keys, quarantine copies' keys) under the active master
+    key, in short transactions.
 
     Resumable and safe while the rows are used, as `RecordKeys.rewrap`: a row changes only if
     nobody re-keyed it meanwhile. `context(row id)` is the context the key was wrapped in.
     """
-    stale = (model.wrapped_key.is_not(None), model.master_key_id != provider.active_id)
+    key_id, blob = getattr(model, columns[0]), getattr(model, columns[1])
+    stale = (blob.is_not(None), key_id != provider.active_id)
     done = 0
     while True:
         with sessions() as session:
-            rows = session.execute(select(model.id, model.master_key_id, model.wrapped_key).where(*stale).limit(batch_size)).all()
-            for row in rows:
-                old = WrappedKey(row.master_key_id, row.wrapped_key)
-                _rewrap_row(session, provider, model, "wrapped_key", row.id, old, context(row.id))
+            rows = session.execute(select(model.id, key_id, blob).where(*stale).limit(batch_size)).all()
+            for row_id, master_key_id, wrapped_key in rows:
+                _rewrap_row(session, provider, model, columns, row_id, WrappedKey(master_key_id, wrapped_key), context(row_id))
             session.commit()
         done += len(rows)
         if len(rows) < batch_size:

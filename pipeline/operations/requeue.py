@@ -23,6 +23,7 @@ from enum import StrEnum
 from sqlalchemy import select, update
 
 from pipeline.core.keys import WrappedKey
+from pipeline.core.sealedfields import quarantine_key_context
 from pipeline.core.sealing import unseal
 from pipeline.index.models import BatchItem
 from pipeline.index.repo import affected
@@ -134,7 +135,7 @@ def _bytes_back(rt: Runtime, item: BatchItem) -> tuple[str, str | None] | None:
         return item.inbox_key, item.inbox_member
     if not (item.quarantine_key and item.quarantine_wrapped_key and item.quarantine_master_key_id):
         return None
-    context = f"quarantine:{item.id}"  # as pipeline.documents.process._quarantine sealed it
+    context = quarantine_key_context(item.id)
     key = rt.keys.unwrap(WrappedKey(item.quarantine_master_key_id, item.quarantine_wrapped_key), context)
     inbox_key = f"inbox/requeued/{item.id}"
     plaintext = unseal(rt.store, item.quarantine_key, key, context, rt.hasher())

@@ -29,6 +29,7 @@ from pipeline.core.sealedfields import (
     contact_key_context,
     document_title_context,
     open_text,
+    quarantine_key_context,
 )
 from pipeline.core.settings import Settings
 from pipeline.documents.process import process_item
@@ -268,4 +269,34 @@ def test_key_rotation_rewraps_contact_and_batch_keys_and_what_they_seal_still_op
         assert read_contact(rotated, session, DOCTOR).email == DOCTOR_EMAIL
         items = list(session.scalars(select(BatchItem)))
     assert {item.source_document_id: item_title(rotated, item) for item in items} == titles
+    rotated.close()
+
+
+def test_key_rotation_rewraps_the_keys_of_quarantine_copies_which_still_open(embedded_settings, tmp_path):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+    from pipeline.core.sealing import unseal
+    from pipeline.documents.process import mark_retries_exhausted
+
+    rt = Runtime.from_settings(embedded_settings, prepare=True)
+    batch, _ = _batch(tmp_path, "quarantined", seed=16)
+    sent: list[str] = []
+    receive_batch(rt, batch, "hospital:CHU-ROT", sent.append)
+    with rt.sessions() as session:
+        waiting = session.get(BatchItem, sent[0])
+    with rt.inbox.open(waiting.inbox_key, waiting.inbox_member) as raw:
+        original = raw.read()
+    mark_retries_exhausted(rt, sent[0])  # rejected: its bytes kept in quarantine, encrypted
+    rt.close()
+
+    result = CliRunner().invoke(app, ["keys", "rotate"], env={"DMP_HOME": str(embedded_settings.home)})
+    assert result.exit_code == 0, result.output
+    rotated = Runtime.from_settings(embedded_settings)
+    with rotated.sessions() as session:
+        item = session.get(BatchItem, sent[0])
+    assert item.quarantine_master_key_id == "k2"
+    context = quarantine_key_context(item.id)
+    key = rotated.keys.unwrap(WrappedKey(item.quarantine_master_key_id, item.quarantine_wrapped_key), context)
+    assert b"".join(unseal(rotated.store, item.quarantine_key, key, context, rotated.hasher())) == original
     rotated.close()
