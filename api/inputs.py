@@ -78,11 +78,18 @@ PageQuery = Annotated[int, Query(ge=1, le=MAX_PAGE)]
 OffsetQuery = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
 
 
-class StrictBody(BaseModel):
-    """A JSON request body whose values must have their declared JSON type: `true`/`false` for a boolean
+class ClosedBody(BaseModel):
+    """A JSON request body that names no field it does not have: a misspelt optional field must not pass for
+    an absent one (422 `invalid_request`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class StrictBody(ClosedBody):
+    """A closed JSON request body whose values must have their declared JSON type: `true`/`false` for a boolean
     (never 1, 0 nor "yes"), a string for a string."""
 
-    model_config = ConfigDict(strict=True)
+    model_config = ConfigDict(strict=True, extra="forbid")
 
 
 # The JSON routes take settings and ids: a few hundred bytes. FastAPI reads a body whole, before the token is

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from api.access import check, visible
 from api.deps import ActorDep, EmergencyDep, RuntimeDep, SourceDep
 from api.ingest import require_scope
+from api.inputs import ClosedBody
 from api.problems import PROBLEM_RESPONSES, not_found
 from api.routes.documents import DocumentOut, _action
 from pipeline.access.policy import Action
@@ -31,7 +32,7 @@ records = APIRouter(prefix="/v1/patients/{patient_id}/documents", tags=["documen
 SourceDocumentId = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f]+$")]
 
 
-class DocumentRef(BaseModel):
+class DocumentRef(ClosedBody):
     source_document_id: SourceDocumentId
 
 

@@ -148,9 +148,11 @@ def test_a_list_filter_beyond_its_column_or_not_a_calendar_date_is_422(world, qu
         ("notifications", {"email": True, "sms": 0}),
         ("notifications", {"email": True, "sms": False, "every_access": "yes"}),
         ("notifications", {"email": True, "sms": False, "documents": 0.0}),
+        ("notifications", {"email": True, "sms": False, "every_acces": True}),  # misspelt: not taken as absent
+        ("emergency-opposition", {"opposed": True, "until": "2099-01-01"}),  # a field the route does not have
     ],
 )
-def test_a_boolean_sent_as_a_number_or_a_string_is_422_and_changes_nothing(world, route, body):
+def test_a_boolean_of_another_type_or_a_field_the_body_does_not_have_is_422_and_changes_nothing(world, route, body):
     settings, rt, client, patient_id = world
     with rt.sessions() as session:
         before = session.get(Patient, patient_id)
