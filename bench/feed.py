@@ -18,6 +18,7 @@ No broker, no inbox, no duplicate or correction handling.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import json
 import resource
 import subprocess
@@ -169,6 +170,9 @@ def _floor_chunk(
 def _floor_process(job: _FloorJob, share: int, ready: Event, go: Event, results: Queue[Any], leave: Event) -> None:
     keys = FileKeyProvider(job.key_file)
     with psycopg.connect(job.database_url) as connection:
+        # Its start's objects set aside from the garbage collector, as a worker process's are (supervisor.start_worker).
+        gc.collect()
+        gc.freeze()
         ready.set()
         go.wait()
         header_line, start, end = _share(job.feed, share, job.processes)
