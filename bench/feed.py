@@ -12,7 +12,8 @@ chunk's new patients and their record keys (made, wrapped under the master key, 
 with one COPY: sealed details are worth nothing without them), seals each line's details and keys
 its content hash under the patient's record key, writes the rows with one COPY, queues each
 patient's notification (one outbox row per patient and feed, as the pipeline does) and commits.
-No broker, no inbox, no duplicate or correction handling.
+No broker, no inbox, no duplicate or correction handling. Each floor process, once started and connected, freezes
+its objects out of the garbage collector, as a worker process does after its boot (supervisor.start_worker).
 """
 
 from __future__ import annotations
