@@ -96,7 +96,7 @@ def declare_actors(broker: dramatiq.Broker, queue: str, runtime: Callable[[], Ru
     `state` what the actors share with the process's recovery thread."""
     state = state or WorkerState()
 
-    # The document pipeline (validation, PDF inspection: ~0.3 s of imports) is imported by the actors that run it, not
+    # The document pipeline (validation, PDF inspection: 0.15–0.3 s of imports) is imported by the actors that run it, not
     # here: `dmp ingest` of a feed declares these actors only to send its chunks. Worker processes import it at boot
     # (pipeline/workers/entry.py).
     def process_document(item_id: str, resuming: int | None = None) -> None:

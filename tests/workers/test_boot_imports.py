@@ -16,7 +16,7 @@ def _loaded_after(statements: str) -> set[str]:
 
 
 def test_sending_a_feeds_chunks_does_not_load_the_document_pipeline() -> None:
-    # The CLI, the feed's intake and the actors it declares to send the chunks: ~0.3 s of imports less at its start.
+    # The CLI, the feed's intake and the actors it declares to send the chunks: 0.15–0.3 s of imports less at its start.
     loaded = _loaded_after(
         "import pipeline.cli\nfrom pipeline.cli.ingest import run_ingest\n"
         "from pipeline.ingest.feed_intake import receive_feed\nfrom pipeline.workers.wiring import wire"
