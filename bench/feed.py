@@ -12,12 +12,14 @@ chunk's new patients and their record keys (made, wrapped under the master key, 
 with one COPY: sealed details are worth nothing without them), seals each line's details and keys
 its content hash under the patient's record key, writes the rows with one COPY, queues each
 patient's notification (one outbox row per patient and feed, as the pipeline does) and commits.
-No broker, no inbox, no duplicate or correction handling.
+No broker, no inbox, no duplicate or correction handling. Each floor process, once started and connected, freezes
+its objects out of the garbage collector, as a worker process does after its boot (supervisor.start_worker).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import json
 import resource
 import subprocess
@@ -169,6 +171,9 @@ def _floor_chunk(
 def _floor_process(job: _FloorJob, share: int, ready: Event, go: Event, results: Queue[Any], leave: Event) -> None:
     keys = FileKeyProvider(job.key_file)
     with psycopg.connect(job.database_url) as connection:
+        # Its start's objects set aside from the garbage collector, as a worker process's are (supervisor.start_worker).
+        gc.collect()
+        gc.freeze()
         ready.set()
         go.wait()
         header_line, start, end = _share(job.feed, share, job.processes)

@@ -25,7 +25,7 @@ from pipeline.core.metrics import Stage, timed
 from pipeline.core.outage import Interrupted, failure_code, outage_of
 from pipeline.core.sealedfields import DETAILS, LineSealer
 from pipeline.core.storage import ObjectNotFound
-from pipeline.index.models import CareEvent, Feed, FeedChunk, FeedRejection, Outbox, Patient, new_id
+from pipeline.index.models import CareEvent, Feed, FeedChunk, FeedRejection, Outbox, Patient, new_id, table_of
 from pipeline.index.repo import Refusal, RowValues, among, insert_ignore, lease_held
 from pipeline.index.states import AttemptOutcome, ChunkState, OutboxKind, RecordStatus
 from pipeline.runtime import Runtime
@@ -221,7 +221,8 @@ def _make_records(rt: Runtime, ins_values: list[str]) -> None:
     chunk then fails is an open record with nothing in it yet, as a retry finds it. The first key made wins; the keys
     are kept as their sealers once committed, so a key made here is never unwrapped again in this worker."""
     with rt.sessions() as own:
-        insert_ignore(own, Patient, [{"id": new_id(), "ins": ins, "status": RecordStatus.OPEN} for ins in ins_values])
+        # Core rows (as the record keys below), not ORM entities: the ORM's bulk path costs ~15 µs more per row.
+        insert_ignore(own, table_of(Patient), [{"id": new_id(), "ins": ins, "status": RecordStatus.OPEN} for ins in ins_values])
         own.commit()
         open_ids = own.scalars(select(Patient.id).where(among(own, Patient.ins, ins_values), Patient.status == RecordStatus.OPEN)).all()
         keys = rt.record_keys.open_for_patients(own, open_ids)  # makes the missing ones (destroyed ones stay out)

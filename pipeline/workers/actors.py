@@ -25,8 +25,6 @@ from pipeline.carehistory import feeds
 from pipeline.core.logs import bound
 from pipeline.core.outage import Interrupted, failure_code, outage_of, wait_out
 from pipeline.core.reasons import Transient
-from pipeline.documents import process
-from pipeline.documents.batching import process_items
 from pipeline.runtime import Runtime
 from pipeline.workers.recovery import Kind, WorkerState
 
@@ -98,7 +96,12 @@ def declare_actors(broker: dramatiq.Broker, queue: str, runtime: Callable[[], Ru
     `state` what the actors share with the process's recovery thread."""
     state = state or WorkerState()
 
+    # The document pipeline (validation, PDF inspection: 0.15–0.3 s of imports) is imported by the actors that run it, not
+    # here: `dmp ingest` of a feed declares these actors only to send its chunks. Worker processes import it at boot
+    # (pipeline/workers/entry.py).
     def process_document(item_id: str, resuming: int | None = None) -> None:
+        from pipeline.documents import process
+
         rt = runtime()
         work = _Resumable(rt, state, lambda attempt: process.process_item(rt, item_id, resuming=attempt), resuming)
         with state.holding(Kind.ITEM, item_id), bound(item_id=item_id):
@@ -106,6 +109,8 @@ def declare_actors(broker: dramatiq.Broker, queue: str, runtime: Callable[[], Ru
 
     def process_documents(item_ids: list[str], resuming: dict[str, int] | None = None) -> None:
         """A micro-batch: the items of one intake pack (pipeline/documents/batching.py)."""
+        from pipeline.documents.batching import process_items
+
         rt = runtime()
         work = _Resumable(rt, state, lambda attempts: process_items(rt, item_ids, resuming=attempts), resuming)
         ref = f"items={item_ids[0]}+{len(item_ids) - 1}"
@@ -115,6 +120,8 @@ def declare_actors(broker: dramatiq.Broker, queue: str, runtime: Callable[[], Ru
             _guarded(work, ref, lambda: _send_or_leave(many, ref, item_ids, work.resuming))
 
     def admit_batch(batch_id: str) -> None:
+        from pipeline.documents import process
+
         rt = runtime()
         work = _Resumable(rt, state, lambda _: process.send_waiting_items(rt, batch_id, documents.send), None)
         with bound(batch_id=batch_id):
@@ -136,6 +143,8 @@ def declare_actors(broker: dramatiq.Broker, queue: str, runtime: Callable[[], Ru
             _guarded(work, "job=retention", lambda: _send_or_leave(retention_actor, "job=retention"))
 
     def retries_exhausted(message: dict[str, Any], retry_info: dict[str, Any]) -> None:
+        from pipeline.documents import process
+
         if message.get("actor_name") not in ("dmp_process_document", "dmp_process_documents"):
             return  # chunks stay queued: re-sending the feed resumes them
         first = message["args"][0]

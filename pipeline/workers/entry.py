@@ -2,6 +2,7 @@
 
 import dramatiq
 
+import pipeline.documents.batching  # noqa: F401  (the actors import it when they run: here at boot, not on a first message)
 from pipeline.core.settings import Settings
 from pipeline.notify.sweeper import SweeperMiddleware
 from pipeline.workers.recovery import Recovery

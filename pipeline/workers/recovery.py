@@ -50,7 +50,6 @@ from sqlalchemy.orm import Session
 
 from pipeline.carehistory import feeds
 from pipeline.core.outage import OutageWatch, Service, failure_code, outage_of
-from pipeline.documents import process
 from pipeline.index.models import Batch, BatchItem, Feed, FeedChunk, JobRun
 from pipeline.index.repo import RowValues
 from pipeline.index.states import ITEM_FINAL, ITEM_IN_FLIGHT, ChunkState, ItemState, JobName
@@ -248,6 +247,8 @@ class Recovery:
         return bool(client.set(SWEEP_LOCK, uuid.uuid4().hex, nx=True, px=max(1, int(self.interval * 900))))
 
     def _forget(self, items: list[str], chunks: list[str]) -> None:
+        from pipeline.documents import process  # imported at a worker's boot; `dmp ingest` of a feed does without it
+
         for item_id in items:
             process.forget_inbox(self.rt, item_id)
         for chunk_id in chunks:

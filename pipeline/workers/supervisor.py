@@ -12,12 +12,17 @@ sweep (recovery.py) within a claim lease.
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import dramatiq
 
 log = logging.getLogger("pipeline.workers.supervisor")
 STABLE_AFTER = 10.0  # a child that lived this long died of something else than its start: replaced at once
@@ -115,8 +120,6 @@ def _configure_logging() -> None:
 
 def run_child(threads: int) -> int:
     """One worker process: the dramatiq Worker over `pipeline.workers.entry`'s broker, until SIGTERM."""
-    import dramatiq
-
     _configure_logging()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -124,13 +127,28 @@ def run_child(threads: int) -> int:
     from pipeline.workers.entry import broker
 
     broker.emit_after("process_boot")
-    worker = dramatiq.Worker(broker, worker_threads=threads)
-    worker.start()
+    worker = start_worker(broker, threads)
     log.info("worker process ready (%d threads)", threads)
     stop.wait()
     worker.stop(timeout=int(STOP_TIMEOUT * 1000))
     broker.close()
     return 0
+
+
+def start_worker(broker: dramatiq.Broker, threads: int) -> dramatiq.Worker:
+    """Start a dramatiq Worker over `broker`, then set the boot's objects aside from the garbage collector.
+
+    What the imports, the runtime and the threads made (~130,000 objects) lives as long as the process: each full
+    collection walked all of it again, ~120 ms every few seconds on a busy worker (a sixth of a feed worker's CPU,
+    against a fifth of that for the same work without them). Frozen, only what was made since is walked.
+    """
+    import dramatiq
+
+    worker = dramatiq.Worker(broker, worker_threads=threads)
+    worker.start()
+    gc.collect()  # the boot's own garbage goes first: what is frozen is never collected
+    gc.freeze()
+    return worker
 
 
 def supervise(processes: int, threads: int, child: list[str]) -> int:
