@@ -167,17 +167,18 @@ def patient_id_for_ins(session: Session, ins: str) -> str | None:
     return session.scalar(select(Patient.id).where(Patient.ins == ins))
 
 
-# The index columns the policy reads, in the order of DocumentView's fields after `id`.
+# The index columns the policy reads, in the order of DocumentView's fields after `id`. The table's own columns,
+# not the model's attributes: statements of them stay Core (no ORM compile step on each execution).
 POLICY_COLUMNS = (
-    Document.id,
-    Document.class_code,
-    Document.type_code,
-    Document.masked,
-    Document.hidden_from_patient_until,
-    Document.created_at,
-    Document.author_id,
-    Document.source,
-    Document.hidden_from_representatives,
+    _DOCUMENTS.c.id,
+    _DOCUMENTS.c.class_code,
+    _DOCUMENTS.c.type_code,
+    _DOCUMENTS.c.masked,
+    _DOCUMENTS.c.hidden_from_patient_until,
+    _DOCUMENTS.c.created_at,
+    _DOCUMENTS.c.author_id,
+    _DOCUMENTS.c.source,
+    _DOCUMENTS.c.hidden_from_representatives,
 )
 # What the policy knows of a document besides its id, in the order of DocumentView's fields.
 PolicyFields = tuple[str, str, bool, dt.date | None, dt.date | None, str | None, str, bool]
@@ -204,14 +205,14 @@ def _utc_date_sqlite(element: _utc_date, compiler: SQLCompiler, **kw: Any) -> st
 # `policy_fields` as SQL expressions, in the same order: the policy's inputs computed in the query, so that
 # documents alike in all of them are counted, and decided, as one group.
 POLICY_FIELD_COLUMNS = (
-    Document.class_code,
-    Document.type_code,
-    Document.masked,
-    Document.hidden_from_patient_until,
-    _utc_date(Document.created_at),
-    Document.author_id,
-    Document.source,
-    Document.hidden_from_representatives,
+    _DOCUMENTS.c.class_code,
+    _DOCUMENTS.c.type_code,
+    _DOCUMENTS.c.masked,
+    _DOCUMENTS.c.hidden_from_patient_until,
+    _utc_date(_DOCUMENTS.c.created_at),
+    _DOCUMENTS.c.author_id,
+    _DOCUMENTS.c.source,
+    _DOCUMENTS.c.hidden_from_representatives,
 )
 
 
