@@ -100,7 +100,7 @@ def denied_groups(session: Session, decisions: Decisions, patient_id: str) -> li
     """The groups of documents alike in every field the policy reads, shredded ones included (the log names
     documents that may be gone since), that `decisions` does not allow: one row per group from the index."""
     groups = session.execute(select(*POLICY_FIELD_COLUMNS).where(Document.patient_id == patient_id).distinct()).all()
-    fields: list[PolicyFields] = [tuple(group) for group in groups]  # type: ignore[misc]
+    fields: list[PolicyFields] = [tuple(group) for group in groups]
     return [group for group in fields if not decisions.allows(group)]
 
 

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import BigInteger, Row, Table, bindparam, func, insert, select, text
+from sqlalchemy import BigInteger, ColumnElement, Row, Select, Table, bindparam, func, insert, select, text
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from pipeline.access.auditread import MAX_PAGE, entries_for, open_justifications
@@ -192,16 +192,53 @@ def _chain_lock_id(chain: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-# The PostgreSQL expression that takes a chain's append lock until the transaction ends, its lock id bound as
-# `chain_lock_params(chain)`. Selected by the first statement of a transaction that will `append` to the chain
-# (then `append(..., chain_locked=True)`), the lock rides on a statement the caller sends anyway instead of a
-# round trip of its own. That statement must run before `append` reads the chain's last entry, which then sees
-# every append that held the lock.
+# The PostgreSQL expressions that take a chain's append lock until the transaction ends, its lock id bound as
+# `chain_lock_params(chain)`: waiting for it (`append`, before it reads the chain's last entry in a statement of its
+# own, which then sees every append that held the lock), or only trying (`chain_head_columns`: true if taken).
 CHAIN_LOCK = func.pg_advisory_xact_lock(bindparam("chain_lock_id", type_=BigInteger))
+CHAIN_TRY_LOCK = func.pg_try_advisory_xact_lock(bindparam("chain_lock_id", type_=BigInteger))
 
 
 def chain_lock_params(chain: str) -> dict[str, int]:
     return {"chain_lock_id": _chain_lock_id(chain)}
+
+
+@dataclass(frozen=True)
+class ChainHead:
+    """A chain's last entry (seq 0 and GENESIS for an empty chain), read by the statement that took the chain's
+    append lock without waiting for it (`chain_head_columns`)."""
+
+    chain: str
+    seq: int
+    entry_hash: str
+
+
+def chain_head_columns(chain: ColumnElement[str]) -> tuple[ColumnElement[Any], ...]:
+    """Columns for the first statement of a transaction that will `append` to `chain` (PostgreSQL): the chain's append
+    lock tried without waiting (`head_locked`, the lock id bound as `chain_lock_params(chain)`), and the chain's last
+    entry (`head_seq`, `head_hash`, NULL for an empty chain), saving the round trip of a statement of its own.
+
+    The head is read in the statement's snapshot, taken before the lock was tried. The lock was free then, so no
+    append can commit after it; one that committed in between (microseconds) makes this head stale, and the
+    entry appended on it then takes a position already taken: the unique (chain, seq) constraint refuses it and the
+    caller's `transact` retries, as for any lost race. When the lock was held (`head_locked` false), the head may
+    predate what its holder appends: `head_from_row` gives None and `append` waits for the lock and reads the head
+    afresh. Each column is evaluated once per row; the head's subqueries once per statement."""
+    last = _last_entry(chain)
+    return (
+        CHAIN_TRY_LOCK.label("head_locked"),
+        last.with_only_columns(_TABLE.c.seq).scalar_subquery().label("head_seq"),
+        last.with_only_columns(_TABLE.c.entry_hash).scalar_subquery().label("head_hash"),
+    )
+
+
+def head_from_rows(chain: str, rows: Sequence[Row[Any]]) -> ChainHead | None:
+    """The head read with `chain_head_columns`, if every row found the lock free (the lock is tried once per row: a
+    later row may have found it free once its holder committed, after the statement's snapshot); else None."""
+    if not rows or not all(row.head_locked for row in rows):
+        return None
+    first = rows[0]
+    return ChainHead(chain, first.head_seq, first.head_hash) if first.head_seq is not None else ChainHead(chain, 0, GENESIS)
 
 
 def append(
@@ -211,7 +248,7 @@ def append(
     at: dt.datetime | None = None,
     *,
     record_key: bytes | None = None,
-    chain_locked: bool = False,
+    head: ChainHead | None = None,
 ) -> AuditEntry:
     """Append `event` to its chain in the caller's transaction and return the inserted entry (not attached to the session).
 
@@ -222,18 +259,21 @@ def append(
     lock on the chain (which also covers a chain with no entry yet, where there is no row to lock), then
     the chain's last entry read with SELECT … FOR UPDATE. Everywhere the unique (chain, seq) constraint
     is the final word: if another writer took the same position, the flush raises IntegrityError and
-    the caller must roll back and retry (`transact` does this, as append_with_retry). `chain_locked`: the
-    caller's transaction already selected `CHAIN_LOCK` for this chain (PostgreSQL), so it is not taken again.
+    the caller must roll back and retry (`transact` does this, as append_with_retry). `head`: the caller's
+    transaction already took this chain's lock and read its head (`chain_head_columns`, PostgreSQL), so neither is
+    done again.
     """
     _check(event)
     moment = as_utc(at or dt.datetime.now(dt.UTC))
-    if session.get_bind().dialect.name == "postgresql":
-        if not chain_locked:
-            session.execute(_LOCK, chain_lock_params(event.chain))
-        last = session.execute(_LAST_LOCKED, {"chain": event.chain}).first()
+    if head is not None and head.chain == event.chain:
+        seq, prev_hash = head.seq + 1, head.entry_hash
     else:
-        last = session.execute(_LAST, {"chain": event.chain}).first()
-    seq, prev_hash = (last.seq + 1, last.entry_hash) if last else (1, GENESIS)
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(_LOCK, chain_lock_params(event.chain))
+            last = session.execute(_LAST_LOCKED, {"chain": event.chain}).first()
+        else:
+            last = session.execute(_LAST, {"chain": event.chain}).first()
+        seq, prev_hash = (last.seq + 1, last.entry_hash) if last else (1, GENESIS)
     sealed = None
     if event.justification is not None and record_key is not None and event.chain != NO_PATIENT:
         sealed = seal_text(record_key, event.justification, justification_context(event.chain, seq))
@@ -308,12 +348,17 @@ _INSERTED = (
     "chain", "seq", "at", "actor_id", "actor_kind", "profession", "action", "document_id", "outcome", "reason", "emergency",
     "prev_hash", "entry_hash", "version", "told_reason", "justification_sealed",
 )  # fmt: skip
+_TABLE = cast(Table, AuditEntry.__table__)
+
+
+def _last_entry(chain: ColumnElement[str]) -> Select[tuple[int, str]]:
+    """The seq and hash of the chain's last entry (none for an empty chain)."""
+    return select(_TABLE.c.seq, _TABLE.c.entry_hash).where(_TABLE.c.chain == chain).order_by(_TABLE.c.seq.desc()).limit(1)
+
+
 # Built once: this runs on every API request, and a statement object built anew costs its construction and
 # its cache key each time (the compiled form is cached either way). Core, not ORM-enabled: no ORM compile step.
-_TABLE = cast(Table, AuditEntry.__table__)
-_LAST = (
-    select(_TABLE.c.seq, _TABLE.c.entry_hash).where(_TABLE.c.chain == bindparam("chain")).order_by(_TABLE.c.seq.desc()).limit(1)
-)
+_LAST = _last_entry(bindparam("chain"))
 _LAST_LOCKED = _LAST.with_for_update()
 _LOCK = select(CHAIN_LOCK)
 _INSERT = insert(_TABLE).values({name: bindparam(name) for name in _INSERTED}).returning(_TABLE.c.id)
@@ -330,12 +375,12 @@ def append_looking_up_key(
     at: dt.datetime | None = None,
     *,
     record_key: RecordKeyLookup | None = None,
-    chain_locked: bool = False,
+    head: ChainHead | None = None,
 ) -> AuditEntry:
     """`append`, the record key asked of `record_key(session, patient_id)` only for an event with a justification to seal."""
     sealing = record_key is not None and event.justification is not None and event.chain != NO_PATIENT
     sealing_key = record_key(session, event.chain) if record_key is not None and sealing else None
-    return append(session, key, event, at, record_key=sealing_key, chain_locked=chain_locked)
+    return append(session, key, event, at, record_key=sealing_key, head=head)
 
 
 def append_with_retry(

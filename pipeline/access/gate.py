@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy.orm import Session
 
-from pipeline.access.audit import NO_PATIENT, AuditEvent, append_looking_up_key
+from pipeline.access.audit import NO_PATIENT, AuditEvent, ChainHead, append_looking_up_key
 from pipeline.access.policy import (
     DOCUMENT_ACTIONS,
     Action,
@@ -86,7 +86,7 @@ class _Judged:
     document_id: str | None
     decision: Decision
     verdict: Verdict | None
-    chain_locked: bool = False  # the judging statement took the chain's append lock (audit.CHAIN_LOCK)
+    chain_head: ChainHead | None = None  # the judging statement took the chain's append lock and read its head
 
 
 def _event(judged: _Judged, actor: Actor, action: Action | str, justification: str | None) -> AuditEvent:
@@ -116,7 +116,7 @@ def _record(
         judged = judge(session)
         event = _event(judged, actor, action, justification)
         entry = append_looking_up_key(
-            session, rt.audit_key, event, record_key=lambda s, chain: record_key(rt, s, chain), chain_locked=judged.chain_locked
+            session, rt.audit_key, event, record_key=lambda s, chain: record_key(rt, s, chain), head=judged.chain_head
         )
         if not judged.decision.allowed or judged.chain == NO_PATIENT:
             return judged, False
@@ -215,15 +215,15 @@ def _judge(
     today: dt.date,
     now: dt.datetime | None,
 ) -> _Judged:
-    # One statement reads the record, its document if one is named, and on PostgreSQL takes the record's audit chain
-    # lock: the round trips of an access are that statement, the chain's head, the entry's insert and the commit.
+    # One statement reads the record, its document if one is named, and on PostgreSQL tries the record's audit chain
+    # lock and reads the chain's head: the round trips of an access are that statement, the entry's insert and the
+    # commit (and the lock and the head's statements of their own when another append held the lock).
     locking = session.get_bind().dialect.name == "postgresql"
     found = read_record(session, patient_id, now=now, for_actor=actor.id, lock_chain=locking, document_id=document_id)
     if found is None:
         return _Judged(NO_PATIENT, document_id, Decision(False, NOT_FOUND), Refused(NOT_FOUND))
-    record, document = found
-    judged = _judge_record(actor, action, record, document_id, document, emergency_reason, today)
-    return dataclasses.replace(judged, chain_locked=locking)
+    judged = _judge_record(actor, action, found.record, document_id, found.document, emergency_reason, today)
+    return dataclasses.replace(judged, chain_head=found.chain_head)
 
 
 def _judge_record(

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from pipeline.access.gate import Decisions
 from pipeline.access.recordview import POLICY_COLUMNS, POLICY_FIELD_COLUMNS, PolicyFields, policy_fields
-from pipeline.index.models import Document
+from pipeline.index.models import LIVE_DOCUMENT, Document
 from pipeline.index.repo import documents_by_id
 from pipeline.index.states import DocumentStatus
 
@@ -38,8 +38,10 @@ if TYPE_CHECKING:
 _DOCUMENTS = cast(Table, Document.__table__)
 # Narrow rows fetched per round trip when hidden documents are skipped in Python.
 CHUNK = 500
-# The listing's order: newest service date first (the dialect's own place for a missing date), then id.
-ORDER = (Document.service_date.desc(), Document.id)
+# The listing's order: newest service date first (the dialect's own place for a missing date), then id. Its
+# statements are built of the table's own columns (and LIVE_DOCUMENT, `Document.live` on them): Core statements,
+# with no ORM compile step on each execution.
+ORDER = (_DOCUMENTS.c.service_date.desc(), _DOCUMENTS.c.id)
 
 
 @dataclass(frozen=True)
@@ -66,17 +68,18 @@ class VisiblePage:
 
 
 def _where(patient_id: str, filters: DocumentFilters) -> list[SQLColumnExpression[bool]]:
-    where = [Document.patient_id == patient_id, Document.live]
+    columns = _DOCUMENTS.c
+    where: list[SQLColumnExpression[bool]] = [columns.patient_id == patient_id, LIVE_DOCUMENT]
     if not filters.include_superseded:
-        where.append(Document.status == DocumentStatus.CURRENT)
+        where.append(columns.status == DocumentStatus.CURRENT)
     if filters.class_code:
-        where.append(Document.class_code == filters.class_code)
+        where.append(columns.class_code == filters.class_code)
     if filters.type_code:
-        where.append(Document.type_code == filters.type_code)
+        where.append(columns.type_code == filters.type_code)
     if filters.served_from:
-        where.append(Document.service_date >= filters.served_from)
+        where.append(columns.service_date >= filters.served_from)
     if filters.served_to:
-        where.append(Document.service_date <= filters.served_to)
+        where.append(columns.service_date <= filters.served_to)
     where.extend(filters.more)
     return where
 
@@ -114,17 +117,18 @@ def _queries(patient_id: str, filters: DocumentFilters) -> tuple[Executable, Exe
 def _statements(shape: _Shape) -> tuple[Executable, Executable]:
     """The grouped count and the page query of a listing of this shape, the values bound at execution: built
     once, they cost neither their construction nor their cache key on each request."""
-    where: list[SQLColumnExpression[bool]] = [Document.patient_id == bindparam("patient_id"), Document.live]
+    columns = _DOCUMENTS.c
+    where: list[SQLColumnExpression[bool]] = [columns.patient_id == bindparam("patient_id"), LIVE_DOCUMENT]
     bounds = (
-        Document.class_code == bindparam("class_code"),
-        Document.type_code == bindparam("type_code"),
-        Document.service_date >= bindparam("served_from"),
-        Document.service_date <= bindparam("served_to"),
+        columns.class_code == bindparam("class_code"),
+        columns.type_code == bindparam("type_code"),
+        columns.service_date >= bindparam("served_from"),
+        columns.service_date <= bindparam("served_to"),
     )
     *used, include_superseded = shape
     where += [bound for bound, wanted in zip(bounds, used, strict=True) if wanted]
     if not include_superseded:
-        where.append(Document.status == DocumentStatus.CURRENT)
+        where.append(columns.status == DocumentStatus.CURRENT)
     return _grouped_and_paged(where)
 
 
@@ -133,7 +137,7 @@ def policy_groups(session: Session, where: Sequence[SQLColumnExpression[bool]]) 
     a row per group, each group decided once by the caller (`Decisions.allows`). `where` must name the record
     and `Document.live`: this narrows by nothing itself."""
     grouped = session.execute(select(*POLICY_FIELD_COLUMNS, func.count()).where(*where).group_by(*POLICY_FIELD_COLUMNS)).all()
-    return [(tuple(row[:-1]), row[-1]) for row in grouped]  # type: ignore[misc]
+    return [(tuple(row[:-1]), row[-1]) for row in grouped]
 
 
 def visible_count(session: Session, decisions: Decisions, where: Sequence[SQLColumnExpression[bool]]) -> int:
@@ -154,20 +158,20 @@ def visible_page(
     """Page `page` (from 1) of the record's live documents that `decisions` allows, `page_size` a page,
     newest service date first, filtered by `filters`; and the count of all it allows."""
     groups_query, page_query, params = _queries(patient_id, filters)
-    counts = [(tuple(row[:-1]), row[-1]) for row in session.execute(groups_query, params)]
+    counts = [(tuple(row[:-1]), row[-1]) for row in session.execute(groups_query, params).all()]
     total = sum(count for fields, count in counts if decisions.allows(fields))
     hidden = sum(count for _, count in counts) - total
     start = (page - 1) * page_size
     if start >= total:
         return VisiblePage([], total)
-    where = _where(patient_id, filters)
     if hidden == 0:
-        documents: list[PolicyRow] = list(session.execute(page_query, params | {"offset": start, "limit": page_size}))
+        # Fetched whole (`all`): iterating the result would fetch the rows one call at a time.
+        documents: list[PolicyRow] = list(session.execute(page_query, params | {"offset": start, "limit": page_size}).all())
         if all(decisions.allows(policy_fields(document)) for document in documents):
             return VisiblePage(documents, total)
         # A document changed (or came) since the count: page the slow way, every row decided, no bound.
-        return VisiblePage(_skipping(session, decisions, where, start, page_size, None, chunk), total)
-    return VisiblePage(_skipping(session, decisions, where, start, page_size, hidden, chunk), total)
+        return VisiblePage(_skipping(session, decisions, _where(patient_id, filters), start, page_size, None, chunk), total)
+    return VisiblePage(_skipping(session, decisions, _where(patient_id, filters), start, page_size, hidden, chunk), total)
 
 
 def _skipping(

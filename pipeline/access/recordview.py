@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, TypeAlias, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias, cast
 
 from sqlalchemy import Date, Select, Table, and_, bindparam, exists, select
 from sqlalchemy.ext.compiler import compiles
@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
-from pipeline.access.audit import CHAIN_LOCK, chain_lock_params
+from pipeline.access.audit import ChainHead, chain_head_columns, chain_lock_params, head_from_rows
 from pipeline.access.membership import Grant, GrantBasis
 from pipeline.access.policy import DocumentView, Record
 from pipeline.index.models import Document, Patient, RecordRelation
@@ -59,20 +59,29 @@ def _record_statement(lock_chain: bool, for_actor: bool, with_document: bool) ->
     the values bound at execution: the patient and its relations (a row per relation), and as it is asked,
     whether `actor_id` authored a live document of the record (ix_documents_patient_author, evaluated once),
     the record's live document `document_id` (a whole Document, None when there is no such live document of
-    this patient) and the record's audit chain lock (`pipeline.access.audit.CHAIN_LOCK`, taken when the
-    patient exists)."""
+    this patient), and the record's audit chain lock tried and the chain's head (`pipeline.access.audit.
+    chain_head_columns`, when the patient exists)."""
     columns: list[Any] = [*_RECORD_COLUMNS]
     if for_actor:
         by_actor = (_AUTHORED.patient_id == bindparam("patient_id"), _AUTHORED.author_id == bindparam("actor_id"), _AUTHORED.live)
         columns.append(exists().where(*by_actor).label("authored"))
     if lock_chain:
-        columns.append(CHAIN_LOCK)
+        columns.extend(chain_head_columns(bindparam("patient_id")))
     source = _RECORD_FROM
     if with_document:
         # Joined on the patient too: another patient's document id finds nothing here, as a missing one does.
         document = and_(_DOCUMENTS.c.id == bindparam("document_id"), _DOCUMENTS.c.patient_id == _PATIENTS.c.id, Document.live)
         source, columns = source.outerjoin(_DOCUMENTS, document), [Document, *columns]
     return select(*columns).select_from(source).where(_PATIENTS.c.id == bindparam("patient_id"))
+
+
+class FoundRecord(NamedTuple):
+    """What `read_record` read: the record, the document asked for (None: none asked, or no such live document of
+    this patient), and the record's audit chain head if the statement took the chain's lock without waiting."""
+
+    record: Record
+    document: Document | None
+    chain_head: ChainHead | None
 
 
 def load_record(
@@ -83,11 +92,9 @@ def load_record(
     Authorship is looked up for `for_actor` only (the one actor a request decides for): `Record.authors` holds them
     if they authored a live document of the record, one index probe rather than every author of a large record.
     One round trip (see `read_record`).
-    `lock_chain` (PostgreSQL): the same statement takes the record's audit chain lock when the patient exists
-    (`pipeline.access.audit.CHAIN_LOCK`), saving the round trip a statement of its own costs.
     """
-    found = read_record(session, patient_id, now=now, for_actor=for_actor, lock_chain=lock_chain)
-    return found[0] if found is not None else None
+    found = read_record(session, patient_id, now=now, for_actor=for_actor)
+    return found.record if found is not None else None
 
 
 def read_record(
@@ -98,9 +105,11 @@ def read_record(
     for_actor: str | None = None,
     lock_chain: bool = False,
     document_id: str | None = None,
-) -> tuple[Record, Document | None] | None:
+) -> FoundRecord | None:
     """`load_record`, and with `document_id` the record's live document of that id (None: no such document,
     another patient's, or shredded), all in one round trip; None when there is no such patient.
+    `lock_chain` (PostgreSQL): the same statement tries the record's audit chain lock and reads the chain's head
+    (`pipeline.access.audit.chain_head_columns`), saving the round trip of the head's statement of its own.
 
     The document is read with the record, not after a record-level decision: the caller decides on the record
     first and looks at the document only if that allows it, so what an actor is told depends on the decisions
@@ -143,7 +152,8 @@ def read_record(
         authors=authors,
         as_of=now or dt.datetime.now(dt.UTC),
     )
-    return record, (patient.Document if document_id is not None else None)
+    head = head_from_rows(patient_id, rows) if lock_chain else None
+    return FoundRecord(record, patient.Document if document_id is not None else None, head)
 
 
 def record_authors(session: Session, patient_id: str) -> list[str]:
@@ -157,17 +167,18 @@ def patient_id_for_ins(session: Session, ins: str) -> str | None:
     return session.scalar(select(Patient.id).where(Patient.ins == ins))
 
 
-# The index columns the policy reads, in the order of DocumentView's fields after `id`.
+# The index columns the policy reads, in the order of DocumentView's fields after `id`. The table's own columns,
+# not the model's attributes: statements of them stay Core (no ORM compile step on each execution).
 POLICY_COLUMNS = (
-    Document.id,
-    Document.class_code,
-    Document.type_code,
-    Document.masked,
-    Document.hidden_from_patient_until,
-    Document.created_at,
-    Document.author_id,
-    Document.source,
-    Document.hidden_from_representatives,
+    _DOCUMENTS.c.id,
+    _DOCUMENTS.c.class_code,
+    _DOCUMENTS.c.type_code,
+    _DOCUMENTS.c.masked,
+    _DOCUMENTS.c.hidden_from_patient_until,
+    _DOCUMENTS.c.created_at,
+    _DOCUMENTS.c.author_id,
+    _DOCUMENTS.c.source,
+    _DOCUMENTS.c.hidden_from_representatives,
 )
 # What the policy knows of a document besides its id, in the order of DocumentView's fields.
 PolicyFields = tuple[str, str, bool, dt.date | None, dt.date | None, str | None, str, bool]
@@ -194,14 +205,14 @@ def _utc_date_sqlite(element: _utc_date, compiler: SQLCompiler, **kw: Any) -> st
 # `policy_fields` as SQL expressions, in the same order: the policy's inputs computed in the query, so that
 # documents alike in all of them are counted, and decided, as one group.
 POLICY_FIELD_COLUMNS = (
-    Document.class_code,
-    Document.type_code,
-    Document.masked,
-    Document.hidden_from_patient_until,
-    _utc_date(Document.created_at),
-    Document.author_id,
-    Document.source,
-    Document.hidden_from_representatives,
+    _DOCUMENTS.c.class_code,
+    _DOCUMENTS.c.type_code,
+    _DOCUMENTS.c.masked,
+    _DOCUMENTS.c.hidden_from_patient_until,
+    _utc_date(_DOCUMENTS.c.created_at),
+    _DOCUMENTS.c.author_id,
+    _DOCUMENTS.c.source,
+    _DOCUMENTS.c.hidden_from_representatives,
 )
 
 

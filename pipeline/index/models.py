@@ -7,6 +7,7 @@ import datetime as dt
 import uuid
 from collections.abc import Collection
 from decimal import Decimal
+from typing import cast
 
 from sqlalchemy import (
     BigInteger,
@@ -20,6 +21,7 @@ from sqlalchemy import (
     MetaData,
     Numeric,
     SmallInteger,
+    SQLColumnExpression,
     String,
     Table,
     Text,
@@ -295,7 +297,16 @@ class Document(Base):
     @live.inplace.expression
     @classmethod
     def _live_expression(cls) -> ColumnElement[bool]:
-        return cls.wrapped_key.is_not(None)
+        return _live(cls.wrapped_key)
+
+
+def _live(wrapped_key: SQLColumnExpression[bytes | None]) -> ColumnElement[bool]:
+    return wrapped_key.is_not(None)
+
+
+# `Document.live` on the table's own column: a statement of table columns only stays a Core statement (no ORM
+# compile step on each execution: the listing's statements, run on every list request, pipeline/access/listing.py).
+LIVE_DOCUMENT = _live(cast(Table, Document.__table__).c.wrapped_key)
 
 
 # A record's listing (pipeline/access/listing.py) in its order: a page without sorting the record.

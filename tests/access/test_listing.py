@@ -5,17 +5,19 @@ total, nothing hidden; across chunk boundaries, with hidden and masked documents
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import uuid
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.dialects import sqlite
 
 from pipeline.access.accesslog import hidden_documents
 from pipeline.access.gate import Decisions, visible
-from pipeline.access.listing import DocumentFilters, visible_page
+from pipeline.access.listing import DocumentFilters, _statements, visible_page
 from pipeline.access.policy import Action, Actor, ActorKind, Record
 from pipeline.access.recordview import POLICY_COLUMNS, POLICY_FIELD_COLUMNS, policy_fields
-from pipeline.index.models import Batch, BatchItem, Document, Patient, RecordKey
+from pipeline.index.models import LIVE_DOCUMENT, Batch, BatchItem, Document, Patient, RecordKey
 
 SOURCE = "hospital:H1"
 TODAY = dt.date(2026, 11, 27)
@@ -169,3 +171,13 @@ def test_the_access_log_of_a_reader_who_sees_everything_hides_nothing(rt, record
                           emergency_reason=None)  # fmt: skip
     with rt.sessions() as session:
         assert hidden_documents(session, decisions, record.patient_id) == frozenset()
+
+
+def test_the_listings_statements_are_core_statements_filtering_on_live_documents() -> None:
+    """Built of the table's own columns, `Document.live` as LIVE_DOCUMENT: statements every list request runs pass
+    no ORM compile step (`compile_state_plugin`) on each execution, and keep exactly the live documents."""
+    assert str(LIVE_DOCUMENT) == str(select(Document.id).where(Document.live)).rsplit("WHERE ", 1)[1]
+    for shape in itertools.product((False, True), repeat=5):
+        for statement in _statements(shape):  # type: ignore[arg-type]
+            assert statement._propagate_attrs.get("compile_state_plugin") != "orm"
+            assert str(LIVE_DOCUMENT) in str(statement.compile(dialect=sqlite.dialect()))

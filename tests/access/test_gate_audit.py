@@ -1,0 +1,98 @@
+"""An access's audit entry (pipeline/access/gate.py) on its chain: on PostgreSQL the judging statement tries the
+chain's lock and reads its head, so the entry costs no statement of its own for the head; when another append
+holds the lock, the access waits for it and reads the head afresh; the chain never forks either way."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from sqlalchemy import event, func, select, text
+
+from pipeline.access.audit import AuditEvent, append, chain_lock_params, verify
+from pipeline.access.gate import Access, check
+from pipeline.access.policy import Action, Actor, ActorKind
+from pipeline.core.keys import audit_key
+from pipeline.index.models import AuditEntry, Patient
+from pipeline.runtime import Runtime
+
+
+def _patient(rt: Runtime) -> Actor:
+    with rt.sessions.begin() as session:
+        patient = Patient(ins="180017500000001", status="open")
+        session.add(patient)
+        session.flush()
+        return Actor(patient.id, ActorKind.PATIENT)
+
+
+def _seqs(rt: Runtime, chain: str) -> list[int]:
+    with rt.sessions() as session:
+        return list(session.scalars(select(AuditEntry.seq).where(AuditEntry.chain == chain).order_by(AuditEntry.seq)))
+
+
+def _verified(rt: Runtime) -> bool:
+    with rt.sessions() as session:
+        return verify(session, audit_key(rt.hmac_secret)) == []
+
+
+def test_an_access_reads_its_chains_head_in_the_judging_statement(rt):
+    patient = _patient(rt)
+    check(rt, patient, Action.LIST, patient.id)
+    statements: list[str] = []
+    event.listen(rt.engine, "before_cursor_execute", lambda _c, _cur, statement, *_rest: statements.append(statement))
+    assert isinstance(check(rt, patient, Action.LIST, patient.id), Access)
+    if rt.engine.dialect.name == "postgresql":
+        assert len(statements) == 2  # the judging statement (record, chain lock tried, head) and the entry's insert
+    else:
+        assert len(statements) == 3  # SQLite (no lock to take): the record, the head, the insert
+    assert _seqs(rt, patient.id) == [1, 2]
+    assert _verified(rt)
+
+
+def test_an_access_that_finds_the_chains_lock_held_waits_and_appends_after_its_holder(rt):
+    if rt.engine.dialect.name != "postgresql":
+        return  # the chain's lock is PostgreSQL's (SQLite serializes writers itself)
+    patient = _patient(rt)
+    check(rt, patient, Action.LIST, patient.id)
+    answers: list[object] = []
+    with rt.sessions() as holder:
+        # Another append to the chain, holding the lock: the access's judging statement reads the head before it.
+        holder.execute(text("SELECT pg_advisory_xact_lock(:chain_lock_id)"), chain_lock_params(patient.id))
+        check_thread = threading.Thread(target=lambda: answers.append(check(rt, patient, Action.LIST, patient.id)))
+        check_thread.start()
+        time.sleep(0.3)
+        assert answers == []  # waiting for the lock
+        event = AuditEvent(chain=patient.id, actor_id="operator", actor_kind="operator", profession=None, action="list",
+                           document_id=None, outcome="allowed", reason="test")  # fmt: skip
+        append(holder, audit_key(rt.hmac_secret), event)
+        holder.commit()
+        check_thread.join(timeout=30)
+    assert len(answers) == 1 and isinstance(answers[0], Access)
+    assert _seqs(rt, patient.id) == [1, 2, 3]  # appended after the holder's entry, not on the head it read first
+    assert _verified(rt)
+
+
+def test_concurrent_accesses_to_one_record_never_fork_its_chain(rt):
+    patient = _patient(rt)
+    threads, per_thread = 6, 5
+    errors: list[BaseException] = []
+    start = threading.Barrier(threads)
+
+    def work() -> None:
+        try:
+            start.wait()
+            for _ in range(per_thread):
+                assert isinstance(check(rt, patient, Action.LIST, patient.id), Access)
+        except BaseException as error:  # reported by the assertion below
+            errors.append(error)
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    assert errors == []
+    assert _seqs(rt, patient.id) == list(range(1, threads * per_thread + 1))
+    with rt.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(AuditEntry)) == threads * per_thread
+    assert _verified(rt)
