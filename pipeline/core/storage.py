@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 from urllib.parse import unquote, urlparse
 
+from pipeline.core.presign import UrlSigner
 from pipeline.core.reasons import Transient
 from pipeline.core.settings import Settings
 from pipeline.core.streams import Readable, copy_stream
@@ -33,6 +34,8 @@ URL_SECONDS = 3600
 SINGLE_PUT_BYTES = 8 * 1024 * 1024
 # Keys per DeleteObjects request (S3's limit).
 DELETE_BATCH = 1000
+# The HTTP method of each operation the store presigns.
+_HTTP_METHODS = {"get_object": "GET", "put_object": "PUT", "head_object": "HEAD"}
 
 
 class ObjectNotFound(Exception):
@@ -146,8 +149,17 @@ class S3Store:
                 read_timeout=settings.s3_timeout_seconds,
                 retries={"max_attempts": 2, "mode": "standard"},
                 max_pool_connections=settings.s3_max_connections,
+                # SigV4 for presigned URLs too (botocore's default there is still SigV2): those signed here are SigV4.
+                signature_version="s3v4",
             ),
         )
+        # With static keys the store signs its URLs itself (pipeline/core/presign.py), for the bucket URL
+        # botocore addresses; credentials that rotate are botocore's to sign with.
+        self._signer: UrlSigner | None = None
+        if settings.s3_access_key and settings.s3_secret_key:
+            sample = self.client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "k"}, ExpiresIn=URL_SECONDS)
+            bucket_url = sample.split("?", 1)[0].removesuffix("k")
+            self._signer = UrlSigner(bucket_url, settings.s3_access_key, settings.s3_secret_key, self.client.meta.region_name, URL_SECONDS)
         import urllib3
 
         self._http = urllib3.PoolManager(maxsize=settings.s3_max_connections, block=False)
@@ -177,6 +189,8 @@ class S3Store:
             self.client.upload_fileobj(_Prefixed(head, source), self.bucket, key, Config=self.transfer)  # type: ignore[arg-type]
 
     def _url(self, method: str, key: str) -> str:
+        if self._signer is not None:
+            return self._signer.url(_HTTP_METHODS[method], key)
         return self.client.generate_presigned_url(method, Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=URL_SECONDS)
 
     def _request(
