@@ -87,12 +87,16 @@ class Inbox:
                 continue
             if len(data) <= PACK_BYTES:  # a larger one is not a pack: read by ranges as any zip
                 held[key] = data
-        previous = getattr(self._held, "objects", None)
-        self._held.objects = held
+        previous = getattr(self._held, "objects", None), getattr(self._held, "archives", None)
+        # Each pack's zip directory is parsed once, on its first entry, for the entries after it too.
+        archives: dict[str, zipfile.ZipFile] = {}
+        self._held.objects, self._held.archives = held, archives
         try:
             yield
         finally:
-            self._held.objects = previous
+            self._held.objects, self._held.archives = previous
+            for archive in archives.values():
+                archive.close()
 
     def open(self, key: str, member: str | None = None) -> AbstractContextManager[BinaryIO]:
         """The raw bytes of an item: the object at `key`, or its entry `member` of the zip at `key`.
@@ -102,20 +106,21 @@ class Inbox:
         """
         held: dict[str, bytes] | None = getattr(self._held, "objects", None)
         if held is not None and key in held:
-            return self._open_held(held[key], member)
+            return self._open_held(key, held[key], member)
         return self.store.open(key) if member is None else self._open_entry(key, member)
 
     @contextmanager
-    def _open_held(self, data: bytes, member: str | None) -> Iterator[BinaryIO]:
+    def _open_held(self, key: str, data: bytes, member: str | None) -> Iterator[BinaryIO]:
         if member is None:
             yield io.BytesIO(data)
             return
+        archives: dict[str, zipfile.ZipFile] = self._held.archives
         try:
-            archive = open_zip(io.BytesIO(data))
+            archive = archives.get(key) or archives.setdefault(key, open_zip(io.BytesIO(data)))
             entry = archive.open(archive.getinfo(member))
         except (*ZIP_ENTRY_ERRORS, KeyError, NotImplementedError):
             raise Rejected("archive_entry_corrupt") from None
-        with archive, entry:
+        with entry:
             try:
                 yield entry  # type: ignore[misc]
             except ZIP_ENTRY_ERRORS:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 from urllib.parse import unquote, urlparse
 
+from pipeline.core.presign import UrlSigner
 from pipeline.core.reasons import Transient
 from pipeline.core.settings import Settings
 from pipeline.core.streams import Readable, copy_stream
@@ -34,6 +35,8 @@ URL_SECONDS = 3600
 SINGLE_PUT_BYTES = 8 * 1024 * 1024
 # Keys per DeleteObjects request (S3's limit).
 DELETE_BATCH = 1000
+# The HTTP method of each operation the store presigns.
+_HTTP_METHODS = {"get_object": "GET", "put_object": "PUT", "head_object": "HEAD"}
 
 
 class ObjectNotFound(Exception):
@@ -148,20 +151,29 @@ class S3Store:
         from botocore.config import Config
 
         self.bucket = bucket
-        self.client = boto3.client(
+        session = boto3.session.Session(
+            aws_access_key_id=settings.s3_access_key, aws_secret_access_key=settings.s3_secret_key, region_name=settings.s3_region
+        )
+        self.client = session.client(
             "s3",
             endpoint_url=settings.s3_endpoint,
-            aws_access_key_id=settings.s3_access_key,
-            aws_secret_access_key=settings.s3_secret_key,
-            region_name=settings.s3_region,
             # Fail fast and let the pipeline's own retries (with backoff, counted) take over.
             config=Config(
                 connect_timeout=settings.s3_timeout_seconds,
                 read_timeout=settings.s3_timeout_seconds,
                 retries={"max_attempts": 2, "mode": "standard"},
                 max_pool_connections=settings.s3_max_connections,
+                # SigV4 for presigned URLs too (botocore's default there is still SigV2), as UrlSigner signs them.
+                signature_version="s3v4",
             ),
         )
+        # URLs signed by botocore's signer without the client's machinery (pipeline/core/presign.py), for the bucket URL
+        # the client addresses; without credentials (none configured anywhere), the client's own presigning.
+        self._signer: UrlSigner | None = None
+        if (credentials := session.get_credentials()) is not None:
+            sample = self.client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "k"}, ExpiresIn=URL_SECONDS)
+            bucket_url = sample.split("?", 1)[0].removesuffix("k")
+            self._signer = UrlSigner(bucket_url, credentials, self.client.meta.region_name, URL_SECONDS)
         import urllib3
 
         self._http = urllib3.PoolManager(maxsize=settings.s3_max_connections, block=False)
@@ -191,6 +203,8 @@ class S3Store:
             self.client.upload_fileobj(_Prefixed(head, source), self.bucket, key, Config=self.transfer)  # type: ignore[arg-type]
 
     def _url(self, method: str, key: str) -> str:
+        if self._signer is not None:
+            return self._signer.url(_HTTP_METHODS[method], key)
         return self.client.generate_presigned_url(method, Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=URL_SECONDS)
 
     def _request(

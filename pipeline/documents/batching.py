@@ -64,7 +64,7 @@ from pipeline.index.recordkeys import OpenRecordKey
 from pipeline.index.repo import RowValues
 from pipeline.index.states import AttemptOutcome, RecordStatus
 from pipeline.runtime import Runtime
-from pipeline.sharing.metadata import store_sharing
+from pipeline.sharing.metadata import Declared, store_sharing
 
 log = logging.getLogger(__name__)
 
@@ -308,6 +308,9 @@ def _write_outcomes(rt: Runtime, session: Session, items: list[_Item]) -> dict[s
     outcomes: dict[str, AttemptOutcome] = {}
     notices: list[RowValues] = []
     deposits: list[AuditEvent] = []
+    sharing: list[Declared] = []
+    # The new documents' rows first (one statement): the items' rows, the replaced versions and the sharing rows refer to them.
+    repo.insert_documents(session, [work.document for work in items if _indexes(work, mine) and work.document is not None])
     for work in items:
         item = mine.get(work.id)
         if item is None:
@@ -315,21 +318,32 @@ def _write_outcomes(rt: Runtime, session: Session, items: list[_Item]) -> dict[s
         elif work.rejection is not None:
             repo.rejected(item, *work.rejection, work.quarantine)
             outcomes[work.id] = AttemptOutcome.REJECTED
-        elif work.patient_id is not None and (work.document is not None or work.existing_id is not None):
-            repo.indexed(session, item, work.document, work.document.id if work.document else work.existing_id or "")
+        elif work.patient_id is not None and _indexes(work, mine):
+            repo.indexed(item, work.document.id if work.document else work.existing_id or "")
             if (work.patient_id, item.batch_id) not in {(n["patient_id"], n["ref_id"]) for n in notices}:
                 notices.append(repo.notification(work.patient_id, item.batch_id, work.source))
             if work.document is not None:
                 if work.replaced is not None:
                     versions.link_replacement(session, work.replaced, work.document.id)
                 assert work.prepared is not None  # a sealed document was prepared
-                store_sharing(session, work.document.id, item.sharing, work.prepared.content.header)
+                sharing.append((work.document.id, item.sharing, work.prepared.content.header))
                 deposits.append(deposit_event(work.document))
             outcomes[work.id] = AttemptOutcome.INDEXED
+    store_sharing(session, sharing)
     # In one order for every writer: two messages inserting the same patients' rows cannot deadlock.
     repo.queue_notifications(session, sorted(notices, key=lambda row: (row["patient_id"], row["ref_id"])))
     append_many(session, rt.audit_key, deposits)
     return outcomes
+
+
+def _indexes(work: _Item, mine: Mapping[str, object]) -> bool:
+    """Whether this attempt indexes its item: still its own, no verdict against it, a document to point at."""
+    return (
+        work.id in mine
+        and work.rejection is None
+        and work.patient_id is not None
+        and (work.document is not None or work.existing_id is not None)
+    )
 
 
 def _index(rt: Runtime, run: _Run, items: list[_Item]) -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, CursorResult, Result, String, Table, any_, bindparam, func, select, update
+from sqlalchemy import ColumnElement, CursorResult, Result, String, Table, any_, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
@@ -178,11 +178,20 @@ def supersede(session: Session, document_id: str, successor_id: str | None) -> b
     return affected(changed) == 1
 
 
-def indexed(session: Session, item: BatchItem, document: Document | None, document_id: str) -> None:
-    """Mark a locked item (`still_mine`) indexed, adding its new `document` (None: an existing one,
-    `document_id`), in the caller's transaction."""
-    if document is not None:
-        session.add(document)
+def insert_documents(session: Session, documents: Sequence[Document]) -> None:
+    """Insert new documents' rows (built as Document objects, never added to the session) in the caller's
+    transaction: one Core executemany, without the ORM's unit of work (its bookkeeping cost a worker more
+    CPU than the statement). Their items are then marked `indexed`."""
+    if documents:
+        # The columns each was given (the others take their defaults); every deposit sets the same ones.
+        table = table_of(Document)
+        rows = [{name: value for name, value in vars(document).items() if name in table.c} for document in documents]
+        session.execute(insert(table), rows)
+
+
+def indexed(item: BatchItem, document_id: str) -> None:
+    """Mark a locked item (`still_mine`) indexed under its document (new: `insert_documents` first; or an
+    existing one), in the caller's transaction."""
     item.state, item.reason, item.message = ItemState.INDEXED, None, None
     item.title_sealed = None  # the document keeps it, under the record key
     item.finished_at = _utcnow()

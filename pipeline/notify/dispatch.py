@@ -78,8 +78,9 @@ def dispatch(
 
 def compose_due(rt: Runtime, now: dt.datetime, report: DispatchReport, *, flush: bool = False) -> None:
     due = _due_rows(rt, now, flush)
+    ready = [] if flush else [_may_compose(rt, now)]
     with rt.sessions() as session:
-        patients = session.scalars(select(Outbox.patient_id).where(*due).distinct().limit(10 * PAGE)).all()
+        patients = session.scalars(select(Outbox.patient_id).where(*due, *ready).distinct().limit(10 * PAGE)).all()
     for patient_id in patients:
         with rt.sessions() as session:
             if _compose_patient(rt, session, patient_id, now, report, flush):
@@ -99,6 +100,16 @@ def _due_rows(rt: Runtime, now: dt.datetime, flush: bool) -> list[ColumnElement[
     window = now - dt.timedelta(seconds=rt.settings.notify_coalesce_seconds)
     waits = (Outbox.kind == OutboxKind.REIMBURSEMENT_DATA) & (Outbox.created_at > window) & feed_open
     return [Outbox.status == OutboxStatus.PENDING, ~waits]
+
+
+def _may_compose(rt: Runtime, now: dt.datetime) -> ColumnElement[bool]:
+    """The rows that may make a patient's message in this pass: a deposit once the coalescing window since it
+    passed and its batch has no document in flight, any other row. Which patients a pass looks at, not what it
+    composes (`_compose_patient` decides for each, over all its rows): during an ingestion every patient has
+    deposits waiting, and a pass that opened a transaction for each of them found nothing to do."""
+    window = now - dt.timedelta(seconds=rt.settings.notify_coalesce_seconds)
+    in_flight = exists().where(BatchItem.batch_id == Outbox.ref_id, BatchItem.state.in_(ITEM_IN_FLIGHT))
+    return (Outbox.kind != OutboxKind.DOCUMENTS_ADDED) | ((Outbox.created_at <= window) & ~in_flight)
 
 
 def _compose_patient(rt: Runtime, session: Session, patient_id: str, now: dt.datetime, report: DispatchReport, flush: bool) -> bool:

@@ -2,7 +2,7 @@
 
 Senders give it in the manifest's optional columns (README, "Interoperability") or in an MHD
 DocumentReference (pipeline/ingest/mhd.py); the item carries it as JSON (`batch_items.sharing`) to the
-worker, which keeps it in `document_sharing` with the document (`store_sharing`, one call at index time).
+worker, which keeps it in `document_sharing` with the document (`store_sharing`, one statement per message at index time).
 A CDA R2 document's own header wins over what was declared for the fields it gives, as its own type code
 does for classification.
 
@@ -12,7 +12,7 @@ A document's status and version are its life, not metadata: `status_of` is the o
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
@@ -86,9 +86,16 @@ def merged(declared: str | None, cda_header: Mapping[str, str] | None) -> dict[s
     return {name: value for name, value in fields.items() if name in SHARING_COLUMNS and value}
 
 
-def store_sharing(session: Session, document_id: str, declared: str | None, cda_header: Mapping[str, str] | None) -> None:
-    """Keep a newly indexed document's sharing metadata, in the caller's transaction (nothing when none)."""
-    fields = merged(declared, cda_header)
-    if fields:
-        session.flush()  # the document row first: the sharing row refers to it
-        insert_ignore(session, DocumentSharing, {"document_id": document_id, **dict.fromkeys(SHARING_COLUMNS), **fields})
+# A newly indexed document's id, the sharing fields its item declared (`sharing_json`) and its CDA header.
+Declared = tuple[str, str | None, Mapping[str, str] | None]
+
+
+def store_sharing(session: Session, documents: Sequence[Declared]) -> None:
+    """Keep newly indexed documents' sharing metadata (nothing for one that has none), in the caller's
+    transaction, after the documents' rows (the sharing rows refer to them): one statement for them all."""
+    rows = [
+        {"document_id": document_id, **dict.fromkeys(SHARING_COLUMNS), **fields}
+        for document_id, declared, cda_header in documents
+        if (fields := merged(declared, cda_header))
+    ]
+    insert_ignore(session, DocumentSharing, rows)

@@ -81,3 +81,25 @@ def test_a_small_entry_is_fetched_in_a_block_of_its_own_size_not_with_its_neighb
     with Inbox(store).open(KEY, "small.txt") as entry:
         entry.read()
     assert store.blocks[-1] < 2 * 1024  # header, name and 100 bytes (deflated), not MEMBER_BLOCK_BYTES
+
+
+def test_a_held_pack_is_fetched_once_and_its_directory_parsed_once_for_all_its_entries(tmp_path, monkeypatch):
+    import pipeline.core.inbox as inbox_module
+
+    parsed: list[object] = []
+    real_open_zip = inbox_module.open_zip
+    monkeypatch.setattr(inbox_module, "open_zip", lambda source: parsed.append(source) or real_open_zip(source))
+    store = FileStore(tmp_path)
+    _store_zip(store, ENTRIES)
+    inbox = Inbox(store)
+    with inbox.holding([KEY]):
+        for name, data in ENTRIES.items():
+            with inbox.open(KEY, name) as entry:
+                assert entry.read() == data
+        with pytest.raises(Rejected) as rejected, inbox.open(KEY, "absent.txt"):
+            pass
+        assert rejected.value.reason == "archive_entry_corrupt"
+    assert len(parsed) == 1
+    with inbox.holding([KEY]), inbox.open(KEY, "doc-0.txt") as entry:  # a new holding parses its pack anew
+        assert entry.read() == ENTRIES["doc-0.txt"]
+    assert len(parsed) == 2

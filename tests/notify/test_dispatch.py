@@ -376,3 +376,35 @@ def test_a_sender_killed_between_send_and_mark_loses_nothing_and_the_gateway_sen
     assert sms_gateway.requests[0]["auth"] == "Bearer t0ken"
     assert _notifications(rt)[0].status == "sent"
     rt.close()
+
+
+def test_a_pass_looks_only_at_patients_whose_deposits_may_be_told(tmp_path, monkeypatch):
+    """Deposits inside the coalescing window, or whose batch is still in flight, do not make a pass open a
+    transaction for their patient; once told they may be, the patient is looked at and the message composed."""
+    import pipeline.notify.dispatch as dispatch_module
+    from pipeline.index.models import BatchItem
+
+    looked_at: list[str] = []
+    real = dispatch_module._compose_patient
+    monkeypatch.setattr(
+        dispatch_module,
+        "_compose_patient",
+        lambda rt, session, patient_id, *rest: looked_at.append(patient_id) or real(rt, session, patient_id, *rest),
+    )
+    settings = _settings(tmp_path)
+    rt = _runtime(settings)
+    patient_id, indexed = _one_patient_batch(rt, tmp_path, 3)
+    channels = channels_from_settings(settings)
+    assert dispatch(rt, channels).composed == 0  # inside the window
+    with rt.sessions() as session:
+        item = session.get(BatchItem, indexed[0].batch_item_id)
+        item.state = "processing"
+        session.commit()
+    assert dispatch(rt, channels, dt.datetime.now(dt.UTC) + LATER).composed == 0  # its batch in flight
+    assert looked_at == []
+    with rt.sessions() as session:
+        session.get(BatchItem, indexed[0].batch_item_id).state = "indexed"
+        session.commit()
+    assert dispatch(rt, channels, dt.datetime.now(dt.UTC) + LATER).composed == 1
+    assert looked_at == [patient_id]
+    rt.close()
