@@ -181,26 +181,34 @@ def read_document_list(request: Request, list_id: str, rt: RuntimeDep, actor: Ac
     with rt.reads() as session:
         owner = list_owner_of(session, list_id)
     action = Action.EMERGENCY_READ if emergency else Action.LIST
-    verdict = gate_check(rt, actor, action, owner[0] if owner else NO_RECORD, emergency_reason=emergency)
-    if owner is None or isinstance(verdict, Refused):
-        raise not_found()
-    decisions = Decisions(actor, action, verdict.record, today=paris_date(), emergency_reason=emergency)
-    found = _visible_lists(rt, decisions, owner[0], owner[1], list_id)
+    access, (patient_id, ins) = _owned(rt, actor, action, owner, emergency)
+    decisions = Decisions(actor, action, access.record, today=paris_date(), emergency_reason=emergency)
+    found = _visible_lists(rt, decisions, patient_id, ins, list_id)
     if not found:
         raise not_found()
     return fhir_response(request, found[0])
 
 
+def _owned(
+    rt: Runtime, actor: Actor, action: Action, owner: tuple[str, str] | None, emergency: str | None, document_id: str | None = None
+) -> tuple[Access, tuple[str, str]]:
+    """The gate's answer for a resource read by its id on the record `owner` names (patient id, INS; None when
+    the id names nothing), and that owner. Any refusal is the one 404, the id alone must not tell whether the
+    resource exists; the gate audits the attempt either way."""
+    verdict = gate_check(rt, actor, action, owner[0] if owner else NO_RECORD, document_id=document_id, emergency_reason=emergency)
+    if owner is None or isinstance(verdict, Refused):
+        raise not_found()
+    return verdict, owner
+
+
 def _document(rt: Runtime, actor: Actor, action: Action, document_id: str, emergency: str | None) -> tuple[Document, str]:
-    """The document `document_id` and its patient's INS, as the gate allows it; any refusal is the one 404 (the
-    id alone must not tell whether a document exists), audited by the gate as any attempt."""
+    """The document `document_id` and its patient's INS, as the gate allows it (`_owned`)."""
     with rt.reads() as session:
         owner = owner_of(session, document_id)
-    action = Action.EMERGENCY_READ if emergency else action
-    verdict = gate_check(rt, actor, action, owner[0] if owner else NO_RECORD, document_id=document_id, emergency_reason=emergency)
-    if owner is None or isinstance(verdict, Refused) or verdict.document is None:
+    access, (_, ins) = _owned(rt, actor, Action.EMERGENCY_READ if emergency else action, owner, emergency, document_id)
+    if access.document is None:
         raise not_found()
-    return verdict.document, owner[1]
+    return access.document, ins
 
 
 @router.get("/DocumentReference/{document_id}")

@@ -35,22 +35,23 @@ LOOKBACK_DAYS = 7
 _MONTH_DAYS = (28, 31)
 
 
-def queue_releases(rt: Runtime, now: dt.datetime) -> int:
+def queue_releases(rt: Runtime, now: dt.datetime) -> None:
     """Queue a `documents_released` event for each held document whose hold ended within the lookback and
-    that no event covers yet. Returns how many events were queued to be told (not those marked told)."""
+    that no event covers yet. Every notification pass of every process runs it: the look is an autocommit read
+    (no transaction), and a transaction is opened only when there is something to queue."""
     today = paris_date(now)
     since = today - dt.timedelta(days=min(LOOKBACK_DAYS, rt.settings.notify_keep_days - 1))
-    with rt.sessions() as session:
-        rows = [
-            released_event(
-                session, Held(row.id, row.patient_id, row.source, row.batch_id), dt.datetime.combine(release, dt.time(), PARIS), now
-            )
+    with rt.reads() as session:
+        shown = [
+            (Held(row.id, row.patient_id, row.source, row.batch_id), dt.datetime.combine(release, dt.time(), PARIS))
             for row in session.execute(_candidates(since, today))
             if (release := hold_release(document_view(row))) is not None and since <= release <= today
         ]
-        insert_ignore(session, Outbox, rows)
+    if not shown:
+        return
+    with rt.sessions() as session:
+        insert_ignore(session, Outbox, [released_event(session, held, shown_since, now) for held, shown_since in shown])
         session.commit()
-    return sum(row["status"] == OutboxStatus.PENDING for row in rows)
 
 
 def _candidates(since: dt.date, today: dt.date) -> Select[*tuple[Any, ...]]:
