@@ -119,6 +119,21 @@ def _live_children(workers: Workers) -> list[psutil.Process]:
         time.sleep(0.1)
 
 
+def _kill(process: psutil.Process) -> None:
+    """SIGKILL `process` and wait until it is dead: a signal is not taken at once, and a dying process still
+    listed as running could be picked again by the next kill, one death for two kills."""
+    os.kill(process.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return
+        except psutil.NoSuchProcess:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"pid {process.pid} still alive 10 s after SIGKILL")
+
+
 def _wait_for_replacements(workers: Workers) -> None:
     """A process killed soon after its start is replaced after a short delay (supervisor.py); the batch
     may end within it."""
@@ -138,7 +153,7 @@ def test_worker_processes_killed_again_and_again_are_replaced_and_their_work_com
             # Each kill hits a live process: two thresholds may pass within one of the supervisor's
             # polls, and a process killed a moment ago stays listed (a zombie) until it is reaped.
             children = _live_children(workers)
-            os.kill(children[kill % len(children)].pid, signal.SIGKILL)
+            _kill(children[kill % len(children)])
         wait_until_final(rt, batch_id, timeout=240)
         _assert_exactly_as_expected(rt, batch_id, batch)
         assert workers.process.poll() is None  # the parent kept running
