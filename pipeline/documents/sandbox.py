@@ -516,16 +516,32 @@ def run_contained_many(fn: Callable[..., Any], calls: Sequence[Call], limits: Li
     gets its own verdict; a call that kills, hangs or overruns the child fails alone, and the calls
     after it, like those after a recycling, go to a fresh child."""
     outcomes: list[Outcome] = []
+    retried = -1  # the call given a second, fresh child
     while len(outcomes) < len(calls):
         try:
             inspector = _inspector_for(fn, limits)
         except SandboxFailed as failure:  # the child did not start: this call's verdict, as one at a time
             outcomes.append(Outcome(error=failure))
             continue
-        outcomes += [_outcome(answer) for answer in inspector.run(fn, calls[len(outcomes) :])]
+        used_before = inspector.uses
+        answers = inspector.run(fn, calls[len(outcomes) :])
+        last, answered = len(outcomes) + len(answers) - 1, used_before + len(answers) - 1  # the child's answers before the last
+        if _died_unanswered(answers[-1]) and answered > 0 and retried != last:
+            # A child that had answered before died without a word on this call: the death may be another
+            # document's doing (what it left behind), or the host's (an out-of-memory kill). This call is
+            # inspected again by a fresh child, whose verdict stands; a file that kills children dies alone there.
+            log.warning("parser sandbox: a child died without a verdict after %d documents; the document goes to a fresh child", answered)
+            retried = last
+            answers = answers[:-1]
+        outcomes += [_outcome(answer) for answer in answers]
         if inspector.uses >= limits.max_uses - SPARE_AHEAD and inspector.alive:
             _prepare_spare(limits, inspector.modules)
     return outcomes
+
+
+def _died_unanswered(answer: Answer | SandboxTimeout | SandboxFailed) -> bool:
+    """Whether the child ended without answering (EOF, a broken channel): not its own verdict of failure."""
+    return isinstance(answer, SandboxFailed)
 
 
 def _inspector_for(fn: Callable[..., Any], limits: Limits) -> Inspector:

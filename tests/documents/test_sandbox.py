@@ -467,3 +467,41 @@ def test_a_batch_interrupted_in_the_worker_leaves_no_answer_for_the_next_call(mo
     monkeypatch.setattr(first, "_answer", answer)
     assert first.process.poll() is not None  # killed at once, whether or not its answers had arrived
     assert sandbox.run_contained(divmod, (7, 2), LIMITS) == (3, 1)  # a fresh child's answer, not a stale one
+
+
+def test_a_reused_child_that_dies_of_something_else_than_the_document_hands_it_to_a_fresh_child():
+    from pipeline.documents.sandbox import Call, run_contained_many
+
+    # The first call leaves the child a time bomb (an alarm whose default action ends the process), which goes off
+    # while the child inspects the second document: not that document's doing, so it is not its verdict.
+    calls = [Call((_leave_an_alarm, (0.3,))), Call((_spin_to, (800,))), Call((_pid, (2,)))]
+    armed, slow, after = _verdicts(run_contained_many(_dispatch, calls, Limits(seconds=5.0, memory_bytes=LIMITS.memory_bytes)))
+    assert slow == "done"
+    assert after != armed  # the fresh child took the document and the ones after it
+
+
+def test_a_document_that_kills_its_fresh_child_too_fails_without_a_third_try():
+    from pipeline.documents import sandbox
+    from pipeline.documents.sandbox import Call, run_contained_many
+
+    started = []
+    inspector = sandbox.Inspector.__init__
+
+    def counted(self, *args):
+        started.append(1)
+        inspector(self, *args)
+
+    sandbox.run_contained(divmod, (1, 1), LIMITS)  # a reused child takes the poison first
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sandbox.Inspector, "__init__", counted)
+        verdicts = _verdicts(run_contained_many(_dispatch, [Call((_die, ())), Call((_pid, (1,)))], LIMITS))
+    assert verdicts[0] == ("SandboxFailed", None)
+    assert len(started) == 2  # the retry's child, then the one after the poison killed it again
+
+
+def _leave_an_alarm(seconds: float) -> int:
+    import os
+    import signal
+
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    return os.getpid()
