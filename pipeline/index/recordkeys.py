@@ -105,8 +105,10 @@ class RecordKeys:
         return keys
 
     def opened(self, record_key_id: str, patient_id: str, master_key_id: str | None, wrapped: bytes | None) -> OpenRecordKey:
-        """A record key from its row's values as read by the caller (KeyProviderError if destroyed)."""
-        return self._cached(record_key_id) or self._open(_KeyRow(record_key_id, patient_id, master_key_id, wrapped))
+        """A record key from its row's values as read by the caller (KeyProviderError if destroyed, even if this
+        process still holds it: the caller's row is newer than the cache)."""
+        row = _KeyRow(record_key_id, patient_id, master_key_id, wrapped)
+        return (self._cached(record_key_id) if wrapped is not None else None) or self._open(row)
 
     def _new_row(self, patient_id: str) -> tuple[RowValues, bytes]:
         """A new record key's row (a fresh key wrapped by the active master key, bound to its ids) and the key."""

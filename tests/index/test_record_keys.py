@@ -149,6 +149,22 @@ def test_destroying_a_record_key_erases_the_whole_record_at_once(stored):
     assert all(_plain(rt, d) for d in others)
 
 
+def test_a_record_key_destroyed_by_another_process_is_refused_though_this_one_still_holds_it(stored):
+    rt, documents, _ = stored
+    patient = documents[0].patient_id
+    opened = rt.record_keys.for_patient(patient)  # now held in this process's cache
+    elsewhere = Runtime.from_settings(rt.settings)
+    try:
+        elsewhere.record_keys.destroy(patient)
+    finally:
+        elsewhere.close()
+    with rt.sessions() as session:
+        row = session.get(RecordKey, opened.id)
+        assert row is not None
+        with pytest.raises(KeyProviderError):
+            rt.record_keys.opened(row.id, row.patient_id, row.master_key_id, row.wrapped)
+
+
 def test_a_tampered_object_stops_the_read_with_an_integrity_error_that_is_logged(stored, caplog):
     rt, documents, _ = stored
     document = documents[0]
