@@ -7,6 +7,7 @@ import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+import pydantic_core
 from fastapi import APIRouter, Query
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
@@ -66,6 +67,23 @@ class DocumentPage(BaseModel):
     total: int
 
 
+# DocumentOut's fields and the index column each is read from (a Document's attribute, or a row's), in its order;
+# None for the title (opened from the sealed one).
+_RENAMED = {"title": None, "deposited_at": "created_at", "supersedes": "supersedes_id", "superseded_by": "superseded_by_id"}
+_OUT_COLUMNS = tuple((field, _RENAMED.get(field, field)) for field in DocumentOut.model_fields)
+
+
+def page_json(documents: list[PolicyRow], titles: dict[str, str | None], *, page: int, page_size: int, total: int) -> bytes:
+    """A DocumentPage's JSON, as `model_dump_json` writes it (tests/api holds them equal), without building a model per
+    document: the values come typed from the index already, and pydantic-core writes them (a sixth of a list's CPU
+    went to validating fifty DocumentOut and dumping them again)."""
+    items = [
+        {field: titles[document.id] if column is None else getattr(document, column) for field, column in _OUT_COLUMNS}
+        for document in documents
+    ]
+    return pydantic_core.to_json({"items": items, "page": page, "page_size": page_size, "total": total})
+
+
 def _action(emergency: str | None, action: Action) -> Action:
     return Action.EMERGENCY_READ if emergency else action
 
@@ -95,11 +113,10 @@ def list_documents(
     with rt.reads() as session:  # reads only: autocommit, no BEGIN nor ROLLBACK around them
         shown = visible_page(session, decisions, patient_id, filters, page=page, page_size=page_size)
     titles = document_titles(rt, shown.documents)  # one record key for the page, not one per row
-    items = [DocumentOut.of(document, titles[document.id]) for document in shown.documents]
-    page_out = DocumentPage(items=items, page=page, page_size=page_size, total=shown.total)
     # Serialized here, in the request's thread, as `response_model` documents it: FastAPI would validate the
     # page again in a second trip through the thread pool before serializing it.
-    return Response(page_out.model_dump_json(), media_type="application/json")
+    body = page_json(shown.documents, titles, page=page, page_size=page_size, total=shown.total)
+    return Response(body, media_type="application/json")
 
 
 @router.get("/{document_id}", response_model=DocumentOut)
