@@ -22,9 +22,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from pipeline.access.audit import NO_PATIENT, AuditEvent, ChainHead, append_looking_up_key
+from pipeline.access.audit import NO_PATIENT, AuditEvent, ChainHead, append_at_once, append_looking_up_key
 from pipeline.access.policy import (
     DOCUMENT_ACTIONS,
     Action,
@@ -108,9 +109,21 @@ def _event(judged: _Judged, actor: Actor, action: Action | str, justification: s
 
 
 def _record(
-    rt: Runtime, actor: Actor, action: Action | str, judge: Callable[[Session], _Judged], justification: str | None = None
+    rt: Runtime,
+    actor: Actor,
+    action: Action | str,
+    judge: Callable[[Session], _Judged],
+    justification: str | None = None,
+    *,
+    quiet: bool = False,
 ) -> _Judged:
-    """Judge the attempt and append its audit entry (and the notifications it causes) in one transaction."""
+    """Judge the attempt and append its audit entry (and the notifications it causes) in one transaction. `quiet`: the
+    attempt can cause no notification nor carry a justification (a patient's own access), so it is first tried in two
+    autocommit statements (`_record_at_once`)."""
+    if quiet and justification is None:
+        quick = _record_at_once(rt, actor, action, judge)
+        if quick is not None:
+            return quick
 
     def attempt(session: Session) -> tuple[_Judged, bool]:
         judged = judge(session)
@@ -126,6 +139,26 @@ def _record(
     if urgent:
         rt.wake_notifier()  # an emergency access is told at once, not at the next sweep
     return judged
+
+
+def _record_at_once(rt: Runtime, actor: Actor, action: Action | str, judge: Callable[[Session], _Judged]) -> _Judged | None:
+    """A quiet attempt judged and audited in two round trips (PostgreSQL): the judging statement in autocommit (it
+    tries the chain's lock and reads its head), then the entry inserted by a statement of its own, only if the lock
+    is free then and the head still the chain's last (`append_at_once`); against the four of a transaction (BEGIN,
+    the judging statement, the insert, COMMIT). None when another append got in the way: nothing was appended,
+    and the caller judges and appends again in a transaction. The entry is still committed before the verdict is
+    returned, every attempt audited, and the chain serialized by its lock and its unique (chain, seq)."""
+    with rt.reads() as session:
+        if session.get_bind().dialect.name != "postgresql":
+            return None
+        judged = judge(session)
+        if judged.chain_head is None:  # the lock was held: an append is under way
+            return None
+        try:
+            entry = append_at_once(session, rt.audit_key, _event(judged, actor, action, None), judged.chain_head)
+        except IntegrityError:  # an append came after the head was read
+            return None
+    return judged if entry is not None else None
 
 
 def record_key(rt: Runtime, session: Session, patient_id: str) -> bytes | None:
@@ -199,8 +232,9 @@ def check(
     def judge(session: Session) -> _Judged:
         return _judge(session, actor, action, patient_id, document_id, emergency_reason, day, now)
 
-    # The break-glass justification goes into the chain with the attempt it justifies (docs/domain.md rule 5).
-    verdict = _record(rt, actor, action, judge, emergency_reason).verdict
+    # The break-glass justification goes into the chain with the attempt it justifies (docs/domain.md rule 5). A
+    # patient's own access causes no notification (`notify_access`).
+    verdict = _record(rt, actor, action, judge, emergency_reason, quiet=actor.id == patient_id).verdict
     assert verdict is not None  # every judgement has one
     return verdict
 
