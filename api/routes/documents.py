@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterator
+import operator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pydantic_core
@@ -25,6 +26,7 @@ from pipeline.core.envelope import IntegrityError
 from pipeline.core.storage import ObjectNotFound
 from pipeline.documents.stored import DocumentGone, read_document
 from pipeline.documents.titles import document_titles
+from pipeline.index.models import Document
 
 if TYPE_CHECKING:
     from pipeline.access.recordview import PolicyRow
@@ -67,20 +69,28 @@ class DocumentPage(BaseModel):
     total: int
 
 
-# DocumentOut's fields and the index column each is read from (a Document's attribute, or a row's), in its order;
-# None for the title (opened from the sealed one).
-_RENAMED = {"title": None, "deposited_at": "created_at", "supersedes": "supersedes_id", "superseded_by": "superseded_by_id"}
-_OUT_COLUMNS = tuple((field, _RENAMED.get(field, field)) for field in DocumentOut.model_fields)
+# DocumentOut's fields after its id and title, read all at once (C-level): a Document's attributes of these names, or
+# a row's columns of these names (found by position once per page: faster than by name on every row).
+_RENAMED = {"deposited_at": "created_at", "supersedes": "supersedes_id", "superseded_by": "superseded_by_id"}
+_OUT_FIELDS = tuple(DocumentOut.model_fields)
+assert _OUT_FIELDS[:2] == ("id", "title")
+_OUT_COLUMNS = [_RENAMED.get(field, field) for field in _OUT_FIELDS[2:]]
+_FROM_DOCUMENT = operator.attrgetter(*_OUT_COLUMNS)
 
 
 def page_json(documents: list[PolicyRow], titles: dict[str, str | None], *, page: int, page_size: int, total: int) -> bytes:
     """A DocumentPage's JSON, as `model_dump_json` writes it (tests/api holds them equal), without building a model per
     document: the values come typed from the index already, and pydantic-core writes them (a sixth of a list's CPU
     went to validating fifty DocumentOut and dumping them again)."""
-    items = [
-        {field: titles[document.id] if column is None else getattr(document, column) for field, column in _OUT_COLUMNS}
-        for document in documents
-    ]
+    from_row: Callable[[Any], tuple[Any, ...]] | None = None
+    items = []
+    for document in documents:
+        if isinstance(document, Document):
+            rest = _FROM_DOCUMENT(document)
+        else:
+            from_row = from_row or operator.itemgetter(*map(document._fields.index, _OUT_COLUMNS))
+            rest = from_row(document)
+        items.append(dict(zip(_OUT_FIELDS, (document.id, titles[document.id], *rest), strict=True)))
     return pydantic_core.to_json({"items": items, "page": page, "page_size": page_size, "total": total})
 
 
