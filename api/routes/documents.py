@@ -115,12 +115,13 @@ def list_documents(
     """The documents this actor may see, newest service date first; filters by class, type and date. Current
     versions only, unless `include_superseded`."""
     action = _action(emergency, Action.LIST)
-    access = check(rt, actor, action, patient_id, emergency_reason=emergency)
-    decisions = Decisions(actor, action, access.record, today=paris_date(), emergency_reason=emergency)
     filters = DocumentFilters(
         class_code=class_code, type_code=type_code, served_from=date_from, served_to=date_to, include_superseded=include_superseded
     )
-    with rt.reads() as session:  # reads only: autocommit, no BEGIN nor ROLLBACK around them
+    # Autocommit, no BEGIN nor ROLLBACK: the patient's own access check and the listing on one connection.
+    with rt.reads() as session:
+        access = check(rt, actor, action, patient_id, emergency_reason=emergency, reads=session)
+        decisions = Decisions(actor, action, access.record, today=paris_date(), emergency_reason=emergency)
         shown = visible_page(session, decisions, patient_id, filters, page=page, page_size=page_size)
     titles = document_titles(rt, shown.documents)  # one record key for the page, not one per row
     # Serialized here, in the request's thread, as `response_model` documents it: FastAPI would validate the

@@ -110,7 +110,7 @@ def test_a_patients_own_access_is_judged_and_audited_without_a_transaction_on_po
     assert _verified(rt)
 
 
-def test_an_access_whose_head_went_stale_before_its_insert_appends_after_the_newer_entry(rt):
+def test_an_access_whose_head_went_stale_before_its_insert_appends_after_the_newer_entry_in_a_transaction(rt):
     patient = _patient(rt)
     check(rt, patient, Action.LIST, patient.id)
     interloper = AuditEvent(chain=patient.id, actor_id="operator", actor_kind="operator", profession=None, action="list",
@@ -125,6 +125,8 @@ def test_an_access_whose_head_went_stale_before_its_insert_appends_after_the_new
                 append(other, audit_key(rt.hmac_secret), interloper)
 
     event.listen(rt.engine, "before_cursor_execute", append_first)
-    assert isinstance(check(rt, patient, Action.LIST, patient.id), Access)
+    with rt.reads() as reads:  # the caller's session (as the list route's): still usable after the refused insert
+        assert isinstance(check(rt, patient, Action.LIST, patient.id, reads=reads), Access)
+        assert reads.scalar(select(func.count()).select_from(AuditEntry).where(AuditEntry.chain == patient.id)) == 3
     assert _seqs(rt, patient.id) == [1, 2, 3]  # the access's entry after the other, the chain unforked
     assert _verified(rt)
