@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+from sqlalchemy.orm import Session
+
 from api.problems import ApiProblem, not_found
 from pipeline.access.accesslog import LogLine, access_log
 from pipeline.access.gate import Access, Refused, visible
@@ -28,9 +30,12 @@ def check(
     document_id: str | None = None,
     emergency_reason: str | None = None,
     today: dt.date | None = None,
+    reads: Session | None = None,
 ) -> Access:
-    """Decide and audit one attempt; raise the problem to answer when it is refused."""
-    verdict = gate_check(rt, actor, action, patient_id, document_id=document_id, emergency_reason=emergency_reason, today=today)
+    """Decide and audit one attempt; raise the problem to answer when it is refused. `reads`: see `pipeline.access.gate.check`."""
+    verdict = gate_check(
+        rt, actor, action, patient_id, document_id=document_id, emergency_reason=emergency_reason, today=today, reads=reads
+    )
     if isinstance(verdict, Refused):
         raise problem(verdict.told)
     return verdict

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterator
+import operator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+import pydantic_core
 from fastapi import APIRouter, Query
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
@@ -24,6 +26,7 @@ from pipeline.core.envelope import IntegrityError
 from pipeline.core.storage import ObjectNotFound
 from pipeline.documents.stored import DocumentGone, read_document
 from pipeline.documents.titles import document_titles
+from pipeline.index.models import Document
 
 if TYPE_CHECKING:
     from pipeline.access.recordview import PolicyRow
@@ -66,6 +69,31 @@ class DocumentPage(BaseModel):
     total: int
 
 
+# DocumentOut's fields after its id and title, read all at once (C-level): a Document's attributes of these names, or
+# a row's columns of these names (found by position once per page: faster than by name on every row).
+_RENAMED = {"deposited_at": "created_at", "supersedes": "supersedes_id", "superseded_by": "superseded_by_id"}
+_OUT_FIELDS = tuple(DocumentOut.model_fields)
+assert _OUT_FIELDS[:2] == ("id", "title")
+_OUT_COLUMNS = [_RENAMED.get(field, field) for field in _OUT_FIELDS[2:]]
+_FROM_DOCUMENT = operator.attrgetter(*_OUT_COLUMNS)
+
+
+def page_json(documents: list[PolicyRow], titles: dict[str, str | None], *, page: int, page_size: int, total: int) -> bytes:
+    """A DocumentPage's JSON, as `model_dump_json` writes it (tests/api holds them equal), without building a model per
+    document: the values come typed from the index already, and pydantic-core writes them (a sixth of a list's CPU
+    went to validating fifty DocumentOut and dumping them again)."""
+    from_row: Callable[[Any], tuple[Any, ...]] | None = None
+    items = []
+    for document in documents:
+        if isinstance(document, Document):
+            rest = _FROM_DOCUMENT(document)
+        else:
+            from_row = from_row or operator.itemgetter(*map(document._fields.index, _OUT_COLUMNS))
+            rest = from_row(document)
+        items.append(dict(zip(_OUT_FIELDS, (document.id, titles[document.id], *rest), strict=True)))
+    return pydantic_core.to_json({"items": items, "page": page, "page_size": page_size, "total": total})
+
+
 def _action(emergency: str | None, action: Action) -> Action:
     return Action.EMERGENCY_READ if emergency else action
 
@@ -87,19 +115,19 @@ def list_documents(
     """The documents this actor may see, newest service date first; filters by class, type and date. Current
     versions only, unless `include_superseded`."""
     action = _action(emergency, Action.LIST)
-    access = check(rt, actor, action, patient_id, emergency_reason=emergency)
-    decisions = Decisions(actor, action, access.record, today=paris_date(), emergency_reason=emergency)
     filters = DocumentFilters(
         class_code=class_code, type_code=type_code, served_from=date_from, served_to=date_to, include_superseded=include_superseded
     )
-    with rt.reads() as session:  # reads only: autocommit, no BEGIN nor ROLLBACK around them
+    # Autocommit, no BEGIN nor ROLLBACK: the patient's own access check and the listing on one connection.
+    with rt.reads() as session:
+        access = check(rt, actor, action, patient_id, emergency_reason=emergency, reads=session)
+        decisions = Decisions(actor, action, access.record, today=paris_date(), emergency_reason=emergency)
         shown = visible_page(session, decisions, patient_id, filters, page=page, page_size=page_size)
     titles = document_titles(rt, shown.documents)  # one record key for the page, not one per row
-    items = [DocumentOut.of(document, titles[document.id]) for document in shown.documents]
-    page_out = DocumentPage(items=items, page=page, page_size=page_size, total=shown.total)
     # Serialized here, in the request's thread, as `response_model` documents it: FastAPI would validate the
     # page again in a second trip through the thread pool before serializing it.
-    return Response(page_out.model_dump_json(), media_type="application/json")
+    body = page_json(shown.documents, titles, page=page, page_size=page_size, total=shown.total)
+    return Response(body, media_type="application/json")
 
 
 @router.get("/{document_id}", response_model=DocumentOut)

@@ -282,6 +282,34 @@ def append(
     sealed = None
     if event.justification is not None and record_key is not None and event.chain != NO_PATIENT:
         sealed = seal_text(record_key, event.justification, justification_context(event.chain, seq))
+    entry = _new_entry(key, event, moment, seq, prev_hash, sealed)
+    entry.id = session.execute(_INSERT, {column: getattr(entry, column) for column in _INSERTED}).scalar_one()
+    audit_appends.labels(event.outcome).inc()  # in the caller's transaction: counts appends made, a rollback included
+    return entry
+
+
+def append_at_once(session: Session, key: bytes, event: AuditEvent, head: ChainHead) -> AuditEntry | None:
+    """`append` after `head` as one statement of its own, for a session in autocommit (`Runtime.reads`, PostgreSQL): the
+    entry is inserted only if the chain's append lock is free, taken by the insert's own transaction until it commits;
+    None, nothing inserted, when another append held it. `head` was read without the lock (`chain_head_columns` in
+    autocommit): if an append came after it, the entry takes a position already taken and the unique (chain, seq)
+    constraint refuses it (IntegrityError). Either way the caller appends the slow way (`append` in a transaction).
+    No justification: its record key would be read (or made) in the appending transaction."""
+    _check(event)
+    if event.justification is not None or head.chain != event.chain:
+        raise ValueError("append_at_once appends an event without justification to the chain its head was read from")
+    entry = _new_entry(key, event, as_utc(dt.datetime.now(dt.UTC)), head.seq + 1, head.entry_hash, None)
+    values = {column: getattr(entry, column) for column in _INSERTED} | chain_lock_params(event.chain)
+    inserted = session.execute(_INSERT_IF_FREE, values).scalar_one_or_none()
+    if inserted is None:
+        return None
+    entry.id = inserted
+    audit_appends.labels(event.outcome).inc()
+    return entry
+
+
+def _new_entry(key: bytes, event: AuditEvent, moment: dt.datetime, seq: int, prev_hash: str, sealed: bytes | None) -> AuditEntry:
+    """The entry recording `event` at position `seq` after `prev_hash`, hashed (not attached to any session)."""
     entry = AuditEntry(
         chain=event.chain,
         seq=seq,
@@ -300,9 +328,6 @@ def append(
         justification_sealed=sealed,
     )
     entry.entry_hash = _entry_hash(key, entry)
-    values = {column: getattr(entry, column) for column in _INSERTED}
-    entry.id = session.execute(_INSERT, values).scalar_one()
-    audit_appends.labels(event.outcome).inc()  # in the caller's transaction: counts appends made, a rollback included
     return entry
 
 
@@ -368,6 +393,12 @@ _LAST = _last_entry(bindparam("chain"))
 _LAST_LOCKED = _LAST.with_for_update()
 _LOCK = select(CHAIN_LOCK)
 _INSERT = insert(_TABLE).values({name: bindparam(name) for name in _INSERTED}).returning(_TABLE.c.id)
+# The entry inserted only if the chain's append lock is free (`append_at_once`): no row otherwise.
+_INSERT_IF_FREE = (
+    insert(_TABLE)
+    .from_select(_INSERTED, select(*(bindparam(name, type_=_TABLE.c[name].type) for name in _INSERTED)).where(CHAIN_TRY_LOCK))
+    .returning(_TABLE.c.id)
+)
 
 
 # The record key of a chain's patient, read in the appending transaction (None if there is none).

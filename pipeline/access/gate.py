@@ -19,12 +19,14 @@ import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from pipeline.access.audit import NO_PATIENT, AuditEvent, ChainHead, append_looking_up_key
+from pipeline.access.audit import NO_PATIENT, AuditEvent, ChainHead, append_at_once, append_looking_up_key
 from pipeline.access.policy import (
     DOCUMENT_ACTIONS,
     Action,
@@ -108,9 +110,22 @@ def _event(judged: _Judged, actor: Actor, action: Action | str, justification: s
 
 
 def _record(
-    rt: Runtime, actor: Actor, action: Action | str, judge: Callable[[Session], _Judged], justification: str | None = None
+    rt: Runtime,
+    actor: Actor,
+    action: Action | str,
+    judge: Callable[[Session], _Judged],
+    justification: str | None = None,
+    *,
+    quiet: bool = False,
+    reads: Session | None = None,
 ) -> _Judged:
-    """Judge the attempt and append its audit entry (and the notifications it causes) in one transaction."""
+    """Judge the attempt and append its audit entry (and the notifications it causes) in one transaction. `quiet`: the
+    attempt can cause no notification nor carry a justification (a patient's own access), so it is first tried in two
+    autocommit statements (`_record_at_once`), in `reads` if given."""
+    if quiet and justification is None:
+        quick = _record_at_once(rt, actor, action, judge, reads)
+        if quick is not None:
+            return quick
 
     def attempt(session: Session) -> tuple[_Judged, bool]:
         judged = judge(session)
@@ -126,6 +141,30 @@ def _record(
     if urgent:
         rt.wake_notifier()  # an emergency access is told at once, not at the next sweep
     return judged
+
+
+def _record_at_once(
+    rt: Runtime, actor: Actor, action: Action | str, judge: Callable[[Session], _Judged], reads: Session | None
+) -> _Judged | None:
+    """A quiet attempt judged and audited in two round trips (PostgreSQL): the judging statement in autocommit (it
+    tries the chain's lock and reads its head), then the entry inserted by a statement of its own, only if the lock
+    is free then and the head still the chain's last (`append_at_once`); against the four of a transaction (BEGIN,
+    the judging statement, the insert, COMMIT). None when another append got in the way: nothing was appended,
+    and the caller judges and appends again in a transaction. The entry is still committed before the verdict is
+    returned, every attempt audited, and the chain serialized by its lock and its unique (chain, seq). `reads`: the
+    caller's session of `rt.reads` (else one of its own)."""
+    with nullcontext(reads) if reads is not None else rt.reads() as session:
+        if session.get_bind().dialect.name != "postgresql":
+            return None
+        judged = judge(session)
+        if judged.chain_head is None:  # the lock was held: an append is under way
+            return None
+        try:
+            entry = append_at_once(session, rt.audit_key, _event(judged, actor, action, None), judged.chain_head)
+        except IntegrityError:  # an append came after the head was read
+            session.rollback()  # the session's own state only (autocommit: nothing to undo), so the caller reads on in it
+            return None
+    return judged if entry is not None else None
 
 
 def record_key(rt: Runtime, session: Session, patient_id: str) -> bytes | None:
@@ -187,9 +226,12 @@ def check(
     emergency_reason: str | None = None,
     today: dt.date | None = None,
     now: dt.datetime | None = None,
+    reads: Session | None = None,
 ) -> Verdict:
     """Decide and audit one attempt: the access, or what the refused actor is told. `now` is the moment the
-    record is read at (the clock by default): grants with an end are in force strictly before it."""
+    record is read at (the clock by default): grants with an end are in force strictly before it. `reads`: a session
+    of `rt.reads` (autocommit) the caller reads in next: a patient's own access is judged and audited in it, on the
+    request's one connection."""
     day = today or paris_date(now)
     if not _plausible(patient_id) or (document_id is not None and not _plausible(document_id)):
         # Ids that cannot exist are not written raw into the audit (they could be anything).
@@ -199,8 +241,9 @@ def check(
     def judge(session: Session) -> _Judged:
         return _judge(session, actor, action, patient_id, document_id, emergency_reason, day, now)
 
-    # The break-glass justification goes into the chain with the attempt it justifies (docs/domain.md rule 5).
-    verdict = _record(rt, actor, action, judge, emergency_reason).verdict
+    # The break-glass justification goes into the chain with the attempt it justifies (docs/domain.md rule 5). A
+    # patient's own access causes no notification (`notify_access`).
+    verdict = _record(rt, actor, action, judge, emergency_reason, quiet=actor.id == patient_id, reads=reads).verdict
     assert verdict is not None  # every judgement has one
     return verdict
 

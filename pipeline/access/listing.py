@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
-from sqlalchemy import Executable, SQLColumnExpression, Table, bindparam, func, select
+from sqlalchemy import Executable, Integer, SQLColumnExpression, Table, bindparam, func, literal_column, null, select, union_all
 from sqlalchemy.orm import Session
 
 from pipeline.access.gate import Decisions
@@ -42,6 +42,9 @@ CHUNK = 500
 # statements are built of the table's own columns (and LIVE_DOCUMENT, `Document.live` on them): Core statements,
 # with no ORM compile step on each execution.
 ORDER = (_DOCUMENTS.c.service_date.desc(), _DOCUMENTS.c.id)
+# Where a group's policy fields are in a row of the listing's statement (`_grouped_and_paged`): after `part` and the
+# table's columns, before the count.
+_GROUP_FIELDS = slice(1 + len(_DOCUMENTS.c), -1)
 
 
 @dataclass(frozen=True)
@@ -97,26 +100,37 @@ def _shape_and_params(patient_id: str, filters: DocumentFilters) -> tuple[_Shape
     return shape, {"patient_id": patient_id} | {name: value for name, value in values.items() if value}
 
 
-def _grouped_and_paged(where: Sequence[SQLColumnExpression[bool]]) -> tuple[Executable, Executable]:
-    groups = select(*POLICY_FIELD_COLUMNS, func.count()).where(*where).group_by(*POLICY_FIELD_COLUMNS)
+def _grouped_and_paged(where: Sequence[SQLColumnExpression[bool]]) -> Executable:
+    """The listing's page and its grouped count in one statement (one round trip): first a row per document of the
+    page (`part` 0: every column of `documents`, as the model names them, in the listing's order), then a row per
+    group of documents alike in the policy's fields (`part` 1: those fields and the group's count, in the last
+    columns, `group_*`). The page is read whether or not the count lets it be used (`visible_page`)."""
+    groups = select(*POLICY_FIELD_COLUMNS, func.count()).where(*where).group_by(*POLICY_FIELD_COLUMNS).subquery("groups")
     # Plain rows of every column, not ORM objects: a page of 50 costs no identity map nor instrumented attributes.
-    page = select(*_DOCUMENTS.c).where(*where).order_by(*ORDER).offset(bindparam("offset")).limit(bindparam("limit"))
-    return groups, page
+    page = select(*_DOCUMENTS.c).where(*where).order_by(*ORDER).offset(bindparam("offset")).limit(bindparam("limit")).subquery("page")
+    # Each part has typed NULLs for the other's columns: the union's columns are the page's, then the groups'.
+    of_page = select(
+        literal_column("0", Integer).label("part"), *page.c, *(null().cast(c.type).label(f"group_{n}") for n, c in enumerate(groups.c))
+    )
+    of_groups = select(literal_column("1", Integer), *(null().cast(c.type) for c in page.c), *groups.c)
+    both = union_all(of_page, of_groups)
+    in_order = both.selected_columns
+    return both.order_by(in_order.part, in_order.service_date.desc(), in_order.id)
 
 
-def _queries(patient_id: str, filters: DocumentFilters) -> tuple[Executable, Executable, dict[str, object]]:
-    """The grouped count and the page query of this listing, and their parameters. Conditions beyond the
-    listing's own filters (`filters.more`: FHIR search parameters) make statements for this request only."""
+def _query(patient_id: str, filters: DocumentFilters) -> tuple[Executable, dict[str, object]]:
+    """The listing's statement (`_grouped_and_paged`) and its parameters. Conditions beyond the listing's own filters
+    (`filters.more`: FHIR search parameters) make a statement for this request only."""
     if filters.more:
-        return *_grouped_and_paged(_where(patient_id, filters)), {}
+        return _grouped_and_paged(_where(patient_id, filters)), {}
     shape, params = _shape_and_params(patient_id, filters)
-    return *_statements(shape), params
+    return _statement(shape), params
 
 
 @functools.cache
-def _statements(shape: _Shape) -> tuple[Executable, Executable]:
-    """The grouped count and the page query of a listing of this shape, the values bound at execution: built
-    once, they cost neither their construction nor their cache key on each request."""
+def _statement(shape: _Shape) -> Executable:
+    """The statement of a listing of this shape (`_grouped_and_paged`), the values bound at execution: built once, it
+    costs neither its construction nor its cache key on each request."""
     columns = _DOCUMENTS.c
     where: list[SQLColumnExpression[bool]] = [columns.patient_id == bindparam("patient_id"), LIVE_DOCUMENT]
     bounds = (
@@ -157,16 +171,17 @@ def visible_page(
 ) -> VisiblePage:
     """Page `page` (from 1) of the record's live documents that `decisions` allows, `page_size` a page,
     newest service date first, filtered by `filters`; and the count of all it allows."""
-    groups_query, page_query, params = _queries(patient_id, filters)
-    counts = [(tuple(row[:-1]), row[-1]) for row in session.execute(groups_query, params).all()]
+    query, params = _query(patient_id, filters)
+    start = (page - 1) * page_size
+    # Fetched whole (`all`): iterating the result would fetch the rows one call at a time.
+    rows = session.execute(query, params | {"offset": start, "limit": page_size}).all()
+    documents: list[PolicyRow] = [row for row in rows if row.part == 0]
+    counts = [(tuple(row[_GROUP_FIELDS]), row[-1]) for row in rows if row.part == 1]
     total = sum(count for fields, count in counts if decisions.allows(fields))
     hidden = sum(count for _, count in counts) - total
-    start = (page - 1) * page_size
     if start >= total:
         return VisiblePage([], total)
     if hidden == 0:
-        # Fetched whole (`all`): iterating the result would fetch the rows one call at a time.
-        documents: list[PolicyRow] = list(session.execute(page_query, params | {"offset": start, "limit": page_size}).all())
         if all(decisions.allows(policy_fields(document)) for document in documents):
             return VisiblePage(documents, total)
         # A document changed (or came) since the count: page the slow way, every row decided, no bound.

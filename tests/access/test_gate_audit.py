@@ -96,3 +96,37 @@ def test_concurrent_accesses_to_one_record_never_fork_its_chain(rt):
     with rt.sessions() as session:
         assert session.scalar(select(func.count()).select_from(AuditEntry)) == threads * per_thread
     assert _verified(rt)
+
+
+def test_a_patients_own_access_is_judged_and_audited_without_a_transaction_on_postgresql(rt):
+    patient = _patient(rt)
+    check(rt, patient, Action.LIST, patient.id)
+    commits: list[object] = []
+    event.listen(rt.engine, "commit", lambda connection: commits.append(connection))
+    assert isinstance(check(rt, patient, Action.LIST, patient.id), Access)
+    # PostgreSQL: two autocommit statements (no BEGIN nor COMMIT); SQLite: the transaction.
+    assert len(commits) == (0 if rt.engine.dialect.name == "postgresql" else 1)
+    assert _seqs(rt, patient.id) == [1, 2]
+    assert _verified(rt)
+
+
+def test_an_access_whose_head_went_stale_before_its_insert_appends_after_the_newer_entry_in_a_transaction(rt):
+    patient = _patient(rt)
+    check(rt, patient, Action.LIST, patient.id)
+    interloper = AuditEvent(chain=patient.id, actor_id="operator", actor_kind="operator", profession=None, action="list",
+                            document_id=None, outcome="allowed", reason="test")  # fmt: skip
+    appended: list[bool] = []
+
+    def append_first(_connection, _cursor, statement, *_rest) -> None:  # type: ignore[no-untyped-def]
+        # Just before the access's entry goes in: another append to the chain, committed.
+        if statement.startswith("INSERT INTO audit") and not appended:
+            appended.append(True)
+            with rt.sessions.begin() as other:
+                append(other, audit_key(rt.hmac_secret), interloper)
+
+    event.listen(rt.engine, "before_cursor_execute", append_first)
+    with rt.reads() as reads:  # the caller's session (as the list route's): still usable after the refused insert
+        assert isinstance(check(rt, patient, Action.LIST, patient.id, reads=reads), Access)
+        assert reads.scalar(select(func.count()).select_from(AuditEntry).where(AuditEntry.chain == patient.id)) == 3
+    assert _seqs(rt, patient.id) == [1, 2, 3]  # the access's entry after the other, the chain unforked
+    assert _verified(rt)

@@ -59,3 +59,11 @@ def test_a_document_held_from_the_patient_is_on_no_page_and_in_no_count(world):
     client, url, headers, every, held = world
     listed = {d["id"] for n in range(1, 8) for d in _page(client, url, headers, n, 2)["items"]}
     assert listed == every - held and _page(client, url, headers, 1, 2)["total"] == len(every - held)
+
+
+def test_a_page_is_written_as_its_response_model_writes_it(world):
+    from api.routes.documents import DocumentPage
+
+    client, url, headers, _, _ = world
+    response = client.get(url, params={"page": 1, "page_size": 4}, headers=headers)
+    assert response.content == DocumentPage.model_validate(response.json()).model_dump_json().encode()
