@@ -36,7 +36,7 @@ SINGLE_PUT_BYTES = 8 * 1024 * 1024
 # Keys per DeleteObjects request (S3's limit).
 DELETE_BATCH = 1000
 # The HTTP method of each operation the store presigns.
-_HTTP_METHODS = {"get_object": "GET", "put_object": "PUT", "head_object": "HEAD"}
+_HTTP_METHODS = {"get_object": "GET", "put_object": "PUT", "head_object": "HEAD", "delete_object": "DELETE"}
 
 
 class ObjectNotFound(Exception):
@@ -226,7 +226,7 @@ class S3Store:
             response = self._http.request(
                 method, url, headers=headers, body=body, preload_content=not stream, retries=self._retries, timeout=self._timeout
             )
-        if response.status in (200, 206):
+        if response.status in (200, 204, 206):  # 204: a DELETE's answer
             return response
         response.release_conn()
         if response.status == 404:
@@ -254,12 +254,17 @@ class S3Store:
             yield reader
 
     def delete(self, key: str) -> None:
-        with _s3_errors("delete"):
-            self.client.delete_object(Bucket=self.bucket, Key=key)
+        """One plain DELETE on a presigned URL (S3 answers 204 whether the object was there or not)."""
+        self._request("DELETE", self._url("delete_object", key), key, operation="delete").release_conn()
 
     def delete_many(self, keys: Collection[str]) -> None:
-        """One DeleteObjects request per thousand keys (a micro-batch's inbox copies: one request)."""
+        """One DeleteObjects request per thousand keys (a micro-batch's inbox copies: one request); a single
+        key (most often a message's inbox pack) is one plain DELETE, the same request without botocore's
+        machinery nor an XML body on either side (about 0.25 ms of a worker's CPU against 0.9)."""
         ordered = sorted(set(keys))
+        if len(ordered) == 1:
+            self.delete(ordered[0])
+            return
         for start in range(0, len(ordered), DELETE_BATCH):
             objects = [{"Key": key} for key in ordered[start : start + DELETE_BATCH]]
             with _s3_errors("delete"):

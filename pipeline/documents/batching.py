@@ -304,22 +304,24 @@ def _seal(rt: Runtime, work: _Item, records: _Records) -> None:
 def _write_outcomes(rt: Runtime, session: Session, items: list[_Item]) -> dict[str, AttemptOutcome]:
     """Every item's outcome in the caller's transaction: documents and items indexed, items rejected,
     notifications, deposits' audit entries. An item another attempt took over is left alone (SUPERSEDED)."""
-    mine = repo.still_mine(session, [work.claim for work in items])
+    mine = repo.still_claimed(session, [work.claim for work in items])
     outcomes: dict[str, AttemptOutcome] = {}
     notices: list[RowValues] = []
     deposits: list[AuditEvent] = []
     sharing: list[Declared] = []
+    indexed: dict[str, str] = {}
+    rejected: dict[str, repo.Verdict] = {}
     # The new documents' rows first (one statement): the items' rows, the replaced versions and the sharing rows refer to them.
     repo.insert_documents(session, [work.document for work in items if _indexes(work, mine) and work.document is not None])
     for work in items:
-        item = mine.get(work.id)
-        if item is None:
+        item = work.claim.item  # as claimed: what is read of it here (batch, sharing) does not change under the claim
+        if work.id not in mine:
             outcomes[work.id] = AttemptOutcome.SUPERSEDED
         elif work.rejection is not None:
-            repo.rejected(item, *work.rejection, work.quarantine)
+            rejected[work.id] = repo.Verdict(*work.rejection, work.quarantine)
             outcomes[work.id] = AttemptOutcome.REJECTED
         elif work.patient_id is not None and _indexes(work, mine):
-            repo.indexed(item, work.document.id if work.document else work.existing_id or "")
+            indexed[work.id] = work.document.id if work.document else work.existing_id or ""
             if (work.patient_id, item.batch_id) not in {(n["patient_id"], n["ref_id"]) for n in notices}:
                 notices.append(repo.notification(work.patient_id, item.batch_id, work.source))
             if work.document is not None:
@@ -329,6 +331,7 @@ def _write_outcomes(rt: Runtime, session: Session, items: list[_Item]) -> dict[s
                 sharing.append((work.document.id, item.sharing, work.prepared.content.header))
                 deposits.append(deposit_event(work.document))
             outcomes[work.id] = AttemptOutcome.INDEXED
+    repo.mark_final(session, indexed, rejected)
     store_sharing(session, sharing)
     # In one order for every writer: two messages inserting the same patients' rows cannot deadlock.
     repo.queue_notifications(session, sorted(notices, key=lambda row: (row["patient_id"], row["ref_id"])))
@@ -336,7 +339,7 @@ def _write_outcomes(rt: Runtime, session: Session, items: list[_Item]) -> dict[s
     return outcomes
 
 
-def _indexes(work: _Item, mine: Mapping[str, object]) -> bool:
+def _indexes(work: _Item, mine: Collection[str]) -> bool:
     """Whether this attempt indexes its item: still its own, no verdict against it, a document to point at."""
     return (
         work.id in mine

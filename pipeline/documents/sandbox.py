@@ -544,6 +544,13 @@ def _died_unanswered(answer: Answer | SandboxTimeout | SandboxFailed) -> bool:
     return isinstance(answer, SandboxFailed)
 
 
+def prepare(fn: Callable[..., Any], limits: Limits) -> None:
+    """Start this thread's child for `fn` under `limits` ahead, in the background (a worker thread at its
+    boot): the thread's first documents then find it ready instead of waiting for an interpreter's start."""
+    if getattr(_local, "inspector", None) is None:
+        _prepare_spare(limits, _modules_for(fn, frozenset()))
+
+
 def _inspector_for(fn: Callable[..., Any], limits: Limits) -> Inspector:
     """This thread's child if it can run `fn` under `limits`, else a new one (a spare if one is ready)."""
     inspector: Inspector | None = getattr(_local, "inspector", None)

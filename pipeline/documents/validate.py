@@ -24,6 +24,7 @@ from pipeline.documents.sandbox import (
     SandboxTimeout,
     descriptor_path,
     frozen_copy,
+    prepare,
     run_contained_many,
 )
 
@@ -100,9 +101,19 @@ def check_contents(checks: Sequence[ContentCheck], settings: Settings) -> list[C
         if not settings.validation_sandbox:
             return [_in_process(fd, check, limits) for fd, check in zip(fds, checks, strict=True)]
         calls = [Call((c.filename, c.expected_ins, limits, c.want_text), fd) for fd, c in zip(fds, checks, strict=True)]
-        sandbox = Limits(seconds=settings.validation_timeout_seconds, memory_bytes=settings.validation_memory_bytes)
-        outcomes = run_contained_many(inspect_file, calls, sandbox)
+        outcomes = run_contained_many(inspect_file, calls, _sandbox_limits(settings))
     return [_verdict(outcome, settings) for outcome in outcomes]
+
+
+def prepare_sandbox(settings: Settings) -> None:
+    """Start the calling thread's sandboxed inspector ahead, in the background (`sandbox.prepare`): a worker
+    thread does at its boot, so that its first message does not wait for the child's interpreter to start."""
+    if settings.validation_sandbox:
+        prepare(inspect_file, _sandbox_limits(settings))
+
+
+def _sandbox_limits(settings: Settings) -> Limits:
+    return Limits(seconds=settings.validation_timeout_seconds, memory_bytes=settings.validation_memory_bytes)
 
 
 def _in_process(fd: int, check: ContentCheck, limits: InspectLimits) -> Content | Rejected:

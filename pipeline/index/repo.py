@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, CursorResult, Result, String, Table, any_, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from pipeline.core.clock import as_utc
 from pipeline.core.keys import WrappedKey
@@ -106,23 +107,33 @@ def claim_items(
     found = {item.id: item for item in session.scalars(query)}
     now = _utcnow()
     answers: dict[str, Claim | Refusal] = {}
+    claims: list[RowValues] = []
     for item_id in ids:
         item = found.get(item_id)
         if item is None or item.state in FINAL_STATES:
             answers[item_id] = Refusal.FINAL
             continue
         previous = item.pending_object_key
+        crashes = item.crashes
         if item.state == ItemState.PROCESSING and item.attempts != (resuming or {}).get(item_id):
             if lease_held(item.lease_until, now):
                 answers[item_id] = Refusal.BUSY
                 continue
-            item.crashes += 1
-        item.attempts += 1
-        item.started_at = now
-        item.lease_until = now + lease
-        item.state = ItemState.PROCESSING
-        item.pending_object_key = f"docs/{item.document_id}.{item.attempts}"
-        answers[item_id] = Claim(item, item.attempts, previous)
+            crashes += 1
+        attempt = item.attempts + 1
+        claims.append({"item": item_id, "n": attempt, "crashed": crashes, "key": f"docs/{item.document_id}.{attempt}"})
+        answers[item_id] = Claim(item, attempt, previous)
+    if claims:
+        # One Core executemany rather than the ORM's flush of each item (its unit of work cost more CPU than the
+        # statements); the loaded items are given the same values as committed ones, for the stages that read them.
+        common = {"started_at": now, "lease_until": now + lease, "state": ItemState.PROCESSING}
+        table = table_of(BatchItem)
+        values = {"attempts": bindparam("n"), "crashes": bindparam("crashed"), "pending_object_key": bindparam("key"), **common}
+        session.execute(update(table).where(table.c.id == bindparam("item")).values(values), claims)
+        for row in claims:
+            item = found[row["item"]]
+            for name, value in {"attempts": row["n"], "crashes": row["crashed"], "pending_object_key": row["key"], **common}.items():
+                set_committed_value(item, name, value)
     session.commit()
     return answers
 
@@ -145,6 +156,53 @@ def still_mine(session: Session, claims: Collection[Claim]) -> dict[str, BatchIt
         for item in session.scalars(query.execution_options(populate_existing=True))
         if item.state == ItemState.PROCESSING and item.attempts == attempts[item.id]
     }
+
+
+def still_claimed(session: Session, claims: Collection[Claim]) -> set[str]:
+    """`still_mine` without loading the items: the ids of those whose claim is still the given one, locked
+    (one SELECT of three columns, in id order). Their outcomes are then written by `mark_final`."""
+    attempts = {claim.item.id: claim.attempt for claim in claims}
+    if not attempts:
+        return set()
+    table = table_of(BatchItem)
+    query = select(table.c.id, table.c.state, table.c.attempts).where(among(session, table.c.id, attempts)).order_by(table.c.id)
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    return {row.id for row in session.execute(query) if row.state == ItemState.PROCESSING and row.attempts == attempts[row.id]}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A rejection to write on a locked item (`mark_final`)."""
+
+    reason: str
+    message: str
+    quarantine: Quarantine | None = None
+
+
+def mark_final(session: Session, indexed: Mapping[str, str], rejected: Mapping[str, Verdict]) -> None:
+    """`indexed` (item id -> its document's id) and `rejected` for items locked by `still_claimed`, in the
+    caller's transaction: Core executemany statements (one for the indexed, one or two for the rejected),
+    the same columns `indexed` and `rejected` set through the ORM."""
+    table = table_of(BatchItem)
+    final: RowValues = {"title_sealed": None, "finished_at": _utcnow(), "pending_object_key": None}  # the lease stays: inbox_forgotten
+    by_id = table.c.id == bindparam("item")
+    if indexed:
+        values: RowValues = {"state": ItemState.INDEXED, "reason": None, "message": None, "document_id": bindparam("document"), **final}
+        session.execute(update(table).where(by_id).values(values), [{"item": i, "document": d} for i, d in indexed.items()])
+    plain = [{"item": i, "why": v.reason, "text": v.message} for i, v in rejected.items() if v.quarantine is None]
+    kept = [
+        {"item": i, "why": v.reason, "text": v.message, "q_key": q.object_key, "q_until": q.until, "q_master": q.wrapped.key_id,
+         "q_wrapped": q.wrapped.blob}
+        for i, v in rejected.items() if (q := v.quarantine) is not None
+    ]  # fmt: skip
+    verdict: RowValues = {"state": ItemState.REJECTED, "reason": bindparam("why"), "message": bindparam("text"), **final}
+    if plain:
+        session.execute(update(table).where(by_id).values(verdict), plain)
+    if kept:
+        quarantined: RowValues = {"quarantine_key": bindparam("q_key"), "quarantine_until": bindparam("q_until"),
+                       "quarantine_master_key_id": bindparam("q_master"), "quarantine_wrapped_key": bindparam("q_wrapped")}  # fmt: skip
+        session.execute(update(table).where(by_id).values({**verdict, **quarantined}), kept)
 
 
 def ensure_patient(session: Session, ins: str) -> Patient:

@@ -72,3 +72,13 @@ def test_a_multipart_upload_never_completed_is_aborted_once_older_than_the_cut(s
     assert store.purge_interrupted(upload["Initiated"]) == 0  # not older than the cut: maybe still going on
     assert store.purge_interrupted(upload["Initiated"] + dt.timedelta(seconds=1)) == 1
     assert store.client.list_multipart_uploads(Bucket=store.bucket).get("Uploads", []) == []
+
+
+def test_objects_deleted_one_or_many_at_a_time_are_gone_and_deleting_a_missing_one_is_no_error(store):
+    for key in ("inbox/packs/a", "inbox/b", "inbox/c"):
+        store.put(key, io.BytesIO(b"bytes"))
+    store.delete_many(["inbox/packs/a"])  # one key: a plain DELETE
+    store.delete_many(["inbox/b", "inbox/c"])  # several: one DeleteObjects
+    store.delete_many(["inbox/packs/a"])
+    store.delete("inbox/never-there")
+    assert not any(store.exists(key) for key in ("inbox/packs/a", "inbox/b", "inbox/c"))

@@ -78,6 +78,26 @@ def test_a_child_recycled_after_its_uses_is_replaced_by_a_spare_started_before_i
     assert sandbox._local.inspector is spare and sandbox._local.inspector.uses == 1
 
 
+def test_a_thread_prepared_at_its_boot_runs_its_first_document_on_the_child_started_ahead():
+    import threading
+
+    from pipeline.documents import sandbox
+
+    seen: dict[str, object] = {}
+
+    def worker_thread() -> None:
+        sandbox.prepare(divmod, LIMITS)  # what a worker thread does as it boots (pipeline/workers/entry.py)
+        ahead = sandbox._local.spare.result(timeout=60)
+        seen["result"] = run_contained(divmod, (7, 2), LIMITS)
+        seen["on_the_child_started_ahead"] = sandbox._local.inspector is ahead
+        sandbox._local.inspector.close()
+
+    thread = threading.Thread(target=worker_thread)
+    thread.start()
+    thread.join(timeout=120)
+    assert seen == {"result": (3, 1), "on_the_child_started_ahead": True}
+
+
 _HOARD: list[bytes] = []
 
 
