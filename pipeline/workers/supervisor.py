@@ -28,11 +28,6 @@ log = logging.getLogger("pipeline.workers.supervisor")
 STABLE_AFTER = 10.0  # a child that lived this long died of something else than its start: replaced at once
 MAX_RESTART_DELAY = 60.0
 STOP_TIMEOUT = 60.0  # seconds a stopping child gets to finish what it holds
-# The longest a worker's consumer sleeps between two polls of an idle queue (dramatiq's default: 1,000 ms). Its sleep
-# grows to this while nothing comes, and also while it holds all the messages it may prefetch (a feed's next chunk):
-# at 1 s a worker took a feed's first chunks 0.1–0.9 s after they were sent. 100 ms costs ~40 more polls a second
-# per idle process (4 queues).
-POLL_MS = 100
 
 
 @dataclass
@@ -149,7 +144,7 @@ def start_worker(broker: dramatiq.Broker, threads: int) -> dramatiq.Worker:
     """
     import dramatiq
 
-    worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=POLL_MS)
+    worker = dramatiq.Worker(broker, worker_threads=threads)
     worker.start()
     gc.collect()  # the boot's own garbage goes first: what is frozen is never collected
     gc.freeze()
