@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     feed.add_argument("--workers", type=int, default=2)
     feed.add_argument("--threads", type=int, default=1)
     feed.add_argument("--patients", type=int, default=20_000)
+    feed.add_argument("--rounds", type=int, default=1, help="floor then pipeline, this many times; each part keeps its best")
     retention = sub.add_parser("retention", help="care-history reads in their own process: p99 during the prune vs idle")
     retention.add_argument("--rows", type=int, default=5_000_000)
     read = sub.add_parser("read", help="document read through the API vs a raw S3 GET where the GET is not saturated; list p99")
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.name == "feed":
         from bench.feed import run as run_feed
 
-        result = run_feed(lines=args.lines, workers=args.workers, threads=args.threads, patients=args.patients)
+        result = run_feed(lines=args.lines, workers=args.workers, threads=args.threads, patients=args.patients, rounds=args.rounds)
     elif args.name == "retention":
         from bench.retention import run as run_retention
 

@@ -30,7 +30,7 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Generic, TypeVar, overload
 
 from cryptography.exceptions import InvalidTag
@@ -159,6 +159,13 @@ class KeyCache(Generic[Opened]):
         self._keys: dict[str, tuple[float, Opened]] = {}
         self._prune_above = 10_000
         self._lock = threading.Lock()
+
+    def kept(self, key_ids: Iterable[str]) -> dict[str, Opened]:
+        """Those of `key_ids` held and not expired, by id: many at once (a feed chunk's ~8,000 patients' sealers)."""
+        now = time.monotonic()
+        with self._lock:
+            held = [(key_id, self._keys.get(key_id)) for key_id in key_ids]
+        return {key_id: cached[1] for key_id, cached in held if cached is not None and cached[0] > now}
 
     def get(self, key_id: str, unwrap: Callable[[], Opened]) -> Opened:
         with self._lock:

@@ -24,7 +24,7 @@ from typing import BinaryIO
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
-from pipeline.carehistory.feedformat import FeedError, csv_header, feed_format, iter_lines, plan_chunks
+from pipeline.carehistory.feedformat import FeedError, blocks_of_lines, csv_header, feed_format, plan_chunks
 from pipeline.core import metrics
 from pipeline.index.models import Feed, FeedChunk, new_id
 from pipeline.index.states import ChunkState, FeedFormat
@@ -76,13 +76,14 @@ class _Plan:
 def _plan(feed: FeedFile, chunk_lines: int, mac: hmac.HMAC | None, fmt: FeedFormat | None = None) -> _Plan:
     """One read of the file: where its chunks are and, given a `mac`, its keyed hash (fed every byte as read)."""
     with feed.open() as handle:
-        lines = iter_lines(handle, watch=mac.update if mac is not None else None)
-        head = next(lines, b"")
+        blocks = blocks_of_lines(handle, watch=mac.update if mac is not None else None)
+        opening = next(blocks, b"")
+        head = opening[: opening.find(b"\n") + 1] or opening
         fmt = fmt or feed_format(feed.name, head[:64])
         header = ",".join(csv_header(head)) if fmt == FeedFormat.CSV else None
         first_number = 2 if fmt == FeedFormat.CSV else 1
-        data_lines = lines if fmt == FeedFormat.CSV or not head else itertools.chain([head], lines)
-        chunked = plan_chunks(data_lines, chunk_lines, quoted=fmt == FeedFormat.CSV)
+        data = itertools.chain([opening[len(head) :]] if fmt == FeedFormat.CSV else [opening], blocks)
+        chunked = plan_chunks(data, chunk_lines, quoted=fmt == FeedFormat.CSV)
         chunks = [(first + first_number - 1, size, count) for first, size, count in chunked]
     return _Plan(fmt, header, len(head) if fmt == FeedFormat.CSV else 0, chunks)
 
