@@ -138,29 +138,10 @@ def claim_items(
     return answers
 
 
-def _still_mine(session: Session, claim: Claim) -> BatchItem | None:
-    return still_mine(session, [claim]).get(claim.item.id)
-
-
-def still_mine(session: Session, claims: Collection[Claim]) -> dict[str, BatchItem]:
-    """The items whose claim is still the given one, locked (one SELECT), by id; an item another
-    attempt took over (or that ended meanwhile) is left out."""
-    attempts = {claim.item.id: claim.attempt for claim in claims}
-    if not attempts:
-        return {}
-    query = select(BatchItem).where(among(session, BatchItem.id, attempts)).order_by(BatchItem.id)
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update()
-    return {
-        item.id: item
-        for item in session.scalars(query.execution_options(populate_existing=True))
-        if item.state == ItemState.PROCESSING and item.attempts == attempts[item.id]
-    }
-
-
 def still_claimed(session: Session, claims: Collection[Claim]) -> set[str]:
-    """`still_mine` without loading the items: the ids of those whose claim is still the given one, locked
-    (one SELECT of three columns, in id order). Their outcomes are then written by `mark_final`."""
+    """The ids of the items whose claim is still the given one, locked (one SELECT of three columns, in id order,
+    without loading the items); an item another attempt took over, or that ended meanwhile, is left out. Their
+    outcomes are then written by `mark_final`."""
     attempts = {claim.item.id: claim.attempt for claim in claims}
     if not attempts:
         return set()
@@ -183,7 +164,8 @@ class Verdict:
 def mark_final(session: Session, indexed: Mapping[str, str], rejected: Mapping[str, Verdict]) -> None:
     """`indexed` (item id -> its document's id) and `rejected` for items locked by `still_claimed`, in the
     caller's transaction: Core executemany statements (one for the indexed, one or two for the rejected),
-    the same columns `indexed` and `rejected` set through the ORM."""
+    the item's title dropped (the document keeps it, under the record key), its lease kept until its inbox copy
+    is gone (`inbox_forgotten`)."""
     table = table_of(BatchItem)
     final: RowValues = {"title_sealed": None, "finished_at": _utcnow(), "pending_object_key": None}  # the lease stays: inbox_forgotten
     by_id = table.c.id == bindparam("item")
@@ -247,16 +229,6 @@ def insert_documents(session: Session, documents: Sequence[Document]) -> None:
         session.execute(insert(table), rows)
 
 
-def indexed(item: BatchItem, document_id: str) -> None:
-    """Mark a locked item (`still_mine`) indexed under its document (new: `insert_documents` first; or an
-    existing one), in the caller's transaction."""
-    item.state, item.reason, item.message = ItemState.INDEXED, None, None
-    item.title_sealed = None  # the document keeps it, under the record key
-    item.finished_at = _utcnow()
-    item.document_id = document_id
-    item.pending_object_key = None  # the lease stays until the inbox copy is gone (inbox_forgotten)
-
-
 def notification(patient_id: str, batch_id: str, source: str) -> RowValues:
     """The outbox row of a deposit: one per patient and batch (the unique constraint merges the rest)."""
     return {"id": new_id(), "patient_id": patient_id, "kind": "documents_added", "ref_id": batch_id, "source": source}
@@ -268,24 +240,18 @@ def queue_notifications(session: Session, rows: list[RowValues]) -> None:
 
 
 def commit_rejected(session: Session, claim: Claim | None, item_id: str, reason: str, message: str, quarantine: Quarantine | None) -> bool:
-    item = _still_mine(session, claim) if claim else session.get(BatchItem, item_id)
-    if item is None or item.state in FINAL_STATES:
+    """Reject the item for `reason` and commit, if it is still `claim`'s (without a claim: if it is not final yet);
+    whether it was."""
+    if claim is not None:
+        open_ = item_id in still_claimed(session, [claim])
+    else:
+        open_ = session.scalar(select(BatchItem.state).where(BatchItem.id == item_id)) not in (None, *FINAL_STATES)
+    if not open_:
         session.rollback()
         return False
-    rejected(item, reason, message, quarantine)
+    mark_final(session, {}, {item_id: Verdict(reason, message, quarantine)})
     session.commit()
     return True
-
-
-def rejected(item: BatchItem, reason: str, message: str, quarantine: Quarantine | None) -> None:
-    """Mark a locked item rejected for `reason`, in the caller's transaction."""
-    item.state, item.reason, item.message = ItemState.REJECTED, reason, message
-    item.title_sealed = None  # nothing reads a final item's title
-    item.finished_at = _utcnow()
-    item.pending_object_key = None  # the lease stays until the inbox copy is gone (inbox_forgotten)
-    if quarantine:
-        item.quarantine_key, item.quarantine_until = quarantine.object_key, quarantine.until
-        item.quarantine_master_key_id, item.quarantine_wrapped_key = quarantine.wrapped.key_id, quarantine.wrapped.blob
 
 
 def release_claim(session: Session, item_id: str, attempt: int, crashed: bool = False) -> None:
