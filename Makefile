@@ -64,7 +64,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench ingest --documents 2000 --workers 2
 	$(BIN)/python -m bench validate --documents 1000
 	$(BIN)/python -m bench crypto --size 1GiB --pipeline
-	$(BIN)/python -m bench feed --lines 1000000
+	$(BIN)/python -m bench feed --lines 1000000 --rounds 2
 	$(BIN)/python -m bench retention --rows 5000000
 	$(BIN)/python -m bench read --documents 100000 --concurrency 32
 	$(BIN)/python -m bench upload --documents 8000 --clients 8 --pad-kib 128
