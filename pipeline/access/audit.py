@@ -24,16 +24,28 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import hmac
-import json
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import BigInteger, ColumnElement, Row, Select, Table, bindparam, func, insert, select, text
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
+from pipeline.access.auditchain import (
+    CURRENT_VERSION,
+    GENESIS,
+    MAX_JUSTIFICATION,
+    NO_PATIENT,
+    OUTCOMES,
+    AuditEvent,
+    BrokenLink,
+    canonical_encoding,
+    check_event,
+    entry_hash,
+    keyed,
+    verify,
+)
 from pipeline.access.auditread import MAX_PAGE, entries_for, open_justifications
 from pipeline.core.clock import as_utc
 from pipeline.core.metrics import audit_appends
@@ -42,154 +54,21 @@ from pipeline.index.db import transact
 from pipeline.index.models import AuditEntry
 
 log = logging.getLogger(__name__)
-# Reading chains back lives in pipeline/access/auditread.py; its names are also this module's.
-__all__ = ["MAX_PAGE", "entries_for", "open_justifications"]
-
-NO_PATIENT = "-"
-GENESIS = "0" * 64
-OUTCOMES = ("allowed", "denied")
-# Encoding versions: the first field of an entry's canonical encoding, by the `version` stored with it.
-ENCODINGS = {1: "dmp-audit-v1", 2: "dmp-audit-v2"}
-CURRENT_VERSION = 2
-# The longest break-glass justification kept (the API refuses a longer X-Emergency-Reason).
-MAX_JUSTIFICATION = 1000
-# Rows fetched per round trip by verify(): memory stays flat whatever the size of the log.
-VERIFY_BATCH = 2000
-
-_REQUIRED = ("chain", "actor_id", "actor_kind", "action")
-_OPTIONAL = ("profession", "document_id", "told_reason", "justification")
-# Column widths of audit_entries: checked here so SQLite (which does not enforce them) and
-# PostgreSQL (which does) accept and refuse the same events.
-_WIDTHS = {
-    "chain": 64, "actor_id": 128, "actor_kind": 32, "profession": 64, "action": 32, "document_id": 36, "reason": 64,
-    "told_reason": 64, "justification": MAX_JUSTIFICATION,
-}  # fmt: skip
-
-
-@dataclass(frozen=True)
-class AuditEvent:
-    """What happened: who (actor id, kind, profession) did what (action) to which document, and the outcome."""
-
-    chain: str  # the patient id, or NO_PATIENT
-    actor_id: str
-    actor_kind: str
-    profession: str | None
-    action: str
-    document_id: str | None
-    outcome: str  # allowed | denied
-    reason: str
-    emergency: bool = False
-    # The code the actor was answered when it is not `reason`: a 404 `not_found` that hid the real reason.
-    told_reason: str | None = None
-    # The reason the actor gave for a break-glass access (X-Emergency-Reason), as they wrote it; sealed
-    # under the record key when appended, not kept where there is none.
-    justification: str | None = None
-
-
-@dataclass(frozen=True)
-class BrokenLink:
-    """The first entry of a chain that does not check out.
-
-    problem: "hash_mismatch" (the entry's fields or hash were altered), "seq_gap" (entries before it are
-    missing: it is not the next position in the chain) or "prev_mismatch" (it does not link to the entry before it).
-    """
-
-    chain: str
-    seq: int
-    entry_id: int
-    problem: str
-
-
-def canonical_encoding(
-    *,
-    chain: str,
-    seq: int,
-    at: dt.datetime,
-    actor_id: str,
-    actor_kind: str,
-    profession: str | None,
-    action: str,
-    document_id: str | None,
-    outcome: str,
-    reason: str,
-    emergency: bool,
-    prev_hash: str,
-    version: int = CURRENT_VERSION,
-    told_reason: str | None = None,
-    justification_sealed: bytes | None = None,
-) -> bytes:
-    """The bytes an entry's hash covers: a JSON array in a fixed field order, ASCII-only, no spaces.
-
-    JSON keeps null apart from "", a boolean apart from a string, and every string delimited, so two
-    different entries never encode to the same bytes. The time is UTC with microseconds, so it reads
-    back identically from SQLite (naive text) and PostgreSQL (timestamptz in the session's zone).
-    Version 2 appends `told_reason` and the sealed justification in hexadecimal (the bytes at rest, so
-    checking needs no record key); version 1 has no place for them.
-    """
-    if version not in ENCODINGS:
-        raise ValueError(f"unknown audit encoding version {version!r}")
-    if version == 1 and (told_reason is not None or justification_sealed is not None):
-        raise ValueError("encoding version 1 holds no told_reason nor justification")
-    fields = [
-        ENCODINGS[version],
-        chain,
-        int(seq),
-        as_utc(at).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-        actor_id,
-        actor_kind,
-        profession,
-        action,
-        document_id,
-        outcome,
-        reason,
-        bool(emergency),
-        prev_hash,
-    ]
-    if version >= 2:
-        fields += [told_reason, bytes(justification_sealed).hex() if justification_sealed is not None else None]
-    return json.dumps(fields, ensure_ascii=True, separators=(",", ":")).encode("ascii")
-
-
-def _entry_hash(key: bytes, entry: AuditEntry | Row[*tuple[Any, ...]]) -> str:
-    encoded = canonical_encoding(
-        chain=entry.chain,
-        seq=entry.seq,
-        at=entry.at,
-        actor_id=entry.actor_id,
-        actor_kind=entry.actor_kind,
-        profession=entry.profession,
-        action=entry.action,
-        document_id=entry.document_id,
-        outcome=entry.outcome,
-        reason=entry.reason,
-        emergency=entry.emergency,
-        prev_hash=entry.prev_hash,
-        version=entry.version,
-        told_reason=entry.told_reason,
-        justification_sealed=entry.justification_sealed,
-    )
-    return _keyed(key, encoded)
-
-
-def _keyed(key: bytes, encoded: bytes) -> str:
-    """An entry's hash: HMAC-SHA-256 of its canonical encoding."""
-    return hmac.new(key, encoded, hashlib.sha256).hexdigest()
-
-
-def _check(event: AuditEvent) -> None:
-    if event.outcome not in OUTCOMES:
-        raise ValueError(f"outcome must be one of {OUTCOMES}, not {event.outcome!r}")
-    if not isinstance(event.emergency, bool):
-        raise ValueError("emergency must be a bool")
-    for name, width in _WIDTHS.items():
-        value = getattr(event, name)
-        if value is None and name in _OPTIONAL:
-            continue
-        if not isinstance(value, str) or (not value and name in _REQUIRED):
-            raise ValueError(f"{name} must be a {'non-empty ' if name in _REQUIRED else ''}string")
-        if len(value) > width:
-            raise ValueError(f"{name} is longer than {width} characters")
-
+# What an entry is and how chains are checked live in pipeline/access/auditchain.py, reading chains back in
+# pipeline/access/auditread.py; their names are also this module's.
+__all__ = [
+    "GENESIS",
+    "MAX_JUSTIFICATION",
+    "MAX_PAGE",
+    "NO_PATIENT",
+    "OUTCOMES",
+    "AuditEvent",
+    "BrokenLink",
+    "canonical_encoding",
+    "entries_for",
+    "open_justifications",
+    "verify",
+]
 
 def _chain_lock_id(chain: str) -> int:
     """A signed 64-bit advisory lock id for a chain (a collision only serialises two chains' appends)."""
@@ -268,7 +147,7 @@ def append(
     transaction already took this chain's lock and read its head (`chain_head_columns`, PostgreSQL), so neither is
     done again.
     """
-    _check(event)
+    check_event(event)
     moment = as_utc(at or dt.datetime.now(dt.UTC))
     if head is not None and head.chain == event.chain:
         seq, prev_hash = head.seq + 1, head.entry_hash
@@ -295,7 +174,7 @@ def append_at_once(session: Session, key: bytes, event: AuditEvent, head: ChainH
     autocommit): if an append came after it, the entry takes a position already taken and the unique (chain, seq)
     constraint refuses it (IntegrityError). Either way the caller appends the slow way (`append` in a transaction).
     No justification: its record key would be read (or made) in the appending transaction."""
-    _check(event)
+    check_event(event)
     if event.justification is not None or head.chain != event.chain:
         raise ValueError("append_at_once appends an event without justification to the chain its head was read from")
     entry = _new_entry(key, event, as_utc(dt.datetime.now(dt.UTC)), head.seq + 1, head.entry_hash, None)
@@ -327,7 +206,7 @@ def _new_entry(key: bytes, event: AuditEvent, moment: dt.datetime, seq: int, pre
         told_reason=event.told_reason,
         justification_sealed=sealed,
     )
-    entry.entry_hash = _entry_hash(key, entry)
+    entry.entry_hash = entry_hash(key, entry)
     return entry
 
 
@@ -342,7 +221,7 @@ def append_many(session: Session, key: bytes, events: Sequence[AuditEvent], at: 
     if not events:
         return
     for event in events:
-        _check(event)
+        check_event(event)
         if event.justification is not None:
             raise ValueError("append_many seals no justification: append that event with append()")
     moment = as_utc(at or dt.datetime.now(dt.UTC))
@@ -367,7 +246,7 @@ def append_many(session: Session, key: bytes, events: Sequence[AuditEvent], at: 
             reason=event.reason, emergency=event.emergency, prev_hash=prev_hash, version=CURRENT_VERSION,
             told_reason=event.told_reason, justification_sealed=None,
         )  # fmt: skip
-        row["entry_hash"] = _keyed(key, canonical_encoding(**row))
+        row["entry_hash"] = keyed(key, canonical_encoding(**row))
         heads[event.chain] = (row["seq"], row["entry_hash"])
         rows.append(row)
     session.execute(insert(_TABLE), rows)  # Core: the ORM's bulk path (and its autoflush) adds nothing here
@@ -435,65 +314,3 @@ def append_with_retry(
     none); it is asked only for an event that has one. To append with other writes in one transaction, run
     `append_looking_up_key` in a unit of work of `pipeline.index.db.transact`."""
     return transact(sessions, lambda session: append_looking_up_key(session, key, event, at, record_key=record_key), retries=attempts - 1)
-
-
-_VERIFY_COLUMNS = (
-    AuditEntry.id,
-    AuditEntry.chain,
-    AuditEntry.seq,
-    AuditEntry.at,
-    AuditEntry.actor_id,
-    AuditEntry.actor_kind,
-    AuditEntry.profession,
-    AuditEntry.action,
-    AuditEntry.document_id,
-    AuditEntry.outcome,
-    AuditEntry.reason,
-    AuditEntry.emergency,
-    AuditEntry.prev_hash,
-    AuditEntry.entry_hash,
-    AuditEntry.version,
-    AuditEntry.told_reason,
-    AuditEntry.justification_sealed,
-)
-
-
-def _broken_links(rows: Iterable[Row[*tuple[Any, ...]]], key: bytes) -> list[BrokenLink]:
-    broken: list[BrokenLink] = []
-    current: str | None = None
-    expected_seq, expected_prev, skipping = 1, GENESIS, False
-    for row in rows:
-        if row.chain != current:
-            current, expected_seq, expected_prev, skipping = row.chain, 1, GENESIS, False
-        if skipping:
-            continue
-        problem = None
-        if not hmac.compare_digest(_entry_hash(key, row), row.entry_hash or ""):
-            problem = "hash_mismatch"
-        elif row.seq != expected_seq:
-            problem = "seq_gap"
-        elif not hmac.compare_digest(row.prev_hash, expected_prev):
-            problem = "prev_mismatch"
-        if problem:
-            broken.append(BrokenLink(row.chain, row.seq, row.id, problem))
-            skipping = True
-            continue
-        expected_seq, expected_prev = row.seq + 1, row.entry_hash
-    return broken
-
-
-def verify(session: Session, key: bytes, chain: str | None = None) -> list[BrokenLink]:
-    """Check every chain (or only `chain`) and return the first broken link of each broken chain.
-
-    Rows are streamed in (chain, seq) order, VERIFY_BATCH at a time (a server-side cursor on
-    PostgreSQL) as plain rows, not ORM objects, so memory stays flat for millions of entries.
-    A missing entry is reported on the first entry after it (seq_gap).
-    """
-    query = select(*_VERIFY_COLUMNS).order_by(AuditEntry.chain, AuditEntry.seq)
-    if chain is not None:
-        query = query.where(AuditEntry.chain == chain)
-    result = session.execute(query.execution_options(yield_per=VERIFY_BATCH))
-    try:
-        return _broken_links(result, key)
-    finally:
-        result.close()

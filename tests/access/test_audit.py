@@ -10,7 +10,7 @@ import threading
 import pytest
 from sqlalchemy import func, select, text
 
-from pipeline.access import audit
+from pipeline.access import audit, auditchain
 from pipeline.access.audit import (
     GENESIS,
     AuditEvent,
@@ -82,7 +82,7 @@ def test_appended_entries_form_a_chain_that_verifies(rt):
 
 
 def test_chains_are_per_patient_and_interleaved_chains_each_verify(rt, monkeypatch):
-    monkeypatch.setattr(audit, "VERIFY_BATCH", 3)  # several fetches, with chain boundaries inside them
+    monkeypatch.setattr(auditchain, "VERIFY_BATCH", 3)  # several fetches, with chain boundaries inside them
     entries = _append(rt, [_event(chain=[ALICE, BOB, audit.NO_PATIENT][i % 3]) for i in range(10)])
     by_chain: dict[str, list[int]] = {}
     for entry in entries:
