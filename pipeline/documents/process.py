@@ -37,10 +37,10 @@ from pipeline.core.sealedfields import quarantine_key_context
 from pipeline.core.sealing import new_data_key, seal, seal_context
 from pipeline.core.storage import ObjectNotFound
 from pipeline.documents import versions
+from pipeline.documents.childwire import anonymous_file, freeze
 from pipeline.documents.classify import Classification, classify, needs_content
 from pipeline.documents.contributed import contributed_classification
 from pipeline.documents.inspect import Content
-from pipeline.documents.sandbox import anonymous_file, freeze
 from pipeline.documents.titles import item_title, seal_title
 from pipeline.documents.validate import ContentCheck, Metadata, check_contents
 from pipeline.index import repo

@@ -35,10 +35,7 @@ worker through them.
 
 from __future__ import annotations
 
-import array
 import concurrent.futures
-import fcntl
-import functools
 import importlib
 import io
 import json
@@ -48,20 +45,19 @@ import os
 import pickle
 import select
 import socket
-import struct
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, is_dataclass
 from enum import Enum
-from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from pipeline.core.reasons import REASONS, Rejected
 from pipeline.documents import confinement
+from pipeline.documents.childwire import Reader, descriptor_path, send, send_now
 
 log = logging.getLogger(__name__)
 # What the child answers, across a pickle: ("ok", result) | ("rejected", reason, message) | ("failed", why).
@@ -76,16 +72,9 @@ PRELOAD = ("pipeline.documents.inspect",)
 ANSWER_MODULES = ("pipeline.documents.inspect",)
 ANSWER_MAX_BYTES = 4 * 1024 * 1024
 REQUEST_MAX_BYTES = 16 * 1024 * 1024
-# The largest request written ahead of the child's reading (the next documents of a batch): below the smallest
-# buffer a Unix socket may have, so the kernel takes it whole or not at all. An inspection's request is ~300 bytes.
-AHEAD_BYTES = 2048
-RECEIVE_BYTES = 64 * 1024  # read at once: a request, and most answers (below malloc's mmap threshold)
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 START_SECONDS = 60.0  # an interpreter starting on a loaded machine; not part of a document's time
 CHANNEL_FD = 3
-_HEADER = struct.Struct("!Q")
-SEALS = fcntl.F_SEAL_WRITE | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_SEAL  # no write, grow or shrink, by anyone
-COPY_BYTES = 16 * 1024 * 1024  # per sendfile call
 _BOOT = (
     "import json, sys; sys.path[:] = json.loads(sys.argv[3]); "
     "from pipeline.documents.sandbox import _child_main; _child_main(int(sys.argv[1]), int(sys.argv[2]))"
@@ -115,57 +104,7 @@ _reported: set[tuple[str, bool, str]] = set()
 _reported_lock = threading.Lock()
 
 
-# --- the document: a sealed anonymous file ---------------------------------------------------
-
-
-@contextmanager
-def anonymous_file(name: str = "dmp-document") -> Iterator[BinaryIO]:
-    """A writable file that lives in memory only (memfd): no name on any disk, gone with the last
-    descriptor, so a killed process leaves nothing behind. Freeze it before handing it on."""
-    fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-    with open(fd, "w+b") as file:
-        yield file
-
-
-def freeze(file: BinaryIO) -> None:
-    """Seal the file's content for good (no write, grow or shrink, by anyone) and rewind it."""
-    file.flush()
-    fcntl.fcntl(file.fileno(), fcntl.F_ADD_SEALS, SEALS)
-    file.seek(0)
-
-
-@contextmanager
-def frozen_copy(path: Path, name: str = "dmp-document") -> Iterator[int]:
-    """The descriptor of a frozen anonymous file holding a copy of `path`'s bytes, copied by the
-    kernel (sendfile): what `anonymous_file` and `freeze` make, without the bytes passing through
-    Python. Its offset is left at the end: read it through `descriptor_path`, as the parsers do."""
-    fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-    try:
-        source = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            while os.sendfile(fd, source, None, COPY_BYTES):
-                pass
-        finally:
-            os.close(source)
-        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, SEALS)
-        yield fd
-    finally:
-        os.close(fd)
-
-
-@functools.cache  # a child gets its documents as the same few descriptors: a Path costs microseconds to build
-def descriptor_path(fd: int) -> Path:
-    """A path that opens the file behind this process's descriptor `fd`, and means nothing in any
-    other process: how the parsers, which take paths, read a document they received as a descriptor."""
-    return Path(f"/proc/self/fd/{fd}")
-
-
-# --- the wire: length-prefixed pickles over a Unix socket, descriptors as SCM_RIGHTS -----------
-#
-# A message is written by one sendmsg (length, bytes and descriptors together) and, when it fits
-# RECEIVE_BYTES, read by one recvmsg: the peer wakes once per message, and no socket changes mode
-# (the parent waits with poll, against its deadline, before reading from a blocking socket). On
-# this kind of host each process switch and system call costs more than the exchange's own work.
+# --- the answers: what the worker unpickles of the child's (the wire itself: childwire.py) ----------
 
 
 class _AnswerUnpickler(pickle.Unpickler):
@@ -174,81 +113,6 @@ class _AnswerUnpickler(pickle.Unpickler):
         if not (isinstance(found, type) and found.__module__ == module and (is_dataclass(found) or issubclass(found, Enum))):
             raise pickle.UnpicklingError(f"{module}.{name} is not allowed in an answer")
         return found
-
-
-def _framed(payload: bytes, fds: tuple[int, ...] = ()) -> tuple[bytes, list[tuple[int, int, array.array[int]]]]:
-    """A message's bytes (its length, then its payload) and its descriptors, as sendmsg takes them."""
-    rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
-    return _HEADER.pack(len(payload)) + payload, rights
-
-
-def _send(sock: socket.socket, payload: bytes, fds: tuple[int, ...] = ()) -> None:
-    """One message, in one system call unless the socket's buffer is full (the peer reads whole messages)."""
-    data, rights = _framed(payload, fds)
-    sent = sock.sendmsg([data], rights)
-    if sent < len(data):
-        sock.sendall(memoryview(data)[sent:])
-
-
-def _send_now(sock: socket.socket, payload: bytes, fds: tuple[int, ...] = ()) -> bool:
-    """Send one message only if the socket takes it at once: whether it did. A message of at most
-    AHEAD_BYTES is one buffer of the kernel's, even with the smallest socket buffer it allows, so it is
-    written whole or not at all."""
-    data, rights = _framed(payload, fds)
-    if len(data) > AHEAD_BYTES:
-        return False
-    try:
-        sent = sock.sendmsg([data], rights, socket.MSG_DONTWAIT)
-    except BlockingIOError:
-        return False
-    if sent < len(data):
-        raise BrokenPipeError("a message written in part")  # not expected (see above): the framing would be lost
-    return True
-
-
-def _wait(poller: select.poll | None, deadline: float | None) -> None:
-    """Until the socket `poller` watches can be read; TimeoutError past `deadline` (no deadline: the read blocks)."""
-    if poller is None or deadline is None:
-        return
-    if not poller.poll(max(1, math.ceil((deadline - time.monotonic()) * 1000))):
-        raise TimeoutError
-
-
-class _Reader:
-    """The messages arriving on one socket, in order. Several may come in one read (the worker writes a
-    batch's requests back to back, the child streams its answers): the bytes past one message are
-    the start of the next, kept for it. A message's descriptors come with its first bytes: the kernel
-    ends a read after the part of a stream that carried descriptors, and never appends one to bytes
-    already read, so the descriptors read while a message is assembled are that message's."""
-
-    def __init__(self, sock: socket.socket, poller: select.poll | None = None) -> None:
-        self.sock = sock
-        self.poller = poller
-        self.pending = bytearray()
-
-    def receive(self, limit: int, deadline: float | None = None, want_fds: bool = False) -> tuple[bytes, list[int]]:
-        """One message (and the descriptors sent with it); TimeoutError past `deadline`, EOFError if the
-        peer left or broke the framing (a message announced past `limit`)."""
-        fds: list[int] = []
-        while True:
-            if len(self.pending) >= _HEADER.size:
-                (size,) = _HEADER.unpack_from(self.pending)
-                if size > limit:
-                    raise EOFError(f"message of {size} bytes, limit {limit}")
-                end = _HEADER.size + size
-                if len(self.pending) >= end:
-                    message = bytes(memoryview(self.pending)[_HEADER.size : end])
-                    del self.pending[:end]
-                    return message, fds
-            _wait(self.poller, deadline)
-            if want_fds:
-                data, got, _flags, _address = socket.recv_fds(self.sock, RECEIVE_BYTES, 1, socket.MSG_CMSG_CLOEXEC)
-                fds += got
-            else:
-                data = self.sock.recv(RECEIVE_BYTES)
-            if not data:
-                raise EOFError
-            self.pending += data
 
 
 # --- the child ---------------------------------------------------------------------------------
@@ -264,7 +128,7 @@ def _child_main(channel: int, parent: int) -> None:
         os.close(channel)
     os.closerange(CHANNEL_FD + 1, 1024)
     sock = socket.socket(fileno=CHANNEL_FD)
-    requests = _Reader(sock)
+    requests = Reader(sock)
     try:
         config, _ = requests.receive(REQUEST_MAX_BYTES)
         limits, modules = pickle.loads(config)
@@ -272,9 +136,9 @@ def _child_main(channel: int, parent: int) -> None:
             importlib.import_module(module)
         enforced = confinement.confine(limits.memory_bytes)
     except BaseException as exc:  # noqa: BLE001 - tell the parent why, then stop
-        _send(sock, pickle.dumps(("failed", f"start: {type(exc).__name__}: {exc}")))
+        send(sock, pickle.dumps(("failed", f"start: {type(exc).__name__}: {exc}")))
         os._exit(1)
-    _send(sock, pickle.dumps(("ready", [(e.mechanism, e.active, e.detail) for e in enforced])))
+    send(sock, pickle.dumps(("ready", [(e.mechanism, e.active, e.detail) for e in enforced])))
     budget = math.ceil(limits.seconds) + 1
     while True:
         try:
@@ -298,7 +162,7 @@ def _child_main(channel: int, parent: int) -> None:
             for fd in fds:
                 os.close(fd)
         answer, payload = _encoded(answer)
-        _send(sock, payload)
+        send(sock, payload)
         if answer[0] == "failed":
             os._exit(0)  # its state may be damaged: start afresh
 
@@ -341,7 +205,7 @@ class Inspector:
         self.conn, child_end = socket.socketpair()
         self.poller = select.poll()
         self.poller.register(self.conn, select.POLLIN)
-        self.answers = _Reader(self.conn, self.poller)
+        self.answers = Reader(self.conn, self.poller)
         path = json.dumps([os.path.abspath(entry) for entry in sys.path])  # the child starts in /
         with child_end:
             self.process = subprocess.Popen(
@@ -354,7 +218,7 @@ class Inspector:
                 cwd="/",
             )
         try:
-            _send(self.conn, pickle.dumps((limits, sorted(modules))))
+            send(self.conn, pickle.dumps((limits, sorted(modules))))
             answer = self._answer(time.monotonic() + START_SECONDS)
         except (EOFError, OSError, pickle.UnpicklingError):
             answer = ("failed", "no answer")
@@ -419,11 +283,11 @@ class Inspector:
     def _send_ahead(self, requests: list[tuple[bytes, tuple[int, ...]]], sent: int, answered: int) -> int:
         """Send the next requests without ever waiting on a busy child (it may hang: only the deadline of
         the answer awaited may stop it): the next one if the child has nothing left to do, then as many
-        as the socket takes at once (`_send_now`). Returns how many are sent."""
+        as the socket takes at once (`send_now`). Returns how many are sent."""
         if sent == answered and sent < len(requests):
-            _send(self.conn, *requests[sent])
+            send(self.conn, *requests[sent])
             sent += 1
-        while sent < len(requests) and _send_now(self.conn, *requests[sent]):
+        while sent < len(requests) and send_now(self.conn, *requests[sent]):
             sent += 1
         return sent
 

@@ -15,6 +15,7 @@ from typing import BinaryIO
 from pipeline.core.identity import is_valid_nir, normalize_nir
 from pipeline.core.reasons import Rejected
 from pipeline.core.settings import Settings
+from pipeline.documents.childwire import descriptor_path, frozen_copy
 from pipeline.documents.inspect import Content, InspectLimits, inspect_file
 from pipeline.documents.sandbox import (
     Call,
@@ -22,8 +23,6 @@ from pipeline.documents.sandbox import (
     Outcome,
     SandboxFailed,
     SandboxTimeout,
-    descriptor_path,
-    frozen_copy,
     prepare,
     run_contained_many,
 )

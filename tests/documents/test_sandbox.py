@@ -259,7 +259,7 @@ def _descriptors_during_a_document(document, null_device: int) -> dict[int, str]
 def test_the_child_holds_no_descriptor_but_its_channel_and_its_document(fresh_child):
     import os
 
-    from pipeline.documents.sandbox import anonymous_file, freeze
+    from pipeline.documents.childwire import anonymous_file, freeze
 
     null_device = os.stat("/dev/null").st_rdev
     with open("/dev/null", "rb") as decoy:  # a descriptor of the worker's: must not follow
@@ -299,7 +299,7 @@ def _tamper(document) -> str:
 
 
 def test_the_child_cannot_change_the_document_it_inspects():
-    from pipeline.documents.sandbox import anonymous_file, freeze
+    from pipeline.documents.childwire import anonymous_file, freeze
 
     with anonymous_file() as document:
         document.write(b"%PDF-1.7 original")
@@ -451,7 +451,8 @@ def test_a_batch_longer_than_a_childs_uses_is_shared_between_children():
 def test_during_a_batch_the_child_holds_only_the_document_it_inspects(fresh_child):
     import os
 
-    from pipeline.documents.sandbox import Call, anonymous_file, freeze, run_contained_many
+    from pipeline.documents.childwire import anonymous_file, freeze
+    from pipeline.documents.sandbox import Call, run_contained_many
 
     null_device = os.stat("/dev/null").st_rdev
     with anonymous_file() as one, anonymous_file() as two, anonymous_file() as three:
@@ -468,8 +469,8 @@ def test_a_batchs_requests_are_written_ahead_without_waiting_for_the_answers(mon
 
     sandbox.run_contained(divmod, (1, 1), LIMITS)  # the child started outside the count
     waited = []
-    send = sandbox._send
-    monkeypatch.setattr(sandbox, "_send", lambda *args: waited.append(1) or send(*args))
+    send = sandbox.send
+    monkeypatch.setattr(sandbox, "send", lambda *args: waited.append(1) or send(*args))
     calls = [sandbox.Call((n, 1)) for n in range(16)]
     assert [outcome.result() for outcome in sandbox.run_contained_many(divmod, calls, LIMITS)] == [(n, 0) for n in range(16)]
     assert len(waited) == 1  # only the first: the child was idle
