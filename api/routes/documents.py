@@ -56,10 +56,7 @@ class DocumentOut(BaseModel):
     @classmethod
     def of(cls, d: PolicyRow, title: str | None) -> DocumentOut:
         """`d`: a Document or a row of its columns; `title`: opened from the sealed one (pipeline.documents.titles.document_titles)."""
-        return cls(id=d.id, title=title, class_code=d.class_code, type_code=d.type_code, service_date=d.service_date,
-                   mime_type=d.mime_type, size=d.size, source=d.source, author_id=d.author_id,
-                   author_profession=d.author_profession, masked=d.masked, deposited_at=d.created_at, status=d.status,
-                   version=d.version, supersedes=d.supersedes_id, superseded_by=d.superseded_by_id)  # fmt: skip
+        return cls.model_validate(_out_values(d, title, _FROM_DOCUMENT))
 
 
 class DocumentPage(BaseModel):
@@ -69,13 +66,18 @@ class DocumentPage(BaseModel):
     total: int
 
 
-# DocumentOut's fields after its id and title, read all at once (C-level): a Document's attributes of these names, or
-# a row's columns of these names (found by position once per page: faster than by name on every row).
+# DocumentOut's fields after its id and title (`DocumentOut.of`, `page_json`), read all at once (C-level): a Document's
+# attributes of these names, or a row's columns of these names (found by position once per page: faster than by name).
 _RENAMED = {"deposited_at": "created_at", "supersedes": "supersedes_id", "superseded_by": "superseded_by_id"}
 _OUT_FIELDS = tuple(DocumentOut.model_fields)
 assert _OUT_FIELDS[:2] == ("id", "title")
 _OUT_COLUMNS = [_RENAMED.get(field, field) for field in _OUT_FIELDS[2:]]
 _FROM_DOCUMENT = operator.attrgetter(*_OUT_COLUMNS)
+
+
+def _out_values(document: PolicyRow, title: str | None, rest_of: Callable[[Any], tuple[Any, ...]]) -> dict[str, Any]:
+    """DocumentOut's fields of a document (`rest_of`: its values after the id and title, by `_OUT_COLUMNS`)."""
+    return dict(zip(_OUT_FIELDS, (document.id, title, *rest_of(document)), strict=True))
 
 
 def page_json(documents: list[PolicyRow], titles: dict[str, str | None], *, page: int, page_size: int, total: int) -> bytes:
@@ -86,11 +88,10 @@ def page_json(documents: list[PolicyRow], titles: dict[str, str | None], *, page
     items = []
     for document in documents:
         if isinstance(document, Document):
-            rest = _FROM_DOCUMENT(document)
+            items.append(_out_values(document, titles[document.id], _FROM_DOCUMENT))
         else:
             from_row = from_row or operator.itemgetter(*map(document._fields.index, _OUT_COLUMNS))
-            rest = from_row(document)
-        items.append(dict(zip(_OUT_FIELDS, (document.id, titles[document.id], *rest), strict=True)))
+            items.append(_out_values(document, titles[document.id], from_row))
     return pydantic_core.to_json({"items": items, "page": page, "page_size": page_size, "total": total})
 
 

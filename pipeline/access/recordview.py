@@ -84,9 +84,7 @@ class FoundRecord(NamedTuple):
     chain_head: ChainHead | None
 
 
-def load_record(
-    session: Session, patient_id: str, *, now: dt.datetime | None = None, for_actor: str | None = None, lock_chain: bool = False
-) -> Record | None:
+def load_record(session: Session, patient_id: str, *, now: dt.datetime | None = None, for_actor: str | None = None) -> Record | None:
     """The record as the policy sees it at `now` (the clock by default), or None when there is no such patient.
 
     Authorship is looked up for `for_actor` only (the one actor a request decides for): `Record.authors` holds them

@@ -146,7 +146,8 @@ class _Sealed:
 def _split_known(
     lines: list[CareLine], known: dict[str, str], stored_hash: Callable[[CareLine], str]
 ) -> tuple[list[CareLine], list[LineRejection]]:
-    """New lines, and rejections for line_ids known with other content; re-sends vanish."""
+    """New lines, and rejections for line_ids known with other content; re-sends vanish. `known` (line_id -> stored
+    hash) gains each new line's hash: each line's is taken once, and read back from there."""
     fresh: list[CareLine] = []
     duplicates: list[LineRejection] = []
     for line in lines:
@@ -157,6 +158,18 @@ def _split_known(
         elif seen != stored_hash(line):
             duplicates.append(LineRejection(line.line_number, line.line_id, "duplicate_line"))
     return fresh, duplicates
+
+
+def _line_sealer(records: dict[str, _Record], line: CareLine) -> LineSealer:
+    sealer = records[line.ins].sealer
+    assert sealer is not None  # a line of an open record
+    return sealer
+
+
+def _has_corrections(cursor: psycopg.Cursor[Any], source: str) -> bool:
+    """Whether the source has stored any line that corrects another (the partial index on `supersedes`)."""
+    cursor.execute("SELECT EXISTS (SELECT FROM care_events WHERE source = %s AND supersedes IS NOT NULL)", [source])
+    return bool(cast("tuple[bool]", cursor.fetchone())[0])
 
 
 def _texts(values: Iterable[str]) -> str:
@@ -238,27 +251,11 @@ def _store_postgresql(session: Session, feed: Feed, lines: list[CareLine], rt: R
 
     cursor = _cursor(session)
     records = _records(rt, cursor, sorted({x.ins for x in lines}))
-    closed: list[LineRejection] = []
-    in_chunk: list[LineRejection] = []
-    candidates: list[CareLine] = []
-    rows: list[tuple[object, ...]] = []
-    hashes: dict[str, str] = {}  # line_id -> stored hash of its first line in the chunk (the candidate)
-    # One pass, each line's keyed hash taken once: a line_id seen earlier in the chunk is a re-send (same hash: nothing)
-    # or a duplicate (another hash), as `_split_known` tells them.
-    for line in lines:
-        record = records[line.ins]
-        sealer = record.sealer
-        if sealer is None:
-            closed.append(LineRejection(line.line_number, line.line_id, "record_closed"))
-            continue
-        stored = sealer.line_hash(line.content_hash)
-        seen = hashes.get(line.line_id)
-        if seen is None:
-            hashes[line.line_id] = stored
-            candidates.append(line)
-            rows.append(_row(feed, record.patient_id, line, sealer, stored))
-        elif seen != stored:
-            in_chunk.append(LineRejection(line.line_number, line.line_id, "duplicate_line"))
+    closed = [LineRejection(x.line_number, x.line_id, "record_closed") for x in lines if records[x.ins].sealer is None]
+    open_lines = [x for x in lines if records[x.ins].sealer is not None]
+    hashes: dict[str, str] = {}  # line_id -> stored hash of its first line in the chunk (the candidate): each taken once
+    candidates, in_chunk = _split_known(open_lines, hashes, lambda line: _line_sealer(records, line).line_hash(line.content_hash))
+    rows = [_row(feed, records[x.ins].patient_id, x, _line_sealer(records, x), hashes[x.line_id]) for x in candidates]
     cursor.execute("SAVEPOINT care_copy")
     try:
         with cursor.copy(f"COPY care_events ({', '.join(COLUMNS)}) FROM STDIN") as copy:
@@ -279,8 +276,7 @@ def _store_postgresql(session: Session, feed: Feed, lines: list[CareLine], rt: R
         )
     # Looked up from the corrections' side (ix_care_events_supersedes, only the lines that correct one), and only if the
     # source has any: it was 10,000 lookups in the unique index per chunk (15–50 ms of the server's CPU), mostly for none.
-    cursor.execute("SELECT EXISTS (SELECT FROM care_events WHERE source = %s AND supersedes IS NOT NULL)", [feed.source])
-    if fresh and cast("tuple[bool]", cursor.fetchone())[0]:
+    if fresh and _has_corrections(cursor, feed.source):
         cursor.execute(
             "UPDATE care_events t SET superseded_by = c.line_id FROM care_events c WHERE c.source = %(src)s"
             " AND c.supersedes IN (SELECT json_array_elements_text(%(new)s::json)) AND t.source = %(src)s AND t.line_id = c.supersedes",
