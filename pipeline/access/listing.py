@@ -48,6 +48,7 @@ ORDER = (_DOCUMENTS.c.service_date.desc(), _DOCUMENTS.c.id)
 # Where a group's policy fields are in a row of the listing's statement (`_grouped_and_paged`): after `part` and the
 # table's columns, before the count.
 _GROUP_FIELDS = slice(1 + len(_DOCUMENTS.c), -1)
+_NULLS = [literal_column("NULL") for _ in range(len(_DOCUMENTS.c) + len(POLICY_FIELD_COLUMNS) + 1)]
 
 
 @dataclass(frozen=True)
@@ -113,15 +114,16 @@ def _grouped_and_paged(where: Sequence[SQLColumnExpression[bool]], *, appending:
     groups = select(*POLICY_FIELD_COLUMNS, func.count()).where(*where).group_by(*POLICY_FIELD_COLUMNS).subquery("groups")
     # Plain rows of every column, not ORM objects: a page of 50 costs no identity map nor instrumented attributes.
     page = select(*_DOCUMENTS.c).where(*where).order_by(*ORDER).offset(bindparam("offset")).limit(bindparam("limit")).subquery("page")
-    # Each part has typed NULLs for the other's columns: the union's columns are the page's, then the groups'.
+    # The first part has typed NULLs for the groups' columns (the union's columns and their types are the first part's);
+    # the others plain NULLs, which PostgreSQL types by the first part's and SQLite leaves alone: the statement stays short
+    # enough for the driver to keep its parsed form (psycopg parses a query longer than 4 KiB again on each execution).
     of_page = select(
         literal_column("0", Integer).label("part"), *page.c, *(null().cast(c.type).label(f"group_{n}") for n, c in enumerate(groups.c))
     )
-    of_groups = select(literal_column("1", Integer), *(null().cast(c.type) for c in page.c), *groups.c)
+    of_groups = select(literal_column("1", Integer), *_NULLS[: len(page.c)], *groups.c)
     parts = [of_page, of_groups]
     if appending:
-        group_nulls = (null().cast(c.type) for c in list(groups.c)[:-1])
-        parts.append(select(literal_column("2", Integer), *(null().cast(c.type) for c in page.c), *group_nulls, APPENDED.c.id))
+        parts.append(select(literal_column("2", Integer), *_NULLS[: len(page.c) + len(groups.c) - 1], APPENDED.c.id))
     both = union_all(*parts)
     in_order = both.selected_columns
     return both.order_by(in_order.part, in_order.service_date.desc(), in_order.id)
