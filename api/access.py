@@ -37,7 +37,14 @@ def check(
     """Decide and audit one attempt; raise the problem to answer when it is refused. `reads`, `beside`: see
     `pipeline.access.gate.check`."""
     verdict = gate_check(
-        rt, actor, action, patient_id, document_id=document_id, emergency_reason=emergency_reason, today=today, reads=reads,
+        rt,
+        actor,
+        action,
+        patient_id,
+        document_id=document_id,
+        emergency_reason=emergency_reason,
+        today=today,
+        reads=reads,
         beside=beside,
     )
     if isinstance(verdict, Refused):

@@ -70,6 +70,7 @@ __all__ = [
     "verify",
 ]
 
+
 def _chain_lock_id(chain: str) -> int:
     """A signed 64-bit advisory lock id for a chain (a collision only serialises two chains' appends)."""
     digest = hashlib.sha256(b"dmp-audit-chain\0" + chain.encode("utf-8")).digest()
