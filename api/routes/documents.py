@@ -73,6 +73,8 @@ _OUT_FIELDS = tuple(DocumentOut.model_fields)
 assert _OUT_FIELDS[:2] == ("id", "title")
 _OUT_COLUMNS = [_RENAMED.get(field, field) for field in _OUT_FIELDS[2:]]
 _FROM_DOCUMENT = operator.attrgetter(*_OUT_COLUMNS)
+# The columns a listed row is read for: its DocumentOut fields (`page_json`) and its title's key and context (`document_titles`).
+_LISTED_COLUMNS = frozenset({*_OUT_COLUMNS, "id", "title_sealed", "record_key_id", "patient_id"})
 
 
 def _out_values(document: PolicyRow, title: str | None, rest_of: Callable[[Any], tuple[Any, ...]]) -> dict[str, Any]:
@@ -121,7 +123,7 @@ def list_documents(
     )
     # Autocommit, no BEGIN nor ROLLBACK: the patient's own access check and the listing on one connection, the listing
     # read by the statement that appends the access's audit entry (2 round trips in all) when that way is open.
-    beside = listing_beside(patient_id, filters, page=page, page_size=page_size)
+    beside = listing_beside(patient_id, filters, page=page, page_size=page_size, columns=_LISTED_COLUMNS)
     with rt.reads() as session:
         access = check(rt, actor, action, patient_id, emergency_reason=emergency, reads=session, beside=beside)
         decisions = Decisions(actor, action, access.record, today=paris_date(), emergency_reason=emergency)

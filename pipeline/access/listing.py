@@ -44,10 +44,14 @@ CHUNK = 500
 # The listing's order: newest service date first (the dialect's own place for a missing date), then id. Its
 # statements are built of the table's own columns (and LIVE_DOCUMENT, `Document.live` on them): Core statements,
 # with no ORM compile step on each execution.
+ORDER_COLUMNS = (_DOCUMENTS.c.service_date, _DOCUMENTS.c.id)
 ORDER = (_DOCUMENTS.c.service_date.desc(), _DOCUMENTS.c.id)
 # Where a group's policy fields are in a row of the listing's statement (`_grouped_and_paged`): after `part` and the
-# table's columns, before the count.
-_GROUP_FIELDS = slice(1 + len(_DOCUMENTS.c), -1)
+# page's columns, before the count.
+_GROUP_FIELDS = slice(-1 - len(POLICY_FIELD_COLUMNS), -1)
+# What a page's row always has, whatever else its reader asks for (`listing_beside`): its id and service date (the
+# order), and what the policy reads (`policy_fields`, decided again on every row returned).
+_PAGE_NEEDS = frozenset(column.name for column in (*ORDER_COLUMNS, *POLICY_COLUMNS))
 _NULLS = [literal_column("NULL") for _ in range(len(_DOCUMENTS.c) + len(POLICY_FIELD_COLUMNS) + 1)]
 
 
@@ -104,16 +108,20 @@ def _shape_and_params(patient_id: str, filters: DocumentFilters) -> tuple[_Shape
     return shape, {"patient_id": patient_id} | {name: value for name, value in values.items() if value}
 
 
-def _grouped_and_paged(where: Sequence[SQLColumnExpression[bool]], *, appending: bool = False) -> Executable:
+def _grouped_and_paged(
+    where: Sequence[SQLColumnExpression[bool]], *, appending: bool = False, page_columns: frozenset[str] | None = None
+) -> Executable:
     """The listing's page and its grouped count in one statement (one round trip): first a row per document of the
-    page (`part` 0: every column of `documents`, as the model names them, in the listing's order), then a row per
+    page (`part` 0: every column of `documents`, or those named in `page_columns`, as the model names them, in the listing's
+    order), then a row per
     group of documents alike in the policy's fields (`part` 1: those fields and the group's count, in the last
     columns, `group_*`). The page is read whether or not the count lets it be used (`visible_page`). `appending`: the
     statement also inserts the access's audit entry (`pipeline.access.audit.APPENDED`), and a last row (`part` 2)
     holds its id in the last column if it went in (`listing_beside`)."""
     groups = select(*POLICY_FIELD_COLUMNS, func.count()).where(*where).group_by(*POLICY_FIELD_COLUMNS).subquery("groups")
     # Plain rows of every column, not ORM objects: a page of 50 costs no identity map nor instrumented attributes.
-    page = select(*_DOCUMENTS.c).where(*where).order_by(*ORDER).offset(bindparam("offset")).limit(bindparam("limit")).subquery("page")
+    shown = _DOCUMENTS.c if page_columns is None else [c for c in _DOCUMENTS.c if c.name in page_columns | _PAGE_NEEDS]
+    page = select(*shown).where(*where).order_by(*ORDER).offset(bindparam("offset")).limit(bindparam("limit")).subquery("page")
     # The first part has typed NULLs for the groups' columns (the union's columns and their types are the first part's);
     # the others plain NULLs, which PostgreSQL types by the first part's and SQLite leaves alone: the statement stays short
     # enough for the driver to keep its parsed form (psycopg parses a query longer than 4 KiB again on each execution).
@@ -138,14 +146,18 @@ def _query(patient_id: str, filters: DocumentFilters) -> tuple[Executable, dict[
     return _statement(shape), params
 
 
-def listing_beside(patient_id: str, filters: DocumentFilters, *, page: int, page_size: int) -> ReadBeside | None:
+def listing_beside(
+    patient_id: str, filters: DocumentFilters, *, page: int, page_size: int, columns: frozenset[str] | None = None
+) -> ReadBeside | None:
     """The listing's statement made by the one that appends a patient's own access's entry (`pipeline.access.gate.check`
     with `beside`): the insert, the page and its count in one round trip, its rows then given to `visible_page`. None for
-    a listing with conditions of its own (`filters.more`)."""
+    a listing with conditions of its own (`filters.more`). `columns`: the only columns of `documents` its reader reads of
+    a page's rows (besides `_PAGE_NEEDS`): fewer values sent, decoded and converted. (When this way is not open the
+    reader gets rows of every column from `visible_page`.)"""
     if filters.more:
         return None
     shape, params = _shape_and_params(patient_id, filters)
-    return ReadBeside(_statement(shape, appending=True), params | _page_params(page, page_size), _appended_id)
+    return ReadBeside(_statement(shape, appending=True, page_columns=columns), params | _page_params(page, page_size), _appended_id)
 
 
 def _appended_id(rows: Sequence[Row[Any]]) -> int | None:
@@ -158,7 +170,7 @@ def _page_params(page: int, page_size: int) -> dict[str, int]:
 
 
 @functools.cache
-def _statement(shape: _Shape, appending: bool = False) -> Executable:
+def _statement(shape: _Shape, appending: bool = False, page_columns: frozenset[str] | None = None) -> Executable:
     """The statement of a listing of this shape (`_grouped_and_paged`), the values bound at execution: built once, it
     costs neither its construction nor its cache key on each request."""
     columns = _DOCUMENTS.c
@@ -173,7 +185,7 @@ def _statement(shape: _Shape, appending: bool = False) -> Executable:
     where += [bound for bound, wanted in zip(bounds, used, strict=True) if wanted]
     if not include_superseded:
         where.append(columns.status == DocumentStatus.CURRENT)
-    return _grouped_and_paged(where, appending=appending)
+    return _grouped_and_paged(where, appending=appending, page_columns=page_columns)
 
 
 def policy_groups(session: Session, where: Sequence[SQLColumnExpression[bool]]) -> list[tuple[PolicyFields, int]]:
