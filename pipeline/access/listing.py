@@ -52,7 +52,7 @@ _GROUP_FIELDS = slice(-1 - len(POLICY_FIELD_COLUMNS), -1)
 # What a page's row always has, whatever else its reader asks for (`listing_beside`): its id and service date (the
 # order), and what the policy reads (`policy_fields`, decided again on every row returned).
 _PAGE_NEEDS = frozenset(column.name for column in (*ORDER_COLUMNS, *POLICY_COLUMNS))
-_NULLS = [literal_column("NULL") for _ in range(len(_DOCUMENTS.c) + len(POLICY_FIELD_COLUMNS) + 1)]
+_NULLS: list[SQLColumnExpression[Any]] = [literal_column("NULL") for _ in range(len(_DOCUMENTS.c) + len(POLICY_FIELD_COLUMNS) + 1)]
 
 
 @dataclass(frozen=True)
