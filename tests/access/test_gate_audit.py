@@ -38,6 +38,22 @@ def _verified(rt: Runtime) -> bool:
         return verify(session, audit_key(rt.hmac_secret)) == []
 
 
+def _append_just_before_the_next_entry(rt: Runtime, patient: Actor) -> None:
+    """Just before the next statement inserting an audit entry (alone or with a read beside it) is sent: another
+    append to the patient's chain, committed."""
+    interloper = AuditEvent(chain=patient.id, actor_id="operator", actor_kind="operator", profession=None, action="list",
+                            document_id=None, outcome="allowed", reason="test")  # fmt: skip
+    appended: list[bool] = []
+
+    def append_first(_connection, _cursor, statement, *_rest) -> None:  # type: ignore[no-untyped-def]
+        if "INSERT INTO audit_entries" in statement and not appended:
+            appended.append(True)
+            with rt.sessions.begin() as other:
+                append(other, audit_key(rt.hmac_secret), interloper)
+
+    event.listen(rt.engine, "before_cursor_execute", append_first)
+
+
 def test_an_access_reads_its_chains_head_in_the_judging_statement(rt):
     patient = _patient(rt)
     check(rt, patient, Action.LIST, patient.id)
@@ -116,18 +132,7 @@ def test_a_patients_own_access_is_judged_and_audited_without_a_transaction_on_po
 def test_an_access_whose_head_went_stale_before_its_insert_appends_after_the_newer_entry_in_a_transaction(rt):
     patient = _patient(rt)
     check(rt, patient, Action.LIST, patient.id)
-    interloper = AuditEvent(chain=patient.id, actor_id="operator", actor_kind="operator", profession=None, action="list",
-                            document_id=None, outcome="allowed", reason="test")  # fmt: skip
-    appended: list[bool] = []
-
-    def append_first(_connection, _cursor, statement, *_rest) -> None:  # type: ignore[no-untyped-def]
-        # Just before the access's entry goes in: another append to the chain, committed.
-        if statement.startswith("INSERT INTO audit") and not appended:
-            appended.append(True)
-            with rt.sessions.begin() as other:
-                append(other, audit_key(rt.hmac_secret), interloper)
-
-    event.listen(rt.engine, "before_cursor_execute", append_first)
+    _append_just_before_the_next_entry(rt, patient)
     with rt.reads() as reads:  # the caller's session (as the list route's): still usable after the refused insert
         assert isinstance(check(rt, patient, Action.LIST, patient.id, reads=reads), Access)
         assert reads.scalar(select(func.count()).select_from(AuditEntry).where(AuditEntry.chain == patient.id)) == 3
@@ -160,17 +165,7 @@ def test_a_patients_own_listing_is_read_by_the_statement_that_appends_its_entry_
 def test_a_listing_whose_entry_was_refused_is_not_used_and_the_entry_appended_in_a_transaction(rt):
     patient = _patient(rt)
     check(rt, patient, Action.LIST, patient.id)
-    interloper = AuditEvent(chain=patient.id, actor_id="operator", actor_kind="operator", profession=None, action="list",
-                            document_id=None, outcome="allowed", reason="test")  # fmt: skip
-    appended: list[bool] = []
-
-    def append_first(_connection, _cursor, statement, *_rest) -> None:  # type: ignore[no-untyped-def]
-        if "INSERT INTO audit_entries" in statement and not appended:  # the access's entry, with the listing beside it
-            appended.append(True)
-            with rt.sessions.begin() as other:
-                append(other, audit_key(rt.hmac_secret), interloper)
-
-    event.listen(rt.engine, "before_cursor_execute", append_first)
+    _append_just_before_the_next_entry(rt, patient)  # the access's entry, with the listing beside it
     beside = listing_beside(patient.id, DocumentFilters(), page=1, page_size=50)
     assert beside is not None
     with rt.reads() as reads:
