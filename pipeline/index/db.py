@@ -67,10 +67,6 @@ def make_engine(url: str, pool_size: int = 16) -> Engine:
     # LIFO: the connection just returned is the next handed out, so under load the same few stay hot and
     # skip the ping, and the others idle (and are pinged when they are needed again).
     engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_use_lifo=True, connect_args=liveness)
-    # An INSERT of many rows (a micro-batch's documents, audit entries, items) as multi-row statements
-    # ("insertmanyvalues", up to 1,000 rows each) rather than psycopg's executemany, one statement per row
-    # for the server to parse, plan and run: SQLAlchemy does so with RETURNING, and for psycopg2 without.
-    engine.dialect.use_insertmanyvalues_wo_returning = True
     event.listen(engine, "checkin", _returned)
     event.listen(engine, "checkout", functools.partial(_ping_if_idle, engine.dialect))
     return engine

@@ -16,7 +16,6 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from pipeline.core.clock import as_utc
 from pipeline.core.keys import WrappedKey
-from pipeline.index.bulk import update_rows
 from pipeline.index.models import Base, Batch, BatchItem, Document, Outbox, Patient, new_id, table_of
 from pipeline.index.states import ITEM_FINAL, DocumentStatus, ItemState, RecordStatus
 
@@ -122,16 +121,17 @@ def claim_items(
                 continue
             crashes += 1
         attempt = item.attempts + 1
-        claims.append({"row_id": item_id, "n": attempt, "crashed": crashes, "key": f"docs/{item.document_id}.{attempt}"})
+        claims.append({"item": item_id, "n": attempt, "crashed": crashes, "key": f"docs/{item.document_id}.{attempt}"})
         answers[item_id] = Claim(item, attempt, previous)
     if claims:
         # One Core executemany rather than the ORM's flush of each item (its unit of work cost more CPU than the
         # statements); the loaded items are given the same values as committed ones, for the stages that read them.
         common = {"started_at": now, "lease_until": now + lease, "state": ItemState.PROCESSING}
-        columns = {"attempts": "n", "crashes": "crashed", "pending_object_key": "key"}
-        update_rows(session, table_of(BatchItem), claims, columns, common)
+        table = table_of(BatchItem)
+        values = {"attempts": bindparam("n"), "crashes": bindparam("crashed"), "pending_object_key": bindparam("key"), **common}
+        session.execute(update(table).where(table.c.id == bindparam("item")).values(values), claims)
         for row in claims:
-            item = found[row["row_id"]]
+            item = found[row["item"]]
             for name, value in {"attempts": row["n"], "crashes": row["crashed"], "pending_object_key": row["key"], **common}.items():
                 set_committed_value(item, name, value)
     session.commit()
@@ -168,22 +168,23 @@ def mark_final(session: Session, indexed: Mapping[str, str], rejected: Mapping[s
     is gone (`inbox_forgotten`)."""
     table = table_of(BatchItem)
     final: RowValues = {"title_sealed": None, "finished_at": _utcnow(), "pending_object_key": None}  # the lease stays: inbox_forgotten
+    by_id = table.c.id == bindparam("item")
     if indexed:
-        rows = [{"row_id": i, "document": d} for i, d in indexed.items()]
-        done: RowValues = {"state": ItemState.INDEXED, "reason": None, "message": None, **final}
-        update_rows(session, table, rows, {"document_id": "document"}, done)
-    plain = [{"row_id": i, "why": v.reason, "text": v.message} for i, v in rejected.items() if v.quarantine is None]
+        values: RowValues = {"state": ItemState.INDEXED, "reason": None, "message": None, "document_id": bindparam("document"), **final}
+        session.execute(update(table).where(by_id).values(values), [{"item": i, "document": d} for i, d in indexed.items()])
+    plain = [{"item": i, "why": v.reason, "text": v.message} for i, v in rejected.items() if v.quarantine is None]
     kept = [
-        {"row_id": i, "why": v.reason, "text": v.message, "q_key": q.object_key, "q_until": q.until, "q_master": q.wrapped.key_id,
+        {"item": i, "why": v.reason, "text": v.message, "q_key": q.object_key, "q_until": q.until, "q_master": q.wrapped.key_id,
          "q_wrapped": q.wrapped.blob}
         for i, v in rejected.items() if (q := v.quarantine) is not None
     ]  # fmt: skip
-    verdict = {"reason": "why", "message": "text"}
-    rejection: RowValues = {"state": ItemState.REJECTED, **final}
-    update_rows(session, table, plain, verdict, rejection)
-    quarantined = {"quarantine_key": "q_key", "quarantine_until": "q_until", "quarantine_master_key_id": "q_master",
-                   "quarantine_wrapped_key": "q_wrapped"}  # fmt: skip
-    update_rows(session, table, kept, verdict | quarantined, rejection)
+    verdict: RowValues = {"state": ItemState.REJECTED, "reason": bindparam("why"), "message": bindparam("text"), **final}
+    if plain:
+        session.execute(update(table).where(by_id).values(verdict), plain)
+    if kept:
+        quarantined: RowValues = {"quarantine_key": bindparam("q_key"), "quarantine_until": bindparam("q_until"),
+                       "quarantine_master_key_id": bindparam("q_master"), "quarantine_wrapped_key": bindparam("q_wrapped")}  # fmt: skip
+        session.execute(update(table).where(by_id).values({**verdict, **quarantined}), kept)
 
 
 def ensure_patient(session: Session, ins: str) -> Patient:
@@ -319,9 +320,12 @@ def relocate_many(session: Session, moves: list[tuple[str, str, str | None]]) ->
     if not moves:
         return
     table = table_of(BatchItem)
-    rows = [{"row_id": item, "key": key, "member": member} for item, key, member in moves]
-    unfinished = [table.c.state != state for state in sorted(FINAL_STATES)]
-    update_rows(session, table, rows, {"inbox_key": "key", "inbox_member": "member"}, where=unfinished)
+    statement = (
+        update(table)
+        .where(table.c.id == bindparam("item"), *(table.c.state != state for state in sorted(FINAL_STATES)))  # no IN: executemany
+        .values(inbox_key=bindparam("key"), inbox_member=bindparam("member"))
+    )
+    session.execute(statement, [{"item": item, "key": key, "member": member} for item, key, member in moves])
     session.commit()
 
 
