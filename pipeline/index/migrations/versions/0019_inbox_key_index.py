@@ -2,8 +2,8 @@
 
 Once a micro-batch's items are final, the worker asks whether an item still waits on their pack (or
 uploaded zip) before deleting it (pipeline/index/repo.py `still_waited_on`). Without an index on the
-item's inbox object that question read every item of the batch, each time: most of the index's CPU
-per document in a large batch.
+item's inbox object that question read every item of the batch, each time: 2 s of PostgreSQL's time
+over an 8,000-document batch (`bench ingest`), and growing with the batch's size.
 
 Revision ID: 0019
 Revises: 0018
