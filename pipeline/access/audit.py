@@ -29,7 +29,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import BigInteger, ColumnElement, Executable, Row, Select, Table, bindparam, func, insert, select, text
+from sqlalchemy import BigInteger, ColumnElement, Executable, Row, Select, String, Table, bindparam, func, insert, select, text, true
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from pipeline.access.auditchain import (
@@ -247,15 +248,19 @@ def append_many(session: Session, key: bytes, events: Sequence[AuditEvent], at: 
             raise ValueError("append_many seals no justification: append that event with append()")
     moment = as_utc(at or dt.datetime.now(dt.UTC))
     chains = sorted({event.chain for event in events})
-    latest = aliased(AuditEntry)
-    last_seq = select(func.max(latest.seq)).where(latest.chain == AuditEntry.chain).scalar_subquery()
-    heads_query = select(AuditEntry.chain, AuditEntry.seq, AuditEntry.entry_hash)
-    heads_query = heads_query.where(AuditEntry.chain.in_(chains), AuditEntry.seq == last_seq)
     if session.get_bind().dialect.name == "postgresql":
         locks = sorted({_chain_lock_id(chain) for chain in chains})
         # unnest keeps the array's order: the locks are taken in ascending id order.
         session.execute(text("SELECT pg_advisory_xact_lock(x) FROM unnest(CAST(:ids AS bigint[])) AS t(x)"), {"ids": locks})
-        heads_query = heads_query.with_for_update()
+        # Each chain's last entry by one probe of the (chain, seq) index: not every entry of the chains, which grow with each access.
+        given = func.unnest(bindparam("chains", chains, type_=postgresql.ARRAY(String))).table_valued("chain").render_derived("given")
+        last = _last_entry(given.c.chain).with_for_update().lateral("last")
+        heads_query = select(given.c.chain, last.c.seq, last.c.entry_hash).select_from(given.join(last, true()))
+    else:
+        latest = aliased(AuditEntry)
+        last_seq = select(func.max(latest.seq)).where(latest.chain == AuditEntry.chain).scalar_subquery()
+        heads_query = select(AuditEntry.chain, AuditEntry.seq, AuditEntry.entry_hash)
+        heads_query = heads_query.where(AuditEntry.chain.in_(chains), AuditEntry.seq == last_seq)
     heads = {row.chain: (row.seq, row.entry_hash) for row in session.execute(heads_query)}
     rows: list[dict[str, Any]] = []
     for event in events:

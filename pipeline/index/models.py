@@ -226,7 +226,7 @@ class BatchItem(Base):
     # (its worker died or hit an unexpected error). Too many crashes sets the item aside.
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     crashes: Mapped[int] = mapped_column(Integer, default=0)
-    inbox_key: Mapped[str | None] = mapped_column(String(256))
+    inbox_key: Mapped[str | None] = mapped_column(String(256), index=True)  # still_waited_on asks by it
     # Set when the inbox object is an uploaded zip shared by the batch: the entry holding this document.
     inbox_member: Mapped[str | None] = mapped_column(Text)
     # Object written by the current attempt; removed if that attempt does not commit.

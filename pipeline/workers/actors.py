@@ -30,8 +30,8 @@ from pipeline.workers.recovery import Kind, WorkerState
 
 log = logging.getLogger(__name__)
 HOLD_SECONDS = 300.0
-# A micro-batch's time limit (dramatiq's default is ten minutes a message): its sixteen documents may
-# each take the whole validation time (DMP_VALIDATION_TIMEOUT_SECONDS, 30 s) besides an outage's hold.
+# A micro-batch's time limit (dramatiq's default is ten minutes a message): its 32 documents (PACK_DOCUMENTS) may
+# each take the whole validation time (DMP_VALIDATION_TIMEOUT_SECONDS, 30 s: 16 min) besides an outage's hold.
 BATCH_TIME_LIMIT_MS = 30 * 60 * 1000
 Task = dramatiq.Actor[..., None]  # the actors return nothing: their work is in the index
 
