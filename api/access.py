@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from api.problems import ApiProblem, not_found
 from pipeline.access.accesslog import LogLine, access_log
+from pipeline.access.audit import ReadBeside
 from pipeline.access.gate import Access, Refused, visible
 from pipeline.access.gate import check as gate_check
 from pipeline.access.policy import Action, Actor, Reason
@@ -31,10 +32,20 @@ def check(
     emergency_reason: str | None = None,
     today: dt.date | None = None,
     reads: Session | None = None,
+    beside: ReadBeside | None = None,
 ) -> Access:
-    """Decide and audit one attempt; raise the problem to answer when it is refused. `reads`: see `pipeline.access.gate.check`."""
+    """Decide and audit one attempt; raise the problem to answer when it is refused. `reads`, `beside`: see
+    `pipeline.access.gate.check`."""
     verdict = gate_check(
-        rt, actor, action, patient_id, document_id=document_id, emergency_reason=emergency_reason, today=today, reads=reads
+        rt,
+        actor,
+        action,
+        patient_id,
+        document_id=document_id,
+        emergency_reason=emergency_reason,
+        today=today,
+        reads=reads,
+        beside=beside,
     )
     if isinstance(verdict, Refused):
         raise problem(verdict.told)

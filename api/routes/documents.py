@@ -19,7 +19,7 @@ from api.headers import EXTENSIONS, OCTET_STREAM, content_headers, served_type
 from api.inputs import ClassCodeQuery, FromDateQuery, PageQuery, ToDateQuery, TypeCodeQuery
 from api.problems import PROBLEM_RESPONSES, ApiProblem, not_found
 from pipeline.access.gate import Decisions
-from pipeline.access.listing import DocumentFilters, visible_page
+from pipeline.access.listing import DocumentFilters, listing_beside, visible_page
 from pipeline.access.policy import Action
 from pipeline.core.clock import paris_date
 from pipeline.core.envelope import IntegrityError
@@ -73,6 +73,8 @@ _OUT_FIELDS = tuple(DocumentOut.model_fields)
 assert _OUT_FIELDS[:2] == ("id", "title")
 _OUT_COLUMNS = [_RENAMED.get(field, field) for field in _OUT_FIELDS[2:]]
 _FROM_DOCUMENT = operator.attrgetter(*_OUT_COLUMNS)
+# The columns a listed row is read for: its DocumentOut fields (`page_json`) and its title's key and context (`document_titles`).
+_LISTED_COLUMNS = frozenset({*_OUT_COLUMNS, "id", "title_sealed", "record_key_id", "patient_id"})
 
 
 def _out_values(document: PolicyRow, title: str | None, rest_of: Callable[[Any], tuple[Any, ...]]) -> dict[str, Any]:
@@ -119,11 +121,14 @@ def list_documents(
     filters = DocumentFilters(
         class_code=class_code, type_code=type_code, served_from=date_from, served_to=date_to, include_superseded=include_superseded
     )
-    # Autocommit, no BEGIN nor ROLLBACK: the patient's own access check and the listing on one connection.
+    # Autocommit, no BEGIN nor ROLLBACK: the patient's own access check and the listing on one connection, the listing
+    # read by the statement that appends the access's audit entry (2 round trips in all) when that way is open.
+    beside = listing_beside(patient_id, filters, page=page, page_size=page_size, columns=_LISTED_COLUMNS)
     with rt.reads() as session:
-        access = check(rt, actor, action, patient_id, emergency_reason=emergency, reads=session)
+        access = check(rt, actor, action, patient_id, emergency_reason=emergency, reads=session, beside=beside)
         decisions = Decisions(actor, action, access.record, today=paris_date(), emergency_reason=emergency)
-        shown = visible_page(session, decisions, patient_id, filters, page=page, page_size=page_size)
+        read = beside.rows if beside is not None else None
+        shown = visible_page(session, decisions, patient_id, filters, page=page, page_size=page_size, read=read)
     titles = document_titles(rt, shown.documents)  # one record key for the page, not one per row
     # Serialized here, in the request's thread, as `response_model` documents it: FastAPI would validate the
     # page again in a second trip through the thread pool before serializing it.

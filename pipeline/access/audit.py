@@ -25,11 +25,11 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import BigInteger, ColumnElement, Row, Select, String, Table, bindparam, func, insert, select, text, true
+from sqlalchemy import BigInteger, ColumnElement, Executable, Row, Select, String, Table, bindparam, func, insert, select, text, true
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
@@ -169,19 +169,39 @@ def append(
     return entry
 
 
-def append_at_once(session: Session, key: bytes, event: AuditEvent, head: ChainHead) -> AuditEntry | None:
+@dataclass
+class ReadBeside:
+    """A read made by the very statement that appends a quiet access's entry (`append_at_once`): one round trip for
+    both. `statement` selects from APPENDED (the entry's insert as a CTE, its values bound by `append_at_once` beside
+    `params`) and must return a row naming the entry (`entry_id` tells its id from the rows; None: nothing inserted).
+    `rows`: the statement's rows, set only once the entry is appended (and so committed: autocommit)."""
+
+    statement: Executable
+    params: Mapping[str, object]
+    entry_id: Callable[[Sequence[Row[Any]]], int | None]
+    rows: Sequence[Row[Any]] | None = None
+
+
+def append_at_once(session: Session, key: bytes, event: AuditEvent, head: ChainHead, beside: ReadBeside | None = None) -> AuditEntry | None:
     """`append` after `head` as one statement of its own, for a session in autocommit (`Runtime.reads`, PostgreSQL): the
     entry is inserted only if the chain's append lock is free, taken by the insert's own transaction until it commits;
     None, nothing inserted, when another append held it. `head` was read without the lock (`chain_head_columns` in
     autocommit): if an append came after it, the entry takes a position already taken and the unique (chain, seq)
     constraint refuses it (IntegrityError). Either way the caller appends the slow way (`append` in a transaction).
-    No justification: its record key would be read (or made) in the appending transaction."""
+    No justification: its record key would be read (or made) in the appending transaction. `beside`: the statement
+    is that read's, the insert its CTE; its rows are kept in it when the entry went in."""
     check_event(event)
     if event.justification is not None or head.chain != event.chain:
         raise ValueError("append_at_once appends an event without justification to the chain its head was read from")
     entry = _new_entry(key, event, as_utc(dt.datetime.now(dt.UTC)), head.seq + 1, head.entry_hash, None)
     values = {column: getattr(entry, column) for column in _INSERTED} | chain_lock_params(event.chain)
-    inserted = session.execute(_INSERT_IF_FREE, values).scalar_one_or_none()
+    if beside is None:
+        inserted = session.execute(_INSERT_IF_FREE, values).scalar_one_or_none()
+    else:
+        rows = session.execute(beside.statement, {**beside.params, **values}).all()
+        inserted = beside.entry_id(rows)
+        if inserted is not None:
+            beside.rows = rows
     if inserted is None:
         return None
     entry.id = inserted
@@ -284,6 +304,8 @@ _INSERT_IF_FREE = (
     .from_select(_INSERTED, select(*(bindparam(name, type_=_TABLE.c[name].type) for name in _INSERTED)).where(CHAIN_TRY_LOCK))
     .returning(_TABLE.c.id)
 )
+# The same insert as a CTE, for a statement that reads beside it (`ReadBeside`): a row (`id`) if the entry went in.
+APPENDED = _INSERT_IF_FREE.cte("appended")
 
 
 # The record key of a chain's patient, read in the appending transaction (None if there is none).

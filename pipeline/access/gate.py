@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, TypeVar
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from pipeline.access.audit import NO_PATIENT, AuditEvent, ChainHead, append_at_once, append_looking_up_key
+from pipeline.access.audit import NO_PATIENT, AuditEvent, ChainHead, ReadBeside, append_at_once, append_looking_up_key
 from pipeline.access.policy import (
     DOCUMENT_ACTIONS,
     Action,
@@ -118,12 +118,14 @@ def _record(
     *,
     quiet: bool = False,
     reads: Session | None = None,
+    beside: ReadBeside | None = None,
 ) -> _Judged:
     """Judge the attempt and append its audit entry (and the notifications it causes) in one transaction. `quiet`: the
     attempt can cause no notification nor carry a justification (a patient's own access), so it is first tried in two
-    autocommit statements (`_record_at_once`), in `reads` if given."""
+    autocommit statements (`_record_at_once`), in `reads` if given, the second one also making the read `beside` if
+    the access is allowed."""
     if quiet and justification is None:
-        quick = _record_at_once(rt, actor, action, judge, reads)
+        quick = _record_at_once(rt, actor, action, judge, reads, beside)
         if quick is not None:
             return quick
 
@@ -144,7 +146,7 @@ def _record(
 
 
 def _record_at_once(
-    rt: Runtime, actor: Actor, action: Action | str, judge: Callable[[Session], _Judged], reads: Session | None
+    rt: Runtime, actor: Actor, action: Action | str, judge: Callable[[Session], _Judged], reads: Session | None, beside: ReadBeside | None
 ) -> _Judged | None:
     """A quiet attempt judged and audited in two round trips (PostgreSQL): the judging statement in autocommit (it
     tries the chain's lock and reads its head), then the entry inserted by a statement of its own, only if the lock
@@ -152,7 +154,8 @@ def _record_at_once(
     the judging statement, the insert, COMMIT). None when another append got in the way: nothing was appended,
     and the caller judges and appends again in a transaction. The entry is still committed before the verdict is
     returned, every attempt audited, and the chain serialized by its lock and its unique (chain, seq). `reads`: the
-    caller's session of `rt.reads` (else one of its own)."""
+    caller's session of `rt.reads` (else one of its own). `beside`: a read the insert's statement makes too when the
+    access is allowed (its rows kept in it only if the entry went in): the caller's next round trip saved."""
     with nullcontext(reads) if reads is not None else rt.reads() as session:
         if session.get_bind().dialect.name != "postgresql":
             return None
@@ -160,7 +163,8 @@ def _record_at_once(
         if judged.chain_head is None:  # the lock was held: an append is under way
             return None
         try:
-            entry = append_at_once(session, rt.audit_key, _event(judged, actor, action, None), judged.chain_head)
+            read = beside if isinstance(judged.verdict, Access) else None
+            entry = append_at_once(session, rt.audit_key, _event(judged, actor, action, None), judged.chain_head, read)
         except IntegrityError:  # an append came after the head was read
             session.rollback()  # the session's own state only (autocommit: nothing to undo), so the caller reads on in it
             return None
@@ -227,11 +231,13 @@ def check(
     today: dt.date | None = None,
     now: dt.datetime | None = None,
     reads: Session | None = None,
+    beside: ReadBeside | None = None,
 ) -> Verdict:
     """Decide and audit one attempt: the access, or what the refused actor is told. `now` is the moment the
     record is read at (the clock by default): grants with an end are in force strictly before it. `reads`: a session
     of `rt.reads` (autocommit) the caller reads in next: a patient's own access is judged and audited in it, on the
-    request's one connection."""
+    request's one connection, and `beside` read by the statement that appends its entry if it is allowed (its rows are
+    then in `beside.rows`; else None, and the caller reads it itself)."""
     day = today or paris_date(now)
     if not _plausible(patient_id) or (document_id is not None and not _plausible(document_id)):
         # Ids that cannot exist are not written raw into the audit (they could be anything).
@@ -243,7 +249,8 @@ def check(
 
     # The break-glass justification goes into the chain with the attempt it justifies (docs/domain.md rule 5). A
     # patient's own access causes no notification (`notify_access`).
-    verdict = _record(rt, actor, action, judge, emergency_reason, quiet=actor.id == patient_id, reads=reads).verdict
+    quiet = actor.id == patient_id
+    verdict = _record(rt, actor, action, judge, emergency_reason, quiet=quiet, reads=reads, beside=beside).verdict
     assert verdict is not None  # every judgement has one
     return verdict
 

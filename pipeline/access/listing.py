@@ -21,11 +21,12 @@ import datetime as dt
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Executable, Integer, SQLColumnExpression, Table, bindparam, func, literal_column, null, select, union_all
 from sqlalchemy.orm import Session
 
+from pipeline.access.audit import APPENDED, ReadBeside
 from pipeline.access.gate import Decisions
 from pipeline.access.recordview import POLICY_COLUMNS, POLICY_FIELD_COLUMNS, PolicyFields, policy_fields
 from pipeline.index.models import LIVE_DOCUMENT, Document
@@ -33,6 +34,8 @@ from pipeline.index.repo import documents_by_id
 from pipeline.index.states import DocumentStatus
 
 if TYPE_CHECKING:
+    from sqlalchemy import Row
+
     from pipeline.access.recordview import PolicyRow
 
 _DOCUMENTS = cast(Table, Document.__table__)
@@ -41,10 +44,15 @@ CHUNK = 500
 # The listing's order: newest service date first (the dialect's own place for a missing date), then id. Its
 # statements are built of the table's own columns (and LIVE_DOCUMENT, `Document.live` on them): Core statements,
 # with no ORM compile step on each execution.
+ORDER_COLUMNS = (_DOCUMENTS.c.service_date, _DOCUMENTS.c.id)
 ORDER = (_DOCUMENTS.c.service_date.desc(), _DOCUMENTS.c.id)
 # Where a group's policy fields are in a row of the listing's statement (`_grouped_and_paged`): after `part` and the
-# table's columns, before the count.
-_GROUP_FIELDS = slice(1 + len(_DOCUMENTS.c), -1)
+# page's columns, before the count.
+_GROUP_FIELDS = slice(-1 - len(POLICY_FIELD_COLUMNS), -1)
+# What a page's row always has, whatever else its reader asks for (`listing_beside`): its id and service date (the
+# order), and what the policy reads (`policy_fields`, decided again on every row returned).
+_PAGE_NEEDS = frozenset(column.name for column in (*ORDER_COLUMNS, *POLICY_COLUMNS))
+_NULLS: list[SQLColumnExpression[Any]] = [literal_column("NULL") for _ in range(len(_DOCUMENTS.c) + len(POLICY_FIELD_COLUMNS) + 1)]
 
 
 @dataclass(frozen=True)
@@ -100,20 +108,31 @@ def _shape_and_params(patient_id: str, filters: DocumentFilters) -> tuple[_Shape
     return shape, {"patient_id": patient_id} | {name: value for name, value in values.items() if value}
 
 
-def _grouped_and_paged(where: Sequence[SQLColumnExpression[bool]]) -> Executable:
+def _grouped_and_paged(
+    where: Sequence[SQLColumnExpression[bool]], *, appending: bool = False, page_columns: frozenset[str] | None = None
+) -> Executable:
     """The listing's page and its grouped count in one statement (one round trip): first a row per document of the
-    page (`part` 0: every column of `documents`, as the model names them, in the listing's order), then a row per
+    page (`part` 0: every column of `documents`, or those named in `page_columns`, as the model names them, in the listing's
+    order), then a row per
     group of documents alike in the policy's fields (`part` 1: those fields and the group's count, in the last
-    columns, `group_*`). The page is read whether or not the count lets it be used (`visible_page`)."""
+    columns, `group_*`). The page is read whether or not the count lets it be used (`visible_page`). `appending`: the
+    statement also inserts the access's audit entry (`pipeline.access.audit.APPENDED`), and a last row (`part` 2)
+    holds its id in the last column if it went in (`listing_beside`)."""
     groups = select(*POLICY_FIELD_COLUMNS, func.count()).where(*where).group_by(*POLICY_FIELD_COLUMNS).subquery("groups")
     # Plain rows of every column, not ORM objects: a page of 50 costs no identity map nor instrumented attributes.
-    page = select(*_DOCUMENTS.c).where(*where).order_by(*ORDER).offset(bindparam("offset")).limit(bindparam("limit")).subquery("page")
-    # Each part has typed NULLs for the other's columns: the union's columns are the page's, then the groups'.
+    shown = _DOCUMENTS.c if page_columns is None else [c for c in _DOCUMENTS.c if c.name in page_columns | _PAGE_NEEDS]
+    page = select(*shown).where(*where).order_by(*ORDER).offset(bindparam("offset")).limit(bindparam("limit")).subquery("page")
+    # The first part has typed NULLs for the groups' columns (the union's columns and their types are the first part's);
+    # the others plain NULLs, which PostgreSQL types by the first part's and SQLite leaves alone: the statement stays short
+    # enough for the driver to keep its parsed form (psycopg parses a query longer than 4 KiB again on each execution).
     of_page = select(
         literal_column("0", Integer).label("part"), *page.c, *(null().cast(c.type).label(f"group_{n}") for n, c in enumerate(groups.c))
     )
-    of_groups = select(literal_column("1", Integer), *(null().cast(c.type) for c in page.c), *groups.c)
-    both = union_all(of_page, of_groups)
+    of_groups = select(literal_column("1", Integer), *_NULLS[: len(page.c)], *groups.c)
+    parts = [of_page, of_groups]
+    if appending:
+        parts.append(select(literal_column("2", Integer), *_NULLS[: len(page.c) + len(groups.c) - 1], APPENDED.c.id))
+    both = union_all(*parts)
     in_order = both.selected_columns
     return both.order_by(in_order.part, in_order.service_date.desc(), in_order.id)
 
@@ -127,8 +146,31 @@ def _query(patient_id: str, filters: DocumentFilters) -> tuple[Executable, dict[
     return _statement(shape), params
 
 
+def listing_beside(
+    patient_id: str, filters: DocumentFilters, *, page: int, page_size: int, columns: frozenset[str] | None = None
+) -> ReadBeside | None:
+    """The listing's statement made by the one that appends a patient's own access's entry (`pipeline.access.gate.check`
+    with `beside`): the insert, the page and its count in one round trip, its rows then given to `visible_page`. None for
+    a listing with conditions of its own (`filters.more`). `columns`: the only columns of `documents` its reader reads of
+    a page's rows (besides `_PAGE_NEEDS`): fewer values sent, decoded and converted. (When this way is not open the
+    reader gets rows of every column from `visible_page`.)"""
+    if filters.more:
+        return None
+    shape, params = _shape_and_params(patient_id, filters)
+    return ReadBeside(_statement(shape, appending=True, page_columns=columns), params | _page_params(page, page_size), _appended_id)
+
+
+def _appended_id(rows: Sequence[Row[Any]]) -> int | None:
+    """The audit entry's id in a row of `part` 2, the last in order (`_grouped_and_paged` with `appending`)."""
+    return cast(int, rows[-1][-1]) if rows and rows[-1].part == 2 else None
+
+
+def _page_params(page: int, page_size: int) -> dict[str, int]:
+    return {"offset": (page - 1) * page_size, "limit": page_size}
+
+
 @functools.cache
-def _statement(shape: _Shape) -> Executable:
+def _statement(shape: _Shape, appending: bool = False, page_columns: frozenset[str] | None = None) -> Executable:
     """The statement of a listing of this shape (`_grouped_and_paged`), the values bound at execution: built once, it
     costs neither its construction nor its cache key on each request."""
     columns = _DOCUMENTS.c
@@ -143,7 +185,7 @@ def _statement(shape: _Shape) -> Executable:
     where += [bound for bound, wanted in zip(bounds, used, strict=True) if wanted]
     if not include_superseded:
         where.append(columns.status == DocumentStatus.CURRENT)
-    return _grouped_and_paged(where)
+    return _grouped_and_paged(where, appending=appending, page_columns=page_columns)
 
 
 def policy_groups(session: Session, where: Sequence[SQLColumnExpression[bool]]) -> list[tuple[PolicyFields, int]]:
@@ -168,15 +210,18 @@ def visible_page(
     page: int,
     page_size: int,
     chunk: int = CHUNK,
+    read: Sequence[Row[Any]] | None = None,
 ) -> VisiblePage:
     """Page `page` (from 1) of the record's live documents that `decisions` allows, `page_size` a page,
-    newest service date first, filtered by `filters`; and the count of all it allows."""
-    query, params = _query(patient_id, filters)
+    newest service date first, filtered by `filters`; and the count of all it allows. `read`: the rows of the
+    listing's statement already run for these arguments (`listing_beside`)."""
     start = (page - 1) * page_size
-    # Fetched whole (`all`): iterating the result would fetch the rows one call at a time.
-    rows = session.execute(query, params | {"offset": start, "limit": page_size}).all()
-    documents: list[PolicyRow] = [row for row in rows if row.part == 0]
-    counts = [(tuple(row[_GROUP_FIELDS]), row[-1]) for row in rows if row.part == 1]
+    if read is None:
+        query, params = _query(patient_id, filters)
+        # Fetched whole (`all`): iterating the result would fetch the rows one call at a time.
+        read = session.execute(query, params | _page_params(page, page_size)).all()
+    documents: list[PolicyRow] = [row for row in read if row.part == 0]
+    counts = [(tuple(row[_GROUP_FIELDS]), row[-1]) for row in read if row.part == 1]
     total = sum(count for fields, count in counts if decisions.allows(fields))
     hidden = sum(count for _, count in counts) - total
     if start >= total:

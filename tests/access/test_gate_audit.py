@@ -1,6 +1,7 @@
 """An access's audit entry (pipeline/access/gate.py) on its chain: on PostgreSQL the judging statement tries the
 chain's lock and reads its head, so the entry costs no statement of its own for the head; when another append
-holds the lock, the access waits for it and reads the head afresh; the chain never forks either way."""
+holds the lock, the access waits for it and reads the head afresh; the chain never forks either way. A patient's own
+listing is read by the statement that inserts the entry, and used only if the entry went in."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ import time
 from sqlalchemy import event, func, select, text
 
 from pipeline.access.audit import AuditEvent, append, chain_lock_params, verify
-from pipeline.access.gate import Access, check
+from pipeline.access.gate import Access, Decisions, check
+from pipeline.access.listing import DocumentFilters, listing_beside, visible_page
 from pipeline.access.policy import Action, Actor, ActorKind
+from pipeline.core.clock import paris_date
 from pipeline.core.keys import audit_key
 from pipeline.index.models import AuditEntry, Patient
 from pipeline.runtime import Runtime
@@ -33,6 +36,22 @@ def _seqs(rt: Runtime, chain: str) -> list[int]:
 def _verified(rt: Runtime) -> bool:
     with rt.sessions() as session:
         return verify(session, audit_key(rt.hmac_secret)) == []
+
+
+def _append_just_before_the_next_entry(rt: Runtime, patient: Actor) -> None:
+    """Just before the next statement inserting an audit entry (alone or with a read beside it) is sent: another
+    append to the patient's chain, committed."""
+    interloper = AuditEvent(chain=patient.id, actor_id="operator", actor_kind="operator", profession=None, action="list",
+                            document_id=None, outcome="allowed", reason="test")  # fmt: skip
+    appended: list[bool] = []
+
+    def append_first(_connection, _cursor, statement, *_rest) -> None:  # type: ignore[no-untyped-def]
+        if "INSERT INTO audit_entries" in statement and not appended:
+            appended.append(True)
+            with rt.sessions.begin() as other:
+                append(other, audit_key(rt.hmac_secret), interloper)
+
+    event.listen(rt.engine, "before_cursor_execute", append_first)
 
 
 def test_an_access_reads_its_chains_head_in_the_judging_statement(rt):
@@ -113,20 +132,44 @@ def test_a_patients_own_access_is_judged_and_audited_without_a_transaction_on_po
 def test_an_access_whose_head_went_stale_before_its_insert_appends_after_the_newer_entry_in_a_transaction(rt):
     patient = _patient(rt)
     check(rt, patient, Action.LIST, patient.id)
-    interloper = AuditEvent(chain=patient.id, actor_id="operator", actor_kind="operator", profession=None, action="list",
-                            document_id=None, outcome="allowed", reason="test")  # fmt: skip
-    appended: list[bool] = []
-
-    def append_first(_connection, _cursor, statement, *_rest) -> None:  # type: ignore[no-untyped-def]
-        # Just before the access's entry goes in: another append to the chain, committed.
-        if statement.startswith("INSERT INTO audit") and not appended:
-            appended.append(True)
-            with rt.sessions.begin() as other:
-                append(other, audit_key(rt.hmac_secret), interloper)
-
-    event.listen(rt.engine, "before_cursor_execute", append_first)
+    _append_just_before_the_next_entry(rt, patient)
     with rt.reads() as reads:  # the caller's session (as the list route's): still usable after the refused insert
         assert isinstance(check(rt, patient, Action.LIST, patient.id, reads=reads), Access)
         assert reads.scalar(select(func.count()).select_from(AuditEntry).where(AuditEntry.chain == patient.id)) == 3
     assert _seqs(rt, patient.id) == [1, 2, 3]  # the access's entry after the other, the chain unforked
+    assert _verified(rt)
+
+
+def test_a_patients_own_listing_is_read_by_the_statement_that_appends_its_entry_on_postgresql(rt):
+    patient = _patient(rt)
+    check(rt, patient, Action.LIST, patient.id)
+    statements: list[str] = []
+    event.listen(rt.engine, "before_cursor_execute", lambda _c, _cur, statement, *_rest: statements.append(statement))
+    beside = listing_beside(patient.id, DocumentFilters(), page=1, page_size=50)
+    assert beside is not None
+    with rt.reads() as reads:
+        access = check(rt, patient, Action.LIST, patient.id, reads=reads, beside=beside)
+        assert isinstance(access, Access)
+        decisions = Decisions(patient, Action.LIST, access.record, today=paris_date(), emergency_reason=None)
+        listed = visible_page(reads, decisions, patient.id, DocumentFilters(), page=1, page_size=50, read=beside.rows)
+    assert listed.documents == [] and listed.total == 0  # a record without documents still names the entry it appended
+    if rt.engine.dialect.name == "postgresql":
+        assert len(statements) == 2  # the judging statement; the entry's insert with the page and its count
+        assert beside.rows is not None
+    else:
+        assert beside.rows is None  # SQLite: the transaction, and the listing read apart
+    assert _seqs(rt, patient.id) == [1, 2]
+    assert _verified(rt)
+
+
+def test_a_listing_whose_entry_was_refused_is_not_used_and_the_entry_appended_in_a_transaction(rt):
+    patient = _patient(rt)
+    check(rt, patient, Action.LIST, patient.id)
+    _append_just_before_the_next_entry(rt, patient)  # the access's entry, with the listing beside it
+    beside = listing_beside(patient.id, DocumentFilters(), page=1, page_size=50)
+    assert beside is not None
+    with rt.reads() as reads:
+        assert isinstance(check(rt, patient, Action.LIST, patient.id, reads=reads, beside=beside), Access)
+    assert beside.rows is None  # read by a statement whose entry did not go in: the caller reads the listing itself
+    assert _seqs(rt, patient.id) == [1, 2, 3]
     assert _verified(rt)
