@@ -157,14 +157,10 @@ _KEYS = "SELECT id, patient_id, master_key_id, wrapped FROM record_keys WHERE id
 def _records(rt: Runtime, cursor: psycopg.Cursor[Any], ins_values: list[str]) -> dict[str, tuple[str, LineSealer]]:
     """The open records of these INS that have a key, as (patient id, sealer), made first for the INS not known yet (see
     `_make_records`). An INS left out is a record closed, or whose key was destroyed: nothing goes in."""
-    cursor.execute(_RECORDS, [_texts(ins_values)])
-    rows = {row[0]: row for row in cursor.fetchall()}
-    lacking = [ins for ins, (_, pid, status, key_id, _) in rows.items() if pid is None or (status == RecordStatus.OPEN and key_id is None)]
+    usable, lacking = _read_records(cursor, ins_values)
     if lacking:
         _make_records(rt, lacking)
-        cursor.execute(_RECORDS, [_texts(lacking)])
-        rows.update((row[0], row) for row in cursor.fetchall())
-    usable = {ins: (pid, key_id) for ins, pid, status, key_id, wrapped in rows.values() if status == RecordStatus.OPEN and wrapped}
+        usable.update(_read_records(cursor, lacking)[0])
     sealers = rt.line_sealers.kept(key_id for _, key_id in usable.values())
     missing = [key_id for _, key_id in usable.values() if key_id not in sealers]
     if missing:
@@ -173,6 +169,20 @@ def _records(rt: Runtime, cursor: psycopg.Cursor[Any], ins_values: list[str]) ->
             if wrapped is not None:  # destroyed since the statement above: its lines are refused as the record's
                 sealers[key_id] = _sealer(rt, key_id, patient_id, master_key_id, wrapped)
     return {ins: (pid, sealers[key_id]) for ins, (pid, key_id) in usable.items() if key_id in sealers}
+
+
+def _read_records(cursor: psycopg.Cursor[Any], ins_values: list[str]) -> tuple[dict[str, tuple[str, str]], list[str]]:
+    """The open records of these INS that have a key, as (patient id, key id), and the INS of no record or of an open
+    one without a key (to make), in one pass over the rows (a chunk's ~8,000 patients, every chunk)."""
+    cursor.execute(_RECORDS, [_texts(ins_values)])
+    usable: dict[str, tuple[str, str]] = {}
+    lacking: list[str] = []
+    for ins, patient_id, status, key_id, wrapped in cursor.fetchall():
+        if patient_id is None or (status == RecordStatus.OPEN and key_id is None):
+            lacking.append(ins)
+        elif status == RecordStatus.OPEN and wrapped:
+            usable[ins] = (patient_id, key_id)
+    return usable, lacking
 
 
 def _sealer(rt: Runtime, key_id: str, patient_id: str, master_key_id: str, wrapped: bytes) -> LineSealer:
