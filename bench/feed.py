@@ -44,8 +44,8 @@ from sqlalchemy import func, select
 from bench.measure import CpuMeter, ProcessTeam, cpu_seconds, wait_idle
 from bench.report import print_parts
 from infra.services import dmp_environment, throwaway_database, throwaway_services
+from pipeline.carehistory.chunkstore import COLUMNS
 from pipeline.carehistory.feedformat import CareLine, check_line, csv_header, parse_chunk, split_lines
-from pipeline.carehistory.feeds import COLUMNS
 from pipeline.core.clock import paris_date
 from pipeline.core.keys import FileKeyProvider, WrappedKey, new_key
 from pipeline.core.sealedfields import DETAILS, LineSealer

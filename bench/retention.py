@@ -24,7 +24,7 @@ import psycopg
 
 from bench.report import print_parts
 from infra.services import throwaway_database
-from pipeline.carehistory.feeds import COLUMNS
+from pipeline.carehistory.chunkstore import COLUMNS
 from pipeline.carehistory.history import care_history
 from pipeline.core.clock import paris_date
 from pipeline.core.keys import load_key_file

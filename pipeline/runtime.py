@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from pipeline.carehistory.notices import FeedNotices
 from pipeline.core.home import prepare_home
 from pipeline.core.inbox import Inbox
 from pipeline.core.keys import FileKeyProvider, KeyProvider, audit_key, keyed_hash, load_key_file
@@ -44,8 +45,10 @@ class Runtime:
     inbox: Inbox = field(init=False, repr=False)
     # Unwrapped batch keys (the titles of items waiting in the queue), by batch id.
     batch_keys: KeyCache[bytes] = field(init=False, repr=False)
-    # Care-line sealers (pipeline/carehistory/feeds.py), by record key id: a feed's chunks share most patients.
+    # Care-line sealers (pipeline/carehistory/chunkstore.py), by record key id: a feed's chunks share most patients.
     line_sealers: KeyCache[LineSealer] = field(init=False, repr=False)
+    # The feeds' notification rows this process saw committed (pipeline/carehistory/notices.py).
+    feed_notices: FeedNotices = field(init=False, repr=False)
     # Sessions for reads that write nothing (see `reads`).
     reads: sessionmaker[Session] = field(init=False, repr=False)
 
@@ -53,6 +56,7 @@ class Runtime:
         self.inbox = Inbox(self.store)
         self.batch_keys = KeyCache()
         self.line_sealers = KeyCache()
+        self.feed_notices = FeedNotices()
         # Autocommit: each statement runs alone, with no BEGIN before it nor ROLLBACK when the session ends (two
         # round trips of a short read's four), and the driver keeps its prepared statements (a ROLLBACK drops
         # them). Under READ COMMITTED every statement sees its own snapshot anyway: a transaction adds no

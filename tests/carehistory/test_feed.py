@@ -284,6 +284,15 @@ def test_one_notification_per_patient_per_feed(rt, tmp_path):
     assert sorted(r.kind for r in rows) == ["reimbursement_data", "reimbursement_data"]
 
 
+def test_each_feed_queues_its_own_notification_for_a_patient_the_worker_notified_for_another(rt, tmp_path):
+    first = _feed(rt, _csv(tmp_path / "1.csv", [_line(f"A{i}", ins=[ALICE, BOB][i % 2]) for i in range(9)]))
+    second = _feed(rt, _csv(tmp_path / "2.csv", [_line(f"B{i}", ins=[ALICE, BOB][i % 2]) for i in range(9)]))
+    with rt.sessions() as session:
+        rows = session.execute(select(Outbox.ref_id, Outbox.patient_id)).all()
+    assert sorted(ref for ref, _ in rows) == sorted([first, first, second, second])
+    assert len(set(rows)) == 4
+
+
 def test_lines_for_a_closed_record_are_rejected(rt, tmp_path):
     _feed(rt, _csv(tmp_path / "1.csv", [_line("first")]))
     with rt.sessions() as session:

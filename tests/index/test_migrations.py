@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
-from pipeline.index.db import downgrade, make_engine, upgrade
+from pipeline.index.db import MIGRATIONS, SchemaNotReady, check_schema, downgrade, file_heads, make_engine, upgrade
 from pipeline.index.models import Base
 from tests.conftest import raw_dump
 
@@ -30,6 +31,20 @@ def test_upgrading_twice_is_harmless(database_url):
     engine = make_engine(database_url)
     upgrade(engine)
     upgrade(engine)
+    engine.dispose()
+
+
+def test_the_heads_read_from_the_migration_files_are_alembics():
+    assert file_heads() == set(ScriptDirectory(str(MIGRATIONS)).get_heads())
+
+
+def test_the_schema_check_passes_at_the_head_and_names_an_older_schema(database_url):
+    engine = make_engine(database_url)
+    upgrade(engine, "0017")
+    with pytest.raises(SchemaNotReady, match="older than this version"):
+        check_schema(engine)
+    upgrade(engine)
+    check_schema(engine)
     engine.dispose()
 
 
