@@ -10,8 +10,9 @@ file (a byte range cut at line ends), cuts it into chunks of DMP_FEED_CHUNK_LINE
 chunk, parses and checks every line with our own parser (`parse_chunk`, `check_line`), inserts the
 chunk's new patients and their record keys (made, wrapped under the master key, their rows stored
 with one COPY: sealed details are worth nothing without them), seals each line's details and keys
-its content hash under the patient's record key, writes the rows with one COPY, queues each
-patient's notification (one outbox row per patient and feed, as the pipeline does) and commits.
+its content hash under the patient's record key, writes the rows with one COPY, queues the
+notification of each patient it has not notified yet (one outbox row per patient and feed: the pipeline's workers
+also skip the patients whose row they saw committed) and commits.
 No broker, no inbox, no duplicate or correction handling. Each floor process, once started and connected, freezes
 its objects out of the garbage collector, as a worker process does after its boot (supervisor.start_worker).
 
@@ -124,7 +125,12 @@ def _lines(feed: Path, start: int, end: int) -> Iterator[bytes]:
 
 
 def _floor_chunk(
-    connection: psycopg.Connection, lines: list[CareLine], sealers: dict[str, tuple[str, LineSealer]], keys: FileKeyProvider, feed_id: str
+    connection: psycopg.Connection,
+    lines: list[CareLine],
+    sealers: dict[str, tuple[str, LineSealer]],
+    notified: set[str],
+    keys: FileKeyProvider,
+    feed_id: str,
 ) -> None:
     new = sorted({line.ins for line in lines} - sealers.keys())
     if new:
@@ -163,14 +169,18 @@ def _floor_chunk(
             details = sealer.seal(SOURCE, line.line_id, pid, [getattr(line, name) for name in DETAILS])
             copy.write_row((SOURCE, line.line_id, pid, line.care_date, details, line.amount_billed, line.amount_reimbursed,
                             line.reimbursement_date, line.supersedes, sealer.line_hash(line.content_hash), feed_id))  # fmt: skip
-    # The patients' "new reimbursement data" notifications, one per patient and feed, as the pipeline queues them.
-    connection.execute(
-        "INSERT INTO outbox (id, patient_id, kind, ref_id, source, created_at)"
-        " SELECT gen_random_uuid()::text, p, 'reimbursement_data', %s, %s, now() FROM unnest(%s::text[]) AS p"
-        " ON CONFLICT (patient_id, kind, ref_id) DO NOTHING",
-        [feed_id, SOURCE, sorted({sealers[line.ins][0] for line in lines})],
-    )
+    # The patients' "new reimbursement data" notifications, one per patient and feed, as the pipeline queues them:
+    # only for the patients this process has not notified yet (the pipeline's workers skip those they saw committed).
+    unnotified = sorted({sealers[line.ins][0] for line in lines} - notified)
+    if unnotified:
+        connection.execute(
+            "INSERT INTO outbox (id, patient_id, kind, ref_id, source, created_at)"
+            " SELECT gen_random_uuid()::text, p, 'reimbursement_data', %s, %s, now() FROM unnest(%s::text[]) AS p"
+            " ON CONFLICT (patient_id, kind, ref_id) DO NOTHING",
+            [feed_id, SOURCE, unnotified],
+        )
     connection.commit()
+    notified.update(unnotified)
 
 
 def _floor_process(job: _FloorJob, share: int, ready: Event, go: Event, results: Queue[Any], leave: Event) -> None:
@@ -184,6 +194,7 @@ def _floor_process(job: _FloorJob, share: int, ready: Event, go: Event, results:
         header_line, start, end = _share(job.feed, share, job.processes)
         header = csv_header(header_line)
         sealers: dict[str, tuple[str, LineSealer]] = {}
+        notified: set[str] = set()
         stored = rejected = 0
         for first, data, _ in split_lines(_lines(job.feed, start, end), job.chunk_lines, quoted=True):
             lines: list[CareLine] = []
@@ -194,7 +205,7 @@ def _floor_process(job: _FloorJob, share: int, ready: Event, go: Event, results:
                 else:
                     rejected += 1
             if lines:
-                _floor_chunk(connection, lines, sealers, keys, "floor")
+                _floor_chunk(connection, lines, sealers, notified, keys, "floor")
             stored += len(lines)
     results.put((stored, rejected))
     leave.wait()  # alive until the CPU meter has read this process (an ended process reads as 0: its CPU went uncounted)
