@@ -112,12 +112,12 @@ def _grouped_and_paged(
     where: Sequence[SQLColumnExpression[bool]], *, appending: bool = False, page_columns: frozenset[str] | None = None
 ) -> Executable:
     """The listing's page and its grouped count in one statement (one round trip): first a row per document of the
-    page (`part` 0: every column of `documents`, or those named in `page_columns`, as the model names them, in the listing's
-    order), then a row per
-    group of documents alike in the policy's fields (`part` 1: those fields and the group's count, in the last
-    columns, `group_*`). The page is read whether or not the count lets it be used (`visible_page`). `appending`: the
-    statement also inserts the access's audit entry (`pipeline.access.audit.APPENDED`), and a last row (`part` 2)
-    holds its id in the last column if it went in (`listing_beside`)."""
+    page (`part` 0: every column of `documents`, or those named in `page_columns`, as the model names them, in the
+    listing's order), then a row per group of documents alike in the policy's fields (`part` 1: those fields and the
+    group's count, in the last columns, `group_*`). The page is read whether or not the count lets it be used
+    (`visible_page`). `appending`: the statement also inserts the access's audit entry
+    (`pipeline.access.audit.APPENDED`), and a last row (`part` 2) holds its id in the last column if it went in
+    (`listing_beside`)."""
     groups = select(*POLICY_FIELD_COLUMNS, func.count()).where(*where).group_by(*POLICY_FIELD_COLUMNS).subquery("groups")
     # Plain rows of every column, not ORM objects: a page of 50 costs no identity map nor instrumented attributes.
     shown = _DOCUMENTS.c if page_columns is None else [c for c in _DOCUMENTS.c if c.name in page_columns | _PAGE_NEEDS]
