@@ -13,13 +13,15 @@ import threading
 import time
 from collections.abc import Iterable
 
-from pipeline.core.sealedfields import KEY_CACHE_SECONDS
+# How long a patient seen committed is trusted: a feed's chunks come minutes apart at most, and a row pruned meanwhile
+# (composed and past DMP_NOTIFY_KEEP_DAYS) costs at most one notification fewer, which a shorter window only narrows.
+SEEN_SECONDS = 300.0
 
 
 class FeedNotices:
     """Per feed, the patients whose outbox row this process saw committed, for `seconds` from the feed's first."""
 
-    def __init__(self, seconds: float = KEY_CACHE_SECONDS, feeds: int = 4) -> None:
+    def __init__(self, seconds: float = SEEN_SECONDS, feeds: int = 4) -> None:
         self.seconds = seconds
         self.feeds = feeds  # the latest ones kept: a worker stores chunks of one or two feeds at a time
         self._seen: dict[str, tuple[float, set[str]]] = {}
