@@ -39,6 +39,7 @@ TEST_PROCESSES ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=
 test: $(STAMP) $(BIN)/promtool browser
 	infra/check-services
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(MAKE) typecheck
 	DMP_TEST_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q -n $(TEST_PROCESSES) --dist loadscope --ignore=tests/api/test_schema.py
 	$(BIN)/python -m pytest -q tests/api/test_schema.py
@@ -50,6 +51,7 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # mypy, configured in pyproject.toml ([tool.mypy]: strict, files, overrides).
 typecheck: $(STAMP)

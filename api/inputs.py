@@ -47,6 +47,7 @@ def _calendar_date(value: object) -> object:
 FromDateQuery = Annotated[dt.date | None, BeforeValidator(_calendar_date), Query(alias="from")]
 ToDateQuery = Annotated[dt.date | None, BeforeValidator(_calendar_date), Query(alias="to")]
 
+
 def _rfc3339(value: object) -> object:
     """Only a string is a moment here: pydantic would also read `0` or `1700000000` as a Unix time."""
     if not isinstance(value, str):

@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from pipeline.core.inbox import PACK_DOCUMENTS
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
@@ -17,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     ingest.add_argument("--patients", type=int, default=50)
     validate = sub.add_parser("validate", help="validate + classify in the sandbox vs the same checks in-process")
     validate.add_argument("--documents", type=int, default=1000)
-    validate.add_argument("--pack", type=int, default=16, help="documents per message, as the worker gets them (1: one at a time)")
+    validate.add_argument("--pack", type=int, default=PACK_DOCUMENTS, help="documents per message, as packed by intake (1: each alone)")
     crypto = sub.add_parser("crypto", help="streaming envelope encryption vs bare AES-GCM over the same segments")
     crypto.add_argument("--size", default="1GiB", help="document size, e.g. 1GiB, 256MiB")
     crypto.add_argument("--pipeline", action="store_true", help="also one document of that size through ingest and read")

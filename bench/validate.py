@@ -1,7 +1,7 @@
 """Validation benchmark: validate + classify on the sample corpus, as the worker does it.
 
 value: documents per second through the production path as a worker takes it: the documents of a
-message (a pack, `--pack` documents, 16 by default as the intake makes them) each copied into a
+message (a pack, `--pack` documents, by default as many as the intake puts in one: `PACK_DOCUMENTS`) each copied into a
 sealed memory file, inspected in one exchange with the sandbox's child (`check_contents`), then
 each classified. floor: the same checks in-process on the same files, one document after another
 (the real `inspect_file`: sniff, PDF object walk and decompression, text extraction, CDA parse;
@@ -40,8 +40,8 @@ from pipeline.samples import generate_samples
 
 ROUNDS = 3
 # Documents per turn: small enough that the load does not change within a turn, large enough to keep caches
-# warm; in whole packs (3 of 16), so the pipeline's turns hold the messages a worker gets.
-BLOCK = 48
+# warm; in whole packs (2 of 32), so the pipeline's turns hold the messages a worker gets.
+BLOCK = 64
 LONG_DOCUMENT_CALLS = 200
 
 

@@ -218,4 +218,3 @@ def provide(rt: Runtime, data: bytes, source: str, send: Callable[[str], None]) 
         changed = _replayed_changes(rt, known, source, submission)
     set_id = known.id if known.batch_id is not None else None
     return Provided(submission, set_id, known.batch_id, items, replayed=not inserted, changed=changed)
-

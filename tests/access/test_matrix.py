@@ -84,8 +84,6 @@ def test_matrix_without_a_row_denies(tmp_path: Path) -> None:
     assert matrix.allows("nurse", None, "42", "57833-6") is False
 
 
-
-
 def test_shipped_matrix_dentist_does_not_read_psychiatric_summaries() -> None:
     assert default_matrix().allows("dentist", None, "11", "59259-2") is False
 

@@ -131,14 +131,6 @@ def _with_open_action(action: dict[str, str]) -> bytes:
     return _pdf_writer_bytes(writer)
 
 
-
-
-
-
-
-
-
-
 def small_zip_bytes() -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
@@ -229,8 +221,6 @@ HTML_PAGE = b"<!DOCTYPE html><html><body><h1>Compte rendu de biologie</h1><p>Bil
 # Writers for the big files (streamed)
 
 
-
-
 def write_zip_bomb(path: Path, inflated: int = ZIP_BOMB_BYTES) -> None:
     """A zip whose single member inflates to `inflated` zero bytes, written 1 MiB at a time."""
     info = zipfile.ZipInfo("document.pdf", ZIP_DATE)
@@ -313,7 +303,6 @@ def polyglot_pdf(member: str = "setup.exe", data: bytes = b"MZ\x90\x00" + bytes(
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr(zipfile.ZipInfo(member, ZIP_DATE), data)
     return good_pdf_bytes() + buffer.getvalue()
-
 
 
 def build_hostile_batch(out: Path, max_file_bytes: int = 4 * MIB) -> list[HostileCase]:

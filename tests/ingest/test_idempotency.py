@@ -92,4 +92,3 @@ def test_a_key_is_printable_ascii_quotes_optional():
     for bad in ("", "é", "a\x00b", "x" * 256):
         with pytest.raises(KeyInvalid):
             parse_key(bad)
-
