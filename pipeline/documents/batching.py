@@ -12,7 +12,8 @@ same order, with per message rather than per document:
 - one PUT per document (its sealed object: the one request a document cannot share);
 - one transaction for every outcome: document rows, items indexed or rejected, the patients'
   notifications, the deposits' audit entries (one append per chain, pipeline/access/audit.py);
-- one DeleteObjects for the inbox copies, one UPDATE clearing the items' leases.
+- one request removing the inbox copies (`delete_many`: a plain DELETE for one object, a DeleteObjects for
+  several), one UPDATE clearing the items' leases.
 
 A bad document is rejected alone, in the shared transaction. A document that fails otherwise
 (a race on its source id, an unexpected error) is released alone: its neighbours still commit,
@@ -370,7 +371,7 @@ def _index(rt: Runtime, run: _Run, items: list[_Item]) -> None:
 
 def _settle(rt: Runtime, run: _Run, items: list[_Item], outcomes: dict[str, AttemptOutcome]) -> None:
     """After the commit: the superseded attempts' objects go, the final items' inbox copies too (one
-    DeleteObjects; a shared zip or pack once no item waits on it), then their leases (one UPDATE)."""
+    request, `delete_many`; a shared zip or pack once no item waits on it), then their leases (one UPDATE)."""
     final = [work for work in items if outcomes[work.id] in (AttemptOutcome.INDEXED, AttemptOutcome.REJECTED)]
     leftovers = [key for work in items if outcomes[work.id] == AttemptOutcome.SUPERSEDED for key in work.uploaded]
     leftovers += [work.quarantine.object_key for work in items if outcomes[work.id] == AttemptOutcome.SUPERSEDED and work.quarantine]
