@@ -7,8 +7,8 @@ floor: the same documents as zips through `POST /v1/ingest/batches` (one zip per
 ratio = value / floor (target ≥ 0.8).
 
 Also: ITI-67 search p99 (`GET /fhir/DocumentReference?patient.identifier=…`, first page: the server's default
-20, `DEFAULT_COUNT`) for a patient holding 1,000 documents in an index of `index_documents` rows (target ≤ 20 ms), sequential; beside it the
-p99 of /v1's document list of the same patient on the same server (the same listing without FHIR).
+20, `DEFAULT_COUNT`) for a patient holding 1,000 documents in an index of `index_documents` rows (target
+≤ 20 ms), sequential; beside it the p99 of /v1's document list of the same patient on the same server (the same listing without FHIR).
 The index is built as `bench read` builds it (bench/read.py: real sealed documents, then COPY filler rows).
 """
 
