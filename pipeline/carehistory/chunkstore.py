@@ -144,9 +144,10 @@ def _cursor(session: Session) -> psycopg.Cursor[Any]:
     return cast("psycopg.Connection[Any]", session.connection().connection.driver_connection).cursor()  # the PostgreSQL branch
 
 
-# A chunk's patients and their record keys in one statement, read in the chunk's transaction: a record closed or a key
-# destroyed before this is seen (the rows are read again for every chunk, never kept). The wrapped keys themselves are
-# read only for the keys this worker has no sealer of (`_KEYS`): most chunks, none (they were ~0.8 MB a chunk).
+# A chunk's patients and their record keys in one statement, read in the chunk's transaction for those not kept
+# (`KnownRecords`): a record closed or a key destroyed before the count of record changes is read is seen (the count
+# moved: every record is read again). The wrapped keys themselves are read only for the keys this worker has no sealer
+# of (`_KEYS`): most chunks, none (they were ~0.8 MB a chunk).
 _RECORDS = (
     "SELECT i.ins, p.id, p.status, k.id, k.wrapped IS NOT NULL FROM json_array_elements_text(%s::json) AS i(ins)"
     " LEFT JOIN patients p ON p.ins = i.ins LEFT JOIN record_keys k ON k.patient_id = p.id"
@@ -156,11 +157,18 @@ _KEYS = "SELECT id, patient_id, master_key_id, wrapped FROM record_keys WHERE id
 
 def _records(rt: Runtime, cursor: psycopg.Cursor[Any], ins_values: list[str]) -> dict[str, tuple[str, LineSealer]]:
     """The open records of these INS that have a key, as (patient id, sealer), made first for the INS not known yet (see
-    `_make_records`). An INS left out is a record closed, or whose key was destroyed: nothing goes in."""
-    usable, lacking = _read_records(cursor, ins_values)
-    if lacking:
-        _make_records(rt, lacking)
-        usable.update(_read_records(cursor, lacking)[0])
+    `_make_records`). An INS left out is a record closed, or whose key was destroyed: nothing goes in. Those kept since
+    an earlier chunk are not read again while no record has changed (`KnownRecords`)."""
+    cursor.execute("SELECT changes FROM record_changes WHERE id = 1")
+    changes = cast("tuple[int]", cursor.fetchone())[0]
+    usable, rest = rt.known_records.known(changes, ins_values)
+    if rest:
+        read, lacking = _read_records(cursor, rest)
+        if lacking:
+            _make_records(rt, lacking)
+            read.update(_read_records(cursor, lacking)[0])
+        rt.known_records.read(changes, read)
+        usable.update(read)
     sealers = rt.line_sealers.kept(key_id for _, key_id in usable.values())
     missing = [key_id for _, key_id in usable.values() if key_id not in sealers]
     if missing:
@@ -173,7 +181,7 @@ def _records(rt: Runtime, cursor: psycopg.Cursor[Any], ins_values: list[str]) ->
 
 def _read_records(cursor: psycopg.Cursor[Any], ins_values: list[str]) -> tuple[dict[str, tuple[str, str]], list[str]]:
     """The open records of these INS that have a key, as (patient id, key id), and the INS of no record or of an open
-    one without a key (to make), in one pass over the rows (a chunk's ~8,000 patients, every chunk)."""
+    one without a key (to make), in one pass over the rows (a chunk's ~8,000 patients, when none are kept)."""
     cursor.execute(_RECORDS, [_texts(ins_values)])
     usable: dict[str, tuple[str, str]] = {}
     lacking: list[str] = []
