@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from pipeline.carehistory.knownrecords import KnownRecords
 from pipeline.carehistory.notices import FeedNotices
 from pipeline.core.home import prepare_home
 from pipeline.core.inbox import Inbox
@@ -49,6 +50,8 @@ class Runtime:
     line_sealers: KeyCache[LineSealer] = field(init=False, repr=False)
     # The feeds' notification rows this process saw committed (pipeline/carehistory/notices.py).
     feed_notices: FeedNotices = field(init=False, repr=False)
+    # The open records with a key the feed's chunks read, kept until a record changes (pipeline/carehistory/knownrecords.py).
+    known_records: KnownRecords = field(init=False, repr=False)
     # Sessions for reads that write nothing (see `reads`).
     reads: sessionmaker[Session] = field(init=False, repr=False)
 
@@ -57,6 +60,7 @@ class Runtime:
         self.batch_keys = KeyCache()
         self.line_sealers = KeyCache()
         self.feed_notices = FeedNotices()
+        self.known_records = KnownRecords()
         # Autocommit: each statement runs alone, with no BEGIN before it nor ROLLBACK when the session ends (two
         # round trips of a short read's four), and the driver keeps its prepared statements (a ROLLBACK drops
         # them). Under READ COMMITTED every statement sees its own snapshot anyway: a transaction adds no

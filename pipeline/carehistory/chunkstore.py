@@ -6,6 +6,7 @@ the corrections they make, and the patients' notifications. PostgreSQL writes wi
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -17,8 +18,8 @@ from sqlalchemy.orm import Session
 
 from pipeline.carehistory.feedformat import CareLine, LineRejection
 from pipeline.core.sealedfields import DETAILS, LineSealer
-from pipeline.index.models import CareEvent, Feed, Outbox, Patient, new_id, table_of
-from pipeline.index.repo import RowValues, among, insert_ignore
+from pipeline.index.models import CareEvent, Feed, Outbox, Patient, new_id
+from pipeline.index.repo import RowValues, insert_ignore
 from pipeline.index.states import OutboxKind, RecordStatus
 from pipeline.runtime import Runtime
 
@@ -144,9 +145,10 @@ def _cursor(session: Session) -> psycopg.Cursor[Any]:
     return cast("psycopg.Connection[Any]", session.connection().connection.driver_connection).cursor()  # the PostgreSQL branch
 
 
-# A chunk's patients and their record keys in one statement, read in the chunk's transaction: a record closed or a key
-# destroyed before this is seen (the rows are read again for every chunk, never kept). The wrapped keys themselves are
-# read only for the keys this worker has no sealer of (`_KEYS`): most chunks, none (they were ~0.8 MB a chunk).
+# A chunk's patients and their record keys in one statement, read in the chunk's transaction for those not kept
+# (`KnownRecords`): a record closed or a key destroyed before the count of record changes is read is seen (the count
+# moved: every record is read again). The wrapped keys themselves are read only for the keys this worker has no sealer
+# of (`_KEYS`): most chunks, none (they were ~0.8 MB a chunk).
 _RECORDS = (
     "SELECT i.ins, p.id, p.status, k.id, k.wrapped IS NOT NULL FROM json_array_elements_text(%s::json) AS i(ins)"
     " LEFT JOIN patients p ON p.ins = i.ins LEFT JOIN record_keys k ON k.patient_id = p.id"
@@ -154,13 +156,21 @@ _RECORDS = (
 _KEYS = "SELECT id, patient_id, master_key_id, wrapped FROM record_keys WHERE id IN (SELECT json_array_elements_text(%s::json))"
 
 
-def _records(rt: Runtime, cursor: psycopg.Cursor[Any], ins_values: list[str]) -> dict[str, tuple[str, LineSealer]]:
+def _records(rt: Runtime, cursor: psycopg.Cursor[Any], ins_values: set[str]) -> dict[str, tuple[str, LineSealer]]:
     """The open records of these INS that have a key, as (patient id, sealer), made first for the INS not known yet (see
-    `_make_records`). An INS left out is a record closed, or whose key was destroyed: nothing goes in."""
-    usable, lacking = _read_records(cursor, ins_values)
-    if lacking:
-        _make_records(rt, lacking)
-        usable.update(_read_records(cursor, lacking)[0])
+    `_make_records`). An INS left out is a record closed, or whose key was destroyed: nothing goes in. Those kept since
+    an earlier chunk are not read again while no record has changed (`KnownRecords`)."""
+    cursor.execute("SELECT changes FROM record_changes WHERE id = 1")
+    changes = cast("tuple[int]", cursor.fetchone())[0]
+    usable, rest = rt.known_records.known(changes, ins_values)
+    if rest:
+        rest.sort()  # the records made in INS order: two workers making the same ones take their locks in one order
+        read, lacking = _read_records(cursor, rest)
+        if lacking:
+            _make_records(rt, lacking)
+            read.update(_read_records(cursor, lacking)[0])
+        rt.known_records.read(changes, read)
+        usable.update(read)
     sealers = rt.line_sealers.kept(key_id for _, key_id in usable.values())
     missing = [key_id for _, key_id in usable.values() if key_id not in sealers]
     if missing:
@@ -173,7 +183,7 @@ def _records(rt: Runtime, cursor: psycopg.Cursor[Any], ins_values: list[str]) ->
 
 def _read_records(cursor: psycopg.Cursor[Any], ins_values: list[str]) -> tuple[dict[str, tuple[str, str]], list[str]]:
     """The open records of these INS that have a key, as (patient id, key id), and the INS of no record or of an open
-    one without a key (to make), in one pass over the rows (a chunk's ~8,000 patients, every chunk)."""
+    one without a key (to make), in one pass over the rows (a chunk's ~8,000 patients, when none are kept)."""
     cursor.execute(_RECORDS, [_texts(ins_values)])
     usable: dict[str, tuple[str, str]] = {}
     lacking: list[str] = []
@@ -194,21 +204,46 @@ def _sealer(rt: Runtime, key_id: str, patient_id: str, master_key_id: str, wrapp
     return rt.line_sealers.get(key_id, make)
 
 
+# A chunk's new records, as statements of one row set each (they went through `insert_ignore` and `open_for_patients`:
+# one pipelined statement per row, ~2× the CPU): the patients not known yet (their other columns are the server's
+# defaults), the open ones without a key row (a destroyed key keeps its row: none is made), and their new keys.
+_NEW_PATIENTS = (
+    "INSERT INTO patients (id, ins, status) SELECT gen_random_uuid()::text, i, %s FROM json_array_elements_text(%s::json) AS i"
+    " ON CONFLICT (ins) DO NOTHING"
+)
+_KEYLESS = (
+    "SELECT p.id FROM json_array_elements_text(%s::json) AS i(ins) JOIN patients p ON p.ins = i.ins"
+    " WHERE p.status = %s AND NOT EXISTS (SELECT FROM record_keys k WHERE k.patient_id = p.id)"
+)
+_NEW_KEYS = (
+    "INSERT INTO record_keys (id, patient_id, master_key_id, wrapped)"
+    " SELECT k->>0, k->>1, k->>2, decode(k->>3, 'base64') FROM json_array_elements(%s::json) AS k"
+    " ON CONFLICT (patient_id) DO NOTHING RETURNING id"
+)
+
+
 def _make_records(rt: Runtime, ins_values: list[str]) -> None:
     """The patients of these INS not known yet, then the record keys of the open ones that have none, each in a short
     transaction of its own (as a document's patient and key are): the other workers' chunks of the same feed, which
     share most patients, then wait for these short commits, not for this whole chunk's. A patient or key so made whose
-    chunk then fails is an open record with nothing in it yet, as a retry finds it. The first key made wins; the keys
-    are kept as their sealers once committed, so a key made here is never unwrapped again in this worker."""
+    chunk then fails is an open record with nothing in it yet, as a retry finds it. The first key made wins (the
+    others' are opened by `_records`, as any key this worker has no sealer of); the keys made here are kept as their
+    sealers once committed, so none is ever unwrapped again in this worker."""
     with rt.sessions() as own:
-        # Core rows (as the record keys below), not ORM entities: the ORM's bulk path costs ~15 µs more per row.
-        insert_ignore(own, table_of(Patient), [{"id": new_id(), "ins": ins, "status": RecordStatus.OPEN} for ins in ins_values])
+        _cursor(own).execute(_NEW_PATIENTS, [RecordStatus.OPEN.value, _texts(ins_values)])
         own.commit()
-        open_ids = own.scalars(select(Patient.id).where(among(own, Patient.ins, ins_values), Patient.status == RecordStatus.OPEN)).all()
-        keys = rt.record_keys.open_for_patients(own, open_ids)  # makes the missing ones (destroyed ones stay out)
+        cursor = _cursor(own)  # the session's next transaction (its connection may be another)
+        cursor.execute(_KEYLESS, [_texts(ins_values), RecordStatus.OPEN.value])
+        made = [rt.record_keys.new_row(patient_id) for (patient_id,) in cursor.fetchall()]
+        if not made:
+            return
+        rows = [[row["id"], row["patient_id"], row["master_key_id"], base64.b64encode(row["wrapped"]).decode()] for row, _ in made]
+        cursor.execute(_NEW_KEYS, [json.dumps(rows)])
+        won = {key_id for (key_id,) in cursor.fetchall()}
         own.commit()
-    for key in keys.values():
-        rt.line_sealers.get(key.id, partial(LineSealer, key.key))
+    for row, key in made:
+        if row["id"] in won:
+            rt.line_sealers.get(row["id"], partial(LineSealer, key))
 
 
 def _store_postgresql(session: Session, feed: Feed, lines: list[CareLine], rt: Runtime) -> Written:
@@ -217,13 +252,10 @@ def _store_postgresql(session: Session, feed: Feed, lines: list[CareLine], rt: R
     from psycopg.errors import UniqueViolation  # the driver of this branch, loaded already
 
     cursor = _cursor(session)
-    records = _records(rt, cursor, sorted({x.ins for x in lines}))
-    closed = [LineRejection(x.line_number, x.line_id, "record_closed") for x in lines if x.ins not in records]
-    open_lines = [x for x in lines if x.ins in records]
+    records = _records(rt, cursor, {x.ins for x in lines})
     hashes: dict[str, str] = {}  # line_id -> stored hash of its first line in the chunk (the candidate): each taken once
-    candidates, in_chunk = _split_known(open_lines, hashes, lambda line: records[line.ins][1].line_hash(line.content_hash))
-    source, feed_id = feed.source, feed.id  # read once, not per line (ORM attributes)
-    rows = [_row(source, feed_id, *records[x.ins], x, hashes[x.line_id]) for x in candidates]
+    source = feed.source  # read once (an ORM attribute)
+    closed, candidates, in_chunk, rows = _candidates(lines, records, hashes, source, feed.id)
     cursor.execute("SAVEPOINT care_copy")
     try:
         with cursor.copy(f"COPY care_events ({', '.join(COLUMNS)}) FROM STDIN") as copy:
@@ -251,6 +283,33 @@ def _store_postgresql(session: Session, feed: Feed, lines: list[CareLine], rt: R
             {"new": _texts(x.line_id for x in fresh), "src": source},
         )
     return Written(fresh, closed + duplicates + in_chunk, {records[x.ins][0] for x in fresh})
+
+
+def _candidates(
+    lines: list[CareLine], records: dict[str, tuple[str, LineSealer]], hashes: dict[str, str], source: str, feed_id: str
+) -> tuple[list[LineRejection], list[CareLine], list[LineRejection], list[tuple[object, ...]]]:
+    """In one pass over the chunk (as `_split_known`, without its per-line closure): the lines of a closed record, the
+    candidates (each line_id's first line) and their rows, and the later lines of a line_id with other content.
+    `hashes` gains each candidate's stored hash."""
+    closed: list[LineRejection] = []
+    candidates: list[CareLine] = []
+    in_chunk: list[LineRejection] = []
+    rows: list[tuple[object, ...]] = []
+    for line in lines:
+        record = records.get(line.ins)
+        if record is None:
+            closed.append(LineRejection(line.line_number, line.line_id, "record_closed"))
+            continue
+        patient_id, sealer = record
+        stored = sealer.line_hash(line.content_hash)
+        seen = hashes.get(line.line_id)
+        if seen is None:
+            hashes[line.line_id] = stored
+            candidates.append(line)
+            rows.append(_row(source, feed_id, patient_id, sealer, line, stored))
+        elif seen != stored:
+            in_chunk.append(LineRejection(line.line_number, line.line_id, "duplicate_line"))
+    return closed, candidates, in_chunk, rows
 
 
 def _store_through_staging(

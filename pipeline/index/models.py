@@ -176,6 +176,17 @@ class RecordKey(Base):
     destroyed_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
 
 
+class RecordChanges(Base):
+    """One row (id 1) counting the records closed and the record keys destroyed or deleted, bumped by PostgreSQL
+    triggers in the transaction that makes the change (migration 0020): a feed worker keeps the records it read until
+    the count moves (pipeline/carehistory/knownrecords.py)."""
+
+    __tablename__ = "record_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    changes: Mapped[int] = mapped_column(BigInteger)
+
+
 class Batch(Base):
     __tablename__ = "batches"
     __table_args__ = (UniqueConstraint("source", "manifest_digest"),)

@@ -54,7 +54,7 @@ class RecordKeys:
         with self.sessions() as session:
             row = session.scalars(select(RecordKey).where(RecordKey.patient_id == patient_id)).one_or_none()
             if row is None:
-                insert_ignore(session, RecordKey, self._new_row(patient_id)[0])  # a concurrent worker may have won: use its key
+                insert_ignore(session, RecordKey, self.new_row(patient_id)[0])  # a concurrent worker may have won: use its key
                 session.commit()
                 row = session.scalars(select(RecordKey).where(RecordKey.patient_id == patient_id)).one()
         return (self._cached(row.id) if row.wrapped is not None else None) or self._open(row)
@@ -92,7 +92,7 @@ class RecordKeys:
         made: dict[str, tuple[RowValues, bytes]] = {}
         missing = wanted - {row.patient_id for row in rows}
         if missing:
-            made = {patient_id: self._new_row(patient_id) for patient_id in sorted(missing)}
+            made = {patient_id: self.new_row(patient_id) for patient_id in sorted(missing)}
             insert_ignore(session, table_of(RecordKey), [values for values, _ in made.values()])  # the first key made wins
             rows += session.execute(select(*columns).where(among(session, RecordKey.patient_id, missing)))
         keys: dict[str, OpenRecordKey] = {}
@@ -110,7 +110,7 @@ class RecordKeys:
         row = _KeyRow(record_key_id, patient_id, master_key_id, wrapped)
         return (self._cached(record_key_id) if wrapped is not None else None) or self._open(row)
 
-    def _new_row(self, patient_id: str) -> tuple[RowValues, bytes]:
+    def new_row(self, patient_id: str) -> tuple[RowValues, bytes]:
         """A new record key's row (a fresh key wrapped by the active master key, bound to its ids) and the key."""
         key_id, key = new_id(), new_key()
         wrapped = self.provider.wrap(key, record_context(key_id, patient_id))
