@@ -36,7 +36,7 @@ def insert_ignore(session: Session, model: type[Base] | Table, values: RowValues
     if not rows:
         return
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    # One cached statement; SQLAlchemy batches the rows ("insertmanyvalues") within driver limits.
+    # One cached statement; with no RETURNING, psycopg runs it as an executemany (one statement per row, pipelined).
     session.execute(dialect.insert(model).on_conflict_do_nothing(), rows)
 
 
