@@ -122,10 +122,9 @@ class BodyLimit(HttpMiddleware):
         return not (streamed or uploading or path == FHIR_TRANSACTION)  # submissions: their own limits
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        refusal = problem_response(too_large(self.limit, "request body"))
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.limit:
-            await refusal(scope, receive, send)  # unread
+            await self.refusal()(scope, receive, send)  # unread
             return
         body = bytearray()
         while True:
@@ -134,7 +133,7 @@ class BodyLimit(HttpMiddleware):
                 return  # the client left
             body += message.get("body", b"")
             if len(body) > self.limit:
-                await refusal(scope, receive, send)
+                await self.refusal()(scope, receive, send)
                 return
             if not message.get("more_body", False):
                 break
@@ -148,3 +147,8 @@ class BodyLimit(HttpMiddleware):
             return {"type": "http.request", "body": bytes(body), "more_body": False}
 
         await self.app(scope, replay, send)
+
+    def refusal(self) -> ASGIApp:
+        """The 413 answer, made only when a body is refused (a JSON response built, and rendered, per request was a
+        third of this middleware's cost)."""
+        return problem_response(too_large(self.limit, "request body"))

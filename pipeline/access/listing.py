@@ -17,9 +17,10 @@ two of these statements is never shown on the strength of another row's decision
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -220,6 +221,7 @@ def visible_page(
         query, params = _query(patient_id, filters)
         # Fetched whole (`all`): iterating the result would fetch the rows one call at a time.
         read = session.execute(query, params | _page_params(page, page_size)).all()
+    read = _plain(read)
     documents: list[PolicyRow] = [row for row in read if row.part == 0]
     counts = [(tuple(row[_GROUP_FIELDS]), row[-1]) for row in read if row.part == 1]
     total = sum(count for fields, count in counts if decisions.allows(fields))
@@ -232,6 +234,23 @@ def visible_page(
         # A document changed (or came) since the count: page the slow way, every row decided, no bound.
         return VisiblePage(_skipping(session, decisions, _where(patient_id, filters), start, page_size, None, chunk), total)
     return VisiblePage(_skipping(session, decisions, _where(patient_id, filters), start, page_size, hidden, chunk), total)
+
+
+@functools.cache
+def _plain_row(fields: tuple[str, ...]) -> Callable[[Iterable[Any]], tuple[Any, ...]]:
+    """A maker of tuples with `fields` as attributes (`_plain`), one class per shape of row."""
+    make: Callable[[Iterable[Any]], tuple[Any, ...]] = getattr(collections.namedtuple("ListedRow", fields), "_make")  # noqa: B009  # made at run time: mypy knows no _make on it
+    return make
+
+
+def _plain(rows: Sequence[Row[Any]]) -> Any:
+    """`rows` as named tuples of the same fields: a Row finds an attribute by its name on every access (through a
+    failed lookup first, about ten times an index), and a page is read by name some 900 times (`policy_fields`, its
+    titles, its JSON): about 0.3 ms, a sixth of the list route's CPU, where copying the rows costs a few microseconds."""
+    if not rows:
+        return rows
+    make = _plain_row(rows[0]._fields)
+    return [make(row) for row in rows]
 
 
 def _skipping(
