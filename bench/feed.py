@@ -50,7 +50,8 @@ from pipeline.carehistory.feedformat import CareLine, check_line, csv_header, pa
 from pipeline.core.clock import paris_date
 from pipeline.core.keys import FileKeyProvider, WrappedKey, new_key
 from pipeline.core.sealedfields import DETAILS, LineSealer
-from pipeline.index.models import CareEvent, new_id
+from pipeline.index.base import new_id
+from pipeline.index.models import CareEvent
 from pipeline.index.recordkeys import record_context
 from pipeline.index.states import FeedFormat
 from pipeline.runtime import Runtime

@@ -223,7 +223,8 @@ def record_run(rt: Runtime, job: JobName, day: dt.date) -> bool:
     """Record that `job` ran to the end for `day`; False if another copy recorded it first."""
     from sqlalchemy.exc import IntegrityError
 
-    from pipeline.index.models import JobRun, new_id
+    from pipeline.index.base import new_id
+    from pipeline.index.models import JobRun
 
     with rt.sessions() as session:
         session.add(JobRun(id=new_id(), job=job, run_date=day))

@@ -19,8 +19,9 @@ from sqlalchemy.orm import Session
 
 from pipeline.access.policy import may_become_attending
 from pipeline.access.recordview import load_record, record_authors
+from pipeline.index.base import new_id
 from pipeline.index.db import transact
-from pipeline.index.models import Patient, RecordRelation, new_id
+from pipeline.index.models import Patient, RecordRelation
 from pipeline.index.states import RecordStatus, Relation
 from pipeline.runtime import Runtime
 

@@ -13,8 +13,9 @@ from typing import Literal
 from sqlalchemy import delete, update
 from sqlalchemy.orm import Session
 
+from pipeline.index.base import new_id
 from pipeline.index.db import transact
-from pipeline.index.models import Document, Patient, RecordRelation, new_id
+from pipeline.index.models import Document, Patient, RecordRelation
 from pipeline.index.repo import insert_ignore
 from pipeline.notify.contacts import key_for_saving, save_contact
 from pipeline.runtime import Runtime

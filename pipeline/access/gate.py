@@ -43,8 +43,9 @@ from pipeline.access.recordview import PolicyFields, document_view, policy_field
 from pipeline.access.vocabulary import NOT_FOUND, NotFound
 from pipeline.core.clock import paris_date
 from pipeline.core.keys import KeyProviderError
+from pipeline.index.base import new_id
 from pipeline.index.db import transact
-from pipeline.index.models import Document, Outbox, Patient, new_id
+from pipeline.index.models import Document, Outbox, Patient
 from pipeline.index.repo import insert_ignore
 from pipeline.runtime import Runtime
 

@@ -23,8 +23,9 @@ from pipeline.access.policy import Action, Actor, Decision, Record, decide
 from pipeline.access.vocabulary import NOT_FOUND
 from pipeline.core.clock import paris_date
 from pipeline.core.identity import parse_ins
+from pipeline.index.base import new_id
 from pipeline.index.db import transact
-from pipeline.index.models import Patient, RecordRelation, new_id
+from pipeline.index.models import Patient, RecordRelation
 from pipeline.index.repo import ensure_patient, insert_ignore
 from pipeline.index.states import Relation
 from pipeline.runtime import Runtime

@@ -12,7 +12,8 @@ from sqlalchemy import CursorResult, delete, select
 from sqlalchemy.orm import Session
 
 from pipeline.core.identity import MAX_ACTOR_ID, is_identifier, is_valid_nir, normalize_nir
-from pipeline.index.models import Patient, RecordRelation, new_id
+from pipeline.index.base import new_id
+from pipeline.index.models import Patient, RecordRelation
 from pipeline.index.repo import ensure_patient, insert_ignore
 
 RELATION = "representative"

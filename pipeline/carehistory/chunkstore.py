@@ -18,7 +18,8 @@ from sqlalchemy.orm import Session
 
 from pipeline.carehistory.feedformat import CareLine, LineRejection
 from pipeline.core.sealedfields import DETAILS, LineSealer
-from pipeline.index.models import CareEvent, Feed, Outbox, Patient, new_id
+from pipeline.index.base import new_id
+from pipeline.index.models import CareEvent, Feed, Outbox, Patient
 from pipeline.index.repo import RowValues, insert_ignore
 from pipeline.index.states import OutboxKind, RecordStatus
 from pipeline.runtime import Runtime
@@ -254,8 +255,11 @@ def _store_postgresql(session: Session, feed: Feed, lines: list[CareLine], rt: R
     cursor = _cursor(session)
     records = _records(rt, cursor, {x.ins for x in lines})
     hashes: dict[str, str] = {}  # line_id -> stored hash of its first line in the chunk (the candidate): each taken once
-    source = feed.source  # read once (an ORM attribute)
-    closed, candidates, in_chunk, rows = _candidates(lines, records, hashes, source, feed.id)
+    closed = [LineRejection(x.line_number, x.line_id, "record_closed") for x in lines if x.ins not in records]
+    open_lines = [x for x in lines if x.ins in records]
+    candidates, in_chunk = _split_known(open_lines, hashes, lambda line: records[line.ins][1].line_hash(line.content_hash))
+    source, feed_id = feed.source, feed.id  # read once, not per line (ORM attributes)
+    rows = [_row(source, feed_id, *records[x.ins], x, hashes[x.line_id]) for x in candidates]
     cursor.execute("SAVEPOINT care_copy")
     try:
         with cursor.copy(f"COPY care_events ({', '.join(COLUMNS)}) FROM STDIN") as copy:
@@ -283,33 +287,6 @@ def _store_postgresql(session: Session, feed: Feed, lines: list[CareLine], rt: R
             {"new": _texts(x.line_id for x in fresh), "src": source},
         )
     return Written(fresh, closed + duplicates + in_chunk, {records[x.ins][0] for x in fresh})
-
-
-def _candidates(
-    lines: list[CareLine], records: dict[str, tuple[str, LineSealer]], hashes: dict[str, str], source: str, feed_id: str
-) -> tuple[list[LineRejection], list[CareLine], list[LineRejection], list[tuple[object, ...]]]:
-    """In one pass over the chunk (as `_split_known`, without its per-line closure): the lines of a closed record, the
-    candidates (each line_id's first line) and their rows, and the later lines of a line_id with other content.
-    `hashes` gains each candidate's stored hash."""
-    closed: list[LineRejection] = []
-    candidates: list[CareLine] = []
-    in_chunk: list[LineRejection] = []
-    rows: list[tuple[object, ...]] = []
-    for line in lines:
-        record = records.get(line.ins)
-        if record is None:
-            closed.append(LineRejection(line.line_number, line.line_id, "record_closed"))
-            continue
-        patient_id, sealer = record
-        stored = sealer.line_hash(line.content_hash)
-        seen = hashes.get(line.line_id)
-        if seen is None:
-            hashes[line.line_id] = stored
-            candidates.append(line)
-            rows.append(_row(source, feed_id, patient_id, sealer, line, stored))
-        elif seen != stored:
-            in_chunk.append(LineRejection(line.line_number, line.line_id, "duplicate_line"))
-    return closed, candidates, in_chunk, rows
 
 
 def _store_through_staging(

@@ -20,7 +20,8 @@ from itertools import islice
 from typing import BinaryIO, NamedTuple
 
 from pipeline.core.identity import is_valid_nir, normalize_nir
-from pipeline.index.models import CareEvent, FeedRejection, text_widths
+from pipeline.index.base import text_widths
+from pipeline.index.models import CareEvent, FeedRejection
 from pipeline.index.states import FeedFormat
 
 FIELDS = (

@@ -20,7 +20,8 @@ from pipeline.core.clock import paris_date
 from pipeline.core.metrics import Stage, timed
 from pipeline.core.outage import Interrupted, failure_code, outage_of
 from pipeline.core.storage import ObjectNotFound
-from pipeline.index.models import Feed, FeedChunk, FeedRejection, new_id
+from pipeline.index.base import new_id
+from pipeline.index.models import Feed, FeedChunk, FeedRejection
 from pipeline.index.repo import Refusal, RowValues, insert_ignore, lease_held
 from pipeline.index.states import AttemptOutcome, ChunkState
 from pipeline.runtime import Runtime

@@ -59,8 +59,9 @@ from pipeline.documents.process import (
 )
 from pipeline.documents.validate import Metadata, check_metadata
 from pipeline.index import repo
+from pipeline.index.base import new_id
 from pipeline.index.db import transact
-from pipeline.index.models import Document, Patient, new_id
+from pipeline.index.models import Document, Patient
 from pipeline.index.recordkeys import OpenRecordKey
 from pipeline.index.repo import RowValues
 from pipeline.index.states import AttemptOutcome, RecordStatus

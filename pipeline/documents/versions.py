@@ -31,8 +31,9 @@ from pipeline.access.recordview import document_view, load_record
 from pipeline.core.clock import paris_date
 from pipeline.core.reasons import Rejected, Transient
 from pipeline.index import repo
+from pipeline.index.base import new_id
 from pipeline.index.db import transact
-from pipeline.index.models import Document, Outbox, new_id
+from pipeline.index.models import Document, Outbox
 from pipeline.index.states import AuditOutcome, DocumentStatus, OutboxKind, VersionAction
 from pipeline.notify.releases import Held, released_event
 from pipeline.runtime import Runtime

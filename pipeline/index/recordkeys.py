@@ -17,7 +17,8 @@ from sqlalchemy import ColumnElement, Row, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline.core.keys import KeyProvider, KeyProviderError, WrappedKey, new_key
-from pipeline.index.models import Batch, BatchItem, Contact, RecordKey, new_id, table_of
+from pipeline.index.base import new_id, table_of
+from pipeline.index.models import Batch, BatchItem, Contact, RecordKey
 from pipeline.index.repo import RowValues, among, insert_ignore
 
 CACHE_SECONDS = 300.0

@@ -16,7 +16,8 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from pipeline.core.clock import as_utc
 from pipeline.core.keys import WrappedKey
-from pipeline.index.models import Base, Batch, BatchItem, Document, Outbox, Patient, new_id, table_of
+from pipeline.index.base import Base, new_id, table_of
+from pipeline.index.models import Batch, BatchItem, Document, Outbox, Patient
 from pipeline.index.states import ITEM_FINAL, DocumentStatus, ItemState, RecordStatus
 
 FINAL_STATES = ITEM_FINAL

@@ -16,7 +16,7 @@ from typing import BinaryIO
 
 from pipeline.core.clock import paris_date
 from pipeline.documents.contributed import PATIENT_TYPES, patient_source
-from pipeline.index.models import new_id
+from pipeline.index.base import new_id
 from pipeline.ingest.intake import IntakeResult
 from pipeline.ingest.uploads import UploadRejected, metadata_manifest, receive_document
 from pipeline.runtime import Runtime

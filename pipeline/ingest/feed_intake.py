@@ -26,7 +26,8 @@ from sqlalchemy.exc import IntegrityError
 
 from pipeline.carehistory.feedformat import FeedError, blocks_of_lines, csv_header, feed_format, plan_chunks
 from pipeline.core import metrics
-from pipeline.index.models import Feed, FeedChunk, new_id
+from pipeline.index.base import new_id
+from pipeline.index.models import Feed, FeedChunk
 from pipeline.index.states import ChunkState, FeedFormat
 from pipeline.ingest.intake import OnProgress
 from pipeline.runtime import Runtime

@@ -28,7 +28,8 @@ from pipeline.core.reasons import REASONS
 from pipeline.core.sealedfields import Sealer, batch_key_context, item_title_context
 from pipeline.documents.contributed import is_patient_source
 from pipeline.index import repo
-from pipeline.index.models import Batch, BatchItem, new_id, table_of
+from pipeline.index.base import new_id, table_of
+from pipeline.index.models import Batch, BatchItem
 from pipeline.index.repo import RowValues
 from pipeline.index.states import ItemState
 from pipeline.ingest.archive import ArchiveLimits

@@ -7,7 +7,8 @@ import io
 from dataclasses import dataclass
 
 from pipeline.core.zipnames import file_name
-from pipeline.index.models import BatchItem, text_widths
+from pipeline.index.base import text_widths
+from pipeline.index.models import BatchItem
 from pipeline.sharing.metadata import SHARING_COLUMNS, problem_of
 
 REQUIRED_COLUMNS = (

@@ -34,7 +34,8 @@ from sqlalchemy.orm import Session
 
 from pipeline.documents.versions import deprecate, withdraw
 from pipeline.index import repo
-from pipeline.index.models import BatchItem, Document, DocumentSharing, SubmissionSet, new_id
+from pipeline.index.base import new_id
+from pipeline.index.models import BatchItem, Document, DocumentSharing, SubmissionSet
 from pipeline.ingest.manifest import MANIFEST_COLUMNS, MANIFEST_NAME
 from pipeline.ingest.uploads import receive_zip
 from pipeline.runtime import Runtime

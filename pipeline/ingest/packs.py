@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pipeline.core.inbox import PACK_BYTES, PACK_DOCUMENTS, PACK_PREFIX, ZIP_ENTRY_ERRORS, LimitedReader
 from pipeline.core.reasons import REASONS
 from pipeline.index import repo
-from pipeline.index.models import BatchItem, new_id
+from pipeline.index.base import new_id
+from pipeline.index.models import BatchItem
 from pipeline.ingest.batch import BatchReader
 from pipeline.runtime import Runtime
 

@@ -28,7 +28,8 @@ from pipeline.core.storage import ObjectStore
 from pipeline.core.streams import Readable
 from pipeline.core.zipnames import file_name
 from pipeline.core.zipscan import EntryHeads, KeptEnds
-from pipeline.index.models import BatchItem, new_id
+from pipeline.index.base import new_id
+from pipeline.index.models import BatchItem
 from pipeline.index.states import FeedFormat
 from pipeline.ingest.archive import ArchiveLimits, check_names
 from pipeline.ingest.batch import MAX_MANIFEST_BYTES, ZipBatch, is_document

@@ -30,7 +30,8 @@ from pipeline.access.recordview import load_record
 from pipeline.core.clock import as_utc, paris_date
 from pipeline.core.metrics import notifications_sent
 from pipeline.core.sealedfields import SealedFieldError, address_context, open_text, seal_text
-from pipeline.index.models import BatchItem, Contact, Document, Feed, FeedChunk, Notification, Outbox, Patient, new_id
+from pipeline.index.base import new_id
+from pipeline.index.models import BatchItem, Contact, Document, Feed, FeedChunk, Notification, Outbox, Patient
 from pipeline.index.repo import affected
 from pipeline.index.states import ITEM_IN_FLIGHT, ChannelName, ChunkState, NotificationStatus, OutboxKind, OutboxStatus
 from pipeline.notify.channels import Channel, DeliveryError, Message

@@ -25,7 +25,8 @@ from sqlalchemy.orm import Session
 from pipeline.access.policy import hold_release
 from pipeline.access.recordview import POLICY_COLUMNS, document_view
 from pipeline.core.clock import PARIS, as_utc, paris_date
-from pipeline.index.models import BatchItem, Document, Outbox, new_id
+from pipeline.index.base import new_id
+from pipeline.index.models import BatchItem, Document, Outbox
 from pipeline.index.repo import RowValues, insert_ignore
 from pipeline.index.states import OutboxKind, OutboxStatus
 from pipeline.runtime import Runtime

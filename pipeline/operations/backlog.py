@@ -51,7 +51,7 @@ def record_audit_verdict(session: Session, broken: bool, day: dt.date) -> None:
     `dmp_audit_chain_broken` metric and its alert."""
     from sqlalchemy import delete
 
-    from pipeline.index.models import new_id
+    from pipeline.index.base import new_id
 
     session.execute(delete(JobRun).where(JobRun.job.in_((AUDIT_VERIFY_OK, AUDIT_VERIFY_BROKEN)), JobRun.run_date == day))
     session.add(JobRun(id=new_id(), job=AUDIT_VERIFY_BROKEN if broken else AUDIT_VERIFY_OK, run_date=day))

@@ -15,8 +15,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from pipeline.core.sealedfields import Sealer, open_text, section_context
+from pipeline.index.base import new_id
 from pipeline.index.db import transact
-from pipeline.index.models import PatientSectionRow, new_id
+from pipeline.index.models import PatientSectionRow
 from pipeline.index.repo import insert_ignore
 from pipeline.index.states import PatientSection
 from pipeline.runtime import Runtime

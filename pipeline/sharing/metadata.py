@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
-from pipeline.index.models import DocumentSharing, text_widths
+from pipeline.index.base import text_widths
+from pipeline.index.models import DocumentSharing
 from pipeline.index.repo import insert_ignore
 from pipeline.sharing.valuesets import ValueSetName, lookup
 

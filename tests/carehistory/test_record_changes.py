@@ -7,7 +7,8 @@ import pytest
 from sqlalchemy import delete, select, text, update
 
 from pipeline.access.controls import close_record, set_emergency_opposition
-from pipeline.index.models import Patient, RecordChanges, RecordKey, new_id
+from pipeline.index.base import new_id
+from pipeline.index.models import Patient, RecordChanges, RecordKey
 from pipeline.runtime import Runtime
 
 

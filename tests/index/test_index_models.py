@@ -8,7 +8,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import StatementError
 
-from pipeline.index.models import Patient, new_id
+from pipeline.index.base import new_id
+from pipeline.index.models import Patient
 from pipeline.index.states import RecordStatus
 
 

@@ -11,7 +11,8 @@ from sqlalchemy import select, update
 
 from pipeline.access.audit import verify
 from pipeline.documents.process import mark_retries_exhausted, process_item
-from pipeline.index.models import AuditEntry, BatchItem, Document, Notification, new_id
+from pipeline.index.base import new_id
+from pipeline.index.models import AuditEntry, BatchItem, Document, Notification
 from pipeline.index.repo import ensure_patient
 from pipeline.ingest.intake import receive_batch
 from pipeline.operations import backlog
