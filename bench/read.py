@@ -32,10 +32,11 @@ import secrets
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ from bench.report import print_parts
 from infra.services import dmp_environment, free_port, throwaway_services, wait_for_port
 from pipeline.core.clock import paris_date
 from pipeline.core.settings import Settings
+from pipeline.core.storage import ObjectStore
 from pipeline.documents.process import process_item
 from pipeline.documents.titles import document_titles, seal_title
 from pipeline.index.models import Document
@@ -179,32 +181,75 @@ async def _drive(base: str, requests: Sequence[tuple[str, Mapping[str, str], int
     return latencies, wall
 
 
-def _sequential(base: str, path: str, headers: Mapping[str, str], count: int) -> tuple[list[float], float]:
-    """`count` GETs of `path` one after another on one kept-alive connection of the standard library's client: the
-    route's latency with the least client machinery on the measured path (httpx's asyncio client spends 1.1-1.4 ms of
-    this machine's CPU per request, a quarter of the API's, on the same cores); latencies (s) and wall time."""
+def _plain(base: str, requests: Sequence[tuple[str, Mapping[str, str], int | None]], concurrency: int) -> tuple[list[float], float]:
+    """Send every (path, headers, expected length) with `concurrency` in flight, each from a thread of its own on one
+    kept-alive connection of the standard library's client: the route's latency with the least client machinery on
+    the measured path (httpx's asyncio client spends 1.1-1.4 ms of this machine's CPU per request, a quarter of the
+    API's, on the same cores); latencies (s) and wall time."""
     address = urllib.parse.urlsplit(base)
-    connection = http.client.HTTPConnection(address.hostname or "127.0.0.1", address.port, timeout=60)
+    queue = iter(requests)
+    lock = threading.Lock()
     latencies: list[float] = []
-    errors: list[int] = []
+    errors: list[str] = []
+
+    def worker() -> None:
+        connection = http.client.HTTPConnection(address.hostname or "127.0.0.1", address.port, timeout=60)
+        try:
+            while True:
+                with lock:
+                    path, headers, length = next(queue, (None, {}, None))
+                if path is None:
+                    return
+                begin = time.perf_counter()
+                connection.request("GET", path, headers=dict(headers))
+                response = connection.getresponse()
+                body = response.read()
+                latencies.append(time.perf_counter() - begin)
+                if response.status != 200 or (length is not None and len(body) != length):
+                    errors.append(f"{response.status} {path}")
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
     wall = time.perf_counter()
-    try:
-        for _ in range(count):
-            begin = time.perf_counter()
-            connection.request("GET", path, headers=dict(headers))
-            response = connection.getresponse()
-            response.read()
-            latencies.append(time.perf_counter() - begin)
-            if response.status != 200:
-                errors.append(response.status)
-    finally:
-        connection.close()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - wall
     if errors:
         raise RuntimeError(f"{len(errors)} failed requests, e.g. {errors[:3]}")
-    return latencies, time.perf_counter() - wall
+    return latencies, wall
 
 
-def _raw_gets(settings: Settings, bucket: str, keys: list[str], concurrency: int, warmup: int = WARMUP) -> tuple[list[float], float]:
+def _raw_gets(get: Callable[[str], object], keys: list[str], concurrency: int, warmup: int = WARMUP) -> tuple[list[float], float]:
+    """`get` of every key with `concurrency` in flight (threads); latencies (s) and wall time."""
+
+    def timed(key: str) -> float:
+        begin = time.perf_counter()
+        get(key)
+        return time.perf_counter() - begin
+
+    with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(timed, keys[:warmup]))
+        wall = time.perf_counter()
+        latencies = list(pool.map(timed, keys))
+        wall = time.perf_counter() - wall
+    return latencies, wall
+
+
+def _store_get(store: ObjectStore) -> Callable[[str], object]:
+    """The floor's GET: the store's own (one plain GET on a presigned URL, what every content read does), body read."""
+
+    def get(key: str) -> bytes:
+        with store.open(key) as body:
+            return body.read()
+
+    return get
+
+
+def _boto3_get(settings: Settings, bucket: str, concurrency: int) -> Callable[[str], object]:
+    """boto3's `get_object`, body read: reported beside the floor (boto3's client machinery costs more CPU than the GET)."""
     import boto3
     from botocore.config import Config
 
@@ -212,27 +257,16 @@ def _raw_gets(settings: Settings, bucket: str, keys: list[str], concurrency: int
         "s3", endpoint_url=settings.s3_endpoint, aws_access_key_id=settings.s3_access_key, aws_secret_access_key=settings.s3_secret_key,
         region_name=settings.s3_region, config=Config(max_pool_connections=concurrency, retries={"max_attempts": 2, "mode": "standard"}),
     )  # fmt: skip
-
-    def get(key: str) -> float:
-        begin = time.perf_counter()
-        client.get_object(Bucket=bucket, Key=key)["Body"].read()
-        return time.perf_counter() - begin
-
-    with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
-        list(pool.map(get, keys[:warmup]))
-        wall = time.perf_counter()
-        latencies = list(pool.map(get, keys))
-        wall = time.perf_counter() - wall
-    return latencies, wall
+    return lambda key: client.get_object(Bucket=bucket, Key=key)["Body"].read()
 
 
-def _unsaturated(settings: Settings, bucket: str, keys: list[str], most: int) -> tuple[int, list[dict[str, Any]]]:
-    """The highest concurrency (1, 2, 4… up to `most`) at which the raw GET's median stays within
+def _unsaturated(get: Callable[[str], object], keys: list[str], most: int) -> tuple[int, list[dict[str, Any]]]:
+    """The highest concurrency (1, 2, 4… up to `most`) at which the floor's GET's median stays within
     FLOOR_QUEUEING × its median at one request in flight; and every probe's summary."""
     probes: list[dict[str, Any]] = []
     chosen, concurrency = 1, 1
     while concurrency <= most:
-        latencies, wall = _raw_gets(settings, bucket, keys[:PROBE_REQUESTS], concurrency, warmup=min(WARMUP, 4 * concurrency))
+        latencies, wall = _raw_gets(get, keys[:PROBE_REQUESTS], concurrency, warmup=min(WARMUP, 4 * concurrency))
         probes.append({"concurrency": concurrency, **_summary(latencies, wall)})
         if probes[-1]["p50"] > FLOOR_QUEUEING * probes[0]["p50"]:
             break
@@ -296,24 +330,26 @@ def run(documents: int, concurrency: int, requests: int = 2000, server_workers: 
             port = free_port()
             server = _serve(settings, port, server_workers)
             base = f"http://127.0.0.1:{port}"
-            asyncio.run(_drive(base, warm, concurrency))
-            content_lat, content_wall = asyncio.run(_drive(base, plan, concurrency))
+            _plain(base, warm, concurrency)
+            content_lat, content_wall = _plain(base, plan, concurrency)
             asyncio.run(_drive(base, [list_call] * 20, 1))
             listed = httpx.get(base + list_call[0], headers=list_call[1], timeout=30).json()
             api_cpu = cpu_seconds(server.pid)
             list_lat, list_wall = asyncio.run(_drive(base, [list_call] * LIST_REQUESTS, 1))
             list_cpu_ms = (cpu_seconds(server.pid) - api_cpu) * 1000 / LIST_REQUESTS
-            plain_lat, plain_wall = _sequential(base, list_call[0], list_call[1], LIST_REQUESTS)
-            list_conc_lat, list_conc_wall = asyncio.run(_drive(base, [list_call] * LIST_REQUESTS, concurrency))
+            plain_lat, plain_wall = _plain(base, [list_call] * LIST_REQUESTS, 1)
+            list_conc_lat, list_conc_wall = _plain(base, [list_call] * LIST_REQUESTS, concurrency)
 
-            floor_concurrency, probes = _unsaturated(settings, bucket, keys, concurrency)
-            floor_cpu = time.process_time()  # this process: the floor's client (boto3) is the floor's only machinery
-            floor_lat, floor_wall = _raw_gets(settings, bucket, keys, floor_concurrency)
+            get = _store_get(rt.store)
+            floor_concurrency, probes = _unsaturated(get, keys, concurrency)
+            floor_cpu = time.process_time()  # this process: the floor's client is the floor's only machinery
+            floor_lat, floor_wall = _raw_gets(get, keys, floor_concurrency)
             floor_cpu_ms = (time.process_time() - floor_cpu) * 1000 / len(keys)
             api_cpu = cpu_seconds(server.pid)
-            paced_lat, paced_wall = asyncio.run(_drive(base, plan, floor_concurrency))
+            paced_lat, paced_wall = _plain(base, plan, floor_concurrency)
             content_cpu_ms = (cpu_seconds(server.pid) - api_cpu) * 1000 / len(plan)
-            loaded_floor_lat, loaded_floor_wall = _raw_gets(settings, bucket, keys, concurrency)
+            boto3_lat, boto3_wall = _raw_gets(_boto3_get(settings, bucket, floor_concurrency), keys, floor_concurrency)
+            loaded_floor_lat, loaded_floor_wall = _raw_gets(get, keys, concurrency)
             rt.close()
         finally:
             if server is not None:
@@ -326,6 +362,7 @@ def run(documents: int, concurrency: int, requests: int = 2000, server_workers: 
     loaded_floor = _summary(loaded_floor_lat, loaded_floor_wall)
     content = _summary(paced_lat, paced_wall)
     floor = _summary(floor_lat, floor_wall)
+    boto3_floor = _summary(boto3_lat, boto3_wall)
     seq = _summary(list_lat, list_wall)
     plain = _summary(plain_lat, plain_wall)
     conc = _summary(list_conc_lat, list_conc_wall)
@@ -334,8 +371,9 @@ def run(documents: int, concurrency: int, requests: int = 2000, server_workers: 
                                   f"{seq['p50']}, p99 {seq['p99']} ms; p99 {conc['p99']} ms at {concurrency} in flight "
                                   f"({conc['rps']} requests/s)",
         "content": f"p50 {content['p50']} ms, p99 {content['p99']} ms at {floor_concurrency} in flight",
-        "floor (raw S3 GET)": f"p50 {floor['p50']} ms, p99 {floor['p99']} ms at {floor_concurrency} in flight: the highest of "
-                              f"{[p['concurrency'] for p in probes]} whose median stays within {FLOOR_QUEUEING}x one request's",
+        "floor (the store's GET)": f"p50 {floor['p50']} ms, p99 {floor['p99']} ms at {floor_concurrency} in flight: the highest of "
+                                   f"{[p['concurrency'] for p in probes]} whose median stays within {FLOOR_QUEUEING}x one "
+                                   f"request's; boto3's get_object p50 {boto3_floor['p50']} ms, p99 {boto3_floor['p99']} ms",
         "ratio": f"{content['p99'] / floor['p99']:.3f} (target <= 2); list p99 target <= 10 ms",
         "CPU per request": f"API processes {content_cpu_ms:.2f} ms per content read (the floor's client {floor_cpu_ms:.2f} ms per GET), "
                            f"{list_cpu_ms:.2f} ms per list",
@@ -354,6 +392,8 @@ def run(documents: int, concurrency: int, requests: int = 2000, server_workers: 
         "content_rps": content["rps"],
         "floor_p50_ms": floor["p50"],
         "floor_rps": floor["rps"],
+        "floor_boto3_p50_ms": boto3_floor["p50"],
+        "floor_boto3_p99_ms": boto3_floor["p99"],
         "floor_concurrency": floor_concurrency,
         "floor_probes": probes,
         "at_concurrency": {  # both at `concurrency` in flight: throughput, and a p99 that is mostly queueing
