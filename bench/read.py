@@ -36,13 +36,15 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 
 from bench.measure import cpu_seconds
+from bench.readfloor import ContentFloor, FloorRead
 from bench.report import print_parts
 from infra.services import dmp_environment, free_port, throwaway_services, wait_for_port
 from pipeline.core.clock import paris_date
@@ -71,6 +73,7 @@ FILLER_PER_PATIENT = 50
 WARMUP = 200
 LIST_REQUESTS = 300
 PROBE_REQUESTS = 300
+T = TypeVar("T")
 FLOOR_QUEUEING = 1.5  # a median this many times one request's alone: requests queue, the floor is saturated
 
 
@@ -222,10 +225,10 @@ def _plain(base: str, requests: Sequence[tuple[str, Mapping[str, str], int | Non
     return latencies, wall
 
 
-def _raw_gets(get: Callable[[str], object], keys: list[str], concurrency: int, warmup: int = WARMUP) -> tuple[list[float], float]:
+def _raw_gets(get: Callable[[T], object], keys: Sequence[T], concurrency: int, warmup: int = WARMUP) -> tuple[list[float], float]:
     """`get` of every key with `concurrency` in flight (threads); latencies (s) and wall time."""
 
-    def timed(key: str) -> float:
+    def timed(key: T) -> float:
         begin = time.perf_counter()
         get(key)
         return time.perf_counter() - begin
@@ -236,6 +239,28 @@ def _raw_gets(get: Callable[[str], object], keys: list[str], concurrency: int, w
         latencies = list(pool.map(timed, keys))
         wall = time.perf_counter() - wall
     return latencies, wall
+
+
+@contextmanager
+def _same_work(rt: Runtime, database_url: str) -> Iterator[Callable[[FloorRead], object]]:
+    """The floor's read (bench/readfloor.py), on a connection of its own in each thread that calls it."""
+    local = threading.local()
+    floors: list[ContentFloor] = []
+    lock = threading.Lock()
+
+    def read(target: FloorRead) -> bytes:
+        floor: ContentFloor | None = getattr(local, "floor", None)
+        if floor is None:
+            floor = local.floor = ContentFloor(rt, database_url)
+            with lock:
+                floors.append(floor)
+        return floor.read(target)
+
+    try:
+        yield read
+    finally:
+        for floor in floors:
+            floor.close()
 
 
 def _store_get(store: ObjectStore) -> Callable[[str], object]:
@@ -342,14 +367,20 @@ def run(documents: int, concurrency: int, requests: int = 2000, server_workers: 
 
             get = _store_get(rt.store)
             floor_concurrency, probes = _unsaturated(get, keys, concurrency)
-            floor_cpu = time.process_time()  # this process: the floor's client is the floor's only machinery
-            floor_lat, floor_wall = _raw_gets(get, keys, floor_concurrency)
-            floor_cpu_ms = (time.process_time() - floor_cpu) * 1000 / len(keys)
-            api_cpu = cpu_seconds(server.pid)
-            paced_lat, paced_wall = _plain(base, plan, floor_concurrency)
-            content_cpu_ms = (cpu_seconds(server.pid) - api_cpu) * 1000 / len(plan)
+            get_lat, get_wall = _raw_gets(get, keys, floor_concurrency)
             boto3_lat, boto3_wall = _raw_gets(_boto3_get(settings, bucket, floor_concurrency), keys, floor_concurrency)
-            loaded_floor_lat, loaded_floor_wall = _raw_gets(get, keys, concurrency)
+            with _same_work(rt, services.postgres.url) as same_work:
+                reader = ContentFloor(rt, services.postgres.url)
+                targets = [reader.target(d) for d in readable]
+                reader.close()
+                floor_plan = [targets[i % len(targets)] for i in range(requests)]
+                floor_cpu = time.process_time()  # this process: the floor's only machinery
+                floor_lat, floor_wall = _raw_gets(same_work, floor_plan, floor_concurrency)
+                floor_cpu_ms = (time.process_time() - floor_cpu) * 1000 / len(floor_plan)
+                api_cpu = cpu_seconds(server.pid)
+                paced_lat, paced_wall = _plain(base, plan, floor_concurrency)
+                content_cpu_ms = (cpu_seconds(server.pid) - api_cpu) * 1000 / len(plan)
+                loaded_floor_lat, loaded_floor_wall = _raw_gets(same_work, floor_plan, concurrency)
             rt.close()
         finally:
             if server is not None:
@@ -362,6 +393,7 @@ def run(documents: int, concurrency: int, requests: int = 2000, server_workers: 
     loaded_floor = _summary(loaded_floor_lat, loaded_floor_wall)
     content = _summary(paced_lat, paced_wall)
     floor = _summary(floor_lat, floor_wall)
+    get_alone = _summary(get_lat, get_wall)
     boto3_floor = _summary(boto3_lat, boto3_wall)
     seq = _summary(list_lat, list_wall)
     plain = _summary(plain_lat, plain_wall)
@@ -371,11 +403,14 @@ def run(documents: int, concurrency: int, requests: int = 2000, server_workers: 
                                   f"{seq['p50']}, p99 {seq['p99']} ms; p99 {conc['p99']} ms at {concurrency} in flight "
                                   f"({conc['rps']} requests/s)",
         "content": f"p50 {content['p50']} ms, p99 {content['p99']} ms at {floor_concurrency} in flight",
-        "floor (the store's GET)": f"p50 {floor['p50']} ms, p99 {floor['p99']} ms at {floor_concurrency} in flight: the highest of "
-                                   f"{[p['concurrency'] for p in probes]} whose median stays within {FLOOR_QUEUEING}x one "
-                                   f"request's; boto3's get_object p50 {boto3_floor['p50']} ms, p99 {boto3_floor['p99']} ms",
-        "ratio": f"{content['p99'] / floor['p99']:.3f} (target <= 2); list p99 target <= 10 ms",
-        "CPU per request": f"API processes {content_cpu_ms:.2f} ms per content read (the floor's client {floor_cpu_ms:.2f} ms per GET), "
+        "floor (same work)": f"p50 {floor['p50']} ms, p99 {floor['p99']} ms at {floor_concurrency} in flight (the same statements "
+                             f"through psycopg, the store's GET, decryption): the highest of {[p['concurrency'] for p in probes]} "
+                             f"whose GET's median stays within {FLOOR_QUEUEING}x one request's",
+        "the GET alone": f"the store's p50 {get_alone['p50']} ms, p99 {get_alone['p99']} ms; boto3's get_object p50 "
+                         f"{boto3_floor['p50']} ms, p99 {boto3_floor['p99']} ms",
+        "ratio": f"{content['p99'] / floor['p99']:.3f} (target <= 2); to the GET alone {content['p99'] / get_alone['p99']:.3f}; "
+                 f"list p99 target <= 10 ms",
+        "CPU per request": f"API processes {content_cpu_ms:.2f} ms per content read (the floor's {floor_cpu_ms:.2f} ms), "
                            f"{list_cpu_ms:.2f} ms per list",
         f"at {concurrency} in flight": f"content p99 {loaded['p99']} ms ({loaded['rps']}/s), floor p99 {loaded_floor['p99']} ms "
                                        f"({loaded_floor['rps']}/s)",
@@ -392,6 +427,9 @@ def run(documents: int, concurrency: int, requests: int = 2000, server_workers: 
         "content_rps": content["rps"],
         "floor_p50_ms": floor["p50"],
         "floor_rps": floor["rps"],
+        "get_p50_ms": get_alone["p50"],  # the store's GET alone (no index, no decryption)
+        "get_p99_ms": get_alone["p99"],
+        "ratio_to_get": round(content["p99"] / get_alone["p99"], 3),
         "floor_boto3_p50_ms": boto3_floor["p50"],
         "floor_boto3_p99_ms": boto3_floor["p99"],
         "floor_concurrency": floor_concurrency,
@@ -407,7 +445,7 @@ def run(documents: int, concurrency: int, requests: int = 2000, server_workers: 
             "ratio": round(loaded["p99"] / loaded_floor["p99"], 3),
         },
         "content_api_cpu_ms": round(content_cpu_ms, 2),  # the API processes' CPU per content read (without PostgreSQL, moto)
-        "floor_client_cpu_ms": round(floor_cpu_ms, 2),  # the floor's own CPU per GET (boto3, this process)
+        "floor_cpu_ms": round(floor_cpu_ms, 2),  # the floor's own CPU per read (this process; without PostgreSQL, moto)
         "list_api_cpu_ms": round(list_cpu_ms, 2),
         "list_p50_ms": plain["p50"],
         "list_p99_ms": plain["p99"],

@@ -31,7 +31,7 @@ def read_document(rt: Runtime, document: Document) -> Iterator[bytes]:
         record = rt.record_keys.get(document.record_key_id)
     except KeyProviderError:
         raise DocumentGone(document.id) from None
-    return Sealed.of(document).unsealed(rt, record)
+    return SealedDocument.of(document).unsealed(rt, record)
 
 
 def read_whole(rt: Runtime, document: Document) -> bytes:
@@ -40,7 +40,7 @@ def read_whole(rt: Runtime, document: Document) -> bytes:
 
 
 @dataclass(frozen=True)
-class Sealed:
+class SealedDocument:
     """What reading a live document's bytes takes from its row, as plain values: safe in another thread (an ORM
     instance is not, its session may expire or close it meanwhile)."""
 
@@ -51,7 +51,7 @@ class Sealed:
     content_hmac: str | None
 
     @classmethod
-    def of(cls, document: Document) -> Sealed:
+    def of(cls, document: Document) -> SealedDocument:
         assert document.wrapped_key is not None  # a shredded document is DocumentGone before this
         return cls(document.id, document.patient_id, document.object_key, document.wrapped_key, document.content_hmac)
 
@@ -85,7 +85,7 @@ class ReadAhead:
             return
         record = self._rt.record_keys.cached(document.record_key_id)
         if record is not None:
-            self._ahead = (document.id, self._rt.read_ahead.submit(Sealed.of(document).whole, self._rt, record))
+            self._ahead = (document.id, self._rt.read_ahead.submit(SealedDocument.of(document).whole, self._rt, record))
 
     def body(self, document: Document) -> bytes:
         """`document`'s bytes (`read_whole`): those read ahead for it, else read now. Raises as `read_whole`."""
