@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import logging
 from collections.abc import Iterator
@@ -85,7 +86,9 @@ class ReadAhead:
             return
         record = self._rt.record_keys.cached(document.record_key_id)
         if record is not None:
-            self._ahead = (document.id, self._rt.read_ahead.submit(SealedDocument.of(document).whole, self._rt, record))
+            # In the request's context: what the read logs (an integrity failure) keeps its request id.
+            read = contextvars.copy_context().run
+            self._ahead = (document.id, self._rt.read_ahead.submit(read, SealedDocument.of(document).whole, self._rt, record))
 
     def body(self, document: Document) -> bytes:
         """`document`'s bytes (`read_whole`): those read ahead for it, else read now. Raises as `read_whole`."""

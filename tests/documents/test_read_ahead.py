@@ -4,10 +4,12 @@ actor only once the entry is committed."""
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
@@ -16,6 +18,8 @@ from api.app import create_app
 from pipeline.access.gate import Access, Refused, check
 from pipeline.access.policy import Action, Actor, ActorKind
 from pipeline.access.tokens import mint_token
+from pipeline.core.envelope import IntegrityError
+from pipeline.core.logs import ContextFilter, bound
 from pipeline.core.settings import Settings
 from pipeline.documents.stored import ReadAhead, read_whole
 from pipeline.index.models import Document
@@ -97,6 +101,37 @@ def test_a_document_whose_record_key_this_process_does_not_hold_is_read_after_th
     ahead.start(document)  # opening the key would take a connection while the access holds one
     assert counting.submitted == 0
     assert ahead.body(document) == read_whole(rt, document)
+
+
+class Kept(logging.Handler):
+    """Keeps the records it handles, each with the ids bound where it was written (ContextFilter runs there)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.addFilter(ContextFilter())
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_a_damaged_document_read_ahead_raises_its_integrity_error_logged_under_the_requests_id(rt, tmp_path):
+    document = _documents(rt, tmp_path)[0]
+    path = rt.store._path(document.object_key)
+    damaged = bytearray(path.read_bytes())
+    damaged[-20] ^= 0x01  # inside the last segment's ciphertext
+    path.write_bytes(bytes(damaged))
+    kept, logger = Kept(), logging.getLogger("pipeline.core.sealing")
+    logger.addHandler(kept)
+    try:
+        ahead = ReadAhead(rt, limit=1 << 20)
+        with bound(request_id="req-ahead"):
+            ahead.start(document)
+        with pytest.raises(IntegrityError):
+            ahead.body(document)
+    finally:
+        logger.removeHandler(kept)
+    assert [getattr(record, "request_id", None) for record in kept.records] == ["req-ahead"]
 
 
 def test_a_content_read_whose_entry_cannot_be_appended_answers_none_of_the_bytes_read_ahead(tmp_path, monkeypatch):
