@@ -11,6 +11,7 @@ pool. What the API adds to the same work is what `value / floor` measures.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from dataclasses import dataclass
 
 import psycopg
@@ -23,8 +24,9 @@ from pipeline.index.models import Document
 from pipeline.index.recordkeys import OpenRecordKey
 from pipeline.runtime import Runtime
 
-# Appends tried per read (`ContentFloor.read`).
-TRIES = 20
+# Appends tried per read (`ContentFloor.read`), waiting a little longer after each.
+TRIES = 100
+BACKOFF_SECONDS = 0.0001
 
 
 @dataclass(frozen=True)
@@ -57,9 +59,10 @@ class ContentFloor:
     def read(self, target: FloorRead) -> bytes:
         """Judge, audit, then GET, decrypt and verify one document, as its patient. An append that met another (its
         chain's lock held, or its head gone stale: in flight at once, two reads of one record) is tried again."""
-        for _ in range(TRIES):
+        for attempt in range(TRIES):
             if self._judged_and_audited(target.document):
                 return target.document.whole(self._rt, target.record)
+            time.sleep(BACKOFF_SECONDS * attempt)  # the other append commits within a round trip or two
         raise RuntimeError(f"the floor's audit entry did not go in after {TRIES} tries")
 
     def _judged_and_audited(self, document: SealedDocument) -> bool:
