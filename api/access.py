@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from api.problems import ApiProblem, not_found
 from pipeline.access.accesslog import LogLine, access_log
 from pipeline.access.audit import ReadBeside
-from pipeline.access.gate import Access, Refused, visible
+from pipeline.access.gate import Access, Meanwhile, Refused, visible
 from pipeline.access.gate import check as gate_check
 from pipeline.access.policy import Action, Actor, Reason
 from pipeline.access.vocabulary import NOT_FOUND, NotFound
@@ -33,8 +33,9 @@ def check(
     today: dt.date | None = None,
     reads: Session | None = None,
     beside: ReadBeside | None = None,
+    meanwhile: Meanwhile | None = None,
 ) -> Access:
-    """Decide and audit one attempt; raise the problem to answer when it is refused. `reads`, `beside`: see
+    """Decide and audit one attempt; raise the problem to answer when it is refused. `reads`, `beside`, `meanwhile`: see
     `pipeline.access.gate.check`."""
     verdict = gate_check(
         rt,
@@ -46,6 +47,7 @@ def check(
         today=today,
         reads=reads,
         beside=beside,
+        meanwhile=meanwhile,
     )
     if isinstance(verdict, Refused):
         raise problem(verdict.told)

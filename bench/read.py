@@ -2,19 +2,18 @@
 
 value: p99 latency of `GET /v1/patients/{p}/documents/{d}/content` through the real HTTP API
 (`dmp api --workers 2` subprocess: token check, policy, index, storage GET, decryption and integrity
-check, audit append), driven by httpx. floor: p99 of a raw boto3 `get_object` + body read of the same
-objects, same count, from threads. Both at the floor's concurrency: the highest of 1, 2, 4… up to
-`concurrency` at which the raw GET's median stays within FLOOR_QUEUEING of its median alone (past it
-the p99 measures a queue). The floor is the GET alone: it leaves out work every read must do (the
-record key's and data key's unwrap, decryption, the integrity check, the access decision and its
-audit append), so it is stricter than the same work. ratio = value / floor (target ≤ 2). Both are
-also run at `concurrency` in flight (throughput). Parts: the API processes' CPU per content read and
-per list (psutil, PostgreSQL and moto_server apart), the floor client's own CPU per GET. Also: the
-p99 of the document LIST of a patient holding 1,000 documents in an index of `documents` rows
-(target ≤ 10 ms), sequential and at `concurrency`. The sequential figure of the target is taken with the standard
-library's client on one kept-alive connection (`_sequential`): httpx's asyncio client spends 1.1-1.4 ms of CPU per
-request on the same cores, on the measured path, which is the client's time, not the route's. The same requests
-through httpx are reported beside it (`list_httpx_p50_ms`, `list_httpx_p99_ms`).
+check, audit append), sent with the standard library's client (`_plain`: httpx's asyncio client spends
+1.1-1.4 ms of CPU per request on the same cores, the client's time, not the route's). floor: p99 of the same
+work with the least machinery, in this process (bench/readfloor.py: the product's judging statement and audit
+insert through psycopg, the store's GET, decryption and the keyed-hash check; no HTTP, framework, ORM or pool).
+Both at the floor's concurrency: the highest of 1, 2, 4… up to `concurrency` at which the store's GET's median
+stays within FLOOR_QUEUEING of its median alone (past it the p99 measures a queue). ratio = value / floor
+(target ≤ 2). Beside it: the GET alone (the store's, and boto3's `get_object`), stricter than the same work.
+Both are also run at `concurrency` in flight (throughput). Parts: the API processes' CPU per content read and
+per list (psutil, PostgreSQL and moto_server apart), the floor's own CPU per read. Also: the p99 of the
+document LIST of a patient holding 1,000 documents in an index of `documents` rows (target ≤ 10 ms),
+sequential and at `concurrency`; the sequential list through httpx is reported beside it (`list_httpx_p50_ms`,
+`list_httpx_p99_ms`).
 
 A few hundred real small documents are sealed through the pipeline's stage functions; the index
 is then filled up to `documents` rows with COPY: rows pointing at object keys that do not exist
@@ -32,20 +31,24 @@ import secrets
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 
 from bench.measure import cpu_seconds
+from bench.readfloor import ContentFloor, FloorRead
 from bench.report import print_parts
 from infra.services import dmp_environment, free_port, throwaway_services, wait_for_port
 from pipeline.core.clock import paris_date
 from pipeline.core.settings import Settings
+from pipeline.core.storage import ObjectStore
 from pipeline.documents.process import process_item
 from pipeline.documents.titles import document_titles, seal_title
 from pipeline.index.models import Document
@@ -69,6 +72,7 @@ FILLER_PER_PATIENT = 50
 WARMUP = 200
 LIST_REQUESTS = 300
 PROBE_REQUESTS = 300
+T = TypeVar("T")
 FLOOR_QUEUEING = 1.5  # a median this many times one request's alone: requests queue, the floor is saturated
 
 
@@ -179,32 +183,97 @@ async def _drive(base: str, requests: Sequence[tuple[str, Mapping[str, str], int
     return latencies, wall
 
 
-def _sequential(base: str, path: str, headers: Mapping[str, str], count: int) -> tuple[list[float], float]:
-    """`count` GETs of `path` one after another on one kept-alive connection of the standard library's client: the
-    route's latency with the least client machinery on the measured path (httpx's asyncio client spends 1.1-1.4 ms of
-    this machine's CPU per request, a quarter of the API's, on the same cores); latencies (s) and wall time."""
+def _plain(base: str, requests: Sequence[tuple[str, Mapping[str, str], int | None]], concurrency: int) -> tuple[list[float], float]:
+    """Send every (path, headers, expected length) with `concurrency` in flight, each from a thread of its own on one
+    kept-alive connection of the standard library's client: the route's latency with the least client machinery on
+    the measured path (httpx's asyncio client spends 1.1-1.4 ms of this machine's CPU per request, a quarter of the
+    API's, on the same cores); latencies (s) and wall time."""
     address = urllib.parse.urlsplit(base)
-    connection = http.client.HTTPConnection(address.hostname or "127.0.0.1", address.port, timeout=60)
+    queue = iter(requests)
+    lock = threading.Lock()
     latencies: list[float] = []
-    errors: list[int] = []
+    errors: list[str] = []
+
+    def worker() -> None:
+        connection = http.client.HTTPConnection(address.hostname or "127.0.0.1", address.port, timeout=60)
+        try:
+            while True:
+                with lock:
+                    path, headers, length = next(queue, (None, {}, None))
+                if path is None:
+                    return
+                begin = time.perf_counter()
+                connection.request("GET", path, headers=dict(headers))
+                response = connection.getresponse()
+                body = response.read()
+                latencies.append(time.perf_counter() - begin)
+                if response.status != 200 or (length is not None and len(body) != length):
+                    errors.append(f"{response.status} {path}")
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
     wall = time.perf_counter()
-    try:
-        for _ in range(count):
-            begin = time.perf_counter()
-            connection.request("GET", path, headers=dict(headers))
-            response = connection.getresponse()
-            response.read()
-            latencies.append(time.perf_counter() - begin)
-            if response.status != 200:
-                errors.append(response.status)
-    finally:
-        connection.close()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - wall
     if errors:
         raise RuntimeError(f"{len(errors)} failed requests, e.g. {errors[:3]}")
-    return latencies, time.perf_counter() - wall
+    return latencies, wall
 
 
-def _raw_gets(settings: Settings, bucket: str, keys: list[str], concurrency: int, warmup: int = WARMUP) -> tuple[list[float], float]:
+def _raw_gets(get: Callable[[T], object], keys: Sequence[T], concurrency: int, warmup: int = WARMUP) -> tuple[list[float], float]:
+    """`get` of every key with `concurrency` in flight (threads); latencies (s) and wall time."""
+
+    def timed(key: T) -> float:
+        begin = time.perf_counter()
+        get(key)
+        return time.perf_counter() - begin
+
+    with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(timed, keys[:warmup]))
+        wall = time.perf_counter()
+        latencies = list(pool.map(timed, keys))
+        wall = time.perf_counter() - wall
+    return latencies, wall
+
+
+@contextmanager
+def _same_work(rt: Runtime, database_url: str) -> Iterator[Callable[[FloorRead], object]]:
+    """The floor's read (bench/readfloor.py), on a connection of its own in each thread that calls it."""
+    local = threading.local()
+    floors: list[ContentFloor] = []
+    lock = threading.Lock()
+
+    def read(target: FloorRead) -> bytes:
+        floor: ContentFloor | None = getattr(local, "floor", None)
+        if floor is None:
+            floor = local.floor = ContentFloor(rt, database_url)
+            with lock:
+                floors.append(floor)
+        return floor.read(target)
+
+    try:
+        yield read
+    finally:
+        for floor in floors:
+            floor.close()
+
+
+def _store_get(store: ObjectStore) -> Callable[[str], object]:
+    """The floor's GET: the store's own (one plain GET on a presigned URL, what every content read does), body read."""
+
+    def get(key: str) -> bytes:
+        with store.open(key) as body:
+            return body.read()
+
+    return get
+
+
+def _boto3_get(settings: Settings, bucket: str, concurrency: int) -> Callable[[str], object]:
+    """boto3's `get_object`, body read: reported beside the floor (boto3's client machinery costs more CPU than the GET)."""
     import boto3
     from botocore.config import Config
 
@@ -212,27 +281,16 @@ def _raw_gets(settings: Settings, bucket: str, keys: list[str], concurrency: int
         "s3", endpoint_url=settings.s3_endpoint, aws_access_key_id=settings.s3_access_key, aws_secret_access_key=settings.s3_secret_key,
         region_name=settings.s3_region, config=Config(max_pool_connections=concurrency, retries={"max_attempts": 2, "mode": "standard"}),
     )  # fmt: skip
-
-    def get(key: str) -> float:
-        begin = time.perf_counter()
-        client.get_object(Bucket=bucket, Key=key)["Body"].read()
-        return time.perf_counter() - begin
-
-    with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
-        list(pool.map(get, keys[:warmup]))
-        wall = time.perf_counter()
-        latencies = list(pool.map(get, keys))
-        wall = time.perf_counter() - wall
-    return latencies, wall
+    return lambda key: client.get_object(Bucket=bucket, Key=key)["Body"].read()
 
 
-def _unsaturated(settings: Settings, bucket: str, keys: list[str], most: int) -> tuple[int, list[dict[str, Any]]]:
-    """The highest concurrency (1, 2, 4… up to `most`) at which the raw GET's median stays within
+def _unsaturated(get: Callable[[str], object], keys: list[str], most: int) -> tuple[int, list[dict[str, Any]]]:
+    """The highest concurrency (1, 2, 4… up to `most`) at which the floor's GET's median stays within
     FLOOR_QUEUEING × its median at one request in flight; and every probe's summary."""
     probes: list[dict[str, Any]] = []
     chosen, concurrency = 1, 1
     while concurrency <= most:
-        latencies, wall = _raw_gets(settings, bucket, keys[:PROBE_REQUESTS], concurrency, warmup=min(WARMUP, 4 * concurrency))
+        latencies, wall = _raw_gets(get, keys[:PROBE_REQUESTS], concurrency, warmup=min(WARMUP, 4 * concurrency))
         probes.append({"concurrency": concurrency, **_summary(latencies, wall)})
         if probes[-1]["p50"] > FLOOR_QUEUEING * probes[0]["p50"]:
             break
@@ -296,24 +354,32 @@ def run(documents: int, concurrency: int, requests: int = 2000, server_workers: 
             port = free_port()
             server = _serve(settings, port, server_workers)
             base = f"http://127.0.0.1:{port}"
-            asyncio.run(_drive(base, warm, concurrency))
-            content_lat, content_wall = asyncio.run(_drive(base, plan, concurrency))
+            _plain(base, warm, concurrency)
+            content_lat, content_wall = _plain(base, plan, concurrency)
             asyncio.run(_drive(base, [list_call] * 20, 1))
             listed = httpx.get(base + list_call[0], headers=list_call[1], timeout=30).json()
             api_cpu = cpu_seconds(server.pid)
             list_lat, list_wall = asyncio.run(_drive(base, [list_call] * LIST_REQUESTS, 1))
             list_cpu_ms = (cpu_seconds(server.pid) - api_cpu) * 1000 / LIST_REQUESTS
-            plain_lat, plain_wall = _sequential(base, list_call[0], list_call[1], LIST_REQUESTS)
-            list_conc_lat, list_conc_wall = asyncio.run(_drive(base, [list_call] * LIST_REQUESTS, concurrency))
+            plain_lat, plain_wall = _plain(base, [list_call] * LIST_REQUESTS, 1)
+            list_conc_lat, list_conc_wall = _plain(base, [list_call] * LIST_REQUESTS, concurrency)
 
-            floor_concurrency, probes = _unsaturated(settings, bucket, keys, concurrency)
-            floor_cpu = time.process_time()  # this process: the floor's client (boto3) is the floor's only machinery
-            floor_lat, floor_wall = _raw_gets(settings, bucket, keys, floor_concurrency)
-            floor_cpu_ms = (time.process_time() - floor_cpu) * 1000 / len(keys)
-            api_cpu = cpu_seconds(server.pid)
-            paced_lat, paced_wall = asyncio.run(_drive(base, plan, floor_concurrency))
-            content_cpu_ms = (cpu_seconds(server.pid) - api_cpu) * 1000 / len(plan)
-            loaded_floor_lat, loaded_floor_wall = _raw_gets(settings, bucket, keys, concurrency)
+            get = _store_get(rt.store)
+            floor_concurrency, probes = _unsaturated(get, keys, concurrency)
+            get_lat, get_wall = _raw_gets(get, keys, floor_concurrency)
+            boto3_lat, boto3_wall = _raw_gets(_boto3_get(settings, bucket, floor_concurrency), keys, floor_concurrency)
+            with _same_work(rt, services.postgres.url) as same_work:
+                reader = ContentFloor(rt, services.postgres.url)
+                targets = [reader.target(d) for d in readable]
+                reader.close()
+                floor_plan = [targets[i % len(targets)] for i in range(requests)]
+                floor_cpu = time.process_time()  # this process: the floor's only machinery
+                floor_lat, floor_wall = _raw_gets(same_work, floor_plan, floor_concurrency)
+                floor_cpu_ms = (time.process_time() - floor_cpu) * 1000 / len(floor_plan)
+                api_cpu = cpu_seconds(server.pid)
+                paced_lat, paced_wall = _plain(base, plan, floor_concurrency)
+                content_cpu_ms = (cpu_seconds(server.pid) - api_cpu) * 1000 / len(plan)
+                loaded_floor_lat, loaded_floor_wall = _raw_gets(same_work, floor_plan, concurrency)
             rt.close()
         finally:
             if server is not None:
@@ -326,6 +392,8 @@ def run(documents: int, concurrency: int, requests: int = 2000, server_workers: 
     loaded_floor = _summary(loaded_floor_lat, loaded_floor_wall)
     content = _summary(paced_lat, paced_wall)
     floor = _summary(floor_lat, floor_wall)
+    get_alone = _summary(get_lat, get_wall)
+    boto3_floor = _summary(boto3_lat, boto3_wall)
     seq = _summary(list_lat, list_wall)
     plain = _summary(plain_lat, plain_wall)
     conc = _summary(list_conc_lat, list_conc_wall)
@@ -334,10 +402,14 @@ def run(documents: int, concurrency: int, requests: int = 2000, server_workers: 
                                   f"{seq['p50']}, p99 {seq['p99']} ms; p99 {conc['p99']} ms at {concurrency} in flight "
                                   f"({conc['rps']} requests/s)",
         "content": f"p50 {content['p50']} ms, p99 {content['p99']} ms at {floor_concurrency} in flight",
-        "floor (raw S3 GET)": f"p50 {floor['p50']} ms, p99 {floor['p99']} ms at {floor_concurrency} in flight: the highest of "
-                              f"{[p['concurrency'] for p in probes]} whose median stays within {FLOOR_QUEUEING}x one request's",
-        "ratio": f"{content['p99'] / floor['p99']:.3f} (target <= 2); list p99 target <= 10 ms",
-        "CPU per request": f"API processes {content_cpu_ms:.2f} ms per content read (the floor's client {floor_cpu_ms:.2f} ms per GET), "
+        "floor (same work)": f"p50 {floor['p50']} ms, p99 {floor['p99']} ms at {floor_concurrency} in flight (the same statements "
+                             f"through psycopg, the store's GET, decryption): the highest of {[p['concurrency'] for p in probes]} "
+                             f"whose GET's median stays within {FLOOR_QUEUEING}x one request's",
+        "the GET alone": f"the store's p50 {get_alone['p50']} ms, p99 {get_alone['p99']} ms; boto3's get_object p50 "
+                         f"{boto3_floor['p50']} ms, p99 {boto3_floor['p99']} ms",
+        "ratio": f"{content['p99'] / floor['p99']:.3f} (target <= 2); to the GET alone {content['p99'] / get_alone['p99']:.3f}; "
+                 f"list p99 target <= 10 ms",
+        "CPU per request": f"API processes {content_cpu_ms:.2f} ms per content read (the floor's {floor_cpu_ms:.2f} ms), "
                            f"{list_cpu_ms:.2f} ms per list",
         f"at {concurrency} in flight": f"content p99 {loaded['p99']} ms ({loaded['rps']}/s), floor p99 {loaded_floor['p99']} ms "
                                        f"({loaded_floor['rps']}/s)",
@@ -354,6 +426,11 @@ def run(documents: int, concurrency: int, requests: int = 2000, server_workers: 
         "content_rps": content["rps"],
         "floor_p50_ms": floor["p50"],
         "floor_rps": floor["rps"],
+        "get_p50_ms": get_alone["p50"],  # the store's GET alone (no index, no decryption)
+        "get_p99_ms": get_alone["p99"],
+        "ratio_to_get": round(content["p99"] / get_alone["p99"], 3),
+        "floor_boto3_p50_ms": boto3_floor["p50"],
+        "floor_boto3_p99_ms": boto3_floor["p99"],
         "floor_concurrency": floor_concurrency,
         "floor_probes": probes,
         "at_concurrency": {  # both at `concurrency` in flight: throughput, and a p99 that is mostly queueing
@@ -367,7 +444,7 @@ def run(documents: int, concurrency: int, requests: int = 2000, server_workers: 
             "ratio": round(loaded["p99"] / loaded_floor["p99"], 3),
         },
         "content_api_cpu_ms": round(content_cpu_ms, 2),  # the API processes' CPU per content read (without PostgreSQL, moto)
-        "floor_client_cpu_ms": round(floor_cpu_ms, 2),  # the floor's own CPU per GET (boto3, this process)
+        "floor_cpu_ms": round(floor_cpu_ms, 2),  # the floor's own CPU per read (this process; without PostgreSQL, moto)
         "list_api_cpu_ms": round(list_cpu_ms, 2),
         "list_p50_ms": plain["p50"],
         "list_p99_ms": plain["p99"],

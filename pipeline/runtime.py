@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
@@ -54,6 +55,9 @@ class Runtime:
     known_records: KnownRecords = field(init=False, repr=False)
     # Sessions for reads that write nothing (see `reads`).
     reads: sessionmaker[Session] = field(init=False, repr=False)
+    # Threads reading a document's bytes while its access is audited (pipeline/documents/stored.py, ReadAhead): as many
+    # as the store's connections; none is started before the first read ahead.
+    read_ahead: ThreadPoolExecutor = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.inbox = Inbox(self.store)
@@ -66,6 +70,7 @@ class Runtime:
         # them). Under READ COMMITTED every statement sees its own snapshot anyway: a transaction adds no
         # consistency to a series of reads. For reads only: a write through these sessions commits at once.
         self.reads = session_factory(self.engine.execution_options(isolation_level="AUTOCOMMIT"))
+        self.read_ahead = ThreadPoolExecutor(self.settings.s3_max_connections, thread_name_prefix="dmp-read-ahead")
 
     @classmethod
     def from_settings(cls, settings: Settings, *, prepare: bool = False) -> Runtime:
@@ -95,4 +100,5 @@ class Runtime:
         return keyed_hash(self.hmac_secret)
 
     def close(self) -> None:
+        self.read_ahead.shutdown(wait=False, cancel_futures=True)
         self.engine.dispose()

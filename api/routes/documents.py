@@ -24,7 +24,7 @@ from pipeline.access.policy import Action
 from pipeline.core.clock import paris_date
 from pipeline.core.envelope import IntegrityError
 from pipeline.core.storage import ObjectNotFound
-from pipeline.documents.stored import DocumentGone, read_document
+from pipeline.documents.stored import DocumentGone, ReadAhead, read_document
 from pipeline.documents.titles import document_titles
 from pipeline.index.models import Document
 
@@ -156,17 +156,19 @@ SERVED_TYPES: dict[int | str, dict[str, Any]] = {200: {"content": {kind: {} for 
 def document_content(patient_id: str, document_id: str, rt: RuntimeDep, actor: ActorDep, emergency: EmergencyDep) -> Response:
     """The decrypted bytes, integrity-checked. Large documents are streamed: an integrity failure then aborts
     the stream, so corrupted bytes are never served whole."""
-    access = check(rt, actor, _action(emergency, Action.READ_CONTENT), patient_id, document_id=document_id, emergency_reason=emergency)
+    ahead = ReadAhead(rt, WHOLE_BODY_LIMIT)  # a small document is read while its access is audited
+    action = _action(emergency, Action.READ_CONTENT)
+    access = check(rt, actor, action, patient_id, document_id=document_id, emergency_reason=emergency, meanwhile=ahead.start)
     document = access.document
     assert document is not None
     # Never the stored type as it is, never a page: see api/headers.py.
     headers = {"Content-Length": str(document.size), "Cache-Control": "no-store", **content_headers(document.id, document.mime_type)}
     media_type = served_type(document.mime_type)
     try:
-        chunks: Iterator[bytes] = read_document(rt, document)
         if document.size > WHOLE_BODY_LIMIT:
+            chunks: Iterator[bytes] = read_document(rt, document)
             return StreamingResponse(chunks, media_type=media_type, headers=headers)
-        body = b"".join(chunks)
+        body = ahead.body(document)
     except (DocumentGone, ObjectNotFound):
         raise not_found() from None  # shredded since the check: gone, like a document that never was
     except IntegrityError:

@@ -163,8 +163,8 @@ def append(
     sealed = None
     if event.justification is not None and record_key is not None and event.chain != NO_PATIENT:
         sealed = seal_text(record_key, event.justification, justification_context(event.chain, seq))
-    entry = _new_entry(key, event, moment, seq, prev_hash, sealed)
-    entry.id = session.execute(_INSERT, {column: getattr(entry, column) for column in _INSERTED}).scalar_one()
+    entry = new_entry(key, event, moment, seq, prev_hash, sealed)
+    entry.id = session.execute(_INSERT, {column: getattr(entry, column) for column in INSERTED_COLUMNS}).scalar_one()
     audit_appends.labels(event.outcome).inc()  # in the caller's transaction: counts appends made, a rollback included
     return entry
 
@@ -197,7 +197,7 @@ def append_at_once(session: Session, key: bytes, event: AuditEvent, head: ChainH
     values = _entry_values(key, event, as_utc(dt.datetime.now(dt.UTC)), head.seq + 1, head.entry_hash, None)
     values |= chain_lock_params(event.chain)
     if beside is None:
-        inserted = session.execute(_INSERT_IF_FREE, values).scalar_one_or_none()
+        inserted = session.execute(INSERT_IF_FREE, values).scalar_one_or_none()
     else:
         rows = direct.rows(session, beside.statement, {**beside.params, **values})
         inserted = beside.entry_id(rows)
@@ -209,13 +209,13 @@ def append_at_once(session: Session, key: bytes, event: AuditEvent, head: ChainH
     return cast(int, inserted)
 
 
-def _new_entry(key: bytes, event: AuditEvent, moment: dt.datetime, seq: int, prev_hash: str, sealed: bytes | None) -> AuditEntry:
+def new_entry(key: bytes, event: AuditEvent, moment: dt.datetime, seq: int, prev_hash: str, sealed: bytes | None) -> AuditEntry:
     """The entry recording `event` at position `seq` after `prev_hash`, hashed (not attached to any session)."""
     return AuditEntry(**_entry_values(key, event, moment, seq, prev_hash, sealed))
 
 
 def _entry_values(key: bytes, event: AuditEvent, moment: dt.datetime, seq: int, prev_hash: str, sealed: bytes | None) -> dict[str, Any]:
-    """An entry's columns (`_INSERTED`, the encoding's fields and its hash) recording `event` at position `seq`."""
+    """An entry's columns (`INSERTED_COLUMNS`, the encoding's fields and its hash) recording `event` at position `seq`."""
     row: dict[str, Any] = dict(
         chain=event.chain, seq=seq, at=moment, actor_id=event.actor_id, actor_kind=event.actor_kind,
         profession=event.profession, action=event.action, document_id=event.document_id, outcome=event.outcome,
@@ -268,7 +268,7 @@ def append_many(session: Session, key: bytes, events: Sequence[AuditEvent], at: 
         audit_appends.labels(event.outcome).inc()
 
 
-_INSERTED = (
+INSERTED_COLUMNS = (
     "chain", "seq", "at", "actor_id", "actor_kind", "profession", "action", "document_id", "outcome", "reason", "emergency",
     "prev_hash", "entry_hash", "version", "told_reason", "justification_sealed",
 )  # fmt: skip
@@ -285,15 +285,15 @@ def _last_entry(chain: ColumnElement[str]) -> Select[tuple[int, str]]:
 _LAST = _last_entry(bindparam("chain"))
 _LAST_LOCKED = _LAST.with_for_update()
 _LOCK = select(CHAIN_LOCK)
-_INSERT = insert(_TABLE).values({name: bindparam(name) for name in _INSERTED}).returning(_TABLE.c.id)
+_INSERT = insert(_TABLE).values({name: bindparam(name) for name in INSERTED_COLUMNS}).returning(_TABLE.c.id)
 # The entry inserted only if the chain's append lock is free (`append_at_once`): no row otherwise.
-_INSERT_IF_FREE = (
+INSERT_IF_FREE = (
     insert(_TABLE)
-    .from_select(_INSERTED, select(*(bindparam(name, type_=_TABLE.c[name].type) for name in _INSERTED)).where(CHAIN_TRY_LOCK))
+    .from_select(INSERTED_COLUMNS, select(*(bindparam(name, type_=_TABLE.c[name].type) for name in INSERTED_COLUMNS)).where(CHAIN_TRY_LOCK))
     .returning(_TABLE.c.id)
 )
 # The same insert as a CTE, for a statement that reads beside it (`ReadBeside`): a row (`id`) if the entry went in.
-APPENDED = _INSERT_IF_FREE.cte("appended")
+APPENDED = INSERT_IF_FREE.cte("appended")
 
 
 # The record key of a chain's patient, read in the appending transaction (None if there is none).

@@ -79,6 +79,8 @@ class Refused:
 
 
 Verdict = Access | Refused
+# Work to start on an allowed document while its access is audited (`check`).
+Meanwhile = Callable[[Document], object]
 
 
 @dataclass(frozen=True)
@@ -120,13 +122,14 @@ def _record(
     quiet: bool = False,
     reads: Session | None = None,
     beside: ReadBeside | None = None,
+    meanwhile: Meanwhile | None = None,
 ) -> _Judged:
     """Judge the attempt and append its audit entry (and the notifications it causes) in one transaction. `quiet`: the
     attempt can cause no notification nor carry a justification (a patient's own access), so it is first tried in two
     autocommit statements (`_record_at_once`), in `reads` if given, the second one also making the read `beside` if
-    the access is allowed."""
+    the access is allowed, and `meanwhile` called before it."""
     if quiet and justification is None:
-        quick = _record_at_once(rt, actor, action, judge, reads, beside)
+        quick = _record_at_once(rt, actor, action, judge, reads, beside, meanwhile)
         if quick is not None:
             return quick
 
@@ -147,7 +150,13 @@ def _record(
 
 
 def _record_at_once(
-    rt: Runtime, actor: Actor, action: Action | str, judge: Callable[[Session], _Judged], reads: Session | None, beside: ReadBeside | None
+    rt: Runtime,
+    actor: Actor,
+    action: Action | str,
+    judge: Callable[[Session], _Judged],
+    reads: Session | None,
+    beside: ReadBeside | None,
+    meanwhile: Meanwhile | None,
 ) -> _Judged | None:
     """A quiet attempt judged and audited in two round trips (PostgreSQL): the judging statement in autocommit (it
     tries the chain's lock and reads its head), then the entry inserted by a statement of its own, only if the lock
@@ -156,13 +165,16 @@ def _record_at_once(
     and the caller judges and appends again in a transaction. The entry is still committed before the verdict is
     returned, every attempt audited, and the chain serialized by its lock and its unique (chain, seq). `reads`: the
     caller's session of `rt.reads` (else one of its own). `beside`: a read the insert's statement makes too when the
-    access is allowed (its rows kept in it only if the entry went in): the caller's next round trip saved."""
+    access is allowed (its rows kept in it only if the entry went in): the caller's next round trip saved. `meanwhile`:
+    called with the allowed document before the entry's statement is sent (see `check`)."""
     with nullcontext(reads) if reads is not None else rt.reads() as session:
         if session.get_bind().dialect.name != "postgresql":
             return None
         judged = judge(session)
         if judged.chain_head is None:  # the lock was held: an append is under way
             return None
+        if meanwhile is not None and isinstance(judged.verdict, Access) and judged.verdict.document is not None:
+            meanwhile(judged.verdict.document)
         try:
             read = beside if isinstance(judged.verdict, Access) else None
             entry = append_at_once(session, rt.audit_key, _event(judged, actor, action, None), judged.chain_head, read)
@@ -233,12 +245,17 @@ def check(
     now: dt.datetime | None = None,
     reads: Session | None = None,
     beside: ReadBeside | None = None,
+    meanwhile: Meanwhile | None = None,
 ) -> Verdict:
     """Decide and audit one attempt: the access, or what the refused actor is told. `now` is the moment the
     record is read at (the clock by default): grants with an end are in force strictly before it. `reads`: a session
     of `rt.reads` (autocommit) the caller reads in next: a patient's own access is judged and audited in it, on the
     request's one connection, and `beside` read by the statement that appends its entry if it is allowed (its rows are
-    then in `beside.rows`; else None, and the caller reads it itself)."""
+    then in `beside.rows`; else None, and the caller reads it itself). `meanwhile`: called with the document when a
+    patient's own access to it is allowed, before its entry is appended, so that the caller's work on the document
+    (reading its bytes: pipeline/documents/stored.py, ReadAhead) overlaps the append; what it starts must not reach
+    the actor before this returns, as the entry is committed only then (a refusal on a retried append raises or
+    returns Refused instead). Not called when the entry is appended in a transaction of its own."""
     day = today or paris_date(now)
     if not _plausible(patient_id) or (document_id is not None and not _plausible(document_id)):
         # Ids that cannot exist are not written raw into the audit (they could be anything).
@@ -251,7 +268,7 @@ def check(
     # The break-glass justification goes into the chain with the attempt it justifies (docs/domain.md rule 5). A
     # patient's own access causes no notification (`notify_access`).
     quiet = actor.id == patient_id
-    verdict = _record(rt, actor, action, judge, emergency_reason, quiet=quiet, reads=reads, beside=beside).verdict
+    verdict = _record(rt, actor, action, judge, emergency_reason, quiet=quiet, reads=reads, beside=beside, meanwhile=meanwhile).verdict
     assert verdict is not None  # every judgement has one
     return verdict
 

@@ -55,7 +55,7 @@ _AUTHORED = aliased(Document, name="authored_documents")
 
 
 @functools.cache
-def _record_statement(lock_chain: bool, for_actor: bool, with_document: bool) -> Select[Any]:
+def record_statement(lock_chain: bool, for_actor: bool, with_document: bool) -> Select[Any]:
     """The one statement that reads a record for the policy, built once per shape (this runs on every access),
     the values bound at execution: the patient and its relations (a row per relation), and as it is asked,
     whether `actor_id` authored a live document of the record (ix_documents_patient_author, evaluated once),
@@ -120,7 +120,7 @@ def read_record(
         params |= chain_lock_params(patient_id)
     if document_id is not None:
         params["document_id"] = document_id
-    statement = _record_statement(lock_chain, for_actor is not None, document_id is not None)
+    statement = record_statement(lock_chain, for_actor is not None, document_id is not None)
     rows = direct.rows(session, statement, params)  # every request's first statement: below the Session when it can be
     if not rows:
         return None

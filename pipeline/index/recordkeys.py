@@ -58,11 +58,11 @@ class RecordKeys:
                 insert_ignore(session, RecordKey, self.new_row(patient_id)[0])  # a concurrent worker may have won: use its key
                 session.commit()
                 row = session.scalars(select(RecordKey).where(RecordKey.patient_id == patient_id)).one()
-        return (self._cached(row.id) if row.wrapped is not None else None) or self._open(row)
+        return (self.cached(row.id) if row.wrapped is not None else None) or self._open(row)
 
     def get(self, record_key_id: str) -> OpenRecordKey:
         """An existing record key by id; KeyProviderError if it was destroyed."""
-        cached = self._cached(record_key_id)
+        cached = self.cached(record_key_id)
         if cached is not None:
             return cached
         with self.sessions() as session:
@@ -77,7 +77,7 @@ class RecordKeys:
         row = session.scalars(select(RecordKey).where(RecordKey.patient_id == patient_id)).one_or_none()
         if row is None or row.wrapped is None:
             return None
-        return self._cached(row.id) or self._open(row)
+        return self.cached(row.id) or self._open(row)
 
     def for_patients(self, session: Session, patient_ids: Collection[str]) -> dict[str, bytes]:
         """The record keys of many patients by patient id, made for those who have none, in the caller's
@@ -102,14 +102,14 @@ class RecordKeys:
                 continue
             values, key = made.get(row.patient_id, ({}, b""))
             # A key made here is used as is (not cached: this transaction may yet roll back); others are opened.
-            keys[row.patient_id] = OpenRecordKey(row.id, key) if values.get("id") == row.id else (self._cached(row.id) or self._open(row))
+            keys[row.patient_id] = OpenRecordKey(row.id, key) if values.get("id") == row.id else (self.cached(row.id) or self._open(row))
         return keys
 
     def opened(self, record_key_id: str, patient_id: str, master_key_id: str | None, wrapped: bytes | None) -> OpenRecordKey:
         """A record key from its row's values as read by the caller (KeyProviderError if destroyed, even if this
         process still holds it: the caller's row is newer than the cache)."""
         row = _KeyRow(record_key_id, patient_id, master_key_id, wrapped)
-        return (self._cached(record_key_id) if wrapped is not None else None) or self._open(row)
+        return (self.cached(record_key_id) if wrapped is not None else None) or self._open(row)
 
     def new_row(self, patient_id: str) -> tuple[RowValues, bytes]:
         """A new record key's row (a fresh key wrapped by the active master key, bound to its ids) and the key."""
@@ -117,7 +117,8 @@ class RecordKeys:
         wrapped = self.provider.wrap(key, record_context(key_id, patient_id))
         return {"id": key_id, "patient_id": patient_id, "master_key_id": wrapped.key_id, "wrapped": wrapped.blob}, key
 
-    def _cached(self, record_key_id: str) -> OpenRecordKey | None:
+    def cached(self, record_key_id: str) -> OpenRecordKey | None:
+        """The record key if this process holds it unwrapped (opened within `cache_seconds`), else None: no round trip."""
         with self._lock:
             cached = self._cache.get(record_key_id)
         return cached[1] if cached and cached[0] > time.monotonic() else None
