@@ -43,7 +43,6 @@ from pipeline.access.auditchain import (
     BrokenLink,
     canonical_encoding,
     check_event,
-    entry_hash,
     keyed,
     verify,
 )
@@ -51,6 +50,7 @@ from pipeline.access.auditread import MAX_PAGE, entries_for, open_justifications
 from pipeline.core.clock import as_utc
 from pipeline.core.metrics import audit_appends
 from pipeline.core.sealedfields import justification_context, seal_text
+from pipeline.index import direct
 from pipeline.index.db import transact
 from pipeline.index.models import AuditEntry
 
@@ -182,54 +182,48 @@ class ReadBeside:
     rows: Sequence[Row[Any]] | None = None
 
 
-def append_at_once(session: Session, key: bytes, event: AuditEvent, head: ChainHead, beside: ReadBeside | None = None) -> AuditEntry | None:
+def append_at_once(session: Session, key: bytes, event: AuditEvent, head: ChainHead, beside: ReadBeside | None = None) -> int | None:
     """`append` after `head` as one statement of its own, for a session in autocommit (`Runtime.reads`, PostgreSQL): the
     entry is inserted only if the chain's append lock is free, taken by the insert's own transaction until it commits;
     None, nothing inserted, when another append held it. `head` was read without the lock (`chain_head_columns` in
     autocommit): if an append came after it, the entry takes a position already taken and the unique (chain, seq)
     constraint refuses it (IntegrityError). Either way the caller appends the slow way (`append` in a transaction).
     No justification: its record key would be read (or made) in the appending transaction. `beside`: the statement
-    is that read's, the insert its CTE; its rows are kept in it when the entry went in."""
+    is that read's, the insert its CTE; its rows are kept in it when the entry went in. The entry's id if it went in
+    (the entry is plain values here: no ORM object is built for it)."""
     check_event(event)
     if event.justification is not None or head.chain != event.chain:
         raise ValueError("append_at_once appends an event without justification to the chain its head was read from")
-    entry = new_entry(key, event, as_utc(dt.datetime.now(dt.UTC)), head.seq + 1, head.entry_hash, None)
-    values = {column: getattr(entry, column) for column in INSERTED_COLUMNS} | chain_lock_params(event.chain)
+    values = _entry_values(key, event, as_utc(dt.datetime.now(dt.UTC)), head.seq + 1, head.entry_hash, None)
+    values |= chain_lock_params(event.chain)
     if beside is None:
         inserted = session.execute(INSERT_IF_FREE, values).scalar_one_or_none()
     else:
-        rows = session.execute(beside.statement, {**beside.params, **values}).all()
+        rows = direct.rows(session, beside.statement, {**beside.params, **values})
         inserted = beside.entry_id(rows)
         if inserted is not None:
             beside.rows = rows
     if inserted is None:
         return None
-    entry.id = inserted
     audit_appends.labels(event.outcome).inc()
-    return entry
+    return cast(int, inserted)
 
 
 def new_entry(key: bytes, event: AuditEvent, moment: dt.datetime, seq: int, prev_hash: str, sealed: bytes | None) -> AuditEntry:
     """The entry recording `event` at position `seq` after `prev_hash`, hashed (not attached to any session)."""
-    entry = AuditEntry(
-        chain=event.chain,
-        seq=seq,
-        at=moment,
-        actor_id=event.actor_id,
-        actor_kind=event.actor_kind,
-        profession=event.profession,
-        action=event.action,
-        document_id=event.document_id,
-        outcome=event.outcome,
-        reason=event.reason,
-        emergency=event.emergency,
-        prev_hash=prev_hash,
-        version=CURRENT_VERSION,
-        told_reason=event.told_reason,
-        justification_sealed=sealed,
-    )
-    entry.entry_hash = entry_hash(key, entry)
-    return entry
+    return AuditEntry(**_entry_values(key, event, moment, seq, prev_hash, sealed))
+
+
+def _entry_values(key: bytes, event: AuditEvent, moment: dt.datetime, seq: int, prev_hash: str, sealed: bytes | None) -> dict[str, Any]:
+    """An entry's columns (`INSERTED_COLUMNS`, the encoding's fields and its hash) recording `event` at position `seq`."""
+    row: dict[str, Any] = dict(
+        chain=event.chain, seq=seq, at=moment, actor_id=event.actor_id, actor_kind=event.actor_kind,
+        profession=event.profession, action=event.action, document_id=event.document_id, outcome=event.outcome,
+        reason=event.reason, emergency=event.emergency, prev_hash=prev_hash, version=CURRENT_VERSION,
+        told_reason=event.told_reason, justification_sealed=sealed,
+    )  # fmt: skip
+    row["entry_hash"] = keyed(key, canonical_encoding(**row))
+    return row
 
 
 def append_many(session: Session, key: bytes, events: Sequence[AuditEvent], at: dt.datetime | None = None) -> None:
@@ -265,14 +259,8 @@ def append_many(session: Session, key: bytes, events: Sequence[AuditEvent], at: 
     rows: list[dict[str, Any]] = []
     for event in events:
         last_seq, prev_hash = heads.get(event.chain, (0, GENESIS))
-        # The row's fields are the encoding's (plain values: no ORM object is built for an entry inserted by Core).
-        row: dict[str, Any] = dict(
-            chain=event.chain, seq=last_seq + 1, at=moment, actor_id=event.actor_id, actor_kind=event.actor_kind,
-            profession=event.profession, action=event.action, document_id=event.document_id, outcome=event.outcome,
-            reason=event.reason, emergency=event.emergency, prev_hash=prev_hash, version=CURRENT_VERSION,
-            told_reason=event.told_reason, justification_sealed=None,
-        )  # fmt: skip
-        row["entry_hash"] = keyed(key, canonical_encoding(**row))
+        # Plain values: no ORM object is built for an entry inserted by Core.
+        row = _entry_values(key, event, moment, last_seq + 1, prev_hash, None)
         heads[event.chain] = (row["seq"], row["entry_hash"])
         rows.append(row)
     session.execute(insert(_TABLE), rows)  # Core: the ORM's bulk path (and its autoflush) adds nothing here

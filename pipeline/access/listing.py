@@ -243,11 +243,12 @@ def _plain_row(fields: tuple[str, ...]) -> Callable[[Iterable[Any]], tuple[Any, 
     return make
 
 
-def _plain(rows: Sequence[Row[Any]]) -> Any:
+def _plain(rows: Sequence[Any]) -> Any:
     """`rows` as named tuples of the same fields: a Row finds an attribute by its name on every access (through a
     failed lookup first, about ten times an index), and a page is read by name some 900 times (`policy_fields`, its
-    titles, its JSON): about 0.3 ms, a sixth of the list route's CPU, where copying the rows costs a few microseconds."""
-    if not rows:
+    titles, its JSON): about 0.3 ms, a sixth of the list route's CPU, where copying the rows costs a few microseconds.
+    Rows read below the Session (`pipeline.index.direct`) are named tuples already."""
+    if not rows or isinstance(rows[0], tuple):
         return rows
     make = _plain_row(rows[0]._fields)
     return [make(row) for row in rows]

@@ -20,6 +20,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from pipeline.access.audit import ChainHead, chain_head_columns, chain_lock_params, head_from_rows
 from pipeline.access.membership import Grant, GrantBasis
 from pipeline.access.policy import DocumentView, Record
+from pipeline.index import direct
 from pipeline.index.models import Document, Patient, RecordRelation
 from pipeline.index.states import Relation
 
@@ -120,7 +121,7 @@ def read_record(
     if document_id is not None:
         params["document_id"] = document_id
     statement = record_statement(lock_chain, for_actor is not None, document_id is not None)
-    rows = session.execute(statement, params).all()
+    rows = direct.rows(session, statement, params)  # every request's first statement: below the Session when it can be
     if not rows:
         return None
     relations: dict[str, set[str]] = {}
