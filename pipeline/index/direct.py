@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import keyword
+import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine.interfaces import Dialect
     from sqlalchemy.sql.compiler import SQLCompiler
 
+log = logging.getLogger(__name__)
 # A value's bind processor, or a column's result processor (SQLAlchemy's types'), None when there is none.
 _Processor = Callable[[Any], Any] | None
 
@@ -79,7 +81,17 @@ def rows(session: Session, statement: Executable, params: Mapping[str, Any]) -> 
 
 
 def _prepare(statement: Executable, dialect: Dialect) -> _Prepared | None:
-    """The statement compiled for `dialect`, or None when it must run through the Session (see the module)."""
+    """The statement compiled for `dialect`, or None when it must run through the Session (see the module). This reads
+    attributes of SQLAlchemy's compiled form that are not its public API: should a release change them, the statement
+    runs through the Session (slower, never wrong), logged once, and `tests/index/test_direct.py` fails."""
+    try:
+        return _compiled(statement, dialect)
+    except (AttributeError, TypeError, KeyError) as error:
+        log.warning("a statement runs through the Session: SQLAlchemy's compiled form is not as expected (%r)", error)
+        return None
+
+
+def _compiled(statement: Executable, dialect: Dialect) -> _Prepared | None:
     if dialect.paramstyle != "pyformat" or statement._propagate_attrs.get("compile_state_plugin") == "orm":
         return None  # positional values; or ORM entities, each read as several columns into one object
     compiled = cast("SQLCompiler", cast(ClauseElement, statement).compile(dialect=dialect))  # a SELECT or an INSERT's

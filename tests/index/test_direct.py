@@ -70,3 +70,12 @@ def test_the_engines_listeners_see_each_statement(rt):
     with rt.reads() as session:
         direct.rows(session, _CHAIN, {"chain": chain})
     assert len(statements) == 1 and "FROM audit_entries" in statements[0]
+
+
+def test_a_statement_built_once_runs_on_the_drivers_cursor_on_postgresql_and_through_the_session_on_sqlite(rt):
+    chain = _chain(rt)
+    with rt.reads() as session:
+        read = direct.rows(session, _CHAIN, {"chain": chain})
+    # Below the Session the rows are named tuples made for the statement; through it, SQLAlchemy's Rows.
+    below = rt.engine.dialect.name == "postgresql"
+    assert [type(row).__name__ for row in read] == ["DirectRow" if below else "Row"] * 3
