@@ -43,7 +43,7 @@ from typing import Any, TypeVar
 from sqlalchemy import select
 
 from bench.measure import cpu_seconds
-from bench.readfloor import ContentFloor, FloorRead
+from bench.readfloor import ContentFloor, FloorRead, floor_read
 from bench.report import print_parts
 from infra.services import dmp_environment, free_port, throwaway_services, wait_for_port
 from pipeline.core.clock import paris_date
@@ -372,9 +372,7 @@ def run(documents: int, concurrency: int, requests: int = 2000, server_workers: 
             loaded_floor_lat, loaded_floor_wall = _raw_gets(get, keys, concurrency)
             boto3_lat, boto3_wall = _raw_gets(_boto3_get(settings, bucket, floor_concurrency), keys, floor_concurrency)
             with _same_work(rt, services.postgres.url) as same_work:
-                reader = ContentFloor(rt, services.postgres.url)
-                targets = [reader.target(d) for d in readable]
-                reader.close()
+                targets = [floor_read(rt, d) for d in readable]
                 floor_plan = [targets[i % len(targets)] for i in range(requests)]
                 floor_cpu = time.process_time()  # this process: the floor's only machinery
                 floor_lat, floor_wall = _raw_gets(same_work, floor_plan, floor_concurrency)

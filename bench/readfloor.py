@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from pipeline.access.audit import GENESIS, INSERT_IF_FREE, INSERTED_COLUMNS, AuditEvent, chain_lock_params, new_entry
+from pipeline.access.audit import GENESIS, INSERT_IF_FREE, AuditEvent, chain_lock_params, entry_values
 from pipeline.access.policy import Action, ActorKind, Reason
 from pipeline.access.recordview import record_statement
 from pipeline.documents.stored import SealedDocument
@@ -37,6 +37,11 @@ class FloorRead:
     record: OpenRecordKey
 
 
+def floor_read(rt: Runtime, document: Document) -> FloorRead:
+    """What the floor reads of `document`, its record key opened beforehand."""
+    return FloorRead(SealedDocument.of(document), rt.record_keys.get(document.record_key_id))
+
+
 class ContentFloor:
     """The floor's reads on one autocommit psycopg connection to the index (`database_url`, SQLAlchemy's or libpq's)."""
 
@@ -52,9 +57,6 @@ class ContentFloor:
         names = [column.name for column in statement.selected_columns]
         self._locked, self._seq, self._hash = (names.index(name) for name in ("head_locked", "head_seq", "head_hash"))
         self._wrapped = names.index("wrapped_key")
-
-    def target(self, document: Document) -> FloorRead:
-        return FloorRead(SealedDocument.of(document), self._rt.record_keys.get(document.record_key_id))
 
     def read(self, target: FloorRead) -> bytes:
         """Judge, audit, then GET, decrypt and verify one document, as its patient. An append that met another (its
@@ -76,9 +78,9 @@ class ContentFloor:
         seq, prev = (row[self._seq], row[self._hash]) if row[self._seq] is not None else (0, GENESIS)
         event = AuditEvent(chain=document.patient_id, actor_id=document.patient_id, actor_kind=ActorKind.PATIENT, profession=None,
                            action=Action.READ_CONTENT, document_id=document.id, outcome="allowed", reason=Reason.PATIENT)  # fmt: skip
-        entry = new_entry(self._audit_key, event, dt.datetime.now(dt.UTC), seq + 1, prev, None)
+        values = entry_values(self._audit_key, event, dt.datetime.now(dt.UTC), seq + 1, prev, None)  # as append_at_once
         try:
-            inserted = self._connection.execute(self._insert_sql, {c: getattr(entry, c) for c in INSERTED_COLUMNS} | lock).fetchone()
+            inserted = self._connection.execute(self._insert_sql, values | lock).fetchone()
         except psycopg.errors.UniqueViolation:
             return False
         return inserted is not None

@@ -163,8 +163,9 @@ def append(
     sealed = None
     if event.justification is not None and record_key is not None and event.chain != NO_PATIENT:
         sealed = seal_text(record_key, event.justification, justification_context(event.chain, seq))
-    entry = new_entry(key, event, moment, seq, prev_hash, sealed)
-    entry.id = session.execute(_INSERT, {column: getattr(entry, column) for column in INSERTED_COLUMNS}).scalar_one()
+    values = entry_values(key, event, moment, seq, prev_hash, sealed)
+    entry = AuditEntry(**values)
+    entry.id = session.execute(_INSERT, values).scalar_one()
     audit_appends.labels(event.outcome).inc()  # in the caller's transaction: counts appends made, a rollback included
     return entry
 
@@ -194,7 +195,7 @@ def append_at_once(session: Session, key: bytes, event: AuditEvent, head: ChainH
     check_event(event)
     if event.justification is not None or head.chain != event.chain:
         raise ValueError("append_at_once appends an event without justification to the chain its head was read from")
-    values = _entry_values(key, event, as_utc(dt.datetime.now(dt.UTC)), head.seq + 1, head.entry_hash, None)
+    values = entry_values(key, event, as_utc(dt.datetime.now(dt.UTC)), head.seq + 1, head.entry_hash, None)
     values |= chain_lock_params(event.chain)
     if beside is None:
         inserted = session.execute(INSERT_IF_FREE, values).scalar_one_or_none()
@@ -209,12 +210,7 @@ def append_at_once(session: Session, key: bytes, event: AuditEvent, head: ChainH
     return cast(int, inserted)
 
 
-def new_entry(key: bytes, event: AuditEvent, moment: dt.datetime, seq: int, prev_hash: str, sealed: bytes | None) -> AuditEntry:
-    """The entry recording `event` at position `seq` after `prev_hash`, hashed (not attached to any session)."""
-    return AuditEntry(**_entry_values(key, event, moment, seq, prev_hash, sealed))
-
-
-def _entry_values(key: bytes, event: AuditEvent, moment: dt.datetime, seq: int, prev_hash: str, sealed: bytes | None) -> dict[str, Any]:
+def entry_values(key: bytes, event: AuditEvent, moment: dt.datetime, seq: int, prev_hash: str, sealed: bytes | None) -> dict[str, Any]:
     """An entry's columns (`INSERTED_COLUMNS`, the encoding's fields and its hash) recording `event` at position `seq`."""
     row: dict[str, Any] = dict(
         chain=event.chain, seq=seq, at=moment, actor_id=event.actor_id, actor_kind=event.actor_kind,
@@ -260,7 +256,7 @@ def append_many(session: Session, key: bytes, events: Sequence[AuditEvent], at: 
     for event in events:
         last_seq, prev_hash = heads.get(event.chain, (0, GENESIS))
         # Plain values: no ORM object is built for an entry inserted by Core.
-        row = _entry_values(key, event, moment, last_seq + 1, prev_hash, None)
+        row = entry_values(key, event, moment, last_seq + 1, prev_hash, None)
         heads[event.chain] = (row["seq"], row["entry_hash"])
         rows.append(row)
     session.execute(insert(_TABLE), rows)  # Core: the ORM's bulk path (and its autoflush) adds nothing here

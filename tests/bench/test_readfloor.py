@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from bench.readfloor import ContentFloor
+from bench.readfloor import ContentFloor, floor_read
 from pipeline.access.audit import verify
 from pipeline.core.keys import audit_key
 from pipeline.documents.stored import read_whole
@@ -21,7 +21,7 @@ def test_the_floor_answers_the_plaintext_and_appends_the_access_to_the_records_c
     document = index_batch(rt, tmp_path / "batch", "hospital:CHU-FLOOR")[0]
     floor = ContentFloor(rt, rt.engine.url.render_as_string(hide_password=False))
     try:
-        target = floor.target(document)
+        target = floor_read(rt, document)
         assert floor.read(target) == read_whole(rt, document)
         assert floor.read(target) == read_whole(rt, document)
     finally:
