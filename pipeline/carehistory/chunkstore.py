@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, cast
@@ -259,16 +259,30 @@ def _store_postgresql(session: Session, feed: Feed, lines: list[CareLine], rt: R
     open_lines = [x for x in lines if x.ins in records]
     candidates, in_chunk = _split_known(open_lines, hashes, lambda line: records[line.ins][1].line_hash(line.content_hash))
     source, feed_id = feed.source, feed.id  # read once, not per line (ORM attributes)
-    rows = [_row(source, feed_id, *records[x.ins], x, hashes[x.line_id]) for x in candidates]
+    rows: list[tuple[object, ...]] = []  # those written, kept for the exact way should the COPY fail
+
+    def row_of(line: CareLine) -> tuple[object, ...]:
+        return _row(source, feed_id, *records[line.ins], line, hashes[line.line_id])
+
+    def sealed(lines: list[CareLine]) -> Iterator[tuple[object, ...]]:
+        for line in lines:
+            rows.append(row_of(line))
+            yield rows[-1]
+
     cursor.execute("SAVEPOINT care_copy")
     try:
+        # Each row sealed as it is written: the server stores the first rows while the later ones are sealed (sealed
+        # first, then written, the server's half of the COPY came after the whole chunk's sealing, not beside it).
         with cursor.copy(f"COPY care_events ({', '.join(COLUMNS)}) FROM STDIN") as copy:
-            for row in rows:
+            for row in sealed(candidates):
                 copy.write_row(row)
         cursor.execute("RELEASE SAVEPOINT care_copy")
         fresh, duplicates = candidates, list[LineRejection]()
     except UniqueViolation:
         cursor.execute("ROLLBACK TO SAVEPOINT care_copy")
+        # psycopg reports the violation at the COPY's end, every row written; a driver that told it sooner would leave
+        # the rest unwritten, sealed here then.
+        rows.extend(map(row_of, candidates[len(rows) :]))
         fresh, duplicates = _store_through_staging(cursor, feed, candidates, rows, lambda line: hashes[line.line_id])
     # Corrections stored now supersede their targets; corrections stored earlier supersede lines stored now.
     corrections = [x.line_id for x in fresh if x.supersedes]
