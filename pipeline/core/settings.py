@@ -85,9 +85,6 @@ class Settings(BaseSettings):
         default=60_000, description="Silence after which a worker is dead and its messages are redelivered."
     )
     broker_maintenance_chance: int = Field(default=1000, description="Broker commands out of a million that run dead-worker maintenance.")
-    broker_idle_poll_ms: int = Field(
-        default=250, ge=1, description="An idle worker process looks for new messages again after at most this long (ms)."
-    )
     queue_name: str = "dmp.documents"
     # Operations (pipeline/operations, README "Operate").
     stuck_after_seconds: float = Field(default=1800.0, gt=0, description="An item processing longer than this counts as stuck.")

@@ -124,10 +124,10 @@ def run_child(threads: int) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C reaches the parent, which stops us
-    from pipeline.workers.entry import broker, wiring
+    from pipeline.workers.entry import broker
 
     broker.emit_after("process_boot")
-    worker = start_worker(broker, threads, wiring.settings.broker_idle_poll_ms)
+    worker = start_worker(broker, threads)
     log.info("worker process ready (%d threads)", threads)
     stop.wait()
     worker.stop(timeout=int(STOP_TIMEOUT * 1000))
@@ -135,12 +135,8 @@ def run_child(threads: int) -> int:
     return 0
 
 
-def start_worker(broker: dramatiq.Broker, threads: int, idle_poll_ms: int) -> dramatiq.Worker:
+def start_worker(broker: dramatiq.Broker, threads: int) -> dramatiq.Worker:
     """Start a dramatiq Worker over `broker`, then set the boot's objects aside from the garbage collector.
-
-    `idle_poll_ms`: the longest an idle queue's consumer waits before it looks for messages again. dramatiq's
-    default (1,000 ms) left new work waiting up to a second after a quiet spell: an idle worker took up a batch
-    or a feed sent to it late by that much, and its other process later still.
 
     What the imports, the runtime and the threads made (~130,000 objects) lives as long as the process: each full
     collection walked all of it again, ~120 ms every few seconds on a busy worker (a sixth of a feed worker's CPU,
@@ -148,7 +144,7 @@ def start_worker(broker: dramatiq.Broker, threads: int, idle_poll_ms: int) -> dr
     """
     import dramatiq
 
-    worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=idle_poll_ms)
+    worker = dramatiq.Worker(broker, worker_threads=threads)
     worker.start()
     gc.collect()  # the boot's own garbage goes first: what is frozen is never collected
     gc.freeze()
