@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, cast
@@ -264,18 +264,14 @@ def _store_postgresql(session: Session, feed: Feed, lines: list[CareLine], rt: R
     def row_of(line: CareLine) -> tuple[object, ...]:
         return _row(source, feed_id, *records[line.ins], line, hashes[line.line_id])
 
-    def sealed(lines: list[CareLine]) -> Iterator[tuple[object, ...]]:
-        for line in lines:
-            rows.append(row_of(line))
-            yield rows[-1]
-
     cursor.execute("SAVEPOINT care_copy")
     try:
         # Each row sealed as it is written: the server stores the first rows while the later ones are sealed (sealed
         # first, then written, the server's half of the COPY came after the whole chunk's sealing, not beside it).
         with cursor.copy(f"COPY care_events ({', '.join(COLUMNS)}) FROM STDIN") as copy:
-            for row in sealed(candidates):
-                copy.write_row(row)
+            for line in candidates:
+                rows.append(row_of(line))
+                copy.write_row(rows[-1])
         cursor.execute("RELEASE SAVEPOINT care_copy")
         fresh, duplicates = candidates, list[LineRejection]()
     except UniqueViolation:
