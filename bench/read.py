@@ -380,7 +380,6 @@ def run(documents: int, concurrency: int, requests: int = 2000, server_workers: 
                 api_cpu = cpu_seconds(server.pid)
                 paced_lat, paced_wall = _plain(base, plan, floor_concurrency)
                 content_cpu_ms = (cpu_seconds(server.pid) - api_cpu) * 1000 / len(plan)
-
             rt.close()
         finally:
             if server is not None:

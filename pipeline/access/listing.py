@@ -17,10 +17,9 @@ two of these statements is never shown on the strength of another row's decision
 
 from __future__ import annotations
 
-import collections
 import datetime as dt
 import functools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -30,6 +29,7 @@ from sqlalchemy.orm import Session
 from pipeline.access.audit import APPENDED, ReadBeside
 from pipeline.access.gate import Decisions
 from pipeline.access.recordview import POLICY_COLUMNS, POLICY_FIELD_COLUMNS, PolicyFields, policy_fields
+from pipeline.index import direct
 from pipeline.index.models import LIVE_DOCUMENT, Document
 from pipeline.index.repo import documents_by_id
 from pipeline.index.states import DocumentStatus
@@ -236,13 +236,6 @@ def visible_page(
     return VisiblePage(_skipping(session, decisions, _where(patient_id, filters), start, page_size, hidden, chunk), total)
 
 
-@functools.cache
-def _plain_row(fields: tuple[str, ...]) -> Callable[[Iterable[Any]], tuple[Any, ...]]:
-    """A maker of tuples with `fields` as attributes (`_plain`), one class per shape of row."""
-    make: Callable[[Iterable[Any]], tuple[Any, ...]] = getattr(collections.namedtuple("ListedRow", fields), "_make")  # noqa: B009  # made at run time: mypy knows no _make on it
-    return make
-
-
 def _plain(rows: Sequence[Any]) -> Any:
     """`rows` as named tuples of the same fields: a Row finds an attribute by its name on every access (through a
     failed lookup first, about ten times an index), and a page is read by name some 900 times (`policy_fields`, its
@@ -250,7 +243,7 @@ def _plain(rows: Sequence[Any]) -> Any:
     Rows read below the Session (`pipeline.index.direct`) are named tuples already."""
     if not rows or isinstance(rows[0], tuple):
         return rows
-    make = _plain_row(rows[0]._fields)
+    make = direct.row_maker(rows[0]._fields)
     return [make(row) for row in rows]
 
 

@@ -18,6 +18,7 @@ a tuple cannot take) runs through `Session.execute` as before.
 from __future__ import annotations
 
 import collections
+import functools
 import keyword
 import logging
 import threading
@@ -115,8 +116,14 @@ def _compiled(statement: Executable, dialect: Dialect) -> _Prepared | None:
         binds[escaped] = (escaped, bind.key, _UNSET if bind.required else bind.effective_value, processor)
         if bind.required:
             required.add(bind.key)
+    return _Prepared(compiled, compiled.string, tuple(binds.values()), frozenset(required), fields, row_maker(fields))
+
+
+@functools.cache
+def row_maker(fields: tuple[str, ...]) -> Callable[[Iterable[Any]], tuple[Any, ...]]:
+    """A maker of named tuples with `fields` as attributes, one class per shape of row (`DirectRow`)."""
     make: Callable[[Iterable[Any]], tuple[Any, ...]] = getattr(collections.namedtuple("DirectRow", fields), "_make")  # noqa: B009  # made at run time: mypy knows no _make on it
-    return _Prepared(compiled, compiled.string, tuple(binds.values()), frozenset(required), fields, make)
+    return make
 
 
 def _values(prepared: _Prepared, params: Mapping[str, Any]) -> dict[str, Any]:
